@@ -1,0 +1,151 @@
+"""llm4rec-bench: the grid (datasets x models x seeds) and its stages.
+
+    prepare (per dataset) -> train + rank -> evaluate -> track (MLflow) -> summary
+
+    snakemake --cores 2 --resources mlflow=1                          # benchmarks/default.yaml
+    snakemake --cores 2 --resources mlflow=1 --configfile benchmarks/paper.yaml
+    snakemake -n                                                      # show the DAG
+
+Every stage is one `llm4rec` subcommand; the grid config is validated before anything runs.
+"""
+
+import sys
+from pathlib import Path
+
+from llm4rec.config import ConfigError, load_grid
+from llm4rec.data.sources import AMAZON_2018_CATEGORIES, amazon2018_files
+from llm4rec.io import stable_hash
+from llm4rec.models import MODELS
+
+_cli_configs = list(workflow.overwrite_configfiles or [])
+CONFIG_FILE = str(_cli_configs[-1]) if _cli_configs else "benchmarks/default.yaml"
+try:
+    GRID = load_grid(CONFIG_FILE)
+except ConfigError as err:
+    sys.exit(f"error: {err}")
+
+PY = sys.executable
+LLM4REC = f"{PY} -m llm4rec.cli"
+DATA = f"{GRID.grid_dir}/data/{{dataset}}"
+RUN = f"{GRID.grid_dir}/runs/{{dataset}}/{{model}}/seed{{seed}}"
+LOGS = f"{GRID.grid_dir}/logs"
+RUN_FILES = ["rankings_valid.parquet", "rankings_test.parquet", "run.json"]
+
+wildcard_constraints:
+    dataset=r"[A-Za-z0-9_.-]+",
+    model=r"[A-Za-z0-9_.-]+",
+    seed=r"\d+",
+
+
+def cell_runs():
+    return [dict(dataset=d, model=m, seed=s) for d, m, s in GRID.runs()]
+
+
+def model_resource(name, default):
+    def get(wildcards):
+        entry = GRID.model_entry(wildcards.model).get("resources", {})
+        if name == "gpu":
+            return entry.get("gpu", 1 if GRID.device.startswith("cuda") or MODELS[wildcards.model].needs_gpu else 0)
+        return entry.get(name, default)
+    return get
+
+
+def raw_inputs(wildcards):
+    source = GRID.dataset_config(wildcards.dataset)["source"]
+    if source in AMAZON_2018_CATEGORIES:
+        files = amazon2018_files(AMAZON_2018_CATEGORIES[source])
+        return [f"{GRID.results_dir}/raw/{source}/{name}" for name in files]
+    return []
+
+
+rule all:
+    input:
+        [f"{GRID.grid_dir}/runs/{r['dataset']}/{r['model']}/seed{r['seed']}/mlflow.json" for r in cell_runs()],
+        f"{GRID.reports_dir}/summary.md",
+    default_target: True
+
+
+rule download_amazon2018:
+    """Raw Amazon Reviews 2018 files (5-core reviews + metadata); needs internet access."""
+    output:
+        f"{GRID.results_dir}/raw/{{source}}/{{filename}}.json.gz",
+    wildcard_constraints:
+        source="|".join(AMAZON_2018_CATEGORIES),
+    shell:
+        "{LLM4REC} download {wildcards.source} --raw-dir {GRID.results_dir}/raw"
+
+
+rule prepare:
+    """Load, preprocess (threshold, dedup, k-core) and split one dataset, once for all models."""
+    input:
+        raw_inputs,
+    output:
+        split=f"{DATA}/split.json",
+        interactions=f"{DATA}/interactions.parquet",
+        items=f"{DATA}/items.parquet",
+    params:
+        dataset_hash=lambda w: stable_hash(GRID.dataset_config(w.dataset)),
+    log:
+        f"{LOGS}/prepare/{{dataset}}.log",
+    shell:
+        "{LLM4REC} prepare --config {CONFIG_FILE} --dataset {wildcards.dataset} 2>&1 | tee {log}"
+
+
+rule train:
+    """Fit one model on the split; rank top-K for validation and test users; export."""
+    input:
+        rules.prepare.output.split,
+    output:
+        [f"{RUN}/{name}" for name in RUN_FILES],
+    params:
+        run_hash=lambda w: GRID.run_hash(w.dataset, w.model, int(w.seed)),
+    threads: GRID.threads
+    resources:
+        gpu=model_resource("gpu", 0),
+        mem_mb=model_resource("mem_mb", 4000),
+        runtime=model_resource("runtime", 120),
+    log:
+        f"{LOGS}/train/{{dataset}}/{{model}}/seed{{seed}}.log",
+    shell:
+        "{LLM4REC} train --config {CONFIG_FILE} --dataset {wildcards.dataset} --model {wildcards.model} "
+        "--seed {wildcards.seed} 2>&1 | tee {log}"
+
+
+rule evaluate:
+    """Score the rankings with the one evaluator: per-user metrics and run means."""
+    input:
+        rules.train.output,
+    output:
+        metrics=f"{RUN}/metrics.json",
+        per_user=[f"{RUN}/per_user_valid.parquet", f"{RUN}/per_user_test.parquet"],
+    log:
+        f"{LOGS}/evaluate/{{dataset}}/{{model}}/seed{{seed}}.log",
+    shell:
+        "{LLM4REC} evaluate --config {CONFIG_FILE} --dataset {wildcards.dataset} --model {wildcards.model} "
+        "--seed {wildcards.seed} 2>&1 | tee {log}"
+
+
+rule track:
+    """Mirror the finished run into MLflow (serialised: `--resources mlflow=1`, plus a file lock)."""
+    input:
+        rules.evaluate.output.metrics,
+    output:
+        f"{RUN}/mlflow.json",
+    resources:
+        mlflow=1,
+    log:
+        f"{LOGS}/track/{{dataset}}/{{model}}/seed{{seed}}.log",
+    shell:
+        "{LLM4REC} track --config {CONFIG_FILE} --dataset {wildcards.dataset} --model {wildcards.model} "
+        "--seed {wildcards.seed} 2>&1 | tee {log}"
+
+
+rule summary:
+    """Mean +/- std over seeds per dataset, model and metric."""
+    input:
+        [f"{GRID.grid_dir}/runs/{r['dataset']}/{r['model']}/seed{r['seed']}/metrics.json" for r in cell_runs()],
+    output:
+        md=f"{GRID.reports_dir}/summary.md",
+        csv=f"{GRID.reports_dir}/summary.csv",
+    shell:
+        "{LLM4REC} summarize --config {CONFIG_FILE} {input}"

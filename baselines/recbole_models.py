@@ -1,0 +1,237 @@
+"""MostPop, BPR-MF, LightGCN and SASRec through RecBole 1.2.1, on the harness's split.
+
+The harness owns the split: we hand RecBole pre-split files (``benchmark_filename``), so it
+never re-splits, and we rank with our own masking so every model faces the same
+candidate set. RecBole traps handled here:
+- it parses ``--key=value`` from ``sys.argv``: it runs with a clean argv;
+- it writes ``./log``, ``./log_tensorboard`` and timestamp-named checkpoints: it runs inside
+  the run's own folder;
+- torch >= 2.6 refuses its checkpoints in ``trainer.evaluate(load_best_model=True)``: we
+  load the best checkpoint (our own file) ourselves;
+- its dataset auto-download prompts on stdin: the dataset folder always exists, and the
+  dataset name is not one RecBole knows;
+- ``item_id_list`` must be aliased to ``item_id`` or its tokens get their own id space.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from llm4rec.data.atomic import write_atomic
+from llm4rec.data.split import Split
+from llm4rec.models import RANKING_COLUMNS
+
+RECBOLE_MODEL = {"mostpop": "Pop", "bpr": "BPR", "lightgcn": "LightGCN", "sasrec": "SASRec"}
+SEQUENTIAL = {"sasrec"}
+DATASET_NAME = "split"  # the folder/file stem RecBole reads; unknown to RecBole's download list
+
+# Settings every run shares; per-model hyper-parameters come from the grid config.
+COMMON = {
+    "USER_ID_FIELD": "user_id",
+    "ITEM_ID_FIELD": "item_id",
+    "TIME_FIELD": "timestamp",
+    "benchmark_filename": ["train", "valid", "test"],
+    "metrics": ["Recall", "MRR", "NDCG", "Hit"],
+    "topk": [10],
+    "valid_metric": "NDCG@10",
+    "metric_decimal_place": 10,
+    "eval_batch_size": 4096,
+    "show_progress": True,
+    "save_dataset": False,
+    "save_dataloaders": False,
+    "log_wandb": False,
+    "reproducibility": True,
+}
+
+
+@contextmanager
+def recbole_sandbox(workdir: Path) -> Iterator[None]:
+    """Run RecBole with a clean argv and cwd = workdir (its logs land there, not in the repo)."""
+    saved_argv, saved_cwd = sys.argv, os.getcwd()
+    workdir.mkdir(parents=True, exist_ok=True)
+    sys.argv = [sys.argv[0]]
+    os.chdir(workdir)
+    try:
+        yield
+    finally:
+        sys.argv = saved_argv
+        os.chdir(saved_cwd)
+
+
+def write_benchmark_files(split: Split, data_dir: Path, sequential: bool, max_len: int) -> None:
+    """Write `<stem>.{train,valid,test}.inter` for RecBole from the harness's split.
+
+    General models get plain (user, item, timestamp) rows. Sequential models get one row per
+    target with the preceding history (last `max_len` items) as `item_id_list`: for train,
+    every prefix of the user's training sequence; for valid/test, the history before that
+    phase (the same history our ranking uses).
+    """
+    types = {"user_id": "token", "item_id": "token", "timestamp": "float"}
+    for phase in ("train", "valid", "test"):
+        rows = split.phase(phase)[["user_id", "item_id", "timestamp"]]
+        path = data_dir / f"{DATASET_NAME}.{phase}.inter"
+        if not sequential:
+            write_atomic(rows, path, types)
+            continue
+        if phase == "train":
+            seq_rows = []
+            for user, group in rows.groupby("user_id", sort=False):
+                items, times = group["item_id"].tolist(), group["timestamp"].tolist()
+                for t in range(1, len(items)):
+                    seq_rows.append((user, " ".join(items[max(0, t - max_len):t]), items[t], times[t]))
+        else:
+            history = split.history(phase)
+            seq_rows = [(u, " ".join(history[u][-max_len:]), i, ts) for u, i, ts in rows.itertuples(index=False)]
+        frame = pd.DataFrame(seq_rows, columns=["user_id", "item_id_list", "item_id", "timestamp"])
+        write_atomic(frame, path, {"user_id": "token", "item_id_list": "token_seq", "item_id": "token", "timestamp": "float"})
+
+
+class RecBoleRecommender:
+    """One RecBole model behind the harness's Recommender protocol."""
+
+    def __init__(self, name: str, params: dict[str, Any], seed: int, device: str):
+        self.name, self.params, self.seed, self.device = name, params, seed, device
+        self.sequential = name in SEQUENTIAL
+        self.max_len = int(params.get("MAX_ITEM_LIST_LENGTH", 50))
+
+    def recbole_config(self, data_root: Path) -> dict[str, Any]:
+        cfg = COMMON | {
+            "data_path": str(data_root),
+            "dataset": DATASET_NAME,
+            "checkpoint_dir": "checkpoints",
+            "seed": self.seed,
+            "device": self.device,
+            "use_gpu": self.device.startswith("cuda"),
+            "eval_args": {"group_by": "user", "order": "TO", "split": {"RS": [0.8, 0.1, 0.1]}, "mode": "full"},
+            "load_col": {"inter": ["user_id", "item_id", "timestamp"] + (["item_id_list"] if self.sequential else [])},
+        }
+        if self.sequential:
+            cfg |= {"alias_of_item_id": ["item_id_list"], "train_neg_sample_args": None}
+        return cfg | self.params
+
+    def fit(self, split: Split, workdir: Path) -> dict:
+        from recbole.config import Config
+        from recbole.data import create_dataset, data_preparation
+        from recbole.utils import get_model, get_trainer, init_logger, init_seed
+
+        workdir = Path(workdir).resolve()
+        data_root = workdir / "recbole_data"
+        write_benchmark_files(split, data_root / DATASET_NAME, self.sequential, self.max_len)
+        with recbole_sandbox(workdir / "recbole"):
+            config = Config(model=RECBOLE_MODEL[self.name], dataset=DATASET_NAME, config_dict=self.recbole_config(data_root))
+            init_seed(config["seed"], config["reproducibility"])
+            init_logger(config)
+            logging.getLogger().setLevel(logging.INFO)
+            dataset = create_dataset(config)
+            train_data, valid_data, _ = data_preparation(config, dataset)
+            init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+            model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+            trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+            best_score, best_result = trainer.fit(train_data, valid_data, saved=True, show_progress=config["show_progress"])
+            if os.path.isfile(trainer.saved_model_file):
+                # our own checkpoint, written by this process: safe to unpickle
+                state = torch.load(trainer.saved_model_file, map_location=config["device"], weights_only=False)
+                model.load_state_dict(state["state_dict"])
+                model.load_other_parameter(state.get("other_parameter"))
+                os.unlink(trainer.saved_model_file)
+        model.eval()
+        self.model, self.dataset, self.config = model, dataset, config
+        epochs = len(trainer.train_loss_dict)
+        n_catalogue = len(split.items)
+        if dataset.item_num - 1 != n_catalogue:
+            raise RuntimeError(f"RecBole sees {dataset.item_num - 1} items, the split's catalogue has {n_catalogue}")
+        return {
+            "best_valid_ndcg_at_10_recbole": float(best_score),
+            "epochs_trained": epochs,
+            # RecBole keeps no best epoch; it counts evaluations since the best one (cur_step)
+            "best_epoch": epochs - 1 - int(getattr(trainer, "cur_step", 0)) * int(config["eval_step"] or 1),
+            "parameters_total": sum(p.numel() for p in model.parameters()),
+            "parameters_trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
+            "recbole_config": {k: _plain(config[k]) for k in sorted(config.final_config_dict)},
+        }
+
+    def _interaction(self, users: list[str], histories: Mapping[str, Sequence[str]]):
+        from recbole.data.interaction import Interaction
+
+        ds = self.dataset
+        uids = torch.as_tensor(ds.token2id(ds.uid_field, users), dtype=torch.long)
+        fields = {ds.uid_field: uids}
+        if self.sequential:
+            seq = torch.zeros((len(users), self.max_len), dtype=torch.long)
+            lengths = torch.zeros(len(users), dtype=torch.long)
+            for row, user in enumerate(users):
+                recent = list(histories[user])[-self.max_len:]
+                if recent:
+                    seq[row, : len(recent)] = torch.as_tensor(ds.token2id(ds.iid_field, recent))
+                lengths[row] = max(len(recent), 1)
+            fields |= {self.model.ITEM_SEQ: seq, self.model.ITEM_SEQ_LEN: lengths}
+        return Interaction(fields).to(self.config["device"])
+
+    @torch.no_grad()
+    def rank(self, histories: Mapping[str, Sequence[str]], k: int, batch_size: int = 256) -> pd.DataFrame:
+        ds = self.dataset
+        users = sorted(histories)
+        out = []
+        for start in range(0, len(users), batch_size):
+            batch = users[start : start + batch_size]
+            scores = self.model.full_sort_predict(self._interaction(batch, histories)).view(len(batch), -1).float()
+            scores[:, 0] = -torch.inf  # RecBole's padding item
+            for row, user in enumerate(batch):
+                if histories[user]:
+                    scores[row, torch.as_tensor(ds.token2id(ds.iid_field, list(histories[user])))] = -torch.inf
+            top_scores, top_ids = torch.topk(scores, k, dim=1)
+            items = ds.id2token(ds.iid_field, top_ids.cpu().numpy())
+            for row, user in enumerate(batch):
+                valid = torch.isfinite(top_scores[row]).cpu().numpy()
+                for r in np.flatnonzero(valid):
+                    out.append((user, int(r) + 1, str(items[row, r]), float(top_scores[row, r])))
+        return pd.DataFrame(out, columns=RANKING_COLUMNS)
+
+    def export(self, out_dir: Path, split: Split) -> dict[str, str]:
+        """Write trained embeddings, rows in catalogue (split.items) and sorted-user order."""
+        ds, model = self.dataset, self.model
+        with torch.no_grad():
+            if self.name == "lightgcn":
+                user_emb, item_emb = model.forward()
+            elif self.name == "bpr":
+                user_emb, item_emb = model.user_embedding.weight, model.item_embedding.weight
+            elif self.name == "sasrec":
+                user_emb, item_emb = None, model.item_embedding.weight
+            else:
+                return {}
+        written = {}
+        item_rows = ds.token2id(ds.iid_field, split.items["item_id"].tolist())
+        np.save(out_dir / "item_embeddings.npy", item_emb[torch.as_tensor(item_rows)].cpu().numpy())
+        written["item_embeddings"] = "item_embeddings.npy (rows = items.parquet order)"
+        if user_emb is not None:
+            users = sorted(split.interactions["user_id"].unique())
+            np.save(out_dir / "user_embeddings.npy", user_emb[torch.as_tensor(ds.token2id(ds.uid_field, users))].cpu().numpy())
+            (out_dir / "user_ids.txt").write_text("\n".join(users) + "\n")
+            written["user_embeddings"] = "user_embeddings.npy (rows = user_ids.txt order)"
+        return written
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return str(value)
+
+
+def build(name: str, params: dict[str, Any], seed: int, device: str) -> RecBoleRecommender:
+    if name not in RECBOLE_MODEL:
+        raise KeyError(f"'{name}' is not a RecBole baseline (known: {', '.join(RECBOLE_MODEL)})")
+    return RecBoleRecommender(name, params, seed, device)

@@ -1,0 +1,195 @@
+"""The one config loader: read a grid YAML, validate it, and resolve per-run configs.
+
+A grid is datasets x models x seeds (see benchmarks/default.yaml). Validation happens before
+anything runs; every error names the file, the key path and what was expected, e.g.
+``benchmarks/default.yaml: models[3].name 'sasrek' is not a known model (known: ...)``.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from llm4rec.data.sources import BUILTIN_SOURCES
+from llm4rec.io import stable_hash
+from llm4rec.models import MODELS
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SCHEMA_PATH = REPO_ROOT / "benchmarks" / "schema.yaml"
+DEFAULT_CONFIG = REPO_ROOT / "benchmarks" / "default.yaml"
+
+DATASET_DEFAULTS = {
+    "rating_threshold": None,
+    "dedup": "first",
+    "k_core": {"user": 5, "item": 5},
+    "split": {"method": "leave_one_out", "tie_break": "file_order", "seed": 0, "valid_frac": 0.1, "test_frac": 0.1},
+}
+DEFAULT_CUTOFFS = [5, 10, 20, 50]
+
+
+class ConfigError(ValueError):
+    """A malformed grid config; the message starts with the file and key path."""
+
+
+def _key_path(parts) -> str:
+    out = ""
+    for part in parts:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "<top level>"
+
+
+def _merge(base: dict, override: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A validated grid config with defaults filled in."""
+
+    path: Path
+    raw: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        return self.raw["name"]
+
+    @property
+    def results_dir(self) -> Path:
+        return Path(self.raw.get("results_dir", "results"))
+
+    @property
+    def grid_dir(self) -> Path:
+        return self.results_dir / self.name
+
+    @property
+    def reports_dir(self) -> Path:
+        return Path(self.raw.get("reports_dir", "reports"))
+
+    @property
+    def seeds(self) -> list[int]:
+        return list(self.raw["seeds"])
+
+    @property
+    def cutoffs(self) -> list[int]:
+        return sorted(self.raw.get("evaluation", {}).get("cutoffs", DEFAULT_CUTOFFS))
+
+    @property
+    def datasets(self) -> list[str]:
+        return list(self.raw["datasets"])
+
+    @property
+    def models(self) -> list[str]:
+        return [m["name"] for m in self.raw["models"]]
+
+    @property
+    def device(self) -> str:
+        device = self.raw.get("device", "cpu")
+        if device == "auto":
+            import torch
+
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        return device
+
+    @property
+    def threads(self) -> int:
+        return int(self.raw.get("threads", 1))
+
+    def tracking_uri(self) -> str:
+        """MLFLOW_TRACKING_URI wins, then tracking.uri, then a SQLite file under results_dir."""
+        uri = os.environ.get("MLFLOW_TRACKING_URI") or self.raw.get("tracking", {}).get("uri")
+        return uri or f"sqlite:///{(self.results_dir / 'mlflow.db').resolve()}"
+
+    @property
+    def experiment(self) -> str:
+        return self.raw.get("tracking", {}).get("experiment", f"llm4rec-{self.name}")
+
+    def dataset_config(self, dataset: str) -> dict[str, Any]:
+        return _merge(DATASET_DEFAULTS, self.raw["datasets"][dataset])
+
+    def model_entry(self, model: str) -> dict[str, Any]:
+        return next(m for m in self.raw["models"] if m["name"] == model)
+
+    def model_params(self, model: str, dataset: str) -> dict[str, Any]:
+        entry = self.model_entry(model)
+        return _merge(entry.get("params", {}), entry.get("dataset_params", {}).get(dataset, {}))
+
+    def split_dir(self, dataset: str) -> Path:
+        return self.grid_dir / "data" / dataset
+
+    def run_dir(self, dataset: str, model: str, seed: int) -> Path:
+        return self.grid_dir / "runs" / dataset / model / f"seed{seed}"
+
+    def run_config(self, dataset: str, model: str, seed: int) -> dict[str, Any]:
+        """Everything that determines one run's result (its hash is the run's config hash)."""
+        return {
+            "grid": self.name,
+            "dataset": dataset,
+            "dataset_config": self.dataset_config(dataset),
+            "model": model,
+            "paradigm": MODELS[model].paradigm,
+            "params": self.model_params(model, dataset),
+            "seed": seed,
+            "cutoffs": self.cutoffs,
+        }
+
+    def run_hash(self, dataset: str, model: str, seed: int) -> str:
+        return stable_hash(self.run_config(dataset, model, seed))
+
+    def runs(self) -> list[tuple[str, str, int]]:
+        return [(d, m, s) for d in self.datasets for m in self.models for s in self.seeds]
+
+
+def load_grid(path: str | Path = DEFAULT_CONFIG) -> Grid:
+    """Read and validate a grid config; raise ConfigError naming file, key and expectation."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from err
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
+    return validate_grid(raw, path)
+
+
+def validate_grid(raw: dict[str, Any], path: Path) -> Grid:
+    schema = yaml.safe_load(SCHEMA_PATH.read_text())
+    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(raw), key=lambda e: list(e.absolute_path))
+    if errors:
+        err = errors[0]
+        where = _key_path(err.absolute_path)
+        if err.validator == "additionalProperties":
+            allowed = sorted(err.schema.get("properties", {}))
+            message = f"{err.message} (allowed keys: {', '.join(allowed)})"
+        else:
+            message = err.message
+        raise ConfigError(f"{path}: {where}: {message}")
+    for i, entry in enumerate(raw["models"]):
+        if entry["name"] not in MODELS:
+            raise ConfigError(f"{path}: models[{i}].name '{entry['name']}' is not a known model (known: {', '.join(sorted(MODELS))})")
+        for dataset in entry.get("dataset_params", {}):
+            if dataset not in raw["datasets"]:
+                raise ConfigError(f"{path}: models[{i}].dataset_params.{dataset}: no such dataset in datasets (known: {', '.join(raw['datasets'])})")
+    names = [m["name"] for m in raw["models"]]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ConfigError(f"{path}: models: '{dupes[0]}' is listed more than once")
+    for name, ds in raw["datasets"].items():
+        if ds["source"] not in BUILTIN_SOURCES:
+            raise ConfigError(f"{path}: datasets.{name}.source '{ds['source']}' is not a known source (known: {', '.join(BUILTIN_SOURCES)})")
+        if ds["source"] == "atomic" and not ("path" in ds and "atomic_name" in ds):
+            raise ConfigError(f"{path}: datasets.{name}: source 'atomic' needs 'path' and 'atomic_name'")
+        split = ds.get("split", {})
+        if split.get("method") == "global_temporal" and split.get("valid_frac", 0.1) + split.get("test_frac", 0.1) >= 1:
+            raise ConfigError(f"{path}: datasets.{name}.split: valid_frac + test_frac must be < 1")
+    return Grid(path, raw)

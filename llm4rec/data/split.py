@@ -1,0 +1,150 @@
+"""The evaluation protocol's splits, written once per dataset and read by every model.
+
+Leave-one-out (default): per user, in time order, the last interaction is the test target,
+the second-to-last the validation target, the rest training. Global temporal: one pair of
+time cut points for all users (no training on the future of a test interaction).
+
+Equal timestamps are ordered by the source file's row order or a seeded shuffle, never by
+item id: id order correlates with popularity/release date on MovieLens and Amazon and
+inflates NDCG (see e.g. Ji et al., "A Critical Study on Data Leakage in Recommender
+System Offline Evaluation", TOIS 2023).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from llm4rec.data.atomic import DataError
+from llm4rec.io import read_json, sha256_file, write_json, write_parquet
+
+PHASES = ("train", "valid", "test")
+SPLIT_FILES = ("interactions.parquet", "items.parquet", "split.json")
+
+
+def chronological(interactions: pd.DataFrame, tie_break: str, seed: int) -> pd.DataFrame:
+    """Sort by (timestamp, tie-breaker) and add `seq`, the global chronological rank."""
+    df = interactions.copy()
+    if tie_break == "file_order":
+        df["_tie"] = df["order"].to_numpy()
+    elif tie_break == "seeded":
+        df["_tie"] = np.random.default_rng(seed).permutation(len(df))
+    else:
+        raise DataError(f"split.tie_break '{tie_break}' is not one of: file_order, seeded")
+    df = df.sort_values(["timestamp", "_tie"], kind="stable").drop(columns="_tie")
+    df["seq"] = np.arange(len(df), dtype=np.int64)
+    return df
+
+
+def leave_one_out_split(interactions: pd.DataFrame, tie_break: str = "file_order", seed: int = 0) -> pd.DataFrame:
+    """Label each interaction train/valid/test; users with < 3 interactions are dropped."""
+    df = chronological(interactions, tie_break, seed)
+    df = df.sort_values(["user_id", "seq"], kind="stable")
+    counts = df.groupby("user_id")["item_id"].transform("size")
+    df = df[counts >= 3].copy()
+    from_end = df.groupby("user_id").cumcount(ascending=False)
+    df["phase"] = np.select([from_end == 0, from_end == 1], ["test", "valid"], "train")
+    return df
+
+
+def global_temporal_split(interactions: pd.DataFrame, valid_frac: float, test_frac: float,
+                          tie_break: str = "file_order", seed: int = 0) -> pd.DataFrame:
+    """Cut the global timeline at the (1 - valid - test) and (1 - test) quantiles.
+
+    Valid/test interactions of users or items never seen in training are dropped: ID-based
+    models cannot rank them, and every model must face the same targets.
+    """
+    if not (0 < valid_frac < 1 and 0 < test_frac < 1 and valid_frac + test_frac < 1):
+        raise DataError(f"split: valid_frac={valid_frac}, test_frac={test_frac} must be in (0,1) with sum < 1")
+    df = chronological(interactions, tie_break, seed)
+    n = len(df)
+    valid_start, test_start = int(n * (1 - valid_frac - test_frac)), int(n * (1 - test_frac))
+    phase = np.full(n, "train", dtype=object)
+    phase[valid_start:test_start] = "valid"
+    phase[test_start:] = "test"
+    df["phase"] = phase
+    train = df[df["phase"] == "train"]
+    known = df["user_id"].isin(set(train["user_id"])) & df["item_id"].isin(set(train["item_id"]))
+    df = df[(df["phase"] == "train") | known]
+    return df.sort_values(["user_id", "seq"], kind="stable")
+
+
+@dataclass
+class Split:
+    """A dataset's split: interactions labelled by phase, and the item catalogue with text."""
+
+    interactions: pd.DataFrame  # user_id, item_id, timestamp, seq, phase; per user in time order
+    items: pd.DataFrame  # item_id, title, year, genres, description; the candidate catalogue
+    meta: dict
+
+    def phase(self, name: str) -> pd.DataFrame:
+        return self.interactions[self.interactions["phase"] == name]
+
+    def targets(self, phase: str) -> dict[str, list[str]]:
+        """{user: items to predict} for 'valid' or 'test'."""
+        return _grouped_items(self.phase(phase))
+
+    def history(self, phase: str) -> dict[str, list[str]]:
+        """{user: chronological items known before `phase`}: the model's input and the
+        items removed from its candidate set (train for valid; train + valid for test)."""
+        before = PHASES[: PHASES.index(phase)]
+        return _grouped_items(self.interactions[self.interactions["phase"].isin(before)])
+
+    def item_popularity(self) -> pd.Series:
+        """Training interaction count per catalogue item (0 for items unseen in training)."""
+        counts = self.phase("train")["item_id"].value_counts()
+        return counts.reindex(self.items["item_id"], fill_value=0)
+
+
+def _grouped_items(df: pd.DataFrame) -> dict[str, list[str]]:
+    return {user: group.tolist() for user, group in df.groupby("user_id", sort=True)["item_id"]}
+
+
+def make_split(interactions: pd.DataFrame, items: pd.DataFrame, split_cfg: dict) -> pd.DataFrame:
+    method = split_cfg.get("method", "leave_one_out")
+    tie_break, seed = split_cfg.get("tie_break", "file_order"), int(split_cfg.get("seed", 0))
+    if method == "leave_one_out":
+        return leave_one_out_split(interactions, tie_break, seed)
+    if method == "global_temporal":
+        return global_temporal_split(interactions, split_cfg.get("valid_frac", 0.1), split_cfg.get("test_frac", 0.1), tie_break, seed)
+    raise DataError(f"split.method '{method}' is not one of: leave_one_out, global_temporal")
+
+
+def write_split(out_dir: str | Path, split_df: pd.DataFrame, items: pd.DataFrame, meta: dict) -> Split:
+    """Write the split files and a `split.json` with their checksums (split.json last)."""
+    out_dir = Path(out_dir)
+    if split_df.empty or not {"valid", "test"} <= set(split_df["phase"]):
+        raise DataError(f"dataset '{meta.get('dataset')}': split has no validation or no test interactions")
+    inter = split_df[["user_id", "item_id", "timestamp", "seq", "phase"]].reset_index(drop=True)
+    catalogue = items[items["item_id"].isin(set(inter["item_id"]))].sort_values("item_id", key=_natural_key).reset_index(drop=True)
+    write_parquet(out_dir / "interactions.parquet", inter)
+    write_parquet(out_dir / "items.parquet", catalogue)
+    stats = {f"{p}_interactions": int((inter["phase"] == p).sum()) for p in PHASES}
+    stats |= {"users": int(inter["user_id"].nunique()), "items": len(catalogue),
+              "test_users": int(inter.loc[inter["phase"] == "test", "user_id"].nunique()),
+              "valid_users": int(inter.loc[inter["phase"] == "valid", "user_id"].nunique())}
+    meta = meta | {"stats": stats, "checksums": {f: sha256_file(out_dir / f) for f in SPLIT_FILES[:2]}}
+    write_json(out_dir / "split.json", meta)
+    return Split(inter, catalogue, meta)
+
+
+def _natural_key(ids: pd.Series) -> pd.Series:
+    """Sort numeric ids numerically and the rest as strings (catalogue order is cosmetic)."""
+    numeric = pd.to_numeric(ids, errors="coerce")
+    return numeric.fillna(np.inf) if numeric.notna().all() else ids
+
+
+def read_split(split_dir: str | Path) -> Split:
+    """Read a written split, refusing files whose checksum differs from split.json."""
+    split_dir = Path(split_dir)
+    meta_path = split_dir / "split.json"
+    if not meta_path.is_file():
+        raise DataError(f"{meta_path}: not found; run `llm4rec prepare` for this dataset first")
+    meta = read_json(meta_path)
+    for name, expected in meta["checksums"].items():
+        if sha256_file(split_dir / name) != expected:
+            raise DataError(f"{split_dir / name}: checksum differs from split.json; the split was modified after it was written")
+    return Split(pd.read_parquet(split_dir / "interactions.parquet"), pd.read_parquet(split_dir / "items.parquet"), meta)

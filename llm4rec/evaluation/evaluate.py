@@ -1,0 +1,73 @@
+"""The one evaluator: every model's rankings are scored here, against the harness's split.
+
+Input: a rankings table (user_id, rank, item_id) per phase. Candidate set: the whole
+catalogue minus the user's history (train items for validation; train + validation items
+for test). A ranking that contains a history item, an unknown item, or a duplicate is
+refused: it would make the number incomparable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from llm4rec.data.split import Split
+from llm4rec.evaluation.metrics import hit_matrix, per_user_metrics
+
+
+class RankingError(ValueError):
+    """A ranking that breaks the protocol (history item, unknown item, duplicate, missing user)."""
+
+
+def rankings_to_lists(rankings: pd.DataFrame) -> dict[str, list[str]]:
+    ordered = rankings.sort_values(["user_id", "rank"], kind="stable")
+    return {u: g.tolist() for u, g in ordered.groupby("user_id", sort=True)["item_id"]}
+
+
+def check_rankings(lists: dict[str, list[str]], split: Split, phase: str, k: int, source: str) -> None:
+    catalogue = set(split.items["item_id"])
+    history = split.history(phase)
+    targets = split.targets(phase)
+    missing = sorted(set(targets) - set(lists))
+    if missing:
+        raise RankingError(f"{source}: no {phase} ranking for {len(missing)} users (e.g. {missing[:3]})")
+    for user, items in lists.items():
+        if len(items) != len(set(items)):
+            raise RankingError(f"{source}: user {user} has duplicate items in the ranking")
+        unknown = set(items) - catalogue
+        if unknown:
+            raise RankingError(f"{source}: user {user} ranks items not in the catalogue: {sorted(unknown)[:3]}")
+        seen = set(items[:k]) & set(history.get(user, ()))
+        if seen:
+            raise RankingError(f"{source}: user {user} ranks history items {sorted(seen)[:3]} (candidate set excludes them)")
+
+
+def evaluate_rankings(rankings: pd.DataFrame, split: Split, phase: str, cutoffs: Sequence[int],
+                      source: str = "rankings") -> tuple[pd.DataFrame, dict[str, float]]:
+    """Score one phase's rankings: per-user metrics (one row per target user) and run-level means.
+
+    Run level adds, per cutoff, catalogue coverage (share of catalogue items recommended to
+    anyone) and popularity bias (mean training popularity of recommended items).
+    """
+    k = max(cutoffs)
+    lists = rankings_to_lists(rankings)
+    check_rankings(lists, split, phase, k, source)
+    targets = split.targets(phase)
+    users = sorted(targets)
+    ranked = [lists[u] for u in users]
+    hits = hit_matrix(ranked, [targets[u] for u in users], k)
+    metrics = per_user_metrics(hits, np.array([len(targets[u]) for u in users]), cutoffs)
+    history_len = split.history(phase)
+    per_user = pd.DataFrame({"user_id": users, "n_targets": [len(targets[u]) for u in users],
+                             "history_length": [len(history_len.get(u, ())) for u in users], **metrics})
+    summary = {name: float(values.mean()) for name, values in metrics.items()}
+    popularity = split.item_popularity()
+    n_catalogue = len(split.items)
+    for c in cutoffs:
+        top = [item for items in ranked for item in items[:c]]
+        summary[f"coverage_at_{c}"] = len(set(top)) / n_catalogue
+        summary[f"avg_popularity_at_{c}"] = float(popularity.loc[top].mean()) if top else 0.0
+    summary["n_users"] = float(len(users))
+    return per_user, summary

@@ -1,0 +1,74 @@
+"""reports/summary.{md,csv}: mean +/- std over seeds per dataset, model and metric.
+
+Reads only the per-run metrics.json files (the source of truth), so it can be rebuilt for
+any subset of finished runs without rerunning anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import pandas as pd
+
+from llm4rec.io import read_json, write_text
+from llm4rec.models import PARADIGMS
+
+HEADLINE = ("hr_at_10", "ndcg_at_10", "recall_at_20", "ndcg_at_20", "mrr_at_10", "coverage_at_10", "avg_popularity_at_10")
+COSTS = ("train_time_s", "inference_ms_per_user", "peak_memory_mb", "parameters_total")
+
+
+def collect(metric_files: Iterable[str | Path]) -> pd.DataFrame:
+    """Long table: one row per (dataset, model, paradigm, seed, phase, metric)."""
+    rows = []
+    for path in metric_files:
+        m = read_json(path)
+        key = {k: m[k] for k in ("dataset", "model", "paradigm", "seed")}
+        for phase in ("valid", "test"):
+            rows += [key | {"phase": phase, "metric": name, "value": value} for name, value in m[phase].items()]
+        rows += [key | {"phase": "cost", "metric": name, "value": float(m["cost"][name])} for name in COSTS]
+    return pd.DataFrame(rows)
+
+
+def aggregate(long: pd.DataFrame) -> pd.DataFrame:
+    """Mean, sample std (ddof=1; 0 for one seed) and seed count per dataset/model/phase/metric."""
+    grouped = long.groupby(["dataset", "paradigm", "model", "phase", "metric"], sort=False)["value"]
+    out = grouped.agg(mean="mean", std="std", n_seeds="count").reset_index()
+    out["std"] = out["std"].fillna(0.0)
+    order = {p: i for i, p in enumerate(PARADIGMS)}
+    return out.sort_values(["dataset", "paradigm", "model"], key=lambda s: s.map(order) if s.name == "paradigm" else s, kind="stable")
+
+
+def _fmt(mean: float, std: float, metric: str) -> str:
+    if metric in ("train_time_s", "peak_memory_mb", "avg_popularity_at_10"):
+        return f"{mean:.1f} ± {std:.1f}"
+    if metric == "inference_ms_per_user":
+        return f"{mean:.2f} ± {std:.2f}"
+    if metric == "parameters_total":
+        return f"{mean:,.0f}"
+    return f"{mean:.4f} ± {std:.4f}"
+
+
+def markdown(agg: pd.DataFrame, columns: Iterable[str] = HEADLINE + COSTS) -> str:
+    lines = ["# Summary", "", "Test-split metrics, mean ± sample std over seeds (full-catalogue ranking, "
+             "history items excluded). Cost columns: train time (s), inference time per test user (ms), "
+             "peak memory (MiB), parameters.", ""]
+    for dataset, block in agg.groupby("dataset", sort=False):
+        table = block[block["phase"].isin(["test", "cost"])]
+        cols = [c for c in columns if c in set(table["metric"])]
+        lines += [f"## {dataset}", "", "| paradigm | model | seeds | " + " | ".join(cols) + " |",
+                  "|---|---|---|" + "---|" * len(cols)]
+        for (paradigm, model), rows in table.groupby(["paradigm", "model"], sort=False):
+            by_metric = rows.set_index("metric")
+            cells = [_fmt(by_metric.at[c, "mean"], by_metric.at[c, "std"], c) for c in cols]
+            lines.append(f"| {paradigm} | {model} | {int(by_metric['n_seeds'].max())} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_summary(metric_files: Iterable[str | Path], reports_dir: str | Path) -> pd.DataFrame:
+    agg = aggregate(collect(metric_files))
+    reports_dir = Path(reports_dir)
+    write_text(reports_dir / "summary.csv", agg.to_csv(index=False))
+    write_text(reports_dir / "summary.md", markdown(agg))
+    return agg

@@ -1,0 +1,73 @@
+"""Grid config validation: every error names file, key path and expectation."""
+
+import pytest
+import yaml
+
+from llm4rec.config import DEFAULT_CONFIG, ConfigError, load_grid
+
+GOOD = {
+    "name": "t", "seeds": [0],
+    "datasets": {"ml-100k": {"source": "ml-100k"}},
+    "models": [{"name": "mostpop"}, {"name": "bpr", "params": {"epochs": 1}}],
+}
+
+
+def write(tmp_path, cfg, text=None):
+    path = tmp_path / "grid.yaml"
+    path.write_text(text if text is not None else yaml.safe_dump(cfg))
+    return path
+
+
+def test_shipped_configs_are_valid():
+    for name in ("default.yaml", "paper.yaml"):
+        grid = load_grid(DEFAULT_CONFIG.parent / name)
+        assert grid.runs()
+
+
+def test_good_config_resolves_defaults(tmp_path):
+    grid = load_grid(write(tmp_path, GOOD))
+    assert grid.cutoffs == [5, 10, 20, 50]
+    assert grid.dataset_config("ml-100k")["split"]["method"] == "leave_one_out"
+    assert grid.run_hash("ml-100k", "bpr", 0) != grid.run_hash("ml-100k", "bpr", 1)
+
+
+def test_unknown_model_name(tmp_path):
+    cfg = GOOD | {"models": [{"name": "mostpop"}, {"name": "bpr"}, {"name": "lightgcn"}, {"name": "sasrek"}]}
+    with pytest.raises(ConfigError, match=r"grid\.yaml: models\[3\]\.name 'sasrek' is not a known model \(known: bpr, lightgcn"):
+        load_grid(write(tmp_path, cfg))
+
+
+def test_typo_in_key(tmp_path):
+    with pytest.raises(ConfigError, match=r"grid\.yaml: <top level>: Additional properties are not allowed \('sedds' was unexpected\)"):
+        load_grid(write(tmp_path, {k: v for k, v in GOOD.items() if k != "seeds"} | {"sedds": [0], "seeds": [0]}))
+    cfg = GOOD | {"datasets": {"ml-100k": {"source": "ml-100k", "k_cor": {"user": 5}}}}
+    with pytest.raises(ConfigError, match=r"datasets\.ml-100k: Additional properties are not allowed \('k_cor' was unexpected\)"):
+        load_grid(write(tmp_path, cfg))
+
+
+def test_wrong_types_and_missing_keys(tmp_path):
+    with pytest.raises(ConfigError, match=r"seeds\[0\]: 'zero' is not of type 'integer'"):
+        load_grid(write(tmp_path, GOOD | {"seeds": ["zero"]}))
+    with pytest.raises(ConfigError, match=r"<top level>: 'models' is a required property"):
+        load_grid(write(tmp_path, {k: v for k, v in GOOD.items() if k != "models"}))
+
+
+def test_grid_without_validation_split_is_refused(tmp_path):
+    cfg = GOOD | {"datasets": {"ml-100k": {"source": "ml-100k", "split": {"method": "global_temporal", "valid_frac": 0}}}}
+    with pytest.raises(ConfigError, match=r"datasets\.ml-100k\.split\.valid_frac: 0 is less than or equal to the minimum of 0"):
+        load_grid(write(tmp_path, cfg))
+
+
+def test_unknown_source_and_malformed_yaml(tmp_path):
+    with pytest.raises(ConfigError, match=r"datasets\.ml-100k\.source 'ml-100m' is not a known source"):
+        load_grid(write(tmp_path, GOOD | {"datasets": {"ml-100k": {"source": "ml-100m"}}}))
+    with pytest.raises(ConfigError, match=r"grid\.yaml: not valid YAML"):
+        load_grid(write(tmp_path, None, text="name: [unclosed\n"))
+    with pytest.raises(ConfigError, match=r"missing\.yaml: config file not found"):
+        load_grid(tmp_path / "missing.yaml")
+
+
+def test_dataset_params_must_name_a_dataset(tmp_path):
+    cfg = GOOD | {"models": [{"name": "bpr", "dataset_params": {"ml-1m": {"epochs": 2}}}]}
+    with pytest.raises(ConfigError, match=r"models\[0\]\.dataset_params\.ml-1m: no such dataset"):
+        load_grid(write(tmp_path, cfg))

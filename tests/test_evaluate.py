@@ -1,0 +1,48 @@
+"""The evaluator: candidate-set checks and run-level figures on a tiny split."""
+
+import pandas as pd
+import pytest
+
+from llm4rec.evaluation.evaluate import RankingError, evaluate_rankings
+
+
+def frame(lists: dict[str, list[str]]) -> pd.DataFrame:
+    rows = [(u, r + 1, i, 0.0) for u, items in lists.items() for r, i in enumerate(items)]
+    return pd.DataFrame(rows, columns=["user_id", "rank", "item_id", "score"])
+
+
+def test_tiny_split_histories(tiny_split):
+    assert tiny_split.targets("test") == {"u1": ["d"], "u2": ["e"], "u3": ["b"]}
+    assert tiny_split.targets("valid") == {"u1": ["c"], "u2": ["c"], "u3": ["f"]}
+    assert tiny_split.history("test")["u1"] == ["a", "b", "c"]
+    assert tiny_split.history("valid")["u3"] == ["a", "e"]
+
+
+def test_metrics_coverage_and_popularity(tiny_split):
+    # test candidates: u1 not {a,b,c}; u2 not {b,c}; u3 not {a,e,f}
+    rankings = frame({"u1": ["d", "e"], "u2": ["a", "e"], "u3": ["c", "d"]})
+    per_user, summary = evaluate_rankings(rankings, tiny_split, "test", [1, 2])
+    assert list(per_user["hr_at_2"]) == [1.0, 1.0, 0.0]
+    assert summary["hr_at_1"] == pytest.approx(1 / 3)
+    assert summary["mrr_at_2"] == pytest.approx((1 + 0.5 + 0) / 3)
+    # top-2 items recommended: d, e, a, c -> 4 of 6 catalogue items
+    assert summary["coverage_at_2"] == pytest.approx(4 / 6)
+    # training items: u1 a,b; u2 b; u3 a,e
+    popularity = {"a": 2, "b": 2, "c": 0, "d": 0, "e": 1, "f": 0}
+    top2 = ["d", "e", "a", "e", "c", "d"]
+    assert summary["avg_popularity_at_2"] == pytest.approx(sum(popularity[i] for i in top2) / 6)
+    assert list(per_user["history_length"]) == [3, 2, 3]
+
+
+def test_history_item_in_ranking_is_refused(tiny_split):
+    with pytest.raises(RankingError, match="u1 ranks history items"):
+        evaluate_rankings(frame({"u1": ["a", "d"], "u2": ["a"], "u3": ["c"]}), tiny_split, "test", [2])
+
+
+def test_unknown_item_duplicate_and_missing_user_are_refused(tiny_split):
+    with pytest.raises(RankingError, match="not in the catalogue"):
+        evaluate_rankings(frame({"u1": ["zzz"], "u2": ["a"], "u3": ["c"]}), tiny_split, "test", [1])
+    with pytest.raises(RankingError, match="duplicate"):
+        evaluate_rankings(frame({"u1": ["d", "d"], "u2": ["a"], "u3": ["c"]}), tiny_split, "test", [1])
+    with pytest.raises(RankingError, match="no test ranking for 1 users"):
+        evaluate_rankings(frame({"u1": ["d"], "u2": ["a"]}), tiny_split, "test", [1])
