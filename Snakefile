@@ -82,7 +82,7 @@ rule prepare:
     output:
         split=f"{DATA}/split.json",
         interactions=f"{DATA}/interactions.parquet",
-        items=f"{DATA}/items.parquet",
+        catalogue=f"{DATA}/items.parquet",
     params:
         dataset_hash=lambda w: stable_hash(GRID.dataset_config(w.dataset)),
     log:

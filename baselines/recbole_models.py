@@ -29,6 +29,7 @@ import torch
 
 from llm4rec.data.atomic import write_atomic
 from llm4rec.data.split import Split
+from llm4rec.io import write_npy, write_text
 from llm4rec.models import RANKING_COLUMNS
 
 RECBOLE_MODEL = {"mostpop": "Pop", "bpr": "BPR", "lightgcn": "LightGCN", "sasrec": "SASRec"}
@@ -210,13 +211,16 @@ class RecBoleRecommender:
             else:
                 return {}
         written = {}
-        item_rows = ds.token2id(ds.iid_field, split.items["item_id"].tolist())
-        np.save(out_dir / "item_embeddings.npy", item_emb[torch.as_tensor(item_rows)].cpu().numpy())
+        item_rows = torch.as_tensor(ds.token2id(ds.iid_field, split.items["item_id"].tolist()))
+        item_matrix = item_emb.detach()[item_rows].cpu().numpy()
+        write_npy(out_dir / "item_embeddings.npy", item_matrix)
         written["item_embeddings"] = "item_embeddings.npy (rows = items.parquet order)"
         if user_emb is not None:
             users = sorted(split.interactions["user_id"].unique())
-            np.save(out_dir / "user_embeddings.npy", user_emb[torch.as_tensor(ds.token2id(ds.uid_field, users))].cpu().numpy())
-            (out_dir / "user_ids.txt").write_text("\n".join(users) + "\n")
+            user_rows = torch.as_tensor(ds.token2id(ds.uid_field, users))
+            user_matrix = user_emb.detach()[user_rows].cpu().numpy()
+            write_npy(out_dir / "user_embeddings.npy", user_matrix)
+            write_text(out_dir / "user_ids.txt", "\n".join(users) + "\n")
             written["user_embeddings"] = "user_embeddings.npy (rows = user_ids.txt order)"
         return written
 

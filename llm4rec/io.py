@@ -66,3 +66,13 @@ def stable_hash(obj: Any) -> str:
     """A short, order-independent hash of a JSON-able object (used as the config hash)."""
     blob = json.dumps(obj, sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def write_npy(path: str | Path, array: Any) -> Path:
+    import numpy as np
+
+    def _write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:  # a file handle: np.save would append ".npy" to the temp name
+            np.save(fh, array)
+
+    return write_with(path, _write)
