@@ -29,6 +29,7 @@ import torch
 
 from llm4rec.data.atomic import write_atomic
 from llm4rec.data.split import Split
+from llm4rec.evaluation.evaluate import evaluate_rankings
 from llm4rec.io import write_npy, write_text
 from llm4rec.models import RANKING_COLUMNS
 
@@ -134,10 +135,14 @@ class RecBoleRecommender:
             init_logger(config)
             logging.getLogger().setLevel(logging.INFO)
             dataset = create_dataset(config)
+            if dataset.item_num - 1 != len(split.items):  # id 0 is RecBole's padding item
+                raise RuntimeError(f"RecBole sees {dataset.item_num - 1} items, the split's catalogue has {len(split.items)}")
             train_data, valid_data, _ = data_preparation(config, dataset)
             init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
             model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
             trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+            self.model, self.dataset, self.config = model, dataset, config
+            trainer._valid_epoch = self._protocol_validation(split)
             best_score, best_result = trainer.fit(train_data, valid_data, saved=True, show_progress=config["show_progress"])
             if os.path.isfile(trainer.saved_model_file):
                 # our own checkpoint, written by this process: safe to unpickle
@@ -146,13 +151,9 @@ class RecBoleRecommender:
                 model.load_other_parameter(state.get("other_parameter"))
                 os.unlink(trainer.saved_model_file)
         model.eval()
-        self.model, self.dataset, self.config = model, dataset, config
         epochs = len(trainer.train_loss_dict)
-        n_catalogue = len(split.items)
-        if dataset.item_num - 1 != n_catalogue:
-            raise RuntimeError(f"RecBole sees {dataset.item_num - 1} items, the split's catalogue has {n_catalogue}")
         return {
-            "best_valid_ndcg_at_10_recbole": float(best_score),
+            "best_valid_ndcg_at_10": float(best_score),
             "epochs_trained": epochs,
             # RecBole keeps no best epoch; it counts evaluations since the best one (cur_step)
             "best_epoch": epochs - 1 - int(getattr(trainer, "cur_step", 0)) * int(config["eval_step"] or 1),
@@ -160,6 +161,23 @@ class RecBoleRecommender:
             "parameters_trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
             "recbole_config": {k: _plain(config[k]) for k in sorted(config.final_config_dict)},
         }
+
+    def _protocol_validation(self, split: Split):
+        """Replace RecBole's validation with ours: the protocol's NDCG@10 on the valid split.
+
+        RecBole's sequential full-sort evaluation keeps history items as candidates, so early
+        stopping on its number would select on a different metric than the one reported.
+        """
+        history = split.history("valid")
+        users = sorted(split.targets("valid"))
+
+        def validate(valid_data, show_progress=False):
+            self.model.eval()
+            rankings = self.rank({u: history.get(u, []) for u in users}, 10)
+            _, summary = evaluate_rankings(rankings, split, "valid", [10])
+            return summary["ndcg_at_10"], {"ndcg@10": summary["ndcg_at_10"], "hit@10": summary["hr_at_10"]}
+
+        return validate
 
     def _interaction(self, users: list[str], histories: Mapping[str, Sequence[str]]):
         from recbole.data.interaction import Interaction

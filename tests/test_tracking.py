@@ -1,0 +1,70 @@
+"""MLflow mirroring: parallel writers on one SQLite store, no duplicates on rerun."""
+
+import multiprocessing as mp
+
+import yaml
+
+from llm4rec.config import load_grid
+from llm4rec.io import write_json
+from llm4rec.tracking import flatten, run_metrics
+
+
+def fake_run(grid, model: str, ndcg: float) -> None:
+    """A finished, evaluated run as the train and evaluate stages would leave it."""
+    run_dir = grid.run_dir("ml-100k", model, 0)
+    phase = {"ndcg_at_10": ndcg, "hr_at_10": 2 * ndcg, "coverage_at_10": 0.5}
+    cost = {"train_time_s": 1.0, "inference_ms_per_user": 0.1, "inference_time_test_s": 0.1, "peak_memory_mb": 100.0,
+            "parameters_total": 10, "parameters_trainable": 10}
+    write_json(run_dir / "metrics.json", {"dataset": "ml-100k", "model": model, "paradigm": "baseline", "seed": 0,
+                                          "config_hash": "abc", "cost": cost, "valid": phase, "test": phase})
+    write_json(run_dir / "run.json", {"run": grid.run_config("ml-100k", model, 0), "config_hash": "abc", "fit": {},
+                                      "device": "cpu", "environment": {"git_commit": "deadbeef"}, "cost": cost})
+
+
+def log_in_subprocess(config_path: str, model: str) -> str:
+    from llm4rec.tracking import log_run
+
+    return log_run(load_grid(config_path), "ml-100k", model, 0)["run_id"]
+
+
+def make_grid(tmp_path):
+    cfg = {"name": "t", "results_dir": str(tmp_path / "results"), "seeds": [0],
+           "datasets": {"ml-100k": {"source": "ml-100k"}}, "models": [{"name": "bpr"}, {"name": "lightgcn"}]}
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path, load_grid(path)
+
+
+def test_parallel_writers_and_idempotent_rerun(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    path, grid = make_grid(tmp_path)
+    fake_run(grid, "bpr", 0.1)
+    fake_run(grid, "lightgcn", 0.2)
+    with mp.get_context("spawn").Pool(2) as pool:
+        ids = pool.starmap(log_in_subprocess, [(str(path), "bpr"), (str(path), "lightgcn")])
+    assert len(set(ids)) == 2
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=grid.tracking_uri())
+    experiment = client.get_experiment_by_name("llm4rec-t")
+    runs = client.search_runs([experiment.experiment_id])
+    assert {r.data.tags["model"]: r.data.metrics["test_ndcg_at_10"] for r in runs} == {"bpr": 0.1, "lightgcn": 0.2}
+
+    # same result again: reuse the run; a changed result: replace it (one live run per key)
+    assert log_in_subprocess(str(path), "bpr") == ids[0]
+    fake_run(grid, "bpr", 0.3)
+    new_id = log_in_subprocess(str(path), "bpr")
+    assert new_id != ids[0]
+    runs = client.search_runs([experiment.experiment_id])
+    assert sorted(r.data.metrics["test_ndcg_at_10"] for r in runs) == [0.2, 0.3]
+    assert client.get_run(ids[0]).info.lifecycle_stage == "deleted"
+
+
+def test_metric_keys_and_flattened_params():
+    metrics = {"test": {"ndcg_at_10": 0.5}, "valid": {"ndcg_at_10": 0.4},
+               "cost": {k: 1 for k in ("train_time_s", "inference_ms_per_user", "inference_time_test_s", "peak_memory_mb",
+                                       "parameters_total", "parameters_trainable")}}
+    keys = run_metrics(metrics)
+    assert keys["test_ndcg_at_10"] == 0.5 and keys["valid_ndcg_at_10"] == 0.4 and "train_time_s" in keys
+    assert flatten({"a": {"b": 1, "c": [1, 2]}}) == {"a.b": "1", "a.c": "[1, 2]"}
