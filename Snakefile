@@ -149,3 +149,11 @@ rule summary:
         csv=f"{GRID.reports_dir}/summary.csv",
     shell:
         "{LLM4REC} summarize --config {CONFIG_FILE} {input}"
+
+
+onsuccess:
+    print(
+        f"[llm4rec] grid '{GRID.name}' done. Summary: {GRID.reports_dir}/summary.md (.csv); "
+        f"runs: {GRID.grid_dir}/runs/<dataset>/<model>/seed<N>/ (mlflow.json holds each MLflow run id); "
+        f"MLflow UI: mlflow ui --backend-store-uri {GRID.tracking_uri()}"
+    )
