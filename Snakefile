@@ -58,10 +58,23 @@ def raw_inputs(wildcards):
     return []
 
 
+REPORTS = GRID.reports_dir
+FIGURE_METRIC = GRID.report_options()["slice_metric"]
+REPORT_FILES = [f"{REPORTS}/{stem}.{ext}" for stem in ("results_table", "cost_table") for ext in ("tex", "md", "csv")] + [
+    f"{REPORTS}/slices.md", f"{REPORTS}/slices.csv", f"{REPORTS}/tables.tex"] + [
+    f"{REPORTS}/figures/{stem}.{ext}" for ext in ("pdf", "png")
+    for stem in (f"{FIGURE_METRIC}_ci", f"{FIGURE_METRIC}_vs_cost", "slices_history_length", "slices_target_popularity")]
+
+
+def run_folders():
+    return [f"{GRID.grid_dir}/runs/{r['dataset']}/{r['model']}/seed{r['seed']}" for r in cell_runs()]
+
+
 rule all:
     input:
-        [f"{GRID.grid_dir}/runs/{r['dataset']}/{r['model']}/seed{r['seed']}/mlflow.json" for r in cell_runs()],
-        f"{GRID.reports_dir}/summary.md",
+        [f"{folder}/mlflow.json" for folder in run_folders()],
+        f"{REPORTS}/summary.md",
+        f"{GRID.grid_dir}/report_mlflow.json",
     default_target: True
 
 
@@ -151,9 +164,43 @@ rule summary:
         "{LLM4REC} summarize --config {CONFIG_FILE} {input}"
 
 
+rule compare:
+    """Paired significance tests (per-user metrics) for the table's family of comparisons."""
+    input:
+        [f"{folder}/{name}" for folder in run_folders() for name in ("metrics.json", "per_user_test.parquet")],
+    output:
+        f"{REPORTS}/comparisons.csv",
+    params:
+        options=lambda w: stable_hash(GRID.report_options()),
+        folders=run_folders(),
+    shell:
+        "{LLM4REC} compare --config {CONFIG_FILE} --out {REPORTS} {params.folders}"
+
+
+rule report:
+    """LaTeX/Markdown/CSV tables, slices and figures; logged to an MLflow summary run."""
+    input:
+        comparisons=rules.compare.output,
+        metrics=[f"{folder}/metrics.json" for folder in run_folders()],
+    output:
+        REPORT_FILES,
+        marker=f"{GRID.grid_dir}/report_mlflow.json",
+    params:
+        options=lambda w: stable_hash(GRID.report_options()),
+        folders=run_folders(),
+    resources:
+        mlflow=1,
+    log:
+        f"{LOGS}/report.log",
+    shell:
+        "{LLM4REC} report --config {CONFIG_FILE} --out {REPORTS} --comparisons {input.comparisons} "
+        "{params.folders} 2>&1 | tee {log}"
+
+
 onsuccess:
     print(
-        f"[llm4rec] grid '{GRID.name}' done. Summary: {GRID.reports_dir}/summary.md (.csv); "
+        f"[llm4rec] grid '{GRID.name}' done. Summary: {GRID.reports_dir}/summary.md; tables, slices and "
+        f"figures: {GRID.reports_dir}/results_table.tex (.md, .csv), cost_table.*, figures/; "
         f"runs: {GRID.grid_dir}/runs/<dataset>/<model>/seed<N>/ (mlflow.json holds each MLflow run id); "
         f"MLflow UI: mlflow ui --backend-store-uri {GRID.tracking_uri()}"
     )

@@ -6,6 +6,8 @@
     llm4rec evaluate --config C --dataset D --model M --seed S
     llm4rec track    --config C --dataset D --model M --seed S
     llm4rec summarize --config C [metrics.json ...]
+    llm4rec compare  --config C [RUN_DIR ...] [--mlflow-experiment E --tag model=bpr ...] [--out DIR]
+    llm4rec report   --config C [RUN_DIR ...] [--mlflow-experiment E ...] [--comparisons FILE] [--out DIR]
     llm4rec download amazon-beauty --raw-dir results/raw
     llm4rec models
 """
@@ -46,6 +48,18 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("summarize", help="write reports/summary.{md,csv} from metrics.json files")
     p.add_argument("--config", default=str(DEFAULT_CONFIG))
     p.add_argument("metrics", nargs="*", help="metrics.json files (default: every finished run of the grid)")
+    for name, text in (("compare", "paired significance tests between finished runs"),
+                       ("report", "tables (LaTeX/Markdown/CSV), slices and figures for finished runs")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--config", default=str(DEFAULT_CONFIG), help="grid config: report options, default runs")
+        p.add_argument("runs", nargs="*", help="run folders (default: every finished run of the grid)")
+        p.add_argument("--mlflow-experiment", help="read runs from this MLflow experiment instead of folders")
+        p.add_argument("--tracking-uri", help="MLflow store (default: the grid's)")
+        p.add_argument("--tag", action="append", default=[], help="filter MLflow runs by tag, e.g. --tag dataset=ml-100k")
+        p.add_argument("--out", help="output folder (default: the grid's reports_dir)")
+        if name == "report":
+            p.add_argument("--comparisons", help="comparisons.csv from `llm4rec compare` (default: recompute)")
+            p.add_argument("--no-mlflow", action="store_true", help="do not log the report to MLflow")
     p = sub.add_parser("download", help="download a dataset's raw files (needs internet)")
     p.add_argument("source")
     p.add_argument("--raw-dir", default="results/raw")
@@ -78,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
             write_summary(files, grid.reports_dir)
             print(f"[llm4rec] wrote {grid.reports_dir}/summary.md and summary.csv")
             return 0
+        if args.command in ("compare", "report"):
+            return compare_or_report(grid, args)
         _check_cell(grid, args, with_run=args.command != "prepare")
         if args.command == "prepare":
             from llm4rec.runner import prepare_dataset
@@ -99,6 +115,49 @@ def main(argv: list[str] | None = None) -> int:
             log_run(grid, args.dataset, args.model, args.seed)
         return 0
     except (ConfigError, DataError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+def load_runs(grid, args):
+    from llm4rec.report.runs import runs_from_folders, runs_from_mlflow
+
+    if args.mlflow_experiment:
+        tags = dict(t.split("=", 1) for t in args.tag)
+        dest = grid.results_dir / "mlflow_downloads" / args.mlflow_experiment
+        return runs_from_mlflow(args.tracking_uri or grid.tracking_uri(), args.mlflow_experiment, dest, tags)
+    folders = args.runs or [grid.run_dir(*cell) for cell in grid.runs()]
+    return runs_from_folders(folders)
+
+
+def compare_or_report(grid, args) -> int:
+    from pathlib import Path
+
+    import pandas as pd
+
+    from llm4rec.report.build import ReportSpec, build_report, write_comparisons
+    from llm4rec.report.compare import ComparisonError
+
+    spec = ReportSpec(grid.report_options(), label=f"tab:{grid.name}-results")
+    out = Path(args.out) if args.out else grid.reports_dir
+    try:
+        runs = load_runs(grid, args)
+        if args.command == "compare":
+            table = write_comparisons(runs, spec, out)
+            print(f"[llm4rec] {len(table)} comparisons ({int(table['significant'].sum()) if len(table) else 0} significant "
+                  f"after {spec.options['correction']}) -> {out / 'comparisons.csv'}")
+            return 0
+        comparisons = pd.read_csv(args.comparisons) if args.comparisons else None
+        written = build_report(runs, spec, out, comparisons)
+        print(f"[llm4rec] report: {len(written)} files in {out}")
+        if not args.no_mlflow:
+            from llm4rec.io import write_json
+            from llm4rec.tracking import log_report
+
+            record = log_report(grid, written)
+            write_json(grid.grid_dir / "report_mlflow.json", record)
+        return 0
+    except (ComparisonError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 

@@ -112,6 +112,11 @@ class Grid:
     def experiment(self) -> str:
         return self.raw.get("tracking", {}).get("experiment", f"llm4rec-{self.name}")
 
+    def report_options(self) -> dict[str, Any]:
+        from llm4rec.report.build import REPORT_DEFAULTS
+
+        return REPORT_DEFAULTS | self.raw.get("report", {})
+
     def dataset_config(self, dataset: str) -> dict[str, Any]:
         return _merge(DATASET_DEFAULTS, self.raw["datasets"][dataset])
 
@@ -192,4 +197,11 @@ def validate_grid(raw: dict[str, Any], path: Path) -> Grid:
         split = ds.get("split", {})
         if split.get("method") == "global_temporal" and split.get("valid_frac", 0.1) + split.get("test_frac", 0.1) >= 1:
             raise ConfigError(f"{path}: datasets.{name}.split: valid_frac + test_frac must be < 1")
+    cutoffs = set(raw.get("evaluation", {}).get("cutoffs", DEFAULT_CUTOFFS))
+    for key in ("metrics", "slice_metric"):
+        value = raw.get("report", {}).get(key)
+        for i, metric in enumerate([value] if isinstance(value, str) else value or []):
+            if int(metric.rsplit("_", 1)[1]) not in cutoffs:
+                where = f"report.{key}" + (f"[{i}]" if key == "metrics" else "")
+                raise ConfigError(f"{path}: {where} '{metric}' uses a cutoff not in evaluation.cutoffs ({sorted(cutoffs)})")
     return Grid(path, raw)

@@ -130,3 +130,26 @@ def log_run(grid: Grid, dataset: str, model: str, seed: int) -> dict:
     write_json(run_dir / "mlflow.json", record)
     print(f"[llm4rec] MLflow run {reused} ({run_key}) in {record['tracking_uri']}", flush=True)
     return record
+
+
+def log_report(grid: Grid, files: list[Path], summary: dict[str, float] | None = None) -> dict:
+    """Log a grid's report (tables, figures) as artifacts of one summary run per grid,
+    replacing the previous report run (one live report run per grid)."""
+    from mlflow.entities import Metric, RunTag
+
+    run_key = f"{grid.name}/report"
+    with store_lock(grid.results_dir):
+        client, experiment_id = _retry(lambda: client_and_experiment(grid))
+        for old in _retry(lambda: client.search_runs([experiment_id], f"tags.`llm4rec.run_key` = '{run_key}'")):
+            client.delete_run(old.info.run_id)
+        tags = {"llm4rec.run_key": run_key, "grid": grid.name, "model": "report", "paradigm": "report",
+                "mlflow.runName": f"report/{grid.name}"}
+        run_id = _retry(lambda: client.create_run(experiment_id, run_name=tags["mlflow.runName"])).info.run_id
+        now = int(time.time() * 1000)
+        metrics = [Metric(k, float(v), now, 0) for k, v in sorted((summary or {}).items())]
+        _retry(lambda: client.log_batch(run_id, metrics=metrics, tags=[RunTag(k, v) for k, v in tags.items()]))
+        for path in files:
+            client.log_artifact(run_id, str(path), artifact_path=path.parent.name if path.parent.name == "figures" else None)
+        _retry(lambda: client.set_terminated(run_id))
+    print(f"[llm4rec] report logged to MLflow run {run_id} ({run_key})", flush=True)
+    return {"run_id": run_id, "experiment_id": experiment_id, "tracking_uri": grid.tracking_uri()}

@@ -46,3 +46,21 @@ def test_unknown_item_duplicate_and_missing_user_are_refused(tiny_split):
         evaluate_rankings(frame({"u1": ["d", "d"], "u2": ["a"], "u3": ["c"]}), tiny_split, "test", [1])
     with pytest.raises(RankingError, match="no test ranking for 1 users"):
         evaluate_rankings(frame({"u1": ["d"], "u2": ["a"]}), tiny_split, "test", [1])
+
+
+def test_popularity_buckets_are_equal_interaction_thirds():
+    import pandas as pd
+
+    from llm4rec.evaluation.evaluate import popularity_buckets
+
+    # 10 interactions; share going to strictly more popular items: a 0, b and c 0.5, e 0.9, d 1.0
+    popularity = pd.Series({"c": 2, "a": 5, "e": 1, "b": 2, "d": 0})
+    buckets = popularity_buckets(popularity)
+    assert buckets.to_dict() == {"c": "torso", "a": "head", "e": "tail", "b": "torso", "d": "tail"}
+
+
+def test_per_user_slice_columns(tiny_split):
+    rankings = frame({"u1": ["d", "e"], "u2": ["a", "e"], "u3": ["c", "d"]})
+    per_user, _ = evaluate_rankings(rankings, tiny_split, "test", [2])
+    assert per_user["target_item"].tolist() == ["d", "e", "b"]
+    assert per_user["target_popularity"].tolist() == [0, 1, 2]

@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -22,6 +23,7 @@ GRID = {
     "reports_dir": "reports",
     "seeds": [0],
     "evaluation": {"cutoffs": [5, 10]},
+    "report": {"metrics": ["hr_at_10", "ndcg_at_10"], "randomization_rounds": 1000, "bootstrap_rounds": 500},
     "datasets": {"ml-100k": {"source": "ml-100k"}},
     "models": [
         {"name": "mostpop"},
@@ -51,7 +53,15 @@ def live_runs(workdir: Path):
 
     client = MlflowClient(tracking_uri=f"sqlite:///{workdir / 'results' / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("llm4rec-e2e")
-    return client.search_runs([experiment.experiment_id])
+    return [r for r in client.search_runs([experiment.experiment_id]) if r.data.tags.get("paradigm") != "report"]
+
+
+def report_runs(workdir: Path):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{workdir / 'results' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("llm4rec-e2e")
+    return client, [r for r in client.search_runs([experiment.experiment_id]) if r.data.tags.get("paradigm") == "report"]
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +82,16 @@ def test_grid_runs_end_to_end(finished_grid):
     assert (runs / "bpr" / "seed0" / "item_embeddings.npy").is_file()
     summary = (workdir / "reports" / "summary.md").read_text()
     assert "| baseline | bpr | 1 |" in summary and "ndcg_at_10" in summary
+    reports = workdir / "reports"
+    for name in ("results_table.tex", "results_table.md", "results_table.csv", "cost_table.tex", "comparisons.csv",
+                 "slices.md", "figures/ndcg_at_10_ci.pdf", "figures/ndcg_at_10_vs_cost.png"):
+        assert (reports / name).is_file(), name
+    comparisons = pd.read_csv(reports / "comparisons.csv")
+    assert set(comparisons["system"]) | set(comparisons["reference"]) == {"mostpop", "bpr", "sasrec"}
+    client, report = report_runs(workdir)
+    assert len(report) == 1
+    logged = {a.path for a in client.list_artifacts(report[0].info.run_id)}
+    assert {"results_table.tex", "comparisons.csv", "figures"} <= logged
 
 
 def test_mlflow_runs_have_same_keys_and_tags(finished_grid):
@@ -96,9 +116,10 @@ def test_rerun_does_nothing_and_deleting_one_run_redoes_only_it(finished_grid):
     assert "Nothing to be done" in snakemake(workdir, "-n")
     shutil.rmtree(workdir / "results" / "e2e" / "runs" / "ml-100k" / "bpr" / "seed0")
     jobs = planned_jobs(snakemake(workdir, "-n"))
-    assert jobs == {"all": 1, "train": 1, "evaluate": 1, "track": 1, "summary": 1}, jobs
+    assert jobs == {"all": 1, "train": 1, "evaluate": 1, "track": 1, "summary": 1, "compare": 1, "report": 1}, jobs
     snakemake(workdir)
     assert len(live_runs(workdir)) == 3  # the retrained run replaced or reused, never duplicated
+    assert len(report_runs(workdir)[1]) == 1
     assert "Nothing to be done" in snakemake(workdir, "-n")
 
 

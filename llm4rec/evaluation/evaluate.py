@@ -16,6 +16,20 @@ import pandas as pd
 from llm4rec.data.split import Split
 from llm4rec.evaluation.metrics import hit_matrix, per_user_metrics
 
+POPULARITY_BUCKETS = ("head", "torso", "tail")
+
+
+def popularity_buckets(popularity: pd.Series) -> pd.Series:
+    """head / torso / tail per item by the share of training interactions that go to strictly
+    more popular items: < 1/3 head, < 2/3 torso, else tail (equal-interaction thirds; items
+    with equal popularity always share a bucket)."""
+    total = max(float(popularity.sum()), 1.0)
+    counts = popularity.value_counts().sort_index(ascending=False)  # popularity value -> #items
+    mass = counts.index.to_numpy(dtype=float) * counts.to_numpy()
+    share_before = pd.Series((np.cumsum(mass) - mass) / total, index=counts.index)
+    share = popularity.map(share_before).to_numpy()
+    return pd.Series(np.where(share < 1 / 3, "head", np.where(share < 2 / 3, "torso", "tail")), index=popularity.index)
+
 
 class RankingError(ValueError):
     """A ranking that breaks the protocol (history item, unknown item, duplicate, missing user)."""
@@ -48,7 +62,8 @@ def evaluate_rankings(rankings: pd.DataFrame, split: Split, phase: str, cutoffs:
                       source: str = "rankings") -> tuple[pd.DataFrame, dict[str, float]]:
     """Score one phase's rankings: per-user metrics (one row per target user) and run-level means.
 
-    Run level adds, per cutoff, catalogue coverage (share of catalogue items recommended to
+    Per user, it also records history length and the (first) target item with its training
+    popularity and head/torso/tail bucket, for slicing. Run level adds, per cutoff, catalogue coverage (share of catalogue items recommended to
     anyone) and popularity bias (mean training popularity of recommended items).
     """
     k = max(cutoffs)
@@ -60,10 +75,15 @@ def evaluate_rankings(rankings: pd.DataFrame, split: Split, phase: str, cutoffs:
     hits = hit_matrix(ranked, [targets[u] for u in users], k)
     metrics = per_user_metrics(hits, np.array([len(targets[u]) for u in users]), cutoffs)
     history_len = split.history(phase)
-    per_user = pd.DataFrame({"user_id": users, "n_targets": [len(targets[u]) for u in users],
-                             "history_length": [len(history_len.get(u, ())) for u in users], **metrics})
-    summary = {name: float(values.mean()) for name, values in metrics.items()}
     popularity = split.item_popularity()
+    first_target = [targets[u][0] for u in users]
+    per_user = pd.DataFrame({"user_id": users, "n_targets": [len(targets[u]) for u in users],
+                             "history_length": [len(history_len.get(u, ())) for u in users],
+                             "target_item": first_target,
+                             "target_popularity": popularity.loc[first_target].to_numpy(),
+                             "target_bucket": popularity_buckets(popularity).loc[first_target].to_numpy(),
+                             **metrics})
+    summary = {name: float(values.mean()) for name, values in metrics.items()}
     n_catalogue = len(split.items)
     for c in cutoffs:
         top = [item for items in ranked for item in items[:c]]

@@ -1,0 +1,122 @@
+"""The report stage: comparisons, tables, slices and figures for a set of finished runs.
+
+Writes into one folder (default `reports/`):
+    comparisons.csv                    every paired comparison of the table's family (p, adjusted p, effect sizes)
+    results_table.{tex,md,csv}         the main table
+    cost_table.{tex,md,csv}            parameters, train time, inference latency, peak memory (+ validity)
+    slices.{md,csv}                    metric by history-length and target-popularity bucket
+    figures/*.{pdf,png}                metric with CIs, accuracy vs cost, slice bars
+    tables.tex (+ tables.pdf)          a minimal document that \\input's every table (compiled when pdflatex exists)
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from llm4rec.io import write_text
+from llm4rec.report import figures
+from llm4rec.report.compare import CompareSpec, compare_runs
+from llm4rec.report.runs import RunRecord
+from llm4rec.report.slices import render_slices_markdown, slice_frame
+from llm4rec.report.tables import (
+    build_main_table,
+    cost_frame,
+    render_cost,
+    render_latex,
+    render_markdown,
+    table_frame,
+)
+
+REPORT_DEFAULTS = {
+    "metrics": ["hr_at_10", "ndcg_at_10", "hr_at_20", "ndcg_at_20"],
+    "test": "t",
+    "correction": "holm",
+    "alpha": 0.05,
+    "comparisons": "best_baseline",
+    "show_std": False,
+    "improvement": True,
+    "randomization_rounds": 10_000,
+    "bootstrap_rounds": 2000,
+    "seed": 0,
+    "slice_metric": "ndcg_at_10",
+    "history_buckets": 4,
+}
+
+
+@dataclass(frozen=True)
+class ReportSpec:
+    options: dict = field(default_factory=lambda: dict(REPORT_DEFAULTS))
+    label: str = "tab:results"
+
+    def compare_spec(self) -> CompareSpec:
+        o = self.options
+        return CompareSpec(metrics=tuple(o["metrics"]), test=o["test"], correction=o["correction"], alpha=o["alpha"],
+                           mode=o["comparisons"], rounds=o["randomization_rounds"],
+                           bootstrap_rounds=o["bootstrap_rounds"], seed=o["seed"])
+
+
+def check_runs(runs: Sequence[RunRecord], metrics: Sequence[str]) -> None:
+    if not runs:
+        raise ValueError("no finished runs to report on (each run folder needs metrics.json)")
+    for r in runs:
+        missing = [m for m in metrics if m not in r.metrics["test"]]
+        if missing:
+            raise ValueError(f"{r.folder}/metrics.json: no test metric {missing[0]} (have: {', '.join(sorted(r.metrics['test']))[:200]})")
+
+
+def write_comparisons(runs: Sequence[RunRecord], spec: ReportSpec, out_dir: Path) -> pd.DataFrame:
+    check_runs(runs, spec.options["metrics"])
+    comparisons = compare_runs(runs, spec.compare_spec())
+    write_text(out_dir / "comparisons.csv", comparisons.to_csv(index=False))
+    return comparisons
+
+
+def compile_latex(tex: Path) -> Path | None:
+    """Compile with pdflatex when it exists; raise with the log's tail when it fails."""
+    if shutil.which("pdflatex") is None:
+        return None
+    proc = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", tex.name],
+                          cwd=tex.parent, capture_output=True, text=True, timeout=120)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{tex}: pdflatex failed:\n{proc.stdout[-2000:]}")
+    return tex.with_suffix(".pdf")
+
+
+def build_report(runs: Sequence[RunRecord], spec: ReportSpec, out_dir: str | Path,
+                 comparisons: pd.DataFrame | None = None) -> list[Path]:
+    """Write every table and figure for `runs` into `out_dir`; return the written paths."""
+    out_dir = Path(out_dir)
+    o = spec.options
+    check_runs(runs, o["metrics"])
+    if comparisons is None:
+        comparisons = write_comparisons(runs, spec, out_dir)
+    written = [out_dir / "comparisons.csv"]
+    table = build_main_table(runs, comparisons, spec.compare_spec(), show_std=o["show_std"],
+                             improvement=o["improvement"], label=spec.label)
+    written += [write_text(out_dir / "results_table.tex", render_latex(table)),
+                write_text(out_dir / "results_table.md", render_markdown(table)),
+                write_text(out_dir / "results_table.csv", table_frame(table).to_csv(index=False))]
+    costs = cost_frame(runs)
+    written += [write_text(out_dir / "cost_table.tex", render_cost(costs, "latex", label=spec.label.replace("results", "cost"))),
+                write_text(out_dir / "cost_table.md", render_cost(costs, "markdown")),
+                write_text(out_dir / "cost_table.csv", costs.to_csv(index=False))]
+    slices = slice_frame(runs, o["slice_metric"], o["history_buckets"])
+    written += [write_text(out_dir / "slices.md", render_slices_markdown(slices)),
+                write_text(out_dir / "slices.csv", slices.to_csv(index=False))]
+    fig_dir = out_dir / "figures"
+    written += figures.metric_with_ci(runs, o["slice_metric"], fig_dir)
+    written += figures.accuracy_vs_cost(runs, o["slice_metric"], fig_dir)
+    written += figures.slice_bars(slices, fig_dir)
+    preview = "\n".join([r"\documentclass{article}", r"\usepackage{booktabs}", r"\usepackage[margin=2cm]{geometry}",
+                         r"\begin{document}", r"\input{results_table.tex}", r"\input{cost_table.tex}", r"\end{document}", ""])
+    written.append(write_text(out_dir / "tables.tex", preview))
+    pdf = compile_latex(out_dir / "tables.tex")
+    if pdf is not None:
+        written.append(pdf)
+    return written

@@ -1,0 +1,87 @@
+"""Figures (matplotlib, PDF and PNG): metric per model with CIs, accuracy vs cost, slice bars."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from llm4rec.io import write_with  # noqa: E402
+from llm4rec.models import PARADIGMS  # noqa: E402
+from llm4rec.report.compare import by_model  # noqa: E402
+from llm4rec.report.runs import RunRecord  # noqa: E402
+from llm4rec.report.tables import metric_label  # noqa: E402
+from llm4rec.stats import mean_ci  # noqa: E402
+
+COLORS = dict(zip(PARADIGMS, ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3"], strict=True))
+
+
+def save(fig, out_dir: Path, stem: str) -> list[Path]:
+    paths = []
+    for ext in ("pdf", "png"):
+        path = out_dir / f"{stem}.{ext}"
+        write_with(path, lambda p, ext=ext: fig.savefig(p, format=ext, dpi=150, bbox_inches="tight"))
+        paths.append(path)
+    plt.close(fig)
+    return paths
+
+
+def metric_with_ci(runs: Sequence[RunRecord], metric: str, out_dir: Path) -> list[Path]:
+    groups = by_model(runs)
+    datasets = sorted({d for d, _ in groups})
+    fig, axes = plt.subplots(1, len(datasets), figsize=(4.5 * len(datasets), 0.45 * max(len(groups), 4) + 1), squeeze=False)
+    for ax, dataset in zip(axes[0], datasets, strict=True):
+        entries = sorted(((rs[0].paradigm, m, mean_ci([r.metrics["test"][metric] for r in rs])) for (d, m), rs in groups.items() if d == dataset),
+                         key=lambda e: (PARADIGMS.index(e[0]) if e[0] in PARADIGMS else 99, e[2][0]))
+        y = np.arange(len(entries))
+        means = [e[2][0] for e in entries]
+        errors = [[e[2][0] - e[2][2] for e in entries], [e[2][3] - e[2][0] for e in entries]]
+        ax.barh(y, means, xerr=errors, color=[COLORS.get(e[0], "grey") for e in entries], capsize=3)
+        ax.set_yticks(y, [e[1] for e in entries])
+        ax.set_xlabel(f"{metric_label(metric)} (mean, 95% CI over seeds)")
+        ax.set_title(dataset)
+    return save(fig, out_dir, f"{metric}_ci")
+
+
+def accuracy_vs_cost(runs: Sequence[RunRecord], metric: str, out_dir: Path) -> list[Path]:
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for (dataset, model), rs in by_model(runs).items():
+        acc = np.mean([r.metrics["test"][metric] for r in rs])
+        for ax, key in zip(axes, ("train_time_s", "inference_ms_per_user"), strict=True):
+            cost = max(np.mean([r.metrics["cost"][key] for r in rs]), 1e-3)
+            ax.scatter(cost, acc, color=COLORS.get(rs[0].paradigm, "grey"), s=40)
+            ax.annotate(f"{model} ({dataset})", (cost, acc), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    for ax, label in zip(axes, ("train time (s)", "inference time per user (ms)"), strict=True):
+        ax.set_xscale("log")
+        ax.set_xlabel(label)
+        ax.set_ylabel(metric_label(metric))
+        ax.grid(alpha=0.3)
+    return save(fig, out_dir, f"{metric}_vs_cost")
+
+
+def slice_bars(slices: pd.DataFrame, out_dir: Path) -> list[Path]:
+    paths = []
+    for slice_name, block in slices.groupby("slice", sort=False):
+        datasets = list(dict.fromkeys(block["dataset"]))
+        fig, axes = plt.subplots(1, len(datasets), figsize=(5.5 * len(datasets), 3.8), squeeze=False)
+        for ax, dataset in zip(axes[0], datasets, strict=True):
+            part = block[block["dataset"] == dataset]
+            buckets = list(dict.fromkeys(part["bucket"]))
+            models = list(dict.fromkeys(part["model"]))
+            width = 0.8 / max(len(models), 1)
+            for i, model in enumerate(models):
+                values = part[part["model"] == model].set_index("bucket").reindex(buckets)
+                ax.bar(np.arange(len(buckets)) + i * width, values["mean"], width, yerr=values["std"], label=model, capsize=2)
+            ax.set_xticks(np.arange(len(buckets)) + width * (len(models) - 1) / 2, buckets)
+            ax.set_xlabel(slice_name.replace("_", " "))
+            ax.set_ylabel(metric_label(part["metric"].iloc[0]))
+            ax.set_title(dataset)
+        axes[0][-1].legend(fontsize=7)
+        paths += save(fig, out_dir, f"slices_{slice_name}")
+    return paths

@@ -1,0 +1,60 @@
+"""Where do models differ? Per-user metrics broken down by user history length and by the
+target item's popularity (head / torso / tail; see llm4rec.evaluation.evaluate)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from llm4rec.evaluation.evaluate import POPULARITY_BUCKETS
+from llm4rec.report.compare import by_model
+from llm4rec.report.runs import RunRecord
+
+SLICES = ("history_length", "target_popularity")
+
+
+def history_buckets(lengths: pd.Series, n_buckets: int = 4) -> tuple[pd.Series, list[str]]:
+    """Quantile buckets of history length (dataset-adaptive), labelled by their ranges."""
+    edges = np.unique(np.quantile(lengths, np.linspace(0, 1, n_buckets + 1)))
+    codes = np.clip(np.searchsorted(edges, lengths, side="right") - 1, 0, len(edges) - 2)
+    labels = [f"{int(np.ceil(lo)) if i else int(lo)}–{int(hi)}" for i, (lo, hi) in enumerate(zip(edges[:-1], edges[1:], strict=True))]
+    return pd.Series([labels[c] for c in codes], index=lengths.index), labels
+
+
+def slice_frame(runs: Sequence[RunRecord], metric: str = "ndcg_at_10", n_history_buckets: int = 4) -> pd.DataFrame:
+    """Rows: dataset, model, paradigm, slice, bucket, n_users, mean (over seeds of the bucket mean), std."""
+    rows = []
+    for (dataset, model), rs in by_model(runs).items():
+        per_seed = []
+        for r in rs:
+            pu = r.per_user()
+            hist, hist_labels = history_buckets(pu["history_length"], n_history_buckets)
+            per_seed.append((pu.assign(history_length_bucket=hist.to_numpy()), hist_labels))
+        for slice_name, column, labels in (("history_length", "history_length_bucket", per_seed[0][1]),
+                                           ("target_popularity", "target_bucket", list(POPULARITY_BUCKETS))):
+            for bucket in labels:
+                means = [pu.loc[pu[column] == bucket, metric].mean() for pu, _ in per_seed]
+                n_users = int((per_seed[0][0][column] == bucket).sum())
+                if n_users == 0:
+                    continue
+                rows.append({"dataset": dataset, "model": model, "paradigm": rs[0].paradigm, "slice": slice_name,
+                             "bucket": bucket, "n_users": n_users, "metric": metric, "mean": float(np.mean(means)),
+                             "std": float(np.std(means, ddof=1)) if len(means) > 1 else 0.0})
+    return pd.DataFrame(rows)
+
+
+def render_slices_markdown(frame: pd.DataFrame) -> str:
+    lines = []
+    for (dataset, slice_name), block in frame.groupby(["dataset", "slice"], sort=False):
+        buckets = list(dict.fromkeys(block["bucket"]))
+        counts = block.drop_duplicates("bucket").set_index("bucket")["n_users"]
+        metric = block["metric"].iloc[0]
+        lines += [f"### {dataset}: {metric} by {slice_name.replace('_', ' ')}", "",
+                  "| Model | " + " | ".join(f"{b} (n={counts[b]})" for b in buckets) + " |", "|" + "---|" * (len(buckets) + 1)]
+        for model, rows in block.groupby("model", sort=False):
+            values = rows.set_index("bucket")["mean"]
+            lines.append(f"| {model} | " + " | ".join(f"{values[b]:.4f}" if b in values else "–" for b in buckets) + " |")
+        lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,296 @@
+"""Paper tables: the main results table (LaTeX/booktabs, Markdown, CSV) and the cost table.
+
+The main table: rows grouped by paradigm, columns dataset x metric, mean over seeds
+(+/- std on request), best per column in bold, second underlined, significance marks from
+the comparison family (dagger: different from the column's best baseline after correction;
+in all-pairs mode, superscript letters name the models a cell is significantly better
+than), an optional relative-improvement column per dataset, and a generated caption that
+states the protocol. A model missing on a dataset shows as a dash with a footnote.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from llm4rec.models import PARADIGMS
+from llm4rec.report.compare import LOWER_IS_BETTER, CompareSpec, by_model
+from llm4rec.report.runs import RunRecord
+
+PARADIGM_TITLES = {"baseline": "Baselines", "text_prompted": "Text-prompted", "cf_injected": "CF-injected",
+                   "semantic_id": "Semantic-ID", "moe_expert": "MoE-expert"}
+TEST_NAMES = {"t": "paired t-test", "wilcoxon": "Wilcoxon signed-rank test", "randomization": "paired randomization test"}
+CORRECTION_NAMES = {"holm": "Holm-Bonferroni", "bonferroni": "Bonferroni", "bh": "Benjamini-Hochberg", "none": "no"}
+SPLIT_NAMES = {"leave_one_out": "leave-one-out by time (last interaction test, second-to-last validation)",
+               "global_temporal": "global temporal split"}
+
+
+def metric_label(metric: str) -> str:
+    """'ndcg_at_10' -> 'NDCG@10'."""
+    name, _, k = metric.partition("_at_")
+    pretty = {"hr": "HR", "ndcg": "NDCG", "mrr": "MRR", "recall": "Recall", "coverage": "Cov", "avg_popularity": "AvgPop"}
+    return f"{pretty.get(name, name)}@{k}" if k else name
+
+
+@dataclass
+class Cell:
+    mean: float
+    std: float
+    n_seeds: int
+    bold: bool = False
+    underline: bool = False
+    marks: str = ""  # "dagger" or letters
+
+
+@dataclass
+class MainTable:
+    datasets: list[str]
+    metrics: list[str]
+    rows: list[tuple[str, str]]  # (paradigm, model), grouped by paradigm
+    cells: dict[tuple[str, str, str], Cell]  # (model, dataset, metric)
+    improvement: dict[tuple[str, str], float] = field(default_factory=dict)  # (model, dataset) -> %
+    letters: dict[str, str] = field(default_factory=dict)
+    caption: str = ""
+    label: str = "tab:results"
+    show_std: bool = False
+    decimals: int = 4
+
+    @property
+    def has_missing(self) -> bool:
+        return any((m, d, self.metrics[0]) not in self.cells for _, m in self.rows for d in self.datasets)
+
+
+def build_main_table(runs: Sequence[RunRecord], comparisons: pd.DataFrame, spec: CompareSpec, *,
+                     show_std: bool = False, improvement: bool = True, label: str = "tab:results",
+                     decimals: int = 4) -> MainTable:
+    groups = by_model(runs)
+    datasets = sorted({r.dataset for r in runs})
+    paradigm_of = {r.model: r.paradigm for r in runs}
+    order = {p: i for i, p in enumerate(PARADIGMS)}
+    rows = sorted({(paradigm_of[m], m) for m in paradigm_of}, key=lambda pm: (order.get(pm[0], 99), pm[1]))
+    metrics = list(spec.metrics)
+    cells: dict[tuple[str, str, str], Cell] = {}
+    for (dataset, model), rs in groups.items():
+        for metric in metrics:
+            values = np.array([r.metrics["test"][metric] for r in rs])
+            cells[(model, dataset, metric)] = Cell(float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0, len(values))
+    for dataset in datasets:
+        for metric in metrics:
+            column = [(cells[(m, dataset, metric)].mean, m) for _, m in rows if (m, dataset, metric) in cells]
+            ranked = sorted(column, key=lambda x: x[0], reverse=metric not in LOWER_IS_BETTER)
+            distinct = sorted({v for v, _ in column}, reverse=metric not in LOWER_IS_BETTER)
+            for value, model in ranked:
+                cell = cells[(model, dataset, metric)]
+                cell.bold = value == distinct[0]
+                cell.underline = len(distinct) > 1 and value == distinct[1]
+    letters = {m: chr(ord("a") + i) for i, (_, m) in enumerate(rows)} if spec.mode == "all_pairs" else {}
+    for c in comparisons[comparisons.get("significant", pd.Series(dtype=bool)).astype(bool)].itertuples() if len(comparisons) else []:
+        if spec.mode == "best_baseline":
+            cells[(c.system, c.dataset, c.metric)].marks = "dagger"
+        else:
+            better, worse = (c.system, c.reference) if (c.diff > 0) != (c.metric in LOWER_IS_BETTER) else (c.reference, c.system)
+            cell = cells[(better, c.dataset, c.metric)]
+            cell.marks = "".join(sorted(set(cell.marks) | {letters[worse]}))
+    table = MainTable(datasets, metrics, rows, cells, letters=letters, label=label, show_std=show_std, decimals=decimals)
+    if improvement and spec.mode == "best_baseline":
+        from llm4rec.report.compare import best_baseline
+
+        primary = metrics[0]
+        for dataset in datasets:
+            reference = best_baseline(groups, dataset, primary)
+            if reference is None:
+                continue
+            base = cells[(reference, dataset, primary)].mean
+            for _, model in rows:
+                if (model, dataset, primary) in cells and model != reference and base:
+                    table.improvement[(model, dataset)] = 100 * (cells[(model, dataset, primary)].mean - base) / abs(base)
+    table.caption = caption(runs, comparisons, spec, table)
+    return table
+
+
+def caption(runs: Sequence[RunRecord], comparisons: pd.DataFrame, spec: CompareSpec, table: MainTable) -> str:
+    split_methods = sorted({r.run["run"]["dataset_config"]["split"]["method"] for r in runs})
+    seeds = sorted({r.seed for r in runs})
+    parts = [
+        f"Test results on {', '.join(table.datasets)}: {'; '.join(SPLIT_NAMES.get(s, s) for s in split_methods)}; "
+        "every model ranks the full catalogue minus the user's history.",
+        f"Mean over {len(seeds)} seed{'s' if len(seeds) != 1 else ''}" + (" (± sample std)" if table.show_std else "") + ".",
+        "Best per column in bold, second underlined.",
+    ]
+    family = len(comparisons)
+    test = TEST_NAMES.get(spec.test, spec.test)
+    correction = CORRECTION_NAMES.get(spec.correction, spec.correction)
+    stats = (f"{test} over users (per-user metrics averaged over seeds), {correction} correction over the "
+             f"{family} comparisons in this table, α = {spec.alpha}")
+    if spec.mode == "best_baseline":
+        parts.append(f"† marks a significant difference from the best baseline of the column ({stats}).")
+        if table.improvement:
+            parts.append(f"Impr.: relative {metric_label(table.metrics[0])} change over the best baseline.")
+    else:
+        parts.append(f"Superscript letters name the models a cell is significantly better than ({stats}).")
+    return " ".join(parts)
+
+
+def _fmt(value: float, decimals: int) -> str:
+    return f"{value:.{decimals}f}"
+
+
+def latex_escape(text: str) -> str:
+    for char, escaped in (("\\", r"\textbackslash{}"), ("_", r"\_"), ("%", r"\%"), ("&", r"\&"), ("#", r"\#"),
+                          ("$", r"\$"), ("{", r"\{"), ("}", r"\}")):
+        text = text.replace(char, escaped)
+    return text.replace("±", r"$\pm$").replace("†", r"$^{\dagger}$").replace("α", r"$\alpha$")
+
+
+def _latex_cell(cell: Cell | None, table: MainTable) -> str:
+    if cell is None:
+        return "--"
+    text = _fmt(cell.mean, table.decimals)
+    if cell.bold:
+        text = rf"\textbf{{{text}}}"
+    elif cell.underline:
+        text = rf"\underline{{{text}}}"
+    if table.show_std:
+        text += rf"{{\scriptsize$\pm${_fmt(cell.std, table.decimals)}}}"
+    if cell.marks == "dagger":
+        text += r"$^{\dagger}$"
+    elif cell.marks:
+        text += rf"$^{{\mathrm{{{cell.marks}}}}}$"
+    return text
+
+
+def _columns(table: MainTable) -> list[tuple[str, str | None]]:
+    cols = []
+    for dataset in table.datasets:
+        cols += [(dataset, m) for m in table.metrics]
+        if table.improvement and any(d == dataset for _, d in table.improvement):
+            cols.append((dataset, None))  # the Impr. column
+    return cols
+
+
+def render_latex(table: MainTable) -> str:
+    cols = _columns(table)
+    n_cols = 1 + len(cols)
+    lines = [r"\begin{table}[t]", r"\centering", r"\small",
+             rf"\caption{{{latex_escape(table.caption)}}}", rf"\label{{{table.label}}}",
+             r"\begin{tabular}{l" + "c" * len(cols) + "}", r"\toprule"]
+    header, rules, start = ["Model"], [], 2
+    for dataset in table.datasets:
+        width = sum(1 for d, _ in cols if d == dataset)
+        header.append(rf"\multicolumn{{{width}}}{{c}}{{{latex_escape(dataset)}}}")
+        rules.append(rf"\cmidrule(lr){{{start}-{start + width - 1}}}")
+        start += width
+    lines += [" & ".join(header) + r" \\", " ".join(rules)]
+    lines.append(" & ".join([""] + [metric_label(m) if m else "Impr." for _, m in cols]) + r" \\")
+    current = None
+    for paradigm, model in table.rows:
+        if paradigm != current:
+            lines += [r"\midrule", rf"\multicolumn{{{n_cols}}}{{l}}{{\textit{{{PARADIGM_TITLES.get(paradigm, latex_escape(paradigm))}}}}} \\"]
+            current = paradigm
+        name = latex_escape(model) + (rf"$^{{\mathrm{{({table.letters[model]})}}}}$" if table.letters else "")
+        cells = []
+        for dataset, metric in cols:
+            if metric is None:
+                value = table.improvement.get((model, dataset))
+                cells.append("--" if value is None else latex_escape(f"{value:+.1f}%"))
+            else:
+                cells.append(_latex_cell(table.cells.get((model, dataset, metric)), table))
+        lines.append(" & ".join([name] + cells) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    if table.has_missing:
+        lines.append(r"\par\smallskip{\footnotesize --: not run on this dataset.}")
+    lines.append(r"\end{table}")
+    return "\n".join(lines) + "\n"
+
+
+def render_markdown(table: MainTable) -> str:
+    cols = _columns(table)
+    head = ["Paradigm", "Model"] + [f"{d} {metric_label(m) if m else 'Impr.'}" for d, m in cols]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for paradigm, model in table.rows:
+        cells = []
+        for dataset, metric in cols:
+            if metric is None:
+                value = table.improvement.get((model, dataset))
+                cells.append("–" if value is None else f"{value:+.1f}%")
+                continue
+            cell = table.cells.get((model, dataset, metric))
+            if cell is None:
+                cells.append("–")
+                continue
+            text = _fmt(cell.mean, table.decimals) + (f" ± {_fmt(cell.std, table.decimals)}" if table.show_std else "")
+            text = f"**{text}**" if cell.bold else (f"<ins>{text}</ins>" if cell.underline else text)
+            text += "†" if cell.marks == "dagger" else (f"<sup>{cell.marks}</sup>" if cell.marks else "")
+            cells.append(text)
+        name = model + (f" ({table.letters[model]})" if table.letters else "")
+        lines.append("| " + " | ".join([PARADIGM_TITLES.get(paradigm, paradigm), name] + cells) + " |")
+    notes = [table.caption] + (["–: not run on this dataset."] if table.has_missing else [])
+    return "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n"
+
+
+def table_frame(table: MainTable) -> pd.DataFrame:
+    """The main table as CSV rows: one per (model, dataset, metric), missing ones included."""
+    rows = []
+    for paradigm, model in table.rows:
+        for dataset in table.datasets:
+            for metric in table.metrics:
+                cell = table.cells.get((model, dataset, metric))
+                rows.append({"paradigm": paradigm, "model": model, "dataset": dataset, "metric": metric,
+                             "mean": cell.mean if cell else np.nan, "std": cell.std if cell else np.nan,
+                             "n_seeds": cell.n_seeds if cell else 0, "best": bool(cell and cell.bold),
+                             "second": bool(cell and cell.underline), "marks": cell.marks if cell else "",
+                             "improvement_pct": table.improvement.get((model, dataset), np.nan) if metric == table.metrics[0] else np.nan})
+    return pd.DataFrame(rows)
+
+
+COST_COLUMNS = [("parameters_total", "Params"), ("parameters_trainable", "Trainable"), ("train_time_s", "Train (s)"),
+                ("inference_ms_per_user", "Infer (ms/user)"), ("peak_memory_mb", "Peak mem (MiB)")]
+VALIDITY_COLUMNS = [("validity_in_catalogue", "Valid (%)"), ("validity_in_history", "In history (%)")]
+
+
+def cost_frame(runs: Sequence[RunRecord]) -> pd.DataFrame:
+    """Mean cost per (dataset, paradigm, model) over seeds; validity columns where runs report them."""
+    rows = []
+    for (dataset, model), rs in by_model(runs).items():
+        row = {"dataset": dataset, "paradigm": rs[0].paradigm, "model": model}
+        for key, _ in COST_COLUMNS:
+            row[key] = float(np.mean([r.metrics["cost"][key] for r in rs]))
+        for key, _ in VALIDITY_COLUMNS:
+            values = [r.metrics["test"][key] for r in rs if key in r.metrics["test"]]
+            row[key] = float(np.mean(values)) * 100 if values else np.nan
+        rows.append(row)
+    order = {p: i for i, p in enumerate(PARADIGMS)}
+    frame = pd.DataFrame(rows)
+    return frame.sort_values(["dataset", "paradigm", "model"], key=lambda s: s.map(order) if s.name == "paradigm" else s).reset_index(drop=True)
+
+
+def _cost_text(key: str, value: float) -> str:
+    if np.isnan(value):
+        return "--"
+    if key.startswith("parameters"):
+        return f"{value / 1e6:.2f}M" if value >= 1e5 else f"{value:,.0f}"
+    if key == "inference_ms_per_user":
+        return f"{value:.2f}"
+    return f"{value:.1f}"
+
+
+def render_cost(frame: pd.DataFrame, fmt: str, label: str = "tab:cost") -> str:
+    columns = COST_COLUMNS + [c for c in VALIDITY_COLUMNS if frame[c[0]].notna().any()]
+    if fmt == "markdown":
+        lines = ["| Dataset | Paradigm | Model | " + " | ".join(t for _, t in columns) + " |", "|" + "---|" * (3 + len(columns))]
+        for r in frame.itertuples():
+            lines.append(f"| {r.dataset} | {PARADIGM_TITLES.get(r.paradigm, r.paradigm)} | {r.model} | "
+                         + " | ".join(_cost_text(k, getattr(r, k)) for k, _ in columns) + " |")
+        return "\n".join(lines) + "\n"
+    lines = [r"\begin{table}[t]", r"\centering", r"\small",
+             r"\caption{Cost per model (mean over seeds): parameters (total, trainable), training wall time, "
+             r"inference time per test user, peak memory (resident, or GPU when on CUDA).}", rf"\label{{{label}}}",
+             r"\begin{tabular}{ll" + "r" * len(columns) + "}", r"\toprule",
+             " & ".join(["Dataset", "Model"] + [latex_escape(t) for _, t in columns]) + r" \\", r"\midrule"]
+    for r in frame.itertuples():
+        lines.append(" & ".join([latex_escape(r.dataset), latex_escape(r.model)] + [latex_escape(_cost_text(k, getattr(r, k))) for k, _ in columns]) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,129 @@
+"""Tables, marks, slices, figures and LaTeX compilation on constructed runs with known outcomes."""
+
+import shutil
+import subprocess
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from llm4rec.io import write_json, write_parquet
+from llm4rec.report.build import REPORT_DEFAULTS, ReportSpec, build_report
+from llm4rec.report.compare import CompareSpec, ComparisonError, compare_runs
+from llm4rec.report.runs import runs_from_results
+from llm4rec.report.tables import build_main_table, render_latex, render_markdown
+
+N_USERS = 300
+COST = {"train_time_s": 10.0, "inference_ms_per_user": 0.5, "inference_time_test_s": 0.1, "peak_memory_mb": 500.0,
+        "parameters_total": 1000, "parameters_trainable": 1000}
+
+
+def make_run(root, dataset, model, paradigm, seed, hits, checksum="s1", users=None):
+    """A finished run whose every metric per user is `hits` (0/1 per user)."""
+    folder = root / dataset / model / f"seed{seed}"
+    users = users or [f"u{i}" for i in range(len(hits))]
+    per_user = pd.DataFrame({"user_id": users, "n_targets": 1, "history_length": np.arange(len(hits)) % 40 + 5,
+                             "target_item": "i", "target_popularity": 1,
+                             "target_bucket": np.array(["head", "torso", "tail"])[np.arange(len(hits)) % 3]})
+    for metric in ("hr_at_10", "ndcg_at_10", "hr_at_20", "ndcg_at_20"):
+        per_user[metric] = hits
+    write_parquet(folder / "per_user_test.parquet", per_user)
+    means = {m: float(per_user[m].mean()) for m in ("hr_at_10", "ndcg_at_10", "hr_at_20", "ndcg_at_20")}
+    write_json(folder / "metrics.json", {"dataset": dataset, "model": model, "paradigm": paradigm, "seed": seed,
+                                         "config_hash": "x", "cost": COST, "valid": means, "test": means})
+    split_cfg = {"dataset_config": {"split": {"method": "leave_one_out"}}}
+    write_json(folder / "run.json", {"run": split_cfg, "split_checksums": {"interactions.parquet": checksum}})
+
+
+@pytest.fixture
+def runs_dir(tmp_path):
+    """ml-a: best baseline bpr (0.30), weaker baseline mostpop (0.10), llm_good clearly better
+    (0.60), llm_same equal to bpr. ml-b: same but llm_good missing."""
+    rng = np.random.default_rng(0)
+    base = (rng.random(N_USERS) < 0.30).astype(float)
+    for dataset in ("ml-a", "ml-b"):
+        for seed in (0, 1):
+            make_run(tmp_path, dataset, "bpr", "baseline", seed, base)
+            make_run(tmp_path, dataset, "mostpop", "baseline", seed, (rng.random(N_USERS) < 0.10).astype(float))
+            make_run(tmp_path, dataset, "llm_same", "text_prompted", seed, np.roll(base, 1))
+            if dataset == "ml-a":
+                make_run(tmp_path, dataset, "llm_good", "text_prompted", seed, np.maximum(base, (rng.random(N_USERS) < 0.45)))
+    return tmp_path
+
+
+def spec(**overrides):
+    return CompareSpec(metrics=("hr_at_10", "ndcg_at_10"), **overrides)
+
+
+def test_marks_on_constructed_table(runs_dir):
+    runs = runs_from_results(runs_dir)
+    comparisons = compare_runs(runs, spec())
+    # family: ml-a has 3 non-reference models, ml-b 2, times 2 metrics
+    assert len(comparisons) == 10 and comparisons.attrs["family_size"] == 10
+    assert set(comparisons["reference"]) == {"bpr"}
+    sig = comparisons[comparisons["significant"]]
+    assert set(zip(sig["system"], sig["dataset"])) == {("llm_good", "ml-a"), ("mostpop", "ml-a"), ("mostpop", "ml-b")}
+    table = build_main_table(runs, comparisons, spec())
+    good = table.cells[("llm_good", "ml-a", "hr_at_10")]
+    assert good.bold and not good.underline and good.marks == "dagger"
+    bpr_a = table.cells[("bpr", "ml-a", "hr_at_10")]
+    assert bpr_a.underline and not bpr_a.bold and bpr_a.marks == ""
+    same = table.cells[("llm_same", "ml-a", "hr_at_10")]
+    assert same.underline and same.marks == ""  # ties with bpr: same value, same mark
+    assert table.cells[("bpr", "ml-b", "hr_at_10")].bold and table.cells[("llm_same", "ml-b", "hr_at_10")].bold
+    expected_impr = 100 * (good.mean - bpr_a.mean) / bpr_a.mean
+    assert table.improvement[("llm_good", "ml-a")] == pytest.approx(expected_impr)
+    assert table.rows == [("baseline", "bpr"), ("baseline", "mostpop"), ("text_prompted", "llm_good"), ("text_prompted", "llm_same")]
+
+    latex = render_latex(table)
+    good_row = next(line for line in latex.splitlines() if line.startswith("llm\\_good"))
+    assert good_row.startswith(rf"llm\_good & \textbf{{{good.mean:.4f}}}$^{{\dagger}}$")
+    assert good_row.rstrip().endswith(r"-- & -- & -- \\")  # missing on ml-b: dashes (incl. Impr.)
+    assert r"\par\smallskip{\footnotesize --: not run on this dataset.}" in latex
+    assert "Holm-Bonferroni correction over the 10 comparisons" in latex and r"$\alpha$ = 0.05" in latex
+    assert r"\textit{Text-prompted}" in latex and r"\cmidrule(lr){2-4}" in latex
+    markdown = render_markdown(table)
+    assert f"**{good.mean:.4f}**†" in markdown and "–: not run on this dataset." in markdown
+
+
+def test_all_pairs_letters(runs_dir):
+    runs = [r for r in runs_from_results(runs_dir) if r.dataset == "ml-a"]
+    comparisons = compare_runs(runs, spec(mode="all_pairs", correction="bonferroni"))
+    assert len(comparisons) == 12  # 4 models -> 6 pairs x 2 metrics
+    table = build_main_table(runs, comparisons, spec(mode="all_pairs"))
+    assert table.letters == {"bpr": "a", "mostpop": "b", "llm_good": "c", "llm_same": "d"}
+    assert table.cells[("llm_good", "ml-a", "hr_at_10")].marks == "abd"
+    assert table.cells[("bpr", "ml-a", "hr_at_10")].marks == "b"
+    assert table.cells[("mostpop", "ml-a", "hr_at_10")].marks == ""
+
+
+def test_mismatched_runs_are_refused_with_both_names(runs_dir):
+    make_run(runs_dir, "ml-a", "llm_same", "text_prompted", 0, np.zeros(N_USERS), checksum="other")
+    with pytest.raises(ComparisonError, match=r"llm_same/ml-a/seed0 .* and bpr/ml-a/seed0 .* were evaluated on different splits"):
+        compare_runs(runs_from_results(runs_dir), spec())
+    make_run(runs_dir, "ml-a", "llm_same", "text_prompted", 0, np.zeros(N_USERS), users=[f"v{i}" for i in range(N_USERS)])
+    with pytest.raises(ComparisonError, match=r"llm_same/ml-a/seed0 and bpr/ml-a/seed0 have different test users"):
+        compare_runs(runs_from_results(runs_dir), spec())
+
+
+def test_full_report_files_and_latex_compiles(runs_dir, tmp_path):
+    if shutil.which("pdflatex") is None:
+        pytest.skip("pdflatex not installed (make test installs texlive-latex-recommended when run as root)")
+    out = tmp_path / "reports"
+    options = REPORT_DEFAULTS | {"metrics": ["hr_at_10", "ndcg_at_10"], "show_std": True}
+    written = build_report(runs_from_results(runs_dir), ReportSpec(options), out)
+    names = {p.relative_to(out).as_posix() for p in written}
+    assert {"results_table.tex", "results_table.md", "results_table.csv", "cost_table.tex", "slices.csv",
+            "figures/ndcg_at_10_ci.png", "figures/slices_target_popularity.pdf", "tables.pdf"} <= names
+    assert all(p.stat().st_size > 0 for p in written)
+    # an independent compile of a minimal document that \input's each table
+    for table in ("results_table.tex", "cost_table.tex"):
+        doc = out / f"check_{table}"
+        doc.write_text("\\documentclass{article}\\usepackage{booktabs}\\begin{document}\\input{" + table + "}\\end{document}\n")
+        proc = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", doc.name], cwd=out,
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stdout[-1500:]
+    slices = pd.read_csv(out / "slices.csv")
+    assert set(slices["slice"]) == {"history_length", "target_popularity"}
+    assert set(slices.loc[slices["slice"] == "target_popularity", "bucket"]) == {"head", "torso", "tail"}
+    assert slices.groupby(["dataset", "model", "slice"])["n_users"].sum().eq(N_USERS).all()
