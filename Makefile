@@ -10,7 +10,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 export PYTHONUNBUFFERED := 1
 
-.PHONY: env bench test test-fast perf dag lint mlflow-ui clean-results
+.PHONY: env tex bench test test-fast dag lint mlflow-ui
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -23,13 +23,22 @@ $(STAMP): pyproject.toml constraints.txt
 
 env: $(STAMP)
 
-bench: env
+# pdflatex (booktabs) compiles reports/tables.pdf and runs the LaTeX compile test; installed
+# from Debian when we are root, otherwise we say what to install (the report still writes .tex).
+tex:
+	@command -v pdflatex >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing texlive-latex-recommended (pdflatex + booktabs)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends texlive-latex-recommended >/dev/null; \
+	  else echo "pdflatex not found: install texlive-latex-recommended to compile the LaTeX tables"; fi; }
+
+bench: env tex
 	$(VENV)/bin/snakemake --cores $(CORES) --resources mlflow=1 --configfile $(CONFIG) $(SNAKEMAKE_ARGS)
 
 dag: env
 	$(VENV)/bin/snakemake -n --configfile $(CONFIG)
 
-test: env
+test: env tex
 	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
 
 test-fast: env

@@ -71,3 +71,11 @@ def test_dataset_params_must_name_a_dataset(tmp_path):
     cfg = GOOD | {"models": [{"name": "bpr", "dataset_params": {"ml-1m": {"epochs": 2}}}]}
     with pytest.raises(ConfigError, match=r"models\[0\]\.dataset_params\.ml-1m: no such dataset"):
         load_grid(write(tmp_path, cfg))
+
+
+def test_report_metric_needs_an_evaluated_cutoff(tmp_path):
+    cfg = GOOD | {"evaluation": {"cutoffs": [5, 10]}, "report": {"metrics": ["ndcg_at_10", "hr_at_20"]}}
+    with pytest.raises(ConfigError, match=r"report\.metrics\[1\] 'hr_at_20' uses a cutoff not in evaluation\.cutoffs \(\[5, 10\]\)"):
+        load_grid(write(tmp_path, cfg))
+    with pytest.raises(ConfigError, match=r"report\.test: 'z' is not one of \['t', 'wilcoxon', 'randomization'\]"):
+        load_grid(write(tmp_path, GOOD | {"report": {"test": "z"}}))
