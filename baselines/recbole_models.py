@@ -10,7 +10,8 @@ candidate set. RecBole traps handled here:
   load the best checkpoint (our own file) ourselves;
 - its dataset auto-download prompts on stdin: the dataset folder always exists, and the
   dataset name is not one RecBole knows;
-- ``item_id_list`` must be aliased to ``item_id`` or its tokens get their own id space.
+- ``item_id_list`` must be aliased to ``item_id`` or its tokens get their own id space;
+- its ``Pop`` counts an item once per batch, not per interaction: we set exact counts.
 """
 
 from __future__ import annotations
@@ -150,6 +151,8 @@ class RecBoleRecommender:
                 model.load_state_dict(state["state_dict"])
                 model.load_other_parameter(state.get("other_parameter"))
                 os.unlink(trainer.saved_model_file)
+        if self.name == "mostpop":
+            self._exact_popularity(split)
         model.eval()
         epochs = len(trainer.train_loss_dict)
         return {
@@ -161,6 +164,21 @@ class RecBoleRecommender:
             "parameters_trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
             "recbole_config": {k: _plain(config[k]) for k in sorted(config.final_config_dict)},
         }
+
+    def _exact_popularity(self, split: Split) -> None:
+        """Give RecBole's Pop exact training counts.
+
+        Its `item_cnt[item] = item_cnt[item] + 1` increments an item once per *batch* however
+        often it occurs in it, so counts depend on the shuffle (seed) and undercount popular
+        items. MostPop must rank by training interaction count.
+        """
+        ds, model = self.dataset, self.model
+        counts = split.item_popularity()
+        rows = torch.as_tensor(ds.token2id(ds.iid_field, counts.index.tolist()))
+        with torch.no_grad():
+            model.item_cnt.zero_()
+            model.item_cnt[rows, 0] = torch.as_tensor(counts.to_numpy(), dtype=model.item_cnt.dtype, device=model.item_cnt.device)
+            model.max_cnt = torch.max(model.item_cnt, dim=0)[0]
 
     def _protocol_validation(self, split: Split):
         """Replace RecBole's validation with ours: the protocol's NDCG@10 on the valid split.

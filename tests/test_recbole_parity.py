@@ -75,3 +75,21 @@ def test_sasrec_inputs_match_recbole_loader(ml100k_split, tmp_path):
             torch.testing.assert_close(rec.model.full_sort_predict(ours), rec.model.full_sort_predict(interaction))
             checked += len(users)
     assert checked == 943
+
+
+def test_mostpop_ranks_by_exact_training_popularity_for_every_seed(ml100k_split, tmp_path):
+    popularity = ml100k_split.item_popularity()
+    history = ml100k_split.history("test")
+    user = sorted(history)[0]
+    expected = popularity.drop(labels=list(history[user])).sort_values(ascending=False, kind="stable")
+    ranked = []
+    for seed in (0, 1):
+        rec = build_model("mostpop", {"show_progress": False}, seed, "cpu")
+        rec.fit(ml100k_split, tmp_path / f"work{seed}")
+        top = rec.rank({user: history[user]}, 20)
+        assert top["score"].is_monotonic_decreasing
+        # scores are exact counts / max count; the ranked items' counts are the top-20 counts
+        assert popularity.loc[top["item_id"]].tolist() == expected.iloc[:20].tolist()
+        assert top["score"].tolist() == pytest.approx((expected.iloc[:20] / popularity.max()).tolist())
+        ranked.append(top["item_id"].tolist())
+    assert ranked[0] == ranked[1]

@@ -127,3 +127,17 @@ def test_full_report_files_and_latex_compiles(runs_dir, tmp_path):
     assert set(slices["slice"]) == {"history_length", "target_popularity"}
     assert set(slices.loc[slices["slice"] == "target_popularity", "bucket"]) == {"head", "torso", "tail"}
     assert slices.groupby(["dataset", "model", "slice"])["n_users"].sum().eq(N_USERS).all()
+
+
+def test_history_buckets_partition_users_with_disjoint_labels():
+    from llm4rec.report.slices import history_buckets
+
+    lengths = pd.Series([18, 20, 31, 32, 40, 62, 63, 100, 146, 647])
+    buckets, labels = history_buckets(lengths, 4)
+    assert buckets.value_counts().sum() == len(lengths)
+    for label in labels:  # every length falls inside its bucket's printed range
+        low, high = map(int, label.split("–"))
+        assert lengths[buckets == label].between(low, high).all()
+    highs = [int(label.split("–")[1]) for label in labels]
+    lows = [int(label.split("–")[0]) for label in labels]
+    assert all(h < lo for h, lo in zip(highs[:-1], lows[1:], strict=True))  # ranges do not overlap

@@ -85,6 +85,8 @@ def compile_latex(tex: Path) -> Path | None:
                           cwd=tex.parent, capture_output=True, text=True, timeout=120)
     if proc.returncode != 0:
         raise RuntimeError(f"{tex}: pdflatex failed:\n{proc.stdout[-2000:]}")
+    for ext in (".aux", ".log"):
+        tex.with_suffix(ext).unlink(missing_ok=True)
     return tex.with_suffix(".pdf")
 
 

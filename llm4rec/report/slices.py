@@ -16,10 +16,17 @@ SLICES = ("history_length", "target_popularity")
 
 
 def history_buckets(lengths: pd.Series, n_buckets: int = 4) -> tuple[pd.Series, list[str]]:
-    """Quantile buckets of history length (dataset-adaptive), labelled by their ranges."""
+    """Quantile buckets of history length (dataset-adaptive), labelled by their integer ranges:
+    bucket i holds edges[i] <= length < edges[i+1] (the last one includes the maximum)."""
     edges = np.unique(np.quantile(lengths, np.linspace(0, 1, n_buckets + 1)))
+    if len(edges) == 1:
+        return pd.Series(f"{int(edges[0])}", index=lengths.index), [f"{int(edges[0])}"]
     codes = np.clip(np.searchsorted(edges, lengths, side="right") - 1, 0, len(edges) - 2)
-    labels = [f"{int(np.ceil(lo)) if i else int(lo)}–{int(hi)}" for i, (lo, hi) in enumerate(zip(edges[:-1], edges[1:], strict=True))]
+    labels = []
+    for i in range(len(edges) - 1):
+        low = int(np.ceil(edges[i]))
+        high = int(np.floor(edges[i + 1])) if i == len(edges) - 2 else int(np.ceil(edges[i + 1])) - 1
+        labels.append(f"{low}–{high}")
     return pd.Series([labels[c] for c in codes], index=lengths.index), labels
 
 

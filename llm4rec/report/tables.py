@@ -195,7 +195,7 @@ def render_latex(table: MainTable) -> str:
         for dataset, metric in cols:
             if metric is None:
                 value = table.improvement.get((model, dataset))
-                cells.append("--" if value is None else latex_escape(f"{value:+.1f}%"))
+                cells.append("--" if value is None else latex_escape(f"{value:+.1f}%").replace("-", "$-$"))
             else:
                 cells.append(_latex_cell(table.cells.get((model, dataset, metric)), table))
         lines.append(" & ".join([name] + cells) + r" \\")
