@@ -62,7 +62,7 @@ def test_marks_on_constructed_table(runs_dir):
     assert len(comparisons) == 10 and comparisons.attrs["family_size"] == 10
     assert set(comparisons["reference"]) == {"bpr"}
     sig = comparisons[comparisons["significant"]]
-    assert set(zip(sig["system"], sig["dataset"])) == {("llm_good", "ml-a"), ("mostpop", "ml-a"), ("mostpop", "ml-b")}
+    assert set(zip(sig["system"], sig["dataset"], strict=True)) == {("llm_good", "ml-a"), ("mostpop", "ml-a"), ("mostpop", "ml-b")}
     table = build_main_table(runs, comparisons, spec())
     good = table.cells[("llm_good", "ml-a", "hr_at_10")]
     assert good.bold and not good.underline and good.marks == "dagger"
