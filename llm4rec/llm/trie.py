@@ -32,6 +32,9 @@ class ItemTrie:
             node, path = 0, []
             trie.n_below[0] += 1
             for token in tokens:
+                if node in trie.item_at:  # an earlier item ends inside this one's path
+                    raise ValueError(f"item '{item}': its token sequence collides with item '{trie.item_at[node]}' "
+                                     "(identifiers must be unique and end with a terminator token)")
                 child = trie.children[node].get(token)
                 if child is None:
                     child = len(trie.children)

