@@ -9,7 +9,6 @@ from __future__ import annotations
 import random
 import resource
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -119,7 +118,3 @@ def evaluate_run(grid: Grid, dataset: str, model: str, seed: int) -> dict:
     write_json(run_dir / "metrics.json", result)
     return result
 
-
-def run_paths(grid: Grid, dataset: str, model: str, seed: int) -> dict[str, Path]:
-    run_dir = grid.run_dir(dataset, model, seed)
-    return {name: run_dir / name for name in ("run.json", "metrics.json", "mlflow.json")}

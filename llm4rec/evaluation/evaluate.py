@@ -40,10 +40,8 @@ def rankings_to_lists(rankings: pd.DataFrame) -> dict[str, list[str]]:
     return {u: g.tolist() for u, g in ordered.groupby("user_id", sort=True)["item_id"]}
 
 
-def check_rankings(lists: dict[str, list[str]], split: Split, phase: str, k: int, source: str) -> None:
-    catalogue = set(split.items["item_id"])
-    history = split.history(phase)
-    targets = split.targets(phase)
+def check_rankings(lists: dict[str, list[str]], catalogue: set[str], history: dict[str, list[str]],
+                   targets: dict[str, list[str]], phase: str, k: int, source: str) -> None:
     missing = sorted(set(targets) - set(lists))
     if missing:
         raise RankingError(f"{source}: no {phase} ranking for {len(missing)} users (e.g. {missing[:3]})")
@@ -68,17 +66,16 @@ def evaluate_rankings(rankings: pd.DataFrame, split: Split, phase: str, cutoffs:
     """
     k = max(cutoffs)
     lists = rankings_to_lists(rankings)
-    check_rankings(lists, split, phase, k, source)
-    targets = split.targets(phase)
+    targets, history = split.targets(phase), split.history(phase)
+    check_rankings(lists, set(split.items["item_id"]), history, targets, phase, k, source)
     users = sorted(targets)
     ranked = [lists[u] for u in users]
     hits = hit_matrix(ranked, [targets[u] for u in users], k)
     metrics = per_user_metrics(hits, np.array([len(targets[u]) for u in users]), cutoffs)
-    history_len = split.history(phase)
     popularity = split.item_popularity()
     first_target = [targets[u][0] for u in users]
     per_user = pd.DataFrame({"user_id": users, "n_targets": [len(targets[u]) for u in users],
-                             "history_length": [len(history_len.get(u, ())) for u in users],
+                             "history_length": [len(history.get(u, ())) for u in users],
                              "target_item": first_target,
                              "target_popularity": popularity.loc[first_target].to_numpy(),
                              "target_bucket": popularity_buckets(popularity).loc[first_target].to_numpy(),
