@@ -1,0 +1,44 @@
+"""Prompt templates for text-prompted recommendation (kept in the grid config, logged with the run).
+
+A template has a user message with a `{history}` slot, filled with one "Title (Year)" line per
+history item (oldest first), and an optional system message. For instruct models the chat
+template is applied, ending with the assistant prefix, so the item identifier follows the
+prompt directly; for plain LMs the messages are joined as text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+DEFAULT_SYSTEM = "You are a movie recommender. Answer with one movie title and its year."
+DEFAULT_USER = "A user watched these movies, oldest first:\n{history}\nWhich movie will they watch next?"
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    user: str = DEFAULT_USER
+    system: str | None = DEFAULT_SYSTEM
+    line: str = "{title}"  # one history line; {title} is the item identifier, {index} its position (1-based)
+    answer_prefix: str = ""  # text the answer starts with, after the assistant turn opens
+
+    def __post_init__(self) -> None:
+        if "{history}" not in self.user:
+            raise ValueError(f"prompt template: the user message must contain the {{history}} slot, got {self.user!r}")
+        if "{title}" not in self.line:
+            raise ValueError(f"prompt template: the history line must contain {{title}}, got {self.line!r}")
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def render_prompt(template: PromptTemplate, history_titles: Sequence[str], tokenizer=None) -> str:
+    """The full prompt text; the item identifier is appended right after it."""
+    lines = "\n".join(template.line.format(title=t, index=i + 1) for i, t in enumerate(history_titles))
+    user = template.user.format(history=lines)
+    messages = ([{"role": "system", "content": template.system}] if template.system else []) + [{"role": "user", "content": user}]
+    if tokenizer is not None and getattr(tokenizer, "chat_template", None):
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    else:
+        text = "\n\n".join(m["content"] for m in messages) + "\n\nNext:"
+    return text + template.answer_prefix

@@ -1,0 +1,129 @@
+"""Supervised fine-tuning on next-item examples: history as a prompt, the next item as the answer.
+
+Examples come from the training split only (sliding windows over each user's training
+sequence, history truncated to the last `max_history` items); the loss covers the target
+tokens only (prompt tokens are labelled -100). Training is seeded (batch order from a seeded
+permutation), runs a fixed step budget with gradient accumulation, bf16 autocast on CUDA, a
+progress bar, and atomic checkpoints (trainable weights + optimizer + step) it resumes from.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+
+@dataclass(frozen=True)
+class SFTConfig:
+    steps: int = 100  # optimizer steps
+    batch_size: int = 8
+    grad_accum: int = 1
+    learning_rate: float = 2e-4
+    weight_decay: float = 0.0
+    max_history: int = 10
+    checkpoint_every: int = 50
+    seed: int = 0
+
+
+def sliding_window_examples(sequences: dict[str, Sequence[str]], max_history: int) -> list[tuple[str, list[str], str]]:
+    """(user, history, target) for every position >= 1 of every user's training sequence."""
+    out = []
+    for user in sorted(sequences):
+        items = list(sequences[user])
+        for t in range(1, len(items)):
+            out.append((user, items[max(0, t - max_history):t], items[t]))
+    return out
+
+
+def encode_example(prompt_ids: list[int], target_ids: list[int]) -> tuple[list[int], list[int]]:
+    """(input_ids, labels) with the loss on the target tokens only."""
+    return prompt_ids + target_ids, [-100] * len(prompt_ids) + list(target_ids)
+
+
+def collate(encoded: list[tuple[list[int], list[int]]], pad_id: int, device: str) -> dict[str, torch.Tensor]:
+    length = max(len(ids) for ids, _ in encoded)
+    input_ids = torch.full((len(encoded), length), pad_id, dtype=torch.long)
+    labels = torch.full((len(encoded), length), -100, dtype=torch.long)
+    mask = torch.zeros((len(encoded), length), dtype=torch.long)
+    for row, (ids, lab) in enumerate(encoded):
+        input_ids[row, : len(ids)] = torch.as_tensor(ids)
+        labels[row, : len(lab)] = torch.as_tensor(lab)
+        mask[row, : len(ids)] = 1
+    return {"input_ids": input_ids.to(device), "attention_mask": mask.to(device), "labels": labels.to(device)}
+
+
+def trainable_state(model) -> dict[str, torch.Tensor]:
+    return {name: p.detach().cpu().clone() for name, p in model.named_parameters() if p.requires_grad}
+
+
+def save_checkpoint(directory: Path, model, optimizer, step: int) -> None:
+    """Write <directory>/last atomically: a killed run leaves the previous checkpoint intact."""
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=directory, prefix=".last."))
+    try:
+        torch.save({"trainable": trainable_state(model), "optimizer": optimizer.state_dict(), "step": step}, tmp / "state.pt")
+        old = directory / ".last.old"
+        if (directory / "last").exists():
+            os.replace(directory / "last", old)
+        os.replace(tmp, directory / "last")
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def load_checkpoint(directory: Path, model, optimizer) -> int:
+    """Restore the last complete checkpoint; return its step (0 when there is none)."""
+    path = directory / "last" / "state.pt"
+    if not path.is_file():
+        return 0
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    expected = {name for name, p in model.named_parameters() if p.requires_grad}
+    if set(state["trainable"]) != expected:
+        raise ValueError(f"{path}: checkpoint does not match the model's trainable parameters; delete it to restart")
+    with torch.no_grad():
+        params = dict(model.named_parameters())
+        for name, value in state["trainable"].items():
+            params[name].copy_(value.to(params[name].device))
+    optimizer.load_state_dict(state["optimizer"])
+    return int(state["step"])
+
+
+def train_sft(model, examples: Sequence[tuple[list[int], list[int]]], cfg: SFTConfig, pad_id: int,
+              checkpoint_dir: Path | None = None, device: str = "cpu",
+              on_step: Callable[[int, float], None] | None = None, progress: bool = True) -> list[float]:
+    """Train the model's trainable parameters for cfg.steps optimizer steps; return per-step losses."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    start = load_checkpoint(checkpoint_dir, model, optimizer) if checkpoint_dir else 0
+    per_step = cfg.batch_size * cfg.grad_accum
+    rng = np.random.default_rng(cfg.seed)
+    order = np.concatenate([rng.permutation(len(examples)) for _ in range(cfg.steps * per_step // len(examples) + 1)])
+    model.train()
+    losses = []
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else torch.autocast("cpu", enabled=False)
+    for step in tqdm(range(start, cfg.steps), desc="sft", disable=not progress, initial=start, total=cfg.steps):
+        optimizer.zero_grad(set_to_none=True)
+        total = 0.0
+        for micro in range(cfg.grad_accum):
+            begin = step * per_step + micro * cfg.batch_size
+            batch = collate([examples[i] for i in order[begin:begin + cfg.batch_size]], pad_id, device)
+            with autocast:
+                loss = model(**batch).loss / cfg.grad_accum
+            loss.backward()
+            total += float(loss.detach())
+        optimizer.step()
+        losses.append(total)
+        if on_step:
+            on_step(step + 1, total)
+        if checkpoint_dir and ((step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps):
+            save_checkpoint(checkpoint_dir, model, optimizer, step + 1)
+    model.eval()
+    return losses

@@ -1,0 +1,76 @@
+"""SFT: target-only loss, LoRA learns on a tiny fixture, and resuming equals an uninterrupted run."""
+
+import torch
+
+from llm4rec.llm.backbone import LoraSettings, add_lora, tiny_backbone
+from llm4rec.llm.training import SFTConfig, encode_example, load_checkpoint, sliding_window_examples, train_sft
+
+WORDS = "history next : the red car blue sky house night returns".split()
+
+
+def fixture(tokenizer):
+    sequences = {"u1": ["the red car", "blue sky", "the red house", "night returns"], "u2": ["blue sky", "the red car", "house"]}
+    windows = sliding_window_examples(sequences, max_history=2)
+    encoded = []
+    for _, history, target in windows:
+        prompt = tokenizer("history : " + " ; ".join(history) + " next :", add_special_tokens=False).input_ids
+        encoded.append(encode_example(prompt, tokenizer(target, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]))
+    return windows, encoded
+
+
+def lora_model(seed=0):
+    model, tokenizer = tiny_backbone(WORDS + [";"], seed=seed, init_std=0.1)
+    return add_lora(model, LoraSettings(rank=4, alpha=8, dropout=0.0, target_modules=["q_proj", "v_proj"])), tokenizer
+
+
+def mean_loss(model, encoded, pad_id):
+    from llm4rec.llm.training import collate
+
+    with torch.no_grad():
+        return float(model(**collate(encoded, pad_id, "cpu")).loss)
+
+
+def test_sliding_windows_come_from_training_order_only():
+    windows = sliding_window_examples({"u": ["a", "b", "c", "d"]}, max_history=2)
+    assert windows == [("u", ["a"], "b"), ("u", ["a", "b"], "c"), ("u", ["b", "c"], "d")]
+
+
+def test_loss_is_on_target_tokens_only():
+    ids, labels = encode_example([5, 6, 7], [8, 3])
+    assert ids == [5, 6, 7, 8, 3] and labels == [-100, -100, -100, 8, 3]
+
+
+def test_lora_training_reduces_loss_and_touches_only_adapters():
+    model, tokenizer = lora_model()
+    _, encoded = fixture(tokenizer)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n for n in trainable)
+    frozen_before = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
+    before = mean_loss(model, encoded, tokenizer.pad_token_id)
+    train_sft(model, encoded, SFTConfig(steps=60, batch_size=4, learning_rate=5e-3), tokenizer.pad_token_id, progress=False)
+    after = mean_loss(model, encoded, tokenizer.pad_token_id)
+    assert after < 0.7 * before, (before, after)
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            assert torch.equal(p, frozen_before[name]), name
+
+
+def test_resume_from_checkpoint_equals_uninterrupted_run(tmp_path):
+    cfg = SFTConfig(steps=6, batch_size=2, grad_accum=2, learning_rate=3e-3, checkpoint_every=2, seed=1)
+    model_a, tokenizer = lora_model(seed=2)
+    _, encoded = fixture(tokenizer)
+    losses_a = train_sft(model_a, encoded, cfg, tokenizer.pad_token_id, progress=False)
+
+    model_b, _ = lora_model(seed=2)
+    interrupted = SFTConfig(**{**cfg.__dict__, "steps": 4})
+    train_sft(model_b, encoded, interrupted, tokenizer.pad_token_id, checkpoint_dir=tmp_path, progress=False)
+    (tmp_path / ".last.killed-mid-save").mkdir()  # a half-written checkpoint from a killed run is ignored
+    model_c, _ = lora_model(seed=2)
+    losses_c = train_sft(model_c, encoded, cfg, tokenizer.pad_token_id, checkpoint_dir=tmp_path, progress=False)
+    assert len(losses_c) == 2  # resumed at step 4 of 6
+    assert losses_c == losses_a[4:]
+    for (name, a), (_, c) in zip(model_a.named_parameters(), model_c.named_parameters(), strict=True):
+        if a.requires_grad:
+            torch.testing.assert_close(a, c, rtol=0, atol=0, msg=name)
+    optimizer = torch.optim.AdamW([p for p in model_c.parameters() if p.requires_grad])
+    assert load_checkpoint(tmp_path, model_c, optimizer) == 6
