@@ -3,7 +3,13 @@
 import torch
 
 from llm4rec.llm.backbone import LoraSettings, add_lora, tiny_backbone
-from llm4rec.llm.training import SFTConfig, encode_example, load_checkpoint, sliding_window_examples, train_sft
+from llm4rec.llm.training import (
+    SFTConfig,
+    encode_example,
+    load_checkpoint,
+    sliding_window_examples,
+    train_sft,
+)
 
 WORDS = "history next : the red car blue sky house night returns".split()
 
