@@ -77,6 +77,10 @@ MODELS: dict[str, ModelSpec] = {
         ModelSpec("bpr", "baseline", "baselines.recbole_models:build", "RecBole BPR: matrix factorisation with BPR loss"),
         ModelSpec("lightgcn", "baseline", "baselines.recbole_models:build", "RecBole LightGCN: graph convolution CF"),
         ModelSpec("sasrec", "baseline", "baselines.recbole_models:build", "RecBole SASRec: self-attentive sequential model"),
+        ModelSpec("text_prompted", "text_prompted", "llm4rec.paradigms.text_prompted:build",
+                  "history as titles -> fine-tuned causal LM (LoRA) -> catalogue-constrained beam search"),
+        ModelSpec("text_prompted_zeroshot", "text_prompted", "llm4rec.paradigms.text_prompted:build",
+                  "the same prompt and constrained decoding, no fine-tuning"),
     ]
 }
 

@@ -1,0 +1,1 @@
+"""LLM recommendation paradigms, one module each (data -> model -> loss -> ranking)."""

@@ -1,0 +1,161 @@
+"""Text-prompted recommendation: the history as item titles in a prompt, the next item's title
+generated under catalogue constraints (P5/TALLRec-style, with a constrained decoder).
+
+fit: load the backbone; unless zero-shot, fine-tune it (LoRA by default) on next-item windows
+of the training split, selecting the checkpoint by NDCG@10 on a fixed sample of validation
+users. rank: constrained beam search over the catalogue minus each user's history.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from llm4rec.data.split import Split
+from llm4rec.evaluation.metrics import hit_matrix, per_user_metrics
+from llm4rec.llm.backbone import BackboneConfig, LoraSettings, add_lora, load_backbone
+from llm4rec.llm.decoding import DecodeStats, constrained_beam_search, item_token_sequences
+from llm4rec.llm.identifiers import item_identifiers
+from llm4rec.llm.prompts import PromptTemplate, render_prompt
+from llm4rec.llm.training import (
+    SFTConfig,
+    encode_example,
+    sliding_window_examples,
+    train_sft,
+    trainable_state,
+)
+from llm4rec.llm.trie import ItemTrie
+from llm4rec.models import RANKING_COLUMNS
+
+
+@dataclass(frozen=True)
+class TextPromptedConfig:
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    zero_shot: bool = False
+    lora: LoraSettings | None = field(default_factory=LoraSettings)  # None: full fine-tuning
+    prompt: PromptTemplate = field(default_factory=PromptTemplate)
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    max_train_examples: int | None = 2000  # a seeded sample of the training windows (None: all)
+    beam_width: int = 50  # >= the ranking depth K
+    batch_users: int = 6
+    valid_users: int = 100  # fixed validation sample for checkpoint selection
+    eval_every: int = 50
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> TextPromptedConfig:
+        """Build from a grid config's `params`, naming any unknown key."""
+        nested = {"backbone": BackboneConfig, "lora": LoraSettings, "prompt": PromptTemplate, "sft": SFTConfig}
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {}
+        for key, value in params.items():
+            if key not in known:
+                raise KeyError(f"text_prompted: unknown parameter '{key}' (known: {', '.join(sorted(known))})")
+            if key in nested and isinstance(value, dict):
+                sub = {f.name for f in dataclasses.fields(nested[key])}
+                unknown = sorted(set(value) - sub)
+                if unknown:
+                    raise KeyError(f"text_prompted: unknown parameter '{key}.{unknown[0]}' (known: {', '.join(sorted(sub))})")
+                value = nested[key](**value)
+            values[key] = value
+        return cls(**values)
+
+
+class TextPromptedRecommender:
+    def __init__(self, cfg: TextPromptedConfig, seed: int, device: str):
+        self.cfg, self.seed, self.device = cfg, seed, device
+        self.decode_stats = DecodeStats()
+
+    def _prompt_ids(self, history: Sequence[str]) -> list[int]:
+        titles = [self.identifiers[i] for i in list(history)[-self.cfg.sft.max_history:]]
+        text = render_prompt(self.cfg.prompt, titles, self.tokenizer)
+        return self.tokenizer(text, add_special_tokens=False).input_ids
+
+    def fit(self, split: Split, workdir: Path) -> dict:
+        cfg = self.cfg
+        backbone = dataclasses.replace(cfg.backbone, device=self.device)
+        self.model, self.tokenizer = load_backbone(backbone)
+        self.identifiers, collisions = item_identifiers(split.items)
+        prefix = "" if getattr(self.tokenizer, "chat_template", None) else " "
+        self.sequences = item_token_sequences(self.tokenizer, self.identifiers, prefix=prefix)
+        self.trie = ItemTrie.build(self.sequences)
+        info: dict[str, Any] = {"identifier_collisions": collisions, "prompt_template": cfg.prompt.as_dict(),
+                                "zero_shot": cfg.zero_shot}
+        if not cfg.zero_shot:
+            info |= self._fine_tune(split, Path(workdir))
+        info["parameters_total"] = sum(p.numel() for p in self.model.parameters())
+        info["parameters_trainable"] = 0 if cfg.zero_shot else sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+        self.model.eval()
+        return info
+
+    def _fine_tune(self, split: Split, workdir: Path) -> dict:
+        cfg, rng = self.cfg, np.random.default_rng(self.seed)
+        if cfg.lora is not None:
+            self.model = add_lora(self.model, cfg.lora)
+        train = split.phase("train")
+        windows = sliding_window_examples({u: g.tolist() for u, g in train.groupby("user_id")["item_id"]}, cfg.sft.max_history)
+        if cfg.max_train_examples and len(windows) > cfg.max_train_examples:
+            windows = [windows[i] for i in sorted(rng.choice(len(windows), cfg.max_train_examples, replace=False))]
+        encoded = [encode_example(self._prompt_ids(history), self.sequences[target]) for _, history, target in windows]
+        valid_targets, valid_history = split.targets("valid"), split.history("valid")
+        sample = sorted(rng.choice(sorted(valid_targets), min(cfg.valid_users, len(valid_targets)), replace=False))
+        best = {"ndcg": -1.0, "step": 0, "state": None}
+
+        def select(step: int, _loss: float) -> None:
+            if step % cfg.eval_every and step != cfg.sft.steps:
+                return
+            ranked = self.rank({u: valid_history.get(u, []) for u in sample}, 10)
+            lists = [ranked.loc[ranked["user_id"] == u, "item_id"].tolist() for u in sample]
+            ndcg = float(per_user_metrics(hit_matrix(lists, [valid_targets[u] for u in sample], 10),
+                                          np.array([len(valid_targets[u]) for u in sample]), [10])["ndcg_at_10"].mean())
+            if ndcg > best["ndcg"]:
+                best.update(ndcg=ndcg, step=step, state=trainable_state(self.model))
+            self.model.train()
+
+        start = time.perf_counter()
+        losses = train_sft(self.model, encoded, cfg.sft, self.tokenizer.pad_token_id, workdir / "sft", self.device, on_step=select)
+        if best["state"] is not None:
+            with torch.no_grad():
+                params = dict(self.model.named_parameters())
+                for name, value in best["state"].items():
+                    params[name].copy_(value)
+        return {"train_examples": len(encoded), "train_tokens": int(sum(len(ids) for ids, _ in encoded)),
+                "final_loss": losses[-1] if losses else None, "valid_sample_users": len(sample),
+                "best_valid_ndcg_at_10_sample": best["ndcg"], "best_step": best["step"],
+                "sft_seconds": time.perf_counter() - start}
+
+    @torch.no_grad()
+    def rank(self, histories: Mapping[str, Sequence[str]], k: int) -> pd.DataFrame:
+        self.model.eval()
+        users = sorted(histories)
+        rows = []
+        pad = self.tokenizer.pad_token_id
+        for begin in range(0, len(users), self.cfg.batch_users):
+            batch = users[begin:begin + self.cfg.batch_users]
+            prompts = [self._prompt_ids(histories[u]) for u in batch]
+            length = max(len(p) for p in prompts)
+            ids = torch.full((len(batch), length), pad, dtype=torch.long)
+            mask = torch.zeros((len(batch), length), dtype=torch.long)
+            for row, p in enumerate(prompts):  # left padding: every prompt ends at the last column
+                ids[row, length - len(p):] = torch.as_tensor(p)
+                mask[row, length - len(p):] = 1
+            results = constrained_beam_search(self.model, ids.to(self.device), mask.to(self.device), self.trie,
+                                              max(self.cfg.beam_width, k), k, exclude=[histories[u] for u in batch],
+                                              stats=self.decode_stats)
+            for user, ranked in zip(batch, results, strict=True):
+                rows += [(user, r + 1, item, score) for r, (item, score) in enumerate(ranked)]
+        return pd.DataFrame(rows, columns=RANKING_COLUMNS)
+
+
+def build(name: str, params: dict[str, Any], seed: int, device: str) -> TextPromptedRecommender:
+    cfg = TextPromptedConfig.from_params(params)
+    if name == "text_prompted_zeroshot":
+        cfg = dataclasses.replace(cfg, zero_shot=True)
+    return TextPromptedRecommender(cfg, seed, device)

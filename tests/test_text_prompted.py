@@ -1,0 +1,77 @@
+"""The text-prompted paradigm end to end on a tiny model and dataset, through the Recommender protocol."""
+
+import pandas as pd
+import pytest
+
+from llm4rec.data.split import Split, leave_one_out_split
+from llm4rec.evaluation.evaluate import evaluate_rankings
+from llm4rec.llm.backbone import tiny_backbone
+from llm4rec.models import MODELS, build_model
+
+from .conftest import interactions_frame
+
+TITLES = ["red car", "blue sky", "green house", "night train", "old river", "white tower", "dark forest", "gold coin"]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """8 users walking the catalogue in one cyclic order (a learnable next-item pattern)."""
+    rows, n = [], len(TITLES)
+    for u in range(8):
+        for t in range(6):
+            rows.append((f"u{u}", str((u + t) % n), float(t)))
+    labelled = leave_one_out_split(interactions_frame(rows))
+    items = pd.DataFrame({"item_id": [str(i) for i in range(n)], "title": TITLES, "year": "2001", "genres": "", "description": ""})
+    split = Split(labelled[["user_id", "item_id", "timestamp", "seq", "phase"]].reset_index(drop=True), items, {"checksums": {}})
+    words = {w for t in TITLES for w in t.split()} | {"(", ")", "2001", "seen", ":", ";", "Next"}
+    model, tokenizer = tiny_backbone(sorted(words), seed=0, init_std=0.1)
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return split, folder
+
+
+def params(folder, **extra):
+    return {"backbone": {"name_or_path": str(folder)}, "prompt": {"user": "seen : {history}", "system": None, "line": "{title} ;"},
+            "lora": {"rank": 4, "alpha": 8, "dropout": 0.0},
+            "sft": {"steps": 30, "batch_size": 4, "learning_rate": 5e-3, "max_history": 3, "checkpoint_every": 10},
+            "beam_width": 6, "valid_users": 8, "eval_every": 10, "max_train_examples": None, **extra}
+
+
+def test_registered_in_the_text_prompted_paradigm():
+    assert MODELS["text_prompted"].paradigm == MODELS["text_prompted_zeroshot"].paradigm == "text_prompted"
+
+
+def test_fine_tuned_model_ranks_valid_unseen_items_and_is_evaluated(tiny, tmp_path):
+    split, folder = tiny
+    rec = build_model("text_prompted", params(folder), seed=0, device="cpu")
+    info = rec.fit(split, tmp_path)
+    assert 0 < info["parameters_trainable"] < info["parameters_total"]
+    assert info["train_examples"] == 8 * 3  # 4 training items per user -> 3 windows each
+    assert info["best_step"] in (10, 20, 30) and 0 <= info["best_valid_ndcg_at_10_sample"] <= 1
+    assert (tmp_path / "sft" / "last" / "state.pt").is_file()
+    for phase in ("valid", "test"):
+        history = split.history(phase)
+        rankings = rec.rank({u: history[u] for u in split.targets(phase)}, 3)
+        per_user, summary = evaluate_rankings(rankings, split, phase, [1, 3])  # refuses history/unknown items
+        assert len(per_user) == 8 and rankings.groupby("user_id").size().eq(3).all()
+    assert rec.decode_stats.users >= 16 and rec.decode_stats.decoded_tokens > 0
+
+
+def test_zero_shot_trains_nothing(tiny, tmp_path):
+    split, folder = tiny
+    rec = build_model("text_prompted_zeroshot", params(folder), seed=0, device="cpu")
+    info = rec.fit(split, tmp_path)
+    assert info["zero_shot"] and info["parameters_trainable"] == 0 and "train_examples" not in info
+    history = split.history("test")
+    rankings = rec.rank({u: history[u] for u in split.targets("test")}, 3)
+    evaluate_rankings(rankings, split, "test", [1, 3])
+    assert not (tmp_path / "sft").exists()
+
+
+def test_unknown_parameter_is_named(tiny):
+    _, folder = tiny
+    with pytest.raises(KeyError, match=r"text_prompted: unknown parameter 'sft.stepz'"):
+        build_model("text_prompted", params(folder, sft={"stepz": 3}), seed=0, device="cpu")
+    with pytest.raises(KeyError, match=r"text_prompted: unknown parameter 'beam'"):
+        build_model("text_prompted", params(folder, beam=3), seed=0, device="cpu")
