@@ -12,7 +12,7 @@ System Offline Evaluation", TOIS 2023).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -79,24 +79,31 @@ class Split:
     interactions: pd.DataFrame  # user_id, item_id, timestamp, seq, phase; per user in time order
     items: pd.DataFrame  # item_id, title, year, genres, description; the candidate catalogue
     meta: dict
+    # derived groupings, computed once: a split is read-only once written (per-epoch validation reuses them)
+    _cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def _cached(self, key: tuple, compute):
+        if key not in self._cache:
+            self._cache[key] = compute()
+        return self._cache[key]
 
     def phase(self, name: str) -> pd.DataFrame:
         return self.interactions[self.interactions["phase"] == name]
 
     def targets(self, phase: str) -> dict[str, list[str]]:
         """{user: items to predict} for 'valid' or 'test'."""
-        return _grouped_items(self.phase(phase))
+        return self._cached(("targets", phase), lambda: _grouped_items(self.phase(phase)))
 
     def history(self, phase: str) -> dict[str, list[str]]:
         """{user: chronological items known before `phase`}: the model's input and the
         items removed from its candidate set (train for valid; train + valid for test)."""
         before = PHASES[: PHASES.index(phase)]
-        return _grouped_items(self.interactions[self.interactions["phase"].isin(before)])
+        return self._cached(("history", phase), lambda: _grouped_items(self.interactions[self.interactions["phase"].isin(before)]))
 
     def item_popularity(self) -> pd.Series:
         """Training interaction count per catalogue item (0 for items unseen in training)."""
-        counts = self.phase("train")["item_id"].value_counts()
-        return counts.reindex(self.items["item_id"], fill_value=0)
+        return self._cached(("popularity",), lambda: self.phase("train")["item_id"].value_counts()
+                            .reindex(self.items["item_id"], fill_value=0))
 
 
 def _grouped_items(df: pd.DataFrame) -> dict[str, list[str]]:

@@ -20,6 +20,7 @@ import pandas as pd
 import torch
 
 from llm4rec.data.split import Split
+from llm4rec.evaluation.evaluate import rankings_to_lists
 from llm4rec.evaluation.metrics import hit_matrix, per_user_metrics
 from llm4rec.llm.backbone import BackboneConfig, LoraSettings, add_lora, load_backbone
 from llm4rec.llm.decoding import DecodeStats, constrained_beam_search, item_token_sequences
@@ -111,8 +112,8 @@ class TextPromptedRecommender:
         def select(step: int, _loss: float) -> None:
             if step % cfg.eval_every and step != cfg.sft.steps:
                 return
-            ranked = self.rank({u: valid_history.get(u, []) for u in sample}, 10)
-            lists = [ranked.loc[ranked["user_id"] == u, "item_id"].tolist() for u in sample]
+            ranked = rankings_to_lists(self.rank({u: valid_history.get(u, []) for u in sample}, 10))
+            lists = [ranked.get(u, []) for u in sample]
             ndcg = float(per_user_metrics(hit_matrix(lists, [valid_targets[u] for u in sample], 10),
                                           np.array([len(valid_targets[u]) for u in sample]), [10])["ndcg_at_10"].mean())
             if ndcg > best["ndcg"]:

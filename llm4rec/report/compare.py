@@ -9,7 +9,7 @@ each user's metric over seeds before the paired test (see llm4rec.stats).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from itertools import combinations
 
 import numpy as np
@@ -35,7 +35,6 @@ class CompareSpec:
     rounds: int = 10_000  # randomization test rounds
     bootstrap_rounds: int = 2000
     seed: int = 0
-    extra: dict = field(default_factory=dict)
 
 
 def by_model(runs: Sequence[RunRecord]) -> dict[tuple[str, str], list[RunRecord]]:

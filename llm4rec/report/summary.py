@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from llm4rec.io import read_json, write_text
+from llm4rec.io import write_text
 from llm4rec.models import PARADIGMS
+from llm4rec.report.runs import runs_from_folders
 
 HEADLINE = ("hr_at_10", "ndcg_at_10", "recall_at_20", "ndcg_at_20", "mrr_at_10", "coverage_at_10", "avg_popularity_at_10")
 COSTS = ("train_time_s", "inference_ms_per_user", "peak_memory_mb", "parameters_total")
@@ -21,8 +22,8 @@ COSTS = ("train_time_s", "inference_ms_per_user", "peak_memory_mb", "parameters_
 def collect(metric_files: Iterable[str | Path]) -> pd.DataFrame:
     """Long table: one row per (dataset, model, paradigm, seed, phase, metric)."""
     rows = []
-    for path in metric_files:
-        m = read_json(path)
+    for run in runs_from_folders(metric_files):
+        m = run.metrics
         key = {k: m[k] for k in ("dataset", "model", "paradigm", "seed")}
         for phase in ("valid", "test"):
             rows += [key | {"phase": phase, "metric": name, "value": value} for name, value in m[phase].items()]

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from llm4rec.models import PARADIGMS
-from llm4rec.report.compare import LOWER_IS_BETTER, CompareSpec, by_model
+from llm4rec.report.compare import LOWER_IS_BETTER, CompareSpec, best_baseline, by_model
 from llm4rec.report.runs import RunRecord
 
 PARADIGM_TITLES = {"baseline": "Baselines", "text_prompted": "Text-prompted", "cf_injected": "CF-injected",
@@ -96,8 +96,6 @@ def build_main_table(runs: Sequence[RunRecord], comparisons: pd.DataFrame, spec:
             cell.marks = "".join(sorted(set(cell.marks) | {letters[worse]}))
     table = MainTable(datasets, metrics, rows, cells, letters=letters, label=label, show_std=show_std, decimals=decimals)
     if improvement and spec.mode == "best_baseline":
-        from llm4rec.report.compare import best_baseline
-
         primary = metrics[0]
         for dataset in datasets:
             reference = best_baseline(groups, dataset, primary)
