@@ -112,7 +112,7 @@ rule train:
         [f"{RUN}/{name}" for name in RUN_FILES],
     params:
         run_hash=lambda w: GRID.run_hash(w.dataset, w.model, int(w.seed)),
-    threads: GRID.threads
+    threads: lambda w: GRID.model_threads(w.model)
     resources:
         gpu=model_resource("gpu", 0),
         mem_mb=model_resource("mem_mb", 4000),

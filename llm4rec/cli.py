@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         grid = load_grid(args.config)
         if args.command == "validate":
-            print(f"{grid.path}: ok; {len(grid.runs())} runs ({len(grid.datasets)} datasets x {len(grid.models)} models x {len(grid.seeds)} seeds)")
+            print(f"{grid.path}: ok; {len(grid.runs())} runs ({len(grid.datasets)} datasets x {len(grid.models)} models x their seeds)")
             return 0
         if args.command == "summarize":
             from llm4rec.report.summary import write_summary

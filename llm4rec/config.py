@@ -123,6 +123,23 @@ class Grid:
     def model_entry(self, model: str) -> dict[str, Any]:
         return next(m for m in self.raw["models"] if m["name"] == model)
 
+    def model_seeds(self, model: str) -> list[int]:
+        """The grid's seeds, or the model entry's own (e.g. one seed for a costly LLM on CPU)."""
+        return list(self.model_entry(model).get("seeds", self.seeds))
+
+    def model_threads(self, model: str) -> int:
+        return int(self.model_entry(model).get("threads", self.threads))
+
+    def model_evaluation(self, model: str) -> dict[str, Any]:
+        """Cutoffs and evaluated users of one model: the grid's, unless its entry narrows them
+        (cutoffs: a subset of the grid's, ranking depth = their max; test_users / valid_users: a
+        seeded uniform sample of that many users, the same users for every model that asks for
+        the same number; null = all)."""
+        grid = self.raw.get("evaluation", {})
+        own = self.model_entry(model).get("evaluation", {})
+        return {"cutoffs": sorted(own.get("cutoffs", self.cutoffs)), "test_users": own.get("test_users"),
+                "valid_users": own.get("valid_users"), "sample_seed": grid.get("sample_seed", 0)}
+
     def model_params(self, model: str, dataset: str) -> dict[str, Any]:
         entry = self.model_entry(model)
         return _merge(entry.get("params", {}), entry.get("dataset_params", {}).get(dataset, {}))
@@ -144,13 +161,14 @@ class Grid:
             "params": self.model_params(model, dataset),
             "seed": seed,
             "cutoffs": self.cutoffs,
+            **({"evaluation": self.model_evaluation(model)} if "evaluation" in self.model_entry(model) else {}),
         }
 
     def run_hash(self, dataset: str, model: str, seed: int) -> str:
         return stable_hash(self.run_config(dataset, model, seed))
 
     def runs(self) -> list[tuple[str, str, int]]:
-        return [(d, m, s) for d in self.datasets for m in self.models for s in self.seeds]
+        return [(d, m, s) for d in self.datasets for m in self.models for s in self.model_seeds(m)]
 
 
 def load_grid(path: str | Path = DEFAULT_CONFIG) -> Grid:
@@ -182,6 +200,10 @@ def validate_grid(raw: dict[str, Any], path: Path) -> Grid:
     for i, entry in enumerate(raw["models"]):
         if entry["name"] not in MODELS:
             raise ConfigError(f"{path}: models[{i}].name '{entry['name']}' is not a known model (known: {', '.join(sorted(MODELS))})")
+        narrowed = set(entry.get("evaluation", {}).get("cutoffs", [])) - set(raw.get("evaluation", {}).get("cutoffs", DEFAULT_CUTOFFS))
+        if narrowed:
+            raise ConfigError(f"{path}: models[{i}].evaluation.cutoffs: {sorted(narrowed)} not in evaluation.cutoffs "
+                              f"({sorted(raw.get('evaluation', {}).get('cutoffs', DEFAULT_CUTOFFS))}); a model can only narrow them")
         for dataset in entry.get("dataset_params", {}):
             if dataset not in raw["datasets"]:
                 raise ConfigError(f"{path}: models[{i}].dataset_params.{dataset}: no such dataset in datasets (known: {', '.join(raw['datasets'])})")

@@ -18,7 +18,7 @@ from llm4rec.data.preprocess import preprocess
 from llm4rec.data.sources import load_source
 from llm4rec.data.split import Split, make_split, read_split, write_split
 from llm4rec.environment import environment
-from llm4rec.evaluation.evaluate import evaluate_rankings
+from llm4rec.evaluation.evaluate import evaluate_rankings, sample_users
 from llm4rec.io import read_json, write_json, write_parquet
 from llm4rec.models import MODELS, build_model
 
@@ -53,31 +53,41 @@ def peak_memory_mb() -> float:
     return rss
 
 
+def evaluated_users(grid: Grid, model: str, split: Split, phase: str) -> list[str]:
+    """The phase's users this model is scored on: all, or its declared seeded sample."""
+    evaluation = grid.model_evaluation(model)
+    return sample_users(list(split.targets(phase)), evaluation[f"{phase}_users"], evaluation["sample_seed"])
+
+
 def train_and_rank(grid: Grid, dataset: str, model: str, seed: int) -> dict:
-    """Fit one model on the split, rank top-K for every validation and test user, export."""
+    """Fit one model on the split, rank top-K for its validation and test users, export."""
     import torch
 
     run_dir = grid.run_dir(dataset, model, seed)
     run_dir.mkdir(parents=True, exist_ok=True)
     split = read_split(grid.split_dir(dataset))
-    torch.set_num_threads(grid.threads)
+    torch.set_num_threads(grid.model_threads(model))
     seed_everything(seed)
-    k = max(grid.cutoffs)
+    evaluation = grid.model_evaluation(model)
+    k = max(evaluation["cutoffs"])
     recommender = build_model(model, grid.model_params(model, dataset), seed, grid.device)
     print(f"[llm4rec] training {model} on {dataset} (seed {seed}) -> {run_dir}", flush=True)
     start = time.perf_counter()
     fit_info = recommender.fit(split, run_dir / "work")
     train_time = time.perf_counter() - start
-    inference = {}
+    inference, inference_cost, n_users = {}, {}, {}
     for phase in ("valid", "test"):
         history = split.history(phase)
-        users = sorted(split.targets(phase))
+        users = evaluated_users(grid, model, split, phase)
+        n_users[phase] = len(users)
         start = time.perf_counter()
         rankings = recommender.rank({u: history.get(u, []) for u in users}, k)
         inference[phase] = time.perf_counter() - start
+        if hasattr(recommender, "inference_cost"):  # e.g. tokens processed by an LLM, per phase
+            inference_cost[phase] = recommender.inference_cost()
         write_parquet(run_dir / f"rankings_{phase}.parquet", rankings)
     exported = recommender.export(run_dir, split) if hasattr(recommender, "export") else {}
-    n_test = split.meta["stats"]["test_users"]
+    n_test = n_users["test"]
     record = {
         "run": grid.run_config(dataset, model, seed),
         "config_hash": grid.run_hash(dataset, model, seed),
@@ -91,7 +101,11 @@ def train_and_rank(grid: Grid, dataset: str, model: str, seed: int) -> dict:
             "peak_memory_mb": peak_memory_mb(),
             "parameters_total": int(fit_info.get("parameters_total", 0)),
             "parameters_trainable": int(fit_info.get("parameters_trainable", 0)),
+            **_token_costs(fit_info, inference_cost.get("test"), n_test),
         },
+        "inference_cost": inference_cost,
+        "evaluation": evaluation | {"ranking_depth": k, "n_users": n_users,
+                                    "all_users": {p: len(split.targets(p)) for p in ("valid", "test")}},
         "exported": exported,
         "device": grid.device,
         "environment": environment(),
@@ -99,6 +113,15 @@ def train_and_rank(grid: Grid, dataset: str, model: str, seed: int) -> dict:
     write_json(run_dir / "run.json", record)
     print(f"[llm4rec] {model}/{dataset}/seed{seed}: train {train_time:.1f}s, outputs in {run_dir}", flush=True)
     return record
+
+
+def _token_costs(fit_info: dict, test_cost: dict | None, n_test: int) -> dict:
+    """Tokens processed (LLM runs): in training, and per test user at inference."""
+    if test_cost is None:
+        return {}
+    return {"train_tokens": int(fit_info.get("train_tokens_processed", 0)),
+            "inference_tokens_per_user": test_cost["tokens"] / max(n_test, 1),
+            "history_beam_share": test_cost["history_beam_share"]}
 
 
 def evaluate_run(grid: Grid, dataset: str, model: str, seed: int) -> dict:
@@ -109,10 +132,12 @@ def evaluate_run(grid: Grid, dataset: str, model: str, seed: int) -> dict:
     if run["split_checksums"] != split.meta["checksums"]:
         raise ValueError(f"{run_dir}/run.json: trained on a different split than {grid.split_dir(dataset)}; retrain it")
     result = {"dataset": dataset, "model": model, "paradigm": MODELS[model].paradigm, "seed": seed,
-              "config_hash": run["config_hash"], "cost": run["cost"]}
+              "config_hash": run["config_hash"], "cost": run["cost"], "evaluation": run.get("evaluation", {})}
+    cutoffs = grid.model_evaluation(model)["cutoffs"]
     for phase in ("valid", "test"):
         path = run_dir / f"rankings_{phase}.parquet"
-        per_user, summary = evaluate_rankings(pd.read_parquet(path), split, phase, grid.cutoffs, source=str(path))
+        per_user, summary = evaluate_rankings(pd.read_parquet(path), split, phase, cutoffs, source=str(path),
+                                              users=evaluated_users(grid, model, split, phase))
         write_parquet(run_dir / f"per_user_{phase}.parquet", per_user)
         result[phase] = summary
     write_json(run_dir / "metrics.json", result)

@@ -79,3 +79,25 @@ def test_report_metric_needs_an_evaluated_cutoff(tmp_path):
         load_grid(write(tmp_path, cfg))
     with pytest.raises(ConfigError, match=r"report\.test: 'z' is not one of \['t', 'wilcoxon', 'randomization'\]"):
         load_grid(write(tmp_path, GOOD | {"report": {"test": "z"}}))
+
+
+def test_model_entry_narrows_seeds_threads_and_evaluation(tmp_path):
+    llm = {"name": "text_prompted_zeroshot", "seeds": [0], "threads": 2,
+           "evaluation": {"cutoffs": [10, 20], "test_users": 300, "valid_users": 100}}
+    grid = load_grid(write(tmp_path, GOOD | {"seeds": [0, 1], "models": GOOD["models"] + [llm]}))
+    assert [r for r in grid.runs() if r[1] == "text_prompted_zeroshot"] == [("ml-100k", "text_prompted_zeroshot", 0)]
+    assert len(grid.runs()) == 5 and grid.model_threads("text_prompted_zeroshot") == 2 and grid.model_threads("bpr") == 1
+    assert grid.model_evaluation("text_prompted_zeroshot") == {"cutoffs": [10, 20], "test_users": 300, "valid_users": 100,
+                                                                "sample_seed": 0}
+    assert grid.model_evaluation("bpr") == {"cutoffs": [5, 10, 20, 50], "test_users": None, "valid_users": None, "sample_seed": 0}
+    assert "evaluation" in grid.run_config("ml-100k", "text_prompted_zeroshot", 0)
+    assert "evaluation" not in grid.run_config("ml-100k", "bpr", 0)  # unchanged hashes for models that do not narrow
+
+
+def test_model_cutoffs_must_be_grid_cutoffs(tmp_path):
+    cfg = GOOD | {"models": [{"name": "mostpop", "evaluation": {"cutoffs": [10, 15]}}]}
+    with pytest.raises(ConfigError, match=r"grid\.yaml: models\[0\]\.evaluation\.cutoffs: \[15\] not in evaluation\.cutoffs"):
+        load_grid(write(tmp_path, cfg))
+    cfg = GOOD | {"models": [{"name": "mostpop", "evaluation": {"test_user": 10}}]}
+    with pytest.raises(ConfigError, match=r"models\[0\]\.evaluation: Additional properties are not allowed \('test_user'"):
+        load_grid(write(tmp_path, cfg))

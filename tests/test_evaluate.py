@@ -64,3 +64,28 @@ def test_per_user_slice_columns(tiny_split):
     per_user, _ = evaluate_rankings(rankings, tiny_split, "test", [2])
     assert per_user["target_item"].tolist() == ["d", "e", "b"]
     assert per_user["target_popularity"].tolist() == [0, 1, 2]
+
+
+def test_user_sample_is_seeded_uniform_and_shared_by_every_model_asking_the_same_size():
+    from llm4rec.evaluation.evaluate import sample_users
+
+    users = [f"u{i:03d}" for i in range(500)]
+    a = sample_users(users, 50, seed=0)
+    assert a == sample_users(list(reversed(users)), 50, seed=0)  # order of the input does not matter
+    assert len(a) == len(set(a)) == 50 and a == sorted(a) and set(a) <= set(users)
+    assert a != sample_users(users, 50, seed=1)
+    assert sample_users(users, None) == users == sample_users(users, 10_000)
+    # uniform: over many seeds every user is drawn about n/N of the time
+    counts = pd.Series([u for s in range(400) for u in sample_users(users, 50, seed=s)]).value_counts()
+    assert len(counts) == 500 and counts.mean() == pytest.approx(40) and counts.max() < 70
+
+
+def test_declared_user_sample_is_scored_alone_and_must_be_covered(tiny_split):
+    rankings = frame({"u1": ["d", "e"], "u3": ["c", "b"]})  # u2 is not in the sample
+    per_user, summary = evaluate_rankings(rankings, tiny_split, "test", [1, 2], users=["u1", "u3"])
+    assert list(per_user["user_id"]) == ["u1", "u3"] and list(per_user["hr_at_2"]) == [1.0, 1.0]
+    assert summary["n_users"] == 2 and summary["hr_at_1"] == pytest.approx(0.5)
+    with pytest.raises(RankingError, match="no test ranking for 1 users"):
+        evaluate_rankings(frame({"u1": ["d"]}), tiny_split, "test", [1], users=["u1", "u3"])
+    with pytest.raises(RankingError, match=r"users \['u9'\] are not test users"):
+        evaluate_rankings(rankings, tiny_split, "test", [1], users=["u1", "u9"])

@@ -3,12 +3,14 @@
 import pytest
 import torch
 
-from llm4rec.llm.backbone import tiny_backbone
+from llm4rec.llm.backbone import LoraSettings, add_lora, tiny_backbone
 from llm4rec.llm.decoding import (
     DecodeStats,
+    SharedPrefixStepper,
     constrained_beam_search,
     exhaustive_scores,
     item_token_sequences,
+    make_stepper,
 )
 from llm4rec.llm.trie import ItemTrie
 
@@ -96,3 +98,101 @@ def test_beam_narrower_than_k_is_refused(setup):
     model, _, _, trie, batch = setup
     with pytest.raises(ValueError, match=r"beam_width \(2\) must be >= k \(5\)"):
         constrained_beam_search(model, batch.input_ids, batch.attention_mask, trie, 2, 5)
+
+
+def _search(model, batch, decoder, beam_width=6, k=4, stats=None):
+    return constrained_beam_search(model, batch.input_ids, batch.attention_mask, trie_of(model), beam_width, k,
+                                   exclude=[h for h, _ in PROMPTS], stats=stats, decoder=decoder)
+
+
+def trie_of(model):
+    return model._test_trie
+
+
+@pytest.fixture(scope="module")
+def float64_models(setup):
+    """The fixture model in float64 (so two attention orders agree to ~1e-12), bare and with LoRA
+    adapters whose B matrices are non-zero (so the adapters change the outputs)."""
+    import copy
+
+    model, _, _, trie, _ = setup
+    bare = copy.deepcopy(model).double()
+    lora = add_lora(copy.deepcopy(model), LoraSettings(rank=2, target_modules=["q_proj", "v_proj", "k_proj", "o_proj"]))
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, param in lora.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.5)
+    lora = lora.double().eval()
+    for m in (bare, lora):
+        m._test_trie = trie
+    return bare, lora
+
+
+@pytest.mark.parametrize("which", ["bare", "lora"])
+def test_shared_prefix_stepper_equals_the_cache_stepper(setup, float64_models, which):
+    """The fast path (prompt cache shared by a user's beams in place) computes the same
+    log-likelihoods as the generic path (Hugging Face forward with a copied cache per beam),
+    on left-padded prompts of different lengths, with and without LoRA adapters."""
+    batch = setup[4]
+    model = dict(zip(["bare", "lora"], float64_models, strict=True))[which]
+    assert isinstance(make_stepper(model, batch.input_ids, batch.attention_mask), SharedPrefixStepper)
+    fast_stats, slow_stats = DecodeStats(), DecodeStats()
+    fast = _search(model, batch, "shared_prefix", stats=fast_stats)
+    slow = _search(model, batch, "cache", stats=slow_stats)
+    for f, s in zip(fast, slow, strict=True):
+        assert [i for i, _ in f] == [i for i, _ in s]
+        assert [x for _, x in f] == pytest.approx([x for _, x in s], abs=1e-10)
+    assert fast_stats == slow_stats
+
+
+def test_lora_adapters_change_the_decoded_scores(float64_models, setup):
+    """Guards the test above: the shared-prefix path must go through the adapters, not around them."""
+    bare, lora = float64_models
+    batch = setup[4]
+    a, b = _search(bare, batch, "shared_prefix"), _search(lora, batch, "shared_prefix")
+    assert [x for r in a for _, x in r] != pytest.approx([x for r in b for _, x in r], abs=1e-3)
+
+
+def test_history_slots_count_the_beam_places_history_items_would_take(setup):
+    """With no exclusion nothing is scored out; excluding the unconstrained top item makes it
+    count as a history slot at the step it would have finished, and it is never returned."""
+    model, _, _, trie, batch = setup
+    row = batch.input_ids[:1, batch.attention_mask[0].bool()]
+    free_stats = DecodeStats()
+    free = constrained_beam_search(model, row, torch.ones_like(row), trie, 12, 4, stats=free_stats)[0]
+    assert free_stats.history_slots == 0 and free_stats.beam_slots > 0
+    top = free[0][0]
+    stats = DecodeStats()
+    held_out = constrained_beam_search(model, row, torch.ones_like(row), trie, 12, 3, exclude=[[top]], stats=stats)[0]
+    assert top not in [i for i, _ in held_out] and [i for i, _ in held_out] == [i for i, _ in free[1:4]]
+    assert stats.history_slots >= 1 and 0 < stats.history_beam_share < 1
+    assert stats.as_dict()["tokens"] == stats.prompt_tokens + stats.decoded_tokens
+
+
+def test_unknown_decoder_is_refused(setup):
+    model, _, _, trie, batch = setup
+    with pytest.raises(ValueError, match="decoder 'fast' is not one of auto, shared_prefix, cache"):
+        constrained_beam_search(model, batch.input_ids, batch.attention_mask, trie, 3, 3, decoder="fast")
+
+
+def test_shared_prefix_stepper_on_a_qwen2_block_with_attention_biases(setup):
+    """Qwen2 (the paper grid's backbone family) has q/k/v biases and its own config class: the
+    fast path must match the generic one there too."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    _, tokenizer, _, trie, batch = setup
+    torch.manual_seed(1)
+    config = Qwen2Config(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                         pad_token_id=0, bos_token_id=2, eos_token_id=3, initializer_range=0.4)
+    model = Qwen2ForCausalLM(config).double().eval()
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.self_attn.q_proj.bias.normal_(0, 0.5)
+            layer.self_attn.k_proj.bias.normal_(0, 0.5)
+    model._test_trie = trie
+    assert isinstance(make_stepper(model, batch.input_ids, batch.attention_mask), SharedPrefixStepper)
+    fast, slow = _search(model, batch, "shared_prefix"), _search(model, batch, "cache")
+    assert [[i for i, _ in r] for r in fast] == [[i for i, _ in r] for r in slow]
+    assert [x for r in fast for _, x in r] == pytest.approx([x for r in slow for _, x in r], abs=1e-10)

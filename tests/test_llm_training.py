@@ -65,14 +65,14 @@ def test_resume_from_checkpoint_equals_uninterrupted_run(tmp_path):
     cfg = SFTConfig(steps=6, batch_size=2, grad_accum=2, learning_rate=3e-3, checkpoint_every=2, seed=1)
     model_a, tokenizer = lora_model(seed=2)
     _, encoded = fixture(tokenizer)
-    losses_a = train_sft(model_a, encoded, cfg, tokenizer.pad_token_id, progress=False)
+    losses_a = train_sft(model_a, encoded, cfg, tokenizer.pad_token_id, progress=False).losses
 
     model_b, _ = lora_model(seed=2)
     interrupted = SFTConfig(**{**cfg.__dict__, "steps": 4})
     train_sft(model_b, encoded, interrupted, tokenizer.pad_token_id, checkpoint_dir=tmp_path, progress=False)
     (tmp_path / ".last.killed-mid-save").mkdir()  # a half-written checkpoint from a killed run is ignored
     model_c, _ = lora_model(seed=2)
-    losses_c = train_sft(model_c, encoded, cfg, tokenizer.pad_token_id, checkpoint_dir=tmp_path, progress=False)
+    losses_c = train_sft(model_c, encoded, cfg, tokenizer.pad_token_id, checkpoint_dir=tmp_path, progress=False).losses
     assert len(losses_c) == 2  # resumed at step 4 of 6
     assert losses_c == losses_a[4:]
     for (name, a), (_, c) in zip(model_a.named_parameters(), model_c.named_parameters(), strict=True):
@@ -80,3 +80,14 @@ def test_resume_from_checkpoint_equals_uninterrupted_run(tmp_path):
             torch.testing.assert_close(a, c, rtol=0, atol=0, msg=name)
     optimizer = torch.optim.AdamW([p for p in model_c.parameters() if p.requires_grad])
     assert load_checkpoint(tmp_path, model_c, optimizer) == 6
+
+
+def test_token_count_is_the_non_padding_tokens_of_the_examples_seen():
+    """Two full epochs (steps x batch = 2 x examples): every example is seen exactly twice."""
+    model, tokenizer = lora_model()
+    _, encoded = fixture(tokenizer)
+    encoded = encoded[: len(encoded) // 2 * 2]
+    result = train_sft(model, encoded, SFTConfig(steps=len(encoded), batch_size=2, learning_rate=1e-3),
+                       tokenizer.pad_token_id, progress=False)
+    assert len(result.losses) == len(encoded)
+    assert result.tokens == 2 * sum(len(ids) for ids, _ in encoded)

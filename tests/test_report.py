@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from llm4rec.io import write_json, write_parquet
-from llm4rec.report.build import REPORT_DEFAULTS, ReportSpec, build_report
+from llm4rec.report.build import REPORT_DEFAULTS, ReportSpec, build_report, check_runs
 from llm4rec.report.compare import CompareSpec, ComparisonError, compare_runs
 from llm4rec.report.runs import runs_from_results
 from llm4rec.report.tables import build_main_table, render_latex, render_markdown
@@ -18,19 +18,21 @@ COST = {"train_time_s": 10.0, "inference_ms_per_user": 0.5, "inference_time_test
         "parameters_total": 1000, "parameters_trainable": 1000}
 
 
-def make_run(root, dataset, model, paradigm, seed, hits, checksum="s1", users=None):
+def make_run(root, dataset, model, paradigm, seed, hits, checksum="s1", users=None, metrics=None, evaluation=None):
     """A finished run whose every metric per user is `hits` (0/1 per user)."""
     folder = root / dataset / model / f"seed{seed}"
     users = users or [f"u{i}" for i in range(len(hits))]
     per_user = pd.DataFrame({"user_id": users, "n_targets": 1, "history_length": np.arange(len(hits)) % 40 + 5,
                              "target_item": "i", "target_popularity": 1,
                              "target_bucket": np.array(["head", "torso", "tail"])[np.arange(len(hits)) % 3]})
-    for metric in ("hr_at_10", "ndcg_at_10", "hr_at_20", "ndcg_at_20"):
+    metrics = metrics or ("hr_at_10", "ndcg_at_10", "hr_at_20", "ndcg_at_20")
+    for metric in metrics:
         per_user[metric] = hits
     write_parquet(folder / "per_user_test.parquet", per_user)
-    means = {m: float(per_user[m].mean()) for m in ("hr_at_10", "ndcg_at_10", "hr_at_20", "ndcg_at_20")}
+    means = {m: float(per_user[m].mean()) for m in metrics}
     write_json(folder / "metrics.json", {"dataset": dataset, "model": model, "paradigm": paradigm, "seed": seed,
-                                         "config_hash": "x", "cost": COST, "valid": means, "test": means})
+                                         "config_hash": "x", "cost": COST, "valid": means, "test": means,
+                                         "evaluation": evaluation or {}})
     split_cfg = {"dataset_config": {"split": {"method": "leave_one_out"}}}
     write_json(folder / "run.json", {"run": split_cfg, "split_checksums": {"interactions.parquet": checksum}})
 
@@ -79,11 +81,11 @@ def test_marks_on_constructed_table(runs_dir):
     good_row = next(line for line in latex.splitlines() if line.startswith("llm\\_good"))
     assert good_row.startswith(rf"llm\_good & \textbf{{{good.mean:.4f}}}$^{{\dagger}}$")
     assert good_row.rstrip().endswith(r"-- & -- & -- \\")  # missing on ml-b: dashes (incl. Impr.)
-    assert r"\par\smallskip{\footnotesize --: not run on this dataset.}" in latex
+    assert r"\par\smallskip{\footnotesize --: not run on this dataset, or the cutoff is beyond the model's ranking depth.}" in latex
     assert "Holm-Bonferroni correction over the 10 comparisons" in latex and r"$\alpha$ = 0.05" in latex
     assert r"\textit{Text-prompted}" in latex and r"\cmidrule(lr){2-4}" in latex
     markdown = render_markdown(table)
-    assert f"**{good.mean:.4f}**†" in markdown and "–: not run on this dataset." in markdown
+    assert f"**{good.mean:.4f}**†" in markdown and "–: not run on this dataset, or the cutoff" in markdown
 
 
 def test_all_pairs_letters(runs_dir):
@@ -102,8 +104,38 @@ def test_mismatched_runs_are_refused_with_both_names(runs_dir):
     with pytest.raises(ComparisonError, match=r"llm_same/ml-a/seed0 .* and bpr/ml-a/seed0 .* were evaluated on different splits"):
         compare_runs(runs_from_results(runs_dir), spec())
     make_run(runs_dir, "ml-a", "llm_same", "text_prompted", 0, np.zeros(N_USERS), users=[f"v{i}" for i in range(N_USERS)])
-    with pytest.raises(ComparisonError, match=r"llm_same/ml-a/seed0 and bpr/ml-a/seed0 have different test users"):
+    with pytest.raises(ComparisonError, match=r"llm_same/ml-a/seed0 and bpr/ml-a/seed0 have different test users, neither a sample"):
         compare_runs(runs_from_results(runs_dir), spec())
+
+
+def test_a_model_scored_on_a_user_sample_is_paired_on_that_sample_and_starred(runs_dir):
+    """llm_sample: one seed, the first 120 users only, no @20 metrics (ranking depth 10). Its
+    comparison with bpr is the paired t-test on those 120 users, bpr averaged over the common seed."""
+    from scipy import stats
+
+    rng = np.random.default_rng(5)
+    sample = [f"u{i}" for i in range(0, N_USERS, 2)][:120]
+    hits = (rng.random(120) < 0.5).astype(float)
+    make_run(runs_dir, "ml-a", "llm_sample", "text_prompted", 0, hits, users=sample, metrics=("hr_at_10", "ndcg_at_10"),
+             evaluation={"n_users": {"test": 120}, "all_users": {"test": N_USERS}, "ranking_depth": 10})
+    runs = [r for r in runs_from_results(runs_dir) if r.dataset == "ml-a"]
+    check_runs(runs, ["hr_at_10", "hr_at_20"])  # hr_at_20 is beyond llm_sample's ranking depth: allowed
+    make_run(runs_dir, "ml-a", "llm_short", "text_prompted", 0, hits, users=sample, metrics=("hr_at_10",))
+    with pytest.raises(ValueError, match=r"llm_short/seed0/metrics.json: no test metric hr_at_20"):
+        check_runs(runs_from_results(runs_dir), ["hr_at_10", "hr_at_20"])  # no declared depth: a missing metric
+    (runs_dir / "ml-a" / "llm_short").rename(runs_dir / "removed")
+    comparisons = compare_runs(runs, CompareSpec(metrics=("hr_at_10", "hr_at_20"), correction="none"))
+    row = comparisons[(comparisons.system == "llm_sample")]
+    assert list(row.metric) == ["hr_at_10"] and int(row.n_users.iloc[0]) == 120  # no hr_at_20: not compared
+    bpr = next(r for r in runs if r.model == "bpr" and r.seed == 0).per_user().set_index("user_id").loc[sample, "hr_at_10"]
+    assert float(row.p_value.iloc[0]) == pytest.approx(stats.ttest_rel(hits, bpr.to_numpy()).pvalue, rel=1e-9)
+    table = build_main_table(runs, comparisons, CompareSpec(metrics=("hr_at_10", "hr_at_20"), correction="none"))
+    assert ("llm_sample", "ml-a", "hr_at_20") not in table.cells and table.samples == {("llm_sample", "ml-a"): (120, N_USERS)}
+    latex, markdown = render_latex(table), render_markdown(table)
+    assert r"llm\_sample$^{*}$ &" in latex and "llm_sample\\* |" in markdown
+    assert f"llm_sample: 120 of {N_USERS} on ml-a" in markdown
+    assert r"\footnotesize $^{*}$: scored on a seeded uniform sample of the test users" in latex
+    assert "Mean over 2 seeds (llm_sample: seed 0 only)." in table.caption
 
 
 def test_full_report_files_and_latex_compiles(runs_dir, tmp_path):

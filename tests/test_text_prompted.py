@@ -55,7 +55,16 @@ def test_fine_tuned_model_ranks_valid_unseen_items_and_is_evaluated(tiny, tmp_pa
         rankings = rec.rank({u: history[u] for u in split.targets(phase)}, 3)
         per_user, summary = evaluate_rankings(rankings, split, phase, [1, 3])  # refuses history/unknown items
         assert len(per_user) == 8 and rankings.groupby("user_id").size().eq(3).all()
-    assert rec.decode_stats.users >= 16 and rec.decode_stats.decoded_tokens > 0
+    assert rec.decode_stats.users >= 8 and rec.decode_stats.decoded_tokens > 0
+    # the validation ranking was reused from checkpoint selection (same users and histories):
+    # it equals ranking them again with the restored best weights
+    history = split.history("valid")
+    reused = rec.rank({u: history[u] for u in split.targets("valid")}, 3)
+    rec._selection = None
+    rec.inference_cost()  # reset the decoding counts
+    fresh = rec.rank({u: history[u] for u in split.targets("valid")}, 3)
+    pd.testing.assert_frame_equal(reused[["user_id", "rank", "item_id"]], fresh[["user_id", "rank", "item_id"]])
+    assert info["train_tokens_processed"] > 0 and rec.inference_cost()["users"] == 8
 
 
 def test_zero_shot_trains_nothing(tiny, tmp_path):

@@ -1,5 +1,7 @@
 """Constrained beam search (ours, KV cache, prompt prefilled once) against Hugging Face
 `generate(num_beams=W, prefix_allowed_tokens_fn=...)` with the same model, trie and width.
+Ours is timed with both steppers: shared-prefix (the default for Llama-family models) and the
+generic per-beam cache copy.
 
     .venv/bin/python benchmarks/perf/constrained_decoding.py --users 6 --beam 20 --k 10
 
@@ -96,7 +98,8 @@ def main() -> None:
     ours_single, stats = [], DecodeStats()
     start = time.perf_counter()
     for ids in encoded:
-        ranked = constrained_beam_search(model, ids, torch.ones_like(ids), trie, args.beam, args.k, stats=stats)[0]
+        ranked = constrained_beam_search(model, ids, torch.ones_like(ids), trie, args.beam, args.k, stats=stats,
+                                         decoder="shared_prefix")[0]
         ours_single.append([i for i, _ in ranked])
     ours_time = (time.perf_counter() - start) / len(users)
 
@@ -105,6 +108,9 @@ def main() -> None:
     start = time.perf_counter()
     batched = constrained_beam_search(model, batch.input_ids, batch.attention_mask, trie, args.beam, args.k)
     batched_time = (time.perf_counter() - start) / len(users)
+    start = time.perf_counter()
+    copied = constrained_beam_search(model, batch.input_ids, batch.attention_mask, trie, args.beam, args.k, decoder="cache")
+    copied_time = (time.perf_counter() - start) / len(users)
 
     more = sorted(history)[: args.batch_users]
     big = tokenizer([prompt_text(tokenizer, [identifiers[i] for i in history[u][-args.history:]]) for u in more],
@@ -112,15 +118,23 @@ def main() -> None:
     start = time.perf_counter()
     constrained_beam_search(model, big.input_ids, big.attention_mask, trie, args.beam, args.k)
     big_time = (time.perf_counter() - start) / len(more)
+    start = time.perf_counter()
+    constrained_beam_search(model, big.input_ids, big.attention_mask, trie, args.beam, args.k, decoder="cache")
+    big_copied_time = (time.perf_counter() - start) / len(more)
 
     agree = sum(r == o for r, o in zip(reference, ours_single, strict=True))
     agree_batched = sum([i for i, _ in b] == o for b, o in zip(batched, ours_single, strict=True))
     best_possible = stats.prompt_tokens + args.beam * stats.steps
     print(f"HF generate + prefix_allowed_tokens_fn: {ref_time:.2f} s/user")
     print(f"ours, one user at a time:              {ours_time:.2f} s/user  -> {ref_time / ours_time:.1f}x")
-    print(f"ours, {len(users)} users batched:            {batched_time:.2f} s/user  -> {ref_time / batched_time:.1f}x")
-    print(f"ours, {len(more)} users batched:           {big_time:.2f} s/user  -> {ref_time / big_time:.1f}x")
-    print(f"same top-{args.k} as the reference: {agree}/{len(users)} users; batched = single: {agree_batched}/{len(users)}")
+    for label, shared, copy_ in ((f"{len(users)} users", batched_time, copied_time),
+                                 (f"{len(more)} users", big_time, big_copied_time)):
+        print(f"ours, {label} batched, shared prefix: {shared:.2f} s/user  -> {ref_time / shared:.1f}x")
+        print(f"ours, {label} batched, cache copied:  {copy_:.2f} s/user  -> {ref_time / copy_:.1f}x "
+              f"(shared prefix {copy_ / shared:.2f}x faster)")
+    agree_copied = sum([i for i, _ in b] == [i for i, _ in c] for b, c in zip(batched, copied, strict=True))
+    print(f"same top-{args.k} as the reference: {agree}/{len(users)} users; batched = single: {agree_batched}/{len(users)}; "
+          f"shared prefix = cache copied: {agree_copied}/{len(users)}")
     print(f"tokens fed per user: ours {stats.tokens / len(users):.0f} (prompt {stats.prompt_tokens / len(users):.0f} + "
           f"decode {stats.decoded_tokens / len(users):.0f} over {stats.steps / len(users):.1f} steps); best possible "
           f"(prompt once + beam x steps) {best_possible / len(users):.0f}; reference prefills the prompt {args.beam}x: "

@@ -35,6 +35,16 @@ class RankingError(ValueError):
     """A ranking that breaks the protocol (history item, unknown item, duplicate, missing user)."""
 
 
+def sample_users(users: Sequence[str], n: int | None, seed: int = 0) -> list[str]:
+    """A seeded uniform sample of `n` users (sorted), or all of them when n is None or >= len.
+    It depends only on (users, n, seed), so every model asking for n users gets the same ones."""
+    users = sorted(users)
+    if n is None or n >= len(users):
+        return users
+    rng = np.random.default_rng(seed)
+    return sorted(users[i] for i in rng.choice(len(users), size=n, replace=False))
+
+
 def rankings_to_lists(rankings: pd.DataFrame) -> dict[str, list[str]]:
     ordered = rankings.sort_values(["user_id", "rank"], kind="stable")
     return {u: g.tolist() for u, g in ordered.groupby("user_id", sort=True)["item_id"]}
@@ -57,8 +67,9 @@ def check_rankings(lists: dict[str, list[str]], catalogue: set[str], history: di
 
 
 def evaluate_rankings(rankings: pd.DataFrame, split: Split, phase: str, cutoffs: Sequence[int],
-                      source: str = "rankings") -> tuple[pd.DataFrame, dict[str, float]]:
+                      source: str = "rankings", users: Sequence[str] | None = None) -> tuple[pd.DataFrame, dict[str, float]]:
     """Score one phase's rankings: per-user metrics (one row per target user) and run-level means.
+    `users`: score only these target users (a declared sample, see `sample_users`); default all.
 
     Per user, it also records history length and the (first) target item with its training
     popularity and head/torso/tail bucket, for slicing. Run level adds, per cutoff, catalogue coverage (share of catalogue items recommended to
@@ -67,6 +78,12 @@ def evaluate_rankings(rankings: pd.DataFrame, split: Split, phase: str, cutoffs:
     k = max(cutoffs)
     lists = rankings_to_lists(rankings)
     targets, history = split.targets(phase), split.history(phase)
+    if users is not None:
+        unknown = sorted(set(users) - set(targets))
+        if unknown:
+            raise RankingError(f"{source}: users {unknown[:3]} are not {phase} users of this split")
+        targets = {u: targets[u] for u in users}
+        lists = {u: items for u, items in lists.items() if u in targets}
     check_rankings(lists, set(split.items["item_id"]), history, targets, phase, k, source)
     users = sorted(targets)
     ranked = [lists[u] for u in users]

@@ -3,7 +3,9 @@
 `constrained_beam_search` prefills each prompt once (a batch of users, left-padded), then
 decodes with a KV cache: each step feeds one token per live beam, so the cost is the prompt
 once plus beams x steps tokens, instead of re-reading the prompt per beam as Hugging Face
-`generate(..., prefix_allowed_tokens_fn=...)` effectively does for wide beams.
+`generate(..., prefix_allowed_tokens_fn=...)` effectively does for wide beams. Two steppers
+feed the model: `SharedPrefixStepper` (Llama-family models; each user's prompt cache is shared
+by its beams in place) and `CacheStepper` (any causal LM; the cache is copied per beam).
 Scores are sums of token log-probabilities (no length normalisation), so a finished item's
 score is its exact log-likelihood under the prompt; a live beam whose score is already below
 the K-th finished score is dropped (scores only decrease), which is exact.
@@ -16,6 +18,7 @@ against.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -31,10 +34,19 @@ class DecodeStats:
     decoded_tokens: int = 0  # tokens fed during beam steps
     steps: int = 0
     finished_items: int = 0
+    beam_slots: int = 0  # candidate slots of the beams, summed over steps and users
+    history_slots: int = 0  # of those, slots a history item would have taken had it not been scored out
 
     @property
     def tokens(self) -> int:
         return self.prompt_tokens + self.decoded_tokens
+
+    @property
+    def history_beam_share(self) -> float:
+        return self.history_slots / self.beam_slots if self.beam_slots else 0.0
+
+    def as_dict(self) -> dict[str, float]:
+        return {**dataclasses.asdict(self), "tokens": self.tokens, "history_beam_share": self.history_beam_share}
 
 
 def item_token_sequences(tokenizer, identifiers: dict[str, str], prefix: str = " ") -> dict[str, list[int]]:
@@ -45,73 +57,207 @@ def item_token_sequences(tokenizer, identifiers: dict[str, str], prefix: str = "
     return {item: tokenizer(prefix + text, add_special_tokens=False).input_ids + [eos] for item, text in identifiers.items()}
 
 
+def _log_probs(logits: torch.Tensor) -> torch.Tensor:
+    """Next-token log-probabilities in at least float32 (bf16/fp16 logits are upcast first)."""
+    return torch.log_softmax(logits.float() if logits.element_size() < 4 else logits, dim=-1)
+
+
 def _positions(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+class CacheStepper:
+    """Any Hugging Face causal LM: one KV cache row per beam, reordered (copied) to the surviving
+    beams at every step, prompt included."""
+
+    def __init__(self, model, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+        self.model = model
+        # logits_to_keep=1: only the last prompt position's next-token distribution is needed
+        out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=_positions(attention_mask),
+                    use_cache=True, logits_to_keep=1)
+        self.cache, self.attn = out.past_key_values, attention_mask
+        self.next_pos = _positions(attention_mask)[:, -1] + 1
+        self.logp = _log_probs(out.logits[:, -1, :])
+
+    def step(self, sources: torch.Tensor, users: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """Feed `tokens` to the beams continuing rows `sources`; next-token log-probs per new row."""
+        self.cache.batch_select_indices(sources)
+        self.attn = torch.cat([self.attn[sources], self.attn.new_ones((len(sources), 1))], dim=1)
+        positions = self.next_pos[sources]
+        out = self.model(input_ids=tokens[:, None], attention_mask=self.attn, position_ids=positions[:, None],
+                         past_key_values=self.cache, use_cache=True)
+        self.next_pos = positions + 1
+        return _log_probs(out.logits[:, -1, :])
+
+
+SHARED_PREFIX_TYPES = ("llama", "mistral", "qwen2")
+
+
+def _decoder_stack(model):
+    """The bare decoder-only LM under a peft wrapper (LoRA layers stay in place and apply)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def supports_shared_prefix(model) -> bool:
+    """Llama-family blocks (pre-norm, rotary, grouped-query attention, no sliding window)."""
+    base = _decoder_stack(model)
+    config = base.config
+    return (config.model_type in SHARED_PREFIX_TYPES and not getattr(config, "use_sliding_window", False)
+            and getattr(config, "sliding_window", None) is None and hasattr(base, "lm_head"))
+
+
+class SharedPrefixStepper:
+    """Llama-family fast path: each user's prompt keys and values are stored once and read by all
+    of that user's beams in place; only the few generated tokens' keys are per beam.
+
+    Attention at a step is split in two (as in cascade / shared-prefix attention): queries of all
+    of a user's beams against the user's prompt cache in one batched matmul, and each beam's query
+    against its own generated-token cache, joined under one softmax. Nothing the size of the
+    prompt is copied per step, which is where the cache stepper spends most of its time on CPU.
+    """
+
+    def __init__(self, model, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+        base = _decoder_stack(model)
+        self.lm, self.head = base.model, base.lm_head
+        config = base.config
+        self.heads, self.kv_heads = config.num_attention_heads, config.num_key_value_heads
+        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
+        out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=_positions(attention_mask),
+                    use_cache=True, logits_to_keep=1)
+        self.prompt_k = [layer.keys for layer in out.past_key_values.layers]  # [U, Hkv, P, d] each
+        self.prompt_v = [layer.values for layer in out.past_key_values.layers]
+        dtype = self.prompt_k[0].dtype
+        self.prompt_bias = torch.zeros(attention_mask.shape, dtype=dtype, device=input_ids.device)
+        self.prompt_bias.masked_fill_(attention_mask == 0, torch.finfo(dtype).min)
+        self.prompt_bias = self.prompt_bias[:, None, None, :]  # [U, 1, 1, P]
+        self.prompt_len = attention_mask.sum(dim=1)
+        empty = self.prompt_k[0][:, :, :0]
+        self.suffix_k = [empty] * len(self.prompt_k)
+        self.suffix_v = [empty] * len(self.prompt_k)
+        self.generated = 0
+        self.logp = _log_probs(out.logits[:, -1, :])
+
+    def _attend(self, q, k, v, layer: int, sources, users, slots, width: int):
+        """q: [R, Hkv, g, d] (pre-scaled); k, v: this step's [R, Hkv, 1, d]."""
+        rows, kv, group, dim = q.shape
+        n_users, prompt = self.prompt_k[layer].shape[0], self.prompt_k[layer].shape[2]
+        sk = torch.cat([self.suffix_k[layer][sources], k], dim=2)  # [R, Hkv, S+1, d]
+        sv = torch.cat([self.suffix_v[layer][sources], v], dim=2)
+        self.suffix_k[layer], self.suffix_v[layer] = sk, sv
+        grouped = q.new_zeros((n_users, width, kv, group, dim))  # each user's beams side by side
+        grouped[users, slots] = q
+        grouped = grouped.permute(0, 2, 1, 3, 4).reshape(n_users, kv, width * group, dim)
+        scores_p = grouped @ self.prompt_k[layer].transpose(-1, -2) + self.prompt_bias  # [U, Hkv, W*g, P]
+        scores_p = scores_p.view(n_users, kv, width, group, prompt).permute(0, 2, 1, 3, 4)[users, slots]
+        scores_s = q @ sk.transpose(-1, -2)  # [R, Hkv, g, S+1]
+        scores = torch.cat([scores_p, scores_s], dim=-1)
+        probs = torch.softmax(scores.float() if scores.element_size() < 4 else scores, dim=-1).to(q.dtype)
+        probs_p, probs_s = probs.split([prompt, sk.shape[2]], dim=-1)
+        spread = probs_p.new_zeros((n_users, width, kv, group, prompt))
+        spread[users, slots] = probs_p
+        spread = spread.permute(0, 2, 1, 3, 4).reshape(n_users, kv, width * group, prompt)
+        out_p = (spread @ self.prompt_v[layer]).view(n_users, kv, width, group, dim).permute(0, 2, 1, 3, 4)[users, slots]
+        return out_p + probs_s @ sv  # [R, Hkv, g, d]
+
+    def step(self, sources: torch.Tensor, users: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+        rows = len(tokens)
+        first = torch.searchsorted(users, users, side="left")  # rows are grouped by user
+        slots = torch.arange(rows, device=users.device) - first
+        width = int(slots.max()) + 1
+        hidden = self.lm.embed_tokens(tokens)[:, None, :]  # [R, 1, D]
+        positions = (self.prompt_len[users] + self.generated)[:, None]
+        cos, sin = self.lm.rotary_emb(hidden, positions)
+        group, dim = self.heads // self.kv_heads, self.head_dim
+        for index, layer in enumerate(self.lm.layers):
+            attn = layer.self_attn
+            x = layer.input_layernorm(hidden)
+            q = attn.q_proj(x).view(rows, 1, self.heads, dim).transpose(1, 2)
+            k = attn.k_proj(x).view(rows, 1, self.kv_heads, dim).transpose(1, 2)
+            v = attn.v_proj(x).view(rows, 1, self.kv_heads, dim).transpose(1, 2)
+            q, k = apply_rotary_pos_emb(q, k, cos, sin)
+            q = q.reshape(rows, self.kv_heads, group, dim) * attn.scaling  # head h reads kv head h // g
+            out = self._attend(q, k, v, index, sources, users, slots, width)
+            hidden = hidden + attn.o_proj(out.reshape(rows, 1, self.heads * dim))
+            hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
+        self.generated += 1
+        logits = self.head(self.lm.norm(hidden)[:, -1, :])
+        return _log_probs(logits)
+
+
+def make_stepper(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, decoder: str = "auto"):
+    """`decoder`: auto (shared-prefix where the architecture allows it) | shared_prefix | cache."""
+    if decoder not in ("auto", "shared_prefix", "cache"):
+        raise ValueError(f"decoder '{decoder}' is not one of auto, shared_prefix, cache")
+    if decoder == "shared_prefix" and not supports_shared_prefix(model):
+        raise ValueError(f"decoder 'shared_prefix' supports model types {SHARED_PREFIX_TYPES} without sliding "
+                         f"windows, not '{_decoder_stack(model).config.model_type}'")
+    if decoder == "cache" or not supports_shared_prefix(model):
+        return CacheStepper(model, input_ids, attention_mask)
+    return SharedPrefixStepper(model, input_ids, attention_mask)
 
 
 @torch.no_grad()
 def constrained_beam_search(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, trie: ItemTrie,
                             beam_width: int, k: int, exclude: Sequence[Sequence[str]] | None = None,
-                            stats: DecodeStats | None = None) -> list[list[tuple[str, float]]]:
-    """Top-k (item, log-likelihood) per prompt row, over catalogue items not in that row's `exclude`."""
+                            stats: DecodeStats | None = None, decoder: str = "auto") -> list[list[tuple[str, float]]]:
+    """Top-k (item, log-likelihood) per prompt row, over catalogue items not in that row's `exclude`.
+
+    History items are scored out in the trie (a subtree whose every item is in the history is
+    never expanded), so the search returns k unseen items; `stats.history_slots` counts the
+    beam slots history items would have taken otherwise (their share is logged per run).
+    """
     if beam_width < k:
         raise ValueError(f"beam_width ({beam_width}) must be >= k ({k})")
     n_rows = input_ids.shape[0]
     exclude = exclude if exclude is not None else [()] * n_rows
     excluded = [trie.excluded_counts(items) for items in exclude]
-    # logits_to_keep=1: only the last prompt position's next-token distribution is needed
-    out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=_positions(attention_mask),
-                use_cache=True, logits_to_keep=1)
-    cache = out.past_key_values
-    logp = torch.log_softmax(out.logits[:, -1, :].float(), dim=-1)
-    next_pos = _positions(attention_mask)[:, -1] + 1
-    attn = attention_mask
-    if stats is not None:
-        stats.users += n_rows
-        stats.prompt_tokens += int(attention_mask.sum())
+    stepper = make_stepper(model, input_ids, attention_mask, decoder)
+    logp = stepper.logp
+    stats = stats if stats is not None else DecodeStats()
+    stats.users += n_rows
+    stats.prompt_tokens += int(attention_mask.sum())
     finished: list[list[tuple[float, str]]] = [[] for _ in range(n_rows)]
-    live = [[(0.0, 0, row)] for row in range(n_rows)]  # (score, trie node, cache row)
+    live = [[(0.0, 0, row)] for row in range(n_rows)]  # (score, trie node, stepper row)
     while any(live):
-        sources, tokens, new_live = [], [], [[] for _ in range(n_rows)]
+        sources, users, tokens, new_live = [], [], [], [[] for _ in range(n_rows)]
         logp_cpu = logp.cpu()
         for user in range(n_rows):
             bound = _kth(finished[user], k)
-            candidates = []
+            candidates = []  # (score, child node, row, token, history only)
             for score, node, row in live[user]:
-                allowed = trie.allowed(node, excluded[user])
-                if not allowed:
-                    continue
-                toks = list(allowed)
+                children = trie.children[node]
+                toks = list(children)
                 for tok, lp in zip(toks, logp_cpu[row, toks].tolist(), strict=True):
                     if score + lp > bound:
-                        candidates.append((score + lp, allowed[tok], row, tok))
+                        child = children[tok]
+                        candidates.append((score + lp, child, row, tok, trie.only_excluded(child, excluded[user])))
             candidates.sort(key=lambda c: -c[0])
-            for score, child, row, tok in candidates:
+            stats.beam_slots += min(len(candidates), beam_width)
+            stats.history_slots += sum(c[4] for c in candidates[:beam_width])
+            for score, child, row, tok, history_only in candidates:
+                if history_only:
+                    continue
                 if trie.is_item(child):
                     finished[user].append((score, trie.item_at[child]))
                 elif len(new_live[user]) < beam_width and score > _kth(finished[user], k):
                     new_live[user].append((score, child, len(sources)))
                     sources.append(row)
+                    users.append(user)
                     tokens.append(tok)
         live = new_live
         if not sources:
             break
-        index = torch.as_tensor(sources, device=input_ids.device)
-        cache.batch_select_indices(index)
-        attn = torch.cat([attn[index], attn.new_ones((len(sources), 1))], dim=1)
-        positions = next_pos[index]
-        out = model(input_ids=torch.as_tensor(tokens, device=input_ids.device)[:, None], attention_mask=attn,
-                    position_ids=positions[:, None], past_key_values=cache, use_cache=True)
-        logp = torch.log_softmax(out.logits[:, -1, :].float(), dim=-1)
-        next_pos = positions + 1
-        if stats is not None:
-            stats.decoded_tokens += len(sources)
-            stats.steps += 1
+        device = input_ids.device
+        logp = stepper.step(torch.as_tensor(sources, device=device), torch.as_tensor(users, device=device),
+                            torch.as_tensor(tokens, device=device))
+        stats.decoded_tokens += len(sources)
+        stats.steps += 1
     results = []
     for user in range(n_rows):
         ranked = sorted(finished[user], key=lambda f: -f[0])[:k]
-        if stats is not None:
-            stats.finished_items += len(finished[user])
+        stats.finished_items += len(finished[user])
         results.append([(item, score) for score, item in ranked])
     return results
 
@@ -128,7 +274,7 @@ def exhaustive_scores(model, input_ids: torch.Tensor, attention_mask: torch.Tens
     """Log-likelihood of every item's full token sequence after one prompt (input_ids: [1, T])."""
     out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=_positions(attention_mask),
                 use_cache=True, logits_to_keep=1)
-    first_logp = torch.log_softmax(out.logits[0, -1, :].float(), dim=-1)
+    first_logp = _log_probs(out.logits[0, -1, :])
     start = int(_positions(attention_mask)[0, -1]) + 1
     items = list(sequences)
     scores: dict[str, float] = {}
@@ -145,7 +291,7 @@ def exhaustive_scores(model, input_ids: torch.Tensor, attention_mask: torch.Tens
         attn = torch.cat([attention_mask.expand(len(batch), -1), valid.long()], dim=1)
         positions = torch.arange(start, start + length, device=input_ids.device).expand(len(batch), -1)
         cont = model(input_ids=ids, attention_mask=attn, position_ids=positions, past_key_values=cache, use_cache=True)
-        logp = torch.log_softmax(cont.logits.float(), dim=-1)  # logp[:, t] predicts token t + 1
+        logp = _log_probs(cont.logits)  # logp[:, t] predicts token t + 1
         token_logp = torch.empty_like(ids, dtype=torch.float32)
         token_logp[:, 0] = first_logp[ids[:, 0]]
         if length > 1:

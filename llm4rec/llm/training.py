@@ -30,7 +30,7 @@ class SFTConfig:
     weight_decay: float = 0.0
     max_history: int = 10
     checkpoint_every: int = 50
-    seed: int = 0
+    seed: int = 0  # batch order (text_prompted sets it to the run's seed)
 
 
 def sliding_window_examples(sequences: dict[str, Sequence[str]], max_history: int) -> list[tuple[str, list[str], str]]:
@@ -96,10 +96,16 @@ def load_checkpoint(directory: Path, model, optimizer) -> int:
     return int(state["step"])
 
 
+@dataclass
+class SFTResult:
+    losses: list[float]  # per optimizer step run in this call (a resumed run: the steps after the checkpoint)
+    tokens: int  # non-padding tokens through the model in those steps
+
+
 def train_sft(model, examples: Sequence[tuple[list[int], list[int]]], cfg: SFTConfig, pad_id: int,
               checkpoint_dir: Path | None = None, device: str = "cpu",
-              on_step: Callable[[int, float], None] | None = None, progress: bool = True) -> list[float]:
-    """Train the model's trainable parameters for cfg.steps optimizer steps; return per-step losses."""
+              on_step: Callable[[int, float], None] | None = None, progress: bool = True) -> SFTResult:
+    """Train the model's trainable parameters for cfg.steps optimizer steps."""
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     start = load_checkpoint(checkpoint_dir, model, optimizer) if checkpoint_dir else 0
@@ -107,7 +113,7 @@ def train_sft(model, examples: Sequence[tuple[list[int], list[int]]], cfg: SFTCo
     rng = np.random.default_rng(cfg.seed)
     order = np.concatenate([rng.permutation(len(examples)) for _ in range(cfg.steps * per_step // len(examples) + 1)])
     model.train()
-    losses = []
+    losses, tokens = [], 0
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else torch.autocast("cpu", enabled=False)
     for step in tqdm(range(start, cfg.steps), desc="sft", disable=not progress, initial=start, total=cfg.steps):
         optimizer.zero_grad(set_to_none=True)
@@ -115,6 +121,7 @@ def train_sft(model, examples: Sequence[tuple[list[int], list[int]]], cfg: SFTCo
         for micro in range(cfg.grad_accum):
             begin = step * per_step + micro * cfg.batch_size
             batch = collate([examples[i] for i in order[begin:begin + cfg.batch_size]], pad_id, device)
+            tokens += int(batch["attention_mask"].sum())
             with autocast:
                 loss = model(**batch).loss / cfg.grad_accum
             loss.backward()
@@ -126,4 +133,4 @@ def train_sft(model, examples: Sequence[tuple[list[int], list[int]]], cfg: SFTCo
         if checkpoint_dir and ((step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps):
             save_checkpoint(checkpoint_dir, model, optimizer, step + 1)
     model.eval()
-    return losses
+    return SFTResult(losses, tokens)

@@ -18,12 +18,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from tqdm import tqdm
 
 from llm4rec.data.split import Split
-from llm4rec.evaluation.evaluate import rankings_to_lists
+from llm4rec.evaluation.evaluate import rankings_to_lists, sample_users
 from llm4rec.evaluation.metrics import hit_matrix, per_user_metrics
 from llm4rec.llm.backbone import BackboneConfig, LoraSettings, add_lora, load_backbone
-from llm4rec.llm.decoding import DecodeStats, constrained_beam_search, item_token_sequences
+from llm4rec.llm.decoding import (
+    DecodeStats,
+    constrained_beam_search,
+    item_token_sequences,
+    supports_shared_prefix,
+)
 from llm4rec.llm.identifiers import item_identifiers
 from llm4rec.llm.prompts import PromptTemplate, render_prompt
 from llm4rec.llm.training import (
@@ -46,8 +52,9 @@ class TextPromptedConfig:
     sft: SFTConfig = field(default_factory=SFTConfig)
     max_train_examples: int | None = 2000  # a seeded sample of the training windows (None: all)
     beam_width: int = 50  # >= the ranking depth K
-    batch_users: int = 6
-    valid_users: int = 100  # fixed validation sample for checkpoint selection
+    batch_users: int = 32  # users decoded together (their beams share each forward pass)
+    decoder: str = "auto"  # auto | shared_prefix | cache (see llm4rec.llm.decoding)
+    valid_users: int = 100  # validation sample for checkpoint selection (sample_users, seed 0)
     eval_every: int = 50
 
     @classmethod
@@ -73,6 +80,12 @@ class TextPromptedRecommender:
     def __init__(self, cfg: TextPromptedConfig, seed: int, device: str):
         self.cfg, self.seed, self.device = cfg, seed, device
         self.decode_stats = DecodeStats()
+        self._selection = None  # (histories, top-10 rankings) of the selected checkpoint's validation sample
+
+    def inference_cost(self) -> dict[str, float]:
+        """Decoding counts since the last call (the runner asks once per ranked phase)."""
+        stats, self.decode_stats = self.decode_stats, DecodeStats()
+        return stats.as_dict()
 
     def _prompt_ids(self, history: Sequence[str]) -> list[int]:
         titles = [self.identifiers[i] for i in list(history)[-self.cfg.sft.max_history:]]
@@ -88,9 +101,11 @@ class TextPromptedRecommender:
         self.sequences = item_token_sequences(self.tokenizer, self.identifiers, prefix=prefix)
         self.trie = ItemTrie.build(self.sequences)
         info: dict[str, Any] = {"identifier_collisions": collisions, "prompt_template": cfg.prompt.as_dict(),
-                                "zero_shot": cfg.zero_shot}
+                                "zero_shot": cfg.zero_shot,
+                                "decoder": "shared_prefix" if cfg.decoder != "cache" and supports_shared_prefix(self.model) else "cache"}
         if not cfg.zero_shot:
             info |= self._fine_tune(split, Path(workdir))
+        info["decoding_during_fit"] = self.inference_cost()  # checkpoint selection's validation ranking
         info["parameters_total"] = sum(p.numel() for p in self.model.parameters())
         info["parameters_trainable"] = 0 if cfg.zero_shot else sum(p.numel() for p in self.model.parameters() if p.requires_grad)
         self.model.eval()
@@ -106,29 +121,35 @@ class TextPromptedRecommender:
             windows = [windows[i] for i in sorted(rng.choice(len(windows), cfg.max_train_examples, replace=False))]
         encoded = [encode_example(self._prompt_ids(history), self.sequences[target]) for _, history, target in windows]
         valid_targets, valid_history = split.targets("valid"), split.history("valid")
-        sample = sorted(rng.choice(sorted(valid_targets), min(cfg.valid_users, len(valid_targets)), replace=False))
+        sample = sample_users(list(valid_targets), cfg.valid_users, seed=0)
         best = {"ndcg": -1.0, "step": 0, "state": None}
 
         def select(step: int, _loss: float) -> None:
             if step % cfg.eval_every and step != cfg.sft.steps:
                 return
-            ranked = rankings_to_lists(self.rank({u: valid_history.get(u, []) for u in sample}, 10))
+            rankings = self.rank(selection_histories, 10)
+            ranked = rankings_to_lists(rankings)
             lists = [ranked.get(u, []) for u in sample]
             ndcg = float(per_user_metrics(hit_matrix(lists, [valid_targets[u] for u in sample], 10),
                                           np.array([len(valid_targets[u]) for u in sample]), [10])["ndcg_at_10"].mean())
             if ndcg > best["ndcg"]:
-                best.update(ndcg=ndcg, step=step, state=trainable_state(self.model))
+                best.update(ndcg=ndcg, step=step, state=trainable_state(self.model), rankings=rankings)
             self.model.train()
 
+        selection_histories = {u: list(valid_history.get(u, [])) for u in sample}
+
         start = time.perf_counter()
-        losses = train_sft(self.model, encoded, cfg.sft, self.tokenizer.pad_token_id, workdir / "sft", self.device, on_step=select)
+        sft = dataclasses.replace(cfg.sft, seed=self.seed)  # batch order follows the run's seed
+        result = train_sft(self.model, encoded, sft, self.tokenizer.pad_token_id, workdir / "sft", self.device, on_step=select)
         if best["state"] is not None:
             with torch.no_grad():
                 params = dict(self.model.named_parameters())
                 for name, value in best["state"].items():
                     params[name].copy_(value)
+            self._selection = (selection_histories, best["rankings"])
         return {"train_examples": len(encoded), "train_tokens": int(sum(len(ids) for ids, _ in encoded)),
-                "final_loss": losses[-1] if losses else None, "valid_sample_users": len(sample),
+                "train_tokens_processed": result.tokens, "first_loss": result.losses[0] if result.losses else None,
+                "final_loss": result.losses[-1] if result.losses else None, "valid_sample_users": len(sample),
                 "best_valid_ndcg_at_10_sample": best["ndcg"], "best_step": best["step"],
                 "sft_seconds": time.perf_counter() - start}
 
@@ -136,9 +157,14 @@ class TextPromptedRecommender:
     def rank(self, histories: Mapping[str, Sequence[str]], k: int) -> pd.DataFrame:
         self.model.eval()
         users = sorted(histories)
+        selection = self._selection
+        if selection and k <= 10 and selection[0] == {u: list(h) for u, h in histories.items()}:
+            # the selected checkpoint already ranked exactly these users and histories (top-10): reuse it
+            return selection[1][selection[1]["rank"] <= k].reset_index(drop=True)
         rows = []
         pad = self.tokenizer.pad_token_id
-        for begin in range(0, len(users), self.cfg.batch_users):
+        batches = range(0, len(users), self.cfg.batch_users)
+        for begin in tqdm(batches, desc=f"rank {len(users)} users", disable=len(batches) < 4, mininterval=10):
             batch = users[begin:begin + self.cfg.batch_users]
             prompts = [self._prompt_ids(histories[u]) for u in batch]
             length = max(len(p) for p in prompts)
@@ -149,7 +175,7 @@ class TextPromptedRecommender:
                 mask[row, length - len(p):] = 1
             results = constrained_beam_search(self.model, ids.to(self.device), mask.to(self.device), self.trie,
                                               max(self.cfg.beam_width, k), k, exclude=[histories[u] for u in batch],
-                                              stats=self.decode_stats)
+                                              stats=self.decode_stats, decoder=self.cfg.decoder)
             for user, ranked in zip(batch, results, strict=True):
                 rows += [(user, r + 1, item, score) for r, (item, score) in enumerate(ranked)]
         return pd.DataFrame(rows, columns=RANKING_COLUMNS)

@@ -1,8 +1,10 @@
 """Paired comparisons between finished runs: the family of tests behind a table.
 
 Pairing: two models are compared on one dataset over the seeds both have; within a seed,
-users are paired by id. Runs on different splits, or with different user sets, are refused
-with a message naming both runs (never silently compared). Seeds are respected by averaging
+users are paired by id. When one model was scored on a declared sample of the other's users
+(a costly model's `evaluation.test_users`), the pair is tested on that sample. Runs on
+different splits, or with user sets that are not nested, are refused with a message naming
+both runs (never silently compared). Seeds are respected by averaging
 each user's metric over seeds before the paired test (see llm4rec.stats).
 """
 
@@ -62,11 +64,12 @@ def paired_per_user(runs_a: Sequence[RunRecord], runs_b: Sequence[RunRecord], me
         if a.split_checksums != b.split_checksums:
             raise ComparisonError(f"{a.label} ({a.folder}) and {b.label} ({b.folder}) were evaluated on different splits")
         ua, ub = a.per_user().set_index("user_id"), b.per_user().set_index("user_id")
-        if set(ua.index) != set(ub.index):
-            raise ComparisonError(f"{a.label} and {b.label} have different test users "
+        shared = set(ua.index) & set(ub.index)
+        if shared not in (set(ua.index), set(ub.index)):
+            raise ComparisonError(f"{a.label} and {b.label} have different test users, neither a sample of the other "
                                   f"({len(ua)} vs {len(ub)}, {len(set(ua.index) ^ set(ub.index))} differ)")
-        order = sorted(ua.index) if users is None else users
-        if users is not None and set(order) != set(ua.index):
+        order = sorted(shared) if users is None else users
+        if users is not None and set(order) != shared:
             raise ComparisonError(f"{a.label}: test users differ from seed {common[0]} of the same model")
         users = order
         arrays_a.append(ua.loc[users, metric].to_numpy())
@@ -99,6 +102,8 @@ def compare_runs(runs: Sequence[RunRecord], spec: CompareSpec) -> pd.DataFrame:
             else:
                 raise ValueError(f"unknown comparison mode '{spec.mode}' (known: best_baseline, all_pairs)")
             for system, reference in pairs:
+                if any(metric not in r.metrics["test"] for r in groups[(dataset, system)] + groups[(dataset, reference)]):
+                    continue  # a cutoff beyond one model's ranking depth: nothing to compare
                 a, b = paired_per_user(groups[(dataset, system)], groups[(dataset, reference)], metric)
                 comparison = compare_pair(a, b, dataset=dataset, metric=metric, system=system, reference=reference,
                                           test=spec.test, rounds=spec.rounds, seed=spec.seed,

@@ -15,8 +15,9 @@ from llm4rec.io import write_text
 from llm4rec.models import PARADIGMS
 from llm4rec.report.runs import runs_from_folders
 
-HEADLINE = ("hr_at_10", "ndcg_at_10", "recall_at_20", "ndcg_at_20", "mrr_at_10", "coverage_at_10", "avg_popularity_at_10")
-COSTS = ("train_time_s", "inference_ms_per_user", "peak_memory_mb", "parameters_total")
+HEADLINE = ("n_users", "hr_at_10", "ndcg_at_10", "recall_at_20", "ndcg_at_20", "mrr_at_10", "coverage_at_10",
+            "avg_popularity_at_10")
+COSTS = ("train_time_s", "inference_ms_per_user", "peak_memory_mb", "parameters_total", "inference_tokens_per_user")
 
 
 def collect(metric_files: Iterable[str | Path]) -> pd.DataFrame:
@@ -27,7 +28,7 @@ def collect(metric_files: Iterable[str | Path]) -> pd.DataFrame:
         key = {k: m[k] for k in ("dataset", "model", "paradigm", "seed")}
         for phase in ("valid", "test"):
             rows += [key | {"phase": phase, "metric": name, "value": value} for name, value in m[phase].items()]
-        rows += [key | {"phase": "cost", "metric": name, "value": float(m["cost"][name])} for name in COSTS]
+        rows += [key | {"phase": "cost", "metric": name, "value": float(m["cost"][name])} for name in COSTS if name in m["cost"]]
     return pd.DataFrame(rows)
 
 
@@ -45,15 +46,16 @@ def _fmt(mean: float, std: float, metric: str) -> str:
         return f"{mean:.1f} ± {std:.1f}"
     if metric == "inference_ms_per_user":
         return f"{mean:.2f} ± {std:.2f}"
-    if metric == "parameters_total":
+    if metric in ("parameters_total", "n_users", "inference_tokens_per_user"):
         return f"{mean:,.0f}"
     return f"{mean:.4f} ± {std:.4f}"
 
 
 def markdown(agg: pd.DataFrame, columns: Iterable[str] = HEADLINE + COSTS) -> str:
     lines = ["# Summary", "", "Test-split metrics, mean ± sample std over seeds (full-catalogue ranking, "
-             "history items excluded). Cost columns: train time (s), inference time per test user (ms), "
-             "peak memory (MiB), parameters.", ""]
+             "history items excluded); n_users: test users scored (fewer than all for a model with a declared "
+             "user sample). Cost columns: train time (s), inference time per test user (ms), peak memory (MiB), "
+             "parameters, and for LLM runs tokens through the model per test user. –: not computed.", ""]
     for dataset, block in agg.groupby("dataset", sort=False):
         table = block[block["phase"].isin(["test", "cost"])]
         cols = [c for c in columns if c in set(table["metric"])]
@@ -61,7 +63,7 @@ def markdown(agg: pd.DataFrame, columns: Iterable[str] = HEADLINE + COSTS) -> st
                   "|---|---|---|" + "---|" * len(cols)]
         for (paradigm, model), rows in table.groupby(["paradigm", "model"], sort=False):
             by_metric = rows.set_index("metric")
-            cells = [_fmt(by_metric.at[c, "mean"], by_metric.at[c, "std"], c) for c in cols]
+            cells = [_fmt(by_metric.at[c, "mean"], by_metric.at[c, "std"], c) if c in by_metric.index else "–" for c in cols]
             lines.append(f"| {paradigm} | {model} | {int(by_metric['n_seeds'].max())} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)

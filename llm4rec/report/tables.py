@@ -5,7 +5,9 @@ The main table: rows grouped by paradigm, columns dataset x metric, mean over se
 the comparison family (dagger: different from the column's best baseline after correction;
 in all-pairs mode, superscript letters name the models a cell is significantly better
 than), an optional relative-improvement column per dataset, and a generated caption that
-states the protocol. A model missing on a dataset shows as a dash with a footnote.
+states the protocol. A model missing on a dataset, or a metric beyond a model's ranking
+depth, shows as a dash with a footnote; a model scored on a declared sample of the test users
+is starred, with the sample size in a footnote.
 """
 
 from __future__ import annotations
@@ -57,10 +59,23 @@ class MainTable:
     label: str = "tab:results"
     show_std: bool = False
     decimals: int = 4
+    samples: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)  # (model, dataset) -> (n, of N)
 
     @property
     def has_missing(self) -> bool:
-        return any((m, d, self.metrics[0]) not in self.cells for _, m in self.rows for d in self.datasets)
+        return any((m, d, metric) not in self.cells for _, m in self.rows for d in self.datasets for metric in self.metrics)
+
+    def notes(self) -> list[str]:
+        """Footnotes under the table (plain text; LaTeX escapes them)."""
+        notes = ["–: not run on this dataset, or the cutoff is beyond the model's ranking depth."] if self.has_missing else []
+        by_model: dict[str, list[str]] = {}
+        for (model, dataset), (n, total) in sorted(self.samples.items()):
+            by_model.setdefault(model, []).append(f"{n} of {total} on {dataset}")
+        if by_model:
+            notes.append("*: scored on a seeded uniform sample of the test users (" + "; ".join(
+                f"{model}: {', '.join(parts)}" for model, parts in by_model.items())
+                + "), the same users for every sampled model; its significance tests use those users.")
+        return notes
 
 
 def build_main_table(runs: Sequence[RunRecord], comparisons: pd.DataFrame, spec: CompareSpec, *,
@@ -73,8 +88,15 @@ def build_main_table(runs: Sequence[RunRecord], comparisons: pd.DataFrame, spec:
     rows = sorted({(paradigm_of[m], m) for m in paradigm_of}, key=lambda pm: (order.get(pm[0], 99), pm[1]))
     metrics = list(spec.metrics)
     cells: dict[tuple[str, str, str], Cell] = {}
+    samples = {}
     for (dataset, model), rs in groups.items():
+        evaluation = rs[0].metrics.get("evaluation", {})
+        n, total = evaluation.get("n_users", {}).get("test"), evaluation.get("all_users", {}).get("test")
+        if n is not None and total is not None and n < total:
+            samples[(model, dataset)] = (n, total)
         for metric in metrics:
+            if any(metric not in r.metrics["test"] for r in rs):
+                continue  # beyond this model's ranking depth
             values = np.array([r.metrics["test"][metric] for r in rs])
             cells[(model, dataset, metric)] = Cell(float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0, len(values))
     for dataset in datasets:
@@ -94,7 +116,8 @@ def build_main_table(runs: Sequence[RunRecord], comparisons: pd.DataFrame, spec:
             better, worse = (c.system, c.reference) if (c.diff > 0) != (c.metric in LOWER_IS_BETTER) else (c.reference, c.system)
             cell = cells[(better, c.dataset, c.metric)]
             cell.marks = "".join(sorted(set(cell.marks) | {letters[worse]}))
-    table = MainTable(datasets, metrics, rows, cells, letters=letters, label=label, show_std=show_std, decimals=decimals)
+    table = MainTable(datasets, metrics, rows, cells, letters=letters, label=label, show_std=show_std, decimals=decimals,
+                      samples=samples)
     if improvement and spec.mode == "best_baseline":
         primary = metrics[0]
         for dataset in datasets:
@@ -115,7 +138,8 @@ def caption(runs: Sequence[RunRecord], comparisons: pd.DataFrame, spec: CompareS
     parts = [
         f"Test results on {', '.join(table.datasets)}: {'; '.join(SPLIT_NAMES.get(s, s) for s in split_methods)}; "
         "every model ranks the full catalogue minus the user's history.",
-        f"Mean over {len(seeds)} seed{'s' if len(seeds) != 1 else ''}" + (" (± sample std)" if table.show_std else "") + ".",
+        f"Mean over {len(seeds)} seed{'s' if len(seeds) != 1 else ''}" + (" (± sample std)" if table.show_std else "")
+        + _fewer_seeds(runs, len(seeds)) + ".",
         "Best per column in bold, second underlined.",
     ]
     family = len(comparisons)
@@ -130,6 +154,18 @@ def caption(runs: Sequence[RunRecord], comparisons: pd.DataFrame, spec: CompareS
     else:
         parts.append(f"Superscript letters name the models a cell is significantly better than ({stats}).")
     return " ".join(parts)
+
+
+def _fewer_seeds(runs: Sequence[RunRecord], n_seeds: int) -> str:
+    """' (model: seed 0 only; ...)' for models run on fewer seeds than the table's."""
+    seeds: dict[str, set[int]] = {}
+    for r in runs:
+        seeds.setdefault(r.model, set()).add(r.seed)
+    fewer = {m: sorted(s) for m, s in sorted(seeds.items()) if len(s) < n_seeds}
+    if not fewer:
+        return ""
+    return " (" + "; ".join(f"{m}: seed{'s' if len(s) > 1 else ''} {', '.join(map(str, s))}" + (" only" if len(s) == 1 else "")
+                            for m, s in fewer.items()) + ")"
 
 
 def _fmt(value: float, decimals: int) -> str:
@@ -188,7 +224,8 @@ def render_latex(table: MainTable) -> str:
         if paradigm != current:
             lines += [r"\midrule", rf"\multicolumn{{{n_cols}}}{{l}}{{\textit{{{PARADIGM_TITLES.get(paradigm, latex_escape(paradigm))}}}}} \\"]
             current = paradigm
-        name = latex_escape(model) + (rf"$^{{\mathrm{{({table.letters[model]})}}}}$" if table.letters else "")
+        name = latex_escape(model) + ("$^{*}$" if any(m == model for m, _ in table.samples) else "") + (
+            rf"$^{{\mathrm{{({table.letters[model]})}}}}$" if table.letters else "")
         cells = []
         for dataset, metric in cols:
             if metric is None:
@@ -198,8 +235,8 @@ def render_latex(table: MainTable) -> str:
                 cells.append(_latex_cell(table.cells.get((model, dataset, metric)), table))
         lines.append(" & ".join([name] + cells) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
-    if table.has_missing:
-        lines.append(r"\par\smallskip{\footnotesize --: not run on this dataset.}")
+    for note in table.notes():
+        lines.append(rf"\par\smallskip{{\footnotesize {latex_escape(note).replace('–', '--').replace('*:', '$^{*}$:', 1)}}}")
     lines.append(r"\end{table}")
     return "\n".join(lines) + "\n"
 
@@ -223,9 +260,10 @@ def render_markdown(table: MainTable) -> str:
             text = f"**{text}**" if cell.bold else (f"<ins>{text}</ins>" if cell.underline else text)
             text += "†" if cell.marks == "dagger" else (f"<sup>{cell.marks}</sup>" if cell.marks else "")
             cells.append(text)
-        name = model + (f" ({table.letters[model]})" if table.letters else "")
+        name = model + ("\\*" if any(m == model for m, _ in table.samples) else "") + (
+            f" ({table.letters[model]})" if table.letters else "")
         lines.append("| " + " | ".join([PARADIGM_TITLES.get(paradigm, paradigm), name] + cells) + " |")
-    notes = [table.caption] + (["–: not run on this dataset."] if table.has_missing else [])
+    notes = [table.caption] + [note.replace("*:", "\\*:", 1) for note in table.notes()]
     return "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n"
 
 
@@ -246,19 +284,22 @@ def table_frame(table: MainTable) -> pd.DataFrame:
 
 COST_COLUMNS = [("parameters_total", "Params"), ("parameters_trainable", "Trainable"), ("train_time_s", "Train (s)"),
                 ("inference_ms_per_user", "Infer (ms/user)"), ("peak_memory_mb", "Peak mem (MiB)")]
-VALIDITY_COLUMNS = [("validity_in_catalogue", "Valid (%)"), ("validity_in_history", "In history (%)")]
+# LLM runs only: tokens through the model (training; inference per test user) and the share of
+# beam slots that history items would have taken had constrained decoding not scored them out
+TOKEN_COLUMNS = [("train_tokens", "Train tok."), ("inference_tokens_per_user", "Tok./user"),
+                 ("history_beam_share", "Hist. beams (%)")]
 
 
 def cost_frame(runs: Sequence[RunRecord]) -> pd.DataFrame:
-    """Mean cost per (dataset, paradigm, model) over seeds; validity columns where runs report them."""
+    """Mean cost per (dataset, paradigm, model) over seeds; token columns where runs report them."""
     rows = []
     for (dataset, model), rs in by_model(runs).items():
         row = {"dataset": dataset, "paradigm": rs[0].paradigm, "model": model}
         for key, _ in COST_COLUMNS:
             row[key] = float(np.mean([r.metrics["cost"][key] for r in rs]))
-        for key, _ in VALIDITY_COLUMNS:
-            values = [r.metrics["test"][key] for r in rs if key in r.metrics["test"]]
-            row[key] = float(np.mean(values)) * 100 if values else np.nan
+        for key, _ in TOKEN_COLUMNS:
+            values = [r.metrics["cost"][key] for r in rs if key in r.metrics["cost"]]
+            row[key] = float(np.mean(values)) * (100 if key == "history_beam_share" else 1) if values else np.nan
         rows.append(row)
     order = {p: i for i, p in enumerate(PARADIGMS)}
     frame = pd.DataFrame(rows)
@@ -268,24 +309,31 @@ def cost_frame(runs: Sequence[RunRecord]) -> pd.DataFrame:
 def _cost_text(key: str, value: float) -> str:
     if np.isnan(value):
         return "--"
-    if key.startswith("parameters"):
+    if key.startswith("parameters") or key == "train_tokens":
         return f"{value / 1e6:.2f}M" if value >= 1e5 else f"{value:,.0f}"
+    if key == "inference_tokens_per_user":
+        return f"{value:.0f}"
     if key == "inference_ms_per_user":
         return f"{value:.2f}"
     return f"{value:.1f}"
 
 
 def render_cost(frame: pd.DataFrame, fmt: str, label: str = "tab:cost") -> str:
-    columns = COST_COLUMNS + [c for c in VALIDITY_COLUMNS if frame[c[0]].notna().any()]
+    columns = COST_COLUMNS + [c for c in TOKEN_COLUMNS if frame[c[0]].notna().any()]
     if fmt == "markdown":
         lines = ["| Dataset | Paradigm | Model | " + " | ".join(t for _, t in columns) + " |", "|" + "---|" * (3 + len(columns))]
         for r in frame.itertuples():
             lines.append(f"| {r.dataset} | {PARADIGM_TITLES.get(r.paradigm, r.paradigm)} | {r.model} | "
                          + " | ".join(_cost_text(k, getattr(r, k)) for k, _ in columns) + " |")
         return "\n".join(lines) + "\n"
-    lines = [r"\begin{table}[t]", r"\centering", r"\small",
+    wide = len(columns) > len(COST_COLUMNS)
+    lines = [r"\begin{table}[t]", r"\centering", r"\footnotesize" if wide else r"\small"] + (
+        [r"\setlength{\tabcolsep}{3pt}"] if wide else []) + [
              r"\caption{Cost per model (mean over seeds): parameters (total, trainable), training wall time, "
-             r"inference time per test user, peak memory (resident, or GPU when on CUDA).}", rf"\label{{{label}}}",
+             r"inference time per test user, peak memory (resident, or GPU when on CUDA)"
+             + (r"; for LLM runs, tokens through the model in training and per test user at inference, and the "
+                r"share of beam slots the user's history items would have taken had decoding not scored them out"
+                if wide else "") + r".}", rf"\label{{{label}}}",
              r"\begin{tabular}{ll" + "r" * len(columns) + "}", r"\toprule",
              " & ".join(["Dataset", "Model"] + [latex_escape(t) for _, t in columns]) + r" \\", r"\midrule"]
     for r in frame.itertuples():
