@@ -5,6 +5,7 @@ import torch
 from llm4rec.llm.backbone import LoraSettings, add_lora, tiny_backbone
 from llm4rec.llm.training import (
     SFTConfig,
+    checkpoint_fingerprint,
     encode_example,
     load_checkpoint,
     sliding_window_examples,
@@ -79,7 +80,7 @@ def test_resume_from_checkpoint_equals_uninterrupted_run(tmp_path):
         if a.requires_grad:
             torch.testing.assert_close(a, c, rtol=0, atol=0, msg=name)
     optimizer = torch.optim.AdamW([p for p in model_c.parameters() if p.requires_grad])
-    assert load_checkpoint(tmp_path, model_c, optimizer) == 6
+    assert load_checkpoint(tmp_path, model_c, optimizer, checkpoint_fingerprint(cfg)) == 6
 
 
 def test_token_count_is_the_non_padding_tokens_of_the_examples_seen():
@@ -91,3 +92,23 @@ def test_token_count_is_the_non_padding_tokens_of_the_examples_seen():
                        tokenizer.pad_token_id, progress=False)
     assert len(result.losses) == len(encoded)
     assert result.tokens == 2 * sum(len(ids) for ids, _ in encoded)
+
+
+def test_checkpoint_of_another_configuration_is_not_resumed(tmp_path):
+    """A rerun with a changed learning rate, prompt or data (another fingerprint) restarts from
+    step 0 and equals a fresh run; it never continues the old run's weights."""
+    cfg = SFTConfig(steps=4, batch_size=2, learning_rate=3e-3, checkpoint_every=2)
+    model_a, tokenizer = lora_model(seed=2)
+    _, encoded = fixture(tokenizer)
+    train_sft(model_a, encoded, cfg, tokenizer.pad_token_id, checkpoint_dir=tmp_path, progress=False, fingerprint="data-a")
+    changed = SFTConfig(**{**cfg.__dict__, "learning_rate": 1e-3})
+    model_b, _ = lora_model(seed=2)
+    resumed = train_sft(model_b, encoded, changed, tokenizer.pad_token_id, checkpoint_dir=tmp_path, progress=False,
+                        fingerprint="data-a")
+    model_c, _ = lora_model(seed=2)
+    fresh = train_sft(model_c, encoded, changed, tokenizer.pad_token_id, progress=False, fingerprint="data-a")
+    assert len(resumed.losses) == 4 and resumed.losses == fresh.losses
+    model_d, _ = lora_model(seed=2)
+    other_data = train_sft(model_d, encoded, changed, tokenizer.pad_token_id, checkpoint_dir=tmp_path, progress=False,
+                           fingerprint="data-b")
+    assert len(other_data.losses) == 4

@@ -67,6 +67,23 @@ def test_fine_tuned_model_ranks_valid_unseen_items_and_is_evaluated(tiny, tmp_pa
     assert info["train_tokens_processed"] > 0 and rec.inference_cost()["users"] == 8
 
 
+def test_rerun_resumes_its_own_checkpoint_and_keeps_the_selected_one(tiny, tmp_path):
+    """A longer rerun in the same work folder continues from the last checkpoint (only the new
+    steps run) and still knows the best checkpoint of the first part; a changed configuration
+    restarts from step 0."""
+    split, folder = tiny
+    first = build_model("text_prompted", params(folder), seed=0, device="cpu").fit(split, tmp_path)
+    assert first["sft_steps_run"] == 30
+    longer = params(folder, sft={**params(folder)["sft"], "steps": 40})
+    second = build_model("text_prompted", longer, seed=0, device="cpu").fit(split, tmp_path)
+    assert second["sft_steps_run"] == 10
+    assert second["best_valid_ndcg_at_10_sample"] >= first["best_valid_ndcg_at_10_sample"]
+    if second["best_step"] != 40:  # the step-40 checkpoint did not win: the earlier best is kept
+        assert (second["best_step"], second["best_valid_ndcg_at_10_sample"]) == (first["best_step"], first["best_valid_ndcg_at_10_sample"])
+    changed = params(folder, lora={"rank": 2, "alpha": 4, "dropout": 0.0})
+    assert build_model("text_prompted", changed, seed=0, device="cpu").fit(split, tmp_path)["sft_steps_run"] == 30
+
+
 def test_zero_shot_trains_nothing(tiny, tmp_path):
     split, folder = tiny
     rec = build_model("text_prompted_zeroshot", params(folder), seed=0, device="cpu")

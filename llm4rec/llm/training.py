@@ -9,6 +9,7 @@ progress bar, and atomic checkpoints (trainable weights + optimizer + step) it r
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import tempfile
@@ -64,12 +65,13 @@ def trainable_state(model) -> dict[str, torch.Tensor]:
     return {name: p.detach().cpu().clone() for name, p in model.named_parameters() if p.requires_grad}
 
 
-def save_checkpoint(directory: Path, model, optimizer, step: int) -> None:
+def save_checkpoint(directory: Path, model, optimizer, step: int, fingerprint: str = "") -> None:
     """Write <directory>/last atomically: a killed run leaves the previous checkpoint intact."""
     directory.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=directory, prefix=".last."))
     try:
-        torch.save({"trainable": trainable_state(model), "optimizer": optimizer.state_dict(), "step": step}, tmp / "state.pt")
+        torch.save({"trainable": trainable_state(model), "optimizer": optimizer.state_dict(), "step": step,
+                    "fingerprint": fingerprint}, tmp / "state.pt")
         old = directory / ".last.old"
         if (directory / "last").exists():
             os.replace(directory / "last", old)
@@ -79,12 +81,17 @@ def save_checkpoint(directory: Path, model, optimizer, step: int) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def load_checkpoint(directory: Path, model, optimizer) -> int:
-    """Restore the last complete checkpoint; return its step (0 when there is none)."""
+def load_checkpoint(directory: Path, model, optimizer, fingerprint: str = "") -> int:
+    """Restore the last complete checkpoint; return its step (0 when there is none, or when it
+    was written under another configuration: then it is removed and training restarts)."""
     path = directory / "last" / "state.pt"
     if not path.is_file():
         return 0
     state = torch.load(path, map_location="cpu", weights_only=True)
+    if state.get("fingerprint", "") != fingerprint:
+        print(f"[llm4rec] {path}: written under another configuration; restarting training from step 0", flush=True)
+        shutil.rmtree(directory / "last")
+        return 0
     expected = {name for name, p in model.named_parameters() if p.requires_grad}
     if set(state["trainable"]) != expected:
         raise ValueError(f"{path}: checkpoint does not match the model's trainable parameters; delete it to restart")
@@ -102,13 +109,23 @@ class SFTResult:
     tokens: int  # non-padding tokens through the model in those steps
 
 
+def checkpoint_fingerprint(cfg: SFTConfig, fingerprint: str = "") -> str:
+    """What a checkpoint must have been trained under to be resumed: the caller's fingerprint and
+    the SFT config except its step budget (a longer run continues a shorter one)."""
+    return f"{fingerprint}|{dataclasses.replace(cfg, steps=0, checkpoint_every=0)}"
+
+
 def train_sft(model, examples: Sequence[tuple[list[int], list[int]]], cfg: SFTConfig, pad_id: int,
               checkpoint_dir: Path | None = None, device: str = "cpu",
-              on_step: Callable[[int, float], None] | None = None, progress: bool = True) -> SFTResult:
-    """Train the model's trainable parameters for cfg.steps optimizer steps."""
+              on_step: Callable[[int, float], None] | None = None, progress: bool = True,
+              fingerprint: str = "") -> SFTResult:
+    """Train the model's trainable parameters for cfg.steps optimizer steps. `fingerprint`
+    identifies everything else that shapes training (model, data, prompt): a checkpoint is only
+    resumed under the same fingerprint and SFT config."""
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    start = load_checkpoint(checkpoint_dir, model, optimizer) if checkpoint_dir else 0
+    fingerprint = checkpoint_fingerprint(cfg, fingerprint)
+    start = load_checkpoint(checkpoint_dir, model, optimizer, fingerprint) if checkpoint_dir else 0
     per_step = cfg.batch_size * cfg.grad_accum
     rng = np.random.default_rng(cfg.seed)
     order = np.concatenate([rng.permutation(len(examples)) for _ in range(cfg.steps * per_step // len(examples) + 1)])
@@ -131,6 +148,6 @@ def train_sft(model, examples: Sequence[tuple[list[int], list[int]]], cfg: SFTCo
         if on_step:
             on_step(step + 1, total)
         if checkpoint_dir and ((step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps):
-            save_checkpoint(checkpoint_dir, model, optimizer, step + 1)
+            save_checkpoint(checkpoint_dir, model, optimizer, step + 1, fingerprint)
     model.eval()
     return SFTResult(losses, tokens)

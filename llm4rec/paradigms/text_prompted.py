@@ -23,6 +23,7 @@ from tqdm import tqdm
 from llm4rec.data.split import Split
 from llm4rec.evaluation.evaluate import rankings_to_lists, sample_users
 from llm4rec.evaluation.metrics import hit_matrix, per_user_metrics
+from llm4rec.io import stable_hash, write_with
 from llm4rec.llm.backbone import BackboneConfig, LoraSettings, add_lora, load_backbone
 from llm4rec.llm.decoding import (
     DecodeStats,
@@ -122,7 +123,11 @@ class TextPromptedRecommender:
         encoded = [encode_example(self._prompt_ids(history), self.sequences[target]) for _, history, target in windows]
         valid_targets, valid_history = split.targets("valid"), split.history("valid")
         sample = sample_users(list(valid_targets), cfg.valid_users, seed=0)
-        best = {"ndcg": -1.0, "step": 0, "state": None}
+        # everything but the step budget that shapes training: a checkpoint is resumed only under it
+        fingerprint = stable_hash({"params": {k: v for k, v in dataclasses.asdict(cfg).items() if k != "sft"},
+                                   "seed": self.seed, "examples": stable_hash(encoded), "valid_sample": sample})
+        best_path = workdir / "sft" / "best.pt"  # the selected checkpoint so far, so a resumed run keeps it
+        best = _load_best(best_path, fingerprint)
 
         def select(step: int, _loss: float) -> None:
             if step % cfg.eval_every and step != cfg.sft.steps:
@@ -134,13 +139,15 @@ class TextPromptedRecommender:
                                           np.array([len(valid_targets[u]) for u in sample]), [10])["ndcg_at_10"].mean())
             if ndcg > best["ndcg"]:
                 best.update(ndcg=ndcg, step=step, state=trainable_state(self.model), rankings=rankings)
+                _save_best(best_path, best, fingerprint)
             self.model.train()
 
         selection_histories = {u: list(valid_history.get(u, [])) for u in sample}
 
         start = time.perf_counter()
         sft = dataclasses.replace(cfg.sft, seed=self.seed)  # batch order follows the run's seed
-        result = train_sft(self.model, encoded, sft, self.tokenizer.pad_token_id, workdir / "sft", self.device, on_step=select)
+        result = train_sft(self.model, encoded, sft, self.tokenizer.pad_token_id, workdir / "sft", self.device,
+                           on_step=select, fingerprint=fingerprint)
         if best["state"] is not None:
             with torch.no_grad():
                 params = dict(self.model.named_parameters())
@@ -148,7 +155,7 @@ class TextPromptedRecommender:
                     params[name].copy_(value)
             self._selection = (selection_histories, best["rankings"])
         return {"train_examples": len(encoded), "train_tokens": int(sum(len(ids) for ids, _ in encoded)),
-                "train_tokens_processed": result.tokens, "first_loss": result.losses[0] if result.losses else None,
+                "train_tokens_processed": result.tokens, "sft_steps_run": len(result.losses), "first_loss": result.losses[0] if result.losses else None,
                 "final_loss": result.losses[-1] if result.losses else None, "valid_sample_users": len(sample),
                 "best_valid_ndcg_at_10_sample": best["ndcg"], "best_step": best["step"],
                 "sft_seconds": time.perf_counter() - start}
@@ -179,6 +186,22 @@ class TextPromptedRecommender:
             for user, ranked in zip(batch, results, strict=True):
                 rows += [(user, r + 1, item, score) for r, (item, score) in enumerate(ranked)]
         return pd.DataFrame(rows, columns=RANKING_COLUMNS)
+
+
+def _save_best(path: Path, best: dict, fingerprint: str) -> None:
+    rows = list(best["rankings"].itertuples(index=False, name=None))
+    state = {"fingerprint": fingerprint, "ndcg": best["ndcg"], "step": best["step"], "state": best["state"], "rankings": rows}
+    write_with(path, lambda tmp: torch.save(state, tmp))
+
+
+def _load_best(path: Path, fingerprint: str) -> dict:
+    """The best checkpoint of an earlier, interrupted run under the same fingerprint (else none)."""
+    if path.is_file():
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        if saved["fingerprint"] == fingerprint:
+            return {"ndcg": saved["ndcg"], "step": saved["step"], "state": saved["state"],
+                    "rankings": pd.DataFrame(saved["rankings"], columns=RANKING_COLUMNS)}
+    return {"ndcg": -1.0, "step": 0, "state": None, "rankings": None}
 
 
 def build(name: str, params: dict[str, Any], seed: int, device: str) -> TextPromptedRecommender:
