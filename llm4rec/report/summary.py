@@ -17,7 +17,8 @@ from llm4rec.report.runs import runs_from_folders
 
 HEADLINE = ("n_users", "hr_at_10", "ndcg_at_10", "recall_at_20", "ndcg_at_20", "mrr_at_10", "coverage_at_10",
             "avg_popularity_at_10")
-COSTS = ("train_time_s", "inference_ms_per_user", "peak_memory_mb", "parameters_total", "inference_tokens_per_user")
+COSTS = ("train_time_s", "inference_ms_per_user", "peak_memory_mb", "parameters_total", "parameters_trainable",
+         "train_tokens", "inference_tokens_per_user")
 
 
 def collect(metric_files: Iterable[str | Path]) -> pd.DataFrame:
@@ -46,7 +47,7 @@ def _fmt(mean: float, std: float, metric: str) -> str:
         return f"{mean:.1f} ± {std:.1f}"
     if metric == "inference_ms_per_user":
         return f"{mean:.2f} ± {std:.2f}"
-    if metric in ("parameters_total", "n_users", "inference_tokens_per_user"):
+    if metric in ("parameters_total", "parameters_trainable", "n_users", "train_tokens", "inference_tokens_per_user"):
         return f"{mean:,.0f}"
     return f"{mean:.4f} ± {std:.4f}"
 
@@ -55,7 +56,8 @@ def markdown(agg: pd.DataFrame, columns: Iterable[str] = HEADLINE + COSTS) -> st
     lines = ["# Summary", "", "Test-split metrics, mean ± sample std over seeds (full-catalogue ranking, "
              "history items excluded); n_users: test users scored (fewer than all for a model with a declared "
              "user sample). Cost columns: train time (s), inference time per test user (ms), peak memory (MiB), "
-             "parameters, and for LLM runs tokens through the model per test user. –: not computed.", ""]
+             "parameters (total, trainable), and for LLM runs tokens through the model in training and per test "
+             "user. –: not computed.", ""]
     for dataset, block in agg.groupby("dataset", sort=False):
         table = block[block["phase"].isin(["test", "cost"])]
         cols = [c for c in columns if c in set(table["metric"])]
