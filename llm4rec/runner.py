@@ -119,7 +119,7 @@ def _token_costs(fit_info: dict, test_cost: dict | None, n_test: int) -> dict:
     """Tokens processed (LLM runs): in training, and per test user at inference."""
     if test_cost is None:
         return {}
-    return {"train_tokens": int(fit_info.get("train_tokens_processed", 0)),
+    return {"train_tokens": int(fit_info.get("train_tokens", 0)),
             "inference_tokens_per_user": test_cost["tokens"] / max(n_test, 1),
             "history_beam_share": test_cost["history_beam_share"]}
 

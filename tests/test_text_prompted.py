@@ -64,7 +64,7 @@ def test_fine_tuned_model_ranks_valid_unseen_items_and_is_evaluated(tiny, tmp_pa
     rec.inference_cost()  # reset the decoding counts
     fresh = rec.rank({u: history[u] for u in split.targets("valid")}, 3)
     pd.testing.assert_frame_equal(reused[["user_id", "rank", "item_id"]], fresh[["user_id", "rank", "item_id"]])
-    assert info["train_tokens_processed"] > 0 and rec.inference_cost()["users"] == 8
+    assert info["train_tokens"] > 0 and rec.inference_cost()["users"] == 8
 
 
 def test_rerun_resumes_its_own_checkpoint_and_keeps_the_selected_one(tiny, tmp_path):

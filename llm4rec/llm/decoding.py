@@ -117,6 +117,11 @@ class SharedPrefixStepper:
     """
 
     def __init__(self, model, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+        from transformers.models.llama.modeling_llama import (
+            apply_rotary_pos_emb,  # same in Mistral and Qwen2
+        )
+
+        self.rotate = apply_rotary_pos_emb
         base = _decoder_stack(model)
         self.lm, self.head = base.model, base.lm_head
         config = base.config
@@ -160,8 +165,6 @@ class SharedPrefixStepper:
         return out_p + probs_s @ sv  # [R, Hkv, g, d]
 
     def step(self, sources: torch.Tensor, users: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
-
         rows = len(tokens)
         first = torch.searchsorted(users, users, side="left")  # rows are grouped by user
         slots = torch.arange(rows, device=users.device) - first
@@ -176,7 +179,7 @@ class SharedPrefixStepper:
             q = attn.q_proj(x).view(rows, 1, self.heads, dim).transpose(1, 2)
             k = attn.k_proj(x).view(rows, 1, self.kv_heads, dim).transpose(1, 2)
             v = attn.v_proj(x).view(rows, 1, self.kv_heads, dim).transpose(1, 2)
-            q, k = apply_rotary_pos_emb(q, k, cos, sin)
+            q, k = self.rotate(q, k, cos, sin)
             q = q.reshape(rows, self.kv_heads, group, dim) * attn.scaling  # head h reads kv head h // g
             out = self._attend(q, k, v, index, sources, users, slots, width)
             hidden = hidden + attn.o_proj(out.reshape(rows, 1, self.heads * dim))
@@ -186,16 +189,19 @@ class SharedPrefixStepper:
         return _log_probs(logits)
 
 
-def make_stepper(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, decoder: str = "auto"):
-    """`decoder`: auto (shared-prefix where the architecture allows it) | shared_prefix | cache."""
+def resolve_decoder(model, decoder: str = "auto") -> str:
+    """`decoder`: auto (shared_prefix where the architecture allows it, else cache) | shared_prefix | cache."""
     if decoder not in ("auto", "shared_prefix", "cache"):
         raise ValueError(f"decoder '{decoder}' is not one of auto, shared_prefix, cache")
     if decoder == "shared_prefix" and not supports_shared_prefix(model):
         raise ValueError(f"decoder 'shared_prefix' supports model types {SHARED_PREFIX_TYPES} without sliding "
                          f"windows, not '{_decoder_stack(model).config.model_type}'")
-    if decoder == "cache" or not supports_shared_prefix(model):
-        return CacheStepper(model, input_ids, attention_mask)
-    return SharedPrefixStepper(model, input_ids, attention_mask)
+    return "shared_prefix" if decoder != "cache" and supports_shared_prefix(model) else "cache"
+
+
+def make_stepper(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, decoder: str = "auto"):
+    stepper = SharedPrefixStepper if resolve_decoder(model, decoder) == "shared_prefix" else CacheStepper
+    return stepper(model, input_ids, attention_mask)
 
 
 @torch.no_grad()

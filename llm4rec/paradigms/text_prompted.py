@@ -29,7 +29,7 @@ from llm4rec.llm.decoding import (
     DecodeStats,
     constrained_beam_search,
     item_token_sequences,
-    supports_shared_prefix,
+    resolve_decoder,
 )
 from llm4rec.llm.identifiers import item_identifiers
 from llm4rec.llm.prompts import PromptTemplate, render_prompt
@@ -103,7 +103,7 @@ class TextPromptedRecommender:
         self.trie = ItemTrie.build(self.sequences)
         info: dict[str, Any] = {"identifier_collisions": collisions, "prompt_template": cfg.prompt.as_dict(),
                                 "zero_shot": cfg.zero_shot,
-                                "decoder": "shared_prefix" if cfg.decoder != "cache" and supports_shared_prefix(self.model) else "cache"}
+                                "decoder": resolve_decoder(self.model, cfg.decoder)}
         if not cfg.zero_shot:
             info |= self._fine_tune(split, Path(workdir))
         info["decoding_during_fit"] = self.inference_cost()  # checkpoint selection's validation ranking
@@ -154,8 +154,8 @@ class TextPromptedRecommender:
                 for name, value in best["state"].items():
                     params[name].copy_(value)
             self._selection = (selection_histories, best["rankings"])
-        return {"train_examples": len(encoded), "train_tokens": int(sum(len(ids) for ids, _ in encoded)),
-                "train_tokens_processed": result.tokens, "sft_steps_run": len(result.losses), "first_loss": result.losses[0] if result.losses else None,
+        return {"train_examples": len(encoded), "train_set_tokens": int(sum(len(ids) for ids, _ in encoded)),
+                "train_tokens": result.tokens, "sft_steps_run": len(result.losses), "first_loss": result.losses[0] if result.losses else None,
                 "final_loss": result.losses[-1] if result.losses else None, "valid_sample_users": len(sample),
                 "best_valid_ndcg_at_10_sample": best["ndcg"], "best_step": best["step"],
                 "sft_seconds": time.perf_counter() - start}

@@ -65,17 +65,21 @@ class MainTable:
     def has_missing(self) -> bool:
         return any((m, d, metric) not in self.cells for _, m in self.rows for d in self.datasets for metric in self.metrics)
 
-    def notes(self) -> list[str]:
-        """Footnotes under the table (plain text; LaTeX escapes them)."""
-        notes = ["–: not run on this dataset, or the cutoff is beyond the model's ranking depth."] if self.has_missing else []
+    def notes(self) -> list[tuple[str, str]]:
+        """Footnotes under the table as (mark, plain text); each renderer draws the mark its way
+        ("dash": – / --, "star": * / $^{*}$)."""
+        notes = [("dash", "not run on this dataset, or the cutoff is beyond the model's ranking depth.")] if self.has_missing else []
         by_model: dict[str, list[str]] = {}
         for (model, dataset), (n, total) in sorted(self.samples.items()):
             by_model.setdefault(model, []).append(f"{n} of {total} on {dataset}")
         if by_model:
-            notes.append("*: scored on a seeded uniform sample of the test users (" + "; ".join(
+            notes.append(("star", "scored on a seeded uniform sample of the test users (" + "; ".join(
                 f"{model}: {', '.join(parts)}" for model, parts in by_model.items())
-                + "), the same users for every sampled model; its significance tests use those users.")
+                + "), the same users for every sampled model; its significance tests use those users."))
         return notes
+
+    def is_sampled(self, model: str) -> bool:
+        return any(m == model for m, _ in self.samples)
 
 
 def build_main_table(runs: Sequence[RunRecord], comparisons: pd.DataFrame, spec: CompareSpec, *,
@@ -179,6 +183,10 @@ def latex_escape(text: str) -> str:
     return text.replace("±", r"$\pm$").replace("†", r"$^{\dagger}$").replace("α", r"$\alpha$")
 
 
+LATEX_MARKS = {"dash": "--", "star": "$^{*}$"}
+MARKDOWN_MARKS = {"dash": "–", "star": "\\*"}
+
+
 def _latex_cell(cell: Cell | None, table: MainTable) -> str:
     if cell is None:
         return "--"
@@ -224,7 +232,7 @@ def render_latex(table: MainTable) -> str:
         if paradigm != current:
             lines += [r"\midrule", rf"\multicolumn{{{n_cols}}}{{l}}{{\textit{{{PARADIGM_TITLES.get(paradigm, latex_escape(paradigm))}}}}} \\"]
             current = paradigm
-        name = latex_escape(model) + ("$^{*}$" if any(m == model for m, _ in table.samples) else "") + (
+        name = latex_escape(model) + (LATEX_MARKS["star"] if table.is_sampled(model) else "") + (
             rf"$^{{\mathrm{{({table.letters[model]})}}}}$" if table.letters else "")
         cells = []
         for dataset, metric in cols:
@@ -235,8 +243,8 @@ def render_latex(table: MainTable) -> str:
                 cells.append(_latex_cell(table.cells.get((model, dataset, metric)), table))
         lines.append(" & ".join([name] + cells) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
-    for note in table.notes():
-        lines.append(rf"\par\smallskip{{\footnotesize {latex_escape(note).replace('–', '--').replace('*:', '$^{*}$:', 1)}}}")
+    for mark, note in table.notes():
+        lines.append(rf"\par\smallskip{{\footnotesize {LATEX_MARKS[mark]}: {latex_escape(note)}}}")
     lines.append(r"\end{table}")
     return "\n".join(lines) + "\n"
 
@@ -260,10 +268,10 @@ def render_markdown(table: MainTable) -> str:
             text = f"**{text}**" if cell.bold else (f"<ins>{text}</ins>" if cell.underline else text)
             text += "†" if cell.marks == "dagger" else (f"<sup>{cell.marks}</sup>" if cell.marks else "")
             cells.append(text)
-        name = model + ("\\*" if any(m == model for m, _ in table.samples) else "") + (
+        name = model + (MARKDOWN_MARKS["star"] if table.is_sampled(model) else "") + (
             f" ({table.letters[model]})" if table.letters else "")
         lines.append("| " + " | ".join([PARADIGM_TITLES.get(paradigm, paradigm), name] + cells) + " |")
-    notes = [table.caption] + [note.replace("*:", "\\*:", 1) for note in table.notes()]
+    notes = [table.caption] + [f"{MARKDOWN_MARKS[mark]}: {note}" for mark, note in table.notes()]
     return "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n"
 
 
