@@ -1,6 +1,7 @@
 """llm4rec-bench: the grid (datasets x models x seeds) and its stages.
 
-    prepare (per dataset) -> train + rank -> evaluate -> track (MLflow) -> summary
+    prepare (per dataset) -> [artifact] -> train + rank -> evaluate -> track (MLflow) -> summary
+                                             compare -> report
 
     snakemake --cores 2 --resources mlflow=1                          # benchmarks/default.yaml
     snakemake --cores 2 --resources mlflow=1 --configfile benchmarks/paper.yaml
@@ -16,6 +17,7 @@ from llm4rec.config import ConfigError, load_grid
 from llm4rec.data.sources import AMAZON_2018_CATEGORIES, amazon2018_files
 from llm4rec.io import stable_hash
 from llm4rec.models import MODELS
+from llm4rec.report.build import report_files
 
 _cli_configs = list(workflow.overwrite_configfiles or [])
 CONFIG_FILE = str(_cli_configs[-1]) if _cli_configs else "benchmarks/default.yaml"
@@ -35,6 +37,8 @@ wildcard_constraints:
     dataset=r"[A-Za-z0-9_.-]+",
     model=r"[A-Za-z0-9_.-]+",
     seed=r"\d+",
+    artifact=r"[A-Za-z0-9_]+",
+    key=r"[0-9a-f]+",
 
 
 def cell_runs():
@@ -58,12 +62,16 @@ def raw_inputs(wildcards):
     return []
 
 
+def train_inputs(wildcards):
+    """The split, plus what the model consumes (ModelSpec.inputs): another run's exports folder
+    or an artifact's artifact.json. These edges show in `snakemake -n`; a changed upstream reruns
+    the consumer (its config hash is part of the consumer's run hash)."""
+    sources = GRID.input_sources(wildcards.dataset, wildcards.model, int(wildcards.seed))
+    return [f"{GRID.grid_dir}/data/{wildcards.dataset}/split.json"] + [str(s.marker) for s in sources.values()]
+
+
 REPORTS = GRID.reports_dir
-FIGURE_METRIC = GRID.report_options()["slice_metric"]
-REPORT_FILES = [f"{REPORTS}/{stem}.{ext}" for stem in ("results_table", "cost_table") for ext in ("tex", "md", "csv")] + [
-    f"{REPORTS}/slices.md", f"{REPORTS}/slices.csv", f"{REPORTS}/tables.tex"] + [
-    f"{REPORTS}/figures/{stem}.{ext}" for ext in ("pdf", "png")
-    for stem in (f"{FIGURE_METRIC}_ci", f"{FIGURE_METRIC}_vs_cost", "slices_history_length", "slices_target_popularity")]
+REPORT_FILES = [str(path) for path in report_files(REPORTS, GRID.report_options())]
 
 
 def run_folders():
@@ -104,12 +112,26 @@ rule prepare:
         "{LLM4REC} prepare --config {CONFIG_FILE} --dataset {wildcards.dataset} 2>&1 | tee {log}"
 
 
-rule train:
-    """Fit one model on the split; rank top-K for validation and test users; export."""
+rule artifact:
+    """An auxiliary input some models consume (llm4rec.models.ARTIFACTS), built once per dataset and configuration."""
     input:
         rules.prepare.output.split,
     output:
+        f"{GRID.grid_dir}/artifacts/{{dataset}}/{{artifact}}/{{key}}/artifact.json",
+    log:
+        f"{LOGS}/artifact/{{dataset}}/{{artifact}}/{{key}}.log",
+    shell:
+        "{LLM4REC} artifact --config {CONFIG_FILE} --dataset {wildcards.dataset} --artifact {wildcards.artifact} "
+        "--key {wildcards.key} 2>&1 | tee {log}"
+
+
+rule train:
+    """Fit one model on the split (and what it consumes); rank top-K for validation and test users; export."""
+    input:
+        train_inputs,
+    output:
         [f"{RUN}/{name}" for name in RUN_FILES],
+        directory(f"{RUN}/exports"),
     params:
         run_hash=lambda w: GRID.run_hash(w.dataset, w.model, int(w.seed)),
     threads: lambda w: GRID.model_threads(w.model)
@@ -127,7 +149,7 @@ rule train:
 rule evaluate:
     """Score the rankings with the one evaluator: per-user metrics and run means."""
     input:
-        rules.train.output,
+        [f"{RUN}/{name}" for name in RUN_FILES],
     output:
         metrics=f"{RUN}/metrics.json",
         per_user=[f"{RUN}/per_user_valid.parquet", f"{RUN}/per_user_test.parquet"],

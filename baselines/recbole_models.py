@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -29,12 +30,16 @@ import pandas as pd
 import torch
 
 from llm4rec.data.atomic import write_atomic
+from llm4rec.data.sources import package_dir
 from llm4rec.data.split import Split
-from llm4rec.evaluation.evaluate import evaluate_rankings
+from llm4rec.evaluation.evaluate import selection_score
 from llm4rec.io import write_npy, write_text
 from llm4rec.models import RANKING_COLUMNS
+from llm4rec.params import ParamsError
 
 RECBOLE_MODEL = {"mostpop": "Pop", "bpr": "BPR", "lightgcn": "LightGCN", "sasrec": "SASRec"}
+RECBOLE_SOURCE = {"mostpop": "general_recommender/pop.py", "bpr": "general_recommender/bpr.py",
+                  "lightgcn": "general_recommender/lightgcn.py", "sasrec": "sequential_recommender/sasrec.py"}
 SEQUENTIAL = {"sasrec"}
 DATASET_NAME = "split"  # the folder/file stem RecBole reads; unknown to RecBole's download list
 
@@ -55,6 +60,33 @@ COMMON = {
     "log_wandb": False,
     "reproducibility": True,
 }
+
+
+def recbole_keys(name: str) -> set[str]:
+    """Every config key RecBole 1.2.1 knows for this model: its shipped YAML defaults (overall,
+    dataset, sequential quick-start, the model's own) and the keys its model, base class and
+    trainer read (`config["..."]`). Read from the package's files, without importing RecBole."""
+    root = package_dir("recbole")
+    yamls = [root / "properties" / "overall.yaml", root / "properties" / "dataset" / "sample.yaml",
+             root / "properties" / "quick_start_config" / "sequential.yaml",
+             root / "properties" / "model" / f"{RECBOLE_MODEL[name]}.yaml"]
+    keys = {line.split(":", 1)[0] for path in yamls for line in path.read_text().splitlines()
+            if re.match(r"^[A-Za-z_][A-Za-z0-9_]*:", line)}
+    sources = [root / "model" / RECBOLE_SOURCE[name], root / "model" / "abstract_recommender.py", root / "trainer" / "trainer.py"]
+    for path in sources:
+        keys |= set(re.findall(r"config\[[\"']([A-Za-z_][A-Za-z0-9_]*)[\"']\]", path.read_text()))
+    return keys | set(COMMON)
+
+
+def recbole_params(name: str, params: dict[str, Any]) -> dict[str, Any]:
+    """Check a baseline's params against the keys RecBole knows for it; name an unknown one."""
+    known = recbole_keys(name)
+    for key in params:
+        if key not in known:
+            close = sorted(k for k in known if k.lower()[:4] == key.lower()[:4])[:8]
+            raise ParamsError(f"{name}: unknown parameter '{key}' (not a RecBole 1.2.1 config key for "
+                              f"{RECBOLE_MODEL[name]}{'; similar: ' + ', '.join(close) if close else ''})")
+    return dict(params)
 
 
 @contextmanager
@@ -102,8 +134,8 @@ def write_benchmark_files(split: Split, data_dir: Path, sequential: bool, max_le
 class RecBoleRecommender:
     """One RecBole model behind the harness's Recommender protocol."""
 
-    def __init__(self, name: str, params: dict[str, Any], seed: int, device: str):
-        self.name, self.params, self.seed, self.device = name, params, seed, device
+    def __init__(self, name: str, params: dict[str, Any], seed: int, device: str, selection: str = "ndcg_at_10"):
+        self.name, self.params, self.seed, self.device, self.selection = name, params, seed, device, selection
         self.sequential = name in SEQUENTIAL
         self.max_len = int(params.get("MAX_ITEM_LIST_LENGTH", 50))
 
@@ -156,7 +188,9 @@ class RecBoleRecommender:
         model.eval()
         epochs = len(trainer.train_loss_dict)
         return {
-            "best_valid_ndcg_at_10": float(best_score),
+            f"best_valid_{self.selection}": float(best_score),
+            "selection_metric": self.selection,
+            "valid_curve": self.curve,  # one point per validation (every eval_step epochs)
             "epochs_trained": epochs,
             # RecBole keeps no best epoch; it counts evaluations since the best one (cur_step)
             "best_epoch": epochs - 1 - int(getattr(trainer, "cur_step", 0)) * int(config["eval_step"] or 1),
@@ -180,20 +214,26 @@ class RecBoleRecommender:
             model.item_cnt[rows, 0] = torch.as_tensor(counts.to_numpy(), dtype=model.item_cnt.dtype, device=model.item_cnt.device)
             model.max_cnt = torch.max(model.item_cnt, dim=0)[0]
 
+    def inference_cost(self) -> dict[str, float]:
+        return {}  # nothing beyond time and memory, which the runner measures
+
     def _protocol_validation(self, split: Split):
-        """Replace RecBole's validation with ours: the protocol's NDCG@10 on the valid split.
+        """Replace RecBole's validation with ours: the protocol's selection metric (default
+        NDCG@10) on the valid split.
 
         RecBole's sequential full-sort evaluation keeps history items as candidates, so early
         stopping on its number would select on a different metric than the one reported.
         """
         history = split.history("valid")
         users = sorted(split.targets("valid"))
+        depth = int(self.selection.rsplit("_", 1)[1])
+        self.curve: list[dict] = []
 
         def validate(valid_data, show_progress=False):
             self.model.eval()
-            rankings = self.rank({u: history.get(u, []) for u in users}, 10)
-            _, summary = evaluate_rankings(rankings, split, "valid", [10])
-            return summary["ndcg_at_10"], {"ndcg@10": summary["ndcg_at_10"], "hit@10": summary["hr_at_10"]}
+            score = selection_score(self.rank({u: history.get(u, []) for u in users}, depth), split, self.selection)
+            self.curve.append({"evaluation": len(self.curve) + 1, self.selection: score})
+            return score, {self.selection: score}
 
         return validate
 
@@ -271,7 +311,8 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-def build(name: str, params: dict[str, Any], seed: int, device: str) -> RecBoleRecommender:
+def build(name: str, params: dict[str, Any], seed: int, device: str, selection: str = "ndcg_at_10",
+          inputs: dict | None = None) -> RecBoleRecommender:
     if name not in RECBOLE_MODEL:
         raise KeyError(f"'{name}' is not a RecBole baseline (known: {', '.join(RECBOLE_MODEL)})")
-    return RecBoleRecommender(name, params, seed, device)
+    return RecBoleRecommender(name, recbole_params(name, params), seed, device, selection)

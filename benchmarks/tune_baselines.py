@@ -45,7 +45,7 @@ def main() -> None:
         point = dict(zip(space, values, strict=True))
         params = grid.model_params(args.model, args.dataset) | point | {"show_progress": False}
         seed_everything(args.seed)
-        model = build_model(args.model, params, args.seed, grid.device)
+        model = build_model(args.model, params, args.seed, grid.device, selection=grid.selection_metric(args.model))
         start = time.perf_counter()
         fit = model.fit(split, Path(grid.grid_dir) / "tuning" / args.dataset / args.model / "work")
         elapsed = time.perf_counter() - start

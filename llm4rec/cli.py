@@ -2,6 +2,7 @@
 
     llm4rec validate --config benchmarks/default.yaml
     llm4rec prepare  --config C --dataset D
+    llm4rec artifact --config C --dataset D --artifact A --key K
     llm4rec train    --config C --dataset D --model M --seed S
     llm4rec evaluate --config C --dataset D --model M --seed S
     llm4rec track    --config C --dataset D --model M --seed S
@@ -42,6 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("validate", help="validate a grid config and print its runs")
     p.add_argument("--config", default=str(DEFAULT_CONFIG))
     _grid_cell(sub.add_parser("prepare", help="load, preprocess and split one dataset"), with_run=False)
+    p = sub.add_parser("artifact", help="build one artifact the grid's runs consume (the artifact rule)")
+    _grid_cell(p, with_run=False)
+    p.add_argument("--artifact", required=True)
+    p.add_argument("--key", required=True, help="the artifact's config key (its folder name)")
     for name, text in (("train", "train one model and rank top-K"), ("evaluate", "score a run's rankings"),
                        ("track", "log a finished run to MLflow")):
         _grid_cell(sub.add_parser(name, help=text))
@@ -71,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
             from llm4rec.models import MODELS
 
             for spec in MODELS.values():
-                print(f"{spec.name:12s} {spec.paradigm:14s} {spec.description}")
+                consumes = "; consumes " + ", ".join(spec.inputs) if spec.inputs else ""
+                print(f"{spec.name:24s} {spec.paradigm:14s} {spec.description}{consumes}")
             return 0
         if args.command == "download":
             from llm4rec.data.sources import AMAZON_2018_CATEGORIES, download_amazon2018
@@ -83,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         grid = load_grid(args.config)
         if args.command == "validate":
-            print(f"{grid.path}: ok; {len(grid.runs())} runs ({len(grid.datasets)} datasets x {len(grid.models)} models x their seeds)")
+            print(f"{grid.path}: ok; {len(grid.runs())} runs ({len(grid.datasets)} datasets x {len(grid.models)} models x their "
+                  f"seeds), {len(grid.artifacts())} artifacts; every model's params checked")
             return 0
         if args.command == "summarize":
             from llm4rec.report.summary import write_summary
@@ -94,12 +101,16 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command in ("compare", "report"):
             return compare_or_report(grid, args)
-        _check_cell(grid, args, with_run=args.command != "prepare")
+        _check_cell(grid, args, with_run=args.command not in ("prepare", "artifact"))
         if args.command == "prepare":
             from llm4rec.runner import prepare_dataset
 
             split = prepare_dataset(grid, args.dataset)
             print(f"[llm4rec] split of {args.dataset}: {split.meta['stats']} -> {grid.split_dir(args.dataset)}")
+        elif args.command == "artifact":
+            from llm4rec.runner import build_artifact
+
+            build_artifact(grid, args.dataset, args.artifact, args.key)
         elif args.command == "train":
             from llm4rec.runner import train_and_rank
 

@@ -18,7 +18,8 @@ import yaml
 
 from llm4rec.data.sources import BUILTIN_SOURCES
 from llm4rec.io import stable_hash
-from llm4rec.models import MODELS
+from llm4rec.models import ARTIFACTS, MODELS, check_params
+from llm4rec.params import ParamsError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCHEMA_PATH = REPO_ROOT / "benchmarks" / "schema.yaml"
@@ -31,6 +32,8 @@ DATASET_DEFAULTS = {
     "split": {"method": "leave_one_out", "tie_break": "file_order", "seed": 0, "valid_frac": 0.1, "test_frac": 0.1},
 }
 DEFAULT_CUTOFFS = [5, 10, 20, 50]
+DEFAULT_SELECTION = "ndcg_at_10"  # the validation metric that picks epochs and checkpoints
+SELECTION_METRICS = ("ndcg", "hr", "recall", "mrr")
 
 
 class ConfigError(ValueError):
@@ -49,6 +52,26 @@ def _merge(base: dict, override: dict) -> dict:
     for key, value in override.items():
         out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
     return out
+
+
+@dataclass(frozen=True)
+class InputSource:
+    """Where one consumed input of one run comes from: another run of the grid (same dataset) or
+    an artifact; `folder` holds its files, `config_hash` identifies the upstream configuration."""
+
+    slot: str
+    kind: str  # run | artifact
+    name: str  # the upstream model, or the artifact
+    seed: int | None
+    folder: Path
+    marker: Path  # the upstream's declared output the consumer depends on
+    files: tuple[str, ...]
+    config_hash: str
+    params: dict[str, Any]
+
+    def describe(self) -> dict[str, Any]:
+        """What goes into the consumer's run config (and so its hash)."""
+        return {self.kind: self.name, "seed": self.seed, "config_hash": self.config_hash, "files": list(self.files)}
 
 
 @dataclass(frozen=True)
@@ -140,6 +163,51 @@ class Grid:
         return {"cutoffs": sorted(own.get("cutoffs", self.cutoffs)), "test_users": own.get("test_users"),
                 "valid_users": own.get("valid_users"), "sample_seed": grid.get("sample_seed", 0)}
 
+    def selection_metric(self, model: str) -> str:
+        """The validation metric that picks epochs and checkpoints (grid's, or the entry's own)."""
+        own = self.model_entry(model).get("evaluation", {}).get("selection_metric")
+        return own or self.raw.get("evaluation", {}).get("selection_metric", DEFAULT_SELECTION)
+
+    def model_inputs(self, model: str) -> dict[str, dict[str, Any]]:
+        """{slot: {run: MODEL[, seed: N]} | {artifact: NAME, params: {...}}}: the registry's
+        defaults, overridden per slot by the grid entry's `inputs`."""
+        own = self.model_entry(model).get("inputs", {})
+        return {slot: dict(own.get(slot) or declared.default) for slot, declared in MODELS[model].inputs.items()}
+
+    def input_sources(self, dataset: str, model: str, seed: int) -> dict[str, InputSource]:
+        """Resolve what one run consumes to upstream folders, files and config hashes."""
+        out = {}
+        for slot, source in self.model_inputs(model).items():
+            files = MODELS[model].inputs[slot].files
+            if "run" in source:
+                upstream, upstream_seed = source["run"], int(source.get("seed", seed))
+                folder = self.run_dir(dataset, upstream, upstream_seed)
+                out[slot] = InputSource(slot, "run", upstream, upstream_seed, folder / "exports", folder / "exports",
+                                        files, self.run_hash(dataset, upstream, upstream_seed), {})
+            else:
+                name, params = source["artifact"], source.get("params", {})
+                artifact_seed = seed if ARTIFACTS[name].per_seed else None
+                key = self.artifact_key(dataset, name, params, artifact_seed)
+                folder = self.artifact_dir(dataset, name, key)
+                out[slot] = InputSource(slot, "artifact", name, artifact_seed, folder, folder / "artifact.json",
+                                        files, key, params)
+        return out
+
+    def artifact_key(self, dataset: str, name: str, params: dict[str, Any], seed: int | None) -> str:
+        return stable_hash({"artifact": name, "dataset_config": self.dataset_config(dataset), "params": params, "seed": seed})
+
+    def artifact_dir(self, dataset: str, name: str, key: str) -> Path:
+        return self.grid_dir / "artifacts" / dataset / name / key
+
+    def artifacts(self) -> dict[tuple[str, str, str], InputSource]:
+        """Every artifact the grid's runs consume, by (dataset, artifact, key)."""
+        found = {}
+        for dataset, model, seed in self.runs():
+            for source in self.input_sources(dataset, model, seed).values():
+                if source.kind == "artifact":
+                    found[(dataset, source.name, source.config_hash)] = source
+        return found
+
     def model_params(self, model: str, dataset: str) -> dict[str, Any]:
         entry = self.model_entry(model)
         return _merge(entry.get("params", {}), entry.get("dataset_params", {}).get(dataset, {}))
@@ -162,6 +230,11 @@ class Grid:
             "seed": seed,
             "cutoffs": self.cutoffs,
             **({"evaluation": self.model_evaluation(model)} if "evaluation" in self.model_entry(model) else {}),
+            # only when it differs from the default, so grids run before it existed keep their hashes
+            **({"selection_metric": self.selection_metric(model)} if self.selection_metric(model) != DEFAULT_SELECTION else {}),
+            # the upstream runs' config hashes: a changed upstream changes (and reruns) the consumer
+            **({"inputs": {slot: s.describe() for slot, s in self.input_sources(dataset, model, seed).items()}}
+               if MODELS[model].inputs else {}),
         }
 
     def run_hash(self, dataset: str, model: str, seed: int) -> str:
@@ -226,4 +299,70 @@ def validate_grid(raw: dict[str, Any], path: Path) -> Grid:
             if int(metric.rsplit("_", 1)[1]) not in cutoffs:
                 where = f"report.{key}" + (f"[{i}]" if key == "metrics" else "")
                 raise ConfigError(f"{path}: {where} '{metric}' uses a cutoff not in evaluation.cutoffs ({sorted(cutoffs)})")
-    return Grid(path, raw)
+    grid = Grid(path, raw)
+    for i, entry in enumerate(raw["models"]):
+        _check_model_params(grid, i, entry)
+        _check_model_inputs(grid, i, entry)
+    _check_input_cycles(grid)
+    return grid
+
+
+def _check_model_params(grid: Grid, i: int, entry: dict[str, Any]) -> None:
+    """Every model's params (and each dataset's merged params) against its config class."""
+    spec = MODELS[entry["name"]]
+    for dataset in [None, *entry.get("dataset_params", {})]:
+        where = "params" if dataset is None else f"dataset_params.{dataset}"
+        try:
+            check_params(spec, entry.get("params", {}) if dataset is None else grid.model_params(spec.name, dataset))
+        except ParamsError as err:
+            raise ConfigError(f"{grid.path}: models[{i}].{where}: {err}") from err
+
+
+def _check_model_inputs(grid: Grid, i: int, entry: dict[str, Any]) -> None:
+    """Declared inputs: known slots, one known source each, files the source provides, seeds it has."""
+    spec, where = MODELS[entry["name"]], f"{grid.path}: models[{i}].inputs"
+    for slot in entry.get("inputs", {}):
+        if slot not in spec.inputs:
+            raise ConfigError(f"{where}.{slot}: model '{spec.name}' consumes no input '{slot}' "
+                              f"(its inputs: {', '.join(spec.inputs) or 'none'})")
+    for slot, source in grid.model_inputs(spec.name).items():
+        if len({"run", "artifact"} & set(source)) != 1:
+            raise ConfigError(f"{where}.{slot}: give exactly one of 'run: MODEL' or 'artifact: NAME', got {source}")
+        kind = "run" if "run" in source else "artifact"
+        name, allowed = source[kind], {"run": ("run", "seed"), "artifact": ("artifact", "params")}[kind]
+        known = grid.models if kind == "run" else sorted(ARTIFACTS)
+        if name not in known:
+            raise ConfigError(f"{where}.{slot}.{kind}: '{name}' is not {'a model of this grid' if kind == 'run' else 'a known artifact'} "
+                              f"({'models' if kind == 'run' else 'known'}: {', '.join(known)})")
+        unknown = sorted(set(source) - set(allowed))
+        if unknown:
+            raise ConfigError(f"{where}.{slot}: unknown key '{unknown[0]}' (a {kind} input takes: {', '.join(allowed)})")
+        provides = MODELS[name].exports if kind == "run" else ARTIFACTS[name].files
+        missing = sorted(set(spec.inputs[slot].files) - set(provides))
+        if missing:
+            raise ConfigError(f"{where}.{slot}.{kind}: '{name}' does not {'export' if kind == 'run' else 'provide'} {missing[0]} "
+                              f"(it writes: {', '.join(provides) or 'nothing'}); '{spec.name}' needs {', '.join(spec.inputs[slot].files)}")
+        if kind == "run":
+            for seed in grid.model_seeds(spec.name):
+                wanted = int(source.get("seed", seed))
+                if wanted not in grid.model_seeds(name):
+                    raise ConfigError(f"{where}.{slot}: '{spec.name}' seed {seed} consumes '{name}' seed {wanted}, "
+                                      f"which the grid does not run ('{name}' seeds: {grid.model_seeds(name)})")
+        else:
+            try:
+                check_params(ARTIFACTS[name], source.get("params", {}))
+            except ParamsError as err:
+                raise ConfigError(f"{where}.{slot}.params: {err}") from err
+
+
+def _check_input_cycles(grid: Grid) -> None:
+    consumes = {m: [s["run"] for s in grid.model_inputs(m).values() if "run" in s] for m in grid.models}
+
+    def visit(model: str, chain: list[str]) -> None:
+        if model in chain:
+            raise ConfigError(f"{grid.path}: models: inputs form a cycle: {' -> '.join(chain + [model])}")
+        for upstream in consumes[model]:
+            visit(upstream, chain + [model])
+
+    for model in grid.models:
+        visit(model, [])

@@ -9,18 +9,28 @@ from __future__ import annotations
 import random
 import resource
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from llm4rec.config import Grid
+from llm4rec.config import Grid, InputSource
+from llm4rec.costs import token_costs
+from llm4rec.data.atomic import DataError
 from llm4rec.data.preprocess import preprocess
 from llm4rec.data.sources import load_source
 from llm4rec.data.split import Split, make_split, read_split, write_split
 from llm4rec.environment import environment
 from llm4rec.evaluation.evaluate import evaluate_rankings, sample_users
-from llm4rec.io import read_json, write_json, write_parquet
-from llm4rec.models import MODELS, build_model
+from llm4rec.io import read_json, sha256_file, write_json, write_parquet
+from llm4rec.models import (
+    ARTIFACTS,
+    MODELS,
+    ResolvedInput,
+    build_model,
+    check_params,
+    import_object,
+)
 
 
 def prepare_dataset(grid: Grid, dataset: str) -> Split:
@@ -59,6 +69,53 @@ def evaluated_users(grid: Grid, model: str, split: Split, phase: str) -> list[st
     return sample_users(list(split.targets(phase)), evaluation[f"{phase}_users"], evaluation["sample_seed"])
 
 
+def resolve_inputs(grid: Grid, dataset: str, model: str, seed: int, split: Split) -> dict[str, ResolvedInput]:
+    """The files one run consumes, checked against this run's split and the grid's upstream
+    configuration; every mismatch names both sides."""
+    consumer = grid.run_dir(dataset, model, seed)
+    resolved = {}
+    for slot, source in grid.input_sources(dataset, model, seed).items():
+        record_path = source.folder.parent / "run.json" if source.kind == "run" else source.marker
+        what = f"{consumer} consumes '{slot}' from {source.kind} '{source.name}'" + (
+            f" seed {source.seed}" if source.seed is not None else "")
+        if not record_path.is_file():
+            raise DataError(f"{what}: {record_path} not found; that {source.kind} has not finished (Snakemake runs it first)")
+        record = read_json(record_path)
+        if record.get("split_checksums") != split.meta["checksums"]:
+            raise DataError(f"{what}: {record_path} was built on another split than {grid.split_dir(dataset)} "
+                            f"(checksums {record.get('split_checksums')} vs {split.meta['checksums']}); rebuild it")
+        if record.get("config_hash") != source.config_hash:
+            raise DataError(f"{what}: {record_path} has config hash {record.get('config_hash')}, the grid now gives "
+                            f"{source.config_hash}; rerun the upstream first")
+        paths = {name: source.folder / name for name in source.files}
+        for path in paths.values():
+            if not path.is_file():
+                raise DataError(f"{what}: {path} not found (the {source.kind} wrote: "
+                                f"{', '.join(sorted(p.name for p in source.folder.glob('*'))) or 'nothing'})")
+        label = f"{source.name}/seed{source.seed}" if source.kind == "run" else f"{source.name}/{source.config_hash}"
+        resolved[slot] = ResolvedInput(paths, f"{source.kind} {label} (config {source.config_hash})")
+    return resolved
+
+
+def build_artifact(grid: Grid, dataset: str, name: str, key: str) -> dict:
+    """Build one artifact the grid's runs consume (the `artifact` rule); artifact.json last."""
+    sources = grid.artifacts()
+    if (dataset, name, key) not in sources:
+        known = [f"{d}/{n}/{k}" for d, n, k in sorted(sources)]
+        raise DataError(f"{grid.path}: no run of this grid consumes artifact {dataset}/{name}/{key} (consumed: {', '.join(known) or 'none'})")
+    source: InputSource = sources[(dataset, name, key)]
+    spec = ARTIFACTS[name]
+    split = read_split(grid.split_dir(dataset))
+    start = time.perf_counter()
+    info = import_object(spec.builder)(split, check_params(spec, source.params), source.seed, source.folder)
+    record = {"artifact": name, "config_hash": key, "params": source.params, "seed": source.seed,
+              "split_checksums": split.meta["checksums"], "build_time_s": time.perf_counter() - start, "info": info,
+              "files": {f: sha256_file(source.folder / f) for f in spec.files}, "environment": environment()}
+    write_json(source.marker, record)
+    print(f"[llm4rec] artifact {name} for {dataset} -> {source.folder}", flush=True)
+    return record
+
+
 def train_and_rank(grid: Grid, dataset: str, model: str, seed: int) -> dict:
     """Fit one model on the split, rank top-K for its validation and test users, export."""
     import torch
@@ -66,11 +123,13 @@ def train_and_rank(grid: Grid, dataset: str, model: str, seed: int) -> dict:
     run_dir = grid.run_dir(dataset, model, seed)
     run_dir.mkdir(parents=True, exist_ok=True)
     split = read_split(grid.split_dir(dataset))
+    inputs = resolve_inputs(grid, dataset, model, seed, split)
     torch.set_num_threads(grid.model_threads(model))
     seed_everything(seed)
     evaluation = grid.model_evaluation(model)
     k = max(evaluation["cutoffs"])
-    recommender = build_model(model, grid.model_params(model, dataset), seed, grid.device)
+    recommender = build_model(model, grid.model_params(model, dataset), seed, grid.device,
+                              selection=grid.selection_metric(model), inputs=inputs)
     print(f"[llm4rec] training {model} on {dataset} (seed {seed}) -> {run_dir}", flush=True)
     start = time.perf_counter()
     fit_info = recommender.fit(split, run_dir / "work")
@@ -83,10 +142,11 @@ def train_and_rank(grid: Grid, dataset: str, model: str, seed: int) -> dict:
         start = time.perf_counter()
         rankings = recommender.rank({u: history.get(u, []) for u in users}, k)
         inference[phase] = time.perf_counter() - start
-        if hasattr(recommender, "inference_cost"):  # e.g. tokens processed by an LLM, per phase
-            inference_cost[phase] = recommender.inference_cost()
+        inference_cost[phase] = recommender.inference_cost()  # e.g. tokens processed by an LLM
         write_parquet(run_dir / f"rankings_{phase}.parquet", rankings)
-    exported = recommender.export(run_dir, split) if hasattr(recommender, "export") else {}
+    exports = Path(run_dir) / "exports"  # a declared output folder of the train rule, empty if nothing is exported
+    exports.mkdir(exist_ok=True)
+    exported = recommender.export(exports, split)
     n_test = n_users["test"]
     record = {
         "run": grid.run_config(dataset, model, seed),
@@ -101,9 +161,11 @@ def train_and_rank(grid: Grid, dataset: str, model: str, seed: int) -> dict:
             "peak_memory_mb": peak_memory_mb(),
             "parameters_total": int(fit_info.get("parameters_total", 0)),
             "parameters_trainable": int(fit_info.get("parameters_trainable", 0)),
-            **_token_costs(fit_info, inference_cost.get("test"), n_test),
+            **token_costs(fit_info, inference_cost["test"], n_test),
         },
-        "inference_cost": inference_cost,
+        "inference_cost": {phase: cost for phase, cost in inference_cost.items() if cost},
+        "inputs": {slot: {"source": r.source, "files": {n: str(p) for n, p in r.paths.items()}} for slot, r in inputs.items()},
+        "selection_metric": grid.selection_metric(model),
         "evaluation": evaluation | {"ranking_depth": k, "n_users": n_users,
                                     "all_users": {p: len(split.targets(p)) for p in ("valid", "test")}},
         "exported": exported,
@@ -113,15 +175,6 @@ def train_and_rank(grid: Grid, dataset: str, model: str, seed: int) -> dict:
     write_json(run_dir / "run.json", record)
     print(f"[llm4rec] {model}/{dataset}/seed{seed}: train {train_time:.1f}s, outputs in {run_dir}", flush=True)
     return record
-
-
-def _token_costs(fit_info: dict, test_cost: dict | None, n_test: int) -> dict:
-    """Tokens processed (LLM runs): in training, and per test user at inference."""
-    if test_cost is None:
-        return {}
-    return {"train_tokens": int(fit_info.get("train_tokens", 0)),
-            "inference_tokens_per_user": test_cost["tokens"] / max(n_test, 1),
-            "history_beam_share": test_cost["history_beam_share"]}
 
 
 def evaluate_run(grid: Grid, dataset: str, model: str, seed: int) -> dict:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from llm4rec.config import Grid
+from llm4rec.costs import COSTS
 from llm4rec.io import read_json, sha256_file, write_json
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -29,9 +30,6 @@ os.environ.setdefault("DO_NOT_TRACK", "true")
 
 ARTIFACTS = ("metrics.json", "run.json", "per_user_valid.parquet", "per_user_test.parquet",
              "rankings_valid.parquet", "rankings_test.parquet")
-COST_KEYS = ("train_time_s", "inference_ms_per_user", "inference_time_test_s", "peak_memory_mb",
-             "parameters_total", "parameters_trainable")
-TOKEN_COST_KEYS = ("train_tokens", "inference_tokens_per_user", "history_beam_share")
 
 
 def flatten(obj: Any, prefix: str = "") -> dict[str, str]:
@@ -48,8 +46,7 @@ def flatten(obj: Any, prefix: str = "") -> dict[str, str]:
 def run_metrics(metrics: dict) -> dict[str, float]:
     """The metric keys logged for every run: test_*, valid_* and cost figures."""
     out = {f"{phase}_{name}": float(value) for phase in ("test", "valid") for name, value in metrics[phase].items()}
-    out |= {key: float(metrics["cost"][key]) for key in COST_KEYS}
-    out |= {key: float(metrics["cost"][key]) for key in TOKEN_COST_KEYS if key in metrics["cost"]}  # LLM runs
+    out |= {c.key: float(metrics["cost"][c.key]) for c in COSTS if c.always or c.key in metrics["cost"]}
     return out
 
 

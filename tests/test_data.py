@@ -133,3 +133,26 @@ def test_amazon2018_review_without_timestamp_is_named(tmp_path):
 def test_package_dir_names_missing_package():
     with pytest.raises(DataError, match="package 'no_such_pkg_xyz' is not installed"):
         package_dir("no_such_pkg_xyz")
+
+
+def test_interacted_items_missing_from_the_item_file_join_the_catalogue_without_text(tmp_path):
+    """An interaction whose item the .item file lacks must stay rankable: it joins the catalogue
+    with empty text (so every model can rank it and no test target is unreachable), the split
+    counts it, and a paradigm that writes items as text refuses it by name."""
+    from llm4rec.data.preprocess import preprocess
+    from llm4rec.data.split import make_split, write_split
+    from llm4rec.llm.identifiers import item_identifiers
+
+    rows = [(str(u), str(i), float(t)) for u in range(3) for t, i in enumerate([1, 2, 3, 4])]
+    df = pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"])
+    write_atomic(df, tmp_path / "toy.inter", {"user_id": "token", "item_id": "token", "timestamp": "float"})
+    write(tmp_path / "toy.item", "item_id:token\tname:token_seq\n1\tOne\n2\tTwo\n3\tThree\n")  # no item 4
+    raw = load_atomic_dataset(tmp_path, "toy", {"title": "name"})
+    kept, _ = preprocess(raw.interactions, rating_threshold=None, dedup="first", min_user=1, min_item=1, dataset="toy")
+    split = write_split(tmp_path / "split", make_split(kept, raw.items, {}), raw.items, {"dataset": "toy"})
+    assert split.items["item_id"].tolist() == ["1", "2", "3", "4"]
+    assert split.items.set_index("item_id").loc["4", "title"] == ""
+    assert split.targets("test") == {"0": ["4"], "1": ["4"], "2": ["4"]}  # a target every model can rank
+    assert split.meta["stats"]["items_without_text"] == 1
+    with pytest.raises(ValueError, match=r"items.parquet: item '4' has an empty title \(1 items without a title"):
+        item_identifiers(split.items)

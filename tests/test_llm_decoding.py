@@ -196,3 +196,81 @@ def test_shared_prefix_stepper_on_a_qwen2_block_with_attention_biases(setup):
     fast, slow = _search(model, batch, "shared_prefix"), _search(model, batch, "cache")
     assert [[i for i, _ in r] for r in fast] == [[i for i, _ in r] for r in slow]
     assert [x for r in fast for _, x in r] == pytest.approx([x for r in slow for _, x in r], abs=1e-10)
+
+
+class RoutedMLP(torch.nn.Module):
+    """A block whose FFN is not the stock one (as an expert split routed by token type would be)."""
+
+    def __init__(self, mlp):
+        super().__init__()
+        self.inner = mlp
+
+    def forward(self, x):
+        return 2 * self.inner(x)
+
+
+def test_fast_path_is_refused_for_a_modified_block(setup, float64_models):
+    """SharedPrefixStepper is used only for the stock classes it re-implements: a replaced FFN (or a
+    subclassed layer) falls back to the generic path, and forcing it is an error naming the class;
+    LoRA adapters on the projections keep the fast path (tested above for equality)."""
+    import copy
+
+    from llm4rec.llm.decoding import CacheStepper, resolve_decoder
+
+    _, lora = float64_models
+    assert resolve_decoder(lora) == "shared_prefix"
+    model = copy.deepcopy(float64_models[0])
+    model.model.layers[1].mlp = RoutedMLP(model.model.layers[1].mlp)
+    batch = setup[4]
+    assert resolve_decoder(model) == "cache"
+    assert isinstance(make_stepper(model, batch.input_ids, batch.attention_mask), CacheStepper)
+    with pytest.raises(ValueError, match="this model has RoutedMLP where the stock LlamaMLP was expected"):
+        resolve_decoder(model, "shared_prefix")
+    # and the generic path decodes the modified model right: a wide beam equals exhaustive scoring
+    histories = [h for h, _ in PROMPTS]
+    beams = constrained_beam_search(model, batch.input_ids, batch.attention_mask, trie_of(model), len(TITLES), 4,
+                                    exclude=histories)
+    for row, history in enumerate(histories):
+        assert [i for i, _ in beams[row]] == [i for i, _ in exhaustive_top(model, batch, row, setup[2], set(history), 4)]
+
+    from transformers.models.llama.modeling_llama import LlamaDecoderLayer
+
+    class MyLayer(LlamaDecoderLayer):
+        pass
+
+    sub = copy.deepcopy(float64_models[0])
+    old = sub.model.layers[0]
+    sub.model.layers[0] = MyLayer(sub.config, 0).double()
+    sub.model.layers[0].load_state_dict(old.state_dict())
+    assert resolve_decoder(sub) == "cache"
+
+
+@pytest.mark.parametrize("decoder", ["shared_prefix", "cache"])
+def test_soft_token_prompts_through_prefill_and_decoding(setup, float64_models, decoder):
+    """Prompts given as embeddings: the embeddings of the ids themselves decode exactly like the ids;
+    with soft vectors put in place, a wide beam still equals exhaustive scoring of the same prompt."""
+    from llm4rec.llm.prompts import Prompt, left_pad
+    from llm4rec.llm.tokens import prompt_embeddings
+
+    model, (_, tokenizer, sequences, trie, batch) = float64_models[0], setup
+    histories = [h for h, _ in PROMPTS]
+    plain = _search(model, batch, decoder, beam_width=len(TITLES), k=4)
+    embeds = prompt_embeddings(model, batch.input_ids, {})
+    as_embeds = constrained_beam_search(model, batch.input_ids, batch.attention_mask, trie, len(TITLES), 4,
+                                        exclude=histories, decoder=decoder, inputs_embeds=embeds)
+    assert [[i for i, _ in r] for r in as_embeds] == [[i for i, _ in r] for r in plain]
+    assert [x for r in as_embeds for _, x in r] == pytest.approx([x for r in plain for _, x in r], abs=1e-10)
+    torch.manual_seed(5)
+    prompts = [Prompt(tokenizer(p).input_ids, {0: torch.randn(32, dtype=torch.float64)}) for _, p in PROMPTS]
+    ids, mask, soft = left_pad(prompts, tokenizer.pad_token_id)
+    embeds = prompt_embeddings(model, ids, soft)
+    beams = constrained_beam_search(model, ids, mask, trie, len(TITLES), 4, exclude=histories, decoder=decoder,
+                                    inputs_embeds=embeds)
+    assert [x for r in beams for _, x in r] != pytest.approx([x for r in plain for _, x in r], abs=1e-3)
+    for row, history in enumerate(histories):
+        keep = mask[row].bool()
+        scores = exhaustive_scores(model, ids[row:row + 1, keep], torch.ones((1, int(keep.sum())), dtype=torch.long),
+                                   sequences, inputs_embeds=embeds[row:row + 1, keep])
+        expected = sorted(((s, i) for i, s in scores.items() if i not in set(history)), reverse=True)[:4]
+        assert [i for i, _ in beams[row]] == [i for _, i in expected]
+        assert [x for _, x in beams[row]] == pytest.approx([s for s, _ in expected], abs=1e-5)  # exhaustive sums in fp32

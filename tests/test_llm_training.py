@@ -1,5 +1,6 @@
 """SFT: target-only loss, LoRA learns on a tiny fixture, and resuming equals an uninterrupted run."""
 
+import pytest
 import torch
 
 from llm4rec.llm.backbone import LoraSettings, add_lora, tiny_backbone
@@ -112,3 +113,32 @@ def test_checkpoint_of_another_configuration_is_not_resumed(tmp_path):
     other_data = train_sft(model_d, encoded, changed, tokenizer.pad_token_id, checkpoint_dir=tmp_path, progress=False,
                            fingerprint="data-b")
     assert len(other_data.losses) == 4
+
+
+def test_a_paradigm_loss_replaces_the_backbone_cross_entropy():
+    """train_sft optimises the loss a paradigm passes (here: a softmax restricted to a few
+    "item" tokens at the last position) and reports it; the default equals causal_lm_loss."""
+    from llm4rec.llm.training import causal_lm_loss
+
+    items = torch.tensor([4, 5, 6, 7])
+
+    def restricted(model, examples):
+        ids = torch.tensor([e[0] for e in examples])
+        logits = model(input_ids=ids).logits[:, -2, items]  # predicts the last token, among `items` only
+        targets = torch.tensor([int((items == e[0][-1]).nonzero()) for e in examples])
+        return torch.nn.functional.cross_entropy(logits, targets), ids.numel()
+
+    examples = [([8, 9, int(items[i % 4])], None) for i in range(8)]
+    model, tokenizer = lora_model()
+    before, _ = restricted(model, examples)
+    result = train_sft(model, examples, SFTConfig(steps=30, batch_size=8, learning_rate=1e-2), tokenizer.pad_token_id,
+                       progress=False, loss_fn=restricted)
+    assert result.losses[0] == pytest.approx(float(before), abs=1e-6) and result.tokens == 30 * 8 * 3
+    assert restricted(model, examples)[0] < before
+    _, encoded = fixture(tokenizer)
+    default, explicit = lora_model(seed=1), lora_model(seed=1)
+    cfg = SFTConfig(steps=4, batch_size=2, learning_rate=1e-3)
+    a = train_sft(default[0], encoded, cfg, tokenizer.pad_token_id, progress=False)
+    b = train_sft(explicit[0], encoded, cfg, tokenizer.pad_token_id, progress=False,
+                  loss_fn=causal_lm_loss(tokenizer.pad_token_id, "cpu"))
+    assert a.losses == b.losses and a.tokens == b.tokens

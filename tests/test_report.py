@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from llm4rec.io import write_json, write_parquet
-from llm4rec.report.build import REPORT_DEFAULTS, ReportSpec, build_report, check_runs
+from llm4rec.report.build import REPORT_DEFAULTS, ReportSpec, build_report, check_runs, report_files
 from llm4rec.report.compare import CompareSpec, ComparisonError, compare_runs
 from llm4rec.report.runs import runs_from_results
 from llm4rec.report.tables import build_main_table, render_latex, render_markdown
@@ -173,3 +173,21 @@ def test_history_buckets_partition_users_with_disjoint_labels():
     highs = [int(label.split("–")[1]) for label in labels]
     lows = [int(label.split("–")[0]) for label in labels]
     assert all(h < lo for h, lo in zip(highs[:-1], lows[1:], strict=True))  # ranges do not overlap
+
+
+def test_a_model_family_outside_the_registry_still_renders(runs_dir, tmp_path):
+    """A sixth family (no title or colour registered) gets its key as title, grey, and rows after the known ones."""
+    rng = np.random.default_rng(1)
+    for seed in (0, 1):
+        make_run(runs_dir, "ml-a", "graph_llm", "graph_llm", seed, (rng.random(N_USERS) < 0.2).astype(float))
+    out = tmp_path / "reports"
+    options = REPORT_DEFAULTS | {"metrics": ["hr_at_10", "ndcg_at_10"]}
+    written = build_report(runs_from_results(runs_dir), ReportSpec(options), out)
+    # the list the Snakefile declares is exactly what the report writes (plus comparisons.csv and the PDF)
+    assert set(report_files(out, options)) == set(written) - {out / "comparisons.csv", out / "tables.pdf"}
+    # display names from the registry in the paper tables; model keys in the CSV
+    assert "MostPop" in (out / "results_table.tex").read_text() and "mostpop" in set(pd.read_csv(out / "results_table.csv")["model"])
+    table = (out / "results_table.md").read_text().splitlines()
+    rows = [line.split(" | ")[0].lstrip("| ") for line in table if line.startswith("| ") and "---" not in line][1:]
+    assert rows[-1] == "graph_llm" and rows.index("graph_llm") > rows.index("Text-prompted")
+    assert (out / "figures" / "ndcg_at_10_ci.png").stat().st_size > 0

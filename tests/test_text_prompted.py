@@ -2,11 +2,14 @@
 
 import pandas as pd
 import pytest
+import torch
 
 from llm4rec.data.split import Split, leave_one_out_split
-from llm4rec.evaluation.evaluate import evaluate_rankings
+from llm4rec.evaluation.evaluate import evaluate_rankings, rankings_to_lists, selection_score
 from llm4rec.llm.backbone import tiny_backbone
+from llm4rec.llm.decoding import exhaustive_scores
 from llm4rec.models import MODELS, build_model
+from llm4rec.params import ParamsError
 
 from .conftest import interactions_frame
 
@@ -60,7 +63,7 @@ def test_fine_tuned_model_ranks_valid_unseen_items_and_is_evaluated(tiny, tmp_pa
     # it equals ranking them again with the restored best weights
     history = split.history("valid")
     reused = rec.rank({u: history[u] for u in split.targets("valid")}, 3)
-    rec._selection = None
+    rec._reuse_selection = False
     rec.inference_cost()  # reset the decoding counts
     fresh = rec.rank({u: history[u] for u in split.targets("valid")}, 3)
     pd.testing.assert_frame_equal(reused[["user_id", "rank", "item_id"]], fresh[["user_id", "rank", "item_id"]])
@@ -97,7 +100,36 @@ def test_zero_shot_trains_nothing(tiny, tmp_path):
 
 def test_unknown_parameter_is_named(tiny):
     _, folder = tiny
-    with pytest.raises(KeyError, match=r"text_prompted: unknown parameter 'sft.stepz'"):
+    with pytest.raises(ParamsError, match=r"text_prompted: unknown parameter 'sft.stepz'"):
         build_model("text_prompted", params(folder, sft={"stepz": 3}), seed=0, device="cpu")
-    with pytest.raises(KeyError, match=r"text_prompted: unknown parameter 'beam'"):
+    with pytest.raises(ParamsError, match=r"text_prompted: unknown parameter 'beam'"):
         build_model("text_prompted", params(folder, beam=3), seed=0, device="cpu")
+
+
+def test_constrained_ranking_equals_exhaustive_scoring(tiny, tmp_path):
+    """The paradigm's decoder (beam as wide as the catalogue) returns exactly the top-k of every
+    unseen item's full log-likelihood under the same prompt, for the fine-tuned model."""
+    split, folder = tiny
+    rec = build_model("text_prompted", params(folder, beam_width=len(TITLES)), seed=0, device="cpu")
+    rec.fit(split, tmp_path)
+    rec._reuse_selection = False
+    history = split.history("test")
+    users = sorted(split.targets("test"))[:4]
+    ranked = rankings_to_lists(rec.rank({u: history[u] for u in users}, 3))
+    for user in users:
+        ids = torch.as_tensor([rec.prompt(history[user]).ids])
+        scores = exhaustive_scores(rec.model, ids, torch.ones_like(ids), rec.sequences)
+        unseen = sorted((s, i) for i, s in scores.items() if i not in set(history[user]))
+        assert ranked[user] == [i for _, i in sorted(unseen, key=lambda p: -p[0])[:3]]
+
+
+def test_selection_metric_is_configurable(tiny, tmp_path):
+    split, folder = tiny
+    rec = build_model("text_prompted", params(folder, sft={**params(folder)["sft"], "steps": 10}), seed=0,
+                      device="cpu", selection="hr_at_2")
+    info = rec.fit(split, tmp_path)
+    assert info["selection_metric"] == "hr_at_2" and "best_valid_hr_at_2_sample" in info
+    assert [p["step"] for p in info["valid_curve"]] == [10]
+    # the score is the one evaluator's HR@2 of the selected step's rankings on the sample
+    sample = list(rec.selection.histories)
+    assert info["best_valid_hr_at_2_sample"] == selection_score(rec.selection.rankings, split, "hr_at_2", sample)

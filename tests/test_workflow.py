@@ -5,6 +5,7 @@ keys and the required tags, rerunning a finished grid does nothing, deleting one
 output redoes only that run, and reruns never duplicate MLflow runs.
 """
 
+import json
 import os
 import re
 import shutil
@@ -30,8 +31,10 @@ GRID = {
         {"name": "bpr", "params": {"epochs": 2, "learning_rate": 0.01, "show_progress": False}},
         {"name": "sasrec", "params": {"epochs": 1, "MAX_ITEM_LIST_LENGTH": 5, "hidden_size": 16, "inner_size": 32,
                                       "n_layers": 1, "train_batch_size": 4096, "show_progress": False}},
+        {"name": "emb_knn"},  # consumes bpr's exported item embeddings (same dataset and seed)
     ],
 }
+MODELS = {"mostpop", "bpr", "sasrec", "emb_knn"}
 pytestmark = pytest.mark.slow
 
 
@@ -75,11 +78,15 @@ def finished_grid(tmp_path_factory):
 def test_grid_runs_end_to_end(finished_grid):
     workdir, _ = finished_grid
     runs = workdir / "results" / "e2e" / "runs" / "ml-100k"
-    for model in ("mostpop", "bpr", "sasrec"):
+    for model in sorted(MODELS):
         run = runs / model / "seed0"
         for name in ("run.json", "metrics.json", "mlflow.json", "per_user_test.parquet", "rankings_test.parquet"):
             assert (run / name).is_file(), run / name
-    assert (runs / "bpr" / "seed0" / "item_embeddings.npy").is_file()
+    assert (runs / "bpr" / "seed0" / "exports" / "item_embeddings.npy").is_file()
+    consumer = json.loads((runs / "emb_knn" / "seed0" / "run.json").read_text())
+    bpr = json.loads((runs / "bpr" / "seed0" / "run.json").read_text())
+    assert consumer["run"]["inputs"]["embeddings"]["config_hash"] == bpr["config_hash"]
+    assert consumer["inputs"]["embeddings"]["source"] == f"run bpr/seed0 (config {bpr['config_hash']})"
     summary = (workdir / "reports" / "summary.md").read_text()
     assert "| baseline | bpr | 1 |" in summary and "ndcg_at_10" in summary
     reports = workdir / "reports"
@@ -87,7 +94,7 @@ def test_grid_runs_end_to_end(finished_grid):
                  "slices.md", "figures/ndcg_at_10_ci.pdf", "figures/ndcg_at_10_vs_cost.png"):
         assert (reports / name).is_file(), name
     comparisons = pd.read_csv(reports / "comparisons.csv")
-    assert set(comparisons["system"]) | set(comparisons["reference"]) == {"mostpop", "bpr", "sasrec"}
+    assert set(comparisons["system"]) | set(comparisons["reference"]) == MODELS
     client, report = report_runs(workdir)
     assert len(report) == 1
     logged = {a.path for a in client.list_artifacts(report[0].info.run_id)}
@@ -97,7 +104,7 @@ def test_grid_runs_end_to_end(finished_grid):
 def test_mlflow_runs_have_same_keys_and_tags(finished_grid):
     workdir, _ = finished_grid
     runs = live_runs(workdir)
-    assert sorted(r.data.tags["model"] for r in runs) == ["bpr", "mostpop", "sasrec"]
+    assert sorted(r.data.tags["model"] for r in runs) == sorted(MODELS)
     keys = {frozenset(r.data.metrics) for r in runs}
     assert len(keys) == 1
     assert {"test_ndcg_at_10", "valid_hr_at_5", "test_coverage_at_10", "train_time_s", "peak_memory_mb"} <= set(next(iter(keys)))
@@ -111,14 +118,54 @@ def test_mlflow_runs_have_same_keys_and_tags(finished_grid):
     assert bpr.data.params["run.params.epochs"] == "2" and bpr.data.params["resolved.epochs"] == "2"
 
 
+def dag_edges(output: str) -> set[tuple[str, str]]:
+    """(upstream, downstream) job labels of `snakemake --dag` (DOT), e.g. ('train bpr', 'train emb_knn')."""
+    labels = {m.group(1): " ".join(re.sub(r"\\n\w+: ", " ", m.group(2)).split()[:2])
+              for m in re.finditer(r'^\s*(\d+)\[label = "([^"]+)"', output, re.M)}
+    return {(labels[a], labels[b]) for a, b in re.findall(r"^\s*(\d+) -> (\d+)", output, re.M)}
+
+
+def test_a_consumer_depends_on_its_upstream_run_and_reruns_when_it_changes(finished_grid):
+    workdir, _ = finished_grid
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    dag = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
+                          "--configfile", str(workdir / "grid.yaml"), "--dag", "-F"], capture_output=True, text=True,
+                         env=env, timeout=300).stdout
+    assert ("train bpr", "train emb_knn") in dag_edges(dag)
+    assert ("train mostpop", "train emb_knn") not in dag_edges(dag)
+    changed = GRID | {"models": [m | {"params": {**m["params"], "epochs": 3}} if m["name"] == "bpr" else m for m in GRID["models"]]}
+    (workdir / "grid_changed.yaml").write_text(yaml.safe_dump(changed))
+    out = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
+                          "--configfile", str(workdir / "grid_changed.yaml"), "-n", "--cores", "1"],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert planned_jobs(out.stdout)["train"] == 2  # bpr (its params changed) and emb_knn (its upstream did)
+    assert "runs/ml-100k/emb_knn/seed0" in out.stdout and "runs/ml-100k/sasrec/seed0/run.json" not in out.stdout
+
+
+def test_an_artifact_is_an_auxiliary_rule_the_consumer_depends_on(tmp_path):
+    grid = GRID | {"models": [{"name": "emb_knn", "inputs": {"embeddings": {"artifact": "item_text_lsa", "params": {"dim": 8}}}}]}
+    (tmp_path / "grid.yaml").write_text(yaml.safe_dump(grid))
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    base = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(tmp_path),
+            "--configfile", str(tmp_path / "grid.yaml")]
+    out = subprocess.run(base + ["-n", "--cores", "1"], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert planned_jobs(out.stdout)["artifact"] == 1
+    dag = subprocess.run(base + ["--dag"], capture_output=True, text=True, env=env, timeout=300).stdout
+    assert ("artifact item_text_lsa", "train emb_knn") in dag_edges(dag) and ("prepare ml-100k", "artifact item_text_lsa") in dag_edges(dag)
+
+
 def test_rerun_does_nothing_and_deleting_one_run_redoes_only_it(finished_grid):
     workdir, _ = finished_grid
     assert "Nothing to be done" in snakemake(workdir, "-n")
-    shutil.rmtree(workdir / "results" / "e2e" / "runs" / "ml-100k" / "bpr" / "seed0")
+    shutil.rmtree(workdir / "results" / "e2e" / "runs" / "ml-100k" / "sasrec" / "seed0")
     jobs = planned_jobs(snakemake(workdir, "-n"))
     assert jobs == {"all": 1, "train": 1, "evaluate": 1, "track": 1, "summary": 1, "compare": 1, "report": 1}, jobs
+    shutil.rmtree(workdir / "results" / "e2e" / "runs" / "ml-100k" / "bpr" / "seed0")
+    jobs = planned_jobs(snakemake(workdir, "-n"))  # bpr, its consumer emb_knn, and sasrec
+    assert jobs == {"all": 1, "train": 3, "evaluate": 3, "track": 3, "summary": 1, "compare": 1, "report": 1}, jobs
     snakemake(workdir)
-    assert len(live_runs(workdir)) == 3  # the retrained run replaced or reused, never duplicated
+    assert len(live_runs(workdir)) == len(MODELS)  # the retrained runs replaced or reused, never duplicated
     assert len(report_runs(workdir)[1]) == 1
     assert "Nothing to be done" in snakemake(workdir, "-n")
 
@@ -154,4 +201,4 @@ def test_report_rebuilt_from_mlflow_equals_report_from_folders(finished_grid):
     from_folders = pd.read_csv(workdir / "rebuilt_folders" / "results_table.csv")
     from_mlflow = pd.read_csv(workdir / "rebuilt_mlflow" / "results_table.csv")
     pd.testing.assert_frame_equal(from_folders, from_mlflow)
-    assert set(from_mlflow["model"]) == {"mostpop", "bpr", "sasrec"}
+    assert set(from_mlflow["model"]) == MODELS

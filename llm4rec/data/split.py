@@ -126,16 +126,36 @@ def write_split(out_dir: str | Path, split_df: pd.DataFrame, items: pd.DataFrame
     if split_df.empty or not {"valid", "test"} <= set(split_df["phase"]):
         raise DataError(f"dataset '{meta.get('dataset')}': split has no validation or no test interactions")
     inter = split_df[["user_id", "item_id", "timestamp", "seq", "phase"]].reset_index(drop=True)
-    catalogue = items[items["item_id"].isin(set(inter["item_id"]))].sort_values("item_id", key=_natural_key).reset_index(drop=True)
+    catalogue, without_text = interacted_catalogue(inter, items, meta.get("dataset"))
     write_parquet(out_dir / "interactions.parquet", inter)
     write_parquet(out_dir / "items.parquet", catalogue)
     stats = {f"{p}_interactions": int((inter["phase"] == p).sum()) for p in PHASES}
     stats |= {"users": int(inter["user_id"].nunique()), "items": len(catalogue),
               "test_users": int(inter.loc[inter["phase"] == "test", "user_id"].nunique()),
-              "valid_users": int(inter.loc[inter["phase"] == "valid", "user_id"].nunique())}
+              "valid_users": int(inter.loc[inter["phase"] == "valid", "user_id"].nunique()),
+              "items_without_text": without_text}
     meta = meta | {"stats": stats, "checksums": {f: sha256_file(out_dir / f) for f in SPLIT_FILES[:2]}}
     write_json(out_dir / "split.json", meta)
     return Split(inter, catalogue, meta)
+
+
+def interacted_catalogue(inter: pd.DataFrame, items: pd.DataFrame, dataset: str | None = None) -> tuple[pd.DataFrame, int]:
+    """The candidate catalogue: every item of the split's interactions, with its text.
+
+    An interaction whose item is missing from the item file (`.item`) would otherwise be a
+    target no model can rank (the catalogue comes from that file). Such items join the
+    catalogue with empty text, so every model can rank them; paradigms that need text refuse an
+    item without a title by name (llm4rec.llm.identifiers). Returns (catalogue, items added).
+    """
+    interacted = set(inter["item_id"])
+    missing = sorted(interacted - set(items["item_id"]), key=str)
+    if missing:
+        print(f"[llm4rec] dataset '{dataset}': {len(missing)} interacted items are not in the item file (e.g. "
+              f"{missing[:3]}); they join the catalogue with empty text", flush=True)
+        blank = pd.DataFrame({"item_id": missing, **{c: "" for c in items.columns if c != "item_id"}})
+        items = pd.concat([items, blank], ignore_index=True)
+    catalogue = items[items["item_id"].isin(interacted)].sort_values("item_id", key=_natural_key).reset_index(drop=True)
+    return catalogue, len(missing)
 
 
 def _natural_key(ids: pd.Series) -> pd.Series:

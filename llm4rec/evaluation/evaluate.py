@@ -105,3 +105,10 @@ def evaluate_rankings(rankings: pd.DataFrame, split: Split, phase: str, cutoffs:
         summary[f"avg_popularity_at_{c}"] = float(popularity.loc[top].mean()) if top else 0.0
     summary["n_users"] = float(len(users))
     return per_user, summary
+
+
+def selection_score(rankings: pd.DataFrame, split: Split, metric: str, users: Sequence[str] | None = None) -> float:
+    """The validation score that picks epochs and checkpoints (e.g. 'ndcg_at_10'), through the
+    one evaluator, on all validation users or the given sample."""
+    _, summary = evaluate_rankings(rankings, split, "valid", [int(metric.rsplit("_", 1)[1])], source="selection", users=users)
+    return summary[metric]

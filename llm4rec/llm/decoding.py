@@ -13,6 +13,10 @@ the K-th finished score is dropped (scores only decrease), which is exact.
 `exhaustive_scores` computes every catalogue item's full log-likelihood (shared prompt
 cache, batched continuations): the complete ranking, and the reference beam search is tested
 against.
+
+Prompts may be given partly as embeddings (soft tokens, e.g. projected CF vectors): pass
+`inputs_embeds` ([rows, T, D], from `llm4rec.llm.tokens.prompt_embeddings`) beside the ids;
+the prompt is prefilled from the embeddings, and generated tokens are ordinary ids.
 """
 
 from __future__ import annotations
@@ -70,11 +74,10 @@ class CacheStepper:
     """Any Hugging Face causal LM: one KV cache row per beam, reordered (copied) to the surviving
     beams at every step, prompt included."""
 
-    def __init__(self, model, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+    def __init__(self, model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                 inputs_embeds: torch.Tensor | None = None):
         self.model = model
-        # logits_to_keep=1: only the last prompt position's next-token distribution is needed
-        out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=_positions(attention_mask),
-                    use_cache=True, logits_to_keep=1)
+        out = _prefill(model, input_ids, attention_mask, inputs_embeds)
         self.cache, self.attn = out.past_key_values, attention_mask
         self.next_pos = _positions(attention_mask)[:, -1] + 1
         self.logp = _log_probs(out.logits[:, -1, :])
@@ -90,7 +93,17 @@ class CacheStepper:
         return _log_probs(out.logits[:, -1, :])
 
 
-SHARED_PREFIX_TYPES = ("llama", "mistral", "qwen2")
+def _prefill(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, inputs_embeds: torch.Tensor | None):
+    """One forward over the (left-padded) prompts with a cache; logits of the last position only."""
+    prompt = {"inputs_embeds": inputs_embeds} if inputs_embeds is not None else {"input_ids": input_ids}
+    return model(**prompt, attention_mask=attention_mask, position_ids=_positions(attention_mask), use_cache=True,
+                 logits_to_keep=1)
+
+
+# The stock classes SharedPrefixStepper re-implements, by model type: (module, class-name prefix).
+SHARED_PREFIX_TYPES = {"llama": ("transformers.models.llama.modeling_llama", "Llama"),
+                       "mistral": ("transformers.models.mistral.modeling_mistral", "Mistral"),
+                       "qwen2": ("transformers.models.qwen2.modeling_qwen2", "Qwen2")}
 
 
 def _decoder_stack(model):
@@ -98,12 +111,37 @@ def _decoder_stack(model):
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
-def supports_shared_prefix(model) -> bool:
-    """Llama-family blocks (pre-norm, rotary, grouped-query attention, no sliding window)."""
+def shared_prefix_mismatch(model) -> str | None:
+    """Why SharedPrefixStepper cannot decode this model, or None when it can.
+
+    It re-implements the stock Llama / Mistral / Qwen2 decoder layer by hand, so it applies only
+    when the model, its decoder, every layer, attention, MLP and norm are exactly those stock
+    classes (a subclass or a replaced block, e.g. an FFN routed by token type, would be decoded
+    wrongly with no error), without a sliding window. Projections may carry LoRA adapters.
+    """
+    import importlib
+
     base = _decoder_stack(model)
     config = base.config
-    return (config.model_type in SHARED_PREFIX_TYPES and not getattr(config, "use_sliding_window", False)
-            and getattr(config, "sliding_window", None) is None and hasattr(base, "lm_head"))
+    if config.model_type not in SHARED_PREFIX_TYPES:
+        return f"model type '{config.model_type}' (supported: {', '.join(SHARED_PREFIX_TYPES)})"
+    if getattr(config, "use_sliding_window", False) or getattr(config, "sliding_window", None) is not None:
+        return "a sliding-window attention"
+    module_name, prefix = SHARED_PREFIX_TYPES[config.model_type]
+    stock = importlib.import_module(module_name)
+    expected = [(base, "ForCausalLM"), (getattr(base, "model", None), "Model"), (getattr(base.model, "norm", None), "RMSNorm")]
+    for layer in getattr(getattr(base, "model", None), "layers", []):
+        expected += [(layer, "DecoderLayer"), (getattr(layer, "self_attn", None), "Attention"), (getattr(layer, "mlp", None), "MLP"),
+                     (getattr(layer, "input_layernorm", None), "RMSNorm"), (getattr(layer, "post_attention_layernorm", None), "RMSNorm")]
+    for module, suffix in expected:
+        if type(module) is not getattr(stock, prefix + suffix):
+            return f"{type(module).__name__} where the stock {prefix}{suffix} was expected"
+    return None
+
+
+def supports_shared_prefix(model) -> bool:
+    """Stock Llama-family blocks (pre-norm, rotary, grouped-query attention, no sliding window)."""
+    return shared_prefix_mismatch(model) is None
 
 
 class SharedPrefixStepper:
@@ -116,7 +154,8 @@ class SharedPrefixStepper:
     prompt is copied per step, which is where the cache stepper spends most of its time on CPU.
     """
 
-    def __init__(self, model, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+    def __init__(self, model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                 inputs_embeds: torch.Tensor | None = None):
         from transformers.models.llama.modeling_llama import (
             apply_rotary_pos_emb,  # same in Mistral and Qwen2
         )
@@ -127,8 +166,7 @@ class SharedPrefixStepper:
         config = base.config
         self.heads, self.kv_heads = config.num_attention_heads, config.num_key_value_heads
         self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
-        out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=_positions(attention_mask),
-                    use_cache=True, logits_to_keep=1)
+        out = _prefill(model, input_ids, attention_mask, inputs_embeds)
         self.prompt_k = [layer.keys for layer in out.past_key_values.layers]  # [U, Hkv, P, d] each
         self.prompt_v = [layer.values for layer in out.past_key_values.layers]
         dtype = self.prompt_k[0].dtype
@@ -193,21 +231,24 @@ def resolve_decoder(model, decoder: str = "auto") -> str:
     """`decoder`: auto (shared_prefix where the architecture allows it, else cache) | shared_prefix | cache."""
     if decoder not in ("auto", "shared_prefix", "cache"):
         raise ValueError(f"decoder '{decoder}' is not one of auto, shared_prefix, cache")
-    if decoder == "shared_prefix" and not supports_shared_prefix(model):
-        raise ValueError(f"decoder 'shared_prefix' supports model types {SHARED_PREFIX_TYPES} without sliding "
-                         f"windows, not '{_decoder_stack(model).config.model_type}'")
-    return "shared_prefix" if decoder != "cache" and supports_shared_prefix(model) else "cache"
+    mismatch = shared_prefix_mismatch(model)
+    if decoder == "shared_prefix" and mismatch:
+        raise ValueError(f"decoder 'shared_prefix' re-implements the stock Llama, Mistral and Qwen2 layers; this model "
+                         f"has {mismatch}. Use decoder 'auto' or 'cache'")
+    return "shared_prefix" if decoder != "cache" and mismatch is None else "cache"
 
 
-def make_stepper(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, decoder: str = "auto"):
+def make_stepper(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, decoder: str = "auto",
+                 inputs_embeds: torch.Tensor | None = None):
     stepper = SharedPrefixStepper if resolve_decoder(model, decoder) == "shared_prefix" else CacheStepper
-    return stepper(model, input_ids, attention_mask)
+    return stepper(model, input_ids, attention_mask, inputs_embeds)
 
 
 @torch.no_grad()
 def constrained_beam_search(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, trie: ItemTrie,
                             beam_width: int, k: int, exclude: Sequence[Sequence[str]] | None = None,
-                            stats: DecodeStats | None = None, decoder: str = "auto") -> list[list[tuple[str, float]]]:
+                            stats: DecodeStats | None = None, decoder: str = "auto",
+                            inputs_embeds: torch.Tensor | None = None) -> list[list[tuple[str, float]]]:
     """Top-k (item, log-likelihood) per prompt row, over catalogue items not in that row's `exclude`.
 
     History items are scored out in the trie (a subtree whose every item is in the history is
@@ -219,7 +260,7 @@ def constrained_beam_search(model, input_ids: torch.Tensor, attention_mask: torc
     n_rows = input_ids.shape[0]
     exclude = exclude if exclude is not None else [()] * n_rows
     excluded = [trie.excluded_counts(items) for items in exclude]
-    stepper = make_stepper(model, input_ids, attention_mask, decoder)
+    stepper = make_stepper(model, input_ids, attention_mask, decoder, inputs_embeds)
     logp = stepper.logp
     stats = stats if stats is not None else DecodeStats()
     stats.users += n_rows
@@ -276,10 +317,9 @@ def _kth(finished: list[tuple[float, str]], k: int) -> float:
 
 @torch.no_grad()
 def exhaustive_scores(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, sequences: dict[str, list[int]],
-                      chunk: int = 256) -> dict[str, float]:
+                      chunk: int = 256, inputs_embeds: torch.Tensor | None = None) -> dict[str, float]:
     """Log-likelihood of every item's full token sequence after one prompt (input_ids: [1, T])."""
-    out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=_positions(attention_mask),
-                use_cache=True, logits_to_keep=1)
+    out = _prefill(model, input_ids, attention_mask, inputs_embeds)
     first_logp = _log_probs(out.logits[0, -1, :])
     start = int(_positions(attention_mask)[0, -1]) + 1
     items = list(sequences)

@@ -9,7 +9,36 @@ prompt directly; for plain LMs the messages are joined as text.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class Prompt:
+    """One user's prompt as the model reads it: token ids, some of which may be soft tokens
+    (`soft[position]` is a vector that replaces the embedding of the placeholder id there)."""
+
+    ids: list[int]
+    soft: dict[int, Any] = field(default_factory=dict)  # position -> torch.Tensor [D]
+
+
+def left_pad(prompts: Sequence[Prompt], pad_id: int):
+    """(ids [B, T], attention mask [B, T], soft {row: {position: vector}}): every prompt ends at
+    the last column, so the next token of every row is predicted at the same position."""
+    import torch
+
+    length = max(len(p.ids) for p in prompts)
+    ids = torch.full((len(prompts), length), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), length), dtype=torch.long)
+    soft = {}
+    for row, p in enumerate(prompts):
+        offset = length - len(p.ids)
+        ids[row, offset:] = torch.as_tensor(p.ids)
+        mask[row, offset:] = 1
+        if p.soft:
+            soft[row] = {offset + position: vector for position, vector in p.soft.items()}
+    return ids, mask, soft
+
 
 DEFAULT_SYSTEM = "You are a movie recommender. Answer with one movie title and its year."
 DEFAULT_USER = "A user watched these movies, oldest first:\n{history}\nWhich movie will they watch next?"

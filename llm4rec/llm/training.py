@@ -115,13 +115,30 @@ def checkpoint_fingerprint(cfg: SFTConfig, fingerprint: str = "") -> str:
     return f"{fingerprint}|{dataclasses.replace(cfg, steps=0, checkpoint_every=0)}"
 
 
-def train_sft(model, examples: Sequence[tuple[list[int], list[int]]], cfg: SFTConfig, pad_id: int,
+LossFn = Callable[[object, list], tuple[torch.Tensor, int]]  # (model, examples of one micro-batch) -> (loss, tokens)
+
+
+def causal_lm_loss(pad_id: int, device: str) -> LossFn:
+    """The default loss: the backbone's own cross-entropy on the labelled (target) tokens of
+    right-padded (input_ids, labels) examples; tokens = non-padding tokens fed."""
+
+    def loss(model, examples: list) -> tuple[torch.Tensor, int]:
+        batch = collate(examples, pad_id, device)
+        return model(**batch).loss, int(batch["attention_mask"].sum())
+
+    return loss
+
+
+def train_sft(model, examples: Sequence, cfg: SFTConfig, pad_id: int,
               checkpoint_dir: Path | None = None, device: str = "cpu",
               on_step: Callable[[int, float], None] | None = None, progress: bool = True,
-              fingerprint: str = "") -> SFTResult:
+              fingerprint: str = "", loss_fn: LossFn | None = None) -> SFTResult:
     """Train the model's trainable parameters for cfg.steps optimizer steps. `fingerprint`
     identifies everything else that shapes training (model, data, prompt): a checkpoint is only
-    resumed under the same fingerprint and SFT config."""
+    resumed under the same fingerprint and SFT config. `loss_fn` computes a micro-batch's loss
+    from its examples (default `causal_lm_loss`: examples are (input_ids, labels) pairs); a
+    paradigm passes its own for other objectives (e.g. a softmax restricted to item tokens)."""
+    loss_fn = loss_fn or causal_lm_loss(pad_id, device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     fingerprint = checkpoint_fingerprint(cfg, fingerprint)
@@ -137,10 +154,10 @@ def train_sft(model, examples: Sequence[tuple[list[int], list[int]]], cfg: SFTCo
         total = 0.0
         for micro in range(cfg.grad_accum):
             begin = step * per_step + micro * cfg.batch_size
-            batch = collate([examples[i] for i in order[begin:begin + cfg.batch_size]], pad_id, device)
-            tokens += int(batch["attention_mask"].sum())
             with autocast:
-                loss = model(**batch).loss / cfg.grad_accum
+                loss, fed = loss_fn(model, [examples[i] for i in order[begin:begin + cfg.batch_size]])
+                loss = loss / cfg.grad_accum
+            tokens += fed
             loss.backward()
             total += float(loss.detach())
         optimizer.step()

@@ -1,47 +1,42 @@
 """The one interface every recommender implements, baseline or LLM, and the model registry.
 
-A recommender is anything with two methods::
+A recommender is anything with these four methods::
 
     class Recommender(Protocol):
         def fit(self, split: Split, workdir: Path) -> dict: ...
         def rank(self, histories: Mapping[str, Sequence[str]], k: int) -> pd.DataFrame: ...
+        def export(self, out_dir: Path, split: Split) -> dict[str, str]: ...
+        def inference_cost(self) -> dict[str, float]: ...
 
 - ``fit`` trains on ``split`` (the harness's split: train for learning, valid for model
-  selection; never test) and returns facts to log (epochs, best validation score,
-  ``parameters_total``, ``parameters_trainable``, ...). ``workdir`` is the run's own folder.
+  selection on the grid's selection metric; never test) and returns facts to log (epochs, best
+  validation score, ``parameters_total``, ``parameters_trainable``, ...). ``workdir`` is the
+  run's own scratch folder.
 - ``rank`` receives, per user, the chronological item history the model may condition on
   (train items when ranking for validation, train + validation items for test) and returns
   the top-``k`` items per user as a frame ``user_id, rank (1..k), item_id, score``, drawn from
   the whole catalogue (``split.items``) minus that history.
-- Optional ``export(out_dir)`` writes artefacts other paradigms reuse (embeddings).
+- ``export`` writes the files other runs may consume (``ModelSpec.exports``, e.g. item
+  embeddings) into ``out_dir`` and returns {name: description}; ``{}`` when it has none.
+- ``inference_cost`` returns counts since its last call (LLM runs: tokens, beam slots); the
+  runner asks once per ranked phase. ``{}`` when the model counts nothing.
 
-Adding a model is one module with a ``build(name, params, seed, device)`` factory and one
-entry in ``MODELS`` below; the workflow, evaluator and tracking need no change.
+A model is built by its factory ``build(name, params, seed, device, selection, inputs)``:
+``params`` is the grid entry's params, already checked against ``ModelSpec.config``;
+``selection`` the validation metric that picks epochs and checkpoints (e.g. ``ndcg_at_10``);
+``inputs`` the resolved files of what the model consumes (``ModelSpec.inputs``: another run's
+export, or an artifact built by the ``artifact`` rule), as ``{slot: ResolvedInput}``.
 
-Worked example, a recommender that ranks by training popularity::
-
-    class MostPopular:
-        def fit(self, split, workdir):
-            self.order = split.item_popularity().sort_values(ascending=False, kind="stable")
-            return {"parameters_total": 0, "parameters_trainable": 0}
-
-        def rank(self, histories, k):
-            rows = []
-            for user, history in histories.items():
-                seen = set(history)
-                top = [i for i in self.order.index if i not in seen][:k]
-                rows += [(user, r + 1, item, float(self.order[item])) for r, item in enumerate(top)]
-            return pd.DataFrame(rows, columns=["user_id", "rank", "item_id", "score"])
-
-Register it as ``MODELS["mostpop_py"] = ModelSpec("mostpop_py", "baseline", "mymodule:build")``
-and list ``- name: mostpop_py`` under ``models:`` in a grid config.
+Adding a model is one module with a factory and one entry in ``MODELS`` below; the workflow,
+evaluator, tracking and reports need no change. A worked example that consumes another run's
+export is ``baselines/embedding_knn.py`` (README, "Adding a model").
 """
 
 from __future__ import annotations
 
 import importlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -58,37 +53,165 @@ class Recommender(Protocol):
 
     def rank(self, histories: Mapping[str, Sequence[str]], k: int) -> pd.DataFrame: ...
 
+    def export(self, out_dir: Path, split: Split) -> dict[str, str]: ...
+
+    def inference_cost(self) -> dict[str, float]: ...
+
+
+@dataclass(frozen=True)
+class Paradigm:
+    """A model family: its row group in the tables and its colour in the figures."""
+
+    name: str
+    title: str
+    color: str
+
+
+# Table and figure order. A family missing here still renders (after these, in grey).
+PARADIGM_LIST = [
+    Paradigm("baseline", "Baselines", "#4C72B0"),
+    Paradigm("text_prompted", "Text-prompted", "#DD8452"),
+    Paradigm("cf_injected", "CF-injected", "#55A868"),
+    Paradigm("semantic_id", "Semantic-ID", "#C44E52"),
+    Paradigm("moe_expert", "MoE-expert", "#8172B3"),
+]
+PARADIGMS = {p.name: p for p in PARADIGM_LIST}
+UNKNOWN_COLOR = "#7F7F7F"
+
+
+def paradigm_rank(name: str) -> int:
+    return list(PARADIGMS).index(name) if name in PARADIGMS else len(PARADIGMS)
+
+
+def paradigm_title(name: str) -> str:
+    return PARADIGMS[name].title if name in PARADIGMS else name
+
+
+def paradigm_color(name: str) -> str:
+    return PARADIGMS[name].color if name in PARADIGMS else UNKNOWN_COLOR
+
+
+def model_title(name: str) -> str:
+    """A model's name in paper tables and figures (ModelSpec.display; the key if unregistered)."""
+    return MODELS[name].title if name in MODELS else name
+
+
+@dataclass(frozen=True)
+class InputSlot:
+    """Something a model consumes: files from another run of the grid (same dataset and seed) or
+    from an artifact (an auxiliary rule's output). The grid entry picks the source under
+    ``inputs: {slot: {run: MODEL}}`` or ``{slot: {artifact: NAME, params: {...}}}``; ``default``
+    is used when it does not."""
+
+    files: tuple[str, ...]
+    default: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class ArtifactSpec:
+    """An auxiliary rule's output, built once per dataset, seed and params by
+    ``builder(split, params, seed, out_dir) -> dict`` (the ``artifact`` rule)."""
+
+    name: str
+    builder: str  # "module:function"
+    files: tuple[str, ...]
+    config: str | None = None  # "module:Dataclass" its params are checked against
+    per_seed: bool = True  # False: one artifact per dataset and params, whatever the run's seed
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class ResolvedInput:
+    """One consumed input as the recommender receives it: {file name: path}, and where it came from."""
+
+    paths: dict[str, Path]
+    source: str  # e.g. "run bpr/seed0 (config 1a2b3c4d5e6f)" or "artifact item_text_lsa/abc123"
+
 
 @dataclass(frozen=True)
 class ModelSpec:
     name: str
-    paradigm: str  # baseline | text_prompted | cf_injected | semantic_id | moe_expert
+    paradigm: str  # a key of PARADIGMS
     factory: str  # "module:function", imported only when the model is built
     description: str = ""
     needs_gpu: bool = False
+    config: str | None = None  # "module:Dataclass" its params are checked against (None: takes none)
+    display: str = ""  # the name in paper tables (default: the registry name)
+    exports: tuple[str, ...] = ()  # files `export` writes, which other runs may consume
+    inputs: dict[str, InputSlot] = field(default_factory=dict)
+
+    @property
+    def title(self) -> str:
+        return self.display or self.name
 
 
-PARADIGMS = ("baseline", "text_prompted", "cf_injected", "semantic_id", "moe_expert")
+_RECBOLE_FACTORY, _RECBOLE_CONFIG = "baselines.recbole_models:build", "baselines.recbole_models:recbole_params"
+_CF_EXPORTS = ("item_embeddings.npy", "user_embeddings.npy", "user_ids.txt")
+_TEXT_PROMPTED = ("llm4rec.paradigms.text_prompted:build", "llm4rec.paradigms.text_prompted:TextPromptedConfig")
 
 MODELS: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in [
-        ModelSpec("mostpop", "baseline", "baselines.recbole_models:build", "RecBole Pop: training popularity (sanity floor)"),
-        ModelSpec("bpr", "baseline", "baselines.recbole_models:build", "RecBole BPR: matrix factorisation with BPR loss"),
-        ModelSpec("lightgcn", "baseline", "baselines.recbole_models:build", "RecBole LightGCN: graph convolution CF"),
-        ModelSpec("sasrec", "baseline", "baselines.recbole_models:build", "RecBole SASRec: self-attentive sequential model"),
-        ModelSpec("text_prompted", "text_prompted", "llm4rec.paradigms.text_prompted:build",
-                  "history as titles -> fine-tuned causal LM (LoRA) -> catalogue-constrained beam search"),
-        ModelSpec("text_prompted_zeroshot", "text_prompted", "llm4rec.paradigms.text_prompted:build",
-                  "the same prompt and constrained decoding, no fine-tuning"),
+        ModelSpec("mostpop", "baseline", _RECBOLE_FACTORY, "RecBole Pop: training popularity (sanity floor)",
+                  config=_RECBOLE_CONFIG, display="MostPop"),
+        ModelSpec("bpr", "baseline", _RECBOLE_FACTORY, "RecBole BPR: matrix factorisation with BPR loss",
+                  config=_RECBOLE_CONFIG, display="BPR", exports=_CF_EXPORTS),
+        ModelSpec("lightgcn", "baseline", _RECBOLE_FACTORY, "RecBole LightGCN: graph convolution CF",
+                  config=_RECBOLE_CONFIG, display="LightGCN", exports=_CF_EXPORTS),
+        ModelSpec("sasrec", "baseline", _RECBOLE_FACTORY, "RecBole SASRec: self-attentive sequential model",
+                  config=_RECBOLE_CONFIG, display="SASRec", exports=("item_embeddings.npy",)),
+        ModelSpec("emb_knn", "baseline", "baselines.embedding_knn:build",
+                  "cosine kNN over item embeddings consumed from another run (default: BPR) or an artifact",
+                  config="baselines.embedding_knn:EmbeddingKnnConfig", display="Emb-kNN",
+                  inputs={"embeddings": InputSlot(("item_embeddings.npy",), {"run": "bpr"},
+                                                  "item embeddings, rows in items.parquet order")}),
+        ModelSpec("text_prompted", "text_prompted", *_TEXT_PROMPTED[:1],
+                  "history as titles -> fine-tuned causal LM (LoRA) -> catalogue-constrained beam search",
+                  config=_TEXT_PROMPTED[1], display="Text-prompted (LoRA)"),
+        ModelSpec("text_prompted_zeroshot", "text_prompted", *_TEXT_PROMPTED[:1],
+                  "the same prompt and constrained decoding, no fine-tuning",
+                  config=_TEXT_PROMPTED[1], display="Text-prompted (zero-shot)"),
+    ]
+}
+
+ARTIFACTS: dict[str, ArtifactSpec] = {
+    spec.name: spec
+    for spec in [
+        ArtifactSpec("item_text_lsa", "llm4rec.data.item_text:build_lsa_embeddings", ("item_embeddings.npy",),
+                     config="llm4rec.data.item_text:LsaConfig", per_seed=False,
+                     description="TF-IDF + truncated SVD of each item's text (title, genres, description)"),
     ]
 }
 
 
-def build_model(name: str, params: dict[str, Any], seed: int, device: str) -> Recommender:
+def import_object(path: str) -> Any:
+    """'module:attribute' -> the attribute (imported on demand)."""
+    module_name, attr = path.split(":")
+    return getattr(importlib.import_module(module_name), attr)
+
+
+def check_params(spec: ModelSpec | ArtifactSpec, params: dict[str, Any]) -> Any:
+    """Parse `params` with the spec's config class; raise ParamsError naming an unknown key."""
+    from llm4rec.params import ParamsError, from_params
+
+    if spec.config is None:
+        if params:
+            raise ParamsError(f"{spec.name}: takes no parameters (got: {', '.join(sorted(params))})")
+        return None
+    config = import_object(spec.config)
+    return from_params(config, params, spec.name) if isinstance(config, type) else config(spec.name, params)
+
+
+def build_model(name: str, params: dict[str, Any], seed: int, device: str, *, selection: str = "ndcg_at_10",
+                inputs: Mapping[str, ResolvedInput] | None = None) -> Recommender:
     """Instantiate a registered model by name."""
     if name not in MODELS:
         raise KeyError(f"'{name}' is not a known model (known: {', '.join(sorted(MODELS))})")
-    module_name, func_name = MODELS[name].factory.split(":")
-    factory = getattr(importlib.import_module(module_name), func_name)
-    return factory(name=name, params=dict(params), seed=seed, device=device)
+    spec = MODELS[name]
+    missing = sorted(set(spec.inputs) - set(inputs or {}))
+    if missing:
+        raise ValueError(f"{name}: input '{missing[0]}' was not resolved (it consumes: {', '.join(spec.inputs)})")
+    factory = import_object(spec.factory)
+    return factory(name=name, params=dict(params), seed=seed, device=device, selection=selection,
+                   inputs=dict(inputs or {}))

@@ -23,7 +23,7 @@ from llm4rec.io import write_text
 from llm4rec.report import figures
 from llm4rec.report.compare import CompareSpec, compare_runs
 from llm4rec.report.runs import RunRecord
-from llm4rec.report.slices import render_slices_markdown, slice_frame
+from llm4rec.report.slices import SLICES, render_slices_markdown, slice_frame
 from llm4rec.report.tables import (
     build_main_table,
     cost_frame,
@@ -47,6 +47,22 @@ REPORT_DEFAULTS = {
     "slice_metric": "ndcg_at_10",
     "history_buckets": 4,
 }
+
+
+TABLE_STEMS = ("results_table", "cost_table")
+TABLE_FORMATS = ("tex", "md", "csv")
+FIGURE_FORMATS = ("pdf", "png")
+
+
+def report_files(out_dir: str | Path, options: dict) -> list[Path]:
+    """Every file `build_report` always writes (the Snakefile declares exactly these; comparisons.csv
+    is the compare rule's, and tables.pdf exists only where pdflatex does)."""
+    out_dir, metric = Path(out_dir), options["slice_metric"]
+    tables = [out_dir / f"{stem}.{ext}" for stem in TABLE_STEMS for ext in TABLE_FORMATS]
+    plots = [out_dir / "figures" / f"{stem}.{ext}" for ext in FIGURE_FORMATS
+               for stem in (figures.ci_stem(metric), figures.cost_stem(metric),
+                            *(figures.slice_stem(s) for s in SLICES))]
+    return tables + [out_dir / "slices.md", out_dir / "slices.csv", out_dir / "tables.tex"] + plots
 
 
 @dataclass(frozen=True)

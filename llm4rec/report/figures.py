@@ -13,13 +13,23 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from llm4rec.io import write_with  # noqa: E402
-from llm4rec.models import PARADIGMS  # noqa: E402
+from llm4rec.models import model_title, paradigm_color, paradigm_rank  # noqa: E402
 from llm4rec.report.compare import by_model  # noqa: E402
 from llm4rec.report.runs import RunRecord  # noqa: E402
 from llm4rec.report.tables import metric_label  # noqa: E402
 from llm4rec.stats import mean_ci  # noqa: E402
 
-COLORS = dict(zip(PARADIGMS, ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3"], strict=True))
+
+def ci_stem(metric: str) -> str:
+    return f"{metric}_ci"
+
+
+def cost_stem(metric: str) -> str:
+    return f"{metric}_vs_cost"
+
+
+def slice_stem(slice_name: str) -> str:
+    return f"slices_{slice_name}"
 
 
 def save(fig, out_dir: Path, stem: str) -> list[Path]:
@@ -38,15 +48,15 @@ def metric_with_ci(runs: Sequence[RunRecord], metric: str, out_dir: Path) -> lis
     fig, axes = plt.subplots(1, len(datasets), figsize=(4.5 * len(datasets), 0.45 * max(len(groups), 4) + 1), squeeze=False)
     for ax, dataset in zip(axes[0], datasets, strict=True):
         entries = sorted(((rs[0].paradigm, m, mean_ci([r.metrics["test"][metric] for r in rs])) for (d, m), rs in groups.items() if d == dataset),
-                         key=lambda e: (PARADIGMS.index(e[0]) if e[0] in PARADIGMS else 99, e[2][0]))
+                         key=lambda e: (paradigm_rank(e[0]), e[2][0]))
         y = np.arange(len(entries))
         means = [e[2][0] for e in entries]
         errors = [[e[2][0] - e[2][2] for e in entries], [e[2][3] - e[2][0] for e in entries]]
-        ax.barh(y, means, xerr=errors, color=[COLORS.get(e[0], "grey") for e in entries], capsize=3)
-        ax.set_yticks(y, [e[1] for e in entries])
+        ax.barh(y, means, xerr=errors, color=[paradigm_color(e[0]) for e in entries], capsize=3)
+        ax.set_yticks(y, [model_title(e[1]) for e in entries])
         ax.set_xlabel(f"{metric_label(metric)} (mean, 95% CI over seeds)")
         ax.set_title(dataset)
-    return save(fig, out_dir, f"{metric}_ci")
+    return save(fig, out_dir, ci_stem(metric))
 
 
 def accuracy_vs_cost(runs: Sequence[RunRecord], metric: str, out_dir: Path) -> list[Path]:
@@ -55,14 +65,14 @@ def accuracy_vs_cost(runs: Sequence[RunRecord], metric: str, out_dir: Path) -> l
         acc = np.mean([r.metrics["test"][metric] for r in rs])
         for ax, key in zip(axes, ("train_time_s", "inference_ms_per_user"), strict=True):
             cost = max(np.mean([r.metrics["cost"][key] for r in rs]), 1e-3)
-            ax.scatter(cost, acc, color=COLORS.get(rs[0].paradigm, "grey"), s=40)
-            ax.annotate(f"{model} ({dataset})", (cost, acc), fontsize=7, xytext=(3, 3), textcoords="offset points")
+            ax.scatter(cost, acc, color=paradigm_color(rs[0].paradigm), s=40)
+            ax.annotate(f"{model_title(model)} ({dataset})", (cost, acc), fontsize=7, xytext=(3, 3), textcoords="offset points")
     for ax, label in zip(axes, ("train time (s)", "inference time per user (ms)"), strict=True):
         ax.set_xscale("log")
         ax.set_xlabel(label)
         ax.set_ylabel(metric_label(metric))
         ax.grid(alpha=0.3)
-    return save(fig, out_dir, f"{metric}_vs_cost")
+    return save(fig, out_dir, cost_stem(metric))
 
 
 def slice_bars(slices: pd.DataFrame, out_dir: Path) -> list[Path]:
@@ -77,11 +87,11 @@ def slice_bars(slices: pd.DataFrame, out_dir: Path) -> list[Path]:
             width = 0.8 / max(len(models), 1)
             for i, model in enumerate(models):
                 values = part[part["model"] == model].set_index("bucket").reindex(buckets)
-                ax.bar(np.arange(len(buckets)) + i * width, values["mean"], width, yerr=values["std"], label=model, capsize=2)
+                ax.bar(np.arange(len(buckets)) + i * width, values["mean"], width, yerr=values["std"], label=model_title(model), capsize=2)
             ax.set_xticks(np.arange(len(buckets)) + width * (len(models) - 1) / 2, buckets)
             ax.set_xlabel(slice_name.replace("_", " "))
             ax.set_ylabel(metric_label(part["metric"].iloc[0]))
             ax.set_title(dataset)
         axes[0][-1].legend(fontsize=7)
-        paths += save(fig, out_dir, f"slices_{slice_name}")
+        paths += save(fig, out_dir, slice_stem(slice_name))
     return paths

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from llm4rec.evaluation.evaluate import POPULARITY_BUCKETS
+from llm4rec.models import model_title
 from llm4rec.report.compare import by_model
 from llm4rec.report.runs import RunRecord
 
@@ -62,6 +63,6 @@ def render_slices_markdown(frame: pd.DataFrame) -> str:
                   "| Model | " + " | ".join(f"{b} (n={counts[b]})" for b in buckets) + " |", "|" + "---|" * (len(buckets) + 1)]
         for model, rows in block.groupby("model", sort=False):
             values = rows.set_index("bucket")["mean"]
-            lines.append(f"| {model} | " + " | ".join(f"{values[b]:.4f}" if b in values else "–" for b in buckets) + " |")
+            lines.append(f"| {model_title(model)} | " + " | ".join(f"{values[b]:.4f}" if b in values else "–" for b in buckets) + " |")
         lines.append("")
     return "\n".join(lines)

@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pandas as pd
 
+from llm4rec.costs import SUMMARY_COST_KEYS
 from llm4rec.io import write_text
-from llm4rec.models import PARADIGMS
+from llm4rec.models import paradigm_rank
 from llm4rec.report.runs import runs_from_folders
 
 HEADLINE = ("n_users", "hr_at_10", "ndcg_at_10", "recall_at_20", "ndcg_at_20", "mrr_at_10", "coverage_at_10",
             "avg_popularity_at_10")
-COSTS = ("train_time_s", "inference_ms_per_user", "peak_memory_mb", "parameters_total", "parameters_trainable",
-         "train_tokens", "inference_tokens_per_user")
+COSTS = SUMMARY_COST_KEYS
 
 
 def collect(metric_files: Iterable[str | Path]) -> pd.DataFrame:
@@ -38,8 +38,7 @@ def aggregate(long: pd.DataFrame) -> pd.DataFrame:
     grouped = long.groupby(["dataset", "paradigm", "model", "phase", "metric"], sort=False)["value"]
     out = grouped.agg(mean="mean", std="std", n_seeds="count").reset_index()
     out["std"] = out["std"].fillna(0.0)
-    order = {p: i for i, p in enumerate(PARADIGMS)}
-    return out.sort_values(["dataset", "paradigm", "model"], key=lambda s: s.map(order) if s.name == "paradigm" else s, kind="stable")
+    return out.sort_values(["dataset", "paradigm", "model"], key=lambda s: s.map(paradigm_rank) if s.name == "paradigm" else s, kind="stable")
 
 
 def _fmt(mean: float, std: float, metric: str) -> str:

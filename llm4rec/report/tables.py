@@ -18,12 +18,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from llm4rec.models import PARADIGMS
+from llm4rec.costs import TABLE_COSTS
+from llm4rec.models import model_title, paradigm_rank, paradigm_title
 from llm4rec.report.compare import LOWER_IS_BETTER, CompareSpec, best_baseline, by_model
 from llm4rec.report.runs import RunRecord
 
-PARADIGM_TITLES = {"baseline": "Baselines", "text_prompted": "Text-prompted", "cf_injected": "CF-injected",
-                   "semantic_id": "Semantic-ID", "moe_expert": "MoE-expert"}
 TEST_NAMES = {"t": "paired t-test", "wilcoxon": "Wilcoxon signed-rank test", "randomization": "paired randomization test"}
 CORRECTION_NAMES = {"holm": "Holm-Bonferroni", "bonferroni": "Bonferroni", "bh": "Benjamini-Hochberg", "none": "no"}
 SPLIT_NAMES = {"leave_one_out": "leave-one-out by time (last interaction test, second-to-last validation)",
@@ -88,8 +87,7 @@ def build_main_table(runs: Sequence[RunRecord], comparisons: pd.DataFrame, spec:
     groups = by_model(runs)
     datasets = sorted({r.dataset for r in runs})
     paradigm_of = {r.model: r.paradigm for r in runs}
-    order = {p: i for i, p in enumerate(PARADIGMS)}
-    rows = sorted({(paradigm_of[m], m) for m in paradigm_of}, key=lambda pm: (order.get(pm[0], 99), pm[1]))
+    rows = sorted({(paradigm_of[m], m) for m in paradigm_of}, key=lambda pm: (paradigm_rank(pm[0]), pm[1]))
     metrics = list(spec.metrics)
     cells: dict[tuple[str, str, str], Cell] = {}
     samples = {}
@@ -230,9 +228,9 @@ def render_latex(table: MainTable) -> str:
     current = None
     for paradigm, model in table.rows:
         if paradigm != current:
-            lines += [r"\midrule", rf"\multicolumn{{{n_cols}}}{{l}}{{\textit{{{PARADIGM_TITLES.get(paradigm, latex_escape(paradigm))}}}}} \\"]
+            lines += [r"\midrule", rf"\multicolumn{{{n_cols}}}{{l}}{{\textit{{{latex_escape(paradigm_title(paradigm))}}}}} \\"]
             current = paradigm
-        name = latex_escape(model) + (LATEX_MARKS["star"] if table.is_sampled(model) else "") + (
+        name = latex_escape(model_title(model)) + (LATEX_MARKS["star"] if table.is_sampled(model) else "") + (
             rf"$^{{\mathrm{{({table.letters[model]})}}}}$" if table.letters else "")
         cells = []
         for dataset, metric in cols:
@@ -268,9 +266,9 @@ def render_markdown(table: MainTable) -> str:
             text = f"**{text}**" if cell.bold else (f"<ins>{text}</ins>" if cell.underline else text)
             text += "†" if cell.marks == "dagger" else (f"<sup>{cell.marks}</sup>" if cell.marks else "")
             cells.append(text)
-        name = model + (MARKDOWN_MARKS["star"] if table.is_sampled(model) else "") + (
+        name = model_title(model) + (MARKDOWN_MARKS["star"] if table.is_sampled(model) else "") + (
             f" ({table.letters[model]})" if table.letters else "")
-        lines.append("| " + " | ".join([PARADIGM_TITLES.get(paradigm, paradigm), name] + cells) + " |")
+        lines.append("| " + " | ".join([paradigm_title(paradigm), name] + cells) + " |")
     notes = [table.caption] + [f"{MARKDOWN_MARKS[mark]}: {note}" for mark, note in table.notes()]
     return "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n"
 
@@ -290,12 +288,8 @@ def table_frame(table: MainTable) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-COST_COLUMNS = [("parameters_total", "Params"), ("parameters_trainable", "Trainable"), ("train_time_s", "Train (s)"),
-                ("inference_ms_per_user", "Infer (ms/user)"), ("peak_memory_mb", "Peak mem (MiB)")]
-# LLM runs only: tokens through the model (training; inference per test user) and the share of
-# beam slots that history items would have taken had constrained decoding not scored them out
-TOKEN_COLUMNS = [("train_tokens", "Train tok."), ("inference_tokens_per_user", "Tok./user"),
-                 ("history_beam_share", "Hist. beams (%)")]
+COST_COLUMNS = [(c.key, c.title) for c in TABLE_COSTS if c.always]
+TOKEN_COLUMNS = [(c.key, c.title) for c in TABLE_COSTS if not c.always]  # runs that count tokens (LLMs)
 
 
 def cost_frame(runs: Sequence[RunRecord]) -> pd.DataFrame:
@@ -309,9 +303,8 @@ def cost_frame(runs: Sequence[RunRecord]) -> pd.DataFrame:
             values = [r.metrics["cost"][key] for r in rs if key in r.metrics["cost"]]
             row[key] = float(np.mean(values)) * (100 if key == "history_beam_share" else 1) if values else np.nan
         rows.append(row)
-    order = {p: i for i, p in enumerate(PARADIGMS)}
     frame = pd.DataFrame(rows)
-    return frame.sort_values(["dataset", "paradigm", "model"], key=lambda s: s.map(order) if s.name == "paradigm" else s).reset_index(drop=True)
+    return frame.sort_values(["dataset", "paradigm", "model"], key=lambda s: s.map(paradigm_rank) if s.name == "paradigm" else s).reset_index(drop=True)
 
 
 def _cost_text(key: str, value: float) -> str:
@@ -331,7 +324,7 @@ def render_cost(frame: pd.DataFrame, fmt: str, label: str = "tab:cost") -> str:
     if fmt == "markdown":
         lines = ["| Dataset | Paradigm | Model | " + " | ".join(t for _, t in columns) + " |", "|" + "---|" * (3 + len(columns))]
         for r in frame.itertuples():
-            lines.append(f"| {r.dataset} | {PARADIGM_TITLES.get(r.paradigm, r.paradigm)} | {r.model} | "
+            lines.append(f"| {r.dataset} | {paradigm_title(r.paradigm)} | {model_title(r.model)} | "
                          + " | ".join(_cost_text(k, getattr(r, k)) for k, _ in columns) + " |")
         return "\n".join(lines) + "\n"
     wide = len(columns) > len(COST_COLUMNS)
@@ -345,6 +338,6 @@ def render_cost(frame: pd.DataFrame, fmt: str, label: str = "tab:cost") -> str:
              r"\begin{tabular}{ll" + "r" * len(columns) + "}", r"\toprule",
              " & ".join(["Dataset", "Model"] + [latex_escape(t) for _, t in columns]) + r" \\", r"\midrule"]
     for r in frame.itertuples():
-        lines.append(" & ".join([latex_escape(r.dataset), latex_escape(r.model)] + [latex_escape(_cost_text(k, getattr(r, k))) for k, _ in columns]) + r" \\")
+        lines.append(" & ".join([latex_escape(r.dataset), latex_escape(model_title(r.model))] + [latex_escape(_cost_text(k, getattr(r, k))) for k, _ in columns]) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
     return "\n".join(lines) + "\n"

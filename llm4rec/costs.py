@@ -1,0 +1,46 @@
+"""The cost figures of a run, named once: what run.json's `cost` holds, what MLflow logs, and
+which columns the summary and the cost table show, in this order."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Cost:
+    key: str
+    title: str  # cost-table column
+    always: bool = True  # every run reports it; False: only runs that count it (LLM tokens)
+    in_table: bool = True
+    in_summary: bool = True
+
+
+COSTS = (
+    Cost("parameters_total", "Params"),
+    Cost("parameters_trainable", "Trainable"),
+    Cost("train_time_s", "Train (s)"),
+    Cost("inference_ms_per_user", "Infer (ms/user)"),
+    Cost("inference_time_test_s", "Infer test (s)", in_table=False, in_summary=False),
+    Cost("peak_memory_mb", "Peak mem (MiB)"),
+    # LLM runs: tokens through the model in training and per test user at inference, and the share
+    # of beam slots history items would have taken had constrained decoding not scored them out
+    Cost("train_tokens", "Train tok.", always=False),
+    Cost("inference_tokens_per_user", "Tok./user", always=False),
+    Cost("history_beam_share", "Hist. beams (%)", always=False, in_summary=False),
+)
+COST_KEYS = tuple(c.key for c in COSTS)
+TABLE_COSTS = tuple(c for c in COSTS if c.in_table)
+SUMMARY_COST_KEYS = tuple(c.key for c in COSTS if c.in_summary)
+
+
+def token_costs(fit_info: dict, test_cost: dict, n_test: int) -> dict[str, float]:
+    """The optional costs a run reports: training tokens (from fit), tokens per test user and the
+    history-beam share (from the model's inference_cost of the test phase)."""
+    out: dict[str, float] = {}
+    if "train_tokens" in fit_info:
+        out["train_tokens"] = int(fit_info["train_tokens"])
+    if "tokens" in test_cost:
+        out["inference_tokens_per_user"] = test_cost["tokens"] / max(n_test, 1)
+    if "history_beam_share" in test_cost:
+        out["history_beam_share"] = test_cost["history_beam_share"]
+    return out

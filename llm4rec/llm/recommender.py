@@ -1,0 +1,159 @@
+"""What every LLM paradigm shares, behind the Recommender protocol.
+
+`LLMRecommender.fit` loads the backbone, lets the paradigm write its items in (`prepare`:
+identifiers and a trie, new item or code tokens, ...), and, unless the paradigm trains nothing,
+fine-tunes it (LoRA by default) on the paradigm's `training_examples` with the LLM layer's
+seeded, resumable, fingerprinted SFT loop, selecting the checkpoint on the grid's validation
+metric over a fixed user sample (`llm4rec.llm.selection`). `rank` batches users, left-pads
+their prompts (soft tokens become `inputs_embeds`) and lets the paradigm read items out
+(`decode`: constrained beam search, or one forward pass over item tokens).
+
+A paradigm subclasses it and supplies only what differs:
+
+    prepare(split) -> dict                       how items are written in and read out; facts to log
+    prompt(history) -> Prompt                    one user's prompt
+    training_examples(split, rng) -> [example]   what trains (only when `trains`); (ids, labels) pairs
+                                                 for the default loss
+    training_loss() -> LossFn | None            optional: another objective than the backbone's
+                                                 cross-entropy on labelled tokens (llm4rec.llm.training)
+    decode(ids, mask, inputs_embeds, histories, k) -> [[(item, score)] per row]
+
+What trains is whatever has `requires_grad` after `prepare` (and LoRA, when `lora` is set).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from llm4rec.data.split import Split
+from llm4rec.evaluation.evaluate import sample_users
+from llm4rec.io import stable_hash
+from llm4rec.llm.backbone import BackboneConfig, LoraSettings, add_lora, load_backbone
+from llm4rec.llm.decoding import DecodeStats
+from llm4rec.llm.prompts import Prompt, left_pad
+from llm4rec.llm.selection import CheckpointSelection
+from llm4rec.llm.tokens import prompt_embeddings
+from llm4rec.llm.training import LossFn, SFTConfig, train_sft
+from llm4rec.models import RANKING_COLUMNS
+
+
+@dataclass(frozen=True)
+class LLMConfig:
+    """Settings every LLM paradigm has; a paradigm's config dataclass extends it."""
+
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    lora: LoraSettings | None = field(default_factory=LoraSettings)  # None: full fine-tuning
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    max_train_examples: int | None = 2000  # a seeded sample of the training examples (None: all)
+    batch_users: int = 32  # users ranked together
+    valid_users: int = 100  # validation sample for checkpoint selection (sample_users, seed 0)
+    eval_every: int = 50
+
+
+class LLMRecommender:
+    """Backbone, training with checkpoint selection, batched ranking, costs (see module doc)."""
+
+    def __init__(self, cfg: LLMConfig, seed: int, device: str, selection: str = "ndcg_at_10"):
+        self.cfg, self.seed, self.device, self.selection_metric = cfg, seed, device, selection
+        self.decode_stats = DecodeStats()
+        self.selection: CheckpointSelection | None = None
+        self._reuse_selection = False
+
+    # -- what a paradigm supplies -------------------------------------------------------------
+    @property
+    def trains(self) -> bool:
+        return True
+
+    def prepare(self, split: Split) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def prompt(self, history: Sequence[str]) -> Prompt:
+        raise NotImplementedError
+
+    def training_examples(self, split: Split, rng: np.random.Generator) -> list[tuple[list[int], list[int]]]:
+        raise NotImplementedError
+
+    def training_loss(self) -> LossFn | None:
+        return None  # the backbone's cross-entropy on labelled tokens (causal_lm_loss)
+
+    def decode(self, ids: torch.Tensor, mask: torch.Tensor, inputs_embeds: torch.Tensor | None,
+               histories: Sequence[Sequence[str]], k: int) -> list[list[tuple[str, float]]]:
+        raise NotImplementedError
+
+    # -- the Recommender protocol ----------------------------------------------------------------
+    def inference_cost(self) -> dict[str, float]:
+        """Decoding counts since the last call (the runner asks once per ranked phase)."""
+        stats, self.decode_stats = self.decode_stats, DecodeStats()
+        return stats.as_dict()
+
+    def export(self, out_dir: Path, split: Split) -> dict[str, str]:
+        return {}
+
+    def fit(self, split: Split, workdir: Path) -> dict:
+        backbone = dataclasses.replace(self.cfg.backbone, device=self.device)
+        self.model, self.tokenizer = load_backbone(backbone)
+        info = self.prepare(split)
+        info |= self._train(split, Path(workdir)) if self.trains else {"train_tokens": 0}
+        info["decoding_during_fit"] = self.inference_cost()  # checkpoint selection's validation rankings
+        info["parameters_total"] = sum(p.numel() for p in self.model.parameters())
+        info["parameters_trainable"] = sum(p.numel() for p in self.model.parameters() if p.requires_grad) if self.trains else 0
+        self.model.eval()
+        return info
+
+    def _train(self, split: Split, workdir: Path) -> dict:
+        cfg, rng = self.cfg, np.random.default_rng(self.seed)
+        if cfg.lora is not None:
+            self.model = add_lora(self.model, cfg.lora)
+        encoded = self.training_examples(split, rng)
+        sample = sample_users(list(split.targets("valid")), cfg.valid_users, seed=0)
+        # everything but the step budget that shapes training: a checkpoint is resumed only under it
+        fingerprint = stable_hash({"params": {k: v for k, v in dataclasses.asdict(cfg).items() if k != "sft"},
+                                   "seed": self.seed, "examples": stable_hash(encoded), "valid_sample": sample,
+                                   "selection": self.selection_metric})
+        self.selection = CheckpointSelection(workdir / "sft" / "best.pt", fingerprint, split, sample,
+                                             self.selection_metric, cfg.eval_every, cfg.sft.steps)
+        start = time.perf_counter()
+        sft = dataclasses.replace(cfg.sft, seed=self.seed)  # batch order follows the run's seed
+        result = train_sft(self.model, encoded, sft, self.tokenizer.pad_token_id, workdir / "sft", self.device,
+                           on_step=self.selection.on_step(self.model, self._rank_batches), fingerprint=fingerprint,
+                           loss_fn=self.training_loss())
+        self._reuse_selection = self.selection.restore(self.model)
+        return {"train_examples": len(encoded), "train_set_tokens": int(sum(len(example[0]) for example in encoded)),
+                "train_tokens": result.tokens, "sft_steps_run": len(result.losses),
+                "first_loss": result.losses[0] if result.losses else None,
+                "final_loss": result.losses[-1] if result.losses else None,
+                **self.selection.as_dict(), "sft_seconds": time.perf_counter() - start}
+
+    def rank(self, histories: Mapping[str, Sequence[str]], k: int) -> pd.DataFrame:
+        self.model.eval()
+        if self._reuse_selection:
+            # the selected checkpoint already ranked exactly these users and histories: reuse it
+            reused = self.selection.reuse(histories, k)
+            if reused is not None:
+                return reused
+        return self._rank_batches(histories, k)
+
+    @torch.no_grad()
+    def _rank_batches(self, histories: Mapping[str, Sequence[str]], k: int) -> pd.DataFrame:
+        users = sorted(histories)
+        rows = []
+        batches = range(0, len(users), self.cfg.batch_users)
+        for begin in tqdm(batches, desc=f"rank {len(users)} users", disable=len(batches) < 4, mininterval=10):
+            batch = users[begin:begin + self.cfg.batch_users]
+            ids, mask, soft = left_pad([self.prompt(histories[u]) for u in batch], self.tokenizer.pad_token_id)
+            ids, mask = ids.to(self.device), mask.to(self.device)
+            embeds = prompt_embeddings(self.model, ids, soft) if soft else None
+            results = self.decode(ids, mask, embeds, [histories[u] for u in batch], k)
+            for user, ranked in zip(batch, results, strict=True):
+                rows += [(user, r + 1, item, score) for r, (item, score) in enumerate(ranked)]
+        return pd.DataFrame(rows, columns=RANKING_COLUMNS)

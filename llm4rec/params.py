@@ -1,0 +1,49 @@
+"""A model's `params` (a mapping from a grid config) -> its frozen config dataclass.
+
+One parser for every model: nested dataclasses are built from nested mappings, `None` is kept
+where a field allows it (e.g. `lora: null` = full fine-tuning), and an unknown key is an error
+that names the model, the key path and the known keys, so a typo such as `beam_widht` fails
+when the grid is validated, before any job runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from typing import Any
+
+
+class ParamsError(ValueError):
+    """A model's params do not fit its config class; the message names the key."""
+
+
+def _dataclass_of(annotation: Any) -> type | None:
+    """The dataclass a field holds (`X`, `X | None`, `Optional[X]`), or None."""
+    if dataclasses.is_dataclass(annotation):
+        return annotation
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        found = [a for a in typing.get_args(annotation) if dataclasses.is_dataclass(a)]
+        return found[0] if len(found) == 1 else None
+    return None
+
+
+def from_params(cls: type, params: dict[str, Any] | None, model: str, prefix: str = "") -> Any:
+    """Build `cls` from `params`, naming the first unknown key as `model: unknown parameter 'a.b'`."""
+    params = params or {}
+    if not isinstance(params, dict):
+        raise ParamsError(f"{model}: parameter '{prefix.rstrip('.') or 'params'}' must be a mapping, got {params!r}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls) if f.init}
+    values = {}
+    for key, value in params.items():
+        if key not in known:
+            raise ParamsError(f"{model}: unknown parameter '{prefix}{key}' (known: {', '.join(sorted(known))})")
+        nested = _dataclass_of(hints[key])
+        if nested is not None and isinstance(value, dict):
+            value = from_params(nested, value, model, f"{prefix}{key}.")
+        values[key] = value
+    try:
+        return cls(**values)
+    except (TypeError, ValueError) as err:
+        raise ParamsError(f"{model}: {prefix.rstrip('.') or 'params'}: {err}") from err
