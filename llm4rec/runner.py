@@ -88,10 +88,14 @@ def resolve_inputs(grid: Grid, dataset: str, model: str, seed: int, split: Split
             raise DataError(f"{what}: {record_path} has config hash {record.get('config_hash')}, the grid now gives "
                             f"{source.config_hash}; rerun the upstream first")
         paths = {name: source.folder / name for name in source.files}
-        for path in paths.values():
+        written = record.get("files", {})  # name -> sha256, as the upstream wrote them
+        for name, path in paths.items():
             if not path.is_file():
                 raise DataError(f"{what}: {path} not found (the {source.kind} wrote: "
                                 f"{', '.join(sorted(p.name for p in source.folder.glob('*'))) or 'nothing'})")
+            if name in written and sha256_file(path) != written[name]:
+                raise DataError(f"{what}: {path} differs from the file {record_path} records (sha256); it was "
+                                "modified after it was written: rerun the upstream")
         label = f"{source.name}/seed{source.seed}" if source.kind == "run" else f"{source.name}/{source.config_hash}"
         resolved[slot] = ResolvedInput(paths, f"{source.kind} {label} (config {source.config_hash})")
     return resolved
@@ -147,6 +151,7 @@ def train_and_rank(grid: Grid, dataset: str, model: str, seed: int) -> dict:
     exports = Path(run_dir) / "exports"  # a declared output folder of the train rule, empty if nothing is exported
     exports.mkdir(exist_ok=True)
     exported = recommender.export(exports, split)
+    export_files = {p.name: sha256_file(p) for p in sorted(exports.iterdir()) if p.is_file()}
     n_test = n_users["test"]
     record = {
         "run": grid.run_config(dataset, model, seed),
@@ -169,6 +174,7 @@ def train_and_rank(grid: Grid, dataset: str, model: str, seed: int) -> dict:
         "evaluation": evaluation | {"ranking_depth": k, "n_users": n_users,
                                     "all_users": {p: len(split.targets(p)) for p in ("valid", "test")}},
         "exported": exported,
+        "files": export_files,  # exports/ as written (sha256): consumers check them
         "device": grid.device,
         "environment": environment(),
     }

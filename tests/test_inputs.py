@@ -95,6 +95,10 @@ def test_missing_or_mismatched_upstream_run_is_named_with_both_sides(prepared, t
     with pytest.raises(DataError, match=r"exports/item_embeddings.npy not found \(the run wrote: nothing\)"):
         resolve_inputs(grid, "ml-100k", "emb_knn", 0, split)
     write_npy(upstream / "exports" / "item_embeddings.npy", np.ones((7, 4)))
+    write_json(upstream / "run.json", record | {"split_checksums": split.meta["checksums"], "files": {"item_embeddings.npy": "0" * 64}})
+    with pytest.raises(DataError, match=r"item_embeddings.npy differs from the file .*run.json records \(sha256\)"):
+        resolve_inputs(grid, "ml-100k", "emb_knn", 0, split)
+    write_json(upstream / "run.json", record | {"split_checksums": split.meta["checksums"]})
     inputs = resolve_inputs(grid, "ml-100k", "emb_knn", 0, split)
     with pytest.raises(ValueError, match=rf"item_embeddings.npy \(from run bpr/seed0 .*\): 7 rows, but this run's catalogue "
                                          rf"\(items.parquet\) has {len(split.items)} items"):

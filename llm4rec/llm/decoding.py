@@ -129,8 +129,9 @@ def shared_prefix_mismatch(model) -> str | None:
         return "a sliding-window attention"
     module_name, prefix = SHARED_PREFIX_TYPES[config.model_type]
     stock = importlib.import_module(module_name)
-    expected = [(base, "ForCausalLM"), (getattr(base, "model", None), "Model"), (getattr(base.model, "norm", None), "RMSNorm")]
-    for layer in getattr(getattr(base, "model", None), "layers", []):
+    lm = getattr(base, "model", None)
+    expected = [(base, "ForCausalLM"), (lm, "Model"), (getattr(lm, "norm", None), "RMSNorm")]
+    for layer in getattr(lm, "layers", []):
         expected += [(layer, "DecoderLayer"), (getattr(layer, "self_attn", None), "Attention"), (getattr(layer, "mlp", None), "MLP"),
                      (getattr(layer, "input_layernorm", None), "RMSNorm"), (getattr(layer, "post_attention_layernorm", None), "RMSNorm")]
     for module, suffix in expected:
