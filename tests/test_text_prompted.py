@@ -70,6 +70,21 @@ def test_fine_tuned_model_ranks_valid_unseen_items_and_is_evaluated(tiny, tmp_pa
     assert info["train_tokens"] > 0 and rec.inference_cost()["users"] == 8
 
 
+def test_selection_ranks_in_eval_mode_so_its_rankings_are_the_selected_models(tiny, tmp_path):
+    """With LoRA dropout on, the validation rankings made mid-training for checkpoint selection
+    (and reused for the run's validation phase) equal ranking the restored weights afresh."""
+    split, folder = tiny
+    noisy = params(folder, lora={"rank": 4, "alpha": 8, "dropout": 0.3})
+    rec = build_model("text_prompted", noisy, seed=0, device="cpu")
+    rec.fit(split, tmp_path / "a")
+    history = split.history("valid")
+    users = {u: history[u] for u in split.targets("valid")}
+    reused = rec.rank(users, 3)
+    rec._reuse_selection = False
+    fresh = rec.rank(users, 3)
+    pd.testing.assert_frame_equal(reused, fresh)
+
+
 def test_rerun_resumes_its_own_checkpoint_and_keeps_the_selected_one(tiny, tmp_path):
     """A longer rerun in the same work folder continues from the last checkpoint (only the new
     steps run) and still knows the best checkpoint of the first part; a changed configuration

@@ -135,7 +135,6 @@ class LLMRecommender:
                 **self.selection.as_dict(), "sft_seconds": time.perf_counter() - start}
 
     def rank(self, histories: Mapping[str, Sequence[str]], k: int) -> pd.DataFrame:
-        self.model.eval()
         if self._reuse_selection:
             # the selected checkpoint already ranked exactly these users and histories: reuse it
             reused = self.selection.reuse(histories, k)
@@ -145,6 +144,9 @@ class LLMRecommender:
 
     @torch.no_grad()
     def _rank_batches(self, histories: Mapping[str, Sequence[str]], k: int) -> pd.DataFrame:
+        """Rank in eval mode (no dropout), also mid-training for checkpoint selection; the
+        selection callback puts the model back into training mode."""
+        self.model.eval()
         users = sorted(histories)
         rows = []
         batches = range(0, len(users), self.cfg.batch_users)
