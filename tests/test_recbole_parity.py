@@ -93,3 +93,19 @@ def test_mostpop_ranks_by_exact_training_popularity_for_every_seed(ml100k_split,
         assert top["score"].tolist() == pytest.approx((expected.iloc[:20] / popularity.max()).tolist())
         ranked.append(top["item_id"].tolist())
     assert ranked[0] == ranked[1]
+
+
+def test_baseline_selects_on_the_configured_validation_metric(ml100k_split, tmp_path):
+    """Early stopping / best epoch use the grid's selection metric (here HR@5): the reported best
+    score is the curve's maximum, and it is the one evaluator's HR@5 of the restored best model."""
+    torch.set_num_threads(2)
+    rec = build_model("bpr", {"epochs": 3, "learning_rate": 0.01, "show_progress": False, "train_batch_size": 4096}, 0,
+                      "cpu", selection="hr_at_5")
+    info = rec.fit(ml100k_split, tmp_path / "work")
+    curve = [point["hr_at_5"] for point in info["valid_curve"]]
+    assert info["selection_metric"] == "hr_at_5" and len(curve) == 3 and "best_valid_ndcg_at_10" not in info
+    assert info["best_valid_hr_at_5"] == max(curve)
+    history = ml100k_split.history("valid")
+    rankings = rec.rank({u: history[u] for u in ml100k_split.targets("valid")}, 5)
+    _, summary = evaluate_rankings(rankings, ml100k_split, "valid", [5])
+    assert summary["hr_at_5"] == pytest.approx(info["best_valid_hr_at_5"], abs=1e-12)
