@@ -33,7 +33,6 @@ DATASET_DEFAULTS = {
 }
 DEFAULT_CUTOFFS = [5, 10, 20, 50]
 DEFAULT_SELECTION = "ndcg_at_10"  # the validation metric that picks epochs and checkpoints
-SELECTION_METRICS = ("ndcg", "hr", "recall", "mrr")
 
 
 class ConfigError(ValueError):

@@ -40,8 +40,9 @@ def left_pad(prompts: Sequence[Prompt], pad_id: int):
     return ids, mask, soft
 
 
-DEFAULT_SYSTEM = "You are a movie recommender. Answer with one movie title and its year."
-DEFAULT_USER = "A user watched these movies, oldest first:\n{history}\nWhich movie will they watch next?"
+# Domain-neutral defaults; a grid config words the prompt for its data (benchmarks/*.yaml: movies).
+DEFAULT_SYSTEM = "You are a recommender. Answer with the title of one item."
+DEFAULT_USER = "A user interacted with these items, oldest first:\n{history}\nWhich item will they choose next?"
 
 
 @dataclass(frozen=True)
