@@ -60,15 +60,19 @@ def metric_with_ci(runs: Sequence[RunRecord], metric: str, out_dir: Path) -> lis
 
 
 def accuracy_vs_cost(runs: Sequence[RunRecord], metric: str, out_dir: Path) -> list[Path]:
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for (dataset, model), rs in by_model(runs).items():
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), gridspec_kw={"wspace": 0.35})
+    groups = by_model(runs)
+    several = len({d for d, _ in groups}) > 1
+    for (dataset, model), rs in groups.items():
         acc = np.mean([r.metrics["test"][metric] for r in rs])
+        label = model_title(model) + (f" ({dataset})" if several else "")
         for ax, key in zip(axes, ("train_time_s", "inference_ms_per_user"), strict=True):
             cost = max(np.mean([r.metrics["cost"][key] for r in rs]), 1e-3)
             ax.scatter(cost, acc, color=paradigm_color(rs[0].paradigm), s=40)
-            ax.annotate(f"{model_title(model)} ({dataset})", (cost, acc), fontsize=7, xytext=(3, 3), textcoords="offset points")
+            ax.annotate(label, (cost, acc), fontsize=7, xytext=(3, 3), textcoords="offset points")
     for ax, label in zip(axes, ("train time (s)", "inference time per user (ms)"), strict=True):
         ax.set_xscale("log")
+        ax.margins(x=0.25)  # room for the labels of the right-most points
         ax.set_xlabel(label)
         ax.set_ylabel(metric_label(metric))
         ax.grid(alpha=0.3)

@@ -73,7 +73,7 @@ class MainTable:
             by_model.setdefault(model, []).append(f"{n} of {total} on {dataset}")
         if by_model:
             notes.append(("star", "scored on a seeded uniform sample of the test users (" + "; ".join(
-                f"{model}: {', '.join(parts)}" for model, parts in by_model.items())
+                f"{model_title(model)}: {', '.join(parts)}" for model, parts in by_model.items())
                 + "), the same users for every sampled model; its significance tests use those users."))
         return notes
 
@@ -166,7 +166,7 @@ def _fewer_seeds(runs: Sequence[RunRecord], n_seeds: int) -> str:
     fewer = {m: sorted(s) for m, s in sorted(seeds.items()) if len(s) < n_seeds}
     if not fewer:
         return ""
-    return " (" + "; ".join(f"{m}: seed{'s' if len(s) > 1 else ''} {', '.join(map(str, s))}" + (" only" if len(s) == 1 else "")
+    return " (" + "; ".join(f"{model_title(m)}: seed{'s' if len(s) > 1 else ''} {', '.join(map(str, s))}" + (" only" if len(s) == 1 else "")
                             for m, s in fewer.items()) + ")"
 
 
