@@ -1,5 +1,9 @@
 """The cost figures of a run, named once: what run.json's `cost` holds, what MLflow logs, and
-which columns the summary and the cost table show, in this order."""
+which columns the summary and the cost table show, in this order.
+
+A model family may add its own figures (e.g. text perplexity before and after training) in its
+registry entry (`ModelSpec.costs`, reported by `fit` under `costs`); they flow to run.json,
+MLflow, the summary and the cost table like these (`llm4rec.models.registered_costs`)."""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ class Cost:
     always: bool = True  # every run reports it; False: only runs that count it (LLM tokens)
     in_table: bool = True
     in_summary: bool = True
+    decimals: int = 1  # in the cost table, for figures without a format of their own
 
 
 COSTS = (
@@ -28,9 +33,6 @@ COSTS = (
     Cost("inference_tokens_per_user", "Tok./user", always=False),
     Cost("history_beam_share", "Hist. beams (%)", always=False, in_summary=False),
 )
-COST_KEYS = tuple(c.key for c in COSTS)
-TABLE_COSTS = tuple(c for c in COSTS if c.in_table)
-SUMMARY_COST_KEYS = tuple(c.key for c in COSTS if c.in_summary)
 
 
 def token_costs(fit_info: dict, test_cost: dict, n_test: int) -> dict[str, float]:

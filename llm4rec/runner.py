@@ -167,6 +167,7 @@ def train_and_rank(grid: Grid, dataset: str, model: str, seed: int) -> dict:
             "parameters_total": int(fit_info.get("parameters_total", 0)),
             "parameters_trainable": int(fit_info.get("parameters_trainable", 0)),
             **token_costs(fit_info, inference_cost["test"], n_test),
+            **declared_costs(model, fit_info),
         },
         "inference_cost": {phase: cost for phase, cost in inference_cost.items() if cost},
         "inputs": {slot: {"source": r.source, "files": {n: str(p) for n, p in r.paths.items()}} for slot, r in inputs.items()},
@@ -181,6 +182,17 @@ def train_and_rank(grid: Grid, dataset: str, model: str, seed: int) -> dict:
     write_json(run_dir / "run.json", record)
     print(f"[llm4rec] {model}/{dataset}/seed{seed}: train {train_time:.1f}s, outputs in {run_dir}", flush=True)
     return record
+
+
+def declared_costs(model: str, fit_info: dict) -> dict[str, float]:
+    """The model family's own cost figures (fit_info["costs"]), each declared in its ModelSpec.costs."""
+    reported = fit_info.get("costs", {})
+    declared = {c.key for c in MODELS[model].costs}
+    undeclared = sorted(set(reported) - declared)
+    if undeclared:
+        raise ValueError(f"{model}: fit reports cost '{undeclared[0]}', which its ModelSpec.costs does not declare "
+                         f"(declared: {', '.join(sorted(declared)) or 'none'})")
+    return {key: float(value) for key, value in reported.items()}
 
 
 def evaluate_run(grid: Grid, dataset: str, model: str, seed: int) -> dict:

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from llm4rec.config import Grid
-from llm4rec.costs import COSTS
 from llm4rec.io import read_json, sha256_file, write_json
+from llm4rec.models import registered_costs
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "true")
@@ -46,7 +46,7 @@ def flatten(obj: Any, prefix: str = "") -> dict[str, str]:
 def run_metrics(metrics: dict) -> dict[str, float]:
     """The metric keys logged for every run: test_*, valid_* and cost figures."""
     out = {f"{phase}_{name}": float(value) for phase in ("test", "valid") for name, value in metrics[phase].items()}
-    out |= {c.key: float(metrics["cost"][c.key]) for c in COSTS if c.always or c.key in metrics["cost"]}
+    out |= {c.key: float(metrics["cost"][c.key]) for c in registered_costs() if c.always or c.key in metrics["cost"]}
     return out
 
 

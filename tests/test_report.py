@@ -191,3 +191,36 @@ def test_a_model_family_outside_the_registry_still_renders(runs_dir, tmp_path):
     rows = [line.split(" | ")[0].lstrip("| ") for line in table if line.startswith("| ") and "---" not in line][1:]
     assert rows[-1] == "graph_llm" and rows.index("graph_llm") > rows.index("Text-prompted")
     assert (out / "figures" / "ndcg_at_10_ci.png").stat().st_size > 0
+
+
+def test_a_model_family_declares_its_own_cost_figures(runs_dir, tmp_path, monkeypatch):
+    """A figure a family declares in its registry entry (here text perplexity after training) is
+    checked in the runner, logged to MLflow, and gets a cost-table and summary column."""
+    import dataclasses
+
+    from llm4rec import models
+    from llm4rec.costs import Cost
+    from llm4rec.io import read_json
+    from llm4rec.report.summary import collect
+    from llm4rec.report.tables import cost_frame, render_cost
+    from llm4rec.runner import declared_costs
+    from llm4rec.tracking import run_metrics
+
+    ppl = Cost("text_ppl_after", "Text PPL after", always=False)
+    spec = dataclasses.replace(models.MODELS["text_prompted"], name="llm_good", costs=(ppl,))
+    monkeypatch.setitem(models.MODELS, "llm_good", spec)
+    assert declared_costs("llm_good", {"costs": {"text_ppl_after": 41.5}}) == {"text_ppl_after": 41.5}
+    with pytest.raises(ValueError, match=r"llm_good: fit reports cost 'ppl', which its ModelSpec.costs does not declare \(declared: text_ppl_after\)"):
+        declared_costs("llm_good", {"costs": {"ppl": 1.0}})
+    folder = runs_dir / "ml-a" / "llm_good" / "seed0"
+    metrics = read_json(folder / "metrics.json")
+    metrics["cost"] = metrics["cost"] | {"text_ppl_after": 41.5}
+    write_json(folder / "metrics.json", metrics)
+    runs = runs_from_results(runs_dir)
+    frame = cost_frame(runs)
+    assert frame.set_index(["dataset", "model"]).loc[("ml-a", "llm_good"), "text_ppl_after"] == 41.5
+    assert np.isnan(frame.set_index(["dataset", "model"]).loc[("ml-a", "bpr"), "text_ppl_after"])
+    assert "Text PPL after" in render_cost(frame, "markdown") and "reported by their model family" in render_cost(frame, "latex")
+    assert run_metrics(metrics)["text_ppl_after"] == 41.5
+    long = collect([folder / "metrics.json"])
+    assert long.loc[long["metric"] == "text_ppl_after", "value"].tolist() == [41.5]

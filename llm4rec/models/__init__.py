@@ -42,6 +42,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import pandas as pd
 
+from llm4rec.costs import COSTS, Cost
 from llm4rec.data.split import Split
 
 RANKING_COLUMNS = ["user_id", "rank", "item_id", "score"]
@@ -140,6 +141,7 @@ class ModelSpec:
     display: str = ""  # the name in paper tables (default: the registry name)
     exports: tuple[str, ...] = ()  # files `export` writes, which other runs may consume
     inputs: dict[str, InputSlot] = field(default_factory=dict)
+    costs: tuple[Cost, ...] = ()  # its own cost/validity figures, reported by fit under "costs" (always=False)
 
     @property
     def title(self) -> str:
@@ -183,6 +185,15 @@ ARTIFACTS: dict[str, ArtifactSpec] = {
                      description="TF-IDF + truncated SVD of each item's text (title, genres, description)"),
     ]
 }
+
+
+def registered_costs() -> tuple[Cost, ...]:
+    """The harness's cost figures, then every model family's own (llm4rec.costs), each key once."""
+    found = {c.key: c for c in COSTS}
+    for spec in MODELS.values():
+        for cost in spec.costs:
+            found.setdefault(cost.key, cost)
+    return tuple(found.values())
 
 
 def import_object(path: str) -> Any:

@@ -11,14 +11,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from llm4rec.costs import SUMMARY_COST_KEYS
 from llm4rec.io import write_text
-from llm4rec.models import paradigm_rank
+from llm4rec.models import paradigm_rank, registered_costs
 from llm4rec.report.runs import runs_from_folders
 
 HEADLINE = ("n_users", "hr_at_10", "ndcg_at_10", "recall_at_20", "ndcg_at_20", "mrr_at_10", "coverage_at_10",
             "avg_popularity_at_10")
-COSTS = SUMMARY_COST_KEYS
+
+
+def summary_costs() -> tuple[str, ...]:
+    return tuple(c.key for c in registered_costs() if c.in_summary)
 
 
 def collect(metric_files: Iterable[str | Path]) -> pd.DataFrame:
@@ -29,7 +31,7 @@ def collect(metric_files: Iterable[str | Path]) -> pd.DataFrame:
         key = {k: m[k] for k in ("dataset", "model", "paradigm", "seed")}
         for phase in ("valid", "test"):
             rows += [key | {"phase": phase, "metric": name, "value": value} for name, value in m[phase].items()]
-        rows += [key | {"phase": "cost", "metric": name, "value": float(m["cost"][name])} for name in COSTS if name in m["cost"]]
+        rows += [key | {"phase": "cost", "metric": name, "value": float(m["cost"][name])} for name in summary_costs() if name in m["cost"]]
     return pd.DataFrame(rows)
 
 
@@ -51,7 +53,8 @@ def _fmt(mean: float, std: float, metric: str) -> str:
     return f"{mean:.4f} ± {std:.4f}"
 
 
-def markdown(agg: pd.DataFrame, columns: Iterable[str] = HEADLINE + COSTS) -> str:
+def markdown(agg: pd.DataFrame, columns: Iterable[str] | None = None) -> str:
+    columns = columns if columns is not None else HEADLINE + summary_costs()
     lines = ["# Summary", "", "Test-split metrics, mean ± sample std over seeds (full-catalogue ranking, "
              "history items excluded); n_users: test users scored (fewer than all for a model with a declared "
              "user sample). Cost columns: train time (s), inference time per test user (ms), peak memory (MiB), "

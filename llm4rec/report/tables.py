@@ -18,8 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from llm4rec.costs import TABLE_COSTS
-from llm4rec.models import model_title, paradigm_rank, paradigm_title
+from llm4rec.models import model_title, paradigm_rank, paradigm_title, registered_costs
 from llm4rec.report.compare import LOWER_IS_BETTER, CompareSpec, best_baseline, by_model
 from llm4rec.report.runs import RunRecord
 
@@ -288,18 +287,21 @@ def table_frame(table: MainTable) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-COST_COLUMNS = [(c.key, c.title) for c in TABLE_COSTS if c.always]
-TOKEN_COLUMNS = [(c.key, c.title) for c in TABLE_COSTS if not c.always]  # runs that count tokens (LLMs)
+def cost_columns() -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(figures every run reports, figures only some runs report: LLM tokens, a family's own), as (key, title)."""
+    table = [c for c in registered_costs() if c.in_table]
+    return [(c.key, c.title) for c in table if c.always], [(c.key, c.title) for c in table if not c.always]
 
 
 def cost_frame(runs: Sequence[RunRecord]) -> pd.DataFrame:
     """Mean cost per (dataset, paradigm, model) over seeds; token columns where runs report them."""
     rows = []
+    every, some = cost_columns()
     for (dataset, model), rs in by_model(runs).items():
         row = {"dataset": dataset, "paradigm": rs[0].paradigm, "model": model}
-        for key, _ in COST_COLUMNS:
+        for key, _ in every:
             row[key] = float(np.mean([r.metrics["cost"][key] for r in rs]))
-        for key, _ in TOKEN_COLUMNS:
+        for key, _ in some:
             values = [r.metrics["cost"][key] for r in rs if key in r.metrics["cost"]]
             row[key] = float(np.mean(values)) * (100 if key == "history_beam_share" else 1) if values else np.nan
         rows.append(row)
@@ -319,22 +321,30 @@ def _cost_text(key: str, value: float) -> str:
     return f"{value:.1f}"
 
 
+TOKEN_KEYS = ("train_tokens", "inference_tokens_per_user", "history_beam_share")
+
+
 def render_cost(frame: pd.DataFrame, fmt: str, label: str = "tab:cost") -> str:
-    columns = COST_COLUMNS + [c for c in TOKEN_COLUMNS if frame[c[0]].notna().any()]
+    every, some = cost_columns()
+    shown = [c for c in some if frame[c[0]].notna().any()]
+    columns = every + shown
+    tokens = any(k in TOKEN_KEYS for k, _ in shown)
+    family = [t for k, t in shown if k not in TOKEN_KEYS]
     if fmt == "markdown":
         lines = ["| Dataset | Paradigm | Model | " + " | ".join(t for _, t in columns) + " |", "|" + "---|" * (3 + len(columns))]
         for r in frame.itertuples():
             lines.append(f"| {r.dataset} | {paradigm_title(r.paradigm)} | {model_title(r.model)} | "
                          + " | ".join(_cost_text(k, getattr(r, k)) for k, _ in columns) + " |")
         return "\n".join(lines) + "\n"
-    wide = len(columns) > len(COST_COLUMNS)
+    wide = len(columns) > len(every)
     lines = [r"\begin{table}[t]", r"\centering", r"\footnotesize" if wide else r"\small"] + (
         [r"\setlength{\tabcolsep}{3pt}"] if wide else []) + [
              r"\caption{Cost per model (mean over seeds): parameters (total, trainable), training wall time, "
              r"inference time per test user, peak memory (resident, or GPU when on CUDA)"
              + (r"; for LLM runs, tokens through the model in training and per test user at inference, and the "
                 r"share of beam slots the user's history items would have taken had decoding not scored them out"
-                if wide else "") + r".}", rf"\label{{{label}}}",
+                if tokens else "") + (f"; {', '.join(latex_escape(t) for t in family)}: reported by their model family"
+                                      if family else "") + r".}", rf"\label{{{label}}}",
              r"\begin{tabular}{ll" + "r" * len(columns) + "}", r"\toprule",
              " & ".join(["Dataset", "Model"] + [latex_escape(t) for _, t in columns]) + r" \\", r"\midrule"]
     for r in frame.itertuples():
