@@ -33,7 +33,7 @@ def test_good_config_resolves_defaults(tmp_path):
 
 def test_unknown_model_name(tmp_path):
     cfg = GOOD | {"models": [{"name": "mostpop"}, {"name": "bpr"}, {"name": "lightgcn"}, {"name": "sasrek"}]}
-    with pytest.raises(ConfigError, match=r"grid\.yaml: models\[3\]\.name 'sasrek' is not a known model \(known: bpr, emb_knn, lightgcn"):
+    with pytest.raises(ConfigError, match=r"grid\.yaml: models\[3\]\.name 'sasrek' is not a known model \(known: bpr, .*lightgcn, mostpop, sasrec"):
         load_grid(write(tmp_path, cfg))
 
 

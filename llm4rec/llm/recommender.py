@@ -83,6 +83,9 @@ class LLMRecommender:
     def training_examples(self, split: Split, rng: np.random.Generator) -> list[tuple[list[int], list[int]]]:
         raise NotImplementedError
 
+    def trainable(self) -> None:
+        """Mark what trains beyond LoRA adapters (called after LoRA wrapping, which freezes the rest)."""
+
     def training_loss(self) -> LossFn | None:
         return None  # the backbone's cross-entropy on labelled tokens (causal_lm_loss)
 
@@ -114,6 +117,7 @@ class LLMRecommender:
         cfg, rng = self.cfg, np.random.default_rng(self.seed)
         if cfg.lora is not None:
             self.model = add_lora(self.model, cfg.lora)
+            self.trainable()
         encoded = self.training_examples(split, rng)
         sample = sample_users(list(split.targets("valid")), cfg.valid_users, seed=0)
         # everything but the step budget that shapes training: a checkpoint is resumed only under it

@@ -150,6 +150,7 @@ class ModelSpec:
 
 _RECBOLE_FACTORY, _RECBOLE_CONFIG = "baselines.recbole_models:build", "baselines.recbole_models:recbole_params"
 _CF_EXPORTS = ("item_embeddings.npy", "user_embeddings.npy", "user_ids.txt")
+_IDIOMOE = ("llm4rec.paradigms.idiomoe:build", "llm4rec.paradigms.idiomoe:IdiomoeConfig")
 _TEXT_PROMPTED = ("llm4rec.paradigms.text_prompted:build", "llm4rec.paradigms.text_prompted:TextPromptedConfig")
 
 MODELS: dict[str, ModelSpec] = {
@@ -174,6 +175,15 @@ MODELS: dict[str, ModelSpec] = {
         ModelSpec("text_prompted_zeroshot", "text_prompted", *_TEXT_PROMPTED[:1],
                   "the same prompt and constrained decoding, no fine-tuning",
                   config=_TEXT_PROMPTED[1], display="Text-prompted (zero-shot)"),
+        ModelSpec("idiomoe", "moe_expert", _IDIOMOE[0],
+                  "item IDs as new tokens; FFN split into text and item experts routed by token type (IDIOMoE)",
+                  config=_IDIOMOE[1], display="IDIOMoE"),
+        ModelSpec("idiomoe_learned_router", "moe_expert", _IDIOMOE[0],
+                  "IDIOMoE with a learned per-token gate between the experts instead of token-type routing",
+                  config=_IDIOMOE[1], display="IDIOMoE (learned router)"),
+        ModelSpec("idiomoe_entangled", "moe_expert", _IDIOMOE[0],
+                  "the same item tokens and training, no expert split: the shared FFN tuned with LoRA",
+                  config=_IDIOMOE[1], display="Item tokens, entangled FFN"),
     ]
 }
 

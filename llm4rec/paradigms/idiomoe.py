@@ -1,0 +1,273 @@
+"""MoE-expert paradigm: IDIOMoE ("Catalog-Native LLM: Speaking Item-ID Dialect with Less
+Entanglement for Recommendation", ICLR 2026), on any Llama / Qwen2 / Mistral causal LM.
+
+Items are a dialect of their own: every catalogue item is one new token (ids after the text
+vocabulary) and a user's history is an instruction followed by item tokens. In the chosen
+blocks the feed-forward network is split in two experts with routing fixed by token type: the
+pretrained FFN (text expert, frozen) serves text tokens, a second FFN (item expert, initialised
+from the text expert's rows, optionally narrower) serves item tokens; attention is shared. The
+output side is a softmax restricted to the item tokens, so ranking is one forward pass per user
+and a `topk` over the catalogue minus the history.
+
+By default only the item embeddings and the item experts train, so a text-only input gives
+exactly the untouched backbone's logits, before and after training (tested): the method's
+promise. Options: a learned two-way gate per token instead of fixed routing; LoRA on attention
+(`lora`); no expert split at all (`expert_layers: none` with LoRA on the MLP: the entangled
+model the paper argues against).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from llm4rec.data.split import Split
+from llm4rec.llm.backbone import LoraSettings
+from llm4rec.llm.decoding import _decoder_stack
+from llm4rec.llm.prompts import Prompt
+from llm4rec.llm.recommender import LLMConfig, LLMRecommender
+
+SUPPORTED = ("llama", "qwen2", "mistral")  # decoder layers at model.model.layers, each with a gated `mlp`
+
+
+@dataclass(frozen=True)
+class IdiomoeConfig(LLMConfig):
+    lora: LoraSettings | None = None  # attention LoRA off: the text side stays exactly the backbone
+    expert_layers: str | list[int] = "last_8"  # all | none | last_N | [indices] (the paper's ablation: last 8 best)
+    item_expert_width: float = 1.0  # 1 | 0.5 | 0.25 of the text FFN's width (the paper's shrink factors)
+    routing: str = "token_type"  # token_type (fixed) | learned (a two-way gate per token)
+    item_init: str = "title_mean"  # title_mean (mean backbone embedding of the title's tokens) | random
+    instruction: str = "A user's items, oldest first:"
+    max_history: int = 20  # items per training window and per ranking prompt
+    loss_positions: str = "all"  # all: next-item loss at every item position (SASRec-like) | last
+
+
+class TokenTypes:
+    """Which positions of the current forward pass are item tokens; set by the embedding layer,
+    read by every expert layer of the same pass."""
+
+    def __init__(self, first_item_id: int):
+        self.first_item_id = first_item_id
+        self.items: torch.Tensor | None = None  # [B, T] bool
+
+
+class CatalogueEmbedding(nn.Module):
+    """The frozen text embedding for ids below `first_item_id`, a trainable item embedding above."""
+
+    def __init__(self, text: nn.Embedding, items: torch.Tensor, types: TokenTypes):
+        super().__init__()
+        self.text, self.types = text, types
+        self.items = nn.Parameter(items)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        is_item = ids >= self.types.first_item_id
+        self.types.items = is_item
+        out = self.text(ids.masked_fill(is_item, 0))
+        if is_item.any():
+            out = out.clone()
+            out[is_item] = self.items[ids[is_item] - self.types.first_item_id].to(out.dtype)
+        return out
+
+
+class TokenTypeExperts(nn.Module):
+    """Two FFN experts in place of one block's MLP: text tokens through `text`, item tokens
+    through `item` (fixed routing), or a learned per-token mix of both (`gate`)."""
+
+    def __init__(self, text: nn.Module, item: nn.Module, types: TokenTypes, learned: bool = False):
+        super().__init__()
+        self.text, self.item, self.types = text, item, types
+        self.gate = nn.Linear(text.gate_proj.in_features, 1) if learned else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.gate is not None:
+            share = torch.sigmoid(self.gate(x))
+            return share * self.item(x) + (1 - share) * self.text(x)
+        items = self.types.items
+        if items is None or items.shape != x.shape[:2]:
+            raise RuntimeError("IDIOMoE routing needs the token types of this forward pass (input ids, not embeddings)")
+        if not items.any():
+            return self.text(x)  # text only: exactly the backbone's computation
+        out = torch.empty_like(x)
+        out[~items] = self.text(x[~items])
+        out[items] = self.item(x[items])
+        return out
+
+
+def narrowed_copy(mlp: nn.Module, width: float) -> nn.Module:
+    """A copy of a gated MLP (gate/up/down projections) keeping the first `width` share of its
+    hidden units: the item expert starts as (a slice of) the text expert."""
+    item = copy.deepcopy(mlp)
+    if width == 1:
+        return item
+    keep = max(1, int(round(mlp.gate_proj.out_features * width)))
+    with torch.no_grad():
+        for name in ("gate_proj", "up_proj"):
+            old = getattr(mlp, name)
+            new = nn.Linear(old.in_features, keep, bias=old.bias is not None, dtype=old.weight.dtype)
+            new.weight.copy_(old.weight[:keep])
+            if old.bias is not None:
+                new.bias.copy_(old.bias[:keep])
+            setattr(item, name, new)
+        old = mlp.down_proj
+        new = nn.Linear(keep, old.out_features, bias=old.bias is not None, dtype=old.weight.dtype)
+        new.weight.copy_(old.weight[:, :keep])
+        if old.bias is not None:
+            new.bias.copy_(old.bias)
+        item.down_proj = new
+    return item
+
+
+def expert_layer_indices(spec: str | list[int], n_layers: int) -> list[int]:
+    if isinstance(spec, list):
+        bad = [i for i in spec if not 0 <= i < n_layers]
+        if bad:
+            raise ValueError(f"idiomoe: expert_layers {bad} out of range (the backbone has {n_layers} layers)")
+        return sorted(set(spec))
+    if spec == "all":
+        return list(range(n_layers))
+    if spec == "none":
+        return []
+    if spec.startswith("last_") and spec[5:].isdigit():
+        return list(range(max(0, n_layers - int(spec[5:])), n_layers))
+    raise ValueError(f"idiomoe: expert_layers '{spec}' is not all, none, last_N or a list of layer indices")
+
+
+class IdiomoeRecommender(LLMRecommender):
+    cfg: IdiomoeConfig
+
+    def prepare(self, split: Split) -> dict[str, Any]:
+        cfg, base = self.cfg, _decoder_stack(self.model)
+        if base.config.model_type not in SUPPORTED:
+            raise ValueError(f"idiomoe: architecture '{base.config.model_type}' is not supported "
+                             f"(decoder layers with a gated `mlp`: {', '.join(SUPPORTED)})")
+        if cfg.routing not in ("token_type", "learned"):
+            raise ValueError(f"idiomoe: routing '{cfg.routing}' is not token_type or learned")
+        if cfg.sft.weight_decay:
+            raise ValueError("idiomoe: sft.weight_decay must be 0 (the frozen text side must not move)")
+        self.items = split.items["item_id"].astype(str).tolist()
+        self.index = {item: i for i, item in enumerate(self.items)}
+        text = base.model.embed_tokens
+        self.types = TokenTypes(first_item_id=text.num_embeddings)
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        init = self._item_init(split, text.weight.detach())
+        base.model.embed_tokens = CatalogueEmbedding(text, init, self.types)
+        # the item softmax reads the same item vectors (tied, as the backbone ties its text embeddings)
+        layers = expert_layer_indices(cfg.expert_layers, len(base.model.layers))
+        for i in layers:
+            text_mlp = base.model.layers[i].mlp
+            base.model.layers[i].mlp = TokenTypeExperts(text_mlp, narrowed_copy(text_mlp, cfg.item_expert_width),
+                                                        self.types, learned=cfg.routing == "learned")
+        self.instruction = self.tokenizer(cfg.instruction, add_special_tokens=False).input_ids
+        self.trainable()
+        return {"expert_layers": layers, "item_tokens": len(self.items), "first_item_id": self.types.first_item_id,
+                "item_init": cfg.item_init, "routing": cfg.routing}
+
+    def trainable(self) -> None:
+        """Item embeddings, item experts and gates train; the text side (embeddings, text experts,
+        attention, norms) stays frozen. Called again after LoRA wrapping, which freezes the rest."""
+        base = _decoder_stack(self.model)
+        base.model.embed_tokens.items.requires_grad_(True)
+        for layer in base.model.layers:
+            if isinstance(layer.mlp, TokenTypeExperts):
+                for module in (layer.mlp.item, layer.mlp.gate):
+                    for p in module.parameters() if module is not None else ():
+                        p.requires_grad_(True)
+
+    def _item_init(self, split: Split, text: torch.Tensor) -> torch.Tensor:
+        if self.cfg.item_init == "random":
+            generator = torch.Generator().manual_seed(self.seed)
+            return torch.randn((len(self.items), text.shape[1]), generator=generator) * text.float().std()
+        if self.cfg.item_init != "title_mean":
+            raise ValueError(f"idiomoe: item_init '{self.cfg.item_init}' is not title_mean or random")
+        titles = split.items["title"].astype(str).tolist()
+        rows = []
+        for item, title in zip(self.items, titles, strict=True):
+            ids = self.tokenizer(" " + title, add_special_tokens=False).input_ids if title.strip() else []
+            if not ids:
+                raise ValueError(f"idiomoe: item '{item}' has no title to initialise its token from (item_init: title_mean); "
+                                 "use item_init: random for items without text")
+            rows.append(text[ids].float().mean(dim=0))
+        return torch.stack(rows).to(text.dtype)
+
+    def item_ids(self, history: Sequence[str]) -> list[int]:
+        return [self.types.first_item_id + self.index[i] for i in history]
+
+    def prompt(self, history: Sequence[str]) -> Prompt:
+        return Prompt(self.instruction + self.item_ids(list(history)[-self.cfg.max_history:]))
+
+    def training_examples(self, split: Split, rng: np.random.Generator) -> list[tuple[list[int], list[int]]]:
+        """Windows of max_history + 1 items over each user's training sequence (stride max_history):
+        (instruction + item tokens, next-item targets: catalogue index per item position, -100 elsewhere)."""
+        n, examples = self.cfg.max_history, []
+        train = split.phase("train")
+        for _, group in train.groupby("user_id")["item_id"]:
+            items = group.astype(str).tolist()
+            for end in range(len(items), 1, -n):
+                window = items[max(0, end - n - 1):end]
+                ids = self.instruction + self.item_ids(window[:-1])
+                targets = [-100] * len(self.instruction) + [self.index[i] for i in window[1:]]
+                if self.cfg.loss_positions == "last":
+                    targets = [-100] * (len(targets) - 1) + targets[-1:]
+                examples.append((ids, targets))
+        cap = self.cfg.max_train_examples
+        if cap and len(examples) > cap:
+            examples = [examples[i] for i in sorted(rng.choice(len(examples), cap, replace=False))]
+        return examples
+
+    def item_logits(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """[B, T, n_items]: the restricted softmax's logits at every position (one forward)."""
+        base = _decoder_stack(self.model)
+        hidden = base.model(input_ids=ids, attention_mask=mask).last_hidden_state
+        return hidden @ base.model.embed_tokens.items.T.to(hidden.dtype)
+
+    def training_loss(self):
+        pad, device = self.tokenizer.pad_token_id, self.device
+
+        def loss(model, examples):
+            length = max(len(ids) for ids, _ in examples)
+            ids = torch.full((len(examples), length), pad, dtype=torch.long)
+            targets = torch.full((len(examples), length), -100, dtype=torch.long)
+            mask = torch.zeros((len(examples), length), dtype=torch.long)
+            for row, (x, y) in enumerate(examples):
+                ids[row, : len(x)], targets[row, : len(y)], mask[row, : len(x)] = torch.as_tensor(x), torch.as_tensor(y), 1
+            logits = self.item_logits(ids.to(device), mask.to(device))
+            return nn.functional.cross_entropy(logits.float().flatten(0, 1), targets.to(device).flatten(), ignore_index=-100), int(mask.sum())
+
+        return loss
+
+    def decode(self, ids: torch.Tensor, mask: torch.Tensor, inputs_embeds: torch.Tensor | None,
+               histories: Sequence[Sequence[str]], k: int) -> list[list[tuple[str, float]]]:
+        logits = self.item_logits(ids, mask)[:, -1, :].float()  # left-padded: the last column is every prompt's end
+        for row, history in enumerate(histories):
+            if history:
+                logits[row, [self.index[i] for i in history]] = -torch.inf
+        scores, top = torch.topk(torch.log_softmax(logits, dim=-1), min(k, logits.shape[1]), dim=-1)
+        self.decode_stats.users += len(histories)
+        self.decode_stats.prompt_tokens += int(mask.sum())
+        return [[(self.items[int(i)], float(s)) for s, i in zip(srow.tolist(), irow.tolist(), strict=True) if s > -np.inf]
+                for srow, irow in zip(scores, top, strict=True)]
+
+
+ENTANGLED_LORA = LoraSettings(rank=16, alpha=32, dropout=0.0, target_modules=["gate_proj", "up_proj", "down_proj"])
+
+
+def build(name: str, params: dict[str, Any], seed: int, device: str, selection: str = "ndcg_at_10",
+          inputs: dict | None = None) -> IdiomoeRecommender:
+    """idiomoe: the method; idiomoe_learned_router: a learned gate instead of token-type routing;
+    idiomoe_entangled: the same item tokens and training, no expert split, the shared FFN tuned with LoRA."""
+    from llm4rec.models import MODELS, check_params
+
+    cfg = check_params(MODELS[name], params)
+    if name == "idiomoe_learned_router":
+        cfg = dataclasses.replace(cfg, routing="learned")
+    elif name == "idiomoe_entangled":
+        cfg = dataclasses.replace(cfg, expert_layers="none", lora=cfg.lora or ENTANGLED_LORA)
+    return IdiomoeRecommender(cfg, seed, device, selection)

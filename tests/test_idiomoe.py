@@ -1,0 +1,173 @@
+"""IDIOMoE on tiny random Llama and Qwen2 backbones: token-type routing, the untouched text side,
+the restricted item softmax, one forward per batch at ranking, resume, and errors."""
+
+import dataclasses
+
+import pandas as pd
+import pytest
+import torch
+
+from llm4rec.data.split import Split, leave_one_out_split
+from llm4rec.evaluation.evaluate import evaluate_rankings
+from llm4rec.llm.backbone import tiny_backbone
+from llm4rec.llm.decoding import _decoder_stack
+from llm4rec.models import build_model
+from llm4rec.paradigms.idiomoe import TokenTypeExperts
+from llm4rec.params import ParamsError
+
+from .conftest import interactions_frame
+
+TITLES = [f"{c} {n}" for c in ("red", "blue", "green", "old") for n in ("car", "sky", "house", "train")]
+WORDS = sorted({w for t in TITLES for w in t.split()} | {"items", ":"})
+
+
+@pytest.fixture(autouse=True)
+def word_level_tokenizer(monkeypatch):
+    """transformers picks a tokenizer class by model type (Qwen2's BPE for the Qwen2 fixture); the
+    fixtures' tokenizer is the word-level one they were saved with."""
+    import transformers
+
+    monkeypatch.setattr(transformers, "AutoTokenizer", transformers.PreTrainedTokenizerFast)
+
+
+def save_qwen2(folder, tokenizer):
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(0)
+    config = Qwen2Config(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, pad_token_id=0,
+                         bos_token_id=2, eos_token_id=3, initializer_range=0.1)
+    Qwen2ForCausalLM(config).save_pretrained(folder)
+
+
+@pytest.fixture(scope="module", params=["llama", "qwen2"])
+def tiny(request, tmp_path_factory):
+    """16 users walking the 16-item catalogue in one cyclic order (a learnable next-item pattern)."""
+    rows, n = [], len(TITLES)
+    for u in range(n):
+        for t in range(8):
+            rows.append((f"u{u}", str((u + t) % n), float(t)))
+    labelled = leave_one_out_split(interactions_frame(rows))
+    items = pd.DataFrame({"item_id": [str(i) for i in range(n)], "title": TITLES, "year": "", "genres": "", "description": ""})
+    split = Split(labelled[["user_id", "item_id", "timestamp", "seq", "phase"]].reset_index(drop=True), items, {"checksums": {}})
+    model, tokenizer = tiny_backbone(WORDS, seed=0, init_std=0.1, layers=3)
+    tokenizer.model_input_names = ["input_ids", "attention_mask"]
+    folder = tmp_path_factory.mktemp(request.param)
+    if request.param == "qwen2":
+        save_qwen2(folder, tokenizer)
+    else:
+        model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return split, folder
+
+
+def params(folder, **extra):
+    return {"backbone": {"name_or_path": str(folder)}, "instruction": "items :", "expert_layers": "last_2",
+            "sft": {"steps": 40, "batch_size": 8, "learning_rate": 2e-2, "checkpoint_every": 20},
+            "valid_users": 16, "eval_every": 20, "max_train_examples": None, "max_history": 4, **extra}
+
+
+def text_logits(rec, ids):
+    with torch.no_grad():
+        return rec.model(input_ids=ids).logits
+
+
+def test_text_side_is_exactly_the_backbone_before_and_after_training(tiny, tmp_path):
+    split, folder = tiny
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    backbone = AutoModelForCausalLM.from_pretrained(folder).eval()
+    ids = AutoTokenizer.from_pretrained(folder)("red car : blue sky items", return_tensors="pt").input_ids
+    expected = text_logits(type("M", (), {"model": backbone}), ids)
+    rec = build_model("idiomoe", params(folder), seed=0, device="cpu")
+    info = rec.fit(split, tmp_path)
+    assert info["expert_layers"] == [1, 2] and info["sft_steps_run"] == 40
+    assert info["first_loss"] > info["final_loss"]  # the item side learned something
+    assert torch.equal(text_logits(rec, ids), expected)
+    trainable = {n for n, p in rec.model.named_parameters() if p.requires_grad}
+    assert trainable and all(".item." in n or n.endswith("embed_tokens.items") for n in trainable), trainable
+
+
+def test_each_token_type_goes_through_its_own_expert_only(tiny, tmp_path):
+    split, folder = tiny
+    rec = build_model("idiomoe", params(folder, sft={"steps": 1, "batch_size": 4}), seed=0, device="cpu")
+    rec.fit(split, tmp_path)
+    seen = {"text": 0, "item": 0}
+    experts = [m for m in _decoder_stack(rec.model).modules() if isinstance(m, TokenTypeExperts)]
+    hooks = [getattr(e, kind).register_forward_hook(lambda _m, inp, _o, kind=kind: seen.__setitem__(kind, seen[kind] + inp[0].shape[0]))
+             for e in experts for kind in ("text", "item")]
+    prompt = rec.prompt(["1", "2", "3"]).ids  # instruction (text) + 3 item tokens
+    n_text = sum(1 for i in prompt if i < rec.types.first_item_id)
+    with torch.no_grad():
+        rec.item_logits(torch.tensor([prompt]), torch.ones((1, len(prompt)), dtype=torch.long))
+    for h in hooks:
+        h.remove()
+    assert n_text == 2 and seen == {"text": len(experts) * n_text, "item": len(experts) * 3}
+
+
+def test_ranking_is_one_forward_per_batch_over_unseen_catalogue_items(tiny, tmp_path):
+    split, folder = tiny
+    rec = build_model("idiomoe", params(folder, batch_users=3), seed=0, device="cpu")
+    rec.fit(split, tmp_path)
+    calls = []
+    handle = _decoder_stack(rec.model).model.register_forward_hook(lambda *a: calls.append(1))
+    history = split.history("test")
+    users = sorted(split.targets("test"))
+    rec._reuse_selection = False
+    rankings = rec.rank({u: history[u] for u in users}, 5)
+    handle.remove()
+    assert len(calls) == 6  # 16 users in batches of 3
+    _, summary = evaluate_rankings(rankings, split, "test", [1, 5])  # refuses history and unknown items
+    assert rankings.groupby("user_id").size().eq(5).all()
+    assert summary["hr_at_5"] >= 0.5  # the cyclic next item is learnable in 40 steps
+    assert rec.inference_cost()["users"] == 16
+
+
+def test_resumed_training_equals_an_uninterrupted_run(tiny, tmp_path):
+    split, folder = tiny
+    whole = build_model("idiomoe", params(folder), seed=0, device="cpu")
+    whole.fit(split, tmp_path / "whole")
+    half = build_model("idiomoe", params(folder, sft={**params(folder)["sft"], "steps": 20}), seed=0, device="cpu")
+    half.fit(split, tmp_path / "resumed")
+    resumed = build_model("idiomoe", params(folder), seed=0, device="cpu")
+    info = resumed.fit(split, tmp_path / "resumed")
+    assert info["sft_steps_run"] == 20
+    # the step-40 weights of both runs (the last checkpoints) and the selection agree
+    last = [torch.load(d / "sft" / "last" / "state.pt", weights_only=True) for d in (tmp_path / "whole", tmp_path / "resumed")]
+    assert last[0]["step"] == last[1]["step"] == 40 and set(last[0]["trainable"]) == set(last[1]["trainable"])
+    for name, value in last[0]["trainable"].items():
+        torch.testing.assert_close(value, last[1]["trainable"][name], rtol=0, atol=1e-6)
+    assert (whole.selection.step, whole.selection.score) == (resumed.selection.step, resumed.selection.score)
+
+
+def test_variants_narrow_expert_and_learned_router(tiny, tmp_path):
+    split, folder = tiny
+    rec = build_model("idiomoe_learned_router", params(folder, item_expert_width=0.5, sft={"steps": 2, "batch_size": 4}),
+                      seed=0, device="cpu")
+    rec.fit(split, tmp_path)
+    expert = next(m for m in _decoder_stack(rec.model).modules() if isinstance(m, TokenTypeExperts))
+    assert expert.gate is not None and expert.item.gate_proj.out_features == expert.text.gate_proj.out_features // 2
+    torch.testing.assert_close(expert.item.down_proj.weight, expert.text.down_proj.weight[:, : expert.item.gate_proj.out_features],
+                               rtol=0, atol=0.2)  # started from the text expert's rows (2 steps of training since)
+    entangled = build_model("idiomoe_entangled", params(folder, sft={"steps": 2, "batch_size": 4}), seed=0, device="cpu")
+    info = entangled.fit(split, tmp_path / "entangled")
+    assert info["expert_layers"] == [] and any("lora_" in n for n, p in entangled.model.named_parameters() if p.requires_grad)
+
+
+def test_unknown_parameters_and_unsupported_architectures_are_named(tiny, tmp_path):
+    split, folder = tiny
+    with pytest.raises(ParamsError, match=r"idiomoe: unknown parameter 'expert_layer'"):
+        build_model("idiomoe", params(folder, expert_layer="all"), seed=0, device="cpu")
+    with pytest.raises(ValueError, match=r"expert_layers 'first_2' is not all, none, last_N"):
+        build_model("idiomoe", params(folder, expert_layers="first_2"), seed=0, device="cpu").fit(split, tmp_path)
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    gpt2 = tmp_path / "gpt2"
+    GPT2LMHeadModel(GPT2Config(vocab_size=40, n_embd=16, n_layer=1, n_head=2)).save_pretrained(gpt2)
+    from transformers import AutoTokenizer
+
+    AutoTokenizer.from_pretrained(folder).save_pretrained(gpt2)
+    rec = build_model("idiomoe", params(gpt2), seed=0, device="cpu")
+    with pytest.raises(ValueError, match=r"idiomoe: architecture 'gpt2' is not supported"):
+        rec.fit(split, tmp_path / "g")
+    assert dataclasses.is_dataclass(rec.cfg)
