@@ -243,6 +243,11 @@ class IdiomoeRecommender(LLMRecommender):
 
         return loss
 
+    def inference_cost(self) -> dict[str, float]:
+        """Users and prompt tokens since the last call (no beams: one forward pass per batch)."""
+        stats = super().inference_cost()
+        return {key: stats[key] for key in ("users", "prompt_tokens", "tokens")}
+
     def decode(self, ids: torch.Tensor, mask: torch.Tensor, inputs_embeds: torch.Tensor | None,
                histories: Sequence[Sequence[str]], k: int) -> list[list[tuple[str, float]]]:
         logits = self.item_logits(ids, mask)[:, -1, :].float()  # left-padded: the last column is every prompt's end
