@@ -59,7 +59,6 @@ class EmbeddingKnn:
         return {}
 
 
-def build(name: str, params: dict, seed: int, device: str, selection: str, inputs: dict[str, ResolvedInput]) -> EmbeddingKnn:
-    from llm4rec.models import MODELS, check_params
-
-    return EmbeddingKnn(check_params(MODELS[name], params), inputs["embeddings"])
+def build(name: str, config: EmbeddingKnnConfig, seed: int, device: str, selection: str,
+          inputs: dict[str, ResolvedInput]) -> EmbeddingKnn:
+    return EmbeddingKnn(config, inputs["embeddings"])

@@ -33,6 +33,7 @@ from llm4rec.data.atomic import write_atomic
 from llm4rec.data.sources import package_dir
 from llm4rec.data.split import Split
 from llm4rec.evaluation.evaluate import selection_score
+from llm4rec.evaluation.metrics import metric_cutoff
 from llm4rec.io import write_npy, write_text
 from llm4rec.models import RANKING_COLUMNS
 from llm4rec.params import ParamsError
@@ -226,7 +227,7 @@ class RecBoleRecommender:
         """
         history = split.history("valid")
         users = sorted(split.targets("valid"))
-        depth = int(self.selection.rsplit("_", 1)[1])
+        depth = metric_cutoff(self.selection)
         self.curve: list[dict] = []
 
         def validate(valid_data, show_progress=False):
@@ -311,8 +312,9 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-def build(name: str, params: dict[str, Any], seed: int, device: str, selection: str = "ndcg_at_10",
+def build(name: str, config: dict[str, Any], seed: int, device: str, selection: str = "ndcg_at_10",
           inputs: dict | None = None) -> RecBoleRecommender:
+    """`config`: RecBole params, already checked by `recbole_params`."""
     if name not in RECBOLE_MODEL:
         raise KeyError(f"'{name}' is not a RecBole baseline (known: {', '.join(RECBOLE_MODEL)})")
-    return RecBoleRecommender(name, recbole_params(name, params), seed, device, selection)
+    return RecBoleRecommender(name, config, seed, device, selection)

@@ -17,6 +17,7 @@ import jsonschema
 import yaml
 
 from llm4rec.data.sources import BUILTIN_SOURCES
+from llm4rec.evaluation.metrics import metric_cutoff
 from llm4rec.io import stable_hash
 from llm4rec.models import ARTIFACTS, MODELS, check_params
 from llm4rec.params import ParamsError
@@ -295,7 +296,7 @@ def validate_grid(raw: dict[str, Any], path: Path) -> Grid:
     for key in ("metrics", "slice_metric"):
         value = raw.get("report", {}).get(key)
         for i, metric in enumerate([value] if isinstance(value, str) else value or []):
-            if int(metric.rsplit("_", 1)[1]) not in cutoffs:
+            if metric_cutoff(metric) not in cutoffs:
                 where = f"report.{key}" + (f"[{i}]" if key == "metrics" else "")
                 raise ConfigError(f"{path}: {where} '{metric}' uses a cutoff not in evaluation.cutoffs ({sorted(cutoffs)})")
     grid = Grid(path, raw)

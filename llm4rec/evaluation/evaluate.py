@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from llm4rec.data.split import Split
-from llm4rec.evaluation.metrics import hit_matrix, per_user_metrics
+from llm4rec.evaluation.metrics import hit_matrix, metric_cutoff, per_user_metrics
 
 POPULARITY_BUCKETS = ("head", "torso", "tail")
 
@@ -110,5 +110,5 @@ def evaluate_rankings(rankings: pd.DataFrame, split: Split, phase: str, cutoffs:
 def selection_score(rankings: pd.DataFrame, split: Split, metric: str, users: Sequence[str] | None = None) -> float:
     """The validation score that picks epochs and checkpoints (e.g. 'ndcg_at_10'), through the
     one evaluator, on all validation users or the given sample."""
-    _, summary = evaluate_rankings(rankings, split, "valid", [int(metric.rsplit("_", 1)[1])], source="selection", users=users)
+    _, summary = evaluate_rankings(rankings, split, "valid", [metric_cutoff(metric)], source="selection", users=users)
     return summary[metric]

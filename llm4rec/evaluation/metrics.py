@@ -50,5 +50,10 @@ def per_user_metrics(hits: np.ndarray, n_targets: np.ndarray, cutoffs: Sequence[
     return out
 
 
+def metric_cutoff(metric: str) -> int:
+    """'ndcg_at_10' -> 10."""
+    return int(metric.rsplit("_", 1)[1])
+
+
 def metric_names(cutoffs: Sequence[int]) -> list[str]:
     return [f"{m}_at_{k}" for m in METRICS for k in cutoffs]

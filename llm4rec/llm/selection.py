@@ -19,14 +19,10 @@ import torch
 
 from llm4rec.data.split import Split
 from llm4rec.evaluation.evaluate import selection_score
+from llm4rec.evaluation.metrics import metric_cutoff
 from llm4rec.io import write_with
 from llm4rec.llm.training import trainable_state
 from llm4rec.models import RANKING_COLUMNS
-
-
-def metric_depth(metric: str) -> int:
-    """'ndcg_at_10' -> 10: the ranking depth the selection metric needs."""
-    return int(metric.rsplit("_", 1)[1])
 
 
 @dataclass
@@ -60,7 +56,7 @@ class CheckpointSelection:
         def select(step: int, _loss: float) -> None:
             if step % self.every and step != self.total_steps:
                 return
-            rankings = rank(self.histories, metric_depth(self.metric))
+            rankings = rank(self.histories, metric_cutoff(self.metric))
             score = selection_score(rankings, self.split, self.metric, self.users)
             self.curve.append((step, score))
             if score > self.score:
@@ -89,7 +85,7 @@ class CheckpointSelection:
 
     def reuse(self, histories: Mapping[str, Sequence[str]], k: int) -> pd.DataFrame | None:
         """The selected step's rankings, when exactly its users and histories are asked for again."""
-        if self.rankings is None or k > metric_depth(self.metric):
+        if self.rankings is None or k > metric_cutoff(self.metric):
             return None
         if self.histories != {u: list(h) for u, h in histories.items()}:
             return None

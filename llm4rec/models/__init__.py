@@ -21,8 +21,8 @@ A recommender is anything with these four methods::
 - ``inference_cost`` returns counts since its last call (LLM runs: tokens, beam slots); the
   runner asks once per ranked phase. ``{}`` when the model counts nothing.
 
-A model is built by its factory ``build(name, params, seed, device, selection, inputs)``:
-``params`` is the grid entry's params, already checked against ``ModelSpec.config``;
+A model is built by its factory ``build(name, config, seed, device, selection, inputs)``:
+``config`` is the grid entry's params parsed by ``ModelSpec.config`` (``check_params``);
 ``selection`` the validation metric that picks epochs and checkpoints (e.g. ``ndcg_at_10``);
 ``inputs`` the resolved files of what the model consumes (``ModelSpec.inputs``: another run's
 export, or an artifact built by the ``artifact`` rule), as ``{slot: ResolvedInput}``.
@@ -150,8 +150,8 @@ class ModelSpec:
 
 _RECBOLE_FACTORY, _RECBOLE_CONFIG = "baselines.recbole_models:build", "baselines.recbole_models:recbole_params"
 _CF_EXPORTS = ("item_embeddings.npy", "user_embeddings.npy", "user_ids.txt")
-_IDIOMOE = ("llm4rec.paradigms.idiomoe:build", "llm4rec.paradigms.idiomoe:IdiomoeConfig")
-_TEXT_PROMPTED = ("llm4rec.paradigms.text_prompted:build", "llm4rec.paradigms.text_prompted:TextPromptedConfig")
+_IDIOMOE, _IDIOMOE_CONFIG = "llm4rec.paradigms.idiomoe:build", "llm4rec.paradigms.idiomoe:IdiomoeConfig"
+_TEXT_PROMPTED, _TEXT_PROMPTED_CONFIG = "llm4rec.paradigms.text_prompted:build", "llm4rec.paradigms.text_prompted:TextPromptedConfig"
 
 MODELS: dict[str, ModelSpec] = {
     spec.name: spec
@@ -169,21 +169,21 @@ MODELS: dict[str, ModelSpec] = {
                   config="baselines.embedding_knn:EmbeddingKnnConfig", display="Emb-kNN",
                   inputs={"embeddings": InputSlot(("item_embeddings.npy",), {"run": "bpr"},
                                                   "item embeddings, rows in items.parquet order")}),
-        ModelSpec("text_prompted", "text_prompted", *_TEXT_PROMPTED[:1],
+        ModelSpec("text_prompted", "text_prompted", _TEXT_PROMPTED,
                   "history as titles -> fine-tuned causal LM (LoRA) -> catalogue-constrained beam search",
-                  config=_TEXT_PROMPTED[1], display="Text-prompted (LoRA)"),
-        ModelSpec("text_prompted_zeroshot", "text_prompted", *_TEXT_PROMPTED[:1],
+                  config=_TEXT_PROMPTED_CONFIG, display="Text-prompted (LoRA)"),
+        ModelSpec("text_prompted_zeroshot", "text_prompted", _TEXT_PROMPTED,
                   "the same prompt and constrained decoding, no fine-tuning",
-                  config=_TEXT_PROMPTED[1], display="Text-prompted (zero-shot)"),
-        ModelSpec("idiomoe", "moe_expert", _IDIOMOE[0],
+                  config=_TEXT_PROMPTED_CONFIG, display="Text-prompted (zero-shot)"),
+        ModelSpec("idiomoe", "moe_expert", _IDIOMOE,
                   "item IDs as new tokens; FFN split into text and item experts routed by token type (IDIOMoE)",
-                  config=_IDIOMOE[1], display="IDIOMoE"),
-        ModelSpec("idiomoe_learned_router", "moe_expert", _IDIOMOE[0],
+                  config=_IDIOMOE_CONFIG, display="IDIOMoE"),
+        ModelSpec("idiomoe_learned_router", "moe_expert", _IDIOMOE,
                   "IDIOMoE with a learned per-token gate between the experts instead of token-type routing",
-                  config=_IDIOMOE[1], display="IDIOMoE (learned router)"),
-        ModelSpec("idiomoe_entangled", "moe_expert", _IDIOMOE[0],
+                  config=_IDIOMOE_CONFIG, display="IDIOMoE (learned router)"),
+        ModelSpec("idiomoe_entangled", "moe_expert", _IDIOMOE,
                   "the same item tokens and training, no expert split: the shared FFN tuned with LoRA",
-                  config=_IDIOMOE[1], display="Item tokens, entangled FFN"),
+                  config=_IDIOMOE_CONFIG, display="Item tokens, entangled FFN"),
     ]
 }
 
@@ -226,7 +226,7 @@ def check_params(spec: ModelSpec | ArtifactSpec, params: dict[str, Any]) -> Any:
 
 def build_model(name: str, params: dict[str, Any], seed: int, device: str, *, selection: str = "ndcg_at_10",
                 inputs: Mapping[str, ResolvedInput] | None = None) -> Recommender:
-    """Instantiate a registered model by name."""
+    """Instantiate a registered model by name, its params parsed by its config class."""
     if name not in MODELS:
         raise KeyError(f"'{name}' is not a known model (known: {', '.join(sorted(MODELS))})")
     spec = MODELS[name]
@@ -234,5 +234,5 @@ def build_model(name: str, params: dict[str, Any], seed: int, device: str, *, se
     if missing:
         raise ValueError(f"{name}: input '{missing[0]}' was not resolved (it consumes: {', '.join(spec.inputs)})")
     factory = import_object(spec.factory)
-    return factory(name=name, params=dict(params), seed=seed, device=device, selection=selection,
+    return factory(name=name, config=check_params(spec, dict(params)), seed=seed, device=device, selection=selection,
                    inputs=dict(inputs or {}))

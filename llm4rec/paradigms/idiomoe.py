@@ -264,13 +264,11 @@ class IdiomoeRecommender(LLMRecommender):
 ENTANGLED_LORA = LoraSettings(rank=16, alpha=32, dropout=0.0, target_modules=["gate_proj", "up_proj", "down_proj"])
 
 
-def build(name: str, params: dict[str, Any], seed: int, device: str, selection: str = "ndcg_at_10",
+def build(name: str, config: IdiomoeConfig, seed: int, device: str, selection: str = "ndcg_at_10",
           inputs: dict | None = None) -> IdiomoeRecommender:
     """idiomoe: the method; idiomoe_learned_router: a learned gate instead of token-type routing;
     idiomoe_entangled: the same item tokens and training, no expert split, the shared FFN tuned with LoRA."""
-    from llm4rec.models import MODELS, check_params
-
-    cfg = check_params(MODELS[name], params)
+    cfg = config
     if name == "idiomoe_learned_router":
         cfg = dataclasses.replace(cfg, routing="learned")
     elif name == "idiomoe_entangled":

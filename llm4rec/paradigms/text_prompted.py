@@ -74,11 +74,8 @@ class TextPromptedRecommender(LLMRecommender):
                                        inputs_embeds=inputs_embeds)
 
 
-def build(name: str, params: dict[str, Any], seed: int, device: str, selection: str = "ndcg_at_10",
+def build(name: str, config: TextPromptedConfig, seed: int, device: str, selection: str = "ndcg_at_10",
           inputs: dict | None = None) -> TextPromptedRecommender:
-    from llm4rec.models import MODELS, check_params
-
-    cfg = check_params(MODELS[name], params)
     if name == "text_prompted_zeroshot":
-        cfg = dataclasses.replace(cfg, zero_shot=True)
-    return TextPromptedRecommender(cfg, seed, device, selection)
+        config = dataclasses.replace(config, zero_shot=True)
+    return TextPromptedRecommender(config, seed, device, selection)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from llm4rec.evaluation.metrics import metric_cutoff
 from llm4rec.io import write_text
 from llm4rec.report import figures
 from llm4rec.report.compare import CompareSpec, compare_runs
@@ -83,7 +84,7 @@ def check_runs(runs: Sequence[RunRecord], metrics: Sequence[str]) -> None:
     for r in runs:
         depth = r.metrics.get("evaluation", {}).get("ranking_depth", float("inf"))
         # a cutoff beyond the run's declared ranking depth is a dash in the table, not an error
-        missing = [m for m in metrics if m not in r.metrics["test"] and int(m.rsplit("_", 1)[1]) <= depth]
+        missing = [m for m in metrics if m not in r.metrics["test"] and metric_cutoff(m) <= depth]
         if missing:
             raise ValueError(f"{r.folder}/metrics.json: no test metric {missing[0]} (have: {', '.join(sorted(r.metrics['test']))[:200]})")
 
