@@ -35,6 +35,9 @@ COSTS = (
 )
 
 
+TOKEN_COST_KEYS = tuple(c.key for c in COSTS if not c.always)  # the harness's optional figures: LLM token counts
+
+
 def token_costs(fit_info: dict, test_cost: dict, n_test: int) -> dict[str, float]:
     """The optional costs a run reports: training tokens (from fit), tokens per test user and the
     history-beam share (from the model's inference_cost of the test phase)."""

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from llm4rec.costs import TOKEN_COST_KEYS
 from llm4rec.models import model_title, paradigm_rank, paradigm_title, registered_costs
 from llm4rec.report.compare import LOWER_IS_BETTER, CompareSpec, best_baseline, by_model
 from llm4rec.report.runs import RunRecord
@@ -321,15 +322,12 @@ def _cost_text(key: str, value: float) -> str:
     return f"{value:.1f}"
 
 
-TOKEN_KEYS = ("train_tokens", "inference_tokens_per_user", "history_beam_share")
-
-
 def render_cost(frame: pd.DataFrame, fmt: str, label: str = "tab:cost") -> str:
     every, some = cost_columns()
     shown = [c for c in some if frame[c[0]].notna().any()]
     columns = every + shown
-    tokens = any(k in TOKEN_KEYS for k, _ in shown)
-    family = [t for k, t in shown if k not in TOKEN_KEYS]
+    tokens = any(k in TOKEN_COST_KEYS for k, _ in shown)
+    family = [t for k, t in shown if k not in TOKEN_COST_KEYS]
     if fmt == "markdown":
         lines = ["| Dataset | Paradigm | Model | " + " | ".join(t for _, t in columns) + " |", "|" + "---|" * (3 + len(columns))]
         for r in frame.itertuples():
