@@ -10,7 +10,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 export PYTHONUNBUFFERED := 1
 
-.PHONY: env tex bench test test-fast dag lint mlflow-ui
+.PHONY: env tex textdata bench test test-fast dag lint mlflow-ui
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -34,13 +34,22 @@ tex:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends texlive-latex-recommended >/dev/null; \
 	  else echo "pdflatex not found: install texlive-latex-recommended to compile the LaTeX tables"; fi; }
 
-bench: env tex
+# The LLM runs' text-retention sample (llm4rec/llm/retention.py): public-domain prose that Debian's
+# dict-devil package ships (The Devil's Dictionary, 1911); installed the same way as pdflatex.
+textdata:
+	@test -f /usr/share/dictd/devil.dict.dz || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing dict-devil (the text-retention sample)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends dict-devil >/dev/null; \
+	  else echo "dict-devil not found: install it (or set text_retention.enabled: false) for the LLM runs' text perplexity"; fi; }
+
+bench: env tex textdata
 	$(VENV)/bin/snakemake --cores $(CORES) --resources mlflow=1 --configfile $(CONFIG) $(SNAKEMAKE_ARGS)
 
 dag: env
 	$(VENV)/bin/snakemake -n --configfile $(CONFIG)
 
-test: env tex
+test: env tex textdata
 	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
 
 test-fast: env

@@ -49,3 +49,10 @@ def token_costs(fit_info: dict, test_cost: dict, n_test: int) -> dict[str, float
     if "history_beam_share" in test_cost:
         out["history_beam_share"] = test_cost["history_beam_share"]
     return out
+
+
+# the LLM paradigms' text retention (llm4rec.llm.retention), declared in their registry entries
+TEXT_RETENTION_COSTS = (
+    Cost("text_ppl_before", "Text ppl before", always=False, decimals=2),
+    Cost("text_ppl_after", "Text ppl after", always=False, decimals=2),
+)

@@ -2,6 +2,7 @@
 the restricted item softmax, one forward per batch at ranking, resume, and errors."""
 
 import dataclasses
+import hashlib
 
 import pandas as pd
 import pytest
@@ -19,6 +20,7 @@ from .conftest import interactions_frame
 
 TITLES = [f"{c} {n}" for c in ("red", "blue", "green", "old") for n in ("car", "sky", "house", "train")]
 WORDS = sorted({w for t in TITLES for w in t.split()} | {"items", ":"})
+SAMPLE = " ".join(TITLES[i % 7] + " : " + TITLES[(3 * i) % 16] for i in range(24))  # text-only, for perplexity
 
 
 @pytest.fixture(autouse=True)
@@ -40,16 +42,21 @@ def save_qwen2(folder, tokenizer):
     Qwen2ForCausalLM(config).save_pretrained(folder)
 
 
+def cyclic_split(lengths: list[int], starts: list[int] | None = None) -> Split:
+    """User u walks the catalogue in cyclic order from item starts[u] (default u), for lengths[u] items."""
+    rows, n = [], len(TITLES)
+    for u, length in enumerate(lengths):
+        start = u if starts is None else starts[u]
+        rows += [(f"u{u}", str((start + t) % n), float(t)) for t in range(length)]
+    labelled = leave_one_out_split(interactions_frame(rows))
+    items = pd.DataFrame({"item_id": [str(i) for i in range(n)], "title": TITLES, "year": "", "genres": "", "description": ""})
+    return Split(labelled[["user_id", "item_id", "timestamp", "seq", "phase"]].reset_index(drop=True), items, {"checksums": {}})
+
+
 @pytest.fixture(scope="module", params=["llama", "qwen2"])
 def tiny(request, tmp_path_factory):
     """16 users walking the 16-item catalogue in one cyclic order (a learnable next-item pattern)."""
-    rows, n = [], len(TITLES)
-    for u in range(n):
-        for t in range(8):
-            rows.append((f"u{u}", str((u + t) % n), float(t)))
-    labelled = leave_one_out_split(interactions_frame(rows))
-    items = pd.DataFrame({"item_id": [str(i) for i in range(n)], "title": TITLES, "year": "", "genres": "", "description": ""})
-    split = Split(labelled[["user_id", "item_id", "timestamp", "seq", "phase"]].reset_index(drop=True), items, {"checksums": {}})
+    split = cyclic_split([8] * len(TITLES))
     model, tokenizer = tiny_backbone(WORDS, seed=0, init_std=0.1, layers=3)
     tokenizer.model_input_names = ["input_ids", "attention_mask"]
     folder = tmp_path_factory.mktemp(request.param)
@@ -58,11 +65,14 @@ def tiny(request, tmp_path_factory):
     else:
         model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
+    (folder / "sample.txt").write_text(SAMPLE)  # the text-retention sample (params)
     return split, folder
 
 
 def params(folder, **extra):
     return {"backbone": {"name_or_path": str(folder)}, "instruction": "items :", "expert_layers": "last_2",
+            "text_retention": {"path": str(folder / "sample.txt"), "start": "red", "chars": len(SAMPLE), "window": 16,
+                               "sha256": hashlib.sha256(SAMPLE.encode()).hexdigest()},
             "sft": {"steps": 40, "batch_size": 8, "learning_rate": 2e-2, "checkpoint_every": 20},
             "valid_users": 16, "eval_every": 20, "max_train_examples": None, "max_history": 4, **extra}
 
@@ -84,8 +94,9 @@ def test_text_side_is_exactly_the_backbone_before_and_after_training(tiny, tmp_p
     assert info["expert_layers"] == [1, 2] and info["sft_steps_run"] == 40
     assert info["first_loss"] > info["final_loss"]  # the item side learned something
     assert torch.equal(text_logits(rec, ids), expected)
+    assert info["costs"]["text_ppl_before"] == info["costs"]["text_ppl_after"]  # text retention: nothing lost
     trainable = {n for n, p in rec.model.named_parameters() if p.requires_grad}
-    assert trainable and all(".item." in n or n.endswith("embed_tokens.items") for n in trainable), trainable
+    assert trainable and all(".item." in n or n.endswith(("embed_tokens.items", "embed_tokens.bias", "embed_tokens.head")) for n in trainable), trainable
 
 
 def test_each_token_type_goes_through_its_own_expert_only(tiny, tmp_path):
@@ -144,7 +155,7 @@ def test_variants_narrow_expert_and_learned_router(tiny, tmp_path):
     split, folder = tiny
     rec = build_model("idiomoe_learned_router", params(folder, item_expert_width=0.5, sft={"steps": 2, "batch_size": 4}),
                       seed=0, device="cpu")
-    rec.fit(split, tmp_path)
+    router_info = rec.fit(split, tmp_path)
     expert = next(m for m in _decoder_stack(rec.model).modules() if isinstance(m, TokenTypeExperts))
     assert expert.gate is not None and expert.item.gate_proj.out_features == expert.text.gate_proj.out_features // 2
     torch.testing.assert_close(expert.item.down_proj.weight, expert.text.down_proj.weight[:, : expert.item.gate_proj.out_features],
@@ -152,6 +163,9 @@ def test_variants_narrow_expert_and_learned_router(tiny, tmp_path):
     entangled = build_model("idiomoe_entangled", params(folder, sft={"steps": 2, "batch_size": 4}), seed=0, device="cpu")
     info = entangled.fit(split, tmp_path / "entangled")
     assert info["expert_layers"] == [] and any("lora_" in n for n, p in entangled.model.named_parameters() if p.requires_grad)
+    # both move the text side: a text token is mixed with the item expert / passes LoRA-tuned FFNs
+    for costs in (router_info["costs"], info["costs"]):
+        assert costs["text_ppl_after"] != costs["text_ppl_before"]
 
 
 def test_unknown_parameters_and_unsupported_architectures_are_named(tiny, tmp_path):
@@ -167,7 +181,35 @@ def test_unknown_parameters_and_unsupported_architectures_are_named(tiny, tmp_pa
     from transformers import AutoTokenizer
 
     AutoTokenizer.from_pretrained(folder).save_pretrained(gpt2)
+    (gpt2 / "sample.txt").write_text(SAMPLE)
     rec = build_model("idiomoe", params(gpt2), seed=0, device="cpu")
     with pytest.raises(ValueError, match=r"idiomoe: architecture 'gpt2' is not supported"):
         rec.fit(split, tmp_path / "g")
     assert dataclasses.is_dataclass(rec.cfg)
+
+
+def test_untrained_item_softmax_is_the_popularity_prior(tiny):
+    """Untied item head starting at zero + log-popularity bias: before any step, every prompt's item
+    logits are log(1 + training count) of each item, i.e. MostPop's ranking."""
+    _, folder = tiny
+    from llm4rec.llm.backbone import BackboneConfig, load_backbone
+
+    split = cyclic_split([4 + u % 8 for u in range(16)], starts=[u % 3 for u in range(16)])  # a popularity skew
+    rec = build_model("idiomoe", params(folder), seed=0, device="cpu")
+    rec.model, rec.tokenizer = load_backbone(BackboneConfig(name_or_path=str(folder)))
+    rec.prepare(split)
+    counts = split.phase("train")["item_id"].value_counts()
+    expected = torch.tensor([float(torch.log1p(torch.tensor(float(counts.get(i, 0))))) for i in rec.items])
+    prompt = rec.prompt(["3", "4"]).ids
+    with torch.no_grad():
+        logits = rec.item_logits(torch.tensor([prompt]), torch.ones((1, len(prompt)), dtype=torch.long))
+    assert len(set(expected.tolist())) > 3
+    torch.testing.assert_close(logits[0, -1], expected)
+    tied = build_model("idiomoe", params(folder, item_head="tied", item_bias="none"), seed=0, device="cpu")
+    tied.model, tied.tokenizer = load_backbone(BackboneConfig(name_or_path=str(folder)))
+    tied.prepare(split)
+    assert tied.head is None and tied.bias is None
+    with pytest.raises(ValueError, match="item_bias 'pop' is not log_popularity, zero or none"):
+        bad = build_model("idiomoe", params(folder, item_bias="pop"), seed=0, device="cpu")
+        bad.model, bad.tokenizer = load_backbone(BackboneConfig(name_or_path=str(folder)))
+        bad.prepare(split)

@@ -199,14 +199,14 @@ def test_a_model_family_declares_its_own_cost_figures(runs_dir, tmp_path, monkey
     import dataclasses
 
     from llm4rec import models
-    from llm4rec.costs import Cost
+    from llm4rec.costs import TEXT_RETENTION_COSTS
     from llm4rec.io import read_json
     from llm4rec.report.summary import collect
     from llm4rec.report.tables import cost_frame, render_cost
     from llm4rec.runner import declared_costs
     from llm4rec.tracking import run_metrics
 
-    ppl = Cost("text_ppl_after", "Text PPL after", always=False)
+    ppl = TEXT_RETENTION_COSTS[1]  # the LLM families' text perplexity after training
     spec = dataclasses.replace(models.MODELS["text_prompted"], name="llm_good", costs=(ppl,))
     monkeypatch.setitem(models.MODELS, "llm_good", spec)
     assert declared_costs("llm_good", {"costs": {"text_ppl_after": 41.5}}) == {"text_ppl_after": 41.5}
@@ -220,7 +220,7 @@ def test_a_model_family_declares_its_own_cost_figures(runs_dir, tmp_path, monkey
     frame = cost_frame(runs)
     assert frame.set_index(["dataset", "model"]).loc[("ml-a", "llm_good"), "text_ppl_after"] == 41.5
     assert np.isnan(frame.set_index(["dataset", "model"]).loc[("ml-a", "bpr"), "text_ppl_after"])
-    assert "Text PPL after" in render_cost(frame, "markdown") and "reported by their model family" in render_cost(frame, "latex")
+    assert "Text ppl after" in render_cost(frame, "markdown") and "reported by their model family" in render_cost(frame, "latex")
     assert run_metrics(metrics)["text_ppl_after"] == 41.5
     long = collect([folder / "metrics.json"])
     assert long.loc[long["metric"] == "text_ppl_after", "value"].tolist() == [41.5]

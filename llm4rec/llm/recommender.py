@@ -41,6 +41,7 @@ from llm4rec.io import stable_hash
 from llm4rec.llm.backbone import BackboneConfig, LoraSettings, add_lora, load_backbone
 from llm4rec.llm.decoding import DecodeStats
 from llm4rec.llm.prompts import Prompt, left_pad
+from llm4rec.llm.retention import TextRetentionConfig, load_sample, perplexity, retention_costs
 from llm4rec.llm.selection import CheckpointSelection
 from llm4rec.llm.tokens import prompt_embeddings
 from llm4rec.llm.training import LossFn, SFTConfig, train_sft
@@ -58,6 +59,7 @@ class LLMConfig:
     batch_users: int = 32  # users ranked together
     valid_users: int = 100  # validation sample for checkpoint selection (sample_users, seed 0)
     eval_every: int = 50
+    text_retention: TextRetentionConfig = field(default_factory=TextRetentionConfig)  # perplexity before/after training
 
 
 class LLMRecommender:
@@ -105,12 +107,24 @@ class LLMRecommender:
     def fit(self, split: Split, workdir: Path) -> dict:
         backbone = dataclasses.replace(self.cfg.backbone, device=self.device)
         self.model, self.tokenizer = load_backbone(backbone)
+        retention = self.cfg.text_retention
+        sample = load_sample(retention) if retention.enabled else None
+        start = time.perf_counter()
+        before = perplexity(self.model, self.tokenizer, sample, retention.window, self.device) if sample else None
+        retention_seconds = time.perf_counter() - start
         info = self.prepare(split)
         info |= self._train(split, Path(workdir)) if self.trains else {"train_tokens": 0}
         info["decoding_during_fit"] = self.inference_cost()  # checkpoint selection's validation rankings
         info["parameters_total"] = sum(p.numel() for p in self.model.parameters())
         info["parameters_trainable"] = sum(p.numel() for p in self.model.parameters() if p.requires_grad) if self.trains else 0
         self.model.eval()
+        if sample:
+            # the trained model with its item tokens / experts / adapters, on the same text; a model
+            # that trained nothing is the backbone it was measured as
+            start = time.perf_counter()
+            after = perplexity(self.model, self.tokenizer, sample, retention.window, self.device) if self.trains else before
+            info["costs"] = retention_costs(before, after)
+            info["text_retention_seconds"] = retention_seconds + time.perf_counter() - start
         return info
 
     def _train(self, split: Split, workdir: Path) -> dict:

@@ -42,7 +42,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import pandas as pd
 
-from llm4rec.costs import COSTS, Cost
+from llm4rec.costs import COSTS, TEXT_RETENTION_COSTS, Cost
 from llm4rec.data.split import Split
 
 RANKING_COLUMNS = ["user_id", "rank", "item_id", "score"]
@@ -171,19 +171,24 @@ MODELS: dict[str, ModelSpec] = {
                                                   "item embeddings, rows in items.parquet order")}),
         ModelSpec("text_prompted", "text_prompted", _TEXT_PROMPTED,
                   "history as titles -> fine-tuned causal LM (LoRA) -> catalogue-constrained beam search",
-                  config=_TEXT_PROMPTED_CONFIG, display="Text-prompted (LoRA)"),
+                  config=_TEXT_PROMPTED_CONFIG, display="Text-prompted (LoRA)",
+                  costs=TEXT_RETENTION_COSTS),
         ModelSpec("text_prompted_zeroshot", "text_prompted", _TEXT_PROMPTED,
                   "the same prompt and constrained decoding, no fine-tuning",
-                  config=_TEXT_PROMPTED_CONFIG, display="Text-prompted (zero-shot)"),
+                  config=_TEXT_PROMPTED_CONFIG, display="Text-prompted (zero-shot)",
+                  costs=TEXT_RETENTION_COSTS),
         ModelSpec("idiomoe", "moe_expert", _IDIOMOE,
                   "item IDs as new tokens; FFN split into text and item experts routed by token type (IDIOMoE)",
-                  config=_IDIOMOE_CONFIG, display="IDIOMoE"),
+                  config=_IDIOMOE_CONFIG, display="IDIOMoE",
+                  costs=TEXT_RETENTION_COSTS),
         ModelSpec("idiomoe_learned_router", "moe_expert", _IDIOMOE,
                   "IDIOMoE with a learned per-token gate between the experts instead of token-type routing",
-                  config=_IDIOMOE_CONFIG, display="IDIOMoE (learned router)"),
+                  config=_IDIOMOE_CONFIG, display="IDIOMoE (learned router)",
+                  costs=TEXT_RETENTION_COSTS),
         ModelSpec("idiomoe_entangled", "moe_expert", _IDIOMOE,
                   "the same item tokens and training, no expert split: the shared FFN tuned with LoRA",
-                  config=_IDIOMOE_CONFIG, display="Item tokens, entangled FFN"),
+                  config=_IDIOMOE_CONFIG, display="Item tokens, entangled FFN",
+                  costs=TEXT_RETENTION_COSTS),
     ]
 }
 

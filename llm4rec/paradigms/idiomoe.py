@@ -47,6 +47,8 @@ class IdiomoeConfig(LLMConfig):
     instruction: str = "A user's items, oldest first:"
     max_history: int = 20  # items per training window and per ranking prompt
     loss_positions: str = "all"  # all: next-item loss at every item position (SASRec-like) | last
+    item_head: str = "untied"  # untied: output item vectors of their own, starting at zero | tied: the input item vectors
+    item_bias: str = "log_popularity"  # a learned per-item output bias: log_popularity (log training counts) | zero | none
 
 
 class TokenTypes:
@@ -166,6 +168,8 @@ class IdiomoeRecommender(LLMRecommender):
             base.model.layers[i].mlp = TokenTypeExperts(text_mlp, narrowed_copy(text_mlp, cfg.item_expert_width),
                                                         self.types, learned=cfg.routing == "learned")
         self.instruction = self.tokenizer(cfg.instruction, add_special_tokens=False).input_ids
+        self.bias = self._item_bias(split)
+        self.head = self._item_head()
         self.trainable()
         return {"expert_layers": layers, "item_tokens": len(self.items), "first_item_id": self.types.first_item_id,
                 "item_init": cfg.item_init, "routing": cfg.routing}
@@ -175,6 +179,9 @@ class IdiomoeRecommender(LLMRecommender):
         attention, norms) stays frozen. Called again after LoRA wrapping, which freezes the rest."""
         base = _decoder_stack(self.model)
         base.model.embed_tokens.items.requires_grad_(True)
+        for param in (self.bias, self.head):
+            if param is not None:
+                param.requires_grad_(True)
         for layer in base.model.layers:
             if isinstance(layer.mlp, TokenTypeExperts):
                 for module in (layer.mlp.item, layer.mlp.gate):
@@ -196,6 +203,35 @@ class IdiomoeRecommender(LLMRecommender):
                                  "use item_init: random for items without text")
             rows.append(text[ids].float().mean(dim=0))
         return torch.stack(rows).to(text.dtype)
+
+    def _item_bias(self, split: Split) -> nn.Parameter | None:
+        """The restricted softmax's per-item bias, registered on the item embedding (so it trains,
+        checkpoints and restores with it). log_popularity starts it at the log of each item's
+        training count (+1): a popularity prior the item tokens then learn to correct."""
+        kind = self.cfg.item_bias
+        if kind == "none":
+            return None
+        if kind == "log_popularity":
+            counts = split.phase("train")["item_id"].astype(str).value_counts()
+            init = torch.tensor([np.log1p(counts.get(item, 0)) for item in self.items], dtype=torch.float32)
+        elif kind == "zero":
+            init = torch.zeros(len(self.items))
+        else:
+            raise ValueError(f"idiomoe: item_bias '{kind}' is not log_popularity, zero or none")
+        embedding = _decoder_stack(self.model).model.embed_tokens
+        embedding.bias = nn.Parameter(init)
+        return embedding.bias
+
+    def _item_head(self) -> nn.Parameter | None:
+        """untied: the restricted softmax's item vectors, separate from the input ones and starting at
+        zero, so step 0 ranks by the bias alone (the popularity prior) and training moves off it."""
+        if self.cfg.item_head == "tied":
+            return None
+        if self.cfg.item_head != "untied":
+            raise ValueError(f"idiomoe: item_head '{self.cfg.item_head}' is not untied or tied")
+        embedding = _decoder_stack(self.model).model.embed_tokens
+        embedding.head = nn.Parameter(torch.zeros_like(embedding.items))
+        return embedding.head
 
     def item_ids(self, history: Sequence[str]) -> list[int]:
         return [self.types.first_item_id + self.index[i] for i in history]
@@ -226,7 +262,9 @@ class IdiomoeRecommender(LLMRecommender):
         """[B, T, n_items]: the restricted softmax's logits at every position (one forward)."""
         base = _decoder_stack(self.model)
         hidden = base.model(input_ids=ids, attention_mask=mask).last_hidden_state
-        return hidden @ base.model.embed_tokens.items.T.to(hidden.dtype)
+        vectors = base.model.embed_tokens.items if self.head is None else self.head
+        logits = hidden @ vectors.T.to(hidden.dtype)
+        return logits if self.bias is None else logits + self.bias.to(logits.dtype)
 
     def training_loss(self):
         pad, device = self.tokenizer.pad_token_id, self.device

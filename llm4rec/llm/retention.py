@@ -1,0 +1,86 @@
+"""Text retention: how much of its language ability an LLM recommender keeps, as the model's
+perplexity on a fixed sample of general English before and after training.
+
+The default sample is public-domain prose shipped by a Debian package, not text written here:
+Ambrose Bierce's *The Devil's Dictionary* (1911, "A Public Domain Text, Copyright Expired"),
+package `dict-devil` (`make env` installs it), in dictd's gzip-compatible format. The sample is
+its first `chars` characters from the preface on, each line stripped of its indentation, and is
+checked against a pinned sha256, so every run of every grid scores the same text.
+
+Perplexity is exp(mean next-token NLL) over consecutive windows of `window` tokens (the first
+token of a window is context, not predicted), through the model's own language-model head.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+DEVIL_DICT = "/usr/share/dictd/devil.dict.dz"
+DEVIL_SHA256 = "012303bb2a49d71e84bc697af26bb5dc6069c329f545c9a69941a82af66f4b47"
+
+
+@dataclass(frozen=True)
+class TextRetentionConfig:
+    enabled: bool = True
+    path: str = DEVIL_DICT  # a text file, or a gzip (.gz/.dz) one
+    start: str = "PREFACE"  # the sample starts at the first occurrence of this marker
+    chars: int = 16000  # ~3,900 SmolLM2 tokens
+    sha256: str = DEVIL_SHA256  # of the sample (after stripping), so the text cannot drift silently
+    window: int = 512
+
+
+def load_sample(cfg: TextRetentionConfig) -> str:
+    path = Path(cfg.path)
+    if not path.is_file():
+        raise FileNotFoundError(f"text retention: '{path}' not found. The default sample ships in Debian's "
+                                "dict-devil package (`make env` installs it; or apt-get install dict-devil), or set "
+                                "params text_retention.path/sha256 to another text, or text_retention.enabled: false")
+    raw = path.read_bytes()
+    text = (gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw).decode("utf-8")
+    begin = text.find(cfg.start)
+    if begin < 0:
+        raise ValueError(f"text retention: '{path}' has no '{cfg.start}' to start the sample at (text_retention.start)")
+    lines = "\n".join(line.strip() for line in text[begin:].splitlines())
+    sample = lines[: cfg.chars]
+    digest = hashlib.sha256(sample.encode("utf-8")).hexdigest()
+    if digest != cfg.sha256:
+        raise ValueError(f"text retention: the sample of '{path}' ({cfg.chars} chars from '{cfg.start}') has sha256 "
+                         f"{digest}, expected {cfg.sha256} (text_retention.sha256): the file is not the pinned text")
+    return sample
+
+
+@torch.no_grad()
+def perplexity(model, tokenizer, text: str, window: int = 512, device: str = "cpu", batch: int = 8) -> float:
+    """exp of the mean NLL of every token but the first of each `window`-token chunk of `text`."""
+    ids = tokenizer(text, add_special_tokens=False, return_tensors="pt").input_ids[0]
+    chunks = [ids[i:i + window] for i in range(0, len(ids), window)]
+    chunks = [c for c in chunks if len(c) > 1]
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    try:
+        for begin in range(0, len(chunks), batch):
+            group = chunks[begin:begin + batch]
+            length = max(len(c) for c in group)
+            input_ids = torch.zeros((len(group), length), dtype=torch.long)
+            mask = torch.zeros((len(group), length), dtype=torch.long)
+            for row, chunk in enumerate(group):
+                input_ids[row, : len(chunk)], mask[row, : len(chunk)] = chunk, 1
+            logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits.float()
+            targets = input_ids[:, 1:].to(device).masked_fill(mask[:, 1:].to(device) == 0, -100)
+            nll = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), targets.flatten(),
+                                                    ignore_index=-100, reduction="sum")
+            total, count = total + float(nll), count + int((targets != -100).sum())
+    finally:
+        model.train(was_training)
+    return math.exp(total / count)
+
+
+def retention_costs(before: float, after: float) -> dict[str, float]:
+    return {"text_ppl_before": before, "text_ppl_after": after}
