@@ -220,6 +220,7 @@ def test_a_model_family_declares_its_own_cost_figures(runs_dir, tmp_path, monkey
     frame = cost_frame(runs)
     assert frame.set_index(["dataset", "model"]).loc[("ml-a", "llm_good"), "text_ppl_after"] == 41.5
     assert np.isnan(frame.set_index(["dataset", "model"]).loc[("ml-a", "bpr"), "text_ppl_after"])
+    assert "| 41.50 |" in render_cost(frame, "markdown")  # the declared cost's own decimals
     assert "Text ppl after" in render_cost(frame, "markdown") and "reported by their model family" in render_cost(frame, "latex")
     assert run_metrics(metrics)["text_ppl_after"] == 41.5
     long = collect([folder / "metrics.json"])

@@ -319,7 +319,8 @@ def _cost_text(key: str, value: float) -> str:
         return f"{value:.0f}"
     if key == "inference_ms_per_user":
         return f"{value:.2f}"
-    return f"{value:.1f}"
+    decimals = next((c.decimals for c in registered_costs() if c.key == key), 1)  # a cost's own (e.g. perplexity: 2)
+    return f"{value:.{decimals}f}"
 
 
 def render_cost(frame: pd.DataFrame, fmt: str, label: str = "tab:cost") -> str:
