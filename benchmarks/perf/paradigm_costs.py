@@ -23,7 +23,7 @@ import torch
 
 from llm4rec.config import load_grid
 from llm4rec.data.split import read_split
-from llm4rec.llm.backbone import add_lora, load_backbone
+from llm4rec.llm.backbone import load_backbone
 from llm4rec.llm.training import train_sft
 from llm4rec.models import build_model
 
@@ -33,10 +33,7 @@ def measure(name: str, grid, split, users: list[str], steps: int) -> dict:
     rec = build_model(name, params, seed=0, device="cpu")
     rec.model, rec.tokenizer = load_backbone(dataclasses.replace(rec.cfg.backbone, device="cpu"))
     rec.prepare(split)
-    if rec.cfg.lora is not None:
-        rec.model = add_lora(rec.model, rec.cfg.lora)
-        rec.trainable()
-    examples = rec.training_examples(split, np.random.default_rng(0))
+    examples = rec.training_setup(split, np.random.default_rng(0))
     sft = dataclasses.replace(rec.cfg.sft, steps=1)
     train_sft(rec.model, examples, sft, rec.tokenizer.pad_token_id, None, "cpu", progress=False, loss_fn=rec.training_loss())
     sft = dataclasses.replace(rec.cfg.sft, steps=steps)

@@ -128,11 +128,8 @@ class LLMRecommender:
         return info
 
     def _train(self, split: Split, workdir: Path) -> dict:
-        cfg, rng = self.cfg, np.random.default_rng(self.seed)
-        if cfg.lora is not None:
-            self.model = add_lora(self.model, cfg.lora)
-            self.trainable()
-        encoded = self.training_examples(split, rng)
+        cfg = self.cfg
+        encoded = self.training_setup(split, np.random.default_rng(self.seed))
         sample = sample_users(list(split.targets("valid")), cfg.valid_users, seed=0)
         # everything but the step budget that shapes training: a checkpoint is resumed only under it
         fingerprint = stable_hash({"params": {k: v for k, v in dataclasses.asdict(cfg).items() if k != "sft"},
@@ -151,6 +148,14 @@ class LLMRecommender:
                 "first_loss": result.losses[0] if result.losses else None,
                 "final_loss": result.losses[-1] if result.losses else None,
                 **self.selection.as_dict(), "sft_seconds": time.perf_counter() - start}
+
+    def training_setup(self, split: Split, rng: np.random.Generator) -> list:
+        """Wrap the prepared model in LoRA (when set) and return the paradigm's training examples:
+        what `_train` trains (also used by benchmarks/perf to time steps without selection)."""
+        if self.cfg.lora is not None:
+            self.model = add_lora(self.model, self.cfg.lora)
+            self.trainable()
+        return self.training_examples(split, rng)
 
     def rank(self, histories: Mapping[str, Sequence[str]], k: int) -> pd.DataFrame:
         if self._reuse_selection:

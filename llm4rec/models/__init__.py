@@ -150,8 +150,14 @@ class ModelSpec:
 
 _RECBOLE_FACTORY, _RECBOLE_CONFIG = "baselines.recbole_models:build", "baselines.recbole_models:recbole_params"
 _CF_EXPORTS = ("item_embeddings.npy", "user_embeddings.npy", "user_ids.txt")
-_IDIOMOE, _IDIOMOE_CONFIG = "llm4rec.paradigms.idiomoe:build", "llm4rec.paradigms.idiomoe:IdiomoeConfig"
-_TEXT_PROMPTED, _TEXT_PROMPTED_CONFIG = "llm4rec.paradigms.text_prompted:build", "llm4rec.paradigms.text_prompted:TextPromptedConfig"
+
+
+def _llm(name: str, module: str, config: str, paradigm: str, description: str, display: str) -> ModelSpec:
+    """An LLM model family's entry: `build` and its config class in llm4rec.paradigms.<module>;
+    every LLMRecommender reports its text retention (perplexity before/after training)."""
+    return ModelSpec(name, paradigm, f"llm4rec.paradigms.{module}:build", description,
+                     config=f"llm4rec.paradigms.{module}:{config}", display=display, costs=TEXT_RETENTION_COSTS)
+
 
 MODELS: dict[str, ModelSpec] = {
     spec.name: spec
@@ -169,26 +175,19 @@ MODELS: dict[str, ModelSpec] = {
                   config="baselines.embedding_knn:EmbeddingKnnConfig", display="Emb-kNN",
                   inputs={"embeddings": InputSlot(("item_embeddings.npy",), {"run": "bpr"},
                                                   "item embeddings, rows in items.parquet order")}),
-        ModelSpec("text_prompted", "text_prompted", _TEXT_PROMPTED,
-                  "history as titles -> fine-tuned causal LM (LoRA) -> catalogue-constrained beam search",
-                  config=_TEXT_PROMPTED_CONFIG, display="Text-prompted (LoRA)",
-                  costs=TEXT_RETENTION_COSTS),
-        ModelSpec("text_prompted_zeroshot", "text_prompted", _TEXT_PROMPTED,
-                  "the same prompt and constrained decoding, no fine-tuning",
-                  config=_TEXT_PROMPTED_CONFIG, display="Text-prompted (zero-shot)",
-                  costs=TEXT_RETENTION_COSTS),
-        ModelSpec("idiomoe", "moe_expert", _IDIOMOE,
-                  "item IDs as new tokens; FFN split into text and item experts routed by token type (IDIOMoE)",
-                  config=_IDIOMOE_CONFIG, display="IDIOMoE",
-                  costs=TEXT_RETENTION_COSTS),
-        ModelSpec("idiomoe_learned_router", "moe_expert", _IDIOMOE,
-                  "IDIOMoE with a learned per-token gate between the experts instead of token-type routing",
-                  config=_IDIOMOE_CONFIG, display="IDIOMoE (learned router)",
-                  costs=TEXT_RETENTION_COSTS),
-        ModelSpec("idiomoe_entangled", "moe_expert", _IDIOMOE,
-                  "the same item tokens and training, no expert split: the shared FFN tuned with LoRA",
-                  config=_IDIOMOE_CONFIG, display="Item tokens, entangled FFN",
-                  costs=TEXT_RETENTION_COSTS),
+        _llm("text_prompted", "text_prompted", "TextPromptedConfig", "text_prompted",
+             "history as titles -> fine-tuned causal LM (LoRA) -> catalogue-constrained beam search",
+             "Text-prompted (LoRA)"),
+        _llm("text_prompted_zeroshot", "text_prompted", "TextPromptedConfig", "text_prompted",
+             "the same prompt and constrained decoding, no fine-tuning", "Text-prompted (zero-shot)"),
+        _llm("idiomoe", "idiomoe", "IdiomoeConfig", "moe_expert",
+             "item IDs as new tokens; FFN split into text and item experts routed by token type (IDIOMoE)", "IDIOMoE"),
+        _llm("idiomoe_learned_router", "idiomoe", "IdiomoeConfig", "moe_expert",
+             "IDIOMoE with a learned per-token gate between the experts instead of token-type routing",
+             "IDIOMoE (learned router)"),
+        _llm("idiomoe_entangled", "idiomoe", "IdiomoeConfig", "moe_expert",
+             "the same item tokens and training, no expert split: the shared FFN tuned with LoRA",
+             "Item tokens, entangled FFN"),
     ]
 }
 
