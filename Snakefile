@@ -1,6 +1,6 @@
 """llm4rec-bench: the grid (datasets x models x seeds) and its stages.
 
-    prepare (per dataset) -> [artifact] -> train + rank -> evaluate -> track (MLflow) -> summary
+    prepare (per dataset) -> [artifacts, e.g. semantic_ids] -> train + rank -> evaluate -> track (MLflow) -> summary
                                              compare -> report
 
     snakemake --cores 2 --resources mlflow=1                          # benchmarks/default.yaml
@@ -16,7 +16,7 @@ from pathlib import Path
 from llm4rec.config import ConfigError, load_grid
 from llm4rec.data.sources import AMAZON_2018_CATEGORIES, amazon2018_files
 from llm4rec.io import stable_hash
-from llm4rec.models import MODELS
+from llm4rec.models import ARTIFACTS, MODELS
 from llm4rec.report.build import report_files
 
 _cli_configs = list(workflow.overwrite_configfiles or [])
@@ -37,7 +37,6 @@ wildcard_constraints:
     dataset=r"[A-Za-z0-9_.-]+",
     model=r"[A-Za-z0-9_.-]+",
     seed=r"\d+",
-    artifact=r"[A-Za-z0-9_]+",
     key=r"[0-9a-f]+",
 
 
@@ -112,17 +111,23 @@ rule prepare:
         "{LLM4REC} prepare --config {CONFIG_FILE} --dataset {wildcards.dataset} 2>&1 | tee {log}"
 
 
-rule artifact:
-    """An auxiliary input some models consume (llm4rec.models.ARTIFACTS), built once per dataset and configuration."""
-    input:
-        rules.prepare.output.split,
-    output:
-        f"{GRID.grid_dir}/artifacts/{{dataset}}/{{artifact}}/{{key}}/artifact.json",
-    log:
-        f"{LOGS}/artifact/{{dataset}}/{{artifact}}/{{key}}.log",
-    shell:
-        "{LLM4REC} artifact --config {CONFIG_FILE} --dataset {wildcards.dataset} --artifact {wildcards.artifact} "
-        "--key {wildcards.key} 2>&1 | tee {log}"
+# One rule per registered artifact (llm4rec.models.ARTIFACTS), named after it (e.g. `semantic_ids`,
+# `item_text_lsa`): built once per dataset and configuration (and seed, where per-seed); the runs
+# that consume it depend on its artifact.json, so a changed configuration rebuilds it and reruns them.
+for _artifact in ARTIFACTS.values():
+    rule:
+        name: _artifact.name
+        input:
+            f"{DATA}/split.json",
+        output:
+            f"{GRID.grid_dir}/artifacts/{{dataset}}/{_artifact.name}/{{key}}/artifact.json",
+        params:
+            artifact=_artifact.name,
+        log:
+            f"{LOGS}/artifact/{{dataset}}/{_artifact.name}/{{key}}.log",
+        shell:
+            "{LLM4REC} artifact --config {CONFIG_FILE} --dataset {wildcards.dataset} --artifact {params.artifact} "
+            "--key {wildcards.key} 2>&1 | tee {log}"
 
 
 rule train:

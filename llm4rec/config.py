@@ -8,6 +8,7 @@ anything runs; every error names the file, the key path and what was expected, e
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -194,7 +195,11 @@ class Grid:
         return out
 
     def artifact_key(self, dataset: str, name: str, params: dict[str, Any], seed: int | None) -> str:
-        return stable_hash({"artifact": name, "dataset_config": self.dataset_config(dataset), "params": params, "seed": seed})
+        """The artifact's folder name: a hash of its dataset config, seed and resolved params (defaults
+        filled in, so spelling a default out does not rebuild it)."""
+        resolved = check_params(ARTIFACTS[name], params)
+        resolved = dataclasses.asdict(resolved) if dataclasses.is_dataclass(resolved) else params
+        return stable_hash({"artifact": name, "dataset_config": self.dataset_config(dataset), "params": resolved, "seed": seed})
 
     def artifact_dir(self, dataset: str, name: str, key: str) -> Path:
         return self.grid_dir / "artifacts" / dataset / name / key

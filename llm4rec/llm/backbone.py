@@ -116,11 +116,22 @@ def _save_dequantized(model, tokenizer, target: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def add_lora(model, settings: LoraSettings):
+def add_lora(model, settings: LoraSettings, trainable_tokens: list[int] | None = None):
+    """LoRA adapters on `settings.target_modules`; `trainable_tokens`: vocabulary rows (e.g. newly
+    added code tokens) whose input and output embeddings train too, through peft's trainable
+    tokens (only those rows' deltas are stored; tied embeddings stay tied)."""
     from peft import LoraConfig, get_peft_model
 
+    indices = None
+    if trainable_tokens:
+        names = {module: name.rsplit(".", 1)[-1] for name, module in model.named_modules()}
+        inputs, outputs = model.get_input_embeddings(), model.get_output_embeddings()
+        indices = {names[inputs]: list(trainable_tokens)}
+        if outputs is not None and outputs.weight.data_ptr() != inputs.weight.data_ptr():  # untied head
+            indices[names[outputs]] = list(trainable_tokens)
     config = LoraConfig(r=settings.rank, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
-                        target_modules=list(settings.target_modules), task_type="CAUSAL_LM")
+                        target_modules=list(settings.target_modules), task_type="CAUSAL_LM",
+                        trainable_token_indices=indices)
     return get_peft_model(model, config)
 
 

@@ -250,7 +250,21 @@ def constrained_beam_search(model, input_ids: torch.Tensor, attention_mask: torc
                             beam_width: int, k: int, exclude: Sequence[Sequence[str]] | None = None,
                             stats: DecodeStats | None = None, decoder: str = "auto",
                             inputs_embeds: torch.Tensor | None = None) -> list[list[tuple[str, float]]]:
-    """Top-k (item, log-likelihood) per prompt row, over catalogue items not in that row's `exclude`.
+    """Top-k (item, log-likelihood) per prompt row of a causal LM, over catalogue items not in
+    that row's `exclude` (see `beam_search`)."""
+    if beam_width < k:
+        raise ValueError(f"beam_width ({beam_width}) must be >= k ({k})")
+    stepper = make_stepper(model, input_ids, attention_mask, decoder, inputs_embeds)
+    return beam_search(stepper, trie, beam_width, k, exclude, stats, attention_mask)
+
+
+@torch.no_grad()
+def beam_search(stepper, trie: ItemTrie, beam_width: int, k: int, exclude: Sequence[Sequence[str]] | None,
+                stats: DecodeStats | None, attention_mask: torch.Tensor) -> list[list[tuple[str, float]]]:
+    """Catalogue-constrained beam search over `trie`, driven by a stepper: any object with `logp`
+    ([rows, vocab] next-token log-probs after each prompt) and `step(sources, users, tokens)`
+    (feed one token to each new beam, continuing row `sources`; returns its next-token log-probs).
+    Causal LMs use `make_stepper`; encoder-decoders (e.g. sid_tiger's T5) their own stepper.
 
     History items are scored out in the trie (a subtree whose every item is in the history is
     never expanded), so the search returns k unseen items; `stats.history_slots` counts the
@@ -258,10 +272,10 @@ def constrained_beam_search(model, input_ids: torch.Tensor, attention_mask: torc
     """
     if beam_width < k:
         raise ValueError(f"beam_width ({beam_width}) must be >= k ({k})")
-    n_rows = input_ids.shape[0]
+    n_rows = attention_mask.shape[0]
     exclude = exclude if exclude is not None else [()] * n_rows
     excluded = [trie.excluded_counts(items) for items in exclude]
-    stepper = make_stepper(model, input_ids, attention_mask, decoder, inputs_embeds)
+    device = attention_mask.device
     logp = stepper.logp
     stats = stats if stats is not None else DecodeStats()
     stats.users += n_rows
@@ -297,7 +311,6 @@ def constrained_beam_search(model, input_ids: torch.Tensor, attention_mask: torc
         live = new_live
         if not sources:
             break
-        device = input_ids.device
         logp = stepper.step(torch.as_tensor(sources, device=device), torch.as_tensor(users, device=device),
                             torch.as_tensor(tokens, device=device))
         stats.decoded_tokens += len(sources)

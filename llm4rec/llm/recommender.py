@@ -76,6 +76,15 @@ class LLMRecommender:
     def trains(self) -> bool:
         return True
 
+    @property
+    def reads_text(self) -> bool:
+        """Whether the model is a language model whose text perplexity means something (text retention)."""
+        return True
+
+    def load(self):
+        """(model, tokenizer): the configured pretrained backbone (a paradigm may build its own model)."""
+        return load_backbone(dataclasses.replace(self.cfg.backbone, device=self.device))
+
     def prepare(self, split: Split) -> dict[str, Any]:
         raise NotImplementedError
 
@@ -87,6 +96,10 @@ class LLMRecommender:
 
     def trainable(self) -> None:
         """Mark what trains beyond LoRA adapters (called after LoRA wrapping, which freezes the rest)."""
+
+    def trainable_tokens(self) -> list[int]:
+        """Vocabulary rows whose embeddings train beside LoRA (e.g. added code tokens)."""
+        return []
 
     def training_loss(self) -> LossFn | None:
         return None  # the backbone's cross-entropy on labelled tokens (causal_lm_loss)
@@ -105,10 +118,9 @@ class LLMRecommender:
         return {}
 
     def fit(self, split: Split, workdir: Path) -> dict:
-        backbone = dataclasses.replace(self.cfg.backbone, device=self.device)
-        self.model, self.tokenizer = load_backbone(backbone)
-        retention = self.cfg.text_retention
-        sample = load_sample(retention) if retention.enabled else None
+        self.model, self.tokenizer = self.load()
+        retention = self.cfg.text_retention if self.reads_text else None
+        sample = load_sample(retention) if retention and retention.enabled else None
         start = time.perf_counter()
         before = perplexity(self.model, self.tokenizer, sample, retention.window, self.device) if sample else None
         retention_seconds = time.perf_counter() - start
@@ -123,7 +135,7 @@ class LLMRecommender:
             # that trained nothing is the backbone it was measured as
             start = time.perf_counter()
             after = perplexity(self.model, self.tokenizer, sample, retention.window, self.device) if self.trains else before
-            info["costs"] = retention_costs(before, after)
+            info["costs"] = info.get("costs", {}) | retention_costs(before, after)
             info["text_retention_seconds"] = retention_seconds + time.perf_counter() - start
         return info
 
@@ -153,7 +165,7 @@ class LLMRecommender:
         """Wrap the prepared model in LoRA (when set) and return the paradigm's training examples:
         what `_train` trains (also used by benchmarks/perf to time steps without selection)."""
         if self.cfg.lora is not None:
-            self.model = add_lora(self.model, self.cfg.lora)
+            self.model = add_lora(self.model, self.cfg.lora, self.trainable_tokens())
             self.trainable()
         return self.training_examples(split, rng)
 

@@ -10,6 +10,7 @@ progress bar, and atomic checkpoints (trainable weights + optimizer + step) it r
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import shutil
 import tempfile
@@ -32,6 +33,22 @@ class SFTConfig:
     max_history: int = 10
     checkpoint_every: int = 50
     seed: int = 0  # batch order (text_prompted sets it to the run's seed)
+    schedule: str = "constant"  # learning rate over steps: constant | cosine (to 0 at `steps`), after warmup
+    warmup_steps: int = 0  # linear warmup from 0
+
+    def __post_init__(self) -> None:
+        if self.schedule not in ("constant", "cosine"):
+            raise ValueError(f"sft.schedule '{self.schedule}' is not one of: constant, cosine")
+
+    def learning_rate_at(self, step: int) -> float:
+        """The learning rate of optimizer step `step` (0-based): a function of the step alone, so a
+        resumed run continues the schedule exactly."""
+        if step < self.warmup_steps:
+            return self.learning_rate * (step + 1) / self.warmup_steps
+        if self.schedule == "cosine":
+            progress = (step - self.warmup_steps) / max(1, self.steps - self.warmup_steps)
+            return self.learning_rate * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+        return self.learning_rate
 
 
 def sliding_window_examples(sequences: dict[str, Sequence[str]], max_history: int) -> list[tuple[str, list[str], str]]:
@@ -42,6 +59,17 @@ def sliding_window_examples(sequences: dict[str, Sequence[str]], max_history: in
         for t in range(1, len(items)):
             out.append((user, items[max(0, t - max_history):t], items[t]))
     return out
+
+
+def training_windows(split, max_history: int, max_examples: int | None,
+                     rng: np.random.Generator) -> list[tuple[str, list[str], str]]:
+    """The next-item windows of a split's training phase (`sliding_window_examples`), or a seeded
+    sample of `max_examples` of them in their original order (None: all)."""
+    train = split.phase("train")
+    windows = sliding_window_examples({u: g.tolist() for u, g in train.groupby("user_id")["item_id"]}, max_history)
+    if max_examples and len(windows) > max_examples:
+        windows = [windows[i] for i in sorted(rng.choice(len(windows), max_examples, replace=False))]
+    return windows
 
 
 def encode_example(prompt_ids: list[int], target_ids: list[int]) -> tuple[list[int], list[int]]:
@@ -111,8 +139,10 @@ class SFTResult:
 
 def checkpoint_fingerprint(cfg: SFTConfig, fingerprint: str = "") -> str:
     """What a checkpoint must have been trained under to be resumed: the caller's fingerprint and
-    the SFT config except its step budget (a longer run continues a shorter one)."""
-    return f"{fingerprint}|{dataclasses.replace(cfg, steps=0, checkpoint_every=0)}"
+    the SFT config except its step budget under a constant learning rate (a longer run continues a
+    shorter one; a cosine schedule depends on the budget)."""
+    steps = cfg.steps if cfg.schedule != "constant" else 0
+    return f"{fingerprint}|{dataclasses.replace(cfg, steps=steps, checkpoint_every=0)}"
 
 
 LossFn = Callable[[object, list], tuple[torch.Tensor, int]]  # (model, examples of one micro-batch) -> (loss, tokens)
@@ -151,6 +181,8 @@ def train_sft(model, examples: Sequence, cfg: SFTConfig, pad_id: int,
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else torch.autocast("cpu", enabled=False)
     for step in tqdm(range(start, cfg.steps), desc="sft", disable=not progress, initial=start, total=cfg.steps):
         optimizer.zero_grad(set_to_none=True)
+        for group in optimizer.param_groups:
+            group["lr"] = cfg.learning_rate_at(step)
         total = 0.0
         for micro in range(cfg.grad_accum):
             begin = step * per_step + micro * cfg.batch_size

@@ -42,7 +42,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import pandas as pd
 
-from llm4rec.costs import COSTS, TEXT_RETENTION_COSTS, Cost
+from llm4rec.costs import COSTS, SEMANTIC_ID_COSTS, TEXT_RETENTION_COSTS, Cost
 from llm4rec.data.split import Split
 
 RANKING_COLUMNS = ["user_id", "rank", "item_id", "score"]
@@ -152,11 +152,21 @@ _RECBOLE_FACTORY, _RECBOLE_CONFIG = "baselines.recbole_models:build", "baselines
 _CF_EXPORTS = ("item_embeddings.npy", "user_embeddings.npy", "user_ids.txt")
 
 
-def _llm(name: str, module: str, config: str, paradigm: str, description: str, display: str) -> ModelSpec:
+def _llm(name: str, module: str, config: str, paradigm: str, description: str, display: str,
+         inputs: dict[str, InputSlot] | None = None, costs: tuple[Cost, ...] = (), reads_text: bool = True) -> ModelSpec:
     """An LLM model family's entry: `build` and its config class in llm4rec.paradigms.<module>;
-    every LLMRecommender reports its text retention (perplexity before/after training)."""
+    every LLMRecommender over a language model reports its text retention (perplexity before/after
+    training)."""
     return ModelSpec(name, paradigm, f"llm4rec.paradigms.{module}:build", description,
-                     config=f"llm4rec.paradigms.{module}:{config}", display=display, costs=TEXT_RETENTION_COSTS)
+                     config=f"llm4rec.paradigms.{module}:{config}", display=display, inputs=inputs or {},
+                     costs=costs + (TEXT_RETENTION_COSTS if reads_text else ()))
+
+
+def _semantic_ids(quantizer: str | None = None) -> dict[str, InputSlot]:
+    """The code table a semantic-ID model consumes: the `semantic_ids` artifact (same dataset and seed)."""
+    params = {"params": {"quantizer": quantizer}} if quantizer else {}
+    return {"codes": InputSlot(("codes.npy", "codebook_stats.json"), {"artifact": "semantic_ids", **params},
+                               "each item's code tuple (rows in items.parquet order) and the tokenizer's statistics")}
 
 
 MODELS: dict[str, ModelSpec] = {
@@ -188,6 +198,15 @@ MODELS: dict[str, ModelSpec] = {
         _llm("idiomoe_entangled", "idiomoe", "IdiomoeConfig", "moe_expert",
              "the same item tokens and training, no expert split: the shared FFN tuned with LoRA",
              "Item tokens, entangled FFN"),
+        _llm("sid_tiger", "semantic_id.tiger", "TigerConfig", "semantic_id",
+             "semantic IDs (RQ-KMeans over item-text embeddings) -> T5 from scratch -> trie-constrained beam search (TIGER)",
+             "TIGER (semantic IDs)", _semantic_ids(), SEMANTIC_ID_COSTS, reads_text=False),
+        _llm("sid_random", "semantic_id.tiger", "TigerConfig", "semantic_id",
+             "sid_tiger on random code tuples of the same shape (what semantic structure buys)",
+             "TIGER (random IDs)", _semantic_ids("random"), SEMANTIC_ID_COSTS, reads_text=False),
+        _llm("sid_llm", "semantic_id.llm", "SidLlmConfig", "semantic_id",
+             "semantic IDs as new tokens of a pretrained LLM (LoRA + code embeddings) -> trie-constrained beam search",
+             "SID-LLM (LoRA)", _semantic_ids(), SEMANTIC_ID_COSTS),
     ]
 }
 
@@ -197,6 +216,9 @@ ARTIFACTS: dict[str, ArtifactSpec] = {
         ArtifactSpec("item_text_lsa", "llm4rec.data.item_text:build_lsa_embeddings", ("item_embeddings.npy",),
                      config="llm4rec.data.item_text:LsaConfig", per_seed=False,
                      description="TF-IDF + truncated SVD of each item's text (title, genres, description)"),
+        ArtifactSpec("semantic_ids", "llm4rec.paradigms.semantic_id.codes:build_semantic_ids",
+                     ("codes.npy", "codebook_stats.json"), config="llm4rec.paradigms.semantic_id.codes:SemanticIdConfig",
+                     description="item text -> sentence embedding -> residual quantization -> unique code tuples"),
     ]
 }
 

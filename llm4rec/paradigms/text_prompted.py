@@ -23,7 +23,7 @@ from llm4rec.llm.decoding import constrained_beam_search, item_token_sequences, 
 from llm4rec.llm.identifiers import item_identifiers
 from llm4rec.llm.prompts import Prompt, PromptTemplate, render_prompt
 from llm4rec.llm.recommender import LLMConfig, LLMRecommender
-from llm4rec.llm.training import encode_example, sliding_window_examples
+from llm4rec.llm.training import encode_example, training_windows
 from llm4rec.llm.trie import ItemTrie
 
 
@@ -59,12 +59,7 @@ class TextPromptedRecommender(LLMRecommender):
     def training_examples(self, split: Split, rng: np.random.Generator) -> list[tuple[list[int], list[int]]]:
         """Sliding windows over each user's training sequence (a seeded sample of them): the
         last `max_history` items as the prompt, the next item's identifier as the answer."""
-        train = split.phase("train")
-        windows = sliding_window_examples({u: g.tolist() for u, g in train.groupby("user_id")["item_id"]},
-                                          self.cfg.sft.max_history)
-        n = self.cfg.max_train_examples
-        if n and len(windows) > n:
-            windows = [windows[i] for i in sorted(rng.choice(len(windows), n, replace=False))]
+        windows = training_windows(split, self.cfg.sft.max_history, self.cfg.max_train_examples, rng)
         return [encode_example(self.prompt(history).ids, self.sequences[target]) for _, history, target in windows]
 
     def decode(self, ids: torch.Tensor, mask: torch.Tensor, inputs_embeds: torch.Tensor | None,

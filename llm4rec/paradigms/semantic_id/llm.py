@@ -1,0 +1,98 @@
+"""sid_llm: semantic IDs as new tokens of a pretrained LLM (LC-Rec / NEO style).
+
+Each code of each level becomes one new vocabulary token (`<a_5>`, `<b_17>`, ...; the level is
+the letter), its embedding initialised at the mean of the existing rows and trained (peft's
+trainable tokens: only the new rows change), with LoRA on the rest. The prompt is an
+instruction, then one line per history item (its code tuple; with `interleave_titles`, its
+"Title (Year)" first), then "Next:"; the answer is the next item's code tuple, decoded by the
+shared catalogue-constrained beam search over the trie of code tuples. Against `sid_tiger` (the
+same codes, a small T5 from scratch) it isolates what language pretraining adds.
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from llm4rec.data.split import Split
+from llm4rec.llm.decoding import constrained_beam_search, resolve_decoder
+from llm4rec.llm.identifiers import item_identifiers
+from llm4rec.llm.prompts import Prompt
+from llm4rec.llm.recommender import LLMConfig, LLMRecommender
+from llm4rec.llm.tokens import add_tokens
+from llm4rec.llm.training import encode_example, training_windows
+from llm4rec.llm.trie import ItemTrie
+from llm4rec.models import ResolvedInput
+from llm4rec.paradigms.semantic_id.codes import load_code_table, semantic_id_costs
+
+
+@dataclass(frozen=True)
+class SidLlmConfig(LLMConfig):
+    instruction: str = "Items a user interacted with, oldest first:"  # a grid words it for its data
+    answer_prefix: str = "Next:"
+    interleave_titles: bool = False  # each history line: "Title (Year)" then its codes
+    max_history: int = 10
+    code_init: str = "mean"  # new code tokens' embeddings: mean of the existing rows | random
+    beam_width: int = 20  # >= the ranking depth K
+    decoder: str = "auto"  # auto | shared_prefix | cache (llm4rec.llm.decoding)
+
+
+def code_token(level: int, code: int) -> str:
+    return f"<{string.ascii_lowercase[level]}_{code}>"
+
+
+class SidLlmRecommender(LLMRecommender):
+    cfg: SidLlmConfig
+
+    def __init__(self, cfg: SidLlmConfig, seed: int, device: str, selection: str, codes: ResolvedInput):
+        super().__init__(cfg, seed, device, selection)
+        self.codes_input = codes
+
+    def prepare(self, split: Split) -> dict[str, Any]:
+        """One new token per (level, code), each item's tuple as token ids, and their trie."""
+        codes, stats = load_code_table(self.codes_input.paths, split.items)
+        names = [[code_token(level, code) for code in range(int(codes[:, level].max()) + 1)] for level in range(codes.shape[1])]
+        ids = add_tokens(self.model, self.tokenizer, [name for level in names for name in level], self.cfg.code_init, self.seed)
+        self.code_ids = ids
+        offsets = np.cumsum([0] + [len(level) for level in names[:-1]])
+        token_of = np.asarray(ids)
+        self.sequences = {str(item): token_of[offsets + row].tolist() for item, row in zip(split.items["item_id"], codes, strict=True)}
+        self.trie = ItemTrie.build(self.sequences)
+        self.titles = item_identifiers(split.items)[0] if self.cfg.interleave_titles else {}
+        encode = lambda text: self.tokenizer(text, add_special_tokens=False).input_ids  # noqa: E731
+        self.head, self.newline, self.tail = encode(self.cfg.instruction + "\n"), encode("\n"), encode(self.cfg.answer_prefix)
+        self.title_ids = {item: encode(title + " ") for item, title in self.titles.items()}
+        return {"semantic_ids": self.codes_input.source, "code_length": codes.shape[1], "code_tokens": len(ids),
+                "codebook_stats": stats, "costs": semantic_id_costs(stats), "interleave_titles": self.cfg.interleave_titles,
+                "decoder": resolve_decoder(self.model, self.cfg.decoder)}
+
+    def trainable_tokens(self) -> list[int]:
+        return list(self.code_ids)
+
+    def prompt(self, history: Sequence[str]) -> Prompt:
+        ids = list(self.head)
+        for item in list(history)[-self.cfg.max_history:]:
+            ids += self.title_ids.get(item, []) + self.sequences[item] + self.newline
+        return Prompt(ids + self.tail)
+
+    def training_examples(self, split: Split, rng: np.random.Generator) -> list[tuple[list[int], list[int]]]:
+        """Next-item windows of the training split (a seeded sample of them): the history as code
+        lines, the next item's code tuple as the answer."""
+        windows = training_windows(split, self.cfg.max_history, self.cfg.max_train_examples, rng)
+        return [encode_example(self.prompt(history).ids, self.sequences[target]) for _, history, target in windows]
+
+    def decode(self, ids: torch.Tensor, mask: torch.Tensor, inputs_embeds: torch.Tensor | None,
+               histories: Sequence[Sequence[str]], k: int) -> list[list[tuple[str, float]]]:
+        return constrained_beam_search(self.model, ids, mask, self.trie, max(self.cfg.beam_width, k), k,
+                                       exclude=histories, stats=self.decode_stats, decoder=self.cfg.decoder,
+                                       inputs_embeds=inputs_embeds)
+
+
+def build(name: str, config: SidLlmConfig, seed: int, device: str, selection: str = "ndcg_at_10",
+          inputs: dict | None = None) -> SidLlmRecommender:
+    return SidLlmRecommender(config, seed, device, selection, (inputs or {})["codes"])

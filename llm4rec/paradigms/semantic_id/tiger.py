@@ -1,0 +1,134 @@
+"""sid_tiger: TIGER's generative retrieval (Rajput et al., NeurIPS 2023) on semantic IDs.
+
+Data: each training window's history items (the last `max_history`) are written as their code
+tuples, flattened, then EOS; the target is the next item's code tuple. Model: a Hugging Face T5
+encoder-decoder initialised at random (TIGER: 4+4 layers, d_model 128, 6 heads of 64, MLP
+1024, dropout 0.1), every weight trained, cross-entropy on the target's code tokens. Ranking:
+the shared catalogue-constrained beam search over the trie of code tuples (history items
+scored out, every output a real item), with each user's history encoded once
+(`llm4rec.llm.seq2seq`). Training loop, checkpoint selection on validation NDCG@10 and resume
+are the shared `LLMRecommender`'s.
+
+`sid_random` is the same model on random code tuples of the same shape (the `semantic_ids`
+artifact with `quantizer: random`): what the semantic structure of the codes buys.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from llm4rec.data.split import Split
+from llm4rec.llm.decoding import beam_search
+from llm4rec.llm.prompts import Prompt
+from llm4rec.llm.recommender import LLMRecommender
+from llm4rec.llm.seq2seq import make_seq2seq_stepper, t5_mismatch
+from llm4rec.llm.training import SFTConfig, training_windows
+from llm4rec.llm.trie import ItemTrie
+from llm4rec.models import ResolvedInput
+from llm4rec.paradigms.semantic_id.codes import (
+    CODES_FILE,
+    CodeVocabulary,
+    load_code_table,
+    semantic_id_costs,
+)
+
+
+@dataclass(frozen=True)
+class T5Settings:
+    d_model: int = 128
+    d_ff: int = 1024
+    num_heads: int = 6
+    d_kv: int = 64
+    encoder_layers: int = 4
+    decoder_layers: int = 4
+    dropout: float = 0.1
+
+
+@dataclass(frozen=True)
+class TigerConfig:
+    t5: T5Settings = field(default_factory=T5Settings)
+    max_history: int = 20  # history items in the encoder input (x code tuple length tokens)
+    sft: SFTConfig = field(default_factory=lambda: SFTConfig(steps=2000, batch_size=256, learning_rate=1e-3,
+                                                             checkpoint_every=200))
+    max_train_examples: int | None = None  # a seeded sample of the training windows (None: all)
+    beam_width: int = 50  # >= the ranking depth K
+    decoder: str = "auto"  # auto | shared_encoder | generic (llm4rec.llm.seq2seq)
+    batch_users: int = 64
+    valid_users: int = 200
+    eval_every: int = 200
+    lora: None = None  # trained from scratch: every weight trains
+
+
+class TigerRecommender(LLMRecommender):
+    cfg: TigerConfig
+
+    def __init__(self, cfg: TigerConfig, seed: int, device: str, selection: str, codes: ResolvedInput):
+        super().__init__(cfg, seed, device, selection)
+        self.codes_input = codes
+
+    @property
+    def reads_text(self) -> bool:
+        return False  # a model of code sequences: no text perplexity to retain
+
+    def load(self):
+        """A randomly initialised T5 over the code vocabulary (seeded by the run's seed)."""
+        from transformers import T5Config, T5ForConditionalGeneration
+
+        codes = np.load(self.codes_input.paths[CODES_FILE])
+        self.vocab = CodeVocabulary.of(codes)
+        t5 = self.cfg.t5
+        config = T5Config(vocab_size=len(self.vocab), d_model=t5.d_model, d_ff=t5.d_ff, num_heads=t5.num_heads,
+                          d_kv=t5.d_kv, num_layers=t5.encoder_layers, num_decoder_layers=t5.decoder_layers,
+                          dropout_rate=t5.dropout, pad_token_id=self.vocab.pad_token_id, eos_token_id=self.vocab.eos_token_id,
+                          decoder_start_token_id=self.vocab.pad_token_id)
+        torch.manual_seed(self.seed)
+        return T5ForConditionalGeneration(config).to(self.device).eval(), self.vocab
+
+    def prepare(self, split: Split) -> dict[str, Any]:
+        """Code tuples as token ids, and the trie of the catalogue's tuples."""
+        codes, stats = load_code_table(self.codes_input.paths, split.items)
+        tokens = self.vocab.tokens(codes)
+        self.sequences = {str(item): row.tolist() for item, row in zip(split.items["item_id"], tokens, strict=True)}
+        self.trie = ItemTrie.build(self.sequences)
+        return {"semantic_ids": self.codes_input.source, "code_length": codes.shape[1], "vocabulary": len(self.vocab),
+                "codebook_stats": stats, "costs": semantic_id_costs(stats),
+                "decoder": "shared_encoder" if self.cfg.decoder != "generic" and t5_mismatch(self.model) is None else "generic"}
+
+    def prompt(self, history: Sequence[str]) -> Prompt:
+        items = list(history)[-self.cfg.max_history:]
+        return Prompt([token for item in items for token in self.sequences[item]] + [self.vocab.eos_token_id])
+
+    def training_examples(self, split: Split, rng: np.random.Generator) -> list[tuple[list[int], list[int]]]:
+        """(encoder ids, target code tokens) for every next-item window of the training split."""
+        windows = training_windows(split, self.cfg.max_history, self.cfg.max_train_examples, rng)
+        return [(self.prompt(history).ids, self.sequences[target]) for _, history, target in windows]
+
+    def training_loss(self):
+        pad, device = self.vocab.pad_token_id, self.device
+
+        def loss(model, examples: list) -> tuple[torch.Tensor, int]:
+            length = max(len(ids) for ids, _ in examples)
+            ids = torch.full((len(examples), length), pad, dtype=torch.long)
+            for row, (source, _) in enumerate(examples):
+                ids[row, : len(source)] = torch.as_tensor(source)
+            labels = torch.as_tensor([target for _, target in examples], dtype=torch.long)  # fixed-length tuples
+            mask = (ids != pad).long()
+            out = model(input_ids=ids.to(device), attention_mask=mask.to(device), labels=labels.to(device))
+            return out.loss, int(mask.sum()) + labels.numel()
+
+        return loss
+
+    def decode(self, ids: torch.Tensor, mask: torch.Tensor, inputs_embeds: torch.Tensor | None,
+               histories: Sequence[Sequence[str]], k: int) -> list[list[tuple[str, float]]]:
+        stepper = make_seq2seq_stepper(self.model, ids, mask, self.cfg.decoder)
+        return beam_search(stepper, self.trie, max(self.cfg.beam_width, k), k, histories, self.decode_stats, mask)
+
+
+def build(name: str, config: TigerConfig, seed: int, device: str, selection: str = "ndcg_at_10",
+          inputs: dict | None = None) -> TigerRecommender:
+    return TigerRecommender(config, seed, device, selection, (inputs or {})["codes"])
