@@ -155,7 +155,7 @@ def test_a_consumer_run_resolves_its_upstream_and_carries_its_config_hash(tmp_pa
     ([{"name": "bpr", "seeds": [0]}, {"name": "emb_knn"}],
      r"models\[1\]\.inputs\.embeddings: 'emb_knn' seed 1 consumes 'bpr' seed 1, which the grid does not run \('bpr' seeds: \[0\]\)"),
     ([{"name": "emb_knn", "inputs": {"embeddings": {"artifact": "codes"}}}],
-     r"models\[0\]\.inputs\.embeddings\.artifact: 'codes' is not a known artifact \(known: item_text_lsa\)"),
+     r"models\[0\]\.inputs\.embeddings\.artifact: 'codes' is not a known artifact \(known: item_text_lsa, semantic_ids\)"),
     ([{"name": "emb_knn", "inputs": {"embeddings": {"artifact": "item_text_lsa", "params": {"dims": 3}}}}],
      r"models\[0\]\.inputs\.embeddings\.params: item_text_lsa: unknown parameter 'dims'"),
     ([{"name": "bpr"}, {"name": "emb_knn", "inputs": {"embeddings": {"run": "bpr", "artifact": "item_text_lsa"}}}],

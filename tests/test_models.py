@@ -30,7 +30,8 @@ def test_every_registered_model_implements_the_whole_protocol(name):
         providers = [m for m in MODELS.values() if set(declared.files) <= set(m.exports)]
         providers += [a for a in ARTIFACTS.values() if set(declared.files) <= set(a.files)]
         assert providers, f"{name}.{slot}: no model or artifact provides {declared.files}"
-        assert set(declared.files) <= set(MODELS[declared.default["run"]].exports)
+        default = MODELS[declared.default["run"]].exports if "run" in declared.default else ARTIFACTS[declared.default["artifact"]].files
+        assert set(declared.files) <= set(default)
 
 
 def test_a_model_whose_inputs_were_not_resolved_is_refused():

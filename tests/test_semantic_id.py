@@ -119,7 +119,7 @@ def test_semantic_ids_of_ml100k_are_unique_and_genre_coherent(ml100k, monkeypatc
     records = {name: build_artifact(grid, "ml-100k", name, key) for (_, name, key) in grid.artifacts()}
     assert len(grid.artifacts()) == 2 and set(records) == {"semantic_ids"}  # sid_tiger's and sid_random's
     by_quantizer = {}
-    for (_, name, key), source in grid.artifacts().items():
+    for source in grid.artifacts().values():
         codes = np.load(source.folder / "codes.npy")
         stats = yaml.safe_load((source.folder / "codebook_stats.json").read_text())
         assert codes.shape == (1349, 4) and len({tuple(r) for r in codes.tolist()}) == 1349

