@@ -76,8 +76,11 @@ def main() -> None:
     rec.model, rec.tokenizer = rec.load()
     rec.prepare(split)
     best = grid.run_dir("ml-100k", args.model, 0) / "work" / "sft" / "best.pt"
-    if best.is_file():
-        rec.model.load_state_dict(torch.load(best, map_location="cpu", weights_only=True)["state"])
+    if best.is_file():  # the selected checkpoint's trainable weights, by parameter name (tied ones once)
+        params = dict(rec.model.named_parameters())
+        with torch.no_grad():
+            for name, value in torch.load(best, map_location="cpu", weights_only=True)["state"].items():
+                params[name].copy_(value)
     weights = f"trained ({best})" if best.is_file() else "random (no finished run)"
     model, trie = rec.model.eval(), rec.trie
     history = split.history("test")
