@@ -116,10 +116,18 @@ class T5SharedEncoderStepper:
         return self._forward()
 
 
-def make_seq2seq_stepper(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, decoder: str = "auto"):
-    """`decoder`: auto (the shared-encoder T5 stepper where it applies) | shared_encoder | generic."""
+def resolve_seq2seq_decoder(model, decoder: str = "auto") -> str:
+    """`decoder`: auto (the shared-encoder T5 stepper where it applies, else generic) |
+    shared_encoder (refused, naming why, where it does not apply) | generic."""
     if decoder not in ("auto", "shared_encoder", "generic"):
         raise ValueError(f"decoder '{decoder}' is not one of auto, shared_encoder, generic")
-    if decoder == "generic" or (decoder == "auto" and t5_mismatch(model)):
-        return Seq2SeqStepper(model, input_ids, attention_mask)
-    return T5SharedEncoderStepper(model, input_ids, attention_mask)
+    mismatch = t5_mismatch(model)
+    if decoder == "shared_encoder" and mismatch:
+        raise ValueError(f"decoder 'shared_encoder' re-implements stock T5 cross-attention; this model has {mismatch}. "
+                         "Use decoder 'auto' or 'generic'")
+    return "shared_encoder" if decoder != "generic" and mismatch is None else "generic"
+
+
+def make_seq2seq_stepper(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, decoder: str = "auto"):
+    shared = resolve_seq2seq_decoder(model, decoder) == "shared_encoder"
+    return (T5SharedEncoderStepper if shared else Seq2SeqStepper)(model, input_ids, attention_mask)

@@ -26,7 +26,7 @@ from llm4rec.data.split import Split
 from llm4rec.llm.decoding import beam_search
 from llm4rec.llm.prompts import Prompt
 from llm4rec.llm.recommender import LLMRecommender
-from llm4rec.llm.seq2seq import make_seq2seq_stepper, t5_mismatch
+from llm4rec.llm.seq2seq import make_seq2seq_stepper, resolve_seq2seq_decoder
 from llm4rec.llm.training import SFTConfig, training_windows
 from llm4rec.llm.trie import ItemTrie
 from llm4rec.models import ResolvedInput
@@ -97,7 +97,7 @@ class TigerRecommender(LLMRecommender):
         self.trie = ItemTrie.build(self.sequences)
         return {"semantic_ids": self.codes_input.source, "code_length": codes.shape[1], "vocabulary": len(self.vocab),
                 "codebook_stats": stats, "costs": semantic_id_costs(stats),
-                "decoder": "shared_encoder" if self.cfg.decoder != "generic" and t5_mismatch(self.model) is None else "generic"}
+                "decoder": resolve_seq2seq_decoder(self.model, self.cfg.decoder)}
 
     def prompt(self, history: Sequence[str]) -> Prompt:
         items = list(history)[-self.cfg.max_history:]
