@@ -122,7 +122,7 @@ def test_a_paradigm_loss_replaces_the_backbone_cross_entropy():
 
     items = torch.tensor([4, 5, 6, 7])
 
-    def restricted(model, examples):
+    def restricted(model, examples, step=0):
         ids = torch.tensor([e[0] for e in examples])
         logits = model(input_ids=ids).logits[:, -2, items]  # predicts the last token, among `items` only
         targets = torch.tensor([int((items == e[0][-1]).nonzero()) for e in examples])

@@ -238,3 +238,51 @@ def test_semantic_ids_rule_reruns_only_when_its_config_changes(tmp_path):
     bigger = GRID | {"models": [tiger | {"inputs": {"codes": {**codes, "params": {**codes["params"], "codebook_size": 16}}}}]}
     jobs = planned_jobs(run(bigger, "-n"))
     assert jobs["semantic_ids"] == 1 and jobs["train"] == 1
+
+
+def test_a_cf_injected_run_waits_for_its_cf_source_and_reruns_when_its_embeddings_change(finished_grid):
+    """cf_e4srec (on a tiny random Llama) consumes the grid's SASRec item embeddings: the DAG shows
+    the edge, the job runs after SASRec, and other embeddings in SASRec's exports rerun only it."""
+    from llm4rec.llm.backbone import tiny_backbone
+
+    workdir, _ = finished_grid
+    backbone = workdir / "tiny-llama"
+    model, tokenizer = tiny_backbone(["Movies", "watched", ":", "Next"], seed=0, layers=1)
+    model.save_pretrained(backbone)
+    tokenizer.save_pretrained(backbone)
+    cf = {"name": "cf_e4srec", "evaluation": {"valid_users": 20},
+          "params": {"backbone": {"name_or_path": str(backbone)}, "instruction": "Movies watched :", "response": "Next :",
+                     "text_retention": {"enabled": False}, "max_history": 5, "loss_positions": "all",
+                     "sft": {"steps": 2, "batch_size": 16, "checkpoint_every": 2}, "valid_users": 20, "eval_every": 2}}
+    grid = GRID | {"models": GRID["models"] + [cf]}
+    (workdir / "grid_cf.yaml").write_text(yaml.safe_dump(grid))
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    base = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
+            "--configfile", str(workdir / "grid_cf.yaml"), "--cores", "2", "--resources", "mlflow=1"]
+
+    def run(*args: str) -> str:
+        proc = subprocess.run(base + list(args), capture_output=True, text=True, env=env, timeout=900)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        return proc.stdout + proc.stderr
+
+    edges = dag_edges(run("--dag", "-F"))
+    assert ("train sasrec", "train cf_e4srec") in edges and ("train bpr", "train cf_e4srec") not in edges
+    run()  # runs only the new cell (the rest of the grid is finished)
+    record = json.loads((workdir / "results" / "e2e" / "runs" / "ml-100k" / "cf_e4srec" / "seed0" / "run.json").read_text())
+    assert record["inputs"]["cf_source"]["source"].startswith("run sasrec/seed0")
+    assert record["fit"]["cf_source"] == record["inputs"]["cf_source"]["source"]
+    assert "Nothing to be done" in run("-n")
+    exported = workdir / "results" / "e2e" / "runs" / "ml-100k" / "sasrec" / "seed0" / "exports" / "item_embeddings.npy"
+    os.utime(exported)  # touched, same content: Snakemake compares checksums of updated inputs, nothing to redo
+    assert "Nothing to be done" in run("-n")
+    import numpy as np
+
+    np.save(exported, np.load(exported) * 2)  # other embeddings in the source's exports
+    planned = run("-n")
+    assert planned_jobs(planned)["train"] == 1 and "runs/ml-100k/cf_e4srec/seed0/run.json" in planned
+    assert "runs/ml-100k/sasrec/seed0/run.json" not in planned
+    # the CF job reruns and refuses embeddings its source's run.json does not record, naming both
+    proc = subprocess.run(base, capture_output=True, text=True, env=env, timeout=900)
+    assert proc.returncode != 0
+    assert "consumes 'cf_source' from run 'sasrec' seed 0" in proc.stdout + proc.stderr
+    assert "modified after it was written: rerun the upstream" in proc.stdout + proc.stderr

@@ -22,6 +22,22 @@ class Prompt:
     soft: dict[int, Any] = field(default_factory=dict)  # position -> torch.Tensor [D]
 
 
+SOFT_SLOT = "\ue000"  # a private-use character: where a rendered prompt takes a soft token
+
+
+def soft_slot_ids(tokenizer, text: str, placeholder_id: int) -> tuple[list[int], list[int]]:
+    """Tokenize a prompt whose text marks soft tokens with SOFT_SLOT: (ids with `placeholder_id` at
+    each slot, the slots' positions in order). The text between slots is tokenized piece by piece."""
+    ids, positions = [], []
+    pieces = text.split(SOFT_SLOT)
+    for i, piece in enumerate(pieces):
+        ids += tokenizer(piece, add_special_tokens=False).input_ids if piece else []
+        if i < len(pieces) - 1:
+            positions.append(len(ids))
+            ids.append(placeholder_id)
+    return ids, positions
+
+
 def left_pad(prompts: Sequence[Prompt], pad_id: int):
     """(ids [B, T], attention mask [B, T], soft {row: {position: vector}}): every prompt ends at
     the last column, so the next token of every row is predicted at the same position."""

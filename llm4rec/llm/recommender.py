@@ -37,7 +37,7 @@ from tqdm import tqdm
 
 from llm4rec.data.split import Split
 from llm4rec.evaluation.evaluate import sample_users
-from llm4rec.io import stable_hash
+from llm4rec.io import sha256_file, stable_hash
 from llm4rec.llm.backbone import BackboneConfig, LoraSettings, add_lora, load_backbone
 from llm4rec.llm.decoding import DecodeStats
 from llm4rec.llm.prompts import Prompt, left_pad
@@ -45,7 +45,7 @@ from llm4rec.llm.retention import TextRetentionConfig, load_sample, perplexity, 
 from llm4rec.llm.selection import CheckpointSelection
 from llm4rec.llm.tokens import prompt_embeddings
 from llm4rec.llm.training import LossFn, SFTConfig, train_sft
-from llm4rec.models import RANKING_COLUMNS
+from llm4rec.models import RANKING_COLUMNS, ResolvedInput
 
 
 @dataclass(frozen=True)
@@ -65,8 +65,10 @@ class LLMConfig:
 class LLMRecommender:
     """Backbone, training with checkpoint selection, batched ranking, costs (see module doc)."""
 
-    def __init__(self, cfg: LLMConfig, seed: int, device: str, selection: str = "ndcg_at_10"):
+    def __init__(self, cfg: LLMConfig, seed: int, device: str, selection: str = "ndcg_at_10",
+                 inputs: Mapping[str, ResolvedInput] | None = None):
         self.cfg, self.seed, self.device, self.selection_metric = cfg, seed, device, selection
+        self.inputs = dict(inputs or {})  # consumed files (another run's embeddings, a code table)
         self.decode_stats = DecodeStats()
         self.selection: CheckpointSelection | None = None
         self._reuse_selection = False
@@ -146,7 +148,7 @@ class LLMRecommender:
         # everything but the step budget that shapes training: a checkpoint is resumed only under it
         fingerprint = stable_hash({"params": {k: v for k, v in dataclasses.asdict(cfg).items() if k != "sft"},
                                    "seed": self.seed, "examples": stable_hash(encoded), "valid_sample": sample,
-                                   "selection": self.selection_metric})
+                                   "selection": self.selection_metric, "inputs": self._input_checksums()})
         self.selection = CheckpointSelection(workdir / "sft" / "best.pt", fingerprint, split, sample,
                                              self.selection_metric, cfg.eval_every, cfg.sft.steps)
         start = time.perf_counter()
@@ -160,6 +162,11 @@ class LLMRecommender:
                 "first_loss": result.losses[0] if result.losses else None,
                 "final_loss": result.losses[-1] if result.losses else None,
                 **self.selection.as_dict(), "sft_seconds": time.perf_counter() - start}
+
+    def _input_checksums(self) -> dict[str, dict[str, str]]:
+        """sha256 of every consumed file: a checkpoint trained on other inputs is never resumed."""
+        return {slot: {name: sha256_file(path) for name, path in sorted(resolved.paths.items())}
+                for slot, resolved in sorted(self.inputs.items())}
 
     def training_setup(self, split: Split, rng: np.random.Generator) -> list:
         """Wrap the prepared model in LoRA (when set) and return the paradigm's training examples:

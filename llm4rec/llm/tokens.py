@@ -64,12 +64,12 @@ def _new_rows(existing: torch.Tensor, n: int, init: torch.Tensor | str, seed: in
 def prompt_embeddings(model, input_ids: torch.Tensor, soft: Mapping[int, Mapping[int, torch.Tensor]]) -> torch.Tensor:
     """Input embeddings of `input_ids` ([rows, T]) with soft tokens put in place:
     `soft[row][position]` is a [D] vector replacing that position's token embedding (the id
-    there is a placeholder, e.g. the pad token)."""
+    there is a placeholder, e.g. the pad token). One scatter for the whole batch; gradients flow
+    into the vectors (a projector trains through them)."""
     embeds = model.get_input_embeddings()(input_ids)
-    if not soft:
+    where = [(row, position) for row, vectors in soft.items() for position in vectors]
+    if not where:
         return embeds
-    embeds = embeds.clone()
-    for row, vectors in soft.items():
-        for position, vector in vectors.items():
-            embeds[row, position] = vector.to(embeds.dtype)
-    return embeds
+    rows, positions = (torch.tensor(column, device=embeds.device) for column in zip(*where, strict=True))
+    vectors = torch.stack([soft[row][position] for row, position in where]).to(embeds.device, embeds.dtype)
+    return embeds.index_put((rows, positions), vectors)

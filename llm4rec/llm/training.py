@@ -145,14 +145,16 @@ def checkpoint_fingerprint(cfg: SFTConfig, fingerprint: str = "") -> str:
     return f"{fingerprint}|{dataclasses.replace(cfg, steps=steps, checkpoint_every=0)}"
 
 
-LossFn = Callable[[object, list], tuple[torch.Tensor, int]]  # (model, examples of one micro-batch) -> (loss, tokens)
+# (model, examples of one micro-batch, optimizer step) -> (loss, tokens); the step lets an objective
+# change over training (e.g. LLaRA's curriculum) as a function of the step alone, so resume stays exact
+LossFn = Callable[[object, list, int], tuple[torch.Tensor, int]]
 
 
 def causal_lm_loss(pad_id: int, device: str) -> LossFn:
     """The default loss: the backbone's own cross-entropy on the labelled (target) tokens of
     right-padded (input_ids, labels) examples; tokens = non-padding tokens fed."""
 
-    def loss(model, examples: list) -> tuple[torch.Tensor, int]:
+    def loss(model, examples: list, step: int) -> tuple[torch.Tensor, int]:
         batch = collate(examples, pad_id, device)
         return model(**batch).loss, int(batch["attention_mask"].sum())
 
@@ -166,7 +168,7 @@ def train_sft(model, examples: Sequence, cfg: SFTConfig, pad_id: int,
     """Train the model's trainable parameters for cfg.steps optimizer steps. `fingerprint`
     identifies everything else that shapes training (model, data, prompt): a checkpoint is only
     resumed under the same fingerprint and SFT config. `loss_fn` computes a micro-batch's loss
-    from its examples (default `causal_lm_loss`: examples are (input_ids, labels) pairs); a
+    and step (default `causal_lm_loss`: examples are (input_ids, labels) pairs); a
     paradigm passes its own for other objectives (e.g. a softmax restricted to item tokens)."""
     loss_fn = loss_fn or causal_lm_loss(pad_id, device)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -187,7 +189,7 @@ def train_sft(model, examples: Sequence, cfg: SFTConfig, pad_id: int,
         for micro in range(cfg.grad_accum):
             begin = step * per_step + micro * cfg.batch_size
             with autocast:
-                loss, fed = loss_fn(model, [examples[i] for i in order[begin:begin + cfg.batch_size]])
+                loss, fed = loss_fn(model, [examples[i] for i in order[begin:begin + cfg.batch_size]], step)
                 loss = loss / cfg.grad_accum
             tokens += fed
             loss.backward()

@@ -169,6 +169,13 @@ def _semantic_ids(quantizer: str | None = None) -> dict[str, InputSlot]:
                                "each item's code tuple (rows in items.parquet order) and the tokenizer's statistics")}
 
 
+def _cf_source() -> dict[str, InputSlot]:
+    """The CF signal a CF-injected model consumes: a finished CF run's item embeddings (same dataset and
+    seed); SASRec by default, BPR or LightGCN under the grid entry's `inputs: {cf_source: {run: ...}}`."""
+    return {"cf_source": InputSlot(("item_embeddings.npy",), {"run": "sasrec"},
+                                   "item embeddings of a trained CF model, rows in items.parquet order")}
+
+
 MODELS: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in [
@@ -190,6 +197,18 @@ MODELS: dict[str, ModelSpec] = {
              "Text-prompted (LoRA)"),
         _llm("text_prompted_zeroshot", "text_prompted", "TextPromptedConfig", "text_prompted",
              "the same prompt and constrained decoding, no fine-tuning", "Text-prompted (zero-shot)"),
+        _llm("cf_llara", "cf_injected", "CfLlaraConfig", "cf_injected",
+             "history as titles, each followed by its projected CF embedding (a soft token) -> LoRA -> constrained "
+             "title decoding (LLaRA)", "LLaRA (CF soft tokens)", _cf_source()),
+        _llm("cf_llara_permuted", "cf_injected", "CfLlaraConfig", "cf_injected",
+             "cf_llara with every soft token carrying another item's CF embedding (fixed derangement): does the LLM use it?",
+             "LLaRA (permuted CF)", _cf_source()),
+        _llm("cf_e4srec", "cf_injected", "CfE4SRecConfig", "cf_injected",
+             "history as projected CF embeddings only -> LoRA -> an output layer over all items, one forward per user (E4SRec)",
+             "E4SRec (CF soft tokens)", _cf_source()),
+        _llm("cf_e4srec_permuted", "cf_injected", "CfE4SRecConfig", "cf_injected",
+             "cf_e4srec with every soft token carrying another item's CF embedding (fixed derangement)",
+             "E4SRec (permuted CF)", _cf_source()),
         _llm("idiomoe", "idiomoe", "IdiomoeConfig", "moe_expert",
              "item IDs as new tokens; FFN split into text and item experts routed by token type (IDIOMoE)", "IDIOMoE"),
         _llm("idiomoe_learned_router", "idiomoe", "IdiomoeConfig", "moe_expert",

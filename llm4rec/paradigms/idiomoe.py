@@ -31,6 +31,7 @@ from torch import nn
 from llm4rec.data.split import Split
 from llm4rec.llm.backbone import LoraSettings
 from llm4rec.llm.decoding import _decoder_stack
+from llm4rec.llm.item_scoring import log_popularity_prior, top_unseen_items
 from llm4rec.llm.prompts import Prompt
 from llm4rec.llm.recommender import LLMConfig, LLMRecommender
 
@@ -212,8 +213,7 @@ class IdiomoeRecommender(LLMRecommender):
         if kind == "none":
             return None
         if kind == "log_popularity":
-            counts = split.phase("train")["item_id"].astype(str).value_counts()
-            init = torch.tensor([np.log1p(counts.get(item, 0)) for item in self.items], dtype=torch.float32)
+            init = log_popularity_prior(split, self.items)
         elif kind == "zero":
             init = torch.zeros(len(self.items))
         else:
@@ -269,7 +269,7 @@ class IdiomoeRecommender(LLMRecommender):
     def training_loss(self):
         pad, device = self.tokenizer.pad_token_id, self.device
 
-        def loss(model, examples):
+        def loss(model, examples: list, step: int) -> tuple[torch.Tensor, int]:
             length = max(len(ids) for ids, _ in examples)
             ids = torch.full((len(examples), length), pad, dtype=torch.long)
             targets = torch.full((len(examples), length), -100, dtype=torch.long)
@@ -288,15 +288,10 @@ class IdiomoeRecommender(LLMRecommender):
 
     def decode(self, ids: torch.Tensor, mask: torch.Tensor, inputs_embeds: torch.Tensor | None,
                histories: Sequence[Sequence[str]], k: int) -> list[list[tuple[str, float]]]:
-        logits = self.item_logits(ids, mask)[:, -1, :].float()  # left-padded: the last column is every prompt's end
-        for row, history in enumerate(histories):
-            if history:
-                logits[row, [self.index[i] for i in history]] = -torch.inf
-        scores, top = torch.topk(torch.log_softmax(logits, dim=-1), min(k, logits.shape[1]), dim=-1)
+        logits = self.item_logits(ids, mask)[:, -1, :]  # left-padded: the last column is every prompt's end
         self.decode_stats.users += len(histories)
         self.decode_stats.prompt_tokens += int(mask.sum())
-        return [[(self.items[int(i)], float(s)) for s, i in zip(srow.tolist(), irow.tolist(), strict=True) if s > -np.inf]
-                for srow, irow in zip(scores, top, strict=True)]
+        return top_unseen_items(logits, histories, self.index, self.items, k)
 
 
 ENTANGLED_LORA = LoraSettings(rank=16, alpha=32, dropout=0.0, target_modules=["gate_proj", "up_proj", "down_proj"])

@@ -50,7 +50,7 @@ class SidLlmRecommender(LLMRecommender):
     cfg: SidLlmConfig
 
     def __init__(self, cfg: SidLlmConfig, seed: int, device: str, selection: str, codes: ResolvedInput):
-        super().__init__(cfg, seed, device, selection)
+        super().__init__(cfg, seed, device, selection, inputs={"codes": codes})
         self.codes_input = codes
 
     def prepare(self, split: Split) -> dict[str, Any]:

@@ -68,7 +68,7 @@ class TigerRecommender(LLMRecommender):
     cfg: TigerConfig
 
     def __init__(self, cfg: TigerConfig, seed: int, device: str, selection: str, codes: ResolvedInput):
-        super().__init__(cfg, seed, device, selection)
+        super().__init__(cfg, seed, device, selection, inputs={"codes": codes})
         self.codes_input = codes
 
     @property
@@ -111,7 +111,7 @@ class TigerRecommender(LLMRecommender):
     def training_loss(self):
         pad, device = self.vocab.pad_token_id, self.device
 
-        def loss(model, examples: list) -> tuple[torch.Tensor, int]:
+        def loss(model, examples: list, step: int) -> tuple[torch.Tensor, int]:
             length = max(len(ids) for ids, _ in examples)
             ids = torch.full((len(examples), length), pad, dtype=torch.long)
             for row, (source, _) in enumerate(examples):

@@ -1,0 +1,216 @@
+"""CF-injected paradigm (cf_llara, cf_e4srec and their permuted ablations) on a tiny random Llama:
+the soft tokens reach the model (and only through their own item), the ablation is a permutation,
+rankings are valid, resume is exact, the curriculum and catalogue checks hold."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from llm4rec.data.split import Split, leave_one_out_split
+from llm4rec.evaluation.evaluate import evaluate_rankings
+from llm4rec.llm.backbone import tiny_backbone
+from llm4rec.llm.item_scoring import log_popularity_prior
+from llm4rec.llm.prompts import left_pad
+from llm4rec.llm.tokens import prompt_embeddings
+from llm4rec.models import MODELS, ResolvedInput, build_model
+from llm4rec.paradigms.cf_injected import catalogue_derangement
+
+from .conftest import interactions_frame
+
+TITLES = [f"{c} {n}" for c in ("red", "blue", "green", "old") for n in ("car", "sky", "house", "train")]
+WORDS = sorted({w for t in TITLES for w in t.split()} | {"items", ":", "next", ";"})
+
+
+def cyclic_split() -> Split:
+    """16 users walk the 16-item catalogue in one cyclic order from item u, 8 items each (user 0: 12)."""
+    rows, n = [], len(TITLES)
+    for u in range(n):
+        rows += [(f"u{u}", str((u + t) % n), float(t)) for t in range(12 if u == 0 else 8)]
+    labelled = leave_one_out_split(interactions_frame(rows))
+    items = pd.DataFrame({"item_id": [str(i) for i in range(n)], "title": TITLES, "year": "", "genres": "", "description": ""})
+    return Split(labelled[["user_id", "item_id", "timestamp", "seq", "phase"]].reset_index(drop=True), items, {"checksums": {}})
+
+
+def cf_table(n: int = len(TITLES)) -> np.ndarray:
+    """A CF embedding that knows the cycle: item i at angle 2*pi*i/n (plus two fixed noise dims)."""
+    angle = 2 * np.pi * np.arange(n) / n
+    noise = np.random.default_rng(0).normal(size=(n, 2)) * 0.1
+    return np.column_stack([np.cos(angle), np.sin(angle), np.cos(2 * angle), np.sin(2 * angle), noise]).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    model, tokenizer = tiny_backbone(WORDS, seed=0, init_std=0.1, layers=2)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    np.save(folder / "item_embeddings.npy", cf_table())
+    return cyclic_split(), folder
+
+
+def source(folder) -> dict:
+    return {"cf_source": ResolvedInput({"item_embeddings.npy": folder / "item_embeddings.npy"}, "run sasrec/seed0 (test)")}
+
+
+def params(name: str, folder, **extra) -> dict:
+    common = {"backbone": {"name_or_path": str(folder)}, "text_retention": {"enabled": False},
+              "lora": {"rank": 4, "alpha": 8, "dropout": 0.0}, "valid_users": 16, "eval_every": 10,
+              "max_train_examples": None}
+    if name.startswith("cf_llara"):
+        return common | {"prompt": {"user": "items : {history}", "system": None, "line": "{title} ;"}, "beam_width": 8,
+                         "sft": {"steps": 20, "batch_size": 8, "learning_rate": 1e-2, "max_history": 3,
+                                 "checkpoint_every": 10}} | extra
+    return common | {"instruction": "items :", "response": "next :", "max_history": 4, "loss_positions": "all",
+                     "sft": {"steps": 20, "batch_size": 8, "learning_rate": 1e-2, "checkpoint_every": 10}} | extra
+
+
+def build(name, folder, **extra):
+    return build_model(name, params(name, folder, **extra), seed=0, device="cpu", inputs=source(folder))
+
+
+def test_registered_as_cf_injected_consuming_a_cf_run():
+    for name in ("cf_llara", "cf_llara_permuted", "cf_e4srec", "cf_e4srec_permuted"):
+        spec = MODELS[name]
+        assert spec.paradigm == "cf_injected"
+        assert spec.inputs["cf_source"].default == {"run": "sasrec"}
+        assert spec.inputs["cf_source"].files == ("item_embeddings.npy",)
+
+
+def test_the_ablation_is_a_fixed_derangement_of_the_catalogue(tiny, tmp_path):
+    for n in (2, 3, 16, 1349):
+        perm = catalogue_derangement(n, seed=0)
+        assert sorted(perm) == list(range(n)) and not np.any(perm == np.arange(n))
+    np.testing.assert_array_equal(catalogue_derangement(50, 3), catalogue_derangement(50, 3))
+    assert not np.array_equal(catalogue_derangement(50, 3), catalogue_derangement(50, 4))
+    split, folder = tiny
+    for name in ("cf_e4srec", "cf_llara"):
+        plain, permuted = build(name, folder), build(f"{name}_permuted", folder)
+        for rec in (plain, permuted):
+            rec.model, rec.tokenizer = rec.load()
+            rec.prepare(split)
+        table, shuffled = plain.projector.table.numpy(), permuted.projector.table.numpy()
+        perm = catalogue_derangement(len(table), 0)
+        np.testing.assert_array_equal(shuffled, table[perm])  # the same rows, each under another item
+        np.testing.assert_array_equal(table, cf_table())  # the plain model reads the file as it is
+
+
+def user_logits(rec, history):
+    """The model's scores for one user's prompt: next-token logits (LLaRA) or item logits (E4SRec)."""
+    with torch.no_grad():
+        ids, mask, soft = left_pad([rec.prompt(history)], rec.tokenizer.pad_token_id)
+        embeds = prompt_embeddings(rec.model, ids, soft)
+        if hasattr(rec, "item_logits"):
+            return rec.item_logits(ids, mask, embeds)[0]
+        return rec.model(inputs_embeds=embeds, attention_mask=mask).logits[0, -1]
+
+
+@pytest.mark.parametrize("name", ["cf_llara", "cf_e4srec"])
+def test_changing_one_items_cf_embedding_changes_only_the_users_who_have_it(tiny, tmp_path, name):
+    split, folder = tiny
+    rec = build(name, folder, **({"head_init": "random"} if name == "cf_e4srec" else {}))  # a zero head would hide it
+    rec.model, rec.tokenizer = rec.load()
+    rec.prepare(split)
+    with_item, without_item = ["0", "1", "2"], ["4", "5", "6"]
+    before = [user_logits(rec, h) for h in (with_item, without_item)]
+    with torch.no_grad():
+        rec.projector.table[1] += 1.0  # item "1"'s CF embedding
+    after = [user_logits(rec, h) for h in (with_item, without_item)]
+    assert (after[0] - before[0]).abs().max() > 1e-4  # the soft token reaches the model's output
+    torch.testing.assert_close(after[1], before[1], rtol=0, atol=0)  # and only through its own item's slot
+
+
+def test_llara_prompt_is_text_prompted_plus_one_soft_token_per_item(tiny):
+    split, folder = tiny
+    rec = build("cf_llara", folder)
+    rec.model, rec.tokenizer = rec.load()
+    rec.prepare(split)
+    history = ["3", "4", "5", "6"]  # max_history 3: the last three
+    ids, positions, rows = rec.hybrid_prompt(history)
+    text = rec.tokenizer.convert_ids_to_tokens(ids)
+    assert text == ["items", ":", "blue", "car", "<pad>", ";", "blue", "sky", "<pad>", ";", "blue", "house", "<pad>", ";",
+                    "<unk>", ":"]  # "Next:" ("Next" is out of the tiny vocabulary)
+    assert rows == [4, 5, 6] and [text[p] for p in positions] == ["<pad>"] * 3
+    # without its soft tokens, the prompt is text_prompted's
+    from llm4rec.paradigms.text_prompted import TextPromptedRecommender
+
+    plain = [t for i, t in enumerate(ids) if i not in positions]
+    assert plain == TextPromptedRecommender.prompt(rec, history).ids
+
+
+@pytest.mark.parametrize("name", ["cf_llara", "cf_e4srec", "cf_e4srec_permuted"])
+def test_rankings_are_valid_unseen_and_distinct(tiny, tmp_path, name):
+    split, folder = tiny
+    rec = build(name, folder)
+    info = rec.fit(split, tmp_path)
+    assert 0 < info["parameters_trainable"] < info["parameters_total"]
+    assert info["cf_permuted"] == name.endswith("_permuted")
+    k = 5
+    for phase in ("valid", "test"):
+        history = split.history(phase)
+        rankings = rec.rank({u: history[u] for u in split.targets(phase)}, k)
+        _, summary = evaluate_rankings(rankings, split, phase, [1, k])  # refuses history and unknown items
+        assert rankings.groupby("user_id").size().eq(k).all()
+        assert not rankings.duplicated(["user_id", "item_id"]).any()
+    if name == "cf_e4srec":
+        assert summary["hr_at_5"] >= 0.5  # the next item on the cycle is learnable from the CF angle
+        assert rec.inference_cost()["users"] == 16  # the test phase: one forward row per user
+
+
+def test_e4srec_untrained_layer_ranks_by_popularity(tiny):
+    split, folder = tiny
+    rec = build("cf_e4srec", folder)
+    rec.model, rec.tokenizer = rec.load()
+    rec.prepare(split)
+    logits = user_logits(rec, ["1", "2"])
+    torch.testing.assert_close(logits, log_popularity_prior(split, rec.items))
+
+
+@pytest.mark.parametrize("name", ["cf_llara", "cf_e4srec"])
+def test_resumed_training_equals_an_uninterrupted_run(tiny, tmp_path, name):
+    split, folder = tiny
+    extra = {"curriculum_steps": 12} if name == "cf_llara" else {}  # the curriculum's draws depend on the step only
+    whole = build(name, folder, **extra)
+    whole.fit(split, tmp_path / "whole")
+    half = build(name, folder, **extra, sft={**params(name, folder)["sft"], "steps": 10})
+    half.fit(split, tmp_path / "resumed")
+    resumed = build(name, folder, **extra)
+    info = resumed.fit(split, tmp_path / "resumed")
+    assert info["sft_steps_run"] == 10
+    last = [torch.load(d / "sft" / "last" / "state.pt", weights_only=True) for d in (tmp_path / "whole", tmp_path / "resumed")]
+    assert last[0]["step"] == last[1]["step"] == 20 and set(last[0]["trainable"]) == set(last[1]["trainable"])
+    assert any("cf_projector" in key for key in last[0]["trainable"])  # the projector trains and is checkpointed
+    for key, value in last[0]["trainable"].items():
+        torch.testing.assert_close(value, last[1]["trainable"][key], rtol=0, atol=1e-6)
+    assert (whole.selection.step, whole.selection.score) == (resumed.selection.step, resumed.selection.score)
+
+
+def test_llara_curriculum_starts_text_only_and_ends_hybrid(tiny):
+    """At step 0 of a curriculum every example is text_prompted's (the loss equals the plain causal-LM
+    loss of the text-only examples); past curriculum_steps every example is hybrid."""
+    from llm4rec.llm.training import causal_lm_loss
+
+    split, folder = tiny
+    rec = build("cf_llara", folder, curriculum_steps=10)
+    rec.model, rec.tokenizer = rec.load()
+    rec.prepare(split)
+    examples = rec.training_examples(split, np.random.default_rng(0))[:6]
+    loss = rec.training_loss()
+    plain = causal_lm_loss(rec.tokenizer.pad_token_id, "cpu")
+    with torch.no_grad():
+        assert float(loss(rec.model, examples, 0)[0]) == pytest.approx(float(plain(rec.model, [e[4] for e in examples], 0)[0]))
+        hybrid = float(loss(rec.model, examples, 10)[0])
+        assert hybrid != pytest.approx(float(plain(rec.model, [e[4] for e in examples], 0)[0]))
+    assert [rec.hybrid_share(s) for s in (0, 5, 10, 50)] == [0.0, 0.5, 1.0, 1.0]
+
+
+def test_a_source_from_another_catalogue_is_refused_naming_both_runs(tiny, tmp_path):
+    split, folder = tiny
+    np.save(tmp_path / "item_embeddings.npy", cf_table(12))
+    inputs = {"cf_source": ResolvedInput({"item_embeddings.npy": tmp_path / "item_embeddings.npy"}, "run bpr/seed3 (config abc)")}
+    rec = build_model("cf_e4srec", params("cf_e4srec", folder), seed=0, device="cpu", inputs=inputs)
+    with pytest.raises(ValueError, match=r"cf_e4srec: .*item_embeddings.npy \(from run bpr/seed3 \(config abc\)\) has shape "
+                                         r"\(12, 6\), but this run's catalogue \(items.parquet\) has 16 items"):
+        rec.fit(split, tmp_path / "run")
+    with pytest.raises(ValueError, match="input 'cf_source' was not resolved"):
+        build_model("cf_llara", params("cf_llara", folder), seed=0, device="cpu")
