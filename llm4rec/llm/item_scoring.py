@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from llm4rec.data.split import Split
+from llm4rec.llm.decoding import DecodeStats
 
 
 def log_popularity_prior(split: Split, items: Sequence[str]) -> torch.Tensor:
@@ -22,10 +23,23 @@ def log_popularity_prior(split: Split, items: Sequence[str]) -> torch.Tensor:
     return torch.tensor([np.log1p(counts.get(item, 0)) for item in items], dtype=torch.float32)
 
 
+ONE_FORWARD_COUNTS = ("users", "prompt_tokens", "tokens")  # what such a ranking counts (no beams, no decoded tokens)
+
+
+def one_forward_costs(stats: dict[str, float]) -> dict[str, float]:
+    """The decoding counts (`DecodeStats.as_dict`) that mean something for a one-forward ranking."""
+    return {key: stats[key] for key in ONE_FORWARD_COUNTS}
+
+
 def top_unseen_items(logits: torch.Tensor, histories: Sequence[Sequence[str]], index: dict[str, int],
-                     items: Sequence[str], k: int) -> list[list[tuple[str, float]]]:
+                     items: Sequence[str], k: int, stats: DecodeStats | None = None,
+                     mask: torch.Tensor | None = None) -> list[list[tuple[str, float]]]:
     """Per row of `logits` ([users, n_items], columns in `items` order): the top-k items outside that
-    user's history, scored by log-softmax over the catalogue (history excluded), best first."""
+    user's history, scored by log-softmax over the catalogue (history excluded), best first. With
+    `stats`, counts the users and their prompt tokens (`mask`: the prompts' attention mask)."""
+    if stats is not None:
+        stats.users += len(histories)
+        stats.prompt_tokens += int(mask.sum()) if mask is not None else 0
     logits = logits.float().clone()
     for row, history in enumerate(histories):
         if history:

@@ -31,7 +31,7 @@ from torch import nn
 from llm4rec.data.split import Split
 from llm4rec.llm.backbone import LoraSettings
 from llm4rec.llm.decoding import _decoder_stack
-from llm4rec.llm.item_scoring import log_popularity_prior, top_unseen_items
+from llm4rec.llm.item_scoring import log_popularity_prior, one_forward_costs, top_unseen_items
 from llm4rec.llm.prompts import Prompt
 from llm4rec.llm.recommender import LLMConfig, LLMRecommender
 
@@ -283,15 +283,12 @@ class IdiomoeRecommender(LLMRecommender):
 
     def inference_cost(self) -> dict[str, float]:
         """Users and prompt tokens since the last call (no beams: one forward pass per batch)."""
-        stats = super().inference_cost()
-        return {key: stats[key] for key in ("users", "prompt_tokens", "tokens")}
+        return one_forward_costs(super().inference_cost())
 
     def decode(self, ids: torch.Tensor, mask: torch.Tensor, inputs_embeds: torch.Tensor | None,
                histories: Sequence[Sequence[str]], k: int) -> list[list[tuple[str, float]]]:
         logits = self.item_logits(ids, mask)[:, -1, :]  # left-padded: the last column is every prompt's end
-        self.decode_stats.users += len(histories)
-        self.decode_stats.prompt_tokens += int(mask.sum())
-        return top_unseen_items(logits, histories, self.index, self.items, k)
+        return top_unseen_items(logits, histories, self.index, self.items, k, self.decode_stats, mask)
 
 
 ENTANGLED_LORA = LoraSettings(rank=16, alpha=32, dropout=0.0, target_modules=["gate_proj", "up_proj", "down_proj"])
