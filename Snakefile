@@ -64,12 +64,9 @@ def raw_inputs(wildcards):
 def train_inputs(wildcards):
     """The split, plus what the model consumes (ModelSpec.inputs): another run's exports folder
     or an artifact's artifact.json. These edges show in `snakemake -n`; a changed upstream reruns
-    the consumer (its config hash is part of the consumer's run hash). Once written, the consumed
-    files themselves are inputs too: a folder output's time is its own, so without them a file
-    replaced or touched inside it would go unseen."""
-    sources = GRID.input_sources(wildcards.dataset, wildcards.model, int(wildcards.seed)).values()
-    written = [str(s.folder / name) for s in sources for name in s.files if (s.folder / name).is_file()]
-    return [f"{GRID.grid_dir}/data/{wildcards.dataset}/split.json"] + [str(s.marker) for s in sources] + written
+    the consumer (its config hash is part of the consumer's run hash)."""
+    sources = GRID.input_sources(wildcards.dataset, wildcards.model, int(wildcards.seed))
+    return [f"{GRID.grid_dir}/data/{wildcards.dataset}/split.json"] + [str(s.marker) for s in sources.values()]
 
 
 REPORTS = GRID.reports_dir

@@ -242,7 +242,7 @@ def test_semantic_ids_rule_reruns_only_when_its_config_changes(tmp_path):
 
 def test_a_cf_injected_run_waits_for_its_cf_source_and_reruns_when_its_embeddings_change(finished_grid):
     """cf_e4srec (on a tiny random Llama) consumes the grid's SASRec item embeddings: the DAG shows
-    the edge, the job runs after SASRec, and other embeddings in SASRec's exports rerun only it."""
+    the edge, the job runs after SASRec, reruns when SASRec does, and refuses hand-edited embeddings."""
     from llm4rec.llm.backbone import tiny_backbone
 
     workdir, _ = finished_grid
@@ -272,17 +272,18 @@ def test_a_cf_injected_run_waits_for_its_cf_source_and_reruns_when_its_embedding
     assert record["inputs"]["cf_source"]["source"].startswith("run sasrec/seed0")
     assert record["fit"]["cf_source"] == record["inputs"]["cf_source"]["source"]
     assert "Nothing to be done" in run("-n")
-    exported = workdir / "results" / "e2e" / "runs" / "ml-100k" / "sasrec" / "seed0" / "exports" / "item_embeddings.npy"
-    os.utime(exported)  # touched, same content: Snakemake compares checksums of updated inputs, nothing to redo
-    assert "Nothing to be done" in run("-n")
+    # the source reruns (forced here; in practice: new settings, new code, a deleted run folder): so does the CF job
+    runs = "results/e2e/runs/ml-100k"
+    planned = run("-n", "--forcerun", f"{runs}/sasrec/seed0/run.json")
+    assert planned_jobs(planned)["train"] == 2, planned  # sasrec and its consumer, nothing else
+    assert f"{runs}/cf_e4srec/seed0/run.json" in planned and f"{runs}/bpr/seed0/run.json" not in planned
+    # embeddings edited by hand in the source's exports are refused when the CF job runs, naming both runs
     import numpy as np
 
-    np.save(exported, np.load(exported) * 2)  # other embeddings in the source's exports
-    planned = run("-n")
-    assert planned_jobs(planned)["train"] == 1 and "runs/ml-100k/cf_e4srec/seed0/run.json" in planned
-    assert "runs/ml-100k/sasrec/seed0/run.json" not in planned
-    # the CF job reruns and refuses embeddings its source's run.json does not record, naming both
-    proc = subprocess.run(base, capture_output=True, text=True, env=env, timeout=900)
+    exported = workdir / runs / "sasrec" / "seed0" / "exports" / "item_embeddings.npy"
+    np.save(exported, np.load(exported) * 2)
+    proc = subprocess.run(base + ["--forcerun", f"{runs}/cf_e4srec/seed0/run.json"], capture_output=True, text=True,
+                          env=env, timeout=900)
     assert proc.returncode != 0
     assert "consumes 'cf_source' from run 'sasrec' seed 0" in proc.stdout + proc.stderr
     assert "modified after it was written: rerun the upstream" in proc.stdout + proc.stderr
