@@ -10,7 +10,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 export PYTHONUNBUFFERED := 1
 
-.PHONY: env tex textdata bench test test-fast dag lint mlflow-ui
+.PHONY: env tex textdata postgres bench test test-fast dag lint mlflow-ui tracking-server tracking-server-stop
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -43,13 +43,32 @@ textdata:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends dict-devil >/dev/null; \
 	  else echo "dict-devil not found: install it (or set text_retention.enabled: false) for the LLM runs' text perplexity"; fi; }
 
+# PostgreSQL for the shared MLflow tracking server (and its test); installed the same way as pdflatex.
+postgres:
+	@command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing postgresql (the MLflow tracking server's backend store)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null; \
+	  else echo "PostgreSQL not found: install Debian's postgresql (as root: make postgres) for make tracking-server and its test"; fi; }
+
+# A shared MLflow tracking server: PostgreSQL backend store, local artifact folder, bound to 127.0.0.1.
+# Then: export MLFLOW_TRACKING_URI=http://127.0.0.1:$(MLFLOW_PORT) (make bench, snakemake, llm4rec report)
+TRACKING_DIR ?= results/tracking-server
+MLFLOW_PORT ?= 5000
+PG_PORT ?= 5433
+tracking-server: env postgres
+	$(PY) -m llm4rec.cli tracking-server start --dir $(TRACKING_DIR) --port $(MLFLOW_PORT) --pg-port $(PG_PORT) $(TRACKING_ARGS)
+
+tracking-server-stop: env
+	$(PY) -m llm4rec.cli tracking-server stop --dir $(TRACKING_DIR)
+
 bench: env tex textdata
 	$(VENV)/bin/snakemake --cores $(CORES) --resources mlflow=1 --configfile $(CONFIG) $(SNAKEMAKE_ARGS)
 
 dag: env
 	$(VENV)/bin/snakemake -n --configfile $(CONFIG)
 
-test: env tex textdata
+test: env tex textdata postgres
 	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
 
 test-fast: env

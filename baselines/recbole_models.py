@@ -16,6 +16,7 @@ candidate set. RecBole traps handled here:
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import re
@@ -177,13 +178,16 @@ class RecBoleRecommender:
             trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
             self.model, self.dataset, self.config = model, dataset, config
             trainer._valid_epoch = self._protocol_validation(split)
+            best: dict = {}
+            # RecBole pickles its checkpoints (config object included), which torch.load refuses with
+            # weights_only=True; the best state is kept in memory instead, and nothing is unpickled
+            trainer._save_checkpoint = lambda epoch, verbose=True, **kw: best.update(
+                state_dict={k: v.detach().clone() for k, v in model.state_dict().items()},
+                other_parameter=copy.deepcopy(model.other_parameter()))
             best_score, best_result = trainer.fit(train_data, valid_data, saved=True, show_progress=config["show_progress"])
-            if os.path.isfile(trainer.saved_model_file):
-                # our own checkpoint, written by this process: safe to unpickle
-                state = torch.load(trainer.saved_model_file, map_location=config["device"], weights_only=False)
-                model.load_state_dict(state["state_dict"])
-                model.load_other_parameter(state.get("other_parameter"))
-                os.unlink(trainer.saved_model_file)
+            if best:
+                model.load_state_dict(best["state_dict"])
+                model.load_other_parameter(best["other_parameter"])
         if self.name == "mostpop":
             self._exact_popularity(split)
         model.eval()

@@ -11,6 +11,8 @@
     llm4rec report   --config C [RUN_DIR ...] [--mlflow-experiment E ...] [--comparisons FILE] [--out DIR]
     llm4rec download amazon-beauty --raw-dir results/raw
     llm4rec models
+    llm4rec tracking-server start|stop [--dir results/tracking-server --port 5000 --pg-port 5433]
+    llm4rec reproduce RUN [--tolerance 0]
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ import sys
 
 from llm4rec.config import DEFAULT_CONFIG, ConfigError, load_grid
 from llm4rec.data.atomic import DataError
+from llm4rec.io import WriteError
+from llm4rec.tracking import TrackingError
+from llm4rec.tracking_server import ServerError
 
 
 def _grid_cell(parser: argparse.ArgumentParser, with_run: bool = True) -> None:
@@ -69,6 +74,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("source")
     p.add_argument("--raw-dir", default="results/raw")
     sub.add_parser("models", help="list registered models")
+    p = sub.add_parser("tracking-server", help="start/stop an MLflow tracking server backed by PostgreSQL")
+    p.add_argument("action", choices=("start", "stop"))
+    p.add_argument("--dir", default="results/tracking-server", help="database, artifacts, logs and pid files")
+    p.add_argument("--host", default="127.0.0.1", help="the MLflow server's address (default: loopback only)")
+    p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--pg-port", type=int, default=5433)
+    p.add_argument("--basic-auth", action="store_true", help="run MLflow's basic-auth app (for a shared server)")
     args = parser.parse_args(argv)
 
     try:
@@ -86,6 +98,14 @@ def main(argv: list[str] | None = None) -> int:
                 raise DataError(f"download: unknown source '{args.source}' (downloadable: {', '.join(AMAZON_2018_CATEGORIES)})")
             for path in download_amazon2018(args.source, f"{args.raw_dir}/{args.source}"):
                 print(path)
+            return 0
+        if args.command == "tracking-server":
+            from pathlib import Path
+
+            from llm4rec.tracking_server import TrackingServer, start, stop
+
+            server = TrackingServer(Path(args.dir).resolve(), args.host, args.port, args.pg_port)
+            start(server, basic_auth=args.basic_auth) if args.action == "start" else stop(server)
             return 0
         grid = load_grid(args.config)
         if args.command == "validate":
@@ -125,8 +145,12 @@ def main(argv: list[str] | None = None) -> int:
 
             log_run(grid, args.dataset, args.model, args.seed)
         return 0
-    except (ConfigError, DataError) as err:
+    except (ConfigError, DataError, TrackingError, ServerError) as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a full disk, an unwritable results folder, a missing file: say which path
+        where = err.filename or "?"
+        print(f"error: {err.strerror if isinstance(err, WriteError) else f'{where}: {err.strerror or err}'}", file=sys.stderr)
         return 2
 
 
@@ -136,6 +160,9 @@ def load_runs(grid, args):
     if args.mlflow_experiment:
         tags = dict(t.split("=", 1) for t in args.tag)
         dest = grid.results_dir / "mlflow_downloads" / args.mlflow_experiment
+        from llm4rec.tracking import check_reachable
+
+        check_reachable(args.tracking_uri or grid.tracking_uri())
         return runs_from_mlflow(args.tracking_uri or grid.tracking_uri(), args.mlflow_experiment, dest, tags)
     folders = args.runs or [grid.run_dir(*cell) for cell in grid.runs()]
     return runs_from_folders(folders)

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import subprocess
 from importlib import metadata
+from typing import Any
 
 from llm4rec.config import REPO_ROOT
 
+# environment variables that can change a run's result or say where it ran (logged with it)...
+RECORDED_VARIABLES = re.compile(r"^(LLM4REC_|OMP_|MKL_|CUDA_|CUBLAS_|PYTORCH_|HF_|TRANSFORMERS_|MLFLOW_|SLURM_JOB_|PYTHONHASHSEED$)")
+# ...except those that look like credentials: never written to run.json, MLflow params or tags
+SECRET_NAME = re.compile(r"TOKEN|KEY|PASSWORD|SECRET|CREDENTIAL", re.I)
 PACKAGES = ("llm4rec-bench", "torch", "recbole", "numpy", "pandas", "scipy", "mlflow", "snakemake", "transformers", "peft")
 
 
@@ -20,6 +26,30 @@ def git_commit() -> str:
         return commit + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+
+
+def recorded_variables() -> dict[str, str]:
+    """The environment variables a run records: those that shape results, none that look like secrets."""
+    return {k: v for k, v in sorted(os.environ.items()) if RECORDED_VARIABLES.match(k) and not SECRET_NAME.search(k)}
+
+
+def secret_values() -> list[str]:
+    """Values of environment variables whose names look like credentials (`*TOKEN*`, `*KEY*`, ...)."""
+    return sorted({v for k, v in os.environ.items() if SECRET_NAME.search(k) and len(v) >= 4}, key=len, reverse=True)
+
+
+def redact(obj: Any, secrets: list[str] | None = None) -> Any:
+    """`obj` with every secret value (and a URL's password) replaced by '***', at any depth."""
+    secrets = secret_values() if secrets is None else secrets
+    if isinstance(obj, dict):
+        return {redact(k, secrets): redact(v, secrets) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(redact(v, secrets) for v in obj)
+    if isinstance(obj, str):
+        obj = re.sub(r"(://[^/@:\s]+:)[^/@\s]+@", r"\1***@", obj)
+        for secret in secrets:
+            obj = obj.replace(secret, "***")
+    return obj
 
 
 def environment() -> dict:
@@ -36,6 +66,7 @@ def environment() -> dict:
         "cpu_count": os.cpu_count(),
         "packages": versions,
         "git_commit": git_commit(),
+        "variables": recorded_variables(),
     }
     try:
         import torch

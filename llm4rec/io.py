@@ -14,18 +14,30 @@ from typing import Any
 import pandas as pd
 
 
+class WriteError(OSError):
+    """A stage could not write one of its files (full disk, unwritable folder); nothing half-written remains."""
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temp path beside `path`; rename it onto `path` only if the block succeeds."""
+    """Yield a temp path beside `path`; rename it onto `path` only if the block succeeds. A failed
+    write (ENOSPC, EFBIG, EACCES, ...) raises WriteError naming `path`; its temp file is removed."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
         yield Path(tmp)
         os.replace(tmp, path)
+    except OSError as err:
+        if isinstance(err, WriteError):
+            raise
+        reason = err.strerror or str(err)
+        raise WriteError(err.errno, f"cannot write {path}: {reason} (nothing was written there; free space or "
+                                    f"fix the folder's permissions, then rerun)", str(path)) from err
     finally:
-        if os.path.exists(tmp):
+        if tmp and os.path.exists(tmp):
             os.unlink(tmp)
 
 

@@ -20,7 +20,7 @@ from llm4rec.data.atomic import DataError
 from llm4rec.data.preprocess import preprocess
 from llm4rec.data.sources import load_source
 from llm4rec.data.split import Split, make_split, read_split, write_split
-from llm4rec.environment import environment
+from llm4rec.environment import environment, redact
 from llm4rec.evaluation.evaluate import evaluate_rankings, sample_users
 from llm4rec.io import read_json, sha256_file, write_json, write_parquet
 from llm4rec.models import (
@@ -115,7 +115,7 @@ def build_artifact(grid: Grid, dataset: str, name: str, key: str) -> dict:
     record = {"artifact": name, "config_hash": key, "params": source.params, "seed": source.seed,
               "split_checksums": split.meta["checksums"], "build_time_s": time.perf_counter() - start, "info": info,
               "files": {f: sha256_file(source.folder / f) for f in spec.files}, "environment": environment()}
-    write_json(source.marker, record)
+    write_json(source.marker, redact(record))
     print(f"[llm4rec] artifact {name} for {dataset} -> {source.folder}", flush=True)
     return record
 
@@ -179,7 +179,7 @@ def train_and_rank(grid: Grid, dataset: str, model: str, seed: int) -> dict:
         "device": grid.device,
         "environment": environment(),
     }
-    write_json(run_dir / "run.json", record)
+    write_json(run_dir / "run.json", redact(record))  # no credential from the environment
     print(f"[llm4rec] {model}/{dataset}/seed{seed}: train {train_time:.1f}s, outputs in {run_dir}", flush=True)
     return record
 

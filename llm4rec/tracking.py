@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from llm4rec.config import Grid
+from llm4rec.environment import redact
 from llm4rec.io import read_json, sha256_file, write_json
 from llm4rec.models import registered_costs
 
@@ -71,10 +72,35 @@ def _retry(fn, attempts: int = 8):
             time.sleep(0.5 * 2**i)
 
 
+class TrackingError(RuntimeError):
+    """The MLflow store cannot be reached or written; the run's own files are complete."""
+
+
+def check_reachable(uri: str, timeout: float = 10.0) -> None:
+    """Fail fast, naming the URI, when a tracking server does not answer (MLflow's client would
+    retry for minutes). Any HTTP answer, even 401 from an auth-protected server, counts as up."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    import urllib.error
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout).close()
+    except urllib.error.HTTPError:
+        return
+    except (urllib.error.URLError, OSError) as err:
+        reason = getattr(err, "reason", err)
+        raise TrackingError(
+            f"MLflow tracking server {redact(uri)} cannot be reached ({reason}). The run's files are complete; start "
+            "the server (make tracking-server) or point MLFLOW_TRACKING_URI / tracking.uri at a reachable one, then "
+            "rerun the same snakemake command: it logs only the runs still missing, without duplicates") from None
+
+
 def client_and_experiment(grid: Grid):
     from mlflow.tracking import MlflowClient
 
     uri = grid.tracking_uri()
+    check_reachable(uri)
     client = MlflowClient(tracking_uri=uri)
     experiment = client.get_experiment_by_name(grid.experiment)
     if experiment is not None:
@@ -112,7 +138,8 @@ def log_run(grid: Grid, dataset: str, model: str, seed: int) -> dict:
             mlrun = _retry(lambda: client.create_run(experiment_id, run_name=tags["mlflow.runName"]))
             run_id = mlrun.info.run_id
             now = int(time.time() * 1000)
-            params = flatten({"run": run["run"], "resolved": run["fit"].get("recbole_config", {})})
+            params = redact(flatten({"run": run["run"], "resolved": run["fit"].get("recbole_config", {})}))
+            tags = redact(tags)
             params_list = [Param(k[:250], v) for k, v in sorted(params.items())]
             metric_list = [Metric(k, v, now, 0) for k, v in sorted(run_metrics(metrics).items())]
             tag_list = [RunTag(k, v) for k, v in tags.items()]
@@ -125,7 +152,7 @@ def log_run(grid: Grid, dataset: str, model: str, seed: int) -> dict:
             _retry(lambda: client.set_terminated(run_id))
             reused = run_id
     record = {"run_id": reused, "experiment_id": experiment_id, "experiment": grid.experiment,
-              "tracking_uri": grid.tracking_uri(), "run_key": run_key}
+              "tracking_uri": redact(grid.tracking_uri()), "run_key": run_key}
     write_json(run_dir / "mlflow.json", record)
     print(f"[llm4rec] MLflow run {reused} ({run_key}) in {record['tracking_uri']}", flush=True)
     return record
@@ -151,4 +178,4 @@ def log_report(grid: Grid, files: list[Path], summary: dict[str, float] | None =
             client.log_artifact(run_id, str(path), artifact_path=path.parent.name if path.parent.name == "figures" else None)
         _retry(lambda: client.set_terminated(run_id))
     print(f"[llm4rec] report logged to MLflow run {run_id} ({run_key})", flush=True)
-    return {"run_id": run_id, "experiment_id": experiment_id, "tracking_uri": grid.tracking_uri()}
+    return {"run_id": run_id, "experiment_id": experiment_id, "tracking_uri": redact(grid.tracking_uri())}

@@ -72,6 +72,7 @@ class LLMRecommender:
         self.decode_stats = DecodeStats()
         self.selection: CheckpointSelection | None = None
         self._reuse_selection = False
+        self.loaded_backbone: dict | None = None  # set by load(): the pretrained model, and trust_remote_code
 
     # -- what a paradigm supplies -------------------------------------------------------------
     @property
@@ -85,7 +86,11 @@ class LLMRecommender:
 
     def load(self):
         """(model, tokenizer): the configured pretrained backbone (a paradigm may build its own model)."""
-        return load_backbone(dataclasses.replace(self.cfg.backbone, device=self.device))
+        backbone = self.cfg.backbone
+        # the run record says what was loaded and whether code shipped with it could run (only when a config says so)
+        self.loaded_backbone = {"name_or_path": backbone.name_or_path, "gguf_file": backbone.gguf_file,
+                                "trust_remote_code": bool(backbone.trust_remote_code)}
+        return load_backbone(dataclasses.replace(backbone, device=self.device))
 
     def prepare(self, split: Split) -> dict[str, Any]:
         raise NotImplementedError
@@ -129,6 +134,7 @@ class LLMRecommender:
         info = self.prepare(split)
         info |= self._train(split, Path(workdir)) if self.trains else {"train_tokens": 0}
         info["decoding_during_fit"] = self.inference_cost()  # checkpoint selection's validation rankings
+        info["backbone"] = self.loaded_backbone
         info["parameters_total"] = sum(p.numel() for p in self.model.parameters())
         info["parameters_trainable"] = sum(p.numel() for p in self.model.parameters() if p.requires_grad) if self.trains else 0
         self.model.eval()
