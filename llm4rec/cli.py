@@ -74,6 +74,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("source")
     p.add_argument("--raw-dir", default="results/raw")
     sub.add_parser("models", help="list registered models")
+    p = sub.add_parser("reproduce", help="rebuild a finished run from its record in a scratch folder and diff it")
+    p.add_argument("run", help="a run folder (<results>/<grid>/runs/<dataset>/<model>/seed<N>) or an MLflow run id")
+    p.add_argument("--tolerance", type=float, help="largest |difference| per metric (default: 0 on CPU, 1e-4 on GPU)")
+    p.add_argument("--scratch", help="where to rebuild (default: a new temporary folder)")
+    p.add_argument("--tracking-uri", help="MLflow store for a run id (default: MLFLOW_TRACKING_URI, else results/mlflow.db)")
     p = sub.add_parser("tracking-server", help="start/stop an MLflow tracking server backed by PostgreSQL")
     p.add_argument("action", choices=("start", "stop"))
     p.add_argument("--dir", default="results/tracking-server", help="database, artifacts, logs and pid files")
@@ -99,6 +104,10 @@ def main(argv: list[str] | None = None) -> int:
             for path in download_amazon2018(args.source, f"{args.raw_dir}/{args.source}"):
                 print(path)
             return 0
+        if args.command == "reproduce":
+            from llm4rec.reproduce import reproduce
+
+            return reproduce(args.run, args.scratch, args.tolerance, args.tracking_uri)
         if args.command == "tracking-server":
             from pathlib import Path
 

@@ -179,3 +179,19 @@ def log_report(grid: Grid, files: list[Path], summary: dict[str, float] | None =
         _retry(lambda: client.set_terminated(run_id))
     print(f"[llm4rec] report logged to MLflow run {run_id} ({run_key})", flush=True)
     return {"run_id": run_id, "experiment_id": experiment_id, "tracking_uri": redact(grid.tracking_uri())}
+
+
+def download_run_record(tracking_uri: str | None, run_id: str, dest: Path) -> dict[str, Path]:
+    """run.json and metrics.json of one MLflow run (for `llm4rec reproduce RUN_ID`)."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path('results/mlflow.db').resolve()}"
+    check_reachable(uri)
+    client = MlflowClient(tracking_uri=uri)
+    try:
+        client.get_run(run_id)
+        return {name: Path(client.download_artifacts(run_id, name, str(dest))) for name in ("run.json", "metrics.json")}
+    except MlflowException as err:
+        raise TrackingError(f"MLflow store {redact(uri)}: run {run_id} or its run.json/metrics.json artifacts not found "
+                            f"({err.message.splitlines()[0] if err.message else err})") from None

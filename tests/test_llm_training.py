@@ -26,9 +26,9 @@ def fixture(tokenizer):
     return windows, encoded
 
 
-def lora_model(seed=0):
+def lora_model(seed=0, dropout=0.0):
     model, tokenizer = tiny_backbone(WORDS + [";"], seed=seed, init_std=0.1)
-    return add_lora(model, LoraSettings(rank=4, alpha=8, dropout=0.0, target_modules=["q_proj", "v_proj"])), tokenizer
+    return add_lora(model, LoraSettings(rank=4, alpha=8, dropout=dropout, target_modules=["q_proj", "v_proj"])), tokenizer
 
 
 def mean_loss(model, encoded, pad_id):
@@ -82,6 +82,26 @@ def test_resume_from_checkpoint_equals_uninterrupted_run(tmp_path):
             torch.testing.assert_close(a, c, rtol=0, atol=0, msg=name)
     optimizer = torch.optim.AdamW([p for p in model_c.parameters() if p.requires_grad])
     assert load_checkpoint(tmp_path, model_c, optimizer, checkpoint_fingerprint(cfg)) == 6
+
+
+def test_resume_with_dropout_in_a_new_process_equals_uninterrupted_run(tmp_path):
+    """A killed job resumes in a new process, whose RNG is not where the killed one's was: the
+    checkpoint carries the RNG state, so LoRA dropout draws the same masks as without the kill."""
+    cfg = SFTConfig(steps=6, batch_size=2, learning_rate=3e-3, checkpoint_every=3, seed=1)
+    model_a, tokenizer = lora_model(seed=2, dropout=0.3)
+    _, encoded = fixture(tokenizer)
+    torch.manual_seed(0)
+    losses_a = train_sft(model_a, encoded, cfg, tokenizer.pad_token_id, progress=False).losses
+    model_b, _ = lora_model(seed=2, dropout=0.3)
+    torch.manual_seed(0)
+    train_sft(model_b, encoded, SFTConfig(**{**cfg.__dict__, "steps": 3}), tokenizer.pad_token_id, checkpoint_dir=tmp_path,
+              progress=False)
+    model_c, _ = lora_model(seed=2, dropout=0.3)
+    torch.manual_seed(12345)  # "another process"
+    losses_c = train_sft(model_c, encoded, cfg, tokenizer.pad_token_id, checkpoint_dir=tmp_path, progress=False).losses
+    assert losses_c == losses_a[3:]
+    for (name, a), (_, c) in zip(model_a.named_parameters(), model_c.named_parameters(), strict=True):
+        torch.testing.assert_close(a, c, rtol=0, atol=0, msg=name)
 
 
 def test_token_count_is_the_non_padding_tokens_of_the_examples_seen():

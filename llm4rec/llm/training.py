@@ -98,8 +98,10 @@ def save_checkpoint(directory: Path, model, optimizer, step: int, fingerprint: s
     directory.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=directory, prefix=".last."))
     try:
+        # the RNG state too: dropout (e.g. LoRA's) after a resume draws what an uninterrupted run would
+        rng = {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
         torch.save({"trainable": trainable_state(model), "optimizer": optimizer.state_dict(), "step": step,
-                    "fingerprint": fingerprint}, tmp / "state.pt")
+                    "fingerprint": fingerprint, "rng": rng}, tmp / "state.pt")
         old = directory / ".last.old"
         if (directory / "last").exists():
             os.replace(directory / "last", old)
@@ -128,6 +130,10 @@ def load_checkpoint(directory: Path, model, optimizer, fingerprint: str = "") ->
         for name, value in state["trainable"].items():
             params[name].copy_(value.to(params[name].device))
     optimizer.load_state_dict(state["optimizer"])
+    if "rng" in state:
+        torch.set_rng_state(state["rng"]["cpu"])
+        if state["rng"]["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
     return int(state["step"])
 
 
@@ -175,6 +181,8 @@ def train_sft(model, examples: Sequence, cfg: SFTConfig, pad_id: int,
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     fingerprint = checkpoint_fingerprint(cfg, fingerprint)
     start = load_checkpoint(checkpoint_dir, model, optimizer, fingerprint) if checkpoint_dir else 0
+    if start:
+        print(f"[llm4rec] resuming SFT from the checkpoint at step {start}/{cfg.steps} ({checkpoint_dir / 'last'})", flush=True)
     per_step = cfg.batch_size * cfg.grad_accum
     rng = np.random.default_rng(cfg.seed)
     order = np.concatenate([rng.permutation(len(examples)) for _ in range(cfg.steps * per_step // len(examples) + 1)])
