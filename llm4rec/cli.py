@@ -158,8 +158,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except OSError as err:  # a full disk, an unwritable results folder, a missing file: say which path
-        where = err.filename or "?"
-        print(f"error: {err.strerror if isinstance(err, WriteError) else f'{where}: {err.strerror or err}'}", file=sys.stderr)
+        if isinstance(err, WriteError):
+            print(f"error: {err.strerror}", file=sys.stderr)
+        else:
+            print(f"error: {err.filename}: {err.strerror}" if err.filename else f"error: {err}", file=sys.stderr)
         return 2
 
 

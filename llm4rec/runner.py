@@ -37,7 +37,8 @@ def prepare_dataset(grid: Grid, dataset: str) -> Split:
     """Load, preprocess and split one dataset; write the split once for every model."""
     cfg = grid.dataset_config(dataset)
     raw = load_source(cfg["source"], path=cfg.get("path"), name=cfg.get("atomic_name"),
-                      text_fields=cfg.get("text_fields"), raw_dir=grid.results_dir / "raw")
+                      text_fields=cfg.get("text_fields"), raw_dir=grid.results_dir / "raw",
+                      unknown_items=cfg.get("unknown_items", "keep"))
     kept, counts = preprocess(raw.interactions, rating_threshold=cfg["rating_threshold"], dedup=cfg["dedup"],
                               min_user=cfg["k_core"]["user"], min_item=cfg["k_core"]["item"], dataset=dataset)
     labelled = make_split(kept, raw.items, cfg["split"])

@@ -28,7 +28,7 @@ def test_bad_dataset_fails_clearly_and_writes_nothing(tmp_path, capsys):
     config = grid_file(tmp_path, {"source": "atomic", "path": str(tmp_path), "atomic_name": "toy"})
     assert main(["prepare", "--config", config, "--dataset", "toy"]) == 2
     err = capsys.readouterr().err
-    assert "toy.inter: field 'timestamp' must be numeric, got 'noon' on data line 1" in err
+    assert "toy.inter: field 'timestamp' must be numeric (a finite number), got 'noon' on data line 1" in err
     split_dir = tmp_path / "results" / "t" / "data" / "toy"
     assert not split_dir.exists() or not any(split_dir.iterdir())
 

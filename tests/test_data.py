@@ -69,7 +69,7 @@ def test_malformed_header_is_named(tmp_path):
 
 def test_non_numeric_timestamp_is_named(tmp_path):
     write(tmp_path / "d.inter", "user_id:token\titem_id:token\ttimestamp:float\n1\tx\t3\n2\ty\tyesterday\n")
-    with pytest.raises(DataError, match=r"d\.inter: field 'timestamp' must be numeric, got 'yesterday' on data line 2"):
+    with pytest.raises(DataError, match=r"d\.inter: field 'timestamp' must be numeric \(a finite number\), got 'yesterday' on data line 2"):
         load_atomic_dataset(tmp_path, "d")
 
 

@@ -68,3 +68,52 @@ def test_metric_keys_and_flattened_params():
     keys = run_metrics(metrics)
     assert keys["test_ndcg_at_10"] == 0.5 and keys["valid_ndcg_at_10"] == 0.4 and "train_time_s" in keys
     assert flatten({"a": {"b": 1, "c": [1, 2]}}) == {"a.b": "1", "a.c": "[1, 2]"}
+
+
+def test_secret_looking_environment_variables_are_never_recorded(tmp_path, monkeypatch):
+    """A real train -> evaluate -> track of MostPop with credentials in the environment, under the
+    prefixes a run records (HF_, MLFLOW_, LLM4REC_, SLURM_JOB_): the record keeps the variables that
+    shape results (OMP_NUM_THREADS) and none of the secrets, in run.json (also MLflow's copy) or in
+    MLflow params and tags."""
+    import json
+
+    from mlflow.tracking import MlflowClient
+
+    from llm4rec.cli import main
+
+    secrets = {"HF_TOKEN": "hf_s3cr3t_token", "MLFLOW_TRACKING_PASSWORD": "pw-s3cr3t", "LLM4REC_API_KEY": "key-s3cr3t",
+               "SLURM_JOB_SECRET": "slurm-s3cr3t"}
+    for name, value in secrets.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    cfg = {"name": "t", "results_dir": str(tmp_path / "results"), "seeds": [0], "datasets": {"ml-100k": {"source": "ml-100k"}},
+           "models": [{"name": "mostpop"}]}
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    args = ["--config", str(path), "--dataset", "ml-100k"]
+    assert main(["prepare", *args]) == 0
+    for command in ("train", "evaluate", "track"):
+        assert main([command, *args, "--model", "mostpop", "--seed", "0"]) == 0, command
+    run_dir = load_grid(path).run_dir("ml-100k", "mostpop", 0)
+    record = (run_dir / "run.json").read_text()
+    assert json.loads(record)["environment"]["variables"]["OMP_NUM_THREADS"] == "1"
+    client = MlflowClient(tracking_uri=load_grid(path).tracking_uri())
+    mlrun = client.get_run(json.loads((run_dir / "mlflow.json").read_text())["run_id"])
+    logged = json.dumps({"params": mlrun.data.params, "tags": mlrun.data.tags})
+    assert mlrun.data.tags["model"] == "mostpop"
+    for name, value in secrets.items():
+        assert value not in record and name not in record, name
+        assert value not in logged and name not in logged, name
+
+
+def test_every_torch_load_reads_weights_only():
+    """Every torch.load in the code base refuses pickled code (weights_only=True)."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    calls = [(f, m.group(0)) for f in [*root.glob("llm4rec/**/*.py"), *root.glob("baselines/**/*.py")]
+             for m in re.finditer(r"torch\.load\([^)]*\)", f.read_text())]
+    assert calls  # the checkpoint loaders are found
+    assert all("weights_only=True" in call for _, call in calls), [c for c in calls if "weights_only=True" not in c[1]]

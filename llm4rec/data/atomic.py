@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from llm4rec.io import write_with
@@ -27,8 +28,14 @@ def read_header(path: Path) -> dict[str, str]:
         header = fh.readline().rstrip("\n\r")
     if not header:
         raise DataError(f"{path}: empty file, expected a header line like 'user_id:token\\t...'")
+    columns = header.split("\t")
+    if len(columns) == 1:
+        for delimiter, label in ((",", "comma"), (";", "semicolon"), (" ", "space"), ("|", "pipe")):
+            if delimiter in header and header.count(":") > 1:
+                raise DataError(f"{path}: the header '{header[:80]}' is {label}-separated; atomic files separate fields "
+                                "with a tab (e.g. 'user_id:token<TAB>item_id:token<TAB>timestamp:float')")
     fields: dict[str, str] = {}
-    for column in header.split("\t"):
+    for column in columns:
         name, sep, ftype = column.partition(":")
         if not sep or ftype not in ATOMIC_TYPES:
             raise DataError(
@@ -55,24 +62,19 @@ def read_atomic(path: str | Path, required: dict[str, str] | None = None) -> pd.
             )
         if ftype == "float" and fields[name] != "float":
             raise DataError(f"{path}: field '{name}' must be of type float, header says '{fields[name]}'")
-    df = pd.read_csv(
-        path,
-        sep="\t",
-        header=0,
-        names=list(fields),
-        dtype=str,
-        keep_default_na=False,
-        quoting=csv.QUOTE_NONE,
-        encoding="utf-8",
-    )
+    try:
+        df = pd.read_csv(path, sep="\t", header=0, names=list(fields), dtype=str, keep_default_na=False,
+                         quoting=csv.QUOTE_NONE, encoding="utf-8")
+    except pd.errors.ParserError as err:  # e.g. "Expected 3 fields in line 7, saw 4"
+        raise DataError(f"{path}: a data line does not have the header's {len(fields)} tab-separated fields ({err})") from None
     for name, ftype in fields.items():
         if ftype == "float":
             values = pd.to_numeric(df[name].replace("", None), errors="coerce")
-            bad = values.isna() & (df[name] != "")
+            bad = (values.isna() | ~np.isfinite(values.fillna(0))) & (df[name] != "")
             if bad.any():
                 row = int(bad.to_numpy().nonzero()[0][0])
                 raise DataError(
-                    f"{path}: field '{name}' must be numeric, got {df[name].iloc[row]!r} on data line {row + 1}"
+                    f"{path}: field '{name}' must be numeric (a finite number), got {df[name].iloc[row]!r} on data line {row + 1}"
                 )
             df[name] = values
     return df

@@ -50,8 +50,12 @@ def _canonical_items(items: pd.DataFrame) -> pd.DataFrame:
     return items.drop_duplicates("item_id", keep="first").reset_index(drop=True)
 
 
-def load_atomic_dataset(directory: str | Path, name: str, text_fields: dict[str, str] | None = None) -> RawDataset:
+def load_atomic_dataset(directory: str | Path, name: str, text_fields: dict[str, str] | None = None,
+                        unknown_items: str = "keep") -> RawDataset:
     """Load any dataset in RecBole's atomic format: `<dir>/<name>.inter` and optional `.item`.
+
+    Items of the `.inter` file that the `.item` file lacks are kept by default (rankable, without
+    text: a text-reading paradigm refuses them by name); `unknown_items: error` refuses them here.
 
     The `.inter` file needs `user_id:token`, `item_id:token`, `timestamp:float`; `rating:float`
     is optional. `text_fields` maps canonical item-text names (title, year, genres,
@@ -74,6 +78,10 @@ def load_atomic_dataset(directory: str | Path, name: str, text_fields: dict[str,
     if interactions["timestamp"].isna().any():
         row = int(interactions["timestamp"].isna().to_numpy().nonzero()[0][0])
         raise DataError(f"{inter_path}: field 'timestamp' is empty on data line {row + 1}")
+    if (interactions["timestamp"] < 0).any():
+        row = int((interactions["timestamp"] < 0).to_numpy().nonzero()[0][0])
+        raise DataError(f"{inter_path}: field 'timestamp' is negative ({inter['timestamp'].iloc[row]:g}) on data line {row + 1}; "
+                        "expected a time (e.g. seconds since 1970) that orders each user's interactions")
     item_path = directory / f"{name}.item"
     items = pd.DataFrame({"item_id": pd.unique(interactions["item_id"])})
     if item_path.is_file():
@@ -83,6 +91,12 @@ def load_atomic_dataset(directory: str | Path, name: str, text_fields: dict[str,
             if field not in raw_items:
                 raise DataError(f"{item_path}: missing item text field '{field}' (for '{canonical}')")
         items = raw_items.rename(columns={v: k for k, v in mapping.items()})
+        unknown = ~interactions["item_id"].isin(items["item_id"])
+        if unknown_items == "error" and unknown.any():
+            row = int(unknown.to_numpy().nonzero()[0][0])
+            raise DataError(f"{inter_path}: item '{interactions['item_id'].iloc[row]}' on data line {row + 1} is not in "
+                            f"{item_path} ({interactions.loc[unknown, 'item_id'].nunique()} unknown items; "
+                            "unknown_items: keep ranks them without text)")
     return RawDataset(name, interactions, _canonical_items(items))
 
 
@@ -199,7 +213,8 @@ BUILTIN_SOURCES = ("ml-100k", "ml-1m", *AMAZON_2018_CATEGORIES, "atomic")
 
 
 def load_source(source: str, *, path: str | None = None, name: str | None = None,
-                text_fields: dict[str, str] | None = None, raw_dir: str | Path = "results/raw") -> RawDataset:
+                text_fields: dict[str, str] | None = None, raw_dir: str | Path = "results/raw",
+                unknown_items: str = "keep") -> RawDataset:
     """Load a dataset by source name (see BUILTIN_SOURCES)."""
     if source == "ml-100k":
         return load_ml100k()
@@ -216,5 +231,5 @@ def load_source(source: str, *, path: str | None = None, name: str | None = None
     if source == "atomic":
         if not path or not name:
             raise DataError("source 'atomic' needs 'path' (folder) and 'atomic_name' (file stem)")
-        return load_atomic_dataset(path, name, text_fields)
+        return load_atomic_dataset(path, name, text_fields, unknown_items)
     raise DataError(f"unknown dataset source '{source}' (known: {', '.join(BUILTIN_SOURCES)})")

@@ -124,7 +124,8 @@ def write_split(out_dir: str | Path, split_df: pd.DataFrame, items: pd.DataFrame
     """Write the split files and a `split.json` with their checksums (split.json last)."""
     out_dir = Path(out_dir)
     if split_df.empty or not {"valid", "test"} <= set(split_df["phase"]):
-        raise DataError(f"dataset '{meta.get('dataset')}': split has no validation or no test interactions")
+        raise DataError(f"dataset '{meta.get('dataset')}': split has no validation or no test interactions (leave-one-out "
+                        "holds out the last two interactions of each user with at least 3; users with fewer are dropped)")
     inter = split_df[["user_id", "item_id", "timestamp", "seq", "phase"]].reset_index(drop=True)
     catalogue, without_text = interacted_catalogue(inter, items, meta.get("dataset"))
     write_parquet(out_dir / "interactions.parquet", inter)
