@@ -107,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "reproduce":
             from llm4rec.reproduce import reproduce
 
-            return reproduce(args.run, args.scratch, args.tolerance, args.tracking_uri)
+            # a run id is looked up where the grids log: --tracking-uri, MLFLOW_TRACKING_URI, else results/mlflow.db
+            return reproduce(args.run, args.scratch, args.tolerance, args.tracking_uri or load_grid(DEFAULT_CONFIG).tracking_uri())
         if args.command == "tracking-server":
             from pathlib import Path
 
@@ -173,8 +174,9 @@ def load_runs(grid, args):
         dest = grid.results_dir / "mlflow_downloads" / args.mlflow_experiment
         from llm4rec.tracking import check_reachable
 
-        check_reachable(args.tracking_uri or grid.tracking_uri())
-        return runs_from_mlflow(args.tracking_uri or grid.tracking_uri(), args.mlflow_experiment, dest, tags)
+        uri = args.tracking_uri or grid.tracking_uri()
+        check_reachable(uri)
+        return runs_from_mlflow(uri, args.mlflow_experiment, dest, tags)
     folders = args.runs or [grid.run_dir(*cell) for cell in grid.runs()]
     return runs_from_folders(folders)
 

@@ -42,7 +42,7 @@ class ScratchGrid:
     upstream: list[tuple[str, int]] = field(default_factory=list)  # (model, seed), in dependency order
 
 
-def load_recorded(target: str, tracking_uri: str | None) -> Recorded:
+def load_recorded(target: str, tracking_uri: str) -> Recorded:
     folder = Path(target)
     if folder.is_dir():
         for name in ("run.json", "metrics.json"):
@@ -138,7 +138,7 @@ def environment_differences(recorded: dict, now: dict) -> list[tuple[str, str, s
 
 
 def reproduce(target: str, scratch: Path | None = None, tolerance: float | None = None,
-              tracking_uri: str | None = None) -> int:
+              tracking_uri: str = "") -> int:
     """Rebuild RUN in `scratch`, print the differences, return the exit status (0: within tolerance)."""
     from llm4rec.runner import build_artifact, evaluate_run, prepare_dataset, train_and_rank
 

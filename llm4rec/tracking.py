@@ -181,12 +181,11 @@ def log_report(grid: Grid, files: list[Path], summary: dict[str, float] | None =
     return {"run_id": run_id, "experiment_id": experiment_id, "tracking_uri": redact(grid.tracking_uri())}
 
 
-def download_run_record(tracking_uri: str | None, run_id: str, dest: Path) -> dict[str, Path]:
+def download_run_record(uri: str, run_id: str, dest: Path) -> dict[str, Path]:
     """run.json and metrics.json of one MLflow run (for `llm4rec reproduce RUN_ID`)."""
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path('results/mlflow.db').resolve()}"
     check_reachable(uri)
     client = MlflowClient(tracking_uri=uri)
     try:
