@@ -187,6 +187,8 @@ def download_run_record(uri: str, run_id: str, dest: Path) -> dict[str, Path]:
     from mlflow.tracking import MlflowClient
 
     check_reachable(uri)
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
+        raise TrackingError(f"MLflow store {uri}: no such database file (give --tracking-uri or MLFLOW_TRACKING_URI)")
     client = MlflowClient(tracking_uri=uri)
     try:
         client.get_run(run_id)
