@@ -10,7 +10,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 export PYTHONUNBUFFERED := 1
 
-.PHONY: env tex textdata postgres bench test test-fast dag lint mlflow-ui tracking-server tracking-server-stop
+.PHONY: env tex textdata postgres chromium bench test test-fast dag lint mlflow-ui ui-check tracking-server tracking-server-stop
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -77,5 +77,23 @@ test-fast: env
 lint: env
 	$(VENV)/bin/ruff check llm4rec baselines tests benchmarks
 
+# The MLflow UI over the local store (artifact links repaired first if results/ was moved or copied).
+# Open the printed link: MLflow 3.17 opens experiments on its GenAI overview unless ?workflowType=machine_learning.
 mlflow-ui: env
-	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/results/mlflow.db --port 5000
+	@test ! -f results/mlflow.db || $(PY) -m llm4rec.cli relocate-store --results results
+	@echo "runs table: http://127.0.0.1:5000/#/experiments/1/runs?workflowType=machine_learning (experiment ids: .venv/bin/mlflow experiments search)"
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/results/mlflow.db --host 127.0.0.1 --port 5000
+
+# A headless-browser check of what a researcher sees in MLflow after `make bench`: the runs table and the compare
+# view of two runs (best baseline vs best LLM row), screenshots in reports/ui/. Installs Debian's chromium when root.
+UI_ARGS ?=
+chromium:
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || command -v google-chrome >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing chromium (the headless browser of make ui-check)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
+	  else echo "chromium not found: install Debian's chromium for make ui-check"; fi; }
+
+ui-check: env chromium
+	$(PY) -m pip install -q -c constraints.txt -e '.[ui]'
+	$(PY) -m llm4rec.cli ui-check --config $(CONFIG) --out reports/ui $(UI_ARGS)

@@ -91,6 +91,24 @@ def recbole_params(name: str, params: dict[str, Any]) -> dict[str, Any]:
     return dict(params)
 
 
+# What a researcher sets for every trained RecBole model (MostPop trains nothing), beside the model's own YAML keys.
+TRAINING_KEYS = ("epochs", "learning_rate", "train_batch_size", "stopping_step", "weight_decay")
+
+
+def recbole_hyperparameters(name: str, params: dict[str, Any], resolved: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The hyper-parameters a researcher compares for one RecBole model: the keys of its own YAML (e.g. LightGCN's
+    n_layers, reg_weight), the trainer's (TRAINING_KEYS), the history length (sequential models) and any key the
+    grid sets; each the grid's value, else RecBole's resolved one (None when not known yet). RecBole's other ~100
+    resolved settings (field names, loader options) stay in run.json, not in this list."""
+    own = (package_dir("recbole") / "properties" / "model" / f"{RECBOLE_MODEL[name]}.yaml").read_text().splitlines()
+    keys = [line.split(":", 1)[0] for line in own if re.match(r"^[A-Za-z_][A-Za-z0-9_]*:", line)]
+    keys += [] if name == "mostpop" else list(TRAINING_KEYS)
+    keys += ["MAX_ITEM_LIST_LENGTH"] if name in SEQUENTIAL else []
+    keys += [key for key in params if key not in keys]
+    resolved = resolved or {}
+    return {key: params[key] if key in params else resolved.get(key) for key in keys}
+
+
 @contextmanager
 def recbole_sandbox(workdir: Path) -> Iterator[None]:
     """Run RecBole with a clean argv and cwd = workdir (its logs land there, not in the repo)."""

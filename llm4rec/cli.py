@@ -79,6 +79,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tolerance", type=float, help="largest |difference| per metric (default: 0 on CPU, 1e-4 on GPU)")
     p.add_argument("--scratch", help="where to rebuild (default: a new temporary folder)")
     p.add_argument("--tracking-uri", help="MLflow store for a run id (default: MLFLOW_TRACKING_URI, else results/mlflow.db)")
+    p = sub.add_parser("ui-check", help="screenshot and check MLflow's runs table and compare view in headless Chromium")
+    p.add_argument("--config", default=str(DEFAULT_CONFIG))
+    p.add_argument("--out", default="reports/ui", help="where the screenshots go (default: reports/ui)")
+    p.add_argument("--compare", nargs=2, metavar="MODEL", help="the two models to compare (default: best baseline vs "
+                   "best other model by test NDCG@10)")
+    p = sub.add_parser("relocate-store", help="repair a local MLflow store's artifact links after results/ moved")
+    p.add_argument("--results", default="results", help="the results folder that holds mlflow.db (default: results)")
     p = sub.add_parser("tracking-server", help="start/stop an MLflow tracking server backed by PostgreSQL")
     p.add_argument("action", choices=("start", "stop"))
     p.add_argument("--dir", default="results/tracking-server", help="database, artifacts, logs and pid files")
@@ -109,6 +116,15 @@ def main(argv: list[str] | None = None) -> int:
 
             # a run id is looked up where the grids log: --tracking-uri, MLFLOW_TRACKING_URI, else results/mlflow.db
             return reproduce(args.run, args.scratch, args.tolerance, args.tracking_uri or load_grid(DEFAULT_CONFIG).tracking_uri())
+        if args.command == "relocate-store":
+            from pathlib import Path
+
+            from llm4rec.tracking import relocate_store
+
+            changed = relocate_store(Path(args.results))
+            print(f"[llm4rec] {Path(args.results) / 'mlflow.db'}: artifact links point at {Path(args.results).resolve()} "
+                  f"({', '.join(f'{n} {t}' for t, n in changed.items())} rows changed)")
+            return 0
         if args.command == "tracking-server":
             from pathlib import Path
 
@@ -121,6 +137,18 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "validate":
             print(f"{grid.path}: ok; {len(grid.runs())} runs ({len(grid.datasets)} datasets x {len(grid.models)} models x their "
                   f"seeds), {len(grid.artifacts())} artifacts; every model's params checked")
+            return 0
+        if args.command == "ui-check":
+            from pathlib import Path
+
+            from llm4rec.ui_check import UiCheckError, check_ui
+
+            try:
+                shots = check_ui(grid, Path(args.out), tuple(args.compare) if args.compare else None)
+            except UiCheckError as err:
+                print(f"error: {err}", file=sys.stderr)
+                return 1
+            print("[llm4rec] MLflow UI checked: " + ", ".join(str(p) for p in shots.values()))
             return 0
         if args.command == "summarize":
             from llm4rec.report.summary import write_summary

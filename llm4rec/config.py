@@ -37,6 +37,11 @@ DEFAULT_CUTOFFS = [5, 10, 20, 50]
 DEFAULT_SELECTION = "ndcg_at_10"  # the validation metric that picks epochs and checkpoints
 
 
+def local_store_uri(results_dir: Path) -> str:
+    """The SQLite MLflow store a grid writes when no tracking server is named: <results_dir>/mlflow.db."""
+    return f"sqlite:///{(results_dir / 'mlflow.db').resolve()}"
+
+
 class ConfigError(ValueError):
     """A malformed grid config; the message starts with the file and key path."""
 
@@ -130,7 +135,7 @@ class Grid:
     def tracking_uri(self) -> str:
         """MLFLOW_TRACKING_URI wins, then tracking.uri, then a SQLite file under results_dir."""
         uri = os.environ.get("MLFLOW_TRACKING_URI") or self.raw.get("tracking", {}).get("uri")
-        return uri or f"sqlite:///{(self.results_dir / 'mlflow.db').resolve()}"
+        return uri or local_store_uri(self.results_dir)
 
     @property
     def experiment(self) -> str:

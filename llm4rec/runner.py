@@ -136,9 +136,11 @@ def train_and_rank(grid: Grid, dataset: str, model: str, seed: int) -> dict:
     recommender = build_model(model, grid.model_params(model, dataset), seed, grid.device,
                               selection=grid.selection_metric(model), inputs=inputs)
     print(f"[llm4rec] training {model} on {dataset} (seed {seed}) -> {run_dir}", flush=True)
+    timing = {"train_start": time.time()}  # wall-clock epoch seconds: MLflow's run start, end and timeline
     start = time.perf_counter()
     fit_info = recommender.fit(split, run_dir / "work")
     train_time = time.perf_counter() - start
+    timing["train_end"] = timing["rank_start"] = time.time()
     inference, inference_cost, n_users = {}, {}, {}
     for phase in ("valid", "test"):
         history = split.history(phase)
@@ -149,6 +151,7 @@ def train_and_rank(grid: Grid, dataset: str, model: str, seed: int) -> dict:
         inference[phase] = time.perf_counter() - start
         inference_cost[phase] = recommender.inference_cost()  # e.g. tokens processed by an LLM
         write_parquet(run_dir / f"rankings_{phase}.parquet", rankings)
+    timing["rank_end"] = time.time()
     exports = Path(run_dir) / "exports"  # a declared output folder of the train rule, empty if nothing is exported
     exports.mkdir(exist_ok=True)
     exported = recommender.export(exports, split)
@@ -171,6 +174,7 @@ def train_and_rank(grid: Grid, dataset: str, model: str, seed: int) -> dict:
             **declared_costs(model, fit_info),
         },
         "inference_cost": {phase: cost for phase, cost in inference_cost.items() if cost},
+        "timing": timing,
         "inputs": {slot: {"source": r.source, "files": {n: str(p) for n, p in r.paths.items()}} for slot, r in inputs.items()},
         "selection_metric": grid.selection_metric(model),
         "evaluation": evaluation | {"ranking_depth": k, "n_users": n_users,

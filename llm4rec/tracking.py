@@ -1,9 +1,20 @@
 """The only place that talks to MLflow.
 
-Per-run files are the source of truth; this module mirrors them into an MLflow store:
-params (the flattened run config), metrics (every cutoff of valid and test, plus cost
-figures; the same keys for every model), tags (dataset, model, paradigm, seed, config
-hash, git commit) and artifacts (per-user metrics, rankings, config, environment).
+Per-run files are the source of truth; this module mirrors them into an MLflow store, shaped
+for MLflow's runs table and compare view (issue 13):
+
+- the experiment is tagged as model training (``mlflow.experimentKind``), so the UI opens on
+  its runs, not on an empty GenAI overview;
+- params are what a researcher chose and compares (``run_params``): model, display name,
+  dataset, seed, backbone, prompt-template id, budget, inputs and ``hp.*`` (the model's full
+  hyper-parameters, defaults filled in), with one key set per paradigm so compare-view
+  columns line up; the fully resolved configs (RecBole's ~100 settings, prompt text) are the
+  ``resolved_config.json`` artifact;
+- the split is the run's dataset input (name, digest of the split's checksums, source folder);
+- the run starts when training started and ends when ranking ended (run.json ``timing``);
+- metrics: every cutoff of valid and test plus cost figures, the same keys for every model;
+- tags: dataset, model, paradigm, seed, config hash, git commit; artifacts: per-user metrics,
+  rankings, run record.
 
 Safe with parallel jobs: writes are serialised by a file lock beside the store (SQLite
 rejects concurrent writers), and a rerun never duplicates a run: a run is keyed by grid,
@@ -14,20 +25,38 @@ Telemetry is switched off before MLflow is imported.
 from __future__ import annotations
 
 import fcntl
+import hashlib
+import json
 import os
+import re
+import sqlite3
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from llm4rec.config import Grid
+from llm4rec.config import Grid, local_store_uri
 from llm4rec.environment import redact
-from llm4rec.io import read_json, sha256_file, write_json
-from llm4rec.models import registered_costs
+from llm4rec.io import read_json, sha256_file, stable_hash, write_json
+from llm4rec.models import MODELS, flat, hyperparameters, model_title, registered_costs
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "true")
+
+# MLflow 3 records an experiment's kind as this experiment tag (the UI's own kind selector writes it); model
+# training experiments open on the runs table.
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
+# Bumped when what a run logs changes, so a rerun of `track` replaces runs logged the old way.
+TRACKING_SCHEMA = "2"
+NOT_APPLICABLE = "n/a"  # a param of the paradigm that this model does not have
+# Hyper-parameters that together are the prompt template: logged as one id (prompt_template), text in the artifact.
+TEMPLATE_FIELDS = ("prompt", "instruction", "response", "answer_prefix")
+# Settings that do not shape what a model learns (where the backbone is cached, the text-retention sample):
+# in resolved_config.json, not among the params. The backbone's name is the `backbone` param.
+NOT_HYPERPARAMETERS = ("backbone.", "text_retention.")
+KEPT_BACKBONE_FIELDS = ("backbone.dtype",)
 
 ARTIFACTS = ("metrics.json", "run.json", "per_user_valid.parquet", "per_user_test.parquet",
              "rankings_valid.parquet", "rankings_test.parquet")
@@ -35,13 +64,91 @@ ARTIFACTS = ("metrics.json", "run.json", "per_user_valid.parquet", "per_user_tes
 
 def flatten(obj: Any, prefix: str = "") -> dict[str, str]:
     """{'params.learning_rate': '0.01', ...}: nested config as MLflow params."""
-    out: dict[str, str] = {}
-    if isinstance(obj, dict):
-        for key, value in obj.items():
-            out |= flatten(value, f"{prefix}{key}.")
-    else:
-        out[prefix.rstrip(".")] = str(obj)[:5000]
-    return out
+    return {key: str(value)[:5000] for key, value in flat(obj, prefix).items()}
+
+
+def _input_label(source: dict[str, Any]) -> str:
+    if "run" in source:
+        return f"{source['run']} (seed {source.get('seed', '?')})"
+    return f"{source.get('artifact')} {source.get('config_hash', '')}".strip()
+
+
+def _is_hyperparameter(key: str) -> bool:
+    return key.split(".")[0] not in TEMPLATE_FIELDS and (
+        key in KEPT_BACKBONE_FIELDS or not key.startswith(NOT_HYPERPARAMETERS))
+
+
+def _budget(hp: dict[str, Any]) -> str:
+    if "sft.steps" in hp:
+        return "0 steps (zero-shot)" if hp.get("zero_shot") else f"{hp['sft.steps']} steps"
+    if "epochs" in hp:
+        epochs = f"{hp['epochs']} epoch{'' if hp['epochs'] == 1 else 's'}"
+        return f"{epochs} (max; early stopping)" if hp.get("stopping_step") else epochs
+    return NOT_APPLICABLE
+
+
+def describe_run(config: dict[str, Any], resolved: dict[str, Any] | None = None,
+                 evaluation: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(params, resolved config) of one run config (run.json's `run`): the params a researcher compares and the
+    full record behind them. `resolved`: a library's resolved config (RecBole's), `evaluation`: the run's user
+    samples."""
+    model = config["model"]
+    hp = hyperparameters(model, config.get("params", {}), resolved)
+    template = {key: value for key, value in hp.items() if key.split(".")[0] in TEMPLATE_FIELDS}
+    evaluation = evaluation or config.get("evaluation") or {}
+    params: dict[str, Any] = {
+        "model": model, "display_name": model_title(model), "paradigm": config["paradigm"],
+        "dataset": config["dataset"], "seed": config["seed"], "grid": config.get("grid", ""),
+        "backbone": hp.get("backbone.name_or_path") or NOT_APPLICABLE,
+        "prompt_template": stable_hash(template)[:8] if template else NOT_APPLICABLE,
+        "budget.train": _budget(hp),
+        "budget.valid_users": evaluation.get("valid_users") or "all",
+        "budget.test_users": evaluation.get("test_users") or "all",
+    }
+    params |= {f"inputs.{slot}": _input_label(source) for slot, source in config.get("inputs", {}).items()}
+    params |= {f"hp.{key}": value for key, value in hp.items() if _is_hyperparameter(key)}
+    record = {"run": config, "hyperparameters": hp, "prompt_template": template, "library_config": resolved or {}}
+    return params, record
+
+
+def paradigm_param_keys(grid: Grid, paradigm: str) -> list[str]:
+    """Every param key any run of `paradigm` in this grid logs: the key set each of them logs (missing ones as
+    'n/a'), so the compare view's columns line up across the paradigm's models."""
+    keys: dict[str, None] = {}
+    for dataset, model, seed in grid.runs():
+        if MODELS[model].paradigm == paradigm:
+            keys |= dict.fromkeys(describe_run(grid.run_config(dataset, model, seed))[0])
+    return list(keys)
+
+
+def run_params(grid: Grid, run: dict[str, Any]) -> tuple[dict[str, str], dict[str, Any]]:
+    """(MLflow params, resolved_config.json) of one finished run (run.json's content)."""
+    config = run["run"]
+    params, record = describe_run(config, run.get("fit", {}).get("recbole_config"), run.get("evaluation"))
+    keys = paradigm_param_keys(grid, config["paradigm"])
+    keys += [key for key in params if key not in keys]  # a run the grid no longer lists keeps its own
+    return {key: str(params.get(key, NOT_APPLICABLE))[:5000] for key in keys}, record
+
+
+def split_digest(checksums: dict[str, str]) -> str:
+    """The split's one digest (MLflow's dataset digest): sha256 over its files' sha256 (split.json), 16 hex."""
+    text = "".join(f"{name}={checksums[name]}\n" for name in sorted(checksums))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def dataset_input(grid: Grid, dataset: str):
+    """The run's split as an MLflow dataset input: name, digest of its checksums, source folder, sizes."""
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    folder = grid.split_dir(dataset)
+    meta = read_json(folder / "split.json")
+    stats = meta.get("stats", {})
+    profile = {key: stats[key] for key in ("users", "items", "train_interactions", "valid_interactions",
+                                            "test_interactions") if key in stats}
+    source = json.dumps({"uri": folder.resolve().as_uri()})
+    entity = Dataset(name=dataset, digest=split_digest(meta["checksums"]), source_type="local", source=source,
+                     schema=json.dumps({"split": meta.get("config", {}).get("split", {})}), profile=json.dumps(profile))
+    return DatasetInput(entity, tags=[InputTag("mlflow.data.context", "training")])
 
 
 def run_metrics(metrics: dict) -> dict[str, float]:
@@ -101,14 +208,47 @@ def client_and_experiment(grid: Grid):
 
     uri = grid.tracking_uri()
     check_reachable(uri)
+    if uri == local_store_uri(grid.results_dir) and (grid.results_dir / "mlflow.db").is_file():
+        relocate_store(grid.results_dir)  # results/ moved or was copied since the store was written
     client = MlflowClient(tracking_uri=uri)
     experiment = client.get_experiment_by_name(grid.experiment)
-    if experiment is not None:
-        return client, experiment.experiment_id
-    location = None
-    if uri.startswith("sqlite:") or uri.startswith("file:") or "://" not in uri:
-        location = (grid.results_dir / "mlartifacts").resolve().as_uri()
-    return client, client.create_experiment(grid.experiment, artifact_location=location)
+    if experiment is None:
+        location = None
+        if uri.startswith("sqlite:") or uri.startswith("file:") or "://" not in uri:
+            location = (grid.results_dir / "mlartifacts").resolve().as_uri()
+        experiment = client.get_experiment(client.create_experiment(grid.experiment, artifact_location=location))
+    if experiment.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+        client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+    if "mlflow.note.content" not in experiment.tags:
+        client.set_experiment_tag(experiment.experiment_id, "mlflow.note.content", (
+            f"llm4rec-bench grid `{grid.name}` ({grid.path}): one run per dataset x model x seed, every model ranking "
+            "the full catalogue minus the user's history. Params: what each run chose (hp.* = the model's "
+            "hyper-parameters); Dataset: the split (digest = its checksums)."))
+    return client, experiment.experiment_id
+
+
+def relocate_store(results_dir: Path) -> dict[str, int]:
+    """Point a local store's artifact locations (experiments, runs) and dataset sources at `results_dir`, after the
+    folder was moved or copied: MLflow stores them as absolute file URIs, so every artifact link breaks otherwise.
+    Idempotent; returns the rows changed per table. (MLflow has no API for this; these are its own columns.)"""
+    db = results_dir / "mlflow.db"
+    if not db.is_file():
+        raise TrackingError(f"{db}: no MLflow store here (give the results folder that holds mlflow.db)")
+    new_root = results_dir.resolve().as_uri()
+    changed = {"experiments": 0, "runs": 0, "datasets": 0}
+    with sqlite3.connect(db, timeout=60) as con:
+        old_roots = {m.group(1) for (location,) in con.execute("SELECT artifact_location FROM experiments")
+                     if location and (m := re.fullmatch(r"(file://.+)/mlartifacts", location)) and m.group(1) != new_root}
+        for old in old_roots:
+            for table, key, column in (("experiments", "experiment_id", "artifact_location"),
+                                       ("runs", "run_uuid", "artifact_uri"), ("datasets", "dataset_uuid", "dataset_source")):
+                rows = con.execute(f"SELECT {key}, {column} FROM {table} WHERE instr({column}, ?) > 0", (old + "/",)).fetchall()
+                rows += con.execute(f"SELECT {key}, {column} FROM {table} WHERE {column} = ?", (old + "/mlartifacts",)).fetchall()
+                for row_key, value in dict(rows).items():
+                    con.execute(f"UPDATE {table} SET {column} = ? WHERE {key} = ?",
+                                (value.replace(old + "/", new_root + "/"), row_key))
+                    changed[table] += 1
+    return changed
 
 
 def log_run(grid: Grid, dataset: str, model: str, seed: int) -> dict:
@@ -119,43 +259,59 @@ def log_run(grid: Grid, dataset: str, model: str, seed: int) -> dict:
     metrics, run = read_json(run_dir / "metrics.json"), read_json(run_dir / "run.json")
     run_key = f"{grid.name}/{dataset}/{model}/seed{seed}"
     digest = sha256_file(run_dir / "metrics.json")
+    now = time.time()
+    timing = run.get("timing") or {}  # runs trained before timing was recorded start and end at logging time
+    start_ms, end_ms = (int(1000 * timing.get(key, now)) for key in ("train_start", "rank_end"))
     with store_lock(grid.results_dir):
         client, experiment_id = _retry(lambda: client_and_experiment(grid))
         existing = _retry(lambda: client.search_runs([experiment_id], f"tags.`llm4rec.run_key` = '{run_key}'"))
         reused = None
         for old in existing:
-            if old.data.tags.get("llm4rec.metrics_sha256") == digest and reused is None:
+            if (old.data.tags.get("llm4rec.metrics_sha256") == digest and reused is None
+                    and old.data.tags.get("llm4rec.tracking_schema") == TRACKING_SCHEMA):
                 reused = old.info.run_id
             else:
-                client.delete_run(old.info.run_id)  # soft delete: stale result of an earlier training
+                client.delete_run(old.info.run_id)  # soft delete: an earlier result, or logged the old way
         if reused is None:
             tags = {
-                "llm4rec.run_key": run_key, "llm4rec.metrics_sha256": digest, "grid": grid.name,
-                "dataset": dataset, "model": model, "paradigm": metrics["paradigm"], "seed": str(seed),
-                "config_hash": run["config_hash"], "git_commit": run["environment"]["git_commit"],
-                "device": run["device"], "mlflow.runName": f"{model}/{dataset}/seed{seed}",
+                "llm4rec.run_key": run_key, "llm4rec.metrics_sha256": digest, "llm4rec.tracking_schema": TRACKING_SCHEMA,
+                "grid": grid.name, "dataset": dataset, "model": model, "display_name": model_title(model),
+                "paradigm": metrics["paradigm"], "seed": str(seed), "config_hash": run["config_hash"],
+                "git_commit": run["environment"]["git_commit"], "device": run["device"],
+                "mlflow.runName": f"{model}/{dataset}/seed{seed}",
             }
-            mlrun = _retry(lambda: client.create_run(experiment_id, run_name=tags["mlflow.runName"]))
-            run_id = mlrun.info.run_id
-            now = int(time.time() * 1000)
-            params = redact(flatten({"run": run["run"], "resolved": run["fit"].get("recbole_config", {})}))
             tags = redact(tags)
+            mlrun = _retry(lambda: client.create_run(experiment_id, start_time=start_ms, run_name=tags["mlflow.runName"]))
+            run_id = mlrun.info.run_id
+            params, resolved = run_params(grid, run)
+            params = redact(params)
             params_list = [Param(k[:250], v) for k, v in sorted(params.items())]
-            metric_list = [Metric(k, v, now, 0) for k, v in sorted(run_metrics(metrics).items())]
+            metric_list = [Metric(k, v, _metric_time(k, timing, end_ms), 0) for k, v in sorted(run_metrics(metrics).items())]
             tag_list = [RunTag(k, v) for k, v in tags.items()]
             for i in range(0, max(len(params_list), len(metric_list)), 100):
                 _retry(lambda i=i: client.log_batch(run_id, metrics=metric_list[i:i + 100], params=params_list[i:i + 100],
                                                     tags=tag_list if i == 0 else []))
+            if (grid.split_dir(dataset) / "split.json").is_file():
+                _retry(lambda: client.log_inputs(run_id, datasets=[dataset_input(grid, dataset)]))
             for name in ARTIFACTS:
                 if (run_dir / name).is_file():
                     client.log_artifact(run_id, str(run_dir / name))
-            _retry(lambda: client.set_terminated(run_id))
+            with tempfile.TemporaryDirectory() as tmp:
+                write_json(Path(tmp) / "resolved_config.json", redact(resolved))
+                client.log_artifact(run_id, str(Path(tmp) / "resolved_config.json"))
+            _retry(lambda: client.set_terminated(run_id, end_time=max(end_ms, start_ms)))
             reused = run_id
     record = {"run_id": reused, "experiment_id": experiment_id, "experiment": grid.experiment,
               "tracking_uri": redact(grid.tracking_uri()), "run_key": run_key}
     write_json(run_dir / "mlflow.json", record)
     print(f"[llm4rec] MLflow run {reused} ({run_key}) in {record['tracking_uri']}", flush=True)
     return record
+
+
+def _metric_time(key: str, timing: dict[str, float], default_ms: int) -> int:
+    """When a metric became known: training figures at the end of training, the rest at the end of ranking."""
+    stage = "train_end" if key.startswith("train_") or key.startswith("parameters_") else "rank_end"
+    return int(1000 * timing[stage]) if stage in timing else default_ms
 
 
 def log_report(grid: Grid, files: list[Path], summary: dict[str, float] | None = None) -> dict:

@@ -34,6 +34,7 @@ export is ``baselines/embedding_knn.py`` (README, "Adding a model").
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -142,6 +143,9 @@ class ModelSpec:
     exports: tuple[str, ...] = ()  # files `export` writes, which other runs may consume
     inputs: dict[str, InputSlot] = field(default_factory=dict)
     costs: tuple[Cost, ...] = ()  # its own cost/validity figures, reported by fit under "costs" (always=False)
+    # "module:function(name, params, resolved) -> {key: value}" for a config that is not a dataclass (RecBole's):
+    # the model's hyper-parameters, chosen values over the library's resolved ones (see `hyperparameters`)
+    hyperparameters: str | None = None
 
     @property
     def title(self) -> str:
@@ -149,6 +153,7 @@ class ModelSpec:
 
 
 _RECBOLE_FACTORY, _RECBOLE_CONFIG = "baselines.recbole_models:build", "baselines.recbole_models:recbole_params"
+_RECBOLE_HYPERPARAMETERS = "baselines.recbole_models:recbole_hyperparameters"
 _CF_EXPORTS = ("item_embeddings.npy", "user_embeddings.npy", "user_ids.txt")
 
 
@@ -180,13 +185,16 @@ MODELS: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in [
         ModelSpec("mostpop", "baseline", _RECBOLE_FACTORY, "RecBole Pop: training popularity (sanity floor)",
-                  config=_RECBOLE_CONFIG, display="MostPop"),
+                  config=_RECBOLE_CONFIG, display="MostPop", hyperparameters=_RECBOLE_HYPERPARAMETERS),
         ModelSpec("bpr", "baseline", _RECBOLE_FACTORY, "RecBole BPR: matrix factorisation with BPR loss",
-                  config=_RECBOLE_CONFIG, display="BPR", exports=_CF_EXPORTS),
+                  config=_RECBOLE_CONFIG, display="BPR", exports=_CF_EXPORTS,
+                  hyperparameters=_RECBOLE_HYPERPARAMETERS),
         ModelSpec("lightgcn", "baseline", _RECBOLE_FACTORY, "RecBole LightGCN: graph convolution CF",
-                  config=_RECBOLE_CONFIG, display="LightGCN", exports=_CF_EXPORTS),
+                  config=_RECBOLE_CONFIG, display="LightGCN", exports=_CF_EXPORTS,
+                  hyperparameters=_RECBOLE_HYPERPARAMETERS),
         ModelSpec("sasrec", "baseline", _RECBOLE_FACTORY, "RecBole SASRec: self-attentive sequential model",
-                  config=_RECBOLE_CONFIG, display="SASRec", exports=("item_embeddings.npy",)),
+                  config=_RECBOLE_CONFIG, display="SASRec", exports=("item_embeddings.npy",),
+                  hyperparameters=_RECBOLE_HYPERPARAMETERS),
         ModelSpec("emb_knn", "baseline", "baselines.embedding_knn:build",
                   "cosine kNN over item embeddings consumed from another run (default: BPR) or an artifact",
                   config="baselines.embedding_knn:EmbeddingKnnConfig", display="Emb-kNN",
@@ -267,6 +275,27 @@ def check_params(spec: ModelSpec | ArtifactSpec, params: dict[str, Any]) -> Any:
         return None
     config = import_object(spec.config)
     return from_params(config, params, spec.name) if isinstance(config, type) else config(spec.name, params)
+
+
+def flat(obj: Any, prefix: str = "") -> dict[str, Any]:
+    """{'sft': {'steps': 60}} -> {'sft.steps': 60}; lists and scalars are leaves."""
+    if not isinstance(obj, dict):
+        return {prefix.rstrip("."): obj}
+    out: dict[str, Any] = {}
+    for key, value in obj.items():
+        out |= flat(value, f"{prefix}{key}.")
+    return out
+
+
+def hyperparameters(name: str, params: dict[str, Any], resolved: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """A model's full hyper-parameters, flat ('sft.learning_rate': 0.0005): its config class's fields (the grid's
+    values over the defaults), or, for a library-configured model, what its ModelSpec.hyperparameters says
+    (the chosen values over the library's `resolved` config; None where that is not known yet)."""
+    spec = MODELS[name]
+    if spec.hyperparameters is not None:
+        return import_object(spec.hyperparameters)(name, params, resolved)
+    parsed = check_params(spec, dict(params))
+    return flat(dataclasses.asdict(parsed)) if dataclasses.is_dataclass(parsed) else flat(dict(params))
 
 
 def build_model(name: str, params: dict[str, Any], seed: int, device: str, *, selection: str = "ndcg_at_10",
