@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
             from llm4rec.report.summary import write_summary
 
             files = args.metrics or [grid.run_dir(*cell) / "metrics.json" for cell in grid.runs()]
-            write_summary(files, grid.reports_dir)
+            write_summary(files, grid.reports_dir, grid.report_options().get("display_names"))
             print(f"[llm4rec] wrote {grid.reports_dir}/summary.md and summary.csv")
             return 0
         if args.command in ("compare", "report"):

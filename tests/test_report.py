@@ -11,7 +11,7 @@ from llm4rec.io import write_json, write_parquet
 from llm4rec.report.build import REPORT_DEFAULTS, ReportSpec, build_report, check_runs, report_files
 from llm4rec.report.compare import CompareSpec, ComparisonError, compare_runs
 from llm4rec.report.runs import runs_from_results
-from llm4rec.report.tables import build_main_table, render_latex, render_markdown
+from llm4rec.report.tables import build_main_table, display_name, render_latex, render_markdown
 
 N_USERS = 300
 COST = {"train_time_s": 10.0, "inference_ms_per_user": 0.5, "inference_time_test_s": 0.1, "peak_memory_mb": 500.0,
@@ -81,7 +81,7 @@ def test_marks_on_constructed_table(runs_dir):
     good_row = next(line for line in latex.splitlines() if line.startswith("llm\\_good"))
     assert good_row.startswith(rf"llm\_good & \textbf{{{good.mean:.4f}}}$^{{\dagger}}$")
     assert good_row.rstrip().endswith(r"-- & -- & -- \\")  # missing on ml-b: dashes (incl. Impr.)
-    assert r"\par\smallskip{\footnotesize --: not run on this dataset, or the cutoff is beyond the model's ranking depth.}" in latex
+    assert r"\par\smallskip{\footnotesize --: not run on this dataset, or the cutoff is beyond the model's ranking depth.\par}" in latex
     assert "Holm-Bonferroni correction over the 10 comparisons" in latex and r"$\alpha$ = 0.05" in latex
     assert r"\textit{Text-prompted}" in latex and r"\cmidrule(lr){2-4}" in latex
     markdown = render_markdown(table)
@@ -225,3 +225,90 @@ def test_a_model_family_declares_its_own_cost_figures(runs_dir, tmp_path, monkey
     assert run_metrics(metrics)["text_ppl_after"] == 41.5
     long = collect([folder / "metrics.json"])
     assert long.loc[long["metric"] == "text_ppl_after", "value"].tolist() == [41.5]
+
+
+def _words(pdf) -> list[tuple[float, float, float, str]]:
+    """(xMin, xMax, yMin, text) of every word on the PDF's first page, as poppler's pdftotext places them."""
+    import re
+
+    html = subprocess.run(["pdftotext", "-bbox", "-f", "1", "-l", "1", str(pdf), "-"], capture_output=True, text=True,
+                          check=True).stdout
+    return [(float(a), float(c), float(b), t) for a, b, c, t in
+            re.findall(r'<word xMin="([\d.]+)" yMin="([\d.]+)" xMax="([\d.]+)" yMax="[\d.]+">([^<]*)</word>', html)]
+
+
+def test_caption_and_footnotes_stay_within_the_tables_width(runs_dir, tmp_path):
+    """Compiled with pdflatex, the caption above and the footnotes below wrap within the tabular's own width
+    (word boxes from the PDF), not the page's text width; single-seed cells print no '± 0.0000'."""
+    if shutil.which("pdflatex") is None or shutil.which("pdftotext") is None:
+        pytest.skip("pdflatex / pdftotext not installed (make test installs them when run as root)")
+    rng = np.random.default_rng(2)
+    make_run(runs_dir, "ml-a", "one_seed_llm", "text_prompted", 0, (rng.random(N_USERS) < 0.2).astype(float))
+    out = tmp_path / "reports"
+    options = REPORT_DEFAULTS | {"metrics": ["ndcg_at_10"], "show_std": True, "improvement": False,
+                                 "display_names": {"bpr": "BPR-MF"}}
+    build_report(runs_from_results(runs_dir), ReportSpec(options), out)
+    tex = (out / "results_table.tex").read_text()
+    assert "BPR-MF" in tex and "MostPop" in tex and "mostpop" not in tex.replace(r"\label", "")  # display names
+    one_seed = next(line for line in tex.splitlines() if line.startswith("one\\_seed\\_llm"))
+    assert r"\pm" not in one_seed and r"\pm" in next(line for line in tex.splitlines() if line.startswith("BPR-MF"))
+    md_row = next(line for line in (out / "results_table.md").read_text().splitlines() if "one_seed_llm" in line)
+    assert "±" not in md_row and "±" in next(line for line in (out / "results_table.md").read_text().splitlines()
+                                               if "MostPop" in line)
+    doc = out / "width.tex"  # the page is much wider than this table: a caption set to \linewidth would show it
+    doc.write_text("\\documentclass{article}\\usepackage{booktabs}\\usepackage[margin=2cm]{geometry}\\begin{document}"
+                   "\\input{results_table.tex}\\end{document}\n")
+    proc = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", doc.name], cwd=out,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-1500:]
+    words = _words(doc.with_suffix(".pdf"))
+    top = next(y for x0, x1, y, t in words if t == "Model")
+    notes = min(y for x0, x1, y, t in words if y > top and t in ("–:", "--:", "*:"))
+    table = [w for w in words if top <= w[2] < notes]
+    left, right = min(w[0] for w in table), max(w[1] for w in table)
+    outside = [w for w in words if not top <= w[2] < notes]
+    assert len(outside) > 50  # the caption and the notes
+    tolerance = 12.0  # the tabular's box begins and ends \tabcolsep (6pt) outside its text, plus a centred column's slack
+    assert all(left - tolerance <= x0 and x1 <= right + tolerance for x0, x1, _, _ in outside), (left, right, [
+        w for w in outside if not (left - tolerance <= w[0] and w[1] <= right + tolerance)][:5])
+    assert right - left < 0.6 * 482  # far narrower than the text width (482pt): a caption set to it would fail above
+
+
+def test_cost_figure_labels_every_model_inside_the_figure_without_overlap(runs_dir, tmp_path, monkeypatch):
+    """Twelve models at nearly the same cost and accuracy (as BPR and LightGCN are): every model is named once,
+    no two labels overlap, and every label lies inside the saved figure."""
+    from matplotlib.text import Text
+
+    from llm4rec.report import figures
+
+    rng = np.random.default_rng(3)
+    extra = [f"llm_variant_{i}" for i in range(8)]
+    for i, model in enumerate(extra):
+        make_run(runs_dir, "ml-a", model, ["text_prompted", "cf_injected", "semantic_id", "moe_expert"][i % 4], 0,
+                 (rng.random(N_USERS) < 0.30).astype(float))
+    drawn = {}
+
+    def keep(fig, out_dir, stem):
+        fig.canvas.draw()
+        drawn["fig"] = fig
+        return []
+
+    monkeypatch.setattr(figures, "save", keep)
+    runs = [r for r in runs_from_results(runs_dir) if r.dataset == "ml-a"]
+    figures.accuracy_vs_cost(runs, "ndcg_at_10", tmp_path)
+    fig = drawn["fig"]
+    renderer = fig.canvas.get_renderer()
+    saved = fig.get_tightbbox(renderer).transformed(fig.dpi_scale_trans)  # what bbox_inches="tight" keeps (pixels)
+    ticks = {id(t) for ax in fig.axes for t in ax.get_xticklabels(which="both") + ax.get_yticklabels(which="both")}
+    texts = [t for t in fig.findobj(Text) if t.get_visible() and t.get_text().strip() and id(t) not in ticks]
+    boxes = [(t.get_text(), t.get_window_extent(renderer)) for t in texts]
+    models = {r.model for r in runs}
+    for model in models:  # every model named exactly once (legend entries: "<name> [<paradigm>]")
+        name = display_name(model)
+        assert sum(text.startswith(name + " [") or text == name for text, _ in boxes) == 1, model
+    for text, box in boxes:
+        assert saved.x0 - 1 <= box.x0 and box.x1 <= saved.x1 + 1 and saved.y0 - 1 <= box.y0 and box.y1 <= saved.y1 + 1, text
+        assert fig.bbox.x0 - 1 <= box.x0 and box.x1 <= fig.bbox.x1 + 1, text  # not cut off at the canvas edge either
+    for i, (a, box_a) in enumerate(boxes):
+        for b, box_b in boxes[i + 1:]:
+            assert not box_a.overlaps(box_b), (a, b)

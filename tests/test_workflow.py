@@ -112,10 +112,10 @@ def test_mlflow_runs_have_same_keys_and_tags(finished_grid):
     for run in runs:
         for tag in ("dataset", "model", "paradigm", "seed", "config_hash", "git_commit"):
             assert run.data.tags.get(tag), tag
-        assert run.data.params["run.model"] == run.data.tags["model"]
-        assert run.data.params["run.dataset_config.k_core.user"] == "5"
+        assert run.data.params["model"] == run.data.tags["model"]
+        assert run.inputs.dataset_inputs[0].dataset.name == run.data.tags["dataset"]
     bpr = next(r for r in runs if r.data.tags["model"] == "bpr")
-    assert bpr.data.params["run.params.epochs"] == "2" and bpr.data.params["resolved.epochs"] == "2"
+    assert bpr.data.params["hp.epochs"] == "2" and bpr.data.params["display_name"] == "BPR"
 
 
 def dag_edges(output: str) -> set[tuple[str, str]]:

@@ -47,6 +47,7 @@ REPORT_DEFAULTS = {
     "seed": 0,
     "slice_metric": "ndcg_at_10",
     "history_buckets": 4,
+    "display_names": {},  # {model: name in tables and figures}, over the registry's display names
 }
 
 
@@ -118,22 +119,23 @@ def build_report(runs: Sequence[RunRecord], spec: ReportSpec, out_dir: str | Pat
     if comparisons is None:
         comparisons = write_comparisons(runs, spec, out_dir)
     written = [out_dir / "comparisons.csv"]
+    names = o.get("display_names") or {}
     table = build_main_table(runs, comparisons, spec.compare_spec(), show_std=o["show_std"],
-                             improvement=o["improvement"], label=spec.label)
+                             improvement=o["improvement"], label=spec.label, names=names)
     written += [write_text(out_dir / "results_table.tex", render_latex(table)),
                 write_text(out_dir / "results_table.md", render_markdown(table)),
                 write_text(out_dir / "results_table.csv", table_frame(table).to_csv(index=False))]
     costs = cost_frame(runs)
-    written += [write_text(out_dir / "cost_table.tex", render_cost(costs, "latex", label=spec.label.replace("results", "cost"))),
-                write_text(out_dir / "cost_table.md", render_cost(costs, "markdown")),
+    written += [write_text(out_dir / "cost_table.tex", render_cost(costs, "latex", label=spec.label.replace("results", "cost"), names=names)),
+                write_text(out_dir / "cost_table.md", render_cost(costs, "markdown", names=names)),
                 write_text(out_dir / "cost_table.csv", costs.to_csv(index=False))]
     slices = slice_frame(runs, o["slice_metric"], o["history_buckets"])
-    written += [write_text(out_dir / "slices.md", render_slices_markdown(slices)),
+    written += [write_text(out_dir / "slices.md", render_slices_markdown(slices, names)),
                 write_text(out_dir / "slices.csv", slices.to_csv(index=False))]
     fig_dir = out_dir / "figures"
-    written += figures.metric_with_ci(runs, o["slice_metric"], fig_dir)
-    written += figures.accuracy_vs_cost(runs, o["slice_metric"], fig_dir)
-    written += figures.slice_bars(slices, fig_dir)
+    written += figures.metric_with_ci(runs, o["slice_metric"], fig_dir, names)
+    written += figures.accuracy_vs_cost(runs, o["slice_metric"], fig_dir, names)
+    written += figures.slice_bars(slices, fig_dir, names)
     preview = "\n".join([r"\documentclass{article}", r"\usepackage{booktabs}", r"\usepackage[margin=2cm]{geometry}",
                          r"\begin{document}", r"\input{results_table.tex}", r"\input{cost_table.tex}", r"\end{document}", ""])
     written.append(write_text(out_dir / "tables.tex", preview))

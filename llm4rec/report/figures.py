@@ -1,8 +1,12 @@
-"""Figures (matplotlib, PDF and PNG): metric per model with CIs, accuracy vs cost, slice bars."""
+"""Figures (matplotlib, PDF and PNG): metric per model with CIs, accuracy vs cost, slice bars.
+
+Every label stays inside the saved figure and none overlaps another: models are told apart by a legend (colour =
+paradigm, marker = model within it), not by text next to the points (tests/test_report.py checks the drawn boxes).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
@@ -13,10 +17,10 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from llm4rec.io import write_with  # noqa: E402
-from llm4rec.models import model_title, paradigm_color, paradigm_rank  # noqa: E402
+from llm4rec.models import paradigm_color, paradigm_rank, paradigm_title  # noqa: E402
 from llm4rec.report.compare import by_model  # noqa: E402
 from llm4rec.report.runs import RunRecord  # noqa: E402
-from llm4rec.report.tables import metric_label  # noqa: E402
+from llm4rec.report.tables import display_name, metric_label  # noqa: E402
 from llm4rec.stats import mean_ci  # noqa: E402
 
 
@@ -42,7 +46,10 @@ def save(fig, out_dir: Path, stem: str) -> list[Path]:
     return paths
 
 
-def metric_with_ci(runs: Sequence[RunRecord], metric: str, out_dir: Path) -> list[Path]:
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h")
+
+
+def metric_with_ci(runs: Sequence[RunRecord], metric: str, out_dir: Path, names: Mapping[str, str] | None = None) -> list[Path]:
     groups = by_model(runs)
     datasets = sorted({d for d, _ in groups})
     fig, axes = plt.subplots(1, len(datasets), figsize=(4.5 * len(datasets), 0.45 * max(len(groups), 4) + 1), squeeze=False)
@@ -53,33 +60,51 @@ def metric_with_ci(runs: Sequence[RunRecord], metric: str, out_dir: Path) -> lis
         means = [e[2][0] for e in entries]
         errors = [[e[2][0] - e[2][2] for e in entries], [e[2][3] - e[2][0] for e in entries]]
         ax.barh(y, means, xerr=errors, color=[paradigm_color(e[0]) for e in entries], capsize=3)
-        ax.set_yticks(y, [model_title(e[1]) for e in entries])
+        ax.set_yticks(y, [display_name(e[1], names) for e in entries])
         ax.set_xlabel(f"{metric_label(metric)} (mean, 95% CI over seeds)")
         ax.set_title(dataset)
     return save(fig, out_dir, ci_stem(metric))
 
 
-def accuracy_vs_cost(runs: Sequence[RunRecord], metric: str, out_dir: Path) -> list[Path]:
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), gridspec_kw={"wspace": 0.35})
+def accuracy_vs_cost(runs: Sequence[RunRecord], metric: str, out_dir: Path, names: Mapping[str, str] | None = None) -> list[Path]:
+    """The metric against train time and inference time per user (log scales), one point per model and dataset;
+    a legend below the axes names every point (paradigm colour, a marker per model within its paradigm)."""
     groups = by_model(runs)
     several = len({d for d, _ in groups}) > 1
-    for (dataset, model), rs in groups.items():
+    order = sorted(groups, key=lambda dm: (paradigm_rank(groups[dm][0].paradigm), groups[dm][0].paradigm, dm[1], dm[0]))
+    within: dict[str, list[str]] = {}
+    for dataset, model in order:
+        models = within.setdefault(groups[(dataset, model)][0].paradigm, [])
+        if model not in models:
+            models.append(model)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), gridspec_kw={"wspace": 0.3})
+    handles = []
+    for dataset, model in order:
+        rs = groups[(dataset, model)]
+        paradigm = rs[0].paradigm
+        style = {"color": paradigm_color(paradigm), "marker": MARKERS[within[paradigm].index(model) % len(MARKERS)],
+                 "s": 46, "edgecolors": "black", "linewidths": 0.4}
+        if several:
+            style["facecolors"] = "none" if sorted({d for d, _ in groups}).index(dataset) % 2 else style["color"]
         acc = np.mean([r.metrics["test"][metric] for r in rs])
-        label = model_title(model) + (f" ({dataset})" if several else "")
         for ax, key in zip(axes, ("train_time_s", "inference_ms_per_user"), strict=True):
             cost = max(np.mean([r.metrics["cost"][key] for r in rs]), 1e-3)
-            ax.scatter(cost, acc, color=paradigm_color(rs[0].paradigm), s=40)
-            ax.annotate(label, (cost, acc), fontsize=7, xytext=(3, 3), textcoords="offset points")
+            point = ax.scatter(cost, acc, **style)
+        label = display_name(model, names) + (f" ({dataset})" if several else "")
+        handles.append((point, f"{label} [{paradigm_title(paradigm)}]"))
     for ax, label in zip(axes, ("train time (s)", "inference time per user (ms)"), strict=True):
         ax.set_xscale("log")
-        ax.margins(x=0.25)  # room for the labels of the right-most points
+        ax.margins(x=0.1, y=0.08)
         ax.set_xlabel(label)
         ax.set_ylabel(metric_label(metric))
         ax.grid(alpha=0.3)
+    columns = 3 if len(handles) > 8 else 2
+    fig.legend([h for h, _ in handles], [t for _, t in handles], loc="upper center", bbox_to_anchor=(0.5, 0.0),
+               ncol=columns, fontsize=8, frameon=False, handletextpad=0.3, columnspacing=1.5)
     return save(fig, out_dir, cost_stem(metric))
 
 
-def slice_bars(slices: pd.DataFrame, out_dir: Path) -> list[Path]:
+def slice_bars(slices: pd.DataFrame, out_dir: Path, names: Mapping[str, str] | None = None) -> list[Path]:
     paths = []
     for slice_name, block in slices.groupby("slice", sort=False):
         datasets = list(dict.fromkeys(block["dataset"]))
@@ -89,13 +114,15 @@ def slice_bars(slices: pd.DataFrame, out_dir: Path) -> list[Path]:
             buckets = list(dict.fromkeys(part["bucket"]))
             models = list(dict.fromkeys(part["model"]))
             width = 0.8 / max(len(models), 1)
+            colors = plt.get_cmap("tab20" if len(models) > 10 else "tab10")
             for i, model in enumerate(models):
                 values = part[part["model"] == model].set_index("bucket").reindex(buckets)
-                ax.bar(np.arange(len(buckets)) + i * width, values["mean"], width, yerr=values["std"], label=model_title(model), capsize=2)
+                ax.bar(np.arange(len(buckets)) + i * width, values["mean"], width, yerr=values["std"], capsize=2,
+                       label=display_name(model, names), color=colors(i % colors.N))
             ax.set_xticks(np.arange(len(buckets)) + width * (len(models) - 1) / 2, buckets)
             ax.set_xlabel(slice_name.replace("_", " "))
             ax.set_ylabel(metric_label(part["metric"].iloc[0]))
             ax.set_title(dataset)
-        axes[0][-1].legend(fontsize=7)
+        axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)  # beside the bars
         paths += save(fig, out_dir, slice_stem(slice_name))
     return paths

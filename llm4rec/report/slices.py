@@ -3,15 +3,15 @@ target item's popularity (head / torso / tail; see llm4rec.evaluation.evaluate).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from llm4rec.evaluation.evaluate import POPULARITY_BUCKETS
-from llm4rec.models import model_title
 from llm4rec.report.compare import by_model
 from llm4rec.report.runs import RunRecord
+from llm4rec.report.tables import display_name
 
 SLICES = ("history_length", "target_popularity")
 
@@ -53,7 +53,7 @@ def slice_frame(runs: Sequence[RunRecord], metric: str = "ndcg_at_10", n_history
     return pd.DataFrame(rows)
 
 
-def render_slices_markdown(frame: pd.DataFrame) -> str:
+def render_slices_markdown(frame: pd.DataFrame, names: Mapping[str, str] | None = None) -> str:
     lines = []
     for (dataset, slice_name), block in frame.groupby(["dataset", "slice"], sort=False):
         buckets = list(dict.fromkeys(block["bucket"]))
@@ -63,6 +63,6 @@ def render_slices_markdown(frame: pd.DataFrame) -> str:
                   "| Model | " + " | ".join(f"{b} (n={counts[b]})" for b in buckets) + " |", "|" + "---|" * (len(buckets) + 1)]
         for model, rows in block.groupby("model", sort=False):
             values = rows.set_index("bucket")["mean"]
-            lines.append(f"| {model_title(model)} | " + " | ".join(f"{values[b]:.4f}" if b in values else "–" for b in buckets) + " |")
+            lines.append(f"| {display_name(model, names)} | " + " | ".join(f"{values[b]:.4f}" if b in values else "–" for b in buckets) + " |")
         lines.append("")
     return "\n".join(lines)

@@ -6,14 +6,15 @@ any subset of finished runs without rerunning anything.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import pandas as pd
 
 from llm4rec.io import write_text
-from llm4rec.models import paradigm_rank, registered_costs
+from llm4rec.models import paradigm_rank, paradigm_title, registered_costs
 from llm4rec.report.runs import runs_from_folders
+from llm4rec.report.tables import display_name
 
 HEADLINE = ("n_users", "hr_at_10", "ndcg_at_10", "recall_at_20", "ndcg_at_20", "mrr_at_10", "coverage_at_10",
             "avg_popularity_at_10")
@@ -43,19 +44,18 @@ def aggregate(long: pd.DataFrame) -> pd.DataFrame:
     return out.sort_values(["dataset", "paradigm", "model"], key=lambda s: s.map(paradigm_rank) if s.name == "paradigm" else s, kind="stable")
 
 
-def _fmt(mean: float, std: float, metric: str) -> str:
-    if metric in ("train_time_s", "peak_memory_mb", "avg_popularity_at_10"):
-        return f"{mean:.1f} ± {std:.1f}"
-    if metric == "inference_ms_per_user":
-        return f"{mean:.2f} ± {std:.2f}"
+def _fmt(mean: float, std: float, metric: str, n_seeds: int = 2) -> str:
+    """The mean, with ± sample std when there is more than one seed (one seed has no spread to show)."""
     if metric in ("parameters_total", "parameters_trainable", "n_users", "train_tokens", "inference_tokens_per_user"):
         return f"{mean:,.0f}"
-    return f"{mean:.4f} ± {std:.4f}"
+    decimals = 1 if metric in ("train_time_s", "peak_memory_mb", "avg_popularity_at_10") else (
+        2 if metric == "inference_ms_per_user" else 4)
+    return f"{mean:.{decimals}f}" + (f" ± {std:.{decimals}f}" if n_seeds > 1 else "")
 
 
-def markdown(agg: pd.DataFrame, columns: Iterable[str] | None = None) -> str:
+def markdown(agg: pd.DataFrame, columns: Iterable[str] | None = None, names: Mapping[str, str] | None = None) -> str:
     columns = columns if columns is not None else HEADLINE + summary_costs()
-    lines = ["# Summary", "", "Test-split metrics, mean ± sample std over seeds (full-catalogue ranking, "
+    lines = ["# Summary", "", "Test-split metrics, mean ± sample std over seeds (the mean alone for a single seed; full-catalogue ranking, "
              "history items excluded); n_users: test users scored (fewer than all for a model with a declared "
              "user sample). Cost columns: train time (s), inference time per test user (ms), peak memory (MiB), "
              "parameters (total, trainable), and for LLM runs tokens through the model in training and per test "
@@ -63,19 +63,22 @@ def markdown(agg: pd.DataFrame, columns: Iterable[str] | None = None) -> str:
     for dataset, block in agg.groupby("dataset", sort=False):
         table = block[block["phase"].isin(["test", "cost"])]
         cols = [c for c in columns if c in set(table["metric"])]
-        lines += [f"## {dataset}", "", "| paradigm | model | seeds | " + " | ".join(cols) + " |",
-                  "|---|---|---|" + "---|" * len(cols)]
+        lines += [f"## {dataset}", "", "| paradigm | model | key | seeds | " + " | ".join(cols) + " |",
+                  "|---|---|---|---|" + "---|" * len(cols)]
         for (paradigm, model), rows in table.groupby(["paradigm", "model"], sort=False):
             by_metric = rows.set_index("metric")
-            cells = [_fmt(by_metric.at[c, "mean"], by_metric.at[c, "std"], c) if c in by_metric.index else "–" for c in cols]
-            lines.append(f"| {paradigm} | {model} | {int(by_metric['n_seeds'].max())} | " + " | ".join(cells) + " |")
+            cells = [_fmt(by_metric.at[c, "mean"], by_metric.at[c, "std"], c, int(by_metric.at[c, "n_seeds"]))
+                     if c in by_metric.index else "–" for c in cols]
+            lines.append(f"| {paradigm_title(paradigm)} | {display_name(model, names)} | `{model}` | "
+                         f"{int(by_metric['n_seeds'].max())} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
 
 
-def write_summary(metric_files: Iterable[str | Path], reports_dir: str | Path) -> pd.DataFrame:
+def write_summary(metric_files: Iterable[str | Path], reports_dir: str | Path,
+                  names: Mapping[str, str] | None = None) -> pd.DataFrame:
     agg = aggregate(collect(metric_files))
     reports_dir = Path(reports_dir)
     write_text(reports_dir / "summary.csv", agg.to_csv(index=False))
-    write_text(reports_dir / "summary.md", markdown(agg))
+    write_text(reports_dir / "summary.md", markdown(agg, names=names))
     return agg

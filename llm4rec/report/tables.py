@@ -12,7 +12,7 @@ is starred, with the sample size in a footnote.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,6 +27,12 @@ TEST_NAMES = {"t": "paired t-test", "wilcoxon": "Wilcoxon signed-rank test", "ra
 CORRECTION_NAMES = {"holm": "Holm-Bonferroni", "bonferroni": "Bonferroni", "bh": "Benjamini-Hochberg", "none": "no"}
 SPLIT_NAMES = {"leave_one_out": "leave-one-out by time (last interaction test, second-to-last validation)",
                "global_temporal": "global temporal split"}
+
+
+def display_name(model: str, names: Mapping[str, str] | None = None) -> str:
+    """A model's name in paper tables and figures: the grid's `report.display_names` override, else the registry's
+    display name (ModelSpec.display), else its key."""
+    return (names or {}).get(model) or model_title(model)
 
 
 def metric_label(metric: str) -> str:
@@ -59,6 +65,7 @@ class MainTable:
     show_std: bool = False
     decimals: int = 4
     samples: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)  # (model, dataset) -> (n, of N)
+    names: dict[str, str] = field(default_factory=dict)  # display-name overrides (report.display_names)
 
     @property
     def has_missing(self) -> bool:
@@ -73,7 +80,7 @@ class MainTable:
             by_model.setdefault(model, []).append(f"{n} of {total} on {dataset}")
         if by_model:
             notes.append(("star", "scored on a seeded uniform sample of the test users (" + "; ".join(
-                f"{model_title(model)}: {', '.join(parts)}" for model, parts in by_model.items())
+                f"{display_name(model, self.names)}: {', '.join(parts)}" for model, parts in by_model.items())
                 + "), the same users for every sampled model; its significance tests use those users."))
         return notes
 
@@ -83,7 +90,7 @@ class MainTable:
 
 def build_main_table(runs: Sequence[RunRecord], comparisons: pd.DataFrame, spec: CompareSpec, *,
                      show_std: bool = False, improvement: bool = True, label: str = "tab:results",
-                     decimals: int = 4) -> MainTable:
+                     decimals: int = 4, names: Mapping[str, str] | None = None) -> MainTable:
     groups = by_model(runs)
     datasets = sorted({r.dataset for r in runs})
     paradigm_of = {r.model: r.paradigm for r in runs}
@@ -119,7 +126,7 @@ def build_main_table(runs: Sequence[RunRecord], comparisons: pd.DataFrame, spec:
             cell = cells[(better, c.dataset, c.metric)]
             cell.marks = "".join(sorted(set(cell.marks) | {letters[worse]}))
     table = MainTable(datasets, metrics, rows, cells, letters=letters, label=label, show_std=show_std, decimals=decimals,
-                      samples=samples)
+                      samples=samples, names=dict(names or {}))
     if improvement and spec.mode == "best_baseline":
         primary = metrics[0]
         for dataset in datasets:
@@ -141,7 +148,7 @@ def caption(runs: Sequence[RunRecord], comparisons: pd.DataFrame, spec: CompareS
         f"Test results on {', '.join(table.datasets)}: {'; '.join(SPLIT_NAMES.get(s, s) for s in split_methods)}; "
         "every model ranks the full catalogue minus the user's history.",
         f"Mean over {len(seeds)} seed{'s' if len(seeds) != 1 else ''}" + (" (± sample std)" if table.show_std else "")
-        + _fewer_seeds(runs, len(seeds)) + ".",
+        + _fewer_seeds(runs, len(seeds), table.names) + ".",
         "Best per column in bold, second underlined.",
     ]
     family = len(comparisons)
@@ -158,7 +165,7 @@ def caption(runs: Sequence[RunRecord], comparisons: pd.DataFrame, spec: CompareS
     return " ".join(parts)
 
 
-def _fewer_seeds(runs: Sequence[RunRecord], n_seeds: int) -> str:
+def _fewer_seeds(runs: Sequence[RunRecord], n_seeds: int, names: Mapping[str, str]) -> str:
     """' (model: seed 0 only; ...)' for models run on fewer seeds than the table's."""
     seeds: dict[str, set[int]] = {}
     for r in runs:
@@ -166,7 +173,7 @@ def _fewer_seeds(runs: Sequence[RunRecord], n_seeds: int) -> str:
     fewer = {m: sorted(s) for m, s in sorted(seeds.items()) if len(s) < n_seeds}
     if not fewer:
         return ""
-    return " (" + "; ".join(f"{model_title(m)}: seed{'s' if len(s) > 1 else ''} {', '.join(map(str, s))}" + (" only" if len(s) == 1 else "")
+    return " (" + "; ".join(f"{display_name(m, names)}: seed{'s' if len(s) > 1 else ''} {', '.join(map(str, s))}" + (" only" if len(s) == 1 else "")
                             for m, s in fewer.items()) + ")"
 
 
@@ -193,7 +200,7 @@ def _latex_cell(cell: Cell | None, table: MainTable) -> str:
         text = rf"\textbf{{{text}}}"
     elif cell.underline:
         text = rf"\underline{{{text}}}"
-    if table.show_std:
+    if table.show_std and cell.n_seeds > 1:  # one seed has no spread to show
         text += rf"{{\scriptsize$\pm${_fmt(cell.std, table.decimals)}}}"
     if cell.marks == "dagger":
         text += r"$^{\dagger}$"
@@ -214,9 +221,7 @@ def _columns(table: MainTable) -> list[tuple[str, str | None]]:
 def render_latex(table: MainTable) -> str:
     cols = _columns(table)
     n_cols = 1 + len(cols)
-    lines = [r"\begin{table}[t]", r"\centering", r"\small",
-             rf"\caption{{{latex_escape(table.caption)}}}", rf"\label{{{table.label}}}",
-             r"\begin{tabular}{l" + "c" * len(cols) + "}", r"\toprule"]
+    lines = [r"\begin{tabular}{l" + "c" * len(cols) + "}", r"\toprule"]
     header, rules, start = ["Model"], [], 2
     for dataset in table.datasets:
         width = sum(1 for d, _ in cols if d == dataset)
@@ -230,7 +235,7 @@ def render_latex(table: MainTable) -> str:
         if paradigm != current:
             lines += [r"\midrule", rf"\multicolumn{{{n_cols}}}{{l}}{{\textit{{{latex_escape(paradigm_title(paradigm))}}}}} \\"]
             current = paradigm
-        name = latex_escape(model_title(model)) + (LATEX_MARKS["star"] if table.is_sampled(model) else "") + (
+        name = latex_escape(display_name(model, table.names)) + (LATEX_MARKS["star"] if table.is_sampled(model) else "") + (
             rf"$^{{\mathrm{{({table.letters[model]})}}}}$" if table.letters else "")
         cells = []
         for dataset, metric in cols:
@@ -241,9 +246,26 @@ def render_latex(table: MainTable) -> str:
                 cells.append(_latex_cell(table.cells.get((model, dataset, metric)), table))
         lines.append(" & ".join([name] + cells) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
-    for mark, note in table.notes():
-        lines.append(rf"\par\smallskip{{\footnotesize {LATEX_MARKS[mark]}: {latex_escape(note)}}}")
-    lines.append(r"\end{table}")
+    notes = [f"{LATEX_MARKS[mark]}: {latex_escape(note)}" for mark, note in table.notes()]
+    return table_float(lines, latex_escape(table.caption), table.label, notes, [r"\small"])
+
+
+# Caption and footnotes wrap at the tabular's own width, with no package beyond booktabs (threeparttable is not in
+# texlive-latex-recommended): the tabular is set in a box, then caption, box and notes go in a minipage of the
+# box's width (at most \linewidth).
+TABLE_BOX = r"\llmrecTableBox"
+
+
+def table_float(tabular: list[str], caption: str, label: str, notes: list[str], preamble: list[str]) -> str:
+    """A `table` float around `tabular` (its lines) whose caption and footnotes are no wider than the tabular."""
+    width = rf"\ifdim\wd{TABLE_BOX}>\linewidth\linewidth\else\wd{TABLE_BOX}\fi"
+    lines = [r"\begin{table}[t]", r"\centering", *preamble,
+             rf"\ifdefined{TABLE_BOX}\else\newsavebox{{{TABLE_BOX}}}\fi",
+             rf"\sbox{{{TABLE_BOX}}}{{%", *tabular, "}%",
+             rf"\begin{{minipage}}{{{width}}}", rf"\caption{{{caption}}}", rf"\label{{{label}}}",
+             rf"\par\smallskip\noindent\usebox{{{TABLE_BOX}}}"]
+    lines += [rf"\par\smallskip{{\footnotesize {note}\par}}" for note in notes]
+    lines += [r"\end{minipage}", r"\end{table}"]
     return "\n".join(lines) + "\n"
 
 
@@ -262,11 +284,11 @@ def render_markdown(table: MainTable) -> str:
             if cell is None:
                 cells.append("–")
                 continue
-            text = _fmt(cell.mean, table.decimals) + (f" ± {_fmt(cell.std, table.decimals)}" if table.show_std else "")
+            text = _fmt(cell.mean, table.decimals) + (f" ± {_fmt(cell.std, table.decimals)}" if table.show_std and cell.n_seeds > 1 else "")
             text = f"**{text}**" if cell.bold else (f"<ins>{text}</ins>" if cell.underline else text)
             text += "†" if cell.marks == "dagger" else (f"<sup>{cell.marks}</sup>" if cell.marks else "")
             cells.append(text)
-        name = model_title(model) + (MARKDOWN_MARKS["star"] if table.is_sampled(model) else "") + (
+        name = display_name(model, table.names) + (MARKDOWN_MARKS["star"] if table.is_sampled(model) else "") + (
             f" ({table.letters[model]})" if table.letters else "")
         lines.append("| " + " | ".join([paradigm_title(paradigm), name] + cells) + " |")
     notes = [table.caption] + [f"{MARKDOWN_MARKS[mark]}: {note}" for mark, note in table.notes()]
@@ -323,7 +345,7 @@ def _cost_text(key: str, value: float) -> str:
     return f"{value:.{decimals}f}"
 
 
-def render_cost(frame: pd.DataFrame, fmt: str, label: str = "tab:cost") -> str:
+def render_cost(frame: pd.DataFrame, fmt: str, label: str = "tab:cost", names: Mapping[str, str] | None = None) -> str:
     every, some = cost_columns()
     shown = [c for c in some if frame[c[0]].notna().any()]
     columns = every + shown
@@ -332,21 +354,19 @@ def render_cost(frame: pd.DataFrame, fmt: str, label: str = "tab:cost") -> str:
     if fmt == "markdown":
         lines = ["| Dataset | Paradigm | Model | " + " | ".join(t for _, t in columns) + " |", "|" + "---|" * (3 + len(columns))]
         for r in frame.itertuples():
-            lines.append(f"| {r.dataset} | {paradigm_title(r.paradigm)} | {model_title(r.model)} | "
+            lines.append(f"| {r.dataset} | {paradigm_title(r.paradigm)} | {display_name(r.model, names)} | "
                          + " | ".join(_cost_text(k, getattr(r, k)) for k, _ in columns) + " |")
         return "\n".join(lines) + "\n"
     wide = len(columns) > len(every)
-    lines = [r"\begin{table}[t]", r"\centering", r"\footnotesize" if wide else r"\small"] + (
-        [r"\setlength{\tabcolsep}{3pt}"] if wide else []) + [
-             r"\caption{Cost per model (mean over seeds): parameters (total, trainable), training wall time, "
-             r"inference time per test user, peak memory (resident, or GPU when on CUDA)"
-             + (r"; for LLM runs, tokens through the model in training and per test user at inference, and the "
-                r"share of beam slots the user's history items would have taken had decoding not scored them out"
-                if tokens else "") + (f"; {', '.join(latex_escape(t) for t in family)}: reported by their model family"
-                                      if family else "") + r".}", rf"\label{{{label}}}",
-             r"\begin{tabular}{ll" + "r" * len(columns) + "}", r"\toprule",
+    caption = (r"Cost per model (mean over seeds): parameters (total, trainable), training wall time, "
+               r"inference time per test user, peak memory (resident, or GPU when on CUDA)"
+               + (r"; for LLM runs, tokens through the model in training and per test user at inference, and the "
+                  r"share of beam slots the user's history items would have taken had decoding not scored them out"
+                  if tokens else "") + (f"; {', '.join(latex_escape(t) for t in family)}: reported by their model family"
+                                        if family else "") + ".")
+    lines = [r"\begin{tabular}{ll" + "r" * len(columns) + "}", r"\toprule",
              " & ".join(["Dataset", "Model"] + [latex_escape(t) for _, t in columns]) + r" \\", r"\midrule"]
     for r in frame.itertuples():
-        lines.append(" & ".join([latex_escape(r.dataset), latex_escape(model_title(r.model))] + [latex_escape(_cost_text(k, getattr(r, k))) for k, _ in columns]) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
-    return "\n".join(lines) + "\n"
+        lines.append(" & ".join([latex_escape(r.dataset), latex_escape(display_name(r.model, names))] + [latex_escape(_cost_text(k, getattr(r, k))) for k, _ in columns]) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    return table_float(lines, caption, label, [], [r"\footnotesize", r"\setlength{\tabcolsep}{3pt}"] if wide else [r"\small"])
