@@ -309,6 +309,9 @@ def validate_grid(raw: dict[str, Any], path: Path) -> Grid:
             if metric_cutoff(metric) not in cutoffs:
                 where = f"report.{key}" + (f"[{i}]" if key == "metrics" else "")
                 raise ConfigError(f"{path}: {where} '{metric}' uses a cutoff not in evaluation.cutoffs ({sorted(cutoffs)})")
+    for model in raw.get("report", {}).get("display_names", {}):
+        if model not in MODELS:
+            raise ConfigError(f"{path}: report.display_names.{model}: not a known model (known: {', '.join(sorted(MODELS))})")
     grid = Grid(path, raw)
     for i, entry in enumerate(raw["models"]):
         _check_model_params(grid, i, entry)

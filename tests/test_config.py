@@ -177,3 +177,10 @@ def test_selection_metric_defaults_and_overrides(tmp_path):
     assert grid.run_config("ml-100k", "bpr", 0)["selection_metric"] == "recall_at_5"
     with pytest.raises(ConfigError, match=r"evaluation\.selection_metric: 'auc' does not match"):
         load_grid(write(tmp_path, GOOD | {"evaluation": {"selection_metric": "auc"}}))
+
+
+def test_display_name_overrides_name_known_models(tmp_path):
+    grid = load_grid(write(tmp_path, GOOD | {"report": {"display_names": {"bpr": "BPR-MF"}}}))
+    assert grid.report_options()["display_names"] == {"bpr": "BPR-MF"}
+    with pytest.raises(ConfigError, match=r"grid\.yaml: report\.display_names\.bprr: not a known model"):
+        load_grid(write(tmp_path, GOOD | {"report": {"display_names": {"bprr": "BPR-MF"}}}))
