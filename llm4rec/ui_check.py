@@ -26,7 +26,7 @@ from llm4rec.config import Grid
 from llm4rec.tracking import TrackingError, relocate_store
 
 CHROMIUM = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
-WINDOW = (1600, 1000)
+WINDOW = (1800, 1000)
 
 
 class UiCheckError(RuntimeError):
@@ -143,9 +143,23 @@ BROWSER_STATE = {"mlflow.workflowType_v1": "machine_learning", "mlflow.assistant
                  "mlflow.assistant.fab.autoOpenedOnFirstLoad_v1": "true"}
 
 
-def screenshot_pages(pages: dict[str, tuple[str, str, int]], out_dir: Path) -> dict[str, tuple[Path, str]]:
-    """{name: (url, text to wait for, viewport height)} -> {name: (screenshot, the page's visible text)}, in headless
-    Chromium driven by Playwright."""
+# Columns the runs table screenshot adds through the UI's own Columns menu (the table shows none by default).
+RUNS_TABLE_COLUMNS = ("test_ndcg_at_10", "test_hr_at_10", "train_time_s", "inference_ms_per_user")
+
+
+def show_columns(page, columns: tuple[str, ...]) -> None:
+    """Tick `columns` in the runs table's Columns menu, as a researcher would."""
+    page.get_by_role("button", name="Columns").click()
+    page.wait_for_timeout(800)
+    for label in columns:
+        page.get_by_text(label, exact=True).first.click()
+        page.wait_for_timeout(300)
+    page.keyboard.press("Escape")
+
+
+def screenshot_pages(pages: dict[str, tuple[str, str, int, tuple[str, ...]]], out_dir: Path) -> dict[str, tuple[Path, str]]:
+    """{name: (url, text to wait for, viewport height, runs-table columns to add)} -> {name: (screenshot, the page's
+    visible text)}, in headless Chromium driven by Playwright."""
     try:
         from playwright.sync_api import Error as PlaywrightError
         from playwright.sync_api import sync_playwright
@@ -157,7 +171,7 @@ def screenshot_pages(pages: dict[str, tuple[str, str, int]], out_dir: Path) -> d
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium(), args=["--no-sandbox", "--disable-gpu"])
         try:
-            for name, (url, wait_for, height) in pages.items():
+            for name, (url, wait_for, height, columns) in pages.items():
                 context = browser.new_context(viewport={"width": WINDOW[0], "height": height})
                 context.add_init_script(state)
                 page = context.new_page()
@@ -168,6 +182,8 @@ def screenshot_pages(pages: dict[str, tuple[str, str, int]], out_dir: Path) -> d
                 except PlaywrightError:
                     page.screenshot(path=str(path))
                     raise UiCheckError(f"{url}: '{wait_for}' did not appear within 90 s (screenshot: {path})") from None
+                if columns:
+                    show_columns(page, columns)
                 page.wait_for_timeout(2000)  # charts and column widths settle
                 tmp = path.with_name(f".{path.name}.tmp.png")
                 page.screenshot(path=str(tmp))
@@ -196,8 +212,8 @@ def check_ui(grid: Grid, out_dir: Path, models: tuple[str, str] | None = None) -
                             f"&experiments={urllib.parse.quote(json.dumps([experiment_id]))}&workflowType=machine_learning",
         }
         shots = screenshot_pages({
-            "runs_table": (pages["runs_table"], pair[0]["info"]["run_name"], 1000),
-            "compare_runs": (pages["compare_runs"], "hp.", 1900),
+            "runs_table": (pages["runs_table"], pair[0]["info"]["run_name"], 1000, RUNS_TABLE_COLUMNS),
+            "compare_runs": (pages["compare_runs"], "hp.", 1900, ()),
         }, out_dir)
     expected = {
         "runs_table": ["Runs", "Dataset", "Duration"] + [r["info"]["run_name"] for r in runs[:5]]
