@@ -88,7 +88,7 @@ def test_grid_runs_end_to_end(finished_grid):
     assert consumer["run"]["inputs"]["embeddings"]["config_hash"] == bpr["config_hash"]
     assert consumer["inputs"]["embeddings"]["source"] == f"run bpr/seed0 (config {bpr['config_hash']})"
     summary = (workdir / "reports" / "summary.md").read_text()
-    assert "| baseline | bpr | 1 |" in summary and "ndcg_at_10" in summary
+    assert "| Baselines | BPR | `bpr` | 1 |" in summary and "ndcg_at_10" in summary
     reports = workdir / "reports"
     for name in ("results_table.tex", "results_table.md", "results_table.csv", "cost_table.tex", "comparisons.csv",
                  "slices.md", "figures/ndcg_at_10_ci.pdf", "figures/ndcg_at_10_vs_cost.png"):
