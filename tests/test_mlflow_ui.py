@@ -65,9 +65,8 @@ def test_the_experiment_is_a_model_training_experiment(served):
 
 
 @pytest.mark.slow
-def test_params_are_the_chosen_set_with_one_key_set_per_paradigm(served, trained):
+def test_params_are_the_chosen_set_with_one_key_set_per_paradigm(served):
     _, runs = served
-    grid, _ = trained
     assert set(runs) == set(MODELS)
     keys = {model: set(params(run)) for model, run in runs.items()}
     assert keys["mostpop"] == keys["bpr"] == keys["emb_knn"]  # one paradigm (baseline): columns line up
