@@ -17,6 +17,7 @@ candidate set. RecBole traps handled here:
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import os
 import re
@@ -64,6 +65,13 @@ COMMON = {
 }
 
 
+@functools.cache
+def yaml_keys(path: Path) -> tuple[str, ...]:
+    """The top-level keys of one of RecBole's shipped YAML files, in file order."""
+    return tuple(line.split(":", 1)[0] for line in path.read_text().splitlines()
+                 if re.match(r"^[A-Za-z_][A-Za-z0-9_]*:", line))
+
+
 def recbole_keys(name: str) -> set[str]:
     """Every config key RecBole 1.2.1 knows for this model: its shipped YAML defaults (overall,
     dataset, sequential quick-start, the model's own) and the keys its model, base class and
@@ -72,8 +80,7 @@ def recbole_keys(name: str) -> set[str]:
     yamls = [root / "properties" / "overall.yaml", root / "properties" / "dataset" / "sample.yaml",
              root / "properties" / "quick_start_config" / "sequential.yaml",
              root / "properties" / "model" / f"{RECBOLE_MODEL[name]}.yaml"]
-    keys = {line.split(":", 1)[0] for path in yamls for line in path.read_text().splitlines()
-            if re.match(r"^[A-Za-z_][A-Za-z0-9_]*:", line)}
+    keys = {key for path in yamls for key in yaml_keys(path)}
     sources = [root / "model" / RECBOLE_SOURCE[name], root / "model" / "abstract_recommender.py", root / "trainer" / "trainer.py"]
     for path in sources:
         keys |= set(re.findall(r"config\[[\"']([A-Za-z_][A-Za-z0-9_]*)[\"']\]", path.read_text()))
@@ -100,8 +107,7 @@ def recbole_hyperparameters(name: str, params: dict[str, Any], resolved: Mapping
     n_layers, reg_weight), the trainer's (TRAINING_KEYS), the history length (sequential models) and any key the
     grid sets; each the grid's value, else RecBole's resolved one (None when not known yet). RecBole's other ~100
     resolved settings (field names, loader options) stay in run.json, not in this list."""
-    own = (package_dir("recbole") / "properties" / "model" / f"{RECBOLE_MODEL[name]}.yaml").read_text().splitlines()
-    keys = [line.split(":", 1)[0] for line in own if re.match(r"^[A-Za-z_][A-Za-z0-9_]*:", line)]
+    keys = list(yaml_keys(package_dir("recbole") / "properties" / "model" / f"{RECBOLE_MODEL[name]}.yaml"))
     keys += [] if name == "mostpop" else list(TRAINING_KEYS)
     keys += ["MAX_ITEM_LIST_LENGTH"] if name in SEQUENTIAL else []
     keys += [key for key in params if key not in keys]

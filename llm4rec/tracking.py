@@ -40,7 +40,7 @@ from typing import Any
 from llm4rec.config import Grid, local_store_uri
 from llm4rec.environment import redact
 from llm4rec.io import read_json, sha256_file, stable_hash, write_json
-from llm4rec.models import MODELS, flat, hyperparameters, model_title, registered_costs
+from llm4rec.models import MODELS, hyperparameters, model_title, registered_costs
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "true")
@@ -60,11 +60,6 @@ KEPT_BACKBONE_FIELDS = ("backbone.dtype",)
 
 ARTIFACTS = ("metrics.json", "run.json", "per_user_valid.parquet", "per_user_test.parquet",
              "rankings_valid.parquet", "rankings_test.parquet")
-
-
-def flatten(obj: Any, prefix: str = "") -> dict[str, str]:
-    """{'params.learning_rate': '0.01', ...}: nested config as MLflow params."""
-    return {key: str(value)[:5000] for key, value in flat(obj, prefix).items()}
 
 
 def _input_label(source: dict[str, Any]) -> str:

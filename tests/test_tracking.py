@@ -6,7 +6,8 @@ import yaml
 
 from llm4rec.config import load_grid
 from llm4rec.io import write_json
-from llm4rec.tracking import flatten, run_metrics
+from llm4rec.models import flat
+from llm4rec.tracking import run_metrics
 
 
 def fake_run(grid, model: str, ndcg: float) -> None:
@@ -67,7 +68,7 @@ def test_metric_keys_and_flattened_params():
                                        "parameters_total", "parameters_trainable")}}
     keys = run_metrics(metrics)
     assert keys["test_ndcg_at_10"] == 0.5 and keys["valid_ndcg_at_10"] == 0.4 and "train_time_s" in keys
-    assert flatten({"a": {"b": 1, "c": [1, 2]}}) == {"a.b": "1", "a.c": "[1, 2]"}
+    assert flat({"a": {"b": 1, "c": [1, 2]}}) == {"a.b": 1, "a.c": [1, 2]}
 
 
 def test_secret_looking_environment_variables_are_never_recorded(tmp_path, monkeypatch):
