@@ -12,7 +12,8 @@ from typing import Any
 from llm4rec.config import REPO_ROOT
 
 # environment variables that can change a run's result or say where it ran (logged with it)...
-RECORDED_VARIABLES = re.compile(r"^(LLM4REC_|OMP_|MKL_|CUDA_|CUBLAS_|PYTORCH_|HF_|TRANSFORMERS_|MLFLOW_|SLURM_JOB_|PYTHONHASHSEED$)")
+RECORDED_VARIABLES = re.compile(r"^(LLM4REC_|OMP_|MKL_|OPENBLAS_|ATEN_|ONEDNN_|DNNL_|CUDA_|CUBLAS_|PYTORCH_|HF_|"
+                                r"TRANSFORMERS_|MLFLOW_|SLURM_JOB_|PYTHONHASHSEED$)")
 # ...except those that look like credentials: never written to run.json, MLflow params or tags
 SECRET_NAME = re.compile(r"TOKEN|KEY|PASSWORD|SECRET|CREDENTIAL", re.I)
 PACKAGES = ("llm4rec-bench", "torch", "recbole", "numpy", "pandas", "scipy", "mlflow", "snakemake", "transformers", "peft")
@@ -68,11 +69,61 @@ def environment() -> dict:
         "git_commit": git_commit(),
         "variables": recorded_variables(),
     }
+    info |= cpu()
     try:
         import torch
 
         info["torch_threads"] = torch.get_num_threads()
         info["cuda"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+        info["cuda_version"] = torch.version.cuda
+        info["cpu_capability"] = torch.backends.cpu.get_cpu_capability()  # the kernels ATen dispatched to
+        info["blas"] = blas_libraries()
     except ImportError:
         pass
     return info
+
+
+# the instruction-set extensions that change which float kernels run (and so the last bits of results)
+_ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile",
+              "amx_bf16", "asimd", "sve")
+
+
+def cpu() -> dict[str, Any]:
+    """The CPU model and its float-relevant instruction sets (Linux: /proc/cpuinfo)."""
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and model in ("", platform.machine(), platform.processor()):
+                    model = value.strip()
+                elif key.strip() in ("flags", "Features"):
+                    flags = set(value.split())
+                    break
+    except OSError:
+        pass
+    return {"cpu_model": model, "cpu_flags": [f for f in _ISA_FLAGS if f in flags]}
+
+
+def blas_libraries() -> dict[str, str]:
+    """torch's BLAS (and oneDNN) as built, and numpy's BLAS with its kernel and thread count."""
+    import torch
+
+    config = torch.__config__.show()
+    out = {}
+    for label, pattern in (("torch_blas", r"BLAS_INFO=(\w+)"), ("torch_mkl", r"Math Kernel Library Version ([\w.-]+)"),
+                           ("torch_onednn", r"MKL-DNN v([\w.]+)")):
+        match = re.search(pattern, config)
+        if match:
+            out[label] = match.group(1)
+    try:
+        from threadpoolctl import threadpool_info
+
+        for pool in threadpool_info():
+            if pool.get("user_api") == "blas":
+                out["numpy_blas"] = (f"{pool.get('internal_api')} {pool.get('version')} "
+                                     f"({pool.get('architecture')}, {pool.get('num_threads')} threads)")
+                break
+    except ImportError:
+        pass
+    return out

@@ -4,18 +4,30 @@ RUN is a run folder (<results>/<grid>/runs/<dataset>/<model>/seed<N>) or an MLfl
 recorded run config (run.json "run") becomes a one-cell grid in a scratch folder, whose config hash
 must equal the recorded one; what the run consumed (another run's exports, an artifact) is rebuilt
 there first, from its own record. Then prepare -> [artifacts, upstream runs] -> train -> evaluate,
-and a comparison: every recorded metric against the rebuilt one, plus the git commit and the
-environment (packages, device, threads). Exit status 1 when a metric differs beyond the tolerance.
+and a comparison: every recorded metric against the rebuilt one, with a verdict, plus the git
+commit and the environment (packages, device, CPU model and instruction set, BLAS, threads).
+
+Verdicts, per metric:
+- bit-identical: the same number (what the same machine kind and thread count gives: tests/test_rerun.py);
+- within float noise: the number differs, and every user behind the difference has a ranking that
+  equals the recorded one up to float noise: the same scores rank by rank and item by item within
+  SCORE_RTOL (items may swap only where their scores tie within it, or fall off at a tie at depth K);
+- different: anything else (a retrained model whose weights moved, an edited record, a bug). A paired
+  t-test over the users' values says whether the difference is beyond sampling noise.
+Exit status 1 only for a "different" metric whose |difference| exceeds the tolerance.
 """
 
 from __future__ import annotations
 
 import math
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import yaml
 
 from llm4rec.config import ConfigError, load_grid
@@ -113,6 +125,15 @@ def _add_model(grid: ScratchGrid, recorded: Recorded, folder: Path | None) -> No
     grid.raw["models"].append(entry)
 
 
+# Scores that agree within this relative difference are the same number up to float noise: 256 units
+# in the last place of fp32 (2^-24 each). Re-ranking the same weights on another instruction set or
+# thread count moves LLM log-probabilities by a few ulps (tests/test_reproduce.py measures it under
+# ATEN_CPU_CAPABILITY); a weight that moved in training moves them by orders of magnitude more.
+SCORE_RTOL = 256 * 2.0 ** -24
+SCORE_ATOL = 1e-9
+VERDICTS = ("bit-identical", "within float noise", "different")
+
+
 def metric_differences(recorded: dict, rebuilt: dict) -> list[tuple[str, float, float, float]]:
     """(phase_metric, recorded, rebuilt, |difference|) for every metric the record has."""
     rows = []
@@ -127,10 +148,96 @@ def metric_differences(recorded: dict, rebuilt: dict) -> list[tuple[str, float, 
     return rows
 
 
+def user_ranking_verdict(recorded: pd.DataFrame, rebuilt: pd.DataFrame, rtol: float = SCORE_RTOL,
+                         atol: float = SCORE_ATOL) -> str:
+    """One user's two top-K lists (rank order, with scores): bit-identical, within float noise (rank-wise
+    scores close, every common item's two scores close, items that only one list has scored within the
+    tolerance of the other list's last score: a tie at depth K), or different."""
+    a_items, b_items = recorded["item_id"].astype(str).to_numpy(), rebuilt["item_id"].astype(str).to_numpy()
+    a_scores, b_scores = recorded["score"].to_numpy(np.float64), rebuilt["score"].to_numpy(np.float64)
+    if np.array_equal(a_items, b_items) and np.array_equal(a_scores, b_scores):
+        return VERDICTS[0]
+    if len(a_items) != len(b_items) or not np.allclose(a_scores, b_scores, rtol=rtol, atol=atol):
+        return VERDICTS[2]
+    a_score, b_score = dict(zip(a_items, a_scores, strict=True)), dict(zip(b_items, b_scores, strict=True))
+    for item, score in a_score.items():
+        other = b_score.get(item, b_scores[-1])  # missing from the other list: it must tie with its last item
+        if not np.isclose(score, other, rtol=rtol, atol=atol):
+            return VERDICTS[2]
+    for item in set(b_score) - set(a_score):
+        if not np.isclose(b_score[item], a_scores[-1], rtol=rtol, atol=atol):
+            return VERDICTS[2]
+    return VERDICTS[1]
+
+
+def ranking_verdicts(recorded: pd.DataFrame, rebuilt: pd.DataFrame) -> dict[str, str]:
+    """user -> verdict (`user_ranking_verdict`) over the users of either file; a user only one has: different."""
+    a = {str(u): g.sort_values("rank") for u, g in recorded.groupby("user_id", sort=True)}
+    b = {str(u): g.sort_values("rank") for u, g in rebuilt.groupby("user_id", sort=True)}
+    return {u: user_ranking_verdict(a[u], b[u]) if u in a and u in b else VERDICTS[2] for u in sorted(set(a) | set(b))}
+
+
+@dataclass
+class PhaseEvidence:
+    """What one phase's files say: each user's ranking verdict, and both per-user metric frames."""
+
+    users: dict[str, str]
+    recorded: pd.DataFrame
+    rebuilt: pd.DataFrame
+
+
+def phase_evidence(recorded_folder: Path | None, rebuilt_folder: Path) -> dict[str, PhaseEvidence]:
+    """Per phase, from the recorded and the rebuilt run folders (nothing where the record has no files)."""
+    out = {}
+    for phase in ("valid", "test"):
+        names = [f"rankings_{phase}.parquet", f"per_user_{phase}.parquet"]
+        if recorded_folder is None or not all((recorded_folder / n).is_file() for n in names):
+            continue
+        old, new = (pd.read_parquet(f / names[0]) for f in (recorded_folder, rebuilt_folder))
+        per_user = [pd.read_parquet(f / names[1]).assign(user_id=lambda d: d["user_id"].astype(str)).set_index("user_id")
+                    for f in (recorded_folder, rebuilt_folder)]
+        out[phase] = PhaseEvidence(ranking_verdicts(old, new), *per_user)
+    return out
+
+
+def metric_verdict(metric: str, diff: float, evidence: Mapping[str, PhaseEvidence]) -> tuple[str, float | None]:
+    """(verdict, paired t-test p-value over users or None) of one `phase_metric` (see the module doc)."""
+    if diff == 0:
+        return VERDICTS[0], None
+    phase, name = metric.split("_", 1)
+    found = evidence.get(phase)
+    if found is None or not math.isfinite(diff):
+        return VERDICTS[2], None
+    if name in found.recorded.columns and name in found.rebuilt.columns:
+        old, new = found.recorded[name].align(found.rebuilt[name], join="inner")
+        changed = old.index[(old.to_numpy() != new.to_numpy())]
+        p_value = _paired_p(old.to_numpy(), new.to_numpy())
+        noise = len(changed) > 0 and all(found.users.get(u) == VERDICTS[1] for u in changed)
+        return (VERDICTS[1] if noise else VERDICTS[2]), p_value
+    # an aggregate (coverage, popularity): noise when some ranking moved and none beyond noise
+    verdicts = set(found.users.values())
+    return (VERDICTS[1] if VERDICTS[1] in verdicts and VERDICTS[2] not in verdicts else VERDICTS[2]), None
+
+
+def _paired_p(old: np.ndarray, new: np.ndarray) -> float | None:
+    from scipy import stats
+
+    diff = new - old
+    if len(diff) < 2 or not np.any(diff):
+        return None
+    if np.all(diff == diff[0]):
+        return 0.0
+    return float(stats.ttest_rel(new, old).pvalue)
+
+
+ENVIRONMENT_KEYS = ("git_commit", "python", "platform", "cpu_model", "cpu_capability", "cpu_flags", "cpu_count",
+                    "torch_threads", "blas", "cuda", "cuda_version")
+
+
 def environment_differences(recorded: dict, now: dict) -> list[tuple[str, str, str]]:
-    """(what, recorded, now) for the git commit, package versions, device and threads that differ."""
-    keys = ["git_commit", "python", "platform", "processor", "cpu_count", "torch_threads", "cuda"]
-    rows = [(k, str(recorded.get(k)), str(now.get(k))) for k in keys if str(recorded.get(k)) != str(now.get(k))]
+    """(what, recorded, now) for the git commit, package versions, CPU model and instruction set, BLAS,
+    threads and CUDA that differ."""
+    rows = [(k, str(recorded.get(k)), str(now.get(k))) for k in ENVIRONMENT_KEYS if str(recorded.get(k)) != str(now.get(k))]
     before, after = recorded.get("packages", {}), now.get("packages", {})
     rows += [(f"package {p}", str(before.get(p)), str(after.get(p))) for p in sorted(set(before) | set(after))
              if before.get(p) != after.get(p)]
@@ -171,18 +278,40 @@ def reproduce(target: str, scratch: Path | None = None, tolerance: float | None 
     now = read_json(grid.run_dir(dataset, model, seed) / "run.json")
 
     metrics = metric_differences(recorded.metrics, rebuilt)
+    evidence = phase_evidence(recorded.folder, grid.run_dir(dataset, model, seed))
+    judged = [(*row, *metric_verdict(row[0], row[3], evidence)) for row in metrics]
     env = environment_differences(recorded.run.get("environment", {}), now.get("environment", environment()))
-    if recorded.run.get("device") != now.get("device"):
-        env.insert(0, ("device", str(recorded.run.get("device")), str(now.get("device"))))
-    beyond = [row for row in metrics if row[3] > tolerance]
-    lines = [f"reproduce {label}: {len(metrics) - len(beyond)}/{len(metrics)} metrics within tolerance {tolerance:g}",
-             f"  {'metric':28s} {'recorded':>12s} {'reproduced':>12s} {'|diff|':>10s}"]
-    lines += [f"{'!' if d > tolerance else ' '} {name:28s} {old:12.6f} {new:12.6f} {d:10.3g}" for name, old, new, d in metrics]
+    for key in ("device", "determinism"):
+        if recorded.run.get(key) != now.get(key):
+            env.insert(0, (key, str(recorded.run.get(key)), str(now.get(key))))
+    beyond = [row for row in judged if row[4] == VERDICTS[2] and row[3] > tolerance]
+    counts = {v: sum(row[4] == v for row in judged) for v in VERDICTS}
+    weights = _weights_line(recorded.run.get("weights_sha256"), now.get("weights_sha256"))
+    lines = [f"reproduce {label}: {counts[VERDICTS[0]]} bit-identical, {counts[VERDICTS[1]]} within float noise, "
+             f"{counts[VERDICTS[2]]} different of {len(judged)} metrics ({len(beyond)} beyond tolerance {tolerance:g})",
+             f"  weights: {weights}"]
+    for phase, found in evidence.items():
+        users = {v: sum(x == v for x in found.users.values()) for v in VERDICTS}
+        lines.append(f"  {phase} rankings: {users[VERDICTS[0]]} users bit-identical, {users[VERDICTS[1]]} within float "
+                     f"noise, {users[VERDICTS[2]]} different")
+    lines.append(f"  {'metric':28s} {'recorded':>12s} {'reproduced':>12s} {'|diff|':>10s}  verdict")
+    for name, old, new, d, verdict, p in judged:
+        mark = "!" if verdict == VERDICTS[2] and d > tolerance else " "
+        paired = f" (paired t over users: p = {p:.3g})" if p is not None else ""
+        lines.append(f"{mark} {name:28s} {old:12.6f} {new:12.6f} {d:10.3g}  {verdict}{paired}")
     lines.append("environment: " + ("same git commit, packages, device and threads" if not env else "differs"))
     lines += [f"  {what}: {old} -> {new}" for what, old, new in env]
     print("\n".join(lines), flush=True)
+    keys = ("metric", "recorded", "reproduced", "abs_diff", "verdict", "paired_p")
     write_json(scratch / "reproduce.json", {"run": label, "config_hash": rebuilt_hash, "tolerance": tolerance,
-                                            "metrics": [dict(zip(("metric", "recorded", "reproduced", "abs_diff"), r, strict=True)) for r in metrics],
+                                            "score_rtol": SCORE_RTOL, "weights": weights, "verdicts": counts,
+                                            "metrics": [dict(zip(keys, r, strict=True)) for r in judged],
                                             "environment": [dict(zip(("what", "recorded", "now"), r, strict=True)) for r in env],
                                             "within_tolerance": not beyond})
     return 1 if beyond else 0
+
+
+def _weights_line(recorded: str | None, now: str | None) -> str:
+    if not recorded or not now:
+        return "no digest recorded" if now else "no torch weights"
+    return f"bit-identical (sha256 {now[:12]})" if recorded == now else f"differ (sha256 {recorded[:12]} -> {now[:12]})"

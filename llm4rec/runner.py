@@ -20,6 +20,12 @@ from llm4rec.data.atomic import DataError
 from llm4rec.data.preprocess import preprocess
 from llm4rec.data.sources import load_source
 from llm4rec.data.split import Split, make_split, read_split, write_split
+from llm4rec.determinism import (
+    apply_determinism,
+    determinism_record,
+    recording_nondeterministic_ops,
+    weights_digest,
+)
 from llm4rec.environment import environment, redact
 from llm4rec.evaluation.evaluate import evaluate_rankings, sample_users
 from llm4rec.io import read_json, sha256_file, write_json, write_parquet
@@ -111,11 +117,14 @@ def build_artifact(grid: Grid, dataset: str, name: str, key: str) -> dict:
     source: InputSource = sources[(dataset, name, key)]
     spec = ARTIFACTS[name]
     split = read_split(grid.split_dir(dataset))
+    apply_determinism(grid.threads, grid.device)
     start = time.perf_counter()
-    info = import_object(spec.builder)(split, check_params(spec, source.params), source.seed, source.folder)
+    with recording_nondeterministic_ops() as nondeterministic:
+        info = import_object(spec.builder)(split, check_params(spec, source.params), source.seed, source.folder)
     record = {"artifact": name, "config_hash": key, "params": source.params, "seed": source.seed,
               "split_checksums": split.meta["checksums"], "build_time_s": time.perf_counter() - start, "info": info,
-              "files": {f: sha256_file(source.folder / f) for f in spec.files}, "environment": environment()}
+              "files": {f: sha256_file(source.folder / f) for f in spec.files},
+              "determinism": determinism_record(nondeterministic), "environment": environment()}
     write_json(source.marker, redact(record))
     print(f"[llm4rec] artifact {name} for {dataset} -> {source.folder}", flush=True)
     return record
@@ -123,13 +132,12 @@ def build_artifact(grid: Grid, dataset: str, name: str, key: str) -> dict:
 
 def train_and_rank(grid: Grid, dataset: str, model: str, seed: int) -> dict:
     """Fit one model on the split, rank top-K for its validation and test users, export."""
-    import torch
 
     run_dir = grid.run_dir(dataset, model, seed)
     run_dir.mkdir(parents=True, exist_ok=True)
     split = read_split(grid.split_dir(dataset))
     inputs = resolve_inputs(grid, dataset, model, seed, split)
-    torch.set_num_threads(grid.model_threads(model))
+    apply_determinism(grid.model_threads(model), grid.device)
     seed_everything(seed)
     evaluation = grid.model_evaluation(model)
     k = max(evaluation["cutoffs"])
@@ -137,21 +145,22 @@ def train_and_rank(grid: Grid, dataset: str, model: str, seed: int) -> dict:
                               selection=grid.selection_metric(model), inputs=inputs)
     print(f"[llm4rec] training {model} on {dataset} (seed {seed}) -> {run_dir}", flush=True)
     timing = {"train_start": time.time()}  # wall-clock epoch seconds: MLflow's run start, end and timeline
-    start = time.perf_counter()
-    fit_info = recommender.fit(split, run_dir / "work")
-    train_time = time.perf_counter() - start
-    timing["train_end"] = timing["rank_start"] = time.time()
-    inference, inference_cost, n_users = {}, {}, {}
-    for phase in ("valid", "test"):
-        history = split.history(phase)
-        users = evaluated_users(grid, model, split, phase)
-        n_users[phase] = len(users)
+    with recording_nondeterministic_ops() as nondeterministic:
         start = time.perf_counter()
-        rankings = recommender.rank({u: history.get(u, []) for u in users}, k)
-        inference[phase] = time.perf_counter() - start
-        inference_cost[phase] = recommender.inference_cost()  # e.g. tokens processed by an LLM
-        write_parquet(run_dir / f"rankings_{phase}.parquet", rankings)
-    timing["rank_end"] = time.time()
+        fit_info = recommender.fit(split, run_dir / "work")
+        train_time = time.perf_counter() - start
+        timing["train_end"] = timing["rank_start"] = time.time()
+        inference, inference_cost, n_users = {}, {}, {}
+        for phase in ("valid", "test"):
+            history = split.history(phase)
+            users = evaluated_users(grid, model, split, phase)
+            n_users[phase] = len(users)
+            start = time.perf_counter()
+            rankings = recommender.rank({u: history.get(u, []) for u in users}, k)
+            inference[phase] = time.perf_counter() - start
+            inference_cost[phase] = recommender.inference_cost()  # e.g. tokens processed by an LLM
+            write_parquet(run_dir / f"rankings_{phase}.parquet", rankings)
+        timing["rank_end"] = time.time()
     exports = Path(run_dir) / "exports"  # a declared output folder of the train rule, empty if nothing is exported
     exports.mkdir(exist_ok=True)
     exported = recommender.export(exports, split)
@@ -181,7 +190,9 @@ def train_and_rank(grid: Grid, dataset: str, model: str, seed: int) -> dict:
                                     "all_users": {p: len(split.targets(p)) for p in ("valid", "test")}},
         "exported": exported,
         "files": export_files,  # exports/ as written (sha256): consumers check them
+        "weights_sha256": weights_digest(recommender),  # the model as it ranked: equal digests, bit-identical weights
         "device": grid.device,
+        "determinism": determinism_record(nondeterministic),
         "environment": environment(),
     }
     write_json(run_dir / "run.json", redact(record))  # no credential from the environment

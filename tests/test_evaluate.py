@@ -89,3 +89,33 @@ def test_declared_user_sample_is_scored_alone_and_must_be_covered(tiny_split):
         evaluate_rankings(frame({"u1": ["d"]}), tiny_split, "test", [1], users=["u1", "u3"])
     with pytest.raises(RankingError, match=r"users \['u9'\] are not test users"):
         evaluate_rankings(rankings, tiny_split, "test", [1], users=["u1", "u9"])
+
+
+def test_a_catalogue_smaller_than_the_ranking_depth_ranks_what_exists(tmp_path, capsys):
+    """7 items, 5 per user: 3 candidates per user for the test ranking at depth 20. Every model returns what exists
+    (no "selected index k out of range"), and the evaluator scores it: @20 equals @5 for each user."""
+    import yaml
+
+    from llm4rec.cli import main
+    from llm4rec.io import read_json
+
+    rows = "".join(f"u{u}\ti{(u + j) % 7}\t{j}\n" for u in range(6) for j in range(5))
+    (tmp_path / "toy.inter").write_text("user_id:token\titem_id:token\ttimestamp:float\n" + rows)
+    grid = {"name": "t", "results_dir": str(tmp_path / "results"), "seeds": [0], "evaluation": {"cutoffs": [5, 20]},
+            "datasets": {"toy": {"source": "atomic", "path": str(tmp_path), "atomic_name": "toy",
+                                 "k_core": {"user": 3, "item": 1}}},
+            "models": [{"name": "mostpop"}, {"name": "bpr", "params": {"epochs": 1, "show_progress": False}},
+                       {"name": "emb_knn"}]}
+    (tmp_path / "grid.yaml").write_text(yaml.safe_dump(grid))
+    config = str(tmp_path / "grid.yaml")
+    assert main(["prepare", "--config", config, "--dataset", "toy"]) == 0
+    for model in ("mostpop", "bpr", "emb_knn"):
+        for command in ("train", "evaluate"):
+            assert main([command, "--config", config, "--dataset", "toy", "--model", model, "--seed", "0"]) == 0, \
+                capsys.readouterr().err[-2000:]
+        run = tmp_path / "results" / "t" / "runs" / "toy" / model / "seed0"
+        rankings = pd.read_parquet(run / "rankings_test.parquet")
+        assert rankings.groupby("user_id").size().tolist() == [3] * 6  # 7 items - 4 in each test history
+        per_user = pd.read_parquet(run / "per_user_test.parquet")
+        assert (per_user["hr_at_20"] == per_user["hr_at_5"]).all() and (per_user["ndcg_at_20"] == per_user["ndcg_at_5"]).all()
+        assert read_json(run / "metrics.json")["test"]["hr_at_20"] == 1.0  # the target is always one of the 3
