@@ -12,7 +12,7 @@
     llm4rec download amazon-beauty --raw-dir results/raw
     llm4rec models
     llm4rec tracking-server start|stop [--dir results/tracking-server --port 5000 --pg-port 5433]
-    llm4rec reproduce RUN [--tolerance 0]
+    llm4rec reproduce RUN [--tolerance 0] [--upstream rebuild|recorded]
 """
 
 from __future__ import annotations
@@ -78,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("run", help="a run folder (<results>/<grid>/runs/<dataset>/<model>/seed<N>) or an MLflow run id")
     p.add_argument("--tolerance", type=float, help="largest |difference| per metric (default: 0 on CPU, 1e-4 on GPU)")
     p.add_argument("--scratch", help="where to rebuild (default: a new temporary folder)")
+    p.add_argument("--upstream", choices=("rebuild", "recorded"), default="rebuild",
+                   help="what the run consumed: rebuilt from its records (default), or the recorded files as they are")
     p.add_argument("--tracking-uri", help="MLflow store for a run id (default: MLFLOW_TRACKING_URI, else results/mlflow.db)")
     p = sub.add_parser("ui-check", help="screenshot and check MLflow's runs table and compare view in headless Chromium")
     p.add_argument("--config", default=str(DEFAULT_CONFIG))
@@ -115,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
             from llm4rec.reproduce import reproduce
 
             # a run id is looked up where the grids log: --tracking-uri, MLFLOW_TRACKING_URI, else results/mlflow.db
-            return reproduce(args.run, args.scratch, args.tolerance, args.tracking_uri or load_grid(DEFAULT_CONFIG).tracking_uri())
+            return reproduce(args.run, args.scratch, args.tolerance, args.tracking_uri or load_grid(DEFAULT_CONFIG).tracking_uri(),
+                             args.upstream)
         if args.command == "relocate-store":
             from pathlib import Path
 

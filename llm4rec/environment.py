@@ -119,8 +119,8 @@ def blas_libraries() -> dict[str, str]:
     try:
         from threadpoolctl import threadpool_info
 
-        for pool in threadpool_info():
-            if pool.get("user_api") == "blas":
+        for pool in threadpool_info():  # numpy's own (scipy's, when loaded, is another library: not stable to record)
+            if pool.get("user_api") == "blas" and "numpy" in str(pool.get("filepath", "")):
                 out["numpy_blas"] = (f"{pool.get('internal_api')} {pool.get('version')} "
                                      f"({pool.get('architecture')}, {pool.get('num_threads')} threads)")
                 break

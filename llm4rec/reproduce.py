@@ -38,11 +38,13 @@ from llm4rec.io import read_json, write_json, write_text
 
 @dataclass
 class Recorded:
-    """A finished run as recorded: run.json, metrics.json, and the folder it lives in (None from MLflow)."""
+    """A finished run as recorded: run.json, metrics.json, the folder it lives in (None from MLflow), and
+    the folder with its rankings and per-user metrics (the run folder, or MLflow's downloaded artifacts)."""
 
     run: dict
     metrics: dict
     folder: Path | None
+    files: Path | None = None
 
 
 @dataclass
@@ -61,12 +63,12 @@ def load_recorded(target: str, tracking_uri: str) -> Recorded:
             if not (folder / name).is_file():
                 raise DataError(f"reproduce: {folder / name} not found; RUN must be a finished, evaluated run folder "
                                 "(<results>/<grid>/runs/<dataset>/<model>/seed<N>) or an MLflow run id")
-        return Recorded(read_json(folder / "run.json"), read_json(folder / "metrics.json"), folder.resolve())
+        return Recorded(read_json(folder / "run.json"), read_json(folder / "metrics.json"), folder.resolve(), folder.resolve())
     if len(target) == 32 and all(c in "0123456789abcdef" for c in target):
         from llm4rec.tracking import download_run_record
 
         files = download_run_record(tracking_uri, target, Path(tempfile.mkdtemp(prefix="llm4rec-mlflow-")))
-        return Recorded(read_json(files["run.json"]), read_json(files["metrics.json"]), None)
+        return Recorded(read_json(files["run.json"]), read_json(files["metrics.json"]), None, files["run.json"].parent)
     raise DataError(f"reproduce: '{target}' is neither a run folder nor an MLflow run id (32 hex characters)")
 
 
@@ -245,8 +247,11 @@ def environment_differences(recorded: dict, now: dict) -> list[tuple[str, str, s
 
 
 def reproduce(target: str, scratch: Path | None = None, tolerance: float | None = None,
-              tracking_uri: str = "") -> int:
-    """Rebuild RUN in `scratch`, print the differences, return the exit status (0: within tolerance)."""
+              tracking_uri: str = "", upstream: str = "rebuild") -> int:
+    """Rebuild RUN in `scratch`, print the differences, return the exit status (0: within tolerance).
+    upstream: "rebuild" what the run consumed from its own records (default), or "recorded": consume the
+    recorded upstream runs' exports and artifacts as they are (checked against their records' sha256),
+    to reproduce a grid run by run without retraining each consumer's upstream again."""
     from llm4rec.runner import build_artifact, evaluate_run, prepare_dataset, train_and_rank
 
     recorded = load_recorded(target, tracking_uri)
@@ -269,16 +274,21 @@ def reproduce(target: str, scratch: Path | None = None, tolerance: float | None 
     if split.meta["checksums"] != recorded.run["split_checksums"]:
         print(f"[llm4rec] note: the rebuilt split's checksums differ from the record's: {split.meta['checksums']} vs "
               f"{recorded.run['split_checksums']}", flush=True)
-    for name, key in grid_spec.artifacts:
-        build_artifact(grid, dataset, name, key)
-    for upstream, upstream_seed in grid_spec.upstream:
-        train_and_rank(grid, dataset, upstream, upstream_seed)
+    if upstream not in ("rebuild", "recorded"):
+        raise ConfigError(f"reproduce: --upstream '{upstream}' is not rebuild or recorded")
+    if upstream == "recorded" and (grid_spec.artifacts or grid_spec.upstream):
+        _copy_recorded_upstream(recorded, grid_spec, grid, dataset)
+    else:
+        for name, key in grid_spec.artifacts:
+            build_artifact(grid, dataset, name, key)
+        for upstream_model, upstream_seed in grid_spec.upstream:
+            train_and_rank(grid, dataset, upstream_model, upstream_seed)
     train_and_rank(grid, dataset, model, seed)
     rebuilt = evaluate_run(grid, dataset, model, seed)
     now = read_json(grid.run_dir(dataset, model, seed) / "run.json")
 
     metrics = metric_differences(recorded.metrics, rebuilt)
-    evidence = phase_evidence(recorded.folder, grid.run_dir(dataset, model, seed))
+    evidence = phase_evidence(recorded.files, grid.run_dir(dataset, model, seed))
     judged = [(*row, *metric_verdict(row[0], row[3], evidence)) for row in metrics]
     env = environment_differences(recorded.run.get("environment", {}), now.get("environment", environment()))
     for key in ("device", "determinism"):
@@ -309,6 +319,26 @@ def reproduce(target: str, scratch: Path | None = None, tolerance: float | None 
                                             "environment": [dict(zip(("what", "recorded", "now"), r, strict=True)) for r in env],
                                             "within_tolerance": not beyond})
     return 1 if beyond else 0
+
+
+def _copy_recorded_upstream(recorded: Recorded, grid_spec: ScratchGrid, grid, dataset: str) -> None:
+    """Copy what the run consumed (artifact folders; upstream runs' run.json and exports) from the recorded
+    grid into the scratch grid; the consumer's input check then compares every file with its record."""
+    import shutil
+
+    if recorded.folder is None:
+        raise DataError("reproduce --upstream recorded: needs RUN as a run folder (the recorded upstream lives beside it)")
+    source_grid = recorded.folder.parents[3]
+    for name, key in grid_spec.artifacts:
+        relative = Path("artifacts") / dataset / name / key
+        shutil.copytree(source_grid / relative, grid.grid_dir / relative, dirs_exist_ok=True)
+    for upstream_model, upstream_seed in grid_spec.upstream:
+        relative = Path("runs") / dataset / upstream_model / f"seed{upstream_seed}"
+        (grid.grid_dir / relative).mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source_grid / relative / "run.json", grid.grid_dir / relative / "run.json")
+        shutil.copytree(source_grid / relative / "exports", grid.grid_dir / relative / "exports", dirs_exist_ok=True)
+    print(f"[llm4rec] consuming the recorded upstream as it is: {[f'{n}/{k}' for n, k in grid_spec.artifacts]} "
+          f"{[f'{m}/seed{s}' for m, s in grid_spec.upstream]}", flush=True)
 
 
 def _weights_line(recorded: str | None, now: str | None) -> str:

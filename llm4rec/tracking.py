@@ -333,7 +333,8 @@ def log_report(grid: Grid, files: list[Path], summary: dict[str, float] | None =
 
 
 def download_run_record(uri: str, run_id: str, dest: Path) -> dict[str, Path]:
-    """run.json and metrics.json of one MLflow run (for `llm4rec reproduce RUN_ID`)."""
+    """run.json and metrics.json of one MLflow run, and its rankings and per-user metrics where logged
+    (for `llm4rec reproduce RUN_ID`)."""
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
@@ -343,7 +344,12 @@ def download_run_record(uri: str, run_id: str, dest: Path) -> dict[str, Path]:
     client = MlflowClient(tracking_uri=uri)
     try:
         client.get_run(run_id)
-        return {name: Path(client.download_artifacts(run_id, name, str(dest))) for name in ("run.json", "metrics.json")}
+        files = {name: Path(client.download_artifacts(run_id, name, str(dest))) for name in ("run.json", "metrics.json")}
+        logged = {info.path for info in client.list_artifacts(run_id)}
+        # the rankings and per-user metrics, where logged: reproduce judges float noise by them
+        files |= {name: Path(client.download_artifacts(run_id, name, str(dest))) for name in ARTIFACTS
+                  if name.endswith(".parquet") and name in logged}
+        return files
     except MlflowException as err:
         raise TrackingError(f"MLflow store {redact(uri)}: run {run_id} or its run.json/metrics.json artifacts not found "
                             f"({err.message.splitlines()[0] if err.message else err})") from None
