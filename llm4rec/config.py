@@ -20,7 +20,7 @@ import yaml
 from llm4rec.data.sources import BUILTIN_SOURCES
 from llm4rec.evaluation.metrics import metric_cutoff
 from llm4rec.io import stable_hash
-from llm4rec.models import ARTIFACTS, MODELS, check_params
+from llm4rec.models import ARTIFACTS, MODELS, check_params, resolved_params
 from llm4rec.params import ParamsError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -236,7 +236,7 @@ class Grid:
             "dataset_config": self.dataset_config(dataset),
             "model": model,
             "paradigm": MODELS[model].paradigm,
-            "params": self.model_params(model, dataset),
+            "params": resolved_params(model, self.model_params(model, dataset)),  # defaults and variant filled in
             "seed": seed,
             "cutoffs": self.cutoffs,
             **({"evaluation": self.model_evaluation(model)} if "evaluation" in self.model_entry(model) else {}),

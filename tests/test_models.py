@@ -45,3 +45,84 @@ def test_every_artifact_builder_and_config_resolve(name):
     assert callable(import_object(spec.builder)) and spec.files
     with pytest.raises(ParamsError, match=rf"{name}: unknown parameter 'nope'"):
         check_params(spec, {"nope": 1})
+
+
+DEFAULT_GRID = Path(__file__).resolve().parents[1] / "benchmarks" / "default.yaml"
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_the_logged_hyperparameters_are_the_config_the_model_was_built_with(name):
+    """Field by field, for every registered model (the default grid's params where it lists the model):
+    what MLflow's hp.* and run.json record is what the recommender holds, variants' overrides included."""
+    import dataclasses
+
+    from llm4rec.config import load_grid
+    from llm4rec.models import flat
+    from llm4rec.tracking import describe_run
+
+    grid = load_grid(DEFAULT_GRID)
+    params = grid.model_params(name, "ml-100k") if name in grid.models else {}
+    spec = MODELS[name]
+    inputs = {slot: ResolvedInput({f: Path(f) for f in s.files}, "test") for slot, s in spec.inputs.items()}
+    model = build_model(name, params, seed=0, device="cpu", inputs=inputs)
+    config = {"model": name, "paradigm": spec.paradigm, "dataset": "ml-100k", "seed": 0, "params": params}
+    logged = {key[3:]: value for key, value in describe_run(config)[0].items() if key.startswith("hp.")}
+    assert logged or name == "mostpop"  # MostPop has no hyper-parameter
+    held = getattr(model, "cfg", None)
+    if dataclasses.is_dataclass(held):
+        built = flat(dataclasses.asdict(held))
+        for key, value in logged.items():
+            assert key in built and built[key] == value, (name, key, value, built.get(key))
+    else:  # a library-configured model: every param the grid chose is logged as chosen
+        assert {k: logged[k] for k in params} == params
+    for key, value in flat(spec.overrides).items():
+        assert logged[key] == value, (name, key)
+
+
+def test_variants_are_their_parent_plus_overrides():
+    from llm4rec.models import variant_params
+
+    entangled = MODELS["idiomoe_entangled"]
+    assert entangled.parent == "idiomoe" and MODELS[entangled.parent].paradigm == entangled.paradigm
+    resolved = variant_params(entangled, {"max_history": 5})
+    assert resolved["expert_layers"] == "none" and resolved["max_history"] == 5
+    assert resolved["lora"]["target_modules"] == ["gate_proj", "up_proj", "down_proj"]  # the variant's default...
+    assert variant_params(entangled, {"lora": {"rank": 4}})["lora"] == {"rank": 4, "alpha": 32, "dropout": 0.0,
+                                                                        "target_modules": ["gate_proj", "up_proj", "down_proj"]}
+    assert variant_params(entangled, {"lora": None})["lora"] is None  # ...which a grid may change
+    assert variant_params(entangled, {"expert_layers": "none"})["expert_layers"] == "none"  # repeating an override: fine
+    with pytest.raises(ParamsError, match=r"idiomoe_entangled: params.expert_layers is 'last_8', but idiomoe_entangled is "
+                                          r"idiomoe with expert_layers = 'none'"):
+        variant_params(entangled, {"expert_layers": "last_8"})
+    for spec in MODELS.values():
+        assert spec.parent is None or spec.parent in MODELS, spec.name
+        assert spec.parent is not None or not (spec.overrides or spec.defaults), spec.name
+
+
+def test_the_run_hash_covers_resolved_params_so_a_changed_default_changes_it(monkeypatch):
+    import dataclasses
+
+    from llm4rec.config import load_grid
+
+    grid = load_grid(DEFAULT_GRID)
+    before = {m: grid.run_hash("ml-100k", m, 0) for m in ("idiomoe", "idiomoe_entangled", "bpr")}
+    assert grid.run_config("ml-100k", "idiomoe_entangled", 0)["params"]["expert_layers"] == "none"
+    monkeypatch.setitem(MODELS, "idiomoe", dataclasses.replace(MODELS["idiomoe"], config="tests.test_models:ChangedDefault"))
+    assert grid.run_hash("ml-100k", "idiomoe", 0) != before["idiomoe"]  # only a default changed, not the grid
+    assert grid.run_hash("ml-100k", "idiomoe_entangled", 0) == before["idiomoe_entangled"]
+    assert grid.run_hash("ml-100k", "bpr", 0) == before["bpr"]
+
+
+def _changed_default():
+    import dataclasses
+
+    from llm4rec.paradigms.idiomoe import IdiomoeConfig
+
+    @dataclasses.dataclass(frozen=True)
+    class ChangedDefault(IdiomoeConfig):
+        item_init: str = "random"
+
+    return ChangedDefault
+
+
+ChangedDefault = _changed_default()

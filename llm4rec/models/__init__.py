@@ -146,6 +146,12 @@ class ModelSpec:
     # "module:function(name, params, resolved) -> {key: value}" for a config that is not a dataclass (RecBole's):
     # the model's hyper-parameters, chosen values over the library's resolved ones (see `hyperparameters`)
     hyperparameters: str | None = None
+    # A variant is its parent plus data: `overrides` are the values that make it the variant (a grid may
+    # repeat them, never contradict them); `defaults` its own defaults over the config class's, which a
+    # grid may change. Both are applied in `check_params`, before the run hash, run.json and MLflow.
+    parent: str | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+    defaults: dict[str, Any] = field(default_factory=dict)
 
     @property
     def title(self) -> str:
@@ -158,13 +164,16 @@ _CF_EXPORTS = ("item_embeddings.npy", "user_embeddings.npy", "user_ids.txt")
 
 
 def _llm(name: str, module: str, config: str, paradigm: str, description: str, display: str,
-         inputs: dict[str, InputSlot] | None = None, costs: tuple[Cost, ...] = (), reads_text: bool = True) -> ModelSpec:
+         inputs: dict[str, InputSlot] | None = None, costs: tuple[Cost, ...] = (), reads_text: bool = True,
+         parent: str | None = None, overrides: dict[str, Any] | None = None,
+         defaults: dict[str, Any] | None = None) -> ModelSpec:
     """An LLM model family's entry: `build` and its config class in llm4rec.paradigms.<module>;
     every LLMRecommender over a language model reports its text retention (perplexity before/after
-    training)."""
+    training). A variant names its `parent` and the `overrides` / `defaults` that make it one."""
     return ModelSpec(name, paradigm, f"llm4rec.paradigms.{module}:build", description,
                      config=f"llm4rec.paradigms.{module}:{config}", display=display, inputs=inputs or {},
-                     costs=costs + (TEXT_RETENTION_COSTS if reads_text else ()))
+                     costs=costs + (TEXT_RETENTION_COSTS if reads_text else ()), parent=parent,
+                     overrides=overrides or {}, defaults=defaults or {})
 
 
 def _semantic_ids(quantizer: str | None = None) -> dict[str, InputSlot]:
@@ -204,27 +213,30 @@ MODELS: dict[str, ModelSpec] = {
              "history as titles -> fine-tuned causal LM (LoRA) -> catalogue-constrained beam search",
              "Text-prompted (LoRA)"),
         _llm("text_prompted_zeroshot", "text_prompted", "TextPromptedConfig", "text_prompted",
-             "the same prompt and constrained decoding, no fine-tuning", "Text-prompted (zero-shot)"),
+             "the same prompt and constrained decoding, no fine-tuning", "Text-prompted (zero-shot)",
+             parent="text_prompted", overrides={"zero_shot": True, "lora": None, "sft": {"steps": 0}}),
         _llm("cf_llara", "cf_injected", "CfLlaraConfig", "cf_injected",
              "history as titles, each followed by its projected CF embedding (a soft token) -> LoRA -> constrained "
              "title decoding (LLaRA)", "LLaRA (CF soft tokens)", _cf_source()),
         _llm("cf_llara_permuted", "cf_injected", "CfLlaraConfig", "cf_injected",
              "cf_llara with every soft token carrying another item's CF embedding (fixed derangement): does the LLM use it?",
-             "LLaRA (permuted CF)", _cf_source()),
+             "LLaRA (permuted CF)", _cf_source(), parent="cf_llara", overrides={"cf": {"permuted": True}}),
         _llm("cf_e4srec", "cf_injected", "CfE4SRecConfig", "cf_injected",
              "history as projected CF embeddings only -> LoRA -> an output layer over all items, one forward per user (E4SRec)",
              "E4SRec (CF soft tokens)", _cf_source()),
         _llm("cf_e4srec_permuted", "cf_injected", "CfE4SRecConfig", "cf_injected",
              "cf_e4srec with every soft token carrying another item's CF embedding (fixed derangement)",
-             "E4SRec (permuted CF)", _cf_source()),
+             "E4SRec (permuted CF)", _cf_source(), parent="cf_e4srec", overrides={"cf": {"permuted": True}}),
         _llm("idiomoe", "idiomoe", "IdiomoeConfig", "moe_expert",
              "item IDs as new tokens; FFN split into text and item experts routed by token type (IDIOMoE)", "IDIOMoE"),
         _llm("idiomoe_learned_router", "idiomoe", "IdiomoeConfig", "moe_expert",
              "IDIOMoE with a learned per-token gate between the experts instead of token-type routing",
-             "IDIOMoE (learned router)"),
+             "IDIOMoE (learned router)", parent="idiomoe", overrides={"routing": "learned"}),
         _llm("idiomoe_entangled", "idiomoe", "IdiomoeConfig", "moe_expert",
              "the same item tokens and training, no expert split: the shared FFN tuned with LoRA",
-             "Item tokens, entangled FFN"),
+             "Item tokens, entangled FFN", parent="idiomoe", overrides={"expert_layers": "none"},
+             defaults={"lora": {"rank": 16, "alpha": 32, "dropout": 0.0,
+                                "target_modules": ["gate_proj", "up_proj", "down_proj"]}}),
         _llm("sid_tiger", "semantic_id.tiger", "TigerConfig", "semantic_id",
              "semantic IDs (RQ-KMeans over item-text embeddings) -> T5 from scratch -> trie-constrained beam search (TIGER)",
              "TIGER (semantic IDs)", _semantic_ids(), SEMANTIC_ID_COSTS, reads_text=False),
@@ -265,10 +277,35 @@ def import_object(path: str) -> Any:
     return getattr(importlib.import_module(module_name), attr)
 
 
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """`base` with `override`'s values, merged key by key into nested mappings."""
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def variant_params(spec: ModelSpec, params: dict[str, Any]) -> dict[str, Any]:
+    """A variant's params: its defaults, then the grid's params, then its overrides; a grid value that
+    contradicts an override is an error naming both (nanoGPT's `from_pretrained`: a name is a set of
+    overrides, and the rest is asserted)."""
+    from llm4rec.params import ParamsError
+
+    given = flat(params)
+    for key, value in flat(spec.overrides).items():
+        if key in given and given[key] != value:
+            raise ParamsError(f"{spec.name}: params.{key} is {given[key]!r}, but {spec.name} is {spec.parent} with "
+                              f"{key} = {value!r} (set it on {spec.parent}, or leave it out here)")
+    return deep_merge(deep_merge(spec.defaults, params), spec.overrides)
+
+
 def check_params(spec: ModelSpec | ArtifactSpec, params: dict[str, Any]) -> Any:
-    """Parse `params` with the spec's config class; raise ParamsError naming an unknown key."""
+    """Parse `params` (a variant's: `variant_params`) with the spec's config class; raise ParamsError
+    naming an unknown key."""
     from llm4rec.params import ParamsError, from_params
 
+    if isinstance(spec, ModelSpec):
+        params = variant_params(spec, params)
     if spec.config is None:
         if params:
             raise ParamsError(f"{spec.name}: takes no parameters (got: {', '.join(sorted(params))})")
@@ -296,6 +333,16 @@ def hyperparameters(name: str, params: dict[str, Any], resolved: Mapping[str, An
         return import_object(spec.hyperparameters)(name, params, resolved)
     parsed = check_params(spec, dict(params))
     return flat(dataclasses.asdict(parsed)) if dataclasses.is_dataclass(parsed) else flat(dict(params))
+
+
+def resolved_params(name: str, params: dict[str, Any]) -> dict[str, Any]:
+    """What a model is built with, as plain data: its config dataclass with every default and variant
+    override filled in (a library-configured model: its checked params). The run hash covers this,
+    so a changed default reruns the runs it changes."""
+    parsed = check_params(MODELS[name], dict(params))
+    if dataclasses.is_dataclass(parsed):
+        return dataclasses.asdict(parsed)
+    return dict(parsed or {})
 
 
 def build_model(name: str, params: dict[str, Any], seed: int, device: str, *, selection: str = "ndcg_at_10",

@@ -23,7 +23,6 @@ and one-forward catalogue scoring (`llm4rec.llm.item_scoring`).
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -331,9 +330,7 @@ class CfE4SRecRecommender(LLMRecommender):
 
 def build(name: str, config: CfLlaraConfig | CfE4SRecConfig, seed: int, device: str, selection: str = "ndcg_at_10",
           inputs: dict | None = None) -> LLMRecommender:
-    """cf_llara / cf_e4srec, and their `_permuted` ablations (the soft tokens of other items)."""
-    if name.endswith("_permuted"):
-        config = dataclasses.replace(config, cf=dataclasses.replace(config.cf, permuted=True))
+    """cf_llara / cf_e4srec, and their `_permuted` ablations (cf.permuted: the soft tokens of other items)."""
     source = (inputs or {})["cf_source"]
     if isinstance(config, CfE4SRecConfig):
         return CfE4SRecRecommender(config, seed, device, selection, source)

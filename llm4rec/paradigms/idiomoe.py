@@ -19,7 +19,6 @@ model the paper argues against).
 from __future__ import annotations
 
 import copy
-import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -291,16 +290,8 @@ class IdiomoeRecommender(LLMRecommender):
         return top_unseen_items(logits, histories, self.index, self.items, k, self.decode_stats, mask)
 
 
-ENTANGLED_LORA = LoraSettings(rank=16, alpha=32, dropout=0.0, target_modules=["gate_proj", "up_proj", "down_proj"])
-
-
 def build(name: str, config: IdiomoeConfig, seed: int, device: str, selection: str = "ndcg_at_10",
           inputs: dict | None = None) -> IdiomoeRecommender:
-    """idiomoe: the method; idiomoe_learned_router: a learned gate instead of token-type routing;
-    idiomoe_entangled: the same item tokens and training, no expert split, the shared FFN tuned with LoRA."""
-    cfg = config
-    if name == "idiomoe_learned_router":
-        cfg = dataclasses.replace(cfg, routing="learned")
-    elif name == "idiomoe_entangled":
-        cfg = dataclasses.replace(cfg, expert_layers="none", lora=cfg.lora or ENTANGLED_LORA)
-    return IdiomoeRecommender(cfg, seed, device, selection)
+    """idiomoe, and its variants (llm4rec.models: idiomoe_learned_router sets routing: learned;
+    idiomoe_entangled sets expert_layers: none with LoRA on every FFN by default)."""
+    return IdiomoeRecommender(config, seed, device, selection)

@@ -10,7 +10,6 @@ shared `llm4rec.llm.recommender.LLMRecommender`.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -71,6 +70,4 @@ class TextPromptedRecommender(LLMRecommender):
 
 def build(name: str, config: TextPromptedConfig, seed: int, device: str, selection: str = "ndcg_at_10",
           inputs: dict | None = None) -> TextPromptedRecommender:
-    if name == "text_prompted_zeroshot":
-        config = dataclasses.replace(config, zero_shot=True)
     return TextPromptedRecommender(config, seed, device, selection)
