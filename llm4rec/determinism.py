@@ -10,7 +10,8 @@ and metrics, whatever else runs on the machine. What breaks that without these s
   shows it). `torch.use_deterministic_algorithms(True)` makes such kernels serial.
 - cuDNN autotuning and cuBLAS workspaces on CUDA (`CUBLAS_WORKSPACE_CONFIG`).
 - The thread count: a reduction split over another number of threads sums in another order.
-  The grid fixes it per model (`threads`) and the record says what it was.
+  The grid fixes it per model (`threads`), for torch and numpy's BLAS alike, and the record says
+  what it was.
 
 Python's hash seed must not matter: nothing orders by iterating a set or dict of strings
 (tests rerun every model under two different PYTHONHASHSEED values).
@@ -44,6 +45,10 @@ def apply_determinism(threads: int, device: str = "cpu") -> dict[str, Any]:
     torch.backends.cudnn.deterministic = True
     torch.backends.cudnn.benchmark = False
     torch.set_num_threads(threads)
+    # numpy's BLAS too (k-means, kNN): Snakemake sets OPENBLAS_NUM_THREADS per job, a plain process does not
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=threads, user_api="blas")
     return determinism_record()
 
 
