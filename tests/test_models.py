@@ -75,7 +75,7 @@ def test_the_logged_hyperparameters_are_the_config_the_model_was_built_with(name
             assert key in built and built[key] == value, (name, key, value, built.get(key))
     else:  # a library-configured model: every param the grid chose is logged as chosen
         assert {k: logged[k] for k in params} == params
-    for key, value in flat(spec.overrides).items():
+    for key, value in (flat(spec.overrides) | flat(spec.not_applicable)).items():
         assert logged[key] == value, (name, key)
 
 
@@ -96,7 +96,7 @@ def test_variants_are_their_parent_plus_overrides():
         variant_params(entangled, {"expert_layers": "last_8"})
     for spec in MODELS.values():
         assert spec.parent is None or spec.parent in MODELS, spec.name
-        assert spec.parent is not None or not (spec.overrides or spec.defaults), spec.name
+        assert spec.parent is not None or not (spec.overrides or spec.defaults or spec.not_applicable), spec.name
 
 
 def test_the_run_hash_covers_resolved_params_so_a_changed_default_changes_it(monkeypatch):

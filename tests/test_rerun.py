@@ -82,7 +82,7 @@ def grid(data: Path, backbone: Path) -> dict:
             {"name": "cf_e4srec_permuted", "params": e4srec},
             {"name": "idiomoe", "params": idiomoe},
             {"name": "idiomoe_learned_router", "params": idiomoe},
-            {"name": "idiomoe_entangled", "params": idiomoe},
+            {"name": "idiomoe_entangled", "params": idiomoe | {"expert_layers": "none"}},
             {"name": "sid_tiger", "inputs": {"codes": {"artifact": "semantic_ids", "params": codes}}, "params": tiger},
             {"name": "sid_random", "inputs": {"codes": {"artifact": "semantic_ids", "params": codes | {"quantizer": "random"}}},
              "params": tiger},

@@ -106,8 +106,7 @@ def test_rerun_resumes_its_own_checkpoint_and_keeps_the_selected_one(tiny, tmp_p
 
 def test_zero_shot_trains_nothing(tiny, tmp_path):
     split, folder = tiny
-    zero_shot = {k: v for k, v in params(folder).items() if k != "lora"} | {"sft": {"max_history": 3}}
-    rec = build_model("text_prompted_zeroshot", zero_shot, seed=0, device="cpu")
+    rec = build_model("text_prompted_zeroshot", params(folder), seed=0, device="cpu")  # the parent's params, shared
     assert rec.cfg.zero_shot and rec.cfg.lora is None and rec.cfg.sft.steps == 0  # the record says what runs
     info = rec.fit(split, tmp_path)
     assert info["zero_shot"] and info["parameters_trainable"] == 0 and "train_examples" not in info
@@ -119,9 +118,9 @@ def test_zero_shot_trains_nothing(tiny, tmp_path):
 
 def test_a_variant_refuses_params_that_contradict_it(tiny):
     _, folder = tiny
-    with pytest.raises(ParamsError, match=r"text_prompted_zeroshot: params.sft.steps is 30, but text_prompted_zeroshot "
-                                          r"is text_prompted with sft.steps = 0"):
-        build_model("text_prompted_zeroshot", params(folder), seed=0, device="cpu")
+    with pytest.raises(ParamsError, match=r"text_prompted_zeroshot: params.zero_shot is False, but text_prompted_zeroshot "
+                                          r"is text_prompted with zero_shot = True"):
+        build_model("text_prompted_zeroshot", params(folder, zero_shot=False), seed=0, device="cpu")
 
 
 def test_unknown_parameter_is_named(tiny):

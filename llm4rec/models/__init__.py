@@ -148,10 +148,13 @@ class ModelSpec:
     hyperparameters: str | None = None
     # A variant is its parent plus data: `overrides` are the values that make it the variant (a grid may
     # repeat them, never contradict them); `defaults` its own defaults over the config class's, which a
-    # grid may change. Both are applied in `check_params`, before the run hash, run.json and MLflow.
+    # grid may change; `not_applicable` the settings that do not apply to it, recorded as what ran
+    # whatever the grid shares with the parent (zero-shot: no LoRA, 0 steps). All are applied in
+    # `check_params`, before the run hash, run.json and MLflow.
     parent: str | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
     defaults: dict[str, Any] = field(default_factory=dict)
+    not_applicable: dict[str, Any] = field(default_factory=dict)
 
     @property
     def title(self) -> str:
@@ -166,14 +169,14 @@ _CF_EXPORTS = ("item_embeddings.npy", "user_embeddings.npy", "user_ids.txt")
 def _llm(name: str, module: str, config: str, paradigm: str, description: str, display: str,
          inputs: dict[str, InputSlot] | None = None, costs: tuple[Cost, ...] = (), reads_text: bool = True,
          parent: str | None = None, overrides: dict[str, Any] | None = None,
-         defaults: dict[str, Any] | None = None) -> ModelSpec:
+         defaults: dict[str, Any] | None = None, not_applicable: dict[str, Any] | None = None) -> ModelSpec:
     """An LLM model family's entry: `build` and its config class in llm4rec.paradigms.<module>;
     every LLMRecommender over a language model reports its text retention (perplexity before/after
     training). A variant names its `parent` and the `overrides` / `defaults` that make it one."""
     return ModelSpec(name, paradigm, f"llm4rec.paradigms.{module}:build", description,
                      config=f"llm4rec.paradigms.{module}:{config}", display=display, inputs=inputs or {},
                      costs=costs + (TEXT_RETENTION_COSTS if reads_text else ()), parent=parent,
-                     overrides=overrides or {}, defaults=defaults or {})
+                     overrides=overrides or {}, defaults=defaults or {}, not_applicable=not_applicable or {})
 
 
 def _semantic_ids(quantizer: str | None = None) -> dict[str, InputSlot]:
@@ -214,7 +217,7 @@ MODELS: dict[str, ModelSpec] = {
              "Text-prompted (LoRA)"),
         _llm("text_prompted_zeroshot", "text_prompted", "TextPromptedConfig", "text_prompted",
              "the same prompt and constrained decoding, no fine-tuning", "Text-prompted (zero-shot)",
-             parent="text_prompted", overrides={"zero_shot": True, "lora": None, "sft": {"steps": 0}}),
+             parent="text_prompted", overrides={"zero_shot": True}, not_applicable={"lora": None, "sft": {"steps": 0}}),
         _llm("cf_llara", "cf_injected", "CfLlaraConfig", "cf_injected",
              "history as titles, each followed by its projected CF embedding (a soft token) -> LoRA -> constrained "
              "title decoding (LLaRA)", "LLaRA (CF soft tokens)", _cf_source()),
@@ -286,8 +289,8 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
 
 
 def variant_params(spec: ModelSpec, params: dict[str, Any]) -> dict[str, Any]:
-    """A variant's params: its defaults, then the grid's params, then its overrides; a grid value that
-    contradicts an override is an error naming both (nanoGPT's `from_pretrained`: a name is a set of
+    """A variant's params: its defaults, then the grid's params, then its overrides and what does not
+    apply to it; a grid value that contradicts an override is an error naming both (nanoGPT's `from_pretrained`: a name is a set of
     overrides, and the rest is asserted)."""
     from llm4rec.params import ParamsError
 
@@ -296,7 +299,7 @@ def variant_params(spec: ModelSpec, params: dict[str, Any]) -> dict[str, Any]:
         if key in given and given[key] != value:
             raise ParamsError(f"{spec.name}: params.{key} is {given[key]!r}, but {spec.name} is {spec.parent} with "
                               f"{key} = {value!r} (set it on {spec.parent}, or leave it out here)")
-    return deep_merge(deep_merge(spec.defaults, params), spec.overrides)
+    return deep_merge(deep_merge(deep_merge(spec.defaults, params), spec.overrides), spec.not_applicable)
 
 
 def check_params(spec: ModelSpec | ArtifactSpec, params: dict[str, Any]) -> Any:
