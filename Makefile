@@ -25,14 +25,15 @@ $(STAMP): pyproject.toml constraints.txt
 
 env: $(STAMP)
 
-# pdflatex (booktabs) compiles reports/tables.pdf and runs the LaTeX compile test; installed
-# from Debian when we are root, otherwise we say what to install (the report still writes .tex).
+# pdflatex (booktabs) compiles reports/tables.pdf and runs the LaTeX compile test; poppler's pdftotext
+# reads the compiled table's word boxes (the caption-width test). Installed from Debian when we are
+# root, otherwise we say what to install (the report still writes .tex).
 tex:
-	@command -v pdflatex >/dev/null || { \
+	@{ command -v pdflatex >/dev/null && command -v pdftotext >/dev/null; } || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    echo "installing texlive-latex-recommended (pdflatex + booktabs)"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends texlive-latex-recommended >/dev/null; \
-	  else echo "pdflatex not found: install texlive-latex-recommended to compile the LaTeX tables"; fi; }
+	    echo "installing texlive-latex-recommended (pdflatex + booktabs) and poppler-utils (pdftotext)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends texlive-latex-recommended poppler-utils >/dev/null; \
+	  else echo "pdflatex or pdftotext not found: install texlive-latex-recommended and poppler-utils to compile and check the LaTeX tables"; fi; }
 
 # The LLM runs' text-retention sample (llm4rec/llm/retention.py): public-domain prose that Debian's
 # dict-devil package ships (The Devil's Dictionary, 1911); installed the same way as pdflatex.
