@@ -67,7 +67,10 @@ def test_marks_on_constructed_table(runs_dir):
     assert set(zip(sig["system"], sig["dataset"], strict=True)) == {("llm_good", "ml-a"), ("mostpop", "ml-a"), ("mostpop", "ml-b")}
     table = build_main_table(runs, comparisons, spec())
     good = table.cells[("llm_good", "ml-a", "hr_at_10")]
-    assert good.bold and not good.underline and good.marks == "dagger"
+    assert good.bold and not good.underline and good.marks == "better"
+    for c in sig.itertuples():  # every mark says which way: MostPop is significantly worse than BPR
+        assert table.cells[(c.system, c.dataset, c.metric)].marks == ("better" if c.diff > 0 else "worse")
+    assert table.cells[("mostpop", "ml-b", "hr_at_10")].marks == "worse"
     bpr_a = table.cells[("bpr", "ml-a", "hr_at_10")]
     assert bpr_a.underline and not bpr_a.bold and bpr_a.marks == ""
     same = table.cells[("llm_same", "ml-a", "hr_at_10")]
@@ -79,13 +82,14 @@ def test_marks_on_constructed_table(runs_dir):
 
     latex = render_latex(table)
     good_row = next(line for line in latex.splitlines() if line.startswith("llm\\_good"))
-    assert good_row.startswith(rf"llm\_good & \textbf{{{good.mean:.4f}}}$^{{\dagger}}$")
+    assert good_row.startswith(rf"llm\_good & \textbf{{{good.mean:.4f}}}$^{{\uparrow}}$")
     assert good_row.rstrip().endswith(r"-- & -- & -- \\")  # missing on ml-b: dashes (incl. Impr.)
     assert r"\par\smallskip{\footnotesize --: not run on this dataset, or the cutoff is beyond the model's ranking depth.\par}" in latex
     assert "Holm-Bonferroni correction over the 10 comparisons" in latex and r"$\alpha$ = 0.05" in latex
     assert r"\textit{Text-prompted}" in latex and r"\cmidrule(lr){2-4}" in latex
     markdown = render_markdown(table)
-    assert f"**{good.mean:.4f}**†" in markdown and "–: not run on this dataset, or the cutoff" in markdown
+    assert f"**{good.mean:.4f}**↑" in markdown and "–: not run on this dataset, or the cutoff" in markdown
+    assert "↑ / ↓ mark a model significantly better / worse than the best baseline" in markdown
 
 
 def test_all_pairs_letters(runs_dir):

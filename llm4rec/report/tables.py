@@ -2,7 +2,8 @@
 
 The main table: rows grouped by paradigm, columns dataset x metric, mean over seeds
 (+/- std on request), best per column in bold, second underlined, significance marks from
-the comparison family (dagger: different from the column's best baseline after correction;
+the comparison family (an up / down arrow: significantly better / worse than the column's best
+baseline after correction;
 in all-pairs mode, superscript letters name the models a cell is significantly better
 than), an optional relative-improvement column per dataset, and a generated caption that
 states the protocol. A model missing on a dataset, or a metric beyond a model's ranking
@@ -49,7 +50,7 @@ class Cell:
     n_seeds: int
     bold: bool = False
     underline: bool = False
-    marks: str = ""  # "dagger" or letters
+    marks: str = ""  # "better" / "worse" than the best baseline, or letters (all-pairs mode)
 
 
 @dataclass
@@ -120,7 +121,8 @@ def build_main_table(runs: Sequence[RunRecord], comparisons: pd.DataFrame, spec:
     letters = {m: chr(ord("a") + i) for i, (_, m) in enumerate(rows)} if spec.mode == "all_pairs" else {}
     for c in comparisons[comparisons.get("significant", pd.Series(dtype=bool)).astype(bool)].itertuples() if len(comparisons) else []:
         if spec.mode == "best_baseline":
-            cells[(c.system, c.dataset, c.metric)].marks = "dagger"
+            better = (c.diff > 0) != (c.metric in LOWER_IS_BETTER)  # the mark says which way the difference goes
+            cells[(c.system, c.dataset, c.metric)].marks = "better" if better else "worse"
         else:
             better, worse = (c.system, c.reference) if (c.diff > 0) != (c.metric in LOWER_IS_BETTER) else (c.reference, c.system)
             cell = cells[(better, c.dataset, c.metric)]
@@ -157,7 +159,7 @@ def caption(runs: Sequence[RunRecord], comparisons: pd.DataFrame, spec: CompareS
     stats = (f"{test} over users (per-user metrics averaged over seeds), {correction} correction over the "
              f"{family} comparisons in this table, α = {spec.alpha}")
     if spec.mode == "best_baseline":
-        parts.append(f"† marks a significant difference from the best baseline of the column ({stats}).")
+        parts.append(f"↑ / ↓ mark a model significantly better / worse than the best baseline of the column ({stats}).")
         if table.improvement:
             parts.append(f"Impr.: relative {metric_label(table.metrics[0])} change over the best baseline.")
     else:
@@ -185,10 +187,12 @@ def latex_escape(text: str) -> str:
     for char, escaped in (("\\", r"\textbackslash{}"), ("_", r"\_"), ("%", r"\%"), ("&", r"\&"), ("#", r"\#"),
                           ("$", r"\$"), ("{", r"\{"), ("}", r"\}")):
         text = text.replace(char, escaped)
-    return text.replace("±", r"$\pm$").replace("†", r"$^{\dagger}$").replace("α", r"$\alpha$")
+    return (text.replace("±", r"$\pm$").replace("↑", r"$\uparrow$").replace("↓", r"$\downarrow$")
+            .replace("α", r"$\alpha$"))
 
 
 LATEX_MARKS = {"dash": "--", "star": "$^{*}$"}
+DIRECTION_MARKS = {"better": ("↑", "uparrow"), "worse": ("↓", "downarrow")}  # Markdown, LaTeX (no package needed)
 MARKDOWN_MARKS = {"dash": "–", "star": "\\*"}
 
 
@@ -202,8 +206,8 @@ def _latex_cell(cell: Cell | None, table: MainTable) -> str:
         text = rf"\underline{{{text}}}"
     if table.show_std and cell.n_seeds > 1:  # one seed has no spread to show
         text += rf"{{\scriptsize$\pm${_fmt(cell.std, table.decimals)}}}"
-    if cell.marks == "dagger":
-        text += r"$^{\dagger}$"
+    if cell.marks in DIRECTION_MARKS:
+        text += rf"$^{{\{DIRECTION_MARKS[cell.marks][1]}}}$"
     elif cell.marks:
         text += rf"$^{{\mathrm{{{cell.marks}}}}}$"
     return text
@@ -286,7 +290,8 @@ def render_markdown(table: MainTable) -> str:
                 continue
             text = _fmt(cell.mean, table.decimals) + (f" ± {_fmt(cell.std, table.decimals)}" if table.show_std and cell.n_seeds > 1 else "")
             text = f"**{text}**" if cell.bold else (f"<ins>{text}</ins>" if cell.underline else text)
-            text += "†" if cell.marks == "dagger" else (f"<sup>{cell.marks}</sup>" if cell.marks else "")
+            text += DIRECTION_MARKS[cell.marks][0] if cell.marks in DIRECTION_MARKS else (
+                f"<sup>{cell.marks}</sup>" if cell.marks else "")
             cells.append(text)
         name = display_name(model, table.names) + (MARKDOWN_MARKS["star"] if table.is_sampled(model) else "") + (
             f" ({table.letters[model]})" if table.letters else "")
