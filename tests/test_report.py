@@ -18,8 +18,10 @@ COST = {"train_time_s": 10.0, "inference_ms_per_user": 0.5, "inference_time_test
         "parameters_total": 1000, "parameters_trainable": 1000}
 
 
-def make_run(root, dataset, model, paradigm, seed, hits, checksum="s1", users=None, metrics=None, evaluation=None):
-    """A finished run whose every metric per user is `hits` (0/1 per user)."""
+def make_run(root, dataset, model, paradigm, seed, hits, checksum="s1", users=None, metrics=None, evaluation=None,
+             valid=None):
+    """A finished run whose every metric per user is `hits` (0/1 per user); validation means equal the test
+    means unless `valid` (one value for every metric) says otherwise."""
     folder = root / dataset / model / f"seed{seed}"
     users = users or [f"u{i}" for i in range(len(hits))]
     per_user = pd.DataFrame({"user_id": users, "n_targets": 1, "history_length": np.arange(len(hits)) % 40 + 5,
@@ -31,7 +33,8 @@ def make_run(root, dataset, model, paradigm, seed, hits, checksum="s1", users=No
     write_parquet(folder / "per_user_test.parquet", per_user)
     means = {m: float(per_user[m].mean()) for m in metrics}
     write_json(folder / "metrics.json", {"dataset": dataset, "model": model, "paradigm": paradigm, "seed": seed,
-                                         "config_hash": "x", "cost": COST, "valid": means, "test": means,
+                                         "config_hash": "x", "cost": COST, "test": means,
+                                         "valid": means if valid is None else dict.fromkeys(metrics, valid),
                                          "evaluation": evaluation or {}})
     split_cfg = {"dataset_config": {"split": {"method": "leave_one_out"}}}
     write_json(folder / "run.json", {"run": split_cfg, "split_checksums": {"interactions.parquet": checksum}})
@@ -90,6 +93,21 @@ def test_marks_on_constructed_table(runs_dir):
     markdown = render_markdown(table)
     assert f"**{good.mean:.4f}**↑" in markdown and "–: not run on this dataset, or the cutoff" in markdown
     assert "↑ / ↓ mark a model significantly better / worse than the best baseline" in markdown
+
+
+def test_the_best_baseline_is_chosen_on_validation_not_test(tmp_path):
+    """MostPop is the better baseline on validation, BPR on test: the reference (and Impr.) is MostPop."""
+    rng = np.random.default_rng(1)
+    for seed in (0, 1):
+        make_run(tmp_path, "ml-a", "bpr", "baseline", seed, (rng.random(N_USERS) < 0.30).astype(float), valid=0.2)
+        make_run(tmp_path, "ml-a", "mostpop", "baseline", seed, (rng.random(N_USERS) < 0.10).astype(float), valid=0.25)
+        make_run(tmp_path, "ml-a", "llm", "text_prompted", seed, (rng.random(N_USERS) < 0.20).astype(float))
+    runs = runs_from_results(tmp_path)
+    comparisons = compare_runs(runs, spec())
+    assert set(comparisons["reference"]) == {"mostpop"}
+    table = build_main_table(runs, comparisons, spec())
+    assert ("mostpop", "ml-a") not in table.improvement and ("bpr", "ml-a") in table.improvement
+    assert "best baseline of the column, chosen on validation" in table.caption
 
 
 def test_all_pairs_letters(runs_dir):

@@ -78,8 +78,10 @@ def paired_per_user(runs_a: Sequence[RunRecord], runs_b: Sequence[RunRecord], me
 
 
 def best_baseline(groups: dict[tuple[str, str], list[RunRecord]], dataset: str, metric: str) -> str | None:
-    """The baseline with the best mean on (dataset, metric); None if the dataset has no baseline."""
-    candidates = {m: mean_over_seeds(rs, metric) for (d, m), rs in groups.items() if d == dataset and rs[0].paradigm == "baseline"}
+    """The baseline with the best validation mean on (dataset, metric), as a paper would have chosen it
+    before seeing the test split; None if the dataset has no baseline."""
+    candidates = {m: float(np.mean([r.metrics["valid"][metric] for r in rs])) for (d, m), rs in groups.items()
+                  if d == dataset and rs[0].paradigm == "baseline" and all(metric in r.metrics.get("valid", {}) for r in rs)}
     if not candidates:
         return None
     pick = min if metric in LOWER_IS_BETTER else max

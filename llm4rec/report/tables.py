@@ -159,7 +159,8 @@ def caption(runs: Sequence[RunRecord], comparisons: pd.DataFrame, spec: CompareS
     stats = (f"{test} over users (per-user metrics averaged over seeds), {correction} correction over the "
              f"{family} comparisons in this table, α = {spec.alpha}")
     if spec.mode == "best_baseline":
-        parts.append(f"↑ / ↓ mark a model significantly better / worse than the best baseline of the column ({stats}).")
+        parts.append(f"↑ / ↓ mark a model significantly better / worse than the best baseline of the column, chosen on "
+                     f"validation ({stats}).")
         if table.improvement:
             parts.append(f"Impr.: relative {metric_label(table.metrics[0])} change over the best baseline.")
     else:
