@@ -7,7 +7,6 @@ anything runs; every error names the file, the key path and what was expected, e
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import os
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ import yaml
 from llm4rec.data.sources import BUILTIN_SOURCES
 from llm4rec.evaluation.metrics import metric_cutoff
 from llm4rec.io import stable_hash
-from llm4rec.models import ARTIFACTS, MODELS, check_params, resolved_params
+from llm4rec.models import ARTIFACTS, MODELS, check_params, deep_merge, resolved_params
 from llm4rec.params import ParamsError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -51,13 +50,6 @@ def _key_path(parts) -> str:
     for part in parts:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out or "<top level>"
-
-
-def _merge(base: dict, override: dict) -> dict:
-    out = copy.deepcopy(base)
-    for key, value in override.items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
 
 
 @dataclass(frozen=True)
@@ -147,7 +139,7 @@ class Grid:
         return REPORT_DEFAULTS | self.raw.get("report", {})
 
     def dataset_config(self, dataset: str) -> dict[str, Any]:
-        return _merge(DATASET_DEFAULTS, self.raw["datasets"][dataset])
+        return deep_merge(DATASET_DEFAULTS, self.raw["datasets"][dataset])
 
     def model_entry(self, model: str) -> dict[str, Any]:
         return next(m for m in self.raw["models"] if m["name"] == model)
@@ -220,7 +212,7 @@ class Grid:
 
     def model_params(self, model: str, dataset: str) -> dict[str, Any]:
         entry = self.model_entry(model)
-        return _merge(entry.get("params", {}), entry.get("dataset_params", {}).get(dataset, {}))
+        return deep_merge(entry.get("params", {}), entry.get("dataset_params", {}).get(dataset, {}))
 
     def split_dir(self, dataset: str) -> Path:
         return self.grid_dir / "data" / dataset

@@ -34,9 +34,9 @@ CUBLAS_WORKSPACE = ":4096:8"
 _NONDETERMINISTIC = re.compile(r"^(\S+) does not have a deterministic implementation")
 
 
-def apply_determinism(threads: int, device: str = "cpu") -> dict[str, Any]:
-    """Turn every determinism switch on for this process (before any model is built) and return
-    what `determinism_record` will say about it."""
+def apply_determinism(threads: int, device: str = "cpu") -> None:
+    """Turn every determinism switch on for this process, before any model is built
+    (`determinism_record` says afterwards what was on)."""
     import torch
 
     if device.startswith("cuda"):
@@ -49,7 +49,6 @@ def apply_determinism(threads: int, device: str = "cpu") -> dict[str, Any]:
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(limits=threads, user_api="blas")
-    return determinism_record()
 
 
 def determinism_record(nondeterministic_ops: list[str] | None = None) -> dict[str, Any]:

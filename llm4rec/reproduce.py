@@ -34,6 +34,7 @@ from llm4rec.config import ConfigError, load_grid
 from llm4rec.data.atomic import DataError
 from llm4rec.environment import environment
 from llm4rec.io import read_json, write_json, write_text
+from llm4rec.stats import paired_t_test
 
 
 @dataclass
@@ -222,14 +223,10 @@ def metric_verdict(metric: str, diff: float, evidence: Mapping[str, PhaseEvidenc
 
 
 def _paired_p(old: np.ndarray, new: np.ndarray) -> float | None:
-    from scipy import stats
-
-    diff = new - old
-    if len(diff) < 2 or not np.any(diff):
+    """The paired t-test's p-value over users (llm4rec.stats); None when no user's value changed."""
+    if len(old) < 2 or np.array_equal(old, new):
         return None
-    if np.all(diff == diff[0]):
-        return 0.0
-    return float(stats.ttest_rel(new, old).pvalue)
+    return paired_t_test(new, old)
 
 
 ENVIRONMENT_KEYS = ("git_commit", "python", "platform", "cpu_model", "cpu_capability", "cpu_flags", "cpu_count",

@@ -34,6 +34,7 @@ export is ``baselines/embedding_knn.py`` (README, "Adding a model").
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import importlib
 from collections.abc import Mapping, Sequence
@@ -281,8 +282,8 @@ def import_object(path: str) -> Any:
 
 
 def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    """`base` with `override`'s values, merged key by key into nested mappings."""
-    out = dict(base)
+    """A copy of `base` with `override`'s values, merged key by key into nested mappings."""
+    out = copy.deepcopy(base)
     for key, value in override.items():
         out[key] = deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
     return out
@@ -290,8 +291,8 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
 
 def variant_params(spec: ModelSpec, params: dict[str, Any]) -> dict[str, Any]:
     """A variant's params: its defaults, then the grid's params, then its overrides and what does not
-    apply to it; a grid value that contradicts an override is an error naming both (nanoGPT's `from_pretrained`: a name is a set of
-    overrides, and the rest is asserted)."""
+    apply to it; a grid value that contradicts an override is an error naming both (nanoGPT's
+    `from_pretrained`: a name is a set of overrides, and the rest is asserted)."""
     from llm4rec.params import ParamsError
 
     given = flat(params)
