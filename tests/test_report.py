@@ -85,11 +85,11 @@ def test_marks_on_constructed_table(runs_dir):
 
     latex = render_latex(table)
     good_row = next(line for line in latex.splitlines() if line.startswith("llm\\_good"))
-    assert good_row.startswith(rf"llm\_good & \textbf{{{good.mean:.4f}}}$^{{\uparrow}}$")
+    assert good_row.startswith(rf"llm\_good & 2 & \textbf{{{good.mean:.4f}}}$^{{\uparrow")  # name, seeds, value, mark
     assert good_row.rstrip().endswith(r"-- & -- & -- \\")  # missing on ml-b: dashes (incl. Impr.)
     assert r"\par\smallskip{\footnotesize --: not run on this dataset, or the cutoff is beyond the model's ranking depth.\par}" in latex
     assert "Holm-Bonferroni correction over the 10 comparisons" in latex and r"$\alpha$ = 0.05" in latex
-    assert r"\textit{Text-prompted}" in latex and r"\cmidrule(lr){2-4}" in latex
+    assert r"\textit{Text-prompted}" in latex and r"\cmidrule(lr){3-5}" in latex
     markdown = render_markdown(table)
     assert f"**{good.mean:.4f}**↑" in markdown and "–: not run on this dataset, or the cutoff" in markdown
     assert "↑ / ↓ mark a model significantly better / worse than the best baseline" in markdown
@@ -107,7 +107,7 @@ def test_the_best_baseline_is_chosen_on_validation_not_test(tmp_path):
     assert set(comparisons["reference"]) == {"mostpop"}
     table = build_main_table(runs, comparisons, spec())
     assert ("mostpop", "ml-a") not in table.improvement and ("bpr", "ml-a") in table.improvement
-    assert "best baseline of the column, chosen on validation" in table.caption
+    assert "the column's best baseline, chosen on validation" in table.caption
 
 
 def test_all_pairs_letters(runs_dir):
@@ -157,7 +157,17 @@ def test_a_model_scored_on_a_user_sample_is_paired_on_that_sample_and_starred(ru
     assert r"llm\_sample$^{*}$ &" in latex and "llm_sample\\* |" in markdown
     assert f"llm_sample: 120 of {N_USERS} on ml-a" in markdown
     assert r"\footnotesize $^{*}$: scored on a seeded uniform sample of the test users" in latex
-    assert "Mean over 2 seeds (llm_sample: seed 0 only)." in table.caption
+    # its numbers are the paired sample's: its seed, its users; the line below it is BPR on the same seed and users
+    assert table.seeds[("llm_sample", "ml-a")] == 1 and table.seeds[("bpr", "ml-a")] == 2
+    cell = table.cells[("llm_sample", "ml-a", "hr_at_10")]
+    assert cell.mean == pytest.approx(hits.mean()) and cell.reference == pytest.approx(bpr.mean())
+    assert cell.diff == pytest.approx(hits.mean() - bpr.mean())
+    assert table.cells[("bpr", "ml-a", "hr_at_10")].reference is None  # the full-sample rows get no second line
+    assert table.improvement[("llm_sample", "ml-a")] == pytest.approx(100 * (hits.mean() - bpr.mean()) / bpr.mean())
+    assert rf"\quad\textit{{BPR, same users/seeds}} &  & \textit{{{bpr.mean():.4f}}} & " in latex
+    assert f"| | *↳ BPR, same users/seeds* | | *{bpr.mean():.4f}* |" in markdown
+    assert "the italic line below gives the best baseline's value on the same users and seeds" in table.caption
+    assert "seed 0 only" not in table.caption  # the Seeds column says it
 
 
 def test_full_report_files_and_latex_compiles(runs_dir, tmp_path):
@@ -167,7 +177,7 @@ def test_full_report_files_and_latex_compiles(runs_dir, tmp_path):
     options = REPORT_DEFAULTS | {"metrics": ["hr_at_10", "ndcg_at_10"], "show_std": True}
     written = build_report(runs_from_results(runs_dir), ReportSpec(options), out)
     names = {p.relative_to(out).as_posix() for p in written}
-    assert {"results_table.tex", "results_table.md", "results_table.csv", "cost_table.tex", "slices.csv",
+    assert {"results_table.tex", "results_table.md", "results_table.csv", "ablations.tex", "ablations.csv", "cost_table.tex", "slices.csv",
             "figures/ndcg_at_10_ci.png", "figures/slices_target_popularity.pdf", "tables.pdf"} <= names
     assert all(p.stat().st_size > 0 for p in written)
     # an independent compile of a minimal document that \input's each table
@@ -293,7 +303,7 @@ def test_caption_and_footnotes_stay_within_the_tables_width(runs_dir, tmp_path):
     tolerance = 12.0  # the tabular's box begins and ends \tabcolsep (6pt) outside its text, plus a centred column's slack
     assert all(left - tolerance <= x0 and x1 <= right + tolerance for x0, x1, _, _ in outside), (left, right, [
         w for w in outside if not (left - tolerance <= w[0] and w[1] <= right + tolerance)][:5])
-    assert right - left < 0.6 * 482  # far narrower than the text width (482pt): a caption set to it would fail above
+    assert right - left < 0.7 * 482  # far narrower than the text width (482pt): a caption set to it would fail above
 
 
 def test_cost_figure_labels_every_model_inside_the_figure_without_overlap(runs_dir, tmp_path, monkeypatch):
@@ -334,3 +344,113 @@ def test_cost_figure_labels_every_model_inside_the_figure_without_overlap(runs_d
     for i, (a, box_a) in enumerate(boxes):
         for b, box_b in boxes[i + 1:]:
             assert not box_a.overlaps(box_b), (a, b)
+
+
+def test_the_table_follows_the_paired_sample_where_it_reverses_the_full_sample_order(tmp_path):
+    """Hand-built: BPR (two seeds) beats `llm` (seed 0 only) on their full-sample means, 0.65 vs 0.60, but on
+    the seed both ran BPR scores 0.50: the table prints 0.60 against BPR's 0.50 on the same seed (the italic
+    line), bolds `llm`, and its Impr. is +20%, the paired difference, not the -7.7% of the full means."""
+    users = [f"u{i}" for i in range(10)]
+    make_run(tmp_path, "ml-a", "bpr", "baseline", 0, np.array([1, 1, 1, 1, 1, 0, 0, 0, 0, 0.0]), users=users)
+    make_run(tmp_path, "ml-a", "bpr", "baseline", 1, np.array([1, 1, 1, 1, 1, 1, 1, 1, 0, 0.0]), users=users)
+    make_run(tmp_path, "ml-a", "llm", "text_prompted", 0, np.array([1, 1, 1, 1, 1, 1, 0, 0, 0, 0.0]), users=users)
+    runs = runs_from_results(tmp_path)
+    comparisons = compare_runs(runs, spec(correction="none"))
+    row = comparisons[(comparisons.metric == "hr_at_10")].iloc[0]
+    assert (row.system, row.reference, row.mean_system, row.mean_reference, row.seeds) == ("llm", "bpr", 0.6, 0.5, "0")
+    table = build_main_table(runs, comparisons, spec(correction="none"))
+    llm, bpr = table.cells[("llm", "ml-a", "hr_at_10")], table.cells[("bpr", "ml-a", "hr_at_10")]
+    assert bpr.mean == pytest.approx(0.65)  # the reference's own row: its full sample
+    assert (llm.mean, llm.reference, llm.diff) == (pytest.approx(0.6), pytest.approx(0.5), pytest.approx(0.1))
+    assert llm.bold and not bpr.bold and bpr.underline  # ranked by the paired difference, not 0.60 < 0.65
+    assert table.improvement[("llm", "ml-a")] == pytest.approx(20.0)
+    assert table.seeds == {("llm", "ml-a"): 1, ("bpr", "ml-a"): 2}
+    markdown = render_markdown(table)
+    assert "| Text-prompted | llm | 1 | **0.6000** | **0.6000** | +20.0% |" in markdown
+    assert "| | *↳ BPR, same users/seeds* | | *0.5000* | *0.5000* |  |" in markdown
+    assert "by the paired difference with the best baseline" in table.caption
+
+
+def test_a_seed_level_test_and_the_per_user_test_disagree_on_three_seeds(tmp_path):
+    """Three seeds, 1,000 users. Per user, `llm` beats `bpr` by the seed's shift d_s plus a small user effect
+    e_u (sd 0.05): over users the per-user test is overwhelming; but the per-seed mean differences
+    (+0.06, +0.06, +0.01 plus mean(e)) vary so much with the seed that the paired t-test over seed means,
+    which counts training variance, is not significant at 0.05 (t = 2.6 with 2 degrees of freedom)."""
+    from scipy import stats
+
+    rng = np.random.default_rng(11)
+    n = 1000
+    base, effect = rng.random(n), rng.normal(0, 0.05, n)
+    shifts = (0.06, 0.06, 0.01)
+    for seed, shift in enumerate(shifts):
+        make_run(tmp_path, "ml-a", "bpr", "baseline", seed, base)
+        make_run(tmp_path, "ml-a", "llm", "text_prompted", seed, base + shift + effect)
+    comparisons = compare_runs(runs_from_results(tmp_path), spec(correction="none"))
+    row = comparisons[comparisons.metric == "hr_at_10"].iloc[0]
+    # by hand: the per-seed mean differences, their t statistic and two-sided p with n - 1 = 2 degrees of freedom
+    d = np.array(shifts) + effect.mean()
+    t = d.mean() / (d.std(ddof=1) / np.sqrt(3))
+    assert t == pytest.approx(2.6, abs=0.2)
+    assert row.p_seed == pytest.approx(2 * stats.t.sf(abs(t), 2), rel=1e-9)
+    assert row.p_seed == pytest.approx(stats.ttest_rel(base.mean() + d, np.full(3, base.mean())).pvalue, rel=1e-9)
+    assert row.p_seed > 0.05 and not row.significant_seed
+    # over users: each user's difference averaged over the seeds, mean(d_s) + e_u, tested with users as the unit
+    per_user = np.mean(shifts) + effect
+    assert row.p_value == pytest.approx(stats.ttest_1samp(per_user, 0).pvalue, rel=1e-6) and row.p_value < 1e-100
+    assert row.significant and row.n_seeds == 3 and row.seeds == "0 1 2"
+    table = build_main_table(runs_from_results(tmp_path), comparisons, spec(correction="none"))
+    cell = table.cells[("llm", "ml-a", "hr_at_10")]
+    assert cell.marks == "better" and not cell.seed_significant
+    assert "0.5" in render_markdown(table) and "↑‡" not in render_markdown(table)
+    assert "also significant by a paired t-test over per-seed means" in table.caption
+
+
+def test_variants_are_compared_with_their_declared_parent_in_their_own_family(tmp_path):
+    """idiomoe_entangled (parent idiomoe) and cf_e4srec_permuted (parent cf_e4srec), per the registry; the
+    ablation family is corrected on its own (Holm over its p-values only) and is not in the main table's count."""
+    from llm4rec.models import MODELS
+    from llm4rec.report.ablations import ablation_frame, render_ablations
+    from llm4rec.stats import correct
+
+    rng = np.random.default_rng(3)
+    for seed in (0, 1):
+        make_run(tmp_path, "ml-a", "bpr", "baseline", seed, (rng.random(N_USERS) < 0.3).astype(float))
+        make_run(tmp_path, "ml-a", "idiomoe", "moe_expert", seed, (rng.random(N_USERS) < 0.3).astype(float))
+        make_run(tmp_path, "ml-a", "idiomoe_entangled", "moe_expert", seed, (rng.random(N_USERS) < 0.1).astype(float))
+    make_run(tmp_path, "ml-a", "cf_e4srec", "cf_injected", 0, (rng.random(N_USERS) < 0.3).astype(float))
+    make_run(tmp_path, "ml-a", "cf_e4srec_permuted", "cf_injected", 0, (rng.random(N_USERS) < 0.28).astype(float))
+    assert MODELS["idiomoe_entangled"].parent == "idiomoe" and MODELS["cf_e4srec_permuted"].parent == "cf_e4srec"
+    runs = runs_from_results(tmp_path)
+    comparisons = compare_runs(runs, spec())
+    ablation = comparisons[comparisons.family == "ablation"]
+    assert sorted(set(zip(ablation.system, ablation.reference, strict=True))) == [
+        ("cf_e4srec_permuted", "cf_e4srec"), ("idiomoe_entangled", "idiomoe")]
+    assert comparisons.attrs["family_size"] == 8  # main: 4 models against bpr x 2 metrics; ablations apart
+    np.testing.assert_allclose(ablation.p_adjusted, correct(ablation.p_value.to_numpy(), "holm"))
+    frame = ablation_frame(comparisons)
+    entangled = frame[(frame.variant == "idiomoe_entangled") & (frame.metric == "hr_at_10")].iloc[0]
+    assert entangled.direction == "worse" and entangled.seeds == "0 1"
+    permuted = frame[(frame.variant == "cf_e4srec_permuted") & (frame.metric == "hr_at_10")].iloc[0]
+    assert permuted.direction == "" and np.isnan(permuted.p_seed)  # one seed: no seed-level test
+    markdown = render_ablations(frame, spec(), "markdown")
+    assert (f"| Item tokens, entangled FFN | IDIOMoE | 2 | {entangled.variant_mean:.4f}↓ ({entangled.parent_mean:.4f}) |"
+            in markdown)
+    assert "correction over the 4 comparisons of this table, its own family" in markdown
+
+
+def test_every_row_of_the_ci_figure_has_an_interval(runs_dir):
+    """Two seeds: a t-interval over the seed means; one seed: a bootstrap interval over its users."""
+    from llm4rec.report.figures import row_interval
+    from llm4rec.stats import bootstrap_mean_ci, mean_ci
+
+    rng = np.random.default_rng(4)
+    make_run(runs_dir, "ml-a", "one_seed", "text_prompted", 0, (rng.random(N_USERS) < 0.2).astype(float))
+    groups = {}
+    for r in runs_from_results(runs_dir):
+        groups.setdefault((r.dataset, r.model), []).append(r)
+    mean, low, high, over = row_interval(groups[("ml-a", "one_seed")], "hr_at_10")
+    values = groups[("ml-a", "one_seed")][0].per_user()["hr_at_10"].to_numpy()
+    assert over == "users" and (low, high) == bootstrap_mean_ci(values) and low < mean < high
+    assert high - low == pytest.approx(2 * 1.96 * values.std() / np.sqrt(N_USERS), rel=0.15)  # the normal approximation
+    good = groups[("ml-a", "llm_good")]
+    assert row_interval(good, "hr_at_10")[1:] == (*mean_ci([r.metrics["test"]["hr_at_10"] for r in good])[2:], "seeds")

@@ -246,7 +246,7 @@ MODELS: dict[str, ModelSpec] = {
              "TIGER (semantic IDs)", _semantic_ids(), SEMANTIC_ID_COSTS, reads_text=False),
         _llm("sid_random", "semantic_id.tiger", "TigerConfig", "semantic_id",
              "sid_tiger on random code tuples of the same shape (what semantic structure buys)",
-             "TIGER (random IDs)", _semantic_ids("random"), SEMANTIC_ID_COSTS, reads_text=False),
+             "TIGER (random IDs)", _semantic_ids("random"), SEMANTIC_ID_COSTS, reads_text=False, parent="sid_tiger"),
         _llm("sid_llm", "semantic_id.llm", "SidLlmConfig", "semantic_id",
              "semantic IDs as new tokens of a pretrained LLM (LoRA + code embeddings) -> trie-constrained beam search",
              "SID-LLM (LoRA)", _semantic_ids(), SEMANTIC_ID_COSTS),

@@ -3,6 +3,7 @@
 Writes into one folder (default `reports/`):
     comparisons.csv                    every paired comparison of the table's family (p, adjusted p, effect sizes)
     results_table.{tex,md,csv}         the main table
+    ablations.{tex,md,csv}             every variant against its parent (its own family of tests)
     cost_table.{tex,md,csv}            parameters, train time, inference latency, peak memory (+ validity)
     slices.{md,csv}                    metric by history-length and target-popularity bucket
     figures/*.{pdf,png}                metric with CIs, accuracy vs cost, slice bars
@@ -22,6 +23,7 @@ import pandas as pd
 from llm4rec.evaluation.metrics import metric_cutoff
 from llm4rec.io import write_text
 from llm4rec.report import figures
+from llm4rec.report.ablations import ablation_frame, render_ablations
 from llm4rec.report.compare import CompareSpec, compare_runs
 from llm4rec.report.runs import RunRecord
 from llm4rec.report.slices import SLICES, render_slices_markdown, slice_frame
@@ -51,7 +53,7 @@ REPORT_DEFAULTS = {
 }
 
 
-TABLE_STEMS = ("results_table", "cost_table")
+TABLE_STEMS = ("results_table", "ablations", "cost_table")
 TABLE_FORMATS = ("tex", "md", "csv")
 FIGURE_FORMATS = ("pdf", "png")
 
@@ -125,6 +127,11 @@ def build_report(runs: Sequence[RunRecord], spec: ReportSpec, out_dir: str | Pat
     written += [write_text(out_dir / "results_table.tex", render_latex(table)),
                 write_text(out_dir / "results_table.md", render_markdown(table)),
                 write_text(out_dir / "results_table.csv", table_frame(table).to_csv(index=False))]
+    ablations = ablation_frame(comparisons)
+    written += [write_text(out_dir / "ablations.tex", render_ablations(ablations, spec.compare_spec(), "latex",
+                                                                       label=spec.label.replace("results", "ablations"), names=names)),
+                write_text(out_dir / "ablations.md", render_ablations(ablations, spec.compare_spec(), "markdown", names=names)),
+                write_text(out_dir / "ablations.csv", ablations.to_csv(index=False))]
     costs = cost_frame(runs)
     written += [write_text(out_dir / "cost_table.tex", render_cost(costs, "latex", label=spec.label.replace("results", "cost"), names=names)),
                 write_text(out_dir / "cost_table.md", render_cost(costs, "markdown", names=names)),
@@ -137,7 +144,7 @@ def build_report(runs: Sequence[RunRecord], spec: ReportSpec, out_dir: str | Pat
     written += figures.accuracy_vs_cost(runs, o["slice_metric"], fig_dir, names)
     written += figures.slice_bars(slices, fig_dir, names)
     preview = "\n".join([r"\documentclass{article}", r"\usepackage{booktabs}", r"\usepackage[margin=2cm]{geometry}",
-                         r"\begin{document}", r"\input{results_table.tex}", r"\input{cost_table.tex}", r"\end{document}", ""])
+                         r"\begin{document}", r"\input{results_table.tex}", r"\input{ablations.tex}", r"\input{cost_table.tex}", r"\end{document}", ""])
     written.append(write_text(out_dir / "tables.tex", preview))
     pdf = compile_latex(out_dir / "tables.tex")
     if pdf is not None:

@@ -4,8 +4,18 @@ Pairing: two models are compared on one dataset over the seeds both have; within
 users are paired by id. When one model was scored on a declared sample of the other's users
 (a costly model's `evaluation.test_users`), the pair is tested on that sample. Runs on
 different splits, or with user sets that are not nested, are refused with a message naming
-both runs (never silently compared). Seeds are respected by averaging
-each user's metric over seeds before the paired test (see llm4rec.stats).
+both runs (never silently compared).
+
+Two tests per pair, each corrected over its own family:
+- over users: each user's metric averaged over the common seeds, then the paired test of the spec
+  (t, Wilcoxon or randomization) with users as the unit; it counts user variance only;
+- over seeds (two or more common seeds): a paired t-test on the per-seed means, seeds as the unit;
+  it counts training variance, the variance a rerun would show.
+
+Families: `main` (every model against the column's best baseline, chosen on validation, or all
+pairs) and `ablation` (every registry variant against its declared `parent`), each with its own
+correction. The means a comparison reports (`mean_system`, `mean_reference`) are over the paired
+sample, the numbers the tests were computed on; the tables print them.
 """
 
 from __future__ import annotations
@@ -18,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from llm4rec.report.runs import RunRecord
-from llm4rec.stats import Comparison, compare_pair, correct, seed_aware_arrays
+from llm4rec.stats import Comparison, compare_pair, correct, seed_mean_test
 
 LOWER_IS_BETTER = {"avg_popularity_at_5", "avg_popularity_at_10", "avg_popularity_at_20", "avg_popularity_at_50"}
 
@@ -46,12 +56,23 @@ def by_model(runs: Sequence[RunRecord]) -> dict[tuple[str, str], list[RunRecord]
     return groups
 
 
-def mean_over_seeds(runs: Sequence[RunRecord], metric: str) -> float:
-    return float(np.mean([r.metrics["test"][metric] for r in runs]))
+@dataclass(frozen=True)
+class PairedSample:
+    """Two models' per-user metric on the seeds both have and, within each, the users both scored
+    (one array per seed, users in the same order)."""
+
+    seeds: tuple[int, ...]
+    users: tuple[str, ...]
+    per_seed_a: tuple[np.ndarray, ...]
+    per_seed_b: tuple[np.ndarray, ...]
+
+    def seed_averaged(self) -> tuple[np.ndarray, np.ndarray]:
+        """Each user's metric averaged over the common seeds (the per-user test's sample)."""
+        return np.mean(np.vstack(self.per_seed_a), axis=0), np.mean(np.vstack(self.per_seed_b), axis=0)
 
 
-def paired_per_user(runs_a: Sequence[RunRecord], runs_b: Sequence[RunRecord], metric: str) -> tuple[np.ndarray, np.ndarray]:
-    """Per-user metric arrays of two models, averaged over their common seeds."""
+def paired_sample(runs_a: Sequence[RunRecord], runs_b: Sequence[RunRecord], metric: str) -> PairedSample:
+    """The paired sample of two models on one dataset; refuses different splits or non-nested user sets."""
     seeds_a, seeds_b = {r.seed: r for r in runs_a}, {r.seed: r for r in runs_b}
     common = sorted(set(seeds_a) & set(seeds_b))
     if not common:
@@ -72,9 +93,14 @@ def paired_per_user(runs_a: Sequence[RunRecord], runs_b: Sequence[RunRecord], me
         if users is not None and set(order) != shared:
             raise ComparisonError(f"{a.label}: test users differ from seed {common[0]} of the same model")
         users = order
-        arrays_a.append(ua.loc[users, metric].to_numpy())
-        arrays_b.append(ub.loc[users, metric].to_numpy())
-    return seed_aware_arrays(arrays_a, arrays_b)
+        arrays_a.append(ua.loc[users, metric].to_numpy(dtype=np.float64))
+        arrays_b.append(ub.loc[users, metric].to_numpy(dtype=np.float64))
+    return PairedSample(tuple(common), tuple(users), tuple(arrays_a), tuple(arrays_b))
+
+
+def paired_per_user(runs_a: Sequence[RunRecord], runs_b: Sequence[RunRecord], metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per-user metric arrays of two models, averaged over their common seeds."""
+    return paired_sample(runs_a, runs_b, metric).seed_averaged()
 
 
 def best_baseline(groups: dict[tuple[str, str], list[RunRecord]], dataset: str, metric: str) -> str | None:
@@ -88,32 +114,65 @@ def best_baseline(groups: dict[tuple[str, str], list[RunRecord]], dataset: str, 
     return pick(candidates, key=candidates.get)
 
 
+def ablation_pairs(groups: dict[tuple[str, str], list[RunRecord]], dataset: str) -> list[tuple[str, str]]:
+    """(variant, parent) for every model on `dataset` whose registry entry declares a parent that also ran there."""
+    from llm4rec.models import MODELS
+
+    models = {m for d, m in groups if d == dataset}
+    return sorted((m, MODELS[m].parent) for m in models if m in MODELS and MODELS[m].parent in models)
+
+
+def main_pairs(groups: dict[tuple[str, str], list[RunRecord]], dataset: str, metric: str, mode: str) -> list[tuple[str, str]]:
+    models = sorted(m for d, m in groups if d == dataset)
+    if mode == "best_baseline":
+        reference = best_baseline(groups, dataset, metric)
+        return [(m, reference) for m in models if reference and m != reference]
+    if mode == "all_pairs":
+        return list(combinations(models, 2))
+    raise ValueError(f"unknown comparison mode '{mode}' (known: best_baseline, all_pairs)")
+
+
+COMPARISON_COLUMNS = [f.name for f in fields(Comparison)] + ["family", "n_users", "seeds", "n_seeds", "p_seed",
+                                                            "p_seed_adjusted", "significant_seed"]
+
+
 def compare_runs(runs: Sequence[RunRecord], spec: CompareSpec) -> pd.DataFrame:
-    """Every comparison of the table's family, with p-values adjusted over that family."""
+    """Every comparison of the table's family (`family` == "main") and of the ablation family (each
+    variant against its parent), p-values adjusted within each family, per-user and per-seed tests apart."""
     groups = by_model(runs)
-    datasets = sorted({r.dataset for r in runs})
     rows = []
-    for dataset in datasets:
-        models = sorted(m for d, m in groups if d == dataset)
-        for metric in spec.metrics:
-            if spec.mode == "best_baseline":
-                reference = best_baseline(groups, dataset, metric)
-                pairs = [(m, reference) for m in models if reference and m != reference]
-            elif spec.mode == "all_pairs":
-                pairs = list(combinations(models, 2))
-            else:
-                raise ValueError(f"unknown comparison mode '{spec.mode}' (known: best_baseline, all_pairs)")
-            for system, reference in pairs:
-                if any(metric not in r.metrics["test"] for r in groups[(dataset, system)] + groups[(dataset, reference)]):
-                    continue  # a cutoff beyond one model's ranking depth: nothing to compare
-                a, b = paired_per_user(groups[(dataset, system)], groups[(dataset, reference)], metric)
-                comparison = compare_pair(a, b, dataset=dataset, metric=metric, system=system, reference=reference,
-                                          test=spec.test, rounds=spec.rounds, seed=spec.seed,
-                                          bootstrap_rounds=spec.bootstrap_rounds)
-                rows.append(asdict(comparison) | {"n_users": len(a), "n_seeds": len({r.seed for r in groups[(dataset, system)]})})
-    table = pd.DataFrame(rows, columns=[f.name for f in fields(Comparison)] + ["n_users", "n_seeds"])
-    if len(table):
-        table["p_adjusted"] = correct(table["p_value"].to_numpy(), spec.correction)
-        table["significant"] = table["p_adjusted"] < spec.alpha
-    table.attrs["family_size"] = len(table)
+    for dataset in sorted({r.dataset for r in runs}):
+        for family in ("main", "ablation"):
+            for metric in spec.metrics:
+                pairs = (main_pairs(groups, dataset, metric, spec.mode) if family == "main"
+                         else ablation_pairs(groups, dataset))
+                for system, reference in pairs:
+                    if any(metric not in r.metrics["test"] for r in groups[(dataset, system)] + groups[(dataset, reference)]):
+                        continue  # a cutoff beyond one model's ranking depth: nothing to compare
+                    sample = paired_sample(groups[(dataset, system)], groups[(dataset, reference)], metric)
+                    a, b = sample.seed_averaged()
+                    comparison = compare_pair(a, b, dataset=dataset, metric=metric, system=system, reference=reference,
+                                              test=spec.test, rounds=spec.rounds, seed=spec.seed,
+                                              bootstrap_rounds=spec.bootstrap_rounds)
+                    p_seed = (seed_mean_test(list(sample.per_seed_a), list(sample.per_seed_b))
+                              if len(sample.seeds) > 1 else float("nan"))
+                    rows.append(asdict(comparison) | {"family": family, "n_users": len(a),
+                                                      "seeds": " ".join(map(str, sample.seeds)),
+                                                      "n_seeds": len(sample.seeds), "p_seed": p_seed})
+    table = pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
+    for family in ("main", "ablation"):
+        mine = table["family"] == family
+        table.loc[mine, "p_adjusted"] = correct(table.loc[mine, "p_value"].to_numpy(dtype=np.float64), spec.correction)
+        seeded = mine & table["p_seed"].notna()
+        table.loc[seeded, "p_seed_adjusted"] = correct(table.loc[seeded, "p_seed"].to_numpy(dtype=np.float64), spec.correction)
+    table["significant"] = table["p_adjusted"].astype(float) < spec.alpha
+    table["significant_seed"] = table["p_seed_adjusted"].astype(float) < spec.alpha  # NaN (one seed): False
+    table.attrs["family_size"] = int((table["family"] == "main").sum())
     return table
+
+
+def family(comparisons: pd.DataFrame, name: str) -> pd.DataFrame:
+    """One family's rows (comparisons.csv written before families existed holds the main family only)."""
+    if "family" not in comparisons:
+        return comparisons if name == "main" else comparisons.iloc[0:0]
+    return comparisons[comparisons["family"] == name]

@@ -1,5 +1,8 @@
 """Figures (matplotlib, PDF and PNG): metric per model with CIs, accuracy vs cost, slice bars.
 
+Every row of the CI figure has an interval, labelled by what it is over: seeds (t-interval of the
+per-seed means) where a model has two or more, users (percentile bootstrap) where it has one.
+
 Every label stays inside the saved figure and none overlaps another: models are told apart by a legend (colour =
 paradigm, marker = model within it), not by text next to the points (tests/test_report.py checks the drawn boxes).
 """
@@ -21,7 +24,7 @@ from llm4rec.models import paradigm_color, paradigm_rank, paradigm_title  # noqa
 from llm4rec.report.compare import by_model  # noqa: E402
 from llm4rec.report.runs import RunRecord  # noqa: E402
 from llm4rec.report.tables import display_name, metric_label  # noqa: E402
-from llm4rec.stats import mean_ci  # noqa: E402
+from llm4rec.stats import bootstrap_mean_ci, mean_ci  # noqa: E402
 
 
 def ci_stem(metric: str) -> str:
@@ -49,20 +52,44 @@ def save(fig, out_dir: Path, stem: str) -> list[Path]:
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h")
 
 
+def row_interval(runs: Sequence[RunRecord], metric: str, rounds: int = 2000, seed: int = 0) -> tuple[float, float, float, str]:
+    """(mean, CI low, CI high, over) for one model: a t-interval over seed means with two or more seeds
+    (over = "seeds"), a percentile bootstrap over users with one (over = "users"): every row has one."""
+    if len(runs) > 1:
+        mean, _, low, high = mean_ci([r.metrics["test"][metric] for r in runs])
+        return mean, low, high, "seeds"
+    values = runs[0].per_user()[metric].to_numpy(dtype=np.float64)
+    low, high = bootstrap_mean_ci(values, rounds, seed)
+    return float(values.mean()), low, high, "users"
+
+
+INTERVAL_STYLE = {"seeds": {"ecolor": "black", "label": "95% CI over seeds (t)"},
+                  "users": {"ecolor": "dimgray", "linestyle": "--", "label": "95% CI over users (bootstrap; one seed)"}}
+
+
 def metric_with_ci(runs: Sequence[RunRecord], metric: str, out_dir: Path, names: Mapping[str, str] | None = None) -> list[Path]:
     groups = by_model(runs)
     datasets = sorted({d for d, _ in groups})
-    fig, axes = plt.subplots(1, len(datasets), figsize=(4.5 * len(datasets), 0.45 * max(len(groups), 4) + 1), squeeze=False)
+    fig, axes = plt.subplots(1, len(datasets), figsize=(4.5 * len(datasets), 0.45 * max(len(groups), 4) + 1.4), squeeze=False)
+    kinds = set()
     for ax, dataset in zip(axes[0], datasets, strict=True):
-        entries = sorted(((rs[0].paradigm, m, mean_ci([r.metrics["test"][metric] for r in rs])) for (d, m), rs in groups.items() if d == dataset),
+        entries = sorted(((rs[0].paradigm, m, row_interval(rs, metric)) for (d, m), rs in groups.items() if d == dataset),
                          key=lambda e: (paradigm_rank(e[0]), e[2][0]))
         y = np.arange(len(entries))
-        means = [e[2][0] for e in entries]
-        errors = [[e[2][0] - e[2][2] for e in entries], [e[2][3] - e[2][0] for e in entries]]
-        ax.barh(y, means, xerr=errors, color=[paradigm_color(e[0]) for e in entries], capsize=3)
+        ax.barh(y, [e[2][0] for e in entries], color=[paradigm_color(e[0]) for e in entries])
+        for i, (_, _, (mean, low, high, over)) in enumerate(entries):
+            style = INTERVAL_STYLE[over]
+            bars = ax.errorbar(mean, i, xerr=[[mean - low], [high - mean]], fmt="none", capsize=3, ecolor=style["ecolor"])
+            if "linestyle" in style:
+                bars[-1][0].set_linestyle(style["linestyle"])
+            kinds.add(over)
         ax.set_yticks(y, [display_name(e[1], names) for e in entries])
-        ax.set_xlabel(f"{metric_label(metric)} (mean, 95% CI over seeds)")
+        ax.set_xlabel(f"{metric_label(metric)} (mean, 95% CI)")
         ax.set_title(dataset)
+    handles = [matplotlib.lines.Line2D([], [], color=INTERVAL_STYLE[k]["ecolor"], linestyle=INTERVAL_STYLE[k].get("linestyle", "-"))
+               for k in ("seeds", "users") if k in kinds]
+    fig.legend(handles, [INTERVAL_STYLE[k]["label"] for k in ("seeds", "users") if k in kinds], loc="upper center",
+               bbox_to_anchor=(0.5, 0.0), ncol=2, fontsize=8, frameon=False)
     return save(fig, out_dir, ci_stem(metric))
 
 
@@ -117,12 +144,15 @@ def slice_bars(slices: pd.DataFrame, out_dir: Path, names: Mapping[str, str] | N
             colors = plt.get_cmap("tab20" if len(models) > 10 else "tab10")
             for i, model in enumerate(models):
                 values = part[part["model"] == model].set_index("bucket").reindex(buckets)
-                ax.bar(np.arange(len(buckets)) + i * width, values["mean"], width, yerr=values["std"], capsize=2,
+                errors = [values["mean"] - values["ci_low"], values["ci_high"] - values["mean"]]
+                ax.bar(np.arange(len(buckets)) + i * width, values["mean"], width, yerr=errors, capsize=2,
                        label=display_name(model, names), color=colors(i % colors.N))
             ax.set_xticks(np.arange(len(buckets)) + width * (len(models) - 1) / 2, buckets)
             ax.set_xlabel(slice_name.replace("_", " "))
-            ax.set_ylabel(metric_label(part["metric"].iloc[0]))
+            ax.set_ylabel(f"{metric_label(part['metric'].iloc[0])} (95% CI)")
             ax.set_title(dataset)
+            ax.text(0.0, -0.22, "intervals over seeds (t); over the bucket's users (bootstrap) for one-seed models",
+                    transform=ax.transAxes, fontsize=7, va="top")
         axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)  # beside the bars
         paths += save(fig, out_dir, slice_stem(slice_name))
     return paths

@@ -12,6 +12,7 @@ from llm4rec.evaluation.evaluate import POPULARITY_BUCKETS
 from llm4rec.report.compare import by_model
 from llm4rec.report.runs import RunRecord
 from llm4rec.report.tables import display_name
+from llm4rec.stats import bootstrap_mean_ci, mean_ci
 
 SLICES = ("history_length", "target_popularity")
 
@@ -32,7 +33,8 @@ def history_buckets(lengths: pd.Series, n_buckets: int = 4) -> tuple[pd.Series, 
 
 
 def slice_frame(runs: Sequence[RunRecord], metric: str = "ndcg_at_10", n_history_buckets: int = 4) -> pd.DataFrame:
-    """Rows: dataset, model, paradigm, slice, bucket, n_users, mean (over seeds of the bucket mean), std."""
+    """Rows: dataset, model, paradigm, slice, bucket, n_users, mean (over seeds of the bucket mean), std, and a
+    95% interval: over seeds (t) with two or more, over the bucket's users (bootstrap) with one (`ci_over`)."""
     rows = []
     for (dataset, model), rs in by_model(runs).items():
         per_seed = []
@@ -47,9 +49,15 @@ def slice_frame(runs: Sequence[RunRecord], metric: str = "ndcg_at_10", n_history
                 n_users = int((per_seed[0][0][column] == bucket).sum())
                 if n_users == 0:
                     continue
+                if len(means) > 1:
+                    _, _, low, high = mean_ci(means)
+                else:
+                    pu = per_seed[0][0]
+                    low, high = bootstrap_mean_ci(pu.loc[pu[column] == bucket, metric].to_numpy(), rounds=1000)
                 rows.append({"dataset": dataset, "model": model, "paradigm": rs[0].paradigm, "slice": slice_name,
                              "bucket": bucket, "n_users": n_users, "metric": metric, "mean": float(np.mean(means)),
-                             "std": float(np.std(means, ddof=1)) if len(means) > 1 else 0.0})
+                             "std": float(np.std(means, ddof=1)) if len(means) > 1 else 0.0,
+                             "ci_low": low, "ci_high": high, "ci_over": "seeds" if len(means) > 1 else "users"})
     return pd.DataFrame(rows)
 
 

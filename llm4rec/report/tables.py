@@ -1,11 +1,14 @@
 """Paper tables: the main results table (LaTeX/booktabs, Markdown, CSV) and the cost table.
 
-The main table: rows grouped by paradigm, columns dataset x metric, mean over seeds
-(+/- std on request), best per column in bold, second underlined, significance marks from
-the comparison family (an up / down arrow: significantly better / worse than the column's best
-baseline after correction;
-in all-pairs mode, superscript letters name the models a cell is significantly better
-than), an optional relative-improvement column per dataset, and a generated caption that
+The main table: rows grouped by paradigm, a Seeds column, columns dataset x metric. Every number
+is the one its significance test was computed on: a model's mean over the users and seeds it shares
+with the column's best baseline (chosen on validation). Where that is not the baseline's own full
+sample (a user sample, fewer seeds), an italic line under the row gives the baseline's value on the
+same users and seeds. Best per column in bold, second underlined, ranked by the paired difference
+with the best baseline; significance marks from the comparison family (an up / down arrow:
+significantly better / worse over users after correction; a double dagger: also over per-seed
+means; in all-pairs mode, superscript letters name the models a cell is significantly better
+than), an optional relative-improvement column per dataset (paired), and a generated caption that
 states the protocol. A model missing on a dataset, or a metric beyond a model's ranking
 depth, shows as a dash with a footnote; a model scored on a declared sample of the test users
 is starred, with the sample size in a footnote.
@@ -21,7 +24,7 @@ import pandas as pd
 
 from llm4rec.costs import TOKEN_COST_KEYS
 from llm4rec.models import model_title, paradigm_rank, paradigm_title, registered_costs
-from llm4rec.report.compare import LOWER_IS_BETTER, CompareSpec, best_baseline, by_model
+from llm4rec.report.compare import LOWER_IS_BETTER, CompareSpec, by_model, family
 from llm4rec.report.runs import RunRecord
 
 TEST_NAMES = {"t": "paired t-test", "wilcoxon": "Wilcoxon signed-rank test", "randomization": "paired randomization test"}
@@ -51,6 +54,9 @@ class Cell:
     bold: bool = False
     underline: bool = False
     marks: str = ""  # "better" / "worse" than the best baseline, or letters (all-pairs mode)
+    seed_significant: bool = False  # the per-seed-means test agrees (two or more common seeds)
+    diff: float | None = None  # paired difference with the column's best baseline (0 for itself)
+    reference: float | None = None  # the best baseline on this row's users and seeds, where not its full sample
 
 
 @dataclass
@@ -67,6 +73,8 @@ class MainTable:
     decimals: int = 4
     samples: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)  # (model, dataset) -> (n, of N)
     names: dict[str, str] = field(default_factory=dict)  # display-name overrides (report.display_names)
+    seeds: dict[tuple[str, str], int] = field(default_factory=dict)  # (model, dataset) -> seeds behind its numbers
+    references: dict[tuple[str, str], str] = field(default_factory=dict)  # (dataset, metric) -> best baseline
 
     @property
     def has_missing(self) -> bool:
@@ -88,6 +96,23 @@ class MainTable:
     def is_sampled(self, model: str) -> bool:
         return any(m == model for m, _ in self.samples)
 
+    def has_reference_line(self, model: str) -> bool:
+        return any(c.reference is not None for (m, _, _), c in self.cells.items() if m == model)
+
+    def reference_line_name(self) -> str:
+        """Who the italic line under a row is: the best baseline's name when every column has the same one."""
+        names = set(self.references.values())
+        return display_name(names.pop(), self.names) if len(names) == 1 else "best baseline"
+
+    def seeds_text(self, model: str) -> str:
+        counts = [str(self.seeds[(model, d)]) for d in self.datasets if (model, d) in self.seeds]
+        return "/".join(counts) if len(set(counts)) > 1 else (counts[0] if counts else "--")
+
+
+def _n_users(run: RunRecord) -> int:
+    n = run.metrics.get("evaluation", {}).get("n_users", {}).get("test")
+    return int(n) if n is not None else len(run.per_user())
+
 
 def build_main_table(runs: Sequence[RunRecord], comparisons: pd.DataFrame, spec: CompareSpec, *,
                      show_std: bool = False, improvement: bool = True, label: str = "tab:results",
@@ -98,86 +123,98 @@ def build_main_table(runs: Sequence[RunRecord], comparisons: pd.DataFrame, spec:
     rows = sorted({(paradigm_of[m], m) for m in paradigm_of}, key=lambda pm: (paradigm_rank(pm[0]), pm[1]))
     metrics = list(spec.metrics)
     cells: dict[tuple[str, str, str], Cell] = {}
-    samples = {}
+    samples, seeds = {}, {}
     for (dataset, model), rs in groups.items():
         evaluation = rs[0].metrics.get("evaluation", {})
         n, total = evaluation.get("n_users", {}).get("test"), evaluation.get("all_users", {}).get("test")
         if n is not None and total is not None and n < total:
             samples[(model, dataset)] = (n, total)
+        seeds[(model, dataset)] = len(rs)
         for metric in metrics:
             if any(metric not in r.metrics["test"] for r in rs):
                 continue  # beyond this model's ranking depth
             values = np.array([r.metrics["test"][metric] for r in rs])
             cells[(model, dataset, metric)] = Cell(float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0, len(values))
+    main = family(comparisons, "main") if len(comparisons) else comparisons
+    references: dict[tuple[str, str], str] = {}
+    if spec.mode == "best_baseline":  # print what was tested: the paired sample's means
+        for c in main.itertuples():
+            references[(c.dataset, c.metric)] = c.reference
+            cell, base = cells[(c.system, c.dataset, c.metric)], cells[(c.reference, c.dataset, c.metric)]
+            cell.mean, cell.diff, base.diff = float(c.mean_system), float(c.diff), 0.0
+            ref_runs = groups[(c.dataset, c.reference)]
+            if int(c.n_seeds) != len(ref_runs) or int(c.n_users) != _n_users(ref_runs[0]):
+                cell.reference = float(c.mean_reference)
+            if c.metric == metrics[0]:
+                seeds[(c.system, c.dataset)] = int(c.n_seeds)
+    lower = {m: m in LOWER_IS_BETTER for m in metrics}
     for dataset in datasets:
         for metric in metrics:
-            column = [(cells[(m, dataset, metric)].mean, m) for _, m in rows if (m, dataset, metric) in cells]
-            ranked = sorted(column, key=lambda x: x[0], reverse=metric not in LOWER_IS_BETTER)
-            distinct = sorted({v for v, _ in column}, reverse=metric not in LOWER_IS_BETTER)
-            for value, model in ranked:
+            # with a reference, rows are ranked by their paired difference with it; otherwise by their means
+            paired = (dataset, metric) in references
+            column = [((c.diff if paired else c.mean), m) for _, m in rows
+                      if (c := cells.get((m, dataset, metric))) is not None and (not paired or c.diff is not None)]
+            distinct = sorted({v for v, _ in column}, reverse=not lower[metric])
+            for value, model in column:
                 cell = cells[(model, dataset, metric)]
                 cell.bold = value == distinct[0]
                 cell.underline = len(distinct) > 1 and value == distinct[1]
     letters = {m: chr(ord("a") + i) for i, (_, m) in enumerate(rows)} if spec.mode == "all_pairs" else {}
-    for c in comparisons[comparisons.get("significant", pd.Series(dtype=bool)).astype(bool)].itertuples() if len(comparisons) else []:
+    for c in main[main["significant"].astype(bool)].itertuples() if len(main) else []:
+        direction = (c.diff > 0) != lower[c.metric]  # True: the system is the better one
         if spec.mode == "best_baseline":
-            better = (c.diff > 0) != (c.metric in LOWER_IS_BETTER)  # the mark says which way the difference goes
-            cells[(c.system, c.dataset, c.metric)].marks = "better" if better else "worse"
+            cell = cells[(c.system, c.dataset, c.metric)]
+            cell.marks = "better" if direction else "worse"
+            cell.seed_significant = bool(getattr(c, "significant_seed", False))
         else:
-            better, worse = (c.system, c.reference) if (c.diff > 0) != (c.metric in LOWER_IS_BETTER) else (c.reference, c.system)
+            better, worse = (c.system, c.reference) if direction else (c.reference, c.system)
             cell = cells[(better, c.dataset, c.metric)]
             cell.marks = "".join(sorted(set(cell.marks) | {letters[worse]}))
     table = MainTable(datasets, metrics, rows, cells, letters=letters, label=label, show_std=show_std, decimals=decimals,
-                      samples=samples, names=dict(names or {}))
+                      samples=samples, names=dict(names or {}), seeds=seeds, references=references)
     if improvement and spec.mode == "best_baseline":
         primary = metrics[0]
-        for dataset in datasets:
-            reference = best_baseline(groups, dataset, primary)
-            if reference is None:
-                continue
-            base = cells[(reference, dataset, primary)].mean
-            for _, model in rows:
-                if (model, dataset, primary) in cells and model != reference and base:
-                    table.improvement[(model, dataset)] = 100 * (cells[(model, dataset, primary)].mean - base) / abs(base)
-    table.caption = caption(runs, comparisons, spec, table)
+        for c in main[main["metric"] == primary].itertuples() if len(main) else []:
+            if c.mean_reference:
+                table.improvement[(c.system, c.dataset)] = 100 * float(c.diff) / abs(float(c.mean_reference))
+    table.caption = caption(runs, main, spec, table)
     return table
 
 
 def caption(runs: Sequence[RunRecord], comparisons: pd.DataFrame, spec: CompareSpec, table: MainTable) -> str:
     split_methods = sorted({r.run["run"]["dataset_config"]["split"]["method"] for r in runs})
-    seeds = sorted({r.seed for r in runs})
     parts = [
         f"Test results on {', '.join(table.datasets)}: {'; '.join(SPLIT_NAMES.get(s, s) for s in split_methods)}; "
         "every model ranks the full catalogue minus the user's history.",
-        f"Mean over {len(seeds)} seed{'s' if len(seeds) != 1 else ''}" + (" (± sample std)" if table.show_std else "")
-        + _fewer_seeds(runs, len(seeds), table.names) + ".",
-        "Best per column in bold, second underlined.",
     ]
-    family = len(comparisons)
+    family_size = len(comparisons)
     test = TEST_NAMES.get(spec.test, spec.test)
     correction = CORRECTION_NAMES.get(spec.correction, spec.correction)
-    stats = (f"{test} over users (per-user metrics averaged over seeds), {correction} correction over the "
-             f"{family} comparisons in this table, α = {spec.alpha}")
+    stats = (f"{test} over users, each user's metric averaged over the common seeds; {correction} correction over the "
+             f"{family_size} comparisons in this table, α = {spec.alpha}")
     if spec.mode == "best_baseline":
-        parts.append(f"↑ / ↓ mark a model significantly better / worse than the best baseline of the column, chosen on "
-                     f"validation ({stats}).")
+        parts.append("Each value is a model's mean over the test users and seeds (column Seeds) it shares with the "
+                     "column's best baseline, chosen on validation: the numbers its test compared"
+                     + (" (± sample std over its seeds)" if table.show_std else "") + ".")
+        if any(table.has_reference_line(m) for _, m in table.rows):
+            parts.append("Where those are not all of the best baseline's users and seeds, the italic line below gives "
+                         "the best baseline's value on the same users and seeds.")
+        parts.append("Best per column in bold, second underlined, by the paired difference with the best baseline.")
+        parts.append(f"↑ / ↓ mark a model significantly better / worse than the best baseline ({stats}).")
+        seeded = comparisons["p_seed"].notna().sum() if "p_seed" in comparisons else 0
+        if seeded:
+            parts.append(f"‡: also significant by a paired t-test over per-seed means (seeds as the unit, so training "
+                         f"variance counts; {correction} correction over the {seeded} comparisons with two or more "
+                         f"common seeds).")
         if table.improvement:
-            parts.append(f"Impr.: relative {metric_label(table.metrics[0])} change over the best baseline.")
+            parts.append(f"Impr.: relative {metric_label(table.metrics[0])} change over the best baseline on the same "
+                         "users and seeds.")
     else:
+        seeds = sorted({r.seed for r in runs})
+        parts.append(f"Mean over each model's seeds (column Seeds; {len(seeds)} in all)"
+                     + (" (± sample std)" if table.show_std else "") + ". Best per column in bold, second underlined.")
         parts.append(f"Superscript letters name the models a cell is significantly better than ({stats}).")
     return " ".join(parts)
-
-
-def _fewer_seeds(runs: Sequence[RunRecord], n_seeds: int, names: Mapping[str, str]) -> str:
-    """' (model: seed 0 only; ...)' for models run on fewer seeds than the table's."""
-    seeds: dict[str, set[int]] = {}
-    for r in runs:
-        seeds.setdefault(r.model, set()).add(r.seed)
-    fewer = {m: sorted(s) for m, s in sorted(seeds.items()) if len(s) < n_seeds}
-    if not fewer:
-        return ""
-    return " (" + "; ".join(f"{display_name(m, names)}: seed{'s' if len(s) > 1 else ''} {', '.join(map(str, s))}" + (" only" if len(s) == 1 else "")
-                            for m, s in fewer.items()) + ")"
 
 
 def _fmt(value: float, decimals: int) -> str:
@@ -189,11 +226,12 @@ def latex_escape(text: str) -> str:
                           ("$", r"\$"), ("{", r"\{"), ("}", r"\}")):
         text = text.replace(char, escaped)
     return (text.replace("±", r"$\pm$").replace("↑", r"$\uparrow$").replace("↓", r"$\downarrow$")
-            .replace("α", r"$\alpha$"))
+            .replace("α", r"$\alpha$").replace("‡", r"$\ddagger$").replace("Δ", r"$\Delta$"))
 
 
 LATEX_MARKS = {"dash": "--", "star": "$^{*}$"}
 DIRECTION_MARKS = {"better": ("↑", "uparrow"), "worse": ("↓", "downarrow")}  # Markdown, LaTeX (no package needed)
+SEED_MARK = ("‡", r"\ddagger")  # also significant over per-seed means
 MARKDOWN_MARKS = {"dash": "–", "star": "\\*"}
 
 
@@ -208,7 +246,7 @@ def _latex_cell(cell: Cell | None, table: MainTable) -> str:
     if table.show_std and cell.n_seeds > 1:  # one seed has no spread to show
         text += rf"{{\scriptsize$\pm${_fmt(cell.std, table.decimals)}}}"
     if cell.marks in DIRECTION_MARKS:
-        text += rf"$^{{\{DIRECTION_MARKS[cell.marks][1]}}}$"
+        text += rf"$^{{\{DIRECTION_MARKS[cell.marks][1]}{SEED_MARK[1] if cell.seed_significant else ''}}}$"
     elif cell.marks:
         text += rf"$^{{\mathrm{{{cell.marks}}}}}$"
     return text
@@ -223,19 +261,29 @@ def _columns(table: MainTable) -> list[tuple[str, str | None]]:
     return cols
 
 
+def _reference_cells(model: str, table: MainTable, cols: list[tuple[str, str | None]]) -> list[str | None]:
+    """The best baseline's values on a row's users and seeds (None where its full sample is the row's)."""
+    out = []
+    for dataset, metric in cols:
+        cell = table.cells.get((model, dataset, metric)) if metric else None
+        out.append(None if cell is None or cell.reference is None else _fmt(cell.reference, table.decimals))
+    return out
+
+
 def render_latex(table: MainTable) -> str:
     cols = _columns(table)
-    n_cols = 1 + len(cols)
-    lines = [r"\begin{tabular}{l" + "c" * len(cols) + "}", r"\toprule"]
-    header, rules, start = ["Model"], [], 2
+    n_cols = 2 + len(cols)
+    lines = [r"\begin{tabular}{lc" + "c" * len(cols) + "}", r"\toprule"]
+    header, rules, start = ["Model", ""], [], 3
     for dataset in table.datasets:
         width = sum(1 for d, _ in cols if d == dataset)
         header.append(rf"\multicolumn{{{width}}}{{c}}{{{latex_escape(dataset)}}}")
         rules.append(rf"\cmidrule(lr){{{start}-{start + width - 1}}}")
         start += width
     lines += [" & ".join(header) + r" \\", " ".join(rules)]
-    lines.append(" & ".join([""] + [metric_label(m) if m else "Impr." for _, m in cols]) + r" \\")
+    lines.append(" & ".join(["", "Seeds"] + [metric_label(m) if m else "Impr." for _, m in cols]) + r" \\")
     current = None
+    reference_name = latex_escape(table.reference_line_name())
     for paradigm, model in table.rows:
         if paradigm != current:
             lines += [r"\midrule", rf"\multicolumn{{{n_cols}}}{{l}}{{\textit{{{latex_escape(paradigm_title(paradigm))}}}}} \\"]
@@ -249,7 +297,10 @@ def render_latex(table: MainTable) -> str:
                 cells.append("--" if value is None else latex_escape(f"{value:+.1f}%").replace("-", "$-$"))
             else:
                 cells.append(_latex_cell(table.cells.get((model, dataset, metric)), table))
-        lines.append(" & ".join([name] + cells) + r" \\")
+        lines.append(" & ".join([name, table.seeds_text(model)] + cells) + r" \\")
+        if table.has_reference_line(model):
+            refs = [rf"\textit{{{v}}}" if v else "" for v in _reference_cells(model, table, cols)]
+            lines.append(" & ".join([rf"\quad\textit{{{reference_name}, same users/seeds}}", ""] + refs) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
     notes = [f"{LATEX_MARKS[mark]}: {latex_escape(note)}" for mark, note in table.notes()]
     return table_float(lines, latex_escape(table.caption), table.label, notes, [r"\small"])
@@ -276,7 +327,7 @@ def table_float(tabular: list[str], caption: str, label: str, notes: list[str], 
 
 def render_markdown(table: MainTable) -> str:
     cols = _columns(table)
-    head = ["Paradigm", "Model"] + [f"{d} {metric_label(m) if m else 'Impr.'}" for d, m in cols]
+    head = ["Paradigm", "Model", "Seeds"] + [f"{d} {metric_label(m) if m else 'Impr.'}" for d, m in cols]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for paradigm, model in table.rows:
         cells = []
@@ -291,18 +342,22 @@ def render_markdown(table: MainTable) -> str:
                 continue
             text = _fmt(cell.mean, table.decimals) + (f" ± {_fmt(cell.std, table.decimals)}" if table.show_std and cell.n_seeds > 1 else "")
             text = f"**{text}**" if cell.bold else (f"<ins>{text}</ins>" if cell.underline else text)
-            text += DIRECTION_MARKS[cell.marks][0] if cell.marks in DIRECTION_MARKS else (
-                f"<sup>{cell.marks}</sup>" if cell.marks else "")
+            text += (DIRECTION_MARKS[cell.marks][0] + (SEED_MARK[0] if cell.seed_significant else "")
+                     if cell.marks in DIRECTION_MARKS else (f"<sup>{cell.marks}</sup>" if cell.marks else ""))
             cells.append(text)
         name = display_name(model, table.names) + (MARKDOWN_MARKS["star"] if table.is_sampled(model) else "") + (
             f" ({table.letters[model]})" if table.letters else "")
-        lines.append("| " + " | ".join([paradigm_title(paradigm), name] + cells) + " |")
+        lines.append("| " + " | ".join([paradigm_title(paradigm), name, table.seeds_text(model)] + cells) + " |")
+        if table.has_reference_line(model):
+            refs = [f"*{v}*" if v else "" for v in _reference_cells(model, table, cols)]
+            lines.append("| | *↳ " + table.reference_line_name() + ", same users/seeds* | | " + " | ".join(refs) + " |")
     notes = [table.caption] + [f"{MARKDOWN_MARKS[mark]}: {note}" for mark, note in table.notes()]
     return "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n"
 
 
 def table_frame(table: MainTable) -> pd.DataFrame:
-    """The main table as CSV rows: one per (model, dataset, metric), missing ones included."""
+    """The main table as CSV rows: one per (model, dataset, metric), missing ones included; `mean` is the
+    printed value (the paired sample's), `reference_same_sample` the best baseline on the same users and seeds."""
     rows = []
     for paradigm, model in table.rows:
         for dataset in table.datasets:
@@ -310,8 +365,12 @@ def table_frame(table: MainTable) -> pd.DataFrame:
                 cell = table.cells.get((model, dataset, metric))
                 rows.append({"paradigm": paradigm, "model": model, "dataset": dataset, "metric": metric,
                              "mean": cell.mean if cell else np.nan, "std": cell.std if cell else np.nan,
-                             "n_seeds": cell.n_seeds if cell else 0, "best": bool(cell and cell.bold),
-                             "second": bool(cell and cell.underline), "marks": cell.marks if cell else "",
+                             "n_seeds": table.seeds.get((model, dataset), 0) if cell else 0,
+                             "reference": table.references.get((dataset, metric), ""),
+                             "reference_same_sample": cell.reference if cell and cell.reference is not None else np.nan,
+                             "paired_diff": cell.diff if cell and cell.diff is not None else np.nan,
+                             "best": bool(cell and cell.bold), "second": bool(cell and cell.underline),
+                             "marks": cell.marks if cell else "", "seed_test_significant": bool(cell and cell.seed_significant),
                              "improvement_pct": table.improvement.get((model, dataset), np.nan) if metric == table.metrics[0] else np.nan})
     return pd.DataFrame(rows)
 

@@ -6,8 +6,8 @@ Pure functions over arrays (ranx-style): no runs, files or models in sight.
   and a two-sided paired randomization (sign-flip) test.
 - Seeds: ``seed_aware_arrays`` averages each user's metric over seeds before the paired
   test (the unit of analysis is the user; seed noise is averaged out, not counted as extra
-  samples). ``seed_mean_test`` is the conservative alternative: a paired t-test on the
-  per-seed means (n = number of seeds).
+  samples). ``seed_mean_test`` is the test that counts training variance: a paired t-test on
+  the per-seed means (n = number of seeds); the report gives both.
 - Corrections over a family of comparisons: Holm-Bonferroni (default), Bonferroni,
   Benjamini-Hochberg.
 - Effect sizes: mean difference with a percentile bootstrap 95% CI, and Cohen's d for
@@ -116,19 +116,24 @@ def cohens_d_paired(a, b) -> float:
     return float(diff.mean() / sd) if sd > 0 else 0.0
 
 
-def bootstrap_ci(a, b, rounds: int = 2000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap CI of mean(a - b), resampling users with replacement."""
-    a, b = _paired(a, b)
-    diff = a - b
+def bootstrap_mean_ci(values, rounds: int = 2000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap CI of the mean of one sample (users resampled with replacement)."""
+    x = np.asarray(values, dtype=np.float64)
     rng = np.random.default_rng(seed)
     means = np.empty(rounds)
     for start in range(0, rounds, 500):
         size = min(500, rounds - start)
-        idx = rng.integers(0, len(diff), size=(size, len(diff)))
-        means[start:start + size] = diff[idx].mean(axis=1)
+        idx = rng.integers(0, len(x), size=(size, len(x)))
+        means[start:start + size] = x[idx].mean(axis=1)
     alpha = (1 - level) / 2
     low, high = np.quantile(means, [alpha, 1 - alpha])
     return float(low), float(high)
+
+
+def bootstrap_ci(a, b, rounds: int = 2000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap CI of mean(a - b), resampling users with replacement."""
+    a, b = _paired(a, b)
+    return bootstrap_mean_ci(a - b, rounds, seed, level)
 
 
 def mean_ci(values, level: float = 0.95) -> tuple[float, float, float, float]:
