@@ -158,12 +158,31 @@ def test_rankings_are_valid_unseen_and_distinct(tiny, tmp_path, name):
 
 
 def test_e4srec_untrained_layer_ranks_by_popularity(tiny):
+    """The harness's head (cf_e4srec_allpos): a zero layer over a log-popularity bias ranks as MostPop at step 0."""
     split, folder = tiny
-    rec = build("cf_e4srec", folder)
+    rec = build("cf_e4srec", folder, item_bias="log_popularity", head_init="zero")
     rec.model, rec.tokenizer = rec.load()
     rec.prepare(split)
     logits = user_logits(rec, ["1", "2"])
     torch.testing.assert_close(logits, log_popularity_prior(split, rec.items))
+
+
+def test_e4srec_runs_the_papers_setup_by_default_and_the_harness_training_is_a_variant(tiny):
+    """cf_e4srec: a response prompt, one label per window, a plain Linear(hidden, n_items, bias=False) with
+    nn.Linear's initialisation; cf_e4srec_allpos (parent cf_e4srec) is the harness's training."""
+    from llm4rec.models import check_params
+
+    split, folder = tiny
+    paper = check_params(MODELS["cf_e4srec"], {})
+    assert (paper.response, paper.loss_positions, paper.item_bias, paper.head_init) == ("Next item:", "last", "none", "random")
+    rec = build("cf_e4srec", folder, loss_positions="last", item_bias="none", head_init="random")
+    rec.model, rec.tokenizer = rec.load()
+    rec.prepare(split)
+    assert rec.head.bias is None and type(rec.head.linear) is torch.nn.Linear and rec.head.linear.bias is None
+    assert rec.head.linear.weight.abs().sum() > 0  # not the zero start of the harness's head
+    variant = check_params(MODELS["cf_e4srec_allpos"], {})
+    assert MODELS["cf_e4srec_allpos"].parent == "cf_e4srec"
+    assert (variant.response, variant.loss_positions, variant.item_bias, variant.head_init) == ("", "all", "log_popularity", "zero")
 
 
 @pytest.mark.parametrize("name", ["cf_llara", "cf_e4srec"])

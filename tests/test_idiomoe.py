@@ -189,13 +189,14 @@ def test_unknown_parameters_and_unsupported_architectures_are_named(tiny, tmp_pa
 
 
 def test_untrained_item_softmax_is_the_popularity_prior(tiny):
-    """Untied item head starting at zero + log-popularity bias: before any step, every prompt's item
-    logits are log(1 + training count) of each item, i.e. MostPop's ranking."""
+    """idiomoe_popprior (the harness's head): untied item vectors starting at zero + log-popularity bias: before
+    any step, every prompt's item logits are log(1 + training count) of each item, i.e. MostPop's ranking.
+    idiomoe itself runs the paper's head: tied to the item embeddings, no bias."""
     _, folder = tiny
     from llm4rec.llm.backbone import BackboneConfig, load_backbone
 
     split = cyclic_split([4 + u % 8 for u in range(16)], starts=[u % 3 for u in range(16)])  # a popularity skew
-    rec = build_model("idiomoe", params(folder), seed=0, device="cpu")
+    rec = build_model("idiomoe_popprior", params(folder), seed=0, device="cpu")
     rec.model, rec.tokenizer = load_backbone(BackboneConfig(name_or_path=str(folder)))
     rec.prepare(split)
     counts = split.phase("train")["item_id"].value_counts()
@@ -205,7 +206,7 @@ def test_untrained_item_softmax_is_the_popularity_prior(tiny):
         logits = rec.item_logits(torch.tensor([prompt]), torch.ones((1, len(prompt)), dtype=torch.long))
     assert len(set(expected.tolist())) > 3
     torch.testing.assert_close(logits[0, -1], expected)
-    tied = build_model("idiomoe", params(folder, item_head="tied", item_bias="none"), seed=0, device="cpu")
+    tied = build_model("idiomoe", params(folder), seed=0, device="cpu")  # the paper's default
     tied.model, tied.tokenizer = load_backbone(BackboneConfig(name_or_path=str(folder)))
     tied.prepare(split)
     assert tied.head is None and tied.bias is None

@@ -75,8 +75,9 @@ def test_the_logged_hyperparameters_are_the_config_the_model_was_built_with(name
             assert key in built and built[key] == value, (name, key, value, built.get(key))
     else:  # a library-configured model: every param the grid chose is logged as chosen
         assert {k: logged[k] for k in params} == params
+    template = describe_run(config)[1]["prompt_template"]  # prompt text: hashed as prompt_template, not hp.*
     for key, value in (flat(spec.overrides) | flat(spec.not_applicable)).items():
-        assert logged[key] == value, (name, key)
+        assert (template[key] if key in template else logged[key]) == value, (name, key)
 
 
 def test_variants_are_their_parent_plus_overrides():

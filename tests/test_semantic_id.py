@@ -104,7 +104,8 @@ def test_code_trie_admits_exactly_the_catalogue():
 @pytest.fixture(scope="module")
 def ml100k(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("sid")
-    models = [{"name": "sid_tiger"}, {"name": "sid_random"}]
+    kmeans = {"codes": {"artifact": "semantic_ids", "params": {"quantizer": "rq_kmeans"}}}  # RQ-VAE: test_rq_vae_*
+    models = [{"name": "sid_tiger", "inputs": kmeans}, {"name": "sid_random"}]
     cfg = {"name": "sid", "seeds": [0], "results_dir": str(tmp / "results"), "datasets": {"ml-100k": {"source": "ml-100k"}},
            "models": models}
     (tmp / "grid.yaml").write_text(yaml.safe_dump(cfg))

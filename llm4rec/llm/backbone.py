@@ -31,6 +31,10 @@ class BackboneConfig:
     cache_dir: str = "results/cache/backbones"
 
 
+# every linear projection of a Llama-style block (attention, then MLP): LoRA "on every projection"
+ALL_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
 @dataclass(frozen=True)
 class LoraSettings:
     rank: int = 8

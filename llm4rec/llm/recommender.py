@@ -95,6 +95,10 @@ class LLMRecommender:
     def prepare(self, split: Split) -> dict[str, Any]:
         raise NotImplementedError
 
+    def user_prompt(self, user: str, history: Sequence[str]) -> Prompt:
+        """The prompt of one user's ranking: `prompt(history)` unless a model reads the user too (TIGER's user token)."""
+        return self.prompt(history)
+
     def prompt(self, history: Sequence[str]) -> Prompt:
         raise NotImplementedError
 
@@ -200,7 +204,7 @@ class LLMRecommender:
         batches = range(0, len(users), self.cfg.batch_users)
         for begin in tqdm(batches, desc=f"rank {len(users)} users", disable=len(batches) < 4, mininterval=10):
             batch = users[begin:begin + self.cfg.batch_users]
-            ids, mask, soft = left_pad([self.prompt(histories[u]) for u in batch], self.tokenizer.pad_token_id)
+            ids, mask, soft = left_pad([self.user_prompt(u, histories[u]) for u in batch], self.tokenizer.pad_token_id)
             ids, mask = ids.to(self.device), mask.to(self.device)
             embeds = prompt_embeddings(self.model, ids, soft) if soft else None
             results = self.decode(ids, mask, embeds, [histories[u] for u in batch], k)

@@ -5,12 +5,16 @@ the LLM's embedding space and placed in the prompt as soft tokens.
 - `cf_llara` (LLaRA, Liao et al., SIGIR 2024): each history item is its title followed by one soft
   token, projected by LLaRA's MLP (Linear d_cf -> hidden, GELU, Linear hidden -> hidden). The answer
   is the next item's title under `text_prompted`'s catalogue-constrained beam search, so the only
-  difference from `text_prompted` is the injected signal. LLaRA's curriculum (`curriculum_steps`:
-  text-only prompts first, the share of hybrid prompts growing to 1) is an option.
+  difference from `text_prompted` is the injected signal. LLaRA's setup by default: its curriculum
+  (`curriculum_steps`, default the whole SFT budget: text-only prompts first, the share of hybrid
+  prompts growing to 1; 0 turns it off) and LoRA on every projection (attention and MLP).
 - `cf_e4srec` (E4SRec, Li et al., 2023): history items are soft tokens only, each its CF embedding
   through one linear layer, between an instruction and a response prompt; the last hidden state goes
-  through a trained output layer over every catalogue item (cross-entropy), so ranking is one
-  forward pass per batch of users over the full catalogue.
+  through a trained output layer over every catalogue item (a plain `Linear(hidden, n_items,
+  bias=False)`, cross-entropy on the one label after the response prompt), so ranking is one forward
+  pass per batch of users over the full catalogue. `cf_e4srec_allpos` is the harness's variant: the
+  next-item loss at every history position (no response prompt) and a log-popularity item bias over
+  a zero-initialised layer.
 - `*_permuted` (the ablation asked by Reindex-Then-Adapt, WSDM 2025: do LLMs use CF signal at all?):
   item i's soft token carries the embedding of item p(i), p a fixed random cyclic permutation of the
   catalogue: the same vectors, the wrong identities.
@@ -32,6 +36,7 @@ import torch
 from torch import nn
 
 from llm4rec.data.split import Split
+from llm4rec.llm.backbone import ALL_PROJECTIONS, LoraSettings
 from llm4rec.llm.decoding import _decoder_stack, _positions
 from llm4rec.llm.item_scoring import log_popularity_prior, one_forward_costs, top_unseen_items
 from llm4rec.llm.prompts import SOFT_SLOT, Prompt, render_prompt, soft_slot_ids
@@ -132,7 +137,13 @@ def _soft_vectors(projector: CfProjector, examples: Sequence[tuple[list[int], li
 @dataclass(frozen=True)
 class CfLlaraConfig(TextPromptedConfig):
     cf: CfSettings = field(default_factory=CfSettings)
-    curriculum_steps: int = 0  # LLaRA's curriculum: hybrid prompts' share grows 0 -> 1 over these steps (0: hybrid always)
+    # LLaRA's curriculum: the hybrid prompts' share grows 0 -> 1 over these steps (None: all of sft.steps; 0: off)
+    curriculum_steps: int | None = None
+    lora: LoraSettings | None = field(default_factory=lambda: LoraSettings(target_modules=list(ALL_PROJECTIONS)))
+
+    @property
+    def curriculum_length(self) -> int:
+        return self.sft.steps if self.curriculum_steps is None else self.curriculum_steps
 
 
 class CfLlaraRecommender(TextPromptedRecommender):
@@ -151,7 +162,7 @@ class CfLlaraRecommender(TextPromptedRecommender):
         self.row = {item: i for i, item in enumerate(split.items["item_id"].astype(str))}
         self.projector, cf_info = attach_projector(self.model, split, self.inputs["cf_source"], self.cfg.cf, "cf_llara",
                                                    self.seed)
-        return info | cf_info | {"curriculum_steps": self.cfg.curriculum_steps}
+        return info | cf_info | {"curriculum_steps": self.cfg.curriculum_length}
 
     def trainable(self) -> None:
         self.projector.requires_grad_(True)
@@ -177,12 +188,12 @@ class CfLlaraRecommender(TextPromptedRecommender):
         examples = []
         for _, history, target in training_windows(split, self.cfg.sft.max_history, self.cfg.max_train_examples, rng):
             ids, positions, rows = self.hybrid_prompt(history)
-            text = encode_example(super().prompt(history).ids, self.sequences[target]) if self.cfg.curriculum_steps else None
+            text = encode_example(super().prompt(history).ids, self.sequences[target]) if self.cfg.curriculum_length else None
             examples.append((*encode_example(ids, self.sequences[target]), positions, rows, text))
         return examples
 
     def hybrid_share(self, step: int) -> float:
-        return 1.0 if not self.cfg.curriculum_steps else min(1.0, step / self.cfg.curriculum_steps)
+        return 1.0 if not self.cfg.curriculum_length else min(1.0, step / self.cfg.curriculum_length)
 
     def training_loss(self):
         pad, device = self.tokenizer.pad_token_id, self.device
@@ -209,8 +220,8 @@ class CfE4SRecConfig(LLMConfig):
     response: str = "Next item:"  # after the soft tokens; the output layer reads its last hidden state
     max_history: int = 20
     loss_positions: str = "last"  # last (E4SRec: the end of the prompt) | all (also every history position, SASRec-like)
-    item_bias: str = "log_popularity"  # a learned per-item bias: log_popularity (log training counts) | zero | none
-    head_init: str = "zero"  # zero: the untrained layer ranks by the bias alone (MostPop) | random (nn.Linear's default)
+    item_bias: str = "none"  # E4SRec: none | a learned per-item bias: log_popularity (log training counts) | zero
+    head_init: str = "random"  # E4SRec: random (nn.Linear's default) | zero: the untrained layer ranks by the bias alone
 
 
 class ItemHead(nn.Module):

@@ -7,7 +7,10 @@ blocks the feed-forward network is split in two experts with routing fixed by to
 pretrained FFN (text expert, frozen) serves text tokens, a second FFN (item expert, initialised
 from the text expert's rows, optionally narrower) serves item tokens; attention is shared. The
 output side is a softmax restricted to the item tokens, so ranking is one forward pass per user
-and a `topk` over the catalogue minus the history.
+and a `topk` over the catalogue minus the history. As in the paper, the item tokens' output vectors
+are their input embeddings (tied, as the backbone ties its text vocabulary) and there is no output
+bias; `idiomoe_popprior` is the harness's variant: untied output vectors starting at zero over a
+learned log-popularity item bias (step 0 ranks as MostPop).
 
 By default only the item embeddings and the item experts train, so a text-only input gives
 exactly the untouched backbone's logits, before and after training (tested): the method's
@@ -47,8 +50,8 @@ class IdiomoeConfig(LLMConfig):
     instruction: str = "A user's items, oldest first:"
     max_history: int = 20  # items per training window and per ranking prompt
     loss_positions: str = "all"  # all: next-item loss at every item position (SASRec-like) | last
-    item_head: str = "untied"  # untied: output item vectors of their own, starting at zero | tied: the input item vectors
-    item_bias: str = "log_popularity"  # a learned per-item output bias: log_popularity (log training counts) | zero | none
+    item_head: str = "tied"  # the paper: tied (the input item vectors) | untied: output vectors of their own, starting at zero
+    item_bias: str = "none"  # the paper: none | a learned per-item output bias: log_popularity (log training counts) | zero
 
 
 class TokenTypes:

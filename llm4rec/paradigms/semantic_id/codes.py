@@ -61,7 +61,7 @@ class RqVaeConfig:
 @dataclass(frozen=True)
 class SemanticIdConfig:
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
-    quantizer: str = "rq_kmeans"  # rq_kmeans | rq_vae | random
+    quantizer: str = "rq_vae"  # rq_vae (TIGER, LC-Rec) | rq_kmeans | random
     levels: int = 3
     codebook_size: int = 32  # ml-100k's 1.3k items; TIGER used 256 on Amazon's tens of thousands
     kmeans_iters: int = 100

@@ -1,7 +1,8 @@
 """sid_tiger: TIGER's generative retrieval (Rajput et al., NeurIPS 2023) on semantic IDs.
 
-Data: each training window's history items (the last `max_history`) are written as their code
-tuples, flattened, then EOS; the target is the next item's code tuple. Model: a Hugging Face T5
+Data: as in TIGER, the user's token first (the user id hashed into `user_buckets` tokens, 2000 by
+default; 0 leaves it out), then each training window's history items (the last `max_history`) as
+their code tuples, flattened, then EOS; the target is the next item's code tuple. Model: a Hugging Face T5
 encoder-decoder initialised at random (TIGER: 4+4 layers, d_model 128, 6 heads of 64, MLP
 1024, dropout 0.1), every weight trained, cross-entropy on the target's code tokens. Ranking:
 the shared catalogue-constrained beam search over the trie of code tuples (history items
@@ -15,6 +16,7 @@ artifact with `quantizer: random`): what the semantic structure of the codes buy
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -62,6 +64,7 @@ class TigerConfig:
     valid_users: int = 200
     eval_every: int = 200
     lora: None = None  # trained from scratch: every weight trains
+    user_buckets: int = 2000  # TIGER: the user id hashed into one of this many tokens, first in the encoder input (0: none)
 
 
 class TigerRecommender(LLMRecommender):
@@ -82,7 +85,9 @@ class TigerRecommender(LLMRecommender):
         codes = np.load(self.codes_input.paths[CODES_FILE])
         self.vocab = CodeVocabulary.of(codes)
         t5 = self.cfg.t5
-        config = T5Config(vocab_size=len(self.vocab), d_model=t5.d_model, d_ff=t5.d_ff, num_heads=t5.num_heads,
+        if self.cfg.user_buckets < 0:
+            raise ValueError(f"sid_tiger: user_buckets is {self.cfg.user_buckets}, expected 0 (no user token) or more")
+        config = T5Config(vocab_size=len(self.vocab) + self.cfg.user_buckets, d_model=t5.d_model, d_ff=t5.d_ff, num_heads=t5.num_heads,
                           d_kv=t5.d_kv, num_layers=t5.encoder_layers, num_decoder_layers=t5.decoder_layers,
                           dropout_rate=t5.dropout, pad_token_id=self.vocab.pad_token_id, eos_token_id=self.vocab.eos_token_id,
                           decoder_start_token_id=self.vocab.pad_token_id)
@@ -103,10 +108,19 @@ class TigerRecommender(LLMRecommender):
         items = list(history)[-self.cfg.max_history:]
         return Prompt([token for item in items for token in self.sequences[item]] + [self.vocab.eos_token_id])
 
+    def user_token(self, user: str) -> int:
+        """TIGER's hashing trick: a user's token is one of `user_buckets` ids after the code vocabulary
+        (crc32 of the id, so the same user maps to the same token in every process)."""
+        return len(self.vocab) + zlib.crc32(str(user).encode()) % self.cfg.user_buckets
+
+    def user_prompt(self, user: str, history: Sequence[str]) -> Prompt:
+        prompt = self.prompt(history)
+        return Prompt([self.user_token(user), *prompt.ids]) if self.cfg.user_buckets else prompt
+
     def training_examples(self, split: Split, rng: np.random.Generator) -> list[tuple[list[int], list[int]]]:
         """(encoder ids, target code tokens) for every next-item window of the training split."""
         windows = training_windows(split, self.cfg.max_history, self.cfg.max_train_examples, rng)
-        return [(self.prompt(history).ids, self.sequences[target]) for _, history, target in windows]
+        return [(self.user_prompt(user, history).ids, self.sequences[target]) for user, history, target in windows]
 
     def training_loss(self):
         pad, device = self.vocab.pad_token_id, self.device
