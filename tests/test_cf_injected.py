@@ -233,3 +233,17 @@ def test_a_source_from_another_catalogue_is_refused_naming_both_runs(tiny, tmp_p
         rec.fit(split, tmp_path / "run")
     with pytest.raises(ValueError, match="input 'cf_source' was not resolved"):
         build_model("cf_llara", params("cf_llara", folder), seed=0, device="cpu")
+
+
+def test_llara_runs_its_curriculum_and_lora_on_every_projection_by_default(tiny):
+    """LLaRA's setup: the curriculum spans the SFT budget (text-only prompts at step 0, all hybrid at the
+    end) and LoRA adapts every projection; curriculum_steps: 0 turns the curriculum off."""
+    from llm4rec.models import check_params
+
+    _, folder = tiny
+    paper = check_params(MODELS["cf_llara"], {"sft": {"steps": 40}})
+    assert paper.curriculum_length == 40
+    assert paper.lora.target_modules == ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    rec = build("cf_llara", folder, curriculum_steps=None)
+    assert (rec.hybrid_share(0), rec.hybrid_share(10), rec.hybrid_share(20)) == (0.0, 0.5, 1.0)  # sft.steps = 20
+    assert build("cf_llara", folder, curriculum_steps=0).hybrid_share(0) == 1.0

@@ -13,8 +13,9 @@ from llm4rec.evaluation.evaluate import evaluate_rankings
 from llm4rec.llm.backbone import tiny_backbone
 from llm4rec.llm.decoding import beam_search
 from llm4rec.llm.seq2seq import Seq2SeqStepper, T5SharedEncoderStepper
+from llm4rec.llm.training import training_windows
 from llm4rec.llm.trie import ItemTrie
-from llm4rec.models import ResolvedInput, build_model
+from llm4rec.models import MODELS, ResolvedInput, build_model
 from llm4rec.paradigms.semantic_id import quantizers
 from llm4rec.paradigms.semantic_id.codes import (
     CodeVocabulary,
@@ -182,7 +183,7 @@ def test_beam_search_over_codes_returns_valid_distinct_unseen_items(tiny_codes, 
     # an unbounded beam is exact: it equals every item's log-likelihood under teacher forcing
     rec.model.eval()
     user = sorted(histories)[0]
-    prompt = torch.tensor([rec.prompt(histories[user]).ids])
+    prompt = torch.tensor([rec.user_prompt(user, histories[user]).ids])  # TIGER's: the user's token, then the codes
     full = {}
     for item, tokens in rec.sequences.items():
         if item in histories[user]:
@@ -196,6 +197,34 @@ def test_beam_search_over_codes_returns_valid_distinct_unseen_items(tiny_codes, 
     expected = sorted(full.items(), key=lambda kv: -kv[1])[:5]
     assert [i for i, _ in exact] == [i for i, _ in expected]
     assert np.allclose([s for _, s in exact], [s for _, s in expected], atol=1e-4)
+    mine = ranked[ranked.user_id == user].sort_values("rank")
+    assert list(mine.item_id) == [i for i, _ in exact]  # rank() reads the same user-token prompt
+    assert np.allclose(mine.score, [s for _, s in exact], atol=1e-4)
+
+
+def test_tiger_prepends_the_users_hashed_token_as_the_paper_does(tiny_codes):
+    """TIGER hashes the user id into 2000 tokens (the default), placed first in the encoder input, after the
+    code vocabulary; crc32 makes it the same in every process. user_buckets: 0 leaves it out."""
+    import zlib
+
+    from llm4rec.models import check_params
+
+    split, codes = tiny_codes
+    assert check_params(MODELS["sid_tiger"], {}).user_buckets == 2000
+    rec = build_model("sid_tiger", TINY_T5, seed=0, device="cpu", inputs={"codes": codes})
+    rec.model, _ = rec.load()
+    rec.prepare(split)
+    assert rec.model.config.vocab_size == len(rec.vocab) + 2000
+    history = ["1", "2"]
+    assert rec.user_prompt("u7", history).ids == [len(rec.vocab) + zlib.crc32(b"u7") % 2000, *rec.prompt(history).ids]
+    examples = rec.training_examples(split, np.random.default_rng(0))
+    windows = training_windows(split, rec.cfg.max_history, None, np.random.default_rng(0))
+    assert [ids[0] for ids, _ in examples] == [rec.user_token(user) for user, _, _ in windows]
+    plain = build_model("sid_tiger", {**TINY_T5, "user_buckets": 0}, seed=0, device="cpu", inputs={"codes": codes})
+    plain.model, _ = plain.load()
+    plain.prepare(split)
+    assert plain.user_prompt("u7", history).ids == plain.prompt(history).ids
+    assert plain.model.config.vocab_size == len(plain.vocab)
 
 
 def test_sid_tiger_learns_the_cyclic_pattern_and_resumes_exactly(tiny_codes, tmp_path):
