@@ -24,7 +24,7 @@ SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 class BackboneConfig:
     name_or_path: str = SMOLLM2  # alias, hub id (e.g. Qwen/Qwen2.5-0.5B-Instruct) or local folder
     gguf_file: str | None = None
-    dtype: str = "auto"  # auto: fp32 on CPU, bf16 on CUDA
+    dtype: str = "auto"  # auto: bf16 on a GPU that supports it, else fp32 | bf16 | fp16 | fp32 (llm4rec.llm.precision)
     device: str = "cpu"
     trust_remote_code: bool = False
     pad_token: str | None = None  # set when the tokenizer has none (e.g. "<|endoftext|>")
@@ -44,8 +44,10 @@ class LoraSettings:
 
 
 def torch_dtype(dtype: str, device: str) -> torch.dtype:
+    """`auto`: bf16 on a GPU that supports it (Ampere and later), fp32 on older GPUs (fp16 would need a
+    gradient scaler) and on CPU."""
     if dtype == "auto":
-        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+        return torch.bfloat16 if str(device).startswith("cuda") and torch.cuda.is_bf16_supported() else torch.float32
     return {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
             "fp16": torch.float16, "float16": torch.float16}[dtype]
 

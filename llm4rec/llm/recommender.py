@@ -38,7 +38,8 @@ from tqdm import tqdm
 from llm4rec.data.split import Split
 from llm4rec.evaluation.evaluate import sample_users
 from llm4rec.io import sha256_file, stable_hash
-from llm4rec.llm.backbone import BackboneConfig, LoraSettings, add_lora, load_backbone
+from llm4rec.llm import precision
+from llm4rec.llm.backbone import BackboneConfig, LoraSettings, add_lora, load_backbone, torch_dtype
 from llm4rec.llm.decoding import DecodeStats
 from llm4rec.llm.prompts import Prompt, left_pad
 from llm4rec.llm.retention import TextRetentionConfig, load_sample, perplexity, retention_costs
@@ -73,6 +74,7 @@ class LLMRecommender:
         self.selection: CheckpointSelection | None = None
         self._reuse_selection = False
         self.loaded_backbone: dict | None = None  # set by load(): the pretrained model, and trust_remote_code
+        self.compute_dtype = torch.float32  # the backbone's dtype, set by load() (llm4rec.llm.precision)
 
     # -- what a paradigm supplies -------------------------------------------------------------
     @property
@@ -90,6 +92,7 @@ class LLMRecommender:
         # the run record says what was loaded and whether code shipped with it could run (only when a config says so)
         self.loaded_backbone = {"name_or_path": backbone.name_or_path, "gguf_file": backbone.gguf_file,
                                 "trust_remote_code": bool(backbone.trust_remote_code)}
+        self.compute_dtype = torch_dtype(backbone.dtype, self.device)
         return load_backbone(dataclasses.replace(backbone, device=self.device))
 
     def prepare(self, split: Split) -> dict[str, Any]:
@@ -133,10 +136,14 @@ class LLMRecommender:
         retention = self.cfg.text_retention if self.reads_text else None
         sample = load_sample(retention) if retention and retention.enabled else None
         start = time.perf_counter()
-        before = perplexity(self.model, self.tokenizer, sample, retention.window, self.device) if sample else None
+        with precision.autocast(self.compute_dtype, self.device):
+            before = perplexity(self.model, self.tokenizer, sample, retention.window, self.device) if sample else None
         retention_seconds = time.perf_counter() - start
         info = self.prepare(split)
+        if not self.trains:
+            self.inference_setup()
         info |= self._train(split, Path(workdir)) if self.trains else {"train_tokens": 0}
+        info["precision"] = precision.record(self.model, self.compute_dtype)
         info["decoding_during_fit"] = self.inference_cost()  # checkpoint selection's validation rankings
         info["backbone"] = self.loaded_backbone
         info["parameters_total"] = sum(p.numel() for p in self.model.parameters())
@@ -146,7 +153,8 @@ class LLMRecommender:
             # the trained model with its item tokens / experts / adapters, on the same text; a model
             # that trained nothing is the backbone it was measured as
             start = time.perf_counter()
-            after = perplexity(self.model, self.tokenizer, sample, retention.window, self.device) if self.trains else before
+            with precision.autocast(self.compute_dtype, self.device):
+                after = perplexity(self.model, self.tokenizer, sample, retention.window, self.device) if self.trains else before
             info["costs"] = info.get("costs", {}) | retention_costs(before, after)
             info["text_retention_seconds"] = retention_seconds + time.perf_counter() - start
         return info
@@ -165,7 +173,7 @@ class LLMRecommender:
         sft = dataclasses.replace(cfg.sft, seed=self.seed)  # batch order follows the run's seed
         result = train_sft(self.model, encoded, sft, self.tokenizer.pad_token_id, workdir / "sft", self.device,
                            on_step=self.selection.on_step(self.model, self._rank_batches), fingerprint=fingerprint,
-                           loss_fn=self.training_loss())
+                           loss_fn=self.training_loss(), compute_dtype=self.compute_dtype)
         self._reuse_selection = self.selection.restore(self.model)
         return {"train_examples": len(encoded), "train_set_tokens": int(sum(len(example[0]) for example in encoded)),
                 "train_tokens": result.tokens, "sft_steps_run": len(result.losses),
@@ -184,7 +192,15 @@ class LLMRecommender:
         if self.cfg.lora is not None:
             self.model = add_lora(self.model, self.cfg.lora, self.trainable_tokens())
             self.trainable()
+        # one precision policy for every paradigm: all on the backbone's device, what trains in fp32
+        precision.settle(self.model, self.device, self.compute_dtype)
         return self.training_examples(split, rng)
+
+    def inference_setup(self) -> None:
+        """A model that trains nothing: frozen, and (with whatever the paradigm added) settled on the
+        backbone's device and dtype (llm4rec.llm.precision)."""
+        self.model.requires_grad_(False)
+        precision.settle(self.model, self.device, self.compute_dtype)
 
     def rank(self, histories: Mapping[str, Sequence[str]], k: int) -> pd.DataFrame:
         if self._reuse_selection:
@@ -206,8 +222,9 @@ class LLMRecommender:
             batch = users[begin:begin + self.cfg.batch_users]
             ids, mask, soft = left_pad([self.user_prompt(u, histories[u]) for u in batch], self.tokenizer.pad_token_id)
             ids, mask = ids.to(self.device), mask.to(self.device)
-            embeds = prompt_embeddings(self.model, ids, soft) if soft else None
-            results = self.decode(ids, mask, embeds, [histories[u] for u in batch], k)
+            with precision.autocast(self.compute_dtype, self.device):
+                embeds = prompt_embeddings(self.model, ids, soft) if soft else None
+                results = self.decode(ids, mask, embeds, [histories[u] for u in batch], k)
             for user, ranked in zip(batch, results, strict=True):
                 rows += [(user, r + 1, item, score) for r, (item, score) in enumerate(ranked)]
         return pd.DataFrame(rows, columns=RANKING_COLUMNS)

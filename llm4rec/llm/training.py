@@ -3,7 +3,8 @@
 Examples come from the training split only (sliding windows over each user's training
 sequence, history truncated to the last `max_history` items); the loss covers the target
 tokens only (prompt tokens are labelled -100). Training is seeded (batch order from a seeded
-permutation), runs a fixed step budget with gradient accumulation, bf16 autocast on CUDA, a
+permutation), runs a fixed step budget with gradient accumulation, autocast to the backbone's dtype
+(bf16 / fp16 backbones; `llm4rec.llm.precision`), a
 progress bar, and atomic checkpoints (trainable weights + optimizer + step) it resumes from.
 """
 
@@ -21,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from tqdm import tqdm
+
+from llm4rec.llm import precision
 
 
 @dataclass(frozen=True)
@@ -170,12 +173,14 @@ def causal_lm_loss(pad_id: int, device: str) -> LossFn:
 def train_sft(model, examples: Sequence, cfg: SFTConfig, pad_id: int,
               checkpoint_dir: Path | None = None, device: str = "cpu",
               on_step: Callable[[int, float], None] | None = None, progress: bool = True,
-              fingerprint: str = "", loss_fn: LossFn | None = None) -> SFTResult:
+              fingerprint: str = "", loss_fn: LossFn | None = None,
+              compute_dtype: torch.dtype | None = None) -> SFTResult:
     """Train the model's trainable parameters for cfg.steps optimizer steps. `fingerprint`
     identifies everything else that shapes training (model, data, prompt): a checkpoint is only
     resumed under the same fingerprint and SFT config. `loss_fn` computes a micro-batch's loss
     and step (default `causal_lm_loss`: examples are (input_ids, labels) pairs); a
-    paradigm passes its own for other objectives (e.g. a softmax restricted to item tokens)."""
+    paradigm passes its own for other objectives (e.g. a softmax restricted to item tokens).
+    `compute_dtype`: the backbone's (autocast to it when bf16 / fp16); default read off the model."""
     loss_fn = loss_fn or causal_lm_loss(pad_id, device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
@@ -188,7 +193,7 @@ def train_sft(model, examples: Sequence, cfg: SFTConfig, pad_id: int,
     order = np.concatenate([rng.permutation(len(examples)) for _ in range(cfg.steps * per_step // len(examples) + 1)])
     model.train()
     losses, tokens = [], 0
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else torch.autocast("cpu", enabled=False)
+    compute = compute_dtype or precision.backbone_dtype(model)
     for step in tqdm(range(start, cfg.steps), desc="sft", disable=not progress, initial=start, total=cfg.steps):
         optimizer.zero_grad(set_to_none=True)
         for group in optimizer.param_groups:
@@ -196,7 +201,7 @@ def train_sft(model, examples: Sequence, cfg: SFTConfig, pad_id: int,
         total = 0.0
         for micro in range(cfg.grad_accum):
             begin = step * per_step + micro * cfg.batch_size
-            with autocast:
+            with precision.autocast(compute, device):
                 loss, fed = loss_fn(model, [examples[i] for i in order[begin:begin + cfg.batch_size]], step)
                 loss = loss / cfg.grad_accum
             tokens += fed

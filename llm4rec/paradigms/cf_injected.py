@@ -112,7 +112,7 @@ def attach_projector(model, split: Split, source: ResolvedInput, settings: CfSet
     base = _decoder_stack(model)
     torch.manual_seed(seed)  # the projector's initialisation follows the run's seed
     projector = CfProjector(torch.from_numpy(table), base.config.hidden_size, settings.projector)
-    base.cf_projector = projector.to(base.device, base.dtype)
+    base.cf_projector = projector.to(base.device)  # fp32 as it trains (llm4rec.llm.precision)
     info = {"cf_source": source.source, "cf_dim": int(table.shape[1]), "cf_projector": settings.projector,
             "cf_permuted": settings.permuted, "cf_table_norm": float(np.linalg.norm(table, axis=1).mean())}
     return base.cf_projector, info
@@ -260,7 +260,7 @@ class CfE4SRecRecommender(LLMRecommender):
         prior = {"log_popularity": log_popularity_prior(split, self.items), "zero": torch.zeros(len(self.items)),
                  "none": None}[self.cfg.item_bias]
         base.cf_head = ItemHead(base.config.hidden_size, len(self.items), prior, self.cfg.head_init)
-        self.head = base.cf_head.to(base.device, base.dtype)
+        self.head = base.cf_head.to(base.device)  # fp32 as it trains (llm4rec.llm.precision)
         tokens = lambda text: self.tokenizer(text, add_special_tokens=False).input_ids if text else []  # noqa: E731
         self.instruction, self.response = tokens(self.cfg.instruction), tokens(self.cfg.response)
         return info | {"loss_positions": self.cfg.loss_positions, "item_bias": self.cfg.item_bias,
