@@ -13,6 +13,7 @@
     llm4rec models
     llm4rec tracking-server start|stop [--dir results/tracking-server --port 5000 --pg-port 5433]
     llm4rec reproduce RUN [--tolerance 0] [--upstream rebuild|recorded]
+    llm4rec smoke GRID [--device cpu] [--dtype bf16] [--out results/smoke/<grid>]
 """
 
 from __future__ import annotations
@@ -81,6 +82,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--upstream", choices=("rebuild", "recorded"), default="rebuild",
                    help="what the run consumed: rebuilt from its records (default), or the recorded files as they are")
     p.add_argument("--tracking-uri", help="MLflow store for a run id (default: MLFLOW_TRACKING_URI, else results/mlflow.db)")
+    p = sub.add_parser("smoke", help="every cell of a grid through Snakemake at toy cost (tiny backbones of the same "
+                       "architecture, a few steps and users): proves a grid runs before GPU time is spent on it")
+    p.add_argument("grid", help="a grid config, e.g. benchmarks/paper.yaml")
+    p.add_argument("--device", default="cpu", help="where the toy runs run (default: cpu)")
+    p.add_argument("--dtype", default="bf16", choices=("bf16", "fp16", "fp32"), help="the backbones' dtype (default: bf16)")
+    p.add_argument("--out", help="its own results, reports and MLflow store (default: results/smoke/<grid name>)")
+    p.add_argument("--cores", type=int, default=2)
     p = sub.add_parser("ui-check", help="screenshot and check MLflow's runs table and compare view in headless Chromium")
     p.add_argument("--config", default=str(DEFAULT_CONFIG))
     p.add_argument("--out", default="reports/ui", help="where the screenshots go (default: reports/ui)")
@@ -119,6 +127,14 @@ def main(argv: list[str] | None = None) -> int:
             # a run id is looked up where the grids log: --tracking-uri, MLFLOW_TRACKING_URI, else results/mlflow.db
             return reproduce(args.run, args.scratch, args.tolerance, args.tracking_uri or load_grid(DEFAULT_CONFIG).tracking_uri(),
                              args.upstream)
+        if args.command == "smoke":
+            from llm4rec.smoke import SmokeError, smoke
+
+            try:
+                return smoke(args.grid, args.out, args.device, args.dtype, args.cores)
+            except SmokeError as err:
+                print(f"error: {err}", file=sys.stderr)
+                return 2
         if args.command == "relocate-store":
             from pathlib import Path
 

@@ -171,11 +171,18 @@ class LLMRecommender:
                                              self.selection_metric, cfg.eval_every, cfg.sft.steps)
         start = time.perf_counter()
         sft = dataclasses.replace(cfg.sft, seed=self.seed)  # batch order follows the run's seed
+        trainable = {n: p for n, p in self.model.named_parameters() if p.requires_grad}
+        before = {n: p.detach().clone() for n, p in trainable.items()}
         result = train_sft(self.model, encoded, sft, self.tokenizer.pad_token_id, workdir / "sft", self.device,
                            on_step=self.selection.on_step(self.model, self._rank_batches), fingerprint=fingerprint,
                            loss_fn=self.training_loss(), compute_dtype=self.compute_dtype)
+        # a trainable tensor no step changed is a bug (a detached module, a dtype that rounds updates away);
+        # known only for a run that trained from step 0 (a resumed run saw its earlier steps elsewhere)
+        fresh = len(result.losses) == cfg.sft.steps
+        unmoved = [n for n, p in trainable.items() if torch.equal(p.detach(), before[n])] if fresh else None
+        del before
         self._reuse_selection = self.selection.restore(self.model)
-        return {"train_examples": len(encoded), "train_set_tokens": int(sum(len(example[0]) for example in encoded)),
+        return {"train_examples": len(encoded), "trainable_unmoved": unmoved, "train_set_tokens": int(sum(len(example[0]) for example in encoded)),
                 "train_tokens": result.tokens, "sft_steps_run": len(result.losses),
                 "first_loss": result.losses[0] if result.losses else None,
                 "final_loss": result.losses[-1] if result.losses else None,

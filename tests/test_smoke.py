@@ -1,0 +1,91 @@
+"""`llm4rec smoke`: the toy-cost run of a whole grid. Its parts (offline architecture, tiny backbones of the
+real model types, the per-cell checks) on their own, then the default and the paper grid end to end."""
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from llm4rec.io import write_json
+from llm4rec.smoke import SmokeError, architecture, check_cell, tiny_backbone_folder
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_architecture_is_read_from_a_folder_or_known_by_name_and_never_downloaded(tmp_path):
+    write_json(tmp_path / "config.json", {"model_type": "mistral"})
+    assert architecture(str(tmp_path)) == "mistral"
+    assert architecture("Qwen/Qwen2.5-0.5B-Instruct") == "qwen2"
+    assert architecture("smollm2-135m-instruct") == "llama"
+    with pytest.raises(SmokeError, match="backbone 'acme/unknown-7b': cannot tell its architecture offline"):
+        architecture("acme/unknown-7b")
+
+
+@pytest.mark.parametrize("model_type", ["llama", "qwen2"])
+def test_tiny_backbones_load_as_their_architecture_and_encode_any_text(tmp_path, model_type):
+    from llm4rec.llm.backbone import BackboneConfig, load_backbone
+
+    corpus = ["Toy Story (1995)", "GoldenEye (1995) [2]", "A user watched these movies, oldest first:"]
+    folder = tiny_backbone_folder(model_type, corpus, tmp_path / model_type)
+    model, tokenizer = load_backbone(BackboneConfig(name_or_path=str(folder), dtype="bf16"))
+    assert model.config.model_type == model_type and next(model.parameters()).dtype.is_floating_point
+    assert str(next(model.parameters()).dtype) == "torch.bfloat16" and model.config.tie_word_embeddings
+    for text in ("Toy Story (1995)", "Zz unseen words, é too"):
+        assert tokenizer.decode(tokenizer(text, add_special_tokens=False).input_ids) == text
+    assert "<|assistant|>" in tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False,
+                                                            add_generation_prompt=True)
+
+
+class FakeGrid:
+    def __init__(self, root):
+        self.root = root
+        self.grid_dir = root
+
+    def run_dir(self, dataset, model, seed):
+        return self.root / dataset / model / f"seed{seed}"
+
+
+def fake_run(grid, model, fit):
+    folder = grid.run_dir("d", model, 0)
+    write_json(folder / "run.json", {"fit": fit})
+    write_json(folder / "metrics.json", {"cost": {"train_time_s": 1.0}})
+
+
+def test_a_cell_fails_on_each_fault_and_the_table_names_it(tmp_path):
+    grid = FakeGrid(tmp_path)
+    good = {"first_loss": 7.0, "final_loss": 6.5, "trainable_unmoved": [],
+            "precision": {"backbone_dtype": "bfloat16", "trainable_dtype": "float32", "autocast": "bfloat16", "devices": "cpu"}}
+    faults = {"idiomoe": good | {"final_loss": math.nan},
+              "cf_e4srec": good | {"trainable_unmoved": ["base_model.model.cf_head.bias"]},
+              "cf_llara": good | {"precision": good["precision"] | {"trainable_dtype": "bfloat16,float32"}},
+              "sid_llm": good | {"precision": good["precision"] | {"backbone_dtype": "float32"}},
+              "text_prompted": good | {"precision": good["precision"] | {"devices": "cpu,cuda:0"}}}
+    fake_run(grid, "idiomoe_popprior", good)
+    assert check_cell(grid, "d", "idiomoe_popprior", 0, "bf16").ok
+    expected = {"idiomoe": "non-finite loss", "cf_e4srec": "did not move: base_model.model.cf_head.bias",
+                "cf_llara": "trainable tensors in bfloat16,float32", "sid_llm": "backbone in float32, not bfloat16",
+                "text_prompted": "tensors on several devices"}
+    for model, fit in faults.items():
+        fake_run(grid, model, fit)
+        cell = check_cell(grid, "d", model, 0, "bf16")
+        assert not cell.ok and expected[model] in "; ".join(cell.problems), (model, cell.problems)
+    missing = check_cell(grid, "d", "sid_tiger", 0, "bf16")
+    assert not missing.ok and "no metrics.json" in missing.problems[0]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config", ["benchmarks/default.yaml", "benchmarks/paper.yaml"])
+def test_the_grid_runs_end_to_end_at_toy_cost(tmp_path, config):
+    """Every model entry of the grid, bf16 on CPU, through Snakemake; paper.yaml's ml-1m is prepared too."""
+    proc = subprocess.run([sys.executable, "-m", "llm4rec.cli", "smoke", config, "--out", str(tmp_path)], cwd=REPO,
+                          capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-3000:]
+    import yaml
+
+    models = [m["name"] for m in yaml.safe_load((REPO / config).read_text())["models"]]
+    table = (tmp_path / "smoke.md").read_text()
+    assert all(f"| {m}/ml-100k/seed" in table for m in models) and "FAIL" not in table
+    if config.endswith("paper.yaml"):
+        assert "| prepare ml-1m | ok" in table
