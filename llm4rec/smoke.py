@@ -138,6 +138,9 @@ def smoke_entry(entry: dict, grid: Grid, backbones: dict[str, Path], retention: 
         params["backbone"] = {"name_or_path": str(backbones[name]), "dtype": dtype}
     if "sft" in fields:
         sft = params.get("sft") or {}
+        if params.get("curriculum_steps"):  # a schedule over steps keeps its share of the (shorter) budget
+            budget = sft.get("steps") or import_object(spec.config)().sft.steps
+            params["curriculum_steps"] = max(1, round(params["curriculum_steps"] * STEPS / budget))
         params["sft"] = sft | {"steps": STEPS, "checkpoint_every": STEPS, "batch_size": min(sft.get("batch_size", 8), 4),
                                "grad_accum": 1, "warmup_steps": 0}
     for key, value in (("eval_every", STEPS), ("valid_users", VALID_USERS), ("batch_users", 8),
@@ -197,8 +200,11 @@ def smoke_config(grid: Grid, out: Path, device: str, dtype: str) -> dict:
 
 def _retarget(grid: Grid, out: Path, datasets: list[str]) -> Grid:
     """The grid with its results under `out` and only `datasets` (to prepare them there)."""
+    models = [{k: v for k, v in e.items() if k != "dataset_params"}
+              | {"dataset_params": {d: v for d, v in e.get("dataset_params", {}).items() if d in datasets}}
+              for e in grid.raw["models"]]
     raw = copy.deepcopy(grid.raw) | {"name": f"{grid.name}-smoke", "results_dir": str(out / "results"),
-                                     "datasets": {d: grid.raw["datasets"][d] for d in datasets}}
+                                     "datasets": {d: grid.raw["datasets"][d] for d in datasets}, "models": models}
     path = out / f"prepare-{'-'.join(datasets)}.yaml"
     write_text(path, yaml.safe_dump(raw, sort_keys=False))
     return load_grid(path)
