@@ -40,6 +40,12 @@ wildcard_constraints:
     key=r"[0-9a-f]+",
 
 
+# On a cluster, the cheap rules run where Snakemake runs (seconds each; 190 `track` jobs queued one by one on
+# SLURM would wait longer than they run), downloads too (compute nodes often have no internet); prepare,
+# artifacts and train are submitted.
+localrules: all, download_amazon2018, evaluate, track, summary, compare, report
+
+
 def cell_runs():
     return [dict(dataset=d, model=m, seed=s) for d, m, s in GRID.runs()]
 

@@ -14,6 +14,7 @@
     llm4rec tracking-server start|stop [--dir results/tracking-server --port 5000 --pg-port 5433]
     llm4rec reproduce RUN [--tolerance 0] [--upstream rebuild|recorded]
     llm4rec smoke GRID [--device cpu] [--dtype bf16] [--out results/smoke/<grid>]
+    llm4rec plan GRID [--profile h100|cpu2] [--out FILE.md]
 """
 
 from __future__ import annotations
@@ -89,6 +90,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dtype", default="bf16", choices=("bf16", "fp16", "fp32"), help="the backbones' dtype (default: bf16)")
     p.add_argument("--out", help="its own results, reports and MLflow store (default: results/smoke/<grid name>)")
     p.add_argument("--cores", type=int, default=2)
+    p = sub.add_parser("plan", help="estimated cost of every cell of a grid (tokens, time, peak memory, device-hours) "
+                       "and the resources it requests, before anyone submits it")
+    p.add_argument("grid", help="a grid config, e.g. benchmarks/paper.yaml")
+    p.add_argument("--profile", default="h100", help="device profile: h100 (default) or cpu2 (llm4rec.plan.PROFILES)")
+    p.add_argument("--out", help="also write the table (Markdown) and a CSV beside it")
     p = sub.add_parser("ui-check", help="screenshot and check MLflow's runs table and compare view in headless Chromium")
     p.add_argument("--config", default=str(DEFAULT_CONFIG))
     p.add_argument("--out", default="reports/ui", help="where the screenshots go (default: reports/ui)")
@@ -151,6 +157,21 @@ def main(argv: list[str] | None = None) -> int:
 
             server = TrackingServer(Path(args.dir).resolve(), args.host, args.port, args.pg_port)
             start(server, basic_auth=args.basic_auth) if args.action == "start" else stop(server)
+            return 0
+        if args.command == "plan":
+            from pathlib import Path
+
+            from llm4rec.io import write_text
+            from llm4rec.plan import PROFILES, plan, render_plan
+
+            if args.profile not in PROFILES:
+                raise ConfigError(f"plan: unknown profile '{args.profile}' (known: {', '.join(PROFILES)})")
+            frame = plan(load_grid(args.grid), args.profile)
+            table = render_plan(frame, args.profile)
+            print(table)
+            if args.out:
+                write_text(Path(args.out), table)
+                write_text(Path(args.out).with_suffix(".csv"), frame.to_csv(index=False))
             return 0
         grid = load_grid(args.config)
         if args.command == "validate":

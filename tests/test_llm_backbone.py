@@ -50,3 +50,26 @@ def test_gguf_backbone_loads_offline_and_is_cached(tmp_path, monkeypatch):
         torch.testing.assert_close(model(ids).logits, reloaded(ids).logits)
         next_token = model(tokenizer("The capital of France is", return_tensors="pt").input_ids).logits[0, -1].argmax()
     assert tokenizer.decode(next_token).strip() == "Paris"  # a real pretrained LM, not random weights
+
+
+def test_a_pinned_revision_reaches_the_hub_loader_and_a_local_folder_ignores_it(monkeypatch, tmp_path):
+    """A hub id loads at its pinned commit (tokenizer and weights alike); offline, the error names both."""
+    import transformers
+
+    from llm4rec.llm.backbone import BackboneConfig, load_backbone
+
+    seen = []
+
+    def refuse(source, **kwargs):
+        seen.append((source, kwargs.get("revision")))
+        raise OSError("not in the local cache")
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", refuse)
+    commit = "7ae557604adf67be50417f59c2c2f167def9a775"
+    with pytest.raises(FileNotFoundError, match=f"backbone 'Qwen/Qwen2.5-0.5B-Instruct' at revision {commit}: cannot load it"):
+        load_backbone(BackboneConfig(name_or_path="Qwen/Qwen2.5-0.5B-Instruct", revision=commit))
+    assert seen == [("Qwen/Qwen2.5-0.5B-Instruct", commit)]
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(FileNotFoundError):
+        load_backbone(BackboneConfig(name_or_path=str(tmp_path), revision=commit))
+    assert seen[-1] == (str(tmp_path), None)  # a folder is what it is: no revision to pin

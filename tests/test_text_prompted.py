@@ -54,7 +54,8 @@ def test_fine_tuned_model_ranks_valid_unseen_items_and_is_evaluated(tiny, tmp_pa
     assert info["best_step"] in (10, 20, 30) and 0 <= info["best_valid_ndcg_at_10_sample"] <= 1
     assert (tmp_path / "sft" / "last" / "state.pt").is_file()
     # the run record says which backbone was loaded, and that no code shipped with it ran
-    assert info["backbone"] == {"name_or_path": str(folder), "gguf_file": None, "trust_remote_code": False}
+    assert info["backbone"] == {"name_or_path": str(folder), "gguf_file": None, "trust_remote_code": False,
+                                "revision": None, "commit": None}  # a local folder: no hub commit
     for phase in ("valid", "test"):
         history = split.history(phase)
         rankings = rec.rank({u: history[u] for u in split.targets(phase)}, 3)

@@ -23,6 +23,7 @@ SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 @dataclass(frozen=True)
 class BackboneConfig:
     name_or_path: str = SMOLLM2  # alias, hub id (e.g. Qwen/Qwen2.5-0.5B-Instruct) or local folder
+    revision: str | None = None  # a hub id's commit (40 hex), pinned: the weights a rerun loads are these
     gguf_file: str | None = None
     dtype: str = "auto"  # auto: bf16 on a GPU that supports it, else fp32 | bf16 | fp16 | fp32 (llm4rec.llm.precision)
     device: str = "cpu"
@@ -85,10 +86,12 @@ def load_backbone(cfg: BackboneConfig):
             _save_dequantized(model, tokenizer, cached)
         source, gguf = str(cached), None
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=cfg.trust_remote_code)
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, trust_remote_code=cfg.trust_remote_code)
+        pinned = {"revision": cfg.revision} if cfg.revision and not Path(source).exists() else {}
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=cfg.trust_remote_code, **pinned)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, trust_remote_code=cfg.trust_remote_code, **pinned)
     except OSError as err:
-        raise FileNotFoundError(f"backbone '{cfg.name_or_path}': cannot load it ({err}). Offline machines need a "
+        at = f" at revision {cfg.revision}" if cfg.revision else ""
+        raise FileNotFoundError(f"backbone '{cfg.name_or_path}'{at}: cannot load it ({err}). Offline machines need a "
                                 "local folder or the model in the local Hugging Face cache.") from err
     ensure_pad_token(tokenizer, cfg)
     model.to(cfg.device).eval()

@@ -90,10 +90,13 @@ class LLMRecommender:
         """(model, tokenizer): the configured pretrained backbone (a paradigm may build its own model)."""
         backbone = self.cfg.backbone
         # the run record says what was loaded and whether code shipped with it could run (only when a config says so)
-        self.loaded_backbone = {"name_or_path": backbone.name_or_path, "gguf_file": backbone.gguf_file,
-                                "trust_remote_code": bool(backbone.trust_remote_code)}
         self.compute_dtype = torch_dtype(backbone.dtype, self.device)
-        return load_backbone(dataclasses.replace(backbone, device=self.device))
+        model, tokenizer = load_backbone(dataclasses.replace(backbone, device=self.device))
+        # the commit a hub id resolved to (transformers records it on the config), pinned or not
+        self.loaded_backbone = {"name_or_path": backbone.name_or_path, "gguf_file": backbone.gguf_file,
+                                "trust_remote_code": bool(backbone.trust_remote_code), "revision": backbone.revision,
+                                "commit": getattr(model.config, "_commit_hash", None)}
+        return model, tokenizer
 
     def prepare(self, split: Split) -> dict[str, Any]:
         raise NotImplementedError

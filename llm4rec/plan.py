@@ -1,0 +1,319 @@
+"""`llm4rec plan GRID`: what every cell of a grid will cost, before anyone submits it.
+
+An estimate from the config and the dataset sizes, never from running the model:
+- tokens: each paradigm's example length (history items x tokens per item, from the prepared
+  catalogue's titles) x optimiser steps x batch; the output layer over the catalogue where a model
+  has one; validation rankings during training; the test ranking (a prefill per user, then
+  beam x identifier-length decoding steps, or one forward per user);
+- FLOPs: 2 per parameter per token forward, 2 more backward through the activations, 2 more for
+  the parameters that train (so LoRA costs ~4N a token, full fine-tuning ~6N);
+- time under a stated device profile: training and prefill at an effective FLOP rate; a decoding
+  step reads every weight once, so it costs at least weights / bandwidth; plus a fixed per-job
+  overhead (start, loading, text retention);
+- peak memory: weights, fp32 master weights + gradients + Adam moments for what trains (16 bytes a
+  parameter), activations and logits of one micro-batch;
+- the SLURM resources the grid will request (its `resources`: gpu, mem_mb, runtime).
+
+Profiles: `h100` (the paper grid's machine; throughput stated below) and `cpu2` (this project's
+2-core CPU, calibrated on the default grid's measured runs: tests/test_plan.py checks the plan
+against them, within 2x per run).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from llm4rec.config import Grid
+from llm4rec.models import MODELS, check_params
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    train_flops: float  # effective FLOP/s of training steps
+    forward_flops: float  # effective FLOP/s of batched forward passes (prefill, one-forward scoring)
+    bandwidth: float  # bytes/s: a decoding step reads every weight once
+    small_flops: float  # effective FLOP/s of the baselines' small matrices (RecBole's embeddings of 64-128)
+    startup_s: float  # per job: interpreter and imports (outside the run's own clock)
+    load_s: float  # per LLM run: loading the backbone and the text-retention perplexity before and after
+    weight_bytes: int  # bytes per backbone weight (bf16 on the GPU, fp32 on CPU)
+    layer_latency_s: float = 0.0  # the least time one block's forward takes, however small the batch (kernel launches)
+
+
+PROFILES = {
+    # H100 SXM: 989 TFLOP/s dense bf16 peak, 3.35 TB/s HBM3; assumed 25% / 30% of peak and 75% of bandwidth
+    # (small matrices: 1 TFLOP/s); 30 s to start, 60 s to load a backbone and measure text retention
+    # eager PyTorch launches ~10 kernels per block at ~20 us each: a block's forward takes at least 0.2 ms
+    "h100": Profile("H100 SXM (bf16)", 250e12, 300e12, 2.5e12, 1e12, 30.0, 60.0, 2, 0.2e-3),
+    # 2 cores (AMD EPYC, AVX-512), fp32, 2 threads; calibrated on the default grid (tests/test_plan.py)
+    "cpu2": Profile("2-core CPU (fp32)", 150e9, 150e9, 12e9, 3e9, 10.0, 40.0, 4),
+}
+
+
+@dataclass(frozen=True)
+class Shape:
+    """A decoder-only backbone's shape."""
+
+    hidden: int
+    layers: int
+    intermediate: int
+    vocab: int
+    heads: int
+    kv_heads: int
+
+    @property
+    def kv_dim(self) -> int:
+        return self.hidden // self.heads * self.kv_heads
+
+    @property
+    def per_layer(self) -> int:
+        return 2 * self.hidden * self.hidden + 2 * self.hidden * self.kv_dim + 3 * self.hidden * self.intermediate
+
+    @property
+    def params(self) -> int:
+        return self.vocab * self.hidden + self.layers * self.per_layer  # tied embeddings
+
+
+# backbones known by name (an offline machine cannot read a hub id's config.json)
+KNOWN_BACKBONES = {
+    "smollm2-135m-instruct": Shape(576, 30, 1536, 49152, 9, 3),
+    "HuggingFaceTB/SmolLM2-135M-Instruct": Shape(576, 30, 1536, 49152, 9, 3),
+    "Qwen/Qwen2.5-0.5B-Instruct": Shape(896, 24, 4864, 151936, 14, 2),
+    "Qwen/Qwen2.5-1.5B-Instruct": Shape(1536, 28, 8960, 151936, 12, 2),
+    "Qwen/Qwen2.5-7B-Instruct": Shape(3584, 28, 18944, 152064, 28, 4),
+}
+
+
+def backbone_shape(name_or_path: str) -> Shape:
+    from llm4rec.io import read_json
+
+    if name_or_path in KNOWN_BACKBONES:
+        return KNOWN_BACKBONES[name_or_path]
+    config = Path(name_or_path).expanduser() / "config.json"
+    if config.is_file():
+        c = read_json(config)
+        return Shape(c["hidden_size"], c["num_hidden_layers"], c["intermediate_size"], c["vocab_size"],
+                     c["num_attention_heads"], c.get("num_key_value_heads", c["num_attention_heads"]))
+    raise ValueError(f"plan: backbone '{name_or_path}' is neither a local folder nor one of the known backbones "
+                     f"({', '.join(KNOWN_BACKBONES)}); add its shape to llm4rec.plan.KNOWN_BACKBONES")
+
+
+@dataclass
+class Cost:
+    train_tokens: float = 0.0
+    train_flops: float = 0.0
+    forward_flops: float = 0.0  # validation and test ranking, prefill and one-forward scoring
+    decode_steps: float = 0.0  # sequential decoding forwards (each reads every weight)
+    weights: float = 0.0  # backbone parameters
+    trainable: float = 0.0
+    activation_bytes: float = 0.0
+    small: bool = False  # a baseline: small matrices, no backbone to load
+    layer_passes: float = 0.0  # sequential block forwards (a backward counts 2): the latency floor
+
+    def run_seconds(self, profile: Profile) -> float:
+        """The run's own time (its train + ranking clocks), without the job's start."""
+        if self.small:
+            return (self.train_flops + self.forward_flops) / profile.small_flops
+        decode = self.decode_steps * self.weights * profile.weight_bytes / profile.bandwidth
+        compute = self.train_flops / profile.train_flops + self.forward_flops / profile.forward_flops + decode
+        return profile.load_s + max(compute, self.layer_passes * profile.layer_latency_s)
+
+    def seconds(self, profile: Profile) -> float:
+        return profile.startup_s + self.run_seconds(profile)
+
+    def peak_gb(self, profile: Profile) -> float:
+        return (self.weights * profile.weight_bytes + self.trainable * 16 + self.activation_bytes) / 2**30
+
+
+def _lora_params(shape: Shape, lora) -> float:
+    if lora is None:
+        return 0.0
+    sizes = {"q_proj": (shape.hidden, shape.hidden), "o_proj": (shape.hidden, shape.hidden),
+             "k_proj": (shape.hidden, shape.kv_dim), "v_proj": (shape.hidden, shape.kv_dim),
+             "gate_proj": (shape.hidden, shape.intermediate), "up_proj": (shape.hidden, shape.intermediate),
+             "down_proj": (shape.intermediate, shape.hidden)}
+    return shape.layers * sum(lora.rank * (a + b) for m, (a, b) in sizes.items() if m in lora.target_modules)
+
+
+def _sequence(cost: Cost, n: float, trainable: float, tokens_per_example: float, examples: float,
+              head: float = 0.0, head_positions: float = 1.0, micro_batches: float = 0.0, layers: int = 0) -> None:
+    """Training on `examples` sequences of `tokens_per_example` through a model of `n` parameters."""
+    cost.layer_passes += 3 * micro_batches * layers
+    cost.train_tokens += examples * tokens_per_example
+    cost.train_flops += examples * (tokens_per_example * (4 * n + 2 * trainable) + head_positions * 6 * head)
+
+
+def _ranking(cost: Cost, n: float, users: float, prompt_tokens: float, batch_users: int, beam: int = 0,
+             steps: float = 0, head: float = 0.0, layers: int = 0) -> None:
+    """Ranking `users`: a prefill each, then `steps` decoding steps of `beam` beams per batch of users
+    (or, with `head`, one output layer over the catalogue)."""
+    cost.forward_flops += users * (2 * n * prompt_tokens + 2 * head + 2 * n * beam * steps)
+    cost.decode_steps += math.ceil(users / batch_users) * steps
+    cost.layer_passes += math.ceil(users / batch_users) * (1 + steps) * layers
+
+
+def cell_cost(grid: Grid, dataset: str, model: str, stats: dict[str, float]) -> Cost:
+    """The estimated cost of one run (one seed) of `model` on `dataset`."""
+    spec = MODELS[model]
+    config = check_params(spec, grid.model_params(model, dataset))
+    evaluation = grid.model_evaluation(model)
+    test_users = min(evaluation.get("test_users") or stats["users"], stats["users"])
+    valid_users = min(evaluation.get("valid_users") or stats["users"], stats["users"])
+    items, title = stats["items"], stats["title_tokens"]
+    cost = Cost()
+    if spec.paradigm == "baseline":
+        return _baseline_cost(cost, model, config if isinstance(config, dict) else {}, stats)
+    family = type(config).__name__
+    code = (grid.model_inputs(model).get("codes", {}).get("params") or {}).get("levels", 3) + 1  # + disambiguation
+    if family == "TigerConfig":
+        t5 = config.t5
+        per_layer = 4 * t5.d_model * t5.num_heads * t5.d_kv + 2 * t5.d_model * t5.d_ff
+        n = per_layer * (t5.encoder_layers + 1.5 * t5.decoder_layers)  # decoder: + cross-attention
+        prompt = config.max_history * code + 2
+        cost.weights, cost.trainable = n, n
+        layers = t5.encoder_layers + t5.decoder_layers
+        _sequence(cost, n, n, prompt + code, config.sft.steps * config.sft.batch_size, micro_batches=config.sft.steps,
+                  layers=layers)
+        evaluations = config.sft.steps // max(config.eval_every, 1)
+        for users in (valid_users * evaluations, test_users + valid_users):
+            _ranking(cost, n, users, prompt, config.batch_users, config.beam_width, code, layers=layers)
+        cost.activation_bytes = config.sft.batch_size * (prompt + code) * t5.d_model * 40 * (t5.encoder_layers + t5.decoder_layers)
+        return cost
+    shape = backbone_shape(config.backbone.name_or_path)
+    n = shape.params
+    cost.weights = n
+    lora = _lora_params(shape, config.lora)
+    examples = config.sft.steps * config.sft.batch_size * config.sft.grad_accum
+    passes = {"micro_batches": config.sft.steps * config.sft.grad_accum, "layers": shape.layers}
+    evaluations = config.sft.steps // max(config.eval_every, 1)
+    trains = not getattr(config, "zero_shot", False)
+    if family in ("TextPromptedConfig", "CfLlaraConfig"):
+        soft = 1 if family == "CfLlaraConfig" else 0
+        history = config.sft.max_history
+        prompt = 40 + history * (title + 1 + soft)
+        trainable = lora + (2 * 64 * shape.hidden + shape.hidden**2 if soft else 0)
+        if trains:
+            _sequence(cost, n, trainable, prompt + title + 1, examples, shape.vocab * shape.hidden, title + 1, **passes)
+        for users in ((valid_users * evaluations if trains else 0), test_users + valid_users):
+            _ranking(cost, n, users, prompt, config.batch_users, config.beam_width, title + 1, layers=shape.layers)
+        width = config.sft.batch_size
+    elif family == "CfE4SRecConfig":
+        head = shape.hidden * items
+        prompt = 8 + config.max_history
+        positions = config.max_history if config.loss_positions == "all" else 1
+        trainable = lora + head + 64 * shape.hidden
+        _sequence(cost, n, trainable, prompt, examples, head, positions, **passes)
+        for users in (valid_users * evaluations, test_users + valid_users):
+            _ranking(cost, n, users, prompt, config.batch_users, head=head, layers=shape.layers)
+        width = config.sft.batch_size
+    elif family == "IdiomoeConfig":
+        from llm4rec.paradigms.idiomoe import expert_layer_indices
+
+        experts = len(expert_layer_indices(config.expert_layers, shape.layers))
+        head = shape.hidden * items
+        expert = experts * 3 * shape.hidden * shape.intermediate * config.item_expert_width
+        trainable = expert + 2 * head + lora
+        prompt = 8 + config.max_history
+        _sequence(cost, n + expert / 2, trainable, prompt, examples, head, config.max_history, **passes)
+        for users in (valid_users * evaluations, test_users + valid_users):
+            _ranking(cost, n, users, prompt, config.batch_users, head=head, layers=shape.layers)
+        width = config.sft.batch_size
+    elif family == "SidLlmConfig":
+        line = code + 1 + (title if config.interleave_titles else 0)
+        prompt = 10 + config.max_history * line
+        trainable = lora + 4 * code * 32 * shape.hidden
+        _sequence(cost, n, trainable, prompt + code, examples, shape.vocab * shape.hidden, code, **passes)
+        for users in (valid_users * evaluations, test_users + valid_users):
+            _ranking(cost, n, users, prompt, config.batch_users, config.beam_width, code, layers=shape.layers)
+        width = config.sft.batch_size
+    else:
+        raise ValueError(f"plan: no cost model for {model} ({family}); add one to llm4rec.plan.cell_cost")
+    cost.trainable = trainable if trains else 0.0
+    # one micro-batch: ~34 bytes per token per hidden unit per layer (bf16 activations kept for backward),
+    # plus fp32 logits over the vocabulary at the labelled positions
+    tokens = width * (prompt + title)
+    cost.activation_bytes = (tokens * shape.hidden * shape.layers * 34 + width * (title + 1) * shape.vocab * 4) if trains else 0
+    return cost
+
+
+def _baseline_cost(cost: Cost, model: str, config: dict, stats: dict[str, float]) -> Cost:
+    """RecBole baselines: epochs (the upper bound under early stopping) x interactions x the model's per-sample work."""
+    hidden = config.get("embedding_size") or config.get("hidden_size") or 64
+    epochs = config.get("epochs") or 0
+    interactions, items, users = stats["train_interactions"], stats["items"], stats["users"]
+    if model == "sasrec":
+        length = config.get("MAX_ITEM_LIST_LENGTH", 50)
+        layer = 12 * hidden * hidden + 2 * length * hidden
+        per_position = 6 * (config.get("n_layers", 2) * layer + hidden * items)
+        cost.train_flops = epochs * interactions * per_position
+    elif model == "lightgcn":
+        batches = math.ceil(interactions / config.get("train_batch_size", 2048))
+        cost.train_flops = epochs * batches * config.get("n_layers", 2) * 6 * interactions * hidden
+    elif model == "bpr":
+        cost.train_flops = epochs * interactions * 18 * hidden
+    cost.forward_flops = 2 * users * items * hidden
+    cost.weights = (users + items) * hidden
+    cost.small = True
+    return cost
+
+
+def dataset_stats(grid: Grid, dataset: str) -> dict[str, float]:
+    """Sizes the plan needs, from the prepared split (prepared here when it is not yet)."""
+    from llm4rec.runner import prepare_dataset
+
+    split = prepare_dataset(grid, dataset)
+    stats = split.meta["stats"]
+    titles = split.items["title"].astype(str) + (" (" + split.items["year"].astype(str) + ")" if "year" in split.items else "")
+    return {"users": stats["users"], "items": stats["items"], "train_interactions": stats["train_interactions"],
+            "title_tokens": float(titles.str.split().str.len().mean() * 1.6 + 2)}  # ~1.6 tokens a word, plus the year
+
+
+def plan(grid: Grid, profile: str = "h100") -> pd.DataFrame:
+    """One row per (dataset, model): estimated minutes, tokens, peak memory per run, the run count, GPU-hours,
+    and the resources the grid requests."""
+    chosen = PROFILES[profile]
+    rows = []
+    for dataset in grid.datasets:
+        stats = dataset_stats(grid, dataset)
+        for model in grid.models:
+            cost = cell_cost(grid, dataset, model, stats)
+            seconds = cost.seconds(chosen)
+            runs = len(grid.model_seeds(model))
+            resources = grid.model_entry(model).get("resources", {})
+            rows.append({"dataset": dataset, "model": model, "paradigm": MODELS[model].paradigm, "runs": runs,
+                         "train_tokens_M": cost.train_tokens / 1e6, "train_PFLOP": cost.train_flops / 1e15,
+                         "rank_PFLOP": cost.forward_flops / 1e15, "minutes_per_run": seconds / 60,
+                         "peak_GiB": cost.peak_gb(chosen), "device_hours": runs * seconds / 3600,
+                         "gpu": resources.get("gpu", 0), "mem_mb": resources.get("mem_mb", 4000),
+                         "runtime_min": resources.get("runtime", 120)})
+    return pd.DataFrame(rows)
+
+
+def render_plan(frame: pd.DataFrame, profile: str) -> str:
+    chosen = PROFILES[profile]
+    lines = ["| dataset | model | runs | train tokens | min / run | peak GiB | device-h | requests (gpu, mem, runtime) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in frame.itertuples():
+        short = "  (!)" if r.minutes_per_run * 1.5 > r.runtime_min else ""
+        lines.append(f"| {r.dataset} | {r.model} | {r.runs} | {r.train_tokens_M:.1f}M | {r.minutes_per_run:.1f} | "
+                     f"{r.peak_GiB:.1f} | {r.device_hours:.2f} | {r.gpu}, {r.mem_mb} MB, {r.runtime_min} min{short} |")
+    total = frame["device_hours"].sum()
+    gpu = frame.loc[frame["gpu"] > 0, "device_hours"].sum()
+    lines += ["", f"Total: {total:.1f} device-hours on {chosen.name} ({gpu:.1f} of them in jobs that request a GPU), "
+              f"{int(frame['runs'].sum())} runs. Assumed: {chosen.train_flops / 1e12:g} TFLOP/s in training, "
+              f"{chosen.forward_flops / 1e12:g} TFLOP/s in forward passes, {chosen.bandwidth / 1e12:g} TB/s of weight "
+              f"reads per decoding step, {chosen.small_flops / 1e12:g} TFLOP/s for the baselines' small matrices; "
+              f"{chosen.startup_s:.0f} s to start a job, {chosen.load_s:.0f} s to load a backbone and measure text "
+              "retention. Not counted: building artifacts (semantic IDs), evaluation and tracking jobs (seconds each). "
+              "(!): the requested runtime is under 1.5x the estimate."]
+    return "\n".join(lines) + "\n"
+
+
+def describe(profile: str) -> dict[str, Any]:
+    p = PROFILES[profile]
+    return {"profile": p.name, "train_flops": p.train_flops, "forward_flops": p.forward_flops, "bandwidth": p.bandwidth}
