@@ -309,7 +309,26 @@ def validate_grid(raw: dict[str, Any], path: Path) -> Grid:
         _check_model_params(grid, i, entry)
         _check_model_inputs(grid, i, entry)
     _check_input_cycles(grid)
+    _ship_text_samples(grid)
     return grid
+
+
+def _ship_text_samples(grid: Grid) -> None:
+    """Every LLM model's text-retention sample exists and is the pinned text, before any job starts; a copy
+    goes with the results (<grid>/text_retention/) for machines that lack its path (llm4rec.llm.retention)."""
+    from llm4rec.llm.retention import ship_sample
+
+    done = set()
+    for i, entry in enumerate(grid.raw["models"]):
+        config = check_params(MODELS[entry["name"]], entry.get("params", {}))
+        sample = getattr(config, "text_retention", None)
+        if sample is None or not sample.enabled or (sample.path, sample.sha256) in done:
+            continue
+        try:
+            ship_sample(sample, grid.grid_dir / "text_retention")
+        except (OSError, ValueError) as err:
+            raise ConfigError(f"{grid.path}: models[{i}] ({entry['name']}): {err}") from err
+        done.add((sample.path, sample.sha256))
 
 
 def _check_model_params(grid: Grid, i: int, entry: dict[str, Any]) -> None:

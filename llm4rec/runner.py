@@ -6,6 +6,7 @@ run.json / metrics.json are written last, so their presence means the stage fini
 
 from __future__ import annotations
 
+import os
 import random
 import resource
 import time
@@ -29,6 +30,7 @@ from llm4rec.determinism import (
 from llm4rec.environment import environment, redact
 from llm4rec.evaluation.evaluate import evaluate_rankings, sample_users
 from llm4rec.io import read_json, sha256_file, write_json, write_parquet
+from llm4rec.llm.retention import SHIPPED_ENV
 from llm4rec.models import (
     ARTIFACTS,
     MODELS,
@@ -139,6 +141,7 @@ def train_and_rank(grid: Grid, dataset: str, model: str, seed: int) -> dict:
     inputs = resolve_inputs(grid, dataset, model, seed, split)
     apply_determinism(grid.model_threads(model), grid.device)
     seed_everything(seed)
+    os.environ[SHIPPED_ENV] = str(grid.grid_dir / "text_retention")  # the validated sample, wherever this job runs
     evaluation = grid.model_evaluation(model)
     k = max(evaluation["cutoffs"])
     recommender = build_model(model, grid.model_params(model, dataset), seed, grid.device,

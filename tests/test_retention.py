@@ -65,3 +65,34 @@ def test_the_default_sample_is_the_pinned_public_domain_text():
     sample = load_sample(TextRetentionConfig())
     assert sample.startswith("PREFACE\n\n_The Devil's Dictionary_ was begun in a weekly paper in 1881")
     assert len(sample) == 16000 and len(sample.split()) > 2500
+
+
+def test_the_sample_is_checked_when_the_grid_is_validated_and_shipped_with_the_results(tmp_path, monkeypatch):
+    """A grid whose sample is missing fails at validation naming the model; a valid one leaves the sample in
+    <results>/<grid>/text_retention/<sha256>.txt, which a job on a machine without the file reads instead."""
+    import yaml
+
+    from llm4rec.config import ConfigError, load_grid
+    from llm4rec.llm.retention import SHIPPED_ENV
+
+    text = tmp_path / "sample.txt"
+    text.write_text("PREFACE " + TEXT)
+    digest = hashlib.sha256(("PREFACE " + TEXT)[:60].encode()).hexdigest()
+    sample = {"path": str(text), "start": "PREFACE", "chars": 60, "sha256": digest}
+    grid = {"name": "g", "seeds": [0], "results_dir": str(tmp_path / "results"), "datasets": {"ml-100k": {"source": "ml-100k"}},
+            "models": [{"name": "idiomoe", "params": {"text_retention": sample | {"path": str(tmp_path / "gone.txt")}}}]}
+    (tmp_path / "grid.yaml").write_text(yaml.safe_dump(grid))
+    with pytest.raises(ConfigError, match=r"models\[0\] \(idiomoe\): text retention: '.*gone.txt' not found \(nor a shipped copy"):
+        load_grid(tmp_path / "grid.yaml")
+    grid["models"][0]["params"]["text_retention"] = sample
+    (tmp_path / "grid.yaml").write_text(yaml.safe_dump(grid))
+    load_grid(tmp_path / "grid.yaml")
+    shipped = tmp_path / "results" / "g" / "text_retention" / f"{digest}.txt"
+    assert shipped.read_text() == ("PREFACE " + TEXT)[:60]
+    text.unlink()  # a compute node without the file: the job reads the shipped copy
+    monkeypatch.setenv(SHIPPED_ENV, str(shipped.parent))
+    assert load_sample(TextRetentionConfig(**sample)) == ("PREFACE " + TEXT)[:60]
+    load_grid(tmp_path / "grid.yaml")  # and validation there passes on the copy
+    shipped.write_text("tampered")
+    with pytest.raises(ValueError, match="has sha256 .* expected"):
+        load_sample(TextRetentionConfig(**sample))

@@ -7,6 +7,11 @@ package `dict-devil` (`make env` installs it), in dictd's gzip-compatible format
 its first `chars` characters from the preface on, each line stripped of its indentation, and is
 checked against a pinned sha256, so every run of every grid scores the same text.
 
+Compute nodes often lack the Debian path: validating a grid (`load_grid`, on the machine that runs
+Snakemake) writes the sample itself to `<results>/<grid>/text_retention/<sha256>.txt`, and a job reads
+that copy (`LLM4REC_TEXT_SAMPLES`, set by the runner) when `path` is not there. A grid whose sample
+can be found nowhere fails at validation, before any job starts.
+
 Perplexity is exp(mean next-token NLL) over consecutive windows of `window` tokens (the first
 token of a window is context, not predicted), through the model's own language-model head.
 """
@@ -23,6 +28,7 @@ import torch
 
 DEVIL_DICT = "/usr/share/dictd/devil.dict.dz"
 DEVIL_SHA256 = "012303bb2a49d71e84bc697af26bb5dc6069c329f545c9a69941a82af66f4b47"
+SHIPPED_ENV = "LLM4REC_TEXT_SAMPLES"  # a folder of <sha256>.txt samples shipped with the results
 
 
 @dataclass(frozen=True)
@@ -35,10 +41,23 @@ class TextRetentionConfig:
     window: int = 512
 
 
-def load_sample(cfg: TextRetentionConfig) -> str:
+def _shipped(cfg: TextRetentionConfig, folder: str | Path | None = None) -> Path | None:
+    import os
+
+    folder = folder or os.environ.get(SHIPPED_ENV)
+    return Path(folder) / f"{cfg.sha256}.txt" if folder else None
+
+
+def load_sample(cfg: TextRetentionConfig, shipped: str | Path | None = None) -> str:
+    """The pinned sample: from `cfg.path`, else from the copy shipped with the results (`shipped`, default
+    $LLM4REC_TEXT_SAMPLES); checked against `cfg.sha256` either way."""
     path = Path(cfg.path)
+    copy = _shipped(cfg, shipped)
     if not path.is_file():
-        raise FileNotFoundError(f"text retention: '{path}' not found. The default sample ships in Debian's "
+        if copy is not None and copy.is_file():
+            return _checked(copy.read_text(encoding="utf-8"), cfg, copy)
+        elsewhere = f" (nor a shipped copy at {copy})" if copy is not None else ""
+        raise FileNotFoundError(f"text retention: '{path}' not found{elsewhere}. The default sample ships in Debian's "
                                 "dict-devil package (`make env` installs it; or apt-get install dict-devil), or set "
                                 "params text_retention.path/sha256 to another text, or text_retention.enabled: false")
     raw = path.read_bytes()
@@ -47,12 +66,27 @@ def load_sample(cfg: TextRetentionConfig) -> str:
     if begin < 0:
         raise ValueError(f"text retention: '{path}' has no '{cfg.start}' to start the sample at (text_retention.start)")
     lines = "\n".join(line.strip() for line in text[begin:].splitlines())
-    sample = lines[: cfg.chars]
+    return _checked(lines[: cfg.chars], cfg, path)
+
+
+def _checked(sample: str, cfg: TextRetentionConfig, path: Path) -> str:
     digest = hashlib.sha256(sample.encode("utf-8")).hexdigest()
     if digest != cfg.sha256:
         raise ValueError(f"text retention: the sample of '{path}' ({cfg.chars} chars from '{cfg.start}') has sha256 "
                          f"{digest}, expected {cfg.sha256} (text_retention.sha256): the file is not the pinned text")
     return sample
+
+
+def ship_sample(cfg: TextRetentionConfig, folder: str | Path) -> Path:
+    """Write the pinned sample to `folder`/<sha256>.txt (once; atomically) so that jobs on machines without
+    `cfg.path` read it there; raise as `load_sample` does when it can be found nowhere."""
+    from llm4rec.io import write_text
+
+    target = _shipped(cfg, folder)
+    if target.is_file():
+        _checked(target.read_text(encoding="utf-8"), cfg, target)
+        return target
+    return write_text(target, load_sample(cfg, folder))
 
 
 @torch.no_grad()
