@@ -90,3 +90,19 @@ def test_the_paper_grid_runs_end_to_end_at_toy_cost(tmp_path):
     assert all(f"| {m}/ml-100k/seed" in table for m in models) and "FAIL" not in table
     if config.endswith("paper.yaml"):
         assert "| prepare ml-1m | ok" in table
+
+
+@pytest.mark.slow
+def test_the_gpu_measurement_script_runs_its_dry_run_on_cpu(tmp_path):
+    """benchmarks/perf/gpu_paradigms.py at a tiny shape: every paradigm trains with finite losses and ranks (no
+    timing is asserted; the script exists to be run on a GPU machine)."""
+    import json
+
+    out = tmp_path / "rows.json"
+    proc = subprocess.run([sys.executable, "benchmarks/perf/gpu_paradigms.py", "--device", "cpu", "--shape", "tiny",
+                           "--users", "4", "--steps", "2", "--out", str(out)], cwd=REPO, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = json.loads(out.read_text())
+    assert [r["paradigm"] for r in rows] == ["text_prompted", "cf_llara", "cf_e4srec", "idiomoe", "sid_llm", "sid_tiger"]
+    assert all(r["loss_finite"] and r["train_tokens_per_s"] > 0 and 0 <= r["top10_overlap_bf16_fp32"] <= 1 for r in rows)

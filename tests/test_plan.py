@@ -1,0 +1,73 @@
+"""`llm4rec plan`: its parameter counts against the models themselves, its token counts by hand, and its
+CPU profile against the default grid's measured runs (within 2x per run)."""
+
+import copy
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from llm4rec.config import load_grid
+from llm4rec.llm.backbone import LoraSettings
+from llm4rec.plan import PROFILES, Shape, _lora_params, cell_cost, dataset_stats, plan, render_plan
+
+REPO = Path(__file__).resolve().parents[1]
+MEASURED = REPO / "docs" / "results" / "default-cpu-costs.csv"
+
+
+def test_backbone_and_lora_parameter_counts_equal_the_models_own():
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    shape = Shape(hidden=64, layers=3, intermediate=160, vocab=500, heads=8, kv_heads=2)
+    config = LlamaConfig(vocab_size=500, hidden_size=64, intermediate_size=160, num_hidden_layers=3, num_attention_heads=8,
+                         num_key_value_heads=2, tie_word_embeddings=True)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config)
+    norms = 3 * 2 * 64 + 64  # two RMSNorms a block and the final one: not in the plan's count
+    assert sum(p.numel() for p in model.parameters()) == shape.params + norms
+    lora = LoraSettings(rank=4, target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    wrapped = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=lora.target_modules))
+    assert sum(p.numel() for p in wrapped.parameters() if p.requires_grad) == _lora_params(shape, lora)
+
+
+@pytest.fixture(scope="module")
+def default_grid(tmp_path_factory):
+    """The default grid with its results (the prepared split) in a scratch folder."""
+    raw = yaml.safe_load((REPO / "benchmarks" / "default.yaml").read_text())
+    tmp = tmp_path_factory.mktemp("plan")
+    raw = copy.deepcopy(raw) | {"results_dir": str(tmp / "results")}
+    (tmp / "grid.yaml").write_text(yaml.safe_dump(raw))
+    grid = load_grid(tmp / "grid.yaml")
+    return grid, dataset_stats(grid, "ml-100k")
+
+
+def test_training_tokens_are_steps_times_windows_times_their_length(default_grid):
+    """cf_e4srec: 60 steps of 32 windows, each an 8-token frame around 20 history soft tokens."""
+    grid, stats = default_grid
+    cost = cell_cost(grid, "ml-100k", "cf_e4srec", stats)
+    assert cost.train_tokens == 60 * 32 * (8 + 20)
+    assert stats["users"] == 943 and stats["items"] == 1349
+
+
+def test_the_cpu_profile_is_within_2x_of_every_measured_llm_run_of_the_default_grid(default_grid):
+    """The reference: docs/results/default-cpu-costs.csv, written by benchmarks/measured_costs.py from a fresh-clone
+    `make bench` (train + validation + test ranking seconds per run). Baselines with early stopping are left out:
+    the plan budgets their epoch ceiling, not the epoch they stop at."""
+    grid, stats = default_grid
+    measured = pd.read_csv(MEASURED, comment="#").groupby("model")["run_seconds"].mean()
+    checked = [m for m in measured.index if m == "sasrec" or grid.model_entry(m) and m not in ("mostpop", "bpr", "lightgcn", "emb_knn")]
+    assert len(checked) >= 15
+    ratios = {m: cell_cost(grid, "ml-100k", m, stats).run_seconds(PROFILES["cpu2"]) / measured[m] for m in checked}
+    assert all(0.5 <= r <= 2.0 for r in ratios.values()), {m: round(r, 2) for m, r in ratios.items()}
+
+
+def test_the_plan_table_names_every_cell_and_totals_device_hours(default_grid):
+    grid, _ = default_grid
+    frame = plan(grid, "cpu2")
+    assert len(frame) == len(grid.models) and (frame["minutes_per_run"] > 0).all()
+    assert frame["device_hours"].sum() == pytest.approx((frame["runs"] * frame["minutes_per_run"]).sum() / 60)
+    text = render_plan(frame, "cpu2")
+    assert all(f"| ml-100k | {m} |" in text for m in grid.models) and "Total:" in text and "device-hours" in text
