@@ -31,6 +31,8 @@ import pandas as pd
 from llm4rec.config import Grid
 from llm4rec.models import MODELS, check_params
 
+SAFETY = 4  # a suggested runtime is this many times the estimate (rounded up to 15 min), at least 30 / 60 min
+
 
 @dataclass(frozen=True)
 class Profile:
@@ -285,12 +287,14 @@ def plan(grid: Grid, profile: str = "h100") -> pd.DataFrame:
             seconds = cost.seconds(chosen)
             runs = len(grid.model_seeds(model))
             resources = grid.model_entry(model).get("resources", {})
+            floor = 30 if MODELS[model].paradigm == "baseline" else 60  # an LLM job's first run may download its backbone
             rows.append({"dataset": dataset, "model": model, "paradigm": MODELS[model].paradigm, "runs": runs,
                          "train_tokens_M": cost.train_tokens / 1e6, "train_PFLOP": cost.train_flops / 1e15,
                          "rank_PFLOP": cost.forward_flops / 1e15, "minutes_per_run": seconds / 60,
                          "peak_GiB": cost.peak_gb(chosen), "device_hours": runs * seconds / 3600,
                          "gpu": resources.get("gpu", 0), "mem_mb": resources.get("mem_mb", 4000),
-                         "runtime_min": resources.get("runtime", 120)})
+                         "runtime_min": resources.get("runtime", 120),
+                         "runtime_suggested_min": max(floor, math.ceil(SAFETY * seconds / 60 / 15) * 15)})
     return pd.DataFrame(rows)
 
 
@@ -299,7 +303,7 @@ def render_plan(frame: pd.DataFrame, profile: str) -> str:
     lines = ["| dataset | model | runs | train tokens | min / run | peak GiB | device-h | requests (gpu, mem, runtime) |",
              "|---|---|---|---|---|---|---|---|"]
     for r in frame.itertuples():
-        short = "  (!)" if r.minutes_per_run * 1.5 > r.runtime_min else ""
+        short = f" (!: suggested {r.runtime_suggested_min})" if r.runtime_min < r.runtime_suggested_min else ""
         lines.append(f"| {r.dataset} | {r.model} | {r.runs} | {r.train_tokens_M:.1f}M | {r.minutes_per_run:.1f} | "
                      f"{r.peak_GiB:.1f} | {r.device_hours:.2f} | {r.gpu}, {r.mem_mb} MB, {r.runtime_min} min{short} |")
     total = frame["device_hours"].sum()
@@ -310,7 +314,7 @@ def render_plan(frame: pd.DataFrame, profile: str) -> str:
               f"reads per decoding step, {chosen.small_flops / 1e12:g} TFLOP/s for the baselines' small matrices; "
               f"{chosen.startup_s:.0f} s to start a job, {chosen.load_s:.0f} s to load a backbone and measure text "
               "retention. Not counted: building artifacts (semantic IDs), evaluation and tracking jobs (seconds each). "
-              "(!): the requested runtime is under 1.5x the estimate."]
+              f"(!): the requested runtime is under the suggested one ({SAFETY}x the estimate, at least 30 min, 60 for an LLM run)."]
     return "\n".join(lines) + "\n"
 
 

@@ -71,3 +71,13 @@ def test_the_plan_table_names_every_cell_and_totals_device_hours(default_grid):
     assert frame["device_hours"].sum() == pytest.approx((frame["runs"] * frame["minutes_per_run"]).sum() / 60)
     text = render_plan(frame, "cpu2")
     assert all(f"| ml-100k | {m} |" in text for m in grid.models) and "Total:" in text and "device-hours" in text
+
+
+@pytest.mark.slow
+def test_the_paper_grid_requests_at_least_the_runtime_its_plan_suggests(tmp_path):
+    raw = yaml.safe_load((REPO / "benchmarks" / "paper.yaml").read_text()) | {"results_dir": str(tmp_path / "results")}
+    (tmp_path / "grid.yaml").write_text(yaml.safe_dump(raw))
+    frame = plan(load_grid(tmp_path / "grid.yaml"), "h100")
+    short = frame[frame["runtime_min"] < frame["runtime_suggested_min"]]
+    assert short.empty, short[["dataset", "model", "minutes_per_run", "runtime_min", "runtime_suggested_min"]]
+    assert (frame.loc[frame["paradigm"] != "baseline", "gpu"] == 1).all()
