@@ -109,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, default=5000)
     p.add_argument("--pg-port", type=int, default=5433)
     p.add_argument("--basic-auth", action="store_true", help="run MLflow's basic-auth app (for a shared server)")
+    argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
 
     try:
@@ -210,8 +211,11 @@ def main(argv: list[str] | None = None) -> int:
 
             build_artifact(grid, args.dataset, args.artifact, args.key)
         elif args.command == "train":
+            from llm4rec.llm.distributed import init_from_env, relaunch_per_gpu
             from llm4rec.runner import train_and_rank
 
+            relaunch_per_gpu(grid.model_entry(args.model).get("resources", {}).get("gpu", 0), argv)  # gpu > 1: torchrun
+            init_from_env(grid.device)  # under torchrun: join the process group
             train_and_rank(grid, args.dataset, args.model, args.seed)
         elif args.command == "evaluate":
             from llm4rec.runner import evaluate_run

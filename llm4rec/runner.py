@@ -30,6 +30,7 @@ from llm4rec.determinism import (
 from llm4rec.environment import environment, redact
 from llm4rec.evaluation.evaluate import evaluate_rankings, sample_users
 from llm4rec.io import read_json, sha256_file, write_json, write_parquet
+from llm4rec.llm import distributed
 from llm4rec.llm.retention import SHIPPED_ENV
 from llm4rec.models import (
     ARTIFACTS,
@@ -162,8 +163,11 @@ def train_and_rank(grid: Grid, dataset: str, model: str, seed: int) -> dict:
             rankings = recommender.rank({u: history.get(u, []) for u in users}, k)
             inference[phase] = time.perf_counter() - start
             inference_cost[phase] = recommender.inference_cost()  # e.g. tokens processed by an LLM
-            write_parquet(run_dir / f"rankings_{phase}.parquet", rankings)
+            if distributed.is_main():
+                write_parquet(run_dir / f"rankings_{phase}.parquet", rankings)
         timing["rank_end"] = time.time()
+    if not distributed.is_main():  # several processes (llm4rec.llm.distributed): process 0 writes the run
+        return {}
     exports = Path(run_dir) / "exports"  # a declared output folder of the train rule, empty if nothing is exported
     exports.mkdir(exist_ok=True)
     exported = recommender.export(exports, split)

@@ -73,3 +73,21 @@ def test_a_pinned_revision_reaches_the_hub_loader_and_a_local_folder_ignores_it(
     with pytest.raises(FileNotFoundError):
         load_backbone(BackboneConfig(name_or_path=str(tmp_path), revision=commit))
     assert seen[-1] == (str(tmp_path), None)  # a folder is what it is: no revision to pin
+
+
+def test_attention_implementation_and_gradient_checkpointing_are_backbone_options(tmp_path):
+    """Both reach the loaded model, and a checkpointed model's gradients equal the plain model's."""
+    model, tokenizer = tiny_backbone(["red", "car", "sky"], seed=0)
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    plain, _ = load_backbone(BackboneConfig(name_or_path=str(tmp_path), attn_implementation="eager"))
+    checkpointed, _ = load_backbone(BackboneConfig(name_or_path=str(tmp_path), attn_implementation="eager",
+                                                   gradient_checkpointing=True))
+    assert plain.config._attn_implementation == "eager" and checkpointed.is_gradient_checkpointing
+    ids = torch.tensor([[4, 5, 6, 4, 5]])
+    grads = []
+    for m in (plain, checkpointed):
+        m.train()
+        m(input_ids=ids, labels=ids).loss.backward()
+        grads.append(m.model.layers[0].mlp.up_proj.weight.grad)
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-5, atol=1e-7)

@@ -30,6 +30,8 @@ class BackboneConfig:
     trust_remote_code: bool = False
     pad_token: str | None = None  # set when the tokenizer has none (e.g. "<|endoftext|>")
     cache_dir: str = "results/cache/backbones"
+    attn_implementation: str | None = None  # transformers' choice (sdpa where it can) | eager | sdpa | flash_attention_2
+    gradient_checkpointing: bool = False  # recompute block activations in the backward pass: less memory, ~30% more time
 
 
 # every linear projection of a Llama-style block (attention, then MLP): LoRA "on every projection"
@@ -87,13 +89,17 @@ def load_backbone(cfg: BackboneConfig):
         source, gguf = str(cached), None
     try:
         pinned = {"revision": cfg.revision} if cfg.revision and not Path(source).exists() else {}
+        attention = {"attn_implementation": cfg.attn_implementation} if cfg.attn_implementation else {}
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=cfg.trust_remote_code, **pinned)
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, trust_remote_code=cfg.trust_remote_code, **pinned)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, trust_remote_code=cfg.trust_remote_code,
+                                                     **pinned, **attention)
     except OSError as err:
         at = f" at revision {cfg.revision}" if cfg.revision else ""
         raise FileNotFoundError(f"backbone '{cfg.name_or_path}'{at}: cannot load it ({err}). Offline machines need a "
                                 "local folder or the model in the local Hugging Face cache.") from err
     ensure_pad_token(tokenizer, cfg)
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.to(cfg.device).eval()
     return model, tokenizer
 

@@ -38,7 +38,7 @@ from tqdm import tqdm
 from llm4rec.data.split import Split
 from llm4rec.evaluation.evaluate import sample_users
 from llm4rec.io import sha256_file, stable_hash
-from llm4rec.llm import precision
+from llm4rec.llm import distributed, precision
 from llm4rec.llm.backbone import BackboneConfig, LoraSettings, add_lora, load_backbone, torch_dtype
 from llm4rec.llm.decoding import DecodeStats
 from llm4rec.llm.prompts import Prompt, left_pad
@@ -187,6 +187,7 @@ class LLMRecommender:
         self._reuse_selection = self.selection.restore(self.model)
         return {"train_examples": len(encoded), "trainable_unmoved": unmoved, "train_set_tokens": int(sum(len(example[0]) for example in encoded)),
                 "train_tokens": result.tokens, "sft_steps_run": len(result.losses),
+                "sft_losses": result.losses,  # per optimiser step run here (a resumed run: after its checkpoint)
                 "first_loss": result.losses[0] if result.losses else None,
                 "final_loss": result.losses[-1] if result.losses else None,
                 **self.selection.as_dict(), "sft_seconds": time.perf_counter() - start}
@@ -227,9 +228,9 @@ class LLMRecommender:
         self.model.eval()
         users = sorted(histories)
         rows = []
-        batches = range(0, len(users), self.cfg.batch_users)
-        for begin in tqdm(batches, desc=f"rank {len(users)} users", disable=len(batches) < 4, mininterval=10):
-            batch = users[begin:begin + self.cfg.batch_users]
+        # several processes: each ranks its share of the batches (a user is in the batch it would be in alone)
+        batches = distributed.deal([users[b:b + self.cfg.batch_users] for b in range(0, len(users), self.cfg.batch_users)])
+        for batch in tqdm(batches, desc=f"rank {len(users)} users", disable=len(batches) < 4, mininterval=10):
             ids, mask, soft = left_pad([self.user_prompt(u, histories[u]) for u in batch], self.tokenizer.pad_token_id)
             ids, mask = ids.to(self.device), mask.to(self.device)
             with precision.autocast(self.compute_dtype, self.device):
@@ -237,4 +238,5 @@ class LLMRecommender:
                 results = self.decode(ids, mask, embeds, [histories[u] for u in batch], k)
             for user, ranked in zip(batch, results, strict=True):
                 rows += [(user, r + 1, item, score) for r, (item, score) in enumerate(ranked)]
-        return pd.DataFrame(rows, columns=RANKING_COLUMNS)
+        frame = distributed.gather_frames(pd.DataFrame(rows, columns=RANKING_COLUMNS))
+        return frame.sort_values(["user_id", "rank"], kind="stable").reset_index(drop=True)

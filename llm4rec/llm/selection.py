@@ -67,7 +67,9 @@ class CheckpointSelection:
         return select
 
     def _save(self) -> None:
-        if self.state is None:
+        from llm4rec.llm import distributed
+
+        if self.state is None or not distributed.is_main():  # several processes: one writer
             return
         state = {"fingerprint": self.fingerprint, "score": self.score, "step": self.step, "state": self.state,
                  "rankings": list(self.rankings.itertuples(index=False, name=None)), "curve": self.curve}

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from llm4rec.llm import precision
+from llm4rec.llm import distributed, precision
 
 
 @dataclass(frozen=True)
@@ -123,7 +123,7 @@ def load_checkpoint(directory: Path, model, optimizer, fingerprint: str = "") ->
     state = torch.load(path, map_location="cpu", weights_only=True)
     if state.get("fingerprint", "") != fingerprint:
         print(f"[llm4rec] {path}: written under another configuration; restarting training from step 0", flush=True)
-        shutil.rmtree(directory / "last")
+        shutil.rmtree(directory / "last", ignore_errors=True)  # several processes: any of them may be first
         return 0
     expected = {name for name, p in model.named_parameters() if p.requires_grad}
     if set(state["trainable"]) != expected:
@@ -182,9 +182,14 @@ def train_sft(model, examples: Sequence, cfg: SFTConfig, pad_id: int,
     paradigm passes its own for other objectives (e.g. a softmax restricted to item tokens).
     `compute_dtype`: the backbone's (autocast to it when bf16 / fp16); default read off the model."""
     loss_fn = loss_fn or causal_lm_loss(pad_id, device)
+    rank, size = distributed.world()
+    if cfg.grad_accum % size:
+        raise ValueError(f"sft.grad_accum is {cfg.grad_accum} with {size} processes: it must be a multiple of the number "
+                         "of processes, each of which takes grad_accum / processes micro-batches of every step")
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     fingerprint = checkpoint_fingerprint(cfg, fingerprint)
+    distributed.barrier()  # process 0 may have just written the checkpoint the others are about to read
     start = load_checkpoint(checkpoint_dir, model, optimizer, fingerprint) if checkpoint_dir else 0
     if start:
         print(f"[llm4rec] resuming SFT from the checkpoint at step {start}/{cfg.steps} ({checkpoint_dir / 'last'})", flush=True)
@@ -198,20 +203,26 @@ def train_sft(model, examples: Sequence, cfg: SFTConfig, pad_id: int,
         optimizer.zero_grad(set_to_none=True)
         for group in optimizer.param_groups:
             group["lr"] = cfg.learning_rate_at(step)
-        total = 0.0
-        for micro in range(cfg.grad_accum):
+        total, fed_step = 0.0, 0
+        for micro in range(rank, cfg.grad_accum, size):  # several processes: each takes its share of micro-batches
             begin = step * per_step + micro * cfg.batch_size
             with precision.autocast(compute, device):
                 loss, fed = loss_fn(model, [examples[i] for i in order[begin:begin + cfg.batch_size]], step)
                 loss = loss / cfg.grad_accum
-            tokens += fed
+            fed_step += fed
             loss.backward()
             total += float(loss.detach())
+        if size > 1:
+            distributed.all_reduce_gradients(params)
+            total, fed_step = distributed.all_sum(total), int(distributed.all_sum(fed_step))
+        tokens += fed_step
         optimizer.step()
         losses.append(total)
         if on_step:
             on_step(step + 1, total)
         if checkpoint_dir and ((step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps):
-            save_checkpoint(checkpoint_dir, model, optimizer, step + 1, fingerprint)
+            if distributed.is_main():
+                save_checkpoint(checkpoint_dir, model, optimizer, step + 1, fingerprint)
+            distributed.barrier()
     model.eval()
     return SFTResult(losses, tokens)
