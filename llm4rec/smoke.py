@@ -80,6 +80,20 @@ def _strings(value: Any) -> list[str]:
     return []
 
 
+def bpe_tokenizer(corpus: list[str], vocab: int):
+    """A byte-level BPE tokenizer trained on `corpus` (any text encodes), with <pad> <unk> <bos> <eos> as ids 0-3."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    core = Tokenizer(models.BPE())
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.decoder = decoders.ByteLevel()
+    core.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=vocab, special_tokens=SPECIALS, show_progress=False,
+                                                         initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    return PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", unk_token="<unk>", bos_token="<bos>",
+                                   eos_token="<eos>")
+
+
 def tiny_backbone_folder(model_type: str, corpus: list[str], folder: Path) -> Path:
     """A random model of `model_type` (4 layers of 32, tied embeddings, as SmolLM2 and Qwen2.5 tie theirs) and a
     byte-level BPE tokenizer trained on `corpus` (any text encodes; each architecture's own tokenizer class
@@ -87,16 +101,9 @@ def tiny_backbone_folder(model_type: str, corpus: list[str], folder: Path) -> Pa
     if (folder / "config.json").is_file():
         return folder
     import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerFast
+    from transformers import AutoConfig, AutoModelForCausalLM
 
-    core = Tokenizer(models.BPE())
-    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    core.decoder = decoders.ByteLevel()
-    core.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=VOCAB, special_tokens=SPECIALS, show_progress=False,
-                                                         initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", unk_token="<unk>", bos_token="<bos>",
-                                        eos_token="<eos>")
+    tokenizer = bpe_tokenizer(corpus, VOCAB)
     tokenizer.chat_template = CHAT_TEMPLATE
     torch.manual_seed(0)
     config = AutoConfig.for_model(model_type, vocab_size=len(tokenizer), hidden_size=HIDDEN, intermediate_size=2 * HIDDEN,

@@ -62,17 +62,11 @@ def synthetic_split(users: int, items: int, seed: int = 0) -> Split:
 
 def random_backbone(shape: dict, corpus: list[str], folder: Path) -> Path:
     """A random Qwen2 of `shape` with a byte-level BPE tokenizer trained on the synthetic titles."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+    from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    core = Tokenizer(models.BPE())
-    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    core.decoder = decoders.ByteLevel()
-    core.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=1500, special_tokens=["<pad>", "<unk>", "<bos>", "<eos>"],
-                                                         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                                         show_progress=False))
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", unk_token="<unk>", bos_token="<bos>",
-                                        eos_token="<eos>")
+    from llm4rec.smoke import bpe_tokenizer
+
+    tokenizer = bpe_tokenizer(corpus, 1500)
     torch.manual_seed(0)
     config = Qwen2Config(**shape, max_position_embeddings=4096, tie_word_embeddings=True, pad_token_id=0, bos_token_id=2,
                          eos_token_id=3)
