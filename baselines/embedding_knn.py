@@ -33,8 +33,10 @@ class EmbeddingKnn:
         path = self.source.paths["item_embeddings.npy"]
         vectors = np.load(path)
         if vectors.ndim != 2 or vectors.shape[0] != len(split.items):
-            raise ValueError(f"{path} (from {self.source.source}): {vectors.shape[0]} rows, but this run's catalogue "
-                             f"(items.parquet) has {len(split.items)} items; the input was built on another catalogue")
+            raise ValueError(
+                f"{path} (from {self.source.source}): {vectors.shape[0]} rows, but this run's catalogue "
+                f"(items.parquet) has {len(split.items)} items; the input was built on another catalogue"
+            )
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         self.vectors = vectors / np.where(norms == 0, 1, norms)
         self.items = split.items["item_id"].to_numpy()
@@ -45,11 +47,19 @@ class EmbeddingKnn:
         rows = []
         for user in sorted(histories):
             history = [self.row[i] for i in histories[user]]
-            recent = history[-self.cfg.recent:] if self.cfg.recent else history
-            scores = self.vectors @ self.vectors[recent].mean(axis=0) if recent else np.zeros(len(self.items))
+            recent = history[-self.cfg.recent :] if self.cfg.recent else history
+            scores = (
+                self.vectors @ self.vectors[recent].mean(axis=0)
+                if recent
+                else np.zeros(len(self.items))
+            )
             scores[history] = -np.inf
             top = np.argsort(-scores, kind="stable")[:k]
-            rows += [(user, r + 1, self.items[i], float(scores[i])) for r, i in enumerate(top) if np.isfinite(scores[i])]
+            rows += [
+                (user, r + 1, self.items[i], float(scores[i]))
+                for r, i in enumerate(top)
+                if np.isfinite(scores[i])
+            ]
         return pd.DataFrame(rows, columns=RANKING_COLUMNS)
 
     def export(self, out_dir: Path, split: Split) -> dict[str, str]:
@@ -59,6 +69,12 @@ class EmbeddingKnn:
         return {}
 
 
-def build(name: str, config: EmbeddingKnnConfig, seed: int, device: str, selection: str,
-          inputs: dict[str, ResolvedInput]) -> EmbeddingKnn:
+def build(
+    name: str,
+    config: EmbeddingKnnConfig,
+    seed: int,
+    device: str,
+    selection: str,
+    inputs: dict[str, ResolvedInput],
+) -> EmbeddingKnn:
     return EmbeddingKnn(config, inputs["embeddings"])

@@ -41,8 +41,12 @@ from llm4rec.models import RANKING_COLUMNS
 from llm4rec.params import ParamsError
 
 RECBOLE_MODEL = {"mostpop": "Pop", "bpr": "BPR", "lightgcn": "LightGCN", "sasrec": "SASRec"}
-RECBOLE_SOURCE = {"mostpop": "general_recommender/pop.py", "bpr": "general_recommender/bpr.py",
-                  "lightgcn": "general_recommender/lightgcn.py", "sasrec": "sequential_recommender/sasrec.py"}
+RECBOLE_SOURCE = {
+    "mostpop": "general_recommender/pop.py",
+    "bpr": "general_recommender/bpr.py",
+    "lightgcn": "general_recommender/lightgcn.py",
+    "sasrec": "sequential_recommender/sasrec.py",
+}
 SEQUENTIAL = {"sasrec"}
 DATASET_NAME = "split"  # the folder/file stem RecBole reads; unknown to RecBole's download list
 
@@ -68,8 +72,11 @@ COMMON = {
 @functools.cache
 def yaml_keys(path: Path) -> tuple[str, ...]:
     """The top-level keys of one of RecBole's shipped YAML files, in file order."""
-    return tuple(line.split(":", 1)[0] for line in path.read_text().splitlines()
-                 if re.match(r"^[A-Za-z_][A-Za-z0-9_]*:", line))
+    return tuple(
+        line.split(":", 1)[0]
+        for line in path.read_text().splitlines()
+        if re.match(r"^[A-Za-z_][A-Za-z0-9_]*:", line)
+    )
 
 
 def recbole_keys(name: str) -> set[str]:
@@ -77,11 +84,18 @@ def recbole_keys(name: str) -> set[str]:
     dataset, sequential quick-start, the model's own) and the keys its model, base class and
     trainer read (`config["..."]`). Read from the package's files, without importing RecBole."""
     root = package_dir("recbole")
-    yamls = [root / "properties" / "overall.yaml", root / "properties" / "dataset" / "sample.yaml",
-             root / "properties" / "quick_start_config" / "sequential.yaml",
-             root / "properties" / "model" / f"{RECBOLE_MODEL[name]}.yaml"]
+    yamls = [
+        root / "properties" / "overall.yaml",
+        root / "properties" / "dataset" / "sample.yaml",
+        root / "properties" / "quick_start_config" / "sequential.yaml",
+        root / "properties" / "model" / f"{RECBOLE_MODEL[name]}.yaml",
+    ]
     keys = {key for path in yamls for key in yaml_keys(path)}
-    sources = [root / "model" / RECBOLE_SOURCE[name], root / "model" / "abstract_recommender.py", root / "trainer" / "trainer.py"]
+    sources = [
+        root / "model" / RECBOLE_SOURCE[name],
+        root / "model" / "abstract_recommender.py",
+        root / "trainer" / "trainer.py",
+    ]
     for path in sources:
         keys |= set(re.findall(r"config\[[\"']([A-Za-z_][A-Za-z0-9_]*)[\"']\]", path.read_text()))
     return keys | set(COMMON)
@@ -93,8 +107,10 @@ def recbole_params(name: str, params: dict[str, Any]) -> dict[str, Any]:
     for key in params:
         if key not in known:
             close = sorted(k for k in known if k.lower()[:4] == key.lower()[:4])[:8]
-            raise ParamsError(f"{name}: unknown parameter '{key}' (not a RecBole 1.2.1 config key for "
-                              f"{RECBOLE_MODEL[name]}{'; similar: ' + ', '.join(close) if close else ''})")
+            raise ParamsError(
+                f"{name}: unknown parameter '{key}' (not a RecBole 1.2.1 config key for "
+                f"{RECBOLE_MODEL[name]}{'; similar: ' + ', '.join(close) if close else ''})"
+            )
     return dict(params)
 
 
@@ -102,12 +118,16 @@ def recbole_params(name: str, params: dict[str, Any]) -> dict[str, Any]:
 TRAINING_KEYS = ("epochs", "learning_rate", "train_batch_size", "stopping_step", "weight_decay")
 
 
-def recbole_hyperparameters(name: str, params: dict[str, Any], resolved: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def recbole_hyperparameters(
+    name: str, params: dict[str, Any], resolved: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """The hyper-parameters a researcher compares for one RecBole model: the keys of its own YAML (e.g. LightGCN's
     n_layers, reg_weight), the trainer's (TRAINING_KEYS), the history length (sequential models) and any key the
     grid sets; each the grid's value, else RecBole's resolved one (None when not known yet). RecBole's other ~100
     resolved settings (field names, loader options) stay in run.json, not in this list."""
-    keys = list(yaml_keys(package_dir("recbole") / "properties" / "model" / f"{RECBOLE_MODEL[name]}.yaml"))
+    keys = list(
+        yaml_keys(package_dir("recbole") / "properties" / "model" / f"{RECBOLE_MODEL[name]}.yaml")
+    )
     keys += [] if name == "mostpop" else list(TRAINING_KEYS)
     keys += ["MAX_ITEM_LIST_LENGTH"] if name in SEQUENTIAL else []
     keys += [key for key in params if key not in keys]
@@ -149,19 +169,46 @@ def write_benchmark_files(split: Split, data_dir: Path, sequential: bool, max_le
             for user, group in rows.groupby("user_id", sort=False):
                 items, times = group["item_id"].tolist(), group["timestamp"].tolist()
                 for t in range(1, len(items)):
-                    seq_rows.append((user, " ".join(items[max(0, t - max_len):t]), items[t], times[t]))
+                    seq_rows.append(
+                        (user, " ".join(items[max(0, t - max_len) : t]), items[t], times[t])
+                    )
         else:
             history = split.history(phase)
-            seq_rows = [(u, " ".join(history[u][-max_len:]), i, ts) for u, i, ts in rows.itertuples(index=False)]
+            seq_rows = [
+                (u, " ".join(history[u][-max_len:]), i, ts)
+                for u, i, ts in rows.itertuples(index=False)
+            ]
         frame = pd.DataFrame(seq_rows, columns=["user_id", "item_id_list", "item_id", "timestamp"])
-        write_atomic(frame, path, {"user_id": "token", "item_id_list": "token_seq", "item_id": "token", "timestamp": "float"})
+        write_atomic(
+            frame,
+            path,
+            {
+                "user_id": "token",
+                "item_id_list": "token_seq",
+                "item_id": "token",
+                "timestamp": "float",
+            },
+        )
 
 
 class RecBoleRecommender:
     """One RecBole model behind the harness's Recommender protocol."""
 
-    def __init__(self, name: str, params: dict[str, Any], seed: int, device: str, selection: str = "ndcg_at_10"):
-        self.name, self.params, self.seed, self.device, self.selection = name, params, seed, device, selection
+    def __init__(
+        self,
+        name: str,
+        params: dict[str, Any],
+        seed: int,
+        device: str,
+        selection: str = "ndcg_at_10",
+    ):
+        self.name, self.params, self.seed, self.device, self.selection = (
+            name,
+            params,
+            seed,
+            device,
+            selection,
+        )
         self.sequential = name in SEQUENTIAL
         self.max_len = int(params.get("MAX_ITEM_LIST_LENGTH", 50))
 
@@ -173,8 +220,16 @@ class RecBoleRecommender:
             "seed": self.seed,
             "device": self.device,
             "use_gpu": self.device.startswith("cuda"),
-            "eval_args": {"group_by": "user", "order": "TO", "split": {"RS": [0.8, 0.1, 0.1]}, "mode": "full"},
-            "load_col": {"inter": ["user_id", "item_id", "timestamp"] + (["item_id_list"] if self.sequential else [])},
+            "eval_args": {
+                "group_by": "user",
+                "order": "TO",
+                "split": {"RS": [0.8, 0.1, 0.1]},
+                "mode": "full",
+            },
+            "load_col": {
+                "inter": ["user_id", "item_id", "timestamp"]
+                + (["item_id_list"] if self.sequential else [])
+            },
         }
         if self.sequential:
             cfg |= {"alias_of_item_id": ["item_id_list"], "train_neg_sample_args": None}
@@ -189,13 +244,19 @@ class RecBoleRecommender:
         data_root = workdir / "recbole_data"
         write_benchmark_files(split, data_root / DATASET_NAME, self.sequential, self.max_len)
         with recbole_sandbox(workdir / "recbole"):
-            config = Config(model=RECBOLE_MODEL[self.name], dataset=DATASET_NAME, config_dict=self.recbole_config(data_root))
+            config = Config(
+                model=RECBOLE_MODEL[self.name],
+                dataset=DATASET_NAME,
+                config_dict=self.recbole_config(data_root),
+            )
             init_seed(config["seed"], config["reproducibility"])
             init_logger(config)
             logging.getLogger().setLevel(logging.INFO)
             dataset = create_dataset(config)
             if dataset.item_num - 1 != len(split.items):  # id 0 is RecBole's padding item
-                raise RuntimeError(f"RecBole sees {dataset.item_num - 1} items, the split's catalogue has {len(split.items)}")
+                raise RuntimeError(
+                    f"RecBole sees {dataset.item_num - 1} items, the split's catalogue has {len(split.items)}"
+                )
             train_data, valid_data, _ = data_preparation(config, dataset)
             init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
             model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
@@ -207,8 +268,11 @@ class RecBoleRecommender:
             # weights_only=True; the best state is kept in memory instead, and nothing is unpickled
             trainer._save_checkpoint = lambda epoch, verbose=True, **kw: best.update(
                 state_dict={k: v.detach().clone() for k, v in model.state_dict().items()},
-                other_parameter=copy.deepcopy(model.other_parameter()))
-            best_score, best_result = trainer.fit(train_data, valid_data, saved=True, show_progress=config["show_progress"])
+                other_parameter=copy.deepcopy(model.other_parameter()),
+            )
+            best_score, best_result = trainer.fit(
+                train_data, valid_data, saved=True, show_progress=config["show_progress"]
+            )
             if best:
                 model.load_state_dict(best["state_dict"])
                 model.load_other_parameter(best["other_parameter"])
@@ -222,7 +286,9 @@ class RecBoleRecommender:
             "valid_curve": self.curve,  # one point per validation (every eval_step epochs)
             "epochs_trained": epochs,
             # RecBole keeps no best epoch; it counts evaluations since the best one (cur_step)
-            "best_epoch": epochs - 1 - int(getattr(trainer, "cur_step", 0)) * int(config["eval_step"] or 1),
+            "best_epoch": epochs
+            - 1
+            - int(getattr(trainer, "cur_step", 0)) * int(config["eval_step"] or 1),
             "parameters_total": sum(p.numel() for p in model.parameters()),
             "parameters_trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
             "recbole_config": {k: _plain(config[k]) for k in sorted(config.final_config_dict)},
@@ -240,7 +306,9 @@ class RecBoleRecommender:
         rows = torch.as_tensor(ds.token2id(ds.iid_field, counts.index.tolist()))
         with torch.no_grad():
             model.item_cnt.zero_()
-            model.item_cnt[rows, 0] = torch.as_tensor(counts.to_numpy(), dtype=model.item_cnt.dtype, device=model.item_cnt.device)
+            model.item_cnt[rows, 0] = torch.as_tensor(
+                counts.to_numpy(), dtype=model.item_cnt.dtype, device=model.item_cnt.device
+            )
             model.max_cnt = torch.max(model.item_cnt, dim=0)[0]
 
     def inference_cost(self) -> dict[str, float]:
@@ -260,7 +328,9 @@ class RecBoleRecommender:
 
         def validate(valid_data, show_progress=False):
             self.model.eval()
-            score = selection_score(self.rank({u: history.get(u, []) for u in users}, depth), split, self.selection)
+            score = selection_score(
+                self.rank({u: history.get(u, []) for u in users}, depth), split, self.selection
+            )
             self.curve.append({"evaluation": len(self.curve) + 1, self.selection: score})
             return score, {self.selection: score}
 
@@ -276,7 +346,7 @@ class RecBoleRecommender:
             seq = torch.zeros((len(users), self.max_len), dtype=torch.long)
             lengths = torch.zeros(len(users), dtype=torch.long)
             for row, user in enumerate(users):
-                recent = list(histories[user])[-self.max_len:]
+                recent = list(histories[user])[-self.max_len :]
                 if recent:
                     seq[row, : len(recent)] = torch.as_tensor(ds.token2id(ds.iid_field, recent))
                 lengths[row] = max(len(recent), 1)
@@ -284,18 +354,28 @@ class RecBoleRecommender:
         return Interaction(fields).to(self.config["device"])
 
     @torch.no_grad()
-    def rank(self, histories: Mapping[str, Sequence[str]], k: int, batch_size: int = 256) -> pd.DataFrame:
+    def rank(
+        self, histories: Mapping[str, Sequence[str]], k: int, batch_size: int = 256
+    ) -> pd.DataFrame:
         ds = self.dataset
         users = sorted(histories)
         out = []
         for start in range(0, len(users), batch_size):
             batch = users[start : start + batch_size]
-            scores = self.model.full_sort_predict(self._interaction(batch, histories)).view(len(batch), -1).float()
+            scores = (
+                self.model.full_sort_predict(self._interaction(batch, histories))
+                .view(len(batch), -1)
+                .float()
+            )
             scores[:, 0] = -torch.inf  # RecBole's padding item
             for row, user in enumerate(batch):
                 if histories[user]:
-                    scores[row, torch.as_tensor(ds.token2id(ds.iid_field, list(histories[user])))] = -torch.inf
-            top_scores, top_ids = torch.topk(scores, min(k, scores.shape[1]), dim=1)  # a catalogue may be < k
+                    scores[
+                        row, torch.as_tensor(ds.token2id(ds.iid_field, list(histories[user])))
+                    ] = -torch.inf
+            top_scores, top_ids = torch.topk(
+                scores, min(k, scores.shape[1]), dim=1
+            )  # a catalogue may be < k
             items = ds.id2token(ds.iid_field, top_ids.cpu().numpy())
             for row, user in enumerate(batch):
                 valid = torch.isfinite(top_scores[row]).cpu().numpy()
@@ -340,8 +420,14 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-def build(name: str, config: dict[str, Any], seed: int, device: str, selection: str = "ndcg_at_10",
-          inputs: dict | None = None) -> RecBoleRecommender:
+def build(
+    name: str,
+    config: dict[str, Any],
+    seed: int,
+    device: str,
+    selection: str = "ndcg_at_10",
+    inputs: dict | None = None,
+) -> RecBoleRecommender:
     """`config`: RecBole params, already checked by `recbole_params`."""
     if name not in RECBOLE_MODEL:
         raise KeyError(f"'{name}' is not a RecBole baseline (known: {', '.join(RECBOLE_MODEL)})")

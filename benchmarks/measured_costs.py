@@ -27,10 +27,19 @@ def measured(config: str) -> pd.DataFrame:
         if not path.is_file():
             continue
         cost = read_json(path)["cost"]
-        rows.append({"dataset": dataset, "model": model, "seed": seed, "train_time_s": cost["train_time_s"],
-                     "inference_time_valid_s": cost.get("inference_time_valid_s", 0.0),
-                     "inference_time_test_s": cost["inference_time_test_s"],
-                     "run_seconds": cost["train_time_s"] + cost.get("inference_time_valid_s", 0.0) + cost["inference_time_test_s"]})
+        rows.append(
+            {
+                "dataset": dataset,
+                "model": model,
+                "seed": seed,
+                "train_time_s": cost["train_time_s"],
+                "inference_time_valid_s": cost.get("inference_time_valid_s", 0.0),
+                "inference_time_test_s": cost["inference_time_test_s"],
+                "run_seconds": cost["train_time_s"]
+                + cost.get("inference_time_valid_s", 0.0)
+                + cost["inference_time_test_s"],
+            }
+        )
     return pd.DataFrame(rows)
 
 

@@ -45,14 +45,20 @@ def main() -> None:
         point = dict(zip(space, values, strict=True))
         params = grid.model_params(args.model, args.dataset) | point | {"show_progress": False}
         seed_everything(args.seed)
-        model = build_model(args.model, params, args.seed, grid.device, selection=grid.selection_metric(args.model))
+        model = build_model(
+            args.model, params, args.seed, grid.device, selection=grid.selection_metric(args.model)
+        )
         start = time.perf_counter()
         fit = model.fit(split, Path(grid.grid_dir) / "tuning" / args.dataset / args.model / "work")
         elapsed = time.perf_counter() - start
         rankings = model.rank({u: history[u] for u in users}, max(grid.cutoffs))
         _, summary = evaluate_rankings(rankings, split, "valid", grid.cutoffs)
-        row = point | {"valid_ndcg_at_10": summary["ndcg_at_10"], "valid_hr_at_10": summary["hr_at_10"],
-                       "epochs": fit.get("epochs_trained"), "train_time_s": round(elapsed, 1)}
+        row = point | {
+            "valid_ndcg_at_10": summary["ndcg_at_10"],
+            "valid_hr_at_10": summary["hr_at_10"],
+            "epochs": fit.get("epochs_trained"),
+            "train_time_s": round(elapsed, 1),
+        }
         rows.append(row)
         print(json.dumps(row), flush=True)
     table = pd.DataFrame(rows).sort_values("valid_ndcg_at_10", ascending=False)

@@ -1,20 +1,20 @@
 """The `llm4rec` command. Each subcommand is one Snakemake rule's job.
 
-    llm4rec validate --config benchmarks/default.yaml
-    llm4rec prepare  --config C --dataset D
-    llm4rec artifact --config C --dataset D --artifact A --key K
-    llm4rec train    --config C --dataset D --model M --seed S
-    llm4rec evaluate --config C --dataset D --model M --seed S
-    llm4rec track    --config C --dataset D --model M --seed S
-    llm4rec summarize --config C [metrics.json ...]
-    llm4rec compare  --config C [RUN_DIR ...] [--mlflow-experiment E --tag model=bpr ...] [--out DIR]
-    llm4rec report   --config C [RUN_DIR ...] [--mlflow-experiment E ...] [--comparisons FILE] [--out DIR]
-    llm4rec download amazon-beauty --raw-dir results/raw
-    llm4rec models
-    llm4rec tracking-server start|stop [--dir results/tracking-server --port 5000 --pg-port 5433]
-    llm4rec reproduce RUN [--tolerance 0] [--upstream rebuild|recorded]
-    llm4rec smoke GRID [--device cpu] [--dtype bf16] [--out results/smoke/<grid>]
-    llm4rec plan GRID [--profile h100|cpu2] [--out FILE.md]
+llm4rec validate --config benchmarks/default.yaml
+llm4rec prepare  --config C --dataset D
+llm4rec artifact --config C --dataset D --artifact A --key K
+llm4rec train    --config C --dataset D --model M --seed S
+llm4rec evaluate --config C --dataset D --model M --seed S
+llm4rec track    --config C --dataset D --model M --seed S
+llm4rec summarize --config C [metrics.json ...]
+llm4rec compare  --config C [RUN_DIR ...] [--mlflow-experiment E --tag model=bpr ...] [--out DIR]
+llm4rec report   --config C [RUN_DIR ...] [--mlflow-experiment E ...] [--comparisons FILE] [--out DIR]
+llm4rec download amazon-beauty --raw-dir results/raw
+llm4rec models
+llm4rec tracking-server start|stop [--dir results/tracking-server --port 5000 --pg-port 5433]
+llm4rec reproduce RUN [--tolerance 0] [--upstream rebuild|recorded]
+llm4rec smoke GRID [--device cpu] [--dtype bf16] [--out results/smoke/<grid>]
+llm4rec plan GRID [--profile h100|cpu2] [--out FILE.md]
 """
 
 from __future__ import annotations
@@ -30,7 +30,9 @@ from llm4rec.tracking_server import ServerError
 
 
 def _grid_cell(parser: argparse.ArgumentParser, with_run: bool = True) -> None:
-    parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="grid config (benchmarks/*.yaml)")
+    parser.add_argument(
+        "--config", default=str(DEFAULT_CONFIG), help="grid config (benchmarks/*.yaml)"
+    )
     parser.add_argument("--dataset", required=True)
     if with_run:
         parser.add_argument("--model", required=True)
@@ -39,76 +41,171 @@ def _grid_cell(parser: argparse.ArgumentParser, with_run: bool = True) -> None:
 
 def _check_cell(grid, args, with_run: bool = True) -> None:
     if args.dataset not in grid.datasets:
-        raise ConfigError(f"{grid.path}: dataset '{args.dataset}' is not in datasets (known: {', '.join(grid.datasets)})")
+        raise ConfigError(
+            f"{grid.path}: dataset '{args.dataset}' is not in datasets (known: {', '.join(grid.datasets)})"
+        )
     if with_run and args.model not in grid.models:
-        raise ConfigError(f"{grid.path}: model '{args.model}' is not in models (known: {', '.join(grid.models)})")
+        raise ConfigError(
+            f"{grid.path}: model '{args.model}' is not in models (known: {', '.join(grid.models)})"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="llm4rec", description="llm4rec-bench: LLM recommenders vs. strong baselines on one protocol")
+    parser = argparse.ArgumentParser(
+        prog="llm4rec",
+        description="llm4rec-bench: LLM recommenders vs. strong baselines on one protocol",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("validate", help="validate a grid config and print its runs")
     p.add_argument("--config", default=str(DEFAULT_CONFIG))
-    _grid_cell(sub.add_parser("prepare", help="load, preprocess and split one dataset"), with_run=False)
-    p = sub.add_parser("artifact", help="build one artifact the grid's runs consume (the artifact rule)")
+    _grid_cell(
+        sub.add_parser("prepare", help="load, preprocess and split one dataset"), with_run=False
+    )
+    p = sub.add_parser(
+        "artifact", help="build one artifact the grid's runs consume (the artifact rule)"
+    )
     _grid_cell(p, with_run=False)
     p.add_argument("--artifact", required=True)
     p.add_argument("--key", required=True, help="the artifact's config key (its folder name)")
-    for name, text in (("train", "train one model and rank top-K"), ("evaluate", "score a run's rankings"),
-                       ("track", "log a finished run to MLflow")):
+    for name, text in (
+        ("train", "train one model and rank top-K"),
+        ("evaluate", "score a run's rankings"),
+        ("track", "log a finished run to MLflow"),
+    ):
         _grid_cell(sub.add_parser(name, help=text))
     p = sub.add_parser("summarize", help="write reports/summary.{md,csv} from metrics.json files")
     p.add_argument("--config", default=str(DEFAULT_CONFIG))
-    p.add_argument("metrics", nargs="*", help="metrics.json files (default: every finished run of the grid)")
-    for name, text in (("compare", "paired significance tests between finished runs"),
-                       ("report", "tables (LaTeX/Markdown/CSV), slices and figures for finished runs")):
+    p.add_argument(
+        "metrics", nargs="*", help="metrics.json files (default: every finished run of the grid)"
+    )
+    for name, text in (
+        ("compare", "paired significance tests between finished runs"),
+        ("report", "tables (LaTeX/Markdown/CSV), slices and figures for finished runs"),
+    ):
         p = sub.add_parser(name, help=text)
-        p.add_argument("--config", default=str(DEFAULT_CONFIG), help="grid config: report options, default runs")
-        p.add_argument("runs", nargs="*", help="run folders (default: every finished run of the grid)")
-        p.add_argument("--mlflow-experiment", help="read runs from this MLflow experiment instead of folders")
+        p.add_argument(
+            "--config",
+            default=str(DEFAULT_CONFIG),
+            help="grid config: report options, default runs",
+        )
+        p.add_argument(
+            "runs", nargs="*", help="run folders (default: every finished run of the grid)"
+        )
+        p.add_argument(
+            "--mlflow-experiment", help="read runs from this MLflow experiment instead of folders"
+        )
         p.add_argument("--tracking-uri", help="MLflow store (default: the grid's)")
-        p.add_argument("--tag", action="append", default=[], help="filter MLflow runs by tag, e.g. --tag dataset=ml-100k")
+        p.add_argument(
+            "--tag",
+            action="append",
+            default=[],
+            help="filter MLflow runs by tag, e.g. --tag dataset=ml-100k",
+        )
         p.add_argument("--out", help="output folder (default: the grid's reports_dir)")
         if name == "report":
-            p.add_argument("--comparisons", help="comparisons.csv from `llm4rec compare` (default: recompute)")
-            p.add_argument("--no-mlflow", action="store_true", help="do not log the report to MLflow")
+            p.add_argument(
+                "--comparisons", help="comparisons.csv from `llm4rec compare` (default: recompute)"
+            )
+            p.add_argument(
+                "--no-mlflow", action="store_true", help="do not log the report to MLflow"
+            )
     p = sub.add_parser("download", help="download a dataset's raw files (needs internet)")
     p.add_argument("source")
     p.add_argument("--raw-dir", default="results/raw")
     sub.add_parser("models", help="list registered models")
-    p = sub.add_parser("reproduce", help="rebuild a finished run from its record in a scratch folder and diff it")
-    p.add_argument("run", help="a run folder (<results>/<grid>/runs/<dataset>/<model>/seed<N>) or an MLflow run id")
-    p.add_argument("--tolerance", type=float, help="largest |difference| per metric (default: 0 on CPU, 1e-4 on GPU)")
+    p = sub.add_parser(
+        "reproduce", help="rebuild a finished run from its record in a scratch folder and diff it"
+    )
+    p.add_argument(
+        "run",
+        help="a run folder (<results>/<grid>/runs/<dataset>/<model>/seed<N>) or an MLflow run id",
+    )
+    p.add_argument(
+        "--tolerance",
+        type=float,
+        help="largest |difference| per metric (default: 0 on CPU, 1e-4 on GPU)",
+    )
     p.add_argument("--scratch", help="where to rebuild (default: a new temporary folder)")
-    p.add_argument("--upstream", choices=("rebuild", "recorded"), default="rebuild",
-                   help="what the run consumed: rebuilt from its records (default), or the recorded files as they are")
-    p.add_argument("--tracking-uri", help="MLflow store for a run id (default: MLFLOW_TRACKING_URI, else results/mlflow.db)")
-    p = sub.add_parser("smoke", help="every cell of a grid through Snakemake at toy cost (tiny backbones of the same "
-                       "architecture, a few steps and users): proves a grid runs before GPU time is spent on it")
+    p.add_argument(
+        "--upstream",
+        choices=("rebuild", "recorded"),
+        default="rebuild",
+        help="what the run consumed: rebuilt from its records (default), or the recorded files as they are",
+    )
+    p.add_argument(
+        "--tracking-uri",
+        help="MLflow store for a run id (default: MLFLOW_TRACKING_URI, else results/mlflow.db)",
+    )
+    p = sub.add_parser(
+        "smoke",
+        help="every cell of a grid through Snakemake at toy cost (tiny backbones of the same "
+        "architecture, a few steps and users): proves a grid runs before GPU time is spent on it",
+    )
     p.add_argument("grid", help="a grid config, e.g. benchmarks/paper.yaml")
     p.add_argument("--device", default="cpu", help="where the toy runs run (default: cpu)")
-    p.add_argument("--dtype", default="bf16", choices=("bf16", "fp16", "fp32"), help="the backbones' dtype (default: bf16)")
-    p.add_argument("--out", help="its own results, reports and MLflow store (default: results/smoke/<grid name>)")
+    p.add_argument(
+        "--dtype",
+        default="bf16",
+        choices=("bf16", "fp16", "fp32"),
+        help="the backbones' dtype (default: bf16)",
+    )
+    p.add_argument(
+        "--out",
+        help="its own results, reports and MLflow store (default: results/smoke/<grid name>)",
+    )
     p.add_argument("--cores", type=int, default=2)
-    p = sub.add_parser("plan", help="estimated cost of every cell of a grid (tokens, time, peak memory, device-hours) "
-                       "and the resources it requests, before anyone submits it")
+    p = sub.add_parser(
+        "plan",
+        help="estimated cost of every cell of a grid (tokens, time, peak memory, device-hours) "
+        "and the resources it requests, before anyone submits it",
+    )
     p.add_argument("grid", help="a grid config, e.g. benchmarks/paper.yaml")
-    p.add_argument("--profile", default="h100", help="device profile: h100 (default) or cpu2 (llm4rec.plan.PROFILES)")
+    p.add_argument(
+        "--profile",
+        default="h100",
+        help="device profile: h100 (default) or cpu2 (llm4rec.plan.PROFILES)",
+    )
     p.add_argument("--out", help="also write the table (Markdown) and a CSV beside it")
-    p = sub.add_parser("ui-check", help="screenshot and check MLflow's runs table and compare view in headless Chromium")
+    p = sub.add_parser(
+        "ui-check",
+        help="screenshot and check MLflow's runs table and compare view in headless Chromium",
+    )
     p.add_argument("--config", default=str(DEFAULT_CONFIG))
-    p.add_argument("--out", default="reports/ui", help="where the screenshots go (default: reports/ui)")
-    p.add_argument("--compare", nargs=2, metavar="MODEL", help="the two models to compare (default: best baseline vs "
-                   "best other model by test NDCG@10)")
-    p = sub.add_parser("relocate-store", help="repair a local MLflow store's artifact links after results/ moved")
-    p.add_argument("--results", default="results", help="the results folder that holds mlflow.db (default: results)")
-    p = sub.add_parser("tracking-server", help="start/stop an MLflow tracking server backed by PostgreSQL")
+    p.add_argument(
+        "--out", default="reports/ui", help="where the screenshots go (default: reports/ui)"
+    )
+    p.add_argument(
+        "--compare",
+        nargs=2,
+        metavar="MODEL",
+        help="the two models to compare (default: best baseline vs "
+        "best other model by test NDCG@10)",
+    )
+    p = sub.add_parser(
+        "relocate-store", help="repair a local MLflow store's artifact links after results/ moved"
+    )
+    p.add_argument(
+        "--results",
+        default="results",
+        help="the results folder that holds mlflow.db (default: results)",
+    )
+    p = sub.add_parser(
+        "tracking-server", help="start/stop an MLflow tracking server backed by PostgreSQL"
+    )
     p.add_argument("action", choices=("start", "stop"))
-    p.add_argument("--dir", default="results/tracking-server", help="database, artifacts, logs and pid files")
-    p.add_argument("--host", default="127.0.0.1", help="the MLflow server's address (default: loopback only)")
+    p.add_argument(
+        "--dir", default="results/tracking-server", help="database, artifacts, logs and pid files"
+    )
+    p.add_argument(
+        "--host", default="127.0.0.1", help="the MLflow server's address (default: loopback only)"
+    )
     p.add_argument("--port", type=int, default=5000)
     p.add_argument("--pg-port", type=int, default=5433)
-    p.add_argument("--basic-auth", action="store_true", help="run MLflow's basic-auth app (for a shared server)")
+    p.add_argument(
+        "--basic-auth",
+        action="store_true",
+        help="run MLflow's basic-auth app (for a shared server)",
+    )
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
 
@@ -124,7 +221,9 @@ def main(argv: list[str] | None = None) -> int:
             from llm4rec.data.sources import AMAZON_2018_CATEGORIES, download_amazon2018
 
             if args.source not in AMAZON_2018_CATEGORIES:
-                raise DataError(f"download: unknown source '{args.source}' (downloadable: {', '.join(AMAZON_2018_CATEGORIES)})")
+                raise DataError(
+                    f"download: unknown source '{args.source}' (downloadable: {', '.join(AMAZON_2018_CATEGORIES)})"
+                )
             for path in download_amazon2018(args.source, f"{args.raw_dir}/{args.source}"):
                 print(path)
             return 0
@@ -132,8 +231,13 @@ def main(argv: list[str] | None = None) -> int:
             from llm4rec.reproduce import reproduce
 
             # a run id is looked up where the grids log: --tracking-uri, MLFLOW_TRACKING_URI, else results/mlflow.db
-            return reproduce(args.run, args.scratch, args.tolerance, args.tracking_uri or load_grid(DEFAULT_CONFIG).tracking_uri(),
-                             args.upstream)
+            return reproduce(
+                args.run,
+                args.scratch,
+                args.tolerance,
+                args.tracking_uri or load_grid(DEFAULT_CONFIG).tracking_uri(),
+                args.upstream,
+            )
         if args.command == "smoke":
             from llm4rec.smoke import SmokeError, smoke
 
@@ -148,8 +252,10 @@ def main(argv: list[str] | None = None) -> int:
             from llm4rec.tracking import relocate_store
 
             changed = relocate_store(Path(args.results))
-            print(f"[llm4rec] {Path(args.results) / 'mlflow.db'}: artifact links point at {Path(args.results).resolve()} "
-                  f"({', '.join(f'{n} {t}' for t, n in changed.items())} rows changed)")
+            print(
+                f"[llm4rec] {Path(args.results) / 'mlflow.db'}: artifact links point at {Path(args.results).resolve()} "
+                f"({', '.join(f'{n} {t}' for t, n in changed.items())} rows changed)"
+            )
             return 0
         if args.command == "tracking-server":
             from pathlib import Path
@@ -166,7 +272,9 @@ def main(argv: list[str] | None = None) -> int:
             from llm4rec.plan import PROFILES, plan, render_plan
 
             if args.profile not in PROFILES:
-                raise ConfigError(f"plan: unknown profile '{args.profile}' (known: {', '.join(PROFILES)})")
+                raise ConfigError(
+                    f"plan: unknown profile '{args.profile}' (known: {', '.join(PROFILES)})"
+                )
             frame = plan(load_grid(args.grid), args.profile)
             table = render_plan(frame, args.profile)
             print(table)
@@ -176,8 +284,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         grid = load_grid(args.config)
         if args.command == "validate":
-            print(f"{grid.path}: ok; {len(grid.runs())} runs ({len(grid.datasets)} datasets x {len(grid.models)} models x their "
-                  f"seeds), {len(grid.artifacts())} artifacts; every model's params checked")
+            print(
+                f"{grid.path}: ok; {len(grid.runs())} runs ({len(grid.datasets)} datasets x {len(grid.models)} models x their "
+                f"seeds), {len(grid.artifacts())} artifacts; every model's params checked"
+            )
             return 0
         if args.command == "ui-check":
             from pathlib import Path
@@ -185,7 +295,9 @@ def main(argv: list[str] | None = None) -> int:
             from llm4rec.ui_check import UiCheckError, check_ui
 
             try:
-                shots = check_ui(grid, Path(args.out), tuple(args.compare) if args.compare else None)
+                shots = check_ui(
+                    grid, Path(args.out), tuple(args.compare) if args.compare else None
+                )
             except UiCheckError as err:
                 print(f"error: {err}", file=sys.stderr)
                 return 1
@@ -205,7 +317,9 @@ def main(argv: list[str] | None = None) -> int:
             from llm4rec.runner import prepare_dataset
 
             split = prepare_dataset(grid, args.dataset)
-            print(f"[llm4rec] split of {args.dataset}: {split.meta['stats']} -> {grid.split_dir(args.dataset)}")
+            print(
+                f"[llm4rec] split of {args.dataset}: {split.meta['stats']} -> {grid.split_dir(args.dataset)}"
+            )
         elif args.command == "artifact":
             from llm4rec.runner import build_artifact
 
@@ -214,14 +328,18 @@ def main(argv: list[str] | None = None) -> int:
             from llm4rec.llm.distributed import init_from_env, relaunch_per_gpu
             from llm4rec.runner import train_and_rank
 
-            relaunch_per_gpu(grid.model_entry(args.model).get("resources", {}).get("gpu", 0), argv)  # gpu > 1: torchrun
+            relaunch_per_gpu(
+                grid.model_entry(args.model).get("resources", {}).get("gpu", 0), argv
+            )  # gpu > 1: torchrun
             init_from_env(grid.device)  # under torchrun: join the process group
             train_and_rank(grid, args.dataset, args.model, args.seed)
         elif args.command == "evaluate":
             from llm4rec.runner import evaluate_run
 
             result = evaluate_run(grid, args.dataset, args.model, args.seed)
-            print(f"[llm4rec] {args.model}/{args.dataset}/seed{args.seed}: test NDCG@10 {result['test'].get('ndcg_at_10', float('nan')):.4f}")
+            print(
+                f"[llm4rec] {args.model}/{args.dataset}/seed{args.seed}: test NDCG@10 {result['test'].get('ndcg_at_10', float('nan')):.4f}"
+            )
         elif args.command == "track":
             from llm4rec.tracking import log_run
 
@@ -230,11 +348,16 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataError, TrackingError, ServerError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except OSError as err:  # a full disk, an unwritable results folder, a missing file: say which path
+    except (
+        OSError
+    ) as err:  # a full disk, an unwritable results folder, a missing file: say which path
         if isinstance(err, WriteError):
             print(f"error: {err.strerror}", file=sys.stderr)
         else:
-            print(f"error: {err.filename}: {err.strerror}" if err.filename else f"error: {err}", file=sys.stderr)
+            print(
+                f"error: {err.filename}: {err.strerror}" if err.filename else f"error: {err}",
+                file=sys.stderr,
+            )
         return 2
 
 
@@ -267,8 +390,10 @@ def compare_or_report(grid, args) -> int:
         runs = load_runs(grid, args)
         if args.command == "compare":
             table = write_comparisons(runs, spec, out)
-            print(f"[llm4rec] {len(table)} comparisons ({int(table['significant'].sum()) if len(table) else 0} significant "
-                  f"after {spec.options['correction']}) -> {out / 'comparisons.csv'}")
+            print(
+                f"[llm4rec] {len(table)} comparisons ({int(table['significant'].sum()) if len(table) else 0} significant "
+                f"after {spec.options['correction']}) -> {out / 'comparisons.csv'}"
+            )
             return 0
         comparisons = pd.read_csv(args.comparisons) if args.comparisons else None
         written = build_report(runs, spec, out, comparisons)

@@ -30,7 +30,13 @@ DATASET_DEFAULTS = {
     "rating_threshold": None,
     "dedup": "first",
     "k_core": {"user": 5, "item": 5},
-    "split": {"method": "leave_one_out", "tie_break": "file_order", "seed": 0, "valid_frac": 0.1, "test_frac": 0.1},
+    "split": {
+        "method": "leave_one_out",
+        "tie_break": "file_order",
+        "seed": 0,
+        "valid_frac": 0.1,
+        "test_frac": 0.1,
+    },
 }
 DEFAULT_CUTOFFS = [5, 10, 20, 50]
 DEFAULT_SELECTION = "ndcg_at_10"  # the validation metric that picks epochs and checkpoints
@@ -69,7 +75,12 @@ class InputSource:
 
     def describe(self) -> dict[str, Any]:
         """What goes into the consumer's run config (and so its hash)."""
-        return {self.kind: self.name, "seed": self.seed, "config_hash": self.config_hash, "files": list(self.files)}
+        return {
+            self.kind: self.name,
+            "seed": self.seed,
+            "config_hash": self.config_hash,
+            "files": list(self.files),
+        }
 
 
 @dataclass(frozen=True)
@@ -158,8 +169,12 @@ class Grid:
         the same number; null = all)."""
         grid = self.raw.get("evaluation", {})
         own = self.model_entry(model).get("evaluation", {})
-        return {"cutoffs": sorted(own.get("cutoffs", self.cutoffs)), "test_users": own.get("test_users"),
-                "valid_users": own.get("valid_users"), "sample_seed": grid.get("sample_seed", 0)}
+        return {
+            "cutoffs": sorted(own.get("cutoffs", self.cutoffs)),
+            "test_users": own.get("test_users"),
+            "valid_users": own.get("valid_users"),
+            "sample_seed": grid.get("sample_seed", 0),
+        }
 
     def selection_metric(self, model: str) -> str:
         """The validation metric that picks epochs and checkpoints (grid's, or the entry's own)."""
@@ -170,7 +185,10 @@ class Grid:
         """{slot: {run: MODEL[, seed: N]} | {artifact: NAME, params: {...}}}: the registry's
         defaults, overridden per slot by the grid entry's `inputs`."""
         own = self.model_entry(model).get("inputs", {})
-        return {slot: dict(own.get(slot) or declared.default) for slot, declared in MODELS[model].inputs.items()}
+        return {
+            slot: dict(own.get(slot) or declared.default)
+            for slot, declared in MODELS[model].inputs.items()
+        }
 
     def input_sources(self, dataset: str, model: str, seed: int) -> dict[str, InputSource]:
         """Resolve what one run consumes to upstream folders, files and config hashes."""
@@ -180,23 +198,50 @@ class Grid:
             if "run" in source:
                 upstream, upstream_seed = source["run"], int(source.get("seed", seed))
                 folder = self.run_dir(dataset, upstream, upstream_seed)
-                out[slot] = InputSource(slot, "run", upstream, upstream_seed, folder / "exports", folder / "exports",
-                                        files, self.run_hash(dataset, upstream, upstream_seed), {})
+                out[slot] = InputSource(
+                    slot,
+                    "run",
+                    upstream,
+                    upstream_seed,
+                    folder / "exports",
+                    folder / "exports",
+                    files,
+                    self.run_hash(dataset, upstream, upstream_seed),
+                    {},
+                )
             else:
                 name, params = source["artifact"], source.get("params", {})
                 artifact_seed = seed if ARTIFACTS[name].per_seed else None
                 key = self.artifact_key(dataset, name, params, artifact_seed)
                 folder = self.artifact_dir(dataset, name, key)
-                out[slot] = InputSource(slot, "artifact", name, artifact_seed, folder, folder / "artifact.json",
-                                        files, key, params)
+                out[slot] = InputSource(
+                    slot,
+                    "artifact",
+                    name,
+                    artifact_seed,
+                    folder,
+                    folder / "artifact.json",
+                    files,
+                    key,
+                    params,
+                )
         return out
 
-    def artifact_key(self, dataset: str, name: str, params: dict[str, Any], seed: int | None) -> str:
+    def artifact_key(
+        self, dataset: str, name: str, params: dict[str, Any], seed: int | None
+    ) -> str:
         """The artifact's folder name: a hash of its dataset config, seed and resolved params (defaults
         filled in, so spelling a default out does not rebuild it)."""
         resolved = check_params(ARTIFACTS[name], params)
         resolved = dataclasses.asdict(resolved) if dataclasses.is_dataclass(resolved) else params
-        return stable_hash({"artifact": name, "dataset_config": self.dataset_config(dataset), "params": resolved, "seed": seed})
+        return stable_hash(
+            {
+                "artifact": name,
+                "dataset_config": self.dataset_config(dataset),
+                "params": resolved,
+                "seed": seed,
+            }
+        )
 
     def artifact_dir(self, dataset: str, name: str, key: str) -> Path:
         return self.grid_dir / "artifacts" / dataset / name / key
@@ -228,15 +273,33 @@ class Grid:
             "dataset_config": self.dataset_config(dataset),
             "model": model,
             "paradigm": MODELS[model].paradigm,
-            "params": resolved_params(model, self.model_params(model, dataset)),  # defaults and variant filled in
+            "params": resolved_params(
+                model, self.model_params(model, dataset)
+            ),  # defaults and variant filled in
             "seed": seed,
             "cutoffs": self.cutoffs,
-            **({"evaluation": self.model_evaluation(model)} if "evaluation" in self.model_entry(model) else {}),
+            **(
+                {"evaluation": self.model_evaluation(model)}
+                if "evaluation" in self.model_entry(model)
+                else {}
+            ),
             # only when it differs from the default, so grids run before it existed keep their hashes
-            **({"selection_metric": self.selection_metric(model)} if self.selection_metric(model) != DEFAULT_SELECTION else {}),
+            **(
+                {"selection_metric": self.selection_metric(model)}
+                if self.selection_metric(model) != DEFAULT_SELECTION
+                else {}
+            ),
             # the upstream runs' config hashes: a changed upstream changes (and reruns) the consumer
-            **({"inputs": {slot: s.describe() for slot, s in self.input_sources(dataset, model, seed).items()}}
-               if MODELS[model].inputs else {}),
+            **(
+                {
+                    "inputs": {
+                        slot: s.describe()
+                        for slot, s in self.input_sources(dataset, model, seed).items()
+                    }
+                }
+                if MODELS[model].inputs
+                else {}
+            ),
         }
 
     def run_hash(self, dataset: str, model: str, seed: int) -> str:
@@ -262,7 +325,10 @@ def load_grid(path: str | Path = DEFAULT_CONFIG) -> Grid:
 
 def validate_grid(raw: dict[str, Any], path: Path) -> Grid:
     schema = yaml.safe_load(SCHEMA_PATH.read_text())
-    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(raw), key=lambda e: list(e.absolute_path))
+    errors = sorted(
+        jsonschema.Draft202012Validator(schema).iter_errors(raw),
+        key=lambda e: list(e.absolute_path),
+    )
     if errors:
         err = errors[0]
         where = _key_path(err.absolute_path)
@@ -274,25 +340,40 @@ def validate_grid(raw: dict[str, Any], path: Path) -> Grid:
         raise ConfigError(f"{path}: {where}: {message}")
     for i, entry in enumerate(raw["models"]):
         if entry["name"] not in MODELS:
-            raise ConfigError(f"{path}: models[{i}].name '{entry['name']}' is not a known model (known: {', '.join(sorted(MODELS))})")
-        narrowed = set(entry.get("evaluation", {}).get("cutoffs", [])) - set(raw.get("evaluation", {}).get("cutoffs", DEFAULT_CUTOFFS))
+            raise ConfigError(
+                f"{path}: models[{i}].name '{entry['name']}' is not a known model (known: {', '.join(sorted(MODELS))})"
+            )
+        narrowed = set(entry.get("evaluation", {}).get("cutoffs", [])) - set(
+            raw.get("evaluation", {}).get("cutoffs", DEFAULT_CUTOFFS)
+        )
         if narrowed:
-            raise ConfigError(f"{path}: models[{i}].evaluation.cutoffs: {sorted(narrowed)} not in evaluation.cutoffs "
-                              f"({sorted(raw.get('evaluation', {}).get('cutoffs', DEFAULT_CUTOFFS))}); a model can only narrow them")
+            raise ConfigError(
+                f"{path}: models[{i}].evaluation.cutoffs: {sorted(narrowed)} not in evaluation.cutoffs "
+                f"({sorted(raw.get('evaluation', {}).get('cutoffs', DEFAULT_CUTOFFS))}); a model can only narrow them"
+            )
         for dataset in entry.get("dataset_params", {}):
             if dataset not in raw["datasets"]:
-                raise ConfigError(f"{path}: models[{i}].dataset_params.{dataset}: no such dataset in datasets (known: {', '.join(raw['datasets'])})")
+                raise ConfigError(
+                    f"{path}: models[{i}].dataset_params.{dataset}: no such dataset in datasets (known: {', '.join(raw['datasets'])})"
+                )
     names = [m["name"] for m in raw["models"]]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise ConfigError(f"{path}: models: '{dupes[0]}' is listed more than once")
     for name, ds in raw["datasets"].items():
         if ds["source"] not in BUILTIN_SOURCES:
-            raise ConfigError(f"{path}: datasets.{name}.source '{ds['source']}' is not a known source (known: {', '.join(BUILTIN_SOURCES)})")
+            raise ConfigError(
+                f"{path}: datasets.{name}.source '{ds['source']}' is not a known source (known: {', '.join(BUILTIN_SOURCES)})"
+            )
         if ds["source"] == "atomic" and not ("path" in ds and "atomic_name" in ds):
-            raise ConfigError(f"{path}: datasets.{name}: source 'atomic' needs 'path' and 'atomic_name'")
+            raise ConfigError(
+                f"{path}: datasets.{name}: source 'atomic' needs 'path' and 'atomic_name'"
+            )
         split = ds.get("split", {})
-        if split.get("method") == "global_temporal" and split.get("valid_frac", 0.1) + split.get("test_frac", 0.1) >= 1:
+        if (
+            split.get("method") == "global_temporal"
+            and split.get("valid_frac", 0.1) + split.get("test_frac", 0.1) >= 1
+        ):
             raise ConfigError(f"{path}: datasets.{name}.split: valid_frac + test_frac must be < 1")
     cutoffs = set(raw.get("evaluation", {}).get("cutoffs", DEFAULT_CUTOFFS))
     for key in ("metrics", "slice_metric"):
@@ -300,10 +381,14 @@ def validate_grid(raw: dict[str, Any], path: Path) -> Grid:
         for i, metric in enumerate([value] if isinstance(value, str) else value or []):
             if metric_cutoff(metric) not in cutoffs:
                 where = f"report.{key}" + (f"[{i}]" if key == "metrics" else "")
-                raise ConfigError(f"{path}: {where} '{metric}' uses a cutoff not in evaluation.cutoffs ({sorted(cutoffs)})")
+                raise ConfigError(
+                    f"{path}: {where} '{metric}' uses a cutoff not in evaluation.cutoffs ({sorted(cutoffs)})"
+                )
     for model in raw.get("report", {}).get("display_names", {}):
         if model not in MODELS:
-            raise ConfigError(f"{path}: report.display_names.{model}: not a known model (known: {', '.join(sorted(MODELS))})")
+            raise ConfigError(
+                f"{path}: report.display_names.{model}: not a known model (known: {', '.join(sorted(MODELS))})"
+            )
     grid = Grid(path, raw)
     for i, entry in enumerate(raw["models"]):
         _check_model_params(grid, i, entry)
@@ -337,7 +422,12 @@ def _check_model_params(grid: Grid, i: int, entry: dict[str, Any]) -> None:
     for dataset in [None, *entry.get("dataset_params", {})]:
         where = "params" if dataset is None else f"dataset_params.{dataset}"
         try:
-            check_params(spec, entry.get("params", {}) if dataset is None else grid.model_params(spec.name, dataset))
+            check_params(
+                spec,
+                entry.get("params", {})
+                if dataset is None
+                else grid.model_params(spec.name, dataset),
+            )
         except ParamsError as err:
             raise ConfigError(f"{grid.path}: models[{i}].{where}: {err}") from err
 
@@ -347,31 +437,46 @@ def _check_model_inputs(grid: Grid, i: int, entry: dict[str, Any]) -> None:
     spec, where = MODELS[entry["name"]], f"{grid.path}: models[{i}].inputs"
     for slot in entry.get("inputs", {}):
         if slot not in spec.inputs:
-            raise ConfigError(f"{where}.{slot}: model '{spec.name}' consumes no input '{slot}' "
-                              f"(its inputs: {', '.join(spec.inputs) or 'none'})")
+            raise ConfigError(
+                f"{where}.{slot}: model '{spec.name}' consumes no input '{slot}' "
+                f"(its inputs: {', '.join(spec.inputs) or 'none'})"
+            )
     for slot, source in grid.model_inputs(spec.name).items():
         if len({"run", "artifact"} & set(source)) != 1:
-            raise ConfigError(f"{where}.{slot}: give exactly one of 'run: MODEL' or 'artifact: NAME', got {source}")
+            raise ConfigError(
+                f"{where}.{slot}: give exactly one of 'run: MODEL' or 'artifact: NAME', got {source}"
+            )
         kind = "run" if "run" in source else "artifact"
-        name, allowed = source[kind], {"run": ("run", "seed"), "artifact": ("artifact", "params")}[kind]
+        name, allowed = (
+            source[kind],
+            {"run": ("run", "seed"), "artifact": ("artifact", "params")}[kind],
+        )
         known = grid.models if kind == "run" else sorted(ARTIFACTS)
         if name not in known:
-            raise ConfigError(f"{where}.{slot}.{kind}: '{name}' is not {'a model of this grid' if kind == 'run' else 'a known artifact'} "
-                              f"({'models' if kind == 'run' else 'known'}: {', '.join(known)})")
+            raise ConfigError(
+                f"{where}.{slot}.{kind}: '{name}' is not {'a model of this grid' if kind == 'run' else 'a known artifact'} "
+                f"({'models' if kind == 'run' else 'known'}: {', '.join(known)})"
+            )
         unknown = sorted(set(source) - set(allowed))
         if unknown:
-            raise ConfigError(f"{where}.{slot}: unknown key '{unknown[0]}' (a {kind} input takes: {', '.join(allowed)})")
+            raise ConfigError(
+                f"{where}.{slot}: unknown key '{unknown[0]}' (a {kind} input takes: {', '.join(allowed)})"
+            )
         provides = MODELS[name].exports if kind == "run" else ARTIFACTS[name].files
         missing = sorted(set(spec.inputs[slot].files) - set(provides))
         if missing:
-            raise ConfigError(f"{where}.{slot}.{kind}: '{name}' does not {'export' if kind == 'run' else 'provide'} {missing[0]} "
-                              f"(it writes: {', '.join(provides) or 'nothing'}); '{spec.name}' needs {', '.join(spec.inputs[slot].files)}")
+            raise ConfigError(
+                f"{where}.{slot}.{kind}: '{name}' does not {'export' if kind == 'run' else 'provide'} {missing[0]} "
+                f"(it writes: {', '.join(provides) or 'nothing'}); '{spec.name}' needs {', '.join(spec.inputs[slot].files)}"
+            )
         if kind == "run":
             for seed in grid.model_seeds(spec.name):
                 wanted = int(source.get("seed", seed))
                 if wanted not in grid.model_seeds(name):
-                    raise ConfigError(f"{where}.{slot}: '{spec.name}' seed {seed} consumes '{name}' seed {wanted}, "
-                                      f"which the grid does not run ('{name}' seeds: {grid.model_seeds(name)})")
+                    raise ConfigError(
+                        f"{where}.{slot}: '{spec.name}' seed {seed} consumes '{name}' seed {wanted}, "
+                        f"which the grid does not run ('{name}' seeds: {grid.model_seeds(name)})"
+                    )
         else:
             try:
                 check_params(ARTIFACTS[name], source.get("params", {}))
@@ -380,11 +485,15 @@ def _check_model_inputs(grid: Grid, i: int, entry: dict[str, Any]) -> None:
 
 
 def _check_input_cycles(grid: Grid) -> None:
-    consumes = {m: [s["run"] for s in grid.model_inputs(m).values() if "run" in s] for m in grid.models}
+    consumes = {
+        m: [s["run"] for s in grid.model_inputs(m).values() if "run" in s] for m in grid.models
+    }
 
     def visit(model: str, chain: list[str]) -> None:
         if model in chain:
-            raise ConfigError(f"{grid.path}: models: inputs form a cycle: {' -> '.join(chain + [model])}")
+            raise ConfigError(
+                f"{grid.path}: models: inputs form a cycle: {' -> '.join(chain + [model])}"
+            )
         for upstream in consumes[model]:
             visit(upstream, chain + [model])
 

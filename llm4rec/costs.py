@@ -35,7 +35,9 @@ COSTS = (
 )
 
 
-TOKEN_COST_KEYS = tuple(c.key for c in COSTS if not c.always)  # the harness's optional figures: LLM token counts
+TOKEN_COST_KEYS = tuple(
+    c.key for c in COSTS if not c.always
+)  # the harness's optional figures: LLM token counts
 
 
 def token_costs(fit_info: dict, test_cost: dict, n_test: int) -> dict[str, float]:

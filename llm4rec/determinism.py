@@ -41,7 +41,9 @@ def apply_determinism(threads: int, device: str = "cpu") -> None:
 
     if device.startswith("cuda"):
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
-    torch.use_deterministic_algorithms(True, warn_only=True)  # warn (and we record) where an op has no such version
+    torch.use_deterministic_algorithms(
+        True, warn_only=True
+    )  # warn (and we record) where an op has no such version
     torch.backends.cudnn.deterministic = True
     torch.backends.cudnn.benchmark = False
     torch.set_num_threads(threads)
@@ -63,7 +65,9 @@ def determinism_record(nondeterministic_ops: list[str] | None = None) -> dict[st
         "cublas_workspace_config": os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
         "torch_threads": torch.get_num_threads(),
         "torch_interop_threads": torch.get_num_interop_threads(),
-        "python_hash_seed": os.environ.get("PYTHONHASHSEED", "random" if sys.flags.hash_randomization else "0"),
+        "python_hash_seed": os.environ.get(
+            "PYTHONHASHSEED", "random" if sys.flags.hash_randomization else "0"
+        ),
         "nondeterministic_ops": sorted(set(nondeterministic_ops or [])),
     }
 
@@ -80,8 +84,11 @@ def recording_nondeterministic_ops() -> Iterator[list[str]]:
         if match:
             if match.group(1) not in seen:
                 seen.append(match.group(1))
-                print(f"[llm4rec] warning: {match.group(1)} has no deterministic implementation; this run may not "
-                      "rerun bit-identically (recorded in run.json determinism.nondeterministic_ops)", flush=True)
+                print(
+                    f"[llm4rec] warning: {match.group(1)} has no deterministic implementation; this run may not "
+                    "rerun bit-identically (recorded in run.json determinism.nondeterministic_ops)",
+                    flush=True,
+                )
             return
         shown(message, category, filename, lineno, file, line)
 

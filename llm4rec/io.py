@@ -34,8 +34,12 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         if isinstance(err, WriteError):
             raise
         reason = err.strerror or str(err)
-        raise WriteError(err.errno, f"cannot write {path}: {reason} (nothing was written there; free space or "
-                                    f"fix the folder's permissions, then rerun)", str(path)) from err
+        raise WriteError(
+            err.errno,
+            f"cannot write {path}: {reason} (nothing was written there; free space or "
+            f"fix the folder's permissions, then rerun)",
+            str(path),
+        ) from err
     finally:
         if tmp and os.path.exists(tmp):
             os.unlink(tmp)

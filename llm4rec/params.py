@@ -32,13 +32,17 @@ def from_params(cls: type, params: dict[str, Any] | None, model: str, prefix: st
     """Build `cls` from `params`, naming the first unknown key as `model: unknown parameter 'a.b'`."""
     params = params or {}
     if not isinstance(params, dict):
-        raise ParamsError(f"{model}: parameter '{prefix.rstrip('.') or 'params'}' must be a mapping, got {params!r}")
+        raise ParamsError(
+            f"{model}: parameter '{prefix.rstrip('.') or 'params'}' must be a mapping, got {params!r}"
+        )
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls) if f.init}
     values = {}
     for key, value in params.items():
         if key not in known:
-            raise ParamsError(f"{model}: unknown parameter '{prefix}{key}' (known: {', '.join(sorted(known))})")
+            raise ParamsError(
+                f"{model}: unknown parameter '{prefix}{key}' (known: {', '.join(sorted(known))})"
+            )
         nested = _dataclass_of(hints[key])
         if nested is not None and isinstance(value, dict):
             value = from_params(nested, value, model, f"{prefix}{key}.")

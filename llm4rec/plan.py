@@ -38,13 +38,19 @@ SAFETY = 4  # a suggested runtime is this many times the estimate (rounded up to
 class Profile:
     name: str
     train_flops: float  # effective FLOP/s of training steps
-    forward_flops: float  # effective FLOP/s of batched forward passes (prefill, one-forward scoring)
+    forward_flops: (
+        float  # effective FLOP/s of batched forward passes (prefill, one-forward scoring)
+    )
     bandwidth: float  # bytes/s: a decoding step reads every weight once
-    small_flops: float  # effective FLOP/s of the baselines' small matrices (RecBole's embeddings of 64-128)
+    small_flops: (
+        float  # effective FLOP/s of the baselines' small matrices (RecBole's embeddings of 64-128)
+    )
     startup_s: float  # per job: interpreter and imports (outside the run's own clock)
     load_s: float  # per LLM run: loading the backbone and the text-retention perplexity before and after
     weight_bytes: int  # bytes per backbone weight (bf16 on the GPU, fp32 on CPU)
-    layer_latency_s: float = 0.0  # the least time one block's forward takes, however small the batch (kernel launches)
+    layer_latency_s: float = (
+        0.0  # the least time one block's forward takes, however small the batch (kernel launches)
+    )
 
 
 PROFILES = {
@@ -74,7 +80,11 @@ class Shape:
 
     @property
     def per_layer(self) -> int:
-        return 2 * self.hidden * self.hidden + 2 * self.hidden * self.kv_dim + 3 * self.hidden * self.intermediate
+        return (
+            2 * self.hidden * self.hidden
+            + 2 * self.hidden * self.kv_dim
+            + 3 * self.hidden * self.intermediate
+        )
 
     @property
     def params(self) -> int:
@@ -99,10 +109,18 @@ def backbone_shape(name_or_path: str) -> Shape:
     config = Path(name_or_path).expanduser() / "config.json"
     if config.is_file():
         c = read_json(config)
-        return Shape(c["hidden_size"], c["num_hidden_layers"], c["intermediate_size"], c["vocab_size"],
-                     c["num_attention_heads"], c.get("num_key_value_heads", c["num_attention_heads"]))
-    raise ValueError(f"plan: backbone '{name_or_path}' is neither a local folder nor one of the known backbones "
-                     f"({', '.join(KNOWN_BACKBONES)}); add its shape to llm4rec.plan.KNOWN_BACKBONES")
+        return Shape(
+            c["hidden_size"],
+            c["num_hidden_layers"],
+            c["intermediate_size"],
+            c["vocab_size"],
+            c["num_attention_heads"],
+            c.get("num_key_value_heads", c["num_attention_heads"]),
+        )
+    raise ValueError(
+        f"plan: backbone '{name_or_path}' is neither a local folder nor one of the known backbones "
+        f"({', '.join(KNOWN_BACKBONES)}); add its shape to llm4rec.plan.KNOWN_BACKBONES"
+    )
 
 
 @dataclass
@@ -122,36 +140,69 @@ class Cost:
         if self.small:
             return (self.train_flops + self.forward_flops) / profile.small_flops
         decode = self.decode_steps * self.weights * profile.weight_bytes / profile.bandwidth
-        compute = self.train_flops / profile.train_flops + self.forward_flops / profile.forward_flops + decode
+        compute = (
+            self.train_flops / profile.train_flops
+            + self.forward_flops / profile.forward_flops
+            + decode
+        )
         return profile.load_s + max(compute, self.layer_passes * profile.layer_latency_s)
 
     def seconds(self, profile: Profile) -> float:
         return profile.startup_s + self.run_seconds(profile)
 
     def peak_gb(self, profile: Profile) -> float:
-        return (self.weights * profile.weight_bytes + self.trainable * 16 + self.activation_bytes) / 2**30
+        return (
+            self.weights * profile.weight_bytes + self.trainable * 16 + self.activation_bytes
+        ) / 2**30
 
 
 def _lora_params(shape: Shape, lora) -> float:
     if lora is None:
         return 0.0
-    sizes = {"q_proj": (shape.hidden, shape.hidden), "o_proj": (shape.hidden, shape.hidden),
-             "k_proj": (shape.hidden, shape.kv_dim), "v_proj": (shape.hidden, shape.kv_dim),
-             "gate_proj": (shape.hidden, shape.intermediate), "up_proj": (shape.hidden, shape.intermediate),
-             "down_proj": (shape.intermediate, shape.hidden)}
-    return shape.layers * sum(lora.rank * (a + b) for m, (a, b) in sizes.items() if m in lora.target_modules)
+    sizes = {
+        "q_proj": (shape.hidden, shape.hidden),
+        "o_proj": (shape.hidden, shape.hidden),
+        "k_proj": (shape.hidden, shape.kv_dim),
+        "v_proj": (shape.hidden, shape.kv_dim),
+        "gate_proj": (shape.hidden, shape.intermediate),
+        "up_proj": (shape.hidden, shape.intermediate),
+        "down_proj": (shape.intermediate, shape.hidden),
+    }
+    return shape.layers * sum(
+        lora.rank * (a + b) for m, (a, b) in sizes.items() if m in lora.target_modules
+    )
 
 
-def _sequence(cost: Cost, n: float, trainable: float, tokens_per_example: float, examples: float,
-              head: float = 0.0, head_positions: float = 1.0, micro_batches: float = 0.0, layers: int = 0) -> None:
+def _sequence(
+    cost: Cost,
+    n: float,
+    trainable: float,
+    tokens_per_example: float,
+    examples: float,
+    head: float = 0.0,
+    head_positions: float = 1.0,
+    micro_batches: float = 0.0,
+    layers: int = 0,
+) -> None:
     """Training on `examples` sequences of `tokens_per_example` through a model of `n` parameters."""
     cost.layer_passes += 3 * micro_batches * layers
     cost.train_tokens += examples * tokens_per_example
-    cost.train_flops += examples * (tokens_per_example * (4 * n + 2 * trainable) + head_positions * 6 * head)
+    cost.train_flops += examples * (
+        tokens_per_example * (4 * n + 2 * trainable) + head_positions * 6 * head
+    )
 
 
-def _ranking(cost: Cost, n: float, users: float, prompt_tokens: float, batch_users: int, beam: int = 0,
-             steps: float = 0, head: float = 0.0, layers: int = 0) -> None:
+def _ranking(
+    cost: Cost,
+    n: float,
+    users: float,
+    prompt_tokens: float,
+    batch_users: int,
+    beam: int = 0,
+    steps: float = 0,
+    head: float = 0.0,
+    layers: int = 0,
+) -> None:
     """Ranking `users`: a prefill each, then `steps` decoding steps of `beam` beams per batch of users
     (or, with `head`, one output layer over the catalogue)."""
     cost.forward_flops += users * (2 * n * prompt_tokens + 2 * head + 2 * n * beam * steps)
@@ -171,7 +222,9 @@ def cell_cost(grid: Grid, dataset: str, model: str, stats: dict[str, float]) -> 
     if spec.paradigm == "baseline":
         return _baseline_cost(cost, model, config if isinstance(config, dict) else {}, stats)
     family = type(config).__name__
-    code = (grid.model_inputs(model).get("codes", {}).get("params") or {}).get("levels", 3) + 1  # + disambiguation
+    code = (grid.model_inputs(model).get("codes", {}).get("params") or {}).get(
+        "levels", 3
+    ) + 1  # + disambiguation
     if family == "TigerConfig":
         t5 = config.t5
         per_layer = 4 * t5.d_model * t5.num_heads * t5.d_kv + 2 * t5.d_model * t5.d_ff
@@ -179,12 +232,27 @@ def cell_cost(grid: Grid, dataset: str, model: str, stats: dict[str, float]) -> 
         prompt = config.max_history * code + 2
         cost.weights, cost.trainable = n, n
         layers = t5.encoder_layers + t5.decoder_layers
-        _sequence(cost, n, n, prompt + code, config.sft.steps * config.sft.batch_size, micro_batches=config.sft.steps,
-                  layers=layers)
+        _sequence(
+            cost,
+            n,
+            n,
+            prompt + code,
+            config.sft.steps * config.sft.batch_size,
+            micro_batches=config.sft.steps,
+            layers=layers,
+        )
         evaluations = config.sft.steps // max(config.eval_every, 1)
         for users in (valid_users * evaluations, test_users + valid_users):
-            _ranking(cost, n, users, prompt, config.batch_users, config.beam_width, code, layers=layers)
-        cost.activation_bytes = config.sft.batch_size * (prompt + code) * t5.d_model * 40 * (t5.encoder_layers + t5.decoder_layers)
+            _ranking(
+                cost, n, users, prompt, config.batch_users, config.beam_width, code, layers=layers
+            )
+        cost.activation_bytes = (
+            config.sft.batch_size
+            * (prompt + code)
+            * t5.d_model
+            * 40
+            * (t5.encoder_layers + t5.decoder_layers)
+        )
         return cost
     shape = backbone_shape(config.backbone.name_or_path)
     n = shape.params
@@ -200,9 +268,27 @@ def cell_cost(grid: Grid, dataset: str, model: str, stats: dict[str, float]) -> 
         prompt = 40 + history * (title + 1 + soft)
         trainable = lora + (2 * 64 * shape.hidden + shape.hidden**2 if soft else 0)
         if trains:
-            _sequence(cost, n, trainable, prompt + title + 1, examples, shape.vocab * shape.hidden, title + 1, **passes)
+            _sequence(
+                cost,
+                n,
+                trainable,
+                prompt + title + 1,
+                examples,
+                shape.vocab * shape.hidden,
+                title + 1,
+                **passes,
+            )
         for users in ((valid_users * evaluations if trains else 0), test_users + valid_users):
-            _ranking(cost, n, users, prompt, config.batch_users, config.beam_width, title + 1, layers=shape.layers)
+            _ranking(
+                cost,
+                n,
+                users,
+                prompt,
+                config.batch_users,
+                config.beam_width,
+                title + 1,
+                layers=shape.layers,
+            )
         width = config.sft.batch_size
     elif family == "CfE4SRecConfig":
         head = shape.hidden * items
@@ -221,7 +307,9 @@ def cell_cost(grid: Grid, dataset: str, model: str, stats: dict[str, float]) -> 
         expert = experts * 3 * shape.hidden * shape.intermediate * config.item_expert_width
         trainable = expert + 2 * head + lora
         prompt = 8 + config.max_history
-        _sequence(cost, n + expert / 2, trainable, prompt, examples, head, config.max_history, **passes)
+        _sequence(
+            cost, n + expert / 2, trainable, prompt, examples, head, config.max_history, **passes
+        )
         for users in (valid_users * evaluations, test_users + valid_users):
             _ranking(cost, n, users, prompt, config.batch_users, head=head, layers=shape.layers)
         width = config.sft.batch_size
@@ -229,17 +317,34 @@ def cell_cost(grid: Grid, dataset: str, model: str, stats: dict[str, float]) -> 
         line = code + 1 + (title if config.interleave_titles else 0)
         prompt = 10 + config.max_history * line
         trainable = lora + 4 * code * 32 * shape.hidden
-        _sequence(cost, n, trainable, prompt + code, examples, shape.vocab * shape.hidden, code, **passes)
+        _sequence(
+            cost, n, trainable, prompt + code, examples, shape.vocab * shape.hidden, code, **passes
+        )
         for users in (valid_users * evaluations, test_users + valid_users):
-            _ranking(cost, n, users, prompt, config.batch_users, config.beam_width, code, layers=shape.layers)
+            _ranking(
+                cost,
+                n,
+                users,
+                prompt,
+                config.batch_users,
+                config.beam_width,
+                code,
+                layers=shape.layers,
+            )
         width = config.sft.batch_size
     else:
-        raise ValueError(f"plan: no cost model for {model} ({family}); add one to llm4rec.plan.cell_cost")
+        raise ValueError(
+            f"plan: no cost model for {model} ({family}); add one to llm4rec.plan.cell_cost"
+        )
     cost.trainable = trainable if trains else 0.0
     # one micro-batch: ~34 bytes per token per hidden unit per layer (bf16 activations kept for backward),
     # plus fp32 logits over the vocabulary at the labelled positions
     tokens = width * (prompt + title)
-    cost.activation_bytes = (tokens * shape.hidden * shape.layers * 34 + width * (title + 1) * shape.vocab * 4) if trains else 0
+    cost.activation_bytes = (
+        (tokens * shape.hidden * shape.layers * 34 + width * (title + 1) * shape.vocab * 4)
+        if trains
+        else 0
+    )
     return cost
 
 
@@ -270,9 +375,15 @@ def dataset_stats(grid: Grid, dataset: str) -> dict[str, float]:
 
     split = prepare_dataset(grid, dataset)
     stats = split.meta["stats"]
-    titles = split.items["title"].astype(str) + (" (" + split.items["year"].astype(str) + ")" if "year" in split.items else "")
-    return {"users": stats["users"], "items": stats["items"], "train_interactions": stats["train_interactions"],
-            "title_tokens": float(titles.str.split().str.len().mean() * 1.6 + 2)}  # ~1.6 tokens a word, plus the year
+    titles = split.items["title"].astype(str) + (
+        " (" + split.items["year"].astype(str) + ")" if "year" in split.items else ""
+    )
+    return {
+        "users": stats["users"],
+        "items": stats["items"],
+        "train_interactions": stats["train_interactions"],
+        "title_tokens": float(titles.str.split().str.len().mean() * 1.6 + 2),
+    }  # ~1.6 tokens a word, plus the year
 
 
 def plan(grid: Grid, profile: str = "h100") -> pd.DataFrame:
@@ -287,37 +398,66 @@ def plan(grid: Grid, profile: str = "h100") -> pd.DataFrame:
             seconds = cost.seconds(chosen)
             runs = len(grid.model_seeds(model))
             resources = grid.model_entry(model).get("resources", {})
-            floor = 30 if MODELS[model].paradigm == "baseline" else 60  # an LLM job's first run may download its backbone
-            rows.append({"dataset": dataset, "model": model, "paradigm": MODELS[model].paradigm, "runs": runs,
-                         "train_tokens_M": cost.train_tokens / 1e6, "train_PFLOP": cost.train_flops / 1e15,
-                         "rank_PFLOP": cost.forward_flops / 1e15, "minutes_per_run": seconds / 60,
-                         "peak_GiB": cost.peak_gb(chosen), "device_hours": runs * seconds / 3600,
-                         "gpu": resources.get("gpu", 0), "mem_mb": resources.get("mem_mb", 4000),
-                         "runtime_min": resources.get("runtime", 120),
-                         "runtime_suggested_min": max(floor, math.ceil(SAFETY * seconds / 60 / 15) * 15)})
+            floor = (
+                30 if MODELS[model].paradigm == "baseline" else 60
+            )  # an LLM job's first run may download its backbone
+            rows.append(
+                {
+                    "dataset": dataset,
+                    "model": model,
+                    "paradigm": MODELS[model].paradigm,
+                    "runs": runs,
+                    "train_tokens_M": cost.train_tokens / 1e6,
+                    "train_PFLOP": cost.train_flops / 1e15,
+                    "rank_PFLOP": cost.forward_flops / 1e15,
+                    "minutes_per_run": seconds / 60,
+                    "peak_GiB": cost.peak_gb(chosen),
+                    "device_hours": runs * seconds / 3600,
+                    "gpu": resources.get("gpu", 0),
+                    "mem_mb": resources.get("mem_mb", 4000),
+                    "runtime_min": resources.get("runtime", 120),
+                    "runtime_suggested_min": max(floor, math.ceil(SAFETY * seconds / 60 / 15) * 15),
+                }
+            )
     return pd.DataFrame(rows)
 
 
 def render_plan(frame: pd.DataFrame, profile: str) -> str:
     chosen = PROFILES[profile]
-    lines = ["| dataset | model | runs | train tokens | min / run | peak GiB | device-h | requests (gpu, mem, runtime) |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| dataset | model | runs | train tokens | min / run | peak GiB | device-h | requests (gpu, mem, runtime) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in frame.itertuples():
-        short = f" (!: suggested {r.runtime_suggested_min})" if r.runtime_min < r.runtime_suggested_min else ""
-        lines.append(f"| {r.dataset} | {r.model} | {r.runs} | {r.train_tokens_M:.1f}M | {r.minutes_per_run:.1f} | "
-                     f"{r.peak_GiB:.1f} | {r.device_hours:.2f} | {r.gpu}, {r.mem_mb} MB, {r.runtime_min} min{short} |")
+        short = (
+            f" (!: suggested {r.runtime_suggested_min})"
+            if r.runtime_min < r.runtime_suggested_min
+            else ""
+        )
+        lines.append(
+            f"| {r.dataset} | {r.model} | {r.runs} | {r.train_tokens_M:.1f}M | {r.minutes_per_run:.1f} | "
+            f"{r.peak_GiB:.1f} | {r.device_hours:.2f} | {r.gpu}, {r.mem_mb} MB, {r.runtime_min} min{short} |"
+        )
     total = frame["device_hours"].sum()
     gpu = frame.loc[frame["gpu"] > 0, "device_hours"].sum()
-    lines += ["", f"Total: {total:.1f} device-hours on {chosen.name} ({gpu:.1f} of them in jobs that request a GPU), "
-              f"{int(frame['runs'].sum())} runs. Assumed: {chosen.train_flops / 1e12:g} TFLOP/s in training, "
-              f"{chosen.forward_flops / 1e12:g} TFLOP/s in forward passes, {chosen.bandwidth / 1e12:g} TB/s of weight "
-              f"reads per decoding step, {chosen.small_flops / 1e12:g} TFLOP/s for the baselines' small matrices; "
-              f"{chosen.startup_s:.0f} s to start a job, {chosen.load_s:.0f} s to load a backbone and measure text "
-              "retention. Not counted: building artifacts (semantic IDs), evaluation and tracking jobs (seconds each). "
-              f"(!): the requested runtime is under the suggested one ({SAFETY}x the estimate, at least 30 min, 60 for an LLM run)."]
+    lines += [
+        "",
+        f"Total: {total:.1f} device-hours on {chosen.name} ({gpu:.1f} of them in jobs that request a GPU), "
+        f"{int(frame['runs'].sum())} runs. Assumed: {chosen.train_flops / 1e12:g} TFLOP/s in training, "
+        f"{chosen.forward_flops / 1e12:g} TFLOP/s in forward passes, {chosen.bandwidth / 1e12:g} TB/s of weight "
+        f"reads per decoding step, {chosen.small_flops / 1e12:g} TFLOP/s for the baselines' small matrices; "
+        f"{chosen.startup_s:.0f} s to start a job, {chosen.load_s:.0f} s to load a backbone and measure text "
+        "retention. Not counted: building artifacts (semantic IDs), evaluation and tracking jobs (seconds each). "
+        f"(!): the requested runtime is under the suggested one ({SAFETY}x the estimate, at least 30 min, 60 for an LLM run).",
+    ]
     return "\n".join(lines) + "\n"
 
 
 def describe(profile: str) -> dict[str, Any]:
     p = PROFILES[profile]
-    return {"profile": p.name, "train_flops": p.train_flops, "forward_flops": p.forward_flops, "bandwidth": p.bandwidth}
+    return {
+        "profile": p.name,
+        "train_flops": p.train_flops,
+        "forward_flops": p.forward_flops,
+        "bandwidth": p.bandwidth,
+    }

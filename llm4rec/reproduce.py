@@ -54,7 +54,9 @@ class ScratchGrid:
 
     raw: dict[str, Any]
     artifacts: list[tuple[str, str]] = field(default_factory=list)  # (name, key) to build first
-    upstream: list[tuple[str, int]] = field(default_factory=list)  # (model, seed), in dependency order
+    upstream: list[tuple[str, int]] = field(
+        default_factory=list
+    )  # (model, seed), in dependency order
 
 
 def load_recorded(target: str, tracking_uri: str) -> Recorded:
@@ -62,25 +64,47 @@ def load_recorded(target: str, tracking_uri: str) -> Recorded:
     if folder.is_dir():
         for name in ("run.json", "metrics.json"):
             if not (folder / name).is_file():
-                raise DataError(f"reproduce: {folder / name} not found; RUN must be a finished, evaluated run folder "
-                                "(<results>/<grid>/runs/<dataset>/<model>/seed<N>) or an MLflow run id")
-        return Recorded(read_json(folder / "run.json"), read_json(folder / "metrics.json"), folder.resolve(), folder.resolve())
+                raise DataError(
+                    f"reproduce: {folder / name} not found; RUN must be a finished, evaluated run folder "
+                    "(<results>/<grid>/runs/<dataset>/<model>/seed<N>) or an MLflow run id"
+                )
+        return Recorded(
+            read_json(folder / "run.json"),
+            read_json(folder / "metrics.json"),
+            folder.resolve(),
+            folder.resolve(),
+        )
     if len(target) == 32 and all(c in "0123456789abcdef" for c in target):
         from llm4rec.tracking import download_run_record
 
-        files = download_run_record(tracking_uri, target, Path(tempfile.mkdtemp(prefix="llm4rec-mlflow-")))
-        return Recorded(read_json(files["run.json"]), read_json(files["metrics.json"]), None, files["run.json"].parent)
-    raise DataError(f"reproduce: '{target}' is neither a run folder nor an MLflow run id (32 hex characters)")
+        files = download_run_record(
+            tracking_uri, target, Path(tempfile.mkdtemp(prefix="llm4rec-mlflow-"))
+        )
+        return Recorded(
+            read_json(files["run.json"]),
+            read_json(files["metrics.json"]),
+            None,
+            files["run.json"].parent,
+        )
+    raise DataError(
+        f"reproduce: '{target}' is neither a run folder nor an MLflow run id (32 hex characters)"
+    )
 
 
 def _entry(run: dict, threads: int | None) -> dict[str, Any]:
     """The grid's model entry that gives back this run config (and so its config hash)."""
     config = run["run"]
-    entry: dict[str, Any] = {"name": config["model"], "params": config["params"], "seeds": [config["seed"]]}
+    entry: dict[str, Any] = {
+        "name": config["model"],
+        "params": config["params"],
+        "seeds": [config["seed"]],
+    }
     if threads:
         entry["threads"] = threads
     if "evaluation" in config:
-        entry["evaluation"] = {k: config["evaluation"][k] for k in ("cutoffs", "test_users", "valid_users")}
+        entry["evaluation"] = {
+            k: config["evaluation"][k] for k in ("cutoffs", "test_users", "valid_users")
+        }
     return entry
 
 
@@ -92,9 +116,18 @@ def scratch_grid(recorded: Recorded, results: Path) -> ScratchGrid:
         evaluation["sample_seed"] = config["evaluation"]["sample_seed"]
     if "selection_metric" in config:
         evaluation["selection_metric"] = config["selection_metric"]
-    grid = ScratchGrid({"name": config["grid"], "results_dir": str(results), "reports_dir": str(results.parent / "reports"),
-                        "device": recorded.run.get("device", "cpu"), "seeds": [config["seed"]], "evaluation": evaluation,
-                        "datasets": {dataset: config["dataset_config"]}, "models": []})
+    grid = ScratchGrid(
+        {
+            "name": config["grid"],
+            "results_dir": str(results),
+            "reports_dir": str(results.parent / "reports"),
+            "device": recorded.run.get("device", "cpu"),
+            "seeds": [config["seed"]],
+            "evaluation": evaluation,
+            "datasets": {dataset: config["dataset_config"]},
+            "models": [],
+        }
+    )
     _add_model(grid, recorded, recorded.folder)
     return grid
 
@@ -105,25 +138,43 @@ def _add_model(grid: ScratchGrid, recorded: Recorded, folder: Path | None) -> No
     inputs = config.get("inputs", {})
     if inputs:
         if folder is None:
-            raise DataError(f"reproduce: {config['model']}/{config['dataset']}/seed{config['seed']} consumes "
-                            f"{', '.join(inputs)}; rebuilding those needs the run folder (give RUN as a folder)")
+            raise DataError(
+                f"reproduce: {config['model']}/{config['dataset']}/seed{config['seed']} consumes "
+                f"{', '.join(inputs)}; rebuilding those needs the run folder (give RUN as a folder)"
+            )
         grid_dir = folder.parents[3]  # <grid>/runs/<dataset>/<model>/seed<N>
         entry["inputs"] = {}
         for slot, source in inputs.items():
             if "run" in source:
-                upstream_folder = grid_dir / "runs" / config["dataset"] / source["run"] / f"seed{source['seed']}"
+                upstream_folder = (
+                    grid_dir / "runs" / config["dataset"] / source["run"] / f"seed{source['seed']}"
+                )
                 if not (upstream_folder / "run.json").is_file():
-                    raise DataError(f"reproduce: {folder} consumed '{slot}' from {upstream_folder}, whose run.json is gone")
+                    raise DataError(
+                        f"reproduce: {folder} consumed '{slot}' from {upstream_folder}, whose run.json is gone"
+                    )
                 upstream = Recorded(read_json(upstream_folder / "run.json"), {}, upstream_folder)
                 if all(m["name"] != source["run"] for m in grid.raw["models"]):
                     _add_model(grid, upstream, upstream_folder)
                     grid.upstream.append((source["run"], int(source["seed"])))
                 entry["inputs"][slot] = {"run": source["run"], "seed": source["seed"]}
             else:
-                marker = grid_dir / "artifacts" / config["dataset"] / source["artifact"] / source["config_hash"] / "artifact.json"
+                marker = (
+                    grid_dir
+                    / "artifacts"
+                    / config["dataset"]
+                    / source["artifact"]
+                    / source["config_hash"]
+                    / "artifact.json"
+                )
                 if not marker.is_file():
-                    raise DataError(f"reproduce: {folder} consumed '{slot}' from artifact {marker.parent}, whose artifact.json is gone")
-                entry["inputs"][slot] = {"artifact": source["artifact"], "params": read_json(marker)["params"]}
+                    raise DataError(
+                        f"reproduce: {folder} consumed '{slot}' from artifact {marker.parent}, whose artifact.json is gone"
+                    )
+                entry["inputs"][slot] = {
+                    "artifact": source["artifact"],
+                    "params": read_json(marker)["params"],
+                }
                 grid.artifacts.append((source["artifact"], source["config_hash"]))
     grid.raw["models"].append(entry)
 
@@ -132,7 +183,7 @@ def _add_model(grid: ScratchGrid, recorded: Recorded, folder: Path | None) -> No
 # in the last place of fp32 (2^-24 each). Re-ranking the same weights on another instruction set or
 # thread count moves LLM log-probabilities by a few ulps (tests/test_reproduce.py measures it under
 # ATEN_CPU_CAPABILITY); a weight that moved in training moves them by orders of magnitude more.
-SCORE_RTOL = 256 * 2.0 ** -24
+SCORE_RTOL = 256 * 2.0**-24
 SCORE_ATOL = 1e-9
 VERDICTS = ("bit-identical", "within float noise", "different")
 
@@ -151,20 +202,35 @@ def metric_differences(recorded: dict, rebuilt: dict) -> list[tuple[str, float, 
     return rows
 
 
-def user_ranking_verdict(recorded: pd.DataFrame, rebuilt: pd.DataFrame, rtol: float = SCORE_RTOL,
-                         atol: float = SCORE_ATOL) -> str:
+def user_ranking_verdict(
+    recorded: pd.DataFrame,
+    rebuilt: pd.DataFrame,
+    rtol: float = SCORE_RTOL,
+    atol: float = SCORE_ATOL,
+) -> str:
     """One user's two top-K lists (rank order, with scores): bit-identical, within float noise (rank-wise
     scores close, every common item's two scores close, items that only one list has scored within the
     tolerance of the other list's last score: a tie at depth K), or different."""
-    a_items, b_items = recorded["item_id"].astype(str).to_numpy(), rebuilt["item_id"].astype(str).to_numpy()
-    a_scores, b_scores = recorded["score"].to_numpy(np.float64), rebuilt["score"].to_numpy(np.float64)
+    a_items, b_items = (
+        recorded["item_id"].astype(str).to_numpy(),
+        rebuilt["item_id"].astype(str).to_numpy(),
+    )
+    a_scores, b_scores = (
+        recorded["score"].to_numpy(np.float64),
+        rebuilt["score"].to_numpy(np.float64),
+    )
     if np.array_equal(a_items, b_items) and np.array_equal(a_scores, b_scores):
         return VERDICTS[0]
     if len(a_items) != len(b_items) or not np.allclose(a_scores, b_scores, rtol=rtol, atol=atol):
         return VERDICTS[2]
-    a_score, b_score = dict(zip(a_items, a_scores, strict=True)), dict(zip(b_items, b_scores, strict=True))
+    a_score, b_score = (
+        dict(zip(a_items, a_scores, strict=True)),
+        dict(zip(b_items, b_scores, strict=True)),
+    )
     for item, score in a_score.items():
-        other = b_score.get(item, b_scores[-1])  # missing from the other list: it must tie with its last item
+        other = b_score.get(
+            item, b_scores[-1]
+        )  # missing from the other list: it must tie with its last item
         if not np.isclose(score, other, rtol=rtol, atol=atol):
             return VERDICTS[2]
     for item in set(b_score) - set(a_score):
@@ -177,7 +243,10 @@ def ranking_verdicts(recorded: pd.DataFrame, rebuilt: pd.DataFrame) -> dict[str,
     """user -> verdict (`user_ranking_verdict`) over the users of either file; a user only one has: different."""
     a = {str(u): g.sort_values("rank") for u, g in recorded.groupby("user_id", sort=True)}
     b = {str(u): g.sort_values("rank") for u, g in rebuilt.groupby("user_id", sort=True)}
-    return {u: user_ranking_verdict(a[u], b[u]) if u in a and u in b else VERDICTS[2] for u in sorted(set(a) | set(b))}
+    return {
+        u: user_ranking_verdict(a[u], b[u]) if u in a and u in b else VERDICTS[2]
+        for u in sorted(set(a) | set(b))
+    }
 
 
 @dataclass
@@ -197,13 +266,19 @@ def phase_evidence(recorded_folder: Path | None, rebuilt_folder: Path) -> dict[s
         if recorded_folder is None or not all((recorded_folder / n).is_file() for n in names):
             continue
         old, new = (pd.read_parquet(f / names[0]) for f in (recorded_folder, rebuilt_folder))
-        per_user = [pd.read_parquet(f / names[1]).assign(user_id=lambda d: d["user_id"].astype(str)).set_index("user_id")
-                    for f in (recorded_folder, rebuilt_folder)]
+        per_user = [
+            pd.read_parquet(f / names[1])
+            .assign(user_id=lambda d: d["user_id"].astype(str))
+            .set_index("user_id")
+            for f in (recorded_folder, rebuilt_folder)
+        ]
         out[phase] = PhaseEvidence(ranking_verdicts(old, new), *per_user)
     return out
 
 
-def metric_verdict(metric: str, diff: float, evidence: Mapping[str, PhaseEvidence]) -> tuple[str, float | None]:
+def metric_verdict(
+    metric: str, diff: float, evidence: Mapping[str, PhaseEvidence]
+) -> tuple[str, float | None]:
     """(verdict, paired t-test p-value over users or None) of one `phase_metric` (see the module doc)."""
     if diff == 0:
         return VERDICTS[0], None
@@ -219,7 +294,9 @@ def metric_verdict(metric: str, diff: float, evidence: Mapping[str, PhaseEvidenc
         return (VERDICTS[1] if noise else VERDICTS[2]), p_value
     # an aggregate (coverage, popularity): noise when some ranking moved and none beyond noise
     verdicts = set(found.users.values())
-    return (VERDICTS[1] if VERDICTS[1] in verdicts and VERDICTS[2] not in verdicts else VERDICTS[2]), None
+    return (
+        VERDICTS[1] if VERDICTS[1] in verdicts and VERDICTS[2] not in verdicts else VERDICTS[2]
+    ), None
 
 
 def _paired_p(old: np.ndarray, new: np.ndarray) -> float | None:
@@ -229,22 +306,45 @@ def _paired_p(old: np.ndarray, new: np.ndarray) -> float | None:
     return paired_t_test(new, old)
 
 
-ENVIRONMENT_KEYS = ("git_commit", "python", "platform", "cpu_model", "cpu_capability", "cpu_flags", "cpu_count",
-                    "torch_threads", "blas", "cuda", "cuda_version")
+ENVIRONMENT_KEYS = (
+    "git_commit",
+    "python",
+    "platform",
+    "cpu_model",
+    "cpu_capability",
+    "cpu_flags",
+    "cpu_count",
+    "torch_threads",
+    "blas",
+    "cuda",
+    "cuda_version",
+)
 
 
 def environment_differences(recorded: dict, now: dict) -> list[tuple[str, str, str]]:
     """(what, recorded, now) for the git commit, package versions, CPU model and instruction set, BLAS,
     threads and CUDA that differ."""
-    rows = [(k, str(recorded.get(k)), str(now.get(k))) for k in ENVIRONMENT_KEYS if str(recorded.get(k)) != str(now.get(k))]
+    rows = [
+        (k, str(recorded.get(k)), str(now.get(k)))
+        for k in ENVIRONMENT_KEYS
+        if str(recorded.get(k)) != str(now.get(k))
+    ]
     before, after = recorded.get("packages", {}), now.get("packages", {})
-    rows += [(f"package {p}", str(before.get(p)), str(after.get(p))) for p in sorted(set(before) | set(after))
-             if before.get(p) != after.get(p)]
+    rows += [
+        (f"package {p}", str(before.get(p)), str(after.get(p)))
+        for p in sorted(set(before) | set(after))
+        if before.get(p) != after.get(p)
+    ]
     return rows
 
 
-def reproduce(target: str, scratch: Path | None = None, tolerance: float | None = None,
-              tracking_uri: str = "", upstream: str = "rebuild") -> int:
+def reproduce(
+    target: str,
+    scratch: Path | None = None,
+    tolerance: float | None = None,
+    tracking_uri: str = "",
+    upstream: str = "rebuild",
+) -> int:
     """Rebuild RUN in `scratch`, print the differences, return the exit status (0: within tolerance).
     upstream: "rebuild" what the run consumed from its own records (default), or "recorded": consume the
     recorded upstream runs' exports and artifacts as they are (checked against their records' sha256),
@@ -261,16 +361,21 @@ def reproduce(target: str, scratch: Path | None = None, tolerance: float | None 
     label = f"{model}/{dataset}/seed{seed}"
     rebuilt_hash = grid.run_hash(dataset, model, seed)
     if rebuilt_hash != recorded.run["config_hash"]:
-        raise ConfigError(f"reproduce {label}: the rebuilt config {scratch / 'grid.yaml'} hashes to {rebuilt_hash}, the "
-                          f"record says {recorded.run['config_hash']}; the record was written by another version of the "
-                          "config loader")
+        raise ConfigError(
+            f"reproduce {label}: the rebuilt config {scratch / 'grid.yaml'} hashes to {rebuilt_hash}, the "
+            f"record says {recorded.run['config_hash']}; the record was written by another version of the "
+            "config loader"
+        )
     if tolerance is None:
         tolerance = 0.0 if grid.device == "cpu" else 1e-4
     print(f"[llm4rec] reproducing {label} (config {rebuilt_hash}) in {scratch}", flush=True)
     split = prepare_dataset(grid, dataset)
     if split.meta["checksums"] != recorded.run["split_checksums"]:
-        print(f"[llm4rec] note: the rebuilt split's checksums differ from the record's: {split.meta['checksums']} vs "
-              f"{recorded.run['split_checksums']}", flush=True)
+        print(
+            f"[llm4rec] note: the rebuilt split's checksums differ from the record's: {split.meta['checksums']} vs "
+            f"{recorded.run['split_checksums']}",
+            flush=True,
+        )
     if upstream not in ("rebuild", "recorded"):
         raise ConfigError(f"reproduce: --upstream '{upstream}' is not rebuild or recorded")
     if upstream == "recorded" and (grid_spec.artifacts or grid_spec.upstream):
@@ -287,34 +392,52 @@ def reproduce(target: str, scratch: Path | None = None, tolerance: float | None 
     metrics = metric_differences(recorded.metrics, rebuilt)
     evidence = phase_evidence(recorded.files, grid.run_dir(dataset, model, seed))
     judged = [(*row, *metric_verdict(row[0], row[3], evidence)) for row in metrics]
-    env = environment_differences(recorded.run.get("environment", {}), now.get("environment", environment()))
+    env = environment_differences(
+        recorded.run.get("environment", {}), now.get("environment", environment())
+    )
     for key in ("device", "determinism"):
         if recorded.run.get(key) != now.get(key):
             env.insert(0, (key, str(recorded.run.get(key)), str(now.get(key))))
     beyond = [row for row in judged if row[4] == VERDICTS[2] and row[3] > tolerance]
     counts = {v: sum(row[4] == v for row in judged) for v in VERDICTS}
     weights = _weights_line(recorded.run.get("weights_sha256"), now.get("weights_sha256"))
-    lines = [f"reproduce {label}: {counts[VERDICTS[0]]} bit-identical, {counts[VERDICTS[1]]} within float noise, "
-             f"{counts[VERDICTS[2]]} different of {len(judged)} metrics ({len(beyond)} beyond tolerance {tolerance:g})",
-             f"  weights: {weights}"]
+    lines = [
+        f"reproduce {label}: {counts[VERDICTS[0]]} bit-identical, {counts[VERDICTS[1]]} within float noise, "
+        f"{counts[VERDICTS[2]]} different of {len(judged)} metrics ({len(beyond)} beyond tolerance {tolerance:g})",
+        f"  weights: {weights}",
+    ]
     for phase, found in evidence.items():
         users = {v: sum(x == v for x in found.users.values()) for v in VERDICTS}
-        lines.append(f"  {phase} rankings: {users[VERDICTS[0]]} users bit-identical, {users[VERDICTS[1]]} within float "
-                     f"noise, {users[VERDICTS[2]]} different")
+        lines.append(
+            f"  {phase} rankings: {users[VERDICTS[0]]} users bit-identical, {users[VERDICTS[1]]} within float "
+            f"noise, {users[VERDICTS[2]]} different"
+        )
     lines.append(f"  {'metric':28s} {'recorded':>12s} {'reproduced':>12s} {'|diff|':>10s}  verdict")
     for name, old, new, d, verdict, p in judged:
         mark = "!" if verdict == VERDICTS[2] and d > tolerance else " "
         paired = f" (paired t over users: p = {p:.3g})" if p is not None else ""
         lines.append(f"{mark} {name:28s} {old:12.6f} {new:12.6f} {d:10.3g}  {verdict}{paired}")
-    lines.append("environment: " + ("same git commit, packages, device and threads" if not env else "differs"))
+    lines.append(
+        "environment: "
+        + ("same git commit, packages, device and threads" if not env else "differs")
+    )
     lines += [f"  {what}: {old} -> {new}" for what, old, new in env]
     print("\n".join(lines), flush=True)
     keys = ("metric", "recorded", "reproduced", "abs_diff", "verdict", "paired_p")
-    write_json(scratch / "reproduce.json", {"run": label, "config_hash": rebuilt_hash, "tolerance": tolerance,
-                                            "score_rtol": SCORE_RTOL, "weights": weights, "verdicts": counts,
-                                            "metrics": [dict(zip(keys, r, strict=True)) for r in judged],
-                                            "environment": [dict(zip(("what", "recorded", "now"), r, strict=True)) for r in env],
-                                            "within_tolerance": not beyond})
+    write_json(
+        scratch / "reproduce.json",
+        {
+            "run": label,
+            "config_hash": rebuilt_hash,
+            "tolerance": tolerance,
+            "score_rtol": SCORE_RTOL,
+            "weights": weights,
+            "verdicts": counts,
+            "metrics": [dict(zip(keys, r, strict=True)) for r in judged],
+            "environment": [dict(zip(("what", "recorded", "now"), r, strict=True)) for r in env],
+            "within_tolerance": not beyond,
+        },
+    )
     return 1 if beyond else 0
 
 
@@ -324,7 +447,9 @@ def _copy_recorded_upstream(recorded: Recorded, grid_spec: ScratchGrid, grid, da
     import shutil
 
     if recorded.folder is None:
-        raise DataError("reproduce --upstream recorded: needs RUN as a run folder (the recorded upstream lives beside it)")
+        raise DataError(
+            "reproduce --upstream recorded: needs RUN as a run folder (the recorded upstream lives beside it)"
+        )
     source_grid = recorded.folder.parents[3]
     for name, key in grid_spec.artifacts:
         relative = Path("artifacts") / dataset / name / key
@@ -333,12 +458,23 @@ def _copy_recorded_upstream(recorded: Recorded, grid_spec: ScratchGrid, grid, da
         relative = Path("runs") / dataset / upstream_model / f"seed{upstream_seed}"
         (grid.grid_dir / relative).mkdir(parents=True, exist_ok=True)
         shutil.copy2(source_grid / relative / "run.json", grid.grid_dir / relative / "run.json")
-        shutil.copytree(source_grid / relative / "exports", grid.grid_dir / relative / "exports", dirs_exist_ok=True)
-    print(f"[llm4rec] consuming the recorded upstream as it is: {[f'{n}/{k}' for n, k in grid_spec.artifacts]} "
-          f"{[f'{m}/seed{s}' for m, s in grid_spec.upstream]}", flush=True)
+        shutil.copytree(
+            source_grid / relative / "exports",
+            grid.grid_dir / relative / "exports",
+            dirs_exist_ok=True,
+        )
+    print(
+        f"[llm4rec] consuming the recorded upstream as it is: {[f'{n}/{k}' for n, k in grid_spec.artifacts]} "
+        f"{[f'{m}/seed{s}' for m, s in grid_spec.upstream]}",
+        flush=True,
+    )
 
 
 def _weights_line(recorded: str | None, now: str | None) -> str:
     if not recorded or not now:
         return "no digest recorded" if now else "no torch weights"
-    return f"bit-identical (sha256 {now[:12]})" if recorded == now else f"differ (sha256 {recorded[:12]} -> {now[:12]})"
+    return (
+        f"bit-identical (sha256 {now[:12]})"
+        if recorded == now
+        else f"differ (sha256 {recorded[:12]} -> {now[:12]})"
+    )

@@ -45,11 +45,22 @@ from llm4rec.models import (
 def prepare_dataset(grid: Grid, dataset: str) -> Split:
     """Load, preprocess and split one dataset; write the split once for every model."""
     cfg = grid.dataset_config(dataset)
-    raw = load_source(cfg["source"], path=cfg.get("path"), name=cfg.get("atomic_name"),
-                      text_fields=cfg.get("text_fields"), raw_dir=grid.results_dir / "raw",
-                      unknown_items=cfg.get("unknown_items", "keep"))
-    kept, counts = preprocess(raw.interactions, rating_threshold=cfg["rating_threshold"], dedup=cfg["dedup"],
-                              min_user=cfg["k_core"]["user"], min_item=cfg["k_core"]["item"], dataset=dataset)
+    raw = load_source(
+        cfg["source"],
+        path=cfg.get("path"),
+        name=cfg.get("atomic_name"),
+        text_fields=cfg.get("text_fields"),
+        raw_dir=grid.results_dir / "raw",
+        unknown_items=cfg.get("unknown_items", "keep"),
+    )
+    kept, counts = preprocess(
+        raw.interactions,
+        rating_threshold=cfg["rating_threshold"],
+        dedup=cfg["dedup"],
+        min_user=cfg["k_core"]["user"],
+        min_item=cfg["k_core"]["item"],
+        dataset=dataset,
+    )
     labelled = make_split(kept, raw.items, cfg["split"])
     meta = {"dataset": dataset, "config": cfg, "preprocessing_counts": counts}
     return write_split(grid.split_dir(dataset), labelled, raw.items, meta)
@@ -76,10 +87,14 @@ def peak_memory_mb() -> float:
 def evaluated_users(grid: Grid, model: str, split: Split, phase: str) -> list[str]:
     """The phase's users this model is scored on: all, or its declared seeded sample."""
     evaluation = grid.model_evaluation(model)
-    return sample_users(list(split.targets(phase)), evaluation[f"{phase}_users"], evaluation["sample_seed"])
+    return sample_users(
+        list(split.targets(phase)), evaluation[f"{phase}_users"], evaluation["sample_seed"]
+    )
 
 
-def resolve_inputs(grid: Grid, dataset: str, model: str, seed: int, split: Split) -> dict[str, ResolvedInput]:
+def resolve_inputs(
+    grid: Grid, dataset: str, model: str, seed: int, split: Split
+) -> dict[str, ResolvedInput]:
     """The files one run consumes, checked against this run's split and the grid's upstream
     configuration; every mismatch names both sides."""
     consumer = grid.run_dir(dataset, model, seed)
@@ -87,27 +102,44 @@ def resolve_inputs(grid: Grid, dataset: str, model: str, seed: int, split: Split
     for slot, source in grid.input_sources(dataset, model, seed).items():
         record_path = source.folder.parent / "run.json" if source.kind == "run" else source.marker
         what = f"{consumer} consumes '{slot}' from {source.kind} '{source.name}'" + (
-            f" seed {source.seed}" if source.seed is not None else "")
+            f" seed {source.seed}" if source.seed is not None else ""
+        )
         if not record_path.is_file():
-            raise DataError(f"{what}: {record_path} not found; that {source.kind} has not finished (Snakemake runs it first)")
+            raise DataError(
+                f"{what}: {record_path} not found; that {source.kind} has not finished (Snakemake runs it first)"
+            )
         record = read_json(record_path)
         if record.get("split_checksums") != split.meta["checksums"]:
-            raise DataError(f"{what}: {record_path} was built on another split than {grid.split_dir(dataset)} "
-                            f"(checksums {record.get('split_checksums')} vs {split.meta['checksums']}); rebuild it")
+            raise DataError(
+                f"{what}: {record_path} was built on another split than {grid.split_dir(dataset)} "
+                f"(checksums {record.get('split_checksums')} vs {split.meta['checksums']}); rebuild it"
+            )
         if record.get("config_hash") != source.config_hash:
-            raise DataError(f"{what}: {record_path} has config hash {record.get('config_hash')}, the grid now gives "
-                            f"{source.config_hash}; rerun the upstream first")
+            raise DataError(
+                f"{what}: {record_path} has config hash {record.get('config_hash')}, the grid now gives "
+                f"{source.config_hash}; rerun the upstream first"
+            )
         paths = {name: source.folder / name for name in source.files}
         written = record.get("files", {})  # name -> sha256, as the upstream wrote them
         for name, path in paths.items():
             if not path.is_file():
-                raise DataError(f"{what}: {path} not found (the {source.kind} wrote: "
-                                f"{', '.join(sorted(p.name for p in source.folder.glob('*'))) or 'nothing'})")
+                raise DataError(
+                    f"{what}: {path} not found (the {source.kind} wrote: "
+                    f"{', '.join(sorted(p.name for p in source.folder.glob('*'))) or 'nothing'})"
+                )
             if name in written and sha256_file(path) != written[name]:
-                raise DataError(f"{what}: {path} differs from the file {record_path} records (sha256); it was "
-                                "modified after it was written: rerun the upstream")
-        label = f"{source.name}/seed{source.seed}" if source.kind == "run" else f"{source.name}/{source.config_hash}"
-        resolved[slot] = ResolvedInput(paths, f"{source.kind} {label} (config {source.config_hash})")
+                raise DataError(
+                    f"{what}: {path} differs from the file {record_path} records (sha256); it was "
+                    "modified after it was written: rerun the upstream"
+                )
+        label = (
+            f"{source.name}/seed{source.seed}"
+            if source.kind == "run"
+            else f"{source.name}/{source.config_hash}"
+        )
+        resolved[slot] = ResolvedInput(
+            paths, f"{source.kind} {label} (config {source.config_hash})"
+        )
     return resolved
 
 
@@ -116,18 +148,30 @@ def build_artifact(grid: Grid, dataset: str, name: str, key: str) -> dict:
     sources = grid.artifacts()
     if (dataset, name, key) not in sources:
         known = [f"{d}/{n}/{k}" for d, n, k in sorted(sources)]
-        raise DataError(f"{grid.path}: no run of this grid consumes artifact {dataset}/{name}/{key} (consumed: {', '.join(known) or 'none'})")
+        raise DataError(
+            f"{grid.path}: no run of this grid consumes artifact {dataset}/{name}/{key} (consumed: {', '.join(known) or 'none'})"
+        )
     source: InputSource = sources[(dataset, name, key)]
     spec = ARTIFACTS[name]
     split = read_split(grid.split_dir(dataset))
     apply_determinism(grid.threads, grid.device)
     start = time.perf_counter()
     with recording_nondeterministic_ops() as nondeterministic:
-        info = import_object(spec.builder)(split, check_params(spec, source.params), source.seed, source.folder)
-    record = {"artifact": name, "config_hash": key, "params": source.params, "seed": source.seed,
-              "split_checksums": split.meta["checksums"], "build_time_s": time.perf_counter() - start, "info": info,
-              "files": {f: sha256_file(source.folder / f) for f in spec.files},
-              "determinism": determinism_record(nondeterministic), "environment": environment()}
+        info = import_object(spec.builder)(
+            split, check_params(spec, source.params), source.seed, source.folder
+        )
+    record = {
+        "artifact": name,
+        "config_hash": key,
+        "params": source.params,
+        "seed": source.seed,
+        "split_checksums": split.meta["checksums"],
+        "build_time_s": time.perf_counter() - start,
+        "info": info,
+        "files": {f: sha256_file(source.folder / f) for f in spec.files},
+        "determinism": determinism_record(nondeterministic),
+        "environment": environment(),
+    }
     write_json(source.marker, redact(record))
     print(f"[llm4rec] artifact {name} for {dataset} -> {source.folder}", flush=True)
     return record
@@ -142,13 +186,23 @@ def train_and_rank(grid: Grid, dataset: str, model: str, seed: int) -> dict:
     inputs = resolve_inputs(grid, dataset, model, seed, split)
     apply_determinism(grid.model_threads(model), grid.device)
     seed_everything(seed)
-    os.environ[SHIPPED_ENV] = str(grid.grid_dir / "text_retention")  # the validated sample, wherever this job runs
+    os.environ[SHIPPED_ENV] = str(
+        grid.grid_dir / "text_retention"
+    )  # the validated sample, wherever this job runs
     evaluation = grid.model_evaluation(model)
     k = max(evaluation["cutoffs"])
-    recommender = build_model(model, grid.model_params(model, dataset), seed, grid.device,
-                              selection=grid.selection_metric(model), inputs=inputs)
+    recommender = build_model(
+        model,
+        grid.model_params(model, dataset),
+        seed,
+        grid.device,
+        selection=grid.selection_metric(model),
+        inputs=inputs,
+    )
     print(f"[llm4rec] training {model} on {dataset} (seed {seed}) -> {run_dir}", flush=True)
-    timing = {"train_start": time.time()}  # wall-clock epoch seconds: MLflow's run start, end and timeline
+    timing = {
+        "train_start": time.time()
+    }  # wall-clock epoch seconds: MLflow's run start, end and timeline
     with recording_nondeterministic_ops() as nondeterministic:
         start = time.perf_counter()
         fit_info = recommender.fit(split, run_dir / "work")
@@ -166,9 +220,13 @@ def train_and_rank(grid: Grid, dataset: str, model: str, seed: int) -> dict:
             if distributed.is_main():
                 write_parquet(run_dir / f"rankings_{phase}.parquet", rankings)
         timing["rank_end"] = time.time()
-    if not distributed.is_main():  # several processes (llm4rec.llm.distributed): process 0 writes the run
+    if (
+        not distributed.is_main()
+    ):  # several processes (llm4rec.llm.distributed): process 0 writes the run
         return {}
-    exports = Path(run_dir) / "exports"  # a declared output folder of the train rule, empty if nothing is exported
+    exports = (
+        Path(run_dir) / "exports"
+    )  # a declared output folder of the train rule, empty if nothing is exported
     exports.mkdir(exist_ok=True)
     exported = recommender.export(exports, split)
     export_files = {p.name: sha256_file(p) for p in sorted(exports.iterdir()) if p.is_file()}
@@ -191,19 +249,31 @@ def train_and_rank(grid: Grid, dataset: str, model: str, seed: int) -> dict:
         },
         "inference_cost": {phase: cost for phase, cost in inference_cost.items() if cost},
         "timing": timing,
-        "inputs": {slot: {"source": r.source, "files": {n: str(p) for n, p in r.paths.items()}} for slot, r in inputs.items()},
+        "inputs": {
+            slot: {"source": r.source, "files": {n: str(p) for n, p in r.paths.items()}}
+            for slot, r in inputs.items()
+        },
         "selection_metric": grid.selection_metric(model),
-        "evaluation": evaluation | {"ranking_depth": k, "n_users": n_users,
-                                    "all_users": {p: len(split.targets(p)) for p in ("valid", "test")}},
+        "evaluation": evaluation
+        | {
+            "ranking_depth": k,
+            "n_users": n_users,
+            "all_users": {p: len(split.targets(p)) for p in ("valid", "test")},
+        },
         "exported": exported,
         "files": export_files,  # exports/ as written (sha256): consumers check them
-        "weights_sha256": weights_digest(recommender),  # the model as it ranked: equal digests, bit-identical weights
+        "weights_sha256": weights_digest(
+            recommender
+        ),  # the model as it ranked: equal digests, bit-identical weights
         "device": grid.device,
         "determinism": determinism_record(nondeterministic),
         "environment": environment(),
     }
     write_json(run_dir / "run.json", redact(record))  # no credential from the environment
-    print(f"[llm4rec] {model}/{dataset}/seed{seed}: train {train_time:.1f}s, outputs in {run_dir}", flush=True)
+    print(
+        f"[llm4rec] {model}/{dataset}/seed{seed}: train {train_time:.1f}s, outputs in {run_dir}",
+        flush=True,
+    )
     return record
 
 
@@ -213,8 +283,10 @@ def declared_costs(model: str, fit_info: dict) -> dict[str, float]:
     declared = {c.key for c in MODELS[model].costs}
     undeclared = sorted(set(reported) - declared)
     if undeclared:
-        raise ValueError(f"{model}: fit reports cost '{undeclared[0]}', which its ModelSpec.costs does not declare "
-                         f"(declared: {', '.join(sorted(declared)) or 'none'})")
+        raise ValueError(
+            f"{model}: fit reports cost '{undeclared[0]}', which its ModelSpec.costs does not declare "
+            f"(declared: {', '.join(sorted(declared)) or 'none'})"
+        )
     return {key: float(value) for key, value in reported.items()}
 
 
@@ -224,16 +296,30 @@ def evaluate_run(grid: Grid, dataset: str, model: str, seed: int) -> dict:
     split = read_split(grid.split_dir(dataset))
     run = read_json(run_dir / "run.json")
     if run["split_checksums"] != split.meta["checksums"]:
-        raise ValueError(f"{run_dir}/run.json: trained on a different split than {grid.split_dir(dataset)}; retrain it")
-    result = {"dataset": dataset, "model": model, "paradigm": MODELS[model].paradigm, "seed": seed,
-              "config_hash": run["config_hash"], "cost": run["cost"], "evaluation": run.get("evaluation", {})}
+        raise ValueError(
+            f"{run_dir}/run.json: trained on a different split than {grid.split_dir(dataset)}; retrain it"
+        )
+    result = {
+        "dataset": dataset,
+        "model": model,
+        "paradigm": MODELS[model].paradigm,
+        "seed": seed,
+        "config_hash": run["config_hash"],
+        "cost": run["cost"],
+        "evaluation": run.get("evaluation", {}),
+    }
     cutoffs = grid.model_evaluation(model)["cutoffs"]
     for phase in ("valid", "test"):
         path = run_dir / f"rankings_{phase}.parquet"
-        per_user, summary = evaluate_rankings(pd.read_parquet(path), split, phase, cutoffs, source=str(path),
-                                              users=evaluated_users(grid, model, split, phase))
+        per_user, summary = evaluate_rankings(
+            pd.read_parquet(path),
+            split,
+            phase,
+            cutoffs,
+            source=str(path),
+            users=evaluated_users(grid, model, split, phase),
+        )
         write_parquet(run_dir / f"per_user_{phase}.parquet", per_user)
         result[phase] = summary
     write_json(run_dir / "metrics.json", result)
     return result
-

@@ -39,12 +39,20 @@ REPO = Path(__file__).resolve().parents[1]
 STEPS = 4  # a zero-initialised head passes gradient back from step 2, LoRA's A from step 3
 TEST_USERS, VALID_USERS = 16, 8
 LAYERS, HIDDEN, VOCAB = 4, 32, 2000
-CHAT_TEMPLATE = ("{% for m in messages %}<|{{ m['role'] }}|> {{ m['content'] }}\n{% endfor %}"
-                 "{% if add_generation_prompt %}<|assistant|> {% endif %}")
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|> {{ m['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|> {% endif %}"
+)
 SPECIALS = ["<pad>", "<unk>", "<bos>", "<eos>"]
 # backbones known by name (the offline machine cannot read a hub id's config); a local folder or a model in the
 # Hugging Face cache is read instead
-ARCHITECTURES = {"smollm2": "llama", "smollm": "llama", "llama": "llama", "qwen2": "qwen2", "mistral": "mistral"}
+ARCHITECTURES = {
+    "smollm2": "llama",
+    "smollm": "llama",
+    "llama": "llama",
+    "qwen2": "qwen2",
+    "mistral": "mistral",
+}
 
 
 class SmokeError(ValueError):
@@ -66,8 +74,10 @@ def architecture(name_or_path: str) -> str:
     for key in sorted(ARCHITECTURES, key=len, reverse=True):
         if key in lowered:
             return ARCHITECTURES[key]
-    raise SmokeError(f"backbone '{name_or_path}': cannot tell its architecture offline (not a local folder, not in "
-                     f"the Hugging Face cache, and its name holds none of {', '.join(sorted(ARCHITECTURES))})")
+    raise SmokeError(
+        f"backbone '{name_or_path}': cannot tell its architecture offline (not a local folder, not in "
+        f"the Hugging Face cache, and its name holds none of {', '.join(sorted(ARCHITECTURES))})"
+    )
 
 
 def _strings(value: Any) -> list[str]:
@@ -88,10 +98,22 @@ def bpe_tokenizer(corpus: list[str], vocab: int):
     core = Tokenizer(models.BPE())
     core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     core.decoder = decoders.ByteLevel()
-    core.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=vocab, special_tokens=SPECIALS, show_progress=False,
-                                                         initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    return PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", unk_token="<unk>", bos_token="<bos>",
-                                   eos_token="<eos>")
+    core.train_from_iterator(
+        corpus,
+        trainers.BpeTrainer(
+            vocab_size=vocab,
+            special_tokens=SPECIALS,
+            show_progress=False,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        ),
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        pad_token="<pad>",
+        unk_token="<unk>",
+        bos_token="<bos>",
+        eos_token="<eos>",
+    )
 
 
 def tiny_backbone_folder(model_type: str, corpus: list[str], folder: Path) -> Path:
@@ -106,10 +128,21 @@ def tiny_backbone_folder(model_type: str, corpus: list[str], folder: Path) -> Pa
     tokenizer = bpe_tokenizer(corpus, VOCAB)
     tokenizer.chat_template = CHAT_TEMPLATE
     torch.manual_seed(0)
-    config = AutoConfig.for_model(model_type, vocab_size=len(tokenizer), hidden_size=HIDDEN, intermediate_size=2 * HIDDEN,
-                                  num_hidden_layers=LAYERS, num_attention_heads=4, num_key_value_heads=2,
-                                  max_position_embeddings=4096, pad_token_id=0, bos_token_id=2, eos_token_id=3,
-                                  tie_word_embeddings=True, initializer_range=0.1)
+    config = AutoConfig.for_model(
+        model_type,
+        vocab_size=len(tokenizer),
+        hidden_size=HIDDEN,
+        intermediate_size=2 * HIDDEN,
+        num_hidden_layers=LAYERS,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        pad_token_id=0,
+        bos_token_id=2,
+        eos_token_id=3,
+        tie_word_embeddings=True,
+        initializer_range=0.1,
+    )
     tmp = folder.with_name(folder.name + ".tmp")
     AutoModelForCausalLM.from_config(config).save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
@@ -122,18 +155,28 @@ def retention_sample(corpus: list[str], path: Path) -> dict[str, Any]:
     text = "SMOKE " + " ".join(corpus)[:4000] + "\n"
     write_text(path, text)
     sample = "\n".join(line.strip() for line in text.splitlines())[:2000]
-    return {"enabled": True, "path": str(path), "start": "SMOKE", "chars": 2000, "window": 64,
-            "sha256": hashlib.sha256(sample.encode("utf-8")).hexdigest()}
+    return {
+        "enabled": True,
+        "path": str(path),
+        "start": "SMOKE",
+        "chars": 2000,
+        "window": 64,
+        "sha256": hashlib.sha256(sample.encode("utf-8")).hexdigest(),
+    }
 
 
 def _fields(spec_config: str | None) -> set[str]:
     if spec_config is None:
         return set()
     config = import_object(spec_config)
-    return {f.name for f in dataclasses.fields(config)} if dataclasses.is_dataclass(config) else set()
+    return (
+        {f.name for f in dataclasses.fields(config)} if dataclasses.is_dataclass(config) else set()
+    )
 
 
-def smoke_entry(entry: dict, grid: Grid, backbones: dict[str, Path], retention: dict, dtype: str) -> dict:
+def smoke_entry(
+    entry: dict, grid: Grid, backbones: dict[str, Path], retention: dict, dtype: str
+) -> dict:
     """A grid's model entry at toy cost: the same model and variant, tiny backbone, few steps and users."""
     spec = MODELS[entry["name"]]
     fields = _fields(spec.config)
@@ -145,28 +188,53 @@ def smoke_entry(entry: dict, grid: Grid, backbones: dict[str, Path], retention: 
         params["backbone"] = {"name_or_path": str(backbones[name]), "dtype": dtype}
     if "sft" in fields:
         sft = params.get("sft") or {}
-        if params.get("curriculum_steps"):  # a schedule over steps keeps its share of the (shorter) budget
+        if params.get(
+            "curriculum_steps"
+        ):  # a schedule over steps keeps its share of the (shorter) budget
             budget = sft.get("steps") or import_object(spec.config)().sft.steps
             params["curriculum_steps"] = max(1, round(params["curriculum_steps"] * STEPS / budget))
-        params["sft"] = sft | {"steps": STEPS, "checkpoint_every": STEPS, "batch_size": min(sft.get("batch_size", 8), 4),
-                               "grad_accum": 1, "warmup_steps": 0}
-    for key, value in (("eval_every", STEPS), ("valid_users", VALID_USERS), ("batch_users", 8),
-                       ("max_train_examples", 64), ("beam_width", 10), ("text_retention", retention)):
+        params["sft"] = sft | {
+            "steps": STEPS,
+            "checkpoint_every": STEPS,
+            "batch_size": min(sft.get("batch_size", 8), 4),
+            "grad_accum": 1,
+            "warmup_steps": 0,
+        }
+    for key, value in (
+        ("eval_every", STEPS),
+        ("valid_users", VALID_USERS),
+        ("batch_users", 8),
+        ("max_train_examples", 64),
+        ("beam_width", 10),
+        ("text_retention", retention),
+    ):
         if key in fields and key not in overrides:
             params[key] = value
     if "t5" in fields:
-        params["t5"] = {"d_model": 16, "d_ff": 32, "num_heads": 2, "d_kv": 8, "encoder_layers": 1, "decoder_layers": 1}
+        params["t5"] = {
+            "d_model": 16,
+            "d_ff": 32,
+            "num_heads": 2,
+            "d_kv": 8,
+            "encoder_layers": 1,
+            "decoder_layers": 1,
+        }
     if spec.paradigm == "baseline" and spec.hyperparameters:  # RecBole: one epoch, short sequences
         params |= {"epochs": 1, "stopping_step": 1, "show_progress": False}
         if "MAX_ITEM_LIST_LENGTH" in params:
             params["MAX_ITEM_LIST_LENGTH"] = min(params["MAX_ITEM_LIST_LENGTH"], 10)
     out["params"] = {k: v for k, v in params.items() if k not in overrides or v == overrides[k]}
     if spec.paradigm != "baseline":
-        out["evaluation"] = {"cutoffs": [5, 10], "test_users": TEST_USERS, "valid_users": VALID_USERS}
+        out["evaluation"] = {
+            "cutoffs": [5, 10],
+            "test_users": TEST_USERS,
+            "valid_users": VALID_USERS,
+        }
     for slot in (out.get("inputs") or {}).values():
         if slot.get("artifact") == "semantic_ids":
-            slot["params"] = (slot.get("params") or {}) | {"rq_vae": {"hidden": [32], "latent_dim": 8, "epochs": 5,
-                                                                       "batch_size": 256}}
+            slot["params"] = (slot.get("params") or {}) | {
+                "rq_vae": {"hidden": [32], "latent_dim": 8, "epochs": 5, "batch_size": 256}
+            }
     return out
 
 
@@ -184,8 +252,12 @@ def smoke_config(grid: Grid, out: Path, device: str, dtype: str) -> dict:
     first = grid.datasets[0]
     items = prepare_dataset(_retarget(grid, out, [first]), first).items
     identifiers, _ = item_identifiers(items)
-    corpus = [str(v) for column in items.columns if column != "item_id" for v in items[column].tolist()]
-    corpus += list(identifiers.values()) + [s for e in grid.raw["models"] for s in _strings(e.get("params", {}))]
+    corpus = [
+        str(v) for column in items.columns if column != "item_id" for v in items[column].tolist()
+    ]
+    corpus += list(identifiers.values()) + [
+        s for e in grid.raw["models"] for s in _strings(e.get("params", {}))
+    ]
     corpus += ["<|system|>", "<|user|>", "<|assistant|>", "Next:"]
     retention = retention_sample(corpus, out / "retention.txt")
     backbones: dict[str, Path] = {}
@@ -193,25 +265,46 @@ def smoke_config(grid: Grid, out: Path, device: str, dtype: str) -> dict:
         spec = MODELS[entry["name"]]
         if "backbone" not in _fields(spec.config):
             continue
-        name = (grid.model_params(entry["name"], first).get("backbone") or {}).get("name_or_path") or _default_backbone(spec)
+        name = (grid.model_params(entry["name"], first).get("backbone") or {}).get(
+            "name_or_path"
+        ) or _default_backbone(spec)
         if name not in backbones:
             model_type = architecture(name)
-            backbones[name] = tiny_backbone_folder(model_type, corpus, out / "backbones" / f"tiny-{model_type}")
+            backbones[name] = tiny_backbone_folder(
+                model_type, corpus, out / "backbones" / f"tiny-{model_type}"
+            )
     raw = copy.deepcopy(grid.raw)
-    raw |= {"name": f"{grid.name}-smoke", "results_dir": str(out / "results"), "reports_dir": str(out / "reports"),
-            "device": device, "threads": 1, "seeds": grid.raw.get("seeds", [0])[:1],
-            "datasets": {first: grid.raw["datasets"][first]}, "tracking": {"uri": None, "experiment": f"{grid.name}-smoke"},
-            "models": [smoke_entry(e, grid, backbones, retention, dtype) for e in grid.raw["models"]]}
+    raw |= {
+        "name": f"{grid.name}-smoke",
+        "results_dir": str(out / "results"),
+        "reports_dir": str(out / "reports"),
+        "device": device,
+        "threads": 1,
+        "seeds": grid.raw.get("seeds", [0])[:1],
+        "datasets": {first: grid.raw["datasets"][first]},
+        "tracking": {"uri": None, "experiment": f"{grid.name}-smoke"},
+        "models": [smoke_entry(e, grid, backbones, retention, dtype) for e in grid.raw["models"]],
+    }
     return raw
 
 
 def _retarget(grid: Grid, out: Path, datasets: list[str]) -> Grid:
     """The grid with its results under `out` and only `datasets` (to prepare them there)."""
-    models = [{k: v for k, v in e.items() if k != "dataset_params"}
-              | {"dataset_params": {d: v for d, v in e.get("dataset_params", {}).items() if d in datasets}}
-              for e in grid.raw["models"]]
-    raw = copy.deepcopy(grid.raw) | {"name": f"{grid.name}-smoke", "results_dir": str(out / "results"),
-                                     "datasets": {d: grid.raw["datasets"][d] for d in datasets}, "models": models}
+    models = [
+        {k: v for k, v in e.items() if k != "dataset_params"}
+        | {
+            "dataset_params": {
+                d: v for d, v in e.get("dataset_params", {}).items() if d in datasets
+            }
+        }
+        for e in grid.raw["models"]
+    ]
+    raw = copy.deepcopy(grid.raw) | {
+        "name": f"{grid.name}-smoke",
+        "results_dir": str(out / "results"),
+        "datasets": {d: grid.raw["datasets"][d] for d in datasets},
+        "models": models,
+    }
     path = out / f"prepare-{'-'.join(datasets)}.yaml"
     write_text(path, yaml.safe_dump(raw, sort_keys=False))
     return load_grid(path)
@@ -232,14 +325,20 @@ def check_cell(grid: Grid, dataset: str, model: str, seed: int, dtype: str) -> C
     label = f"{model}/{dataset}/seed{seed}"
     folder = grid.run_dir(dataset, model, seed)
     if not (folder / "metrics.json").is_file():
-        return Cell(label, False, [f"no metrics.json in {folder} (the job failed: see {grid.grid_dir / 'logs'})"])
+        return Cell(
+            label,
+            False,
+            [f"no metrics.json in {folder} (the job failed: see {grid.grid_dir / 'logs'})"],
+        )
     fit = read_json(folder / "run.json").get("fit", {})
     problems = []
     losses = [fit.get("first_loss"), fit.get("final_loss")]
     if any(v is not None and not math.isfinite(v) for v in losses):
         problems.append(f"non-finite loss {losses}")
     if fit.get("trainable_unmoved"):
-        problems.append(f"trainable tensors that did not move: {', '.join(fit['trainable_unmoved'][:3])}")
+        problems.append(
+            f"trainable tensors that did not move: {', '.join(fit['trainable_unmoved'][:3])}"
+        )
     record = fit.get("precision")
     text = ""
     if record:
@@ -252,21 +351,39 @@ def check_cell(grid: Grid, dataset: str, model: str, seed: int, dtype: str) -> C
         if "," in record["devices"]:
             problems.append(f"tensors on several devices: {record['devices']}")
     metrics = read_json(folder / "metrics.json")
-    return Cell(label, not problems, problems, losses[0], losses[1], text, metrics.get("cost", {}).get("train_time_s"))
+    return Cell(
+        label,
+        not problems,
+        problems,
+        losses[0],
+        losses[1],
+        text,
+        metrics.get("cost", {}).get("train_time_s"),
+    )
 
 
 def render(cells: list[Cell], prepared: dict[str, str]) -> str:
-    lines = ["| cell | result | first loss | final loss | backbone / trainable dtype | train s |", "|---|---|---|---|---|---|"]
+    lines = [
+        "| cell | result | first loss | final loss | backbone / trainable dtype | train s |",
+        "|---|---|---|---|---|---|",
+    ]
     for c in cells:
         fmt = lambda v: "--" if v is None else f"{v:.3f}"  # noqa: E731
-        lines.append(f"| {c.label} | {'ok' if c.ok else 'FAIL: ' + '; '.join(c.problems)} | {fmt(c.first_loss)} | "
-                     f"{fmt(c.final_loss)} | {c.precision or '--'} | {fmt(c.seconds)} |")
+        lines.append(
+            f"| {c.label} | {'ok' if c.ok else 'FAIL: ' + '; '.join(c.problems)} | {fmt(c.first_loss)} | "
+            f"{fmt(c.final_loss)} | {c.precision or '--'} | {fmt(c.seconds)} |"
+        )
     lines += [f"| prepare {d} | {status} | | | | |" for d, status in prepared.items()]
     return "\n".join(lines) + "\n"
 
 
-def smoke(config: str | Path, out: str | Path | None = None, device: str = "cpu", dtype: str = "bf16",
-          cores: int = 2) -> int:
+def smoke(
+    config: str | Path,
+    out: str | Path | None = None,
+    device: str = "cpu",
+    dtype: str = "bf16",
+    cores: int = 2,
+) -> int:
     """Run the smoke grid of `config`; print and write (out/smoke.md) the per-cell table; 0 when every cell passed."""
     grid = load_grid(config)
     out = Path(out or Path("results") / "smoke" / grid.name).resolve()
@@ -285,17 +402,41 @@ def smoke(config: str | Path, out: str | Path | None = None, device: str = "cpu"
     path = out / "grid.yaml"
     write_text(path, yaml.safe_dump(raw, sort_keys=False))
     smoke_grid = load_grid(path)
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"} | {"TQDM_DISABLE": "1"}
-    proc = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(out),
-                           "--configfile", str(path), "--cores", str(cores), "--resources", "mlflow=1",
-                           "--keep-going"], capture_output=True, text=True, env=env)
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"} | {
+        "TQDM_DISABLE": "1"
+    }
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-s",
+            str(REPO / "Snakefile"),
+            "--directory",
+            str(out),
+            "--configfile",
+            str(path),
+            "--cores",
+            str(cores),
+            "--resources",
+            "mlflow=1",
+            "--keep-going",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     (out / "snakemake.log").write_text(proc.stdout + proc.stderr)
     cells = [check_cell(smoke_grid, d, m, s, dtype) for d, m, s in smoke_grid.runs()]
     table = render(cells, prepared)
-    failed = [c for c in cells if not c.ok] + [d for d, status in prepared.items() if status.startswith("FAIL")]
-    summary = (f"[llm4rec] smoke of {grid.path}: {len(cells) - len([c for c in cells if not c.ok])}/{len(cells)} cells "
-               f"passed, {len(prepared)} more datasets prepared, in {time.perf_counter() - start:.0f} s "
-               f"({device}, {dtype}); Snakemake log: {out / 'snakemake.log'}")
+    failed = [c for c in cells if not c.ok] + [
+        d for d, status in prepared.items() if status.startswith("FAIL")
+    ]
+    summary = (
+        f"[llm4rec] smoke of {grid.path}: {len(cells) - len([c for c in cells if not c.ok])}/{len(cells)} cells "
+        f"passed, {len(prepared)} more datasets prepared, in {time.perf_counter() - start:.0f} s "
+        f"({device}, {dtype}); Snakemake log: {out / 'snakemake.log'}"
+    )
     write_text(out / "smoke.md", table + "\n" + summary + "\n")
     print(table + "\n" + summary)
     if proc.returncode != 0 and not failed:

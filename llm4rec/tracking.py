@@ -58,8 +58,14 @@ TEMPLATE_FIELDS = ("prompt", "instruction", "response", "answer_prefix")
 NOT_HYPERPARAMETERS = ("backbone.", "text_retention.")
 KEPT_BACKBONE_FIELDS = ("backbone.dtype",)
 
-ARTIFACTS = ("metrics.json", "run.json", "per_user_valid.parquet", "per_user_test.parquet",
-             "rankings_valid.parquet", "rankings_test.parquet")
+ARTIFACTS = (
+    "metrics.json",
+    "run.json",
+    "per_user_valid.parquet",
+    "per_user_test.parquet",
+    "rankings_valid.parquet",
+    "rankings_test.parquet",
+)
 
 
 def _input_label(source: dict[str, Any]) -> str:
@@ -70,7 +76,8 @@ def _input_label(source: dict[str, Any]) -> str:
 
 def _is_hyperparameter(key: str) -> bool:
     return key.split(".")[0] not in TEMPLATE_FIELDS and (
-        key in KEPT_BACKBONE_FIELDS or not key.startswith(NOT_HYPERPARAMETERS))
+        key in KEPT_BACKBONE_FIELDS or not key.startswith(NOT_HYPERPARAMETERS)
+    )
 
 
 def _budget(hp: dict[str, Any]) -> str:
@@ -82,8 +89,11 @@ def _budget(hp: dict[str, Any]) -> str:
     return NOT_APPLICABLE
 
 
-def describe_run(config: dict[str, Any], resolved: dict[str, Any] | None = None,
-                 evaluation: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+def describe_run(
+    config: dict[str, Any],
+    resolved: dict[str, Any] | None = None,
+    evaluation: dict[str, Any] | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """(params, resolved config) of one run config (run.json's `run`): the params a researcher compares and the
     full record behind them. `resolved`: a library's resolved config (RecBole's), `evaluation`: the run's user
     samples."""
@@ -92,8 +102,12 @@ def describe_run(config: dict[str, Any], resolved: dict[str, Any] | None = None,
     template = {key: value for key, value in hp.items() if key.split(".")[0] in TEMPLATE_FIELDS}
     evaluation = evaluation or config.get("evaluation") or {}
     params: dict[str, Any] = {
-        "model": model, "display_name": model_title(model), "paradigm": config["paradigm"],
-        "dataset": config["dataset"], "seed": config["seed"], "grid": config.get("grid", ""),
+        "model": model,
+        "display_name": model_title(model),
+        "paradigm": config["paradigm"],
+        "dataset": config["dataset"],
+        "seed": config["seed"],
+        "grid": config.get("grid", ""),
         "backbone": hp.get("backbone.name_or_path") or NOT_APPLICABLE,
         "backbone_revision": hp.get("backbone.revision") or NOT_APPLICABLE,
         "prompt_template": stable_hash(template)[:8] if template else NOT_APPLICABLE,
@@ -101,9 +115,16 @@ def describe_run(config: dict[str, Any], resolved: dict[str, Any] | None = None,
         "budget.valid_users": evaluation.get("valid_users") or "all",
         "budget.test_users": evaluation.get("test_users") or "all",
     }
-    params |= {f"inputs.{slot}": _input_label(source) for slot, source in config.get("inputs", {}).items()}
+    params |= {
+        f"inputs.{slot}": _input_label(source) for slot, source in config.get("inputs", {}).items()
+    }
     params |= {f"hp.{key}": value for key, value in hp.items() if _is_hyperparameter(key)}
-    record = {"run": config, "hyperparameters": hp, "prompt_template": template, "library_config": resolved or {}}
+    record = {
+        "run": config,
+        "hyperparameters": hp,
+        "prompt_template": template,
+        "library_config": resolved or {},
+    }
     return params, record
 
 
@@ -120,9 +141,13 @@ def paradigm_param_keys(grid: Grid, paradigm: str) -> list[str]:
 def run_params(grid: Grid, run: dict[str, Any]) -> tuple[dict[str, str], dict[str, Any]]:
     """(MLflow params, resolved_config.json) of one finished run (run.json's content)."""
     config = run["run"]
-    params, record = describe_run(config, run.get("fit", {}).get("recbole_config"), run.get("evaluation"))
+    params, record = describe_run(
+        config, run.get("fit", {}).get("recbole_config"), run.get("evaluation")
+    )
     keys = paradigm_param_keys(grid, config["paradigm"])
-    keys += [key for key in params if key not in keys]  # a run the grid no longer lists keeps its own
+    keys += [
+        key for key in params if key not in keys
+    ]  # a run the grid no longer lists keeps its own
     return {key: str(params.get(key, NOT_APPLICABLE))[:5000] for key in keys}, record
 
 
@@ -139,18 +164,41 @@ def dataset_input(grid: Grid, dataset: str):
     folder = grid.split_dir(dataset)
     meta = read_json(folder / "split.json")
     stats = meta.get("stats", {})
-    profile = {key: stats[key] for key in ("users", "items", "train_interactions", "valid_interactions",
-                                            "test_interactions") if key in stats}
+    profile = {
+        key: stats[key]
+        for key in (
+            "users",
+            "items",
+            "train_interactions",
+            "valid_interactions",
+            "test_interactions",
+        )
+        if key in stats
+    }
     source = json.dumps({"uri": folder.resolve().as_uri()})
-    entity = Dataset(name=dataset, digest=split_digest(meta["checksums"]), source_type="local", source=source,
-                     schema=json.dumps({"split": meta.get("config", {}).get("split", {})}), profile=json.dumps(profile))
+    entity = Dataset(
+        name=dataset,
+        digest=split_digest(meta["checksums"]),
+        source_type="local",
+        source=source,
+        schema=json.dumps({"split": meta.get("config", {}).get("split", {})}),
+        profile=json.dumps(profile),
+    )
     return DatasetInput(entity, tags=[InputTag("mlflow.data.context", "training")])
 
 
 def run_metrics(metrics: dict) -> dict[str, float]:
     """The metric keys logged for every run: test_*, valid_* and cost figures."""
-    out = {f"{phase}_{name}": float(value) for phase in ("test", "valid") for name, value in metrics[phase].items()}
-    out |= {c.key: float(metrics["cost"][c.key]) for c in registered_costs() if c.always or c.key in metrics["cost"]}
+    out = {
+        f"{phase}_{name}": float(value)
+        for phase in ("test", "valid")
+        for name, value in metrics[phase].items()
+    }
+    out |= {
+        c.key: float(metrics["cost"][c.key])
+        for c in registered_costs()
+        if c.always or c.key in metrics["cost"]
+    }
     return out
 
 
@@ -196,7 +244,8 @@ def check_reachable(uri: str, timeout: float = 10.0) -> None:
         raise TrackingError(
             f"MLflow tracking server {redact(uri)} cannot be reached ({reason}). The run's files are complete; start "
             "the server (make tracking-server) or point MLFLOW_TRACKING_URI / tracking.uri at a reachable one, then "
-            "rerun the same snakemake command: it logs only the runs still missing, without duplicates") from None
+            "rerun the same snakemake command: it logs only the runs still missing, without duplicates"
+        ) from None
 
 
 def client_and_experiment(grid: Grid):
@@ -212,14 +261,21 @@ def client_and_experiment(grid: Grid):
         location = None
         if uri.startswith("sqlite:") or uri.startswith("file:") or "://" not in uri:
             location = (grid.results_dir / "mlartifacts").resolve().as_uri()
-        experiment = client.get_experiment(client.create_experiment(grid.experiment, artifact_location=location))
+        experiment = client.get_experiment(
+            client.create_experiment(grid.experiment, artifact_location=location)
+        )
     if experiment.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
         client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
     if "mlflow.note.content" not in experiment.tags:
-        client.set_experiment_tag(experiment.experiment_id, "mlflow.note.content", (
-            f"llm4rec-bench grid `{grid.name}` ({grid.path}): one run per dataset x model x seed, every model ranking "
-            "the full catalogue minus the user's history. Params: what each run chose (hp.* = the model's "
-            "hyper-parameters); Dataset: the split (digest = its checksums)."))
+        client.set_experiment_tag(
+            experiment.experiment_id,
+            "mlflow.note.content",
+            (
+                f"llm4rec-bench grid `{grid.name}` ({grid.path}): one run per dataset x model x seed, every model ranking "
+                "the full catalogue minus the user's history. Params: what each run chose (hp.* = the model's "
+                "hyper-parameters); Dataset: the split (digest = its checksums)."
+            ),
+        )
     return client, experiment.experiment_id
 
 
@@ -229,20 +285,38 @@ def relocate_store(results_dir: Path) -> dict[str, int]:
     Idempotent; returns the rows changed per table. (MLflow has no API for this; these are its own columns.)"""
     db = results_dir / "mlflow.db"
     if not db.is_file():
-        raise TrackingError(f"{db}: no MLflow store here (give the results folder that holds mlflow.db)")
+        raise TrackingError(
+            f"{db}: no MLflow store here (give the results folder that holds mlflow.db)"
+        )
     new_root = results_dir.resolve().as_uri()
     changed = {"experiments": 0, "runs": 0, "datasets": 0}
     with sqlite3.connect(db, timeout=60) as con:
-        old_roots = {m.group(1) for (location,) in con.execute("SELECT artifact_location FROM experiments")
-                     if location and (m := re.fullmatch(r"(file://.+)/mlartifacts", location)) and m.group(1) != new_root}
+        old_roots = {
+            m.group(1)
+            for (location,) in con.execute("SELECT artifact_location FROM experiments")
+            if location
+            and (m := re.fullmatch(r"(file://.+)/mlartifacts", location))
+            and m.group(1) != new_root
+        }
         for old in old_roots:
-            for table, key, column in (("experiments", "experiment_id", "artifact_location"),
-                                       ("runs", "run_uuid", "artifact_uri"), ("datasets", "dataset_uuid", "dataset_source")):
-                rows = con.execute(f"SELECT {key}, {column} FROM {table} WHERE instr({column}, ?) > 0", (old + "/",)).fetchall()
-                rows += con.execute(f"SELECT {key}, {column} FROM {table} WHERE {column} = ?", (old + "/mlartifacts",)).fetchall()
+            for table, key, column in (
+                ("experiments", "experiment_id", "artifact_location"),
+                ("runs", "run_uuid", "artifact_uri"),
+                ("datasets", "dataset_uuid", "dataset_source"),
+            ):
+                rows = con.execute(
+                    f"SELECT {key}, {column} FROM {table} WHERE instr({column}, ?) > 0",
+                    (old + "/",),
+                ).fetchall()
+                rows += con.execute(
+                    f"SELECT {key}, {column} FROM {table} WHERE {column} = ?",
+                    (old + "/mlartifacts",),
+                ).fetchall()
                 for row_key, value in dict(rows).items():
-                    con.execute(f"UPDATE {table} SET {column} = ? WHERE {key} = ?",
-                                (value.replace(old + "/", new_root + "/"), row_key))
+                    con.execute(
+                        f"UPDATE {table} SET {column} = ? WHERE {key} = ?",
+                        (value.replace(old + "/", new_root + "/"), row_key),
+                    )
                     changed[table] += 1
     return changed
 
@@ -256,37 +330,67 @@ def log_run(grid: Grid, dataset: str, model: str, seed: int) -> dict:
     run_key = f"{grid.name}/{dataset}/{model}/seed{seed}"
     digest = sha256_file(run_dir / "metrics.json")
     now = time.time()
-    timing = run.get("timing") or {}  # runs trained before timing was recorded start and end at logging time
+    timing = (
+        run.get("timing") or {}
+    )  # runs trained before timing was recorded start and end at logging time
     start_ms, end_ms = (int(1000 * timing.get(key, now)) for key in ("train_start", "rank_end"))
     with store_lock(grid.results_dir):
         client, experiment_id = _retry(lambda: client_and_experiment(grid))
-        existing = _retry(lambda: client.search_runs([experiment_id], f"tags.`llm4rec.run_key` = '{run_key}'"))
+        existing = _retry(
+            lambda: client.search_runs([experiment_id], f"tags.`llm4rec.run_key` = '{run_key}'")
+        )
         reused = None
         for old in existing:
-            if (old.data.tags.get("llm4rec.metrics_sha256") == digest and reused is None
-                    and old.data.tags.get("llm4rec.tracking_schema") == TRACKING_SCHEMA):
+            if (
+                old.data.tags.get("llm4rec.metrics_sha256") == digest
+                and reused is None
+                and old.data.tags.get("llm4rec.tracking_schema") == TRACKING_SCHEMA
+            ):
                 reused = old.info.run_id
             else:
-                client.delete_run(old.info.run_id)  # soft delete: an earlier result, or logged the old way
+                client.delete_run(
+                    old.info.run_id
+                )  # soft delete: an earlier result, or logged the old way
         if reused is None:
             tags = {
-                "llm4rec.run_key": run_key, "llm4rec.metrics_sha256": digest, "llm4rec.tracking_schema": TRACKING_SCHEMA,
-                "grid": grid.name, "dataset": dataset, "model": model, "display_name": model_title(model),
-                "paradigm": metrics["paradigm"], "seed": str(seed), "config_hash": run["config_hash"],
-                "git_commit": run["environment"]["git_commit"], "device": run["device"],
+                "llm4rec.run_key": run_key,
+                "llm4rec.metrics_sha256": digest,
+                "llm4rec.tracking_schema": TRACKING_SCHEMA,
+                "grid": grid.name,
+                "dataset": dataset,
+                "model": model,
+                "display_name": model_title(model),
+                "paradigm": metrics["paradigm"],
+                "seed": str(seed),
+                "config_hash": run["config_hash"],
+                "git_commit": run["environment"]["git_commit"],
+                "device": run["device"],
                 "mlflow.runName": f"{model}/{dataset}/seed{seed}",
             }
             tags = redact(tags)
-            mlrun = _retry(lambda: client.create_run(experiment_id, start_time=start_ms, run_name=tags["mlflow.runName"]))
+            mlrun = _retry(
+                lambda: client.create_run(
+                    experiment_id, start_time=start_ms, run_name=tags["mlflow.runName"]
+                )
+            )
             run_id = mlrun.info.run_id
             params, resolved = run_params(grid, run)
             params = redact(params)
             params_list = [Param(k[:250], v) for k, v in sorted(params.items())]
-            metric_list = [Metric(k, v, _metric_time(k, timing, end_ms), 0) for k, v in sorted(run_metrics(metrics).items())]
+            metric_list = [
+                Metric(k, v, _metric_time(k, timing, end_ms), 0)
+                for k, v in sorted(run_metrics(metrics).items())
+            ]
             tag_list = [RunTag(k, v) for k, v in tags.items()]
             for i in range(0, max(len(params_list), len(metric_list)), 100):
-                _retry(lambda i=i: client.log_batch(run_id, metrics=metric_list[i:i + 100], params=params_list[i:i + 100],
-                                                    tags=tag_list if i == 0 else []))
+                _retry(
+                    lambda i=i: client.log_batch(
+                        run_id,
+                        metrics=metric_list[i : i + 100],
+                        params=params_list[i : i + 100],
+                        tags=tag_list if i == 0 else [],
+                    )
+                )
             if (grid.split_dir(dataset) / "split.json").is_file():
                 _retry(lambda: client.log_inputs(run_id, datasets=[dataset_input(grid, dataset)]))
             for name in ARTIFACTS:
@@ -297,8 +401,13 @@ def log_run(grid: Grid, dataset: str, model: str, seed: int) -> dict:
                 client.log_artifact(run_id, str(Path(tmp) / "resolved_config.json"))
             _retry(lambda: client.set_terminated(run_id, end_time=max(end_ms, start_ms)))
             reused = run_id
-    record = {"run_id": reused, "experiment_id": experiment_id, "experiment": grid.experiment,
-              "tracking_uri": redact(grid.tracking_uri()), "run_key": run_key}
+    record = {
+        "run_id": reused,
+        "experiment_id": experiment_id,
+        "experiment": grid.experiment,
+        "tracking_uri": redact(grid.tracking_uri()),
+        "run_key": run_key,
+    }
     write_json(run_dir / "mlflow.json", record)
     print(f"[llm4rec] MLflow run {reused} ({run_key}) in {record['tracking_uri']}", flush=True)
     return record
@@ -318,19 +427,40 @@ def log_report(grid: Grid, files: list[Path], summary: dict[str, float] | None =
     run_key = f"{grid.name}/report"
     with store_lock(grid.results_dir):
         client, experiment_id = _retry(lambda: client_and_experiment(grid))
-        for old in _retry(lambda: client.search_runs([experiment_id], f"tags.`llm4rec.run_key` = '{run_key}'")):
+        for old in _retry(
+            lambda: client.search_runs([experiment_id], f"tags.`llm4rec.run_key` = '{run_key}'")
+        ):
             client.delete_run(old.info.run_id)
-        tags = {"llm4rec.run_key": run_key, "grid": grid.name, "model": "report", "paradigm": "report",
-                "mlflow.runName": f"report/{grid.name}"}
-        run_id = _retry(lambda: client.create_run(experiment_id, run_name=tags["mlflow.runName"])).info.run_id
+        tags = {
+            "llm4rec.run_key": run_key,
+            "grid": grid.name,
+            "model": "report",
+            "paradigm": "report",
+            "mlflow.runName": f"report/{grid.name}",
+        }
+        run_id = _retry(
+            lambda: client.create_run(experiment_id, run_name=tags["mlflow.runName"])
+        ).info.run_id
         now = int(time.time() * 1000)
         metrics = [Metric(k, float(v), now, 0) for k, v in sorted((summary or {}).items())]
-        _retry(lambda: client.log_batch(run_id, metrics=metrics, tags=[RunTag(k, v) for k, v in tags.items()]))
+        _retry(
+            lambda: client.log_batch(
+                run_id, metrics=metrics, tags=[RunTag(k, v) for k, v in tags.items()]
+            )
+        )
         for path in files:
-            client.log_artifact(run_id, str(path), artifact_path=path.parent.name if path.parent.name == "figures" else None)
+            client.log_artifact(
+                run_id,
+                str(path),
+                artifact_path=path.parent.name if path.parent.name == "figures" else None,
+            )
         _retry(lambda: client.set_terminated(run_id))
     print(f"[llm4rec] report logged to MLflow run {run_id} ({run_key})", flush=True)
-    return {"run_id": run_id, "experiment_id": experiment_id, "tracking_uri": redact(grid.tracking_uri())}
+    return {
+        "run_id": run_id,
+        "experiment_id": experiment_id,
+        "tracking_uri": redact(grid.tracking_uri()),
+    }
 
 
 def download_run_record(uri: str, run_id: str, dest: Path) -> dict[str, Path]:
@@ -340,17 +470,27 @@ def download_run_record(uri: str, run_id: str, dest: Path) -> dict[str, Path]:
     from mlflow.tracking import MlflowClient
 
     check_reachable(uri)
-    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
-        raise TrackingError(f"MLflow store {uri}: no such database file (give --tracking-uri or MLFLOW_TRACKING_URI)")
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).is_file():
+        raise TrackingError(
+            f"MLflow store {uri}: no such database file (give --tracking-uri or MLFLOW_TRACKING_URI)"
+        )
     client = MlflowClient(tracking_uri=uri)
     try:
         client.get_run(run_id)
-        files = {name: Path(client.download_artifacts(run_id, name, str(dest))) for name in ("run.json", "metrics.json")}
+        files = {
+            name: Path(client.download_artifacts(run_id, name, str(dest)))
+            for name in ("run.json", "metrics.json")
+        }
         logged = {info.path for info in client.list_artifacts(run_id)}
         # the rankings and per-user metrics, where logged: reproduce judges float noise by them
-        files |= {name: Path(client.download_artifacts(run_id, name, str(dest))) for name in ARTIFACTS
-                  if name.endswith(".parquet") and name in logged}
+        files |= {
+            name: Path(client.download_artifacts(run_id, name, str(dest)))
+            for name in ARTIFACTS
+            if name.endswith(".parquet") and name in logged
+        }
         return files
     except MlflowException as err:
-        raise TrackingError(f"MLflow store {redact(uri)}: run {run_id} or its run.json/metrics.json artifacts not found "
-                            f"({err.message.splitlines()[0] if err.message else err})") from None
+        raise TrackingError(
+            f"MLflow store {redact(uri)}: run {run_id} or its run.json/metrics.json artifacts not found "
+            f"({err.message.splitlines()[0] if err.message else err})"
+        ) from None

@@ -59,12 +59,17 @@ def postgres_binary(name: str) -> str:
     found = shutil.which(name)
     if found:
         return found
-    candidates = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"), key=lambda p: int(p.parts[-3]) if p.parts[-3].isdigit() else 0)
+    candidates = sorted(
+        Path("/usr/lib/postgresql").glob(f"*/bin/{name}"),
+        key=lambda p: int(p.parts[-3]) if p.parts[-3].isdigit() else 0,
+    )
     if candidates:
         return str(candidates[-1])
-    raise ServerError(f"PostgreSQL's '{name}' was not found (PATH or /usr/lib/postgresql/*/bin). `make tracking-server` "
-                      "installs Debian's postgresql when run as root; otherwise install it (apt-get install postgresql) "
-                      "or put its bin folder on PATH")
+    raise ServerError(
+        f"PostgreSQL's '{name}' was not found (PATH or /usr/lib/postgresql/*/bin). `make tracking-server` "
+        "installs Debian's postgresql when run as root; otherwise install it (apt-get install postgresql) "
+        "or put its bin folder on PATH"
+    )
 
 
 def _as_postgres_user(cmd: list[str]) -> list[str]:
@@ -77,7 +82,9 @@ def _as_postgres_user(cmd: list[str]) -> list[str]:
 def _run(cmd: list[str], what: str) -> str:
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
-        raise ServerError(f"{what} failed (exit {proc.returncode}): {' '.join(cmd)}\n{(proc.stdout + proc.stderr)[-2000:]}")
+        raise ServerError(
+            f"{what} failed (exit {proc.returncode}): {' '.join(cmd)}\n{(proc.stdout + proc.stderr)[-2000:]}"
+        )
     return proc.stdout
 
 
@@ -86,8 +93,10 @@ def _check_reachable_by_postgres(folder: Path) -> None:
         return
     for parent in [folder, *folder.parents]:
         if parent.exists() and not os.stat(parent).st_mode & 0o001:
-            raise ServerError(f"{folder}: PostgreSQL runs as user 'postgres', which cannot enter {parent} (mode "
-                              f"{oct(os.stat(parent).st_mode & 0o777)}); choose --dir elsewhere or `chmod o+x {parent}`")
+            raise ServerError(
+                f"{folder}: PostgreSQL runs as user 'postgres', which cannot enter {parent} (mode "
+                f"{oct(os.stat(parent).st_mode & 0o777)}); choose --dir elsewhere or `chmod o+x {parent}`"
+            )
 
 
 def start_postgres(server: TrackingServer) -> None:
@@ -99,19 +108,52 @@ def start_postgres(server: TrackingServer) -> None:
         pgdata.mkdir(parents=True, exist_ok=True)
         if os.geteuid() == 0:
             shutil.chown(pgdata, "postgres", "postgres")
-        _run(_as_postgres_user([postgres_binary("initdb"), "-D", str(pgdata), "-U", DB_USER, "--auth=trust",
-                                "-E", "UTF8", "--no-locale"]), f"initdb {pgdata}")
+        _run(
+            _as_postgres_user(
+                [
+                    postgres_binary("initdb"),
+                    "-D",
+                    str(pgdata),
+                    "-U",
+                    DB_USER,
+                    "--auth=trust",
+                    "-E",
+                    "UTF8",
+                    "--no-locale",
+                ]
+            ),
+            f"initdb {pgdata}",
+        )
     log = server.folder / "postgres.log"
     if not log.exists():
         log.touch()
         if os.geteuid() == 0:
             shutil.chown(log, "postgres", "postgres")
-    status = subprocess.run(_as_postgres_user([postgres_binary("pg_ctl"), "-D", str(pgdata), "status"]), capture_output=True)
+    status = subprocess.run(
+        _as_postgres_user([postgres_binary("pg_ctl"), "-D", str(pgdata), "status"]),
+        capture_output=True,
+    )
     if status.returncode != 0:  # not running (a stale postmaster.pid is handled by pg_ctl itself)
         options = f"-p {server.pg_port} -c listen_addresses=127.0.0.1 -k {pgdata}"
         try:
-            _run(_as_postgres_user([postgres_binary("pg_ctl"), "-D", str(pgdata), "-l", str(log), "-w", "-t", "60",
-                                    "-o", options, "start"]), f"starting PostgreSQL on 127.0.0.1:{server.pg_port}")
+            _run(
+                _as_postgres_user(
+                    [
+                        postgres_binary("pg_ctl"),
+                        "-D",
+                        str(pgdata),
+                        "-l",
+                        str(log),
+                        "-w",
+                        "-t",
+                        "60",
+                        "-o",
+                        options,
+                        "start",
+                    ]
+                ),
+                f"starting PostgreSQL on 127.0.0.1:{server.pg_port}",
+            )
         except ServerError as err:
             raise ServerError(f"{err}\n{log}:\n{log.read_text()[-1500:]}") from None
     import psycopg2
@@ -152,34 +194,65 @@ def start(server: TrackingServer, basic_auth: bool = False, timeout_s: float = 1
     start_postgres(server)
     pid_file = server.mlflow_pid_file
     if pid_file.is_file() and _alive(int(pid_file.read_text())) and _healthy(server.uri):
-        print(f"[llm4rec] MLflow tracking server already running: {server.uri} (pid {pid_file.read_text().strip()})")
+        print(
+            f"[llm4rec] MLflow tracking server already running: {server.uri} (pid {pid_file.read_text().strip()})"
+        )
         return server.uri
     if server.host not in ("127.0.0.1", "localhost", "::1") and not basic_auth:
-        print(f"[llm4rec] warning: the MLflow server listens on {server.host} without authentication; use --basic-auth "
-              "(MLflow's basic-auth app) on a shared machine", file=sys.stderr)
+        print(
+            f"[llm4rec] warning: the MLflow server listens on {server.host} without authentication; use --basic-auth "
+            "(MLflow's basic-auth app) on a shared machine",
+            file=sys.stderr,
+        )
     artifacts = server.folder / "artifacts"
     artifacts.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", server.backend_store_uri,
-           "--artifacts-destination", str(artifacts), "--host", server.host, "--port", str(server.port),
-           "--workers", "2", *(["--app-name", "basic-auth"] if basic_auth else [])]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        server.backend_store_uri,
+        "--artifacts-destination",
+        str(artifacts),
+        "--host",
+        server.host,
+        "--port",
+        str(server.port),
+        "--workers",
+        "2",
+        *(["--app-name", "basic-auth"] if basic_auth else []),
+    ]
     log = server.folder / "mlflow.log"
     env = os.environ | {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
     with open(log, "ab") as out:
-        process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                                   start_new_session=True)  # its own process group: stop() ends it and its workers
+        process = subprocess.Popen(
+            cmd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+        )  # its own process group: stop() ends it and its workers
     pid_file.write_text(f"{process.pid}\n")
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
             pid_file.unlink(missing_ok=True)
-            raise ServerError(f"mlflow server exited with {process.returncode}; {log}:\n{log.read_text()[-2000:]}")
+            raise ServerError(
+                f"mlflow server exited with {process.returncode}; {log}:\n{log.read_text()[-2000:]}"
+            )
         if _healthy(server.uri):
-            print(f"[llm4rec] MLflow tracking server {server.uri} (backend {server.backend_store_uri}, artifacts "
-                  f"{artifacts}, pid {process.pid}); use it with: export MLFLOW_TRACKING_URI={server.uri}")
+            print(
+                f"[llm4rec] MLflow tracking server {server.uri} (backend {server.backend_store_uri}, artifacts "
+                f"{artifacts}, pid {process.pid}); use it with: export MLFLOW_TRACKING_URI={server.uri}"
+            )
             return server.uri
         time.sleep(0.5)
     stop_mlflow(server)
-    raise ServerError(f"mlflow server did not answer on {server.uri}/health within {timeout_s:.0f}s; see {log}")
+    raise ServerError(
+        f"mlflow server did not answer on {server.uri}/health within {timeout_s:.0f}s; see {log}"
+    )
 
 
 def stop_mlflow(server: TrackingServer, grace_s: float = 20) -> bool:
@@ -206,7 +279,11 @@ def stop(server: TrackingServer) -> None:
     """Stop `mlflow server` (by mlflow.pid) and PostgreSQL (by its own postmaster.pid, via pg_ctl)."""
     stopped = ["mlflow server"] if stop_mlflow(server) else []
     if (server.pgdata / "postmaster.pid").is_file():
-        _run(_as_postgres_user([postgres_binary("pg_ctl"), "-D", str(server.pgdata), "-m", "fast", "-w", "stop"]),
-             f"stopping PostgreSQL ({server.pgdata})")
+        _run(
+            _as_postgres_user(
+                [postgres_binary("pg_ctl"), "-D", str(server.pgdata), "-m", "fast", "-w", "stop"]
+            ),
+            f"stopping PostgreSQL ({server.pgdata})",
+        )
         stopped.append("PostgreSQL")
     print(f"[llm4rec] stopped: {', '.join(stopped) or 'nothing was running'} ({server.folder})")

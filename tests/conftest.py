@@ -24,10 +24,28 @@ def interactions_frame(rows: list[tuple[str, str, float]]) -> pd.DataFrame:
 @pytest.fixture
 def tiny_split() -> Split:
     """3 users, 6 items; user u1: a b c d, u2: b c e, u3: a e f b (by time)."""
-    rows = [("u1", "a", 1), ("u1", "b", 2), ("u1", "c", 3), ("u1", "d", 4),
-            ("u2", "b", 1), ("u2", "c", 2), ("u2", "e", 3),
-            ("u3", "a", 1), ("u3", "e", 2), ("u3", "f", 3), ("u3", "b", 4)]
+    rows = [
+        ("u1", "a", 1),
+        ("u1", "b", 2),
+        ("u1", "c", 3),
+        ("u1", "d", 4),
+        ("u2", "b", 1),
+        ("u2", "c", 2),
+        ("u2", "e", 3),
+        ("u3", "a", 1),
+        ("u3", "e", 2),
+        ("u3", "f", 3),
+        ("u3", "b", 4),
+    ]
     labelled = leave_one_out_split(interactions_frame(rows))
-    items = pd.DataFrame({"item_id": list("abcdef"), "title": list("ABCDEF"), "year": "", "genres": "", "description": ""})
+    items = pd.DataFrame(
+        {
+            "item_id": list("abcdef"),
+            "title": list("ABCDEF"),
+            "year": "",
+            "genres": "",
+            "description": "",
+        }
+    )
     inter = labelled[["user_id", "item_id", "timestamp", "seq", "phase"]].reset_index(drop=True)
     return Split(inter, items, {"checksums": {}})

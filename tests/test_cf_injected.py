@@ -18,7 +18,9 @@ from llm4rec.paradigms.cf_injected import catalogue_derangement
 
 from .conftest import interactions_frame
 
-TITLES = [f"{c} {n}" for c in ("red", "blue", "green", "old") for n in ("car", "sky", "house", "train")]
+TITLES = [
+    f"{c} {n}" for c in ("red", "blue", "green", "old") for n in ("car", "sky", "house", "train")
+]
 WORDS = sorted({w for t in TITLES for w in t.split()} | {"items", ":", "next", ";"})
 
 
@@ -28,15 +30,29 @@ def cyclic_split() -> Split:
     for u in range(n):
         rows += [(f"u{u}", str((u + t) % n), float(t)) for t in range(12 if u == 0 else 8)]
     labelled = leave_one_out_split(interactions_frame(rows))
-    items = pd.DataFrame({"item_id": [str(i) for i in range(n)], "title": TITLES, "year": "", "genres": "", "description": ""})
-    return Split(labelled[["user_id", "item_id", "timestamp", "seq", "phase"]].reset_index(drop=True), items, {"checksums": {}})
+    items = pd.DataFrame(
+        {
+            "item_id": [str(i) for i in range(n)],
+            "title": TITLES,
+            "year": "",
+            "genres": "",
+            "description": "",
+        }
+    )
+    return Split(
+        labelled[["user_id", "item_id", "timestamp", "seq", "phase"]].reset_index(drop=True),
+        items,
+        {"checksums": {}},
+    )
 
 
 def cf_table(n: int = len(TITLES)) -> np.ndarray:
     """A CF embedding that knows the cycle: item i at angle 2*pi*i/n (plus two fixed noise dims)."""
     angle = 2 * np.pi * np.arange(n) / n
     noise = np.random.default_rng(0).normal(size=(n, 2)) * 0.1
-    return np.column_stack([np.cos(angle), np.sin(angle), np.cos(2 * angle), np.sin(2 * angle), noise]).astype(np.float32)
+    return np.column_stack(
+        [np.cos(angle), np.sin(angle), np.cos(2 * angle), np.sin(2 * angle), noise]
+    ).astype(np.float32)
 
 
 @pytest.fixture(scope="module")
@@ -50,23 +66,55 @@ def tiny(tmp_path_factory):
 
 
 def source(folder) -> dict:
-    return {"cf_source": ResolvedInput({"item_embeddings.npy": folder / "item_embeddings.npy"}, "run sasrec/seed0 (test)")}
+    return {
+        "cf_source": ResolvedInput(
+            {"item_embeddings.npy": folder / "item_embeddings.npy"}, "run sasrec/seed0 (test)"
+        )
+    }
 
 
 def params(name: str, folder, **extra) -> dict:
-    common = {"backbone": {"name_or_path": str(folder)}, "text_retention": {"enabled": False},
-              "lora": {"rank": 4, "alpha": 8, "dropout": 0.0}, "valid_users": 16, "eval_every": 10,
-              "max_train_examples": None}
+    common = {
+        "backbone": {"name_or_path": str(folder)},
+        "text_retention": {"enabled": False},
+        "lora": {"rank": 4, "alpha": 8, "dropout": 0.0},
+        "valid_users": 16,
+        "eval_every": 10,
+        "max_train_examples": None,
+    }
     if name.startswith("cf_llara"):
-        return common | {"prompt": {"user": "items : {history}", "system": None, "line": "{title} ;"}, "beam_width": 8,
-                         "sft": {"steps": 20, "batch_size": 8, "learning_rate": 1e-2, "max_history": 3,
-                                 "checkpoint_every": 10}} | extra
-    return common | {"instruction": "items :", "response": "next :", "max_history": 4, "loss_positions": "all",
-                     "sft": {"steps": 20, "batch_size": 8, "learning_rate": 1e-2, "checkpoint_every": 10}} | extra
+        return (
+            common
+            | {
+                "prompt": {"user": "items : {history}", "system": None, "line": "{title} ;"},
+                "beam_width": 8,
+                "sft": {
+                    "steps": 20,
+                    "batch_size": 8,
+                    "learning_rate": 1e-2,
+                    "max_history": 3,
+                    "checkpoint_every": 10,
+                },
+            }
+            | extra
+        )
+    return (
+        common
+        | {
+            "instruction": "items :",
+            "response": "next :",
+            "max_history": 4,
+            "loss_positions": "all",
+            "sft": {"steps": 20, "batch_size": 8, "learning_rate": 1e-2, "checkpoint_every": 10},
+        }
+        | extra
+    )
 
 
 def build(name, folder, **extra):
-    return build_model(name, params(name, folder, **extra), seed=0, device="cpu", inputs=source(folder))
+    return build_model(
+        name, params(name, folder, **extra), seed=0, device="cpu", inputs=source(folder)
+    )
 
 
 def test_registered_as_cf_injected_consuming_a_cf_run():
@@ -91,7 +139,9 @@ def test_the_ablation_is_a_fixed_derangement_of_the_catalogue(tiny, tmp_path):
             rec.prepare(split)
         table, shuffled = plain.projector.table.numpy(), permuted.projector.table.numpy()
         perm = catalogue_derangement(len(table), 0)
-        np.testing.assert_array_equal(shuffled, table[perm])  # the same rows, each under another item
+        np.testing.assert_array_equal(
+            shuffled, table[perm]
+        )  # the same rows, each under another item
         np.testing.assert_array_equal(table, cf_table())  # the plain model reads the file as it is
 
 
@@ -108,7 +158,9 @@ def user_logits(rec, history):
 @pytest.mark.parametrize("name", ["cf_llara", "cf_e4srec"])
 def test_changing_one_items_cf_embedding_changes_only_the_users_who_have_it(tiny, tmp_path, name):
     split, folder = tiny
-    rec = build(name, folder, **({"head_init": "random"} if name == "cf_e4srec" else {}))  # a zero head would hide it
+    rec = build(
+        name, folder, **({"head_init": "random"} if name == "cf_e4srec" else {})
+    )  # a zero head would hide it
     rec.model, rec.tokenizer = rec.load()
     rec.prepare(split)
     with_item, without_item = ["0", "1", "2"], ["4", "5", "6"]
@@ -117,7 +169,9 @@ def test_changing_one_items_cf_embedding_changes_only_the_users_who_have_it(tiny
         rec.projector.table[1] += 1.0  # item "1"'s CF embedding
     after = [user_logits(rec, h) for h in (with_item, without_item)]
     assert (after[0] - before[0]).abs().max() > 1e-4  # the soft token reaches the model's output
-    torch.testing.assert_close(after[1], before[1], rtol=0, atol=0)  # and only through its own item's slot
+    torch.testing.assert_close(
+        after[1], before[1], rtol=0, atol=0
+    )  # and only through its own item's slot
 
 
 def test_llara_prompt_is_text_prompted_plus_one_soft_token_per_item(tiny):
@@ -128,8 +182,24 @@ def test_llara_prompt_is_text_prompted_plus_one_soft_token_per_item(tiny):
     history = ["3", "4", "5", "6"]  # max_history 3: the last three
     ids, positions, rows = rec.hybrid_prompt(history)
     text = rec.tokenizer.convert_ids_to_tokens(ids)
-    assert text == ["items", ":", "blue", "car", "<pad>", ";", "blue", "sky", "<pad>", ";", "blue", "house", "<pad>", ";",
-                    "<unk>", ":"]  # "Next:" ("Next" is out of the tiny vocabulary)
+    assert text == [
+        "items",
+        ":",
+        "blue",
+        "car",
+        "<pad>",
+        ";",
+        "blue",
+        "sky",
+        "<pad>",
+        ";",
+        "blue",
+        "house",
+        "<pad>",
+        ";",
+        "<unk>",
+        ":",
+    ]  # "Next:" ("Next" is out of the tiny vocabulary)
     assert rows == [4, 5, 6] and [text[p] for p in positions] == ["<pad>"] * 3
     # without its soft tokens, the prompt is text_prompted's
     from llm4rec.paradigms.text_prompted import TextPromptedRecommender
@@ -149,11 +219,15 @@ def test_rankings_are_valid_unseen_and_distinct(tiny, tmp_path, name):
     for phase in ("valid", "test"):
         history = split.history(phase)
         rankings = rec.rank({u: history[u] for u in split.targets(phase)}, k)
-        _, summary = evaluate_rankings(rankings, split, phase, [1, k])  # refuses history and unknown items
+        _, summary = evaluate_rankings(
+            rankings, split, phase, [1, k]
+        )  # refuses history and unknown items
         assert rankings.groupby("user_id").size().eq(k).all()
         assert not rankings.duplicated(["user_id", "item_id"]).any()
     if name == "cf_e4srec":
-        assert summary["hr_at_5"] >= 0.5  # the next item on the cycle is learnable from the CF angle
+        assert (
+            summary["hr_at_5"] >= 0.5
+        )  # the next item on the cycle is learnable from the CF angle
         assert rec.inference_cost()["users"] == 16  # the test phase: one forward row per user
 
 
@@ -174,21 +248,37 @@ def test_e4srec_runs_the_papers_setup_by_default_and_the_harness_training_is_a_v
 
     split, folder = tiny
     paper = check_params(MODELS["cf_e4srec"], {})
-    assert (paper.response, paper.loss_positions, paper.item_bias, paper.head_init) == ("Next item:", "last", "none", "random")
+    assert (paper.response, paper.loss_positions, paper.item_bias, paper.head_init) == (
+        "Next item:",
+        "last",
+        "none",
+        "random",
+    )
     rec = build("cf_e4srec", folder, loss_positions="last", item_bias="none", head_init="random")
     rec.model, rec.tokenizer = rec.load()
     rec.prepare(split)
-    assert rec.head.bias is None and type(rec.head.linear) is torch.nn.Linear and rec.head.linear.bias is None
+    assert (
+        rec.head.bias is None
+        and type(rec.head.linear) is torch.nn.Linear
+        and rec.head.linear.bias is None
+    )
     assert rec.head.linear.weight.abs().sum() > 0  # not the zero start of the harness's head
     variant = check_params(MODELS["cf_e4srec_allpos"], {})
     assert MODELS["cf_e4srec_allpos"].parent == "cf_e4srec"
-    assert (variant.response, variant.loss_positions, variant.item_bias, variant.head_init) == ("", "all", "log_popularity", "zero")
+    assert (variant.response, variant.loss_positions, variant.item_bias, variant.head_init) == (
+        "",
+        "all",
+        "log_popularity",
+        "zero",
+    )
 
 
 @pytest.mark.parametrize("name", ["cf_llara", "cf_e4srec"])
 def test_resumed_training_equals_an_uninterrupted_run(tiny, tmp_path, name):
     split, folder = tiny
-    extra = {"curriculum_steps": 12} if name == "cf_llara" else {}  # the curriculum's draws depend on the step only
+    extra = (
+        {"curriculum_steps": 12} if name == "cf_llara" else {}
+    )  # the curriculum's draws depend on the step only
     whole = build(name, folder, **extra)
     whole.fit(split, tmp_path / "whole")
     half = build(name, folder, **extra, sft={**params(name, folder)["sft"], "steps": 10})
@@ -196,12 +286,22 @@ def test_resumed_training_equals_an_uninterrupted_run(tiny, tmp_path, name):
     resumed = build(name, folder, **extra)
     info = resumed.fit(split, tmp_path / "resumed")
     assert info["sft_steps_run"] == 10
-    last = [torch.load(d / "sft" / "last" / "state.pt", weights_only=True) for d in (tmp_path / "whole", tmp_path / "resumed")]
-    assert last[0]["step"] == last[1]["step"] == 20 and set(last[0]["trainable"]) == set(last[1]["trainable"])
-    assert any("cf_projector" in key for key in last[0]["trainable"])  # the projector trains and is checkpointed
+    last = [
+        torch.load(d / "sft" / "last" / "state.pt", weights_only=True)
+        for d in (tmp_path / "whole", tmp_path / "resumed")
+    ]
+    assert last[0]["step"] == last[1]["step"] == 20 and set(last[0]["trainable"]) == set(
+        last[1]["trainable"]
+    )
+    assert any(
+        "cf_projector" in key for key in last[0]["trainable"]
+    )  # the projector trains and is checkpointed
     for key, value in last[0]["trainable"].items():
         torch.testing.assert_close(value, last[1]["trainable"][key], rtol=0, atol=1e-6)
-    assert (whole.selection.step, whole.selection.score) == (resumed.selection.step, resumed.selection.score)
+    assert (whole.selection.step, whole.selection.score) == (
+        resumed.selection.step,
+        resumed.selection.score,
+    )
 
 
 def test_llara_curriculum_starts_text_only_and_ends_hybrid(tiny):
@@ -217,7 +317,9 @@ def test_llara_curriculum_starts_text_only_and_ends_hybrid(tiny):
     loss = rec.training_loss()
     plain = causal_lm_loss(rec.tokenizer.pad_token_id, "cpu")
     with torch.no_grad():
-        assert float(loss(rec.model, examples, 0)[0]) == pytest.approx(float(plain(rec.model, [e[4] for e in examples], 0)[0]))
+        assert float(loss(rec.model, examples, 0)[0]) == pytest.approx(
+            float(plain(rec.model, [e[4] for e in examples], 0)[0])
+        )
         hybrid = float(loss(rec.model, examples, 10)[0])
         assert hybrid != pytest.approx(float(plain(rec.model, [e[4] for e in examples], 0)[0]))
     assert [rec.hybrid_share(s) for s in (0, 5, 10, 50)] == [0.0, 0.5, 1.0, 1.0]
@@ -226,10 +328,17 @@ def test_llara_curriculum_starts_text_only_and_ends_hybrid(tiny):
 def test_a_source_from_another_catalogue_is_refused_naming_both_runs(tiny, tmp_path):
     split, folder = tiny
     np.save(tmp_path / "item_embeddings.npy", cf_table(12))
-    inputs = {"cf_source": ResolvedInput({"item_embeddings.npy": tmp_path / "item_embeddings.npy"}, "run bpr/seed3 (config abc)")}
+    inputs = {
+        "cf_source": ResolvedInput(
+            {"item_embeddings.npy": tmp_path / "item_embeddings.npy"}, "run bpr/seed3 (config abc)"
+        )
+    }
     rec = build_model("cf_e4srec", params("cf_e4srec", folder), seed=0, device="cpu", inputs=inputs)
-    with pytest.raises(ValueError, match=r"cf_e4srec: .*item_embeddings.npy \(from run bpr/seed3 \(config abc\)\) has shape "
-                                         r"\(12, 6\), but this run's catalogue \(items.parquet\) has 16 items"):
+    with pytest.raises(
+        ValueError,
+        match=r"cf_e4srec: .*item_embeddings.npy \(from run bpr/seed3 \(config abc\)\) has shape "
+        r"\(12, 6\), but this run's catalogue \(items.parquet\) has 16 items",
+    ):
         rec.fit(split, tmp_path / "run")
     with pytest.raises(ValueError, match="input 'cf_source' was not resolved"):
         build_model("cf_llara", params("cf_llara", folder), seed=0, device="cpu")
@@ -243,7 +352,19 @@ def test_llara_runs_its_curriculum_and_lora_on_every_projection_by_default(tiny)
     _, folder = tiny
     paper = check_params(MODELS["cf_llara"], {"sft": {"steps": 40}})
     assert paper.curriculum_length == 40
-    assert paper.lora.target_modules == ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    assert paper.lora.target_modules == [
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+        "gate_proj",
+        "up_proj",
+        "down_proj",
+    ]
     rec = build("cf_llara", folder, curriculum_steps=None)
-    assert (rec.hybrid_share(0), rec.hybrid_share(10), rec.hybrid_share(20)) == (0.0, 0.5, 1.0)  # sft.steps = 20
+    assert (rec.hybrid_share(0), rec.hybrid_share(10), rec.hybrid_share(20)) == (
+        0.0,
+        0.5,
+        1.0,
+    )  # sft.steps = 20
     assert build("cf_llara", folder, curriculum_steps=0).hybrid_share(0) == 1.0

@@ -14,15 +14,26 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 GRID = {
-    "name": "lb", "results_dir": "results", "reports_dir": "reports", "seeds": [0],
+    "name": "lb",
+    "results_dir": "results",
+    "reports_dir": "reports",
+    "seeds": [0],
     "evaluation": {"cutoffs": [5, 10]},
-    "report": {"metrics": ["hr_at_10", "ndcg_at_10"], "randomization_rounds": 200, "bootstrap_rounds": 200},
+    "report": {
+        "metrics": ["hr_at_10", "ndcg_at_10"],
+        "randomization_rounds": 200,
+        "bootstrap_rounds": 200,
+    },
     "datasets": {"ml-100k": {"source": "ml-100k"}},
     "models": [
         # what each train submission must ask for (a GPU job: gpu 1; the loopback machine runs it on CPU)
         {"name": "mostpop", "resources": {"gpu": 1, "mem_mb": 1500, "runtime": 11}},
-        {"name": "bpr", "params": {"epochs": 1, "show_progress": False}, "threads": 2,
-         "resources": {"mem_mb": 2500, "runtime": 13}},
+        {
+            "name": "bpr",
+            "params": {"epochs": 1, "show_progress": False},
+            "threads": 2,
+            "resources": {"mem_mb": 2500, "runtime": 13},
+        },
     ],
 }
 JOBS = {"prepare": 1, "train": 2}  # submitted; the cheap rules are the Snakefile's localrules
@@ -34,13 +45,34 @@ pytestmark = pytest.mark.slow
 def loopback_grid(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("loopback")
     (workdir / "grid.yaml").write_text(yaml.safe_dump(GRID))
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"} | {"LLM4REC_LOOPBACK_DIR": str(workdir / "cluster")}
-    proc = subprocess.Popen([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
-                             "--configfile", str(workdir / "grid.yaml"), "--profile", str(REPO / "profiles" / "loopback")],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"} | {
+        "LLM4REC_LOOPBACK_DIR": str(workdir / "cluster")
+    }
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-s",
+            str(REPO / "Snakefile"),
+            "--directory",
+            str(workdir),
+            "--configfile",
+            str(workdir / "grid.yaml"),
+            "--profile",
+            str(REPO / "profiles" / "loopback"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
     output, _ = proc.communicate(timeout=900)
     assert proc.returncode == 0, output[-4000:]
-    submissions = [json.loads(line) for line in (workdir / "cluster" / "submissions.jsonl").read_text().splitlines()]
+    submissions = [
+        json.loads(line)
+        for line in (workdir / "cluster" / "submissions.jsonl").read_text().splitlines()
+    ]
     return workdir, proc.pid, submissions
 
 
@@ -49,10 +81,14 @@ def test_every_job_is_a_separate_detached_submission(loopback_grid):
     counts = {}
     for s in submissions:
         counts[s["rule"]] = counts.get(s["rule"], 0) + 1
-    assert counts == JOBS  # every costly job went through the submit command; none of the cheap ones did
+    assert (
+        counts == JOBS
+    )  # every costly job went through the submit command; none of the cheap ones did
     assert not set(counts) & set(LOCAL)
     pids = [s["pid"] for s in submissions]
-    assert len(set(pids)) == len(pids) and snakemake_pid not in pids  # own processes: no shared in-process state
+    assert (
+        len(set(pids)) == len(pids) and snakemake_pid not in pids
+    )  # own processes: no shared in-process state
     assert all(s["submitter_pid"] != snakemake_pid for s in submissions)
 
 
@@ -61,15 +97,25 @@ def test_outputs_and_logs_land_where_the_next_rule_expects_them(loopback_grid):
     grid = workdir / "results" / "lb"
     for model in ("mostpop", "bpr"):
         run = grid / "runs" / "ml-100k" / model / "seed0"
-        for name in ("run.json", "rankings_test.parquet", "metrics.json", "per_user_test.parquet", "mlflow.json"):
+        for name in (
+            "run.json",
+            "rankings_test.parquet",
+            "metrics.json",
+            "per_user_test.parquet",
+            "mlflow.json",
+        ):
             assert (run / name).is_file(), run / name
         for stage in ("train", "evaluate", "track"):
             log = grid / "logs" / stage / "ml-100k" / model / "seed0.log"
             assert log.is_file() and log.stat().st_size > 0, log
         metrics = json.loads((run / "metrics.json").read_text())
         assert 0 < metrics["test"]["ndcg_at_10"] < 1
-    assert (workdir / "reports" / "summary.md").is_file() and (workdir / "reports" / "results_table.tex").is_file()
-    for s in submissions:  # each job's own output (the job script ran Snakemake for exactly that job)
+    assert (workdir / "reports" / "summary.md").is_file() and (
+        workdir / "reports" / "results_table.tex"
+    ).is_file()
+    for (
+        s
+    ) in submissions:  # each job's own output (the job script ran Snakemake for exactly that job)
         assert (workdir / "cluster" / f"{s['job']}.out").is_file()
 
 
@@ -78,7 +124,9 @@ def test_recorded_resources_equal_the_grid_declaration(loopback_grid):
     train = {s["wildcards"]["model"]: s for s in submissions if s["rule"] == "train"}
     for entry in GRID["models"]:
         asked = train[entry["name"]]
-        declared = {"gpu": 0, "mem_mb": 4000, "runtime": 120} | entry["resources"]  # the train rule's defaults
+        declared = {"gpu": 0, "mem_mb": 4000, "runtime": 120} | entry[
+            "resources"
+        ]  # the train rule's defaults
         assert {k: asked["resources"][k] for k in declared} == declared, entry["name"]
         assert asked["threads"] == entry.get("threads", 1)
 
@@ -95,11 +143,22 @@ def test_the_slurm_profile_maps_the_same_submissions_to_sbatch_flags(loopback_gr
         __getattr__ = dict.__getitem__
 
     _, _, submissions = loopback_grid
-    params = {"run_uuid": "x", "slurm_logfile": "x.log", "comment_str": "x", "account": "", "partition": "", "workdir": ""}
+    params = {
+        "run_uuid": "x",
+        "slurm_logfile": "x.log",
+        "comment_str": "x",
+        "account": "",
+        "partition": "",
+        "workdir": "",
+    }
     calls = {}
     for s in (s for s in submissions if s["rule"] == "train"):
         job = SimpleNamespace(resources=Resources(s["resources"]), threads=s["threads"])
         calls[s["wildcards"]["model"]] = get_submit_command(job, params) + set_gres_string(job)
-    assert "--gpus=1" in calls["mostpop"] and "--mem 1500" in calls["mostpop"] and "-t 11" in calls["mostpop"]
+    assert (
+        "--gpus=1" in calls["mostpop"]
+        and "--mem 1500" in calls["mostpop"]
+        and "-t 11" in calls["mostpop"]
+    )
     assert "--gpus" not in calls["bpr"] and "--mem 2500" in calls["bpr"] and "-t 13" in calls["bpr"]
     assert "--cpus-per-task=2" in calls["bpr"] and "--cpus-per-task=1" in calls["mostpop"]

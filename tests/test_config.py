@@ -6,7 +6,8 @@ import yaml
 from llm4rec.config import DEFAULT_CONFIG, ConfigError, load_grid
 
 GOOD = {
-    "name": "t", "seeds": [0],
+    "name": "t",
+    "seeds": [0],
     "datasets": {"ml-100k": {"source": "ml-100k"}},
     "models": [{"name": "mostpop"}, {"name": "bpr", "params": {"epochs": 1}}],
 }
@@ -32,16 +33,32 @@ def test_good_config_resolves_defaults(tmp_path):
 
 
 def test_unknown_model_name(tmp_path):
-    cfg = GOOD | {"models": [{"name": "mostpop"}, {"name": "bpr"}, {"name": "lightgcn"}, {"name": "sasrek"}]}
-    with pytest.raises(ConfigError, match=r"grid\.yaml: models\[3\]\.name 'sasrek' is not a known model \(known: bpr, .*lightgcn, mostpop, sasrec"):
+    cfg = GOOD | {
+        "models": [{"name": "mostpop"}, {"name": "bpr"}, {"name": "lightgcn"}, {"name": "sasrek"}]
+    }
+    with pytest.raises(
+        ConfigError,
+        match=r"grid\.yaml: models\[3\]\.name 'sasrek' is not a known model \(known: bpr, .*lightgcn, mostpop, sasrec",
+    ):
         load_grid(write(tmp_path, cfg))
 
 
 def test_typo_in_key(tmp_path):
-    with pytest.raises(ConfigError, match=r"grid\.yaml: <top level>: Additional properties are not allowed \('sedds' was unexpected\)"):
-        load_grid(write(tmp_path, {k: v for k, v in GOOD.items() if k != "seeds"} | {"sedds": [0], "seeds": [0]}))
+    with pytest.raises(
+        ConfigError,
+        match=r"grid\.yaml: <top level>: Additional properties are not allowed \('sedds' was unexpected\)",
+    ):
+        load_grid(
+            write(
+                tmp_path,
+                {k: v for k, v in GOOD.items() if k != "seeds"} | {"sedds": [0], "seeds": [0]},
+            )
+        )
     cfg = GOOD | {"datasets": {"ml-100k": {"source": "ml-100k", "k_cor": {"user": 5}}}}
-    with pytest.raises(ConfigError, match=r"datasets\.ml-100k: Additional properties are not allowed \('k_cor' was unexpected\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"datasets\.ml-100k: Additional properties are not allowed \('k_cor' was unexpected\)",
+    ):
         load_grid(write(tmp_path, cfg))
 
 
@@ -53,13 +70,25 @@ def test_wrong_types_and_missing_keys(tmp_path):
 
 
 def test_grid_without_validation_split_is_refused(tmp_path):
-    cfg = GOOD | {"datasets": {"ml-100k": {"source": "ml-100k", "split": {"method": "global_temporal", "valid_frac": 0}}}}
-    with pytest.raises(ConfigError, match=r"datasets\.ml-100k\.split\.valid_frac: 0 is less than or equal to the minimum of 0"):
+    cfg = GOOD | {
+        "datasets": {
+            "ml-100k": {
+                "source": "ml-100k",
+                "split": {"method": "global_temporal", "valid_frac": 0},
+            }
+        }
+    }
+    with pytest.raises(
+        ConfigError,
+        match=r"datasets\.ml-100k\.split\.valid_frac: 0 is less than or equal to the minimum of 0",
+    ):
         load_grid(write(tmp_path, cfg))
 
 
 def test_unknown_source_and_malformed_yaml(tmp_path):
-    with pytest.raises(ConfigError, match=r"datasets\.ml-100k\.source 'ml-100m' is not a known source"):
+    with pytest.raises(
+        ConfigError, match=r"datasets\.ml-100k\.source 'ml-100m' is not a known source"
+    ):
         load_grid(write(tmp_path, GOOD | {"datasets": {"ml-100k": {"source": "ml-100m"}}}))
     with pytest.raises(ConfigError, match=r"grid\.yaml: not valid YAML"):
         load_grid(write(tmp_path, None, text="name: [unclosed\n"))
@@ -74,56 +103,130 @@ def test_dataset_params_must_name_a_dataset(tmp_path):
 
 
 def test_report_metric_needs_an_evaluated_cutoff(tmp_path):
-    cfg = GOOD | {"evaluation": {"cutoffs": [5, 10]}, "report": {"metrics": ["ndcg_at_10", "hr_at_20"]}}
-    with pytest.raises(ConfigError, match=r"report\.metrics\[1\] 'hr_at_20' uses a cutoff not in evaluation\.cutoffs \(\[5, 10\]\)"):
+    cfg = GOOD | {
+        "evaluation": {"cutoffs": [5, 10]},
+        "report": {"metrics": ["ndcg_at_10", "hr_at_20"]},
+    }
+    with pytest.raises(
+        ConfigError,
+        match=r"report\.metrics\[1\] 'hr_at_20' uses a cutoff not in evaluation\.cutoffs \(\[5, 10\]\)",
+    ):
         load_grid(write(tmp_path, cfg))
-    with pytest.raises(ConfigError, match=r"report\.test: 'z' is not one of \['t', 'wilcoxon', 'randomization'\]"):
+    with pytest.raises(
+        ConfigError, match=r"report\.test: 'z' is not one of \['t', 'wilcoxon', 'randomization'\]"
+    ):
         load_grid(write(tmp_path, GOOD | {"report": {"test": "z"}}))
 
 
 def test_model_entry_narrows_seeds_threads_and_evaluation(tmp_path):
-    llm = {"name": "text_prompted_zeroshot", "seeds": [0], "threads": 2,
-           "evaluation": {"cutoffs": [10, 20], "test_users": 300, "valid_users": 100}}
+    llm = {
+        "name": "text_prompted_zeroshot",
+        "seeds": [0],
+        "threads": 2,
+        "evaluation": {"cutoffs": [10, 20], "test_users": 300, "valid_users": 100},
+    }
     grid = load_grid(write(tmp_path, GOOD | {"seeds": [0, 1], "models": GOOD["models"] + [llm]}))
-    assert [r for r in grid.runs() if r[1] == "text_prompted_zeroshot"] == [("ml-100k", "text_prompted_zeroshot", 0)]
-    assert len(grid.runs()) == 5 and grid.model_threads("text_prompted_zeroshot") == 2 and grid.model_threads("bpr") == 1
-    assert grid.model_evaluation("text_prompted_zeroshot") == {"cutoffs": [10, 20], "test_users": 300, "valid_users": 100,
-                                                                "sample_seed": 0}
-    assert grid.model_evaluation("bpr") == {"cutoffs": [5, 10, 20, 50], "test_users": None, "valid_users": None, "sample_seed": 0}
+    assert [r for r in grid.runs() if r[1] == "text_prompted_zeroshot"] == [
+        ("ml-100k", "text_prompted_zeroshot", 0)
+    ]
+    assert (
+        len(grid.runs()) == 5
+        and grid.model_threads("text_prompted_zeroshot") == 2
+        and grid.model_threads("bpr") == 1
+    )
+    assert grid.model_evaluation("text_prompted_zeroshot") == {
+        "cutoffs": [10, 20],
+        "test_users": 300,
+        "valid_users": 100,
+        "sample_seed": 0,
+    }
+    assert grid.model_evaluation("bpr") == {
+        "cutoffs": [5, 10, 20, 50],
+        "test_users": None,
+        "valid_users": None,
+        "sample_seed": 0,
+    }
     assert "evaluation" in grid.run_config("ml-100k", "text_prompted_zeroshot", 0)
-    assert "evaluation" not in grid.run_config("ml-100k", "bpr", 0)  # unchanged hashes for models that do not narrow
+    assert "evaluation" not in grid.run_config(
+        "ml-100k", "bpr", 0
+    )  # unchanged hashes for models that do not narrow
 
 
 def test_model_cutoffs_must_be_grid_cutoffs(tmp_path):
     cfg = GOOD | {"models": [{"name": "mostpop", "evaluation": {"cutoffs": [10, 15]}}]}
-    with pytest.raises(ConfigError, match=r"grid\.yaml: models\[0\]\.evaluation\.cutoffs: \[15\] not in evaluation\.cutoffs"):
+    with pytest.raises(
+        ConfigError,
+        match=r"grid\.yaml: models\[0\]\.evaluation\.cutoffs: \[15\] not in evaluation\.cutoffs",
+    ):
         load_grid(write(tmp_path, cfg))
     cfg = GOOD | {"models": [{"name": "mostpop", "evaluation": {"test_user": 10}}]}
-    with pytest.raises(ConfigError, match=r"models\[0\]\.evaluation: Additional properties are not allowed \('test_user'"):
+    with pytest.raises(
+        ConfigError,
+        match=r"models\[0\]\.evaluation: Additional properties are not allowed \('test_user'",
+    ):
         load_grid(write(tmp_path, cfg))
 
 
 def test_every_model_params_are_checked_when_the_grid_is_validated(tmp_path):
     """A typo in any model's params fails at validation (before any job), naming the key."""
     llm = {"name": "text_prompted", "params": {"beam_widht": 10}}
-    with pytest.raises(ConfigError, match=r"models\[2\]\.params: text_prompted: unknown parameter 'beam_widht' \(known: .*beam_width"):
+    with pytest.raises(
+        ConfigError,
+        match=r"models\[2\]\.params: text_prompted: unknown parameter 'beam_widht' \(known: .*beam_width",
+    ):
         load_grid(write(tmp_path, GOOD | {"models": GOOD["models"] + [llm]}))
     llm = {"name": "text_prompted", "params": {"sft": {"stepz": 3}}}
-    with pytest.raises(ConfigError, match=r"models\[2\]\.params: text_prompted: unknown parameter 'sft\.stepz' \(known: batch_size"):
+    with pytest.raises(
+        ConfigError,
+        match=r"models\[2\]\.params: text_prompted: unknown parameter 'sft\.stepz' \(known: batch_size",
+    ):
         load_grid(write(tmp_path, GOOD | {"models": GOOD["models"] + [llm]}))
-    with pytest.raises(ConfigError, match=r"models\[1\]\.params: bpr: unknown parameter 'learning_rat' \(not a RecBole 1\.2\.1 config key for BPR; similar: .*learning_rate"):
-        load_grid(write(tmp_path, GOOD | {"models": [{"name": "mostpop"}, {"name": "bpr", "params": {"learning_rat": 0.1}}]}))
+    with pytest.raises(
+        ConfigError,
+        match=r"models\[1\]\.params: bpr: unknown parameter 'learning_rat' \(not a RecBole 1\.2\.1 config key for BPR; similar: .*learning_rate",
+    ):
+        load_grid(
+            write(
+                tmp_path,
+                GOOD
+                | {
+                    "models": [
+                        {"name": "mostpop"},
+                        {"name": "bpr", "params": {"learning_rat": 0.1}},
+                    ]
+                },
+            )
+        )
     bad = {"name": "sasrec", "dataset_params": {"ml-100k": {"MAX_ITEM_LIST_LENGHT": 5}}}
-    with pytest.raises(ConfigError, match=r"models\[1\]\.dataset_params\.ml-100k: sasrec: unknown parameter 'MAX_ITEM_LIST_LENGHT'"):
+    with pytest.raises(
+        ConfigError,
+        match=r"models\[1\]\.dataset_params\.ml-100k: sasrec: unknown parameter 'MAX_ITEM_LIST_LENGHT'",
+    ):
         load_grid(write(tmp_path, GOOD | {"models": [{"name": "mostpop"}, bad]}))
-    with pytest.raises(ConfigError, match=r"models\[0\]\.params: emb_knn: unknown parameter 'k' \(known: recent\)"):
-        load_grid(write(tmp_path, GOOD | {"models": [{"name": "emb_knn", "params": {"k": 3}}, {"name": "bpr"}]}))
+    with pytest.raises(
+        ConfigError, match=r"models\[0\]\.params: emb_knn: unknown parameter 'k' \(known: recent\)"
+    ):
+        load_grid(
+            write(
+                tmp_path,
+                GOOD | {"models": [{"name": "emb_knn", "params": {"k": 3}}, {"name": "bpr"}]},
+            )
+        )
     # RecBole keys that only its model code reads (not its YAML) are known too
-    load_grid(write(tmp_path, GOOD | {"models": [{"name": "lightgcn", "params": {"require_pow": True}}]}))
+    load_grid(
+        write(tmp_path, GOOD | {"models": [{"name": "lightgcn", "params": {"require_pow": True}}]})
+    )
 
 
 def consumer_grid(tmp_path, **changes):
-    cfg = GOOD | {"seeds": [0, 1], "models": [{"name": "bpr", "params": {"epochs": 1}}, {"name": "emb_knn"}]} | changes
+    cfg = (
+        GOOD
+        | {
+            "seeds": [0, 1],
+            "models": [{"name": "bpr", "params": {"epochs": 1}}, {"name": "emb_knn"}],
+        }
+        | changes
+    )
     return load_grid(write(tmp_path, cfg))
 
 
@@ -133,34 +236,89 @@ def test_a_consumer_run_resolves_its_upstream_and_carries_its_config_hash(tmp_pa
     assert (source.kind, source.name, source.seed) == ("run", "bpr", 1)
     assert source.folder == grid.run_dir("ml-100k", "bpr", 1) / "exports"
     assert source.config_hash == grid.run_hash("ml-100k", "bpr", 1)
-    assert grid.run_config("ml-100k", "emb_knn", 1)["inputs"]["embeddings"]["config_hash"] == source.config_hash
+    assert (
+        grid.run_config("ml-100k", "emb_knn", 1)["inputs"]["embeddings"]["config_hash"]
+        == source.config_hash
+    )
     # a changed upstream changes the consumer's hash (and so reruns it); the consumer's own config did not change
-    changed = consumer_grid(tmp_path, models=[{"name": "bpr", "params": {"epochs": 2}}, {"name": "emb_knn"}])
+    changed = consumer_grid(
+        tmp_path, models=[{"name": "bpr", "params": {"epochs": 2}}, {"name": "emb_knn"}]
+    )
     assert changed.run_hash("ml-100k", "emb_knn", 1) != grid.run_hash("ml-100k", "emb_knn", 1)
-    pinned = consumer_grid(tmp_path, models=[{"name": "bpr"}, {"name": "emb_knn", "inputs": {"embeddings": {"run": "bpr", "seed": 0}}}])
+    pinned = consumer_grid(
+        tmp_path,
+        models=[
+            {"name": "bpr"},
+            {"name": "emb_knn", "inputs": {"embeddings": {"run": "bpr", "seed": 0}}},
+        ],
+    )
     assert pinned.input_sources("ml-100k", "emb_knn", 1)["embeddings"].seed == 0
-    artifact = consumer_grid(tmp_path, models=[{"name": "emb_knn", "inputs": {"embeddings": {"artifact": "item_text_lsa", "params": {"dim": 8}}}}])
+    artifact = consumer_grid(
+        tmp_path,
+        models=[
+            {
+                "name": "emb_knn",
+                "inputs": {"embeddings": {"artifact": "item_text_lsa", "params": {"dim": 8}}},
+            }
+        ],
+    )
     source = artifact.input_sources("ml-100k", "emb_knn", 0)["embeddings"]
-    assert source.kind == "artifact" and source.seed is None and source.marker.name == "artifact.json"
-    assert artifact.input_sources("ml-100k", "emb_knn", 1)["embeddings"] == source  # not per seed: one artifact
+    assert (
+        source.kind == "artifact" and source.seed is None and source.marker.name == "artifact.json"
+    )
+    assert (
+        artifact.input_sources("ml-100k", "emb_knn", 1)["embeddings"] == source
+    )  # not per seed: one artifact
     assert list(artifact.artifacts()) == [("ml-100k", "item_text_lsa", source.config_hash)]
 
 
-@pytest.mark.parametrize("models, message", [
-    ([{"name": "emb_knn"}], r"models\[0\]\.inputs\.embeddings\.run: 'bpr' is not a model of this grid \(models: emb_knn\)"),
-    ([{"name": "mostpop"}, {"name": "emb_knn", "inputs": {"embeddings": {"run": "mostpop"}}}],
-     r"models\[1\]\.inputs\.embeddings\.run: 'mostpop' does not export item_embeddings\.npy \(it writes: nothing\)"),
-    ([{"name": "bpr"}, {"name": "emb_knn", "inputs": {"embedding": {"run": "bpr"}}}],
-     r"models\[1\]\.inputs\.embedding: model 'emb_knn' consumes no input 'embedding' \(its inputs: embeddings\)"),
-    ([{"name": "bpr", "seeds": [0]}, {"name": "emb_knn"}],
-     r"models\[1\]\.inputs\.embeddings: 'emb_knn' seed 1 consumes 'bpr' seed 1, which the grid does not run \('bpr' seeds: \[0\]\)"),
-    ([{"name": "emb_knn", "inputs": {"embeddings": {"artifact": "codes"}}}],
-     r"models\[0\]\.inputs\.embeddings\.artifact: 'codes' is not a known artifact \(known: item_text_lsa, semantic_ids\)"),
-    ([{"name": "emb_knn", "inputs": {"embeddings": {"artifact": "item_text_lsa", "params": {"dims": 3}}}}],
-     r"models\[0\]\.inputs\.embeddings\.params: item_text_lsa: unknown parameter 'dims'"),
-    ([{"name": "bpr"}, {"name": "emb_knn", "inputs": {"embeddings": {"run": "bpr", "artifact": "item_text_lsa"}}}],
-     r"models\[1\]\.inputs\.embeddings: give exactly one of 'run: MODEL' or 'artifact: NAME'"),
-])
+@pytest.mark.parametrize(
+    "models, message",
+    [
+        (
+            [{"name": "emb_knn"}],
+            r"models\[0\]\.inputs\.embeddings\.run: 'bpr' is not a model of this grid \(models: emb_knn\)",
+        ),
+        (
+            [
+                {"name": "mostpop"},
+                {"name": "emb_knn", "inputs": {"embeddings": {"run": "mostpop"}}},
+            ],
+            r"models\[1\]\.inputs\.embeddings\.run: 'mostpop' does not export item_embeddings\.npy \(it writes: nothing\)",
+        ),
+        (
+            [{"name": "bpr"}, {"name": "emb_knn", "inputs": {"embedding": {"run": "bpr"}}}],
+            r"models\[1\]\.inputs\.embedding: model 'emb_knn' consumes no input 'embedding' \(its inputs: embeddings\)",
+        ),
+        (
+            [{"name": "bpr", "seeds": [0]}, {"name": "emb_knn"}],
+            r"models\[1\]\.inputs\.embeddings: 'emb_knn' seed 1 consumes 'bpr' seed 1, which the grid does not run \('bpr' seeds: \[0\]\)",
+        ),
+        (
+            [{"name": "emb_knn", "inputs": {"embeddings": {"artifact": "codes"}}}],
+            r"models\[0\]\.inputs\.embeddings\.artifact: 'codes' is not a known artifact \(known: item_text_lsa, semantic_ids\)",
+        ),
+        (
+            [
+                {
+                    "name": "emb_knn",
+                    "inputs": {"embeddings": {"artifact": "item_text_lsa", "params": {"dims": 3}}},
+                }
+            ],
+            r"models\[0\]\.inputs\.embeddings\.params: item_text_lsa: unknown parameter 'dims'",
+        ),
+        (
+            [
+                {"name": "bpr"},
+                {
+                    "name": "emb_knn",
+                    "inputs": {"embeddings": {"run": "bpr", "artifact": "item_text_lsa"}},
+                },
+            ],
+            r"models\[1\]\.inputs\.embeddings: give exactly one of 'run: MODEL' or 'artifact: NAME'",
+        ),
+    ],
+)
 def test_bad_inputs_are_named(tmp_path, models, message):
     with pytest.raises(ConfigError, match=message):
         consumer_grid(tmp_path, models=models)
@@ -169,11 +327,21 @@ def test_bad_inputs_are_named(tmp_path, models, message):
 def test_selection_metric_defaults_and_overrides(tmp_path):
     grid = load_grid(write(tmp_path, GOOD))
     assert grid.selection_metric("bpr") == "ndcg_at_10"
-    assert "selection_metric" not in grid.run_config("ml-100k", "bpr", 0)  # unchanged hashes under the default
-    cfg = GOOD | {"evaluation": {"selection_metric": "hr_at_20"},
-                  "models": [{"name": "mostpop"}, {"name": "bpr", "evaluation": {"selection_metric": "recall_at_5"}}]}
+    assert "selection_metric" not in grid.run_config(
+        "ml-100k", "bpr", 0
+    )  # unchanged hashes under the default
+    cfg = GOOD | {
+        "evaluation": {"selection_metric": "hr_at_20"},
+        "models": [
+            {"name": "mostpop"},
+            {"name": "bpr", "evaluation": {"selection_metric": "recall_at_5"}},
+        ],
+    }
     grid = load_grid(write(tmp_path, cfg))
-    assert (grid.selection_metric("mostpop"), grid.selection_metric("bpr")) == ("hr_at_20", "recall_at_5")
+    assert (grid.selection_metric("mostpop"), grid.selection_metric("bpr")) == (
+        "hr_at_20",
+        "recall_at_5",
+    )
     assert grid.run_config("ml-100k", "bpr", 0)["selection_metric"] == "recall_at_5"
     with pytest.raises(ConfigError, match=r"evaluation\.selection_metric: 'auc' does not match"):
         load_grid(write(tmp_path, GOOD | {"evaluation": {"selection_metric": "auc"}}))
@@ -182,5 +350,7 @@ def test_selection_metric_defaults_and_overrides(tmp_path):
 def test_display_name_overrides_name_known_models(tmp_path):
     grid = load_grid(write(tmp_path, GOOD | {"report": {"display_names": {"bpr": "BPR-MF"}}}))
     assert grid.report_options()["display_names"] == {"bpr": "BPR-MF"}
-    with pytest.raises(ConfigError, match=r"grid\.yaml: report\.display_names\.bprr: not a known model"):
+    with pytest.raises(
+        ConfigError, match=r"grid\.yaml: report\.display_names\.bprr: not a known model"
+    ):
         load_grid(write(tmp_path, GOOD | {"report": {"display_names": {"bprr": "BPR-MF"}}}))

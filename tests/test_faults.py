@@ -23,28 +23,69 @@ pytestmark = pytest.mark.slow
 
 def grid(backbone: Path) -> dict:
     return {
-        "name": "faults", "results_dir": "results", "reports_dir": "reports", "seeds": [0],
+        "name": "faults",
+        "results_dir": "results",
+        "reports_dir": "reports",
+        "seeds": [0],
         "evaluation": {"cutoffs": [5, 10]},
-        "report": {"metrics": ["hr_at_10", "ndcg_at_10"], "randomization_rounds": 200, "bootstrap_rounds": 200},
+        "report": {
+            "metrics": ["hr_at_10", "ndcg_at_10"],
+            "randomization_rounds": 200,
+            "bootstrap_rounds": 200,
+        },
         "datasets": {"ml-100k": {"source": "ml-100k"}},
         "models": [
             {"name": "bpr", "params": {"epochs": 40, "show_progress": False, "stopping_step": 100}},
-            {"name": "cf_e4srec", "evaluation": {"valid_users": 20}, "inputs": {"cf_source": {"run": "bpr"}},
-             "params": {"backbone": {"name_or_path": str(backbone)}, "instruction": "Movies watched :", "response": "Next :",
-                        "text_retention": {"enabled": False}, "max_history": 5, "loss_positions": "all",
-                        "sft": {"steps": 400, "batch_size": 16, "checkpoint_every": 20}, "valid_users": 20,
-                        "eval_every": 100}},
+            {
+                "name": "cf_e4srec",
+                "evaluation": {"valid_users": 20},
+                "inputs": {"cf_source": {"run": "bpr"}},
+                "params": {
+                    "backbone": {"name_or_path": str(backbone)},
+                    "instruction": "Movies watched :",
+                    "response": "Next :",
+                    "text_retention": {"enabled": False},
+                    "max_history": 5,
+                    "loss_positions": "all",
+                    "sft": {"steps": 400, "batch_size": 16, "checkpoint_every": 20},
+                    "valid_users": 20,
+                    "eval_every": 100,
+                },
+            },
         ],
     }
 
 
 def snakemake_until(workdir: Path, model: str, ready) -> tuple[subprocess.Popen, bool]:
     """Start the grid; SIGKILL `model`'s train process once ready(run_dir, log) holds; wait for Snakemake."""
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"} | {"PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
-                             "--configfile", str(workdir / "grid.yaml"), "--cores", "2", "--resources", "mlflow=1"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    run_dir, log = workdir / RUNS / model / "seed0", workdir / "results" / "faults" / "logs" / "train" / "ml-100k" / model / "seed0.log"
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"} | {
+        "PYTHONUNBUFFERED": "1"
+    }
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-s",
+            str(REPO / "Snakefile"),
+            "--directory",
+            str(workdir),
+            "--configfile",
+            str(workdir / "grid.yaml"),
+            "--cores",
+            "2",
+            "--resources",
+            "mlflow=1",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    run_dir, log = (
+        workdir / RUNS / model / "seed0",
+        workdir / "results" / "faults" / "logs" / "train" / "ml-100k" / model / "seed0.log",
+    )
     killed, deadline = False, time.monotonic() + 600
     while not killed and proc.poll() is None and time.monotonic() < deadline:
         if ready(run_dir, log.read_text() if log.is_file() else ""):
@@ -68,8 +109,14 @@ def mlflow_runs(workdir: Path):
 
 def reproduce(workdir: Path, *args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    return subprocess.run([sys.executable, "-m", "llm4rec.cli", "reproduce", *args], cwd=workdir, capture_output=True,
-                          text=True, env=env, timeout=900)
+    return subprocess.run(
+        [sys.executable, "-m", "llm4rec.cli", "reproduce", *args],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +132,9 @@ def killed_grid(tmp_path_factory):
     # 1. the RecBole job dies a few epochs in
     first, killed_bpr = snakemake_until(workdir, "bpr", lambda run, log: "epoch 3 training" in log)
     # 2. the same command: bpr trains again; the LLM fine-tune dies after its first checkpoints
-    second, killed_llm = snakemake_until(workdir, "cf_e4srec", lambda run, log: (run / "work" / "sft" / "last").is_dir())
+    second, killed_llm = snakemake_until(
+        workdir, "cf_e4srec", lambda run, log: (run / "work" / "sft" / "last").is_dir()
+    )
     step = 0
     state = workdir / RUNS / "cf_e4srec" / "seed0" / "work" / "sft" / "last" / "state.pt"
     if state.is_file():
@@ -94,25 +143,52 @@ def killed_grid(tmp_path_factory):
         step = torch.load(state, weights_only=True)["step"]
     # 3. the same command once more: the fine-tune resumes from its checkpoint and the grid completes
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    third = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
-                            "--configfile", str(workdir / "grid.yaml"), "--cores", "2", "--resources", "mlflow=1"],
-                           capture_output=True, text=True, env=env, timeout=900)
+    third = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-s",
+            str(REPO / "Snakefile"),
+            "--directory",
+            str(workdir),
+            "--configfile",
+            str(workdir / "grid.yaml"),
+            "--cores",
+            "2",
+            "--resources",
+            "mlflow=1",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+    )
     return workdir, (first, killed_bpr), (second, killed_llm, step), third
 
 
 def test_a_killed_job_fails_its_snakemake_run_and_the_same_command_completes_the_grid(killed_grid):
     workdir, (first, killed_bpr), (second, killed_llm, step), third = killed_grid
     assert killed_bpr and first.returncode != 0 and "rule train" in first.output
-    assert not (workdir / RUNS / "bpr" / "seed0" / "run.json").exists() or second.returncode is not None
+    assert (
+        not (workdir / RUNS / "bpr" / "seed0" / "run.json").exists()
+        or second.returncode is not None
+    )
     assert killed_llm and second.returncode != 0
     assert 0 < step < 400  # killed midway, after a checkpoint
     assert third.returncode == 0, third.stdout[-3000:] + third.stderr[-3000:]
-    log = (workdir / "results" / "faults" / "logs" / "train" / "ml-100k" / "cf_e4srec" / "seed0.log").read_text()
+    log = (
+        workdir / "results" / "faults" / "logs" / "train" / "ml-100k" / "cf_e4srec" / "seed0.log"
+    ).read_text()
     assert f"resuming SFT from the checkpoint at step {step}/400" in log
     for model in ("bpr", "cf_e4srec"):
         assert (workdir / RUNS / model / "seed0" / "metrics.json").is_file()
     runs = mlflow_runs(workdir)
-    assert sorted(r.data.tags["model"] for r in runs) == ["bpr", "cf_e4srec", "report"]  # one active run per cell
+    assert sorted(r.data.tags["model"] for r in runs) == [
+        "bpr",
+        "cf_e4srec",
+        "report",
+    ]  # one active run per cell
 
 
 def test_the_killed_runs_equal_uninterrupted_runs(killed_grid):
@@ -121,34 +197,60 @@ def test_the_killed_runs_equal_uninterrupted_runs(killed_grid):
     for model in ("bpr", "cf_e4srec"):
         proc = reproduce(workdir, str(RUNS / model / "seed0"), "--scratch", f"scratch_{model}")
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-        assert f"reproduce {model}/ml-100k/seed0:" in proc.stdout and "weights: bit-identical" in proc.stdout
+        assert (
+            f"reproduce {model}/ml-100k/seed0:" in proc.stdout
+            and "weights: bit-identical" in proc.stdout
+        )
         report = json.loads((workdir / f"scratch_{model}" / "reproduce.json").read_text())
         assert report["within_tolerance"] and all(m["abs_diff"] == 0 for m in report["metrics"])
         assert {m["verdict"] for m in report["metrics"]} == {"bit-identical"}
         assert {m["metric"] for m in report["metrics"]} >= {"test_ndcg_at_10", "valid_hr_at_5"}
     # the consumer again, on the recorded upstream files as they are (bpr not retrained): the same numbers
-    proc = reproduce(workdir, str(RUNS / "cf_e4srec" / "seed0"), "--scratch", "scratch_recorded", "--upstream", "recorded")
+    proc = reproduce(
+        workdir,
+        str(RUNS / "cf_e4srec" / "seed0"),
+        "--scratch",
+        "scratch_recorded",
+        "--upstream",
+        "recorded",
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "consuming the recorded upstream as it is" in proc.stdout and "training bpr" not in proc.stdout
+    assert (
+        "consuming the recorded upstream as it is" in proc.stdout
+        and "training bpr" not in proc.stdout
+    )
     report = json.loads((workdir / "scratch_recorded" / "reproduce.json").read_text())
-    assert {m["verdict"] for m in report["metrics"]} == {"bit-identical"} and report["weights"].startswith("bit-identical")
+    assert {m["verdict"] for m in report["metrics"]} == {"bit-identical"} and report[
+        "weights"
+    ].startswith("bit-identical")
 
 
 def test_reproduce_by_mlflow_id_and_a_difference_beyond_tolerance(killed_grid):
     workdir = killed_grid[0]
     run_id = json.loads((workdir / RUNS / "bpr" / "seed0" / "mlflow.json").read_text())["run_id"]
-    proc = reproduce(workdir, run_id, "--tracking-uri", f"sqlite:///{workdir / 'results' / 'mlflow.db'}", "--scratch", "by_id")
+    proc = reproduce(
+        workdir,
+        run_id,
+        "--tracking-uri",
+        f"sqlite:///{workdir / 'results' / 'mlflow.db'}",
+        "--scratch",
+        "by_id",
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     # a record whose NDCG@10 is off by 0.001: nonzero exit, the metric flagged; within a tolerance of 0.01: fine
     edited = workdir / "edited" / "runs" / "ml-100k" / "bpr" / "seed0"
-    shutil.copytree(workdir / RUNS / "bpr" / "seed0", edited, ignore=shutil.ignore_patterns("work", "exports"))
+    shutil.copytree(
+        workdir / RUNS / "bpr" / "seed0", edited, ignore=shutil.ignore_patterns("work", "exports")
+    )
     metrics = json.loads((edited / "metrics.json").read_text())
     metrics["test"]["ndcg_at_10"] += 0.001
     (edited / "metrics.json").write_text(json.dumps(metrics))
     proc = reproduce(workdir, str(edited), "--scratch", "edited_scratch")
     assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
     flagged = [line for line in proc.stdout.splitlines() if line.startswith("! test_ndcg_at_10")]
-    assert flagged and flagged[0].endswith("different")  # the users' values are all equal: no float noise explains it
+    assert flagged and flagged[0].endswith(
+        "different"
+    )  # the users' values are all equal: no float noise explains it
     assert "environment: same git commit, packages, device and threads" in proc.stdout
     proc = reproduce(workdir, str(edited), "--scratch", "edited_scratch2", "--tolerance", "0.01")
     assert proc.returncode == 0, proc.stdout[-2000:]
@@ -156,13 +258,37 @@ def test_reproduce_by_mlflow_id_and_a_difference_beyond_tolerance(killed_grid):
 
 def _prepare(workdir: Path, preexec=None) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    return subprocess.run([sys.executable, "-m", "llm4rec.cli", "prepare", "--config", "grid.yaml", "--dataset", "ml-100k"],
-                          cwd=workdir, capture_output=True, text=True, env=env, timeout=300, preexec_fn=preexec)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "llm4rec.cli",
+            "prepare",
+            "--config",
+            "grid.yaml",
+            "--dataset",
+            "ml-100k",
+        ],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        preexec_fn=preexec,
+    )
 
 
 def _tiny_grid(workdir: Path) -> Path:
-    (workdir / "grid.yaml").write_text(yaml.safe_dump({"name": "disk", "seeds": [0], "datasets": {"ml-100k": {"source": "ml-100k"}},
-                                                       "models": [{"name": "mostpop"}]}))
+    (workdir / "grid.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "name": "disk",
+                "seeds": [0],
+                "datasets": {"ml-100k": {"source": "ml-100k"}},
+                "models": [{"name": "mostpop"}],
+            }
+        )
+    )
     return workdir / "results" / "disk" / "data" / "ml-100k"
 
 
@@ -175,10 +301,15 @@ def test_a_full_disk_fails_naming_the_file_and_leaves_nothing_half_written(tmp_p
 
     proc = _prepare(tmp_path, small_disk)
     assert proc.returncode == 2, proc.stderr[-2000:]
-    assert f"error: cannot write {split.relative_to(tmp_path)}/" in proc.stderr and "nothing was written there" in proc.stderr
+    assert (
+        f"error: cannot write {split.relative_to(tmp_path)}/" in proc.stderr
+        and "nothing was written there" in proc.stderr
+    )
     written = [p.name for p in split.iterdir()] if split.exists() else []
     assert not [n for n in written if n.endswith(".tmp")]  # no temp file left behind
-    assert "split.json" not in written  # the split's completion marker is written last, so never for a partial split
+    assert (
+        "split.json" not in written
+    )  # the split's completion marker is written last, so never for a partial split
 
 
 def test_an_unwritable_results_folder_fails_naming_it(tmp_path):
@@ -187,14 +318,22 @@ def test_an_unwritable_results_folder_fails_naming_it(tmp_path):
     results.mkdir()
     results.chmod(0o555)
     mounted = False
-    if os.geteuid() == 0:  # root writes through permissions: make the folder a read-only bind mount instead
-        bind = subprocess.run(["mount", "--bind", str(results), str(results)], capture_output=True, text=True)
-        remount = subprocess.run(["mount", "-o", "remount,bind,ro", str(results)], capture_output=True, text=True)
+    if (
+        os.geteuid() == 0
+    ):  # root writes through permissions: make the folder a read-only bind mount instead
+        bind = subprocess.run(
+            ["mount", "--bind", str(results), str(results)], capture_output=True, text=True
+        )
+        remount = subprocess.run(
+            ["mount", "-o", "remount,bind,ro", str(results)], capture_output=True, text=True
+        )
         mounted = bind.returncode == 0
         if bind.returncode != 0 or remount.returncode != 0:
             if mounted:
                 subprocess.run(["umount", str(results)])
-            pytest.skip(f"running as root without mount rights, so no folder is unwritable here: {bind.stderr or remount.stderr}")
+            pytest.skip(
+                f"running as root without mount rights, so no folder is unwritable here: {bind.stderr or remount.stderr}"
+            )
     try:
         proc = _prepare(tmp_path)
     finally:

@@ -18,9 +18,13 @@ from llm4rec.params import ParamsError
 
 from .conftest import interactions_frame
 
-TITLES = [f"{c} {n}" for c in ("red", "blue", "green", "old") for n in ("car", "sky", "house", "train")]
+TITLES = [
+    f"{c} {n}" for c in ("red", "blue", "green", "old") for n in ("car", "sky", "house", "train")
+]
 WORDS = sorted({w for t in TITLES for w in t.split()} | {"items", ":"})
-SAMPLE = " ".join(TITLES[i % 7] + " : " + TITLES[(3 * i) % 16] for i in range(24))  # text-only, for perplexity
+SAMPLE = " ".join(
+    TITLES[i % 7] + " : " + TITLES[(3 * i) % 16] for i in range(24)
+)  # text-only, for perplexity
 
 
 @pytest.fixture(autouse=True)
@@ -36,9 +40,19 @@ def save_qwen2(folder, tokenizer):
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     torch.manual_seed(0)
-    config = Qwen2Config(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=3,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, pad_token_id=0,
-                         bos_token_id=2, eos_token_id=3, initializer_range=0.1)
+    config = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        pad_token_id=0,
+        bos_token_id=2,
+        eos_token_id=3,
+        initializer_range=0.1,
+    )
     Qwen2ForCausalLM(config).save_pretrained(folder)
 
 
@@ -49,8 +63,20 @@ def cyclic_split(lengths: list[int], starts: list[int] | None = None) -> Split:
         start = u if starts is None else starts[u]
         rows += [(f"u{u}", str((start + t) % n), float(t)) for t in range(length)]
     labelled = leave_one_out_split(interactions_frame(rows))
-    items = pd.DataFrame({"item_id": [str(i) for i in range(n)], "title": TITLES, "year": "", "genres": "", "description": ""})
-    return Split(labelled[["user_id", "item_id", "timestamp", "seq", "phase"]].reset_index(drop=True), items, {"checksums": {}})
+    items = pd.DataFrame(
+        {
+            "item_id": [str(i) for i in range(n)],
+            "title": TITLES,
+            "year": "",
+            "genres": "",
+            "description": "",
+        }
+    )
+    return Split(
+        labelled[["user_id", "item_id", "timestamp", "seq", "phase"]].reset_index(drop=True),
+        items,
+        {"checksums": {}},
+    )
 
 
 @pytest.fixture(scope="module", params=["llama", "qwen2"])
@@ -70,11 +96,24 @@ def tiny(request, tmp_path_factory):
 
 
 def params(folder, **extra):
-    return {"backbone": {"name_or_path": str(folder)}, "instruction": "items :", "expert_layers": "last_2",
-            "text_retention": {"path": str(folder / "sample.txt"), "start": "red", "chars": len(SAMPLE), "window": 16,
-                               "sha256": hashlib.sha256(SAMPLE.encode()).hexdigest()},
-            "sft": {"steps": 40, "batch_size": 8, "learning_rate": 2e-2, "checkpoint_every": 20},
-            "valid_users": 16, "eval_every": 20, "max_train_examples": None, "max_history": 4, **extra}
+    return {
+        "backbone": {"name_or_path": str(folder)},
+        "instruction": "items :",
+        "expert_layers": "last_2",
+        "text_retention": {
+            "path": str(folder / "sample.txt"),
+            "start": "red",
+            "chars": len(SAMPLE),
+            "window": 16,
+            "sha256": hashlib.sha256(SAMPLE.encode()).hexdigest(),
+        },
+        "sft": {"steps": 40, "batch_size": 8, "learning_rate": 2e-2, "checkpoint_every": 20},
+        "valid_users": 16,
+        "eval_every": 20,
+        "max_train_examples": None,
+        "max_history": 4,
+        **extra,
+    }
 
 
 def text_logits(rec, ids):
@@ -87,26 +126,41 @@ def test_text_side_is_exactly_the_backbone_before_and_after_training(tiny, tmp_p
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     backbone = AutoModelForCausalLM.from_pretrained(folder).eval()
-    ids = AutoTokenizer.from_pretrained(folder)("red car : blue sky items", return_tensors="pt").input_ids
+    ids = AutoTokenizer.from_pretrained(folder)(
+        "red car : blue sky items", return_tensors="pt"
+    ).input_ids
     expected = text_logits(type("M", (), {"model": backbone}), ids)
     rec = build_model("idiomoe", params(folder), seed=0, device="cpu")
     info = rec.fit(split, tmp_path)
     assert info["expert_layers"] == [1, 2] and info["sft_steps_run"] == 40
     assert info["first_loss"] > info["final_loss"]  # the item side learned something
     assert torch.equal(text_logits(rec, ids), expected)
-    assert info["costs"]["text_ppl_before"] == info["costs"]["text_ppl_after"]  # text retention: nothing lost
+    assert (
+        info["costs"]["text_ppl_before"] == info["costs"]["text_ppl_after"]
+    )  # text retention: nothing lost
     trainable = {n for n, p in rec.model.named_parameters() if p.requires_grad}
-    assert trainable and all(".item." in n or n.endswith(("embed_tokens.items", "embed_tokens.bias", "embed_tokens.head")) for n in trainable), trainable
+    assert trainable and all(
+        ".item." in n
+        or n.endswith(("embed_tokens.items", "embed_tokens.bias", "embed_tokens.head"))
+        for n in trainable
+    ), trainable
 
 
 def test_each_token_type_goes_through_its_own_expert_only(tiny, tmp_path):
     split, folder = tiny
-    rec = build_model("idiomoe", params(folder, sft={"steps": 1, "batch_size": 4}), seed=0, device="cpu")
+    rec = build_model(
+        "idiomoe", params(folder, sft={"steps": 1, "batch_size": 4}), seed=0, device="cpu"
+    )
     rec.fit(split, tmp_path)
     seen = {"text": 0, "item": 0}
     experts = [m for m in _decoder_stack(rec.model).modules() if isinstance(m, TokenTypeExperts)]
-    hooks = [getattr(e, kind).register_forward_hook(lambda _m, inp, _o, kind=kind: seen.__setitem__(kind, seen[kind] + inp[0].shape[0]))
-             for e in experts for kind in ("text", "item")]
+    hooks = [
+        getattr(e, kind).register_forward_hook(
+            lambda _m, inp, _o, kind=kind: seen.__setitem__(kind, seen[kind] + inp[0].shape[0])
+        )
+        for e in experts
+        for kind in ("text", "item")
+    ]
     prompt = rec.prompt(["1", "2", "3"]).ids  # instruction (text) + 3 item tokens
     n_text = sum(1 for i in prompt if i < rec.types.first_item_id)
     with torch.no_grad():
@@ -128,7 +182,9 @@ def test_ranking_is_one_forward_per_batch_over_unseen_catalogue_items(tiny, tmp_
     rankings = rec.rank({u: history[u] for u in users}, 5)
     handle.remove()
     assert len(calls) == 6  # 16 users in batches of 3
-    _, summary = evaluate_rankings(rankings, split, "test", [1, 5])  # refuses history and unknown items
+    _, summary = evaluate_rankings(
+        rankings, split, "test", [1, 5]
+    )  # refuses history and unknown items
     assert rankings.groupby("user_id").size().eq(5).all()
     assert summary["hr_at_5"] >= 0.5  # the cyclic next item is learnable in 40 steps
     assert rec.inference_cost()["users"] == 16
@@ -138,31 +194,59 @@ def test_resumed_training_equals_an_uninterrupted_run(tiny, tmp_path):
     split, folder = tiny
     whole = build_model("idiomoe", params(folder), seed=0, device="cpu")
     whole.fit(split, tmp_path / "whole")
-    half = build_model("idiomoe", params(folder, sft={**params(folder)["sft"], "steps": 20}), seed=0, device="cpu")
+    half = build_model(
+        "idiomoe", params(folder, sft={**params(folder)["sft"], "steps": 20}), seed=0, device="cpu"
+    )
     half.fit(split, tmp_path / "resumed")
     resumed = build_model("idiomoe", params(folder), seed=0, device="cpu")
     info = resumed.fit(split, tmp_path / "resumed")
     assert info["sft_steps_run"] == 20
     # the step-40 weights of both runs (the last checkpoints) and the selection agree
-    last = [torch.load(d / "sft" / "last" / "state.pt", weights_only=True) for d in (tmp_path / "whole", tmp_path / "resumed")]
-    assert last[0]["step"] == last[1]["step"] == 40 and set(last[0]["trainable"]) == set(last[1]["trainable"])
+    last = [
+        torch.load(d / "sft" / "last" / "state.pt", weights_only=True)
+        for d in (tmp_path / "whole", tmp_path / "resumed")
+    ]
+    assert last[0]["step"] == last[1]["step"] == 40 and set(last[0]["trainable"]) == set(
+        last[1]["trainable"]
+    )
     for name, value in last[0]["trainable"].items():
         torch.testing.assert_close(value, last[1]["trainable"][name], rtol=0, atol=1e-6)
-    assert (whole.selection.step, whole.selection.score) == (resumed.selection.step, resumed.selection.score)
+    assert (whole.selection.step, whole.selection.score) == (
+        resumed.selection.step,
+        resumed.selection.score,
+    )
 
 
 def test_variants_narrow_expert_and_learned_router(tiny, tmp_path):
     split, folder = tiny
-    rec = build_model("idiomoe_learned_router", params(folder, item_expert_width=0.5, sft={"steps": 2, "batch_size": 4}),
-                      seed=0, device="cpu")
+    rec = build_model(
+        "idiomoe_learned_router",
+        params(folder, item_expert_width=0.5, sft={"steps": 2, "batch_size": 4}),
+        seed=0,
+        device="cpu",
+    )
     router_info = rec.fit(split, tmp_path)
     expert = next(m for m in _decoder_stack(rec.model).modules() if isinstance(m, TokenTypeExperts))
-    assert expert.gate is not None and expert.item.gate_proj.out_features == expert.text.gate_proj.out_features // 2
-    torch.testing.assert_close(expert.item.down_proj.weight, expert.text.down_proj.weight[:, : expert.item.gate_proj.out_features],
-                               rtol=0, atol=0.2)  # started from the text expert's rows (2 steps of training since)
-    entangled = build_model("idiomoe_entangled", params(folder, sft={"steps": 2, "batch_size": 4}, expert_layers="none"), seed=0, device="cpu")
+    assert (
+        expert.gate is not None
+        and expert.item.gate_proj.out_features == expert.text.gate_proj.out_features // 2
+    )
+    torch.testing.assert_close(
+        expert.item.down_proj.weight,
+        expert.text.down_proj.weight[:, : expert.item.gate_proj.out_features],
+        rtol=0,
+        atol=0.2,
+    )  # started from the text expert's rows (2 steps of training since)
+    entangled = build_model(
+        "idiomoe_entangled",
+        params(folder, sft={"steps": 2, "batch_size": 4}, expert_layers="none"),
+        seed=0,
+        device="cpu",
+    )
     info = entangled.fit(split, tmp_path / "entangled")
-    assert info["expert_layers"] == [] and any("lora_" in n for n, p in entangled.model.named_parameters() if p.requires_grad)
+    assert info["expert_layers"] == [] and any(
+        "lora_" in n for n, p in entangled.model.named_parameters() if p.requires_grad
+    )
     # both move the text side: a text token is mixed with the item expert / passes LoRA-tuned FFNs
     for costs in (router_info["costs"], info["costs"]):
         assert costs["text_ppl_after"] != costs["text_ppl_before"]
@@ -173,7 +257,9 @@ def test_unknown_parameters_and_unsupported_architectures_are_named(tiny, tmp_pa
     with pytest.raises(ParamsError, match=r"idiomoe: unknown parameter 'expert_layer'"):
         build_model("idiomoe", params(folder, expert_layer="all"), seed=0, device="cpu")
     with pytest.raises(ValueError, match=r"expert_layers 'first_2' is not all, none, last_N"):
-        build_model("idiomoe", params(folder, expert_layers="first_2"), seed=0, device="cpu").fit(split, tmp_path)
+        build_model("idiomoe", params(folder, expert_layers="first_2"), seed=0, device="cpu").fit(
+            split, tmp_path
+        )
     from transformers import GPT2Config, GPT2LMHeadModel
 
     gpt2 = tmp_path / "gpt2"
@@ -195,15 +281,21 @@ def test_untrained_item_softmax_is_the_popularity_prior(tiny):
     _, folder = tiny
     from llm4rec.llm.backbone import BackboneConfig, load_backbone
 
-    split = cyclic_split([4 + u % 8 for u in range(16)], starts=[u % 3 for u in range(16)])  # a popularity skew
+    split = cyclic_split(
+        [4 + u % 8 for u in range(16)], starts=[u % 3 for u in range(16)]
+    )  # a popularity skew
     rec = build_model("idiomoe_popprior", params(folder), seed=0, device="cpu")
     rec.model, rec.tokenizer = load_backbone(BackboneConfig(name_or_path=str(folder)))
     rec.prepare(split)
     counts = split.phase("train")["item_id"].value_counts()
-    expected = torch.tensor([float(torch.log1p(torch.tensor(float(counts.get(i, 0))))) for i in rec.items])
+    expected = torch.tensor(
+        [float(torch.log1p(torch.tensor(float(counts.get(i, 0))))) for i in rec.items]
+    )
     prompt = rec.prompt(["3", "4"]).ids
     with torch.no_grad():
-        logits = rec.item_logits(torch.tensor([prompt]), torch.ones((1, len(prompt)), dtype=torch.long))
+        logits = rec.item_logits(
+            torch.tensor([prompt]), torch.ones((1, len(prompt)), dtype=torch.long)
+        )
     assert len(set(expected.tolist())) > 3
     torch.testing.assert_close(logits[0, -1], expected)
     tied = build_model("idiomoe", params(folder), seed=0, device="cpu")  # the paper's default

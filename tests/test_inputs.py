@@ -19,8 +19,13 @@ LSA = {"artifact": "item_text_lsa", "params": {"dim": 16}}
 
 
 def grid_with(tmp_path, models, name="grid.yaml"):
-    cfg = {"name": "inputs", "seeds": [0], "results_dir": str(tmp_path / "results"),
-           "datasets": {"ml-100k": {"source": "ml-100k"}}, "models": models}
+    cfg = {
+        "name": "inputs",
+        "seeds": [0],
+        "results_dir": str(tmp_path / "results"),
+        "datasets": {"ml-100k": {"source": "ml-100k"}},
+        "models": models,
+    }
     (tmp_path / name).write_text(yaml.safe_dump(cfg))
     return load_grid(tmp_path / name)
 
@@ -38,25 +43,34 @@ def prepared(tmp_path_factory):
 def test_artifact_is_built_with_its_record(prepared):
     _, grid, split, source = prepared
     record = json.loads(source.marker.read_text())
-    assert record["split_checksums"] == split.meta["checksums"] and record["config_hash"] == source.config_hash
+    assert (
+        record["split_checksums"] == split.meta["checksums"]
+        and record["config_hash"] == source.config_hash
+    )
     vectors = np.load(source.folder / "item_embeddings.npy")
     assert vectors.shape == (len(split.items), 16)
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
-    with pytest.raises(DataError, match=r"no run of this grid consumes artifact ml-100k/item_text_lsa/abc"):
+    with pytest.raises(
+        DataError, match=r"no run of this grid consumes artifact ml-100k/item_text_lsa/abc"
+    ):
         build_artifact(grid, "ml-100k", "item_text_lsa", "abc")
 
 
 def test_consumer_ranks_by_cosine_over_the_resolved_embeddings(prepared):
     tmp, grid, split, source = prepared
     inputs = resolve_inputs(grid, "ml-100k", "emb_knn", 0, split)
-    assert inputs["embeddings"].paths == {"item_embeddings.npy": source.folder / "item_embeddings.npy"}
+    assert inputs["embeddings"].paths == {
+        "item_embeddings.npy": source.folder / "item_embeddings.npy"
+    }
     rec = build_model("emb_knn", {}, 0, "cpu", inputs=inputs)
     info = rec.fit(split, tmp / "work")
     assert info["input"].startswith("artifact item_text_lsa/")
     history = split.history("test")
     users = sorted(split.targets("test"))[:25]
     rankings = rec.rank({u: history[u] for u in users}, 10)
-    evaluate_rankings(rankings, split, "test", [10], users=users)  # valid: unseen catalogue items only
+    evaluate_rankings(
+        rankings, split, "test", [10], users=users
+    )  # valid: unseen catalogue items only
     # independently: cosine between each item and the mean of the user's history vectors
     vectors = np.load(source.folder / "item_embeddings.npy").astype(np.float64)
     items = split.items["item_id"].tolist()
@@ -81,25 +95,48 @@ def test_missing_or_mismatched_upstream_run_is_named_with_both_sides(prepared, t
     grid = grid_with(tmp, [{"name": "bpr"}, {"name": "emb_knn"}], name="run_input.yaml")
     upstream = grid.run_dir("ml-100k", "bpr", 0)
     consumer = grid.run_dir("ml-100k", "emb_knn", 0)
-    with pytest.raises(DataError, match=rf"{consumer} consumes 'embeddings' from run 'bpr' seed 0: {upstream}/run.json not found"):
+    with pytest.raises(
+        DataError,
+        match=rf"{consumer} consumes 'embeddings' from run 'bpr' seed 0: {upstream}/run.json not found",
+    ):
         resolve_inputs(grid, "ml-100k", "emb_knn", 0, split)
-    record = {"split_checksums": {"interactions.parquet": "other"}, "config_hash": grid.run_hash("ml-100k", "bpr", 0)}
+    record = {
+        "split_checksums": {"interactions.parquet": "other"},
+        "config_hash": grid.run_hash("ml-100k", "bpr", 0),
+    }
     write_json(upstream / "run.json", record)
     with pytest.raises(DataError, match=r"was built on another split than .*data/ml-100k"):
         resolve_inputs(grid, "ml-100k", "emb_knn", 0, split)
-    write_json(upstream / "run.json", record | {"split_checksums": split.meta["checksums"], "config_hash": "0ld"})
-    with pytest.raises(DataError, match=rf"has config hash 0ld, the grid now gives {grid.run_hash('ml-100k', 'bpr', 0)}"):
+    write_json(
+        upstream / "run.json",
+        record | {"split_checksums": split.meta["checksums"], "config_hash": "0ld"},
+    )
+    with pytest.raises(
+        DataError,
+        match=rf"has config hash 0ld, the grid now gives {grid.run_hash('ml-100k', 'bpr', 0)}",
+    ):
         resolve_inputs(grid, "ml-100k", "emb_knn", 0, split)
     write_json(upstream / "run.json", record | {"split_checksums": split.meta["checksums"]})
     (upstream / "exports").mkdir()
-    with pytest.raises(DataError, match=r"exports/item_embeddings.npy not found \(the run wrote: nothing\)"):
+    with pytest.raises(
+        DataError, match=r"exports/item_embeddings.npy not found \(the run wrote: nothing\)"
+    ):
         resolve_inputs(grid, "ml-100k", "emb_knn", 0, split)
     write_npy(upstream / "exports" / "item_embeddings.npy", np.ones((7, 4)))
-    write_json(upstream / "run.json", record | {"split_checksums": split.meta["checksums"], "files": {"item_embeddings.npy": "0" * 64}})
-    with pytest.raises(DataError, match=r"item_embeddings.npy differs from the file .*run.json records \(sha256\)"):
+    write_json(
+        upstream / "run.json",
+        record
+        | {"split_checksums": split.meta["checksums"], "files": {"item_embeddings.npy": "0" * 64}},
+    )
+    with pytest.raises(
+        DataError, match=r"item_embeddings.npy differs from the file .*run.json records \(sha256\)"
+    ):
         resolve_inputs(grid, "ml-100k", "emb_knn", 0, split)
     write_json(upstream / "run.json", record | {"split_checksums": split.meta["checksums"]})
     inputs = resolve_inputs(grid, "ml-100k", "emb_knn", 0, split)
-    with pytest.raises(ValueError, match=rf"item_embeddings.npy \(from run bpr/seed0 .*\): 7 rows, but this run's catalogue "
-                                         rf"\(items.parquet\) has {len(split.items)} items"):
+    with pytest.raises(
+        ValueError,
+        match=rf"item_embeddings.npy \(from run bpr/seed0 .*\): 7 rows, but this run's catalogue "
+        rf"\(items.parquet\) has {len(split.items)} items",
+    ):
         build_model("emb_knn", {}, 0, "cpu", inputs=inputs).fit(split, tmp_path)

@@ -15,20 +15,34 @@ from llm4rec.llm.decoding import (
 from llm4rec.llm.trie import ItemTrie
 
 TITLES = {
-    "1": "the red car", "2": "the red car returns", "3": "the red house", "4": "the blue car", "5": "a red car",
-    "6": "blue sky", "7": "blue sky at night", "8": "night of the car", "9": "house of blue", "10": "a house",
-    "11": "sky", "12": "the night returns",
+    "1": "the red car",
+    "2": "the red car returns",
+    "3": "the red house",
+    "4": "the blue car",
+    "5": "a red car",
+    "6": "blue sky",
+    "7": "blue sky at night",
+    "8": "night of the car",
+    "9": "house of blue",
+    "10": "a house",
+    "11": "sky",
+    "12": "the night returns",
 }
 PROMPTS = [  # (history items, prompt text)
     (["1", "6"], "history : the red car ; blue sky . next :"),
     (["9"], "history : house of blue . next :"),
-    (["3", "4", "12", "5"], "history : the red house ; the blue car ; the night returns ; a red car . next :"),
+    (
+        ["3", "4", "12", "5"],
+        "history : the red house ; the blue car ; the night returns ; a red car . next :",
+    ),
 ]
 
 
 @pytest.fixture(scope="module")
 def setup():
-    words = {w for t in TITLES.values() for w in t.split()} | {w for _, p in PROMPTS for w in p.split()}
+    words = {w for t in TITLES.values() for w in t.split()} | {
+        w for _, p in PROMPTS for w in p.split()
+    }
     model, tokenizer = tiny_backbone(sorted(words), seed=3, init_std=0.4)
     sequences = item_token_sequences(tokenizer, TITLES)
     tokenizer.padding_side = "left"
@@ -37,7 +51,7 @@ def setup():
 
 
 def exhaustive_top(model, batch, row, sequences, history, k):
-    ids = batch.input_ids[row:row + 1, batch.attention_mask[row].bool()]
+    ids = batch.input_ids[row : row + 1, batch.attention_mask[row].bool()]
     scores = exhaustive_scores(model, ids, torch.ones_like(ids), sequences, chunk=5)
     ranked = sorted(((s, i) for i, s in scores.items() if i not in history), reverse=True)
     return [(i, s) for s, i in ranked[:k]]
@@ -47,13 +61,25 @@ def test_wide_beam_equals_exhaustive_ranking(setup):
     model, _, sequences, trie, batch = setup
     histories = [h for h, _ in PROMPTS]
     stats = DecodeStats()
-    beams = constrained_beam_search(model, batch.input_ids, batch.attention_mask, trie, beam_width=len(TITLES), k=5,
-                                    exclude=histories, stats=stats)
+    beams = constrained_beam_search(
+        model,
+        batch.input_ids,
+        batch.attention_mask,
+        trie,
+        beam_width=len(TITLES),
+        k=5,
+        exclude=histories,
+        stats=stats,
+    )
     for row, history in enumerate(histories):
         expected = exhaustive_top(model, batch, row, sequences, set(history), 5)
         assert [i for i, _ in beams[row]] == [i for i, _ in expected]
         assert [s for _, s in beams[row]] == pytest.approx([s for _, s in expected], abs=1e-4)
-    assert stats.users == 3 and stats.prompt_tokens == int(batch.attention_mask.sum()) and stats.steps >= 3
+    assert (
+        stats.users == 3
+        and stats.prompt_tokens == int(batch.attention_mask.sum())
+        and stats.steps >= 3
+    )
 
 
 def test_exhaustive_scores_are_log_likelihoods(setup):
@@ -72,11 +98,15 @@ def test_exhaustive_scores_are_log_likelihoods(setup):
 def test_batched_search_equals_one_user_at_a_time(setup):
     model, _, _, trie, batch = setup
     histories = [h for h, _ in PROMPTS]
-    batched = constrained_beam_search(model, batch.input_ids, batch.attention_mask, trie, 4, 3, exclude=histories)
+    batched = constrained_beam_search(
+        model, batch.input_ids, batch.attention_mask, trie, 4, 3, exclude=histories
+    )
     for row, history in enumerate(histories):
         mask = batch.attention_mask[row].bool()
-        ids = batch.input_ids[row:row + 1, mask]
-        alone = constrained_beam_search(model, ids, torch.ones_like(ids), trie, 4, 3, exclude=[history])[0]
+        ids = batch.input_ids[row : row + 1, mask]
+        alone = constrained_beam_search(
+            model, ids, torch.ones_like(ids), trie, 4, 3, exclude=[history]
+        )[0]
         assert [i for i, _ in alone] == [i for i, _ in batched[row]]
         assert [s for _, s in alone] == pytest.approx([s for _, s in batched[row]], abs=1e-4)
 
@@ -85,7 +115,9 @@ def test_batched_search_equals_one_user_at_a_time(setup):
 def test_every_result_is_a_valid_unseen_catalogue_item(setup, beam_width):
     model, _, _, trie, batch = setup
     histories = [h for h, _ in PROMPTS]
-    results = constrained_beam_search(model, batch.input_ids, batch.attention_mask, trie, beam_width, 3, exclude=histories)
+    results = constrained_beam_search(
+        model, batch.input_ids, batch.attention_mask, trie, beam_width, 3, exclude=histories
+    )
     for history, ranked in zip(histories, results, strict=True):
         items = [i for i, _ in ranked]
         assert len(items) == 3 == len(set(items))
@@ -101,8 +133,17 @@ def test_beam_narrower_than_k_is_refused(setup):
 
 
 def _search(model, batch, decoder, beam_width=6, k=4, stats=None):
-    return constrained_beam_search(model, batch.input_ids, batch.attention_mask, trie_of(model), beam_width, k,
-                                   exclude=[h for h, _ in PROMPTS], stats=stats, decoder=decoder)
+    return constrained_beam_search(
+        model,
+        batch.input_ids,
+        batch.attention_mask,
+        trie_of(model),
+        beam_width,
+        k,
+        exclude=[h for h, _ in PROMPTS],
+        stats=stats,
+        decoder=decoder,
+    )
 
 
 def trie_of(model):
@@ -117,7 +158,10 @@ def float64_models(setup):
 
     model, _, _, trie, _ = setup
     bare = copy.deepcopy(model).double()
-    lora = add_lora(copy.deepcopy(model), LoraSettings(rank=2, target_modules=["q_proj", "v_proj", "k_proj", "o_proj"]))
+    lora = add_lora(
+        copy.deepcopy(model),
+        LoraSettings(rank=2, target_modules=["q_proj", "v_proj", "k_proj", "o_proj"]),
+    )
     torch.manual_seed(0)
     with torch.no_grad():
         for name, param in lora.named_parameters():
@@ -136,7 +180,9 @@ def test_shared_prefix_stepper_equals_the_cache_stepper(setup, float64_models, w
     on left-padded prompts of different lengths, with and without LoRA adapters."""
     batch = setup[4]
     model = dict(zip(["bare", "lora"], float64_models, strict=True))[which]
-    assert isinstance(make_stepper(model, batch.input_ids, batch.attention_mask), SharedPrefixStepper)
+    assert isinstance(
+        make_stepper(model, batch.input_ids, batch.attention_mask), SharedPrefixStepper
+    )
     fast_stats, slow_stats = DecodeStats(), DecodeStats()
     fast = _search(model, batch, "shared_prefix", stats=fast_stats)
     slow = _search(model, batch, "cache", stats=slow_stats)
@@ -160,12 +206,18 @@ def test_history_slots_count_the_beam_places_history_items_would_take(setup):
     model, _, _, trie, batch = setup
     row = batch.input_ids[:1, batch.attention_mask[0].bool()]
     free_stats = DecodeStats()
-    free = constrained_beam_search(model, row, torch.ones_like(row), trie, 12, 4, stats=free_stats)[0]
+    free = constrained_beam_search(model, row, torch.ones_like(row), trie, 12, 4, stats=free_stats)[
+        0
+    ]
     assert free_stats.history_slots == 0 and free_stats.beam_slots > 0
     top = free[0][0]
     stats = DecodeStats()
-    held_out = constrained_beam_search(model, row, torch.ones_like(row), trie, 12, 3, exclude=[[top]], stats=stats)[0]
-    assert top not in [i for i, _ in held_out] and [i for i, _ in held_out] == [i for i, _ in free[1:4]]
+    held_out = constrained_beam_search(
+        model, row, torch.ones_like(row), trie, 12, 3, exclude=[[top]], stats=stats
+    )[0]
+    assert top not in [i for i, _ in held_out] and [i for i, _ in held_out] == [
+        i for i, _ in free[1:4]
+    ]
     assert stats.history_slots >= 1 and 0 < stats.history_beam_share < 1
     assert stats.as_dict()["tokens"] == stats.prompt_tokens + stats.decoded_tokens
 
@@ -173,7 +225,9 @@ def test_history_slots_count_the_beam_places_history_items_would_take(setup):
 def test_unknown_decoder_is_refused(setup):
     model, _, _, trie, batch = setup
     with pytest.raises(ValueError, match="decoder 'fast' is not one of auto, shared_prefix, cache"):
-        constrained_beam_search(model, batch.input_ids, batch.attention_mask, trie, 3, 3, decoder="fast")
+        constrained_beam_search(
+            model, batch.input_ids, batch.attention_mask, trie, 3, 3, decoder="fast"
+        )
 
 
 def test_shared_prefix_stepper_on_a_qwen2_block_with_attention_biases(setup):
@@ -183,19 +237,33 @@ def test_shared_prefix_stepper_on_a_qwen2_block_with_attention_biases(setup):
 
     _, tokenizer, _, trie, batch = setup
     torch.manual_seed(1)
-    config = Qwen2Config(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                         pad_token_id=0, bos_token_id=2, eos_token_id=3, initializer_range=0.4)
+    config = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        pad_token_id=0,
+        bos_token_id=2,
+        eos_token_id=3,
+        initializer_range=0.4,
+    )
     model = Qwen2ForCausalLM(config).double().eval()
     with torch.no_grad():
         for layer in model.model.layers:
             layer.self_attn.q_proj.bias.normal_(0, 0.5)
             layer.self_attn.k_proj.bias.normal_(0, 0.5)
     model._test_trie = trie
-    assert isinstance(make_stepper(model, batch.input_ids, batch.attention_mask), SharedPrefixStepper)
+    assert isinstance(
+        make_stepper(model, batch.input_ids, batch.attention_mask), SharedPrefixStepper
+    )
     fast, slow = _search(model, batch, "shared_prefix"), _search(model, batch, "cache")
     assert [[i for i, _ in r] for r in fast] == [[i for i, _ in r] for r in slow]
-    assert [x for r in fast for _, x in r] == pytest.approx([x for r in slow for _, x in r], abs=1e-10)
+    assert [x for r in fast for _, x in r] == pytest.approx(
+        [x for r in slow for _, x in r], abs=1e-10
+    )
 
 
 class RoutedMLP(torch.nn.Module):
@@ -224,14 +292,25 @@ def test_fast_path_is_refused_for_a_modified_block(setup, float64_models):
     batch = setup[4]
     assert resolve_decoder(model) == "cache"
     assert isinstance(make_stepper(model, batch.input_ids, batch.attention_mask), CacheStepper)
-    with pytest.raises(ValueError, match="this model has RoutedMLP where the stock LlamaMLP was expected"):
+    with pytest.raises(
+        ValueError, match="this model has RoutedMLP where the stock LlamaMLP was expected"
+    ):
         resolve_decoder(model, "shared_prefix")
     # and the generic path decodes the modified model right: a wide beam equals exhaustive scoring
     histories = [h for h, _ in PROMPTS]
-    beams = constrained_beam_search(model, batch.input_ids, batch.attention_mask, trie_of(model), len(TITLES), 4,
-                                    exclude=histories)
+    beams = constrained_beam_search(
+        model,
+        batch.input_ids,
+        batch.attention_mask,
+        trie_of(model),
+        len(TITLES),
+        4,
+        exclude=histories,
+    )
     for row, history in enumerate(histories):
-        assert [i for i, _ in beams[row]] == [i for i, _ in exhaustive_top(model, batch, row, setup[2], set(history), 4)]
+        assert [i for i, _ in beams[row]] == [
+            i for i, _ in exhaustive_top(model, batch, row, setup[2], set(history), 4)
+        ]
 
     from transformers.models.llama.modeling_llama import LlamaDecoderLayer
 
@@ -256,21 +335,55 @@ def test_soft_token_prompts_through_prefill_and_decoding(setup, float64_models, 
     histories = [h for h, _ in PROMPTS]
     plain = _search(model, batch, decoder, beam_width=len(TITLES), k=4)
     embeds = prompt_embeddings(model, batch.input_ids, {})
-    as_embeds = constrained_beam_search(model, batch.input_ids, batch.attention_mask, trie, len(TITLES), 4,
-                                        exclude=histories, decoder=decoder, inputs_embeds=embeds)
+    as_embeds = constrained_beam_search(
+        model,
+        batch.input_ids,
+        batch.attention_mask,
+        trie,
+        len(TITLES),
+        4,
+        exclude=histories,
+        decoder=decoder,
+        inputs_embeds=embeds,
+    )
     assert [[i for i, _ in r] for r in as_embeds] == [[i for i, _ in r] for r in plain]
-    assert [x for r in as_embeds for _, x in r] == pytest.approx([x for r in plain for _, x in r], abs=1e-10)
+    assert [x for r in as_embeds for _, x in r] == pytest.approx(
+        [x for r in plain for _, x in r], abs=1e-10
+    )
     torch.manual_seed(5)
-    prompts = [Prompt(tokenizer(p).input_ids, {0: torch.randn(32, dtype=torch.float64)}) for _, p in PROMPTS]
+    prompts = [
+        Prompt(tokenizer(p).input_ids, {0: torch.randn(32, dtype=torch.float64)})
+        for _, p in PROMPTS
+    ]
     ids, mask, soft = left_pad(prompts, tokenizer.pad_token_id)
     embeds = prompt_embeddings(model, ids, soft)
-    beams = constrained_beam_search(model, ids, mask, trie, len(TITLES), 4, exclude=histories, decoder=decoder,
-                                    inputs_embeds=embeds)
-    assert [x for r in beams for _, x in r] != pytest.approx([x for r in plain for _, x in r], abs=1e-3)
+    beams = constrained_beam_search(
+        model,
+        ids,
+        mask,
+        trie,
+        len(TITLES),
+        4,
+        exclude=histories,
+        decoder=decoder,
+        inputs_embeds=embeds,
+    )
+    assert [x for r in beams for _, x in r] != pytest.approx(
+        [x for r in plain for _, x in r], abs=1e-3
+    )
     for row, history in enumerate(histories):
         keep = mask[row].bool()
-        scores = exhaustive_scores(model, ids[row:row + 1, keep], torch.ones((1, int(keep.sum())), dtype=torch.long),
-                                   sequences, inputs_embeds=embeds[row:row + 1, keep])
-        expected = sorted(((s, i) for i, s in scores.items() if i not in set(history)), reverse=True)[:4]
+        scores = exhaustive_scores(
+            model,
+            ids[row : row + 1, keep],
+            torch.ones((1, int(keep.sum())), dtype=torch.long),
+            sequences,
+            inputs_embeds=embeds[row : row + 1, keep],
+        )
+        expected = sorted(
+            ((s, i) for i, s in scores.items() if i not in set(history)), reverse=True
+        )[:4]
         assert [i for i, _ in beams[row]] == [i for _, i in expected]
-        assert [x for _, x in beams[row]] == pytest.approx([s for s, _ in expected], abs=1e-5)  # exhaustive sums in fp32
+        assert [x for _, x in beams[row]] == pytest.approx(
+            [s for s, _ in expected], abs=1e-5
+        )  # exhaustive sums in fp32

@@ -22,7 +22,10 @@ def test_chat_template_is_applied_when_present():
             return "".join(f"<|{m['role']}|>{m['content']}" for m in messages) + "<|assistant|>"
 
     template = PromptTemplate(user="H:\n{history}", system="S", answer_prefix="")
-    assert render_prompt(template, ["Heat (1995)"], ChatTokenizer()) == "<|system|>S<|user|>H:\nHeat (1995)<|assistant|>"
+    assert (
+        render_prompt(template, ["Heat (1995)"], ChatTokenizer())
+        == "<|system|>S<|user|>H:\nHeat (1995)<|assistant|>"
+    )
 
 
 def test_template_without_history_slot_is_refused():

@@ -22,7 +22,10 @@ def test_new_tokens_are_single_ids_and_leave_the_text_vocabulary_untouched(tied)
     ids = add_tokens(model, tokenizer, ["<item_1>", "<item_2>", "<item_3>"], init="mean")
     assert ids == [old, old + 1, old + 2]
     assert tokenizer("red <item_2> car", add_special_tokens=False).input_ids == [
-        tokenizer.convert_tokens_to_ids("red"), old + 1, tokenizer.convert_tokens_to_ids("car")]
+        tokenizer.convert_tokens_to_ids("red"),
+        old + 1,
+        tokenizer.convert_tokens_to_ids("car"),
+    ]
     emb = model.get_input_embeddings().weight
     assert emb.shape[0] == old + 3
     torch.testing.assert_close(emb[ids], before.get_input_embeddings().weight.mean(0).expand(3, -1))
@@ -34,11 +37,15 @@ def test_new_tokens_are_single_ids_and_leave_the_text_vocabulary_untouched(tied)
     # product in another order: two fp32 summation orders differ by at most 2*d*u*sum|h_i w_i|
     # (Higham's gamma_d, u = 2^-24), a bound that holds on every CPU; bit-equality held on some only.
     torch.testing.assert_close(model.model(text).last_hidden_state, hidden, rtol=0, atol=0)
-    d, u = hidden.shape[-1], 2.0 ** -24
+    d, u = hidden.shape[-1], 2.0**-24
     bound = 2 * d * u * (hidden.abs() @ before.lm_head.weight.abs().T)
-    assert bool(((new[..., :old] - ref).abs() <= bound).all()), float(((new[..., :old] - ref).abs() / bound).max())
+    assert bool(((new[..., :old] - ref).abs() <= bound).all()), float(
+        ((new[..., :old] - ref).abs() / bound).max()
+    )
     if not tied:
-        torch.testing.assert_close(model.lm_head.weight[:old], before.lm_head.weight, rtol=0, atol=0)
+        torch.testing.assert_close(
+            model.lm_head.weight[:old], before.lm_head.weight, rtol=0, atol=0
+        )
 
 
 def test_token_initialisation_options_and_errors():
@@ -50,7 +57,9 @@ def test_token_initialisation_options_and_errors():
     a = add_tokens(other, tok2, ["<c>"], init="random", seed=7)
     third, tok3 = tiny_backbone(WORDS, seed=0)
     b = add_tokens(third, tok3, ["<c>"], init="random", seed=7)
-    torch.testing.assert_close(other.get_input_embeddings().weight[a], third.get_input_embeddings().weight[b])
+    torch.testing.assert_close(
+        other.get_input_embeddings().weight[a], third.get_input_embeddings().weight[b]
+    )
     with pytest.raises(ValueError, match="already in the vocabulary"):
         add_tokens(model, tokenizer, ["<a>"])
     with pytest.raises(ValueError, match="init has shape"):

@@ -17,18 +17,30 @@ WORDS = "history next : the red car blue sky house night returns".split()
 
 
 def fixture(tokenizer):
-    sequences = {"u1": ["the red car", "blue sky", "the red house", "night returns"], "u2": ["blue sky", "the red car", "house"]}
+    sequences = {
+        "u1": ["the red car", "blue sky", "the red house", "night returns"],
+        "u2": ["blue sky", "the red car", "house"],
+    }
     windows = sliding_window_examples(sequences, max_history=2)
     encoded = []
     for _, history, target in windows:
-        prompt = tokenizer("history : " + " ; ".join(history) + " next :", add_special_tokens=False).input_ids
-        encoded.append(encode_example(prompt, tokenizer(target, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]))
+        prompt = tokenizer(
+            "history : " + " ; ".join(history) + " next :", add_special_tokens=False
+        ).input_ids
+        encoded.append(
+            encode_example(
+                prompt,
+                tokenizer(target, add_special_tokens=False).input_ids + [tokenizer.eos_token_id],
+            )
+        )
     return windows, encoded
 
 
 def lora_model(seed=0, dropout=0.0):
     model, tokenizer = tiny_backbone(WORDS + [";"], seed=seed, init_std=0.1)
-    return add_lora(model, LoraSettings(rank=4, alpha=8, dropout=dropout, target_modules=["q_proj", "v_proj"])), tokenizer
+    return add_lora(
+        model, LoraSettings(rank=4, alpha=8, dropout=dropout, target_modules=["q_proj", "v_proj"])
+    ), tokenizer
 
 
 def mean_loss(model, encoded, pad_id):
@@ -53,9 +65,17 @@ def test_lora_training_reduces_loss_and_touches_only_adapters():
     _, encoded = fixture(tokenizer)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable and all("lora_" in n for n in trainable)
-    frozen_before = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
+    frozen_before = {
+        n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad
+    }
     before = mean_loss(model, encoded, tokenizer.pad_token_id)
-    train_sft(model, encoded, SFTConfig(steps=60, batch_size=4, learning_rate=5e-3), tokenizer.pad_token_id, progress=False)
+    train_sft(
+        model,
+        encoded,
+        SFTConfig(steps=60, batch_size=4, learning_rate=5e-3),
+        tokenizer.pad_token_id,
+        progress=False,
+    )
     after = mean_loss(model, encoded, tokenizer.pad_token_id)
     assert after < 0.7 * before, (before, after)
     for name, p in model.named_parameters():
@@ -64,20 +84,35 @@ def test_lora_training_reduces_loss_and_touches_only_adapters():
 
 
 def test_resume_from_checkpoint_equals_uninterrupted_run(tmp_path):
-    cfg = SFTConfig(steps=6, batch_size=2, grad_accum=2, learning_rate=3e-3, checkpoint_every=2, seed=1)
+    cfg = SFTConfig(
+        steps=6, batch_size=2, grad_accum=2, learning_rate=3e-3, checkpoint_every=2, seed=1
+    )
     model_a, tokenizer = lora_model(seed=2)
     _, encoded = fixture(tokenizer)
     losses_a = train_sft(model_a, encoded, cfg, tokenizer.pad_token_id, progress=False).losses
 
     model_b, _ = lora_model(seed=2)
     interrupted = SFTConfig(**{**cfg.__dict__, "steps": 4})
-    train_sft(model_b, encoded, interrupted, tokenizer.pad_token_id, checkpoint_dir=tmp_path, progress=False)
-    (tmp_path / ".last.killed-mid-save").mkdir()  # a half-written checkpoint from a killed run is ignored
+    train_sft(
+        model_b,
+        encoded,
+        interrupted,
+        tokenizer.pad_token_id,
+        checkpoint_dir=tmp_path,
+        progress=False,
+    )
+    (
+        tmp_path / ".last.killed-mid-save"
+    ).mkdir()  # a half-written checkpoint from a killed run is ignored
     model_c, _ = lora_model(seed=2)
-    losses_c = train_sft(model_c, encoded, cfg, tokenizer.pad_token_id, checkpoint_dir=tmp_path, progress=False).losses
+    losses_c = train_sft(
+        model_c, encoded, cfg, tokenizer.pad_token_id, checkpoint_dir=tmp_path, progress=False
+    ).losses
     assert len(losses_c) == 2  # resumed at step 4 of 6
     assert losses_c == losses_a[4:]
-    for (name, a), (_, c) in zip(model_a.named_parameters(), model_c.named_parameters(), strict=True):
+    for (name, a), (_, c) in zip(
+        model_a.named_parameters(), model_c.named_parameters(), strict=True
+    ):
         if a.requires_grad:
             torch.testing.assert_close(a, c, rtol=0, atol=0, msg=name)
     optimizer = torch.optim.AdamW([p for p in model_c.parameters() if p.requires_grad])
@@ -94,13 +129,23 @@ def test_resume_with_dropout_in_a_new_process_equals_uninterrupted_run(tmp_path)
     losses_a = train_sft(model_a, encoded, cfg, tokenizer.pad_token_id, progress=False).losses
     model_b, _ = lora_model(seed=2, dropout=0.3)
     torch.manual_seed(0)
-    train_sft(model_b, encoded, SFTConfig(**{**cfg.__dict__, "steps": 3}), tokenizer.pad_token_id, checkpoint_dir=tmp_path,
-              progress=False)
+    train_sft(
+        model_b,
+        encoded,
+        SFTConfig(**{**cfg.__dict__, "steps": 3}),
+        tokenizer.pad_token_id,
+        checkpoint_dir=tmp_path,
+        progress=False,
+    )
     model_c, _ = lora_model(seed=2, dropout=0.3)
     torch.manual_seed(12345)  # "another process"
-    losses_c = train_sft(model_c, encoded, cfg, tokenizer.pad_token_id, checkpoint_dir=tmp_path, progress=False).losses
+    losses_c = train_sft(
+        model_c, encoded, cfg, tokenizer.pad_token_id, checkpoint_dir=tmp_path, progress=False
+    ).losses
     assert losses_c == losses_a[3:]
-    for (name, a), (_, c) in zip(model_a.named_parameters(), model_c.named_parameters(), strict=True):
+    for (name, a), (_, c) in zip(
+        model_a.named_parameters(), model_c.named_parameters(), strict=True
+    ):
         torch.testing.assert_close(a, c, rtol=0, atol=0, msg=name)
 
 
@@ -109,8 +154,13 @@ def test_token_count_is_the_non_padding_tokens_of_the_examples_seen():
     model, tokenizer = lora_model()
     _, encoded = fixture(tokenizer)
     encoded = encoded[: len(encoded) // 2 * 2]
-    result = train_sft(model, encoded, SFTConfig(steps=len(encoded), batch_size=2, learning_rate=1e-3),
-                       tokenizer.pad_token_id, progress=False)
+    result = train_sft(
+        model,
+        encoded,
+        SFTConfig(steps=len(encoded), batch_size=2, learning_rate=1e-3),
+        tokenizer.pad_token_id,
+        progress=False,
+    )
     assert len(result.losses) == len(encoded)
     assert result.tokens == 2 * sum(len(ids) for ids, _ in encoded)
 
@@ -121,17 +171,41 @@ def test_checkpoint_of_another_configuration_is_not_resumed(tmp_path):
     cfg = SFTConfig(steps=4, batch_size=2, learning_rate=3e-3, checkpoint_every=2)
     model_a, tokenizer = lora_model(seed=2)
     _, encoded = fixture(tokenizer)
-    train_sft(model_a, encoded, cfg, tokenizer.pad_token_id, checkpoint_dir=tmp_path, progress=False, fingerprint="data-a")
+    train_sft(
+        model_a,
+        encoded,
+        cfg,
+        tokenizer.pad_token_id,
+        checkpoint_dir=tmp_path,
+        progress=False,
+        fingerprint="data-a",
+    )
     changed = SFTConfig(**{**cfg.__dict__, "learning_rate": 1e-3})
     model_b, _ = lora_model(seed=2)
-    resumed = train_sft(model_b, encoded, changed, tokenizer.pad_token_id, checkpoint_dir=tmp_path, progress=False,
-                        fingerprint="data-a")
+    resumed = train_sft(
+        model_b,
+        encoded,
+        changed,
+        tokenizer.pad_token_id,
+        checkpoint_dir=tmp_path,
+        progress=False,
+        fingerprint="data-a",
+    )
     model_c, _ = lora_model(seed=2)
-    fresh = train_sft(model_c, encoded, changed, tokenizer.pad_token_id, progress=False, fingerprint="data-a")
+    fresh = train_sft(
+        model_c, encoded, changed, tokenizer.pad_token_id, progress=False, fingerprint="data-a"
+    )
     assert len(resumed.losses) == 4 and resumed.losses == fresh.losses
     model_d, _ = lora_model(seed=2)
-    other_data = train_sft(model_d, encoded, changed, tokenizer.pad_token_id, checkpoint_dir=tmp_path, progress=False,
-                           fingerprint="data-b")
+    other_data = train_sft(
+        model_d,
+        encoded,
+        changed,
+        tokenizer.pad_token_id,
+        checkpoint_dir=tmp_path,
+        progress=False,
+        fingerprint="data-b",
+    )
     assert len(other_data.losses) == 4
 
 
@@ -144,21 +218,37 @@ def test_a_paradigm_loss_replaces_the_backbone_cross_entropy():
 
     def restricted(model, examples, step=0):
         ids = torch.tensor([e[0] for e in examples])
-        logits = model(input_ids=ids).logits[:, -2, items]  # predicts the last token, among `items` only
+        logits = model(input_ids=ids).logits[
+            :, -2, items
+        ]  # predicts the last token, among `items` only
         targets = torch.tensor([int((items == e[0][-1]).nonzero()) for e in examples])
         return torch.nn.functional.cross_entropy(logits, targets), ids.numel()
 
     examples = [([8, 9, int(items[i % 4])], None) for i in range(8)]
     model, tokenizer = lora_model()
     before, _ = restricted(model, examples)
-    result = train_sft(model, examples, SFTConfig(steps=30, batch_size=8, learning_rate=1e-2), tokenizer.pad_token_id,
-                       progress=False, loss_fn=restricted)
-    assert result.losses[0] == pytest.approx(float(before), abs=1e-6) and result.tokens == 30 * 8 * 3
+    result = train_sft(
+        model,
+        examples,
+        SFTConfig(steps=30, batch_size=8, learning_rate=1e-2),
+        tokenizer.pad_token_id,
+        progress=False,
+        loss_fn=restricted,
+    )
+    assert (
+        result.losses[0] == pytest.approx(float(before), abs=1e-6) and result.tokens == 30 * 8 * 3
+    )
     assert restricted(model, examples)[0] < before
     _, encoded = fixture(tokenizer)
     default, explicit = lora_model(seed=1), lora_model(seed=1)
     cfg = SFTConfig(steps=4, batch_size=2, learning_rate=1e-3)
     a = train_sft(default[0], encoded, cfg, tokenizer.pad_token_id, progress=False)
-    b = train_sft(explicit[0], encoded, cfg, tokenizer.pad_token_id, progress=False,
-                  loss_fn=causal_lm_loss(tokenizer.pad_token_id, "cpu"))
+    b = train_sft(
+        explicit[0],
+        encoded,
+        cfg,
+        tokenizer.pad_token_id,
+        progress=False,
+        loss_fn=causal_lm_loss(tokenizer.pad_token_id, "cpu"),
+    )
     assert a.losses == b.losses and a.tokens == b.tokens

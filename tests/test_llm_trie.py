@@ -16,10 +16,20 @@ def test_identifier_uses_only_real_years():
 
 
 def test_colliding_identifiers_get_deterministic_suffixes():
-    items = pd.DataFrame({"item_id": ["1", "2", "3", "4"], "title": ["Heat", "Heat", "Heat", "Heat"],
-                          "year": ["1995", "1995", "1986", "1995"]})
+    items = pd.DataFrame(
+        {
+            "item_id": ["1", "2", "3", "4"],
+            "title": ["Heat", "Heat", "Heat", "Heat"],
+            "year": ["1995", "1995", "1986", "1995"],
+        }
+    )
     ids, collisions = item_identifiers(items)
-    assert ids == {"1": "Heat (1995)", "2": "Heat (1995) [2]", "3": "Heat (1986)", "4": "Heat (1995) [3]"}
+    assert ids == {
+        "1": "Heat (1995)",
+        "2": "Heat (1995) [2]",
+        "3": "Heat (1986)",
+        "4": "Heat (1995) [3]",
+    }
     assert collisions == 2
 
 

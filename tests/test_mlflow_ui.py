@@ -23,8 +23,17 @@ def trained(tmp_path_factory):
     from llm4rec.cli import main
 
     root = tmp_path_factory.mktemp("ui")
-    cfg = {"name": "t", "results_dir": str(root / "results"), "seeds": [0], "datasets": {"ml-100k": {"source": "ml-100k"}},
-           "models": [{"name": "mostpop"}, {"name": "bpr", "params": {"epochs": 1}}, {"name": "emb_knn"}]}
+    cfg = {
+        "name": "t",
+        "results_dir": str(root / "results"),
+        "seeds": [0],
+        "datasets": {"ml-100k": {"source": "ml-100k"}},
+        "models": [
+            {"name": "mostpop"},
+            {"name": "bpr", "params": {"epochs": 1}},
+            {"name": "emb_knn"},
+        ],
+    }
     path = root / "grid.yaml"
     path.write_text(yaml.safe_dump(cfg))
     args = ["--config", str(path), "--dataset", "ml-100k"]
@@ -48,9 +57,13 @@ def served(trained):
 
     grid, _ = trained
     with mlflow_ui(grid.tracking_uri(), grid.results_dir / "ui.log") as base:
-        experiment = rest(base, "experiments/get-by-name", query={"experiment_name": grid.experiment})["experiment"]
+        experiment = rest(
+            base, "experiments/get-by-name", query={"experiment_name": grid.experiment}
+        )["experiment"]
         _, runs = experiment_runs(base, grid.experiment)
-    return experiment, {next(p["value"] for p in r["data"]["params"] if p["key"] == "model"): r for r in runs}
+    return experiment, {
+        next(p["value"] for p in r["data"]["params"] if p["key"] == "model"): r for r in runs
+    }
 
 
 def params(run: dict) -> dict[str, str]:
@@ -69,15 +82,28 @@ def test_params_are_the_chosen_set_with_one_key_set_per_paradigm(served):
     _, runs = served
     assert set(runs) == set(MODELS)
     keys = {model: set(params(run)) for model, run in runs.items()}
-    assert keys["mostpop"] == keys["bpr"] == keys["emb_knn"]  # one paradigm (baseline): columns line up
+    assert (
+        keys["mostpop"] == keys["bpr"] == keys["emb_knn"]
+    )  # one paradigm (baseline): columns line up
     for key in keys["bpr"]:  # RecBole's resolved internals are not params
-        assert not key.startswith("resolved.") and "_FIELD" not in key and key != "benchmark_filename", key
+        assert (
+            not key.startswith("resolved.") and "_FIELD" not in key and key != "benchmark_filename"
+        ), key
     assert len(keys["bpr"]) < 30
     bpr, pop, knn = params(runs["bpr"]), params(runs["mostpop"]), params(runs["emb_knn"])
-    assert (bpr["model"], bpr["display_name"], bpr["dataset"], bpr["seed"]) == ("bpr", "BPR", "ml-100k", "0")
+    assert (bpr["model"], bpr["display_name"], bpr["dataset"], bpr["seed"]) == (
+        "bpr",
+        "BPR",
+        "ml-100k",
+        "0",
+    )
     assert bpr["hp.epochs"] == "1"  # chosen in the grid
-    assert bpr["hp.embedding_size"] == "64"  # RecBole's default (properties/model/BPR.yaml), as RecBole resolved it
-    assert pop["hp.embedding_size"] == "n/a" and bpr["hp.recent"] == "n/a" and knn["hp.recent"] == "0"
+    assert (
+        bpr["hp.embedding_size"] == "64"
+    )  # RecBole's default (properties/model/BPR.yaml), as RecBole resolved it
+    assert (
+        pop["hp.embedding_size"] == "n/a" and bpr["hp.recent"] == "n/a" and knn["hp.recent"] == "0"
+    )
     assert knn["inputs.embeddings"] == "bpr (seed 0)" and bpr["inputs.embeddings"] == "n/a"
     assert bpr["budget.train"].startswith("1 epoch") and bpr["budget.test_users"] == "all"
 
@@ -89,7 +115,9 @@ def test_resolved_configs_are_an_artifact(served, trained):
     _, runs = served
     grid, _ = trained
     client = MlflowClient(tracking_uri=grid.tracking_uri())
-    path = client.download_artifacts(runs["bpr"]["info"]["run_id"], "resolved_config.json", str(grid.results_dir))
+    path = client.download_artifacts(
+        runs["bpr"]["info"]["run_id"], "resolved_config.json", str(grid.results_dir)
+    )
     record = json.loads(Path(path).read_text())
     assert record["library_config"]["USER_ID_FIELD"] == "user_id"  # RecBole's internals live here
     assert record["hyperparameters"]["epochs"] == 1
@@ -119,7 +147,9 @@ def test_run_start_and_end_span_the_real_training_and_ranking(served, trained):
         start, end = run["info"]["start_time"] / 1000, run["info"]["end_time"] / 1000
         before, after = bounds[model]
         record = json.loads((grid.run_dir("ml-100k", model, 0) / "run.json").read_text())
-        assert before <= start <= end <= after, model  # inside the train command, not at logging time
+        assert before <= start <= end <= after, (
+            model
+        )  # inside the train command, not at logging time
         assert end - start >= record["cost"]["train_time_s"] - 1e-3, model
 
 
@@ -136,13 +166,18 @@ def test_moving_results_keeps_artifact_links_after_relocate(trained, tmp_path):
     grid.results_dir.rename(stale)  # the old location is gone
     try:
         client = MlflowClient(tracking_uri=f"sqlite:///{moved / 'mlflow.db'}")
-        run_id = json.loads((moved / "t" / "runs" / "ml-100k" / "bpr" / "seed0" / "mlflow.json").read_text())["run_id"]
+        run_id = json.loads(
+            (moved / "t" / "runs" / "ml-100k" / "bpr" / "seed0" / "mlflow.json").read_text()
+        )["run_id"]
         assert client.list_artifacts(run_id) == []  # the links still point at the old folder
         assert main(["relocate-store", "--results", str(moved)]) == 0
         names = {a.path for a in client.list_artifacts(run_id)}
         assert {"run.json", "metrics.json", "resolved_config.json"} <= names
-        assert client.get_run(run_id).inputs.dataset_inputs[0].dataset.source.startswith(
-            f'{{"uri": "{moved.resolve().as_uri()}/')
+        assert (
+            client.get_run(run_id)
+            .inputs.dataset_inputs[0]
+            .dataset.source.startswith(f'{{"uri": "{moved.resolve().as_uri()}/')
+        )
         assert main(["relocate-store", "--results", str(moved)]) == 0  # idempotent
     finally:
         stale.rename(grid.results_dir)
@@ -155,12 +190,19 @@ def test_every_paradigm_logs_one_key_set_without_library_internals():
     by_paradigm: dict[str, set[frozenset]] = {}
     for dataset, model, seed in grid.runs():
         config = grid.run_config(dataset, model, seed)
-        logged, record = run_params(grid, {"run": config, "fit": {}, "evaluation": config.get("evaluation", {})})
+        logged, record = run_params(
+            grid, {"run": config, "fit": {}, "evaluation": config.get("evaluation", {})}
+        )
         by_paradigm.setdefault(config["paradigm"], set()).add(frozenset(logged))
         assert set(logged) == set(paradigm_param_keys(grid, config["paradigm"]))
-        assert not any(k.startswith(("hp.prompt", "hp.instruction", "hp.text_retention", "resolved.")) for k in logged)
+        assert not any(
+            k.startswith(("hp.prompt", "hp.instruction", "hp.text_retention", "resolved."))
+            for k in logged
+        )
         if config["paradigm"] != "baseline" and model != "sid_tiger" and model != "sid_random":
-            assert logged["backbone"] not in ("n/a", "") and logged["prompt_template"] != "n/a", model
+            assert logged["backbone"] not in ("n/a", "") and logged["prompt_template"] != "n/a", (
+                model
+            )
             assert record["prompt_template"]  # the text behind the id
     assert {len(sets) for sets in by_paradigm.values()} == {1}
     assert len(by_paradigm) == 5
@@ -169,7 +211,15 @@ def test_every_paradigm_logs_one_key_set_without_library_internals():
 def test_a_different_prompt_is_a_different_template_id():
     from llm4rec.tracking import describe_run
 
-    base = {"model": "text_prompted", "paradigm": "text_prompted", "dataset": "d", "seed": 0, "params": {}}
+    base = {
+        "model": "text_prompted",
+        "paradigm": "text_prompted",
+        "dataset": "d",
+        "seed": 0,
+        "params": {},
+    }
     other = base | {"params": {"prompt": {"user": "Items seen:\n{history}\nNext?"}}}
     assert describe_run(base)[0]["prompt_template"] != describe_run(other)[0]["prompt_template"]
-    assert describe_run(base)[0]["prompt_template"] == describe_run(dict(base))[0]["prompt_template"]
+    assert (
+        describe_run(base)[0]["prompt_template"] == describe_run(dict(base))[0]["prompt_template"]
+    )

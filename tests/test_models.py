@@ -22,7 +22,10 @@ from llm4rec.params import ParamsError
 def test_every_registered_model_implements_the_whole_protocol(name):
     spec = MODELS[name]
     assert spec.paradigm in PARADIGMS and spec.title
-    inputs = {slot: ResolvedInput({f: Path(f) for f in s.files}, "test") for slot, s in spec.inputs.items()}
+    inputs = {
+        slot: ResolvedInput({f: Path(f) for f in s.files}, "test")
+        for slot, s in spec.inputs.items()
+    }
     model = build_model(name, {}, seed=0, device="cpu", inputs=inputs)
     assert isinstance(model, Recommender)  # fit, rank, export, inference_cost
     assert check_params(spec, {}) is not None or spec.config is None
@@ -30,12 +33,19 @@ def test_every_registered_model_implements_the_whole_protocol(name):
         providers = [m for m in MODELS.values() if set(declared.files) <= set(m.exports)]
         providers += [a for a in ARTIFACTS.values() if set(declared.files) <= set(a.files)]
         assert providers, f"{name}.{slot}: no model or artifact provides {declared.files}"
-        default = MODELS[declared.default["run"]].exports if "run" in declared.default else ARTIFACTS[declared.default["artifact"]].files
+        default = (
+            MODELS[declared.default["run"]].exports
+            if "run" in declared.default
+            else ARTIFACTS[declared.default["artifact"]].files
+        )
         assert set(declared.files) <= set(default)
 
 
 def test_a_model_whose_inputs_were_not_resolved_is_refused():
-    with pytest.raises(ValueError, match=r"emb_knn: input 'embeddings' was not resolved \(it consumes: embeddings\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"emb_knn: input 'embeddings' was not resolved \(it consumes: embeddings\)",
+    ):
         build_model("emb_knn", {}, seed=0, device="cpu")
 
 
@@ -63,10 +73,21 @@ def test_the_logged_hyperparameters_are_the_config_the_model_was_built_with(name
     grid = load_grid(DEFAULT_GRID)
     params = grid.model_params(name, "ml-100k") if name in grid.models else {}
     spec = MODELS[name]
-    inputs = {slot: ResolvedInput({f: Path(f) for f in s.files}, "test") for slot, s in spec.inputs.items()}
+    inputs = {
+        slot: ResolvedInput({f: Path(f) for f in s.files}, "test")
+        for slot, s in spec.inputs.items()
+    }
     model = build_model(name, params, seed=0, device="cpu", inputs=inputs)
-    config = {"model": name, "paradigm": spec.paradigm, "dataset": "ml-100k", "seed": 0, "params": params}
-    logged = {key[3:]: value for key, value in describe_run(config)[0].items() if key.startswith("hp.")}
+    config = {
+        "model": name,
+        "paradigm": spec.paradigm,
+        "dataset": "ml-100k",
+        "seed": 0,
+        "params": params,
+    }
+    logged = {
+        key[3:]: value for key, value in describe_run(config)[0].items() if key.startswith("hp.")
+    }
     assert logged or name == "mostpop"  # MostPop has no hyper-parameter
     held = getattr(model, "cfg", None)
     if dataclasses.is_dataclass(held):
@@ -75,7 +96,9 @@ def test_the_logged_hyperparameters_are_the_config_the_model_was_built_with(name
             assert key in built and built[key] == value, (name, key, value, built.get(key))
     else:  # a library-configured model: every param the grid chose is logged as chosen
         assert {k: logged[k] for k in params} == params
-    template = describe_run(config)[1]["prompt_template"]  # prompt text: hashed as prompt_template, not hp.*
+    template = describe_run(config)[1][
+        "prompt_template"
+    ]  # prompt text: hashed as prompt_template, not hp.*
     for key, value in (flat(spec.overrides) | flat(spec.not_applicable)).items():
         assert (template[key] if key in template else logged[key]) == value, (name, key)
 
@@ -87,17 +110,32 @@ def test_variants_are_their_parent_plus_overrides():
     assert entangled.parent == "idiomoe" and MODELS[entangled.parent].paradigm == entangled.paradigm
     resolved = variant_params(entangled, {"max_history": 5})
     assert resolved["expert_layers"] == "none" and resolved["max_history"] == 5
-    assert resolved["lora"]["target_modules"] == ["gate_proj", "up_proj", "down_proj"]  # the variant's default...
-    assert variant_params(entangled, {"lora": {"rank": 4}})["lora"] == {"rank": 4, "alpha": 32, "dropout": 0.0,
-                                                                        "target_modules": ["gate_proj", "up_proj", "down_proj"]}
+    assert resolved["lora"]["target_modules"] == [
+        "gate_proj",
+        "up_proj",
+        "down_proj",
+    ]  # the variant's default...
+    assert variant_params(entangled, {"lora": {"rank": 4}})["lora"] == {
+        "rank": 4,
+        "alpha": 32,
+        "dropout": 0.0,
+        "target_modules": ["gate_proj", "up_proj", "down_proj"],
+    }
     assert variant_params(entangled, {"lora": None})["lora"] is None  # ...which a grid may change
-    assert variant_params(entangled, {"expert_layers": "none"})["expert_layers"] == "none"  # repeating an override: fine
-    with pytest.raises(ParamsError, match=r"idiomoe_entangled: params.expert_layers is 'last_8', but idiomoe_entangled is "
-                                          r"idiomoe with expert_layers = 'none'"):
+    assert (
+        variant_params(entangled, {"expert_layers": "none"})["expert_layers"] == "none"
+    )  # repeating an override: fine
+    with pytest.raises(
+        ParamsError,
+        match=r"idiomoe_entangled: params.expert_layers is 'last_8', but idiomoe_entangled is "
+        r"idiomoe with expert_layers = 'none'",
+    ):
         variant_params(entangled, {"expert_layers": "last_8"})
     for spec in MODELS.values():
         assert spec.parent is None or spec.parent in MODELS, spec.name
-        assert spec.parent is not None or not (spec.overrides or spec.defaults or spec.not_applicable), spec.name
+        assert spec.parent is not None or not (
+            spec.overrides or spec.defaults or spec.not_applicable
+        ), spec.name
 
 
 def test_the_run_hash_covers_resolved_params_so_a_changed_default_changes_it(monkeypatch):
@@ -108,8 +146,14 @@ def test_the_run_hash_covers_resolved_params_so_a_changed_default_changes_it(mon
     grid = load_grid(DEFAULT_GRID)
     before = {m: grid.run_hash("ml-100k", m, 0) for m in ("idiomoe", "idiomoe_entangled", "bpr")}
     assert grid.run_config("ml-100k", "idiomoe_entangled", 0)["params"]["expert_layers"] == "none"
-    monkeypatch.setitem(MODELS, "idiomoe", dataclasses.replace(MODELS["idiomoe"], config="tests.test_models:ChangedDefault"))
-    assert grid.run_hash("ml-100k", "idiomoe", 0) != before["idiomoe"]  # only a default changed, not the grid
+    monkeypatch.setitem(
+        MODELS,
+        "idiomoe",
+        dataclasses.replace(MODELS["idiomoe"], config="tests.test_models:ChangedDefault"),
+    )
+    assert (
+        grid.run_hash("ml-100k", "idiomoe", 0) != before["idiomoe"]
+    )  # only a default changed, not the grid
     assert grid.run_hash("ml-100k", "idiomoe_entangled", 0) == before["idiomoe_entangled"]
     assert grid.run_hash("ml-100k", "bpr", 0) == before["bpr"]
 

@@ -22,15 +22,37 @@ def test_backbone_and_lora_parameter_counts_equal_the_models_own():
     from transformers import LlamaConfig, LlamaForCausalLM
 
     shape = Shape(hidden=64, layers=3, intermediate=160, vocab=500, heads=8, kv_heads=2)
-    config = LlamaConfig(vocab_size=500, hidden_size=64, intermediate_size=160, num_hidden_layers=3, num_attention_heads=8,
-                         num_key_value_heads=2, tie_word_embeddings=True)
+    config = LlamaConfig(
+        vocab_size=500,
+        hidden_size=64,
+        intermediate_size=160,
+        num_hidden_layers=3,
+        num_attention_heads=8,
+        num_key_value_heads=2,
+        tie_word_embeddings=True,
+    )
     torch.manual_seed(0)
     model = LlamaForCausalLM(config)
     norms = 3 * 2 * 64 + 64  # two RMSNorms a block and the final one: not in the plan's count
     assert sum(p.numel() for p in model.parameters()) == shape.params + norms
-    lora = LoraSettings(rank=4, target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
-    wrapped = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=lora.target_modules))
-    assert sum(p.numel() for p in wrapped.parameters() if p.requires_grad) == _lora_params(shape, lora)
+    lora = LoraSettings(
+        rank=4,
+        target_modules=[
+            "q_proj",
+            "k_proj",
+            "v_proj",
+            "o_proj",
+            "gate_proj",
+            "up_proj",
+            "down_proj",
+        ],
+    )
+    wrapped = get_peft_model(
+        model, LoraConfig(r=4, lora_alpha=8, target_modules=lora.target_modules)
+    )
+    assert sum(p.numel() for p in wrapped.parameters() if p.requires_grad) == _lora_params(
+        shape, lora
+    )
 
 
 @pytest.fixture(scope="module")
@@ -58,26 +80,47 @@ def test_the_cpu_profile_is_within_2x_of_every_measured_llm_run_of_the_default_g
     the plan budgets their epoch ceiling, not the epoch they stop at."""
     grid, stats = default_grid
     measured = pd.read_csv(MEASURED, comment="#").groupby("model")["run_seconds"].mean()
-    checked = [m for m in measured.index if m == "sasrec" or grid.model_entry(m) and m not in ("mostpop", "bpr", "lightgcn", "emb_knn")]
+    checked = [
+        m
+        for m in measured.index
+        if m == "sasrec"
+        or grid.model_entry(m)
+        and m not in ("mostpop", "bpr", "lightgcn", "emb_knn")
+    ]
     assert len(checked) == 13  # the 12 LLM rows of the default grid and SASRec
-    ratios = {m: cell_cost(grid, "ml-100k", m, stats).run_seconds(PROFILES["cpu2"]) / measured[m] for m in checked}
-    assert all(0.5 <= r <= 2.0 for r in ratios.values()), {m: round(r, 2) for m, r in ratios.items()}
+    ratios = {
+        m: cell_cost(grid, "ml-100k", m, stats).run_seconds(PROFILES["cpu2"]) / measured[m]
+        for m in checked
+    }
+    assert all(0.5 <= r <= 2.0 for r in ratios.values()), {
+        m: round(r, 2) for m, r in ratios.items()
+    }
 
 
 def test_the_plan_table_names_every_cell_and_totals_device_hours(default_grid):
     grid, _ = default_grid
     frame = plan(grid, "cpu2")
     assert len(frame) == len(grid.models) and (frame["minutes_per_run"] > 0).all()
-    assert frame["device_hours"].sum() == pytest.approx((frame["runs"] * frame["minutes_per_run"]).sum() / 60)
+    assert frame["device_hours"].sum() == pytest.approx(
+        (frame["runs"] * frame["minutes_per_run"]).sum() / 60
+    )
     text = render_plan(frame, "cpu2")
-    assert all(f"| ml-100k | {m} |" in text for m in grid.models) and "Total:" in text and "device-hours" in text
+    assert (
+        all(f"| ml-100k | {m} |" in text for m in grid.models)
+        and "Total:" in text
+        and "device-hours" in text
+    )
 
 
 @pytest.mark.slow
 def test_the_paper_grid_requests_at_least_the_runtime_its_plan_suggests(tmp_path):
-    raw = yaml.safe_load((REPO / "benchmarks" / "paper.yaml").read_text()) | {"results_dir": str(tmp_path / "results")}
+    raw = yaml.safe_load((REPO / "benchmarks" / "paper.yaml").read_text()) | {
+        "results_dir": str(tmp_path / "results")
+    }
     (tmp_path / "grid.yaml").write_text(yaml.safe_dump(raw))
     frame = plan(load_grid(tmp_path / "grid.yaml"), "h100")
     short = frame[frame["runtime_min"] < frame["runtime_suggested_min"]]
-    assert short.empty, short[["dataset", "model", "minutes_per_run", "runtime_min", "runtime_suggested_min"]]
+    assert short.empty, short[
+        ["dataset", "model", "minutes_per_run", "runtime_min", "runtime_suggested_min"]
+    ]
     assert (frame.loc[frame["paradigm"] != "baseline", "gpu"] == 1).all()

@@ -16,7 +16,9 @@ from llm4rec.paradigms.semantic_id.codes import SemanticIdConfig, build_semantic
 from .test_cf_injected import WORDS as CF_WORDS
 from .test_cf_injected import cf_table, cyclic_split, tiny_backbone
 
-LLM_MODELS = sorted(name for name, spec in MODELS.items() if spec.paradigm != "baseline" and name != "emb_knn")
+LLM_MODELS = sorted(
+    name for name, spec in MODELS.items() if spec.paradigm != "baseline" and name != "emb_knn"
+)
 WORDS = sorted(set(CF_WORDS) | {"seen", "next", ":", ";"})
 
 
@@ -28,7 +30,9 @@ def world(tmp_path_factory):
     tokenizer.save_pretrained(folder / "llama")
     np.save(folder / "item_embeddings.npy", cf_table())
     split = cyclic_split()
-    build_semantic_ids(split, SemanticIdConfig(quantizer="random", levels=2, codebook_size=4), 0, folder / "codes")
+    build_semantic_ids(
+        split, SemanticIdConfig(quantizer="random", levels=2, codebook_size=4), 0, folder / "codes"
+    )
     return split, folder
 
 
@@ -39,28 +43,69 @@ def params_for(name: str, folder) -> tuple[dict, dict]:
 
 
 def family_params(name: str, folder) -> tuple[dict, dict]:
-    llm = {"backbone": {"name_or_path": str(folder / "llama"), "dtype": "bf16"}, "text_retention": {"enabled": False},
-           "valid_users": 4, "eval_every": 100, "lora": {"rank": 4, "alpha": 8, "dropout": 0.0},
-           "max_train_examples": None}
+    llm = {
+        "backbone": {"name_or_path": str(folder / "llama"), "dtype": "bf16"},
+        "text_retention": {"enabled": False},
+        "valid_users": 4,
+        "eval_every": 100,
+        "lora": {"rank": 4, "alpha": 8, "dropout": 0.0},
+        "max_train_examples": None,
+    }
     sft = {"steps": 2, "batch_size": 4, "learning_rate": 1e-3}
-    cf = {"cf_source": ResolvedInput({"item_embeddings.npy": folder / "item_embeddings.npy"}, "test")}
-    codes = {"codes": ResolvedInput({"codes.npy": folder / "codes" / "codes.npy",
-                                     "codebook_stats.json": folder / "codes" / "codebook_stats.json"}, "test")}
+    cf = {
+        "cf_source": ResolvedInput({"item_embeddings.npy": folder / "item_embeddings.npy"}, "test")
+    }
+    codes = {
+        "codes": ResolvedInput(
+            {
+                "codes.npy": folder / "codes" / "codes.npy",
+                "codebook_stats.json": folder / "codes" / "codebook_stats.json",
+            },
+            "test",
+        )
+    }
     spec = MODELS[name]
     family = spec.parent or name
     if family in ("text_prompted", "cf_llara"):
-        prompted = llm | {"prompt": {"user": "seen : {history}", "system": None, "line": "{title} ;"}, "beam_width": 4,
-                          "sft": sft | {"max_history": 3}}
+        prompted = llm | {
+            "prompt": {"user": "seen : {history}", "system": None, "line": "{title} ;"},
+            "beam_width": 4,
+            "sft": sft | {"max_history": 3},
+        }
         return prompted, (cf if family == "cf_llara" else {})
     if family == "cf_e4srec":
         return llm | {"instruction": "items :", "max_history": 4, "sft": sft}, cf
     if family == "idiomoe":
-        return llm | {"instruction": "items :", "expert_layers": "last_1", "max_history": 4, "sft": sft}, {}
+        return llm | {
+            "instruction": "items :",
+            "expert_layers": "last_1",
+            "max_history": 4,
+            "sft": sft,
+        }, {}
     if family == "sid_tiger":
-        return {"t5": {"d_model": 16, "d_ff": 32, "num_heads": 2, "d_kv": 8, "encoder_layers": 1, "decoder_layers": 1},
-                "max_history": 4, "sft": sft, "beam_width": 4, "valid_users": 4, "eval_every": 100}, codes
+        return {
+            "t5": {
+                "d_model": 16,
+                "d_ff": 32,
+                "num_heads": 2,
+                "d_kv": 8,
+                "encoder_layers": 1,
+                "decoder_layers": 1,
+            },
+            "max_history": 4,
+            "sft": sft,
+            "beam_width": 4,
+            "valid_users": 4,
+            "eval_every": 100,
+        }, codes
     if family == "sid_llm":
-        return llm | {"instruction": "items :", "answer_prefix": ":", "max_history": 3, "beam_width": 4, "sft": sft}, codes
+        return llm | {
+            "instruction": "items :",
+            "answer_prefix": ":",
+            "max_history": 3,
+            "beam_width": 4,
+            "sft": sft,
+        }, codes
     raise AssertionError(f"{name}: no tiny build here; every registered LLM model needs one")
 
 
@@ -71,7 +116,11 @@ def unregistered(rec) -> list[str]:
     modules = {id(m) for m in rec.model.modules()}
     found = []
     for key, value in vars(rec).items():
-        if isinstance(value, torch.Tensor) and value.is_floating_point() and value.data_ptr() not in tensors:
+        if (
+            isinstance(value, torch.Tensor)
+            and value.is_floating_point()
+            and value.data_ptr() not in tensors
+        ):
             found.append(key)
         elif isinstance(value, torch.nn.Module) and id(value) not in modules:
             found.append(key)
@@ -85,8 +134,12 @@ def test_bf16_on_cpu_every_tensor_placed_trainables_in_fp32_and_all_of_them_trai
     rec = build_model(name, params, seed=0, device="cpu", inputs=inputs)
     rec.model, rec.tokenizer = rec.load()
     rec.prepare(split)
-    examples = rec.training_setup(split, np.random.default_rng(0)) if rec.trains else rec.inference_setup()
-    backbone = torch.bfloat16 if "backbone" in params else torch.float32  # TIGER's T5 is its own model, in fp32
+    examples = (
+        rec.training_setup(split, np.random.default_rng(0)) if rec.trains else rec.inference_setup()
+    )
+    backbone = (
+        torch.bfloat16 if "backbone" in params else torch.float32
+    )  # TIGER's T5 is its own model, in fp32
     assert rec.compute_dtype == backbone
     assert unregistered(rec) == []
     device = next(rec.model.parameters()).device
@@ -105,14 +158,24 @@ def test_bf16_on_cpu_every_tensor_placed_trainables_in_fp32_and_all_of_them_trai
             for n in biases:
                 named[n].fill_(8.0)
         before = {n: named[n].detach().clone() for n in trainable}
-        result = train_sft(rec.model, examples, SFTConfig(steps=3, batch_size=4, learning_rate=1e-3, weight_decay=0.0),
-                           rec.tokenizer.pad_token_id, None, "cpu", progress=False,
-                           loss_fn=rec.training_loss(), compute_dtype=rec.compute_dtype)
+        result = train_sft(
+            rec.model,
+            examples,
+            SFTConfig(steps=3, batch_size=4, learning_rate=1e-3, weight_decay=0.0),
+            rec.tokenizer.pad_token_id,
+            None,
+            "cpu",
+            progress=False,
+            loss_fn=rec.training_loss(),
+            compute_dtype=rec.compute_dtype,
+        )
         assert all(np.isfinite(result.losses)), result.losses
         unmoved = [n for n in trainable if torch.equal(named[n].detach(), before[n])]
         assert unmoved == [], unmoved
         for n in biases:
-            assert 0 < (named[n].detach() - 8.0).abs().max() < 0.01  # an fp32 step of about lr, not bf16's 0.0625
+            assert (
+                0 < (named[n].detach() - 8.0).abs().max() < 0.01
+            )  # an fp32 step of about lr, not bf16's 0.0625
     histories = {u: list(h) for u, h in list(split.history("test").items())[:3]}
     ranked = rec.rank(histories, k=3)
     assert len(ranked) == 9 and np.isfinite(ranked["score"]).all()

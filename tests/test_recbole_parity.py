@@ -21,15 +21,30 @@ RECBOLE_NAMES = {"hr": "hit", "recall": "recall", "ndcg": "ndcg", "mrr": "mrr"}
 @pytest.fixture(scope="module")
 def ml100k_split(tmp_path_factory):
     raw = load_ml100k()
-    kept, _ = preprocess(raw.interactions, rating_threshold=None, dedup="first", min_user=5, min_item=5, dataset="ml-100k")
-    return write_split(tmp_path_factory.mktemp("split"), leave_one_out_split(kept), raw.items, {"dataset": "ml-100k"})
+    kept, _ = preprocess(
+        raw.interactions,
+        rating_threshold=None,
+        dedup="first",
+        min_user=5,
+        min_item=5,
+        dataset="ml-100k",
+    )
+    return write_split(
+        tmp_path_factory.mktemp("split"),
+        leave_one_out_split(kept),
+        raw.items,
+        {"dataset": "ml-100k"},
+    )
 
 
 def recbole_loaders(rec, workdir):
     from recbole.config import Config
     from recbole.data import create_dataset, data_preparation
 
-    config_dict = rec.recbole_config(workdir.resolve() / "recbole_data") | {"metrics": ["Hit", "Recall", "NDCG", "MRR"], "topk": CUTOFFS}
+    config_dict = rec.recbole_config(workdir.resolve() / "recbole_data") | {
+        "metrics": ["Hit", "Recall", "NDCG", "MRR"],
+        "topk": CUTOFFS,
+    }
     with recbole_sandbox(workdir / "recbole_check"):
         config = Config(model=rec.config["model"], dataset=DATASET_NAME, config_dict=config_dict)
         dataset = create_dataset(config)
@@ -42,7 +57,12 @@ def test_evaluator_matches_recbole_evaluator(model, ml100k_split, tmp_path):
     from recbole.utils import get_trainer
 
     torch.set_num_threads(2)
-    rec = build_model(model, {"epochs": 2, "learning_rate": 0.01, "show_progress": False, "train_batch_size": 4096}, 0, "cpu")
+    rec = build_model(
+        model,
+        {"epochs": 2, "learning_rate": 0.01, "show_progress": False, "train_batch_size": 4096},
+        0,
+        "cpu",
+    )
     rec.fit(ml100k_split, tmp_path / "work")
     config, loaders = recbole_loaders(rec, tmp_path / "work")
     for phase in ("valid", "test"):
@@ -55,12 +75,16 @@ def test_evaluator_matches_recbole_evaluator(model, ml100k_split, tmp_path):
         assert ours["ndcg_at_10"] > 0.01  # a trained model, not a degenerate one
         for ours_name, theirs_name in RECBOLE_NAMES.items():
             for k in CUTOFFS:
-                assert ours[f"{ours_name}_at_{k}"] == pytest.approx(theirs[f"{theirs_name}@{k}"], abs=1e-6), (phase, ours_name, k)
+                assert ours[f"{ours_name}_at_{k}"] == pytest.approx(
+                    theirs[f"{theirs_name}@{k}"], abs=1e-6
+                ), (phase, ours_name, k)
 
 
 def test_sasrec_inputs_match_recbole_loader(ml100k_split, tmp_path):
     """The history sequences we feed SASRec at ranking time equal RecBole's own test batches."""
-    rec = build_model("sasrec", {"epochs": 0, "MAX_ITEM_LIST_LENGTH": 10, "show_progress": False}, 0, "cpu")
+    rec = build_model(
+        "sasrec", {"epochs": 0, "MAX_ITEM_LIST_LENGTH": 10, "show_progress": False}, 0, "cpu"
+    )
     rec.fit(ml100k_split, tmp_path / "work")
     _, loaders = recbole_loaders(rec, tmp_path / "work")
     ds = rec.dataset
@@ -72,7 +96,9 @@ def test_sasrec_inputs_match_recbole_loader(ml100k_split, tmp_path):
             ours = rec._interaction(users, history)
             assert torch.equal(ours[rec.model.ITEM_SEQ], interaction[rec.model.ITEM_SEQ])
             assert torch.equal(ours[rec.model.ITEM_SEQ_LEN], interaction[rec.model.ITEM_SEQ_LEN])
-            torch.testing.assert_close(rec.model.full_sort_predict(ours), rec.model.full_sort_predict(interaction))
+            torch.testing.assert_close(
+                rec.model.full_sort_predict(ours), rec.model.full_sort_predict(interaction)
+            )
             checked += len(users)
     assert checked == 943
 
@@ -81,7 +107,9 @@ def test_mostpop_ranks_by_exact_training_popularity_for_every_seed(ml100k_split,
     popularity = ml100k_split.item_popularity()
     history = ml100k_split.history("test")
     user = sorted(history)[0]
-    expected = popularity.drop(labels=list(history[user])).sort_values(ascending=False, kind="stable")
+    expected = popularity.drop(labels=list(history[user])).sort_values(
+        ascending=False, kind="stable"
+    )
     ranked = []
     for seed in (0, 1):
         rec = build_model("mostpop", {"show_progress": False}, seed, "cpu")
@@ -90,7 +118,9 @@ def test_mostpop_ranks_by_exact_training_popularity_for_every_seed(ml100k_split,
         assert top["score"].is_monotonic_decreasing
         # scores are exact counts / max count; the ranked items' counts are the top-20 counts
         assert popularity.loc[top["item_id"]].tolist() == expected.iloc[:20].tolist()
-        assert top["score"].tolist() == pytest.approx((expected.iloc[:20] / popularity.max()).tolist())
+        assert top["score"].tolist() == pytest.approx(
+            (expected.iloc[:20] / popularity.max()).tolist()
+        )
         ranked.append(top["item_id"].tolist())
     assert ranked[0] == ranked[1]
 
@@ -99,11 +129,20 @@ def test_baseline_selects_on_the_configured_validation_metric(ml100k_split, tmp_
     """Early stopping / best epoch use the grid's selection metric (here HR@5): the reported best
     score is the curve's maximum, and it is the one evaluator's HR@5 of the restored best model."""
     torch.set_num_threads(2)
-    rec = build_model("bpr", {"epochs": 3, "learning_rate": 0.01, "show_progress": False, "train_batch_size": 4096}, 0,
-                      "cpu", selection="hr_at_5")
+    rec = build_model(
+        "bpr",
+        {"epochs": 3, "learning_rate": 0.01, "show_progress": False, "train_batch_size": 4096},
+        0,
+        "cpu",
+        selection="hr_at_5",
+    )
     info = rec.fit(ml100k_split, tmp_path / "work")
     curve = [point["hr_at_5"] for point in info["valid_curve"]]
-    assert info["selection_metric"] == "hr_at_5" and len(curve) == 3 and "best_valid_ndcg_at_10" not in info
+    assert (
+        info["selection_metric"] == "hr_at_5"
+        and len(curve) == 3
+        and "best_valid_ndcg_at_10" not in info
+    )
     assert info["best_valid_hr_at_5"] == max(curve)
     history = ml100k_split.history("valid")
     rankings = rec.rank({u: history[u] for u in ml100k_split.targets("valid")}, 5)

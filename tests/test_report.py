@@ -14,30 +14,67 @@ from llm4rec.report.runs import runs_from_results
 from llm4rec.report.tables import build_main_table, display_name, render_latex, render_markdown
 
 N_USERS = 300
-COST = {"train_time_s": 10.0, "inference_ms_per_user": 0.5, "inference_time_test_s": 0.1, "peak_memory_mb": 500.0,
-        "parameters_total": 1000, "parameters_trainable": 1000}
+COST = {
+    "train_time_s": 10.0,
+    "inference_ms_per_user": 0.5,
+    "inference_time_test_s": 0.1,
+    "peak_memory_mb": 500.0,
+    "parameters_total": 1000,
+    "parameters_trainable": 1000,
+}
 
 
-def make_run(root, dataset, model, paradigm, seed, hits, checksum="s1", users=None, metrics=None, evaluation=None,
-             valid=None):
+def make_run(
+    root,
+    dataset,
+    model,
+    paradigm,
+    seed,
+    hits,
+    checksum="s1",
+    users=None,
+    metrics=None,
+    evaluation=None,
+    valid=None,
+):
     """A finished run whose every metric per user is `hits` (0/1 per user); validation means equal the test
     means unless `valid` (one value for every metric) says otherwise."""
     folder = root / dataset / model / f"seed{seed}"
     users = users or [f"u{i}" for i in range(len(hits))]
-    per_user = pd.DataFrame({"user_id": users, "n_targets": 1, "history_length": np.arange(len(hits)) % 40 + 5,
-                             "target_item": "i", "target_popularity": 1,
-                             "target_bucket": np.array(["head", "torso", "tail"])[np.arange(len(hits)) % 3]})
+    per_user = pd.DataFrame(
+        {
+            "user_id": users,
+            "n_targets": 1,
+            "history_length": np.arange(len(hits)) % 40 + 5,
+            "target_item": "i",
+            "target_popularity": 1,
+            "target_bucket": np.array(["head", "torso", "tail"])[np.arange(len(hits)) % 3],
+        }
+    )
     metrics = metrics or ("hr_at_10", "ndcg_at_10", "hr_at_20", "ndcg_at_20")
     for metric in metrics:
         per_user[metric] = hits
     write_parquet(folder / "per_user_test.parquet", per_user)
     means = {m: float(per_user[m].mean()) for m in metrics}
-    write_json(folder / "metrics.json", {"dataset": dataset, "model": model, "paradigm": paradigm, "seed": seed,
-                                         "config_hash": "x", "cost": COST, "test": means,
-                                         "valid": means if valid is None else dict.fromkeys(metrics, valid),
-                                         "evaluation": evaluation or {}})
+    write_json(
+        folder / "metrics.json",
+        {
+            "dataset": dataset,
+            "model": model,
+            "paradigm": paradigm,
+            "seed": seed,
+            "config_hash": "x",
+            "cost": COST,
+            "test": means,
+            "valid": means if valid is None else dict.fromkeys(metrics, valid),
+            "evaluation": evaluation or {},
+        },
+    )
     split_cfg = {"dataset_config": {"split": {"method": "leave_one_out"}}}
-    write_json(folder / "run.json", {"run": split_cfg, "split_checksums": {"interactions.parquet": checksum}})
+    write_json(
+        folder / "run.json",
+        {"run": split_cfg, "split_checksums": {"interactions.parquet": checksum}},
+    )
 
 
 @pytest.fixture
@@ -49,10 +86,24 @@ def runs_dir(tmp_path):
     for dataset in ("ml-a", "ml-b"):
         for seed in (0, 1):
             make_run(tmp_path, dataset, "bpr", "baseline", seed, base)
-            make_run(tmp_path, dataset, "mostpop", "baseline", seed, (rng.random(N_USERS) < 0.10).astype(float))
+            make_run(
+                tmp_path,
+                dataset,
+                "mostpop",
+                "baseline",
+                seed,
+                (rng.random(N_USERS) < 0.10).astype(float),
+            )
             make_run(tmp_path, dataset, "llm_same", "text_prompted", seed, np.roll(base, 1))
             if dataset == "ml-a":
-                make_run(tmp_path, dataset, "llm_good", "text_prompted", seed, np.maximum(base, (rng.random(N_USERS) < 0.45)))
+                make_run(
+                    tmp_path,
+                    dataset,
+                    "llm_good",
+                    "text_prompted",
+                    seed,
+                    np.maximum(base, (rng.random(N_USERS) < 0.45)),
+                )
     return tmp_path
 
 
@@ -67,31 +118,56 @@ def test_marks_on_constructed_table(runs_dir):
     assert len(comparisons) == 10 and comparisons.attrs["family_size"] == 10
     assert set(comparisons["reference"]) == {"bpr"}
     sig = comparisons[comparisons["significant"]]
-    assert set(zip(sig["system"], sig["dataset"], strict=True)) == {("llm_good", "ml-a"), ("mostpop", "ml-a"), ("mostpop", "ml-b")}
+    assert set(zip(sig["system"], sig["dataset"], strict=True)) == {
+        ("llm_good", "ml-a"),
+        ("mostpop", "ml-a"),
+        ("mostpop", "ml-b"),
+    }
     table = build_main_table(runs, comparisons, spec())
     good = table.cells[("llm_good", "ml-a", "hr_at_10")]
     assert good.bold and not good.underline and good.marks == "better"
     for c in sig.itertuples():  # every mark says which way: MostPop is significantly worse than BPR
-        assert table.cells[(c.system, c.dataset, c.metric)].marks == ("better" if c.diff > 0 else "worse")
+        assert table.cells[(c.system, c.dataset, c.metric)].marks == (
+            "better" if c.diff > 0 else "worse"
+        )
     assert table.cells[("mostpop", "ml-b", "hr_at_10")].marks == "worse"
     bpr_a = table.cells[("bpr", "ml-a", "hr_at_10")]
     assert bpr_a.underline and not bpr_a.bold and bpr_a.marks == ""
     same = table.cells[("llm_same", "ml-a", "hr_at_10")]
     assert same.underline and same.marks == ""  # ties with bpr: same value, same mark
-    assert table.cells[("bpr", "ml-b", "hr_at_10")].bold and table.cells[("llm_same", "ml-b", "hr_at_10")].bold
+    assert (
+        table.cells[("bpr", "ml-b", "hr_at_10")].bold
+        and table.cells[("llm_same", "ml-b", "hr_at_10")].bold
+    )
     expected_impr = 100 * (good.mean - bpr_a.mean) / bpr_a.mean
     assert table.improvement[("llm_good", "ml-a")] == pytest.approx(expected_impr)
-    assert table.rows == [("baseline", "bpr"), ("baseline", "mostpop"), ("text_prompted", "llm_good"), ("text_prompted", "llm_same")]
+    assert table.rows == [
+        ("baseline", "bpr"),
+        ("baseline", "mostpop"),
+        ("text_prompted", "llm_good"),
+        ("text_prompted", "llm_same"),
+    ]
 
     latex = render_latex(table)
     good_row = next(line for line in latex.splitlines() if line.startswith("llm\\_good"))
-    assert good_row.startswith(rf"llm\_good & 2 & \textbf{{{good.mean:.4f}}}$^{{\uparrow")  # name, seeds, value, mark
+    assert good_row.startswith(
+        rf"llm\_good & 2 & \textbf{{{good.mean:.4f}}}$^{{\uparrow"
+    )  # name, seeds, value, mark
     assert good_row.rstrip().endswith(r"-- & -- & -- \\")  # missing on ml-b: dashes (incl. Impr.)
-    assert r"\par\smallskip{\footnotesize --: not run on this dataset, or the cutoff is beyond the model's ranking depth.\par}" in latex
-    assert "Holm-Bonferroni correction over the 10 comparisons" in latex and r"$\alpha$ = 0.05" in latex
+    assert (
+        r"\par\smallskip{\footnotesize --: not run on this dataset, or the cutoff is beyond the model's ranking depth.\par}"
+        in latex
+    )
+    assert (
+        "Holm-Bonferroni correction over the 10 comparisons" in latex
+        and r"$\alpha$ = 0.05" in latex
+    )
     assert r"\textit{Text-prompted}" in latex and r"\cmidrule(lr){3-5}" in latex
     markdown = render_markdown(table)
-    assert f"**{good.mean:.4f}**↑" in markdown and "–: not run on this dataset, or the cutoff" in markdown
+    assert (
+        f"**{good.mean:.4f}**↑" in markdown
+        and "–: not run on this dataset, or the cutoff" in markdown
+    )
     assert "↑ / ↓ mark a model significantly better / worse than the best baseline" in markdown
 
 
@@ -99,9 +175,32 @@ def test_the_best_baseline_is_chosen_on_validation_not_test(tmp_path):
     """MostPop is the better baseline on validation, BPR on test: the reference (and Impr.) is MostPop."""
     rng = np.random.default_rng(1)
     for seed in (0, 1):
-        make_run(tmp_path, "ml-a", "bpr", "baseline", seed, (rng.random(N_USERS) < 0.30).astype(float), valid=0.2)
-        make_run(tmp_path, "ml-a", "mostpop", "baseline", seed, (rng.random(N_USERS) < 0.10).astype(float), valid=0.25)
-        make_run(tmp_path, "ml-a", "llm", "text_prompted", seed, (rng.random(N_USERS) < 0.20).astype(float))
+        make_run(
+            tmp_path,
+            "ml-a",
+            "bpr",
+            "baseline",
+            seed,
+            (rng.random(N_USERS) < 0.30).astype(float),
+            valid=0.2,
+        )
+        make_run(
+            tmp_path,
+            "ml-a",
+            "mostpop",
+            "baseline",
+            seed,
+            (rng.random(N_USERS) < 0.10).astype(float),
+            valid=0.25,
+        )
+        make_run(
+            tmp_path,
+            "ml-a",
+            "llm",
+            "text_prompted",
+            seed,
+            (rng.random(N_USERS) < 0.20).astype(float),
+        )
     runs = runs_from_results(tmp_path)
     comparisons = compare_runs(runs, spec())
     assert set(comparisons["reference"]) == {"mostpop"}
@@ -123,10 +222,24 @@ def test_all_pairs_letters(runs_dir):
 
 def test_mismatched_runs_are_refused_with_both_names(runs_dir):
     make_run(runs_dir, "ml-a", "llm_same", "text_prompted", 0, np.zeros(N_USERS), checksum="other")
-    with pytest.raises(ComparisonError, match=r"llm_same/ml-a/seed0 .* and bpr/ml-a/seed0 .* were evaluated on different splits"):
+    with pytest.raises(
+        ComparisonError,
+        match=r"llm_same/ml-a/seed0 .* and bpr/ml-a/seed0 .* were evaluated on different splits",
+    ):
         compare_runs(runs_from_results(runs_dir), spec())
-    make_run(runs_dir, "ml-a", "llm_same", "text_prompted", 0, np.zeros(N_USERS), users=[f"v{i}" for i in range(N_USERS)])
-    with pytest.raises(ComparisonError, match=r"llm_same/ml-a/seed0 and bpr/ml-a/seed0 have different test users, neither a sample"):
+    make_run(
+        runs_dir,
+        "ml-a",
+        "llm_same",
+        "text_prompted",
+        0,
+        np.zeros(N_USERS),
+        users=[f"v{i}" for i in range(N_USERS)],
+    )
+    with pytest.raises(
+        ComparisonError,
+        match=r"llm_same/ml-a/seed0 and bpr/ml-a/seed0 have different test users, neither a sample",
+    ):
         compare_runs(runs_from_results(runs_dir), spec())
 
 
@@ -138,21 +251,51 @@ def test_a_model_scored_on_a_user_sample_is_paired_on_that_sample_and_starred(ru
     rng = np.random.default_rng(5)
     sample = [f"u{i}" for i in range(0, N_USERS, 2)][:120]
     hits = (rng.random(120) < 0.5).astype(float)
-    make_run(runs_dir, "ml-a", "llm_sample", "text_prompted", 0, hits, users=sample, metrics=("hr_at_10", "ndcg_at_10"),
-             evaluation={"n_users": {"test": 120}, "all_users": {"test": N_USERS}, "ranking_depth": 10})
+    make_run(
+        runs_dir,
+        "ml-a",
+        "llm_sample",
+        "text_prompted",
+        0,
+        hits,
+        users=sample,
+        metrics=("hr_at_10", "ndcg_at_10"),
+        evaluation={"n_users": {"test": 120}, "all_users": {"test": N_USERS}, "ranking_depth": 10},
+    )
     runs = [r for r in runs_from_results(runs_dir) if r.dataset == "ml-a"]
-    check_runs(runs, ["hr_at_10", "hr_at_20"])  # hr_at_20 is beyond llm_sample's ranking depth: allowed
-    make_run(runs_dir, "ml-a", "llm_short", "text_prompted", 0, hits, users=sample, metrics=("hr_at_10",))
+    check_runs(
+        runs, ["hr_at_10", "hr_at_20"]
+    )  # hr_at_20 is beyond llm_sample's ranking depth: allowed
+    make_run(
+        runs_dir, "ml-a", "llm_short", "text_prompted", 0, hits, users=sample, metrics=("hr_at_10",)
+    )
     with pytest.raises(ValueError, match=r"llm_short/seed0/metrics.json: no test metric hr_at_20"):
-        check_runs(runs_from_results(runs_dir), ["hr_at_10", "hr_at_20"])  # no declared depth: a missing metric
+        check_runs(
+            runs_from_results(runs_dir), ["hr_at_10", "hr_at_20"]
+        )  # no declared depth: a missing metric
     (runs_dir / "ml-a" / "llm_short").rename(runs_dir / "removed")
-    comparisons = compare_runs(runs, CompareSpec(metrics=("hr_at_10", "hr_at_20"), correction="none"))
+    comparisons = compare_runs(
+        runs, CompareSpec(metrics=("hr_at_10", "hr_at_20"), correction="none")
+    )
     row = comparisons[(comparisons.system == "llm_sample")]
-    assert list(row.metric) == ["hr_at_10"] and int(row.n_users.iloc[0]) == 120  # no hr_at_20: not compared
-    bpr = next(r for r in runs if r.model == "bpr" and r.seed == 0).per_user().set_index("user_id").loc[sample, "hr_at_10"]
-    assert float(row.p_value.iloc[0]) == pytest.approx(stats.ttest_rel(hits, bpr.to_numpy()).pvalue, rel=1e-9)
-    table = build_main_table(runs, comparisons, CompareSpec(metrics=("hr_at_10", "hr_at_20"), correction="none"))
-    assert ("llm_sample", "ml-a", "hr_at_20") not in table.cells and table.samples == {("llm_sample", "ml-a"): (120, N_USERS)}
+    assert (
+        list(row.metric) == ["hr_at_10"] and int(row.n_users.iloc[0]) == 120
+    )  # no hr_at_20: not compared
+    bpr = (
+        next(r for r in runs if r.model == "bpr" and r.seed == 0)
+        .per_user()
+        .set_index("user_id")
+        .loc[sample, "hr_at_10"]
+    )
+    assert float(row.p_value.iloc[0]) == pytest.approx(
+        stats.ttest_rel(hits, bpr.to_numpy()).pvalue, rel=1e-9
+    )
+    table = build_main_table(
+        runs, comparisons, CompareSpec(metrics=("hr_at_10", "hr_at_20"), correction="none")
+    )
+    assert ("llm_sample", "ml-a", "hr_at_20") not in table.cells and table.samples == {
+        ("llm_sample", "ml-a"): (120, N_USERS)
+    }
     latex, markdown = render_latex(table), render_markdown(table)
     assert r"llm\_sample$^{*}$ &" in latex and "llm_sample\\* |" in markdown
     assert f"llm_sample: 120 of {N_USERS} on ml-a" in markdown
@@ -162,34 +305,66 @@ def test_a_model_scored_on_a_user_sample_is_paired_on_that_sample_and_starred(ru
     cell = table.cells[("llm_sample", "ml-a", "hr_at_10")]
     assert cell.mean == pytest.approx(hits.mean()) and cell.reference == pytest.approx(bpr.mean())
     assert cell.diff == pytest.approx(hits.mean() - bpr.mean())
-    assert table.cells[("bpr", "ml-a", "hr_at_10")].reference is None  # the full-sample rows get no second line
-    assert table.improvement[("llm_sample", "ml-a")] == pytest.approx(100 * (hits.mean() - bpr.mean()) / bpr.mean())
+    assert (
+        table.cells[("bpr", "ml-a", "hr_at_10")].reference is None
+    )  # the full-sample rows get no second line
+    assert table.improvement[("llm_sample", "ml-a")] == pytest.approx(
+        100 * (hits.mean() - bpr.mean()) / bpr.mean()
+    )
     assert rf"\quad\textit{{BPR, same users/seeds}} &  & \textit{{{bpr.mean():.4f}}} & " in latex
     assert f"| | *↳ BPR, same users/seeds* | | *{bpr.mean():.4f}* |" in markdown
-    assert "the italic line below gives the best baseline's value on the same users and seeds" in table.caption
+    assert (
+        "the italic line below gives the best baseline's value on the same users and seeds"
+        in table.caption
+    )
     assert "seed 0 only" not in table.caption  # the Seeds column says it
 
 
 def test_full_report_files_and_latex_compiles(runs_dir, tmp_path):
     if shutil.which("pdflatex") is None:
-        pytest.skip("pdflatex not installed (make test installs texlive-latex-recommended when run as root)")
+        pytest.skip(
+            "pdflatex not installed (make test installs texlive-latex-recommended when run as root)"
+        )
     out = tmp_path / "reports"
     options = REPORT_DEFAULTS | {"metrics": ["hr_at_10", "ndcg_at_10"], "show_std": True}
     written = build_report(runs_from_results(runs_dir), ReportSpec(options), out)
     names = {p.relative_to(out).as_posix() for p in written}
-    assert {"results_table.tex", "results_table.md", "results_table.csv", "ablations.tex", "ablations.csv", "cost_table.tex", "slices.csv",
-            "figures/ndcg_at_10_ci.png", "figures/slices_target_popularity.pdf", "tables.pdf"} <= names
+    assert {
+        "results_table.tex",
+        "results_table.md",
+        "results_table.csv",
+        "ablations.tex",
+        "ablations.csv",
+        "cost_table.tex",
+        "slices.csv",
+        "figures/ndcg_at_10_ci.png",
+        "figures/slices_target_popularity.pdf",
+        "tables.pdf",
+    } <= names
     assert all(p.stat().st_size > 0 for p in written)
     # an independent compile of a minimal document that \input's each table
     for table in ("results_table.tex", "cost_table.tex"):
         doc = out / f"check_{table}"
-        doc.write_text("\\documentclass{article}\\usepackage{booktabs}\\begin{document}\\input{" + table + "}\\end{document}\n")
-        proc = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", doc.name], cwd=out,
-                              capture_output=True, text=True, timeout=120)
+        doc.write_text(
+            "\\documentclass{article}\\usepackage{booktabs}\\begin{document}\\input{"
+            + table
+            + "}\\end{document}\n"
+        )
+        proc = subprocess.run(
+            ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", doc.name],
+            cwd=out,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert proc.returncode == 0, proc.stdout[-1500:]
     slices = pd.read_csv(out / "slices.csv")
     assert set(slices["slice"]) == {"history_length", "target_popularity"}
-    assert set(slices.loc[slices["slice"] == "target_popularity", "bucket"]) == {"head", "torso", "tail"}
+    assert set(slices.loc[slices["slice"] == "target_popularity", "bucket"]) == {
+        "head",
+        "torso",
+        "tail",
+    }
     assert slices.groupby(["dataset", "model", "slice"])["n_users"].sum().eq(N_USERS).all()
 
 
@@ -211,16 +386,32 @@ def test_a_model_family_outside_the_registry_still_renders(runs_dir, tmp_path):
     """A sixth family (no title or colour registered) gets its key as title, grey, and rows after the known ones."""
     rng = np.random.default_rng(1)
     for seed in (0, 1):
-        make_run(runs_dir, "ml-a", "graph_llm", "graph_llm", seed, (rng.random(N_USERS) < 0.2).astype(float))
+        make_run(
+            runs_dir,
+            "ml-a",
+            "graph_llm",
+            "graph_llm",
+            seed,
+            (rng.random(N_USERS) < 0.2).astype(float),
+        )
     out = tmp_path / "reports"
     options = REPORT_DEFAULTS | {"metrics": ["hr_at_10", "ndcg_at_10"]}
     written = build_report(runs_from_results(runs_dir), ReportSpec(options), out)
     # the list the Snakefile declares is exactly what the report writes (plus comparisons.csv and the PDF)
-    assert set(report_files(out, options)) == set(written) - {out / "comparisons.csv", out / "tables.pdf"}
+    assert set(report_files(out, options)) == set(written) - {
+        out / "comparisons.csv",
+        out / "tables.pdf",
+    }
     # display names from the registry in the paper tables; model keys in the CSV
-    assert "MostPop" in (out / "results_table.tex").read_text() and "mostpop" in set(pd.read_csv(out / "results_table.csv")["model"])
+    assert "MostPop" in (out / "results_table.tex").read_text() and "mostpop" in set(
+        pd.read_csv(out / "results_table.csv")["model"]
+    )
     table = (out / "results_table.md").read_text().splitlines()
-    rows = [line.split(" | ")[0].lstrip("| ") for line in table if line.startswith("| ") and "---" not in line][1:]
+    rows = [
+        line.split(" | ")[0].lstrip("| ")
+        for line in table
+        if line.startswith("| ") and "---" not in line
+    ][1:]
     assert rows[-1] == "graph_llm" and rows.index("graph_llm") > rows.index("Text-prompted")
     assert (out / "figures" / "ndcg_at_10_ci.png").stat().st_size > 0
 
@@ -241,8 +432,13 @@ def test_a_model_family_declares_its_own_cost_figures(runs_dir, tmp_path, monkey
     ppl = TEXT_RETENTION_COSTS[1]  # the LLM families' text perplexity after training
     spec = dataclasses.replace(models.MODELS["text_prompted"], name="llm_good", costs=(ppl,))
     monkeypatch.setitem(models.MODELS, "llm_good", spec)
-    assert declared_costs("llm_good", {"costs": {"text_ppl_after": 41.5}}) == {"text_ppl_after": 41.5}
-    with pytest.raises(ValueError, match=r"llm_good: fit reports cost 'ppl', which its ModelSpec.costs does not declare \(declared: text_ppl_after\)"):
+    assert declared_costs("llm_good", {"costs": {"text_ppl_after": 41.5}}) == {
+        "text_ppl_after": 41.5
+    }
+    with pytest.raises(
+        ValueError,
+        match=r"llm_good: fit reports cost 'ppl', which its ModelSpec.costs does not declare \(declared: text_ppl_after\)",
+    ):
         declared_costs("llm_good", {"costs": {"ppl": 1.0}})
     folder = runs_dir / "ml-a" / "llm_good" / "seed0"
     metrics = read_json(folder / "metrics.json")
@@ -253,7 +449,9 @@ def test_a_model_family_declares_its_own_cost_figures(runs_dir, tmp_path, monkey
     assert frame.set_index(["dataset", "model"]).loc[("ml-a", "llm_good"), "text_ppl_after"] == 41.5
     assert np.isnan(frame.set_index(["dataset", "model"]).loc[("ml-a", "bpr"), "text_ppl_after"])
     assert "| 41.50 |" in render_cost(frame, "markdown")  # the declared cost's own decimals
-    assert "Text ppl after" in render_cost(frame, "markdown") and "reported by their model family" in render_cost(frame, "latex")
+    assert "Text ppl after" in render_cost(
+        frame, "markdown"
+    ) and "reported by their model family" in render_cost(frame, "latex")
     assert run_metrics(metrics)["text_ppl_after"] == 41.5
     long = collect([folder / "metrics.json"])
     assert long.loc[long["metric"] == "text_ppl_after", "value"].tolist() == [41.5]
@@ -263,10 +461,19 @@ def _words(pdf) -> list[tuple[float, float, float, str]]:
     """(xMin, xMax, yMin, text) of every word on the PDF's first page, as poppler's pdftotext places them."""
     import re
 
-    html = subprocess.run(["pdftotext", "-bbox", "-f", "1", "-l", "1", str(pdf), "-"], capture_output=True, text=True,
-                          check=True).stdout
-    return [(float(a), float(c), float(b), t) for a, b, c, t in
-            re.findall(r'<word xMin="([\d.]+)" yMin="([\d.]+)" xMax="([\d.]+)" yMax="[\d.]+">([^<]*)</word>', html)]
+    html = subprocess.run(
+        ["pdftotext", "-bbox", "-f", "1", "-l", "1", str(pdf), "-"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return [
+        (float(a), float(c), float(b), t)
+        for a, b, c, t in re.findall(
+            r'<word xMin="([\d.]+)" yMin="([\d.]+)" xMax="([\d.]+)" yMax="[\d.]+">([^<]*)</word>',
+            html,
+        )
+    ]
 
 
 def test_caption_and_footnotes_stay_within_the_tables_width(runs_dir, tmp_path):
@@ -275,23 +482,52 @@ def test_caption_and_footnotes_stay_within_the_tables_width(runs_dir, tmp_path):
     if shutil.which("pdflatex") is None or shutil.which("pdftotext") is None:
         pytest.skip("pdflatex / pdftotext not installed (make test installs them when run as root)")
     rng = np.random.default_rng(2)
-    make_run(runs_dir, "ml-a", "one_seed_llm", "text_prompted", 0, (rng.random(N_USERS) < 0.2).astype(float))
+    make_run(
+        runs_dir,
+        "ml-a",
+        "one_seed_llm",
+        "text_prompted",
+        0,
+        (rng.random(N_USERS) < 0.2).astype(float),
+    )
     out = tmp_path / "reports"
-    options = REPORT_DEFAULTS | {"metrics": ["ndcg_at_10"], "show_std": True, "improvement": False,
-                                 "display_names": {"bpr": "BPR-MF"}}
+    options = REPORT_DEFAULTS | {
+        "metrics": ["ndcg_at_10"],
+        "show_std": True,
+        "improvement": False,
+        "display_names": {"bpr": "BPR-MF"},
+    }
     build_report(runs_from_results(runs_dir), ReportSpec(options), out)
     tex = (out / "results_table.tex").read_text()
-    assert "BPR-MF" in tex and "MostPop" in tex and "mostpop" not in tex.replace(r"\label", "")  # display names
+    assert (
+        "BPR-MF" in tex and "MostPop" in tex and "mostpop" not in tex.replace(r"\label", "")
+    )  # display names
     one_seed = next(line for line in tex.splitlines() if line.startswith("one\\_seed\\_llm"))
-    assert r"\pm" not in one_seed and r"\pm" in next(line for line in tex.splitlines() if line.startswith("BPR-MF"))
-    md_row = next(line for line in (out / "results_table.md").read_text().splitlines() if "one_seed_llm" in line)
-    assert "±" not in md_row and "±" in next(line for line in (out / "results_table.md").read_text().splitlines()
-                                               if "MostPop" in line)
-    doc = out / "width.tex"  # the page is much wider than this table: a caption set to \linewidth would show it
-    doc.write_text("\\documentclass{article}\\usepackage{booktabs}\\usepackage[margin=2cm]{geometry}\\begin{document}"
-                   "\\input{results_table.tex}\\end{document}\n")
-    proc = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", doc.name], cwd=out,
-                          capture_output=True, text=True, timeout=120)
+    assert r"\pm" not in one_seed and r"\pm" in next(
+        line for line in tex.splitlines() if line.startswith("BPR-MF")
+    )
+    md_row = next(
+        line
+        for line in (out / "results_table.md").read_text().splitlines()
+        if "one_seed_llm" in line
+    )
+    assert "±" not in md_row and "±" in next(
+        line for line in (out / "results_table.md").read_text().splitlines() if "MostPop" in line
+    )
+    doc = (
+        out / "width.tex"
+    )  # the page is much wider than this table: a caption set to \linewidth would show it
+    doc.write_text(
+        "\\documentclass{article}\\usepackage{booktabs}\\usepackage[margin=2cm]{geometry}\\begin{document}"
+        "\\input{results_table.tex}\\end{document}\n"
+    )
+    proc = subprocess.run(
+        ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", doc.name],
+        cwd=out,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stdout[-1500:]
     words = _words(doc.with_suffix(".pdf"))
     top = next(y for x0, x1, y, t in words if t == "Model")
@@ -301,12 +537,19 @@ def test_caption_and_footnotes_stay_within_the_tables_width(runs_dir, tmp_path):
     outside = [w for w in words if not top <= w[2] < notes]
     assert len(outside) > 50  # the caption and the notes
     tolerance = 12.0  # the tabular's box begins and ends \tabcolsep (6pt) outside its text, plus a centred column's slack
-    assert all(left - tolerance <= x0 and x1 <= right + tolerance for x0, x1, _, _ in outside), (left, right, [
-        w for w in outside if not (left - tolerance <= w[0] and w[1] <= right + tolerance)][:5])
-    assert right - left < 0.7 * 482  # far narrower than the text width (482pt): a caption set to it would fail above
+    assert all(left - tolerance <= x0 and x1 <= right + tolerance for x0, x1, _, _ in outside), (
+        left,
+        right,
+        [w for w in outside if not (left - tolerance <= w[0] and w[1] <= right + tolerance)][:5],
+    )
+    assert (
+        right - left < 0.7 * 482
+    )  # far narrower than the text width (482pt): a caption set to it would fail above
 
 
-def test_cost_figure_labels_every_model_inside_the_figure_without_overlap(runs_dir, tmp_path, monkeypatch):
+def test_cost_figure_labels_every_model_inside_the_figure_without_overlap(
+    runs_dir, tmp_path, monkeypatch
+):
     """Twelve models at nearly the same cost and accuracy (as BPR and LightGCN are): every model is named once,
     no two labels overlap, and every label lies inside the saved figure."""
     from matplotlib.text import Text
@@ -316,8 +559,14 @@ def test_cost_figure_labels_every_model_inside_the_figure_without_overlap(runs_d
     rng = np.random.default_rng(3)
     extra = [f"llm_variant_{i}" for i in range(8)]
     for i, model in enumerate(extra):
-        make_run(runs_dir, "ml-a", model, ["text_prompted", "cf_injected", "semantic_id", "moe_expert"][i % 4], 0,
-                 (rng.random(N_USERS) < 0.30).astype(float))
+        make_run(
+            runs_dir,
+            "ml-a",
+            model,
+            ["text_prompted", "cf_injected", "semantic_id", "moe_expert"][i % 4],
+            0,
+            (rng.random(N_USERS) < 0.30).astype(float),
+        )
     drawn = {}
 
     def keep(fig, out_dir, stem):
@@ -330,19 +579,36 @@ def test_cost_figure_labels_every_model_inside_the_figure_without_overlap(runs_d
     figures.accuracy_vs_cost(runs, "ndcg_at_10", tmp_path)
     fig = drawn["fig"]
     renderer = fig.canvas.get_renderer()
-    saved = fig.get_tightbbox(renderer).transformed(fig.dpi_scale_trans)  # what bbox_inches="tight" keeps (pixels)
-    ticks = {id(t) for ax in fig.axes for t in ax.get_xticklabels(which="both") + ax.get_yticklabels(which="both")}
-    texts = [t for t in fig.findobj(Text) if t.get_visible() and t.get_text().strip() and id(t) not in ticks]
+    saved = fig.get_tightbbox(renderer).transformed(
+        fig.dpi_scale_trans
+    )  # what bbox_inches="tight" keeps (pixels)
+    ticks = {
+        id(t)
+        for ax in fig.axes
+        for t in ax.get_xticklabels(which="both") + ax.get_yticklabels(which="both")
+    }
+    texts = [
+        t
+        for t in fig.findobj(Text)
+        if t.get_visible() and t.get_text().strip() and id(t) not in ticks
+    ]
     boxes = [(t.get_text(), t.get_window_extent(renderer)) for t in texts]
     models = {r.model for r in runs}
     for model in models:  # every model named exactly once (legend entries: "<name> [<paradigm>]")
         name = display_name(model)
         assert sum(text.startswith(name + " [") or text == name for text, _ in boxes) == 1, model
     for text, box in boxes:
-        assert saved.x0 - 1 <= box.x0 and box.x1 <= saved.x1 + 1 and saved.y0 - 1 <= box.y0 and box.y1 <= saved.y1 + 1, text
-        assert fig.bbox.x0 - 1 <= box.x0 and box.x1 <= fig.bbox.x1 + 1, text  # not cut off at the canvas edge either
+        assert (
+            saved.x0 - 1 <= box.x0
+            and box.x1 <= saved.x1 + 1
+            and saved.y0 - 1 <= box.y0
+            and box.y1 <= saved.y1 + 1
+        ), text
+        assert fig.bbox.x0 - 1 <= box.x0 and box.x1 <= fig.bbox.x1 + 1, (
+            text
+        )  # not cut off at the canvas edge either
     for i, (a, box_a) in enumerate(boxes):
-        for b, box_b in boxes[i + 1:]:
+        for b, box_b in boxes[i + 1 :]:
             assert not box_a.overlaps(box_b), (a, b)
 
 
@@ -351,18 +617,54 @@ def test_the_table_follows_the_paired_sample_where_it_reverses_the_full_sample_o
     the seed both ran BPR scores 0.50: the table prints 0.60 against BPR's 0.50 on the same seed (the italic
     line), bolds `llm`, and its Impr. is +20%, the paired difference, not the -7.7% of the full means."""
     users = [f"u{i}" for i in range(10)]
-    make_run(tmp_path, "ml-a", "bpr", "baseline", 0, np.array([1, 1, 1, 1, 1, 0, 0, 0, 0, 0.0]), users=users)
-    make_run(tmp_path, "ml-a", "bpr", "baseline", 1, np.array([1, 1, 1, 1, 1, 1, 1, 1, 0, 0.0]), users=users)
-    make_run(tmp_path, "ml-a", "llm", "text_prompted", 0, np.array([1, 1, 1, 1, 1, 1, 0, 0, 0, 0.0]), users=users)
+    make_run(
+        tmp_path,
+        "ml-a",
+        "bpr",
+        "baseline",
+        0,
+        np.array([1, 1, 1, 1, 1, 0, 0, 0, 0, 0.0]),
+        users=users,
+    )
+    make_run(
+        tmp_path,
+        "ml-a",
+        "bpr",
+        "baseline",
+        1,
+        np.array([1, 1, 1, 1, 1, 1, 1, 1, 0, 0.0]),
+        users=users,
+    )
+    make_run(
+        tmp_path,
+        "ml-a",
+        "llm",
+        "text_prompted",
+        0,
+        np.array([1, 1, 1, 1, 1, 1, 0, 0, 0, 0.0]),
+        users=users,
+    )
     runs = runs_from_results(tmp_path)
     comparisons = compare_runs(runs, spec(correction="none"))
     row = comparisons[(comparisons.metric == "hr_at_10")].iloc[0]
-    assert (row.system, row.reference, row.mean_system, row.mean_reference, row.seeds) == ("llm", "bpr", 0.6, 0.5, "0")
+    assert (row.system, row.reference, row.mean_system, row.mean_reference, row.seeds) == (
+        "llm",
+        "bpr",
+        0.6,
+        0.5,
+        "0",
+    )
     table = build_main_table(runs, comparisons, spec(correction="none"))
     llm, bpr = table.cells[("llm", "ml-a", "hr_at_10")], table.cells[("bpr", "ml-a", "hr_at_10")]
     assert bpr.mean == pytest.approx(0.65)  # the reference's own row: its full sample
-    assert (llm.mean, llm.reference, llm.diff) == (pytest.approx(0.6), pytest.approx(0.5), pytest.approx(0.1))
-    assert llm.bold and not bpr.bold and bpr.underline  # ranked by the paired difference, not 0.60 < 0.65
+    assert (llm.mean, llm.reference, llm.diff) == (
+        pytest.approx(0.6),
+        pytest.approx(0.5),
+        pytest.approx(0.1),
+    )
+    assert (
+        llm.bold and not bpr.bold and bpr.underline
+    )  # ranked by the paired difference, not 0.60 < 0.65
     assert table.improvement[("llm", "ml-a")] == pytest.approx(20.0)
     assert table.seeds == {("llm", "ml-a"): 1, ("bpr", "ml-a"): 2}
     markdown = render_markdown(table)
@@ -392,11 +694,16 @@ def test_a_seed_level_test_and_the_per_user_test_disagree_on_three_seeds(tmp_pat
     t = d.mean() / (d.std(ddof=1) / np.sqrt(3))
     assert t == pytest.approx(2.6, abs=0.2)
     assert row.p_seed == pytest.approx(2 * stats.t.sf(abs(t), 2), rel=1e-9)
-    assert row.p_seed == pytest.approx(stats.ttest_rel(base.mean() + d, np.full(3, base.mean())).pvalue, rel=1e-9)
+    assert row.p_seed == pytest.approx(
+        stats.ttest_rel(base.mean() + d, np.full(3, base.mean())).pvalue, rel=1e-9
+    )
     assert row.p_seed > 0.05 and not row.significant_seed
     # over users: each user's difference averaged over the seeds, mean(d_s) + e_u, tested with users as the unit
     per_user = np.mean(shifts) + effect
-    assert row.p_value == pytest.approx(stats.ttest_1samp(per_user, 0).pvalue, rel=1e-6) and row.p_value < 1e-100
+    assert (
+        row.p_value == pytest.approx(stats.ttest_1samp(per_user, 0).pvalue, rel=1e-6)
+        and row.p_value < 1e-100
+    )
     assert row.significant and row.n_seeds == 3 and row.seeds == "0 1 2"
     table = build_main_table(runs_from_results(tmp_path), comparisons, spec(correction="none"))
     cell = table.cells[("llm", "ml-a", "hr_at_10")]
@@ -414,18 +721,50 @@ def test_variants_are_compared_with_their_declared_parent_in_their_own_family(tm
 
     rng = np.random.default_rng(3)
     for seed in (0, 1):
-        make_run(tmp_path, "ml-a", "bpr", "baseline", seed, (rng.random(N_USERS) < 0.3).astype(float))
-        make_run(tmp_path, "ml-a", "idiomoe", "moe_expert", seed, (rng.random(N_USERS) < 0.3).astype(float))
-        make_run(tmp_path, "ml-a", "idiomoe_entangled", "moe_expert", seed, (rng.random(N_USERS) < 0.1).astype(float))
-    make_run(tmp_path, "ml-a", "cf_e4srec", "cf_injected", 0, (rng.random(N_USERS) < 0.3).astype(float))
-    make_run(tmp_path, "ml-a", "cf_e4srec_permuted", "cf_injected", 0, (rng.random(N_USERS) < 0.28).astype(float))
-    assert MODELS["idiomoe_entangled"].parent == "idiomoe" and MODELS["cf_e4srec_permuted"].parent == "cf_e4srec"
+        make_run(
+            tmp_path, "ml-a", "bpr", "baseline", seed, (rng.random(N_USERS) < 0.3).astype(float)
+        )
+        make_run(
+            tmp_path,
+            "ml-a",
+            "idiomoe",
+            "moe_expert",
+            seed,
+            (rng.random(N_USERS) < 0.3).astype(float),
+        )
+        make_run(
+            tmp_path,
+            "ml-a",
+            "idiomoe_entangled",
+            "moe_expert",
+            seed,
+            (rng.random(N_USERS) < 0.1).astype(float),
+        )
+    make_run(
+        tmp_path, "ml-a", "cf_e4srec", "cf_injected", 0, (rng.random(N_USERS) < 0.3).astype(float)
+    )
+    make_run(
+        tmp_path,
+        "ml-a",
+        "cf_e4srec_permuted",
+        "cf_injected",
+        0,
+        (rng.random(N_USERS) < 0.28).astype(float),
+    )
+    assert (
+        MODELS["idiomoe_entangled"].parent == "idiomoe"
+        and MODELS["cf_e4srec_permuted"].parent == "cf_e4srec"
+    )
     runs = runs_from_results(tmp_path)
     comparisons = compare_runs(runs, spec())
     ablation = comparisons[comparisons.family == "ablation"]
     assert sorted(set(zip(ablation.system, ablation.reference, strict=True))) == [
-        ("cf_e4srec_permuted", "cf_e4srec"), ("idiomoe_entangled", "idiomoe")]
-    assert comparisons.attrs["family_size"] == 8  # main: 4 models against bpr x 2 metrics; ablations apart
+        ("cf_e4srec_permuted", "cf_e4srec"),
+        ("idiomoe_entangled", "idiomoe"),
+    ]
+    assert (
+        comparisons.attrs["family_size"] == 8
+    )  # main: 4 models against bpr x 2 metrics; ablations apart
     np.testing.assert_allclose(ablation.p_adjusted, correct(ablation.p_value.to_numpy(), "holm"))
     frame = ablation_frame(comparisons)
     entangled = frame[(frame.variant == "idiomoe_entangled") & (frame.metric == "hr_at_10")].iloc[0]
@@ -433,8 +772,10 @@ def test_variants_are_compared_with_their_declared_parent_in_their_own_family(tm
     permuted = frame[(frame.variant == "cf_e4srec_permuted") & (frame.metric == "hr_at_10")].iloc[0]
     assert permuted.direction == "" and np.isnan(permuted.p_seed)  # one seed: no seed-level test
     markdown = render_ablations(frame, spec(), "markdown")
-    assert (f"| Item tokens, entangled FFN | IDIOMoE | 2 | {entangled.variant_mean:.4f}↓ ({entangled.parent_mean:.4f}) |"
-            in markdown)
+    assert (
+        f"| Item tokens, entangled FFN | IDIOMoE | 2 | {entangled.variant_mean:.4f}↓ ({entangled.parent_mean:.4f}) |"
+        in markdown
+    )
     assert "correction over the 4 comparisons of this table, its own family" in markdown
 
 
@@ -444,13 +785,20 @@ def test_every_row_of_the_ci_figure_has_an_interval(runs_dir):
     from llm4rec.stats import bootstrap_mean_ci, mean_ci
 
     rng = np.random.default_rng(4)
-    make_run(runs_dir, "ml-a", "one_seed", "text_prompted", 0, (rng.random(N_USERS) < 0.2).astype(float))
+    make_run(
+        runs_dir, "ml-a", "one_seed", "text_prompted", 0, (rng.random(N_USERS) < 0.2).astype(float)
+    )
     groups = {}
     for r in runs_from_results(runs_dir):
         groups.setdefault((r.dataset, r.model), []).append(r)
     mean, low, high, over = row_interval(groups[("ml-a", "one_seed")], "hr_at_10")
     values = groups[("ml-a", "one_seed")][0].per_user()["hr_at_10"].to_numpy()
     assert over == "users" and (low, high) == bootstrap_mean_ci(values) and low < mean < high
-    assert high - low == pytest.approx(2 * 1.96 * values.std() / np.sqrt(N_USERS), rel=0.15)  # the normal approximation
+    assert high - low == pytest.approx(
+        2 * 1.96 * values.std() / np.sqrt(N_USERS), rel=0.15
+    )  # the normal approximation
     good = groups[("ml-a", "llm_good")]
-    assert row_interval(good, "hr_at_10")[1:] == (*mean_ci([r.metrics["test"]["hr_at_10"] for r in good])[2:], "seeds")
+    assert row_interval(good, "hr_at_10")[1:] == (
+        *mean_ci([r.metrics["test"]["hr_at_10"] for r in good])[2:],
+        "seeds",
+    )

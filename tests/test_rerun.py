@@ -25,7 +25,11 @@ REPO = Path(__file__).resolve().parents[1]
 COLOURS = ["red", "blue", "green", "old", "dark", "happy", "cold", "small"]
 NOUNS = ["car", "sky", "house", "train", "river"]
 TITLES = [f"{c} {n}" for c in COLOURS for n in NOUNS]  # 40 items
-WORDS = sorted(set(COLOURS) | set(NOUNS) | {"items", ":", ";", "next", "(", ")", "1990", "1991", "1992", "Comedy", "Drama"})
+WORDS = sorted(
+    set(COLOURS)
+    | set(NOUNS)
+    | {"items", ":", ";", "next", "(", ")", "1990", "1991", "1992", "Comedy", "Drama"}
+)
 pytestmark = pytest.mark.slow
 
 
@@ -36,60 +40,154 @@ def write_dataset(folder: Path) -> None:
         for t in range(18 + u % 13):
             inter.append(f"u{u}\ti{(u + t * (1 + u % 4)) % len(TITLES)}\t{t}")
     item = ["item_id:token\ttitle:token_seq\tyear:token\tgenres:token_seq\tdescription:token_seq"]
-    item += [f"i{i}\t{title}\t{1990 + i % 3}\t{'Comedy' if i % 2 else 'Drama'}\t{title}" for i, title in enumerate(TITLES)]
+    item += [
+        f"i{i}\t{title}\t{1990 + i % 3}\t{'Comedy' if i % 2 else 'Drama'}\t{title}"
+        for i, title in enumerate(TITLES)
+    ]
     (folder / "toy.inter").write_text("\n".join(inter) + "\n")
     (folder / "toy.item").write_text("\n".join(item) + "\n")
 
 
 def grid(data: Path, backbone: Path) -> dict:
-    llm = {"backbone": {"name_or_path": str(backbone)}, "text_retention": {"enabled": False}, "valid_users": 10,
-           "eval_every": 3}
+    llm = {
+        "backbone": {"name_or_path": str(backbone)},
+        "text_retention": {"enabled": False},
+        "valid_users": 10,
+        "eval_every": 3,
+    }
     lora = {"rank": 4, "alpha": 8, "dropout": 0.1}
     sft = {"steps": 6, "batch_size": 8, "learning_rate": 1e-2, "checkpoint_every": 3}
     decoded = {"cutoffs": [5, 10], "test_users": 16, "valid_users": 10}
-    prompted = llm | {"prompt": {"system": None, "user": "items : {history}", "line": "{title} ;"}, "beam_width": 10,
-                      "lora": lora, "sft": sft | {"max_history": 3}}
-    e4srec = llm | {"instruction": "items :", "response": "next :", "max_history": 6, "lora": lora, "sft": sft}
+    prompted = llm | {
+        "prompt": {"system": None, "user": "items : {history}", "line": "{title} ;"},
+        "beam_width": 10,
+        "lora": lora,
+        "sft": sft | {"max_history": 3},
+    }
+    e4srec = llm | {
+        "instruction": "items :",
+        "response": "next :",
+        "max_history": 6,
+        "lora": lora,
+        "sft": sft,
+    }
     # 64 windows of 20 item tokens x 64 dims: the gather's backward is large enough for ATen to run it on 2 threads
-    idiomoe = llm | {"instruction": "items :", "expert_layers": "last_1", "max_history": 20,
-                     "sft": sft | {"batch_size": 64, "steps": 8}, "max_train_examples": None}
-    codes = {"quantizer": "rq_vae", "levels": 2, "codebook_size": 4,
-             "encoder": {"fields": ["title", "year", "genres"]},
-             "rq_vae": {"hidden": [32], "latent_dim": 8, "epochs": 20, "batch_size": 16}}
-    tiger = {"t5": {"d_model": 16, "d_ff": 32, "num_heads": 2, "d_kv": 8, "encoder_layers": 1, "decoder_layers": 1},
-             "max_history": 5, "sft": sft | {"batch_size": 32}, "beam_width": 10, "valid_users": 10, "eval_every": 3}
-    sid_llm = llm | {"instruction": "items :", "answer_prefix": "next :", "max_history": 4, "beam_width": 10,
-                     "lora": lora, "sft": sft}
+    idiomoe = llm | {
+        "instruction": "items :",
+        "expert_layers": "last_1",
+        "max_history": 20,
+        "sft": sft | {"batch_size": 64, "steps": 8},
+        "max_train_examples": None,
+    }
+    codes = {
+        "quantizer": "rq_vae",
+        "levels": 2,
+        "codebook_size": 4,
+        "encoder": {"fields": ["title", "year", "genres"]},
+        "rq_vae": {"hidden": [32], "latent_dim": 8, "epochs": 20, "batch_size": 16},
+    }
+    tiger = {
+        "t5": {
+            "d_model": 16,
+            "d_ff": 32,
+            "num_heads": 2,
+            "d_kv": 8,
+            "encoder_layers": 1,
+            "decoder_layers": 1,
+        },
+        "max_history": 5,
+        "sft": sft | {"batch_size": 32},
+        "beam_width": 10,
+        "valid_users": 10,
+        "eval_every": 3,
+    }
+    sid_llm = llm | {
+        "instruction": "items :",
+        "answer_prefix": "next :",
+        "max_history": 4,
+        "beam_width": 10,
+        "lora": lora,
+        "sft": sft,
+    }
     recbole = {"show_progress": False}
     return {
-        "name": "rerun", "results_dir": "results", "reports_dir": "reports", "seeds": [0], "threads": 2,
+        "name": "rerun",
+        "results_dir": "results",
+        "reports_dir": "reports",
+        "seeds": [0],
+        "threads": 2,
         "evaluation": {"cutoffs": [5, 10]},
-        "datasets": {"toy": {"source": "atomic", "path": str(data), "atomic_name": "toy", "k_core": {"user": 3, "item": 1},
-                             "text_fields": {"title": "title", "year": "year", "genres": "genres",
-                                             "description": "description"}}},
+        "datasets": {
+            "toy": {
+                "source": "atomic",
+                "path": str(data),
+                "atomic_name": "toy",
+                "k_core": {"user": 3, "item": 1},
+                "text_fields": {
+                    "title": "title",
+                    "year": "year",
+                    "genres": "genres",
+                    "description": "description",
+                },
+            }
+        },
         "models": [
             {"name": "mostpop"},
             {"name": "bpr", "params": recbole | {"epochs": 2}},
             {"name": "lightgcn", "params": recbole | {"epochs": 2, "n_layers": 1}},
-            {"name": "sasrec", "params": recbole | {"epochs": 1, "MAX_ITEM_LIST_LENGTH": 5, "hidden_size": 16,
-                                                    "inner_size": 32, "n_layers": 1, "n_heads": 2}},
+            {
+                "name": "sasrec",
+                "params": recbole
+                | {
+                    "epochs": 1,
+                    "MAX_ITEM_LIST_LENGTH": 5,
+                    "hidden_size": 16,
+                    "inner_size": 32,
+                    "n_layers": 1,
+                    "n_heads": 2,
+                },
+            },
             {"name": "emb_knn"},
             {"name": "text_prompted_zeroshot", "evaluation": decoded, "params": prompted},
             {"name": "text_prompted", "evaluation": decoded, "params": prompted},
-            {"name": "cf_llara", "evaluation": decoded, "params": prompted | {"cf": {"projector": "mlp"}}},
-            {"name": "cf_llara_permuted", "evaluation": decoded, "params": prompted | {"cf": {"projector": "mlp"}}},
+            {
+                "name": "cf_llara",
+                "evaluation": decoded,
+                "params": prompted | {"cf": {"projector": "mlp"}},
+            },
+            {
+                "name": "cf_llara_permuted",
+                "evaluation": decoded,
+                "params": prompted | {"cf": {"projector": "mlp"}},
+            },
             {"name": "cf_e4srec", "params": e4srec},
-            {"name": "cf_e4srec_allpos", "params": {k: v for k, v in e4srec.items() if k != "response"}},
+            {
+                "name": "cf_e4srec_allpos",
+                "params": {k: v for k, v in e4srec.items() if k != "response"},
+            },
             {"name": "cf_e4srec_permuted", "params": e4srec},
             {"name": "idiomoe", "params": idiomoe},
             {"name": "idiomoe_popprior", "params": idiomoe},
             {"name": "idiomoe_learned_router", "params": idiomoe},
             {"name": "idiomoe_entangled", "params": idiomoe | {"expert_layers": "none"}},
-            {"name": "sid_tiger", "inputs": {"codes": {"artifact": "semantic_ids", "params": codes}}, "params": tiger},
-            {"name": "sid_random", "inputs": {"codes": {"artifact": "semantic_ids", "params": codes | {"quantizer": "random"}}},
-             "params": tiger},
-            {"name": "sid_llm", "evaluation": decoded, "inputs": {"codes": {"artifact": "semantic_ids", "params": codes}},
-             "params": sid_llm},
+            {
+                "name": "sid_tiger",
+                "inputs": {"codes": {"artifact": "semantic_ids", "params": codes}},
+                "params": tiger,
+            },
+            {
+                "name": "sid_random",
+                "inputs": {
+                    "codes": {"artifact": "semantic_ids", "params": codes | {"quantizer": "random"}}
+                },
+                "params": tiger,
+            },
+            {
+                "name": "sid_llm",
+                "evaluation": decoded,
+                "inputs": {"codes": {"artifact": "semantic_ids", "params": codes}},
+                "params": sid_llm,
+            },
         ],
     }
 
@@ -124,10 +222,25 @@ def two_runs(tmp_path_factory):
         workdir.mkdir()
         (workdir / "grid.yaml").write_text(yaml.safe_dump(grid(root, root / "tiny-llama")))
         env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"} | {
-            "PYTHONHASHSEED": hash_seed, "PYTHONPATH": str(REPO), "TQDM_DISABLE": "1"}
-        procs.append(subprocess.Popen([sys.executable, "-c", "import sys; from tests.test_rerun import replica; replica(sys.argv[1])",
-                                       "grid.yaml"], cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                      text=True))
+            "PYTHONHASHSEED": hash_seed,
+            "PYTHONPATH": str(REPO),
+            "TQDM_DISABLE": "1",
+        }
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-c",
+                    "import sys; from tests.test_rerun import replica; replica(sys.argv[1])",
+                    "grid.yaml",
+                ],
+                cwd=workdir,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
     for proc in procs:
         output = proc.communicate(timeout=1500)[0]
         assert proc.returncode == 0, output[-5000:]
@@ -142,11 +255,17 @@ def test_the_grid_covers_every_registered_model():
 def test_two_processes_give_bit_identical_rankings_metrics_and_weights(two_runs, model):
     a, b = (results / "runs" / "toy" / model / "seed0" for results in two_runs)
     for name in ("rankings_valid", "rankings_test", "per_user_valid", "per_user_test"):
-        pd.testing.assert_frame_equal(pd.read_parquet(a / f"{name}.parquet"), pd.read_parquet(b / f"{name}.parquet"),
-                                      check_exact=True, obj=f"{model} {name}")
+        pd.testing.assert_frame_equal(
+            pd.read_parquet(a / f"{name}.parquet"),
+            pd.read_parquet(b / f"{name}.parquet"),
+            check_exact=True,
+            obj=f"{model} {name}",
+        )
     run_a, run_b = read_json(a / "run.json"), read_json(b / "run.json")
     assert run_a["weights_sha256"] == run_b["weights_sha256"]
-    assert (run_a["weights_sha256"] is None) == (model == "emb_knn")  # every model with torch weights has a digest
+    assert (run_a["weights_sha256"] is None) == (
+        model == "emb_knn"
+    )  # every model with torch weights has a digest
     assert read_json(a / "metrics.json")["test"] == read_json(b / "metrics.json")["test"]
     hash_seeds = [run["determinism"]["python_hash_seed"] for run in (run_a, run_b)]
     assert hash_seeds == ["1", "2"] and run_a["determinism"]["deterministic_algorithms"]
@@ -154,8 +273,14 @@ def test_two_processes_give_bit_identical_rankings_metrics_and_weights(two_runs,
 
 
 def test_the_semantic_id_code_tables_are_bit_identical(two_runs):
-    tables = [sorted((results / "artifacts" / "toy" / "semantic_ids").glob("*/codes.npy")) for results in two_runs]
+    tables = [
+        sorted((results / "artifacts" / "toy" / "semantic_ids").glob("*/codes.npy"))
+        for results in two_runs
+    ]
     assert len(tables[0]) == 2  # RQ-VAE codes and random codes
     for left, right in zip(*tables, strict=True):
         assert left.relative_to(two_runs[0]) == right.relative_to(two_runs[1])
-        assert hashlib.sha256(left.read_bytes()).digest() == hashlib.sha256(right.read_bytes()).digest()
+        assert (
+            hashlib.sha256(left.read_bytes()).digest()
+            == hashlib.sha256(right.read_bytes()).digest()
+        )

@@ -31,9 +31,11 @@ def test_perplexity_is_exp_of_the_models_own_loss_over_windows():
     whole, _ = hf_loss(model, ids)
     assert perplexity(model, tokenizer, TEXT, window=64) == pytest.approx(math.exp(whole), rel=1e-5)
     # windows of 10 tokens: 10, 10, 4 (padded in one batch) -> 9 + 9 + 3 predicted tokens, weighted by count
-    parts = [hf_loss(model, ids[i:i + 10]) for i in range(0, 24, 10)]
+    parts = [hf_loss(model, ids[i : i + 10]) for i in range(0, 24, 10)]
     expected = math.exp(sum(loss * n for loss, n in parts) / sum(n for _, n in parts))
-    assert perplexity(model, tokenizer, TEXT, window=10, batch=3) == pytest.approx(expected, rel=1e-5)
+    assert perplexity(model, tokenizer, TEXT, window=10, batch=3) == pytest.approx(
+        expected, rel=1e-5
+    )
     model.train()  # measured in eval mode, and the caller's mode is given back
     assert perplexity(model, tokenizer, TEXT, window=64) == pytest.approx(math.exp(whole), rel=1e-5)
     assert model.training
@@ -49,8 +51,12 @@ def test_sample_starts_at_the_marker_strips_indentation_and_is_checksummed(tmp_p
     body = "Title page\n\n      PREFACE\n   Once upon a time,\n        there was a text.\nMore after the cut."
     path = write_text(tmp_path / ("t.dz" if compress else "t.txt"), body, compress)
     expected = "PREFACE\nOnce upon a time,\nthere was a text."
-    cfg = TextRetentionConfig(path=str(path), start="PREFACE", chars=len(expected),
-                              sha256=hashlib.sha256(expected.encode()).hexdigest())
+    cfg = TextRetentionConfig(
+        path=str(path),
+        start="PREFACE",
+        chars=len(expected),
+        sha256=hashlib.sha256(expected.encode()).hexdigest(),
+    )
     assert load_sample(cfg) == expected
     with pytest.raises(ValueError, match=r"t\.(txt|dz).*sha256 .*expected 00"):
         load_sample(dataclasses.replace(cfg, sha256="00"))
@@ -60,14 +66,21 @@ def test_sample_starts_at_the_marker_strips_indentation_and_is_checksummed(tmp_p
         load_sample(dataclasses.replace(cfg, path=str(tmp_path / "missing.txt")))
 
 
-@pytest.mark.skipif(not Path(DEVIL_DICT).is_file(), reason="Debian's dict-devil is not installed (make env installs it)")
+@pytest.mark.skipif(
+    not Path(DEVIL_DICT).is_file(),
+    reason="Debian's dict-devil is not installed (make env installs it)",
+)
 def test_the_default_sample_is_the_pinned_public_domain_text():
     sample = load_sample(TextRetentionConfig())
-    assert sample.startswith("PREFACE\n\n_The Devil's Dictionary_ was begun in a weekly paper in 1881")
+    assert sample.startswith(
+        "PREFACE\n\n_The Devil's Dictionary_ was begun in a weekly paper in 1881"
+    )
     assert len(sample) == 16000 and len(sample.split()) > 2500
 
 
-def test_the_sample_is_checked_when_the_grid_is_validated_and_shipped_with_the_results(tmp_path, monkeypatch):
+def test_the_sample_is_checked_when_the_grid_is_validated_and_shipped_with_the_results(
+    tmp_path, monkeypatch
+):
     """A grid whose sample is missing fails at validation naming the model; a valid one leaves the sample in
     <results>/<grid>/text_retention/<sha256>.txt, which a job on a machine without the file reads instead."""
     import yaml
@@ -79,10 +92,23 @@ def test_the_sample_is_checked_when_the_grid_is_validated_and_shipped_with_the_r
     text.write_text("PREFACE " + TEXT)
     digest = hashlib.sha256(("PREFACE " + TEXT)[:60].encode()).hexdigest()
     sample = {"path": str(text), "start": "PREFACE", "chars": 60, "sha256": digest}
-    grid = {"name": "g", "seeds": [0], "results_dir": str(tmp_path / "results"), "datasets": {"ml-100k": {"source": "ml-100k"}},
-            "models": [{"name": "idiomoe", "params": {"text_retention": sample | {"path": str(tmp_path / "gone.txt")}}}]}
+    grid = {
+        "name": "g",
+        "seeds": [0],
+        "results_dir": str(tmp_path / "results"),
+        "datasets": {"ml-100k": {"source": "ml-100k"}},
+        "models": [
+            {
+                "name": "idiomoe",
+                "params": {"text_retention": sample | {"path": str(tmp_path / "gone.txt")}},
+            }
+        ],
+    }
     (tmp_path / "grid.yaml").write_text(yaml.safe_dump(grid))
-    with pytest.raises(ConfigError, match=r"models\[0\] \(idiomoe\): text retention: '.*gone.txt' not found \(nor a shipped copy"):
+    with pytest.raises(
+        ConfigError,
+        match=r"models\[0\] \(idiomoe\): text retention: '.*gone.txt' not found \(nor a shipped copy",
+    ):
         load_grid(tmp_path / "grid.yaml")
     grid["models"][0]["params"]["text_retention"] = sample
     (tmp_path / "grid.yaml").write_text(yaml.safe_dump(grid))

@@ -58,7 +58,9 @@ def test_residual_quantizers_reduce_reconstruction_error():
     recon = sum(book[rq.codes[:, level]] for level, book in enumerate(rq.codebooks))
     assert np.isclose(((x - recon) ** 2).sum(1).mean(), rq.reconstruction_error[-1])
     untrained = quantizers.rq_vae(x, 3, 8, hidden=(32,), latent_dim=4, epochs=0, seed=0)
-    trained = quantizers.rq_vae(x, 3, 8, hidden=(32,), latent_dim=4, epochs=150, batch_size=64, seed=0)
+    trained = quantizers.rq_vae(
+        x, 3, 8, hidden=(32,), latent_dim=4, epochs=150, batch_size=64, seed=0
+    )
     assert trained.reconstruction_error[-1] < 0.5 * untrained.reconstruction_error[-1]
     assert trained.reconstruction_error[-1] < trained.baseline_error
     assert trained.codes.shape == (240, 3) and trained.codes.max() < 8
@@ -69,8 +71,13 @@ def test_disambiguation_gives_every_item_a_unique_tuple():
     unique, facts = disambiguate(codes)
     assert unique[:, -1].tolist() == [0, 1, 0, 2, 0]
     assert len({tuple(r) for r in unique.tolist()}) == 5
-    assert facts == {"collision_rate": 3 / 5, "items_colliding": 3, "tuples_shared": 1, "max_items_per_tuple": 3,
-                     "disambiguation_size": 3}
+    assert facts == {
+        "collision_rate": 3 / 5,
+        "items_colliding": 3,
+        "tuples_shared": 1,
+        "max_items_per_tuple": 3,
+        "disambiguation_size": 3,
+    }
 
 
 def test_codebook_usage_and_coherence_by_hand():
@@ -80,7 +87,9 @@ def test_codebook_usage_and_coherence_by_hand():
     # pairs with genres: (0,1) share, (0,2) (0,3) (1,2) (1,3) do not, (2,3) share -> 2 of 6
     coherence = first_code_coherence(np.array([7, 7, 9, 9, 7]), genres)
     assert coherence["random_pair_genre_rate"] == pytest.approx(2 / 6)
-    assert coherence["same_first_code_pairs"] == 2 and coherence["same_first_code_genre_rate"] == 1.0
+    assert (
+        coherence["same_first_code_pairs"] == 2 and coherence["same_first_code_genre_rate"] == 1.0
+    )
 
 
 def test_code_trie_admits_exactly_the_catalogue():
@@ -105,10 +114,17 @@ def test_code_trie_admits_exactly_the_catalogue():
 @pytest.fixture(scope="module")
 def ml100k(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("sid")
-    kmeans = {"codes": {"artifact": "semantic_ids", "params": {"quantizer": "rq_kmeans"}}}  # RQ-VAE: test_rq_vae_*
+    kmeans = {
+        "codes": {"artifact": "semantic_ids", "params": {"quantizer": "rq_kmeans"}}
+    }  # RQ-VAE: test_rq_vae_*
     models = [{"name": "sid_tiger", "inputs": kmeans}, {"name": "sid_random"}]
-    cfg = {"name": "sid", "seeds": [0], "results_dir": str(tmp / "results"), "datasets": {"ml-100k": {"source": "ml-100k"}},
-           "models": models}
+    cfg = {
+        "name": "sid",
+        "seeds": [0],
+        "results_dir": str(tmp / "results"),
+        "datasets": {"ml-100k": {"source": "ml-100k"}},
+        "models": models,
+    }
     (tmp / "grid.yaml").write_text(yaml.safe_dump(cfg))
     grid = load_grid(tmp / "grid.yaml")
     split = prepare_dataset(grid, "ml-100k")
@@ -118,8 +134,12 @@ def ml100k(tmp_path_factory):
 def test_semantic_ids_of_ml100k_are_unique_and_genre_coherent(ml100k, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     grid, split = ml100k
-    records = {name: build_artifact(grid, "ml-100k", name, key) for (_, name, key) in grid.artifacts()}
-    assert len(grid.artifacts()) == 2 and set(records) == {"semantic_ids"}  # sid_tiger's and sid_random's
+    records = {
+        name: build_artifact(grid, "ml-100k", name, key) for (_, name, key) in grid.artifacts()
+    }
+    assert len(grid.artifacts()) == 2 and set(records) == {
+        "semantic_ids"
+    }  # sid_tiger's and sid_random's
     by_quantizer = {}
     for source in grid.artifacts().values():
         codes = np.load(source.folder / "codes.npy")
@@ -128,7 +148,10 @@ def test_semantic_ids_of_ml100k_are_unique_and_genre_coherent(ml100k, monkeypatc
         by_quantizer[stats["quantizer"]] = stats
     learned, random = by_quantizer["rq_kmeans"], by_quantizer["random"]
     # items sharing a first code share a genre far more often than random pairs; random codes do not
-    assert learned["coherence"]["same_first_code_genre_rate"] > 1.5 * learned["coherence"]["random_pair_genre_rate"]
+    assert (
+        learned["coherence"]["same_first_code_genre_rate"]
+        > 1.5 * learned["coherence"]["random_pair_genre_rate"]
+    )
     assert random["coherence"]["ratio"] < 1.15
     assert learned["reconstruction_error"][0] < learned["baseline_error"]
     assert all(level["used"] > 0.9 for level in learned["codebook"])
@@ -139,61 +162,111 @@ def test_semantic_ids_of_ml100k_are_unique_and_genre_coherent(ml100k, monkeypatc
 def tiny_codes(tmp_path_factory):
     split = cyclic_split([8] * len(TITLES))
     folder = tmp_path_factory.mktemp("codes")
-    build_semantic_ids(split, SemanticIdConfig(quantizer="random", levels=2, codebook_size=4), 0, folder)
-    return split, ResolvedInput({"codes.npy": folder / "codes.npy", "codebook_stats.json": folder / "codebook_stats.json"},
-                                "fixture")
+    build_semantic_ids(
+        split, SemanticIdConfig(quantizer="random", levels=2, codebook_size=4), 0, folder
+    )
+    return split, ResolvedInput(
+        {"codes.npy": folder / "codes.npy", "codebook_stats.json": folder / "codebook_stats.json"},
+        "fixture",
+    )
 
 
-TINY_T5 = {"t5": {"d_model": 16, "d_ff": 32, "num_heads": 2, "d_kv": 8, "encoder_layers": 1, "decoder_layers": 1,
-                  "dropout": 0.0},
-           "max_history": 4, "sft": {"steps": 120, "batch_size": 16, "learning_rate": 1e-2, "checkpoint_every": 60},
-           "beam_width": 5, "valid_users": 16, "eval_every": 60}
+TINY_T5 = {
+    "t5": {
+        "d_model": 16,
+        "d_ff": 32,
+        "num_heads": 2,
+        "d_kv": 8,
+        "encoder_layers": 1,
+        "decoder_layers": 1,
+        "dropout": 0.0,
+    },
+    "max_history": 4,
+    "sft": {"steps": 120, "batch_size": 16, "learning_rate": 1e-2, "checkpoint_every": 60},
+    "beam_width": 5,
+    "valid_users": 16,
+    "eval_every": 60,
+}
 
 
 def test_t5_shared_encoder_stepper_equals_the_models_own_decoder():
     from transformers import T5Config, T5ForConditionalGeneration
 
     torch.manual_seed(0)
-    model = T5ForConditionalGeneration(T5Config(vocab_size=30, d_model=16, d_ff=32, num_heads=2, d_kv=8, num_layers=2,
-                                                pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)).eval()
+    model = T5ForConditionalGeneration(
+        T5Config(
+            vocab_size=30,
+            d_model=16,
+            d_ff=32,
+            num_heads=2,
+            d_kv=8,
+            num_layers=2,
+            pad_token_id=0,
+            eos_token_id=1,
+            decoder_start_token_id=0,
+        )
+    ).eval()
     ids = torch.randint(2, 30, (3, 6))
     mask = torch.ones_like(ids)
     ids[0, :2], mask[0, :2] = 0, 0  # left padding
     with torch.no_grad():
         steppers = [T5SharedEncoderStepper(model, ids, mask), Seq2SeqStepper(model, ids, mask)]
-        outs = [s.step(torch.tensor([0, 0, 2]), torch.tensor([0, 0, 2]), torch.tensor([5, 6, 7])) for s in steppers]
-        outs = [s.step(torch.tensor([1, 2]), torch.tensor([0, 2]), torch.tensor([9, 9])) for s in steppers]
+        outs = [
+            s.step(torch.tensor([0, 0, 2]), torch.tensor([0, 0, 2]), torch.tensor([5, 6, 7]))
+            for s in steppers
+        ]
+        outs = [
+            s.step(torch.tensor([1, 2]), torch.tensor([0, 2]), torch.tensor([9, 9]))
+            for s in steppers
+        ]
         for row, (user, prefix) in enumerate([(0, [6, 9]), (2, [7, 9])]):
-            logits = model(input_ids=ids[user:user + 1], attention_mask=mask[user:user + 1],
-                           decoder_input_ids=torch.tensor([[0, *prefix]])).logits[0, -1]
+            logits = model(
+                input_ids=ids[user : user + 1],
+                attention_mask=mask[user : user + 1],
+                decoder_input_ids=torch.tensor([[0, *prefix]]),
+            ).logits[0, -1]
             for out in outs:
-                torch.testing.assert_close(out[row], torch.log_softmax(logits, -1), rtol=0, atol=1e-5)
+                torch.testing.assert_close(
+                    out[row], torch.log_softmax(logits, -1), rtol=0, atol=1e-5
+                )
 
 
 def test_beam_search_over_codes_returns_valid_distinct_unseen_items(tiny_codes, tmp_path):
     split, codes = tiny_codes
     rec = build_model("sid_tiger", TINY_T5, seed=0, device="cpu", inputs={"codes": codes})
     info = rec.fit(split, tmp_path)
-    assert info["code_length"] == 3 and info["decoder"] == "shared_encoder" and info["best_step"] in (60, 120)
+    assert (
+        info["code_length"] == 3
+        and info["decoder"] == "shared_encoder"
+        and info["best_step"] in (60, 120)
+    )
     histories = {u: list(h) for u, h in split.history("test").items()}
     ranked = rec.rank(histories, k=5)
-    evaluate_rankings(ranked, split, "test", [5])  # refuses history or unknown items, duplicates, short lists
+    evaluate_rankings(
+        ranked, split, "test", [5]
+    )  # refuses history or unknown items, duplicates, short lists
     for user, group in ranked.groupby("user_id"):
         assert len(set(group["item_id"])) == 5 and not set(group["item_id"]) & set(histories[user])
     # an unbounded beam is exact: it equals every item's log-likelihood under teacher forcing
     rec.model.eval()
     user = sorted(histories)[0]
-    prompt = torch.tensor([rec.user_prompt(user, histories[user]).ids])  # TIGER's: the user's token, then the codes
+    prompt = torch.tensor(
+        [rec.user_prompt(user, histories[user]).ids]
+    )  # TIGER's: the user's token, then the codes
     full = {}
     for item, tokens in rec.sequences.items():
         if item in histories[user]:
             continue
         with torch.no_grad():
-            logits = rec.model(input_ids=prompt, decoder_input_ids=torch.tensor([[0, *tokens[:-1]]])).logits[0]
+            logits = rec.model(
+                input_ids=prompt, decoder_input_ids=torch.tensor([[0, *tokens[:-1]]])
+            ).logits[0]
         full[item] = float(torch.log_softmax(logits, -1)[torch.arange(len(tokens)), tokens].sum())
     with torch.no_grad():
         stepper = T5SharedEncoderStepper(rec.model, prompt, torch.ones_like(prompt))
-        exact = beam_search(stepper, rec.trie, 16, 5, [histories[user]], None, torch.ones_like(prompt))[0]
+        exact = beam_search(
+            stepper, rec.trie, 16, 5, [histories[user]], None, torch.ones_like(prompt)
+        )[0]
     expected = sorted(full.items(), key=lambda kv: -kv[1])[:5]
     assert [i for i, _ in exact] == [i for i, _ in expected]
     assert np.allclose([s for _, s in exact], [s for _, s in expected], atol=1e-4)
@@ -216,11 +289,16 @@ def test_tiger_prepends_the_users_hashed_token_as_the_paper_does(tiny_codes):
     rec.prepare(split)
     assert rec.model.config.vocab_size == len(rec.vocab) + 2000
     history = ["1", "2"]
-    assert rec.user_prompt("u7", history).ids == [len(rec.vocab) + zlib.crc32(b"u7") % 2000, *rec.prompt(history).ids]
+    assert rec.user_prompt("u7", history).ids == [
+        len(rec.vocab) + zlib.crc32(b"u7") % 2000,
+        *rec.prompt(history).ids,
+    ]
     examples = rec.training_examples(split, np.random.default_rng(0))
     windows = training_windows(split, rec.cfg.max_history, None, np.random.default_rng(0))
     assert [ids[0] for ids, _ in examples] == [rec.user_token(user) for user, _, _ in windows]
-    plain = build_model("sid_tiger", {**TINY_T5, "user_buckets": 0}, seed=0, device="cpu", inputs={"codes": codes})
+    plain = build_model(
+        "sid_tiger", {**TINY_T5, "user_buckets": 0}, seed=0, device="cpu", inputs={"codes": codes}
+    )
     plain.model, _ = plain.load()
     plain.prepare(split)
     assert plain.user_prompt("u7", history).ids == plain.prompt(history).ids
@@ -235,17 +313,30 @@ def test_sid_tiger_learns_the_cyclic_pattern_and_resumes_exactly(tiny_codes, tmp
     histories = {u: list(h) for u, h in split.history("test").items()}
     ranked = whole.rank(histories, k=1)
     truth = {user: items[0] for user, items in split.targets("test").items()}
-    hits = sum(item == truth[user] for user, item in zip(ranked["user_id"], ranked["item_id"], strict=True))
+    hits = sum(
+        item == truth[user] for user, item in zip(ranked["user_id"], ranked["item_id"], strict=True)
+    )
     assert hits / len(truth) > 0.5, hits  # chance: 1 in 9 unseen items
-    half = build_model("sid_tiger", {**TINY_T5, "sft": {**TINY_T5["sft"], "steps": 60}}, seed=0, device="cpu",
-                       inputs={"codes": codes})
+    half = build_model(
+        "sid_tiger",
+        {**TINY_T5, "sft": {**TINY_T5["sft"], "steps": 60}},
+        seed=0,
+        device="cpu",
+        inputs={"codes": codes},
+    )
     half.fit(split, tmp_path / "resumed")
     resumed = build_model("sid_tiger", TINY_T5, seed=0, device="cpu", inputs={"codes": codes})
     assert resumed.fit(split, tmp_path / "resumed")["sft_steps_run"] == 60
-    last = [torch.load(d / "sft" / "last" / "state.pt", weights_only=True) for d in (tmp_path / "whole", tmp_path / "resumed")]
+    last = [
+        torch.load(d / "sft" / "last" / "state.pt", weights_only=True)
+        for d in (tmp_path / "whole", tmp_path / "resumed")
+    ]
     for name, value in last[0]["trainable"].items():
         torch.testing.assert_close(value, last[1]["trainable"][name], rtol=0, atol=1e-6)
-    assert (whole.selection.step, whole.selection.score) == (resumed.selection.step, resumed.selection.score)
+    assert (whole.selection.step, whole.selection.score) == (
+        resumed.selection.step,
+        resumed.selection.score,
+    )
 
 
 # -- sid_llm on a tiny Llama -------------------------------------------------------------------
@@ -266,24 +357,43 @@ def word_level_tokenizer(monkeypatch):
     monkeypatch.setattr(transformers, "AutoTokenizer", transformers.PreTrainedTokenizerFast)
 
 
-def test_sid_llm_trains_only_new_code_rows_and_lora_and_decodes_valid_items(tiny_codes, tiny_llama, tmp_path,
-                                                                          word_level_tokenizer):
+def test_sid_llm_trains_only_new_code_rows_and_lora_and_decodes_valid_items(
+    tiny_codes, tiny_llama, tmp_path, word_level_tokenizer
+):
     split, codes = tiny_codes
-    params = {"backbone": {"name_or_path": str(tiny_llama)}, "instruction": "items :", "answer_prefix": ":",
-              "interleave_titles": True, "max_history": 3, "beam_width": 5, "text_retention": {"enabled": False},
-              "sft": {"steps": 6, "batch_size": 4, "learning_rate": 1e-2}, "valid_users": 8, "eval_every": 3}
+    params = {
+        "backbone": {"name_or_path": str(tiny_llama)},
+        "instruction": "items :",
+        "answer_prefix": ":",
+        "interleave_titles": True,
+        "max_history": 3,
+        "beam_width": 5,
+        "text_retention": {"enabled": False},
+        "sft": {"steps": 6, "batch_size": 4, "learning_rate": 1e-2},
+        "valid_users": 8,
+        "eval_every": 3,
+    }
     rec = build_model("sid_llm", params, seed=0, device="cpu", inputs={"codes": codes})
     from llm4rec.llm.backbone import BackboneConfig, load_backbone
 
-    original = load_backbone(BackboneConfig(name_or_path=str(tiny_llama)))[0].get_input_embeddings().weight.detach().clone()
+    original = (
+        load_backbone(BackboneConfig(name_or_path=str(tiny_llama)))[0]
+        .get_input_embeddings()
+        .weight.detach()
+        .clone()
+    )
     info = rec.fit(split, tmp_path)
     assert info["code_tokens"] == len(rec.code_ids) and info["decoder"] == "shared_prefix"
     trained = {n for n, p in rec.model.named_parameters() if p.requires_grad}
     assert trained and all("lora_" in n or "trainable_tokens" in n for n in trained)
     weights = rec.model.get_input_embeddings()
     merged = weights(torch.arange(original.shape[0] + len(rec.code_ids)))
-    torch.testing.assert_close(merged[: original.shape[0]], original, rtol=0, atol=0)  # the text vocabulary is untouched
-    assert not torch.allclose(merged[rec.code_ids], merged[rec.code_ids].mean(0).expand(len(rec.code_ids), -1))
+    torch.testing.assert_close(
+        merged[: original.shape[0]], original, rtol=0, atol=0
+    )  # the text vocabulary is untouched
+    assert not torch.allclose(
+        merged[rec.code_ids], merged[rec.code_ids].mean(0).expand(len(rec.code_ids), -1)
+    )
     histories = {u: list(h) for u, h in split.history("test").items()}
     ranked = rec.rank(histories, k=5)
     evaluate_rankings(ranked, split, "test", [5])

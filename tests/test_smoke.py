@@ -19,7 +19,9 @@ def test_architecture_is_read_from_a_folder_or_known_by_name_and_never_downloade
     assert architecture(str(tmp_path)) == "mistral"
     assert architecture("Qwen/Qwen2.5-0.5B-Instruct") == "qwen2"
     assert architecture("smollm2-135m-instruct") == "llama"
-    with pytest.raises(SmokeError, match="backbone 'acme/unknown-7b': cannot tell its architecture offline"):
+    with pytest.raises(
+        SmokeError, match="backbone 'acme/unknown-7b': cannot tell its architecture offline"
+    ):
         architecture("acme/unknown-7b")
 
 
@@ -27,15 +29,24 @@ def test_architecture_is_read_from_a_folder_or_known_by_name_and_never_downloade
 def test_tiny_backbones_load_as_their_architecture_and_encode_any_text(tmp_path, model_type):
     from llm4rec.llm.backbone import BackboneConfig, load_backbone
 
-    corpus = ["Toy Story (1995)", "GoldenEye (1995) [2]", "A user watched these movies, oldest first:"]
+    corpus = [
+        "Toy Story (1995)",
+        "GoldenEye (1995) [2]",
+        "A user watched these movies, oldest first:",
+    ]
     folder = tiny_backbone_folder(model_type, corpus, tmp_path / model_type)
     model, tokenizer = load_backbone(BackboneConfig(name_or_path=str(folder), dtype="bf16"))
-    assert model.config.model_type == model_type and next(model.parameters()).dtype.is_floating_point
-    assert str(next(model.parameters()).dtype) == "torch.bfloat16" and model.config.tie_word_embeddings
+    assert (
+        model.config.model_type == model_type and next(model.parameters()).dtype.is_floating_point
+    )
+    assert (
+        str(next(model.parameters()).dtype) == "torch.bfloat16" and model.config.tie_word_embeddings
+    )
     for text in ("Toy Story (1995)", "Zz unseen words, é too"):
         assert tokenizer.decode(tokenizer(text, add_special_tokens=False).input_ids) == text
-    assert "<|assistant|>" in tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False,
-                                                            add_generation_prompt=True)
+    assert "<|assistant|>" in tokenizer.apply_chat_template(
+        [{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True
+    )
 
 
 class FakeGrid:
@@ -55,18 +66,34 @@ def fake_run(grid, model, fit):
 
 def test_a_cell_fails_on_each_fault_and_the_table_names_it(tmp_path):
     grid = FakeGrid(tmp_path)
-    good = {"first_loss": 7.0, "final_loss": 6.5, "trainable_unmoved": [],
-            "precision": {"backbone_dtype": "bfloat16", "trainable_dtype": "float32", "autocast": "bfloat16", "devices": "cpu"}}
-    faults = {"idiomoe": good | {"final_loss": math.nan},
-              "cf_e4srec": good | {"trainable_unmoved": ["base_model.model.cf_head.bias"]},
-              "cf_llara": good | {"precision": good["precision"] | {"trainable_dtype": "bfloat16,float32"}},
-              "sid_llm": good | {"precision": good["precision"] | {"backbone_dtype": "float32"}},
-              "text_prompted": good | {"precision": good["precision"] | {"devices": "cpu,cuda:0"}}}
+    good = {
+        "first_loss": 7.0,
+        "final_loss": 6.5,
+        "trainable_unmoved": [],
+        "precision": {
+            "backbone_dtype": "bfloat16",
+            "trainable_dtype": "float32",
+            "autocast": "bfloat16",
+            "devices": "cpu",
+        },
+    }
+    faults = {
+        "idiomoe": good | {"final_loss": math.nan},
+        "cf_e4srec": good | {"trainable_unmoved": ["base_model.model.cf_head.bias"]},
+        "cf_llara": good
+        | {"precision": good["precision"] | {"trainable_dtype": "bfloat16,float32"}},
+        "sid_llm": good | {"precision": good["precision"] | {"backbone_dtype": "float32"}},
+        "text_prompted": good | {"precision": good["precision"] | {"devices": "cpu,cuda:0"}},
+    }
     fake_run(grid, "idiomoe_popprior", good)
     assert check_cell(grid, "d", "idiomoe_popprior", 0, "bf16").ok
-    expected = {"idiomoe": "non-finite loss", "cf_e4srec": "did not move: base_model.model.cf_head.bias",
-                "cf_llara": "trainable tensors in bfloat16,float32", "sid_llm": "backbone in float32, not bfloat16",
-                "text_prompted": "tensors on several devices"}
+    expected = {
+        "idiomoe": "non-finite loss",
+        "cf_e4srec": "did not move: base_model.model.cf_head.bias",
+        "cf_llara": "trainable tensors in bfloat16,float32",
+        "sid_llm": "backbone in float32, not bfloat16",
+        "text_prompted": "tensors on several devices",
+    }
     for model, fit in faults.items():
         fake_run(grid, model, fit)
         cell = check_cell(grid, "d", model, 0, "bf16")
@@ -80,8 +107,13 @@ def test_the_paper_grid_runs_end_to_end_at_toy_cost(tmp_path):
     """Every model entry of paper.yaml (Qwen2.5 as a tiny Qwen2, TIGER's T5 shrunk), bf16 on CPU, through
     Snakemake; its ml-1m is prepared too. (The default grid runs for real in `make bench`.)"""
     config = "benchmarks/paper.yaml"
-    proc = subprocess.run([sys.executable, "-m", "llm4rec.cli", "smoke", config, "--out", str(tmp_path)], cwd=REPO,
-                          capture_output=True, text=True, timeout=1200)
+    proc = subprocess.run(
+        [sys.executable, "-m", "llm4rec.cli", "smoke", config, "--out", str(tmp_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-3000:]
     import yaml
 
@@ -99,10 +131,37 @@ def test_the_gpu_measurement_script_runs_its_dry_run_on_cpu(tmp_path):
     import json
 
     out = tmp_path / "rows.json"
-    proc = subprocess.run([sys.executable, "benchmarks/perf/gpu_paradigms.py", "--device", "cpu", "--shape", "tiny",
-                           "--users", "4", "--steps", "2", "--out", str(out)], cwd=REPO, capture_output=True, text=True,
-                          timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "benchmarks/perf/gpu_paradigms.py",
+            "--device",
+            "cpu",
+            "--shape",
+            "tiny",
+            "--users",
+            "4",
+            "--steps",
+            "2",
+            "--out",
+            str(out),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     rows = json.loads(out.read_text())
-    assert [r["paradigm"] for r in rows] == ["text_prompted", "cf_llara", "cf_e4srec", "idiomoe", "sid_llm", "sid_tiger"]
-    assert all(r["loss_finite"] and r["train_tokens_per_s"] > 0 and 0 <= r["top10_overlap_bf16_fp32"] <= 1 for r in rows)
+    assert [r["paradigm"] for r in rows] == [
+        "text_prompted",
+        "cf_llara",
+        "cf_e4srec",
+        "idiomoe",
+        "sid_llm",
+        "sid_tiger",
+    ]
+    assert all(
+        r["loss_finite"] and r["train_tokens_per_s"] > 0 and 0 <= r["top10_overlap_bf16_fp32"] <= 1
+        for r in rows
+    )

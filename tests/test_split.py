@@ -14,7 +14,14 @@ from .conftest import interactions_frame
 @pytest.fixture(scope="module")
 def ml100k():
     raw = load_ml100k()
-    kept, _ = preprocess(raw.interactions, rating_threshold=None, dedup="first", min_user=5, min_item=5, dataset="ml-100k")
+    kept, _ = preprocess(
+        raw.interactions,
+        rating_threshold=None,
+        dedup="first",
+        min_user=5,
+        min_item=5,
+        dataset="ml-100k",
+    )
     return raw, kept
 
 
@@ -25,13 +32,19 @@ def test_leave_one_out_invariants_on_ml100k(ml100k):
     assert (per_user["valid"] == 1).all() and (per_user["test"] == 1).all()
     assert len(per_user) == kept["user_id"].nunique() == 943
     # no test (or validation) item appears in the same user's training data
-    train_pairs = set(map(tuple, split.loc[split["phase"] == "train", ["user_id", "item_id"]].to_numpy()))
+    train_pairs = set(
+        map(tuple, split.loc[split["phase"] == "train", ["user_id", "item_id"]].to_numpy())
+    )
     for phase in ("valid", "test"):
-        pairs = set(map(tuple, split.loc[split["phase"] == phase, ["user_id", "item_id"]].to_numpy()))
+        pairs = set(
+            map(tuple, split.loc[split["phase"] == phase, ["user_id", "item_id"]].to_numpy())
+        )
         assert not pairs & train_pairs
     # the test item is the user's latest interaction; validation the one before
     last = split.groupby("user_id")["timestamp"].transform("max")
-    assert (split.loc[split["phase"] == "test", "timestamp"] == last[split["phase"] == "test"]).all()
+    assert (
+        split.loc[split["phase"] == "test", "timestamp"] == last[split["phase"] == "test"]
+    ).all()
     max_train = split[split["phase"] == "train"].groupby("user_id")["timestamp"].max()
     valid_time = split[split["phase"] == "valid"].set_index("user_id")["timestamp"]
     assert (max_train <= valid_time.loc[max_train.index]).all()
@@ -41,7 +54,12 @@ def test_ties_broken_by_file_order_not_item_id():
     # u1's last two interactions share a timestamp; file order says z then a
     rows = [("u1", "m", 1), ("u1", "n", 2), ("u1", "z", 5), ("u1", "a", 5)]
     split = leave_one_out_split(interactions_frame(rows))
-    assert split.set_index("item_id")["phase"].to_dict() == {"m": "train", "n": "train", "z": "valid", "a": "test"}
+    assert split.set_index("item_id")["phase"].to_dict() == {
+        "m": "train",
+        "n": "train",
+        "z": "valid",
+        "a": "test",
+    }
     swapped = leave_one_out_split(interactions_frame([rows[0], rows[1], rows[3], rows[2]]))
     assert swapped.set_index("item_id").loc["z", "phase"] == "test"
 

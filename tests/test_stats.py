@@ -35,13 +35,24 @@ def test_wilcoxon_matches_scipy():
 
 
 def test_identical_systems_are_not_different():
-    assert paired_t_test(A, A) == 1.0 and wilcoxon_test(A, A) == 1.0 and randomization_test(A, A) == 1.0
+    assert (
+        paired_t_test(A, A) == 1.0
+        and wilcoxon_test(A, A) == 1.0
+        and randomization_test(A, A) == 1.0
+    )
 
 
 def test_exact_randomization_matches_scipy_permutation_test():
-    expected = stats.permutation_test((A, B), lambda x, y: np.mean(x - y), permutation_type="samples",
-                                      alternative="two-sided", n_resamples=np.inf).pvalue
-    assert randomization_test(A, B, rounds=10_000) == pytest.approx(expected, rel=1e-12)  # 2^12 <= 10_000: exact
+    expected = stats.permutation_test(
+        (A, B),
+        lambda x, y: np.mean(x - y),
+        permutation_type="samples",
+        alternative="two-sided",
+        n_resamples=np.inf,
+    ).pvalue
+    assert randomization_test(A, B, rounds=10_000) == pytest.approx(
+        expected, rel=1e-12
+    )  # 2^12 <= 10_000: exact
 
 
 def test_exact_randomization_by_hand_on_three_users():
@@ -52,10 +63,19 @@ def test_exact_randomization_by_hand_on_three_users():
 def test_monte_carlo_randomization_is_seeded_and_close_to_scipy():
     rng = np.random.default_rng(1)
     a, b = rng.random(200), rng.random(200) * 0.95
-    p1, p2 = randomization_test(a, b, rounds=4000, seed=7), randomization_test(a, b, rounds=4000, seed=7)
+    p1, p2 = (
+        randomization_test(a, b, rounds=4000, seed=7),
+        randomization_test(a, b, rounds=4000, seed=7),
+    )
     assert p1 == p2
-    reference = stats.permutation_test((a, b), lambda x, y, axis=-1: np.mean(x - y, axis=axis), permutation_type="samples",
-                                       vectorized=True, n_resamples=20_000, random_state=0).pvalue
+    reference = stats.permutation_test(
+        (a, b),
+        lambda x, y, axis=-1: np.mean(x - y, axis=axis),
+        permutation_type="samples",
+        vectorized=True,
+        n_resamples=20_000,
+        random_state=0,
+    ).pvalue
     assert p1 == pytest.approx(reference, abs=0.02)
 
 
@@ -94,4 +114,6 @@ def test_seed_handling():
     ua, ub = seed_aware_arrays(a, b)
     np.testing.assert_allclose(ua, [0.5, 0.0, 1.0])
     np.testing.assert_allclose(ub, [0.0, 0.5, 1.0])
-    assert seed_mean_test(a, b) == pytest.approx(stats.ttest_rel([2 / 3, 1 / 3], [1 / 3, 2 / 3]).pvalue)
+    assert seed_mean_test(a, b) == pytest.approx(
+        stats.ttest_rel([2 / 3, 1 / 3], [1 / 3, 2 / 3]).pvalue
+    )

@@ -14,12 +14,38 @@ def fake_run(grid, model: str, ndcg: float) -> None:
     """A finished, evaluated run as the train and evaluate stages would leave it."""
     run_dir = grid.run_dir("ml-100k", model, 0)
     phase = {"ndcg_at_10": ndcg, "hr_at_10": 2 * ndcg, "coverage_at_10": 0.5}
-    cost = {"train_time_s": 1.0, "inference_ms_per_user": 0.1, "inference_time_test_s": 0.1, "peak_memory_mb": 100.0,
-            "parameters_total": 10, "parameters_trainable": 10}
-    write_json(run_dir / "metrics.json", {"dataset": "ml-100k", "model": model, "paradigm": "baseline", "seed": 0,
-                                          "config_hash": "abc", "cost": cost, "valid": phase, "test": phase})
-    write_json(run_dir / "run.json", {"run": grid.run_config("ml-100k", model, 0), "config_hash": "abc", "fit": {},
-                                      "device": "cpu", "environment": {"git_commit": "deadbeef"}, "cost": cost})
+    cost = {
+        "train_time_s": 1.0,
+        "inference_ms_per_user": 0.1,
+        "inference_time_test_s": 0.1,
+        "peak_memory_mb": 100.0,
+        "parameters_total": 10,
+        "parameters_trainable": 10,
+    }
+    write_json(
+        run_dir / "metrics.json",
+        {
+            "dataset": "ml-100k",
+            "model": model,
+            "paradigm": "baseline",
+            "seed": 0,
+            "config_hash": "abc",
+            "cost": cost,
+            "valid": phase,
+            "test": phase,
+        },
+    )
+    write_json(
+        run_dir / "run.json",
+        {
+            "run": grid.run_config("ml-100k", model, 0),
+            "config_hash": "abc",
+            "fit": {},
+            "device": "cpu",
+            "environment": {"git_commit": "deadbeef"},
+            "cost": cost,
+        },
+    )
 
 
 def log_in_subprocess(config_path: str, model: str) -> str:
@@ -29,8 +55,13 @@ def log_in_subprocess(config_path: str, model: str) -> str:
 
 
 def make_grid(tmp_path):
-    cfg = {"name": "t", "results_dir": str(tmp_path / "results"), "seeds": [0],
-           "datasets": {"ml-100k": {"source": "ml-100k"}}, "models": [{"name": "bpr"}, {"name": "lightgcn"}]}
+    cfg = {
+        "name": "t",
+        "results_dir": str(tmp_path / "results"),
+        "seeds": [0],
+        "datasets": {"ml-100k": {"source": "ml-100k"}},
+        "models": [{"name": "bpr"}, {"name": "lightgcn"}],
+    }
     path = tmp_path / "grid.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path, load_grid(path)
@@ -50,7 +81,10 @@ def test_parallel_writers_and_idempotent_rerun(tmp_path, monkeypatch):
     client = MlflowClient(tracking_uri=grid.tracking_uri())
     experiment = client.get_experiment_by_name("llm4rec-t")
     runs = client.search_runs([experiment.experiment_id])
-    assert {r.data.tags["model"]: r.data.metrics["test_ndcg_at_10"] for r in runs} == {"bpr": 0.1, "lightgcn": 0.2}
+    assert {r.data.tags["model"]: r.data.metrics["test_ndcg_at_10"] for r in runs} == {
+        "bpr": 0.1,
+        "lightgcn": 0.2,
+    }
 
     # same result again: reuse the run; a changed result: replace it (one live run per key)
     assert log_in_subprocess(str(path), "bpr") == ids[0]
@@ -63,11 +97,27 @@ def test_parallel_writers_and_idempotent_rerun(tmp_path, monkeypatch):
 
 
 def test_metric_keys_and_flattened_params():
-    metrics = {"test": {"ndcg_at_10": 0.5}, "valid": {"ndcg_at_10": 0.4},
-               "cost": {k: 1 for k in ("train_time_s", "inference_ms_per_user", "inference_time_test_s", "peak_memory_mb",
-                                       "parameters_total", "parameters_trainable")}}
+    metrics = {
+        "test": {"ndcg_at_10": 0.5},
+        "valid": {"ndcg_at_10": 0.4},
+        "cost": {
+            k: 1
+            for k in (
+                "train_time_s",
+                "inference_ms_per_user",
+                "inference_time_test_s",
+                "peak_memory_mb",
+                "parameters_total",
+                "parameters_trainable",
+            )
+        },
+    }
     keys = run_metrics(metrics)
-    assert keys["test_ndcg_at_10"] == 0.5 and keys["valid_ndcg_at_10"] == 0.4 and "train_time_s" in keys
+    assert (
+        keys["test_ndcg_at_10"] == 0.5
+        and keys["valid_ndcg_at_10"] == 0.4
+        and "train_time_s" in keys
+    )
     assert flat({"a": {"b": 1, "c": [1, 2]}}) == {"a.b": 1, "a.c": [1, 2]}
 
 
@@ -82,14 +132,23 @@ def test_secret_looking_environment_variables_are_never_recorded(tmp_path, monke
 
     from llm4rec.cli import main
 
-    secrets = {"HF_TOKEN": "hf_s3cr3t_token", "MLFLOW_TRACKING_PASSWORD": "pw-s3cr3t", "LLM4REC_API_KEY": "key-s3cr3t",
-               "SLURM_JOB_SECRET": "slurm-s3cr3t"}
+    secrets = {
+        "HF_TOKEN": "hf_s3cr3t_token",
+        "MLFLOW_TRACKING_PASSWORD": "pw-s3cr3t",
+        "LLM4REC_API_KEY": "key-s3cr3t",
+        "SLURM_JOB_SECRET": "slurm-s3cr3t",
+    }
     for name, value in secrets.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    cfg = {"name": "t", "results_dir": str(tmp_path / "results"), "seeds": [0], "datasets": {"ml-100k": {"source": "ml-100k"}},
-           "models": [{"name": "mostpop"}]}
+    cfg = {
+        "name": "t",
+        "results_dir": str(tmp_path / "results"),
+        "seeds": [0],
+        "datasets": {"ml-100k": {"source": "ml-100k"}},
+        "models": [{"name": "mostpop"}],
+    }
     path = tmp_path / "grid.yaml"
     path.write_text(yaml.safe_dump(cfg))
     args = ["--config", str(path), "--dataset", "ml-100k"]
@@ -114,7 +173,12 @@ def test_every_torch_load_reads_weights_only():
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
-    calls = [(f, m.group(0)) for f in [*root.glob("llm4rec/**/*.py"), *root.glob("baselines/**/*.py")]
-             for m in re.finditer(r"torch\.load\([^)]*\)", f.read_text())]
+    calls = [
+        (f, m.group(0))
+        for f in [*root.glob("llm4rec/**/*.py"), *root.glob("baselines/**/*.py")]
+        for m in re.finditer(r"torch\.load\([^)]*\)", f.read_text())
+    ]
     assert calls  # the checkpoint loaders are found
-    assert all("weights_only=True" in call for _, call in calls), [c for c in calls if "weights_only=True" not in c[1]]
+    assert all("weights_only=True" in call for _, call in calls), [
+        c for c in calls if "weights_only=True" not in c[1]
+    ]

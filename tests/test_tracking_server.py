@@ -19,11 +19,21 @@ from llm4rec.tracking_server import ServerError, postgres_binary
 
 REPO = Path(__file__).resolve().parents[1]
 GRID = {
-    "name": "ts", "results_dir": "results", "reports_dir": "reports", "seeds": [0, 1],
+    "name": "ts",
+    "results_dir": "results",
+    "reports_dir": "reports",
+    "seeds": [0, 1],
     "evaluation": {"cutoffs": [5, 10]},
-    "report": {"metrics": ["hr_at_10", "ndcg_at_10"], "randomization_rounds": 200, "bootstrap_rounds": 200},
+    "report": {
+        "metrics": ["hr_at_10", "ndcg_at_10"],
+        "randomization_rounds": 200,
+        "bootstrap_rounds": 200,
+    },
     "datasets": {"ml-100k": {"source": "ml-100k"}},
-    "models": [{"name": "mostpop"}, {"name": "bpr", "params": {"epochs": 1, "show_progress": False}}],
+    "models": [
+        {"name": "mostpop"},
+        {"name": "bpr", "params": {"epochs": 1, "show_progress": False}},
+    ],
 }
 CELLS = {(m, str(s)) for m in ("mostpop", "bpr") for s in (0, 1)}
 pytestmark = pytest.mark.slow
@@ -45,22 +55,54 @@ def _postgres_or_skip() -> None:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     _postgres_or_skip()
-    folder = Path(tempfile.mkdtemp(prefix="llm4rec-tracking-", dir="/tmp"))  # reachable by the 'postgres' user
+    folder = Path(
+        tempfile.mkdtemp(prefix="llm4rec-tracking-", dir="/tmp")
+    )  # reachable by the 'postgres' user
     folder.chmod(0o755)
     ports = {"port": free_port(), "pg_port": free_port()}
     cli = [sys.executable, "-m", "llm4rec.cli", "tracking-server"]
-    args = ["--dir", str(folder / "server"), "--port", str(ports["port"]), "--pg-port", str(ports["pg_port"])]
-    yield {"uri": f"http://127.0.0.1:{ports['port']}", "start": cli + ["start", *args], "stop": cli + ["stop", *args],
-           "folder": folder / "server"}
+    args = [
+        "--dir",
+        str(folder / "server"),
+        "--port",
+        str(ports["port"]),
+        "--pg-port",
+        str(ports["pg_port"]),
+    ]
+    yield {
+        "uri": f"http://127.0.0.1:{ports['port']}",
+        "start": cli + ["start", *args],
+        "stop": cli + ["stop", *args],
+        "folder": folder / "server",
+    }
     subprocess.run(cli + ["stop", *args], capture_output=True, timeout=120)
     shutil.rmtree(folder, ignore_errors=True)
 
 
 def snakemake(workdir: Path, uri: str, *args: str) -> subprocess.CompletedProcess:
     env = os.environ | {"MLFLOW_TRACKING_URI": uri}
-    return subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
-                           "--configfile", str(workdir / "grid.yaml"), "--cores", "2", "--resources", "mlflow=1", *args],
-                          capture_output=True, text=True, env=env, timeout=900)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-s",
+            str(REPO / "Snakefile"),
+            "--directory",
+            str(workdir),
+            "--configfile",
+            str(workdir / "grid.yaml"),
+            "--cores",
+            "2",
+            "--resources",
+            "mlflow=1",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+    )
 
 
 def active_runs(uri: str):
@@ -77,7 +119,9 @@ def grid_on_server(server, tmp_path_factory):
     (workdir / "grid.yaml").write_text(yaml.safe_dump(GRID))
     # 1. the server is down while the grid runs
     down = snakemake(workdir, server["uri"], "--keep-going")
-    down.files = sorted(str(f.relative_to(workdir)) for f in (workdir / "results").rglob("*") if f.is_file())
+    down.files = sorted(
+        str(f.relative_to(workdir)) for f in (workdir / "results").rglob("*") if f.is_file()
+    )
     # 2. the server comes up; the same command again
     started = subprocess.run(server["start"], capture_output=True, text=True, timeout=300)
     assert started.returncode == 0, started.stdout + started.stderr
@@ -104,14 +148,39 @@ def test_the_rerun_logs_only_the_missing_runs_one_active_run_per_cell(server, gr
     assert all(p.stat().st_mtime_ns == t for p, t in mtimes.items())  # nothing retrained
     assert "rule train:" not in up.stdout + up.stderr
     runs = active_runs(server["uri"])
-    cells = sorted((r.data.tags["model"], r.data.tags["seed"]) for r in runs if r.data.tags["paradigm"] != "report")
+    cells = sorted(
+        (r.data.tags["model"], r.data.tags["seed"])
+        for r in runs
+        if r.data.tags["paradigm"] != "report"
+    )
     assert cells == sorted(CELLS)  # exactly one active run per (dataset, model, seed)
     assert sum(r.data.tags["paradigm"] == "report" for r in runs) == 1
-    assert {r.data.tags["dataset"] for r in runs if r.data.tags["paradigm"] != "report"} == {"ml-100k"}
+    assert {r.data.tags["dataset"] for r in runs if r.data.tags["paradigm"] != "report"} == {
+        "ml-100k"
+    }
     # tracking a cell again reuses its run; a full rerun has nothing to do
     env = os.environ | {"MLFLOW_TRACKING_URI": server["uri"]}
-    again = subprocess.run([sys.executable, "-m", "llm4rec.cli", "track", "--config", "grid.yaml", "--dataset", "ml-100k",
-                            "--model", "bpr", "--seed", "0"], cwd=workdir, capture_output=True, text=True, env=env, timeout=300)
+    again = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "llm4rec.cli",
+            "track",
+            "--config",
+            "grid.yaml",
+            "--dataset",
+            "ml-100k",
+            "--model",
+            "bpr",
+            "--seed",
+            "0",
+        ],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert again.returncode == 0, again.stderr
     assert len(active_runs(server["uri"])) == len(runs)
     assert "Nothing to be done" in snakemake(workdir, server["uri"], "-n").stdout
@@ -121,26 +190,53 @@ def test_the_report_from_the_server_equals_the_report_from_the_run_folders(serve
     workdir, _, _, _ = grid_on_server
     env = os.environ | {"MLFLOW_TRACKING_URI": server["uri"]}
     for source, extra in (("folders", []), ("server", ["--mlflow-experiment", "llm4rec-ts"])):
-        proc = subprocess.run([sys.executable, "-m", "llm4rec.cli", "report", "--config", "grid.yaml", "--no-mlflow",
-                               "--out", f"rebuilt_{source}", *extra], cwd=workdir, capture_output=True, text=True, env=env,
-                              timeout=600)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "llm4rec.cli",
+                "report",
+                "--config",
+                "grid.yaml",
+                "--no-mlflow",
+                "--out",
+                f"rebuilt_{source}",
+                *extra,
+            ],
+            cwd=workdir,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=600,
+        )
         assert proc.returncode == 0, proc.stderr[-3000:]
     for name in ("results_table.csv", "cost_table.csv"):
-        pd.testing.assert_frame_equal(pd.read_csv(workdir / "rebuilt_folders" / name), pd.read_csv(workdir / "rebuilt_server" / name))
-    assert (workdir / "rebuilt_folders" / "results_table.tex").read_text() == (workdir / "rebuilt_server" / "results_table.tex").read_text()
+        pd.testing.assert_frame_equal(
+            pd.read_csv(workdir / "rebuilt_folders" / name),
+            pd.read_csv(workdir / "rebuilt_server" / name),
+        )
+    assert (workdir / "rebuilt_folders" / "results_table.tex").read_text() == (
+        workdir / "rebuilt_server" / "results_table.tex"
+    ).read_text()
 
 
 def test_the_server_stops_by_its_pid_files_and_binds_to_loopback(server, grid_on_server):
     folder = server["folder"]
     assert (folder / "mlflow.pid").is_file() and (folder / "pgdata" / "postmaster.pid").is_file()
     pid = int((folder / "mlflow.pid").read_text())
-    listening = subprocess.run(["ss", "-ltnp"], capture_output=True, text=True).stdout if shutil.which("ss") else ""
+    listening = (
+        subprocess.run(["ss", "-ltnp"], capture_output=True, text=True).stdout
+        if shutil.which("ss")
+        else ""
+    )
     for line in listening.splitlines():
         if f"pid={pid}," in line:
             assert "127.0.0.1:" in line, line
     stopped = subprocess.run(server["stop"], capture_output=True, text=True, timeout=120)
     assert stopped.returncode == 0, stopped.stderr
     assert "mlflow server, PostgreSQL" in stopped.stdout
-    assert not (folder / "mlflow.pid").exists() and not (folder / "pgdata" / "postmaster.pid").exists()
+    assert (
+        not (folder / "mlflow.pid").exists() and not (folder / "pgdata" / "postmaster.pid").exists()
+    )
     with pytest.raises(OSError):
         os.kill(pid, 0)

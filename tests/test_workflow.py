@@ -24,13 +24,27 @@ GRID = {
     "reports_dir": "reports",
     "seeds": [0],
     "evaluation": {"cutoffs": [5, 10]},
-    "report": {"metrics": ["hr_at_10", "ndcg_at_10"], "randomization_rounds": 1000, "bootstrap_rounds": 500},
+    "report": {
+        "metrics": ["hr_at_10", "ndcg_at_10"],
+        "randomization_rounds": 1000,
+        "bootstrap_rounds": 500,
+    },
     "datasets": {"ml-100k": {"source": "ml-100k"}},
     "models": [
         {"name": "mostpop"},
         {"name": "bpr", "params": {"epochs": 2, "learning_rate": 0.01, "show_progress": False}},
-        {"name": "sasrec", "params": {"epochs": 1, "MAX_ITEM_LIST_LENGTH": 5, "hidden_size": 16, "inner_size": 32,
-                                      "n_layers": 1, "train_batch_size": 4096, "show_progress": False}},
+        {
+            "name": "sasrec",
+            "params": {
+                "epochs": 1,
+                "MAX_ITEM_LIST_LENGTH": 5,
+                "hidden_size": 16,
+                "inner_size": 32,
+                "n_layers": 1,
+                "train_batch_size": 4096,
+                "show_progress": False,
+            },
+        },
         {"name": "emb_knn"},  # consumes bpr's exported item embeddings (same dataset and seed)
     ],
 }
@@ -40,15 +54,33 @@ pytestmark = pytest.mark.slow
 
 def snakemake(workdir: Path, *args: str) -> str:
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
-           "--configfile", str(workdir / "grid.yaml"), "--cores", "2", "--resources", "mlflow=1", *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(workdir / "grid.yaml"),
+        "--cores",
+        "2",
+        "--resources",
+        "mlflow=1",
+        *args,
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     return proc.stdout + proc.stderr
 
 
 def planned_jobs(output: str) -> dict[str, int]:
-    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", output, re.M) if m.group(1) != "total"}
+    return {
+        m.group(1): int(m.group(2))
+        for m in re.finditer(r"^(\w+)\s+(\d+)$", output, re.M)
+        if m.group(1) != "total"
+    }
 
 
 def live_runs(workdir: Path):
@@ -56,7 +88,11 @@ def live_runs(workdir: Path):
 
     client = MlflowClient(tracking_uri=f"sqlite:///{workdir / 'results' / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("llm4rec-e2e")
-    return [r for r in client.search_runs([experiment.experiment_id]) if r.data.tags.get("paradigm") != "report"]
+    return [
+        r
+        for r in client.search_runs([experiment.experiment_id])
+        if r.data.tags.get("paradigm") != "report"
+    ]
 
 
 def report_runs(workdir: Path):
@@ -64,7 +100,11 @@ def report_runs(workdir: Path):
 
     client = MlflowClient(tracking_uri=f"sqlite:///{workdir / 'results' / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("llm4rec-e2e")
-    return client, [r for r in client.search_runs([experiment.experiment_id]) if r.data.tags.get("paradigm") == "report"]
+    return client, [
+        r
+        for r in client.search_runs([experiment.experiment_id])
+        if r.data.tags.get("paradigm") == "report"
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -80,18 +120,34 @@ def test_grid_runs_end_to_end(finished_grid):
     runs = workdir / "results" / "e2e" / "runs" / "ml-100k"
     for model in sorted(MODELS):
         run = runs / model / "seed0"
-        for name in ("run.json", "metrics.json", "mlflow.json", "per_user_test.parquet", "rankings_test.parquet"):
+        for name in (
+            "run.json",
+            "metrics.json",
+            "mlflow.json",
+            "per_user_test.parquet",
+            "rankings_test.parquet",
+        ):
             assert (run / name).is_file(), run / name
     assert (runs / "bpr" / "seed0" / "exports" / "item_embeddings.npy").is_file()
     consumer = json.loads((runs / "emb_knn" / "seed0" / "run.json").read_text())
     bpr = json.loads((runs / "bpr" / "seed0" / "run.json").read_text())
     assert consumer["run"]["inputs"]["embeddings"]["config_hash"] == bpr["config_hash"]
-    assert consumer["inputs"]["embeddings"]["source"] == f"run bpr/seed0 (config {bpr['config_hash']})"
+    assert (
+        consumer["inputs"]["embeddings"]["source"] == f"run bpr/seed0 (config {bpr['config_hash']})"
+    )
     summary = (workdir / "reports" / "summary.md").read_text()
     assert "| Baselines | BPR | `bpr` | 1 |" in summary and "ndcg_at_10" in summary
     reports = workdir / "reports"
-    for name in ("results_table.tex", "results_table.md", "results_table.csv", "cost_table.tex", "comparisons.csv",
-                 "slices.md", "figures/ndcg_at_10_ci.pdf", "figures/ndcg_at_10_vs_cost.png"):
+    for name in (
+        "results_table.tex",
+        "results_table.md",
+        "results_table.csv",
+        "cost_table.tex",
+        "comparisons.csv",
+        "slices.md",
+        "figures/ndcg_at_10_ci.pdf",
+        "figures/ndcg_at_10_vs_cost.png",
+    ):
         assert (reports / name).is_file(), name
     comparisons = pd.read_csv(reports / "comparisons.csv")
     assert set(comparisons["system"]) | set(comparisons["reference"]) == MODELS
@@ -107,7 +163,13 @@ def test_mlflow_runs_have_same_keys_and_tags(finished_grid):
     assert sorted(r.data.tags["model"] for r in runs) == sorted(MODELS)
     keys = {frozenset(r.data.metrics) for r in runs}
     assert len(keys) == 1
-    assert {"test_ndcg_at_10", "valid_hr_at_5", "test_coverage_at_10", "train_time_s", "peak_memory_mb"} <= set(next(iter(keys)))
+    assert {
+        "test_ndcg_at_10",
+        "valid_hr_at_5",
+        "test_coverage_at_10",
+        "train_time_s",
+        "peak_memory_mb",
+    } <= set(next(iter(keys)))
     assert not any("@" in key for key in next(iter(keys)))
     for run in runs:
         for tag in ("dataset", "model", "paradigm", "seed", "config_hash", "git_commit"):
@@ -120,38 +182,103 @@ def test_mlflow_runs_have_same_keys_and_tags(finished_grid):
 
 def dag_edges(output: str) -> set[tuple[str, str]]:
     """(upstream, downstream) job labels of `snakemake --dag` (DOT), e.g. ('train bpr', 'train emb_knn')."""
-    labels = {m.group(1): " ".join(re.sub(r"\\n\w+: ", " ", m.group(2)).split()[:2])
-              for m in re.finditer(r'^\s*(\d+)\[label = "([^"]+)"', output, re.M)}
+    labels = {
+        m.group(1): " ".join(re.sub(r"\\n\w+: ", " ", m.group(2)).split()[:2])
+        for m in re.finditer(r'^\s*(\d+)\[label = "([^"]+)"', output, re.M)
+    }
     return {(labels[a], labels[b]) for a, b in re.findall(r"^\s*(\d+) -> (\d+)", output, re.M)}
 
 
 def test_a_consumer_depends_on_its_upstream_run_and_reruns_when_it_changes(finished_grid):
     workdir, _ = finished_grid
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    dag = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
-                          "--configfile", str(workdir / "grid.yaml"), "--dag", "-F"], capture_output=True, text=True,
-                         env=env, timeout=300).stdout
+    dag = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-s",
+            str(REPO / "Snakefile"),
+            "--directory",
+            str(workdir),
+            "--configfile",
+            str(workdir / "grid.yaml"),
+            "--dag",
+            "-F",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    ).stdout
     assert ("train bpr", "train emb_knn") in dag_edges(dag)
     assert ("train mostpop", "train emb_knn") not in dag_edges(dag)
-    changed = GRID | {"models": [m | {"params": {**m["params"], "epochs": 3}} if m["name"] == "bpr" else m for m in GRID["models"]]}
+    changed = GRID | {
+        "models": [
+            m | {"params": {**m["params"], "epochs": 3}} if m["name"] == "bpr" else m
+            for m in GRID["models"]
+        ]
+    }
     (workdir / "grid_changed.yaml").write_text(yaml.safe_dump(changed))
-    out = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
-                          "--configfile", str(workdir / "grid_changed.yaml"), "-n", "--cores", "1"],
-                         capture_output=True, text=True, env=env, timeout=300)
-    assert planned_jobs(out.stdout)["train"] == 2  # bpr (its params changed) and emb_knn (its upstream did)
-    assert "runs/ml-100k/emb_knn/seed0" in out.stdout and "runs/ml-100k/sasrec/seed0/run.json" not in out.stdout
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-s",
+            str(REPO / "Snakefile"),
+            "--directory",
+            str(workdir),
+            "--configfile",
+            str(workdir / "grid_changed.yaml"),
+            "-n",
+            "--cores",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert (
+        planned_jobs(out.stdout)["train"] == 2
+    )  # bpr (its params changed) and emb_knn (its upstream did)
+    assert (
+        "runs/ml-100k/emb_knn/seed0" in out.stdout
+        and "runs/ml-100k/sasrec/seed0/run.json" not in out.stdout
+    )
 
 
 def test_an_artifact_is_an_auxiliary_rule_the_consumer_depends_on(tmp_path):
-    grid = GRID | {"models": [{"name": "emb_knn", "inputs": {"embeddings": {"artifact": "item_text_lsa", "params": {"dim": 8}}}}]}
+    grid = GRID | {
+        "models": [
+            {
+                "name": "emb_knn",
+                "inputs": {"embeddings": {"artifact": "item_text_lsa", "params": {"dim": 8}}},
+            }
+        ]
+    }
     (tmp_path / "grid.yaml").write_text(yaml.safe_dump(grid))
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    base = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(tmp_path),
-            "--configfile", str(tmp_path / "grid.yaml")]
-    out = subprocess.run(base + ["-n", "--cores", "1"], capture_output=True, text=True, env=env, timeout=300)
+    base = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(tmp_path),
+        "--configfile",
+        str(tmp_path / "grid.yaml"),
+    ]
+    out = subprocess.run(
+        base + ["-n", "--cores", "1"], capture_output=True, text=True, env=env, timeout=300
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert planned_jobs(out.stdout)["item_text_lsa"] == 1
-    dag = subprocess.run(base + ["--dag"], capture_output=True, text=True, env=env, timeout=300).stdout
+    dag = subprocess.run(
+        base + ["--dag"], capture_output=True, text=True, env=env, timeout=300
+    ).stdout
     edges = dag_edges(dag)
     assert any(a.startswith("item_text_lsa ") and b == "train emb_knn" for a, b in edges)
     assert any(a == "prepare ml-100k" and b.startswith("item_text_lsa ") for a, b in edges)
@@ -162,12 +289,30 @@ def test_rerun_does_nothing_and_deleting_one_run_redoes_only_it(finished_grid):
     assert "Nothing to be done" in snakemake(workdir, "-n")
     shutil.rmtree(workdir / "results" / "e2e" / "runs" / "ml-100k" / "sasrec" / "seed0")
     jobs = planned_jobs(snakemake(workdir, "-n"))
-    assert jobs == {"all": 1, "train": 1, "evaluate": 1, "track": 1, "summary": 1, "compare": 1, "report": 1}, jobs
+    assert jobs == {
+        "all": 1,
+        "train": 1,
+        "evaluate": 1,
+        "track": 1,
+        "summary": 1,
+        "compare": 1,
+        "report": 1,
+    }, jobs
     shutil.rmtree(workdir / "results" / "e2e" / "runs" / "ml-100k" / "bpr" / "seed0")
     jobs = planned_jobs(snakemake(workdir, "-n"))  # bpr, its consumer emb_knn, and sasrec
-    assert jobs == {"all": 1, "train": 3, "evaluate": 3, "track": 3, "summary": 1, "compare": 1, "report": 1}, jobs
+    assert jobs == {
+        "all": 1,
+        "train": 3,
+        "evaluate": 3,
+        "track": 3,
+        "summary": 1,
+        "compare": 1,
+        "report": 1,
+    }, jobs
     snakemake(workdir)
-    assert len(live_runs(workdir)) == len(MODELS)  # the retrained runs replaced or reused, never duplicated
+    assert len(live_runs(workdir)) == len(
+        MODELS
+    )  # the retrained runs replaced or reused, never duplicated
     assert len(report_runs(workdir)[1]) == 1
     assert "Nothing to be done" in snakemake(workdir, "-n")
 
@@ -176,8 +321,23 @@ def test_dry_run_of_shipped_configs_shows_whole_dag(tmp_path):
     # default: 5 baselines x 2 seeds + 12 LLM models x 1 seed; paper: 19 models x 5 seeds x 2 datasets
     for name, runs in (("default.yaml", 22), ("paper.yaml", 190)):
         env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-        out = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--configfile", f"benchmarks/{name}", "--cores", "1"],
-                             cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "snakemake",
+                "-n",
+                "--configfile",
+                f"benchmarks/{name}",
+                "--cores",
+                "1",
+            ],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+        )
         assert out.returncode == 0, out.stderr[-3000:]
         jobs = planned_jobs(out.stdout + out.stderr)
         if "train" in jobs:  # absent only if that grid was already run in this checkout
@@ -186,8 +346,23 @@ def test_dry_run_of_shipped_configs_shows_whole_dag(tmp_path):
 
 def test_bad_config_fails_before_anything_runs(tmp_path):
     (tmp_path / "grid.yaml").write_text(yaml.safe_dump(GRID | {"models": [{"name": "sasrek"}]}))
-    proc = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(tmp_path),
-                           "--configfile", str(tmp_path / "grid.yaml"), "-n"], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-s",
+            str(REPO / "Snakefile"),
+            "--directory",
+            str(tmp_path),
+            "--configfile",
+            str(tmp_path / "grid.yaml"),
+            "-n",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode != 0
     assert "models[0].name 'sasrek' is not a known model" in proc.stderr + proc.stdout
     assert not (tmp_path / "results").exists()
@@ -196,9 +371,29 @@ def test_bad_config_fails_before_anything_runs(tmp_path):
 def test_report_rebuilt_from_mlflow_equals_report_from_folders(finished_grid):
     workdir, _ = finished_grid
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    for source, extra in (("folders", []), ("mlflow", ["--mlflow-experiment", "llm4rec-e2e", "--tag", "dataset=ml-100k"])):
-        proc = subprocess.run([sys.executable, "-m", "llm4rec.cli", "report", "--config", "grid.yaml", "--no-mlflow",
-                               "--out", f"rebuilt_{source}", *extra], cwd=workdir, capture_output=True, text=True, env=env, timeout=600)
+    for source, extra in (
+        ("folders", []),
+        ("mlflow", ["--mlflow-experiment", "llm4rec-e2e", "--tag", "dataset=ml-100k"]),
+    ):
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "llm4rec.cli",
+                "report",
+                "--config",
+                "grid.yaml",
+                "--no-mlflow",
+                "--out",
+                f"rebuilt_{source}",
+                *extra,
+            ],
+            cwd=workdir,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=600,
+        )
         assert proc.returncode == 0, proc.stderr[-3000:]
     from_folders = pd.read_csv(workdir / "rebuilt_folders" / "results_table.csv")
     from_mlflow = pd.read_csv(workdir / "rebuilt_mlflow" / "results_table.csv")
@@ -207,15 +402,35 @@ def test_report_rebuilt_from_mlflow_equals_report_from_folders(finished_grid):
 
 
 def test_semantic_ids_rule_reruns_only_when_its_config_changes(tmp_path):
-    codes = {"artifact": "semantic_ids", "params": {"quantizer": "random", "levels": 2, "codebook_size": 8}}
+    codes = {
+        "artifact": "semantic_ids",
+        "params": {"quantizer": "random", "levels": 2, "codebook_size": 8},
+    }
     tiger = {"name": "sid_tiger", "inputs": {"codes": codes}, "params": {"sft": {"steps": 2}}}
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
 
     def run(grid: dict, *args: str) -> str:
         (tmp_path / "grid.yaml").write_text(yaml.safe_dump(grid))
-        proc = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(tmp_path),
-                               "--configfile", str(tmp_path / "grid.yaml"), "--cores", "1", *args],
-                              capture_output=True, text=True, env=env, timeout=600)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "snakemake",
+                "-s",
+                str(REPO / "Snakefile"),
+                "--directory",
+                str(tmp_path),
+                "--configfile",
+                str(tmp_path / "grid.yaml"),
+                "--cores",
+                "1",
+                *args,
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=600,
+        )
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
         return proc.stdout + proc.stderr
 
@@ -226,21 +441,38 @@ def test_semantic_ids_rule_reruns_only_when_its_config_changes(tmp_path):
     assert planned_jobs(run(grid, "-n"))["semantic_ids"] == 1
     from llm4rec.config import load_grid
 
-    (marker,) = [str(s.marker) for s in load_grid(tmp_path / "grid.yaml").artifacts().values()]  # relative to the workdir
+    (marker,) = [
+        str(s.marker) for s in load_grid(tmp_path / "grid.yaml").artifacts().values()
+    ]  # relative to the workdir
     run(grid, marker)  # build only the code table (prepare + semantic_ids)
     assert "semantic_ids" not in planned_jobs(run(grid, "-n"))
     # the generator's budget is not the tokenizer's config: only the training reruns
     longer = GRID | {"models": [tiger | {"params": {"sft": {"steps": 3}}}]}
-    assert "semantic_ids" not in planned_jobs(run(longer, "-n")) and planned_jobs(run(longer, "-n"))["train"] == 1
+    assert (
+        "semantic_ids" not in planned_jobs(run(longer, "-n"))
+        and planned_jobs(run(longer, "-n"))["train"] == 1
+    )
     # spelling out a default is the same config; another codebook size is a new code table and a new run
-    same = GRID | {"models": [tiger | {"inputs": {"codes": {**codes, "params": {**codes["params"], "kmeans_iters": 100}}}}]}
+    same = GRID | {
+        "models": [
+            tiger
+            | {"inputs": {"codes": {**codes, "params": {**codes["params"], "kmeans_iters": 100}}}}
+        ]
+    }
     assert "semantic_ids" not in planned_jobs(run(same, "-n"))
-    bigger = GRID | {"models": [tiger | {"inputs": {"codes": {**codes, "params": {**codes["params"], "codebook_size": 16}}}}]}
+    bigger = GRID | {
+        "models": [
+            tiger
+            | {"inputs": {"codes": {**codes, "params": {**codes["params"], "codebook_size": 16}}}}
+        ]
+    }
     jobs = planned_jobs(run(bigger, "-n"))
     assert jobs["semantic_ids"] == 1 and jobs["train"] == 1
 
 
-def test_a_cf_injected_run_waits_for_its_cf_source_and_reruns_when_its_embeddings_change(finished_grid):
+def test_a_cf_injected_run_waits_for_its_cf_source_and_reruns_when_its_embeddings_change(
+    finished_grid,
+):
     """cf_e4srec (on a tiny random Llama) consumes the grid's SASRec item embeddings: the DAG shows
     the edge, the job runs after SASRec, reruns when SASRec does, and refuses hand-edited embeddings."""
     from llm4rec.llm.backbone import tiny_backbone
@@ -250,25 +482,58 @@ def test_a_cf_injected_run_waits_for_its_cf_source_and_reruns_when_its_embedding
     model, tokenizer = tiny_backbone(["Movies", "watched", ":", "Next"], seed=0, layers=1)
     model.save_pretrained(backbone)
     tokenizer.save_pretrained(backbone)
-    cf = {"name": "cf_e4srec", "evaluation": {"valid_users": 20},
-          "params": {"backbone": {"name_or_path": str(backbone)}, "instruction": "Movies watched :", "response": "Next :",
-                     "text_retention": {"enabled": False}, "max_history": 5, "loss_positions": "all",
-                     "sft": {"steps": 2, "batch_size": 16, "checkpoint_every": 2}, "valid_users": 20, "eval_every": 2}}
+    cf = {
+        "name": "cf_e4srec",
+        "evaluation": {"valid_users": 20},
+        "params": {
+            "backbone": {"name_or_path": str(backbone)},
+            "instruction": "Movies watched :",
+            "response": "Next :",
+            "text_retention": {"enabled": False},
+            "max_history": 5,
+            "loss_positions": "all",
+            "sft": {"steps": 2, "batch_size": 16, "checkpoint_every": 2},
+            "valid_users": 20,
+            "eval_every": 2,
+        },
+    }
     grid = GRID | {"models": GRID["models"] + [cf]}
     (workdir / "grid_cf.yaml").write_text(yaml.safe_dump(grid))
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    base = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
-            "--configfile", str(workdir / "grid_cf.yaml"), "--cores", "2", "--resources", "mlflow=1"]
+    base = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(workdir / "grid_cf.yaml"),
+        "--cores",
+        "2",
+        "--resources",
+        "mlflow=1",
+    ]
 
     def run(*args: str) -> str:
-        proc = subprocess.run(base + list(args), capture_output=True, text=True, env=env, timeout=900)
+        proc = subprocess.run(
+            base + list(args), capture_output=True, text=True, env=env, timeout=900
+        )
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         return proc.stdout + proc.stderr
 
     edges = dag_edges(run("--dag", "-F"))
-    assert ("train sasrec", "train cf_e4srec") in edges and ("train bpr", "train cf_e4srec") not in edges
+    assert ("train sasrec", "train cf_e4srec") in edges and (
+        "train bpr",
+        "train cf_e4srec",
+    ) not in edges
     run()  # runs only the new cell (the rest of the grid is finished)
-    record = json.loads((workdir / "results" / "e2e" / "runs" / "ml-100k" / "cf_e4srec" / "seed0" / "run.json").read_text())
+    record = json.loads(
+        (
+            workdir / "results" / "e2e" / "runs" / "ml-100k" / "cf_e4srec" / "seed0" / "run.json"
+        ).read_text()
+    )
     assert record["inputs"]["cf_source"]["source"].startswith("run sasrec/seed0")
     assert record["fit"]["cf_source"] == record["inputs"]["cf_source"]["source"]
     assert "Nothing to be done" in run("-n")
@@ -276,14 +541,22 @@ def test_a_cf_injected_run_waits_for_its_cf_source_and_reruns_when_its_embedding
     runs = "results/e2e/runs/ml-100k"
     planned = run("-n", "--forcerun", f"{runs}/sasrec/seed0/run.json")
     assert planned_jobs(planned)["train"] == 2, planned  # sasrec and its consumer, nothing else
-    assert f"{runs}/cf_e4srec/seed0/run.json" in planned and f"{runs}/bpr/seed0/run.json" not in planned
+    assert (
+        f"{runs}/cf_e4srec/seed0/run.json" in planned
+        and f"{runs}/bpr/seed0/run.json" not in planned
+    )
     # embeddings edited by hand in the source's exports are refused when the CF job runs, naming both runs
     import numpy as np
 
     exported = workdir / runs / "sasrec" / "seed0" / "exports" / "item_embeddings.npy"
     np.save(exported, np.load(exported) * 2)
-    proc = subprocess.run(base + ["--forcerun", f"{runs}/cf_e4srec/seed0/run.json"], capture_output=True, text=True,
-                          env=env, timeout=900)
+    proc = subprocess.run(
+        base + ["--forcerun", f"{runs}/cf_e4srec/seed0/run.json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+    )
     assert proc.returncode != 0
     assert "consumes 'cf_source' from run 'sasrec' seed 0" in proc.stdout + proc.stderr
     assert "modified after it was written: rerun the upstream" in proc.stdout + proc.stderr

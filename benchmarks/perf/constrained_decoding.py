@@ -34,11 +34,18 @@ from llm4rec.llm.trie import ItemTrie
 
 def prompt_text(tokenizer, titles: list[str]) -> str:
     lines = "\n".join(titles)
-    messages = [{"role": "user", "content": f"A user watched these movies, oldest first:\n{lines}\nRecommend the next movie."}]
+    messages = [
+        {
+            "role": "user",
+            "content": f"A user watched these movies, oldest first:\n{lines}\nRecommend the next movie.",
+        }
+    ]
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
-def hf_reference(model, tokenizer, trie: ItemTrie, prompt_ids: torch.Tensor, beam: int, k: int) -> list[str]:
+def hf_reference(
+    model, tokenizer, trie: ItemTrie, prompt_ids: torch.Tensor, beam: int, k: int
+) -> list[str]:
     prompt_len = prompt_ids.shape[1]
 
     def allowed(_batch_id: int, ids: torch.Tensor) -> list[int]:
@@ -49,12 +56,24 @@ def hf_reference(model, tokenizer, trie: ItemTrie, prompt_ids: torch.Tensor, bea
                 return [tokenizer.eos_token_id]
         return list(trie.children[node])
 
-    out = model.generate(prompt_ids, attention_mask=torch.ones_like(prompt_ids), num_beams=beam, num_return_sequences=beam,
-                         max_new_tokens=trie.depth, prefix_allowed_tokens_fn=allowed, length_penalty=0.0,
-                         early_stopping=True, do_sample=False, output_scores=True, return_dict_in_generate=True,
-                         pad_token_id=tokenizer.pad_token_id)
+    out = model.generate(
+        prompt_ids,
+        attention_mask=torch.ones_like(prompt_ids),
+        num_beams=beam,
+        num_return_sequences=beam,
+        max_new_tokens=trie.depth,
+        prefix_allowed_tokens_fn=allowed,
+        length_penalty=0.0,
+        early_stopping=True,
+        do_sample=False,
+        output_scores=True,
+        return_dict_in_generate=True,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     ranked = []
-    for seq, _score in sorted(zip(out.sequences.tolist(), out.sequences_scores.tolist(), strict=True), key=lambda x: -x[1]):
+    for seq, _score in sorted(
+        zip(out.sequences.tolist(), out.sequences_scores.tolist(), strict=True), key=lambda x: -x[1]
+    ):
         node = 0
         for tok in seq[prompt_len:]:
             node = trie.children[node].get(tok, -1)
@@ -73,7 +92,9 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--history", type=int, default=10)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--batch-users", type=int, default=32, help="users per batch for the throughput figure")
+    parser.add_argument(
+        "--batch-users", type=int, default=32, help="users per batch for the throughput figure"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     grid = load_grid(args.config)
@@ -85,11 +106,17 @@ def main() -> None:
     mean_len = sum(len(s) for s in sequences.values()) / len(sequences)
     history = split.history("test")
     users = sorted(history)[: args.users]
-    prompts = [prompt_text(tokenizer, [identifiers[i] for i in history[u][-args.history:]]) for u in users]
-    encoded = [tokenizer(p, return_tensors="pt", add_special_tokens=False).input_ids for p in prompts]
-    print(f"catalogue {len(sequences)} items ({collisions} identifier collisions), {mean_len:.1f} tokens per identifier "
-          f"incl. terminator, trie depth {trie.depth}; prompt {sum(e.shape[1] for e in encoded) / len(encoded):.0f} tokens; "
-          f"beam {args.beam}, k {args.k}, {args.threads} threads")
+    prompts = [
+        prompt_text(tokenizer, [identifiers[i] for i in history[u][-args.history :]]) for u in users
+    ]
+    encoded = [
+        tokenizer(p, return_tensors="pt", add_special_tokens=False).input_ids for p in prompts
+    ]
+    print(
+        f"catalogue {len(sequences)} items ({collisions} identifier collisions), {mean_len:.1f} tokens per identifier "
+        f"incl. terminator, trie depth {trie.depth}; prompt {sum(e.shape[1] for e in encoded) / len(encoded):.0f} tokens; "
+        f"beam {args.beam}, k {args.k}, {args.threads} threads"
+    )
 
     start = time.perf_counter()
     reference = [hf_reference(model, tokenizer, trie, ids, args.beam, args.k) for ids in encoded]
@@ -98,53 +125,90 @@ def main() -> None:
     ours_single, stats = [], DecodeStats()
     start = time.perf_counter()
     for ids in encoded:
-        ranked = constrained_beam_search(model, ids, torch.ones_like(ids), trie, args.beam, args.k, stats=stats,
-                                         decoder="shared_prefix")[0]
+        ranked = constrained_beam_search(
+            model,
+            ids,
+            torch.ones_like(ids),
+            trie,
+            args.beam,
+            args.k,
+            stats=stats,
+            decoder="shared_prefix",
+        )[0]
         ours_single.append([i for i, _ in ranked])
     ours_time = (time.perf_counter() - start) / len(users)
 
     tokenizer.padding_side = "left"
     batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
     start = time.perf_counter()
-    batched = constrained_beam_search(model, batch.input_ids, batch.attention_mask, trie, args.beam, args.k)
+    batched = constrained_beam_search(
+        model, batch.input_ids, batch.attention_mask, trie, args.beam, args.k
+    )
     batched_time = (time.perf_counter() - start) / len(users)
     start = time.perf_counter()
-    copied = constrained_beam_search(model, batch.input_ids, batch.attention_mask, trie, args.beam, args.k, decoder="cache")
+    copied = constrained_beam_search(
+        model, batch.input_ids, batch.attention_mask, trie, args.beam, args.k, decoder="cache"
+    )
     copied_time = (time.perf_counter() - start) / len(users)
 
     more = sorted(history)[: args.batch_users]
-    big = tokenizer([prompt_text(tokenizer, [identifiers[i] for i in history[u][-args.history:]]) for u in more],
-                    return_tensors="pt", padding=True, add_special_tokens=False)
+    big = tokenizer(
+        [
+            prompt_text(tokenizer, [identifiers[i] for i in history[u][-args.history :]])
+            for u in more
+        ],
+        return_tensors="pt",
+        padding=True,
+        add_special_tokens=False,
+    )
     start = time.perf_counter()
     constrained_beam_search(model, big.input_ids, big.attention_mask, trie, args.beam, args.k)
     big_time = (time.perf_counter() - start) / len(more)
     start = time.perf_counter()
-    constrained_beam_search(model, big.input_ids, big.attention_mask, trie, args.beam, args.k, decoder="cache")
+    constrained_beam_search(
+        model, big.input_ids, big.attention_mask, trie, args.beam, args.k, decoder="cache"
+    )
     big_copied_time = (time.perf_counter() - start) / len(more)
 
     agree = sum(r == o for r, o in zip(reference, ours_single, strict=True))
     agree_batched = sum([i for i, _ in b] == o for b, o in zip(batched, ours_single, strict=True))
     best_possible = stats.prompt_tokens + args.beam * stats.steps
     print(f"HF generate + prefix_allowed_tokens_fn: {ref_time:.2f} s/user")
-    print(f"ours, one user at a time:              {ours_time:.2f} s/user  -> {ref_time / ours_time:.1f}x")
-    for label, shared, copy_ in ((f"{len(users)} users", batched_time, copied_time),
-                                 (f"{len(more)} users", big_time, big_copied_time)):
-        print(f"ours, {label} batched, shared prefix: {shared:.2f} s/user  -> {ref_time / shared:.1f}x")
-        print(f"ours, {label} batched, cache copied:  {copy_:.2f} s/user  -> {ref_time / copy_:.1f}x "
-              f"(shared prefix {copy_ / shared:.2f}x faster)")
-    agree_copied = sum([i for i, _ in b] == [i for i, _ in c] for b, c in zip(batched, copied, strict=True))
-    print(f"same top-{args.k} as the reference: {agree}/{len(users)} users; batched = single: {agree_batched}/{len(users)}; "
-          f"shared prefix = cache copied: {agree_copied}/{len(users)}")
-    print(f"tokens fed per user: ours {stats.tokens / len(users):.0f} (prompt {stats.prompt_tokens / len(users):.0f} + "
-          f"decode {stats.decoded_tokens / len(users):.0f} over {stats.steps / len(users):.1f} steps); best possible "
-          f"(prompt once + beam x steps) {best_possible / len(users):.0f}; reference prefills the prompt {args.beam}x: "
-          f"{args.beam * stats.prompt_tokens / len(users):.0f} prompt tokens")
+    print(
+        f"ours, one user at a time:              {ours_time:.2f} s/user  -> {ref_time / ours_time:.1f}x"
+    )
+    for label, shared, copy_ in (
+        (f"{len(users)} users", batched_time, copied_time),
+        (f"{len(more)} users", big_time, big_copied_time),
+    ):
+        print(
+            f"ours, {label} batched, shared prefix: {shared:.2f} s/user  -> {ref_time / shared:.1f}x"
+        )
+        print(
+            f"ours, {label} batched, cache copied:  {copy_:.2f} s/user  -> {ref_time / copy_:.1f}x "
+            f"(shared prefix {copy_ / shared:.2f}x faster)"
+        )
+    agree_copied = sum(
+        [i for i, _ in b] == [i for i, _ in c] for b, c in zip(batched, copied, strict=True)
+    )
+    print(
+        f"same top-{args.k} as the reference: {agree}/{len(users)} users; batched = single: {agree_batched}/{len(users)}; "
+        f"shared prefix = cache copied: {agree_copied}/{len(users)}"
+    )
+    print(
+        f"tokens fed per user: ours {stats.tokens / len(users):.0f} (prompt {stats.prompt_tokens / len(users):.0f} + "
+        f"decode {stats.decoded_tokens / len(users):.0f} over {stats.steps / len(users):.1f} steps); best possible "
+        f"(prompt once + beam x steps) {best_possible / len(users):.0f}; reference prefills the prompt {args.beam}x: "
+        f"{args.beam * stats.prompt_tokens / len(users):.0f} prompt tokens"
+    )
     for user, ids, r, o in zip(users, encoded, reference, ours_single, strict=True):
         if r != o:  # which search is closer to the true top-K (every item's exact log-likelihood)?
             scores = exhaustive_scores(model, ids, torch.ones_like(ids), sequences, chunk=128)
             truth = sorted(scores, key=scores.get, reverse=True)[: args.k]
-            print(f"  user {user}: overlap with the exhaustive top-{args.k}: reference {len(set(r) & set(truth))}, "
-                  f"ours {len(set(o) & set(truth))}; ours == exhaustive: {o == truth}")
+            print(
+                f"  user {user}: overlap with the exhaustive top-{args.k}: reference {len(set(r) & set(truth))}, "
+                f"ours {len(set(o) & set(truth))}; ours == exhaustive: {o == truth}"
+            )
 
 
 if __name__ == "__main__":

@@ -24,7 +24,9 @@ def busy(stop) -> None:
         sum(i * i for i in range(10_000))
 
 
-def backward_passes(deterministic: bool, repeats: int, items: int, dim: int, tokens: int) -> tuple[int, float]:
+def backward_passes(
+    deterministic: bool, repeats: int, items: int, dim: int, tokens: int
+) -> tuple[int, float]:
     torch.use_deterministic_algorithms(deterministic)
     g = torch.Generator().manual_seed(0)
     table = torch.randn(items, dim, generator=g, requires_grad=True)
@@ -39,7 +41,9 @@ def backward_passes(deterministic: bool, repeats: int, items: int, dim: int, tok
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--repeats", type=int, default=50)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
@@ -49,13 +53,17 @@ def main() -> None:
     load.start()
     try:
         shape = {"items": 1349, "dim": 576, "tokens": 32 * 20}
-        results = {name: backward_passes(flag, args.repeats, **shape)
-                   for name, flag in (("default", False), ("deterministic", True))}
+        results = {
+            name: backward_passes(flag, args.repeats, **shape)
+            for name, flag in (("default", False), ("deterministic", True))
+        }
     finally:
         stop.set()
         load.join()
     reference = results["default"][1]
-    print(f"{args.repeats} identical backward passes of items[ids] ({shape}), {args.threads} threads, one core busy")
+    print(
+        f"{args.repeats} identical backward passes of items[ids] ({shape}), {args.threads} threads, one core busy"
+    )
     print(f"{'setting':15s} {'distinct gradients':>19s} {'ms/pass':>9s} {'vs default':>11s}")
     for name, (distinct, seconds) in results.items():
         print(f"{name:15s} {distinct:19d} {1000 * seconds:9.2f} {seconds / reference:10.2f}x")

@@ -35,12 +35,26 @@ from llm4rec.data.split import Split, leave_one_out_split  # noqa: E402
 from llm4rec.llm.training import train_sft  # noqa: E402
 from llm4rec.models import ResolvedInput, build_model  # noqa: E402
 
-WORDS = ("red blue green old dark happy cold small river house train car sky night day love war story city "
-         "return last first little big man woman girl boy king queen star world life dead lost secret game").split()
-QWEN_05B = {"hidden_size": 896, "intermediate_size": 4864, "num_hidden_layers": 24, "num_attention_heads": 14,
-            "num_key_value_heads": 2, "vocab_size": 151936}
-TINY = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 4, "num_attention_heads": 4,
-        "num_key_value_heads": 2, "vocab_size": 2048}
+WORDS = (
+    "red blue green old dark happy cold small river house train car sky night day love war story city "
+    "return last first little big man woman girl boy king queen star world life dead lost secret game"
+).split()
+QWEN_05B = {
+    "hidden_size": 896,
+    "intermediate_size": 4864,
+    "num_hidden_layers": 24,
+    "num_attention_heads": 14,
+    "num_key_value_heads": 2,
+    "vocab_size": 151936,
+}
+TINY = {
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "vocab_size": 2048,
+}
 PARADIGMS = ("text_prompted", "cf_llara", "cf_e4srec", "idiomoe", "sid_llm", "sid_tiger")
 
 
@@ -49,15 +63,31 @@ def synthetic_split(users: int, items: int, seed: int = 0) -> Split:
     rows = []
     for u in range(users):
         start, stride = rng.integers(items), 1 + rng.integers(5)
-        rows += [(f"u{u}", str((start + t * stride) % items), float(t)) for t in range(20 + rng.integers(30))]
+        rows += [
+            (f"u{u}", str((start + t * stride) % items), float(t))
+            for t in range(20 + rng.integers(30))
+        ]
     frame = pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"])
     frame["rating"], frame["order"] = 1.0, range(len(frame))
     labelled = leave_one_out_split(frame)
-    titles = [" ".join(rng.choice(WORDS, size=2 + rng.integers(3))).title() + f" {i}" for i in range(items)]
-    catalogue = pd.DataFrame({"item_id": [str(i) for i in range(items)], "title": titles,
-                              "year": [str(1950 + i % 70) for i in range(items)], "genres": "Drama", "description": ""})
-    return Split(labelled[["user_id", "item_id", "timestamp", "seq", "phase"]].reset_index(drop=True), catalogue,
-                 {"checksums": {}})
+    titles = [
+        " ".join(rng.choice(WORDS, size=2 + rng.integers(3))).title() + f" {i}"
+        for i in range(items)
+    ]
+    catalogue = pd.DataFrame(
+        {
+            "item_id": [str(i) for i in range(items)],
+            "title": titles,
+            "year": [str(1950 + i % 70) for i in range(items)],
+            "genres": "Drama",
+            "description": "",
+        }
+    )
+    return Split(
+        labelled[["user_id", "item_id", "timestamp", "seq", "phase"]].reset_index(drop=True),
+        catalogue,
+        {"checksums": {}},
+    )
 
 
 def random_backbone(shape: dict, corpus: list[str], folder: Path) -> Path:
@@ -68,37 +98,102 @@ def random_backbone(shape: dict, corpus: list[str], folder: Path) -> Path:
 
     tokenizer = bpe_tokenizer(corpus, 1500)
     torch.manual_seed(0)
-    config = Qwen2Config(**shape, max_position_embeddings=4096, tie_word_embeddings=True, pad_token_id=0, bos_token_id=2,
-                         eos_token_id=3)
+    config = Qwen2Config(
+        **shape,
+        max_position_embeddings=4096,
+        tie_word_embeddings=True,
+        pad_token_id=0,
+        bos_token_id=2,
+        eos_token_id=3,
+    )
     Qwen2ForCausalLM(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
 
 
 def params_for(name: str, backbone: Path, dtype: str, tiny: bool) -> dict:
-    llm = {"backbone": {"name_or_path": str(backbone), "dtype": dtype}, "text_retention": {"enabled": False},
-           "valid_users": 8, "eval_every": 10_000, "max_train_examples": None, "batch_users": 64}
-    lora = {"rank": 16, "alpha": 32, "dropout": 0.05, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]}
-    prompt = {"system": "You are a movie recommender.", "user": "A user watched these movies, oldest first:\n{history}\nNext?"}
+    llm = {
+        "backbone": {"name_or_path": str(backbone), "dtype": dtype},
+        "text_retention": {"enabled": False},
+        "valid_users": 8,
+        "eval_every": 10_000,
+        "max_train_examples": None,
+        "batch_users": 64,
+    }
+    lora = {
+        "rank": 16,
+        "alpha": 32,
+        "dropout": 0.05,
+        "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"],
+    }
+    prompt = {
+        "system": "You are a movie recommender.",
+        "user": "A user watched these movies, oldest first:\n{history}\nNext?",
+    }
     if name in ("text_prompted", "cf_llara"):
         extra = {"cf": {"projector": "mlp"}} if name == "cf_llara" else {}
-        return llm | extra | {"prompt": prompt, "lora": lora, "beam_width": 50,
-                              "sft": {"steps": 1, "batch_size": 16, "max_history": 10, "learning_rate": 2e-4}}
+        return (
+            llm
+            | extra
+            | {
+                "prompt": prompt,
+                "lora": lora,
+                "beam_width": 50,
+                "sft": {"steps": 1, "batch_size": 16, "max_history": 10, "learning_rate": 2e-4},
+            }
+        )
     if name == "cf_e4srec":
-        return llm | {"instruction": "Movies watched:", "max_history": 50, "batch_users": 128,
-                      "lora": lora | {"target_modules": ["gate_proj", "up_proj", "down_proj"]},
-                      "sft": {"steps": 1, "batch_size": 32, "learning_rate": 1e-3}}
+        return llm | {
+            "instruction": "Movies watched:",
+            "max_history": 50,
+            "batch_users": 128,
+            "lora": lora | {"target_modules": ["gate_proj", "up_proj", "down_proj"]},
+            "sft": {"steps": 1, "batch_size": 32, "learning_rate": 1e-3},
+        }
     if name == "idiomoe":
-        return llm | {"instruction": "Movies watched:", "max_history": 20, "expert_layers": "last_2" if tiny else "last_8",
-                      "sft": {"steps": 1, "batch_size": 32, "learning_rate": 1e-3}}
+        return llm | {
+            "instruction": "Movies watched:",
+            "max_history": 20,
+            "expert_layers": "last_2" if tiny else "last_8",
+            "sft": {"steps": 1, "batch_size": 32, "learning_rate": 1e-3},
+        }
     if name == "sid_llm":
-        return llm | {"instruction": "Movies watched:", "max_history": 20, "beam_width": 50, "lora": lora,
-                      "sft": {"steps": 1, "batch_size": 16, "learning_rate": 5e-4}}
+        return llm | {
+            "instruction": "Movies watched:",
+            "max_history": 20,
+            "beam_width": 50,
+            "lora": lora,
+            "sft": {"steps": 1, "batch_size": 16, "learning_rate": 5e-4},
+        }
     if name == "sid_tiger":
-        t5 = ({"d_model": 16, "d_ff": 32, "num_heads": 2, "d_kv": 8, "encoder_layers": 1, "decoder_layers": 1} if tiny else
-              {"d_model": 128, "d_ff": 1024, "num_heads": 6, "d_kv": 64, "encoder_layers": 4, "decoder_layers": 4})
-        return {"t5": t5, "max_history": 20, "beam_width": 50, "batch_users": 256, "valid_users": 8, "eval_every": 10_000,
-                "sft": {"steps": 1, "batch_size": 256, "learning_rate": 1e-3}}
+        t5 = (
+            {
+                "d_model": 16,
+                "d_ff": 32,
+                "num_heads": 2,
+                "d_kv": 8,
+                "encoder_layers": 1,
+                "decoder_layers": 1,
+            }
+            if tiny
+            else {
+                "d_model": 128,
+                "d_ff": 1024,
+                "num_heads": 6,
+                "d_kv": 64,
+                "encoder_layers": 4,
+                "decoder_layers": 4,
+            }
+        )
+        return {
+            "t5": t5,
+            "max_history": 20,
+            "beam_width": 50,
+            "batch_users": 256,
+            "valid_users": 8,
+            "eval_every": 10_000,
+            "sft": {"steps": 1, "batch_size": 256, "learning_rate": 1e-3},
+        }
     raise ValueError(f"unknown paradigm {name} (known: {', '.join(PARADIGMS)})")
 
 
@@ -106,37 +201,71 @@ def inputs_for(name: str, folder: Path, split: Split) -> dict:
     if name.startswith("cf_"):
         path = folder / "item_embeddings.npy"
         if not path.is_file():
-            np.save(path, np.random.default_rng(0).normal(size=(len(split.items), 64)).astype(np.float32))
+            np.save(
+                path,
+                np.random.default_rng(0).normal(size=(len(split.items), 64)).astype(np.float32),
+            )
         return {"cf_source": ResolvedInput({"item_embeddings.npy": path}, "synthetic")}
     if name.startswith("sid_"):
         from llm4rec.paradigms.semantic_id.codes import SemanticIdConfig, build_semantic_ids
 
         codes = folder / "codes"
         if not (codes / "codes.npy").is_file():
-            build_semantic_ids(split, SemanticIdConfig(quantizer="random", levels=3, codebook_size=256), 0, codes)
-        return {"codes": ResolvedInput({"codes.npy": codes / "codes.npy", "codebook_stats.json": codes / "codebook_stats.json"},
-                                       "synthetic")}
+            build_semantic_ids(
+                split, SemanticIdConfig(quantizer="random", levels=3, codebook_size=256), 0, codes
+            )
+        return {
+            "codes": ResolvedInput(
+                {
+                    "codes.npy": codes / "codes.npy",
+                    "codebook_stats.json": codes / "codebook_stats.json",
+                },
+                "synthetic",
+            )
+        }
     return {}
 
 
-def measure(name: str, split: Split, folder: Path, backbone: Path, device: str, steps: int, users: list[str],
-            tiny: bool) -> dict:
+def measure(
+    name: str,
+    split: Split,
+    folder: Path,
+    backbone: Path,
+    device: str,
+    steps: int,
+    users: list[str],
+    tiny: bool,
+) -> dict:
     cuda = device.startswith("cuda")
     if cuda:
         torch.cuda.reset_peak_memory_stats()
-    rec = build_model(name, params_for(name, backbone, "bf16", tiny), seed=0, device=device,
-                      inputs=inputs_for(name, folder, split))
+    rec = build_model(
+        name,
+        params_for(name, backbone, "bf16", tiny),
+        seed=0,
+        device=device,
+        inputs=inputs_for(name, folder, split),
+    )
     rec.model, rec.tokenizer = rec.load()
     rec.prepare(split)
     examples = rec.training_setup(split, np.random.default_rng(0))
     sft = dataclasses.replace(rec.cfg.sft, steps=1)
     kwargs = {"progress": False, "loss_fn": rec.training_loss(), "compute_dtype": rec.compute_dtype}
-    train_sft(rec.model, examples, sft, rec.tokenizer.pad_token_id, None, device, **kwargs)  # warm-up
+    train_sft(
+        rec.model, examples, sft, rec.tokenizer.pad_token_id, None, device, **kwargs
+    )  # warm-up
     if cuda:
         torch.cuda.synchronize()
     start = time.perf_counter()
-    result = train_sft(rec.model, examples, dataclasses.replace(rec.cfg.sft, steps=steps), rec.tokenizer.pad_token_id,
-                       None, device, **kwargs)
+    result = train_sft(
+        rec.model,
+        examples,
+        dataclasses.replace(rec.cfg.sft, steps=steps),
+        rec.tokenizer.pad_token_id,
+        None,
+        device,
+        **kwargs,
+    )
     if cuda:
         torch.cuda.synchronize()
     train_s = time.perf_counter() - start
@@ -151,14 +280,24 @@ def measure(name: str, split: Split, folder: Path, backbone: Path, device: str, 
     rec.model.float()  # the same weights in fp32, no autocast: how far do bf16 rankings move?
     rec.compute_dtype = torch.float32
     fp32 = rec._rank_batches(chosen, 50)
-    overlap = np.mean([len(set(a.nsmallest(10, "rank").item_id) & set(b.nsmallest(10, "rank").item_id)) / 10
-                       for (_, a), (_, b) in zip(bf16.groupby("user_id"), fp32.groupby("user_id"), strict=True)])
+    overlap = np.mean(
+        [
+            len(set(a.nsmallest(10, "rank").item_id) & set(b.nsmallest(10, "rank").item_id)) / 10
+            for (_, a), (_, b) in zip(bf16.groupby("user_id"), fp32.groupby("user_id"), strict=True)
+        ]
+    )
     del rec
     if cuda:
         torch.cuda.empty_cache()
-    return {"paradigm": name, "train_tokens_per_s": result.tokens / train_s, "s_per_step": train_s / steps,
-            "rank_ms_per_user": 1000 * rank_s / len(users), "peak_gib": peak, "top10_overlap_bf16_fp32": overlap,
-            "loss_finite": bool(np.isfinite(result.losses).all())}
+    return {
+        "paradigm": name,
+        "train_tokens_per_s": result.tokens / train_s,
+        "s_per_step": train_s / steps,
+        "rank_ms_per_user": 1000 * rank_s / len(users),
+        "peak_gib": peak,
+        "top10_overlap_bf16_fp32": overlap,
+        "loss_finite": bool(np.isfinite(result.losses).all()),
+    }
 
 
 def main() -> int:
@@ -176,19 +315,28 @@ def main() -> int:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        corpus = list(split.items["title"]) + ["You are a movie recommender. A user watched these movies, oldest first: Next?"]
+        corpus = list(split.items["title"]) + [
+            "You are a movie recommender. A user watched these movies, oldest first: Next?"
+        ]
         backbone = random_backbone(TINY if tiny else QWEN_05B, corpus, folder / "backbone")
-        print(f"device {args.device} ({torch.cuda.get_device_name() if args.device.startswith('cuda') else 'cpu'}), "
-              f"shape {args.shape}, {args.steps} steps, {len(users)} users at depth 50", flush=True)
+        print(
+            f"device {args.device} ({torch.cuda.get_device_name() if args.device.startswith('cuda') else 'cpu'}), "
+            f"shape {args.shape}, {args.steps} steps, {len(users)} users at depth 50",
+            flush=True,
+        )
         for name in args.paradigms:
             start = time.perf_counter()
             row = measure(name, split, folder, backbone, args.device, args.steps, users, tiny)
             rows.append(row)
             print(json.dumps(row | {"wall_s": round(time.perf_counter() - start, 1)}), flush=True)
-    print(f"\n{'paradigm':<14}{'train tok/s':>12}{'s/step':>8}{'rank ms/user':>13}{'peak GiB':>9}{'top-10 bf16~fp32':>17}")
+    print(
+        f"\n{'paradigm':<14}{'train tok/s':>12}{'s/step':>8}{'rank ms/user':>13}{'peak GiB':>9}{'top-10 bf16~fp32':>17}"
+    )
     for r in rows:
-        print(f"{r['paradigm']:<14}{r['train_tokens_per_s']:>12.0f}{r['s_per_step']:>8.3f}{r['rank_ms_per_user']:>13.2f}"
-              f"{r['peak_gib']:>9.2f}{r['top10_overlap_bf16_fp32']:>17.2f}")
+        print(
+            f"{r['paradigm']:<14}{r['train_tokens_per_s']:>12.0f}{r['s_per_step']:>8.3f}{r['rank_ms_per_user']:>13.2f}"
+            f"{r['peak_gib']:>9.2f}{r['top10_overlap_bf16_fp32']:>17.2f}"
+        )
     if args.out:
         Path(args.out).write_text(json.dumps(rows, indent=1))
     return 0 if all(r["loss_finite"] for r in rows) else 1

@@ -41,11 +41,23 @@ def hf_reference(model, trie, prompt: torch.Tensor, beam: int, k: int) -> tuple[
                 return [model.config.eos_token_id]
         return list(trie.children[node])
 
-    out = model.generate(prompt, attention_mask=torch.ones_like(prompt), num_beams=beam, num_return_sequences=beam,
-                         max_new_tokens=trie.depth, prefix_allowed_tokens_fn=allowed, length_penalty=0.0,
-                         early_stopping=True, do_sample=False, output_scores=True, return_dict_in_generate=True)
+    out = model.generate(
+        prompt,
+        attention_mask=torch.ones_like(prompt),
+        num_beams=beam,
+        num_return_sequences=beam,
+        max_new_tokens=trie.depth,
+        prefix_allowed_tokens_fn=allowed,
+        length_penalty=0.0,
+        early_stopping=True,
+        do_sample=False,
+        output_scores=True,
+        return_dict_in_generate=True,
+    )
     ranked = []
-    for seq, _ in sorted(zip(out.sequences.tolist(), out.sequences_scores.tolist(), strict=True), key=lambda x: -x[1]):
+    for seq, _ in sorted(
+        zip(out.sequences.tolist(), out.sequences_scores.tolist(), strict=True), key=lambda x: -x[1]
+    ):
         node = 0
         for token in seq[1:]:
             node = trie.children[node].get(token, -1)
@@ -71,58 +83,103 @@ def main() -> None:
     for source in grid.input_sources("ml-100k", args.model, 0).values():
         if not source.marker.is_file():
             build_artifact(grid, "ml-100k", source.name, source.config_hash)
-    rec = build_model(args.model, grid.model_params(args.model, "ml-100k"), seed=0, device="cpu",
-                      inputs=resolve_inputs(grid, "ml-100k", args.model, 0, split))
+    rec = build_model(
+        args.model,
+        grid.model_params(args.model, "ml-100k"),
+        seed=0,
+        device="cpu",
+        inputs=resolve_inputs(grid, "ml-100k", args.model, 0, split),
+    )
     rec.model, rec.tokenizer = rec.load()
     rec.prepare(split)
     best = grid.run_dir("ml-100k", args.model, 0) / "work" / "sft" / "best.pt"
-    if best.is_file():  # the selected checkpoint's trainable weights, by parameter name (tied ones once)
+    if (
+        best.is_file()
+    ):  # the selected checkpoint's trainable weights, by parameter name (tied ones once)
         params = dict(rec.model.named_parameters())
         with torch.no_grad():
-            for name, value in torch.load(best, map_location="cpu", weights_only=True)["state"].items():
+            for name, value in torch.load(best, map_location="cpu", weights_only=True)[
+                "state"
+            ].items():
                 params[name].copy_(value)
     weights = f"trained ({best})" if best.is_file() else "random (no finished run)"
     model, trie = rec.model.eval(), rec.trie
     history = split.history("test")
     users = sorted(history)[: args.users]
     prompts = [rec.prompt(history[u]) for u in users]
-    print(f"{args.model}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, weights {weights}; "
-          f"{len(rec.sequences)} items, code length {trie.depth}; prompt {sum(len(p.ids) for p in prompts) / len(prompts):.0f} "
-          f"tokens; beam {args.beam}, k {args.k}, {args.threads} threads, {len(users)} users")
+    print(
+        f"{args.model}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, weights {weights}; "
+        f"{len(rec.sequences)} items, code length {trie.depth}; prompt {sum(len(p.ids) for p in prompts) / len(prompts):.0f} "
+        f"tokens; beam {args.beam}, k {args.k}, {args.threads} threads, {len(users)} users"
+    )
 
     with torch.no_grad():
         start = time.perf_counter()
-        reference = [hf_reference(model, trie, torch.tensor([p.ids]), args.beam, args.k) for p in prompts]
+        reference = [
+            hf_reference(model, trie, torch.tensor([p.ids]), args.beam, args.k) for p in prompts
+        ]
         ref_time = (time.perf_counter() - start) / len(users)
         single, stats = [], DecodeStats()
         start = time.perf_counter()
         for p in prompts:
             ids = torch.tensor([p.ids])
             mask = torch.ones_like(ids)
-            single.append([i for i, _ in beam_search(T5SharedEncoderStepper(model, ids, mask), trie, args.beam, args.k,
-                                                     None, stats, mask)[0]])
+            single.append(
+                [
+                    i
+                    for i, _ in beam_search(
+                        T5SharedEncoderStepper(model, ids, mask),
+                        trie,
+                        args.beam,
+                        args.k,
+                        None,
+                        stats,
+                        mask,
+                    )[0]
+                ]
+            )
         single_time = (time.perf_counter() - start) / len(users)
         ids, mask, _ = left_pad([Prompt(p.ids) for p in prompts], 0)
         timings, batched = {}, {}
-        for label, stepper in (("shared encoder", T5SharedEncoderStepper), ("generic", Seq2SeqStepper)):
+        for label, stepper in (
+            ("shared encoder", T5SharedEncoderStepper),
+            ("generic", Seq2SeqStepper),
+        ):
             start = time.perf_counter()
-            batched[label] = [[i for i, _ in r] for r in beam_search(stepper(model, ids, mask), trie, args.beam, args.k,
-                                                                      None, None, mask)]
+            batched[label] = [
+                [i for i, _ in r]
+                for r in beam_search(
+                    stepper(model, ids, mask), trie, args.beam, args.k, None, None, mask
+                )
+            ]
             timings[label] = (time.perf_counter() - start) / len(users)
 
     print(f"HF generate + prefix_allowed_tokens_fn: {1000 * ref_time:.1f} ms/user")
-    print(f"ours, one user at a time:              {1000 * single_time:.1f} ms/user -> {ref_time / single_time:.1f}x")
+    print(
+        f"ours, one user at a time:              {1000 * single_time:.1f} ms/user -> {ref_time / single_time:.1f}x"
+    )
     for label, seconds in timings.items():
-        print(f"ours, {len(users)} users batched, {label:14s} {1000 * seconds:.1f} ms/user -> {ref_time / seconds:.1f}x")
+        print(
+            f"ours, {len(users)} users batched, {label:14s} {1000 * seconds:.1f} ms/user -> {ref_time / seconds:.1f}x"
+        )
     top = [r for r, _ in reference]
     exact = sum(r == o for r, o in zip(top, single, strict=True))
-    overlap = sum(len(set(r) & set(o)) for r, o in zip(top, single, strict=True)) / (args.k * len(users))
-    same = sum(batched["shared encoder"][i] == batched["generic"][i] == single[i] for i in range(len(users)))
-    print(f"top-{args.k} agreement with the reference: identical lists {exact}/{len(users)} users, mean overlap "
-          f"{overlap:.1%}; batched shared = batched generic = single: {same}/{len(users)}")
-    print(f"decoder tokens per user: ours {stats.decoded_tokens / len(users):.0f} beams fed over {stats.steps / len(users):.1f} "
-          f"steps (+ {stats.prompt_tokens / len(users):.0f} encoder tokens once); reference calls the trie "
-          f"{sum(f for _, f in reference) / len(users):.0f} times per user")
+    overlap = sum(len(set(r) & set(o)) for r, o in zip(top, single, strict=True)) / (
+        args.k * len(users)
+    )
+    same = sum(
+        batched["shared encoder"][i] == batched["generic"][i] == single[i]
+        for i in range(len(users))
+    )
+    print(
+        f"top-{args.k} agreement with the reference: identical lists {exact}/{len(users)} users, mean overlap "
+        f"{overlap:.1%}; batched shared = batched generic = single: {same}/{len(users)}"
+    )
+    print(
+        f"decoder tokens per user: ours {stats.decoded_tokens / len(users):.0f} beams fed over {stats.steps / len(users):.1f} "
+        f"steps (+ {stats.prompt_tokens / len(users):.0f} encoder tokens once); reference calls the trie "
+        f"{sum(f for _, f in reference) / len(users):.0f} times per user"
+    )
 
 
 if __name__ == "__main__":

@@ -32,8 +32,10 @@ def read_header(path: Path) -> dict[str, str]:
     if len(columns) == 1:
         for delimiter, label in ((",", "comma"), (";", "semicolon"), (" ", "space"), ("|", "pipe")):
             if delimiter in header and header.count(":") > 1:
-                raise DataError(f"{path}: the header '{header[:80]}' is {label}-separated; atomic files separate fields "
-                                "with a tab (e.g. 'user_id:token<TAB>item_id:token<TAB>timestamp:float')")
+                raise DataError(
+                    f"{path}: the header '{header[:80]}' is {label}-separated; atomic files separate fields "
+                    "with a tab (e.g. 'user_id:token<TAB>item_id:token<TAB>timestamp:float')"
+                )
     fields: dict[str, str] = {}
     for column in columns:
         name, sep, ftype = column.partition(":")
@@ -61,12 +63,24 @@ def read_atomic(path: str | Path, required: dict[str, str] | None = None) -> pd.
                 f"{path}: missing field '{name}:{ftype}' (found: {', '.join(f'{k}:{v}' for k, v in fields.items())})"
             )
         if ftype == "float" and fields[name] != "float":
-            raise DataError(f"{path}: field '{name}' must be of type float, header says '{fields[name]}'")
+            raise DataError(
+                f"{path}: field '{name}' must be of type float, header says '{fields[name]}'"
+            )
     try:
-        df = pd.read_csv(path, sep="\t", header=0, names=list(fields), dtype=str, keep_default_na=False,
-                         quoting=csv.QUOTE_NONE, encoding="utf-8")
+        df = pd.read_csv(
+            path,
+            sep="\t",
+            header=0,
+            names=list(fields),
+            dtype=str,
+            keep_default_na=False,
+            quoting=csv.QUOTE_NONE,
+            encoding="utf-8",
+        )
     except pd.errors.ParserError as err:  # e.g. "Expected 3 fields in line 7, saw 4"
-        raise DataError(f"{path}: a data line does not have the header's {len(fields)} tab-separated fields ({err})") from None
+        raise DataError(
+            f"{path}: a data line does not have the header's {len(fields)} tab-separated fields ({err})"
+        ) from None
     for name, ftype in fields.items():
         if ftype == "float":
             values = pd.to_numeric(df[name].replace("", None), errors="coerce")
@@ -87,6 +101,8 @@ def write_atomic(df: pd.DataFrame, path: str | Path, types: dict[str, str]) -> P
     def _write(tmp: Path) -> None:
         with open(tmp, "w", encoding="utf-8") as fh:
             fh.write(header + "\n")
-            df[list(types)].to_csv(fh, sep="\t", header=False, index=False, quoting=csv.QUOTE_NONE, escapechar="\\")
+            df[list(types)].to_csv(
+                fh, sep="\t", header=False, index=False, quoting=csv.QUOTE_NONE, escapechar="\\"
+            )
 
     return write_with(path, _write)

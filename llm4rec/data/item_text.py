@@ -29,7 +29,10 @@ class LsaConfig:
 
 
 def item_documents(split: Split, fields: tuple[str, ...]) -> list[list[str]]:
-    return [WORD.findall(" ".join(str(row[f]) for f in fields).lower()) for _, row in split.items.iterrows()]
+    return [
+        WORD.findall(" ".join(str(row[f]) for f in fields).lower())
+        for _, row in split.items.iterrows()
+    ]
 
 
 def lsa_embeddings(docs: list[list[str]], dim: int, min_count: int = 2) -> np.ndarray:
@@ -59,4 +62,8 @@ def build_lsa_embeddings(split: Split, params: LsaConfig, seed: int | None, out_
     docs = item_documents(split, tuple(params.fields))
     vectors = lsa_embeddings(docs, params.dim, params.min_count)
     write_npy(Path(out_dir) / "item_embeddings.npy", vectors)
-    return {"items": len(docs), "dim": int(vectors.shape[1]), "items_without_text": sum(1 for d in docs if not d)}
+    return {
+        "items": len(docs),
+        "dim": int(vectors.shape[1]),
+        "items_without_text": sum(1 for d in docs if not d),
+    }

@@ -12,7 +12,9 @@ def to_implicit(interactions: pd.DataFrame, rating_threshold: float | None) -> p
     if rating_threshold is None:
         return interactions
     if interactions["rating"].isna().all():
-        raise DataError(f"rating_threshold={rating_threshold} is set but the dataset has no 'rating' field")
+        raise DataError(
+            f"rating_threshold={rating_threshold} is set but the dataset has no 'rating' field"
+        )
     return interactions[interactions["rating"] >= rating_threshold]
 
 
@@ -37,8 +39,15 @@ def k_core(interactions: pd.DataFrame, min_user: int, min_item: int) -> pd.DataF
         df = df[keep]
 
 
-def preprocess(interactions: pd.DataFrame, *, rating_threshold: float | None, dedup: str,
-               min_user: int, min_item: int, dataset: str) -> tuple[pd.DataFrame, dict]:
+def preprocess(
+    interactions: pd.DataFrame,
+    *,
+    rating_threshold: float | None,
+    dedup: str,
+    min_user: int,
+    min_item: int,
+    dataset: str,
+) -> tuple[pd.DataFrame, dict]:
     """Apply threshold -> dedup -> k-core; return the kept interactions and a count report."""
     report = {"raw_interactions": len(interactions)}
     df = to_implicit(interactions, rating_threshold)

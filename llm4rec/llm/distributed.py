@@ -44,15 +44,25 @@ def relaunch_per_gpu(gpus: int, argv: list[str]) -> None:
 
     if int(gpus) <= 1 or "WORLD_SIZE" in os.environ:
         return
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={int(gpus)}",
-               "-m", "llm4rec.cli", *argv]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={int(gpus)}",
+        "-m",
+        "llm4rec.cli",
+        *argv,
+    ]
     print(f"[llm4rec] {int(gpus)} GPUs: {' '.join(command[1:])}", flush=True)
     os.execv(sys.executable, command)
 
 
 def init_from_env(device: str) -> str:
     """Join the process group torchrun described (WORLD_SIZE > 1); return the device this process uses."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or (dist.is_available() and dist.is_initialized()):
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or (
+        dist.is_available() and dist.is_initialized()
+    ):
         return device
     cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
     if cuda:
@@ -88,7 +98,7 @@ def all_reduce_gradients(params: list[torch.nn.Parameter]) -> None:
     offset = 0
     for p, g in zip(params, grads, strict=True):
         n = g.numel()
-        p.grad = flat[offset:offset + n].view_as(g).to(g.dtype)
+        p.grad = flat[offset : offset + n].view_as(g).to(g.dtype)
         offset += n
 
 

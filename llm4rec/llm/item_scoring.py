@@ -23,7 +23,11 @@ def log_popularity_prior(split: Split, items: Sequence[str]) -> torch.Tensor:
     return torch.tensor([np.log1p(counts.get(item, 0)) for item in items], dtype=torch.float32)
 
 
-ONE_FORWARD_COUNTS = ("users", "prompt_tokens", "tokens")  # what such a ranking counts (no beams, no decoded tokens)
+ONE_FORWARD_COUNTS = (
+    "users",
+    "prompt_tokens",
+    "tokens",
+)  # what such a ranking counts (no beams, no decoded tokens)
 
 
 def one_forward_costs(stats: dict[str, float]) -> dict[str, float]:
@@ -31,9 +35,15 @@ def one_forward_costs(stats: dict[str, float]) -> dict[str, float]:
     return {key: stats[key] for key in ONE_FORWARD_COUNTS}
 
 
-def top_unseen_items(logits: torch.Tensor, histories: Sequence[Sequence[str]], index: dict[str, int],
-                     items: Sequence[str], k: int, stats: DecodeStats | None = None,
-                     mask: torch.Tensor | None = None) -> list[list[tuple[str, float]]]:
+def top_unseen_items(
+    logits: torch.Tensor,
+    histories: Sequence[Sequence[str]],
+    index: dict[str, int],
+    items: Sequence[str],
+    k: int,
+    stats: DecodeStats | None = None,
+    mask: torch.Tensor | None = None,
+) -> list[list[tuple[str, float]]]:
     """Per row of `logits` ([users, n_items], columns in `items` order): the top-k items outside that
     user's history, scored by log-softmax over the catalogue (history excluded), best first. With
     `stats`, counts the users and their prompt tokens (`mask`: the prompts' attention mask)."""
@@ -45,5 +55,11 @@ def top_unseen_items(logits: torch.Tensor, histories: Sequence[Sequence[str]], i
         if history:
             logits[row, [index[i] for i in history]] = -torch.inf
     scores, top = torch.topk(torch.log_softmax(logits, dim=-1), min(k, logits.shape[1]), dim=-1)
-    return [[(items[int(i)], float(s)) for s, i in zip(srow.tolist(), irow.tolist(), strict=True) if s > -np.inf]
-            for srow, irow in zip(scores, top, strict=True)]
+    return [
+        [
+            (items[int(i)], float(s))
+            for s, i in zip(srow.tolist(), irow.tolist(), strict=True)
+            if s > -np.inf
+        ]
+        for srow, irow in zip(scores, top, strict=True)
+    ]

@@ -55,8 +55,13 @@ def autocast(dtype: torch.dtype, device: str | torch.device):
 def record(model, compute: torch.dtype) -> dict[str, str]:
     """What ran, for run.json: the backbone's dtype, the trainable weights' dtype(s), the autocast dtype, and
     the device(s) of every parameter and buffer (one, once settled)."""
-    trainable = sorted({str(p.dtype).removeprefix("torch.") for p in model.parameters() if p.requires_grad})
+    trainable = sorted(
+        {str(p.dtype).removeprefix("torch.") for p in model.parameters() if p.requires_grad}
+    )
     devices = sorted({str(t.device) for t in (*model.parameters(), *model.buffers())})
-    return {"backbone_dtype": str(compute).removeprefix("torch."), "trainable_dtype": ",".join(trainable) or "none",
-            "autocast": str(compute).removeprefix("torch.") if compute in LOW_PRECISION else "off",
-            "devices": ",".join(devices)}
+    return {
+        "backbone_dtype": str(compute).removeprefix("torch."),
+        "trainable_dtype": ",".join(trainable) or "none",
+        "autocast": str(compute).removeprefix("torch.") if compute in LOW_PRECISION else "off",
+        "devices": ",".join(devices),
+    }

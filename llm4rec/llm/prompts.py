@@ -70,9 +70,13 @@ class PromptTemplate:
 
     def __post_init__(self) -> None:
         if "{history}" not in self.user:
-            raise ValueError(f"prompt template: the user message must contain the {{history}} slot, got {self.user!r}")
+            raise ValueError(
+                f"prompt template: the user message must contain the {{history}} slot, got {self.user!r}"
+            )
         if "{title}" not in self.line:
-            raise ValueError(f"prompt template: the history line must contain {{title}}, got {self.line!r}")
+            raise ValueError(
+                f"prompt template: the history line must contain {{title}}, got {self.line!r}"
+            )
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -80,9 +84,13 @@ class PromptTemplate:
 
 def render_prompt(template: PromptTemplate, history_titles: Sequence[str], tokenizer=None) -> str:
     """The full prompt text; the item identifier is appended right after it."""
-    lines = "\n".join(template.line.format(title=t, index=i + 1) for i, t in enumerate(history_titles))
+    lines = "\n".join(
+        template.line.format(title=t, index=i + 1) for i, t in enumerate(history_titles)
+    )
     user = template.user.format(history=lines)
-    messages = ([{"role": "system", "content": template.system}] if template.system else []) + [{"role": "user", "content": user}]
+    messages = ([{"role": "system", "content": template.system}] if template.system else []) + [
+        {"role": "user", "content": user}
+    ]
     if tokenizer is not None and getattr(tokenizer, "chat_template", None):
         text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     else:

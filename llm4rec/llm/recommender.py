@@ -60,21 +60,33 @@ class LLMConfig:
     batch_users: int = 32  # users ranked together
     valid_users: int = 100  # validation sample for checkpoint selection (sample_users, seed 0)
     eval_every: int = 50
-    text_retention: TextRetentionConfig = field(default_factory=TextRetentionConfig)  # perplexity before/after training
+    text_retention: TextRetentionConfig = field(
+        default_factory=TextRetentionConfig
+    )  # perplexity before/after training
 
 
 class LLMRecommender:
     """Backbone, training with checkpoint selection, batched ranking, costs (see module doc)."""
 
-    def __init__(self, cfg: LLMConfig, seed: int, device: str, selection: str = "ndcg_at_10",
-                 inputs: Mapping[str, ResolvedInput] | None = None):
+    def __init__(
+        self,
+        cfg: LLMConfig,
+        seed: int,
+        device: str,
+        selection: str = "ndcg_at_10",
+        inputs: Mapping[str, ResolvedInput] | None = None,
+    ):
         self.cfg, self.seed, self.device, self.selection_metric = cfg, seed, device, selection
         self.inputs = dict(inputs or {})  # consumed files (another run's embeddings, a code table)
         self.decode_stats = DecodeStats()
         self.selection: CheckpointSelection | None = None
         self._reuse_selection = False
-        self.loaded_backbone: dict | None = None  # set by load(): the pretrained model, and trust_remote_code
-        self.compute_dtype = torch.float32  # the backbone's dtype, set by load() (llm4rec.llm.precision)
+        self.loaded_backbone: dict | None = (
+            None  # set by load(): the pretrained model, and trust_remote_code
+        )
+        self.compute_dtype = (
+            torch.float32
+        )  # the backbone's dtype, set by load() (llm4rec.llm.precision)
 
     # -- what a paradigm supplies -------------------------------------------------------------
     @property
@@ -93,9 +105,13 @@ class LLMRecommender:
         self.compute_dtype = torch_dtype(backbone.dtype, self.device)
         model, tokenizer = load_backbone(dataclasses.replace(backbone, device=self.device))
         # the commit a hub id resolved to (transformers records it on the config), pinned or not
-        self.loaded_backbone = {"name_or_path": backbone.name_or_path, "gguf_file": backbone.gguf_file,
-                                "trust_remote_code": bool(backbone.trust_remote_code), "revision": backbone.revision,
-                                "commit": getattr(model.config, "_commit_hash", None)}
+        self.loaded_backbone = {
+            "name_or_path": backbone.name_or_path,
+            "gguf_file": backbone.gguf_file,
+            "trust_remote_code": bool(backbone.trust_remote_code),
+            "revision": backbone.revision,
+            "commit": getattr(model.config, "_commit_hash", None),
+        }
         return model, tokenizer
 
     def prepare(self, split: Split) -> dict[str, Any]:
@@ -108,7 +124,9 @@ class LLMRecommender:
     def prompt(self, history: Sequence[str]) -> Prompt:
         raise NotImplementedError
 
-    def training_examples(self, split: Split, rng: np.random.Generator) -> list[tuple[list[int], list[int]]]:
+    def training_examples(
+        self, split: Split, rng: np.random.Generator
+    ) -> list[tuple[list[int], list[int]]]:
         raise NotImplementedError
 
     def trainable(self) -> None:
@@ -121,8 +139,14 @@ class LLMRecommender:
     def training_loss(self) -> LossFn | None:
         return None  # the backbone's cross-entropy on labelled tokens (causal_lm_loss)
 
-    def decode(self, ids: torch.Tensor, mask: torch.Tensor, inputs_embeds: torch.Tensor | None,
-               histories: Sequence[Sequence[str]], k: int) -> list[list[tuple[str, float]]]:
+    def decode(
+        self,
+        ids: torch.Tensor,
+        mask: torch.Tensor,
+        inputs_embeds: torch.Tensor | None,
+        histories: Sequence[Sequence[str]],
+        k: int,
+    ) -> list[list[tuple[str, float]]]:
         raise NotImplementedError
 
     # -- the Recommender protocol ----------------------------------------------------------------
@@ -140,24 +164,36 @@ class LLMRecommender:
         sample = load_sample(retention) if retention and retention.enabled else None
         start = time.perf_counter()
         with precision.autocast(self.compute_dtype, self.device):
-            before = perplexity(self.model, self.tokenizer, sample, retention.window, self.device) if sample else None
+            before = (
+                perplexity(self.model, self.tokenizer, sample, retention.window, self.device)
+                if sample
+                else None
+            )
         retention_seconds = time.perf_counter() - start
         info = self.prepare(split)
         if not self.trains:
             self.inference_setup()
         info |= self._train(split, Path(workdir)) if self.trains else {"train_tokens": 0}
         info["precision"] = precision.record(self.model, self.compute_dtype)
-        info["decoding_during_fit"] = self.inference_cost()  # checkpoint selection's validation rankings
+        info["decoding_during_fit"] = (
+            self.inference_cost()
+        )  # checkpoint selection's validation rankings
         info["backbone"] = self.loaded_backbone
         info["parameters_total"] = sum(p.numel() for p in self.model.parameters())
-        info["parameters_trainable"] = sum(p.numel() for p in self.model.parameters() if p.requires_grad) if self.trains else 0
+        info["parameters_trainable"] = (
+            sum(p.numel() for p in self.model.parameters() if p.requires_grad) if self.trains else 0
+        )
         self.model.eval()
         if sample:
             # the trained model with its item tokens / experts / adapters, on the same text; a model
             # that trained nothing is the backbone it was measured as
             start = time.perf_counter()
             with precision.autocast(self.compute_dtype, self.device):
-                after = perplexity(self.model, self.tokenizer, sample, retention.window, self.device) if self.trains else before
+                after = (
+                    perplexity(self.model, self.tokenizer, sample, retention.window, self.device)
+                    if self.trains
+                    else before
+                )
             info["costs"] = info.get("costs", {}) | retention_costs(before, after)
             info["text_retention_seconds"] = retention_seconds + time.perf_counter() - start
         return info
@@ -167,35 +203,70 @@ class LLMRecommender:
         encoded = self.training_setup(split, np.random.default_rng(self.seed))
         sample = sample_users(list(split.targets("valid")), cfg.valid_users, seed=0)
         # everything but the step budget that shapes training: a checkpoint is resumed only under it
-        fingerprint = stable_hash({"params": {k: v for k, v in dataclasses.asdict(cfg).items() if k != "sft"},
-                                   "seed": self.seed, "examples": stable_hash(encoded), "valid_sample": sample,
-                                   "selection": self.selection_metric, "inputs": self._input_checksums()})
-        self.selection = CheckpointSelection(workdir / "sft" / "best.pt", fingerprint, split, sample,
-                                             self.selection_metric, cfg.eval_every, cfg.sft.steps)
+        fingerprint = stable_hash(
+            {
+                "params": {k: v for k, v in dataclasses.asdict(cfg).items() if k != "sft"},
+                "seed": self.seed,
+                "examples": stable_hash(encoded),
+                "valid_sample": sample,
+                "selection": self.selection_metric,
+                "inputs": self._input_checksums(),
+            }
+        )
+        self.selection = CheckpointSelection(
+            workdir / "sft" / "best.pt",
+            fingerprint,
+            split,
+            sample,
+            self.selection_metric,
+            cfg.eval_every,
+            cfg.sft.steps,
+        )
         start = time.perf_counter()
         sft = dataclasses.replace(cfg.sft, seed=self.seed)  # batch order follows the run's seed
         trainable = {n: p for n, p in self.model.named_parameters() if p.requires_grad}
         before = {n: p.detach().clone() for n, p in trainable.items()}
-        result = train_sft(self.model, encoded, sft, self.tokenizer.pad_token_id, workdir / "sft", self.device,
-                           on_step=self.selection.on_step(self.model, self._rank_batches), fingerprint=fingerprint,
-                           loss_fn=self.training_loss(), compute_dtype=self.compute_dtype)
+        result = train_sft(
+            self.model,
+            encoded,
+            sft,
+            self.tokenizer.pad_token_id,
+            workdir / "sft",
+            self.device,
+            on_step=self.selection.on_step(self.model, self._rank_batches),
+            fingerprint=fingerprint,
+            loss_fn=self.training_loss(),
+            compute_dtype=self.compute_dtype,
+        )
         # a trainable tensor no step changed is a bug (a detached module, a dtype that rounds updates away);
         # known only for a run that trained from step 0 (a resumed run saw its earlier steps elsewhere)
         fresh = len(result.losses) == cfg.sft.steps
-        unmoved = [n for n, p in trainable.items() if torch.equal(p.detach(), before[n])] if fresh else None
+        unmoved = (
+            [n for n, p in trainable.items() if torch.equal(p.detach(), before[n])]
+            if fresh
+            else None
+        )
         del before
         self._reuse_selection = self.selection.restore(self.model)
-        return {"train_examples": len(encoded), "trainable_unmoved": unmoved, "train_set_tokens": int(sum(len(example[0]) for example in encoded)),
-                "train_tokens": result.tokens, "sft_steps_run": len(result.losses),
-                "sft_losses": result.losses,  # per optimiser step run here (a resumed run: after its checkpoint)
-                "first_loss": result.losses[0] if result.losses else None,
-                "final_loss": result.losses[-1] if result.losses else None,
-                **self.selection.as_dict(), "sft_seconds": time.perf_counter() - start}
+        return {
+            "train_examples": len(encoded),
+            "trainable_unmoved": unmoved,
+            "train_set_tokens": int(sum(len(example[0]) for example in encoded)),
+            "train_tokens": result.tokens,
+            "sft_steps_run": len(result.losses),
+            "sft_losses": result.losses,  # per optimiser step run here (a resumed run: after its checkpoint)
+            "first_loss": result.losses[0] if result.losses else None,
+            "final_loss": result.losses[-1] if result.losses else None,
+            **self.selection.as_dict(),
+            "sft_seconds": time.perf_counter() - start,
+        }
 
     def _input_checksums(self) -> dict[str, dict[str, str]]:
         """sha256 of every consumed file: a checkpoint trained on other inputs is never resumed."""
-        return {slot: {name: sha256_file(path) for name, path in sorted(resolved.paths.items())}
-                for slot, resolved in sorted(self.inputs.items())}
+        return {
+            slot: {name: sha256_file(path) for name, path in sorted(resolved.paths.items())}
+            for slot, resolved in sorted(self.inputs.items())
+        }
 
     def training_setup(self, split: Split, rng: np.random.Generator) -> list:
         """Wrap the prepared model in LoRA (when set) and return the paradigm's training examples:
@@ -229,9 +300,18 @@ class LLMRecommender:
         users = sorted(histories)
         rows = []
         # several processes: each ranks its share of the batches (a user is in the batch it would be in alone)
-        batches = distributed.deal([users[b:b + self.cfg.batch_users] for b in range(0, len(users), self.cfg.batch_users)])
-        for batch in tqdm(batches, desc=f"rank {len(users)} users", disable=len(batches) < 4, mininterval=10):
-            ids, mask, soft = left_pad([self.user_prompt(u, histories[u]) for u in batch], self.tokenizer.pad_token_id)
+        batches = distributed.deal(
+            [
+                users[b : b + self.cfg.batch_users]
+                for b in range(0, len(users), self.cfg.batch_users)
+            ]
+        )
+        for batch in tqdm(
+            batches, desc=f"rank {len(users)} users", disable=len(batches) < 4, mininterval=10
+        ):
+            ids, mask, soft = left_pad(
+                [self.user_prompt(u, histories[u]) for u in batch], self.tokenizer.pad_token_id
+            )
             ids, mask = ids.to(self.device), mask.to(self.device)
             with precision.autocast(self.compute_dtype, self.device):
                 embeds = prompt_embeddings(self.model, ids, soft) if soft else None

@@ -57,14 +57,18 @@ def load_sample(cfg: TextRetentionConfig, shipped: str | Path | None = None) -> 
         if copy is not None and copy.is_file():
             return _checked(copy.read_text(encoding="utf-8"), cfg, copy)
         elsewhere = f" (nor a shipped copy at {copy})" if copy is not None else ""
-        raise FileNotFoundError(f"text retention: '{path}' not found{elsewhere}. The default sample ships in Debian's "
-                                "dict-devil package (`make env` installs it; or apt-get install dict-devil), or set "
-                                "params text_retention.path/sha256 to another text, or text_retention.enabled: false")
+        raise FileNotFoundError(
+            f"text retention: '{path}' not found{elsewhere}. The default sample ships in Debian's "
+            "dict-devil package (`make env` installs it; or apt-get install dict-devil), or set "
+            "params text_retention.path/sha256 to another text, or text_retention.enabled: false"
+        )
     raw = path.read_bytes()
     text = (gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw).decode("utf-8")
     begin = text.find(cfg.start)
     if begin < 0:
-        raise ValueError(f"text retention: '{path}' has no '{cfg.start}' to start the sample at (text_retention.start)")
+        raise ValueError(
+            f"text retention: '{path}' has no '{cfg.start}' to start the sample at (text_retention.start)"
+        )
     lines = "\n".join(line.strip() for line in text[begin:].splitlines())
     return _checked(lines[: cfg.chars], cfg, path)
 
@@ -72,8 +76,10 @@ def load_sample(cfg: TextRetentionConfig, shipped: str | Path | None = None) -> 
 def _checked(sample: str, cfg: TextRetentionConfig, path: Path) -> str:
     digest = hashlib.sha256(sample.encode("utf-8")).hexdigest()
     if digest != cfg.sha256:
-        raise ValueError(f"text retention: the sample of '{path}' ({cfg.chars} chars from '{cfg.start}') has sha256 "
-                         f"{digest}, expected {cfg.sha256} (text_retention.sha256): the file is not the pinned text")
+        raise ValueError(
+            f"text retention: the sample of '{path}' ({cfg.chars} chars from '{cfg.start}') has sha256 "
+            f"{digest}, expected {cfg.sha256} (text_retention.sha256): the file is not the pinned text"
+        )
     return sample
 
 
@@ -90,26 +96,31 @@ def ship_sample(cfg: TextRetentionConfig, folder: str | Path) -> Path:
 
 
 @torch.no_grad()
-def perplexity(model, tokenizer, text: str, window: int = 512, device: str = "cpu", batch: int = 8) -> float:
+def perplexity(
+    model, tokenizer, text: str, window: int = 512, device: str = "cpu", batch: int = 8
+) -> float:
     """exp of the mean NLL of every token but the first of each `window`-token chunk of `text`."""
     ids = tokenizer(text, add_special_tokens=False, return_tensors="pt").input_ids[0]
-    chunks = [ids[i:i + window] for i in range(0, len(ids), window)]
+    chunks = [ids[i : i + window] for i in range(0, len(ids), window)]
     chunks = [c for c in chunks if len(c) > 1]
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
     try:
         for begin in range(0, len(chunks), batch):
-            group = chunks[begin:begin + batch]
+            group = chunks[begin : begin + batch]
             length = max(len(c) for c in group)
             input_ids = torch.zeros((len(group), length), dtype=torch.long)
             mask = torch.zeros((len(group), length), dtype=torch.long)
             for row, chunk in enumerate(group):
                 input_ids[row, : len(chunk)], mask[row, : len(chunk)] = chunk, 1
-            logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits.float()
+            logits = model(
+                input_ids=input_ids.to(device), attention_mask=mask.to(device)
+            ).logits.float()
             targets = input_ids[:, 1:].to(device).masked_fill(mask[:, 1:].to(device) == 0, -100)
-            nll = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), targets.flatten(),
-                                                    ignore_index=-100, reduction="sum")
+            nll = torch.nn.functional.cross_entropy(
+                logits[:, :-1].flatten(0, 1), targets.flatten(), ignore_index=-100, reduction="sum"
+            )
             total, count = total + float(nll), count + int((targets != -100).sum())
     finally:
         model.train(was_training)

@@ -50,7 +50,9 @@ class CheckpointSelection:
                 self.rankings = pd.DataFrame(saved["rankings"], columns=RANKING_COLUMNS)
                 self.curve = [tuple(point) for point in saved.get("curve", [])]
 
-    def on_step(self, model, rank: Callable[[Mapping[str, Sequence[str]], int], pd.DataFrame]) -> Callable[[int, float], None]:
+    def on_step(
+        self, model, rank: Callable[[Mapping[str, Sequence[str]], int], pd.DataFrame]
+    ) -> Callable[[int, float], None]:
         """The training loop's per-step callback: evaluate on schedule, keep the best weights."""
 
         def select(step: int, _loss: float) -> None:
@@ -60,7 +62,12 @@ class CheckpointSelection:
             score = selection_score(rankings, self.split, self.metric, self.users)
             self.curve.append((step, score))
             if score > self.score:
-                self.score, self.step, self.state, self.rankings = score, step, trainable_state(model), rankings
+                self.score, self.step, self.state, self.rankings = (
+                    score,
+                    step,
+                    trainable_state(model),
+                    rankings,
+                )
             self._save()  # the curve too, so a resumed run keeps it whole
             model.train()
 
@@ -71,8 +78,14 @@ class CheckpointSelection:
 
         if self.state is None or not distributed.is_main():  # several processes: one writer
             return
-        state = {"fingerprint": self.fingerprint, "score": self.score, "step": self.step, "state": self.state,
-                 "rankings": list(self.rankings.itertuples(index=False, name=None)), "curve": self.curve}
+        state = {
+            "fingerprint": self.fingerprint,
+            "score": self.score,
+            "step": self.step,
+            "state": self.state,
+            "rankings": list(self.rankings.itertuples(index=False, name=None)),
+            "curve": self.curve,
+        }
         write_with(self.path, lambda tmp: torch.save(state, tmp))
 
     def restore(self, model) -> bool:
@@ -94,6 +107,10 @@ class CheckpointSelection:
         return self.rankings[self.rankings["rank"] <= k].reset_index(drop=True)
 
     def as_dict(self) -> dict:
-        return {"selection_metric": self.metric, "valid_sample_users": len(self.users), "best_step": self.step,
-                f"best_valid_{self.metric}_sample": self.score,
-                "valid_curve": [{"step": s, self.metric: v} for s, v in self.curve]}
+        return {
+            "selection_metric": self.metric,
+            "valid_sample_users": len(self.users),
+            "best_step": self.step,
+            f"best_valid_{self.metric}_sample": self.score,
+            "valid_curve": [{"step": s, self.metric: v} for s, v in self.curve],
+        }

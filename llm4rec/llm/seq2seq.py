@@ -22,17 +22,27 @@ from llm4rec.llm.decoding import _log_probs
 class Seq2SeqStepper:
     def __init__(self, model, input_ids: torch.Tensor, attention_mask: torch.Tensor):
         self.model, self.mask = model, attention_mask
-        self.encoded = model.get_encoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        self.prefix = torch.full((len(input_ids), 1), model.config.decoder_start_token_id, device=input_ids.device)
+        self.encoded = model.get_encoder()(
+            input_ids=input_ids, attention_mask=attention_mask
+        ).last_hidden_state
+        self.prefix = torch.full(
+            (len(input_ids), 1), model.config.decoder_start_token_id, device=input_ids.device
+        )
         self.users = torch.arange(len(input_ids), device=input_ids.device)
         self.logp = self._forward()
 
     def _forward(self) -> torch.Tensor:
-        out = self.model(encoder_outputs=(self.encoded[self.users],), attention_mask=self.mask[self.users],
-                         decoder_input_ids=self.prefix, use_cache=False)
+        out = self.model(
+            encoder_outputs=(self.encoded[self.users],),
+            attention_mask=self.mask[self.users],
+            decoder_input_ids=self.prefix,
+            use_cache=False,
+        )
         return _log_probs(out.logits[:, -1, :])
 
-    def step(self, sources: torch.Tensor, users: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    def step(
+        self, sources: torch.Tensor, users: torch.Tensor, tokens: torch.Tensor
+    ) -> torch.Tensor:
         self.prefix = torch.cat([self.prefix[sources], tokens[:, None]], dim=1)
         self.users = users
         return self._forward()
@@ -46,8 +56,13 @@ def t5_mismatch(model) -> str | None:
     if type(model) is not t5.T5ForConditionalGeneration:
         return f"{type(model).__name__} where the stock T5ForConditionalGeneration was expected"
     for block in model.decoder.block:
-        expected = [(block, t5.T5Block), (block.layer[0], t5.T5LayerSelfAttention), (block.layer[1], t5.T5LayerCrossAttention),
-                    (block.layer[1].EncDecAttention, t5.T5Attention), (block.layer[2], t5.T5LayerFF)]
+        expected = [
+            (block, t5.T5Block),
+            (block.layer[0], t5.T5LayerSelfAttention),
+            (block.layer[1], t5.T5LayerCrossAttention),
+            (block.layer[1].EncDecAttention, t5.T5Attention),
+            (block.layer[2], t5.T5LayerFF),
+        ]
         for module, cls in expected:
             if type(module) is not cls:
                 return f"{type(module).__name__} where the stock {cls.__name__} was expected"
@@ -58,22 +73,32 @@ class T5SharedEncoderStepper:
     def __init__(self, model, input_ids: torch.Tensor, attention_mask: torch.Tensor):
         mismatch = t5_mismatch(model)
         if mismatch:
-            raise ValueError(f"T5SharedEncoderStepper re-implements stock T5 cross-attention; this model has {mismatch}")
+            raise ValueError(
+                f"T5SharedEncoderStepper re-implements stock T5 cross-attention; this model has {mismatch}"
+            )
         self.model, self.decoder = model, model.decoder
         config = model.config
         self.heads, self.dim = config.num_heads, config.d_kv
-        encoded = model.get_encoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        encoded = model.get_encoder()(
+            input_ids=input_ids, attention_mask=attention_mask
+        ).last_hidden_state
         n_users, length = encoded.shape[:2]
         self.keys, self.values = [], []
         for block in self.decoder.block:
             attn = block.layer[1].EncDecAttention
-            self.keys.append(attn.k(encoded).view(n_users, length, self.heads, self.dim).transpose(1, 2))  # [U, H, S, d]
-            self.values.append(attn.v(encoded).view(n_users, length, self.heads, self.dim).transpose(1, 2))
+            self.keys.append(
+                attn.k(encoded).view(n_users, length, self.heads, self.dim).transpose(1, 2)
+            )  # [U, H, S, d]
+            self.values.append(
+                attn.v(encoded).view(n_users, length, self.heads, self.dim).transpose(1, 2)
+            )
         dtype = encoded.dtype
         self.bias = torch.zeros(attention_mask.shape, dtype=dtype, device=encoded.device)
         self.bias.masked_fill_(attention_mask == 0, torch.finfo(dtype).min)
         self.bias = self.bias[:, None, None, :]  # [U, 1, 1, S]
-        self.prefix = torch.full((n_users, 1), config.decoder_start_token_id, device=input_ids.device)
+        self.prefix = torch.full(
+            (n_users, 1), config.decoder_start_token_id, device=input_ids.device
+        )
         self.users = torch.arange(n_users, device=input_ids.device)
         self.logp = self._forward()
 
@@ -87,9 +112,13 @@ class T5SharedEncoderStepper:
         grouped = q.new_zeros((n_users, width, heads, t, dim))
         grouped[users, slots] = q
         grouped = grouped.permute(0, 2, 1, 3, 4).reshape(n_users, heads, width * t, dim)
-        scores = grouped @ self.keys[layer].transpose(-1, -2) + self.bias  # T5: no 1/sqrt(d) scaling
+        scores = (
+            grouped @ self.keys[layer].transpose(-1, -2) + self.bias
+        )  # T5: no 1/sqrt(d) scaling
         probs = torch.softmax(scores.float(), dim=-1).to(q.dtype)
-        out = (probs @ self.values[layer]).view(n_users, heads, width, t, dim).permute(0, 2, 1, 3, 4)
+        out = (
+            (probs @ self.values[layer]).view(n_users, heads, width, t, dim).permute(0, 2, 1, 3, 4)
+        )
         return out[users, slots]
 
     def _forward(self) -> torch.Tensor:
@@ -97,20 +126,32 @@ class T5SharedEncoderStepper:
         hidden = self.decoder.embed_tokens(self.prefix)
         first_attention = self.decoder.block[0].layer[0].SelfAttention
         causal = torch.full((t, t), torch.finfo(hidden.dtype).min, device=hidden.device).triu(1)
-        position_bias = first_attention.compute_bias(t, t, device=hidden.device) + causal  # shared by every block
+        position_bias = (
+            first_attention.compute_bias(t, t, device=hidden.device) + causal
+        )  # shared by every block
         for index, block in enumerate(self.decoder.block):
             hidden = block.layer[0](hidden, position_bias=position_bias)[0]
             cross = block.layer[1]
-            q = cross.EncDecAttention.q(cross.layer_norm(hidden)).view(rows, t, self.heads, self.dim).transpose(1, 2)
-            out = self._cross_attention(index, q).transpose(1, 2).reshape(rows, t, self.heads * self.dim)
+            q = (
+                cross.EncDecAttention.q(cross.layer_norm(hidden))
+                .view(rows, t, self.heads, self.dim)
+                .transpose(1, 2)
+            )
+            out = (
+                self._cross_attention(index, q)
+                .transpose(1, 2)
+                .reshape(rows, t, self.heads * self.dim)
+            )
             hidden = hidden + cross.EncDecAttention.o(out)
             hidden = block.layer[2](hidden)
         hidden = self.decoder.final_layer_norm(hidden[:, -1])
         if self.model.config.scale_decoder_outputs:
-            hidden = hidden * self.model.model_dim ** -0.5
+            hidden = hidden * self.model.model_dim**-0.5
         return _log_probs(self.model.lm_head(hidden))
 
-    def step(self, sources: torch.Tensor, users: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    def step(
+        self, sources: torch.Tensor, users: torch.Tensor, tokens: torch.Tensor
+    ) -> torch.Tensor:
         self.prefix = torch.cat([self.prefix[sources], tokens[:, None]], dim=1)
         self.users = users
         return self._forward()
@@ -123,11 +164,15 @@ def resolve_seq2seq_decoder(model, decoder: str = "auto") -> str:
         raise ValueError(f"decoder '{decoder}' is not one of auto, shared_encoder, generic")
     mismatch = t5_mismatch(model)
     if decoder == "shared_encoder" and mismatch:
-        raise ValueError(f"decoder 'shared_encoder' re-implements stock T5 cross-attention; this model has {mismatch}. "
-                         "Use decoder 'auto' or 'generic'")
+        raise ValueError(
+            f"decoder 'shared_encoder' re-implements stock T5 cross-attention; this model has {mismatch}. "
+            "Use decoder 'auto' or 'generic'"
+        )
     return "shared_encoder" if decoder != "generic" and mismatch is None else "generic"
 
 
-def make_seq2seq_stepper(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, decoder: str = "auto"):
+def make_seq2seq_stepper(
+    model, input_ids: torch.Tensor, attention_mask: torch.Tensor, decoder: str = "auto"
+):
     shared = resolve_seq2seq_decoder(model, decoder) == "shared_encoder"
     return (T5SharedEncoderStepper if shared else Seq2SeqStepper)(model, input_ids, attention_mask)

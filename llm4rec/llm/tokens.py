@@ -16,8 +16,9 @@ from collections.abc import Mapping, Sequence
 import torch
 
 
-def add_tokens(model, tokenizer, tokens: Sequence[str], init: torch.Tensor | str = "mean",
-               seed: int = 0) -> list[int]:
+def add_tokens(
+    model, tokenizer, tokens: Sequence[str], init: torch.Tensor | str = "mean", seed: int = 0
+) -> list[int]:
     """Add `tokens` to the vocabulary; return their ids (in `tokens` order).
 
     `init`: a [len(tokens), D] matrix for the new input-embedding rows, "mean" (the mean of
@@ -26,11 +27,15 @@ def add_tokens(model, tokenizer, tokens: Sequence[str], init: torch.Tensor | str
     """
     existing = [t for t in tokens if t in tokenizer.get_vocab()]
     if existing:
-        raise ValueError(f"tokens already in the vocabulary: {existing[:3]} ({len(existing)} of {len(tokens)})")
+        raise ValueError(
+            f"tokens already in the vocabulary: {existing[:3]} ({len(existing)} of {len(tokens)})"
+        )
     if len(set(tokens)) != len(tokens):
         raise ValueError("new tokens must be distinct")
     old = model.get_input_embeddings().weight.shape[0]
-    tokenizer.add_tokens(list(tokens), special_tokens=True)  # special: never split, never merged with neighbours
+    tokenizer.add_tokens(
+        list(tokens), special_tokens=True
+    )  # special: never split, never merged with neighbours
     ids = tokenizer.convert_tokens_to_ids(list(tokens))
     if ids != list(range(len(tokenizer) - len(tokens), len(tokenizer))):
         raise ValueError("new tokens did not receive the last ids of the vocabulary")
@@ -51,7 +56,9 @@ def _embedding_matrices(model) -> list[torch.Tensor]:
 def _new_rows(existing: torch.Tensor, n: int, init: torch.Tensor | str, seed: int) -> torch.Tensor:
     if isinstance(init, torch.Tensor):
         if init.shape != (n, existing.shape[1]):
-            raise ValueError(f"init has shape {tuple(init.shape)}, expected {(n, existing.shape[1])}")
+            raise ValueError(
+                f"init has shape {tuple(init.shape)}, expected {(n, existing.shape[1])}"
+            )
         return init
     if init == "mean":
         return existing.float().mean(dim=0).expand(n, -1).clone()
@@ -61,7 +68,9 @@ def _new_rows(existing: torch.Tensor, n: int, init: torch.Tensor | str, seed: in
     raise ValueError(f"init '{init}' is not one of: mean, random, or a matrix")
 
 
-def prompt_embeddings(model, input_ids: torch.Tensor, soft: Mapping[int, Mapping[int, torch.Tensor]]) -> torch.Tensor:
+def prompt_embeddings(
+    model, input_ids: torch.Tensor, soft: Mapping[int, Mapping[int, torch.Tensor]]
+) -> torch.Tensor:
     """Input embeddings of `input_ids` ([rows, T]) with soft tokens put in place:
     `soft[row][position]` is a [D] vector replacing that position's token embedding (the id
     there is a placeholder, e.g. the pad token). One scatter for the whole batch; gradients flow
@@ -70,6 +79,10 @@ def prompt_embeddings(model, input_ids: torch.Tensor, soft: Mapping[int, Mapping
     where = [(row, position) for row, vectors in soft.items() for position in vectors]
     if not where:
         return embeds
-    rows, positions = (torch.tensor(column, device=embeds.device) for column in zip(*where, strict=True))
-    vectors = torch.stack([soft[row][position] for row, position in where]).to(embeds.device, embeds.dtype)
+    rows, positions = (
+        torch.tensor(column, device=embeds.device) for column in zip(*where, strict=True)
+    )
+    vectors = torch.stack([soft[row][position] for row, position in where]).to(
+        embeds.device, embeds.dtype
+    )
     return embeds.index_put((rows, positions), vectors)

@@ -36,7 +36,9 @@ class SFTConfig:
     max_history: int = 10
     checkpoint_every: int = 50
     seed: int = 0  # batch order (text_prompted sets it to the run's seed)
-    schedule: str = "constant"  # learning rate over steps: constant | cosine (to 0 at `steps`), after warmup
+    schedule: str = (
+        "constant"  # learning rate over steps: constant | cosine (to 0 at `steps`), after warmup
+    )
     warmup_steps: int = 0  # linear warmup from 0
 
     def __post_init__(self) -> None:
@@ -54,24 +56,31 @@ class SFTConfig:
         return self.learning_rate
 
 
-def sliding_window_examples(sequences: dict[str, Sequence[str]], max_history: int) -> list[tuple[str, list[str], str]]:
+def sliding_window_examples(
+    sequences: dict[str, Sequence[str]], max_history: int
+) -> list[tuple[str, list[str], str]]:
     """(user, history, target) for every position >= 1 of every user's training sequence."""
     out = []
     for user in sorted(sequences):
         items = list(sequences[user])
         for t in range(1, len(items)):
-            out.append((user, items[max(0, t - max_history):t], items[t]))
+            out.append((user, items[max(0, t - max_history) : t], items[t]))
     return out
 
 
-def training_windows(split, max_history: int, max_examples: int | None,
-                     rng: np.random.Generator) -> list[tuple[str, list[str], str]]:
+def training_windows(
+    split, max_history: int, max_examples: int | None, rng: np.random.Generator
+) -> list[tuple[str, list[str], str]]:
     """The next-item windows of a split's training phase (`sliding_window_examples`), or a seeded
     sample of `max_examples` of them in their original order (None: all)."""
     train = split.phase("train")
-    windows = sliding_window_examples({u: g.tolist() for u, g in train.groupby("user_id")["item_id"]}, max_history)
+    windows = sliding_window_examples(
+        {u: g.tolist() for u, g in train.groupby("user_id")["item_id"]}, max_history
+    )
     if max_examples and len(windows) > max_examples:
-        windows = [windows[i] for i in sorted(rng.choice(len(windows), max_examples, replace=False))]
+        windows = [
+            windows[i] for i in sorted(rng.choice(len(windows), max_examples, replace=False))
+        ]
     return windows
 
 
@@ -80,7 +89,9 @@ def encode_example(prompt_ids: list[int], target_ids: list[int]) -> tuple[list[i
     return prompt_ids + target_ids, [-100] * len(prompt_ids) + list(target_ids)
 
 
-def collate(encoded: list[tuple[list[int], list[int]]], pad_id: int, device: str) -> dict[str, torch.Tensor]:
+def collate(
+    encoded: list[tuple[list[int], list[int]]], pad_id: int, device: str
+) -> dict[str, torch.Tensor]:
     length = max(len(ids) for ids, _ in encoded)
     input_ids = torch.full((len(encoded), length), pad_id, dtype=torch.long)
     labels = torch.full((len(encoded), length), -100, dtype=torch.long)
@@ -89,11 +100,17 @@ def collate(encoded: list[tuple[list[int], list[int]]], pad_id: int, device: str
         input_ids[row, : len(ids)] = torch.as_tensor(ids)
         labels[row, : len(lab)] = torch.as_tensor(lab)
         mask[row, : len(ids)] = 1
-    return {"input_ids": input_ids.to(device), "attention_mask": mask.to(device), "labels": labels.to(device)}
+    return {
+        "input_ids": input_ids.to(device),
+        "attention_mask": mask.to(device),
+        "labels": labels.to(device),
+    }
 
 
 def trainable_state(model) -> dict[str, torch.Tensor]:
-    return {name: p.detach().cpu().clone() for name, p in model.named_parameters() if p.requires_grad}
+    return {
+        name: p.detach().cpu().clone() for name, p in model.named_parameters() if p.requires_grad
+    }
 
 
 def save_checkpoint(directory: Path, model, optimizer, step: int, fingerprint: str = "") -> None:
@@ -102,9 +119,20 @@ def save_checkpoint(directory: Path, model, optimizer, step: int, fingerprint: s
     tmp = Path(tempfile.mkdtemp(dir=directory, prefix=".last."))
     try:
         # the RNG state too: dropout (e.g. LoRA's) after a resume draws what an uninterrupted run would
-        rng = {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
-        torch.save({"trainable": trainable_state(model), "optimizer": optimizer.state_dict(), "step": step,
-                    "fingerprint": fingerprint, "rng": rng}, tmp / "state.pt")
+        rng = {
+            "cpu": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        }
+        torch.save(
+            {
+                "trainable": trainable_state(model),
+                "optimizer": optimizer.state_dict(),
+                "step": step,
+                "fingerprint": fingerprint,
+                "rng": rng,
+            },
+            tmp / "state.pt",
+        )
         old = directory / ".last.old"
         if (directory / "last").exists():
             os.replace(directory / "last", old)
@@ -122,12 +150,19 @@ def load_checkpoint(directory: Path, model, optimizer, fingerprint: str = "") ->
         return 0
     state = torch.load(path, map_location="cpu", weights_only=True)
     if state.get("fingerprint", "") != fingerprint:
-        print(f"[llm4rec] {path}: written under another configuration; restarting training from step 0", flush=True)
-        shutil.rmtree(directory / "last", ignore_errors=True)  # several processes: any of them may be first
+        print(
+            f"[llm4rec] {path}: written under another configuration; restarting training from step 0",
+            flush=True,
+        )
+        shutil.rmtree(
+            directory / "last", ignore_errors=True
+        )  # several processes: any of them may be first
         return 0
     expected = {name for name, p in model.named_parameters() if p.requires_grad}
     if set(state["trainable"]) != expected:
-        raise ValueError(f"{path}: checkpoint does not match the model's trainable parameters; delete it to restart")
+        raise ValueError(
+            f"{path}: checkpoint does not match the model's trainable parameters; delete it to restart"
+        )
     with torch.no_grad():
         params = dict(model.named_parameters())
         for name, value in state["trainable"].items():
@@ -142,7 +177,9 @@ def load_checkpoint(directory: Path, model, optimizer, fingerprint: str = "") ->
 
 @dataclass
 class SFTResult:
-    losses: list[float]  # per optimizer step run in this call (a resumed run: the steps after the checkpoint)
+    losses: list[
+        float
+    ]  # per optimizer step run in this call (a resumed run: the steps after the checkpoint)
     tokens: int  # non-padding tokens through the model in those steps
 
 
@@ -170,11 +207,19 @@ def causal_lm_loss(pad_id: int, device: str) -> LossFn:
     return loss
 
 
-def train_sft(model, examples: Sequence, cfg: SFTConfig, pad_id: int,
-              checkpoint_dir: Path | None = None, device: str = "cpu",
-              on_step: Callable[[int, float], None] | None = None, progress: bool = True,
-              fingerprint: str = "", loss_fn: LossFn | None = None,
-              compute_dtype: torch.dtype | None = None) -> SFTResult:
+def train_sft(
+    model,
+    examples: Sequence,
+    cfg: SFTConfig,
+    pad_id: int,
+    checkpoint_dir: Path | None = None,
+    device: str = "cpu",
+    on_step: Callable[[int, float], None] | None = None,
+    progress: bool = True,
+    fingerprint: str = "",
+    loss_fn: LossFn | None = None,
+    compute_dtype: torch.dtype | None = None,
+) -> SFTResult:
     """Train the model's trainable parameters for cfg.steps optimizer steps. `fingerprint`
     identifies everything else that shapes training (model, data, prompt): a checkpoint is only
     resumed under the same fingerprint and SFT config. `loss_fn` computes a micro-batch's loss
@@ -184,30 +229,43 @@ def train_sft(model, examples: Sequence, cfg: SFTConfig, pad_id: int,
     loss_fn = loss_fn or causal_lm_loss(pad_id, device)
     rank, size = distributed.world()
     if cfg.grad_accum % size:
-        raise ValueError(f"sft.grad_accum is {cfg.grad_accum} with {size} processes: it must be a multiple of the number "
-                         "of processes, each of which takes grad_accum / processes micro-batches of every step")
+        raise ValueError(
+            f"sft.grad_accum is {cfg.grad_accum} with {size} processes: it must be a multiple of the number "
+            "of processes, each of which takes grad_accum / processes micro-batches of every step"
+        )
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     fingerprint = checkpoint_fingerprint(cfg, fingerprint)
     distributed.barrier()  # process 0 may have just written the checkpoint the others are about to read
     start = load_checkpoint(checkpoint_dir, model, optimizer, fingerprint) if checkpoint_dir else 0
     if start:
-        print(f"[llm4rec] resuming SFT from the checkpoint at step {start}/{cfg.steps} ({checkpoint_dir / 'last'})", flush=True)
+        print(
+            f"[llm4rec] resuming SFT from the checkpoint at step {start}/{cfg.steps} ({checkpoint_dir / 'last'})",
+            flush=True,
+        )
     per_step = cfg.batch_size * cfg.grad_accum
     rng = np.random.default_rng(cfg.seed)
-    order = np.concatenate([rng.permutation(len(examples)) for _ in range(cfg.steps * per_step // len(examples) + 1)])
+    order = np.concatenate(
+        [rng.permutation(len(examples)) for _ in range(cfg.steps * per_step // len(examples) + 1)]
+    )
     model.train()
     losses, tokens = [], 0
     compute = compute_dtype or precision.backbone_dtype(model)
-    for step in tqdm(range(start, cfg.steps), desc="sft", disable=not progress, initial=start, total=cfg.steps):
+    for step in tqdm(
+        range(start, cfg.steps), desc="sft", disable=not progress, initial=start, total=cfg.steps
+    ):
         optimizer.zero_grad(set_to_none=True)
         for group in optimizer.param_groups:
             group["lr"] = cfg.learning_rate_at(step)
         total, fed_step = 0.0, 0
-        for micro in range(rank, cfg.grad_accum, size):  # several processes: each takes its share of micro-batches
+        for micro in range(
+            rank, cfg.grad_accum, size
+        ):  # several processes: each takes its share of micro-batches
             begin = step * per_step + micro * cfg.batch_size
             with precision.autocast(compute, device):
-                loss, fed = loss_fn(model, [examples[i] for i in order[begin:begin + cfg.batch_size]], step)
+                loss, fed = loss_fn(
+                    model, [examples[i] for i in order[begin : begin + cfg.batch_size]], step
+                )
                 loss = loss / cfg.grad_accum
             fed_step += fed
             loss.backward()

@@ -20,7 +20,9 @@ class ItemTrie:
     children: list[dict[int, int]] = field(default_factory=lambda: [{}])
     item_at: dict[int, str] = field(default_factory=dict)  # leaf node -> item id
     n_below: list[int] = field(default_factory=lambda: [0])  # items in each node's subtree
-    paths: dict[str, list[int]] = field(default_factory=dict)  # item id -> nodes from root's child to leaf
+    paths: dict[str, list[int]] = field(
+        default_factory=dict
+    )  # item id -> nodes from root's child to leaf
 
     @classmethod
     def build(cls, sequences: dict[str, Sequence[int]]) -> ItemTrie:
@@ -33,8 +35,10 @@ class ItemTrie:
             trie.n_below[0] += 1
             for token in tokens:
                 if node in trie.item_at:  # an earlier item ends inside this one's path
-                    raise ValueError(f"item '{item}': its token sequence collides with item '{trie.item_at[node]}' "
-                                     "(identifiers must be unique and end with a terminator token)")
+                    raise ValueError(
+                        f"item '{item}': its token sequence collides with item '{trie.item_at[node]}' "
+                        "(identifiers must be unique and end with a terminator token)"
+                    )
                 child = trie.children[node].get(token)
                 if child is None:
                     child = len(trie.children)
@@ -45,8 +49,10 @@ class ItemTrie:
                 trie.n_below[node] += 1
                 path.append(node)
             if node in trie.item_at or trie.children[node]:
-                raise ValueError(f"item '{item}': its token sequence collides with item '{trie.item_at.get(node, '?')}' "
-                                 "(identifiers must be unique and end with a terminator token)")
+                raise ValueError(
+                    f"item '{item}': its token sequence collides with item '{trie.item_at.get(node, '?')}' "
+                    "(identifiers must be unique and end with a terminator token)"
+                )
             trie.item_at[node] = item
             trie.paths[item] = path
         return trie
@@ -63,7 +69,11 @@ class ItemTrie:
         """Tokens that may follow `node` (token -> child), skipping subtrees of excluded items only."""
         if not excluded:
             return self.children[node]
-        return {tok: child for tok, child in self.children[node].items() if not self.only_excluded(child, excluded)}
+        return {
+            tok: child
+            for tok, child in self.children[node].items()
+            if not self.only_excluded(child, excluded)
+        }
 
     def only_excluded(self, node: int, excluded: dict[int, int]) -> bool:
         """Whether every item below `node` is excluded (a beam entering it could only end on history)."""

@@ -139,11 +139,15 @@ class ModelSpec:
     factory: str  # "module:function", imported only when the model is built
     description: str = ""
     needs_gpu: bool = False
-    config: str | None = None  # "module:Dataclass" its params are checked against (None: takes none)
+    config: str | None = (
+        None  # "module:Dataclass" its params are checked against (None: takes none)
+    )
     display: str = ""  # the name in paper tables (default: the registry name)
     exports: tuple[str, ...] = ()  # files `export` writes, which other runs may consume
     inputs: dict[str, InputSlot] = field(default_factory=dict)
-    costs: tuple[Cost, ...] = ()  # its own cost/validity figures, reported by fit under "costs" (always=False)
+    costs: tuple[
+        Cost, ...
+    ] = ()  # its own cost/validity figures, reported by fit under "costs" (always=False)
     # "module:function(name, params, resolved) -> {key: value}" for a config that is not a dataclass (RecBole's):
     # the model's hyper-parameters, chosen values over the library's resolved ones (see `hyperparameters`)
     hyperparameters: str | None = None
@@ -162,114 +166,306 @@ class ModelSpec:
         return self.display or self.name
 
 
-_RECBOLE_FACTORY, _RECBOLE_CONFIG = "baselines.recbole_models:build", "baselines.recbole_models:recbole_params"
+_RECBOLE_FACTORY, _RECBOLE_CONFIG = (
+    "baselines.recbole_models:build",
+    "baselines.recbole_models:recbole_params",
+)
 _RECBOLE_HYPERPARAMETERS = "baselines.recbole_models:recbole_hyperparameters"
 _CF_EXPORTS = ("item_embeddings.npy", "user_embeddings.npy", "user_ids.txt")
 
 
-def _llm(name: str, module: str, config: str, paradigm: str, description: str, display: str,
-         inputs: dict[str, InputSlot] | None = None, costs: tuple[Cost, ...] = (), reads_text: bool = True,
-         parent: str | None = None, overrides: dict[str, Any] | None = None,
-         defaults: dict[str, Any] | None = None, not_applicable: dict[str, Any] | None = None) -> ModelSpec:
+def _llm(
+    name: str,
+    module: str,
+    config: str,
+    paradigm: str,
+    description: str,
+    display: str,
+    inputs: dict[str, InputSlot] | None = None,
+    costs: tuple[Cost, ...] = (),
+    reads_text: bool = True,
+    parent: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    defaults: dict[str, Any] | None = None,
+    not_applicable: dict[str, Any] | None = None,
+) -> ModelSpec:
     """An LLM model family's entry: `build` and its config class in llm4rec.paradigms.<module>;
     every LLMRecommender over a language model reports its text retention (perplexity before/after
     training). A variant names its `parent` and the `overrides` / `defaults` that make it one."""
-    return ModelSpec(name, paradigm, f"llm4rec.paradigms.{module}:build", description,
-                     config=f"llm4rec.paradigms.{module}:{config}", display=display, inputs=inputs or {},
-                     costs=costs + (TEXT_RETENTION_COSTS if reads_text else ()), parent=parent,
-                     overrides=overrides or {}, defaults=defaults or {}, not_applicable=not_applicable or {})
+    return ModelSpec(
+        name,
+        paradigm,
+        f"llm4rec.paradigms.{module}:build",
+        description,
+        config=f"llm4rec.paradigms.{module}:{config}",
+        display=display,
+        inputs=inputs or {},
+        costs=costs + (TEXT_RETENTION_COSTS if reads_text else ()),
+        parent=parent,
+        overrides=overrides or {},
+        defaults=defaults or {},
+        not_applicable=not_applicable or {},
+    )
 
 
 def _semantic_ids(quantizer: str | None = None) -> dict[str, InputSlot]:
     """The code table a semantic-ID model consumes: the `semantic_ids` artifact (same dataset and seed)."""
     params = {"params": {"quantizer": quantizer}} if quantizer else {}
-    return {"codes": InputSlot(("codes.npy", "codebook_stats.json"), {"artifact": "semantic_ids", **params},
-                               "each item's code tuple (rows in items.parquet order) and the tokenizer's statistics")}
+    return {
+        "codes": InputSlot(
+            ("codes.npy", "codebook_stats.json"),
+            {"artifact": "semantic_ids", **params},
+            "each item's code tuple (rows in items.parquet order) and the tokenizer's statistics",
+        )
+    }
 
 
 def _cf_source() -> dict[str, InputSlot]:
     """The CF signal a CF-injected model consumes: a finished CF run's item embeddings (same dataset and
     seed); SASRec by default, BPR or LightGCN under the grid entry's `inputs: {cf_source: {run: ...}}`."""
-    return {"cf_source": InputSlot(("item_embeddings.npy",), {"run": "sasrec"},
-                                   "item embeddings of a trained CF model, rows in items.parquet order")}
+    return {
+        "cf_source": InputSlot(
+            ("item_embeddings.npy",),
+            {"run": "sasrec"},
+            "item embeddings of a trained CF model, rows in items.parquet order",
+        )
+    }
 
 
 MODELS: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in [
-        ModelSpec("mostpop", "baseline", _RECBOLE_FACTORY, "RecBole Pop: training popularity (sanity floor)",
-                  config=_RECBOLE_CONFIG, display="MostPop", hyperparameters=_RECBOLE_HYPERPARAMETERS),
-        ModelSpec("bpr", "baseline", _RECBOLE_FACTORY, "RecBole BPR: matrix factorisation with BPR loss",
-                  config=_RECBOLE_CONFIG, display="BPR", exports=_CF_EXPORTS,
-                  hyperparameters=_RECBOLE_HYPERPARAMETERS),
-        ModelSpec("lightgcn", "baseline", _RECBOLE_FACTORY, "RecBole LightGCN: graph convolution CF",
-                  config=_RECBOLE_CONFIG, display="LightGCN", exports=_CF_EXPORTS,
-                  hyperparameters=_RECBOLE_HYPERPARAMETERS),
-        ModelSpec("sasrec", "baseline", _RECBOLE_FACTORY, "RecBole SASRec: self-attentive sequential model",
-                  config=_RECBOLE_CONFIG, display="SASRec", exports=("item_embeddings.npy",),
-                  hyperparameters=_RECBOLE_HYPERPARAMETERS),
-        ModelSpec("emb_knn", "baseline", "baselines.embedding_knn:build",
-                  "cosine kNN over item embeddings consumed from another run (default: BPR) or an artifact",
-                  config="baselines.embedding_knn:EmbeddingKnnConfig", display="Emb-kNN",
-                  inputs={"embeddings": InputSlot(("item_embeddings.npy",), {"run": "bpr"},
-                                                  "item embeddings, rows in items.parquet order")}),
-        _llm("text_prompted", "text_prompted", "TextPromptedConfig", "text_prompted",
-             "history as titles -> fine-tuned causal LM (LoRA) -> catalogue-constrained beam search",
-             "Text-prompted (LoRA)"),
-        _llm("text_prompted_zeroshot", "text_prompted", "TextPromptedConfig", "text_prompted",
-             "the same prompt and constrained decoding, no fine-tuning", "Text-prompted (zero-shot)",
-             parent="text_prompted", overrides={"zero_shot": True}, not_applicable={"lora": None, "sft": {"steps": 0}}),
-        _llm("cf_llara", "cf_injected", "CfLlaraConfig", "cf_injected",
-             "history as titles, each followed by its projected CF embedding (a soft token) -> LoRA -> constrained "
-             "title decoding (LLaRA)", "LLaRA (CF soft tokens)", _cf_source()),
-        _llm("cf_llara_permuted", "cf_injected", "CfLlaraConfig", "cf_injected",
-             "cf_llara with every soft token carrying another item's CF embedding (fixed derangement): does the LLM use it?",
-             "LLaRA (permuted CF)", _cf_source(), parent="cf_llara", overrides={"cf": {"permuted": True}}),
-        _llm("cf_e4srec", "cf_injected", "CfE4SRecConfig", "cf_injected",
-             "history as projected CF embeddings only -> LoRA -> an output layer over all items, one forward per user (E4SRec)",
-             "E4SRec (CF soft tokens)", _cf_source()),
-        _llm("cf_e4srec_allpos", "cf_injected", "CfE4SRecConfig", "cf_injected",
-             "cf_e4srec with the harness's training: next-item loss at every history position (no response prompt) "
-             "and a log-popularity item bias over a zero-initialised output layer",
-             "E4SRec (all positions, pop. prior)", _cf_source(), parent="cf_e4srec",
-             overrides={"loss_positions": "all", "response": "", "item_bias": "log_popularity", "head_init": "zero"}),
-        _llm("cf_e4srec_permuted", "cf_injected", "CfE4SRecConfig", "cf_injected",
-             "cf_e4srec with every soft token carrying another item's CF embedding (fixed derangement)",
-             "E4SRec (permuted CF)", _cf_source(), parent="cf_e4srec", overrides={"cf": {"permuted": True}}),
-        _llm("idiomoe", "idiomoe", "IdiomoeConfig", "moe_expert",
-             "item IDs as new tokens; FFN split into text and item experts routed by token type (IDIOMoE)", "IDIOMoE"),
-        _llm("idiomoe_popprior", "idiomoe", "IdiomoeConfig", "moe_expert",
-             "IDIOMoE with untied item output vectors starting at zero over a learned log-popularity item bias",
-             "IDIOMoE (pop. prior)", parent="idiomoe", overrides={"item_head": "untied", "item_bias": "log_popularity"}),
-        _llm("idiomoe_learned_router", "idiomoe", "IdiomoeConfig", "moe_expert",
-             "IDIOMoE with a learned per-token gate between the experts instead of token-type routing",
-             "IDIOMoE (learned router)", parent="idiomoe", overrides={"routing": "learned"}),
-        _llm("idiomoe_entangled", "idiomoe", "IdiomoeConfig", "moe_expert",
-             "the same item tokens and training, no expert split: the shared FFN tuned with LoRA",
-             "Item tokens, entangled FFN", parent="idiomoe", overrides={"expert_layers": "none"},
-             defaults={"lora": {"rank": 16, "alpha": 32, "dropout": 0.0,
-                                "target_modules": ["gate_proj", "up_proj", "down_proj"]}}),
-        _llm("sid_tiger", "semantic_id.tiger", "TigerConfig", "semantic_id",
-             "semantic IDs (RQ-VAE over item-text embeddings) -> T5 from scratch -> trie-constrained beam search (TIGER)",
-             "TIGER (semantic IDs)", _semantic_ids(), SEMANTIC_ID_COSTS, reads_text=False),
-        _llm("sid_random", "semantic_id.tiger", "TigerConfig", "semantic_id",
-             "sid_tiger on random code tuples of the same shape (what semantic structure buys)",
-             "TIGER (random IDs)", _semantic_ids("random"), SEMANTIC_ID_COSTS, reads_text=False, parent="sid_tiger"),
-        _llm("sid_llm", "semantic_id.llm", "SidLlmConfig", "semantic_id",
-             "semantic IDs as new tokens of a pretrained LLM (LoRA + code embeddings) -> trie-constrained beam search",
-             "SID-LLM (LoRA)", _semantic_ids(), SEMANTIC_ID_COSTS),
+        ModelSpec(
+            "mostpop",
+            "baseline",
+            _RECBOLE_FACTORY,
+            "RecBole Pop: training popularity (sanity floor)",
+            config=_RECBOLE_CONFIG,
+            display="MostPop",
+            hyperparameters=_RECBOLE_HYPERPARAMETERS,
+        ),
+        ModelSpec(
+            "bpr",
+            "baseline",
+            _RECBOLE_FACTORY,
+            "RecBole BPR: matrix factorisation with BPR loss",
+            config=_RECBOLE_CONFIG,
+            display="BPR",
+            exports=_CF_EXPORTS,
+            hyperparameters=_RECBOLE_HYPERPARAMETERS,
+        ),
+        ModelSpec(
+            "lightgcn",
+            "baseline",
+            _RECBOLE_FACTORY,
+            "RecBole LightGCN: graph convolution CF",
+            config=_RECBOLE_CONFIG,
+            display="LightGCN",
+            exports=_CF_EXPORTS,
+            hyperparameters=_RECBOLE_HYPERPARAMETERS,
+        ),
+        ModelSpec(
+            "sasrec",
+            "baseline",
+            _RECBOLE_FACTORY,
+            "RecBole SASRec: self-attentive sequential model",
+            config=_RECBOLE_CONFIG,
+            display="SASRec",
+            exports=("item_embeddings.npy",),
+            hyperparameters=_RECBOLE_HYPERPARAMETERS,
+        ),
+        ModelSpec(
+            "emb_knn",
+            "baseline",
+            "baselines.embedding_knn:build",
+            "cosine kNN over item embeddings consumed from another run (default: BPR) or an artifact",
+            config="baselines.embedding_knn:EmbeddingKnnConfig",
+            display="Emb-kNN",
+            inputs={
+                "embeddings": InputSlot(
+                    ("item_embeddings.npy",),
+                    {"run": "bpr"},
+                    "item embeddings, rows in items.parquet order",
+                )
+            },
+        ),
+        _llm(
+            "text_prompted",
+            "text_prompted",
+            "TextPromptedConfig",
+            "text_prompted",
+            "history as titles -> fine-tuned causal LM (LoRA) -> catalogue-constrained beam search",
+            "Text-prompted (LoRA)",
+        ),
+        _llm(
+            "text_prompted_zeroshot",
+            "text_prompted",
+            "TextPromptedConfig",
+            "text_prompted",
+            "the same prompt and constrained decoding, no fine-tuning",
+            "Text-prompted (zero-shot)",
+            parent="text_prompted",
+            overrides={"zero_shot": True},
+            not_applicable={"lora": None, "sft": {"steps": 0}},
+        ),
+        _llm(
+            "cf_llara",
+            "cf_injected",
+            "CfLlaraConfig",
+            "cf_injected",
+            "history as titles, each followed by its projected CF embedding (a soft token) -> LoRA -> constrained "
+            "title decoding (LLaRA)",
+            "LLaRA (CF soft tokens)",
+            _cf_source(),
+        ),
+        _llm(
+            "cf_llara_permuted",
+            "cf_injected",
+            "CfLlaraConfig",
+            "cf_injected",
+            "cf_llara with every soft token carrying another item's CF embedding (fixed derangement): does the LLM use it?",
+            "LLaRA (permuted CF)",
+            _cf_source(),
+            parent="cf_llara",
+            overrides={"cf": {"permuted": True}},
+        ),
+        _llm(
+            "cf_e4srec",
+            "cf_injected",
+            "CfE4SRecConfig",
+            "cf_injected",
+            "history as projected CF embeddings only -> LoRA -> an output layer over all items, one forward per user (E4SRec)",
+            "E4SRec (CF soft tokens)",
+            _cf_source(),
+        ),
+        _llm(
+            "cf_e4srec_allpos",
+            "cf_injected",
+            "CfE4SRecConfig",
+            "cf_injected",
+            "cf_e4srec with the harness's training: next-item loss at every history position (no response prompt) "
+            "and a log-popularity item bias over a zero-initialised output layer",
+            "E4SRec (all positions, pop. prior)",
+            _cf_source(),
+            parent="cf_e4srec",
+            overrides={
+                "loss_positions": "all",
+                "response": "",
+                "item_bias": "log_popularity",
+                "head_init": "zero",
+            },
+        ),
+        _llm(
+            "cf_e4srec_permuted",
+            "cf_injected",
+            "CfE4SRecConfig",
+            "cf_injected",
+            "cf_e4srec with every soft token carrying another item's CF embedding (fixed derangement)",
+            "E4SRec (permuted CF)",
+            _cf_source(),
+            parent="cf_e4srec",
+            overrides={"cf": {"permuted": True}},
+        ),
+        _llm(
+            "idiomoe",
+            "idiomoe",
+            "IdiomoeConfig",
+            "moe_expert",
+            "item IDs as new tokens; FFN split into text and item experts routed by token type (IDIOMoE)",
+            "IDIOMoE",
+        ),
+        _llm(
+            "idiomoe_popprior",
+            "idiomoe",
+            "IdiomoeConfig",
+            "moe_expert",
+            "IDIOMoE with untied item output vectors starting at zero over a learned log-popularity item bias",
+            "IDIOMoE (pop. prior)",
+            parent="idiomoe",
+            overrides={"item_head": "untied", "item_bias": "log_popularity"},
+        ),
+        _llm(
+            "idiomoe_learned_router",
+            "idiomoe",
+            "IdiomoeConfig",
+            "moe_expert",
+            "IDIOMoE with a learned per-token gate between the experts instead of token-type routing",
+            "IDIOMoE (learned router)",
+            parent="idiomoe",
+            overrides={"routing": "learned"},
+        ),
+        _llm(
+            "idiomoe_entangled",
+            "idiomoe",
+            "IdiomoeConfig",
+            "moe_expert",
+            "the same item tokens and training, no expert split: the shared FFN tuned with LoRA",
+            "Item tokens, entangled FFN",
+            parent="idiomoe",
+            overrides={"expert_layers": "none"},
+            defaults={
+                "lora": {
+                    "rank": 16,
+                    "alpha": 32,
+                    "dropout": 0.0,
+                    "target_modules": ["gate_proj", "up_proj", "down_proj"],
+                }
+            },
+        ),
+        _llm(
+            "sid_tiger",
+            "semantic_id.tiger",
+            "TigerConfig",
+            "semantic_id",
+            "semantic IDs (RQ-VAE over item-text embeddings) -> T5 from scratch -> trie-constrained beam search (TIGER)",
+            "TIGER (semantic IDs)",
+            _semantic_ids(),
+            SEMANTIC_ID_COSTS,
+            reads_text=False,
+        ),
+        _llm(
+            "sid_random",
+            "semantic_id.tiger",
+            "TigerConfig",
+            "semantic_id",
+            "sid_tiger on random code tuples of the same shape (what semantic structure buys)",
+            "TIGER (random IDs)",
+            _semantic_ids("random"),
+            SEMANTIC_ID_COSTS,
+            reads_text=False,
+            parent="sid_tiger",
+        ),
+        _llm(
+            "sid_llm",
+            "semantic_id.llm",
+            "SidLlmConfig",
+            "semantic_id",
+            "semantic IDs as new tokens of a pretrained LLM (LoRA + code embeddings) -> trie-constrained beam search",
+            "SID-LLM (LoRA)",
+            _semantic_ids(),
+            SEMANTIC_ID_COSTS,
+        ),
     ]
 }
 
 ARTIFACTS: dict[str, ArtifactSpec] = {
     spec.name: spec
     for spec in [
-        ArtifactSpec("item_text_lsa", "llm4rec.data.item_text:build_lsa_embeddings", ("item_embeddings.npy",),
-                     config="llm4rec.data.item_text:LsaConfig", per_seed=False,
-                     description="TF-IDF + truncated SVD of each item's text (title, genres, description)"),
-        ArtifactSpec("semantic_ids", "llm4rec.paradigms.semantic_id.codes:build_semantic_ids",
-                     ("codes.npy", "codebook_stats.json"), config="llm4rec.paradigms.semantic_id.codes:SemanticIdConfig",
-                     description="item text -> sentence embedding -> residual quantization -> unique code tuples"),
+        ArtifactSpec(
+            "item_text_lsa",
+            "llm4rec.data.item_text:build_lsa_embeddings",
+            ("item_embeddings.npy",),
+            config="llm4rec.data.item_text:LsaConfig",
+            per_seed=False,
+            description="TF-IDF + truncated SVD of each item's text (title, genres, description)",
+        ),
+        ArtifactSpec(
+            "semantic_ids",
+            "llm4rec.paradigms.semantic_id.codes:build_semantic_ids",
+            ("codes.npy", "codebook_stats.json"),
+            config="llm4rec.paradigms.semantic_id.codes:SemanticIdConfig",
+            description="item text -> sentence embedding -> residual quantization -> unique code tuples",
+        ),
     ]
 }
 
@@ -293,7 +489,11 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
     """A copy of `base` with `override`'s values, merged key by key into nested mappings."""
     out = copy.deepcopy(base)
     for key, value in override.items():
-        out[key] = deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        out[key] = (
+            deep_merge(out[key], value)
+            if isinstance(value, dict) and isinstance(out.get(key), dict)
+            else value
+        )
     return out
 
 
@@ -306,9 +506,13 @@ def variant_params(spec: ModelSpec, params: dict[str, Any]) -> dict[str, Any]:
     given = flat(params)
     for key, value in flat(spec.overrides).items():
         if key in given and given[key] != value:
-            raise ParamsError(f"{spec.name}: params.{key} is {given[key]!r}, but {spec.name} is {spec.parent} with "
-                              f"{key} = {value!r} (set it on {spec.parent}, or leave it out here)")
-    return deep_merge(deep_merge(deep_merge(spec.defaults, params), spec.overrides), spec.not_applicable)
+            raise ParamsError(
+                f"{spec.name}: params.{key} is {given[key]!r}, but {spec.name} is {spec.parent} with "
+                f"{key} = {value!r} (set it on {spec.parent}, or leave it out here)"
+            )
+    return deep_merge(
+        deep_merge(deep_merge(spec.defaults, params), spec.overrides), spec.not_applicable
+    )
 
 
 def check_params(spec: ModelSpec | ArtifactSpec, params: dict[str, Any]) -> Any:
@@ -320,10 +524,16 @@ def check_params(spec: ModelSpec | ArtifactSpec, params: dict[str, Any]) -> Any:
         params = variant_params(spec, params)
     if spec.config is None:
         if params:
-            raise ParamsError(f"{spec.name}: takes no parameters (got: {', '.join(sorted(params))})")
+            raise ParamsError(
+                f"{spec.name}: takes no parameters (got: {', '.join(sorted(params))})"
+            )
         return None
     config = import_object(spec.config)
-    return from_params(config, params, spec.name) if isinstance(config, type) else config(spec.name, params)
+    return (
+        from_params(config, params, spec.name)
+        if isinstance(config, type)
+        else config(spec.name, params)
+    )
 
 
 def flat(obj: Any, prefix: str = "") -> dict[str, Any]:
@@ -336,7 +546,9 @@ def flat(obj: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def hyperparameters(name: str, params: dict[str, Any], resolved: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def hyperparameters(
+    name: str, params: dict[str, Any], resolved: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """A model's full hyper-parameters, flat ('sft.learning_rate': 0.0005): its config class's fields (the grid's
     values over the defaults), or, for a library-configured model, what its ModelSpec.hyperparameters says
     (the chosen values over the library's `resolved` config; None where that is not known yet)."""
@@ -344,7 +556,9 @@ def hyperparameters(name: str, params: dict[str, Any], resolved: Mapping[str, An
     if spec.hyperparameters is not None:
         return import_object(spec.hyperparameters)(name, params, resolved)
     parsed = check_params(spec, dict(params))
-    return flat(dataclasses.asdict(parsed)) if dataclasses.is_dataclass(parsed) else flat(dict(params))
+    return (
+        flat(dataclasses.asdict(parsed)) if dataclasses.is_dataclass(parsed) else flat(dict(params))
+    )
 
 
 def resolved_params(name: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -357,15 +571,30 @@ def resolved_params(name: str, params: dict[str, Any]) -> dict[str, Any]:
     return dict(parsed or {})
 
 
-def build_model(name: str, params: dict[str, Any], seed: int, device: str, *, selection: str = "ndcg_at_10",
-                inputs: Mapping[str, ResolvedInput] | None = None) -> Recommender:
+def build_model(
+    name: str,
+    params: dict[str, Any],
+    seed: int,
+    device: str,
+    *,
+    selection: str = "ndcg_at_10",
+    inputs: Mapping[str, ResolvedInput] | None = None,
+) -> Recommender:
     """Instantiate a registered model by name, its params parsed by its config class."""
     if name not in MODELS:
         raise KeyError(f"'{name}' is not a known model (known: {', '.join(sorted(MODELS))})")
     spec = MODELS[name]
     missing = sorted(set(spec.inputs) - set(inputs or {}))
     if missing:
-        raise ValueError(f"{name}: input '{missing[0]}' was not resolved (it consumes: {', '.join(spec.inputs)})")
+        raise ValueError(
+            f"{name}: input '{missing[0]}' was not resolved (it consumes: {', '.join(spec.inputs)})"
+        )
     factory = import_object(spec.factory)
-    return factory(name=name, config=check_params(spec, dict(params)), seed=seed, device=device, selection=selection,
-                   inputs=dict(inputs or {}))
+    return factory(
+        name=name,
+        config=check_params(spec, dict(params)),
+        seed=seed,
+        device=device,
+        selection=selection,
+        inputs=dict(inputs or {}),
+    )

@@ -75,11 +75,15 @@ def load_cf_table(source: ResolvedInput, split: Split, consumer: str) -> np.ndar
     path = source.paths[CF_FILE]
     table = np.load(path)
     if table.ndim != 2 or table.shape[0] != len(split.items):
-        raise ValueError(f"{consumer}: {path} (from {source.source}) has shape {table.shape}, but this run's catalogue "
-                         f"(items.parquet) has {len(split.items)} items: the source was trained on another catalogue; "
-                         "rerun it on this split")
+        raise ValueError(
+            f"{consumer}: {path} (from {source.source}) has shape {table.shape}, but this run's catalogue "
+            f"(items.parquet) has {len(split.items)} items: the source was trained on another catalogue; "
+            "rerun it on this split"
+        )
     if not np.isfinite(table).all():
-        raise ValueError(f"{consumer}: {path} (from {source.source}) contains NaN or infinite values")
+        raise ValueError(
+            f"{consumer}: {path} (from {source.source}) contains NaN or infinite values"
+        )
     return table.astype(np.float32)
 
 
@@ -101,24 +105,34 @@ class CfProjector(nn.Module):
         return self.net(self.table[rows])
 
 
-def attach_projector(model, split: Split, source: ResolvedInput, settings: CfSettings, consumer: str,
-                     seed: int) -> tuple[CfProjector, dict[str, Any]]:
+def attach_projector(
+    model, split: Split, source: ResolvedInput, settings: CfSettings, consumer: str, seed: int
+) -> tuple[CfProjector, dict[str, Any]]:
     """Load (and, for the ablation, permute) the CF table and hang its projector on the backbone, so
     it trains, checkpoints and restores with the model's other trainable parameters."""
     table = load_cf_table(source, split, consumer)
-    permutation = catalogue_derangement(len(table), settings.permutation_seed) if settings.permuted else None
+    permutation = (
+        catalogue_derangement(len(table), settings.permutation_seed) if settings.permuted else None
+    )
     if permutation is not None:
         table = table[permutation]  # item i now reads the embedding of item permutation[i]
     base = _decoder_stack(model)
     torch.manual_seed(seed)  # the projector's initialisation follows the run's seed
     projector = CfProjector(torch.from_numpy(table), base.config.hidden_size, settings.projector)
     base.cf_projector = projector.to(base.device)  # fp32 as it trains (llm4rec.llm.precision)
-    info = {"cf_source": source.source, "cf_dim": int(table.shape[1]), "cf_projector": settings.projector,
-            "cf_permuted": settings.permuted, "cf_table_norm": float(np.linalg.norm(table, axis=1).mean())}
+    info = {
+        "cf_source": source.source,
+        "cf_dim": int(table.shape[1]),
+        "cf_projector": settings.projector,
+        "cf_permuted": settings.permuted,
+        "cf_table_norm": float(np.linalg.norm(table, axis=1).mean()),
+    }
     return base.cf_projector, info
 
 
-def _soft_vectors(projector: CfProjector, examples: Sequence[tuple[list[int], list[int]]]) -> dict[int, dict[int, torch.Tensor]]:
+def _soft_vectors(
+    projector: CfProjector, examples: Sequence[tuple[list[int], list[int]]]
+) -> dict[int, dict[int, torch.Tensor]]:
     """{row: {position: projected vector}} for (positions, item rows) per example, in one projector call."""
     rows = [r for _, item_rows in examples for r in item_rows]
     if not rows:
@@ -127,19 +141,22 @@ def _soft_vectors(projector: CfProjector, examples: Sequence[tuple[list[int], li
     soft, used = {}, 0
     for row, (positions, item_rows) in enumerate(examples):
         if positions:
-            soft[row] = dict(zip(positions, vectors[used:used + len(item_rows)], strict=True))
+            soft[row] = dict(zip(positions, vectors[used : used + len(item_rows)], strict=True))
             used += len(item_rows)
     return soft
 
 
 # -- LLaRA: titles + one soft token each, constrained title decoding ------------------------------
 
+
 @dataclass(frozen=True)
 class CfLlaraConfig(TextPromptedConfig):
     cf: CfSettings = field(default_factory=CfSettings)
     # LLaRA's curriculum: the hybrid prompts' share grows 0 -> 1 over these steps (None: all of sft.steps; 0: off)
     curriculum_steps: int | None = None
-    lora: LoraSettings | None = field(default_factory=lambda: LoraSettings(target_modules=list(ALL_PROJECTIONS)))
+    lora: LoraSettings | None = field(
+        default_factory=lambda: LoraSettings(target_modules=list(ALL_PROJECTIONS))
+    )
 
     @property
     def curriculum_length(self) -> int:
@@ -149,19 +166,26 @@ class CfLlaraConfig(TextPromptedConfig):
 class CfLlaraRecommender(TextPromptedRecommender):
     cfg: CfLlaraConfig
 
-    def __init__(self, cfg: CfLlaraConfig, seed: int, device: str, selection: str, cf_source: ResolvedInput):
+    def __init__(
+        self, cfg: CfLlaraConfig, seed: int, device: str, selection: str, cf_source: ResolvedInput
+    ):
         if cfg.zero_shot:
-            raise ValueError("cf_llara: zero_shot is not meaningful (the CF projector would be untrained)")
+            raise ValueError(
+                "cf_llara: zero_shot is not meaningful (the CF projector would be untrained)"
+            )
         super().__init__(cfg, seed, device, selection, inputs={"cf_source": cf_source})
 
     def prepare(self, split: Split) -> dict[str, Any]:
         info = super().prepare(split)
         bad = [i for i, title in self.identifiers.items() if SOFT_SLOT in title]
         if bad:
-            raise ValueError(f"cf_llara: item '{bad[0]}' has the soft-token marker U+E000 in its title")
+            raise ValueError(
+                f"cf_llara: item '{bad[0]}' has the soft-token marker U+E000 in its title"
+            )
         self.row = {item: i for i, item in enumerate(split.items["item_id"].astype(str))}
-        self.projector, cf_info = attach_projector(self.model, split, self.inputs["cf_source"], self.cfg.cf, "cf_llara",
-                                                   self.seed)
+        self.projector, cf_info = attach_projector(
+            self.model, split, self.inputs["cf_source"], self.cfg.cf, "cf_llara", self.seed
+        )
         return info | cf_info | {"curriculum_steps": self.cfg.curriculum_length}
 
     def trainable(self) -> None:
@@ -169,43 +193,66 @@ class CfLlaraRecommender(TextPromptedRecommender):
 
     def hybrid_prompt(self, history: Sequence[str]) -> tuple[list[int], list[int], list[int]]:
         """(ids, soft-token positions, their items' CF rows): each history line is "title <soft>"."""
-        items = list(history)[-self.cfg.sft.max_history:]
-        text = render_prompt(self.cfg.prompt, [f"{self.identifiers[i]} {SOFT_SLOT}" for i in items], self.tokenizer)
+        items = list(history)[-self.cfg.sft.max_history :]
+        text = render_prompt(
+            self.cfg.prompt, [f"{self.identifiers[i]} {SOFT_SLOT}" for i in items], self.tokenizer
+        )
         ids, positions = soft_slot_ids(self.tokenizer, text, self.tokenizer.pad_token_id)
         if len(positions) != len(items):
-            raise ValueError(f"cf_llara: the prompt template's history line must hold {{title}} once "
-                             f"(found {len(positions)} soft slots for {len(items)} items)")
+            raise ValueError(
+                f"cf_llara: the prompt template's history line must hold {{title}} once "
+                f"(found {len(positions)} soft slots for {len(items)} items)"
+            )
         return ids, positions, [self.row[i] for i in items]
 
     def prompt(self, history: Sequence[str]) -> Prompt:
         ids, positions, rows = self.hybrid_prompt(history)
-        vectors = self.projector(torch.as_tensor(rows, device=self.projector.table.device)) if rows else []
+        vectors = (
+            self.projector(torch.as_tensor(rows, device=self.projector.table.device))
+            if rows
+            else []
+        )
         return Prompt(ids, dict(zip(positions, vectors, strict=True)))
 
     def training_examples(self, split: Split, rng: np.random.Generator) -> list[tuple]:
         """Per next-item window: the hybrid (ids, labels, soft positions, CF rows) and, under a
         curriculum, the text-only (ids, labels) of the same window (`text_prompted`'s prompt)."""
         examples = []
-        for _, history, target in training_windows(split, self.cfg.sft.max_history, self.cfg.max_train_examples, rng):
+        for _, history, target in training_windows(
+            split, self.cfg.sft.max_history, self.cfg.max_train_examples, rng
+        ):
             ids, positions, rows = self.hybrid_prompt(history)
-            text = encode_example(super().prompt(history).ids, self.sequences[target]) if self.cfg.curriculum_length else None
+            text = (
+                encode_example(super().prompt(history).ids, self.sequences[target])
+                if self.cfg.curriculum_length
+                else None
+            )
             examples.append((*encode_example(ids, self.sequences[target]), positions, rows, text))
         return examples
 
     def hybrid_share(self, step: int) -> float:
-        return 1.0 if not self.cfg.curriculum_length else min(1.0, step / self.cfg.curriculum_length)
+        return (
+            1.0 if not self.cfg.curriculum_length else min(1.0, step / self.cfg.curriculum_length)
+        )
 
     def training_loss(self):
         pad, device = self.tokenizer.pad_token_id, self.device
 
         def loss(model, examples: list, step: int) -> tuple[torch.Tensor, int]:
             # which examples are hybrid: seeded by (run seed, step), so a resumed run draws the same
-            hybrid = np.random.default_rng([self.seed, step]).random(len(examples)) < self.hybrid_share(step)
+            hybrid = np.random.default_rng([self.seed, step]).random(
+                len(examples)
+            ) < self.hybrid_share(step)
             encoded = [(e[0], e[1]) if h else e[4] for e, h in zip(examples, hybrid, strict=True)]
             batch = collate(encoded, pad, device)
-            soft = _soft_vectors(self.projector, [(e[2], e[3]) if h else ([], []) for e, h in zip(examples, hybrid, strict=True)])
+            soft = _soft_vectors(
+                self.projector,
+                [(e[2], e[3]) if h else ([], []) for e, h in zip(examples, hybrid, strict=True)],
+            )
             embeds = prompt_embeddings(model, batch["input_ids"], soft)
-            out = model(inputs_embeds=embeds, attention_mask=batch["attention_mask"], labels=batch["labels"])
+            out = model(
+                inputs_embeds=embeds, attention_mask=batch["attention_mask"], labels=batch["labels"]
+            )
             return out.loss, int(batch["attention_mask"].sum())
 
         return loss
@@ -213,11 +260,14 @@ class CfLlaraRecommender(TextPromptedRecommender):
 
 # -- E4SRec: soft tokens only, an output layer over the catalogue ----------------------------------
 
+
 @dataclass(frozen=True)
 class CfE4SRecConfig(LLMConfig):
     cf: CfSettings = field(default_factory=lambda: CfSettings(projector="linear"))
     instruction: str = "Given a user's items, oldest first, predict the next item."
-    response: str = "Next item:"  # after the soft tokens; the output layer reads its last hidden state
+    response: str = (
+        "Next item:"  # after the soft tokens; the output layer reads its last hidden state
+    )
     max_history: int = 20
     loss_positions: str = "last"  # last (E4SRec: the end of the prompt) | all (also every history position, SASRec-like)
     item_bias: str = "none"  # E4SRec: none | a learned per-item bias: log_popularity (log training counts) | zero
@@ -244,27 +294,41 @@ class ItemHead(nn.Module):
 class CfE4SRecRecommender(LLMRecommender):
     cfg: CfE4SRecConfig
 
-    def __init__(self, cfg: CfE4SRecConfig, seed: int, device: str, selection: str, cf_source: ResolvedInput):
+    def __init__(
+        self, cfg: CfE4SRecConfig, seed: int, device: str, selection: str, cf_source: ResolvedInput
+    ):
         if cfg.loss_positions not in ("last", "all"):
             raise ValueError(f"cf_e4srec: loss_positions '{cfg.loss_positions}' is not last or all")
         if cfg.item_bias not in ("log_popularity", "zero", "none"):
-            raise ValueError(f"cf_e4srec: item_bias '{cfg.item_bias}' is not log_popularity, zero or none")
+            raise ValueError(
+                f"cf_e4srec: item_bias '{cfg.item_bias}' is not log_popularity, zero or none"
+            )
         super().__init__(cfg, seed, device, selection, inputs={"cf_source": cf_source})
 
     def prepare(self, split: Split) -> dict[str, Any]:
         self.items = split.items["item_id"].astype(str).tolist()
         self.index = {item: i for i, item in enumerate(self.items)}
-        self.projector, info = attach_projector(self.model, split, self.inputs["cf_source"], self.cfg.cf, "cf_e4srec",
-                                                self.seed)
+        self.projector, info = attach_projector(
+            self.model, split, self.inputs["cf_source"], self.cfg.cf, "cf_e4srec", self.seed
+        )
         base = _decoder_stack(self.model)
-        prior = {"log_popularity": log_popularity_prior(split, self.items), "zero": torch.zeros(len(self.items)),
-                 "none": None}[self.cfg.item_bias]
+        prior = {
+            "log_popularity": log_popularity_prior(split, self.items),
+            "zero": torch.zeros(len(self.items)),
+            "none": None,
+        }[self.cfg.item_bias]
         base.cf_head = ItemHead(base.config.hidden_size, len(self.items), prior, self.cfg.head_init)
         self.head = base.cf_head.to(base.device)  # fp32 as it trains (llm4rec.llm.precision)
-        tokens = lambda text: self.tokenizer(text, add_special_tokens=False).input_ids if text else []  # noqa: E731
+
+        def tokens(text: str) -> list[int]:
+            return self.tokenizer(text, add_special_tokens=False).input_ids if text else []
+
         self.instruction, self.response = tokens(self.cfg.instruction), tokens(self.cfg.response)
-        return info | {"loss_positions": self.cfg.loss_positions, "item_bias": self.cfg.item_bias,
-                       "head_init": self.cfg.head_init}
+        return info | {
+            "loss_positions": self.cfg.loss_positions,
+            "item_bias": self.cfg.item_bias,
+            "head_init": self.cfg.head_init,
+        }
 
     def trainable(self) -> None:
         self.projector.requires_grad_(True)
@@ -272,14 +336,18 @@ class CfE4SRecRecommender(LLMRecommender):
 
     def layout(self, history: Sequence[str]) -> tuple[list[int], list[int], list[int]]:
         """(ids with placeholders, soft positions, CF rows): instruction, one soft token per item, response."""
-        rows = [self.index[i] for i in list(history)[-self.cfg.max_history:]]
+        rows = [self.index[i] for i in list(history)[-self.cfg.max_history :]]
         placeholder = self.tokenizer.pad_token_id
         positions = list(range(len(self.instruction), len(self.instruction) + len(rows)))
         return self.instruction + [placeholder] * len(rows) + self.response, positions, rows
 
     def prompt(self, history: Sequence[str]) -> Prompt:
         ids, positions, rows = self.layout(history)
-        vectors = self.projector(torch.as_tensor(rows, device=self.projector.table.device)) if rows else []
+        vectors = (
+            self.projector(torch.as_tensor(rows, device=self.projector.table.device))
+            if rows
+            else []
+        )
         return Prompt(ids, dict(zip(positions, vectors, strict=True)))
 
     def training_examples(self, split: Split, rng: np.random.Generator) -> list[tuple]:
@@ -289,12 +357,20 @@ class CfE4SRecRecommender(LLMRecommender):
         also predicts the item after it."""
         n, examples = self.cfg.max_history, []
         if self.cfg.loss_positions == "last":
-            windows = [(history, target) for _, history, target in training_windows(split, n, self.cfg.max_train_examples, rng)]
+            windows = [
+                (history, target)
+                for _, history, target in training_windows(
+                    split, n, self.cfg.max_train_examples, rng
+                )
+            ]
         else:
             windows = []
             for _, group in split.phase("train").groupby("user_id")["item_id"]:
                 items = group.astype(str).tolist()
-                windows += [(items[max(0, end - n - 1):end - 1], items[end - 1]) for end in range(len(items), 1, -n)]
+                windows += [
+                    (items[max(0, end - n - 1) : end - 1], items[end - 1])
+                    for end in range(len(items), 1, -n)
+                ]
             cap = self.cfg.max_train_examples
             if cap and len(windows) > cap:
                 windows = [windows[i] for i in sorted(rng.choice(len(windows), cap, replace=False))]
@@ -308,22 +384,37 @@ class CfE4SRecRecommender(LLMRecommender):
             examples.append((ids, targets, positions, rows))
         return examples
 
-    def item_logits(self, ids: torch.Tensor, mask: torch.Tensor, embeds: torch.Tensor,
-                    where: torch.Tensor | None = None) -> torch.Tensor:
+    def item_logits(
+        self,
+        ids: torch.Tensor,
+        mask: torch.Tensor,
+        embeds: torch.Tensor,
+        where: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Catalogue logits at the positions `where` selects ([B, T] bool), or at every row's last position."""
         base = _decoder_stack(self.model)
-        hidden = base.model(inputs_embeds=embeds, attention_mask=mask, position_ids=_positions(mask)).last_hidden_state
+        hidden = base.model(
+            inputs_embeds=embeds, attention_mask=mask, position_ids=_positions(mask)
+        ).last_hidden_state
         return self.head(hidden[where] if where is not None else hidden[:, -1])
 
     def training_loss(self):
         pad, device = self.tokenizer.pad_token_id, self.device
 
         def loss(model, examples: list, step: int) -> tuple[torch.Tensor, int]:
-            batch = collate([(ids, targets) for ids, targets, _, _ in examples], pad, device)  # right-padded
-            embeds = prompt_embeddings(model, batch["input_ids"], _soft_vectors(self.projector, [e[2:] for e in examples]))
+            batch = collate(
+                [(ids, targets) for ids, targets, _, _ in examples], pad, device
+            )  # right-padded
+            embeds = prompt_embeddings(
+                model, batch["input_ids"], _soft_vectors(self.projector, [e[2:] for e in examples])
+            )
             targets = batch["labels"]
-            logits = self.item_logits(batch["input_ids"], batch["attention_mask"], embeds, where=targets != -100)
-            return nn.functional.cross_entropy(logits.float(), targets[targets != -100]), int(batch["attention_mask"].sum())
+            logits = self.item_logits(
+                batch["input_ids"], batch["attention_mask"], embeds, where=targets != -100
+            )
+            return nn.functional.cross_entropy(logits.float(), targets[targets != -100]), int(
+                batch["attention_mask"].sum()
+            )
 
         return loss
 
@@ -331,16 +422,33 @@ class CfE4SRecRecommender(LLMRecommender):
         """Users and prompt tokens since the last call (no beams: one forward pass per batch)."""
         return one_forward_costs(super().inference_cost())
 
-    def decode(self, ids: torch.Tensor, mask: torch.Tensor, inputs_embeds: torch.Tensor | None,
-               histories: Sequence[Sequence[str]], k: int) -> list[list[tuple[str, float]]]:
-        embeds = inputs_embeds if inputs_embeds is not None else prompt_embeddings(self.model, ids, {})
-        logits = self.item_logits(ids, mask, embeds)  # left-padded: the last column is every prompt's end
-        return top_unseen_items(logits, histories, self.index, self.items, k, self.decode_stats, mask)
+    def decode(
+        self,
+        ids: torch.Tensor,
+        mask: torch.Tensor,
+        inputs_embeds: torch.Tensor | None,
+        histories: Sequence[Sequence[str]],
+        k: int,
+    ) -> list[list[tuple[str, float]]]:
+        embeds = (
+            inputs_embeds if inputs_embeds is not None else prompt_embeddings(self.model, ids, {})
+        )
+        logits = self.item_logits(
+            ids, mask, embeds
+        )  # left-padded: the last column is every prompt's end
+        return top_unseen_items(
+            logits, histories, self.index, self.items, k, self.decode_stats, mask
+        )
 
 
-
-def build(name: str, config: CfLlaraConfig | CfE4SRecConfig, seed: int, device: str, selection: str = "ndcg_at_10",
-          inputs: dict | None = None) -> LLMRecommender:
+def build(
+    name: str,
+    config: CfLlaraConfig | CfE4SRecConfig,
+    seed: int,
+    device: str,
+    selection: str = "ndcg_at_10",
+    inputs: dict | None = None,
+) -> LLMRecommender:
     """cf_llara / cf_e4srec, and their `_permuted` ablations (cf.permuted: the soft tokens of other items)."""
     source = (inputs or {})["cf_source"]
     if isinstance(config, CfE4SRecConfig):

@@ -37,16 +37,26 @@ from llm4rec.llm.item_scoring import log_popularity_prior, one_forward_costs, to
 from llm4rec.llm.prompts import Prompt
 from llm4rec.llm.recommender import LLMConfig, LLMRecommender
 
-SUPPORTED = ("llama", "qwen2", "mistral")  # decoder layers at model.model.layers, each with a gated `mlp`
+SUPPORTED = (
+    "llama",
+    "qwen2",
+    "mistral",
+)  # decoder layers at model.model.layers, each with a gated `mlp`
 
 
 @dataclass(frozen=True)
 class IdiomoeConfig(LLMConfig):
     lora: LoraSettings | None = None  # attention LoRA off: the text side stays exactly the backbone
-    expert_layers: str | list[int] = "last_8"  # all | none | last_N | [indices] (the paper's ablation: last 8 best)
-    item_expert_width: float = 1.0  # 1 | 0.5 | 0.25 of the text FFN's width (the paper's shrink factors)
+    expert_layers: str | list[int] = (
+        "last_8"  # all | none | last_N | [indices] (the paper's ablation: last 8 best)
+    )
+    item_expert_width: float = (
+        1.0  # 1 | 0.5 | 0.25 of the text FFN's width (the paper's shrink factors)
+    )
     routing: str = "token_type"  # token_type (fixed) | learned (a two-way gate per token)
-    item_init: str = "title_mean"  # title_mean (mean backbone embedding of the title's tokens) | random
+    item_init: str = (
+        "title_mean"  # title_mean (mean backbone embedding of the title's tokens) | random
+    )
     instruction: str = "A user's items, oldest first:"
     max_history: int = 20  # items per training window and per ranking prompt
     loss_positions: str = "all"  # all: next-item loss at every item position (SASRec-like) | last
@@ -96,7 +106,9 @@ class TokenTypeExperts(nn.Module):
             return share * self.item(x) + (1 - share) * self.text(x)
         items = self.types.items
         if items is None or items.shape != x.shape[:2]:
-            raise RuntimeError("IDIOMoE routing needs the token types of this forward pass (input ids, not embeddings)")
+            raise RuntimeError(
+                "IDIOMoE routing needs the token types of this forward pass (input ids, not embeddings)"
+            )
         if not items.any():
             return self.text(x)  # text only: exactly the backbone's computation
         out = torch.empty_like(x)
@@ -115,7 +127,9 @@ def narrowed_copy(mlp: nn.Module, width: float) -> nn.Module:
     with torch.no_grad():
         for name in ("gate_proj", "up_proj"):
             old = getattr(mlp, name)
-            new = nn.Linear(old.in_features, keep, bias=old.bias is not None, dtype=old.weight.dtype)
+            new = nn.Linear(
+                old.in_features, keep, bias=old.bias is not None, dtype=old.weight.dtype
+            )
             new.weight.copy_(old.weight[:keep])
             if old.bias is not None:
                 new.bias.copy_(old.bias[:keep])
@@ -133,7 +147,9 @@ def expert_layer_indices(spec: str | list[int], n_layers: int) -> list[int]:
     if isinstance(spec, list):
         bad = [i for i in spec if not 0 <= i < n_layers]
         if bad:
-            raise ValueError(f"idiomoe: expert_layers {bad} out of range (the backbone has {n_layers} layers)")
+            raise ValueError(
+                f"idiomoe: expert_layers {bad} out of range (the backbone has {n_layers} layers)"
+            )
         return sorted(set(spec))
     if spec == "all":
         return list(range(n_layers))
@@ -141,7 +157,9 @@ def expert_layer_indices(spec: str | list[int], n_layers: int) -> list[int]:
         return []
     if spec.startswith("last_") and spec[5:].isdigit():
         return list(range(max(0, n_layers - int(spec[5:])), n_layers))
-    raise ValueError(f"idiomoe: expert_layers '{spec}' is not all, none, last_N or a list of layer indices")
+    raise ValueError(
+        f"idiomoe: expert_layers '{spec}' is not all, none, last_N or a list of layer indices"
+    )
 
 
 class IdiomoeRecommender(LLMRecommender):
@@ -150,12 +168,16 @@ class IdiomoeRecommender(LLMRecommender):
     def prepare(self, split: Split) -> dict[str, Any]:
         cfg, base = self.cfg, _decoder_stack(self.model)
         if base.config.model_type not in SUPPORTED:
-            raise ValueError(f"idiomoe: architecture '{base.config.model_type}' is not supported "
-                             f"(decoder layers with a gated `mlp`: {', '.join(SUPPORTED)})")
+            raise ValueError(
+                f"idiomoe: architecture '{base.config.model_type}' is not supported "
+                f"(decoder layers with a gated `mlp`: {', '.join(SUPPORTED)})"
+            )
         if cfg.routing not in ("token_type", "learned"):
             raise ValueError(f"idiomoe: routing '{cfg.routing}' is not token_type or learned")
         if cfg.sft.weight_decay:
-            raise ValueError("idiomoe: sft.weight_decay must be 0 (the frozen text side must not move)")
+            raise ValueError(
+                "idiomoe: sft.weight_decay must be 0 (the frozen text side must not move)"
+            )
         self.items = split.items["item_id"].astype(str).tolist()
         self.index = {item: i for i, item in enumerate(self.items)}
         text = base.model.embed_tokens
@@ -168,14 +190,23 @@ class IdiomoeRecommender(LLMRecommender):
         layers = expert_layer_indices(cfg.expert_layers, len(base.model.layers))
         for i in layers:
             text_mlp = base.model.layers[i].mlp
-            base.model.layers[i].mlp = TokenTypeExperts(text_mlp, narrowed_copy(text_mlp, cfg.item_expert_width),
-                                                        self.types, learned=cfg.routing == "learned")
+            base.model.layers[i].mlp = TokenTypeExperts(
+                text_mlp,
+                narrowed_copy(text_mlp, cfg.item_expert_width),
+                self.types,
+                learned=cfg.routing == "learned",
+            )
         self.instruction = self.tokenizer(cfg.instruction, add_special_tokens=False).input_ids
         self.bias = self._item_bias(split)
         self.head = self._item_head()
         self.trainable()
-        return {"expert_layers": layers, "item_tokens": len(self.items), "first_item_id": self.types.first_item_id,
-                "item_init": cfg.item_init, "routing": cfg.routing}
+        return {
+            "expert_layers": layers,
+            "item_tokens": len(self.items),
+            "first_item_id": self.types.first_item_id,
+            "item_init": cfg.item_init,
+            "routing": cfg.routing,
+        }
 
     def trainable(self) -> None:
         """Item embeddings, item experts and gates train; the text side (embeddings, text experts,
@@ -194,16 +225,27 @@ class IdiomoeRecommender(LLMRecommender):
     def _item_init(self, split: Split, text: torch.Tensor) -> torch.Tensor:
         if self.cfg.item_init == "random":
             generator = torch.Generator().manual_seed(self.seed)
-            return torch.randn((len(self.items), text.shape[1]), generator=generator) * text.float().std()
+            return (
+                torch.randn((len(self.items), text.shape[1]), generator=generator)
+                * text.float().std()
+            )
         if self.cfg.item_init != "title_mean":
-            raise ValueError(f"idiomoe: item_init '{self.cfg.item_init}' is not title_mean or random")
+            raise ValueError(
+                f"idiomoe: item_init '{self.cfg.item_init}' is not title_mean or random"
+            )
         titles = split.items["title"].astype(str).tolist()
         rows = []
         for item, title in zip(self.items, titles, strict=True):
-            ids = self.tokenizer(" " + title, add_special_tokens=False).input_ids if title.strip() else []
+            ids = (
+                self.tokenizer(" " + title, add_special_tokens=False).input_ids
+                if title.strip()
+                else []
+            )
             if not ids:
-                raise ValueError(f"idiomoe: item '{item}' has no title to initialise its token from (item_init: title_mean); "
-                                 "use item_init: random for items without text")
+                raise ValueError(
+                    f"idiomoe: item '{item}' has no title to initialise its token from (item_init: title_mean); "
+                    "use item_init: random for items without text"
+                )
             rows.append(text[ids].float().mean(dim=0))
         return torch.stack(rows).to(text.dtype)
 
@@ -239,9 +281,11 @@ class IdiomoeRecommender(LLMRecommender):
         return [self.types.first_item_id + self.index[i] for i in history]
 
     def prompt(self, history: Sequence[str]) -> Prompt:
-        return Prompt(self.instruction + self.item_ids(list(history)[-self.cfg.max_history:]))
+        return Prompt(self.instruction + self.item_ids(list(history)[-self.cfg.max_history :]))
 
-    def training_examples(self, split: Split, rng: np.random.Generator) -> list[tuple[list[int], list[int]]]:
+    def training_examples(
+        self, split: Split, rng: np.random.Generator
+    ) -> list[tuple[list[int], list[int]]]:
         """Windows of max_history + 1 items over each user's training sequence (stride max_history):
         (instruction + item tokens, next-item targets: catalogue index per item position, -100 elsewhere)."""
         n, examples = self.cfg.max_history, []
@@ -249,7 +293,7 @@ class IdiomoeRecommender(LLMRecommender):
         for _, group in train.groupby("user_id")["item_id"]:
             items = group.astype(str).tolist()
             for end in range(len(items), 1, -n):
-                window = items[max(0, end - n - 1):end]
+                window = items[max(0, end - n - 1) : end]
                 ids = self.instruction + self.item_ids(window[:-1])
                 targets = [-100] * len(self.instruction) + [self.index[i] for i in window[1:]]
                 if self.cfg.loss_positions == "last":
@@ -277,9 +321,15 @@ class IdiomoeRecommender(LLMRecommender):
             targets = torch.full((len(examples), length), -100, dtype=torch.long)
             mask = torch.zeros((len(examples), length), dtype=torch.long)
             for row, (x, y) in enumerate(examples):
-                ids[row, : len(x)], targets[row, : len(y)], mask[row, : len(x)] = torch.as_tensor(x), torch.as_tensor(y), 1
+                ids[row, : len(x)], targets[row, : len(y)], mask[row, : len(x)] = (
+                    torch.as_tensor(x),
+                    torch.as_tensor(y),
+                    1,
+                )
             logits = self.item_logits(ids.to(device), mask.to(device))
-            return nn.functional.cross_entropy(logits.float().flatten(0, 1), targets.to(device).flatten(), ignore_index=-100), int(mask.sum())
+            return nn.functional.cross_entropy(
+                logits.float().flatten(0, 1), targets.to(device).flatten(), ignore_index=-100
+            ), int(mask.sum())
 
         return loss
 
@@ -287,14 +337,30 @@ class IdiomoeRecommender(LLMRecommender):
         """Users and prompt tokens since the last call (no beams: one forward pass per batch)."""
         return one_forward_costs(super().inference_cost())
 
-    def decode(self, ids: torch.Tensor, mask: torch.Tensor, inputs_embeds: torch.Tensor | None,
-               histories: Sequence[Sequence[str]], k: int) -> list[list[tuple[str, float]]]:
-        logits = self.item_logits(ids, mask)[:, -1, :]  # left-padded: the last column is every prompt's end
-        return top_unseen_items(logits, histories, self.index, self.items, k, self.decode_stats, mask)
+    def decode(
+        self,
+        ids: torch.Tensor,
+        mask: torch.Tensor,
+        inputs_embeds: torch.Tensor | None,
+        histories: Sequence[Sequence[str]],
+        k: int,
+    ) -> list[list[tuple[str, float]]]:
+        logits = self.item_logits(ids, mask)[
+            :, -1, :
+        ]  # left-padded: the last column is every prompt's end
+        return top_unseen_items(
+            logits, histories, self.index, self.items, k, self.decode_stats, mask
+        )
 
 
-def build(name: str, config: IdiomoeConfig, seed: int, device: str, selection: str = "ndcg_at_10",
-          inputs: dict | None = None) -> IdiomoeRecommender:
+def build(
+    name: str,
+    config: IdiomoeConfig,
+    seed: int,
+    device: str,
+    selection: str = "ndcg_at_10",
+    inputs: dict | None = None,
+) -> IdiomoeRecommender:
     """idiomoe, and its variants (llm4rec.models: idiomoe_learned_router sets routing: learned;
     idiomoe_entangled sets expert_layers: none with LoRA on every FFN by default)."""
     return IdiomoeRecommender(config, seed, device, selection)

@@ -47,27 +47,59 @@ class TextPromptedRecommender(LLMRecommender):
         prefix = "" if getattr(self.tokenizer, "chat_template", None) else " "
         self.sequences = item_token_sequences(self.tokenizer, self.identifiers, prefix=prefix)
         self.trie = ItemTrie.build(self.sequences)
-        return {"identifier_collisions": collisions, "prompt_template": self.cfg.prompt.as_dict(),
-                "zero_shot": self.cfg.zero_shot, "decoder": resolve_decoder(self.model, self.cfg.decoder)}
+        return {
+            "identifier_collisions": collisions,
+            "prompt_template": self.cfg.prompt.as_dict(),
+            "zero_shot": self.cfg.zero_shot,
+            "decoder": resolve_decoder(self.model, self.cfg.decoder),
+        }
 
     def prompt(self, history: Sequence[str]) -> Prompt:
-        titles = [self.identifiers[i] for i in list(history)[-self.cfg.sft.max_history:]]
+        titles = [self.identifiers[i] for i in list(history)[-self.cfg.sft.max_history :]]
         text = render_prompt(self.cfg.prompt, titles, self.tokenizer)
         return Prompt(self.tokenizer(text, add_special_tokens=False).input_ids)
 
-    def training_examples(self, split: Split, rng: np.random.Generator) -> list[tuple[list[int], list[int]]]:
+    def training_examples(
+        self, split: Split, rng: np.random.Generator
+    ) -> list[tuple[list[int], list[int]]]:
         """Sliding windows over each user's training sequence (a seeded sample of them): the
         last `max_history` items as the prompt, the next item's identifier as the answer."""
-        windows = training_windows(split, self.cfg.sft.max_history, self.cfg.max_train_examples, rng)
-        return [encode_example(self.prompt(history).ids, self.sequences[target]) for _, history, target in windows]
+        windows = training_windows(
+            split, self.cfg.sft.max_history, self.cfg.max_train_examples, rng
+        )
+        return [
+            encode_example(self.prompt(history).ids, self.sequences[target])
+            for _, history, target in windows
+        ]
 
-    def decode(self, ids: torch.Tensor, mask: torch.Tensor, inputs_embeds: torch.Tensor | None,
-               histories: Sequence[Sequence[str]], k: int) -> list[list[tuple[str, float]]]:
-        return constrained_beam_search(self.model, ids, mask, self.trie, max(self.cfg.beam_width, k), k,
-                                       exclude=histories, stats=self.decode_stats, decoder=self.cfg.decoder,
-                                       inputs_embeds=inputs_embeds)
+    def decode(
+        self,
+        ids: torch.Tensor,
+        mask: torch.Tensor,
+        inputs_embeds: torch.Tensor | None,
+        histories: Sequence[Sequence[str]],
+        k: int,
+    ) -> list[list[tuple[str, float]]]:
+        return constrained_beam_search(
+            self.model,
+            ids,
+            mask,
+            self.trie,
+            max(self.cfg.beam_width, k),
+            k,
+            exclude=histories,
+            stats=self.decode_stats,
+            decoder=self.cfg.decoder,
+            inputs_embeds=inputs_embeds,
+        )
 
 
-def build(name: str, config: TextPromptedConfig, seed: int, device: str, selection: str = "ndcg_at_10",
-          inputs: dict | None = None) -> TextPromptedRecommender:
+def build(
+    name: str,
+    config: TextPromptedConfig,
+    seed: int,
+    device: str,
+    selection: str = "ndcg_at_10",
+    inputs: dict | None = None,
+) -> TextPromptedRecommender:
     return TextPromptedRecommender(config, seed, device, selection)

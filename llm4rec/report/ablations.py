@@ -24,9 +24,29 @@ from llm4rec.report.tables import (
     table_float,
 )
 
-COLUMNS = ["dataset", "variant", "parent", "metric", "variant_mean", "parent_mean", "diff", "relative_pct", "ci_low",
-           "ci_high", "cohens_d", "p_value", "p_adjusted", "significant", "direction", "p_seed", "p_seed_adjusted",
-           "significant_seed", "n_users", "seeds", "n_seeds"]
+COLUMNS = [
+    "dataset",
+    "variant",
+    "parent",
+    "metric",
+    "variant_mean",
+    "parent_mean",
+    "diff",
+    "relative_pct",
+    "ci_low",
+    "ci_high",
+    "cohens_d",
+    "p_value",
+    "p_adjusted",
+    "significant",
+    "direction",
+    "p_seed",
+    "p_seed_adjusted",
+    "significant_seed",
+    "n_users",
+    "seeds",
+    "n_seeds",
+]
 
 
 def ablation_frame(comparisons: pd.DataFrame) -> pd.DataFrame:
@@ -34,15 +54,33 @@ def ablation_frame(comparisons: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for c in family(comparisons, "ablation").itertuples():
         better = (c.diff > 0) != (c.metric in LOWER_IS_BETTER)
-        rows.append({"dataset": c.dataset, "variant": c.system, "parent": c.reference, "metric": c.metric,
-                     "variant_mean": c.mean_system, "parent_mean": c.mean_reference, "diff": c.diff,
-                     "relative_pct": 100 * c.diff / abs(c.mean_reference) if c.mean_reference else float("nan"),
-                     "ci_low": c.ci_low, "ci_high": c.ci_high, "cohens_d": c.cohens_d, "p_value": c.p_value,
-                     "p_adjusted": c.p_adjusted, "significant": bool(c.significant),
-                     "direction": ("better" if better else "worse") if c.significant else "",
-                     "p_seed": c.p_seed, "p_seed_adjusted": c.p_seed_adjusted,
-                     "significant_seed": bool(c.significant_seed), "n_users": c.n_users, "seeds": c.seeds,
-                     "n_seeds": c.n_seeds})
+        rows.append(
+            {
+                "dataset": c.dataset,
+                "variant": c.system,
+                "parent": c.reference,
+                "metric": c.metric,
+                "variant_mean": c.mean_system,
+                "parent_mean": c.mean_reference,
+                "diff": c.diff,
+                "relative_pct": 100 * c.diff / abs(c.mean_reference)
+                if c.mean_reference
+                else float("nan"),
+                "ci_low": c.ci_low,
+                "ci_high": c.ci_high,
+                "cohens_d": c.cohens_d,
+                "p_value": c.p_value,
+                "p_adjusted": c.p_adjusted,
+                "significant": bool(c.significant),
+                "direction": ("better" if better else "worse") if c.significant else "",
+                "p_seed": c.p_seed,
+                "p_seed_adjusted": c.p_seed_adjusted,
+                "significant_seed": bool(c.significant_seed),
+                "n_users": c.n_users,
+                "seeds": c.seeds,
+                "n_seeds": c.n_seeds,
+            }
+        )
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
@@ -60,8 +98,10 @@ def ablation_caption(frame: pd.DataFrame, spec: CompareSpec) -> str:
     ]
     seeded = int(frame["p_seed"].notna().sum())
     if seeded:
-        parts.append(f"‡: also significant by a paired t-test over per-seed means ({correction} over the {seeded} "
-                     "comparisons with two or more common seeds).")
+        parts.append(
+            f"‡: also significant by a paired t-test over per-seed means ({correction} over the {seeded} "
+            "comparisons with two or more common seeds)."
+        )
     parts.append(f"Δ: relative {metric_label(spec.metrics[0])} change from the parent.")
     return " ".join(parts)
 
@@ -73,20 +113,40 @@ def _cell(row, decimals: int, latex: bool) -> str:
         seed = (SEED_MARK[1] if latex else SEED_MARK[0]) if row.significant_seed else ""
         mark = rf"$^{{\{command}{seed}}}$" if latex else arrow + seed
     parent = f"({row.parent_mean:.{decimals}f})"
-    return (f"{row.variant_mean:.{decimals}f}{mark} {{\\scriptsize {parent}}}" if latex
-            else f"{row.variant_mean:.{decimals}f}{mark} {parent}")
+    return (
+        f"{row.variant_mean:.{decimals}f}{mark} {{\\scriptsize {parent}}}"
+        if latex
+        else f"{row.variant_mean:.{decimals}f}{mark} {parent}"
+    )
 
 
-def _grid(frame: pd.DataFrame, spec: CompareSpec) -> tuple[list[tuple[str, str | None]], list[tuple[str, str, str]]]:
+def _grid(
+    frame: pd.DataFrame, spec: CompareSpec
+) -> tuple[list[tuple[str, str | None]], list[tuple[str, str, str]]]:
     datasets = sorted(frame["dataset"].unique())
-    cols = [(d, m) for d in datasets for m in spec.metrics if ((frame["dataset"] == d) & (frame["metric"] == m)).any()]
+    cols = [
+        (d, m)
+        for d in datasets
+        for m in spec.metrics
+        if ((frame["dataset"] == d) & (frame["metric"] == m)).any()
+    ]
     cols = [c for d in datasets for c in [*(x for x in cols if x[0] == d), (d, None)]]
-    rows = list(dict.fromkeys(zip(frame["variant"], frame["parent"], frame["seeds"].astype(str), strict=True)))
+    rows = list(
+        dict.fromkeys(
+            zip(frame["variant"], frame["parent"], frame["seeds"].astype(str), strict=True)
+        )
+    )
     return cols, rows
 
 
-def render_ablations(frame: pd.DataFrame, spec: CompareSpec, fmt: str, label: str = "tab:ablations",
-                     names: Mapping[str, str] | None = None, decimals: int = 4) -> str:
+def render_ablations(
+    frame: pd.DataFrame,
+    spec: CompareSpec,
+    fmt: str,
+    label: str = "tab:ablations",
+    names: Mapping[str, str] | None = None,
+    decimals: int = 4,
+) -> str:
     """The ablation table as Markdown or LaTeX (booktabs): Variant, Parent, Seeds, then per dataset each metric and Δ."""
     caption = ablation_caption(frame, spec)
     if frame.empty:
@@ -112,11 +172,19 @@ def render_ablations(frame: pd.DataFrame, spec: CompareSpec, fmt: str, label: st
 
     seeds_of = {v: str(len(s.split())) for v, _, s in rows}
     if fmt == "markdown":
-        head = ["Variant", "Parent", "Seeds"] + [f"{d} {metric_label(m) if m else 'Δ'}" for d, m in cols]
+        head = ["Variant", "Parent", "Seeds"] + [
+            f"{d} {metric_label(m) if m else 'Δ'}" for d, m in cols
+        ]
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for variant, parent, _ in rows:
-            lines.append("| " + " | ".join([display_name(variant, names), display_name(parent, names), seeds_of[variant]]
-                                           + cells(variant, False)) + " |")
+            lines.append(
+                "| "
+                + " | ".join(
+                    [display_name(variant, names), display_name(parent, names), seeds_of[variant]]
+                    + cells(variant, False)
+                )
+                + " |"
+            )
         return "\n".join(lines) + "\n\n" + caption + "\n"
     datasets = list(dict.fromkeys(d for d, _ in cols))
     lines = [r"\begin{tabular}{llc" + "c" * len(cols) + "}", r"\toprule"]
@@ -126,10 +194,26 @@ def render_ablations(frame: pd.DataFrame, spec: CompareSpec, fmt: str, label: st
         header.append(rf"\multicolumn{{{width}}}{{c}}{{{latex_escape(dataset)}}}")
         rules.append(rf"\cmidrule(lr){{{start}-{start + width - 1}}}")
         start += width
-    lines += [" & ".join(header) + r" \\", " ".join(rules),
-              " & ".join(["", "", "Seeds"] + [metric_label(m) if m else r"$\Delta$" for _, m in cols]) + r" \\", r"\midrule"]
+    lines += [
+        " & ".join(header) + r" \\",
+        " ".join(rules),
+        " & ".join(["", "", "Seeds"] + [metric_label(m) if m else r"$\Delta$" for _, m in cols])
+        + r" \\",
+        r"\midrule",
+    ]
     for variant, parent, _ in rows:
-        lines.append(" & ".join([latex_escape(display_name(variant, names)), latex_escape(display_name(parent, names)),
-                                 seeds_of[variant]] + cells(variant, True)) + r" \\")
+        lines.append(
+            " & ".join(
+                [
+                    latex_escape(display_name(variant, names)),
+                    latex_escape(display_name(parent, names)),
+                    seeds_of[variant],
+                ]
+                + cells(variant, True)
+            )
+            + r" \\"
+        )
     lines += [r"\bottomrule", r"\end{tabular}"]
-    return table_float(lines, latex_escape(caption), label, [], [r"\footnotesize", r"\setlength{\tabcolsep}{3pt}"])
+    return table_float(
+        lines, latex_escape(caption), label, [], [r"\footnotesize", r"\setlength{\tabcolsep}{3pt}"]
+    )

@@ -63,9 +63,15 @@ def report_files(out_dir: str | Path, options: dict) -> list[Path]:
     is the compare rule's, and tables.pdf exists only where pdflatex does)."""
     out_dir, metric = Path(out_dir), options["slice_metric"]
     tables = [out_dir / f"{stem}.{ext}" for stem in TABLE_STEMS for ext in TABLE_FORMATS]
-    plots = [out_dir / "figures" / f"{stem}.{ext}" for ext in FIGURE_FORMATS
-               for stem in (figures.ci_stem(metric), figures.cost_stem(metric),
-                            *(figures.slice_stem(s) for s in SLICES))]
+    plots = [
+        out_dir / "figures" / f"{stem}.{ext}"
+        for ext in FIGURE_FORMATS
+        for stem in (
+            figures.ci_stem(metric),
+            figures.cost_stem(metric),
+            *(figures.slice_stem(s) for s in SLICES),
+        )
+    ]
     return tables + [out_dir / "slices.md", out_dir / "slices.csv", out_dir / "tables.tex"] + plots
 
 
@@ -76,9 +82,16 @@ class ReportSpec:
 
     def compare_spec(self) -> CompareSpec:
         o = self.options
-        return CompareSpec(metrics=tuple(o["metrics"]), test=o["test"], correction=o["correction"], alpha=o["alpha"],
-                           mode=o["comparisons"], rounds=o["randomization_rounds"],
-                           bootstrap_rounds=o["bootstrap_rounds"], seed=o["seed"])
+        return CompareSpec(
+            metrics=tuple(o["metrics"]),
+            test=o["test"],
+            correction=o["correction"],
+            alpha=o["alpha"],
+            mode=o["comparisons"],
+            rounds=o["randomization_rounds"],
+            bootstrap_rounds=o["bootstrap_rounds"],
+            seed=o["seed"],
+        )
 
 
 def check_runs(runs: Sequence[RunRecord], metrics: Sequence[str]) -> None:
@@ -89,7 +102,9 @@ def check_runs(runs: Sequence[RunRecord], metrics: Sequence[str]) -> None:
         # a cutoff beyond the run's declared ranking depth is a dash in the table, not an error
         missing = [m for m in metrics if m not in r.metrics["test"] and metric_cutoff(m) <= depth]
         if missing:
-            raise ValueError(f"{r.folder}/metrics.json: no test metric {missing[0]} (have: {', '.join(sorted(r.metrics['test']))[:200]})")
+            raise ValueError(
+                f"{r.folder}/metrics.json: no test metric {missing[0]} (have: {', '.join(sorted(r.metrics['test']))[:200]})"
+            )
 
 
 def write_comparisons(runs: Sequence[RunRecord], spec: ReportSpec, out_dir: Path) -> pd.DataFrame:
@@ -103,8 +118,13 @@ def compile_latex(tex: Path) -> Path | None:
     """Compile with pdflatex when it exists; raise with the log's tail when it fails."""
     if shutil.which("pdflatex") is None:
         return None
-    proc = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", tex.name],
-                          cwd=tex.parent, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", tex.name],
+        cwd=tex.parent,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"{tex}: pdflatex failed:\n{proc.stdout[-2000:]}")
     for ext in (".aux", ".log"):
@@ -112,8 +132,12 @@ def compile_latex(tex: Path) -> Path | None:
     return tex.with_suffix(".pdf")
 
 
-def build_report(runs: Sequence[RunRecord], spec: ReportSpec, out_dir: str | Path,
-                 comparisons: pd.DataFrame | None = None) -> list[Path]:
+def build_report(
+    runs: Sequence[RunRecord],
+    spec: ReportSpec,
+    out_dir: str | Path,
+    comparisons: pd.DataFrame | None = None,
+) -> list[Path]:
     """Write every table and figure for `runs` into `out_dir`; return the written paths."""
     out_dir = Path(out_dir)
     o = spec.options
@@ -122,29 +146,69 @@ def build_report(runs: Sequence[RunRecord], spec: ReportSpec, out_dir: str | Pat
         comparisons = write_comparisons(runs, spec, out_dir)
     written = [out_dir / "comparisons.csv"]
     names = o.get("display_names") or {}
-    table = build_main_table(runs, comparisons, spec.compare_spec(), show_std=o["show_std"],
-                             improvement=o["improvement"], label=spec.label, names=names)
-    written += [write_text(out_dir / "results_table.tex", render_latex(table)),
-                write_text(out_dir / "results_table.md", render_markdown(table)),
-                write_text(out_dir / "results_table.csv", table_frame(table).to_csv(index=False))]
+    table = build_main_table(
+        runs,
+        comparisons,
+        spec.compare_spec(),
+        show_std=o["show_std"],
+        improvement=o["improvement"],
+        label=spec.label,
+        names=names,
+    )
+    written += [
+        write_text(out_dir / "results_table.tex", render_latex(table)),
+        write_text(out_dir / "results_table.md", render_markdown(table)),
+        write_text(out_dir / "results_table.csv", table_frame(table).to_csv(index=False)),
+    ]
     ablations = ablation_frame(comparisons)
-    written += [write_text(out_dir / "ablations.tex", render_ablations(ablations, spec.compare_spec(), "latex",
-                                                                       label=spec.label.replace("results", "ablations"), names=names)),
-                write_text(out_dir / "ablations.md", render_ablations(ablations, spec.compare_spec(), "markdown", names=names)),
-                write_text(out_dir / "ablations.csv", ablations.to_csv(index=False))]
+    written += [
+        write_text(
+            out_dir / "ablations.tex",
+            render_ablations(
+                ablations,
+                spec.compare_spec(),
+                "latex",
+                label=spec.label.replace("results", "ablations"),
+                names=names,
+            ),
+        ),
+        write_text(
+            out_dir / "ablations.md",
+            render_ablations(ablations, spec.compare_spec(), "markdown", names=names),
+        ),
+        write_text(out_dir / "ablations.csv", ablations.to_csv(index=False)),
+    ]
     costs = cost_frame(runs)
-    written += [write_text(out_dir / "cost_table.tex", render_cost(costs, "latex", label=spec.label.replace("results", "cost"), names=names)),
-                write_text(out_dir / "cost_table.md", render_cost(costs, "markdown", names=names)),
-                write_text(out_dir / "cost_table.csv", costs.to_csv(index=False))]
+    written += [
+        write_text(
+            out_dir / "cost_table.tex",
+            render_cost(costs, "latex", label=spec.label.replace("results", "cost"), names=names),
+        ),
+        write_text(out_dir / "cost_table.md", render_cost(costs, "markdown", names=names)),
+        write_text(out_dir / "cost_table.csv", costs.to_csv(index=False)),
+    ]
     slices = slice_frame(runs, o["slice_metric"], o["history_buckets"])
-    written += [write_text(out_dir / "slices.md", render_slices_markdown(slices, names)),
-                write_text(out_dir / "slices.csv", slices.to_csv(index=False))]
+    written += [
+        write_text(out_dir / "slices.md", render_slices_markdown(slices, names)),
+        write_text(out_dir / "slices.csv", slices.to_csv(index=False)),
+    ]
     fig_dir = out_dir / "figures"
     written += figures.metric_with_ci(runs, o["slice_metric"], fig_dir, names)
     written += figures.accuracy_vs_cost(runs, o["slice_metric"], fig_dir, names)
     written += figures.slice_bars(slices, fig_dir, names)
-    preview = "\n".join([r"\documentclass{article}", r"\usepackage{booktabs}", r"\usepackage[margin=2cm]{geometry}",
-                         r"\begin{document}", r"\input{results_table.tex}", r"\input{ablations.tex}", r"\input{cost_table.tex}", r"\end{document}", ""])
+    preview = "\n".join(
+        [
+            r"\documentclass{article}",
+            r"\usepackage{booktabs}",
+            r"\usepackage[margin=2cm]{geometry}",
+            r"\begin{document}",
+            r"\input{results_table.tex}",
+            r"\input{ablations.tex}",
+            r"\input{cost_table.tex}",
+            r"\end{document}",
+            "",
+        ]
+    )
     written.append(write_text(out_dir / "tables.tex", preview))
     pdf = compile_latex(out_dir / "tables.tex")
     if pdf is not None:

@@ -30,7 +30,12 @@ import pandas as pd
 from llm4rec.report.runs import RunRecord
 from llm4rec.stats import Comparison, compare_pair, correct, seed_mean_test
 
-LOWER_IS_BETTER = {"avg_popularity_at_5", "avg_popularity_at_10", "avg_popularity_at_20", "avg_popularity_at_50"}
+LOWER_IS_BETTER = {
+    "avg_popularity_at_5",
+    "avg_popularity_at_10",
+    "avg_popularity_at_20",
+    "avg_popularity_at_50",
+}
 
 
 class ComparisonError(ValueError):
@@ -68,61 +73,88 @@ class PairedSample:
 
     def seed_averaged(self) -> tuple[np.ndarray, np.ndarray]:
         """Each user's metric averaged over the common seeds (the per-user test's sample)."""
-        return np.mean(np.vstack(self.per_seed_a), axis=0), np.mean(np.vstack(self.per_seed_b), axis=0)
+        return np.mean(np.vstack(self.per_seed_a), axis=0), np.mean(
+            np.vstack(self.per_seed_b), axis=0
+        )
 
 
-def paired_sample(runs_a: Sequence[RunRecord], runs_b: Sequence[RunRecord], metric: str) -> PairedSample:
+def paired_sample(
+    runs_a: Sequence[RunRecord], runs_b: Sequence[RunRecord], metric: str
+) -> PairedSample:
     """The paired sample of two models on one dataset; refuses different splits or non-nested user sets."""
     seeds_a, seeds_b = {r.seed: r for r in runs_a}, {r.seed: r for r in runs_b}
     common = sorted(set(seeds_a) & set(seeds_b))
     if not common:
-        raise ComparisonError(f"{runs_a[0].label} and {runs_b[0].label}: no seed in common "
-                              f"({sorted(seeds_a)} vs {sorted(seeds_b)})")
+        raise ComparisonError(
+            f"{runs_a[0].label} and {runs_b[0].label}: no seed in common "
+            f"({sorted(seeds_a)} vs {sorted(seeds_b)})"
+        )
     arrays_a, arrays_b = [], []
     users = None
     for seed in common:
         a, b = seeds_a[seed], seeds_b[seed]
         if a.split_checksums != b.split_checksums:
-            raise ComparisonError(f"{a.label} ({a.folder}) and {b.label} ({b.folder}) were evaluated on different splits")
+            raise ComparisonError(
+                f"{a.label} ({a.folder}) and {b.label} ({b.folder}) were evaluated on different splits"
+            )
         ua, ub = a.per_user().set_index("user_id"), b.per_user().set_index("user_id")
         shared = set(ua.index) & set(ub.index)
         if shared not in (set(ua.index), set(ub.index)):
-            raise ComparisonError(f"{a.label} and {b.label} have different test users, neither a sample of the other "
-                                  f"({len(ua)} vs {len(ub)}, {len(set(ua.index) ^ set(ub.index))} differ)")
+            raise ComparisonError(
+                f"{a.label} and {b.label} have different test users, neither a sample of the other "
+                f"({len(ua)} vs {len(ub)}, {len(set(ua.index) ^ set(ub.index))} differ)"
+            )
         order = sorted(shared) if users is None else users
         if users is not None and set(order) != shared:
-            raise ComparisonError(f"{a.label}: test users differ from seed {common[0]} of the same model")
+            raise ComparisonError(
+                f"{a.label}: test users differ from seed {common[0]} of the same model"
+            )
         users = order
         arrays_a.append(ua.loc[users, metric].to_numpy(dtype=np.float64))
         arrays_b.append(ub.loc[users, metric].to_numpy(dtype=np.float64))
     return PairedSample(tuple(common), tuple(users), tuple(arrays_a), tuple(arrays_b))
 
 
-def paired_per_user(runs_a: Sequence[RunRecord], runs_b: Sequence[RunRecord], metric: str) -> tuple[np.ndarray, np.ndarray]:
+def paired_per_user(
+    runs_a: Sequence[RunRecord], runs_b: Sequence[RunRecord], metric: str
+) -> tuple[np.ndarray, np.ndarray]:
     """Per-user metric arrays of two models, averaged over their common seeds."""
     return paired_sample(runs_a, runs_b, metric).seed_averaged()
 
 
-def best_baseline(groups: dict[tuple[str, str], list[RunRecord]], dataset: str, metric: str) -> str | None:
+def best_baseline(
+    groups: dict[tuple[str, str], list[RunRecord]], dataset: str, metric: str
+) -> str | None:
     """The baseline with the best validation mean on (dataset, metric), as a paper would have chosen it
     before seeing the test split; None if the dataset has no baseline."""
-    candidates = {m: float(np.mean([r.metrics["valid"][metric] for r in rs])) for (d, m), rs in groups.items()
-                  if d == dataset and rs[0].paradigm == "baseline" and all(metric in r.metrics.get("valid", {}) for r in rs)}
+    candidates = {
+        m: float(np.mean([r.metrics["valid"][metric] for r in rs]))
+        for (d, m), rs in groups.items()
+        if d == dataset
+        and rs[0].paradigm == "baseline"
+        and all(metric in r.metrics.get("valid", {}) for r in rs)
+    }
     if not candidates:
         return None
     pick = min if metric in LOWER_IS_BETTER else max
     return pick(candidates, key=candidates.get)
 
 
-def ablation_pairs(groups: dict[tuple[str, str], list[RunRecord]], dataset: str) -> list[tuple[str, str]]:
+def ablation_pairs(
+    groups: dict[tuple[str, str], list[RunRecord]], dataset: str
+) -> list[tuple[str, str]]:
     """(variant, parent) for every model on `dataset` whose registry entry declares a parent that also ran there."""
     from llm4rec.models import MODELS
 
     models = {m for d, m in groups if d == dataset}
-    return sorted((m, MODELS[m].parent) for m in models if m in MODELS and MODELS[m].parent in models)
+    return sorted(
+        (m, MODELS[m].parent) for m in models if m in MODELS and MODELS[m].parent in models
+    )
 
 
-def main_pairs(groups: dict[tuple[str, str], list[RunRecord]], dataset: str, metric: str, mode: str) -> list[tuple[str, str]]:
+def main_pairs(
+    groups: dict[tuple[str, str], list[RunRecord]], dataset: str, metric: str, mode: str
+) -> list[tuple[str, str]]:
     models = sorted(m for d, m in groups if d == dataset)
     if mode == "best_baseline":
         reference = best_baseline(groups, dataset, metric)
@@ -132,8 +164,15 @@ def main_pairs(groups: dict[tuple[str, str], list[RunRecord]], dataset: str, met
     raise ValueError(f"unknown comparison mode '{mode}' (known: best_baseline, all_pairs)")
 
 
-COMPARISON_COLUMNS = [f.name for f in fields(Comparison)] + ["family", "n_users", "seeds", "n_seeds", "p_seed",
-                                                            "p_seed_adjusted", "significant_seed"]
+COMPARISON_COLUMNS = [f.name for f in fields(Comparison)] + [
+    "family",
+    "n_users",
+    "seeds",
+    "n_seeds",
+    "p_seed",
+    "p_seed_adjusted",
+    "significant_seed",
+]
 
 
 def compare_runs(runs: Sequence[RunRecord], spec: CompareSpec) -> pd.DataFrame:
@@ -144,29 +183,62 @@ def compare_runs(runs: Sequence[RunRecord], spec: CompareSpec) -> pd.DataFrame:
     for dataset in sorted({r.dataset for r in runs}):
         for family in ("main", "ablation"):
             for metric in spec.metrics:
-                pairs = (main_pairs(groups, dataset, metric, spec.mode) if family == "main"
-                         else ablation_pairs(groups, dataset))
+                pairs = (
+                    main_pairs(groups, dataset, metric, spec.mode)
+                    if family == "main"
+                    else ablation_pairs(groups, dataset)
+                )
                 for system, reference in pairs:
-                    if any(metric not in r.metrics["test"] for r in groups[(dataset, system)] + groups[(dataset, reference)]):
+                    if any(
+                        metric not in r.metrics["test"]
+                        for r in groups[(dataset, system)] + groups[(dataset, reference)]
+                    ):
                         continue  # a cutoff beyond one model's ranking depth: nothing to compare
-                    sample = paired_sample(groups[(dataset, system)], groups[(dataset, reference)], metric)
+                    sample = paired_sample(
+                        groups[(dataset, system)], groups[(dataset, reference)], metric
+                    )
                     a, b = sample.seed_averaged()
-                    comparison = compare_pair(a, b, dataset=dataset, metric=metric, system=system, reference=reference,
-                                              test=spec.test, rounds=spec.rounds, seed=spec.seed,
-                                              bootstrap_rounds=spec.bootstrap_rounds)
-                    p_seed = (seed_mean_test(list(sample.per_seed_a), list(sample.per_seed_b))
-                              if len(sample.seeds) > 1 else float("nan"))
-                    rows.append(asdict(comparison) | {"family": family, "n_users": len(a),
-                                                      "seeds": " ".join(map(str, sample.seeds)),
-                                                      "n_seeds": len(sample.seeds), "p_seed": p_seed})
+                    comparison = compare_pair(
+                        a,
+                        b,
+                        dataset=dataset,
+                        metric=metric,
+                        system=system,
+                        reference=reference,
+                        test=spec.test,
+                        rounds=spec.rounds,
+                        seed=spec.seed,
+                        bootstrap_rounds=spec.bootstrap_rounds,
+                    )
+                    p_seed = (
+                        seed_mean_test(list(sample.per_seed_a), list(sample.per_seed_b))
+                        if len(sample.seeds) > 1
+                        else float("nan")
+                    )
+                    rows.append(
+                        asdict(comparison)
+                        | {
+                            "family": family,
+                            "n_users": len(a),
+                            "seeds": " ".join(map(str, sample.seeds)),
+                            "n_seeds": len(sample.seeds),
+                            "p_seed": p_seed,
+                        }
+                    )
     table = pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
     for family in ("main", "ablation"):
         mine = table["family"] == family
-        table.loc[mine, "p_adjusted"] = correct(table.loc[mine, "p_value"].to_numpy(dtype=np.float64), spec.correction)
+        table.loc[mine, "p_adjusted"] = correct(
+            table.loc[mine, "p_value"].to_numpy(dtype=np.float64), spec.correction
+        )
         seeded = mine & table["p_seed"].notna()
-        table.loc[seeded, "p_seed_adjusted"] = correct(table.loc[seeded, "p_seed"].to_numpy(dtype=np.float64), spec.correction)
+        table.loc[seeded, "p_seed_adjusted"] = correct(
+            table.loc[seeded, "p_seed"].to_numpy(dtype=np.float64), spec.correction
+        )
     table["significant"] = table["p_adjusted"].astype(float) < spec.alpha
-    table["significant_seed"] = table["p_seed_adjusted"].astype(float) < spec.alpha  # NaN (one seed): False
+    table["significant_seed"] = (
+        table["p_seed_adjusted"].astype(float) < spec.alpha
+    )  # NaN (one seed): False
     table.attrs["family_size"] = int((table["family"] == "main").sum())
     return table
 

@@ -43,7 +43,9 @@ def save(fig, out_dir: Path, stem: str) -> list[Path]:
     paths = []
     for ext in ("pdf", "png"):
         path = out_dir / f"{stem}.{ext}"
-        write_with(path, lambda p, ext=ext: fig.savefig(p, format=ext, dpi=150, bbox_inches="tight"))
+        write_with(
+            path, lambda p, ext=ext: fig.savefig(p, format=ext, dpi=150, bbox_inches="tight")
+        )
         paths.append(path)
     plt.close(fig)
     return paths
@@ -52,7 +54,9 @@ def save(fig, out_dir: Path, stem: str) -> list[Path]:
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h")
 
 
-def row_interval(runs: Sequence[RunRecord], metric: str, rounds: int = 2000, seed: int = 0) -> tuple[float, float, float, str]:
+def row_interval(
+    runs: Sequence[RunRecord], metric: str, rounds: int = 2000, seed: int = 0
+) -> tuple[float, float, float, str]:
     """(mean, CI low, CI high, over) for one model: a t-interval over seed means with two or more seeds
     (over = "seeds"), a percentile bootstrap over users with one (over = "users"): every row has one."""
     if len(runs) > 1:
@@ -63,42 +67,93 @@ def row_interval(runs: Sequence[RunRecord], metric: str, rounds: int = 2000, see
     return float(values.mean()), low, high, "users"
 
 
-INTERVAL_STYLE = {"seeds": {"ecolor": "black", "label": "95% CI over seeds (t)"},
-                  "users": {"ecolor": "dimgray", "linestyle": "--", "label": "95% CI over users (bootstrap; one seed)"}}
+INTERVAL_STYLE = {
+    "seeds": {"ecolor": "black", "label": "95% CI over seeds (t)"},
+    "users": {
+        "ecolor": "dimgray",
+        "linestyle": "--",
+        "label": "95% CI over users (bootstrap; one seed)",
+    },
+}
 
 
-def metric_with_ci(runs: Sequence[RunRecord], metric: str, out_dir: Path, names: Mapping[str, str] | None = None) -> list[Path]:
+def metric_with_ci(
+    runs: Sequence[RunRecord], metric: str, out_dir: Path, names: Mapping[str, str] | None = None
+) -> list[Path]:
     groups = by_model(runs)
     datasets = sorted({d for d, _ in groups})
-    fig, axes = plt.subplots(1, len(datasets), figsize=(4.5 * len(datasets), 0.45 * max(len(groups), 4) + 1.4), squeeze=False)
+    fig, axes = plt.subplots(
+        1,
+        len(datasets),
+        figsize=(4.5 * len(datasets), 0.45 * max(len(groups), 4) + 1.4),
+        squeeze=False,
+    )
     kinds = set()
     for ax, dataset in zip(axes[0], datasets, strict=True):
-        entries = sorted(((rs[0].paradigm, m, row_interval(rs, metric)) for (d, m), rs in groups.items() if d == dataset),
-                         key=lambda e: (paradigm_rank(e[0]), e[2][0]))
+        entries = sorted(
+            (
+                (rs[0].paradigm, m, row_interval(rs, metric))
+                for (d, m), rs in groups.items()
+                if d == dataset
+            ),
+            key=lambda e: (paradigm_rank(e[0]), e[2][0]),
+        )
         y = np.arange(len(entries))
         ax.barh(y, [e[2][0] for e in entries], color=[paradigm_color(e[0]) for e in entries])
         for i, (_, _, (mean, low, high, over)) in enumerate(entries):
             style = INTERVAL_STYLE[over]
-            bars = ax.errorbar(mean, i, xerr=[[mean - low], [high - mean]], fmt="none", capsize=3, ecolor=style["ecolor"])
+            bars = ax.errorbar(
+                mean,
+                i,
+                xerr=[[mean - low], [high - mean]],
+                fmt="none",
+                capsize=3,
+                ecolor=style["ecolor"],
+            )
             if "linestyle" in style:
                 bars[-1][0].set_linestyle(style["linestyle"])
             kinds.add(over)
         ax.set_yticks(y, [display_name(e[1], names) for e in entries])
         ax.set_xlabel(f"{metric_label(metric)} (mean, 95% CI)")
         ax.set_title(dataset)
-    handles = [matplotlib.lines.Line2D([], [], color=INTERVAL_STYLE[k]["ecolor"], linestyle=INTERVAL_STYLE[k].get("linestyle", "-"))
-               for k in ("seeds", "users") if k in kinds]
-    fig.legend(handles, [INTERVAL_STYLE[k]["label"] for k in ("seeds", "users") if k in kinds], loc="upper center",
-               bbox_to_anchor=(0.5, 0.0), ncol=2, fontsize=8, frameon=False)
+    handles = [
+        matplotlib.lines.Line2D(
+            [],
+            [],
+            color=INTERVAL_STYLE[k]["ecolor"],
+            linestyle=INTERVAL_STYLE[k].get("linestyle", "-"),
+        )
+        for k in ("seeds", "users")
+        if k in kinds
+    ]
+    fig.legend(
+        handles,
+        [INTERVAL_STYLE[k]["label"] for k in ("seeds", "users") if k in kinds],
+        loc="upper center",
+        bbox_to_anchor=(0.5, 0.0),
+        ncol=2,
+        fontsize=8,
+        frameon=False,
+    )
     return save(fig, out_dir, ci_stem(metric))
 
 
-def accuracy_vs_cost(runs: Sequence[RunRecord], metric: str, out_dir: Path, names: Mapping[str, str] | None = None) -> list[Path]:
+def accuracy_vs_cost(
+    runs: Sequence[RunRecord], metric: str, out_dir: Path, names: Mapping[str, str] | None = None
+) -> list[Path]:
     """The metric against train time and inference time per user (log scales), one point per model and dataset;
     a legend below the axes names every point (paradigm colour, a marker per model within its paradigm)."""
     groups = by_model(runs)
     several = len({d for d, _ in groups}) > 1
-    order = sorted(groups, key=lambda dm: (paradigm_rank(groups[dm][0].paradigm), groups[dm][0].paradigm, dm[1], dm[0]))
+    order = sorted(
+        groups,
+        key=lambda dm: (
+            paradigm_rank(groups[dm][0].paradigm),
+            groups[dm][0].paradigm,
+            dm[1],
+            dm[0],
+        ),
+    )
     within: dict[str, list[str]] = {}
     for dataset, model in order:
         models = within.setdefault(groups[(dataset, model)][0].paradigm, [])
@@ -109,10 +164,17 @@ def accuracy_vs_cost(runs: Sequence[RunRecord], metric: str, out_dir: Path, name
     for dataset, model in order:
         rs = groups[(dataset, model)]
         paradigm = rs[0].paradigm
-        style = {"color": paradigm_color(paradigm), "marker": MARKERS[within[paradigm].index(model) % len(MARKERS)],
-                 "s": 46, "edgecolors": "black", "linewidths": 0.4}
+        style = {
+            "color": paradigm_color(paradigm),
+            "marker": MARKERS[within[paradigm].index(model) % len(MARKERS)],
+            "s": 46,
+            "edgecolors": "black",
+            "linewidths": 0.4,
+        }
         if several:
-            style["facecolors"] = "none" if sorted({d for d, _ in groups}).index(dataset) % 2 else style["color"]
+            style["facecolors"] = (
+                "none" if sorted({d for d, _ in groups}).index(dataset) % 2 else style["color"]
+            )
         acc = np.mean([r.metrics["test"][metric] for r in rs])
         for ax, key in zip(axes, ("train_time_s", "inference_ms_per_user"), strict=True):
             cost = max(np.mean([r.metrics["cost"][key] for r in rs]), 1e-3)
@@ -126,16 +188,29 @@ def accuracy_vs_cost(runs: Sequence[RunRecord], metric: str, out_dir: Path, name
         ax.set_ylabel(metric_label(metric))
         ax.grid(alpha=0.3)
     columns = 3 if len(handles) > 8 else 2
-    fig.legend([h for h, _ in handles], [t for _, t in handles], loc="upper center", bbox_to_anchor=(0.5, 0.0),
-               ncol=columns, fontsize=8, frameon=False, handletextpad=0.3, columnspacing=1.5)
+    fig.legend(
+        [h for h, _ in handles],
+        [t for _, t in handles],
+        loc="upper center",
+        bbox_to_anchor=(0.5, 0.0),
+        ncol=columns,
+        fontsize=8,
+        frameon=False,
+        handletextpad=0.3,
+        columnspacing=1.5,
+    )
     return save(fig, out_dir, cost_stem(metric))
 
 
-def slice_bars(slices: pd.DataFrame, out_dir: Path, names: Mapping[str, str] | None = None) -> list[Path]:
+def slice_bars(
+    slices: pd.DataFrame, out_dir: Path, names: Mapping[str, str] | None = None
+) -> list[Path]:
     paths = []
     for slice_name, block in slices.groupby("slice", sort=False):
         datasets = list(dict.fromkeys(block["dataset"]))
-        fig, axes = plt.subplots(1, len(datasets), figsize=(5.5 * len(datasets), 3.8), squeeze=False)
+        fig, axes = plt.subplots(
+            1, len(datasets), figsize=(5.5 * len(datasets), 3.8), squeeze=False
+        )
         for ax, dataset in zip(axes[0], datasets, strict=True):
             part = block[block["dataset"] == dataset]
             buckets = list(dict.fromkeys(part["bucket"]))
@@ -145,14 +220,29 @@ def slice_bars(slices: pd.DataFrame, out_dir: Path, names: Mapping[str, str] | N
             for i, model in enumerate(models):
                 values = part[part["model"] == model].set_index("bucket").reindex(buckets)
                 errors = [values["mean"] - values["ci_low"], values["ci_high"] - values["mean"]]
-                ax.bar(np.arange(len(buckets)) + i * width, values["mean"], width, yerr=errors, capsize=2,
-                       label=display_name(model, names), color=colors(i % colors.N))
+                ax.bar(
+                    np.arange(len(buckets)) + i * width,
+                    values["mean"],
+                    width,
+                    yerr=errors,
+                    capsize=2,
+                    label=display_name(model, names),
+                    color=colors(i % colors.N),
+                )
             ax.set_xticks(np.arange(len(buckets)) + width * (len(models) - 1) / 2, buckets)
             ax.set_xlabel(slice_name.replace("_", " "))
             ax.set_ylabel(f"{metric_label(part['metric'].iloc[0])} (95% CI)")
             ax.set_title(dataset)
-            ax.text(0.0, -0.22, "intervals over seeds (t); over the bucket's users (bootstrap) for one-seed models",
-                    transform=ax.transAxes, fontsize=7, va="top")
-        axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)  # beside the bars
+            ax.text(
+                0.0,
+                -0.22,
+                "intervals over seeds (t); over the bucket's users (bootstrap) for one-seed models",
+                transform=ax.transAxes,
+                fontsize=7,
+                va="top",
+            )
+        axes[0][-1].legend(
+            fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False
+        )  # beside the bars
         paths += save(fig, out_dir, slice_stem(slice_name))
     return paths

@@ -63,7 +63,9 @@ def runs_from_results(runs_dir: str | Path) -> list[RunRecord]:
     return runs_from_folders(sorted(Path(runs_dir).glob("*/*/seed*/metrics.json")))
 
 
-def runs_from_mlflow(tracking_uri: str, experiment: str, dest: str | Path, tags: dict[str, str] | None = None) -> list[RunRecord]:
+def runs_from_mlflow(
+    tracking_uri: str, experiment: str, dest: str | Path, tags: dict[str, str] | None = None
+) -> list[RunRecord]:
     """Download the evaluated runs of an MLflow experiment (filtered by tags) into `dest`."""
     from mlflow.tracking import MlflowClient
 
@@ -71,9 +73,13 @@ def runs_from_mlflow(tracking_uri: str, experiment: str, dest: str | Path, tags:
     found = client.get_experiment_by_name(experiment)
     if found is None:
         raise ValueError(f"MLflow store {tracking_uri}: no experiment named '{experiment}'")
-    clauses = ["tags.`llm4rec.run_key` != ''"] + [f"tags.`{k}` = '{v}'" for k, v in (tags or {}).items()]
+    clauses = ["tags.`llm4rec.run_key` != ''"] + [
+        f"tags.`{k}` = '{v}'" for k, v in (tags or {}).items()
+    ]
     folders = []
-    for mlrun in client.search_runs([found.experiment_id], " and ".join(clauses), max_results=10_000):
+    for mlrun in client.search_runs(
+        [found.experiment_id], " and ".join(clauses), max_results=10_000
+    ):
         tags_ = mlrun.data.tags
         if tags_.get("paradigm") == "report":
             continue

@@ -27,12 +27,16 @@ def history_buckets(lengths: pd.Series, n_buckets: int = 4) -> tuple[pd.Series, 
     labels = []
     for i in range(len(edges) - 1):
         low = int(np.ceil(edges[i]))
-        high = int(np.floor(edges[i + 1])) if i == len(edges) - 2 else int(np.ceil(edges[i + 1])) - 1
+        high = (
+            int(np.floor(edges[i + 1])) if i == len(edges) - 2 else int(np.ceil(edges[i + 1])) - 1
+        )
         labels.append(f"{low}–{high}")
     return pd.Series([labels[c] for c in codes], index=lengths.index), labels
 
 
-def slice_frame(runs: Sequence[RunRecord], metric: str = "ndcg_at_10", n_history_buckets: int = 4) -> pd.DataFrame:
+def slice_frame(
+    runs: Sequence[RunRecord], metric: str = "ndcg_at_10", n_history_buckets: int = 4
+) -> pd.DataFrame:
     """Rows: dataset, model, paradigm, slice, bucket, n_users, mean (over seeds of the bucket mean), std, and a
     95% interval: over seeds (t) with two or more, over the bucket's users (bootstrap) with one (`ci_over`)."""
     rows = []
@@ -42,8 +46,10 @@ def slice_frame(runs: Sequence[RunRecord], metric: str = "ndcg_at_10", n_history
             pu = r.per_user()
             hist, hist_labels = history_buckets(pu["history_length"], n_history_buckets)
             per_seed.append((pu.assign(history_length_bucket=hist.to_numpy()), hist_labels))
-        for slice_name, column, labels in (("history_length", "history_length_bucket", per_seed[0][1]),
-                                           ("target_popularity", "target_bucket", list(POPULARITY_BUCKETS))):
+        for slice_name, column, labels in (
+            ("history_length", "history_length_bucket", per_seed[0][1]),
+            ("target_popularity", "target_bucket", list(POPULARITY_BUCKETS)),
+        ):
             for bucket in labels:
                 means = [pu.loc[pu[column] == bucket, metric].mean() for pu, _ in per_seed]
                 n_users = int((per_seed[0][0][column] == bucket).sum())
@@ -53,11 +59,25 @@ def slice_frame(runs: Sequence[RunRecord], metric: str = "ndcg_at_10", n_history
                     _, _, low, high = mean_ci(means)
                 else:
                     pu = per_seed[0][0]
-                    low, high = bootstrap_mean_ci(pu.loc[pu[column] == bucket, metric].to_numpy(), rounds=1000)
-                rows.append({"dataset": dataset, "model": model, "paradigm": rs[0].paradigm, "slice": slice_name,
-                             "bucket": bucket, "n_users": n_users, "metric": metric, "mean": float(np.mean(means)),
-                             "std": float(np.std(means, ddof=1)) if len(means) > 1 else 0.0,
-                             "ci_low": low, "ci_high": high, "ci_over": "seeds" if len(means) > 1 else "users"})
+                    low, high = bootstrap_mean_ci(
+                        pu.loc[pu[column] == bucket, metric].to_numpy(), rounds=1000
+                    )
+                rows.append(
+                    {
+                        "dataset": dataset,
+                        "model": model,
+                        "paradigm": rs[0].paradigm,
+                        "slice": slice_name,
+                        "bucket": bucket,
+                        "n_users": n_users,
+                        "metric": metric,
+                        "mean": float(np.mean(means)),
+                        "std": float(np.std(means, ddof=1)) if len(means) > 1 else 0.0,
+                        "ci_low": low,
+                        "ci_high": high,
+                        "ci_over": "seeds" if len(means) > 1 else "users",
+                    }
+                )
     return pd.DataFrame(rows)
 
 
@@ -67,10 +87,18 @@ def render_slices_markdown(frame: pd.DataFrame, names: Mapping[str, str] | None 
         buckets = list(dict.fromkeys(block["bucket"]))
         counts = block.drop_duplicates("bucket").set_index("bucket")["n_users"]
         metric = block["metric"].iloc[0]
-        lines += [f"### {dataset}: {metric} by {slice_name.replace('_', ' ')}", "",
-                  "| Model | " + " | ".join(f"{b} (n={counts[b]})" for b in buckets) + " |", "|" + "---|" * (len(buckets) + 1)]
+        lines += [
+            f"### {dataset}: {metric} by {slice_name.replace('_', ' ')}",
+            "",
+            "| Model | " + " | ".join(f"{b} (n={counts[b]})" for b in buckets) + " |",
+            "|" + "---|" * (len(buckets) + 1),
+        ]
         for model, rows in block.groupby("model", sort=False):
             values = rows.set_index("bucket")["mean"]
-            lines.append(f"| {display_name(model, names)} | " + " | ".join(f"{values[b]:.4f}" if b in values else "–" for b in buckets) + " |")
+            lines.append(
+                f"| {display_name(model, names)} | "
+                + " | ".join(f"{values[b]:.4f}" if b in values else "–" for b in buckets)
+                + " |"
+            )
         lines.append("")
     return "\n".join(lines)

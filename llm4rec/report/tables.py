@@ -27,10 +27,21 @@ from llm4rec.models import model_title, paradigm_rank, paradigm_title, registere
 from llm4rec.report.compare import LOWER_IS_BETTER, CompareSpec, by_model, family
 from llm4rec.report.runs import RunRecord
 
-TEST_NAMES = {"t": "paired t-test", "wilcoxon": "Wilcoxon signed-rank test", "randomization": "paired randomization test"}
-CORRECTION_NAMES = {"holm": "Holm-Bonferroni", "bonferroni": "Bonferroni", "bh": "Benjamini-Hochberg", "none": "no"}
-SPLIT_NAMES = {"leave_one_out": "leave-one-out by time (last interaction test, second-to-last validation)",
-               "global_temporal": "global temporal split"}
+TEST_NAMES = {
+    "t": "paired t-test",
+    "wilcoxon": "Wilcoxon signed-rank test",
+    "randomization": "paired randomization test",
+}
+CORRECTION_NAMES = {
+    "holm": "Holm-Bonferroni",
+    "bonferroni": "Bonferroni",
+    "bh": "Benjamini-Hochberg",
+    "none": "no",
+}
+SPLIT_NAMES = {
+    "leave_one_out": "leave-one-out by time (last interaction test, second-to-last validation)",
+    "global_temporal": "global temporal split",
+}
 
 
 def display_name(model: str, names: Mapping[str, str] | None = None) -> str:
@@ -42,7 +53,14 @@ def display_name(model: str, names: Mapping[str, str] | None = None) -> str:
 def metric_label(metric: str) -> str:
     """'ndcg_at_10' -> 'NDCG@10'."""
     name, _, k = metric.partition("_at_")
-    pretty = {"hr": "HR", "ndcg": "NDCG", "mrr": "MRR", "recall": "Recall", "coverage": "Cov", "avg_popularity": "AvgPop"}
+    pretty = {
+        "hr": "HR",
+        "ndcg": "NDCG",
+        "mrr": "MRR",
+        "recall": "Recall",
+        "coverage": "Cov",
+        "avg_popularity": "AvgPop",
+    }
     return f"{pretty.get(name, name)}@{k}" if k else name
 
 
@@ -56,7 +74,9 @@ class Cell:
     marks: str = ""  # "better" / "worse" than the best baseline, or letters (all-pairs mode)
     seed_significant: bool = False  # the per-seed-means test agrees (two or more common seeds)
     diff: float | None = None  # paired difference with the column's best baseline (0 for itself)
-    reference: float | None = None  # the best baseline on this row's users and seeds, where not its full sample
+    reference: float | None = (
+        None  # the best baseline on this row's users and seeds, where not its full sample
+    )
 
 
 @dataclass
@@ -71,26 +91,56 @@ class MainTable:
     label: str = "tab:results"
     show_std: bool = False
     decimals: int = 4
-    samples: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)  # (model, dataset) -> (n, of N)
-    names: dict[str, str] = field(default_factory=dict)  # display-name overrides (report.display_names)
-    seeds: dict[tuple[str, str], int] = field(default_factory=dict)  # (model, dataset) -> seeds behind its numbers
-    references: dict[tuple[str, str], str] = field(default_factory=dict)  # (dataset, metric) -> best baseline
+    samples: dict[tuple[str, str], tuple[int, int]] = field(
+        default_factory=dict
+    )  # (model, dataset) -> (n, of N)
+    names: dict[str, str] = field(
+        default_factory=dict
+    )  # display-name overrides (report.display_names)
+    seeds: dict[tuple[str, str], int] = field(
+        default_factory=dict
+    )  # (model, dataset) -> seeds behind its numbers
+    references: dict[tuple[str, str], str] = field(
+        default_factory=dict
+    )  # (dataset, metric) -> best baseline
 
     @property
     def has_missing(self) -> bool:
-        return any((m, d, metric) not in self.cells for _, m in self.rows for d in self.datasets for metric in self.metrics)
+        return any(
+            (m, d, metric) not in self.cells
+            for _, m in self.rows
+            for d in self.datasets
+            for metric in self.metrics
+        )
 
     def notes(self) -> list[tuple[str, str]]:
         """Footnotes under the table as (mark, plain text); each renderer draws the mark its way
         ("dash": – / --, "star": * / $^{*}$)."""
-        notes = [("dash", "not run on this dataset, or the cutoff is beyond the model's ranking depth.")] if self.has_missing else []
+        notes = (
+            [
+                (
+                    "dash",
+                    "not run on this dataset, or the cutoff is beyond the model's ranking depth.",
+                )
+            ]
+            if self.has_missing
+            else []
+        )
         by_model: dict[str, list[str]] = {}
         for (model, dataset), (n, total) in sorted(self.samples.items()):
             by_model.setdefault(model, []).append(f"{n} of {total} on {dataset}")
         if by_model:
-            notes.append(("star", "scored on a seeded uniform sample of the test users (" + "; ".join(
-                f"{display_name(model, self.names)}: {', '.join(parts)}" for model, parts in by_model.items())
-                + "), the same users for every sampled model; its significance tests use those users."))
+            notes.append(
+                (
+                    "star",
+                    "scored on a seeded uniform sample of the test users ("
+                    + "; ".join(
+                        f"{display_name(model, self.names)}: {', '.join(parts)}"
+                        for model, parts in by_model.items()
+                    )
+                    + "), the same users for every sampled model; its significance tests use those users.",
+                )
+            )
         return notes
 
     def is_sampled(self, model: str) -> bool:
@@ -114,19 +164,32 @@ def _n_users(run: RunRecord) -> int:
     return int(n) if n is not None else len(run.per_user())
 
 
-def build_main_table(runs: Sequence[RunRecord], comparisons: pd.DataFrame, spec: CompareSpec, *,
-                     show_std: bool = False, improvement: bool = True, label: str = "tab:results",
-                     decimals: int = 4, names: Mapping[str, str] | None = None) -> MainTable:
+def build_main_table(
+    runs: Sequence[RunRecord],
+    comparisons: pd.DataFrame,
+    spec: CompareSpec,
+    *,
+    show_std: bool = False,
+    improvement: bool = True,
+    label: str = "tab:results",
+    decimals: int = 4,
+    names: Mapping[str, str] | None = None,
+) -> MainTable:
     groups = by_model(runs)
     datasets = sorted({r.dataset for r in runs})
     paradigm_of = {r.model: r.paradigm for r in runs}
-    rows = sorted({(paradigm_of[m], m) for m in paradigm_of}, key=lambda pm: (paradigm_rank(pm[0]), pm[1]))
+    rows = sorted(
+        {(paradigm_of[m], m) for m in paradigm_of}, key=lambda pm: (paradigm_rank(pm[0]), pm[1])
+    )
     metrics = list(spec.metrics)
     cells: dict[tuple[str, str, str], Cell] = {}
     samples, seeds = {}, {}
     for (dataset, model), rs in groups.items():
         evaluation = rs[0].metrics.get("evaluation", {})
-        n, total = evaluation.get("n_users", {}).get("test"), evaluation.get("all_users", {}).get("test")
+        n, total = (
+            evaluation.get("n_users", {}).get("test"),
+            evaluation.get("all_users", {}).get("test"),
+        )
         if n is not None and total is not None and n < total:
             samples[(model, dataset)] = (n, total)
         seeds[(model, dataset)] = len(rs)
@@ -134,13 +197,20 @@ def build_main_table(runs: Sequence[RunRecord], comparisons: pd.DataFrame, spec:
             if any(metric not in r.metrics["test"] for r in rs):
                 continue  # beyond this model's ranking depth
             values = np.array([r.metrics["test"][metric] for r in rs])
-            cells[(model, dataset, metric)] = Cell(float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0, len(values))
+            cells[(model, dataset, metric)] = Cell(
+                float(values.mean()),
+                float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+                len(values),
+            )
     main = family(comparisons, "main") if len(comparisons) else comparisons
     references: dict[tuple[str, str], str] = {}
     if spec.mode == "best_baseline":  # print what was tested: the paired sample's means
         for c in main.itertuples():
             references[(c.dataset, c.metric)] = c.reference
-            cell, base = cells[(c.system, c.dataset, c.metric)], cells[(c.reference, c.dataset, c.metric)]
+            cell, base = (
+                cells[(c.system, c.dataset, c.metric)],
+                cells[(c.reference, c.dataset, c.metric)],
+            )
             cell.mean, cell.diff, base.diff = float(c.mean_system), float(c.diff), 0.0
             ref_runs = groups[(c.dataset, c.reference)]
             if int(c.n_seeds) != len(ref_runs) or int(c.n_users) != _n_users(ref_runs[0]):
@@ -152,14 +222,20 @@ def build_main_table(runs: Sequence[RunRecord], comparisons: pd.DataFrame, spec:
         for metric in metrics:
             # with a reference, rows are ranked by their paired difference with it; otherwise by their means
             paired = (dataset, metric) in references
-            column = [((c.diff if paired else c.mean), m) for _, m in rows
-                      if (c := cells.get((m, dataset, metric))) is not None and (not paired or c.diff is not None)]
+            column = [
+                ((c.diff if paired else c.mean), m)
+                for _, m in rows
+                if (c := cells.get((m, dataset, metric))) is not None
+                and (not paired or c.diff is not None)
+            ]
             distinct = sorted({v for v, _ in column}, reverse=not lower[metric])
             for value, model in column:
                 cell = cells[(model, dataset, metric)]
                 cell.bold = value == distinct[0]
                 cell.underline = len(distinct) > 1 and value == distinct[1]
-    letters = {m: chr(ord("a") + i) for i, (_, m) in enumerate(rows)} if spec.mode == "all_pairs" else {}
+    letters = (
+        {m: chr(ord("a") + i) for i, (_, m) in enumerate(rows)} if spec.mode == "all_pairs" else {}
+    )
     for c in main[main["significant"].astype(bool)].itertuples() if len(main) else []:
         direction = (c.diff > 0) != lower[c.metric]  # True: the system is the better one
         if spec.mode == "best_baseline":
@@ -170,18 +246,34 @@ def build_main_table(runs: Sequence[RunRecord], comparisons: pd.DataFrame, spec:
             better, worse = (c.system, c.reference) if direction else (c.reference, c.system)
             cell = cells[(better, c.dataset, c.metric)]
             cell.marks = "".join(sorted(set(cell.marks) | {letters[worse]}))
-    table = MainTable(datasets, metrics, rows, cells, letters=letters, label=label, show_std=show_std, decimals=decimals,
-                      samples=samples, names=dict(names or {}), seeds=seeds, references=references)
+    table = MainTable(
+        datasets,
+        metrics,
+        rows,
+        cells,
+        letters=letters,
+        label=label,
+        show_std=show_std,
+        decimals=decimals,
+        samples=samples,
+        names=dict(names or {}),
+        seeds=seeds,
+        references=references,
+    )
     if improvement and spec.mode == "best_baseline":
         primary = metrics[0]
         for c in main[main["metric"] == primary].itertuples() if len(main) else []:
             if c.mean_reference:
-                table.improvement[(c.system, c.dataset)] = 100 * float(c.diff) / abs(float(c.mean_reference))
+                table.improvement[(c.system, c.dataset)] = (
+                    100 * float(c.diff) / abs(float(c.mean_reference))
+                )
     table.caption = caption(runs, main, spec, table)
     return table
 
 
-def caption(runs: Sequence[RunRecord], comparisons: pd.DataFrame, spec: CompareSpec, table: MainTable) -> str:
+def caption(
+    runs: Sequence[RunRecord], comparisons: pd.DataFrame, spec: CompareSpec, table: MainTable
+) -> str:
     split_methods = sorted({r.run["run"]["dataset_config"]["split"]["method"] for r in runs})
     parts = [
         f"Test results on {', '.join(table.datasets)}: {'; '.join(SPLIT_NAMES.get(s, s) for s in split_methods)}; "
@@ -190,30 +282,50 @@ def caption(runs: Sequence[RunRecord], comparisons: pd.DataFrame, spec: CompareS
     family_size = len(comparisons)
     test = TEST_NAMES.get(spec.test, spec.test)
     correction = CORRECTION_NAMES.get(spec.correction, spec.correction)
-    stats = (f"{test} over users, each user's metric averaged over the common seeds; {correction} correction over the "
-             f"{family_size} comparisons in this table, α = {spec.alpha}")
+    stats = (
+        f"{test} over users, each user's metric averaged over the common seeds; {correction} correction over the "
+        f"{family_size} comparisons in this table, α = {spec.alpha}"
+    )
     if spec.mode == "best_baseline":
-        parts.append("Each value is a model's mean over the test users and seeds (column Seeds) it shares with the "
-                     "column's best baseline, chosen on validation: the numbers its test compared"
-                     + (" (± sample std over its seeds)" if table.show_std else "") + ".")
+        parts.append(
+            "Each value is a model's mean over the test users and seeds (column Seeds) it shares with the "
+            "column's best baseline, chosen on validation: the numbers its test compared"
+            + (" (± sample std over its seeds)" if table.show_std else "")
+            + "."
+        )
         if any(table.has_reference_line(m) for _, m in table.rows):
-            parts.append("Where those are not all of the best baseline's users and seeds, the italic line below gives "
-                         "the best baseline's value on the same users and seeds.")
-        parts.append("Best per column in bold, second underlined, by the paired difference with the best baseline.")
-        parts.append(f"↑ / ↓ mark a model significantly better / worse than the best baseline ({stats}).")
+            parts.append(
+                "Where those are not all of the best baseline's users and seeds, the italic line below gives "
+                "the best baseline's value on the same users and seeds."
+            )
+        parts.append(
+            "Best per column in bold, second underlined, by the paired difference with the best baseline."
+        )
+        parts.append(
+            f"↑ / ↓ mark a model significantly better / worse than the best baseline ({stats})."
+        )
         seeded = comparisons["p_seed"].notna().sum() if "p_seed" in comparisons else 0
         if seeded:
-            parts.append(f"‡: also significant by a paired t-test over per-seed means (seeds as the unit, so training "
-                         f"variance counts; {correction} correction over the {seeded} comparisons with two or more "
-                         f"common seeds).")
+            parts.append(
+                f"‡: also significant by a paired t-test over per-seed means (seeds as the unit, so training "
+                f"variance counts; {correction} correction over the {seeded} comparisons with two or more "
+                f"common seeds)."
+            )
         if table.improvement:
-            parts.append(f"Impr.: relative {metric_label(table.metrics[0])} change over the best baseline on the same "
-                         "users and seeds.")
+            parts.append(
+                f"Impr.: relative {metric_label(table.metrics[0])} change over the best baseline on the same "
+                "users and seeds."
+            )
     else:
         seeds = sorted({r.seed for r in runs})
-        parts.append(f"Mean over each model's seeds (column Seeds; {len(seeds)} in all)"
-                     + (" (± sample std)" if table.show_std else "") + ". Best per column in bold, second underlined.")
-        parts.append(f"Superscript letters name the models a cell is significantly better than ({stats}).")
+        parts.append(
+            f"Mean over each model's seeds (column Seeds; {len(seeds)} in all)"
+            + (" (± sample std)" if table.show_std else "")
+            + ". Best per column in bold, second underlined."
+        )
+        parts.append(
+            f"Superscript letters name the models a cell is significantly better than ({stats})."
+        )
     return " ".join(parts)
 
 
@@ -222,15 +334,32 @@ def _fmt(value: float, decimals: int) -> str:
 
 
 def latex_escape(text: str) -> str:
-    for char, escaped in (("\\", r"\textbackslash{}"), ("_", r"\_"), ("%", r"\%"), ("&", r"\&"), ("#", r"\#"),
-                          ("$", r"\$"), ("{", r"\{"), ("}", r"\}")):
+    for char, escaped in (
+        ("\\", r"\textbackslash{}"),
+        ("_", r"\_"),
+        ("%", r"\%"),
+        ("&", r"\&"),
+        ("#", r"\#"),
+        ("$", r"\$"),
+        ("{", r"\{"),
+        ("}", r"\}"),
+    ):
         text = text.replace(char, escaped)
-    return (text.replace("±", r"$\pm$").replace("↑", r"$\uparrow$").replace("↓", r"$\downarrow$")
-            .replace("α", r"$\alpha$").replace("‡", r"$\ddagger$").replace("Δ", r"$\Delta$"))
+    return (
+        text.replace("±", r"$\pm$")
+        .replace("↑", r"$\uparrow$")
+        .replace("↓", r"$\downarrow$")
+        .replace("α", r"$\alpha$")
+        .replace("‡", r"$\ddagger$")
+        .replace("Δ", r"$\Delta$")
+    )
 
 
 LATEX_MARKS = {"dash": "--", "star": "$^{*}$"}
-DIRECTION_MARKS = {"better": ("↑", "uparrow"), "worse": ("↓", "downarrow")}  # Markdown, LaTeX (no package needed)
+DIRECTION_MARKS = {
+    "better": ("↑", "uparrow"),
+    "worse": ("↓", "downarrow"),
+}  # Markdown, LaTeX (no package needed)
 SEED_MARK = ("‡", r"\ddagger")  # also significant over per-seed means
 MARKDOWN_MARKS = {"dash": "–", "star": "\\*"}
 
@@ -261,12 +390,16 @@ def _columns(table: MainTable) -> list[tuple[str, str | None]]:
     return cols
 
 
-def _reference_cells(model: str, table: MainTable, cols: list[tuple[str, str | None]]) -> list[str | None]:
+def _reference_cells(
+    model: str, table: MainTable, cols: list[tuple[str, str | None]]
+) -> list[str | None]:
     """The best baseline's values on a row's users and seeds (None where its full sample is the row's)."""
     out = []
     for dataset, metric in cols:
         cell = table.cells.get((model, dataset, metric)) if metric else None
-        out.append(None if cell is None or cell.reference is None else _fmt(cell.reference, table.decimals))
+        out.append(
+            None if cell is None or cell.reference is None else _fmt(cell.reference, table.decimals)
+        )
     return out
 
 
@@ -281,26 +414,39 @@ def render_latex(table: MainTable) -> str:
         rules.append(rf"\cmidrule(lr){{{start}-{start + width - 1}}}")
         start += width
     lines += [" & ".join(header) + r" \\", " ".join(rules)]
-    lines.append(" & ".join(["", "Seeds"] + [metric_label(m) if m else "Impr." for _, m in cols]) + r" \\")
+    lines.append(
+        " & ".join(["", "Seeds"] + [metric_label(m) if m else "Impr." for _, m in cols]) + r" \\"
+    )
     current = None
     reference_name = latex_escape(table.reference_line_name())
     for paradigm, model in table.rows:
         if paradigm != current:
-            lines += [r"\midrule", rf"\multicolumn{{{n_cols}}}{{l}}{{\textit{{{latex_escape(paradigm_title(paradigm))}}}}} \\"]
+            lines += [
+                r"\midrule",
+                rf"\multicolumn{{{n_cols}}}{{l}}{{\textit{{{latex_escape(paradigm_title(paradigm))}}}}} \\",
+            ]
             current = paradigm
-        name = latex_escape(display_name(model, table.names)) + (LATEX_MARKS["star"] if table.is_sampled(model) else "") + (
-            rf"$^{{\mathrm{{({table.letters[model]})}}}}$" if table.letters else "")
+        name = (
+            latex_escape(display_name(model, table.names))
+            + (LATEX_MARKS["star"] if table.is_sampled(model) else "")
+            + (rf"$^{{\mathrm{{({table.letters[model]})}}}}$" if table.letters else "")
+        )
         cells = []
         for dataset, metric in cols:
             if metric is None:
                 value = table.improvement.get((model, dataset))
-                cells.append("--" if value is None else latex_escape(f"{value:+.1f}%").replace("-", "$-$"))
+                cells.append(
+                    "--" if value is None else latex_escape(f"{value:+.1f}%").replace("-", "$-$")
+                )
             else:
                 cells.append(_latex_cell(table.cells.get((model, dataset, metric)), table))
         lines.append(" & ".join([name, table.seeds_text(model)] + cells) + r" \\")
         if table.has_reference_line(model):
             refs = [rf"\textit{{{v}}}" if v else "" for v in _reference_cells(model, table, cols)]
-            lines.append(" & ".join([rf"\quad\textit{{{reference_name}, same users/seeds}}", ""] + refs) + r" \\")
+            lines.append(
+                " & ".join([rf"\quad\textit{{{reference_name}, same users/seeds}}", ""] + refs)
+                + r" \\"
+            )
     lines += [r"\bottomrule", r"\end{tabular}"]
     notes = [f"{LATEX_MARKS[mark]}: {latex_escape(note)}" for mark, note in table.notes()]
     return table_float(lines, latex_escape(table.caption), table.label, notes, [r"\small"])
@@ -312,14 +458,24 @@ def render_latex(table: MainTable) -> str:
 TABLE_BOX = r"\llmrecTableBox"
 
 
-def table_float(tabular: list[str], caption: str, label: str, notes: list[str], preamble: list[str]) -> str:
+def table_float(
+    tabular: list[str], caption: str, label: str, notes: list[str], preamble: list[str]
+) -> str:
     """A `table` float around `tabular` (its lines) whose caption and footnotes are no wider than the tabular."""
     width = rf"\ifdim\wd{TABLE_BOX}>\linewidth\linewidth\else\wd{TABLE_BOX}\fi"
-    lines = [r"\begin{table}[t]", r"\centering", *preamble,
-             rf"\ifdefined{TABLE_BOX}\else\newsavebox{{{TABLE_BOX}}}\fi",
-             rf"\sbox{{{TABLE_BOX}}}{{%", *tabular, "}%",
-             rf"\begin{{minipage}}{{{width}}}", rf"\caption{{{caption}}}", rf"\label{{{label}}}",
-             rf"\par\smallskip\noindent\usebox{{{TABLE_BOX}}}"]
+    lines = [
+        r"\begin{table}[t]",
+        r"\centering",
+        *preamble,
+        rf"\ifdefined{TABLE_BOX}\else\newsavebox{{{TABLE_BOX}}}\fi",
+        rf"\sbox{{{TABLE_BOX}}}{{%",
+        *tabular,
+        "}%",
+        rf"\begin{{minipage}}{{{width}}}",
+        rf"\caption{{{caption}}}",
+        rf"\label{{{label}}}",
+        rf"\par\smallskip\noindent\usebox{{{TABLE_BOX}}}",
+    ]
     lines += [rf"\par\smallskip{{\footnotesize {note}\par}}" for note in notes]
     lines += [r"\end{minipage}", r"\end{table}"]
     return "\n".join(lines) + "\n"
@@ -327,7 +483,9 @@ def table_float(tabular: list[str], caption: str, label: str, notes: list[str], 
 
 def render_markdown(table: MainTable) -> str:
     cols = _columns(table)
-    head = ["Paradigm", "Model", "Seeds"] + [f"{d} {metric_label(m) if m else 'Impr.'}" for d, m in cols]
+    head = ["Paradigm", "Model", "Seeds"] + [
+        f"{d} {metric_label(m) if m else 'Impr.'}" for d, m in cols
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for paradigm, model in table.rows:
         cells = []
@@ -340,17 +498,39 @@ def render_markdown(table: MainTable) -> str:
             if cell is None:
                 cells.append("–")
                 continue
-            text = _fmt(cell.mean, table.decimals) + (f" ± {_fmt(cell.std, table.decimals)}" if table.show_std and cell.n_seeds > 1 else "")
-            text = f"**{text}**" if cell.bold else (f"<ins>{text}</ins>" if cell.underline else text)
-            text += (DIRECTION_MARKS[cell.marks][0] + (SEED_MARK[0] if cell.seed_significant else "")
-                     if cell.marks in DIRECTION_MARKS else (f"<sup>{cell.marks}</sup>" if cell.marks else ""))
+            text = _fmt(cell.mean, table.decimals) + (
+                f" ± {_fmt(cell.std, table.decimals)}"
+                if table.show_std and cell.n_seeds > 1
+                else ""
+            )
+            text = (
+                f"**{text}**" if cell.bold else (f"<ins>{text}</ins>" if cell.underline else text)
+            )
+            text += (
+                DIRECTION_MARKS[cell.marks][0] + (SEED_MARK[0] if cell.seed_significant else "")
+                if cell.marks in DIRECTION_MARKS
+                else (f"<sup>{cell.marks}</sup>" if cell.marks else "")
+            )
             cells.append(text)
-        name = display_name(model, table.names) + (MARKDOWN_MARKS["star"] if table.is_sampled(model) else "") + (
-            f" ({table.letters[model]})" if table.letters else "")
-        lines.append("| " + " | ".join([paradigm_title(paradigm), name, table.seeds_text(model)] + cells) + " |")
+        name = (
+            display_name(model, table.names)
+            + (MARKDOWN_MARKS["star"] if table.is_sampled(model) else "")
+            + (f" ({table.letters[model]})" if table.letters else "")
+        )
+        lines.append(
+            "| "
+            + " | ".join([paradigm_title(paradigm), name, table.seeds_text(model)] + cells)
+            + " |"
+        )
         if table.has_reference_line(model):
             refs = [f"*{v}*" if v else "" for v in _reference_cells(model, table, cols)]
-            lines.append("| | *↳ " + table.reference_line_name() + ", same users/seeds* | | " + " | ".join(refs) + " |")
+            lines.append(
+                "| | *↳ "
+                + table.reference_line_name()
+                + ", same users/seeds* | | "
+                + " | ".join(refs)
+                + " |"
+            )
     notes = [table.caption] + [f"{MARKDOWN_MARKS[mark]}: {note}" for mark, note in table.notes()]
     return "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n"
 
@@ -363,22 +543,38 @@ def table_frame(table: MainTable) -> pd.DataFrame:
         for dataset in table.datasets:
             for metric in table.metrics:
                 cell = table.cells.get((model, dataset, metric))
-                rows.append({"paradigm": paradigm, "model": model, "dataset": dataset, "metric": metric,
-                             "mean": cell.mean if cell else np.nan, "std": cell.std if cell else np.nan,
-                             "n_seeds": table.seeds.get((model, dataset), 0) if cell else 0,
-                             "reference": table.references.get((dataset, metric), ""),
-                             "reference_same_sample": cell.reference if cell and cell.reference is not None else np.nan,
-                             "paired_diff": cell.diff if cell and cell.diff is not None else np.nan,
-                             "best": bool(cell and cell.bold), "second": bool(cell and cell.underline),
-                             "marks": cell.marks if cell else "", "seed_test_significant": bool(cell and cell.seed_significant),
-                             "improvement_pct": table.improvement.get((model, dataset), np.nan) if metric == table.metrics[0] else np.nan})
+                rows.append(
+                    {
+                        "paradigm": paradigm,
+                        "model": model,
+                        "dataset": dataset,
+                        "metric": metric,
+                        "mean": cell.mean if cell else np.nan,
+                        "std": cell.std if cell else np.nan,
+                        "n_seeds": table.seeds.get((model, dataset), 0) if cell else 0,
+                        "reference": table.references.get((dataset, metric), ""),
+                        "reference_same_sample": cell.reference
+                        if cell and cell.reference is not None
+                        else np.nan,
+                        "paired_diff": cell.diff if cell and cell.diff is not None else np.nan,
+                        "best": bool(cell and cell.bold),
+                        "second": bool(cell and cell.underline),
+                        "marks": cell.marks if cell else "",
+                        "seed_test_significant": bool(cell and cell.seed_significant),
+                        "improvement_pct": table.improvement.get((model, dataset), np.nan)
+                        if metric == table.metrics[0]
+                        else np.nan,
+                    }
+                )
     return pd.DataFrame(rows)
 
 
 def cost_columns() -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
     """(figures every run reports, figures only some runs report: LLM tokens, a family's own), as (key, title)."""
     table = [c for c in registered_costs() if c.in_table]
-    return [(c.key, c.title) for c in table if c.always], [(c.key, c.title) for c in table if not c.always]
+    return [(c.key, c.title) for c in table if c.always], [
+        (c.key, c.title) for c in table if not c.always
+    ]
 
 
 def cost_frame(runs: Sequence[RunRecord]) -> pd.DataFrame:
@@ -391,10 +587,17 @@ def cost_frame(runs: Sequence[RunRecord]) -> pd.DataFrame:
             row[key] = float(np.mean([r.metrics["cost"][key] for r in rs]))
         for key, _ in some:
             values = [r.metrics["cost"][key] for r in rs if key in r.metrics["cost"]]
-            row[key] = float(np.mean(values)) * (100 if key == "history_beam_share" else 1) if values else np.nan
+            row[key] = (
+                float(np.mean(values)) * (100 if key == "history_beam_share" else 1)
+                if values
+                else np.nan
+            )
         rows.append(row)
     frame = pd.DataFrame(rows)
-    return frame.sort_values(["dataset", "paradigm", "model"], key=lambda s: s.map(paradigm_rank) if s.name == "paradigm" else s).reset_index(drop=True)
+    return frame.sort_values(
+        ["dataset", "paradigm", "model"],
+        key=lambda s: s.map(paradigm_rank) if s.name == "paradigm" else s,
+    ).reset_index(drop=True)
 
 
 def _cost_text(key: str, value: float) -> str:
@@ -406,32 +609,68 @@ def _cost_text(key: str, value: float) -> str:
         return f"{value:.0f}"
     if key == "inference_ms_per_user":
         return f"{value:.2f}"
-    decimals = next((c.decimals for c in registered_costs() if c.key == key), 1)  # a cost's own (e.g. perplexity: 2)
+    decimals = next(
+        (c.decimals for c in registered_costs() if c.key == key), 1
+    )  # a cost's own (e.g. perplexity: 2)
     return f"{value:.{decimals}f}"
 
 
-def render_cost(frame: pd.DataFrame, fmt: str, label: str = "tab:cost", names: Mapping[str, str] | None = None) -> str:
+def render_cost(
+    frame: pd.DataFrame, fmt: str, label: str = "tab:cost", names: Mapping[str, str] | None = None
+) -> str:
     every, some = cost_columns()
     shown = [c for c in some if frame[c[0]].notna().any()]
     columns = every + shown
     tokens = any(k in TOKEN_COST_KEYS for k, _ in shown)
     family = [t for k, t in shown if k not in TOKEN_COST_KEYS]
     if fmt == "markdown":
-        lines = ["| Dataset | Paradigm | Model | " + " | ".join(t for _, t in columns) + " |", "|" + "---|" * (3 + len(columns))]
+        lines = [
+            "| Dataset | Paradigm | Model | " + " | ".join(t for _, t in columns) + " |",
+            "|" + "---|" * (3 + len(columns)),
+        ]
         for r in frame.itertuples():
-            lines.append(f"| {r.dataset} | {paradigm_title(r.paradigm)} | {display_name(r.model, names)} | "
-                         + " | ".join(_cost_text(k, getattr(r, k)) for k, _ in columns) + " |")
+            lines.append(
+                f"| {r.dataset} | {paradigm_title(r.paradigm)} | {display_name(r.model, names)} | "
+                + " | ".join(_cost_text(k, getattr(r, k)) for k, _ in columns)
+                + " |"
+            )
         return "\n".join(lines) + "\n"
     wide = len(columns) > len(every)
-    caption = (r"Cost per model (mean over seeds): parameters (total, trainable), training wall time, "
-               r"inference time per test user, peak memory (resident, or GPU when on CUDA)"
-               + (r"; for LLM runs, tokens through the model in training and per test user at inference, and the "
-                  r"share of beam slots the user's history items would have taken had decoding not scored them out"
-                  if tokens else "") + (f"; {', '.join(latex_escape(t) for t in family)}: reported by their model family"
-                                        if family else "") + ".")
-    lines = [r"\begin{tabular}{ll" + "r" * len(columns) + "}", r"\toprule",
-             " & ".join(["Dataset", "Model"] + [latex_escape(t) for _, t in columns]) + r" \\", r"\midrule"]
+    caption = (
+        r"Cost per model (mean over seeds): parameters (total, trainable), training wall time, "
+        r"inference time per test user, peak memory (resident, or GPU when on CUDA)"
+        + (
+            r"; for LLM runs, tokens through the model in training and per test user at inference, and the "
+            r"share of beam slots the user's history items would have taken had decoding not scored them out"
+            if tokens
+            else ""
+        )
+        + (
+            f"; {', '.join(latex_escape(t) for t in family)}: reported by their model family"
+            if family
+            else ""
+        )
+        + "."
+    )
+    lines = [
+        r"\begin{tabular}{ll" + "r" * len(columns) + "}",
+        r"\toprule",
+        " & ".join(["Dataset", "Model"] + [latex_escape(t) for _, t in columns]) + r" \\",
+        r"\midrule",
+    ]
     for r in frame.itertuples():
-        lines.append(" & ".join([latex_escape(r.dataset), latex_escape(display_name(r.model, names))] + [latex_escape(_cost_text(k, getattr(r, k))) for k, _ in columns]) + r" \\")
+        lines.append(
+            " & ".join(
+                [latex_escape(r.dataset), latex_escape(display_name(r.model, names))]
+                + [latex_escape(_cost_text(k, getattr(r, k))) for k, _ in columns]
+            )
+            + r" \\"
+        )
     lines += [r"\bottomrule", r"\end{tabular}"]
-    return table_float(lines, caption, label, [], [r"\footnotesize", r"\setlength{\tabcolsep}{3pt}"] if wide else [r"\small"])
+    return table_float(
+        lines,
+        caption,
+        label,
+        [],
+        [r"\footnotesize", r"\setlength{\tabcolsep}{3pt}"] if wide else [r"\small"],
+    )

@@ -116,7 +116,9 @@ def cohens_d_paired(a, b) -> float:
     return float(diff.mean() / sd) if sd > 0 else 0.0
 
 
-def bootstrap_mean_ci(values, rounds: int = 2000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+def bootstrap_mean_ci(
+    values, rounds: int = 2000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float]:
     """Percentile bootstrap CI of the mean of one sample (users resampled with replacement)."""
     x = np.asarray(values, dtype=np.float64)
     rng = np.random.default_rng(seed)
@@ -124,13 +126,15 @@ def bootstrap_mean_ci(values, rounds: int = 2000, seed: int = 0, level: float = 
     for start in range(0, rounds, 500):
         size = min(500, rounds - start)
         idx = rng.integers(0, len(x), size=(size, len(x)))
-        means[start:start + size] = x[idx].mean(axis=1)
+        means[start : start + size] = x[idx].mean(axis=1)
     alpha = (1 - level) / 2
     low, high = np.quantile(means, [alpha, 1 - alpha])
     return float(low), float(high)
 
 
-def bootstrap_ci(a, b, rounds: int = 2000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+def bootstrap_ci(
+    a, b, rounds: int = 2000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float]:
     """Percentile bootstrap CI of mean(a - b), resampling users with replacement."""
     a, b = _paired(a, b)
     return bootstrap_mean_ci(a - b, rounds, seed, level)
@@ -147,7 +151,9 @@ def mean_ci(values, level: float = 0.95) -> tuple[float, float, float, float]:
     return mean, std, mean - half, mean + half
 
 
-def seed_aware_arrays(per_seed_a: list[np.ndarray], per_seed_b: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+def seed_aware_arrays(
+    per_seed_a: list[np.ndarray], per_seed_b: list[np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
     """Average each user's metric over seeds (same users, same order in every array)."""
     return np.mean(np.vstack(per_seed_a), axis=0), np.mean(np.vstack(per_seed_b), axis=0)
 
@@ -180,9 +186,31 @@ class Comparison:
     significant: bool = False
 
 
-def compare_pair(a, b, *, dataset: str, metric: str, system: str, reference: str, test: str = "t",
-                 rounds: int = 10_000, seed: int = 0, bootstrap_rounds: int = 2000) -> Comparison:
+def compare_pair(
+    a,
+    b,
+    *,
+    dataset: str,
+    metric: str,
+    system: str,
+    reference: str,
+    test: str = "t",
+    rounds: int = 10_000,
+    seed: int = 0,
+    bootstrap_rounds: int = 2000,
+) -> Comparison:
     a, b = _paired(a, b)
     low, high = bootstrap_ci(a, b, bootstrap_rounds, seed)
-    return Comparison(dataset, metric, system, reference, float(a.mean()), float(b.mean()), float((a - b).mean()),
-                      low, high, cohens_d_paired(a, b), paired_test(a, b, test, rounds, seed))
+    return Comparison(
+        dataset,
+        metric,
+        system,
+        reference,
+        float(a.mean()),
+        float(b.mean()),
+        float((a - b).mean()),
+        low,
+        high,
+        cohens_d_paired(a, b),
+        paired_test(a, b, test, rounds, seed),
+    )

@@ -37,15 +37,21 @@ CODES_FILE, STATS_FILE = "codes.npy", "codebook_stats.json"
 
 @dataclass(frozen=True)
 class EncoderConfig:
-    kind: str = "sentence_transformers"  # sentence_transformers | backbone (mean-pooled last hidden states)
-    model: str = MINILM  # a sentence-transformers id or folder; kind backbone: a backbone name_or_path
+    kind: str = (
+        "sentence_transformers"  # sentence_transformers | backbone (mean-pooled last hidden states)
+    )
+    model: str = (
+        MINILM  # a sentence-transformers id or folder; kind backbone: a backbone name_or_path
+    )
     fields: tuple[str, ...] = ("title", "year", "genres", "description")
     batch_size: int = 64
     cache_dir: str = "results/cache/item_embeddings"
 
     def __post_init__(self) -> None:
         if self.kind not in ("sentence_transformers", "backbone"):
-            raise ValueError(f"encoder.kind '{self.kind}' is not one of: sentence_transformers, backbone")
+            raise ValueError(
+                f"encoder.kind '{self.kind}' is not one of: sentence_transformers, backbone"
+            )
 
 
 @dataclass(frozen=True)
@@ -71,7 +77,9 @@ class SemanticIdConfig:
         if self.quantizer not in QUANTIZERS:
             raise ValueError(f"quantizer '{self.quantizer}' is not one of: {', '.join(QUANTIZERS)}")
         if self.levels < 1 or self.codebook_size < 2:
-            raise ValueError(f"levels ({self.levels}) must be >= 1 and codebook_size ({self.codebook_size}) >= 2")
+            raise ValueError(
+                f"levels ({self.levels}) must be >= 1 and codebook_size ({self.codebook_size}) >= 2"
+            )
 
 
 def item_texts(items: pd.DataFrame, fields: tuple[str, ...]) -> list[str]:
@@ -80,7 +88,9 @@ def item_texts(items: pd.DataFrame, fields: tuple[str, ...]) -> list[str]:
 
     missing = [f for f in fields if f not in items]
     if missing:
-        raise ValueError(f"items.parquet has no field '{missing[0]}' (fields: {', '.join(items.columns)})")
+        raise ValueError(
+            f"items.parquet has no field '{missing[0]}' (fields: {', '.join(items.columns)})"
+        )
     texts = []
     for _, row in items.iterrows():
         parts = []
@@ -93,10 +103,15 @@ def item_texts(items: pd.DataFrame, fields: tuple[str, ...]) -> list[str]:
 
 def item_embeddings(texts: list[str], cfg: EncoderConfig) -> np.ndarray:
     """[items, d] float32 embeddings of `texts`, cached under cfg.cache_dir by encoder and texts."""
-    cache = Path(cfg.cache_dir) / f"{stable_hash({'kind': cfg.kind, 'model': cfg.model, 'texts': texts})}.npy"
+    cache = (
+        Path(cfg.cache_dir)
+        / f"{stable_hash({'kind': cfg.kind, 'model': cfg.model, 'texts': texts})}.npy"
+    )
     if cache.is_file():
         return np.load(cache)
-    vectors = _encode_backbone(texts, cfg) if cfg.kind == "backbone" else _encode_sentences(texts, cfg)
+    vectors = (
+        _encode_backbone(texts, cfg) if cfg.kind == "backbone" else _encode_sentences(texts, cfg)
+    )
     write_npy(cache, vectors.astype(np.float32))
     return vectors.astype(np.float32)
 
@@ -112,9 +127,13 @@ def _encode_sentences(texts: list[str], cfg: EncoderConfig) -> np.ndarray:
     try:  # a local folder is read without asking the hub
         model = SentenceTransformer(source, device="cpu", local_files_only=Path(source).is_dir())
     except OSError as err:
-        raise FileNotFoundError(f"encoder '{cfg.model}': cannot load it ({err}); offline machines need a local "
-                                "folder or the model in the local Hugging Face cache") from err
-    return model.encode(texts, batch_size=cfg.batch_size, normalize_embeddings=True, show_progress_bar=False)
+        raise FileNotFoundError(
+            f"encoder '{cfg.model}': cannot load it ({err}); offline machines need a local "
+            "folder or the model in the local Hugging Face cache"
+        ) from err
+    return model.encode(
+        texts, batch_size=cfg.batch_size, normalize_embeddings=True, show_progress_bar=False
+    )
 
 
 def _encode_backbone(texts: list[str], cfg: EncoderConfig) -> np.ndarray:
@@ -127,7 +146,9 @@ def _encode_backbone(texts: list[str], cfg: EncoderConfig) -> np.ndarray:
     out = []
     with torch.no_grad():
         for begin in range(0, len(texts), cfg.batch_size):
-            batch = tokenizer(texts[begin:begin + cfg.batch_size], return_tensors="pt", padding=True)
+            batch = tokenizer(
+                texts[begin : begin + cfg.batch_size], return_tensors="pt", padding=True
+            )
             hidden = model(**batch, output_hidden_states=True).hidden_states[-1]
             mask = batch["attention_mask"][..., None].to(hidden.dtype)
             mean = (hidden * mask).sum(1) / mask.sum(1)
@@ -145,9 +166,13 @@ def disambiguate(codes: np.ndarray) -> tuple[np.ndarray, dict]:
         seen[key] = extra[row] + 1
     sizes = np.array(list(seen.values()))
     colliding = int(sizes[sizes > 1].sum())
-    facts = {"collision_rate": colliding / len(codes), "items_colliding": colliding,
-             "tuples_shared": int((sizes > 1).sum()), "max_items_per_tuple": int(sizes.max()),
-             "disambiguation_size": int(sizes.max())}
+    facts = {
+        "collision_rate": colliding / len(codes),
+        "items_colliding": colliding,
+        "tuples_shared": int((sizes > 1).sum()),
+        "max_items_per_tuple": int(sizes.max()),
+        "disambiguation_size": int(sizes.max()),
+    }
     return np.concatenate([codes, extra[:, None]], axis=1), facts
 
 
@@ -157,7 +182,13 @@ def codebook_usage(codes: np.ndarray, codebook_size: int) -> list[dict]:
     for level in range(codes.shape[1]):
         counts = np.bincount(codes[:, level], minlength=codebook_size)
         p = counts[counts > 0] / counts.sum()
-        out.append({"level": level + 1, "used": float((counts > 0).mean()), "perplexity": float(np.exp(-(p * np.log(p)).sum()))})
+        out.append(
+            {
+                "level": level + 1,
+                "used": float((counts > 0).mean()),
+                "perplexity": float(np.exp(-(p * np.log(p)).sum())),
+            }
+        )
     return out
 
 
@@ -187,8 +218,12 @@ def first_code_coherence(first_codes: np.ndarray, genres: list[set[str]]) -> dic
     same = upper & (first[:, None] == first[None, :])
     same_rate = float(share[same].mean()) if same.any() else float("nan")
     random_rate = float(share[upper].mean())
-    return {"same_first_code_pairs": int(same.sum()), "same_first_code_genre_rate": same_rate,
-            "random_pair_genre_rate": random_rate, "ratio": same_rate / random_rate if random_rate else float("nan")}
+    return {
+        "same_first_code_pairs": int(same.sum()),
+        "same_first_code_genre_rate": same_rate,
+        "random_pair_genre_rate": random_rate,
+        "ratio": same_rate / random_rate if random_rate else float("nan"),
+    }
 
 
 def quantize(vectors: np.ndarray, cfg: SemanticIdConfig, seed: int):
@@ -198,27 +233,53 @@ def quantize(vectors: np.ndarray, cfg: SemanticIdConfig, seed: int):
         return quantizers.random_codes(len(vectors), cfg.levels, cfg.codebook_size, seed)
     if cfg.quantizer == "rq_vae":
         vae = cfg.rq_vae
-        return quantizers.rq_vae(vectors, cfg.levels, cfg.codebook_size, tuple(vae.hidden), vae.latent_dim, vae.epochs,
-                                 vae.batch_size, vae.learning_rate, vae.beta, cfg.kmeans_iters, seed)
+        return quantizers.rq_vae(
+            vectors,
+            cfg.levels,
+            cfg.codebook_size,
+            tuple(vae.hidden),
+            vae.latent_dim,
+            vae.epochs,
+            vae.batch_size,
+            vae.learning_rate,
+            vae.beta,
+            cfg.kmeans_iters,
+            seed,
+        )
     return quantizers.rq_kmeans(vectors, cfg.levels, cfg.codebook_size, cfg.kmeans_iters, seed)
 
 
-def build_semantic_ids(split: Split, params: SemanticIdConfig, seed: int | None, out_dir: Path) -> dict:
+def build_semantic_ids(
+    split: Split, params: SemanticIdConfig, seed: int | None, out_dir: Path
+) -> dict:
     """The `semantic_ids` artifact: codes.npy and codebook_stats.json; returns the stats."""
     seed = 0 if seed is None else seed
     texts = item_texts(split.items, tuple(params.encoder.fields))
     empty = [i for i, t in enumerate(texts) if not t]
     if empty:
-        raise ValueError(f"items.parquet: item '{split.items['item_id'].iloc[empty[0]]}' has no text in fields "
-                         f"{', '.join(params.encoder.fields)} ({len(empty)} items); semantic IDs are learned from item text")
-    vectors = item_embeddings(texts, params.encoder) if params.quantizer != "random" else np.zeros((len(texts), 1))
+        raise ValueError(
+            f"items.parquet: item '{split.items['item_id'].iloc[empty[0]]}' has no text in fields "
+            f"{', '.join(params.encoder.fields)} ({len(empty)} items); semantic IDs are learned from item text"
+        )
+    vectors = (
+        item_embeddings(texts, params.encoder)
+        if params.quantizer != "random"
+        else np.zeros((len(texts), 1))
+    )
     result = quantize(vectors, params, seed)
     codes, collisions = disambiguate(result.codes)
-    stats = {"items": len(codes), "levels": params.levels, "codebook_size": params.codebook_size,
-             "quantizer": params.quantizer, "embedding_dim": int(vectors.shape[1]) if params.quantizer != "random" else None, **collisions,
-             "codebook": codebook_usage(result.codes, params.codebook_size),
-             "reconstruction_error": result.reconstruction_error, "baseline_error": result.baseline_error,
-             "coherence": first_code_coherence(result.codes[:, 0], genre_sets(split.items))}
+    stats = {
+        "items": len(codes),
+        "levels": params.levels,
+        "codebook_size": params.codebook_size,
+        "quantizer": params.quantizer,
+        "embedding_dim": int(vectors.shape[1]) if params.quantizer != "random" else None,
+        **collisions,
+        "codebook": codebook_usage(result.codes, params.codebook_size),
+        "reconstruction_error": result.reconstruction_error,
+        "baseline_error": result.baseline_error,
+        "coherence": first_code_coherence(result.codes[:, 0], genre_sets(split.items)),
+    }
     write_npy(Path(out_dir) / CODES_FILE, codes)
     write_json(Path(out_dir) / STATS_FILE, stats)
     return stats
@@ -258,9 +319,13 @@ def load_code_table(paths: dict[str, Path], items: pd.DataFrame) -> tuple[np.nda
     path = paths[CODES_FILE]
     codes = np.load(path)
     if codes.ndim != 2 or len(codes) != len(items):
-        raise ValueError(f"{path}: expected [{len(items)} items, levels] codes for the split's catalogue, got {codes.shape}")
+        raise ValueError(
+            f"{path}: expected [{len(items)} items, levels] codes for the split's catalogue, got {codes.shape}"
+        )
     if len({tuple(r) for r in codes.tolist()}) != len(codes):
-        raise ValueError(f"{path}: code tuples are not unique (the disambiguation level is missing)")
+        raise ValueError(
+            f"{path}: code tuples are not unique (the disambiguation level is missing)"
+        )
     return codes, json.loads(paths[STATS_FILE].read_text())
 
 
@@ -268,6 +333,8 @@ def semantic_id_costs(stats: dict) -> dict[str, float]:
     """The tokenizer's figures for the cost table (llm4rec.costs.SEMANTIC_ID_COSTS): collision rate
     before disambiguation, and codebook usage and perplexity averaged over the quantized levels."""
     levels = stats["codebook"]
-    return {"sid_collision_pct": 100 * stats["collision_rate"],
-            "sid_codes_used_pct": 100 * float(np.mean([level["used"] for level in levels])),
-            "sid_code_perplexity": float(np.mean([level["perplexity"] for level in levels]))}
+    return {
+        "sid_collision_pct": 100 * stats["collision_rate"],
+        "sid_codes_used_pct": 100 * float(np.mean([level["used"] for level in levels])),
+        "sid_code_perplexity": float(np.mean([level["perplexity"] for level in levels])),
+    }

@@ -49,50 +49,100 @@ def code_token(level: int, code: int) -> str:
 class SidLlmRecommender(LLMRecommender):
     cfg: SidLlmConfig
 
-    def __init__(self, cfg: SidLlmConfig, seed: int, device: str, selection: str, codes: ResolvedInput):
+    def __init__(
+        self, cfg: SidLlmConfig, seed: int, device: str, selection: str, codes: ResolvedInput
+    ):
         super().__init__(cfg, seed, device, selection, inputs={"codes": codes})
         self.codes_input = codes
 
     def prepare(self, split: Split) -> dict[str, Any]:
         """One new token per (level, code), each item's tuple as token ids, and their trie."""
         codes, stats = load_code_table(self.codes_input.paths, split.items)
-        names = [[code_token(level, code) for code in range(int(codes[:, level].max()) + 1)] for level in range(codes.shape[1])]
-        ids = add_tokens(self.model, self.tokenizer, [name for level in names for name in level], self.cfg.code_init, self.seed)
+        names = [
+            [code_token(level, code) for code in range(int(codes[:, level].max()) + 1)]
+            for level in range(codes.shape[1])
+        ]
+        ids = add_tokens(
+            self.model,
+            self.tokenizer,
+            [name for level in names for name in level],
+            self.cfg.code_init,
+            self.seed,
+        )
         self.code_ids = ids
         offsets = np.cumsum([0] + [len(level) for level in names[:-1]])
         token_of = np.asarray(ids)
-        self.sequences = {str(item): token_of[offsets + row].tolist() for item, row in zip(split.items["item_id"], codes, strict=True)}
+        self.sequences = {
+            str(item): token_of[offsets + row].tolist()
+            for item, row in zip(split.items["item_id"], codes, strict=True)
+        }
         self.trie = ItemTrie.build(self.sequences)
         self.titles = item_identifiers(split.items)[0] if self.cfg.interleave_titles else {}
         encode = lambda text: self.tokenizer(text, add_special_tokens=False).input_ids  # noqa: E731
-        self.head, self.newline, self.tail = encode(self.cfg.instruction + "\n"), encode("\n"), encode(self.cfg.answer_prefix)
+        self.head, self.newline, self.tail = (
+            encode(self.cfg.instruction + "\n"),
+            encode("\n"),
+            encode(self.cfg.answer_prefix),
+        )
         self.title_ids = {item: encode(title + " ") for item, title in self.titles.items()}
-        return {"semantic_ids": self.codes_input.source, "code_length": codes.shape[1], "code_tokens": len(ids),
-                "codebook_stats": stats, "costs": semantic_id_costs(stats), "interleave_titles": self.cfg.interleave_titles,
-                "decoder": resolve_decoder(self.model, self.cfg.decoder)}
+        return {
+            "semantic_ids": self.codes_input.source,
+            "code_length": codes.shape[1],
+            "code_tokens": len(ids),
+            "codebook_stats": stats,
+            "costs": semantic_id_costs(stats),
+            "interleave_titles": self.cfg.interleave_titles,
+            "decoder": resolve_decoder(self.model, self.cfg.decoder),
+        }
 
     def trainable_tokens(self) -> list[int]:
         return list(self.code_ids)
 
     def prompt(self, history: Sequence[str]) -> Prompt:
         ids = list(self.head)
-        for item in list(history)[-self.cfg.max_history:]:
+        for item in list(history)[-self.cfg.max_history :]:
             ids += self.title_ids.get(item, []) + self.sequences[item] + self.newline
         return Prompt(ids + self.tail)
 
-    def training_examples(self, split: Split, rng: np.random.Generator) -> list[tuple[list[int], list[int]]]:
+    def training_examples(
+        self, split: Split, rng: np.random.Generator
+    ) -> list[tuple[list[int], list[int]]]:
         """Next-item windows of the training split (a seeded sample of them): the history as code
         lines, the next item's code tuple as the answer."""
         windows = training_windows(split, self.cfg.max_history, self.cfg.max_train_examples, rng)
-        return [encode_example(self.prompt(history).ids, self.sequences[target]) for _, history, target in windows]
+        return [
+            encode_example(self.prompt(history).ids, self.sequences[target])
+            for _, history, target in windows
+        ]
 
-    def decode(self, ids: torch.Tensor, mask: torch.Tensor, inputs_embeds: torch.Tensor | None,
-               histories: Sequence[Sequence[str]], k: int) -> list[list[tuple[str, float]]]:
-        return constrained_beam_search(self.model, ids, mask, self.trie, max(self.cfg.beam_width, k), k,
-                                       exclude=histories, stats=self.decode_stats, decoder=self.cfg.decoder,
-                                       inputs_embeds=inputs_embeds)
+    def decode(
+        self,
+        ids: torch.Tensor,
+        mask: torch.Tensor,
+        inputs_embeds: torch.Tensor | None,
+        histories: Sequence[Sequence[str]],
+        k: int,
+    ) -> list[list[tuple[str, float]]]:
+        return constrained_beam_search(
+            self.model,
+            ids,
+            mask,
+            self.trie,
+            max(self.cfg.beam_width, k),
+            k,
+            exclude=histories,
+            stats=self.decode_stats,
+            decoder=self.cfg.decoder,
+            inputs_embeds=inputs_embeds,
+        )
 
 
-def build(name: str, config: SidLlmConfig, seed: int, device: str, selection: str = "ndcg_at_10",
-          inputs: dict | None = None) -> SidLlmRecommender:
+def build(
+    name: str,
+    config: SidLlmConfig,
+    seed: int,
+    device: str,
+    selection: str = "ndcg_at_10",
+    inputs: dict | None = None,
+) -> SidLlmRecommender:
     return SidLlmRecommender(config, seed, device, selection, (inputs or {})["codes"])

@@ -38,7 +38,9 @@ def kmeans(x: np.ndarray, k: int, iters: int = 100, seed: int = 0, n_init: int =
     n = len(x)
     if k > n:
         raise ValueError(f"k-means: codebook size {k} exceeds the {n} vectors to cluster")
-    runs = [_lloyd(x, k, iters, np.random.default_rng([seed, restart])) for restart in range(n_init)]
+    runs = [
+        _lloyd(x, k, iters, np.random.default_rng([seed, restart])) for restart in range(n_init)
+    ]
     return min(runs, key=lambda c: _sq_dist(x, c).min(1).sum())
 
 
@@ -71,7 +73,9 @@ def _lloyd(x: np.ndarray, k: int, iters: int, rng: np.random.Generator) -> np.nd
     return centroids
 
 
-def rq_kmeans(x: np.ndarray, levels: int, codebook_size: int, iters: int = 100, seed: int = 0) -> Quantization:
+def rq_kmeans(
+    x: np.ndarray, levels: int, codebook_size: int, iters: int = 100, seed: int = 0
+) -> Quantization:
     x = np.asarray(x, dtype=np.float64)
     residual = x.copy()
     codes = np.empty((len(x), levels), dtype=np.int64)
@@ -80,7 +84,7 @@ def rq_kmeans(x: np.ndarray, levels: int, codebook_size: int, iters: int = 100, 
         centroids = kmeans(residual, codebook_size, iters, seed + level)
         codes[:, level] = _sq_dist(residual, centroids).argmin(1)
         residual = residual - centroids[codes[:, level]]
-        errors.append(float((residual ** 2).sum(1).mean()))
+        errors.append(float((residual**2).sum(1).mean()))
         books.append(centroids)
     return Quantization(codes, errors, float(((x - x.mean(0)) ** 2).sum(1).mean()), books)
 
@@ -90,9 +94,19 @@ def random_codes(n: int, levels: int, codebook_size: int, seed: int = 0) -> Quan
     return Quantization(codes, None, 0.0)
 
 
-def rq_vae(x: np.ndarray, levels: int, codebook_size: int, hidden: tuple[int, ...] = (512, 256, 128),
-           latent_dim: int = 32, epochs: int = 500, batch_size: int = 256, learning_rate: float = 1e-3,
-           beta: float = 0.25, kmeans_iters: int = 100, seed: int = 0) -> Quantization:
+def rq_vae(
+    x: np.ndarray,
+    levels: int,
+    codebook_size: int,
+    hidden: tuple[int, ...] = (512, 256, 128),
+    latent_dim: int = 32,
+    epochs: int = 500,
+    batch_size: int = 256,
+    learning_rate: float = 1e-3,
+    beta: float = 0.25,
+    kmeans_iters: int = 100,
+    seed: int = 0,
+) -> Quantization:
     """Train an RQ-VAE on `x` ([items, d]) and return its codes and per-level reconstruction error
     (the decoder applied to the sum of the first l code vectors)."""
     import torch
@@ -109,9 +123,13 @@ def rq_vae(x: np.ndarray, levels: int, codebook_size: int, hidden: tuple[int, ..
 
     dims = [data.shape[1], *hidden, latent_dim]
     encoder, decoder = mlp(dims), mlp(dims[::-1])
-    with torch.no_grad():  # every level's codebook starts as residual k-means over the initial latents
+    with (
+        torch.no_grad()
+    ):  # every level's codebook starts as residual k-means over the initial latents
         init = rq_kmeans(encoder(data).numpy(), levels, codebook_size, kmeans_iters, seed)
-    codebooks = nn.Parameter(torch.as_tensor(np.stack(init.codebooks), dtype=torch.float32))  # [L, K, latent]
+    codebooks = nn.Parameter(
+        torch.as_tensor(np.stack(init.codebooks), dtype=torch.float32)
+    )  # [L, K, latent]
     params = [*encoder.parameters(), *decoder.parameters(), codebooks]
     optimizer = torch.optim.Adam(params, lr=learning_rate)
     generator = torch.Generator().manual_seed(seed)
@@ -121,7 +139,11 @@ def rq_vae(x: np.ndarray, levels: int, codebook_size: int, hidden: tuple[int, ..
         for level in range(levels):
             index = torch.cdist(residual, codebooks[level]).argmin(1)
             vector = codebooks[level][index]
-            commit = commit + ((residual.detach() - vector) ** 2).mean() + beta * ((residual - vector.detach()) ** 2).mean()
+            commit = (
+                commit
+                + ((residual.detach() - vector) ** 2).mean()
+                + beta * ((residual - vector.detach()) ** 2).mean()
+            )
             chosen.append(vector)
             codes.append(index)
             residual = residual - vector.detach()
@@ -139,7 +161,9 @@ def rq_vae(x: np.ndarray, levels: int, codebook_size: int, hidden: tuple[int, ..
             loss.backward()
             optimizer.step()
             used[torch.arange(levels)[:, None], codes.T] = True
-        with torch.no_grad():  # dead-code reset: an unused code moves onto a live residual of its level
+        with (
+            torch.no_grad()
+        ):  # dead-code reset: an unused code moves onto a live residual of its level
             if not used.all():
                 z = encoder(data)
                 residual = z
@@ -148,7 +172,10 @@ def rq_vae(x: np.ndarray, levels: int, codebook_size: int, hidden: tuple[int, ..
                     if len(dead):
                         pick = torch.randint(len(data), (len(dead),), generator=generator)
                         codebooks[level, dead] = residual[pick]
-                    residual = residual - codebooks[level][torch.cdist(residual, codebooks[level]).argmin(1)]
+                    residual = (
+                        residual
+                        - codebooks[level][torch.cdist(residual, codebooks[level]).argmin(1)]
+                    )
     with torch.no_grad():
         codes, chosen, _ = quantize(encoder(data))
         errors, partial = [], torch.zeros_like(chosen[0])

@@ -55,8 +55,11 @@ class T5Settings:
 class TigerConfig:
     t5: T5Settings = field(default_factory=T5Settings)
     max_history: int = 20  # history items in the encoder input (x code tuple length tokens)
-    sft: SFTConfig = field(default_factory=lambda: SFTConfig(steps=2000, batch_size=256, learning_rate=1e-3,
-                                                             checkpoint_every=200))
+    sft: SFTConfig = field(
+        default_factory=lambda: SFTConfig(
+            steps=2000, batch_size=256, learning_rate=1e-3, checkpoint_every=200
+        )
+    )
     max_train_examples: int | None = None  # a seeded sample of the training windows (None: all)
     beam_width: int = 50  # >= the ranking depth K
     decoder: str = "auto"  # auto | shared_encoder | generic (llm4rec.llm.seq2seq)
@@ -70,7 +73,9 @@ class TigerConfig:
 class TigerRecommender(LLMRecommender):
     cfg: TigerConfig
 
-    def __init__(self, cfg: TigerConfig, seed: int, device: str, selection: str, codes: ResolvedInput):
+    def __init__(
+        self, cfg: TigerConfig, seed: int, device: str, selection: str, codes: ResolvedInput
+    ):
         super().__init__(cfg, seed, device, selection, inputs={"codes": codes})
         self.codes_input = codes
 
@@ -86,11 +91,22 @@ class TigerRecommender(LLMRecommender):
         self.vocab = CodeVocabulary.of(codes)
         t5 = self.cfg.t5
         if self.cfg.user_buckets < 0:
-            raise ValueError(f"sid_tiger: user_buckets is {self.cfg.user_buckets}, expected 0 (no user token) or more")
-        config = T5Config(vocab_size=len(self.vocab) + self.cfg.user_buckets, d_model=t5.d_model, d_ff=t5.d_ff, num_heads=t5.num_heads,
-                          d_kv=t5.d_kv, num_layers=t5.encoder_layers, num_decoder_layers=t5.decoder_layers,
-                          dropout_rate=t5.dropout, pad_token_id=self.vocab.pad_token_id, eos_token_id=self.vocab.eos_token_id,
-                          decoder_start_token_id=self.vocab.pad_token_id)
+            raise ValueError(
+                f"sid_tiger: user_buckets is {self.cfg.user_buckets}, expected 0 (no user token) or more"
+            )
+        config = T5Config(
+            vocab_size=len(self.vocab) + self.cfg.user_buckets,
+            d_model=t5.d_model,
+            d_ff=t5.d_ff,
+            num_heads=t5.num_heads,
+            d_kv=t5.d_kv,
+            num_layers=t5.encoder_layers,
+            num_decoder_layers=t5.decoder_layers,
+            dropout_rate=t5.dropout,
+            pad_token_id=self.vocab.pad_token_id,
+            eos_token_id=self.vocab.eos_token_id,
+            decoder_start_token_id=self.vocab.pad_token_id,
+        )
         torch.manual_seed(self.seed)
         return T5ForConditionalGeneration(config).to(self.device).eval(), self.vocab
 
@@ -98,15 +114,25 @@ class TigerRecommender(LLMRecommender):
         """Code tuples as token ids, and the trie of the catalogue's tuples."""
         codes, stats = load_code_table(self.codes_input.paths, split.items)
         tokens = self.vocab.tokens(codes)
-        self.sequences = {str(item): row.tolist() for item, row in zip(split.items["item_id"], tokens, strict=True)}
+        self.sequences = {
+            str(item): row.tolist()
+            for item, row in zip(split.items["item_id"], tokens, strict=True)
+        }
         self.trie = ItemTrie.build(self.sequences)
-        return {"semantic_ids": self.codes_input.source, "code_length": codes.shape[1], "vocabulary": len(self.vocab),
-                "codebook_stats": stats, "costs": semantic_id_costs(stats),
-                "decoder": resolve_seq2seq_decoder(self.model, self.cfg.decoder)}
+        return {
+            "semantic_ids": self.codes_input.source,
+            "code_length": codes.shape[1],
+            "vocabulary": len(self.vocab),
+            "codebook_stats": stats,
+            "costs": semantic_id_costs(stats),
+            "decoder": resolve_seq2seq_decoder(self.model, self.cfg.decoder),
+        }
 
     def prompt(self, history: Sequence[str]) -> Prompt:
-        items = list(history)[-self.cfg.max_history:]
-        return Prompt([token for item in items for token in self.sequences[item]] + [self.vocab.eos_token_id])
+        items = list(history)[-self.cfg.max_history :]
+        return Prompt(
+            [token for item in items for token in self.sequences[item]] + [self.vocab.eos_token_id]
+        )
 
     def user_token(self, user: str) -> int:
         """TIGER's hashing trick: a user's token is one of `user_buckets` ids after the code vocabulary
@@ -117,10 +143,15 @@ class TigerRecommender(LLMRecommender):
         prompt = self.prompt(history)
         return Prompt([self.user_token(user), *prompt.ids]) if self.cfg.user_buckets else prompt
 
-    def training_examples(self, split: Split, rng: np.random.Generator) -> list[tuple[list[int], list[int]]]:
+    def training_examples(
+        self, split: Split, rng: np.random.Generator
+    ) -> list[tuple[list[int], list[int]]]:
         """(encoder ids, target code tokens) for every next-item window of the training split."""
         windows = training_windows(split, self.cfg.max_history, self.cfg.max_train_examples, rng)
-        return [(self.user_prompt(user, history).ids, self.sequences[target]) for user, history, target in windows]
+        return [
+            (self.user_prompt(user, history).ids, self.sequences[target])
+            for user, history, target in windows
+        ]
 
     def training_loss(self):
         pad, device = self.vocab.pad_token_id, self.device
@@ -130,19 +161,37 @@ class TigerRecommender(LLMRecommender):
             ids = torch.full((len(examples), length), pad, dtype=torch.long)
             for row, (source, _) in enumerate(examples):
                 ids[row, : len(source)] = torch.as_tensor(source)
-            labels = torch.as_tensor([target for _, target in examples], dtype=torch.long)  # fixed-length tuples
+            labels = torch.as_tensor(
+                [target for _, target in examples], dtype=torch.long
+            )  # fixed-length tuples
             mask = (ids != pad).long()
-            out = model(input_ids=ids.to(device), attention_mask=mask.to(device), labels=labels.to(device))
+            out = model(
+                input_ids=ids.to(device), attention_mask=mask.to(device), labels=labels.to(device)
+            )
             return out.loss, int(mask.sum()) + labels.numel()
 
         return loss
 
-    def decode(self, ids: torch.Tensor, mask: torch.Tensor, inputs_embeds: torch.Tensor | None,
-               histories: Sequence[Sequence[str]], k: int) -> list[list[tuple[str, float]]]:
+    def decode(
+        self,
+        ids: torch.Tensor,
+        mask: torch.Tensor,
+        inputs_embeds: torch.Tensor | None,
+        histories: Sequence[Sequence[str]],
+        k: int,
+    ) -> list[list[tuple[str, float]]]:
         stepper = make_seq2seq_stepper(self.model, ids, mask, self.cfg.decoder)
-        return beam_search(stepper, self.trie, max(self.cfg.beam_width, k), k, histories, self.decode_stats, mask)
+        return beam_search(
+            stepper, self.trie, max(self.cfg.beam_width, k), k, histories, self.decode_stats, mask
+        )
 
 
-def build(name: str, config: TigerConfig, seed: int, device: str, selection: str = "ndcg_at_10",
-          inputs: dict | None = None) -> TigerRecommender:
+def build(
+    name: str,
+    config: TigerConfig,
+    seed: int,
+    device: str,
+    selection: str = "ndcg_at_10",
+    inputs: dict | None = None,
+) -> TigerRecommender:
     return TigerRecommender(config, seed, device, selection, (inputs or {})["codes"])
