@@ -1,6 +1,7 @@
 # The two commands a new user needs (both create/refresh the virtual environment):
-#   make bench   run the default grid (benchmarks/default.yaml) end to end
+#   make bench   run the main job of the default grid (benchmarks/default.yaml) end to end
 #   make test    run the test suite
+# then, optionally: make bench-ablations (the ablation variants against their finished parents)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
@@ -10,7 +11,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 export PYTHONUNBUFFERED := 1
 
-.PHONY: env tex textdata postgres chromium bench test test-fast dag lint mlflow-ui ui-check tracking-server tracking-server-stop
+.PHONY: env tex textdata postgres chromium bench bench-ablations test test-fast dag lint mlflow-ui ui-check tracking-server tracking-server-stop
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -63,11 +64,19 @@ tracking-server: env postgres
 tracking-server-stop: env
 	$(PY) -m llm4rec.cli tracking-server stop --dir $(TRACKING_DIR)
 
+# the target comes first: --config and --resources take every word after them
+SNAKEMAKE_FLAGS = --cores $(CORES) --resources mlflow=1 --config grid=$(CONFIG)
+
+# The main job: the baselines and each LLM system once (reports/); the ablation variants are a second
+# target of the same grid that reuses the finished parents (reports/ablations/).
 bench: env tex textdata
-	$(VENV)/bin/snakemake --cores $(CORES) --resources mlflow=1 --configfile $(CONFIG) $(SNAKEMAKE_ARGS)
+	$(VENV)/bin/snakemake all $(SNAKEMAKE_FLAGS) $(SNAKEMAKE_ARGS)
+
+bench-ablations: env tex textdata
+	$(VENV)/bin/snakemake ablations $(SNAKEMAKE_FLAGS) $(SNAKEMAKE_ARGS)
 
 dag: env
-	$(VENV)/bin/snakemake -n --configfile $(CONFIG)
+	$(VENV)/bin/snakemake -n --config grid=$(CONFIG)
 
 test: env tex textdata postgres
 	$(VENV)/bin/pytest -q $(PYTEST_ARGS)

@@ -101,6 +101,13 @@ def main(argv: list[str] | None = None) -> int:
             default=[],
             help="filter MLflow runs by tag, e.g. --tag dataset=ml-100k",
         )
+        p.add_argument(
+            "--kind",
+            choices=("main", "ablations"),
+            default="main",
+            help="main: the main job's runs against the best baseline (default); ablations: "
+            "the variants against their parents, into <reports_dir>/ablations",
+        )
         p.add_argument("--out", help="output folder (default: the grid's reports_dir)")
         if name == "report":
             p.add_argument(
@@ -372,7 +379,7 @@ def load_runs(grid, args):
         uri = args.tracking_uri or grid.tracking_uri()
         check_reachable(uri)
         return runs_from_mlflow(uri, args.mlflow_experiment, dest, tags)
-    folders = args.runs or [grid.run_dir(*cell) for cell in grid.runs()]
+    folders = args.runs or [grid.run_dir(*cell) for cell in grid.runs(args.kind)]
     return runs_from_folders(folders)
 
 
@@ -385,25 +392,25 @@ def compare_or_report(grid, args) -> int:
     from llm4rec.report.compare import ComparisonError
 
     spec = ReportSpec(grid.report_options(), label=f"tab:{grid.name}-results")
-    out = Path(args.out) if args.out else grid.reports_dir
+    out = Path(args.out) if args.out else grid.report_dir(args.kind)
     try:
         runs = load_runs(grid, args)
         if args.command == "compare":
-            table = write_comparisons(runs, spec, out)
+            table = write_comparisons(runs, spec, out, args.kind)
             print(
                 f"[llm4rec] {len(table)} comparisons ({int(table['significant'].sum()) if len(table) else 0} significant "
                 f"after {spec.options['correction']}) -> {out / 'comparisons.csv'}"
             )
             return 0
         comparisons = pd.read_csv(args.comparisons) if args.comparisons else None
-        written = build_report(runs, spec, out, comparisons)
+        written = build_report(runs, spec, out, comparisons, args.kind)
         print(f"[llm4rec] report: {len(written)} files in {out}")
         if not args.no_mlflow:
             from llm4rec.io import write_json
             from llm4rec.tracking import log_report
 
-            record = log_report(grid, written)
-            write_json(grid.grid_dir / "report_mlflow.json", record)
+            record = log_report(grid, written, kind=args.kind)
+            write_json(grid.report_marker(args.kind), record)
         return 0
     except (ComparisonError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)

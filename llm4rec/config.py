@@ -305,8 +305,39 @@ class Grid:
     def run_hash(self, dataset: str, model: str, seed: int) -> str:
         return stable_hash(self.run_config(dataset, model, seed))
 
-    def runs(self) -> list[tuple[str, str, int]]:
-        return [(d, m, s) for d in self.datasets for m in self.models for s in self.model_seeds(m)]
+    def report_dir(self, kind: str = "main") -> Path:
+        """Where a report kind is written: reports_dir, or reports_dir/ablations."""
+        return self.reports_dir if kind == "main" else self.reports_dir / kind
+
+    def report_marker(self, kind: str = "main") -> Path:
+        """The report stage's record of its MLflow summary run (the Snakemake target)."""
+        prefix = "" if kind == "main" else f"{kind}_"
+        return self.grid_dir / f"{prefix}report_mlflow.json"
+
+    def runs(self, kind: str = "all") -> list[tuple[str, str, int]]:
+        """The grid's (dataset, model, seed) cells. `main`: every model that is not a registry
+        variant (the main job); `ablations`: the variants and the parents they are compared with
+        (finished by the main job, reused); `all`: both."""
+        return [
+            (d, m, s)
+            for d in self.datasets
+            for m in self.kind_models(kind)
+            for s in self.model_seeds(m)
+        ]
+
+    def kind_models(self, kind: str) -> list[str]:
+        variants = [m for m in self.models if MODELS[m].parent is not None]
+        if kind == "main":
+            return [m for m in self.models if m not in variants]
+        if kind == "ablations":
+            parents = {MODELS[m].parent for m in variants}
+            return [m for m in self.models if m in variants or m in parents]
+        if kind == "all":
+            return self.models
+        raise ValueError(f"unknown run kind {kind!r} (known: {', '.join(RUN_KINDS)})")
+
+
+RUN_KINDS = ("main", "ablations", "all")
 
 
 def load_grid(path: str | Path = DEFAULT_CONFIG) -> Grid:
@@ -388,6 +419,13 @@ def validate_grid(raw: dict[str, Any], path: Path) -> Grid:
         if model not in MODELS:
             raise ConfigError(
                 f"{path}: report.display_names.{model}: not a known model (known: {', '.join(sorted(MODELS))})"
+            )
+    for i, entry in enumerate(raw["models"]):
+        parent = MODELS[entry["name"]].parent
+        if parent is not None and parent not in names:
+            raise ConfigError(
+                f"{path}: models[{i}].name '{entry['name']}' is a variant of '{parent}', which the "
+                f"grid does not list (its ablation compares it with {parent}: add {parent})"
             )
     grid = Grid(path, raw)
     for i, entry in enumerate(raw["models"]):

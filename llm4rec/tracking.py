@@ -419,12 +419,14 @@ def _metric_time(key: str, timing: dict[str, float], default_ms: int) -> int:
     return int(1000 * timing[stage]) if stage in timing else default_ms
 
 
-def log_report(grid: Grid, files: list[Path], summary: dict[str, float] | None = None) -> dict:
-    """Log a grid's report (tables, figures) as artifacts of one summary run per grid,
-    replacing the previous report run (one live report run per grid)."""
+def log_report(
+    grid: Grid, files: list[Path], summary: dict[str, float] | None = None, kind: str = "main"
+) -> dict:
+    """Log a grid's report (tables, figures) as artifacts of one summary run per grid and report
+    kind, replacing the previous one (one live report run per grid and kind)."""
     from mlflow.entities import Metric, RunTag
 
-    run_key = f"{grid.name}/report"
+    run_key = f"{grid.name}/report" if kind == "main" else f"{grid.name}/report-{kind}"
     with store_lock(grid.results_dir):
         client, experiment_id = _retry(lambda: client_and_experiment(grid))
         for old in _retry(
@@ -436,7 +438,7 @@ def log_report(grid: Grid, files: list[Path], summary: dict[str, float] | None =
             "grid": grid.name,
             "model": "report",
             "paradigm": "report",
-            "mlflow.runName": f"report/{grid.name}",
+            "mlflow.runName": f"{run_key.split('/', 1)[1]}/{grid.name}",
         }
         run_id = _retry(
             lambda: client.create_run(experiment_id, run_name=tags["mlflow.runName"])

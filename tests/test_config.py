@@ -120,21 +120,21 @@ def test_report_metric_needs_an_evaluated_cutoff(tmp_path):
 
 def test_model_entry_narrows_seeds_threads_and_evaluation(tmp_path):
     llm = {
-        "name": "text_prompted_zeroshot",
+        "name": "text_prompted",
         "seeds": [0],
         "threads": 2,
         "evaluation": {"cutoffs": [10, 20], "test_users": 300, "valid_users": 100},
     }
     grid = load_grid(write(tmp_path, GOOD | {"seeds": [0, 1], "models": GOOD["models"] + [llm]}))
-    assert [r for r in grid.runs() if r[1] == "text_prompted_zeroshot"] == [
-        ("ml-100k", "text_prompted_zeroshot", 0)
+    assert [r for r in grid.runs() if r[1] == "text_prompted"] == [
+        ("ml-100k", "text_prompted", 0)
     ]
     assert (
         len(grid.runs()) == 5
-        and grid.model_threads("text_prompted_zeroshot") == 2
+        and grid.model_threads("text_prompted") == 2
         and grid.model_threads("bpr") == 1
     )
-    assert grid.model_evaluation("text_prompted_zeroshot") == {
+    assert grid.model_evaluation("text_prompted") == {
         "cutoffs": [10, 20],
         "test_users": 300,
         "valid_users": 100,
@@ -146,7 +146,7 @@ def test_model_entry_narrows_seeds_threads_and_evaluation(tmp_path):
         "valid_users": None,
         "sample_seed": 0,
     }
-    assert "evaluation" in grid.run_config("ml-100k", "text_prompted_zeroshot", 0)
+    assert "evaluation" in grid.run_config("ml-100k", "text_prompted", 0)
     assert "evaluation" not in grid.run_config(
         "ml-100k", "bpr", 0
     )  # unchanged hashes for models that do not narrow
@@ -354,3 +354,26 @@ def test_display_name_overrides_name_known_models(tmp_path):
         ConfigError, match=r"grid\.yaml: report\.display_names\.bprr: not a known model"
     ):
         load_grid(write(tmp_path, GOOD | {"report": {"display_names": {"bprr": "BPR-MF"}}}))
+
+
+def test_main_job_and_ablation_target_split_the_grid_by_the_registry(tmp_path):
+    """`make bench` runs every model that is not a registry variant; `make bench-ablations` the
+    variants and the parents they are compared with; a variant without its parent is refused."""
+    models = [
+        {"name": "mostpop"},
+        {"name": "idiomoe", "seeds": [0, 1]},
+        {"name": "idiomoe_entangled", "seeds": [0]},
+    ]
+    grid = load_grid(write(tmp_path, GOOD | {"seeds": [0, 1], "models": models}))
+    main = {(m, s) for _, m, s in grid.runs("main")}
+    ablations = {(m, s) for _, m, s in grid.runs("ablations")}
+    assert main == {("mostpop", 0), ("mostpop", 1), ("idiomoe", 0), ("idiomoe", 1)}
+    assert ablations == {("idiomoe", 0), ("idiomoe", 1), ("idiomoe_entangled", 0)}
+    assert set(grid.runs("all")) == {(d, m, s) for d, m, s in grid.runs()} and len(
+        grid.runs()
+    ) == len(main | ablations)
+    assert grid.report_dir("ablations") == grid.reports_dir / "ablations"
+    with pytest.raises(
+        ConfigError, match=r"models\[1\]\.name 'idiomoe_entangled' is a variant of 'idiomoe'"
+    ):
+        load_grid(write(tmp_path, GOOD | {"models": [{"name": "mostpop"}, models[2]]}))

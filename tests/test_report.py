@@ -333,8 +333,6 @@ def test_full_report_files_and_latex_compiles(runs_dir, tmp_path):
         "results_table.tex",
         "results_table.md",
         "results_table.csv",
-        "ablations.tex",
-        "ablations.csv",
         "cost_table.tex",
         "slices.csv",
         "figures/ndcg_at_10_ci.png",
@@ -777,6 +775,28 @@ def test_variants_are_compared_with_their_declared_parent_in_their_own_family(tm
         in markdown
     )
     assert "correction over the 4 comparisons of this table, its own family" in markdown
+
+    # the ablation report (make bench-ablations): the ablation family only, its table and costs,
+    # exactly the files the Snakefile declares for it
+    out = tmp_path / "reports" / "ablations"
+    options = REPORT_DEFAULTS | {"metrics": ["hr_at_10", "ndcg_at_10"]}
+    written = build_report(runs, ReportSpec(options), out, kind="ablations")
+    assert set(report_files(out, options, "ablations")) == set(written) - {
+        out / "comparisons.csv",
+        out / "tables.pdf",
+    }
+    written_comparisons = pd.read_csv(out / "comparisons.csv")
+    assert set(written_comparisons.family) == {"ablation"} and len(written_comparisons) == 4
+    np.testing.assert_allclose(
+        written_comparisons.sort_values(["system", "metric"]).p_adjusted,
+        ablation.sort_values(["system", "metric"]).p_adjusted,
+    )
+    assert "\\input{ablations.tex}" in (out / "tables.tex").read_text()
+    assert "results_table.tex" not in (out / "tables.tex").read_text()
+    main = build_report(runs, ReportSpec(options), tmp_path / "reports")
+    assert not any(p.name.startswith("ablations") for p in main)
+    main_comparisons = pd.read_csv(tmp_path / "reports" / "comparisons.csv")
+    assert set(main_comparisons.family) == {"main"}
 
 
 def test_every_row_of_the_ci_figure_has_an_interval(runs_dir):

@@ -1,13 +1,17 @@
 """The report stage: comparisons, tables, slices and figures for a set of finished runs.
 
-Writes into one folder (default `reports/`):
-    comparisons.csv                    every paired comparison of the table's family (p, adjusted p, effect sizes)
-    results_table.{tex,md,csv}         the main table
-    ablations.{tex,md,csv}             every variant against its parent (its own family of tests)
-    cost_table.{tex,md,csv}            parameters, train time, inference latency, peak memory (+ validity)
-    slices.{md,csv}                    metric by history-length and target-popularity bucket
-    figures/*.{pdf,png}                metric with CIs, accuracy vs cost, slice bars
-    tables.tex (+ tables.pdf)          a minimal document that \\input's every table (compiled when pdflatex exists)
+Two kinds of report. `main` (the main job's runs, default `reports/`):
+    comparisons.csv                the main family: every row against the best baseline
+    results_table.{tex,md,csv}     the main table
+    cost_table.{tex,md,csv}        parameters, train time, inference latency, peak memory (+ validity)
+    slices.{md,csv}                metric by history-length and target-popularity bucket
+    figures/*.{pdf,png}            metric with CIs, accuracy vs cost, slice bars
+    tables.tex (+ tables.pdf)      a document that \\input's every table (compiled where pdflatex is)
+`ablations` (the variants and their parents, default `reports/ablations/`):
+    comparisons.csv                the ablation family: every variant against its parent
+    ablations.{tex,md,csv}         the ablation table
+    cost_table.{tex,md,csv}        the variants' and parents' costs
+    tables.tex (+ tables.pdf)
 """
 
 from __future__ import annotations
@@ -53,16 +57,23 @@ REPORT_DEFAULTS = {
 }
 
 
-TABLE_STEMS = ("results_table", "ablations", "cost_table")
+# per report kind: its tables (each as .tex/.md/.csv) and its family of comparisons
+REPORT_KINDS = {
+    "main": {"tables": ("results_table", "cost_table"), "family": "main"},
+    "ablations": {"tables": ("ablations", "cost_table"), "family": "ablation"},
+}
 TABLE_FORMATS = ("tex", "md", "csv")
 FIGURE_FORMATS = ("pdf", "png")
 
 
-def report_files(out_dir: str | Path, options: dict) -> list[Path]:
+def report_files(out_dir: str | Path, options: dict, kind: str = "main") -> list[Path]:
     """Every file `build_report` always writes (the Snakefile declares exactly these; comparisons.csv
     is the compare rule's, and tables.pdf exists only where pdflatex does)."""
     out_dir, metric = Path(out_dir), options["slice_metric"]
-    tables = [out_dir / f"{stem}.{ext}" for stem in TABLE_STEMS for ext in TABLE_FORMATS]
+    stems = REPORT_KINDS[kind]["tables"]
+    tables = [out_dir / f"{stem}.{ext}" for stem in stems for ext in TABLE_FORMATS]
+    if kind == "ablations":
+        return tables + [out_dir / "tables.tex"]
     plots = [
         out_dir / "figures" / f"{stem}.{ext}"
         for ext in FIGURE_FORMATS
@@ -107,9 +118,11 @@ def check_runs(runs: Sequence[RunRecord], metrics: Sequence[str]) -> None:
             )
 
 
-def write_comparisons(runs: Sequence[RunRecord], spec: ReportSpec, out_dir: Path) -> pd.DataFrame:
+def write_comparisons(
+    runs: Sequence[RunRecord], spec: ReportSpec, out_dir: Path, kind: str = "main"
+) -> pd.DataFrame:
     check_runs(runs, spec.options["metrics"])
-    comparisons = compare_runs(runs, spec.compare_spec())
+    comparisons = compare_runs(runs, spec.compare_spec(), (REPORT_KINDS[kind]["family"],))
     write_text(out_dir / "comparisons.csv", comparisons.to_csv(index=False))
     return comparisons
 
@@ -137,14 +150,57 @@ def build_report(
     spec: ReportSpec,
     out_dir: str | Path,
     comparisons: pd.DataFrame | None = None,
+    kind: str = "main",
 ) -> list[Path]:
-    """Write every table and figure for `runs` into `out_dir`; return the written paths."""
+    """Write every table and figure of a `kind` report (REPORT_KINDS) for `runs` into `out_dir`;
+    return the written paths."""
     out_dir = Path(out_dir)
-    o = spec.options
-    check_runs(runs, o["metrics"])
+    check_runs(runs, spec.options["metrics"])
     if comparisons is None:
-        comparisons = write_comparisons(runs, spec, out_dir)
-    written = [out_dir / "comparisons.csv"]
+        comparisons = write_comparisons(runs, spec, out_dir, kind)
+    writer = {"main": _main_tables, "ablations": _ablation_tables}[kind]
+    written = [out_dir / "comparisons.csv", *writer(runs, comparisons, spec, out_dir)]
+    written += _write_tables(
+        out_dir, "cost_table", _cost_renderings(runs, spec, spec.options.get("display_names") or {})
+    )
+    stems = REPORT_KINDS[kind]["tables"]
+    preview = "\n".join(
+        [
+            r"\documentclass{article}",
+            r"\usepackage{booktabs}",
+            r"\usepackage[margin=2cm]{geometry}",
+            r"\begin{document}",
+            *(rf"\input{{{stem}.tex}}" for stem in stems),
+            r"\end{document}",
+            "",
+        ]
+    )
+    written.append(write_text(out_dir / "tables.tex", preview))
+    pdf = compile_latex(out_dir / "tables.tex")
+    if pdf is not None:
+        written.append(pdf)
+    return written
+
+
+def _write_tables(out_dir: Path, stem: str, renderings: dict[str, str]) -> list[Path]:
+    return [write_text(out_dir / f"{stem}.{ext}", renderings[ext]) for ext in TABLE_FORMATS]
+
+
+def _cost_renderings(runs: Sequence[RunRecord], spec: ReportSpec, names: dict) -> dict[str, str]:
+    costs = cost_frame(runs)
+    label = spec.label.replace("results", "cost")
+    return {
+        "tex": render_cost(costs, "latex", label=label, names=names),
+        "md": render_cost(costs, "markdown", names=names),
+        "csv": costs.to_csv(index=False),
+    }
+
+
+def _main_tables(
+    runs: Sequence[RunRecord], comparisons: pd.DataFrame, spec: ReportSpec, out_dir: Path
+) -> list[Path]:
+    """The main table, the slices and the figures."""
+    o = spec.options
     names = o.get("display_names") or {}
     table = build_main_table(
         runs,
@@ -155,38 +211,15 @@ def build_report(
         label=spec.label,
         names=names,
     )
-    written += [
-        write_text(out_dir / "results_table.tex", render_latex(table)),
-        write_text(out_dir / "results_table.md", render_markdown(table)),
-        write_text(out_dir / "results_table.csv", table_frame(table).to_csv(index=False)),
-    ]
-    ablations = ablation_frame(comparisons)
-    written += [
-        write_text(
-            out_dir / "ablations.tex",
-            render_ablations(
-                ablations,
-                spec.compare_spec(),
-                "latex",
-                label=spec.label.replace("results", "ablations"),
-                names=names,
-            ),
-        ),
-        write_text(
-            out_dir / "ablations.md",
-            render_ablations(ablations, spec.compare_spec(), "markdown", names=names),
-        ),
-        write_text(out_dir / "ablations.csv", ablations.to_csv(index=False)),
-    ]
-    costs = cost_frame(runs)
-    written += [
-        write_text(
-            out_dir / "cost_table.tex",
-            render_cost(costs, "latex", label=spec.label.replace("results", "cost"), names=names),
-        ),
-        write_text(out_dir / "cost_table.md", render_cost(costs, "markdown", names=names)),
-        write_text(out_dir / "cost_table.csv", costs.to_csv(index=False)),
-    ]
+    written = _write_tables(
+        out_dir,
+        "results_table",
+        {
+            "tex": render_latex(table),
+            "md": render_markdown(table),
+            "csv": table_frame(table).to_csv(index=False),
+        },
+    )
     slices = slice_frame(runs, o["slice_metric"], o["history_buckets"])
     written += [
         write_text(out_dir / "slices.md", render_slices_markdown(slices, names)),
@@ -196,21 +229,22 @@ def build_report(
     written += figures.metric_with_ci(runs, o["slice_metric"], fig_dir, names)
     written += figures.accuracy_vs_cost(runs, o["slice_metric"], fig_dir, names)
     written += figures.slice_bars(slices, fig_dir, names)
-    preview = "\n".join(
-        [
-            r"\documentclass{article}",
-            r"\usepackage{booktabs}",
-            r"\usepackage[margin=2cm]{geometry}",
-            r"\begin{document}",
-            r"\input{results_table.tex}",
-            r"\input{ablations.tex}",
-            r"\input{cost_table.tex}",
-            r"\end{document}",
-            "",
-        ]
-    )
-    written.append(write_text(out_dir / "tables.tex", preview))
-    pdf = compile_latex(out_dir / "tables.tex")
-    if pdf is not None:
-        written.append(pdf)
     return written
+
+
+def _ablation_tables(
+    runs: Sequence[RunRecord], comparisons: pd.DataFrame, spec: ReportSpec, out_dir: Path
+) -> list[Path]:
+    """Every variant against its parent (the ablation family)."""
+    names = spec.options.get("display_names") or {}
+    frame = ablation_frame(comparisons)
+    label = spec.label.replace("results", "ablations")
+    return _write_tables(
+        out_dir,
+        "ablations",
+        {
+            "tex": render_ablations(frame, spec.compare_spec(), "latex", label=label, names=names),
+            "md": render_ablations(frame, spec.compare_spec(), "markdown", names=names),
+            "csv": frame.to_csv(index=False),
+        },
+    )

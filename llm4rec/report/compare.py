@@ -175,13 +175,18 @@ COMPARISON_COLUMNS = [f.name for f in fields(Comparison)] + [
 ]
 
 
-def compare_runs(runs: Sequence[RunRecord], spec: CompareSpec) -> pd.DataFrame:
+FAMILIES = ("main", "ablation")
+
+
+def compare_runs(
+    runs: Sequence[RunRecord], spec: CompareSpec, families: Sequence[str] = FAMILIES
+) -> pd.DataFrame:
     """Every comparison of the table's family (`family` == "main") and of the ablation family (each
     variant against its parent), p-values adjusted within each family, per-user and per-seed tests apart."""
     groups = by_model(runs)
     rows = []
     for dataset in sorted({r.dataset for r in runs}):
-        for family in ("main", "ablation"):
+        for family in families:
             for metric in spec.metrics:
                 pairs = (
                     main_pairs(groups, dataset, metric, spec.mode)

@@ -1,0 +1,51 @@
+# One run: train and rank, score with the one evaluator, mirror into MLflow.
+
+
+rule train:
+    """Fit one model on the split (and what it consumes); rank top-K for validation and test users; export."""
+    input:
+        train_inputs,
+    output:
+        [f"{RUN}/{name}" for name in RUN_FILES],
+        directory(f"{RUN}/exports"),
+    params:
+        run_hash=lambda w: GRID.run_hash(w.dataset, w.model, int(w.seed)),
+    threads: lambda w: GRID.model_threads(w.model)
+    resources:
+        gpu=model_resource("gpu", 0),
+        mem_mb=model_resource("mem_mb", 4000),
+        runtime=model_resource("runtime", 120),
+    log:
+        f"{LOGS}/train/{{dataset}}/{{model}}/seed{{seed}}.log",
+    shell:
+        "{LLM4REC} train --config {CONFIG_FILE} --dataset {wildcards.dataset} --model {wildcards.model} "
+        "--seed {wildcards.seed} 2>&1 | tee {log}"
+
+
+rule evaluate:
+    """Score the rankings with the one evaluator: per-user metrics and run means."""
+    input:
+        [f"{RUN}/{name}" for name in RUN_FILES],
+    output:
+        metrics=f"{RUN}/metrics.json",
+        per_user=[f"{RUN}/per_user_valid.parquet", f"{RUN}/per_user_test.parquet"],
+    log:
+        f"{LOGS}/evaluate/{{dataset}}/{{model}}/seed{{seed}}.log",
+    shell:
+        "{LLM4REC} evaluate --config {CONFIG_FILE} --dataset {wildcards.dataset} --model {wildcards.model} "
+        "--seed {wildcards.seed} 2>&1 | tee {log}"
+
+
+rule track:
+    """Mirror the finished run into MLflow (serialised: `--resources mlflow=1`, plus a file lock)."""
+    input:
+        rules.evaluate.output.metrics,
+    output:
+        f"{RUN}/mlflow.json",
+    resources:
+        mlflow=1,
+    log:
+        f"{LOGS}/track/{{dataset}}/{{model}}/seed{{seed}}.log",
+    shell:
+        "{LLM4REC} track --config {CONFIG_FILE} --dataset {wildcards.dataset} --model {wildcards.model} "
+        "--seed {wildcards.seed} 2>&1 | tee {log}"
