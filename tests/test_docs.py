@@ -47,7 +47,9 @@ def test_relative_links_resolve(page: Path) -> None:
 def test_readme_is_a_front_door() -> None:
     text = README.read_text(encoding="utf-8")
     lines = text.splitlines()
-    assert len(lines) < 200, f"README.md has {len(lines)} lines; the limit is 199 (move detail to docs/)"
+    assert len(lines) < 200, (
+        f"README.md has {len(lines)} lines; the limit is 199 (move detail to docs/)"
+    )
     assert text.count(RESULTS_BEGIN) == 1, f"README.md must hold {RESULTS_BEGIN!r} exactly once"
     assert text.count(RESULTS_END) == 1, f"README.md must hold {RESULTS_END!r} exactly once"
     assert text.index(RESULTS_BEGIN) < text.index(RESULTS_END), "results markers out of order"
