@@ -116,6 +116,20 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument(
                 "--no-mlflow", action="store_true", help="do not log the report to MLflow"
             )
+    p = sub.add_parser(
+        "results-page",
+        help="write docs/results/<grid>-<date>-<commit>.md from a finished grid's reports",
+    )
+    p.add_argument("--config", default=str(DEFAULT_CONFIG))
+    p.add_argument("--out", default="docs/results", help="the result pages' folder")
+    p.add_argument(
+        "--readme", default="README.md", help="README whose results block is refreshed ('' : none)"
+    )
+    p.add_argument(
+        "--wall-seconds",
+        type=float,
+        help="the job's wall clock as measured (e.g. `time make bench`)",
+    )
     p = sub.add_parser("download", help="download a dataset's raw files (needs internet)")
     p.add_argument("source")
     p.add_argument("--raw-dir", default="results/raw")
@@ -313,12 +327,23 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "summarize":
             from llm4rec.report.summary import write_summary
 
-            files = args.metrics or [grid.run_dir(*cell) / "metrics.json" for cell in grid.runs()]
+            files = args.metrics or [
+                grid.run_dir(*cell) / "metrics.json" for cell in grid.runs("main")
+            ]
             write_summary(files, grid.reports_dir, grid.report_options().get("display_names"))
             print(f"[llm4rec] wrote {grid.reports_dir}/summary.md and summary.csv")
             return 0
         if args.command in ("compare", "report"):
             return compare_or_report(grid, args)
+        if args.command == "results-page":
+            from pathlib import Path
+
+            from llm4rec.report.results_page import write_results_page
+
+            readme = Path(args.readme) if args.readme else None
+            written = write_results_page(grid, Path(args.out), readme, args.wall_seconds)
+            print("[llm4rec] results page: " + ", ".join(str(p) for p in written))
+            return 0
         _check_cell(grid, args, with_run=args.command not in ("prepare", "artifact"))
         if args.command == "prepare":
             from llm4rec.runner import prepare_dataset

@@ -1,0 +1,200 @@
+"""Generated result pages: `llm4rec results-page` turns a finished grid's reports into a dated page
+under docs/results/, refreshes the index there and the results block of the README.
+
+Measured numbers are never typed: the page copies the report's Markdown tables unedited (the numbers
+the significance tests compared) and takes the commit, the machine and the timings from the runs'
+own run.json. `docs/results/<grid>-<date>-<commit>.md` names what it holds.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+from llm4rec.config import Grid
+from llm4rec.io import read_json, write_text
+
+README_BEGIN = "<!-- results:begin -->"
+README_END = "<!-- results:end -->"
+PAGE_NAME = re.compile(r"^(?P<grid>.+)-(?P<date>\d{4}-\d{2}-\d{2})-(?P<commit>[0-9a-f]{7,})\.md$")
+FIGURE = "figures/{metric}_ci.png"  # the main report's metric-with-intervals figure
+
+
+def run_records(grid: Grid, kind: str) -> list[tuple[tuple[str, str, int], dict]]:
+    """(cell, run.json) of every finished run of a report kind."""
+    records = []
+    for cell in grid.runs(kind):
+        path = grid.run_dir(*cell) / "run.json"
+        if path.is_file():
+            records.append((cell, read_json(path)))
+    return records
+
+
+def _commits(records: Sequence[tuple[tuple, dict]]) -> list[str]:
+    return sorted({r.get("environment", {}).get("git_commit", "unknown") for _, r in records})
+
+
+def _machine(records: Sequence[tuple[tuple, dict]]) -> str:
+    env = records[0][1].get("environment", {})
+    gpu = env.get("cuda") or "no GPU"
+    packages = env.get("packages", {})
+    return (
+        f"{env.get('cpu_model', 'unknown CPU')}, {env.get('cpu_count', '?')} CPUs "
+        f"({env.get('cpu_capability', '?')}), {gpu}; torch {packages.get('torch', '?')}, "
+        f"Python {env.get('python', '?')}"
+    )
+
+
+def _span_minutes(records: Sequence[tuple[tuple, dict]]) -> tuple[float, float]:
+    """(minutes from the first run's start to the last run's end, sum of the runs' minutes)."""
+    starts = [r["timing"]["train_start"] for _, r in records]
+    ends = [r["timing"]["rank_end"] for _, r in records]
+    total = sum(r["timing"]["rank_end"] - r["timing"]["train_start"] for _, r in records)
+    return (max(ends) - min(starts)) / 60, total / 60
+
+
+def timing_rows(records: Sequence[tuple[tuple, dict]]) -> list[str]:
+    """One Markdown row per run: train and rank seconds from its run.json."""
+    rows = ["| Model | Seed | Train (s) | Rank (s) |", "|---|---|---|---|"]
+    for (_, model, seed), record in records:
+        t = record["timing"]
+        rows.append(
+            f"| {model} | {seed} | {t['train_end'] - t['train_start']:.1f} "
+            f"| {t['rank_end'] - t['rank_start']:.1f} |"
+        )
+    return rows
+
+
+def page_stem(grid: Grid, records: Sequence[tuple[tuple, dict]]) -> tuple[str, str, str]:
+    """(file stem `<grid>-<date>-<commit>`, date, short commit): the date the last run ended (UTC)."""
+    last = max(r["timing"]["rank_end"] for _, r in records)
+    date = dt.datetime.fromtimestamp(last, dt.timezone.utc).date().isoformat()
+    commit = _commits(records)[-1].removesuffix("-dirty")[:7]
+    return f"{grid.name}-{date}-{commit}", date, commit
+
+
+def _read(path: Path) -> str:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not found (run the report stage first: make bench)")
+    return path.read_text().strip()
+
+
+def render_page(grid: Grid, wall_seconds: float | None = None) -> tuple[str, str, str]:
+    """(file stem, page, README block) for the grid's finished reports."""
+    main = run_records(grid, "main")
+    if not main:
+        raise FileNotFoundError(
+            f"{grid.grid_dir}/runs: no finished run of grid '{grid.name}' (run make bench first)"
+        )
+    ablations = [
+        rec for rec in run_records(grid, "ablations") if rec[0] not in {c for c, _ in main}
+    ]
+    reports, ablation_reports = grid.report_dir("main"), grid.report_dir("ablations")
+    has_ablations = (ablation_reports / "ablations.md").is_file() and bool(ablations)
+    stem, date, commit = page_stem(grid, main + ablations)
+    commits = _commits(main + ablations)
+    span, run_minutes = _span_minutes(main)
+    facts = [
+        ("Grid", f"`{grid.path}` (`{grid.name}`)"),
+        ("Commit", ", ".join(f"`{c}`" for c in commits) + " (from every run's run.json)"),
+        ("Date", f"{date} (UTC, the last run's end)"),
+        ("Machine", _machine(main)),
+        (
+            "Main job",
+            f"{len(main)} runs; {span:.1f} min from the first run's start to the last run's end "
+            f"({run_minutes:.1f} run-minutes)",
+        ),
+    ]
+    if wall_seconds is not None:
+        facts.append(("Wall clock", f"{wall_seconds / 60:.1f} min, as measured by the caller"))
+    if has_ablations:
+        span_a, run_a = _span_minutes(ablations)
+        facts.append(
+            (
+                "Ablation target",
+                f"{len(ablations)} runs; {span_a:.1f} min ({run_a:.1f} run-minutes)",
+            )
+        )
+    metric = grid.report_options()["slice_metric"]
+    figure = reports / FIGURE.format(metric=metric)
+    lines = [
+        f"# {grid.name}: results of {date}, commit {commit}",
+        "",
+        "Generated by `llm4rec results-page` from the grid's reports and run folders; do not edit "
+        "(rerun the command). Tables are the report's Markdown, unedited.",
+        "",
+        "| | |",
+        "|---|---|",
+        *(f"| {key} | {value} |" for key, value in facts),
+        "",
+        "## Main table",
+        "",
+        _read(reports / "results_table.md"),
+        "",
+    ]
+    if figure.is_file():
+        lines += [f"![{metric} with intervals]({stem}-{metric}.png)", ""]
+    if has_ablations:
+        lines += ["## Ablations", "", _read(ablation_reports / "ablations.md"), ""]
+    lines += ["## Costs", "", _read(reports / "cost_table.md"), ""]
+    if has_ablations:
+        lines += ["### Ablation target", "", _read(ablation_reports / "cost_table.md"), ""]
+    lines += ["## Slices", "", _read(reports / "slices.md"), ""]
+    lines += ["## Per-run timings (run.json)", "", *timing_rows(main + ablations), ""]
+    block = "\n".join(
+        [
+            f"From [{stem}](docs/results/{stem}.md) ({date}, commit `{commit}`, "
+            f"{_machine(main)}; main job {span:.1f} min):",
+            "",
+            _read(reports / "results_table.md"),
+        ]
+    )
+    return stem, "\n".join(lines), block
+
+
+def write_index(results_dir: Path) -> Path:
+    """docs/results/README.md: every generated page, newest first."""
+    pages = sorted(
+        (p for p in results_dir.glob("*.md") if PAGE_NAME.match(p.name)),
+        key=lambda p: (PAGE_NAME.match(p.name)["date"], p.stat().st_mtime),
+        reverse=True,
+    )
+    lines = [
+        "# Result pages",
+        "",
+        "Generated by `llm4rec results-page` (newest first); each page names its grid, date and "
+        "commit. Do not edit: rerun the command on a finished grid.",
+        "",
+        *(f"- [{p.name.removesuffix('.md')}]({p.name})" for p in pages),
+        "",
+    ]
+    return write_text(results_dir / "README.md", "\n".join(lines))
+
+
+def replace_block(readme: str, block: str, path: Path) -> str:
+    if readme.count(README_BEGIN) != 1 or readme.count(README_END) != 1:
+        raise ValueError(f"{path}: needs one '{README_BEGIN}' line and one '{README_END}' line")
+    head, rest = readme.split(README_BEGIN)
+    _, tail = rest.split(README_END)
+    return f"{head}{README_BEGIN}\n{block}\n{README_END}{tail}"
+
+
+def write_results_page(
+    grid: Grid, results_dir: Path, readme: Path | None, wall_seconds: float | None = None
+) -> list[Path]:
+    """Write the page (and its figure), the index and the README block; return the written paths."""
+    stem, page, block = render_page(grid, wall_seconds)
+    written = [write_text(results_dir / f"{stem}.md", page + "\n")]
+    metric = grid.report_options()["slice_metric"]
+    figure = grid.report_dir("main") / FIGURE.format(metric=metric)
+    if figure.is_file():
+        target = results_dir / f"{stem}-{metric}.png"
+        shutil.copyfile(figure, target)
+        written.append(target)
+    written.append(write_index(results_dir))
+    if readme is not None:
+        written.append(write_text(readme, replace_block(readme.read_text(), block, readme)))
+    return written

@@ -1,0 +1,167 @@
+"""`llm4rec results-page`: every number on a generated page is the report CSVs' (or, for the per-run
+timings, the runs' own run.json), and the README's results block is the main table."""
+
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from llm4rec.config import load_grid
+from llm4rec.io import read_json, write_json
+from llm4rec.report.build import REPORT_DEFAULTS, ReportSpec, build_report
+from llm4rec.report.results_page import README_BEGIN, README_END, write_results_page
+from llm4rec.report.runs import runs_from_folders
+from llm4rec.report.tables import display_name
+from tests.test_report import make_run
+
+RATES = {"mostpop": 0.1, "bpr": 0.3, "idiomoe": 0.45, "idiomoe_entangled": 0.35}
+PARADIGM = {"mostpop": "baseline", "bpr": "baseline"}
+NUMBER = re.compile(r"-?\d+\.\d+|-?\d+")
+
+
+@pytest.fixture
+def finished_grid(tmp_path):
+    """A grid with a main job (two baselines, IDIOMoE on 2 seeds) and an ablation target
+    (IDIOMoE entangled on seed 0), its run folders, and both reports."""
+    raw = {
+        "name": "t",
+        "results_dir": str(tmp_path / "results"),
+        "reports_dir": str(tmp_path / "reports"),
+        "seeds": [0, 1],
+        "datasets": {"ml-100k": {"source": "ml-100k"}},
+        "report": {"metrics": ["hr_at_10", "ndcg_at_10"]},
+        "models": [
+            {"name": "mostpop"},
+            {"name": "bpr"},
+            {"name": "idiomoe"},
+            {"name": "idiomoe_entangled", "seeds": [0]},
+        ],
+    }
+    (tmp_path / "grid.yaml").write_text(yaml.safe_dump(raw))
+    grid = load_grid(tmp_path / "grid.yaml")
+    rng = np.random.default_rng(7)
+    for i, (dataset, model, seed) in enumerate(grid.runs("all")):
+        hits = (rng.random(300) < RATES[model]).astype(float)
+        make_run(
+            grid.grid_dir / "runs", dataset, model, PARADIGM.get(model, "moe_expert"), seed, hits
+        )
+        folder = grid.run_dir(dataset, model, seed)
+        record = read_json(folder / "run.json")
+        start = 1_796_000_000.0 + 100 * i
+        record["timing"] = {
+            "train_start": start,
+            "train_end": start + 10 + i,
+            "rank_start": start + 10 + i,
+            "rank_end": start + 12.5 + 2 * i,
+        }
+        record["environment"] = {
+            "git_commit": "0123456789abcdef",
+            "cpu_model": "Test CPU",
+            "cpu_count": 2,
+            "cpu_capability": "AVX2",
+            "python": "3.11.7",
+            "packages": {"torch": "2.13.0+cpu"},
+        }
+        write_json(folder / "run.json", record)
+    options = REPORT_DEFAULTS | {"metrics": ["hr_at_10", "ndcg_at_10"]}
+    for kind in ("main", "ablations"):
+        runs = runs_from_folders([grid.run_dir(*cell) / "metrics.json" for cell in grid.runs(kind)])
+        build_report(runs, ReportSpec(options), grid.report_dir(kind), kind=kind)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\n## Latest results\n{README_BEGIN}\nstale block\n{README_END}\n\n## Models\n")
+    return grid, readme, tmp_path / "docs" / "results"
+
+
+def section(page: str, title: str) -> str:
+    return page.split(f"{title}\n", 1)[1].split("\n## ", 1)[0].split("\n### ", 1)[0]
+
+
+def table_rows(text: str) -> list[list[str]]:
+    rows = [line for line in text.splitlines() if line.startswith("|")]
+    return [[c.strip() for c in row.strip("|").split("|")] for row in rows[2:]]
+
+
+def number(cell: str) -> float:
+    return float(NUMBER.search(cell.replace("−", "-")).group())
+
+
+def test_every_number_on_the_page_is_the_reports(finished_grid):
+    grid, readme, out = finished_grid
+    written = write_results_page(grid, out, readme)
+    page_path = out / "t-2026-11-30-0123456.md"
+    assert page_path in written and (out / "README.md") in written
+    page = page_path.read_text()
+
+    # the main table: each row's cells are the CSV's means (what the tests compared)
+    main = pd.read_csv(grid.report_dir("main") / "results_table.csv")
+    rows = table_rows(section(page, "## Main table"))
+    checked = 0
+    for row in rows:
+        if not row[1] or row[1].startswith("*"):
+            continue  # an italic reference line
+        model = next(m for m in main.model.unique() if display_name(m) == row[1])
+        for metric, cell in zip(("hr_at_10", "ndcg_at_10"), row[3:5], strict=True):
+            expected = main[(main.model == model) & (main.metric == metric)]["mean"].item()
+            assert number(cell) == pytest.approx(expected, abs=5e-5), (model, metric)
+            checked += 1
+    assert checked == 2 * main.model.nunique()
+
+    # the ablation table: variant and parent means from ablations.csv
+    ablations = pd.read_csv(grid.report_dir("ablations") / "ablations.csv")
+    rows = table_rows(section(page, "## Ablations"))
+    assert rows, "the page has the ablation table"
+    values = [float(t) for row in rows for c in row[3:] for t in NUMBER.findall(c)]
+    for value in ablations.variant_mean.tolist() + ablations.parent_mean.tolist():
+        assert any(v == pytest.approx(value, abs=5e-5) for v in values)
+    assert (grid.report_dir("ablations") / "ablations.md").read_text().strip() in page
+
+    # costs and slices: every number is one of the CSV's, at the precision it is printed
+    for title, csv, labels in (
+        ("## Costs", grid.report_dir("main") / "cost_table.csv", 3),  # dataset, paradigm, model
+        ("## Slices", grid.report_dir("main") / "slices.csv", 1),  # model
+    ):
+        frame = pd.read_csv(csv)
+        known = frame.select_dtypes("number").to_numpy().ravel()
+        known = known[~np.isnan(known)]
+        for row in table_rows(section(page, title)):
+            for cell in row[labels:]:
+                for token in NUMBER.findall(cell):
+                    if "–" in cell or "(n=" in cell:
+                        continue  # bucket labels: history-length ranges and user counts
+                    value = float(token) * (1e6 if cell.endswith("M") else 1)
+                    places = len(token.split(".")[1]) if "." in token else 0
+                    tol = 0.5 * 10**-places * (1e6 if cell.endswith("M") else 1) + 1e-12
+                    assert np.any(np.abs(known - value) <= tol), (title, cell)
+
+    # per-run timings: the runs' own run.json
+    for row in table_rows(section(page, "## Per-run timings (run.json)")):
+        model, seed = row[0], int(row[1])
+        dataset = "ml-100k"
+        timing = read_json(grid.run_dir(dataset, model, seed) / "run.json")["timing"]
+        assert number(row[2]) == pytest.approx(
+            timing["train_end"] - timing["train_start"], abs=0.05
+        )
+        assert number(row[3]) == pytest.approx(timing["rank_end"] - timing["rank_start"], abs=0.05)
+
+    # the README's block is the main table with a link to the page; rerunning replaces it
+    text = readme.read_text()
+    block = text.split(README_BEGIN)[1].split(README_END)[0]
+    assert "stale block" not in block and "(docs/results/t-2026-11-30-0123456.md)" in block
+    assert (grid.report_dir("main") / "results_table.md").read_text().strip() in block
+    write_results_page(grid, out, readme)
+    assert readme.read_text() == text and text.count(README_BEGIN) == 1
+    assert "[t-2026-11-30-0123456](t-2026-11-30-0123456.md)" in (out / "README.md").read_text()
+
+
+def test_a_grid_without_finished_runs_or_markers_is_refused(finished_grid, tmp_path):
+    grid, readme, out = finished_grid
+    readme.write_text("# no markers\n")
+    with pytest.raises(ValueError, match="README.md: needs one '<!-- results:begin -->' line"):
+        write_results_page(grid, out, readme)
+    empty = load_grid(tmp_path / "grid.yaml")
+    for cell in empty.runs("all"):
+        (empty.run_dir(*cell) / "run.json").unlink()
+    with pytest.raises(FileNotFoundError, match="no finished run of grid 't'"):
+        write_results_page(empty, out, None)
