@@ -17,7 +17,7 @@ import jsonschema
 import yaml
 
 from llm4rec.data.sources import BUILTIN_SOURCES
-from llm4rec.evaluation.metrics import metric_cutoff
+from llm4rec.evaluation.metrics import SELECTION_METRIC, metric_cutoff
 from llm4rec.io import stable_hash
 from llm4rec.models import ARTIFACTS, MODELS, check_params, deep_merge, resolved_params
 from llm4rec.params import ParamsError
@@ -39,7 +39,6 @@ DATASET_DEFAULTS = {
     },
 }
 DEFAULT_CUTOFFS = [5, 10, 20, 50]
-DEFAULT_SELECTION = "ndcg_at_10"  # the validation metric that picks epochs and checkpoints
 
 
 def local_store_uri(results_dir: Path) -> str:
@@ -179,7 +178,7 @@ class Grid:
     def selection_metric(self, model: str) -> str:
         """The validation metric that picks epochs and checkpoints (grid's, or the entry's own)."""
         own = self.model_entry(model).get("evaluation", {}).get("selection_metric")
-        return own or self.raw.get("evaluation", {}).get("selection_metric", DEFAULT_SELECTION)
+        return own or self.raw.get("evaluation", {}).get("selection_metric", SELECTION_METRIC)
 
     def model_inputs(self, model: str) -> dict[str, dict[str, Any]]:
         """{slot: {run: MODEL[, seed: N]} | {artifact: NAME, params: {...}}}: the registry's
@@ -286,7 +285,7 @@ class Grid:
             # only when it differs from the default, so grids run before it existed keep their hashes
             **(
                 {"selection_metric": self.selection_metric(model)}
-                if self.selection_metric(model) != DEFAULT_SELECTION
+                if self.selection_metric(model) != SELECTION_METRIC
                 else {}
             ),
             # the upstream runs' config hashes: a changed upstream changes (and reruns) the consumer

@@ -37,6 +37,7 @@ from tqdm import tqdm
 
 from llm4rec.data.split import Split
 from llm4rec.evaluation.evaluate import sample_users
+from llm4rec.evaluation.metrics import SELECTION_METRIC
 from llm4rec.io import sha256_file, stable_hash
 from llm4rec.llm import distributed, precision
 from llm4rec.llm.backbone import BackboneConfig, LoraSettings, add_lora, load_backbone, torch_dtype
@@ -73,7 +74,7 @@ class LLMRecommender:
         cfg: LLMConfig,
         seed: int,
         device: str,
-        selection: str = "ndcg_at_10",
+        selection: str = SELECTION_METRIC,
         inputs: Mapping[str, ResolvedInput] | None = None,
     ):
         self.cfg, self.seed, self.device, self.selection_metric = cfg, seed, device, selection

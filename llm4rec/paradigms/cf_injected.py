@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from llm4rec.data.split import Split
+from llm4rec.evaluation.metrics import SELECTION_METRIC
 from llm4rec.llm.backbone import ALL_PROJECTIONS, LoraSettings
 from llm4rec.llm.decoding import _decoder_stack, _positions
 from llm4rec.llm.item_scoring import log_popularity_prior, one_forward_costs, top_unseen_items
@@ -446,7 +447,7 @@ def build(
     config: CfLlaraConfig | CfE4SRecConfig,
     seed: int,
     device: str,
-    selection: str = "ndcg_at_10",
+    selection: str = SELECTION_METRIC,
     inputs: dict | None = None,
 ) -> LLMRecommender:
     """cf_llara / cf_e4srec, and their `_permuted` ablations (cf.permuted: the soft tokens of other items)."""

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from llm4rec.data.split import Split
+from llm4rec.evaluation.metrics import SELECTION_METRIC
 from llm4rec.llm.decoding import constrained_beam_search, item_token_sequences, resolve_decoder
 from llm4rec.llm.identifiers import item_identifiers
 from llm4rec.llm.prompts import Prompt, PromptTemplate, render_prompt
@@ -99,7 +100,7 @@ def build(
     config: TextPromptedConfig,
     seed: int,
     device: str,
-    selection: str = "ndcg_at_10",
+    selection: str = SELECTION_METRIC,
     inputs: dict | None = None,
 ) -> TextPromptedRecommender:
     return TextPromptedRecommender(config, seed, device, selection)
