@@ -16,6 +16,7 @@ from typing import Any
 import jsonschema
 import yaml
 
+from llm4rec import layout
 from llm4rec.data.sources import BUILTIN_SOURCES
 from llm4rec.evaluation.metrics import SELECTION_METRIC, metric_cutoff
 from llm4rec.io import stable_hash
@@ -43,7 +44,7 @@ DEFAULT_CUTOFFS = [5, 10, 20, 50]
 
 def local_store_uri(results_dir: Path) -> str:
     """The SQLite MLflow store a grid writes when no tracking server is named: <results_dir>/mlflow.db."""
-    return f"sqlite:///{(results_dir / 'mlflow.db').resolve()}"
+    return f"sqlite:///{(results_dir / layout.LOCAL_STORE).resolve()}"
 
 
 class ConfigError(ValueError):
@@ -202,8 +203,8 @@ class Grid:
                     "run",
                     upstream,
                     upstream_seed,
-                    folder / "exports",
-                    folder / "exports",
+                    folder / layout.EXPORTS,
+                    folder / layout.EXPORTS,
                     files,
                     self.run_hash(dataset, upstream, upstream_seed),
                     {},
@@ -219,7 +220,7 @@ class Grid:
                     name,
                     artifact_seed,
                     folder,
-                    folder / "artifact.json",
+                    folder / layout.ARTIFACT_JSON,
                     files,
                     key,
                     params,
@@ -243,7 +244,7 @@ class Grid:
         )
 
     def artifact_dir(self, dataset: str, name: str, key: str) -> Path:
-        return self.grid_dir / "artifacts" / dataset / name / key
+        return layout.artifact_dir(self.grid_dir, dataset, name, key)
 
     def artifacts(self) -> dict[tuple[str, str, str], InputSource]:
         """Every artifact the grid's runs consume, by (dataset, artifact, key)."""
@@ -259,10 +260,10 @@ class Grid:
         return deep_merge(entry.get("params", {}), entry.get("dataset_params", {}).get(dataset, {}))
 
     def split_dir(self, dataset: str) -> Path:
-        return self.grid_dir / "data" / dataset
+        return layout.split_dir(self.grid_dir, dataset)
 
     def run_dir(self, dataset: str, model: str, seed: int) -> Path:
-        return self.grid_dir / "runs" / dataset / model / f"seed{seed}"
+        return layout.run_dir(self.grid_dir, dataset, model, seed)
 
     def run_config(self, dataset: str, model: str, seed: int) -> dict[str, Any]:
         """Everything that determines one run's result (its hash is the run's config hash)."""
@@ -409,7 +410,7 @@ def _ship_text_samples(grid: Grid) -> None:
         if sample is None or not sample.enabled or (sample.path, sample.sha256) in done:
             continue
         try:
-            ship_sample(sample, grid.grid_dir / "text_retention")
+            ship_sample(sample, grid.grid_dir / layout.TEXT_RETENTION)
         except (OSError, ValueError) as err:
             raise ConfigError(f"{grid.path}: models[{i}] ({entry['name']}): {err}") from err
         done.add((sample.path, sample.sha256))

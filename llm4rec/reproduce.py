@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from llm4rec import layout
 from llm4rec.config import ConfigError, load_grid
 from llm4rec.data.atomic import DataError
 from llm4rec.environment import environment
@@ -62,15 +63,15 @@ class ScratchGrid:
 def load_recorded(target: str, tracking_uri: str) -> Recorded:
     folder = Path(target)
     if folder.is_dir():
-        for name in ("run.json", "metrics.json"):
+        for name in (layout.RUN_JSON, layout.METRICS):
             if not (folder / name).is_file():
                 raise DataError(
                     f"reproduce: {folder / name} not found; RUN must be a finished, evaluated run folder "
                     "(<results>/<grid>/runs/<dataset>/<model>/seed<N>) or an MLflow run id"
                 )
         return Recorded(
-            read_json(folder / "run.json"),
-            read_json(folder / "metrics.json"),
+            read_json(folder / layout.RUN_JSON),
+            read_json(folder / layout.METRICS),
             folder.resolve(),
             folder.resolve(),
         )
@@ -81,10 +82,10 @@ def load_recorded(target: str, tracking_uri: str) -> Recorded:
             tracking_uri, target, Path(tempfile.mkdtemp(prefix="llm4rec-mlflow-"))
         )
         return Recorded(
-            read_json(files["run.json"]),
-            read_json(files["metrics.json"]),
+            read_json(files[layout.RUN_JSON]),
+            read_json(files[layout.METRICS]),
             None,
-            files["run.json"].parent,
+            files[layout.RUN_JSON].parent,
         )
     raise DataError(
         f"reproduce: '{target}' is neither a run folder nor an MLflow run id (32 hex characters)"
@@ -142,30 +143,30 @@ def _add_model(grid: ScratchGrid, recorded: Recorded, folder: Path | None) -> No
                 f"reproduce: {config['model']}/{config['dataset']}/seed{config['seed']} consumes "
                 f"{', '.join(inputs)}; rebuilding those needs the run folder (give RUN as a folder)"
             )
-        grid_dir = folder.parents[3]  # <grid>/runs/<dataset>/<model>/seed<N>
+        grid_dir = layout.grid_dir_of_run(folder)
         entry["inputs"] = {}
         for slot, source in inputs.items():
             if "run" in source:
-                upstream_folder = (
-                    grid_dir / "runs" / config["dataset"] / source["run"] / f"seed{source['seed']}"
+                upstream_folder = layout.run_dir(
+                    grid_dir, config["dataset"], source["run"], source["seed"]
                 )
-                if not (upstream_folder / "run.json").is_file():
+                if not (upstream_folder / layout.RUN_JSON).is_file():
                     raise DataError(
                         f"reproduce: {folder} consumed '{slot}' from {upstream_folder}, whose run.json is gone"
                     )
-                upstream = Recorded(read_json(upstream_folder / "run.json"), {}, upstream_folder)
+                upstream = Recorded(
+                    read_json(upstream_folder / layout.RUN_JSON), {}, upstream_folder
+                )
                 if all(m["name"] != source["run"] for m in grid.raw["models"]):
                     _add_model(grid, upstream, upstream_folder)
                     grid.upstream.append((source["run"], int(source["seed"])))
                 entry["inputs"][slot] = {"run": source["run"], "seed": source["seed"]}
             else:
                 marker = (
-                    grid_dir
-                    / "artifacts"
-                    / config["dataset"]
-                    / source["artifact"]
-                    / source["config_hash"]
-                    / "artifact.json"
+                    layout.artifact_dir(
+                        grid_dir, config["dataset"], source["artifact"], source["config_hash"]
+                    )
+                    / layout.ARTIFACT_JSON
                 )
                 if not marker.is_file():
                     raise DataError(
@@ -261,8 +262,8 @@ class PhaseEvidence:
 def phase_evidence(recorded_folder: Path | None, rebuilt_folder: Path) -> dict[str, PhaseEvidence]:
     """Per phase, from the recorded and the rebuilt run folders (nothing where the record has no files)."""
     out = {}
-    for phase in ("valid", "test"):
-        names = [f"rankings_{phase}.parquet", f"per_user_{phase}.parquet"]
+    for phase in layout.PHASES:
+        names = [layout.rankings(phase), layout.per_user(phase)]
         if recorded_folder is None or not all((recorded_folder / n).is_file() for n in names):
             continue
         old, new = (pd.read_parquet(f / names[0]) for f in (recorded_folder, rebuilt_folder))
@@ -387,7 +388,7 @@ def reproduce(
             train_and_rank(grid, dataset, upstream_model, upstream_seed)
     train_and_rank(grid, dataset, model, seed)
     rebuilt = evaluate_run(grid, dataset, model, seed)
-    now = read_json(grid.run_dir(dataset, model, seed) / "run.json")
+    now = read_json(grid.run_dir(dataset, model, seed) / layout.RUN_JSON)
 
     metrics = metric_differences(recorded.metrics, rebuilt)
     evidence = phase_evidence(recorded.files, grid.run_dir(dataset, model, seed))
@@ -450,19 +451,19 @@ def _copy_recorded_upstream(recorded: Recorded, grid_spec: ScratchGrid, grid, da
         raise DataError(
             "reproduce --upstream recorded: needs RUN as a run folder (the recorded upstream lives beside it)"
         )
-    source_grid = recorded.folder.parents[3]
+    source_grid = layout.grid_dir_of_run(recorded.folder)
     for name, key in grid_spec.artifacts:
-        relative = Path("artifacts") / dataset / name / key
-        shutil.copytree(source_grid / relative, grid.grid_dir / relative, dirs_exist_ok=True)
-    for upstream_model, upstream_seed in grid_spec.upstream:
-        relative = Path("runs") / dataset / upstream_model / f"seed{upstream_seed}"
-        (grid.grid_dir / relative).mkdir(parents=True, exist_ok=True)
-        shutil.copy2(source_grid / relative / "run.json", grid.grid_dir / relative / "run.json")
         shutil.copytree(
-            source_grid / relative / "exports",
-            grid.grid_dir / relative / "exports",
+            layout.artifact_dir(source_grid, dataset, name, key),
+            layout.artifact_dir(grid.grid_dir, dataset, name, key),
             dirs_exist_ok=True,
         )
+    for upstream_model, upstream_seed in grid_spec.upstream:
+        source = layout.run_dir(source_grid, dataset, upstream_model, upstream_seed)
+        target = layout.run_dir(grid.grid_dir, dataset, upstream_model, upstream_seed)
+        target.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source / layout.RUN_JSON, target / layout.RUN_JSON)
+        shutil.copytree(source / layout.EXPORTS, target / layout.EXPORTS, dirs_exist_ok=True)
     print(
         f"[llm4rec] consuming the recorded upstream as it is: {[f'{n}/{k}' for n, k in grid_spec.artifacts]} "
         f"{[f'{m}/seed{s}' for m, s in grid_spec.upstream]}",

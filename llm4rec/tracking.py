@@ -37,6 +37,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from llm4rec import layout
 from llm4rec.config import Grid, local_store_uri
 from llm4rec.environment import redact
 from llm4rec.io import read_json, sha256_file, stable_hash, write_json
@@ -57,15 +58,6 @@ TEMPLATE_FIELDS = ("prompt", "instruction", "response", "answer_prefix")
 # in resolved_config.json, not among the params. The backbone's name is the `backbone` param.
 NOT_HYPERPARAMETERS = ("backbone.", "text_retention.")
 KEPT_BACKBONE_FIELDS = ("backbone.dtype",)
-
-ARTIFACTS = (
-    "metrics.json",
-    "run.json",
-    "per_user_valid.parquet",
-    "per_user_test.parquet",
-    "rankings_valid.parquet",
-    "rankings_test.parquet",
-)
 
 
 def _input_label(source: dict[str, Any]) -> str:
@@ -162,7 +154,7 @@ def dataset_input(grid: Grid, dataset: str):
     from mlflow.entities import Dataset, DatasetInput, InputTag
 
     folder = grid.split_dir(dataset)
-    meta = read_json(folder / "split.json")
+    meta = read_json(folder / layout.SPLIT_JSON)
     stats = meta.get("stats", {})
     profile = {
         key: stats[key]
@@ -205,7 +197,7 @@ def run_metrics(metrics: dict) -> dict[str, float]:
 @contextmanager
 def store_lock(results_dir: Path) -> Iterator[None]:
     results_dir.mkdir(parents=True, exist_ok=True)
-    with open(results_dir / ".mlflow.lock", "w") as fh:
+    with open(results_dir / layout.STORE_LOCK, "w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield
@@ -253,14 +245,15 @@ def client_and_experiment(grid: Grid):
 
     uri = grid.tracking_uri()
     check_reachable(uri)
-    if uri == local_store_uri(grid.results_dir) and (grid.results_dir / "mlflow.db").is_file():
+    local = grid.results_dir / layout.LOCAL_STORE
+    if uri == local_store_uri(grid.results_dir) and local.is_file():
         relocate_store(grid.results_dir)  # results/ moved or was copied since the store was written
     client = MlflowClient(tracking_uri=uri)
     experiment = client.get_experiment_by_name(grid.experiment)
     if experiment is None:
         location = None
         if uri.startswith("sqlite:") or uri.startswith("file:") or "://" not in uri:
-            location = (grid.results_dir / "mlartifacts").resolve().as_uri()
+            location = (grid.results_dir / layout.LOCAL_ARTIFACTS).resolve().as_uri()
         experiment = client.get_experiment(
             client.create_experiment(grid.experiment, artifact_location=location)
         )
@@ -283,7 +276,7 @@ def relocate_store(results_dir: Path) -> dict[str, int]:
     """Point a local store's artifact locations (experiments, runs) and dataset sources at `results_dir`, after the
     folder was moved or copied: MLflow stores them as absolute file URIs, so every artifact link breaks otherwise.
     Idempotent; returns the rows changed per table. (MLflow has no API for this; these are its own columns.)"""
-    db = results_dir / "mlflow.db"
+    db = results_dir / layout.LOCAL_STORE
     if not db.is_file():
         raise TrackingError(
             f"{db}: no MLflow store here (give the results folder that holds mlflow.db)"
@@ -326,9 +319,9 @@ def log_run(grid: Grid, dataset: str, model: str, seed: int) -> dict:
     from mlflow.entities import Metric, Param, RunTag
 
     run_dir = grid.run_dir(dataset, model, seed)
-    metrics, run = read_json(run_dir / "metrics.json"), read_json(run_dir / "run.json")
+    metrics, run = read_json(run_dir / layout.METRICS), read_json(run_dir / layout.RUN_JSON)
     run_key = f"{grid.name}/{dataset}/{model}/seed{seed}"
-    digest = sha256_file(run_dir / "metrics.json")
+    digest = sha256_file(run_dir / layout.METRICS)
     now = time.time()
     timing = (
         run.get("timing") or {}
@@ -391,9 +384,9 @@ def log_run(grid: Grid, dataset: str, model: str, seed: int) -> dict:
                         tags=tag_list if i == 0 else [],
                     )
                 )
-            if (grid.split_dir(dataset) / "split.json").is_file():
+            if (grid.split_dir(dataset) / layout.SPLIT_JSON).is_file():
                 _retry(lambda: client.log_inputs(run_id, datasets=[dataset_input(grid, dataset)]))
-            for name in ARTIFACTS:
+            for name in layout.RUN_FILES:
                 if (run_dir / name).is_file():
                     client.log_artifact(run_id, str(run_dir / name))
             with tempfile.TemporaryDirectory() as tmp:
@@ -408,7 +401,7 @@ def log_run(grid: Grid, dataset: str, model: str, seed: int) -> dict:
         "tracking_uri": redact(grid.tracking_uri()),
         "run_key": run_key,
     }
-    write_json(run_dir / "mlflow.json", record)
+    write_json(run_dir / layout.MLFLOW_JSON, record)
     print(f"[llm4rec] MLflow run {reused} ({run_key}) in {record['tracking_uri']}", flush=True)
     return record
 
@@ -479,13 +472,13 @@ def download_run_record(uri: str, run_id: str, dest: Path) -> dict[str, Path]:
         client.get_run(run_id)
         files = {
             name: Path(client.download_artifacts(run_id, name, str(dest)))
-            for name in ("run.json", "metrics.json")
+            for name in (layout.RUN_JSON, layout.METRICS)
         }
         logged = {info.path for info in client.list_artifacts(run_id)}
         # the rankings and per-user metrics, where logged: reproduce judges float noise by them
         files |= {
             name: Path(client.download_artifacts(run_id, name, str(dest)))
-            for name in ARTIFACTS
+            for name in layout.RUN_FILES
             if name.endswith(".parquet") and name in logged
         }
         return files

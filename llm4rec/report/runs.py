@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from llm4rec import layout
 from llm4rec.io import read_json
 
 
@@ -31,18 +32,18 @@ class RunRecord:
 
     @functools.cached_property
     def metrics(self) -> dict:
-        return read_json(self.folder / "metrics.json")
+        return read_json(self.folder / layout.METRICS)
 
     @functools.cached_property
     def run(self) -> dict:
-        return read_json(self.folder / "run.json")
+        return read_json(self.folder / layout.RUN_JSON)
 
     @property
     def split_checksums(self) -> dict:
         return self.run["split_checksums"]
 
     def per_user(self, phase: str = "test") -> pd.DataFrame:
-        return pd.read_parquet(self.folder / f"per_user_{phase}.parquet")
+        return pd.read_parquet(self.folder / layout.per_user(phase))
 
 
 def runs_from_folders(folders: Iterable[str | Path]) -> list[RunRecord]:
@@ -50,17 +51,17 @@ def runs_from_folders(folders: Iterable[str | Path]) -> list[RunRecord]:
     records = []
     for folder in folders:
         folder = Path(folder)
-        folder = folder.parent if folder.name == "metrics.json" else folder
-        if not (folder / "metrics.json").is_file():
+        folder = folder.parent if folder.name == layout.METRICS else folder
+        if not (folder / layout.METRICS).is_file():
             continue
-        m = read_json(folder / "metrics.json")
+        m = read_json(folder / layout.METRICS)
         records.append(RunRecord(m["dataset"], m["model"], m["paradigm"], int(m["seed"]), folder))
     return sorted(records, key=lambda r: (r.dataset, r.model, r.seed))
 
 
 def runs_from_results(runs_dir: str | Path) -> list[RunRecord]:
     """Every finished run below a grid's runs folder (<dataset>/<model>/seed<N>/)."""
-    return runs_from_folders(sorted(Path(runs_dir).glob("*/*/seed*/metrics.json")))
+    return runs_from_folders(sorted(Path(runs_dir).glob(f"{layout.RUN_GLOB}/{layout.METRICS}")))
 
 
 def runs_from_mlflow(
