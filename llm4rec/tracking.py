@@ -487,3 +487,34 @@ def download_run_record(uri: str, run_id: str, dest: Path) -> dict[str, Path]:
             f"MLflow store {redact(uri)}: run {run_id} or its run.json/metrics.json artifacts not found "
             f"({err.message.splitlines()[0] if err.message else err})"
         ) from None
+
+
+def download_runs(
+    uri: str, experiment: str, dest: str | Path, tags: dict[str, str] | None = None
+) -> list[Path]:
+    """Download the evaluated runs of an MLflow experiment (filtered by tags) into run folders
+    below `dest` (<dataset>/<model>/seed<N>/), with the files the report reads."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        raise ValueError(f"MLflow store {redact(uri)}: no experiment named '{experiment}'")
+    clauses = ["tags.`llm4rec.run_key` != ''"] + [
+        f"tags.`{k}` = '{v}'" for k, v in (tags or {}).items()
+    ]
+    names = (layout.METRICS, layout.RUN_JSON, *(layout.per_user(p) for p in layout.PHASES))
+    folders = []
+    for mlrun in client.search_runs(
+        [found.experiment_id], " and ".join(clauses), max_results=10_000
+    ):
+        run_tags = mlrun.data.tags
+        if run_tags.get("paradigm") == "report":
+            continue
+        folder = Path(dest) / run_tags["dataset"] / run_tags["model"]
+        folder = folder / layout.seed_folder(run_tags["seed"])
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in names:
+            client.download_artifacts(mlrun.info.run_id, name, str(folder))
+        folders.append(folder)
+    return folders

@@ -1,8 +1,9 @@
-"""Finished runs as the report stage sees them, read from the results folder or from MLflow.
+"""Finished runs as the report stage sees them: run folders.
 
 A finished run is a folder holding ``metrics.json``, ``run.json`` and ``per_user_test.parquet``
-(written by the evaluate stage); MLflow runs carry the same files as artifacts, so both
-sources give the same records and the same tables.
+(written by the evaluate stage). MLflow runs carry the same files as artifacts;
+``llm4rec.tracking.download_runs`` brings them into folders, so both sources give the same
+records and the same tables.
 """
 
 from __future__ import annotations
@@ -62,31 +63,3 @@ def runs_from_folders(folders: Iterable[str | Path]) -> list[RunRecord]:
 def runs_from_results(runs_dir: str | Path) -> list[RunRecord]:
     """Every finished run below a grid's runs folder (<dataset>/<model>/seed<N>/)."""
     return runs_from_folders(sorted(Path(runs_dir).glob(f"{layout.RUN_GLOB}/{layout.METRICS}")))
-
-
-def runs_from_mlflow(
-    tracking_uri: str, experiment: str, dest: str | Path, tags: dict[str, str] | None = None
-) -> list[RunRecord]:
-    """Download the evaluated runs of an MLflow experiment (filtered by tags) into `dest`."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=tracking_uri)
-    found = client.get_experiment_by_name(experiment)
-    if found is None:
-        raise ValueError(f"MLflow store {tracking_uri}: no experiment named '{experiment}'")
-    clauses = ["tags.`llm4rec.run_key` != ''"] + [
-        f"tags.`{k}` = '{v}'" for k, v in (tags or {}).items()
-    ]
-    folders = []
-    for mlrun in client.search_runs(
-        [found.experiment_id], " and ".join(clauses), max_results=10_000
-    ):
-        tags_ = mlrun.data.tags
-        if tags_.get("paradigm") == "report":
-            continue
-        folder = Path(dest) / tags_["dataset"] / tags_["model"] / f"seed{tags_['seed']}"
-        folder.mkdir(parents=True, exist_ok=True)
-        for name in ("metrics.json", "run.json", "per_user_test.parquet", "per_user_valid.parquet"):
-            client.download_artifacts(mlrun.info.run_id, name, str(folder))
-        folders.append(folder)
-    return runs_from_folders(folders)
