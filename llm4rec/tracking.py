@@ -7,8 +7,9 @@ for MLflow's runs table and compare view (issue 13):
   its runs, not on an empty GenAI overview;
 - params are what a researcher chose and compares (``run_params``): model, display name,
   dataset, seed, backbone, prompt-template id, budget, inputs and ``hp.*`` (the model's full
-  hyper-parameters, defaults filled in), with one key set per paradigm so compare-view
-  columns line up; the fully resolved configs (RecBole's ~100 settings, prompt text) are the
+  hyper-parameters, defaults filled in), read from the run's own run.json (never from today's
+  grid YAML), with one key set per paradigm (from the registry) so compare-view columns line
+  up; the fully resolved configs (RecBole's ~100 settings, prompt text) are the
   ``resolved_config.json`` artifact;
 - the split is the run's dataset input (name, digest of the split's checksums, source folder);
 - the run starts when training started and ends when ranking ended (run.json ``timing``);
@@ -41,7 +42,7 @@ from llm4rec import layout
 from llm4rec.config import Grid, local_store_uri
 from llm4rec.environment import redact
 from llm4rec.io import read_json, sha256_file, stable_hash, write_json
-from llm4rec.models import MODELS, hyperparameters, model_title, registered_costs
+from llm4rec.models import MODELS, flat, hyperparameters, model_title, registered_costs
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "true")
@@ -50,7 +51,7 @@ os.environ.setdefault("DO_NOT_TRACK", "true")
 # training experiments open on the runs table.
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 # Bumped when what a run logs changes, so a rerun of `track` replaces runs logged the old way.
-TRACKING_SCHEMA = "2"
+TRACKING_SCHEMA = "3"
 NOT_APPLICABLE = "n/a"  # a param of the paradigm that this model does not have
 # Hyper-parameters that together are the prompt template: logged as one id (prompt_template), text in the artifact.
 TEMPLATE_FIELDS = ("prompt", "instruction", "response", "answer_prefix")
@@ -85,12 +86,19 @@ def describe_run(
     config: dict[str, Any],
     resolved: dict[str, Any] | None = None,
     evaluation: dict[str, Any] | None = None,
+    *,
+    recorded: bool = False,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(params, resolved config) of one run config (run.json's `run`): the params a researcher compares and the
-    full record behind them. `resolved`: a library's resolved config (RecBole's), `evaluation`: the run's user
-    samples."""
+    """(params, resolved config) of one run config (run.json's `run`): the params a researcher
+    compares and the full record behind them. `resolved`: a library's resolved config (RecBole's),
+    `evaluation`: the run's user samples. `recorded`: the params are a run record's, resolved when
+    it trained; they are logged as written, so a default or key that changed since does not
+    rewrite what an old run shows."""
     model = config["model"]
-    hp = hyperparameters(model, config.get("params", {}), resolved)
+    if recorded and MODELS[model].hyperparameters is None:
+        hp = flat(config.get("params", {}))
+    else:
+        hp = hyperparameters(model, config.get("params", {}), resolved)
     template = {key: value for key, value in hp.items() if key.split(".")[0] in TEMPLATE_FIELDS}
     evaluation = evaluation or config.get("evaluation") or {}
     params: dict[str, Any] = {
@@ -120,26 +128,34 @@ def describe_run(
     return params, record
 
 
-def paradigm_param_keys(grid: Grid, paradigm: str) -> list[str]:
-    """Every param key any run of `paradigm` in this grid logs: the key set each of them logs (missing ones as
-    'n/a'), so the compare view's columns line up across the paradigm's models."""
+def paradigm_param_keys(paradigm: str) -> list[str]:
+    """The param keys every run of `paradigm` logs (missing ones as 'n/a'), so the compare view's
+    columns line up across the paradigm's models: those of each registered model of the
+    paradigm with its defaults. From the registry, not a grid: what MLflow shows for a run
+    depends on its own folder and the code, never on today's grid YAML."""
     keys: dict[str, None] = {}
-    for dataset, model, seed in grid.runs():
-        if MODELS[model].paradigm == paradigm:
-            keys |= dict.fromkeys(describe_run(grid.run_config(dataset, model, seed))[0])
+    for name, spec in MODELS.items():
+        if spec.paradigm == paradigm:
+            config = {
+                "model": name,
+                "paradigm": paradigm,
+                "dataset": "",
+                "seed": 0,
+                "params": {},
+                "inputs": dict.fromkeys(spec.inputs, {}),
+            }
+            keys |= dict.fromkeys(describe_run(config)[0])
     return list(keys)
 
 
-def run_params(grid: Grid, run: dict[str, Any]) -> tuple[dict[str, str], dict[str, Any]]:
-    """(MLflow params, resolved_config.json) of one finished run (run.json's content)."""
+def run_params(run: dict[str, Any]) -> tuple[dict[str, str], dict[str, Any]]:
+    """(MLflow params, resolved_config.json) of one finished run, from its run.json alone."""
     config = run["run"]
     params, record = describe_run(
-        config, run.get("fit", {}).get("recbole_config"), run.get("evaluation")
+        config, run.get("fit", {}).get("recbole_config"), run.get("evaluation"), recorded=True
     )
-    keys = paradigm_param_keys(grid, config["paradigm"])
-    keys += [
-        key for key in params if key not in keys
-    ]  # a run the grid no longer lists keeps its own
+    keys = paradigm_param_keys(config["paradigm"])
+    keys += [key for key in params if key not in keys]  # e.g. a setting its grid gave a new shape
     return {key: str(params.get(key, NOT_APPLICABLE))[:5000] for key in keys}, record
 
 
@@ -367,7 +383,7 @@ def log_run(grid: Grid, dataset: str, model: str, seed: int) -> dict:
                 )
             )
             run_id = mlrun.info.run_id
-            params, resolved = run_params(grid, run)
+            params, resolved = run_params(run)
             params = redact(params)
             params_list = [Param(k[:250], v) for k, v in sorted(params.items())]
             metric_list = [
