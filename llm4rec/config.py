@@ -3,20 +3,21 @@
 A grid is datasets x models x seeds (see benchmarks/default.yaml). Validation happens before
 anything runs; every error names the file, the key path and what was expected, e.g.
 ``benchmarks/default.yaml: models[3].name 'sasrek' is not a known model (known: ...)``.
+The defaults of the keys a grid leaves out are benchmarks/schema.yaml's, filled in on loading.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import yaml
 
-from llm4rec import layout
+from llm4rec import layout, schema
 from llm4rec.data.sources import BUILTIN_SOURCES
 from llm4rec.evaluation.metrics import SELECTION_METRIC, metric_cutoff
 from llm4rec.io import stable_hash
@@ -24,22 +25,7 @@ from llm4rec.models import ARTIFACTS, MODELS, check_params, deep_merge, resolved
 from llm4rec.params import ParamsError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SCHEMA_PATH = REPO_ROOT / "benchmarks" / "schema.yaml"
 DEFAULT_CONFIG = REPO_ROOT / "benchmarks" / "default.yaml"
-
-DATASET_DEFAULTS = {
-    "rating_threshold": None,
-    "dedup": "first",
-    "k_core": {"user": 5, "item": 5},
-    "split": {
-        "method": "leave_one_out",
-        "tie_break": "file_order",
-        "seed": 0,
-        "valid_frac": 0.1,
-        "test_frac": 0.1,
-    },
-}
-DEFAULT_CUTOFFS = [5, 10, 20, 50]
 
 
 def local_store_uri(results_dir: Path) -> str:
@@ -85,7 +71,7 @@ class InputSource:
 
 @dataclass(frozen=True)
 class Grid:
-    """A validated grid config with defaults filled in."""
+    """A validated grid config with the schema's defaults filled in."""
 
     path: Path
     raw: dict[str, Any]
@@ -96,7 +82,7 @@ class Grid:
 
     @property
     def results_dir(self) -> Path:
-        return Path(self.raw.get("results_dir", "results"))
+        return Path(self.raw["results_dir"])
 
     @property
     def grid_dir(self) -> Path:
@@ -104,7 +90,7 @@ class Grid:
 
     @property
     def reports_dir(self) -> Path:
-        return Path(self.raw.get("reports_dir", "reports"))
+        return Path(self.raw["reports_dir"])
 
     @property
     def seeds(self) -> list[int]:
@@ -112,7 +98,7 @@ class Grid:
 
     @property
     def cutoffs(self) -> list[int]:
-        return sorted(self.raw.get("evaluation", {}).get("cutoffs", DEFAULT_CUTOFFS))
+        return sorted(self.raw["evaluation"]["cutoffs"])
 
     @property
     def datasets(self) -> list[str]:
@@ -124,7 +110,7 @@ class Grid:
 
     @property
     def device(self) -> str:
-        device = self.raw.get("device", "cpu")
+        device = self.raw["device"]
         if device == "auto":
             import torch
 
@@ -133,24 +119,22 @@ class Grid:
 
     @property
     def threads(self) -> int:
-        return int(self.raw.get("threads", 1))
+        return int(self.raw["threads"])
 
     def tracking_uri(self) -> str:
         """MLFLOW_TRACKING_URI wins, then tracking.uri, then a SQLite file under results_dir."""
-        uri = os.environ.get("MLFLOW_TRACKING_URI") or self.raw.get("tracking", {}).get("uri")
+        uri = os.environ.get("MLFLOW_TRACKING_URI") or self.raw["tracking"]["uri"]
         return uri or local_store_uri(self.results_dir)
 
     @property
     def experiment(self) -> str:
-        return self.raw.get("tracking", {}).get("experiment", f"llm4rec-{self.name}")
+        return self.raw["tracking"].get("experiment", f"llm4rec-{self.name}")
 
     def report_options(self) -> dict[str, Any]:
-        from llm4rec.report.build import REPORT_DEFAULTS
-
-        return REPORT_DEFAULTS | self.raw.get("report", {})
+        return copy.deepcopy(self.raw["report"])
 
     def dataset_config(self, dataset: str) -> dict[str, Any]:
-        return deep_merge(DATASET_DEFAULTS, self.raw["datasets"][dataset])
+        return copy.deepcopy(self.raw["datasets"][dataset])
 
     def model_entry(self, model: str) -> dict[str, Any]:
         return next(m for m in self.raw["models"] if m["name"] == model)
@@ -167,19 +151,18 @@ class Grid:
         (cutoffs: a subset of the grid's, ranking depth = their max; test_users / valid_users: a
         seeded uniform sample of that many users, the same users for every model that asks for
         the same number; null = all)."""
-        grid = self.raw.get("evaluation", {})
         own = self.model_entry(model).get("evaluation", {})
         return {
             "cutoffs": sorted(own.get("cutoffs", self.cutoffs)),
             "test_users": own.get("test_users"),
             "valid_users": own.get("valid_users"),
-            "sample_seed": grid.get("sample_seed", 0),
+            "sample_seed": self.raw["evaluation"]["sample_seed"],
         }
 
     def selection_metric(self, model: str) -> str:
         """The validation metric that picks epochs and checkpoints (grid's, or the entry's own)."""
         own = self.model_entry(model).get("evaluation", {}).get("selection_metric")
-        return own or self.raw.get("evaluation", {}).get("selection_metric", SELECTION_METRIC)
+        return own or self.raw["evaluation"].get("selection_metric", SELECTION_METRIC)
 
     def model_inputs(self, model: str) -> dict[str, dict[str, Any]]:
         """{slot: {run: MODEL[, seed: N]} | {artifact: NAME, params: {...}}}: the registry's
@@ -323,12 +306,9 @@ def load_grid(path: str | Path = DEFAULT_CONFIG) -> Grid:
     return validate_grid(raw, path)
 
 
-def validate_grid(raw: dict[str, Any], path: Path) -> Grid:
-    schema = yaml.safe_load(SCHEMA_PATH.read_text())
-    errors = sorted(
-        jsonschema.Draft202012Validator(schema).iter_errors(raw),
-        key=lambda e: list(e.absolute_path),
-    )
+def validate_grid(given: dict[str, Any], path: Path) -> Grid:
+    """The grid `given` (as read from `path`) checked, with the schema's defaults filled in."""
+    raw, errors = schema.validate(given)
     if errors:
         err = errors[0]
         where = _key_path(err.absolute_path)
@@ -343,13 +323,12 @@ def validate_grid(raw: dict[str, Any], path: Path) -> Grid:
             raise ConfigError(
                 f"{path}: models[{i}].name '{entry['name']}' is not a known model (known: {', '.join(sorted(MODELS))})"
             )
-        narrowed = set(entry.get("evaluation", {}).get("cutoffs", [])) - set(
-            raw.get("evaluation", {}).get("cutoffs", DEFAULT_CUTOFFS)
-        )
+        cutoffs = raw["evaluation"]["cutoffs"]
+        narrowed = set(entry.get("evaluation", {}).get("cutoffs", [])) - set(cutoffs)
         if narrowed:
             raise ConfigError(
                 f"{path}: models[{i}].evaluation.cutoffs: {sorted(narrowed)} not in evaluation.cutoffs "
-                f"({sorted(raw.get('evaluation', {}).get('cutoffs', DEFAULT_CUTOFFS))}); a model can only narrow them"
+                f"({sorted(cutoffs)}); a model can only narrow them"
             )
         for dataset in entry.get("dataset_params", {}):
             if dataset not in raw["datasets"]:
@@ -369,22 +348,20 @@ def validate_grid(raw: dict[str, Any], path: Path) -> Grid:
             raise ConfigError(
                 f"{path}: datasets.{name}: source 'atomic' needs 'path' and 'atomic_name'"
             )
-        split = ds.get("split", {})
-        if (
-            split.get("method") == "global_temporal"
-            and split.get("valid_frac", 0.1) + split.get("test_frac", 0.1) >= 1
-        ):
+        split = ds["split"]
+        if split["method"] == "global_temporal" and split["valid_frac"] + split["test_frac"] >= 1:
             raise ConfigError(f"{path}: datasets.{name}.split: valid_frac + test_frac must be < 1")
-    cutoffs = set(raw.get("evaluation", {}).get("cutoffs", DEFAULT_CUTOFFS))
+    cutoffs = set(raw["evaluation"]["cutoffs"])
     for key in ("metrics", "slice_metric"):
-        value = raw.get("report", {}).get(key)
+        # as the grid gives them: a default metric beyond its cutoffs is a dash in the tables
+        value = given.get("report", {}).get(key)
         for i, metric in enumerate([value] if isinstance(value, str) else value or []):
             if metric_cutoff(metric) not in cutoffs:
                 where = f"report.{key}" + (f"[{i}]" if key == "metrics" else "")
                 raise ConfigError(
                     f"{path}: {where} '{metric}' uses a cutoff not in evaluation.cutoffs ({sorted(cutoffs)})"
                 )
-    for model in raw.get("report", {}).get("display_names", {}):
+    for model in raw["report"]["display_names"]:
         if model not in MODELS:
             raise ConfigError(
                 f"{path}: report.display_names.{model}: not a known model (known: {', '.join(sorted(MODELS))})"

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from llm4rec import schema
 from llm4rec.evaluation.metrics import metric_cutoff
 from llm4rec.io import write_text
 from llm4rec.report import figures
@@ -36,21 +37,8 @@ from llm4rec.report.tables import (
     table_frame,
 )
 
-REPORT_DEFAULTS = {
-    "metrics": ["hr_at_10", "ndcg_at_10", "hr_at_20", "ndcg_at_20"],
-    "test": "t",
-    "correction": "holm",
-    "alpha": 0.05,
-    "comparisons": "best_baseline",
-    "show_std": False,
-    "improvement": True,
-    "randomization_rounds": 10_000,
-    "bootstrap_rounds": 2000,
-    "seed": 0,
-    "slice_metric": "ndcg_at_10",
-    "history_buckets": 4,
-    "display_names": {},  # {model: name in tables and figures}, over the registry's display names
-}
+# A grid's `report` options where it gives none (benchmarks/schema.yaml's defaults).
+REPORT_DEFAULTS = schema.defaults("report")
 
 
 TABLE_STEMS = ("results_table", "ablations", "cost_table")

@@ -27,6 +27,7 @@ from itertools import combinations
 import numpy as np
 import pandas as pd
 
+from llm4rec import schema
 from llm4rec.report.runs import RunRecord
 from llm4rec.stats import Comparison, compare_pair, correct, seed_mean_test
 
@@ -42,16 +43,19 @@ class ComparisonError(ValueError):
     """Runs that cannot be compared pairwise (different splits or users)."""
 
 
+_REPORT = schema.defaults("report")  # the grid's `report` options a spec is made of (ReportSpec)
+
+
 @dataclass(frozen=True)
 class CompareSpec:
-    metrics: Sequence[str] = ("hr_at_10", "ndcg_at_10")
-    test: str = "t"  # t | wilcoxon | randomization
-    correction: str = "holm"  # holm | bonferroni | bh | none
-    alpha: float = 0.05
-    mode: str = "best_baseline"  # best_baseline | all_pairs
-    rounds: int = 10_000  # randomization test rounds
-    bootstrap_rounds: int = 2000
-    seed: int = 0
+    metrics: Sequence[str] = tuple(_REPORT["metrics"])
+    test: str = _REPORT["test"]  # t | wilcoxon | randomization
+    correction: str = _REPORT["correction"]  # holm | bonferroni | bh | none
+    alpha: float = _REPORT["alpha"]
+    mode: str = _REPORT["comparisons"]  # best_baseline | all_pairs
+    rounds: int = _REPORT["randomization_rounds"]  # randomization test rounds
+    bootstrap_rounds: int = _REPORT["bootstrap_rounds"]
+    seed: int = _REPORT["seed"]
 
 
 def by_model(runs: Sequence[RunRecord]) -> dict[tuple[str, str], list[RunRecord]]:
