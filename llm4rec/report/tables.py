@@ -333,6 +333,28 @@ def _fmt(value: float, decimals: int) -> str:
     return f"{value:.{decimals}f}"
 
 
+# Figures printed as whole numbers with thousands separators.
+COUNT_KEYS = (
+    "n_users",
+    "parameters_total",
+    "parameters_trainable",
+    "train_tokens",
+    "inference_tokens_per_user",
+)
+
+
+def format_number(key: str, value: float, std: float | None = None, compact: bool = False) -> str:
+    """A metric or cost figure as the summary and the cost table print it (with ± std when given):
+    a count whole (compact: from 100,000 on in millions, "1.23M"), a cost with its declared
+    decimals (llm4rec.costs), an average popularity with 1, any other metric with 4."""
+    if key in COUNT_KEYS:
+        return f"{value / 1e6:.2f}M" if compact and value >= 1e5 else f"{value:,.0f}"
+    decimals = next((c.decimals for c in registered_costs() if c.key == key), None)
+    if decimals is None:
+        decimals = 1 if key.startswith("avg_popularity_at_") else 4
+    return f"{value:.{decimals}f}" + ("" if std is None else f" ± {std:.{decimals}f}")
+
+
 def latex_escape(text: str) -> str:
     for char, escaped in (
         ("\\", r"\textbackslash{}"),
@@ -601,18 +623,7 @@ def cost_frame(runs: Sequence[RunRecord]) -> pd.DataFrame:
 
 
 def _cost_text(key: str, value: float) -> str:
-    if np.isnan(value):
-        return "--"
-    if key.startswith("parameters") or key == "train_tokens":
-        return f"{value / 1e6:.2f}M" if value >= 1e5 else f"{value:,.0f}"
-    if key == "inference_tokens_per_user":
-        return f"{value:.0f}"
-    if key == "inference_ms_per_user":
-        return f"{value:.2f}"
-    decimals = next(
-        (c.decimals for c in registered_costs() if c.key == key), 1
-    )  # a cost's own (e.g. perplexity: 2)
-    return f"{value:.{decimals}f}"
+    return "--" if np.isnan(value) else format_number(key, value, compact=True)
 
 
 def render_cost(
