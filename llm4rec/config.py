@@ -27,6 +27,11 @@ from llm4rec.params import ParamsError
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = REPO_ROOT / "benchmarks" / "default.yaml"
 
+# Settings that moved out of a config class (llm4rec.params.MOVED), at the value every run had
+# before the move: the run hash still covers them, so the runs a move did not change keep their
+# hashes (and results). sft.max_history was 10 wherever the models read the top-level one.
+HASHED_AS_BEFORE = {"sft": {"max_history": 10}}
+
 
 def local_store_uri(results_dir: Path) -> str:
     """The SQLite MLflow store a grid writes when no tracking server is named: <results_dir>/mlflow.db."""
@@ -286,7 +291,10 @@ class Grid:
         }
 
     def run_hash(self, dataset: str, model: str, seed: int) -> str:
-        return stable_hash(self.run_config(dataset, model, seed))
+        config = self.run_config(dataset, model, seed)
+        if isinstance(config["params"].get("sft"), dict):
+            config["params"] = deep_merge(HASHED_AS_BEFORE, config["params"])
+        return stable_hash(config)
 
     def runs(self) -> list[tuple[str, str, int]]:
         return [(d, m, s) for d in self.datasets for m in self.models for s in self.model_seeds(m)]

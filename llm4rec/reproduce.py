@@ -35,6 +35,7 @@ from llm4rec.config import ConfigError, load_grid
 from llm4rec.data.atomic import DataError
 from llm4rec.environment import environment
 from llm4rec.io import read_json, write_json, write_text
+from llm4rec.params import moved_to_today
 from llm4rec.stats import paired_t_test
 
 
@@ -97,7 +98,7 @@ def _entry(run: dict, threads: int | None) -> dict[str, Any]:
     config = run["run"]
     entry: dict[str, Any] = {
         "name": config["model"],
-        "params": config["params"],
+        "params": moved_to_today(config["params"]),  # a record older than a key's move
         "seeds": [config["seed"]],
     }
     if threads:

@@ -404,3 +404,40 @@ def test_display_name_overrides_name_known_models(tmp_path):
         ConfigError, match=r"grid\.yaml: report\.display_names\.bprr: not a known model"
     ):
         load_grid(write(tmp_path, GOOD | {"report": {"display_names": {"bprr": "BPR-MF"}}}))
+
+
+def test_max_history_is_one_top_level_key_for_every_paradigm(tmp_path):
+    """Under sft (where text_prompted and cf_llara had it) it is refused, naming its new place."""
+    from llm4rec.models import MODELS, check_params
+
+    cfg = GOOD | {"models": [{"name": "text_prompted", "params": {"sft": {"max_history": 5}}}]}
+    with pytest.raises(
+        ConfigError,
+        match=r"grid\.yaml: models\[0\]\.params: text_prompted: parameter 'sft\.max_history' "
+        r"moved to 'max_history': give params\.max_history: 5 instead",
+    ):
+        load_grid(write(tmp_path, cfg))
+    for name, spec in MODELS.items():
+        config = check_params(spec, {})
+        if hasattr(config, "sft"):
+            assert isinstance(config.max_history, int), name
+            assert not hasattr(config.sft, "max_history"), name
+
+
+def test_a_run_the_move_of_max_history_did_not_change_keeps_its_hash():
+    """cf_e4srec read the top-level max_history before the move too: its hash is the one of its
+    record from before (which also held the unused sft.max_history, 10), and that record reads
+    back as today's params (llm4rec.reproduce); text_prompted's value moves to the top."""
+    import copy
+
+    from llm4rec.io import stable_hash
+    from llm4rec.params import moved_to_today
+
+    grid = load_grid(DEFAULT_CONFIG)
+    config = grid.run_config("ml-100k", "cf_e4srec", 0)
+    recorded = copy.deepcopy(config)
+    recorded["params"]["sft"]["max_history"] = 10
+    assert grid.run_hash("ml-100k", "cf_e4srec", 0) == stable_hash(recorded)
+    assert moved_to_today(recorded["params"]) == config["params"]
+    old = {"sft": {"steps": 3, "max_history": 5}}
+    assert moved_to_today(old) == {"sft": {"steps": 3}, "max_history": 5}

@@ -57,6 +57,7 @@ class LLMConfig:
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     lora: LoraSettings | None = field(default_factory=LoraSettings)  # None: full fine-tuning
     sft: SFTConfig = field(default_factory=SFTConfig)
+    max_history: int = 10  # a user's last items in a prompt, and per training window
     max_train_examples: int | None = 2000  # a seeded sample of the training examples (None: all)
     batch_users: int = 32  # users ranked together
     valid_users: int = 100  # validation sample for checkpoint selection (sample_users, seed 0)

@@ -194,7 +194,7 @@ class CfLlaraRecommender(TextPromptedRecommender):
 
     def hybrid_prompt(self, history: Sequence[str]) -> tuple[list[int], list[int], list[int]]:
         """(ids, soft-token positions, their items' CF rows): each history line is "title <soft>"."""
-        items = list(history)[-self.cfg.sft.max_history :]
+        items = list(history)[-self.cfg.max_history :]
         text = render_prompt(
             self.cfg.prompt, [f"{self.identifiers[i]} {SOFT_SLOT}" for i in items], self.tokenizer
         )
@@ -220,7 +220,7 @@ class CfLlaraRecommender(TextPromptedRecommender):
         curriculum, the text-only (ids, labels) of the same window (`text_prompted`'s prompt)."""
         examples = []
         for _, history, target in training_windows(
-            split, self.cfg.sft.max_history, self.cfg.max_train_examples, rng
+            split, self.cfg.max_history, self.cfg.max_train_examples, rng
         ):
             ids, positions, rows = self.hybrid_prompt(history)
             text = (
