@@ -34,7 +34,8 @@ HASHED_AS_BEFORE = {"sft": {"max_history": 10}}
 
 
 def local_store_uri(results_dir: Path) -> str:
-    """The SQLite MLflow store a grid writes when no tracking server is named: <results_dir>/mlflow.db."""
+    """The SQLite MLflow store a grid writes when no tracking server is named:
+    <results_dir>/mlflow.db."""
     return f"sqlite:///{(results_dir / layout.LOCAL_STORE).resolve()}"
 
 
@@ -218,8 +219,8 @@ class Grid:
     def artifact_key(
         self, dataset: str, name: str, params: dict[str, Any], seed: int | None
     ) -> str:
-        """The artifact's folder name: a hash of its dataset config, seed and resolved params (defaults
-        filled in, so spelling a default out does not rebuild it)."""
+        """The artifact's folder name: a hash of its dataset config, seed and resolved params
+        (defaults filled in, so spelling a default out does not rebuild it)."""
         resolved = check_params(ARTIFACTS[name], params)
         resolved = dataclasses.asdict(resolved) if dataclasses.is_dataclass(resolved) else params
         return stable_hash(
@@ -271,7 +272,8 @@ class Grid:
                 if "evaluation" in self.model_entry(model)
                 else {}
             ),
-            # only when it differs from the default, so grids run before it existed keep their hashes
+            # only when it differs from the default, so grids run before it existed keep their
+            # hashes
             **(
                 {"selection_metric": self.selection_metric(model)}
                 if self.selection_metric(model) != SELECTION_METRIC
@@ -329,19 +331,21 @@ def validate_grid(given: dict[str, Any], path: Path) -> Grid:
     for i, entry in enumerate(raw["models"]):
         if entry["name"] not in MODELS:
             raise ConfigError(
-                f"{path}: models[{i}].name '{entry['name']}' is not a known model (known: {', '.join(sorted(MODELS))})"
+                f"{path}: models[{i}].name '{entry['name']}' is not a known model "
+                f"(known: {', '.join(sorted(MODELS))})"
             )
         cutoffs = raw["evaluation"]["cutoffs"]
         narrowed = set(entry.get("evaluation", {}).get("cutoffs", [])) - set(cutoffs)
         if narrowed:
             raise ConfigError(
-                f"{path}: models[{i}].evaluation.cutoffs: {sorted(narrowed)} not in evaluation.cutoffs "
-                f"({sorted(cutoffs)}); a model can only narrow them"
+                f"{path}: models[{i}].evaluation.cutoffs: {sorted(narrowed)} not in "
+                f"evaluation.cutoffs ({sorted(cutoffs)}); a model can only narrow them"
             )
         for dataset in entry.get("dataset_params", {}):
             if dataset not in raw["datasets"]:
                 raise ConfigError(
-                    f"{path}: models[{i}].dataset_params.{dataset}: no such dataset in datasets (known: {', '.join(raw['datasets'])})"
+                    f"{path}: models[{i}].dataset_params.{dataset}: no such dataset in datasets "
+                    f"(known: {', '.join(raw['datasets'])})"
                 )
     names = [m["name"] for m in raw["models"]]
     dupes = sorted({n for n in names if names.count(n) > 1})
@@ -350,7 +354,8 @@ def validate_grid(given: dict[str, Any], path: Path) -> Grid:
     for name, ds in raw["datasets"].items():
         if ds["source"] not in BUILTIN_SOURCES:
             raise ConfigError(
-                f"{path}: datasets.{name}.source '{ds['source']}' is not a known source (known: {', '.join(BUILTIN_SOURCES)})"
+                f"{path}: datasets.{name}.source '{ds['source']}' is not a known source "
+                f"(known: {', '.join(BUILTIN_SOURCES)})"
             )
         if ds["source"] == "atomic" and not ("path" in ds and "atomic_name" in ds):
             raise ConfigError(
@@ -367,12 +372,14 @@ def validate_grid(given: dict[str, Any], path: Path) -> Grid:
             if metric_cutoff(metric) not in cutoffs:
                 where = f"report.{key}" + (f"[{i}]" if key == "metrics" else "")
                 raise ConfigError(
-                    f"{path}: {where} '{metric}' uses a cutoff not in evaluation.cutoffs ({sorted(cutoffs)})"
+                    f"{path}: {where} '{metric}' uses a cutoff not in evaluation.cutoffs "
+                    f"({sorted(cutoffs)})"
                 )
     for model in raw["report"]["display_names"]:
         if model not in MODELS:
             raise ConfigError(
-                f"{path}: report.display_names.{model}: not a known model (known: {', '.join(sorted(MODELS))})"
+                f"{path}: report.display_names.{model}: not a known model "
+                f"(known: {', '.join(sorted(MODELS))})"
             )
     grid = Grid(path, raw)
     for i, entry in enumerate(raw["models"]):
@@ -384,8 +391,9 @@ def validate_grid(given: dict[str, Any], path: Path) -> Grid:
 
 
 def _ship_text_samples(grid: Grid) -> None:
-    """Every LLM model's text-retention sample exists and is the pinned text, before any job starts; a copy
-    goes with the results (<grid>/text_retention/) for machines that lack its path (llm4rec.llm.retention)."""
+    """Every LLM model's text-retention sample exists and is the pinned text, before any job
+    starts; a copy goes with the results (<grid>/text_retention/) for machines that lack its path
+    (llm4rec.llm.retention)."""
     from llm4rec.llm.retention import ship_sample
 
     done = set()
@@ -418,7 +426,8 @@ def _check_model_params(grid: Grid, i: int, entry: dict[str, Any]) -> None:
 
 
 def _check_model_inputs(grid: Grid, i: int, entry: dict[str, Any]) -> None:
-    """Declared inputs: known slots, one known source each, files the source provides, seeds it has."""
+    """Declared inputs: known slots, one known source each, files the source provides, seeds it
+    has."""
     spec, where = MODELS[entry["name"]], f"{grid.path}: models[{i}].inputs"
     for slot in entry.get("inputs", {}):
         if slot not in spec.inputs:
@@ -429,7 +438,8 @@ def _check_model_inputs(grid: Grid, i: int, entry: dict[str, Any]) -> None:
     for slot, source in grid.model_inputs(spec.name).items():
         if len({"run", "artifact"} & set(source)) != 1:
             raise ConfigError(
-                f"{where}.{slot}: give exactly one of 'run: MODEL' or 'artifact: NAME', got {source}"
+                f"{where}.{slot}: give exactly one of 'run: MODEL' or 'artifact: NAME', "
+                f"got {source}"
             )
         kind = "run" if "run" in source else "artifact"
         name, allowed = (
@@ -439,28 +449,33 @@ def _check_model_inputs(grid: Grid, i: int, entry: dict[str, Any]) -> None:
         known = grid.models if kind == "run" else sorted(ARTIFACTS)
         if name not in known:
             raise ConfigError(
-                f"{where}.{slot}.{kind}: '{name}' is not {'a model of this grid' if kind == 'run' else 'a known artifact'} "
+                f"{where}.{slot}.{kind}: '{name}' is not "
+                f"{'a model of this grid' if kind == 'run' else 'a known artifact'} "
                 f"({'models' if kind == 'run' else 'known'}: {', '.join(known)})"
             )
         unknown = sorted(set(source) - set(allowed))
         if unknown:
             raise ConfigError(
-                f"{where}.{slot}: unknown key '{unknown[0]}' (a {kind} input takes: {', '.join(allowed)})"
+                f"{where}.{slot}: unknown key '{unknown[0]}' "
+                f"(a {kind} input takes: {', '.join(allowed)})"
             )
         provides = MODELS[name].exports if kind == "run" else ARTIFACTS[name].files
         missing = sorted(set(spec.inputs[slot].files) - set(provides))
         if missing:
             raise ConfigError(
-                f"{where}.{slot}.{kind}: '{name}' does not {'export' if kind == 'run' else 'provide'} {missing[0]} "
-                f"(it writes: {', '.join(provides) or 'nothing'}); '{spec.name}' needs {', '.join(spec.inputs[slot].files)}"
+                f"{where}.{slot}.{kind}: '{name}' does not "
+                f"{'export' if kind == 'run' else 'provide'} {missing[0]} "
+                f"(it writes: {', '.join(provides) or 'nothing'}); "
+                f"'{spec.name}' needs {', '.join(spec.inputs[slot].files)}"
             )
         if kind == "run":
             for seed in grid.model_seeds(spec.name):
                 wanted = int(source.get("seed", seed))
                 if wanted not in grid.model_seeds(name):
                     raise ConfigError(
-                        f"{where}.{slot}: '{spec.name}' seed {seed} consumes '{name}' seed {wanted}, "
-                        f"which the grid does not run ('{name}' seeds: {grid.model_seeds(name)})"
+                        f"{where}.{slot}: '{spec.name}' seed {seed} consumes '{name}' "
+                        f"seed {wanted}, which the grid does not run "
+                        f"('{name}' seeds: {grid.model_seeds(name)})"
                     )
         else:
             try:

@@ -59,11 +59,13 @@ def _dataclass_of(annotation: Any) -> type | None:
 
 
 def from_params(cls: type, params: dict[str, Any] | None, model: str, prefix: str = "") -> Any:
-    """Build `cls` from `params`, naming the first unknown key as `model: unknown parameter 'a.b'`."""
+    """Build `cls` from `params`, naming the first unknown key as
+    `model: unknown parameter 'a.b'`."""
     params = params or {}
     if not isinstance(params, dict):
         raise ParamsError(
-            f"{model}: parameter '{prefix.rstrip('.') or 'params'}' must be a mapping, got {params!r}"
+            f"{model}: parameter '{prefix.rstrip('.') or 'params'}' must be a mapping, "
+            f"got {params!r}"
         )
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls) if f.init}

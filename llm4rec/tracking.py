@@ -47,16 +47,18 @@ from llm4rec.models import MODELS, flat, hyperparameters, model_title, registere
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "true")
 
-# MLflow 3 records an experiment's kind as this experiment tag (the UI's own kind selector writes it); model
-# training experiments open on the runs table.
+# MLflow 3 records an experiment's kind as this experiment tag (the UI's own kind selector writes
+# it); model training experiments open on the runs table.
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 # Bumped when what a run logs changes, so a rerun of `track` replaces runs logged the old way.
 TRACKING_SCHEMA = "3"
 NOT_APPLICABLE = "n/a"  # a param of the paradigm that this model does not have
-# Hyper-parameters that together are the prompt template: logged as one id (prompt_template), text in the artifact.
+# Hyper-parameters that together are the prompt template: logged as one id (prompt_template), text
+# in the artifact.
 TEMPLATE_FIELDS = ("prompt", "instruction", "response", "answer_prefix")
-# Settings that do not shape what a model learns (where the backbone is cached, the text-retention sample):
-# in resolved_config.json, not among the params. The backbone's name is the `backbone` param.
+# Settings that do not shape what a model learns (where the backbone is cached, the text-retention
+# sample): in resolved_config.json, not among the params. The backbone's name is the `backbone`
+# param.
 NOT_HYPERPARAMETERS = ("backbone.", "text_retention.")
 KEPT_BACKBONE_FIELDS = ("backbone.dtype",)
 
@@ -160,13 +162,15 @@ def run_params(run: dict[str, Any]) -> tuple[dict[str, str], dict[str, Any]]:
 
 
 def split_digest(checksums: dict[str, str]) -> str:
-    """The split's one digest (MLflow's dataset digest): sha256 over its files' sha256 (split.json), 16 hex."""
+    """The split's one digest (MLflow's dataset digest): sha256 over its files' sha256
+    (split.json), 16 hex."""
     text = "".join(f"{name}={checksums[name]}\n" for name in sorted(checksums))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def dataset_input(grid: Grid, dataset: str):
-    """The run's split as an MLflow dataset input: name, digest of its checksums, source folder, sizes."""
+    """The run's split as an MLflow dataset input: name, digest of its checksums, source folder,
+    sizes."""
     from mlflow.entities import Dataset, DatasetInput, InputTag
 
     folder = grid.split_dir(dataset)
@@ -250,9 +254,10 @@ def check_reachable(uri: str, timeout: float = 10.0) -> None:
     except (urllib.error.URLError, OSError) as err:
         reason = getattr(err, "reason", err)
         raise TrackingError(
-            f"MLflow tracking server {redact(uri)} cannot be reached ({reason}). The run's files are complete; start "
-            "the server (make tracking-server) or point MLFLOW_TRACKING_URI / tracking.uri at a reachable one, then "
-            "rerun the same snakemake command: it logs only the runs still missing, without duplicates"
+            f"MLflow tracking server {redact(uri)} cannot be reached ({reason}). The run's files "
+            "are complete; start the server (make tracking-server) or point MLFLOW_TRACKING_URI / "
+            "tracking.uri at a reachable one, then rerun the same snakemake command: it logs only "
+            "the runs still missing, without duplicates"
         ) from None
 
 
@@ -280,18 +285,20 @@ def client_and_experiment(grid: Grid):
             experiment.experiment_id,
             "mlflow.note.content",
             (
-                f"llm4rec-bench grid `{grid.name}` ({grid.path}): one run per dataset x model x seed, every model ranking "
-                "the full catalogue minus the user's history. Params: what each run chose (hp.* = the model's "
-                "hyper-parameters); Dataset: the split (digest = its checksums)."
+                f"llm4rec-bench grid `{grid.name}` ({grid.path}): one run per dataset x model x "
+                "seed, every model ranking the full catalogue minus the user's history. Params: "
+                "what each run chose (hp.* = the model's hyper-parameters); Dataset: the split "
+                "(digest = its checksums)."
             ),
         )
     return client, experiment.experiment_id
 
 
 def relocate_store(results_dir: Path) -> dict[str, int]:
-    """Point a local store's artifact locations (experiments, runs) and dataset sources at `results_dir`, after the
-    folder was moved or copied: MLflow stores them as absolute file URIs, so every artifact link breaks otherwise.
-    Idempotent; returns the rows changed per table. (MLflow has no API for this; these are its own columns.)"""
+    """Point a local store's artifact locations (experiments, runs) and dataset sources at
+    `results_dir`, after the folder was moved or copied: MLflow stores them as absolute file URIs,
+    so every artifact link breaks otherwise. Idempotent; returns the rows changed per table.
+    (MLflow has no API for this; these are its own columns.)"""
     db = results_dir / layout.LOCAL_STORE
     if not db.is_file():
         raise TrackingError(
@@ -423,7 +430,8 @@ def log_run(grid: Grid, dataset: str, model: str, seed: int) -> dict:
 
 
 def _metric_time(key: str, timing: dict[str, float], default_ms: int) -> int:
-    """When a metric became known: training figures at the end of training, the rest at the end of ranking."""
+    """When a metric became known: training figures at the end of training, the rest at the end
+    of ranking."""
     stage = "train_end" if key.startswith("train_") or key.startswith("parameters_") else "rank_end"
     return int(1000 * timing[stage]) if stage in timing else default_ms
 
@@ -473,15 +481,16 @@ def log_report(grid: Grid, files: list[Path], summary: dict[str, float] | None =
 
 
 def download_run_record(uri: str, run_id: str, dest: Path) -> dict[str, Path]:
-    """run.json and metrics.json of one MLflow run, and its rankings and per-user metrics where logged
-    (for `llm4rec reproduce RUN_ID`)."""
+    """run.json and metrics.json of one MLflow run, and its rankings and per-user metrics where
+    logged (for `llm4rec reproduce RUN_ID`)."""
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
     check_reachable(uri)
     if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).is_file():
         raise TrackingError(
-            f"MLflow store {uri}: no such database file (give --tracking-uri or MLFLOW_TRACKING_URI)"
+            f"MLflow store {uri}: no such database file "
+            "(give --tracking-uri or MLFLOW_TRACKING_URI)"
         )
     client = MlflowClient(tracking_uri=uri)
     try:
@@ -500,7 +509,8 @@ def download_run_record(uri: str, run_id: str, dest: Path) -> dict[str, Path]:
         return files
     except MlflowException as err:
         raise TrackingError(
-            f"MLflow store {redact(uri)}: run {run_id} or its run.json/metrics.json artifacts not found "
+            f"MLflow store {redact(uri)}: run {run_id} or its run.json/metrics.json artifacts "
+            "not found "
             f"({err.message.splitlines()[0] if err.message else err})"
         ) from None
 

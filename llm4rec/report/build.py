@@ -1,13 +1,16 @@
 """The report stage: comparisons, tables, slices and figures for a set of finished runs.
 
 Writes into one folder (default `reports/`):
-    comparisons.csv                    every paired comparison of the table's family (p, adjusted p, effect sizes)
+    comparisons.csv                    every paired comparison of the table's family (p, adjusted p,
+                                       effect sizes)
     results_table.{tex,md,csv}         the main table
     ablations.{tex,md,csv}             every variant against its parent (its own family of tests)
-    cost_table.{tex,md,csv}            parameters, train time, inference latency, peak memory (+ validity)
+    cost_table.{tex,md,csv}            parameters, train time, inference latency, peak memory
+                                       (+ validity)
     slices.{md,csv}                    metric by history-length and target-popularity bucket
     figures/*.{pdf,png}                metric with CIs, accuracy vs cost, slice bars
-    tables.tex (+ tables.pdf)          a minimal document that \\input's every table (compiled when pdflatex exists)
+    tables.tex (+ tables.pdf)          a minimal document that \\input's every table (compiled
+                                       when pdflatex exists)
 """
 
 from __future__ import annotations
@@ -47,8 +50,8 @@ FIGURE_FORMATS = ("pdf", "png")
 
 
 def report_files(out_dir: str | Path, options: dict) -> list[Path]:
-    """Every file `build_report` always writes (the Snakefile declares exactly these; comparisons.csv
-    is the compare rule's, and tables.pdf exists only where pdflatex does)."""
+    """Every file `build_report` always writes (the Snakefile declares exactly these;
+    comparisons.csv is the compare rule's, and tables.pdf exists only where pdflatex does)."""
     out_dir, metric = Path(out_dir), options["slice_metric"]
     tables = [out_dir / f"{stem}.{ext}" for stem in TABLE_STEMS for ext in TABLE_FORMATS]
     plots = [
@@ -91,7 +94,8 @@ def check_runs(runs: Sequence[RunRecord], metrics: Sequence[str]) -> None:
         missing = [m for m in metrics if m not in r.metrics["test"] and metric_cutoff(m) <= depth]
         if missing:
             raise ValueError(
-                f"{r.folder}/metrics.json: no test metric {missing[0]} (have: {', '.join(sorted(r.metrics['test']))[:200]})"
+                f"{r.folder}/metrics.json: no test metric {missing[0]} "
+                f"(have: {', '.join(sorted(r.metrics['test']))[:200]})"
             )
 
 

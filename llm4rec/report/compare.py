@@ -85,7 +85,8 @@ class PairedSample:
 def paired_sample(
     runs_a: Sequence[RunRecord], runs_b: Sequence[RunRecord], metric: str
 ) -> PairedSample:
-    """The paired sample of two models on one dataset; refuses different splits or non-nested user sets."""
+    """The paired sample of two models on one dataset; refuses different splits or non-nested
+    user sets."""
     seeds_a, seeds_b = {r.seed: r for r in runs_a}, {r.seed: r for r in runs_b}
     common = sorted(set(seeds_a) & set(seeds_b))
     if not common:
@@ -99,7 +100,8 @@ def paired_sample(
         a, b = seeds_a[seed], seeds_b[seed]
         if a.split_checksums != b.split_checksums:
             raise ComparisonError(
-                f"{a.label} ({a.folder}) and {b.label} ({b.folder}) were evaluated on different splits"
+                f"{a.label} ({a.folder}) and {b.label} ({b.folder}) were evaluated on different "
+                "splits"
             )
         ua, ub = a.per_user().set_index("user_id"), b.per_user().set_index("user_id")
         shared = set(ua.index) & set(ub.index)
@@ -129,8 +131,8 @@ def paired_per_user(
 def best_baseline(
     groups: dict[tuple[str, str], list[RunRecord]], dataset: str, metric: str
 ) -> str | None:
-    """The baseline with the best validation mean on (dataset, metric), as a paper would have chosen it
-    before seeing the test split; None if the dataset has no baseline."""
+    """The baseline with the best validation mean on (dataset, metric), as a paper would have
+    chosen it before seeing the test split; None if the dataset has no baseline."""
     candidates = {
         m: float(np.mean([r.metrics["valid"][metric] for r in rs]))
         for (d, m), rs in groups.items()
@@ -147,7 +149,8 @@ def best_baseline(
 def ablation_pairs(
     groups: dict[tuple[str, str], list[RunRecord]], dataset: str
 ) -> list[tuple[str, str]]:
-    """(variant, parent) for every model on `dataset` whose registry entry declares a parent that also ran there."""
+    """(variant, parent) for every model on `dataset` whose registry entry declares a parent that
+    also ran there."""
     from llm4rec.models import MODELS
 
     models = {m for d, m in groups if d == dataset}
@@ -180,8 +183,9 @@ COMPARISON_COLUMNS = [f.name for f in fields(Comparison)] + [
 
 
 def compare_runs(runs: Sequence[RunRecord], spec: CompareSpec) -> pd.DataFrame:
-    """Every comparison of the table's family (`family` == "main") and of the ablation family (each
-    variant against its parent), p-values adjusted within each family, per-user and per-seed tests apart."""
+    """Every comparison of the table's family (`family` == "main") and of the ablation family
+    (each variant against its parent), p-values adjusted within each family, per-user and per-seed
+    tests apart."""
     groups = by_model(runs)
     rows = []
     for dataset in sorted({r.dataset for r in runs}):
@@ -248,7 +252,8 @@ def compare_runs(runs: Sequence[RunRecord], spec: CompareSpec) -> pd.DataFrame:
 
 
 def family(comparisons: pd.DataFrame, name: str) -> pd.DataFrame:
-    """One family's rows (comparisons.csv written before families existed holds the main family only)."""
+    """One family's rows (comparisons.csv written before families existed holds the main family
+    only)."""
     if "family" not in comparisons:
         return comparisons if name == "main" else comparisons.iloc[0:0]
     return comparisons[comparisons["family"] == name]

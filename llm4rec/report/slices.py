@@ -35,8 +35,9 @@ def history_buckets(lengths: pd.Series, n_buckets: int = 4) -> tuple[pd.Series, 
 
 
 def slice_frame(runs: Sequence[RunRecord], metric: str, n_history_buckets: int) -> pd.DataFrame:
-    """Rows: dataset, model, paradigm, slice, bucket, n_users, mean (over seeds of the bucket mean), std, and a
-    95% interval: over seeds (t) with two or more, over the bucket's users (bootstrap) with one (`ci_over`)."""
+    """Rows: dataset, model, paradigm, slice, bucket, n_users, mean (over seeds of the bucket
+    mean), std, and a 95% interval: over seeds (t) with two or more, over the bucket's users
+    (bootstrap) with one (`ci_over`)."""
     rows = []
     for (dataset, model), rs in by_model(runs).items():
         per_seed = []

@@ -70,11 +70,11 @@ def markdown(
     lines = [
         "# Summary",
         "",
-        "Test-split metrics, mean ± sample std over seeds (the mean alone for a single seed; full-catalogue ranking, "
-        "history items excluded); n_users: test users scored (fewer than all for a model with a declared "
-        "user sample). Cost columns: train time (s), inference time per test user (ms), peak memory (MiB), "
-        "parameters (total, trainable), and for LLM runs tokens through the model in training and per test "
-        "user. –: not computed.",
+        "Test-split metrics, mean ± sample std over seeds (the mean alone for a single seed; "
+        "full-catalogue ranking, history items excluded); n_users: test users scored (fewer than "
+        "all for a model with a declared user sample). Cost columns: train time (s), inference "
+        "time per test user (ms), peak memory (MiB), parameters (total, trainable), and for LLM "
+        "runs tokens through the model in training and per test user. –: not computed.",
         "",
     ]
     for dataset, block in agg.groupby("dataset", sort=False):
