@@ -11,6 +11,8 @@ find a file by these names.
             runs/<dataset>/<model>/seed<N>/
                                            one run (below)
             text_retention/                the pinned text-retention samples, shipped along
+            logs/                          the Snakemake jobs' logs
+            report_mlflow.json             the report's MLflow run
 
 A run folder, by the stage that writes it (each stage's record last, so its presence means the
 stage finished):
@@ -54,6 +56,8 @@ SPLIT_INTERACTIONS, SPLIT_ITEMS, SPLIT_JSON = "interactions.parquet", "items.par
 SPLIT_FILES = (SPLIT_INTERACTIONS, SPLIT_ITEMS, SPLIT_JSON)
 ARTIFACT_JSON = "artifact.json"
 TEXT_RETENTION = "text_retention"
+LOGS = "logs"
+REPORT_MLFLOW_JSON = "report_mlflow.json"
 
 # -- the local MLflow store, beside the grids -----------------------------------------------------
 LOCAL_STORE = "mlflow.db"
