@@ -22,7 +22,7 @@ include: "rules/common.smk"
 rule all:
     """The main job: every non-variant run, tracked, with the summary and the main report."""
     input:
-        [f"{folder}/mlflow.json" for folder in run_folders("main")],
+        run_files("main", layout.MLFLOW_JSON),
         f"{GRID.reports_dir}/summary.md",
         str(GRID.report_marker("main")),
     default_target: True
@@ -31,7 +31,7 @@ rule all:
 rule ablations:
     """The ablation variants (the main job's runs of their parents are reused) and their report."""
     input:
-        [f"{folder}/mlflow.json" for folder in run_folders("ablations")],
+        run_files("ablations", layout.MLFLOW_JSON),
         str(GRID.report_marker("ablations")),
 
 

@@ -35,7 +35,7 @@ from llm4rec.data.atomic import write_atomic
 from llm4rec.data.sources import package_dir
 from llm4rec.data.split import Split
 from llm4rec.evaluation.evaluate import selection_score
-from llm4rec.evaluation.metrics import metric_cutoff
+from llm4rec.evaluation.metrics import SELECTION_METRIC, metric_cutoff
 from llm4rec.io import write_npy, write_text
 from llm4rec.models import RANKING_COLUMNS
 from llm4rec.params import ParamsError
@@ -200,7 +200,7 @@ class RecBoleRecommender:
         params: dict[str, Any],
         seed: int,
         device: str,
-        selection: str = "ndcg_at_10",
+        selection: str = SELECTION_METRIC,
     ):
         self.name, self.params, self.seed, self.device, self.selection = (
             name,
@@ -425,7 +425,7 @@ def build(
     config: dict[str, Any],
     seed: int,
     device: str,
-    selection: str = "ndcg_at_10",
+    selection: str = SELECTION_METRIC,
     inputs: dict | None = None,
 ) -> RecBoleRecommender:
     """`config`: RecBole params, already checked by `recbole_params`."""

@@ -394,16 +394,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def load_runs(grid, args):
-    from llm4rec.report.runs import runs_from_folders, runs_from_mlflow
+    from llm4rec.report.runs import runs_from_folders
 
     if args.mlflow_experiment:
         tags = dict(t.split("=", 1) for t in args.tag)
         dest = grid.results_dir / "mlflow_downloads" / args.mlflow_experiment
-        from llm4rec.tracking import check_reachable
+        from llm4rec.tracking import check_reachable, download_runs
 
         uri = args.tracking_uri or grid.tracking_uri()
         check_reachable(uri)
-        return runs_from_mlflow(uri, args.mlflow_experiment, dest, tags)
+        return runs_from_folders(download_runs(uri, args.mlflow_experiment, dest, tags))
     folders = args.runs or [grid.run_dir(*cell) for cell in grid.runs(args.kind)]
     return runs_from_folders(folders)
 

@@ -3,48 +3,34 @@
 A grid is datasets x models x seeds (see benchmarks/default.yaml). Validation happens before
 anything runs; every error names the file, the key path and what was expected, e.g.
 ``benchmarks/default.yaml: models[3].name 'sasrek' is not a known model (known: ...)``.
+The defaults of the keys a grid leaves out are benchmarks/schema.yaml's, filled in on loading.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import yaml
 
+from llm4rec import layout, schema
 from llm4rec.data.sources import BUILTIN_SOURCES
-from llm4rec.evaluation.metrics import metric_cutoff
+from llm4rec.evaluation.metrics import SELECTION_METRIC, metric_cutoff
 from llm4rec.io import stable_hash
 from llm4rec.models import ARTIFACTS, MODELS, check_params, deep_merge, resolved_params
 from llm4rec.params import ParamsError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SCHEMA_PATH = REPO_ROOT / "benchmarks" / "schema.yaml"
 DEFAULT_CONFIG = REPO_ROOT / "benchmarks" / "default.yaml"
 
-DATASET_DEFAULTS = {
-    "rating_threshold": None,
-    "dedup": "first",
-    "k_core": {"user": 5, "item": 5},
-    "split": {
-        "method": "leave_one_out",
-        "tie_break": "file_order",
-        "seed": 0,
-        "valid_frac": 0.1,
-        "test_frac": 0.1,
-    },
-}
-DEFAULT_CUTOFFS = [5, 10, 20, 50]
-DEFAULT_SELECTION = "ndcg_at_10"  # the validation metric that picks epochs and checkpoints
-
-
 def local_store_uri(results_dir: Path) -> str:
-    """The SQLite MLflow store a grid writes when no tracking server is named: <results_dir>/mlflow.db."""
-    return f"sqlite:///{(results_dir / 'mlflow.db').resolve()}"
+    """The SQLite MLflow store a grid writes when no tracking server is named:
+    <results_dir>/mlflow.db."""
+    return f"sqlite:///{(results_dir / layout.LOCAL_STORE).resolve()}"
 
 
 class ConfigError(ValueError):
@@ -85,7 +71,7 @@ class InputSource:
 
 @dataclass(frozen=True)
 class Grid:
-    """A validated grid config with defaults filled in."""
+    """A validated grid config with the schema's defaults filled in."""
 
     path: Path
     raw: dict[str, Any]
@@ -96,7 +82,7 @@ class Grid:
 
     @property
     def results_dir(self) -> Path:
-        return Path(self.raw.get("results_dir", "results"))
+        return Path(self.raw["results_dir"])
 
     @property
     def grid_dir(self) -> Path:
@@ -104,7 +90,7 @@ class Grid:
 
     @property
     def reports_dir(self) -> Path:
-        return Path(self.raw.get("reports_dir", "reports"))
+        return Path(self.raw["reports_dir"])
 
     @property
     def seeds(self) -> list[int]:
@@ -112,7 +98,7 @@ class Grid:
 
     @property
     def cutoffs(self) -> list[int]:
-        return sorted(self.raw.get("evaluation", {}).get("cutoffs", DEFAULT_CUTOFFS))
+        return sorted(self.raw["evaluation"]["cutoffs"])
 
     @property
     def datasets(self) -> list[str]:
@@ -124,7 +110,7 @@ class Grid:
 
     @property
     def device(self) -> str:
-        device = self.raw.get("device", "cpu")
+        device = self.raw["device"]
         if device == "auto":
             import torch
 
@@ -133,24 +119,22 @@ class Grid:
 
     @property
     def threads(self) -> int:
-        return int(self.raw.get("threads", 1))
+        return int(self.raw["threads"])
 
     def tracking_uri(self) -> str:
         """MLFLOW_TRACKING_URI wins, then tracking.uri, then a SQLite file under results_dir."""
-        uri = os.environ.get("MLFLOW_TRACKING_URI") or self.raw.get("tracking", {}).get("uri")
+        uri = os.environ.get("MLFLOW_TRACKING_URI") or self.raw["tracking"]["uri"]
         return uri or local_store_uri(self.results_dir)
 
     @property
     def experiment(self) -> str:
-        return self.raw.get("tracking", {}).get("experiment", f"llm4rec-{self.name}")
+        return self.raw["tracking"].get("experiment", f"llm4rec-{self.name}")
 
     def report_options(self) -> dict[str, Any]:
-        from llm4rec.report.build import REPORT_DEFAULTS
-
-        return REPORT_DEFAULTS | self.raw.get("report", {})
+        return copy.deepcopy(self.raw["report"])
 
     def dataset_config(self, dataset: str) -> dict[str, Any]:
-        return deep_merge(DATASET_DEFAULTS, self.raw["datasets"][dataset])
+        return copy.deepcopy(self.raw["datasets"][dataset])
 
     def model_entry(self, model: str) -> dict[str, Any]:
         return next(m for m in self.raw["models"] if m["name"] == model)
@@ -167,19 +151,18 @@ class Grid:
         (cutoffs: a subset of the grid's, ranking depth = their max; test_users / valid_users: a
         seeded uniform sample of that many users, the same users for every model that asks for
         the same number; null = all)."""
-        grid = self.raw.get("evaluation", {})
         own = self.model_entry(model).get("evaluation", {})
         return {
             "cutoffs": sorted(own.get("cutoffs", self.cutoffs)),
             "test_users": own.get("test_users"),
             "valid_users": own.get("valid_users"),
-            "sample_seed": grid.get("sample_seed", 0),
+            "sample_seed": self.raw["evaluation"]["sample_seed"],
         }
 
     def selection_metric(self, model: str) -> str:
         """The validation metric that picks epochs and checkpoints (grid's, or the entry's own)."""
         own = self.model_entry(model).get("evaluation", {}).get("selection_metric")
-        return own or self.raw.get("evaluation", {}).get("selection_metric", DEFAULT_SELECTION)
+        return own or self.raw["evaluation"].get("selection_metric", SELECTION_METRIC)
 
     def model_inputs(self, model: str) -> dict[str, dict[str, Any]]:
         """{slot: {run: MODEL[, seed: N]} | {artifact: NAME, params: {...}}}: the registry's
@@ -203,8 +186,8 @@ class Grid:
                     "run",
                     upstream,
                     upstream_seed,
-                    folder / "exports",
-                    folder / "exports",
+                    folder / layout.EXPORTS,
+                    folder / layout.EXPORTS,
                     files,
                     self.run_hash(dataset, upstream, upstream_seed),
                     {},
@@ -220,7 +203,7 @@ class Grid:
                     name,
                     artifact_seed,
                     folder,
-                    folder / "artifact.json",
+                    folder / layout.ARTIFACT_JSON,
                     files,
                     key,
                     params,
@@ -230,8 +213,8 @@ class Grid:
     def artifact_key(
         self, dataset: str, name: str, params: dict[str, Any], seed: int | None
     ) -> str:
-        """The artifact's folder name: a hash of its dataset config, seed and resolved params (defaults
-        filled in, so spelling a default out does not rebuild it)."""
+        """The artifact's folder name: a hash of its dataset config, seed and resolved params
+        (defaults filled in, so spelling a default out does not rebuild it)."""
         resolved = check_params(ARTIFACTS[name], params)
         resolved = dataclasses.asdict(resolved) if dataclasses.is_dataclass(resolved) else params
         return stable_hash(
@@ -244,7 +227,7 @@ class Grid:
         )
 
     def artifact_dir(self, dataset: str, name: str, key: str) -> Path:
-        return self.grid_dir / "artifacts" / dataset / name / key
+        return layout.artifact_dir(self.grid_dir, dataset, name, key)
 
     def artifacts(self) -> dict[tuple[str, str, str], InputSource]:
         """Every artifact the grid's runs consume, by (dataset, artifact, key)."""
@@ -260,10 +243,10 @@ class Grid:
         return deep_merge(entry.get("params", {}), entry.get("dataset_params", {}).get(dataset, {}))
 
     def split_dir(self, dataset: str) -> Path:
-        return self.grid_dir / "data" / dataset
+        return layout.split_dir(self.grid_dir, dataset)
 
     def run_dir(self, dataset: str, model: str, seed: int) -> Path:
-        return self.grid_dir / "runs" / dataset / model / f"seed{seed}"
+        return layout.run_dir(self.grid_dir, dataset, model, seed)
 
     def run_config(self, dataset: str, model: str, seed: int) -> dict[str, Any]:
         """Everything that determines one run's result (its hash is the run's config hash)."""
@@ -283,10 +266,11 @@ class Grid:
                 if "evaluation" in self.model_entry(model)
                 else {}
             ),
-            # only when it differs from the default, so grids run before it existed keep their hashes
+            # only when it differs from the default, so grids run before it existed keep their
+            # hashes
             **(
                 {"selection_metric": self.selection_metric(model)}
-                if self.selection_metric(model) != DEFAULT_SELECTION
+                if self.selection_metric(model) != SELECTION_METRIC
                 else {}
             ),
             # the upstream runs' config hashes: a changed upstream changes (and reruns) the consumer
@@ -311,8 +295,7 @@ class Grid:
 
     def report_marker(self, kind: str = "main") -> Path:
         """The report stage's record of its MLflow summary run (the Snakemake target)."""
-        prefix = "" if kind == "main" else f"{kind}_"
-        return self.grid_dir / f"{prefix}report_mlflow.json"
+        return layout.report_marker(self.grid_dir, kind)
 
     def runs(self, kind: str = "all") -> list[tuple[str, str, int]]:
         """The grid's (dataset, model, seed) cells. `main`: every model that is not a registry
@@ -354,12 +337,9 @@ def load_grid(path: str | Path = DEFAULT_CONFIG) -> Grid:
     return validate_grid(raw, path)
 
 
-def validate_grid(raw: dict[str, Any], path: Path) -> Grid:
-    schema = yaml.safe_load(SCHEMA_PATH.read_text())
-    errors = sorted(
-        jsonschema.Draft202012Validator(schema).iter_errors(raw),
-        key=lambda e: list(e.absolute_path),
-    )
+def validate_grid(given: dict[str, Any], path: Path) -> Grid:
+    """The grid `given` (as read from `path`) checked, with the schema's defaults filled in."""
+    raw, errors = schema.validate(given)
     if errors:
         err = errors[0]
         where = _key_path(err.absolute_path)
@@ -372,20 +352,21 @@ def validate_grid(raw: dict[str, Any], path: Path) -> Grid:
     for i, entry in enumerate(raw["models"]):
         if entry["name"] not in MODELS:
             raise ConfigError(
-                f"{path}: models[{i}].name '{entry['name']}' is not a known model (known: {', '.join(sorted(MODELS))})"
+                f"{path}: models[{i}].name '{entry['name']}' is not a known model "
+                f"(known: {', '.join(sorted(MODELS))})"
             )
-        narrowed = set(entry.get("evaluation", {}).get("cutoffs", [])) - set(
-            raw.get("evaluation", {}).get("cutoffs", DEFAULT_CUTOFFS)
-        )
+        cutoffs = raw["evaluation"]["cutoffs"]
+        narrowed = set(entry.get("evaluation", {}).get("cutoffs", [])) - set(cutoffs)
         if narrowed:
             raise ConfigError(
-                f"{path}: models[{i}].evaluation.cutoffs: {sorted(narrowed)} not in evaluation.cutoffs "
-                f"({sorted(raw.get('evaluation', {}).get('cutoffs', DEFAULT_CUTOFFS))}); a model can only narrow them"
+                f"{path}: models[{i}].evaluation.cutoffs: {sorted(narrowed)} not in "
+                f"evaluation.cutoffs ({sorted(cutoffs)}); a model can only narrow them"
             )
         for dataset in entry.get("dataset_params", {}):
             if dataset not in raw["datasets"]:
                 raise ConfigError(
-                    f"{path}: models[{i}].dataset_params.{dataset}: no such dataset in datasets (known: {', '.join(raw['datasets'])})"
+                    f"{path}: models[{i}].dataset_params.{dataset}: no such dataset in datasets "
+                    f"(known: {', '.join(raw['datasets'])})"
                 )
     names = [m["name"] for m in raw["models"]]
     dupes = sorted({n for n in names if names.count(n) > 1})
@@ -394,31 +375,32 @@ def validate_grid(raw: dict[str, Any], path: Path) -> Grid:
     for name, ds in raw["datasets"].items():
         if ds["source"] not in BUILTIN_SOURCES:
             raise ConfigError(
-                f"{path}: datasets.{name}.source '{ds['source']}' is not a known source (known: {', '.join(BUILTIN_SOURCES)})"
+                f"{path}: datasets.{name}.source '{ds['source']}' is not a known source "
+                f"(known: {', '.join(BUILTIN_SOURCES)})"
             )
         if ds["source"] == "atomic" and not ("path" in ds and "atomic_name" in ds):
             raise ConfigError(
                 f"{path}: datasets.{name}: source 'atomic' needs 'path' and 'atomic_name'"
             )
-        split = ds.get("split", {})
-        if (
-            split.get("method") == "global_temporal"
-            and split.get("valid_frac", 0.1) + split.get("test_frac", 0.1) >= 1
-        ):
+        split = ds["split"]
+        if split["method"] == "global_temporal" and split["valid_frac"] + split["test_frac"] >= 1:
             raise ConfigError(f"{path}: datasets.{name}.split: valid_frac + test_frac must be < 1")
-    cutoffs = set(raw.get("evaluation", {}).get("cutoffs", DEFAULT_CUTOFFS))
+    cutoffs = set(raw["evaluation"]["cutoffs"])
     for key in ("metrics", "slice_metric"):
-        value = raw.get("report", {}).get(key)
+        # as the grid gives them: a default metric beyond its cutoffs is a dash in the tables
+        value = given.get("report", {}).get(key)
         for i, metric in enumerate([value] if isinstance(value, str) else value or []):
             if metric_cutoff(metric) not in cutoffs:
                 where = f"report.{key}" + (f"[{i}]" if key == "metrics" else "")
                 raise ConfigError(
-                    f"{path}: {where} '{metric}' uses a cutoff not in evaluation.cutoffs ({sorted(cutoffs)})"
+                    f"{path}: {where} '{metric}' uses a cutoff not in evaluation.cutoffs "
+                    f"({sorted(cutoffs)})"
                 )
-    for model in raw.get("report", {}).get("display_names", {}):
+    for model in raw["report"]["display_names"]:
         if model not in MODELS:
             raise ConfigError(
-                f"{path}: report.display_names.{model}: not a known model (known: {', '.join(sorted(MODELS))})"
+                f"{path}: report.display_names.{model}: not a known model "
+                f"(known: {', '.join(sorted(MODELS))})"
             )
     for i, entry in enumerate(raw["models"]):
         parent = MODELS[entry["name"]].parent
@@ -437,8 +419,9 @@ def validate_grid(raw: dict[str, Any], path: Path) -> Grid:
 
 
 def _ship_text_samples(grid: Grid) -> None:
-    """Every LLM model's text-retention sample exists and is the pinned text, before any job starts; a copy
-    goes with the results (<grid>/text_retention/) for machines that lack its path (llm4rec.llm.retention)."""
+    """Every LLM model's text-retention sample exists and is the pinned text, before any job
+    starts; a copy goes with the results (<grid>/text_retention/) for machines that lack its path
+    (llm4rec.llm.retention)."""
     from llm4rec.llm.retention import ship_sample
 
     done = set()
@@ -448,7 +431,7 @@ def _ship_text_samples(grid: Grid) -> None:
         if sample is None or not sample.enabled or (sample.path, sample.sha256) in done:
             continue
         try:
-            ship_sample(sample, grid.grid_dir / "text_retention")
+            ship_sample(sample, grid.grid_dir / layout.TEXT_RETENTION)
         except (OSError, ValueError) as err:
             raise ConfigError(f"{grid.path}: models[{i}] ({entry['name']}): {err}") from err
         done.add((sample.path, sample.sha256))
@@ -471,7 +454,8 @@ def _check_model_params(grid: Grid, i: int, entry: dict[str, Any]) -> None:
 
 
 def _check_model_inputs(grid: Grid, i: int, entry: dict[str, Any]) -> None:
-    """Declared inputs: known slots, one known source each, files the source provides, seeds it has."""
+    """Declared inputs: known slots, one known source each, files the source provides, seeds it
+    has."""
     spec, where = MODELS[entry["name"]], f"{grid.path}: models[{i}].inputs"
     for slot in entry.get("inputs", {}):
         if slot not in spec.inputs:
@@ -482,7 +466,8 @@ def _check_model_inputs(grid: Grid, i: int, entry: dict[str, Any]) -> None:
     for slot, source in grid.model_inputs(spec.name).items():
         if len({"run", "artifact"} & set(source)) != 1:
             raise ConfigError(
-                f"{where}.{slot}: give exactly one of 'run: MODEL' or 'artifact: NAME', got {source}"
+                f"{where}.{slot}: give exactly one of 'run: MODEL' or 'artifact: NAME', "
+                f"got {source}"
             )
         kind = "run" if "run" in source else "artifact"
         name, allowed = (
@@ -492,28 +477,33 @@ def _check_model_inputs(grid: Grid, i: int, entry: dict[str, Any]) -> None:
         known = grid.models if kind == "run" else sorted(ARTIFACTS)
         if name not in known:
             raise ConfigError(
-                f"{where}.{slot}.{kind}: '{name}' is not {'a model of this grid' if kind == 'run' else 'a known artifact'} "
+                f"{where}.{slot}.{kind}: '{name}' is not "
+                f"{'a model of this grid' if kind == 'run' else 'a known artifact'} "
                 f"({'models' if kind == 'run' else 'known'}: {', '.join(known)})"
             )
         unknown = sorted(set(source) - set(allowed))
         if unknown:
             raise ConfigError(
-                f"{where}.{slot}: unknown key '{unknown[0]}' (a {kind} input takes: {', '.join(allowed)})"
+                f"{where}.{slot}: unknown key '{unknown[0]}' "
+                f"(a {kind} input takes: {', '.join(allowed)})"
             )
         provides = MODELS[name].exports if kind == "run" else ARTIFACTS[name].files
         missing = sorted(set(spec.inputs[slot].files) - set(provides))
         if missing:
             raise ConfigError(
-                f"{where}.{slot}.{kind}: '{name}' does not {'export' if kind == 'run' else 'provide'} {missing[0]} "
-                f"(it writes: {', '.join(provides) or 'nothing'}); '{spec.name}' needs {', '.join(spec.inputs[slot].files)}"
+                f"{where}.{slot}.{kind}: '{name}' does not "
+                f"{'export' if kind == 'run' else 'provide'} {missing[0]} "
+                f"(it writes: {', '.join(provides) or 'nothing'}); "
+                f"'{spec.name}' needs {', '.join(spec.inputs[slot].files)}"
             )
         if kind == "run":
             for seed in grid.model_seeds(spec.name):
                 wanted = int(source.get("seed", seed))
                 if wanted not in grid.model_seeds(name):
                     raise ConfigError(
-                        f"{where}.{slot}: '{spec.name}' seed {seed} consumes '{name}' seed {wanted}, "
-                        f"which the grid does not run ('{name}' seeds: {grid.model_seeds(name)})"
+                        f"{where}.{slot}: '{spec.name}' seed {seed} consumes '{name}' "
+                        f"seed {wanted}, which the grid does not run "
+                        f"('{name}' seeds: {grid.model_seeds(name)})"
                     )
         else:
             try:

@@ -17,14 +17,14 @@ class Cost:
     always: bool = True  # every run reports it; False: only runs that count it (LLM tokens)
     in_table: bool = True
     in_summary: bool = True
-    decimals: int = 1  # in the cost table, for figures without a format of their own
+    decimals: int = 1  # printed with (summary, cost table); counts: whole numbers (report.tables)
 
 
 COSTS = (
     Cost("parameters_total", "Params"),
     Cost("parameters_trainable", "Trainable"),
     Cost("train_time_s", "Train (s)"),
-    Cost("inference_ms_per_user", "Infer (ms/user)"),
+    Cost("inference_ms_per_user", "Infer (ms/user)", decimals=2),
     Cost("inference_time_test_s", "Infer test (s)", in_table=False, in_summary=False),
     Cost("peak_memory_mb", "Peak mem (MiB)"),
     # LLM runs: tokens through the model in training and per test user at inference, and the share

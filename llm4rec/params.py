@@ -3,11 +3,12 @@
 One parser for every model: nested dataclasses are built from nested mappings, `None` is kept
 where a field allows it (e.g. `lora: null` = full fine-tuning), and an unknown key is an error
 that names the model, the key path and the known keys, so a typo such as `beam_widht` fails
-when the grid is validated, before any job runs.
+when the grid is validated, before any job runs; a key that moved names its new place.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import types
 import typing
@@ -16,6 +17,35 @@ from typing import Any
 
 class ParamsError(ValueError):
     """A model's params do not fit its config class; the message names the key."""
+
+
+# Keys that moved (old path -> new path, the same for every model). A grid that still writes the
+# old path is refused with the new one named; a run record written before the move is read with
+# the key at its new place (`moved_to_today`).
+MOVED = {
+    # one place for every paradigm: text_prompted and cf_llara had it under sft, the rest at the top
+    "sft.max_history": "max_history",
+}
+
+
+def moved_to_today(params: dict[str, Any]) -> dict[str, Any]:
+    """A run record's params (run.json) with every MOVED key at its new place; a record that holds
+    both wrote the old one unused (its model read the new place), so that one is dropped."""
+    params = copy.deepcopy(params)
+    for old, new in MOVED.items():
+        *parents, key = old.split(".")
+        holder = params
+        for part in parents:
+            holder = holder.get(part) if isinstance(holder, dict) else None
+        if not isinstance(holder, dict) or key not in holder:
+            continue
+        value = holder.pop(key)
+        *new_parents, new_key = new.split(".")
+        target = params
+        for part in new_parents:
+            target = target.setdefault(part, {})
+        target.setdefault(new_key, value)
+    return params
 
 
 def _dataclass_of(annotation: Any) -> type | None:
@@ -29,16 +59,24 @@ def _dataclass_of(annotation: Any) -> type | None:
 
 
 def from_params(cls: type, params: dict[str, Any] | None, model: str, prefix: str = "") -> Any:
-    """Build `cls` from `params`, naming the first unknown key as `model: unknown parameter 'a.b'`."""
+    """Build `cls` from `params`, naming the first unknown key as
+    `model: unknown parameter 'a.b'`."""
     params = params or {}
     if not isinstance(params, dict):
         raise ParamsError(
-            f"{model}: parameter '{prefix.rstrip('.') or 'params'}' must be a mapping, got {params!r}"
+            f"{model}: parameter '{prefix.rstrip('.') or 'params'}' must be a mapping, "
+            f"got {params!r}"
         )
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls) if f.init}
     values = {}
     for key, value in params.items():
+        if key not in known and f"{prefix}{key}" in MOVED:
+            new = MOVED[prefix + key]
+            raise ParamsError(
+                f"{model}: parameter '{prefix}{key}' moved to '{new}': give params.{new}: "
+                f"{value!r} instead"
+            )
         if key not in known:
             raise ParamsError(
                 f"{model}: unknown parameter '{prefix}{key}' (known: {', '.join(sorted(known))})"

@@ -264,7 +264,7 @@ def cell_cost(grid: Grid, dataset: str, model: str, stats: dict[str, float]) -> 
     trains = not getattr(config, "zero_shot", False)
     if family in ("TextPromptedConfig", "CfLlaraConfig"):
         soft = 1 if family == "CfLlaraConfig" else 0
-        history = config.sft.max_history
+        history = config.max_history
         prompt = 40 + history * (title + 1 + soft)
         trainable = lora + (2 * 64 * shape.hidden + shape.hidden**2 if soft else 0)
         if trains:

@@ -1,4 +1,5 @@
-"""`llm4rec reproduce RUN`: rebuild one finished run from its record and say whether it comes out the same.
+"""`llm4rec reproduce RUN`: rebuild one finished run from its record and say whether it comes out
+the same.
 
 RUN is a run folder (<results>/<grid>/runs/<dataset>/<model>/seed<N>) or an MLflow run id. The
 recorded run config (run.json "run") becomes a one-cell grid in a scratch folder, whose config hash
@@ -8,12 +9,14 @@ and a comparison: every recorded metric against the rebuilt one, with a verdict,
 commit and the environment (packages, device, CPU model and instruction set, BLAS, threads).
 
 Verdicts, per metric:
-- bit-identical: the same number (what the same machine kind and thread count gives: tests/test_rerun.py);
+- bit-identical: the same number (what the same machine kind and thread count gives:
+  tests/test_rerun.py);
 - within float noise: the number differs, and every user behind the difference has a ranking that
   equals the recorded one up to float noise: the same scores rank by rank and item by item within
-  SCORE_RTOL (items may swap only where their scores tie within it, or fall off at a tie at depth K);
-- different: anything else (a retrained model whose weights moved, an edited record, a bug). A paired
-  t-test over the users' values says whether the difference is beyond sampling noise.
+  SCORE_RTOL (items may swap only where their scores tie within it, or fall off at a tie at
+  depth K);
+- different: anything else (a retrained model whose weights moved, an edited record, a bug). A
+  paired t-test over the users' values says whether the difference is beyond sampling noise.
 Exit status 1 only for a "different" metric whose |difference| exceeds the tolerance.
 """
 
@@ -30,17 +33,20 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from llm4rec import layout
 from llm4rec.config import ConfigError, load_grid
 from llm4rec.data.atomic import DataError
 from llm4rec.environment import environment
 from llm4rec.io import read_json, write_json, write_text
+from llm4rec.params import moved_to_today
 from llm4rec.stats import paired_t_test
 
 
 @dataclass
 class Recorded:
-    """A finished run as recorded: run.json, metrics.json, the folder it lives in (None from MLflow), and
-    the folder with its rankings and per-user metrics (the run folder, or MLflow's downloaded artifacts)."""
+    """A finished run as recorded: run.json, metrics.json, the folder it lives in (None from
+    MLflow), and the folder with its rankings and per-user metrics (the run folder, or MLflow's
+    downloaded artifacts)."""
 
     run: dict
     metrics: dict
@@ -62,15 +68,15 @@ class ScratchGrid:
 def load_recorded(target: str, tracking_uri: str) -> Recorded:
     folder = Path(target)
     if folder.is_dir():
-        for name in ("run.json", "metrics.json"):
+        for name in (layout.RUN_JSON, layout.METRICS):
             if not (folder / name).is_file():
                 raise DataError(
-                    f"reproduce: {folder / name} not found; RUN must be a finished, evaluated run folder "
-                    "(<results>/<grid>/runs/<dataset>/<model>/seed<N>) or an MLflow run id"
+                    f"reproduce: {folder / name} not found; RUN must be a finished, evaluated run "
+                    "folder (<results>/<grid>/runs/<dataset>/<model>/seed<N>) or an MLflow run id"
                 )
         return Recorded(
-            read_json(folder / "run.json"),
-            read_json(folder / "metrics.json"),
+            read_json(folder / layout.RUN_JSON),
+            read_json(folder / layout.METRICS),
             folder.resolve(),
             folder.resolve(),
         )
@@ -81,10 +87,10 @@ def load_recorded(target: str, tracking_uri: str) -> Recorded:
             tracking_uri, target, Path(tempfile.mkdtemp(prefix="llm4rec-mlflow-"))
         )
         return Recorded(
-            read_json(files["run.json"]),
-            read_json(files["metrics.json"]),
+            read_json(files[layout.RUN_JSON]),
+            read_json(files[layout.METRICS]),
             None,
-            files["run.json"].parent,
+            files[layout.RUN_JSON].parent,
         )
     raise DataError(
         f"reproduce: '{target}' is neither a run folder nor an MLflow run id (32 hex characters)"
@@ -96,7 +102,7 @@ def _entry(run: dict, threads: int | None) -> dict[str, Any]:
     config = run["run"]
     entry: dict[str, Any] = {
         "name": config["model"],
-        "params": config["params"],
+        "params": moved_to_today(config["params"]),  # a record older than a key's move
         "seeds": [config["seed"]],
     }
     if threads:
@@ -142,34 +148,36 @@ def _add_model(grid: ScratchGrid, recorded: Recorded, folder: Path | None) -> No
                 f"reproduce: {config['model']}/{config['dataset']}/seed{config['seed']} consumes "
                 f"{', '.join(inputs)}; rebuilding those needs the run folder (give RUN as a folder)"
             )
-        grid_dir = folder.parents[3]  # <grid>/runs/<dataset>/<model>/seed<N>
+        grid_dir = layout.grid_dir_of_run(folder)
         entry["inputs"] = {}
         for slot, source in inputs.items():
             if "run" in source:
-                upstream_folder = (
-                    grid_dir / "runs" / config["dataset"] / source["run"] / f"seed{source['seed']}"
+                upstream_folder = layout.run_dir(
+                    grid_dir, config["dataset"], source["run"], source["seed"]
                 )
-                if not (upstream_folder / "run.json").is_file():
+                if not (upstream_folder / layout.RUN_JSON).is_file():
                     raise DataError(
-                        f"reproduce: {folder} consumed '{slot}' from {upstream_folder}, whose run.json is gone"
+                        f"reproduce: {folder} consumed '{slot}' from {upstream_folder}, "
+                        "whose run.json is gone"
                     )
-                upstream = Recorded(read_json(upstream_folder / "run.json"), {}, upstream_folder)
+                upstream = Recorded(
+                    read_json(upstream_folder / layout.RUN_JSON), {}, upstream_folder
+                )
                 if all(m["name"] != source["run"] for m in grid.raw["models"]):
                     _add_model(grid, upstream, upstream_folder)
                     grid.upstream.append((source["run"], int(source["seed"])))
                 entry["inputs"][slot] = {"run": source["run"], "seed": source["seed"]}
             else:
                 marker = (
-                    grid_dir
-                    / "artifacts"
-                    / config["dataset"]
-                    / source["artifact"]
-                    / source["config_hash"]
-                    / "artifact.json"
+                    layout.artifact_dir(
+                        grid_dir, config["dataset"], source["artifact"], source["config_hash"]
+                    )
+                    / layout.ARTIFACT_JSON
                 )
                 if not marker.is_file():
                     raise DataError(
-                        f"reproduce: {folder} consumed '{slot}' from artifact {marker.parent}, whose artifact.json is gone"
+                        f"reproduce: {folder} consumed '{slot}' from artifact {marker.parent}, "
+                        "whose artifact.json is gone"
                     )
                 entry["inputs"][slot] = {
                     "artifact": source["artifact"],
@@ -208,9 +216,9 @@ def user_ranking_verdict(
     rtol: float = SCORE_RTOL,
     atol: float = SCORE_ATOL,
 ) -> str:
-    """One user's two top-K lists (rank order, with scores): bit-identical, within float noise (rank-wise
-    scores close, every common item's two scores close, items that only one list has scored within the
-    tolerance of the other list's last score: a tie at depth K), or different."""
+    """One user's two top-K lists (rank order, with scores): bit-identical, within float noise
+    (rank-wise scores close, every common item's two scores close, items that only one list has
+    scored within the tolerance of the other list's last score: a tie at depth K), or different."""
     a_items, b_items = (
         recorded["item_id"].astype(str).to_numpy(),
         rebuilt["item_id"].astype(str).to_numpy(),
@@ -240,7 +248,8 @@ def user_ranking_verdict(
 
 
 def ranking_verdicts(recorded: pd.DataFrame, rebuilt: pd.DataFrame) -> dict[str, str]:
-    """user -> verdict (`user_ranking_verdict`) over the users of either file; a user only one has: different."""
+    """user -> verdict (`user_ranking_verdict`) over the users of either file; a user only one
+    has: different."""
     a = {str(u): g.sort_values("rank") for u, g in recorded.groupby("user_id", sort=True)}
     b = {str(u): g.sort_values("rank") for u, g in rebuilt.groupby("user_id", sort=True)}
     return {
@@ -259,10 +268,11 @@ class PhaseEvidence:
 
 
 def phase_evidence(recorded_folder: Path | None, rebuilt_folder: Path) -> dict[str, PhaseEvidence]:
-    """Per phase, from the recorded and the rebuilt run folders (nothing where the record has no files)."""
+    """Per phase, from the recorded and the rebuilt run folders (nothing where the record has no
+    files)."""
     out = {}
-    for phase in ("valid", "test"):
-        names = [f"rankings_{phase}.parquet", f"per_user_{phase}.parquet"]
+    for phase in layout.PHASES:
+        names = [layout.rankings(phase), layout.per_user(phase)]
         if recorded_folder is None or not all((recorded_folder / n).is_file() for n in names):
             continue
         old, new = (pd.read_parquet(f / names[0]) for f in (recorded_folder, rebuilt_folder))
@@ -279,7 +289,8 @@ def phase_evidence(recorded_folder: Path | None, rebuilt_folder: Path) -> dict[s
 def metric_verdict(
     metric: str, diff: float, evidence: Mapping[str, PhaseEvidence]
 ) -> tuple[str, float | None]:
-    """(verdict, paired t-test p-value over users or None) of one `phase_metric` (see the module doc)."""
+    """(verdict, paired t-test p-value over users or None) of one `phase_metric` (see the module
+    doc)."""
     if diff == 0:
         return VERDICTS[0], None
     phase, name = metric.split("_", 1)
@@ -322,8 +333,8 @@ ENVIRONMENT_KEYS = (
 
 
 def environment_differences(recorded: dict, now: dict) -> list[tuple[str, str, str]]:
-    """(what, recorded, now) for the git commit, package versions, CPU model and instruction set, BLAS,
-    threads and CUDA that differ."""
+    """(what, recorded, now) for the git commit, package versions, CPU model and instruction set,
+    BLAS, threads and CUDA that differ."""
     rows = [
         (k, str(recorded.get(k)), str(now.get(k)))
         for k in ENVIRONMENT_KEYS
@@ -345,10 +356,11 @@ def reproduce(
     tracking_uri: str = "",
     upstream: str = "rebuild",
 ) -> int:
-    """Rebuild RUN in `scratch`, print the differences, return the exit status (0: within tolerance).
-    upstream: "rebuild" what the run consumed from its own records (default), or "recorded": consume the
-    recorded upstream runs' exports and artifacts as they are (checked against their records' sha256),
-    to reproduce a grid run by run without retraining each consumer's upstream again."""
+    """Rebuild RUN in `scratch`, print the differences, return the exit status (0: within
+    tolerance). upstream: "rebuild" what the run consumed from its own records (default), or
+    "recorded": consume the recorded upstream runs' exports and artifacts as they are (checked
+    against their records' sha256), to reproduce a grid run by run without retraining each
+    consumer's upstream again."""
     from llm4rec.runner import build_artifact, evaluate_run, prepare_dataset, train_and_rank
 
     recorded = load_recorded(target, tracking_uri)
@@ -362,9 +374,9 @@ def reproduce(
     rebuilt_hash = grid.run_hash(dataset, model, seed)
     if rebuilt_hash != recorded.run["config_hash"]:
         raise ConfigError(
-            f"reproduce {label}: the rebuilt config {scratch / 'grid.yaml'} hashes to {rebuilt_hash}, the "
-            f"record says {recorded.run['config_hash']}; the record was written by another version of the "
-            "config loader"
+            f"reproduce {label}: the rebuilt config {scratch / 'grid.yaml'} hashes to "
+            f"{rebuilt_hash}, the record says {recorded.run['config_hash']}; the record was "
+            "written by another version of the config loader"
         )
     if tolerance is None:
         tolerance = 0.0 if grid.device == "cpu" else 1e-4
@@ -372,8 +384,8 @@ def reproduce(
     split = prepare_dataset(grid, dataset)
     if split.meta["checksums"] != recorded.run["split_checksums"]:
         print(
-            f"[llm4rec] note: the rebuilt split's checksums differ from the record's: {split.meta['checksums']} vs "
-            f"{recorded.run['split_checksums']}",
+            "[llm4rec] note: the rebuilt split's checksums differ from the record's: "
+            f"{split.meta['checksums']} vs {recorded.run['split_checksums']}",
             flush=True,
         )
     if upstream not in ("rebuild", "recorded"):
@@ -387,7 +399,7 @@ def reproduce(
             train_and_rank(grid, dataset, upstream_model, upstream_seed)
     train_and_rank(grid, dataset, model, seed)
     rebuilt = evaluate_run(grid, dataset, model, seed)
-    now = read_json(grid.run_dir(dataset, model, seed) / "run.json")
+    now = read_json(grid.run_dir(dataset, model, seed) / layout.RUN_JSON)
 
     metrics = metric_differences(recorded.metrics, rebuilt)
     evidence = phase_evidence(recorded.files, grid.run_dir(dataset, model, seed))
@@ -402,15 +414,16 @@ def reproduce(
     counts = {v: sum(row[4] == v for row in judged) for v in VERDICTS}
     weights = _weights_line(recorded.run.get("weights_sha256"), now.get("weights_sha256"))
     lines = [
-        f"reproduce {label}: {counts[VERDICTS[0]]} bit-identical, {counts[VERDICTS[1]]} within float noise, "
-        f"{counts[VERDICTS[2]]} different of {len(judged)} metrics ({len(beyond)} beyond tolerance {tolerance:g})",
+        f"reproduce {label}: {counts[VERDICTS[0]]} bit-identical, "
+        f"{counts[VERDICTS[1]]} within float noise, {counts[VERDICTS[2]]} different of "
+        f"{len(judged)} metrics ({len(beyond)} beyond tolerance {tolerance:g})",
         f"  weights: {weights}",
     ]
     for phase, found in evidence.items():
         users = {v: sum(x == v for x in found.users.values()) for v in VERDICTS}
         lines.append(
-            f"  {phase} rankings: {users[VERDICTS[0]]} users bit-identical, {users[VERDICTS[1]]} within float "
-            f"noise, {users[VERDICTS[2]]} different"
+            f"  {phase} rankings: {users[VERDICTS[0]]} users bit-identical, "
+            f"{users[VERDICTS[1]]} within float noise, {users[VERDICTS[2]]} different"
         )
     lines.append(f"  {'metric':28s} {'recorded':>12s} {'reproduced':>12s} {'|diff|':>10s}  verdict")
     for name, old, new, d, verdict, p in judged:
@@ -442,29 +455,32 @@ def reproduce(
 
 
 def _copy_recorded_upstream(recorded: Recorded, grid_spec: ScratchGrid, grid, dataset: str) -> None:
-    """Copy what the run consumed (artifact folders; upstream runs' run.json and exports) from the recorded
-    grid into the scratch grid; the consumer's input check then compares every file with its record."""
+    """Copy what the run consumed (artifact folders; upstream runs' run.json and exports) from the
+    recorded grid into the scratch grid; the consumer's input check then compares every file with
+    its record."""
     import shutil
 
     if recorded.folder is None:
         raise DataError(
-            "reproduce --upstream recorded: needs RUN as a run folder (the recorded upstream lives beside it)"
+            "reproduce --upstream recorded: needs RUN as a run folder (the recorded upstream lives "
+            "beside it)"
         )
-    source_grid = recorded.folder.parents[3]
+    source_grid = layout.grid_dir_of_run(recorded.folder)
     for name, key in grid_spec.artifacts:
-        relative = Path("artifacts") / dataset / name / key
-        shutil.copytree(source_grid / relative, grid.grid_dir / relative, dirs_exist_ok=True)
-    for upstream_model, upstream_seed in grid_spec.upstream:
-        relative = Path("runs") / dataset / upstream_model / f"seed{upstream_seed}"
-        (grid.grid_dir / relative).mkdir(parents=True, exist_ok=True)
-        shutil.copy2(source_grid / relative / "run.json", grid.grid_dir / relative / "run.json")
         shutil.copytree(
-            source_grid / relative / "exports",
-            grid.grid_dir / relative / "exports",
+            layout.artifact_dir(source_grid, dataset, name, key),
+            layout.artifact_dir(grid.grid_dir, dataset, name, key),
             dirs_exist_ok=True,
         )
+    for upstream_model, upstream_seed in grid_spec.upstream:
+        source = layout.run_dir(source_grid, dataset, upstream_model, upstream_seed)
+        target = layout.run_dir(grid.grid_dir, dataset, upstream_model, upstream_seed)
+        target.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source / layout.RUN_JSON, target / layout.RUN_JSON)
+        shutil.copytree(source / layout.EXPORTS, target / layout.EXPORTS, dirs_exist_ok=True)
     print(
-        f"[llm4rec] consuming the recorded upstream as it is: {[f'{n}/{k}' for n, k in grid_spec.artifacts]} "
+        "[llm4rec] consuming the recorded upstream as it is: "
+        f"{[f'{n}/{k}' for n, k in grid_spec.artifacts]} "
         f"{[f'{m}/seed{s}' for m, s in grid_spec.upstream]}",
         flush=True,
     )

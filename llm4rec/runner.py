@@ -1,7 +1,8 @@
 """One grid cell end to end: prepare a dataset's split; train + rank one model; evaluate it.
 
 Each function is one Snakemake rule's job (see cli.py) and writes its outputs atomically;
-run.json / metrics.json are written last, so their presence means the stage finished.
+run.json / metrics.json are written last, so their presence means the stage finished (the
+files of a run folder: llm4rec.layout).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from llm4rec import layout
 from llm4rec.config import Grid, InputSource
 from llm4rec.costs import token_costs
 from llm4rec.data.atomic import DataError
@@ -100,7 +102,9 @@ def resolve_inputs(
     consumer = grid.run_dir(dataset, model, seed)
     resolved = {}
     for slot, source in grid.input_sources(dataset, model, seed).items():
-        record_path = source.folder.parent / "run.json" if source.kind == "run" else source.marker
+        record_path = (
+            source.folder.parent / layout.RUN_JSON if source.kind == "run" else source.marker
+        )
         what = f"{consumer} consumes '{slot}' from {source.kind} '{source.name}'" + (
             f" seed {source.seed}" if source.seed is not None else ""
         )
@@ -187,7 +191,7 @@ def train_and_rank(grid: Grid, dataset: str, model: str, seed: int) -> dict:
     apply_determinism(grid.model_threads(model), grid.device)
     seed_everything(seed)
     os.environ[SHIPPED_ENV] = str(
-        grid.grid_dir / "text_retention"
+        grid.grid_dir / layout.TEXT_RETENTION
     )  # the validated sample, wherever this job runs
     evaluation = grid.model_evaluation(model)
     k = max(evaluation["cutoffs"])
@@ -205,11 +209,11 @@ def train_and_rank(grid: Grid, dataset: str, model: str, seed: int) -> dict:
     }  # wall-clock epoch seconds: MLflow's run start, end and timeline
     with recording_nondeterministic_ops() as nondeterministic:
         start = time.perf_counter()
-        fit_info = recommender.fit(split, run_dir / "work")
+        fit_info = recommender.fit(split, run_dir / layout.WORK)
         train_time = time.perf_counter() - start
         timing["train_end"] = timing["rank_start"] = time.time()
         inference, inference_cost, n_users = {}, {}, {}
-        for phase in ("valid", "test"):
+        for phase in layout.PHASES:
             history = split.history(phase)
             users = evaluated_users(grid, model, split, phase)
             n_users[phase] = len(users)
@@ -218,14 +222,14 @@ def train_and_rank(grid: Grid, dataset: str, model: str, seed: int) -> dict:
             inference[phase] = time.perf_counter() - start
             inference_cost[phase] = recommender.inference_cost()  # e.g. tokens processed by an LLM
             if distributed.is_main():
-                write_parquet(run_dir / f"rankings_{phase}.parquet", rankings)
+                write_parquet(run_dir / layout.rankings(phase), rankings)
         timing["rank_end"] = time.time()
     if (
         not distributed.is_main()
     ):  # several processes (llm4rec.llm.distributed): process 0 writes the run
         return {}
     exports = (
-        Path(run_dir) / "exports"
+        Path(run_dir) / layout.EXPORTS
     )  # a declared output folder of the train rule, empty if nothing is exported
     exports.mkdir(exist_ok=True)
     exported = recommender.export(exports, split)
@@ -269,7 +273,7 @@ def train_and_rank(grid: Grid, dataset: str, model: str, seed: int) -> dict:
         "determinism": determinism_record(nondeterministic),
         "environment": environment(),
     }
-    write_json(run_dir / "run.json", redact(record))  # no credential from the environment
+    write_json(run_dir / layout.RUN_JSON, redact(record))  # no credential from the environment
     print(
         f"[llm4rec] {model}/{dataset}/seed{seed}: train {train_time:.1f}s, outputs in {run_dir}",
         flush=True,
@@ -294,10 +298,10 @@ def evaluate_run(grid: Grid, dataset: str, model: str, seed: int) -> dict:
     """Score a run's rankings with the one evaluator; write per-user metrics and means."""
     run_dir = grid.run_dir(dataset, model, seed)
     split = read_split(grid.split_dir(dataset))
-    run = read_json(run_dir / "run.json")
+    run = read_json(run_dir / layout.RUN_JSON)
     if run["split_checksums"] != split.meta["checksums"]:
         raise ValueError(
-            f"{run_dir}/run.json: trained on a different split than {grid.split_dir(dataset)}; retrain it"
+            f"{run_dir / layout.RUN_JSON}: trained on a different split than {grid.split_dir(dataset)}; retrain it"
         )
     result = {
         "dataset": dataset,
@@ -309,8 +313,8 @@ def evaluate_run(grid: Grid, dataset: str, model: str, seed: int) -> dict:
         "evaluation": run.get("evaluation", {}),
     }
     cutoffs = grid.model_evaluation(model)["cutoffs"]
-    for phase in ("valid", "test"):
-        path = run_dir / f"rankings_{phase}.parquet"
+    for phase in layout.PHASES:
+        path = run_dir / layout.rankings(phase)
         per_user, summary = evaluate_rankings(
             pd.read_parquet(path),
             split,
@@ -319,7 +323,7 @@ def evaluate_run(grid: Grid, dataset: str, model: str, seed: int) -> dict:
             source=str(path),
             users=evaluated_users(grid, model, split, phase),
         )
-        write_parquet(run_dir / f"per_user_{phase}.parquet", per_user)
+        write_parquet(run_dir / layout.per_user(phase), per_user)
         result[phase] = summary
-    write_json(run_dir / "metrics.json", result)
+    write_json(run_dir / layout.METRICS, result)
     return result

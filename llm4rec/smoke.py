@@ -31,6 +31,7 @@ from typing import Any
 
 import yaml
 
+from llm4rec import layout
 from llm4rec.config import Grid, load_grid
 from llm4rec.io import read_json, write_text
 from llm4rec.models import MODELS, import_object
@@ -324,13 +325,13 @@ class Cell:
 def check_cell(grid: Grid, dataset: str, model: str, seed: int, dtype: str) -> Cell:
     label = f"{model}/{dataset}/seed{seed}"
     folder = grid.run_dir(dataset, model, seed)
-    if not (folder / "metrics.json").is_file():
+    if not (folder / layout.METRICS).is_file():
         return Cell(
             label,
             False,
-            [f"no metrics.json in {folder} (the job failed: see {grid.grid_dir / 'logs'})"],
+            [f"no metrics.json in {folder} (the job failed: see {grid.grid_dir / layout.LOGS})"],
         )
-    fit = read_json(folder / "run.json").get("fit", {})
+    fit = read_json(folder / layout.RUN_JSON).get("fit", {})
     problems = []
     losses = [fit.get("first_loss"), fit.get("final_loss")]
     if any(v is not None and not math.isfinite(v) for v in losses):
@@ -350,7 +351,7 @@ def check_cell(grid: Grid, dataset: str, model: str, seed: int, dtype: str) -> C
             problems.append(f"backbone in {record['backbone_dtype']}, not {wanted}")
         if "," in record["devices"]:
             problems.append(f"tensors on several devices: {record['devices']}")
-    metrics = read_json(folder / "metrics.json")
+    metrics = read_json(folder / layout.METRICS)
     return Cell(
         label,
         not problems,

@@ -7,8 +7,9 @@ for MLflow's runs table and compare view (issue 13):
   its runs, not on an empty GenAI overview;
 - params are what a researcher chose and compares (``run_params``): model, display name,
   dataset, seed, backbone, prompt-template id, budget, inputs and ``hp.*`` (the model's full
-  hyper-parameters, defaults filled in), with one key set per paradigm so compare-view
-  columns line up; the fully resolved configs (RecBole's ~100 settings, prompt text) are the
+  hyper-parameters, defaults filled in), read from the run's own run.json (never from today's
+  grid YAML), with one key set per paradigm (from the registry) so compare-view columns line
+  up; the fully resolved configs (RecBole's ~100 settings, prompt text) are the
   ``resolved_config.json`` artifact;
 - the split is the run's dataset input (name, digest of the split's checksums, source folder);
 - the run starts when training started and ends when ranking ended (run.json ``timing``);
@@ -37,35 +38,29 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from llm4rec import layout
 from llm4rec.config import Grid, local_store_uri
 from llm4rec.environment import redact
 from llm4rec.io import read_json, sha256_file, stable_hash, write_json
-from llm4rec.models import MODELS, hyperparameters, model_title, registered_costs
+from llm4rec.models import MODELS, flat, hyperparameters, model_title, registered_costs
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "true")
 
-# MLflow 3 records an experiment's kind as this experiment tag (the UI's own kind selector writes it); model
-# training experiments open on the runs table.
+# MLflow 3 records an experiment's kind as this experiment tag (the UI's own kind selector writes
+# it); model training experiments open on the runs table.
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 # Bumped when what a run logs changes, so a rerun of `track` replaces runs logged the old way.
-TRACKING_SCHEMA = "2"
+TRACKING_SCHEMA = "3"
 NOT_APPLICABLE = "n/a"  # a param of the paradigm that this model does not have
-# Hyper-parameters that together are the prompt template: logged as one id (prompt_template), text in the artifact.
+# Hyper-parameters that together are the prompt template: logged as one id (prompt_template), text
+# in the artifact.
 TEMPLATE_FIELDS = ("prompt", "instruction", "response", "answer_prefix")
-# Settings that do not shape what a model learns (where the backbone is cached, the text-retention sample):
-# in resolved_config.json, not among the params. The backbone's name is the `backbone` param.
+# Settings that do not shape what a model learns (where the backbone is cached, the text-retention
+# sample): in resolved_config.json, not among the params. The backbone's name is the `backbone`
+# param.
 NOT_HYPERPARAMETERS = ("backbone.", "text_retention.")
 KEPT_BACKBONE_FIELDS = ("backbone.dtype",)
-
-ARTIFACTS = (
-    "metrics.json",
-    "run.json",
-    "per_user_valid.parquet",
-    "per_user_test.parquet",
-    "rankings_valid.parquet",
-    "rankings_test.parquet",
-)
 
 
 def _input_label(source: dict[str, Any]) -> str:
@@ -93,12 +88,19 @@ def describe_run(
     config: dict[str, Any],
     resolved: dict[str, Any] | None = None,
     evaluation: dict[str, Any] | None = None,
+    *,
+    recorded: bool = False,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(params, resolved config) of one run config (run.json's `run`): the params a researcher compares and the
-    full record behind them. `resolved`: a library's resolved config (RecBole's), `evaluation`: the run's user
-    samples."""
+    """(params, resolved config) of one run config (run.json's `run`): the params a researcher
+    compares and the full record behind them. `resolved`: a library's resolved config (RecBole's),
+    `evaluation`: the run's user samples. `recorded`: the params are a run record's, resolved when
+    it trained; they are logged as written, so a default or key that changed since does not
+    rewrite what an old run shows."""
     model = config["model"]
-    hp = hyperparameters(model, config.get("params", {}), resolved)
+    if recorded and MODELS[model].hyperparameters is None:
+        hp = flat(config.get("params", {}))
+    else:
+        hp = hyperparameters(model, config.get("params", {}), resolved)
     template = {key: value for key, value in hp.items() if key.split(".")[0] in TEMPLATE_FIELDS}
     evaluation = evaluation or config.get("evaluation") or {}
     params: dict[str, Any] = {
@@ -128,41 +130,51 @@ def describe_run(
     return params, record
 
 
-def paradigm_param_keys(grid: Grid, paradigm: str) -> list[str]:
-    """Every param key any run of `paradigm` in this grid logs: the key set each of them logs (missing ones as
-    'n/a'), so the compare view's columns line up across the paradigm's models."""
+def paradigm_param_keys(paradigm: str) -> list[str]:
+    """The param keys every run of `paradigm` logs (missing ones as 'n/a'), so the compare view's
+    columns line up across the paradigm's models: those of each registered model of the
+    paradigm with its defaults. From the registry, not a grid: what MLflow shows for a run
+    depends on its own folder and the code, never on today's grid YAML."""
     keys: dict[str, None] = {}
-    for dataset, model, seed in grid.runs():
-        if MODELS[model].paradigm == paradigm:
-            keys |= dict.fromkeys(describe_run(grid.run_config(dataset, model, seed))[0])
+    for name, spec in MODELS.items():
+        if spec.paradigm == paradigm:
+            config = {
+                "model": name,
+                "paradigm": paradigm,
+                "dataset": "",
+                "seed": 0,
+                "params": {},
+                "inputs": dict.fromkeys(spec.inputs, {}),
+            }
+            keys |= dict.fromkeys(describe_run(config)[0])
     return list(keys)
 
 
-def run_params(grid: Grid, run: dict[str, Any]) -> tuple[dict[str, str], dict[str, Any]]:
-    """(MLflow params, resolved_config.json) of one finished run (run.json's content)."""
+def run_params(run: dict[str, Any]) -> tuple[dict[str, str], dict[str, Any]]:
+    """(MLflow params, resolved_config.json) of one finished run, from its run.json alone."""
     config = run["run"]
     params, record = describe_run(
-        config, run.get("fit", {}).get("recbole_config"), run.get("evaluation")
+        config, run.get("fit", {}).get("recbole_config"), run.get("evaluation"), recorded=True
     )
-    keys = paradigm_param_keys(grid, config["paradigm"])
-    keys += [
-        key for key in params if key not in keys
-    ]  # a run the grid no longer lists keeps its own
+    keys = paradigm_param_keys(config["paradigm"])
+    keys += [key for key in params if key not in keys]  # e.g. a setting its grid gave a new shape
     return {key: str(params.get(key, NOT_APPLICABLE))[:5000] for key in keys}, record
 
 
 def split_digest(checksums: dict[str, str]) -> str:
-    """The split's one digest (MLflow's dataset digest): sha256 over its files' sha256 (split.json), 16 hex."""
+    """The split's one digest (MLflow's dataset digest): sha256 over its files' sha256
+    (split.json), 16 hex."""
     text = "".join(f"{name}={checksums[name]}\n" for name in sorted(checksums))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def dataset_input(grid: Grid, dataset: str):
-    """The run's split as an MLflow dataset input: name, digest of its checksums, source folder, sizes."""
+    """The run's split as an MLflow dataset input: name, digest of its checksums, source folder,
+    sizes."""
     from mlflow.entities import Dataset, DatasetInput, InputTag
 
     folder = grid.split_dir(dataset)
-    meta = read_json(folder / "split.json")
+    meta = read_json(folder / layout.SPLIT_JSON)
     stats = meta.get("stats", {})
     profile = {
         key: stats[key]
@@ -205,7 +217,7 @@ def run_metrics(metrics: dict) -> dict[str, float]:
 @contextmanager
 def store_lock(results_dir: Path) -> Iterator[None]:
     results_dir.mkdir(parents=True, exist_ok=True)
-    with open(results_dir / ".mlflow.lock", "w") as fh:
+    with open(results_dir / layout.STORE_LOCK, "w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield
@@ -242,9 +254,10 @@ def check_reachable(uri: str, timeout: float = 10.0) -> None:
     except (urllib.error.URLError, OSError) as err:
         reason = getattr(err, "reason", err)
         raise TrackingError(
-            f"MLflow tracking server {redact(uri)} cannot be reached ({reason}). The run's files are complete; start "
-            "the server (make tracking-server) or point MLFLOW_TRACKING_URI / tracking.uri at a reachable one, then "
-            "rerun the same snakemake command: it logs only the runs still missing, without duplicates"
+            f"MLflow tracking server {redact(uri)} cannot be reached ({reason}). The run's files "
+            "are complete; start the server (make tracking-server) or point MLFLOW_TRACKING_URI / "
+            "tracking.uri at a reachable one, then rerun the same snakemake command: it logs only "
+            "the runs still missing, without duplicates"
         ) from None
 
 
@@ -253,14 +266,15 @@ def client_and_experiment(grid: Grid):
 
     uri = grid.tracking_uri()
     check_reachable(uri)
-    if uri == local_store_uri(grid.results_dir) and (grid.results_dir / "mlflow.db").is_file():
+    local = grid.results_dir / layout.LOCAL_STORE
+    if uri == local_store_uri(grid.results_dir) and local.is_file():
         relocate_store(grid.results_dir)  # results/ moved or was copied since the store was written
     client = MlflowClient(tracking_uri=uri)
     experiment = client.get_experiment_by_name(grid.experiment)
     if experiment is None:
         location = None
         if uri.startswith("sqlite:") or uri.startswith("file:") or "://" not in uri:
-            location = (grid.results_dir / "mlartifacts").resolve().as_uri()
+            location = (grid.results_dir / layout.LOCAL_ARTIFACTS).resolve().as_uri()
         experiment = client.get_experiment(
             client.create_experiment(grid.experiment, artifact_location=location)
         )
@@ -271,19 +285,21 @@ def client_and_experiment(grid: Grid):
             experiment.experiment_id,
             "mlflow.note.content",
             (
-                f"llm4rec-bench grid `{grid.name}` ({grid.path}): one run per dataset x model x seed, every model ranking "
-                "the full catalogue minus the user's history. Params: what each run chose (hp.* = the model's "
-                "hyper-parameters); Dataset: the split (digest = its checksums)."
+                f"llm4rec-bench grid `{grid.name}` ({grid.path}): one run per dataset x model x "
+                "seed, every model ranking the full catalogue minus the user's history. Params: "
+                "what each run chose (hp.* = the model's hyper-parameters); Dataset: the split "
+                "(digest = its checksums)."
             ),
         )
     return client, experiment.experiment_id
 
 
 def relocate_store(results_dir: Path) -> dict[str, int]:
-    """Point a local store's artifact locations (experiments, runs) and dataset sources at `results_dir`, after the
-    folder was moved or copied: MLflow stores them as absolute file URIs, so every artifact link breaks otherwise.
-    Idempotent; returns the rows changed per table. (MLflow has no API for this; these are its own columns.)"""
-    db = results_dir / "mlflow.db"
+    """Point a local store's artifact locations (experiments, runs) and dataset sources at
+    `results_dir`, after the folder was moved or copied: MLflow stores them as absolute file URIs,
+    so every artifact link breaks otherwise. Idempotent; returns the rows changed per table.
+    (MLflow has no API for this; these are its own columns.)"""
+    db = results_dir / layout.LOCAL_STORE
     if not db.is_file():
         raise TrackingError(
             f"{db}: no MLflow store here (give the results folder that holds mlflow.db)"
@@ -326,9 +342,9 @@ def log_run(grid: Grid, dataset: str, model: str, seed: int) -> dict:
     from mlflow.entities import Metric, Param, RunTag
 
     run_dir = grid.run_dir(dataset, model, seed)
-    metrics, run = read_json(run_dir / "metrics.json"), read_json(run_dir / "run.json")
+    metrics, run = read_json(run_dir / layout.METRICS), read_json(run_dir / layout.RUN_JSON)
     run_key = f"{grid.name}/{dataset}/{model}/seed{seed}"
-    digest = sha256_file(run_dir / "metrics.json")
+    digest = sha256_file(run_dir / layout.METRICS)
     now = time.time()
     timing = (
         run.get("timing") or {}
@@ -374,7 +390,7 @@ def log_run(grid: Grid, dataset: str, model: str, seed: int) -> dict:
                 )
             )
             run_id = mlrun.info.run_id
-            params, resolved = run_params(grid, run)
+            params, resolved = run_params(run)
             params = redact(params)
             params_list = [Param(k[:250], v) for k, v in sorted(params.items())]
             metric_list = [
@@ -391,9 +407,9 @@ def log_run(grid: Grid, dataset: str, model: str, seed: int) -> dict:
                         tags=tag_list if i == 0 else [],
                     )
                 )
-            if (grid.split_dir(dataset) / "split.json").is_file():
+            if (grid.split_dir(dataset) / layout.SPLIT_JSON).is_file():
                 _retry(lambda: client.log_inputs(run_id, datasets=[dataset_input(grid, dataset)]))
-            for name in ARTIFACTS:
+            for name in layout.RUN_FILES:
                 if (run_dir / name).is_file():
                     client.log_artifact(run_id, str(run_dir / name))
             with tempfile.TemporaryDirectory() as tmp:
@@ -408,13 +424,14 @@ def log_run(grid: Grid, dataset: str, model: str, seed: int) -> dict:
         "tracking_uri": redact(grid.tracking_uri()),
         "run_key": run_key,
     }
-    write_json(run_dir / "mlflow.json", record)
+    write_json(run_dir / layout.MLFLOW_JSON, record)
     print(f"[llm4rec] MLflow run {reused} ({run_key}) in {record['tracking_uri']}", flush=True)
     return record
 
 
 def _metric_time(key: str, timing: dict[str, float], default_ms: int) -> int:
-    """When a metric became known: training figures at the end of training, the rest at the end of ranking."""
+    """When a metric became known: training figures at the end of training, the rest at the end
+    of ranking."""
     stage = "train_end" if key.startswith("train_") or key.startswith("parameters_") else "rank_end"
     return int(1000 * timing[stage]) if stage in timing else default_ms
 
@@ -466,33 +483,66 @@ def log_report(
 
 
 def download_run_record(uri: str, run_id: str, dest: Path) -> dict[str, Path]:
-    """run.json and metrics.json of one MLflow run, and its rankings and per-user metrics where logged
-    (for `llm4rec reproduce RUN_ID`)."""
+    """run.json and metrics.json of one MLflow run, and its rankings and per-user metrics where
+    logged (for `llm4rec reproduce RUN_ID`)."""
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
     check_reachable(uri)
     if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).is_file():
         raise TrackingError(
-            f"MLflow store {uri}: no such database file (give --tracking-uri or MLFLOW_TRACKING_URI)"
+            f"MLflow store {uri}: no such database file "
+            "(give --tracking-uri or MLFLOW_TRACKING_URI)"
         )
     client = MlflowClient(tracking_uri=uri)
     try:
         client.get_run(run_id)
         files = {
             name: Path(client.download_artifacts(run_id, name, str(dest)))
-            for name in ("run.json", "metrics.json")
+            for name in (layout.RUN_JSON, layout.METRICS)
         }
         logged = {info.path for info in client.list_artifacts(run_id)}
         # the rankings and per-user metrics, where logged: reproduce judges float noise by them
         files |= {
             name: Path(client.download_artifacts(run_id, name, str(dest)))
-            for name in ARTIFACTS
+            for name in layout.RUN_FILES
             if name.endswith(".parquet") and name in logged
         }
         return files
     except MlflowException as err:
         raise TrackingError(
-            f"MLflow store {redact(uri)}: run {run_id} or its run.json/metrics.json artifacts not found "
+            f"MLflow store {redact(uri)}: run {run_id} or its run.json/metrics.json artifacts "
+            "not found "
             f"({err.message.splitlines()[0] if err.message else err})"
         ) from None
+
+
+def download_runs(
+    uri: str, experiment: str, dest: str | Path, tags: dict[str, str] | None = None
+) -> list[Path]:
+    """Download the evaluated runs of an MLflow experiment (filtered by tags) into run folders
+    below `dest` (<dataset>/<model>/seed<N>/), with the files the report reads."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        raise ValueError(f"MLflow store {redact(uri)}: no experiment named '{experiment}'")
+    clauses = ["tags.`llm4rec.run_key` != ''"] + [
+        f"tags.`{k}` = '{v}'" for k, v in (tags or {}).items()
+    ]
+    names = (layout.METRICS, layout.RUN_JSON, *(layout.per_user(p) for p in layout.PHASES))
+    folders = []
+    for mlrun in client.search_runs(
+        [found.experiment_id], " and ".join(clauses), max_results=10_000
+    ):
+        run_tags = mlrun.data.tags
+        if run_tags.get("paradigm") == "report":
+            continue
+        folder = Path(dest) / run_tags["dataset"] / run_tags["model"]
+        folder = folder / layout.seed_folder(run_tags["seed"])
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in names:
+            client.download_artifacts(mlrun.info.run_id, name, str(folder))
+        folders.append(folder)
+    return folders

@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from llm4rec import layout
 from llm4rec.config import Grid
 from llm4rec.tracking import TrackingError, relocate_store
 
@@ -253,7 +254,7 @@ def screenshot_pages(
 def check_ui(grid: Grid, out_dir: Path, models: tuple[str, str] | None = None) -> dict[str, Path]:
     """Screenshots of the runs table and the compare view under `out_dir`; UiCheckError naming what is missing."""
     uri = grid.tracking_uri()
-    if uri.startswith("sqlite:///") and (grid.results_dir / "mlflow.db").is_file():
+    if uri.startswith("sqlite:///") and (grid.results_dir / layout.LOCAL_STORE).is_file():
         relocate_store(grid.results_dir)
     with mlflow_ui(uri, grid.results_dir / "logs" / "ui-check.log") as base:
         experiment_id, runs = experiment_runs(base, grid.experiment)

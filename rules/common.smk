@@ -6,6 +6,7 @@ llm4rec's loader, whose errors name the file and key.
 
 import sys
 
+from llm4rec import layout
 from llm4rec.config import ConfigError, load_grid
 from llm4rec.data.sources import AMAZON_2018_CATEGORIES, amazon2018_files
 from llm4rec.io import stable_hash
@@ -25,10 +26,12 @@ except ConfigError as err:
 
 PY = sys.executable
 LLM4REC = f"{PY} -m llm4rec.cli"
-DATA = f"{GRID.grid_dir}/data/{{dataset}}"
-RUN = f"{GRID.grid_dir}/runs/{{dataset}}/{{model}}/seed{{seed}}"
-LOGS = f"{GRID.grid_dir}/logs"
-RUN_FILES = ["rankings_valid.parquet", "rankings_test.parquet", "run.json"]
+# path patterns (llm4rec.layout names every file and folder; Snakemake fills the wildcards)
+DATA = str(layout.split_dir(GRID.grid_dir, "{dataset}"))
+RUN = str(layout.run_dir(GRID.grid_dir, "{dataset}", "{model}", "{seed}"))
+LOGS = str(GRID.grid_dir / layout.LOGS)
+TRAIN_FILES = [f"{RUN}/{name}" for name in layout.TRAIN_FILES]
+EVALUATE_FILES = [f"{RUN}/{name}" for name in layout.EVALUATE_FILES]
 REPORT_KINDS = ("main", "ablations")
 
 wildcard_constraints:
@@ -59,6 +62,11 @@ def run_folders(kind="all"):
     return [str(GRID.run_dir(d, m, s)) for d, m, s in GRID.runs(kind)]
 
 
+def run_files(kind, *names):
+    """Each named file of every run folder of a kind."""
+    return [f"{folder}/{name}" for folder in run_folders(kind) for name in names]
+
+
 def model_resource(name, default):
     def get(wildcards):
         entry = GRID.model_entry(wildcards.model).get("resources", {})
@@ -83,7 +91,7 @@ def train_inputs(wildcards):
     or an artifact's artifact.json. These edges show in `snakemake -n`; a changed upstream reruns
     the consumer (its config hash is part of the consumer's run hash)."""
     sources = GRID.input_sources(wildcards.dataset, wildcards.model, int(wildcards.seed))
-    split = f"{GRID.grid_dir}/data/{wildcards.dataset}/split.json"
+    split = str(layout.split_dir(GRID.grid_dir, wildcards.dataset) / layout.SPLIT_JSON)
     return [split] + [str(s.marker) for s in sources.values()]
 
 

@@ -16,9 +16,9 @@ rule prepare:
     input:
         raw_inputs,
     output:
-        split=f"{DATA}/split.json",
-        interactions=f"{DATA}/interactions.parquet",
-        catalogue=f"{DATA}/items.parquet",
+        split=f"{DATA}/{layout.SPLIT_JSON}",
+        interactions=f"{DATA}/{layout.SPLIT_INTERACTIONS}",
+        catalogue=f"{DATA}/{layout.SPLIT_ITEMS}",
     params:
         dataset_hash=lambda w: stable_hash(GRID.dataset_config(w.dataset)),
     log:
@@ -36,9 +36,12 @@ for _artifact in ARTIFACTS.values():
         name:
             _artifact.name
         input:
-            f"{DATA}/split.json",
+            f"{DATA}/{layout.SPLIT_JSON}",
         output:
-            f"{GRID.grid_dir}/artifacts/{{dataset}}/{_artifact.name}/{{key}}/artifact.json",
+            str(
+                layout.artifact_dir(GRID.grid_dir, "{dataset}", _artifact.name, "{key}")
+                / layout.ARTIFACT_JSON
+            ),
         params:
             artifact=_artifact.name,
         log:

@@ -6,7 +6,7 @@
 rule summary:
     """Mean +/- std over seeds per dataset, model and metric (the main job's runs)."""
     input:
-        [f"{folder}/metrics.json" for folder in run_folders("main")],
+        run_files("main", layout.METRICS),
     output:
         md=f"{GRID.reports_dir}/summary.md",
         csv=f"{GRID.reports_dir}/summary.csv",
@@ -22,11 +22,7 @@ for _kind in REPORT_KINDS:
         name:
             f"compare{_suffix}"
         input:
-            [
-                f"{folder}/{name}"
-                for folder in run_folders(_kind)
-                for name in ("metrics.json", "per_user_test.parquet")
-            ],
+            run_files(_kind, layout.METRICS, layout.per_user("test")),
         output:
             f"{GRID.report_dir(_kind)}/comparisons.csv",
         params:
@@ -44,7 +40,7 @@ for _kind in REPORT_KINDS:
             f"report{_suffix}"
         input:
             comparisons=f"{GRID.report_dir(_kind)}/comparisons.csv",
-            metrics=[f"{folder}/metrics.json" for folder in run_folders(_kind)],
+            metrics=run_files(_kind, layout.METRICS),
         output:
             report_outputs(_kind),
             marker=str(GRID.report_marker(_kind)),

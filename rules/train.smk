@@ -6,8 +6,8 @@ rule train:
     input:
         train_inputs,
     output:
-        [f"{RUN}/{name}" for name in RUN_FILES],
-        directory(f"{RUN}/exports"),
+        TRAIN_FILES,
+        directory(f"{RUN}/{layout.EXPORTS}"),
     params:
         run_hash=lambda w: GRID.run_hash(w.dataset, w.model, int(w.seed)),
     threads: lambda w: GRID.model_threads(w.model)
@@ -25,10 +25,9 @@ rule train:
 rule evaluate:
     """Score the rankings with the one evaluator: per-user metrics and run means."""
     input:
-        [f"{RUN}/{name}" for name in RUN_FILES],
+        TRAIN_FILES,
     output:
-        metrics=f"{RUN}/metrics.json",
-        per_user=[f"{RUN}/per_user_valid.parquet", f"{RUN}/per_user_test.parquet"],
+        EVALUATE_FILES,
     log:
         f"{LOGS}/evaluate/{{dataset}}/{{model}}/seed{{seed}}.log",
     shell:
@@ -39,9 +38,9 @@ rule evaluate:
 rule track:
     """Mirror the finished run into MLflow (serialised: `--resources mlflow=1`, plus a file lock)."""
     input:
-        rules.evaluate.output.metrics,
+        f"{RUN}/{layout.METRICS}",
     output:
-        f"{RUN}/mlflow.json",
+        f"{RUN}/{layout.MLFLOW_JSON}",
     resources:
         mlflow=1,
     log:

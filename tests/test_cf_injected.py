@@ -88,11 +88,11 @@ def params(name: str, folder, **extra) -> dict:
             | {
                 "prompt": {"user": "items : {history}", "system": None, "line": "{title} ;"},
                 "beam_width": 8,
+                "max_history": 3,
                 "sft": {
                     "steps": 20,
                     "batch_size": 8,
                     "learning_rate": 1e-2,
-                    "max_history": 3,
                     "checkpoint_every": 10,
                 },
             }

@@ -32,6 +32,51 @@ def test_good_config_resolves_defaults(tmp_path):
     assert grid.run_hash("ml-100k", "bpr", 0) != grid.run_hash("ml-100k", "bpr", 1)
 
 
+def declared_defaults(node: dict, path: tuple = ()):
+    """(key path, default) of every leaf default benchmarks/schema.yaml declares ('*': any key)."""
+    children = dict(node.get("properties", {}))
+    if isinstance(node.get("additionalProperties"), dict):
+        children["*"] = node["additionalProperties"]
+    for key, sub in children.items():
+        if "default" in sub and "properties" not in sub:
+            yield path + (key,), sub["default"]
+        yield from declared_defaults(sub, path + (key,))
+
+
+def test_a_missing_optional_key_gets_the_schemas_default(tmp_path):
+    """The schema's `default:` values are the grid's defaults (written nowhere else), filled in
+    when a grid is loaded; a key the grid gives keeps its value."""
+    from llm4rec import schema
+    from llm4rec.report.build import REPORT_DEFAULTS
+    from llm4rec.report.compare import CompareSpec
+
+    given = GOOD | {
+        "report": {"test": "wilcoxon"},
+        "datasets": {"ml-100k": {"source": "ml-100k", "split": {"seed": 3}}},
+    }
+    grid = load_grid(write(tmp_path, given))
+    found = list(declared_defaults(yaml.safe_load(schema.SCHEMA_PATH.read_text())))
+    assert len(found) > 20
+    for path, default in found:
+        value = grid.raw
+        for key in path:
+            value = value["ml-100k" if key == "*" else key]
+        expected = {("report", "test"): "wilcoxon", ("datasets", "*", "split", "seed"): 3}
+        assert value == expected.get(path, default), path
+    assert (
+        grid.results_dir.name == "results" and grid.threads == 1 and grid.cutoffs == [5, 10, 20, 50]
+    )
+    assert grid.report_options() == REPORT_DEFAULTS | {"test": "wilcoxon"}
+    assert REPORT_DEFAULTS == schema.defaults("report")
+    spec = CompareSpec()
+    assert (list(spec.metrics), spec.test, spec.alpha, spec.rounds) == (
+        REPORT_DEFAULTS["metrics"],
+        "t",
+        REPORT_DEFAULTS["alpha"],
+        REPORT_DEFAULTS["randomization_rounds"],
+    )
+
+
 def test_unknown_model_name(tmp_path):
     cfg = GOOD | {
         "models": [{"name": "mostpop"}, {"name": "bpr"}, {"name": "lightgcn"}, {"name": "sasrek"}]
@@ -116,6 +161,11 @@ def test_report_metric_needs_an_evaluated_cutoff(tmp_path):
         ConfigError, match=r"report\.test: 'z' is not one of \['t', 'wilcoxon', 'randomization'\]"
     ):
         load_grid(write(tmp_path, GOOD | {"report": {"test": "z"}}))
+    # the default metrics (@20 among them) are no error: beyond the cutoffs, a dash in the table
+    assert load_grid(write(tmp_path, GOOD | {"evaluation": {"cutoffs": [5, 10]}})).cutoffs == [
+        5,
+        10,
+    ]
 
 
 def test_model_entry_narrows_seeds_threads_and_evaluation(tmp_path):
@@ -377,3 +427,29 @@ def test_main_job_and_ablation_target_split_the_grid_by_the_registry(tmp_path):
         ConfigError, match=r"models\[1\]\.name 'idiomoe_entangled' is a variant of 'idiomoe'"
     ):
         load_grid(write(tmp_path, GOOD | {"models": [{"name": "mostpop"}, models[2]]}))
+
+
+def test_max_history_is_one_top_level_key_for_every_paradigm(tmp_path):
+    """Under sft (where text_prompted and cf_llara had it) it is refused, naming its new place."""
+    from llm4rec.models import MODELS, check_params
+
+    cfg = GOOD | {"models": [{"name": "text_prompted", "params": {"sft": {"max_history": 5}}}]}
+    with pytest.raises(
+        ConfigError,
+        match=r"grid\.yaml: models\[0\]\.params: text_prompted: parameter 'sft\.max_history' "
+        r"moved to 'max_history': give params\.max_history: 5 instead",
+    ):
+        load_grid(write(tmp_path, cfg))
+    for name, spec in MODELS.items():
+        config = check_params(spec, {})
+        if hasattr(config, "sft"):
+            assert isinstance(config.max_history, int), name
+            assert not hasattr(config.sft, "max_history"), name
+
+
+def test_a_record_written_before_the_move_of_max_history_reads_with_it_moved():
+    """llm4rec.reproduce reads an old run.json's params with sft.max_history at its new place."""
+    from llm4rec.params import moved_to_today
+
+    old = {"sft": {"steps": 3, "max_history": 5}}
+    assert moved_to_today(old) == {"sft": {"steps": 3}, "max_history": 5}

@@ -66,7 +66,8 @@ def grid(root: Path, name: str, gpus: int) -> dict:
                     "prompt": {"system": None, "user": "items : {history}", "line": "{title} ;"},
                     "beam_width": 10,
                     "batch_users": 4,
-                    "sft": sft | {"max_history": 3},
+                    "max_history": 3,
+                    "sft": sft,
                 },
             }
             | resources,

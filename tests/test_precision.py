@@ -70,7 +70,8 @@ def family_params(name: str, folder) -> tuple[dict, dict]:
         prompted = llm | {
             "prompt": {"user": "seen : {history}", "system": None, "line": "{title} ;"},
             "beam_width": 4,
-            "sft": sft | {"max_history": 3},
+            "max_history": 3,
+            "sft": sft,
         }
         return prompted, (cf if family == "cf_llara" else {})
     if family == "cf_e4srec":

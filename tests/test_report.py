@@ -422,7 +422,7 @@ def test_a_model_family_declares_its_own_cost_figures(runs_dir, tmp_path, monkey
     from llm4rec import models
     from llm4rec.costs import TEXT_RETENTION_COSTS
     from llm4rec.io import read_json
-    from llm4rec.report.summary import collect
+    from llm4rec.report.summary import aggregate, collect, markdown
     from llm4rec.report.tables import cost_frame, render_cost
     from llm4rec.runner import declared_costs
     from llm4rec.tracking import run_metrics
@@ -453,6 +453,21 @@ def test_a_model_family_declares_its_own_cost_figures(runs_dir, tmp_path, monkey
     assert run_metrics(metrics)["text_ppl_after"] == 41.5
     long = collect([folder / "metrics.json"])
     assert long.loc[long["metric"] == "text_ppl_after", "value"].tolist() == [41.5]
+    summary = markdown(aggregate(long), columns=("text_ppl_after",))
+    assert "| 41.50 |" in summary  # the summary prints it as the cost table does
+
+
+def test_one_number_format_for_the_summary_and_the_tables():
+    from llm4rec.report.tables import format_number
+
+    assert format_number("ndcg_at_10", 0.123456) == "0.1235"
+    assert format_number("ndcg_at_10", 0.123456, 0.01) == "0.1235 ± 0.0100"
+    assert format_number("avg_popularity_at_20", 123.456, 1.0) == "123.5 ± 1.0"
+    assert format_number("train_time_s", 12.34, 0.5) == "12.3 ± 0.5"  # a cost's declared decimals
+    assert format_number("inference_ms_per_user", 1.2345) == "1.23"
+    assert format_number("parameters_total", 1234567.0, 3.0) == "1,234,567"  # a count: no std
+    assert format_number("parameters_total", 1234567.0, compact=True) == "1.23M"
+    assert format_number("train_tokens", 99_999.0, compact=True) == "99,999"
 
 
 def _words(pdf) -> list[tuple[float, float, float, str]]:

@@ -62,7 +62,8 @@ def grid(data: Path, backbone: Path) -> dict:
         "prompt": {"system": None, "user": "items : {history}", "line": "{title} ;"},
         "beam_width": 10,
         "lora": lora,
-        "sft": sft | {"max_history": 3},
+        "max_history": 3,
+        "sft": sft,
     }
     e4srec = llm | {
         "instruction": "items :",

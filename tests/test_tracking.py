@@ -96,6 +96,75 @@ def test_parallel_writers_and_idempotent_rerun(tmp_path, monkeypatch):
     assert client.get_run(ids[0]).info.lifecycle_stage == "deleted"
 
 
+def test_the_report_reads_mlflow_runs_as_the_run_folders_they_mirror(tmp_path, monkeypatch):
+    """download_runs brings a logged run back as a run folder the report reads like the original."""
+    import pandas as pd
+
+    from llm4rec import layout
+    from llm4rec.io import write_parquet
+    from llm4rec.report.runs import runs_from_folders
+    from llm4rec.tracking import download_runs, log_run
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    _, grid = make_grid(tmp_path)
+    fake_run(grid, "bpr", 0.1)
+    run_dir = grid.run_dir("ml-100k", "bpr", 0)
+    for phase in layout.PHASES:
+        write_parquet(
+            run_dir / layout.per_user(phase), pd.DataFrame({"user_id": ["1"], "ndcg_at_10": [0.1]})
+        )
+    log_run(grid, "ml-100k", "bpr", 0)
+    folders = download_runs(grid.tracking_uri(), grid.experiment, tmp_path / "down", {"seed": "0"})
+    (downloaded,) = runs_from_folders(folders)
+    (original,) = runs_from_folders([run_dir])
+    assert (downloaded.dataset, downloaded.model, downloaded.seed) == ("ml-100k", "bpr", 0)
+    assert downloaded.metrics == original.metrics and downloaded.run == original.run
+    assert downloaded.per_user().equals(original.per_user())
+
+
+def test_a_runs_params_come_from_its_folder_not_from_todays_grid(tmp_path, monkeypatch):
+    """What MLflow shows for a run is derived from its run.json: a grid YAML edited after training
+    (other params for the model, another model of its paradigm) changes none of its params."""
+    from mlflow.tracking import MlflowClient
+
+    from llm4rec import layout
+    from llm4rec.io import read_json
+    from llm4rec.tracking import log_run, run_params
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    path, _ = make_grid(tmp_path)
+    trained = yaml.safe_load(path.read_text())
+    trained["models"] = [{"name": "bpr", "params": {"embedding_size": 16}}]
+    path.write_text(yaml.safe_dump(trained))
+    fake_run(load_grid(path), "bpr", 0.1)
+    run = read_json(load_grid(path).run_dir("ml-100k", "bpr", 0) / layout.RUN_JSON)
+    expected, _ = run_params(run)
+    assert expected["hp.embedding_size"] == "16" and expected["hp.n_layers"] == "n/a"
+
+    today = trained | {
+        "models": [{"name": "bpr", "params": {"embedding_size": 128}}, {"name": "sasrec"}]
+    }
+    path.write_text(yaml.safe_dump(today))
+    grid = load_grid(path)
+    run_id = log_run(grid, "ml-100k", "bpr", 0)["run_id"]
+    logged = MlflowClient(tracking_uri=grid.tracking_uri()).get_run(run_id).data.params
+    assert logged == expected
+
+
+def test_only_tracking_uses_the_mlflow_client():
+    """tracking.py is the one module that imports mlflow (others may run the mlflow server)."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    importers = sorted(
+        str(f.relative_to(root))
+        for f in [*root.glob("llm4rec/**/*.py"), *root.glob("baselines/**/*.py")]
+        if re.search(r"^\s*(import mlflow|from mlflow)", f.read_text(), re.MULTILINE)
+    )
+    assert importers == ["llm4rec/tracking.py"]
+
+
 def test_metric_keys_and_flattened_params():
     metrics = {
         "test": {"ndcg_at_10": 0.5},

@@ -139,7 +139,8 @@ def params_for(name: str, backbone: Path, dtype: str, tiny: bool) -> dict:
                 "prompt": prompt,
                 "lora": lora,
                 "beam_width": 50,
-                "sft": {"steps": 1, "batch_size": 16, "max_history": 10, "learning_rate": 2e-4},
+                "max_history": 10,
+                "sft": {"steps": 1, "batch_size": 16, "learning_rate": 2e-4},
             }
         )
     if name == "cf_e4srec":

@@ -20,9 +20,9 @@ import pandas as pd
 
 from llm4rec.data.atomic import DataError
 from llm4rec.io import read_json, sha256_file, write_json, write_parquet
+from llm4rec.layout import SPLIT_INTERACTIONS, SPLIT_ITEMS, SPLIT_JSON
 
 PHASES = ("train", "valid", "test")
-SPLIT_FILES = ("interactions.parquet", "items.parquet", "split.json")
 
 
 def chronological(interactions: pd.DataFrame, tie_break: str, seed: int) -> pd.DataFrame:
@@ -156,8 +156,8 @@ def write_split(
         )
     inter = split_df[["user_id", "item_id", "timestamp", "seq", "phase"]].reset_index(drop=True)
     catalogue, without_text = interacted_catalogue(inter, items, meta.get("dataset"))
-    write_parquet(out_dir / "interactions.parquet", inter)
-    write_parquet(out_dir / "items.parquet", catalogue)
+    write_parquet(out_dir / SPLIT_INTERACTIONS, inter)
+    write_parquet(out_dir / SPLIT_ITEMS, catalogue)
     stats = {f"{p}_interactions": int((inter["phase"] == p).sum()) for p in PHASES}
     stats |= {
         "users": int(inter["user_id"].nunique()),
@@ -168,9 +168,9 @@ def write_split(
     }
     meta = meta | {
         "stats": stats,
-        "checksums": {f: sha256_file(out_dir / f) for f in SPLIT_FILES[:2]},
+        "checksums": {f: sha256_file(out_dir / f) for f in (SPLIT_INTERACTIONS, SPLIT_ITEMS)},
     }
-    write_json(out_dir / "split.json", meta)
+    write_json(out_dir / SPLIT_JSON, meta)
     return Split(inter, catalogue, meta)
 
 
@@ -213,7 +213,7 @@ def _natural_key(ids: pd.Series) -> pd.Series:
 def read_split(split_dir: str | Path) -> Split:
     """Read a written split, refusing files whose checksum differs from split.json."""
     split_dir = Path(split_dir)
-    meta_path = split_dir / "split.json"
+    meta_path = split_dir / SPLIT_JSON
     if not meta_path.is_file():
         raise DataError(f"{meta_path}: not found; run `llm4rec prepare` for this dataset first")
     meta = read_json(meta_path)
@@ -223,7 +223,7 @@ def read_split(split_dir: str | Path) -> Split:
                 f"{split_dir / name}: checksum differs from split.json; the split was modified after it was written"
             )
     return Split(
-        pd.read_parquet(split_dir / "interactions.parquet"),
-        pd.read_parquet(split_dir / "items.parquet"),
+        pd.read_parquet(split_dir / SPLIT_INTERACTIONS),
+        pd.read_parquet(split_dir / SPLIT_ITEMS),
         meta,
     )

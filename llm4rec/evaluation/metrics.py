@@ -14,6 +14,9 @@ from collections.abc import Sequence
 import numpy as np
 
 METRICS = ("hr", "recall", "ndcg", "mrr")
+# The validation metric that picks epochs and checkpoints unless a grid names another
+# (evaluation.selection_metric); every model's `selection` argument defaults to it.
+SELECTION_METRIC = "ndcg_at_10"
 
 
 def hit_matrix(

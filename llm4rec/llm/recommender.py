@@ -37,6 +37,7 @@ from tqdm import tqdm
 
 from llm4rec.data.split import Split
 from llm4rec.evaluation.evaluate import sample_users
+from llm4rec.evaluation.metrics import SELECTION_METRIC
 from llm4rec.io import sha256_file, stable_hash
 from llm4rec.llm import distributed, precision
 from llm4rec.llm.backbone import BackboneConfig, LoraSettings, add_lora, load_backbone, torch_dtype
@@ -56,6 +57,7 @@ class LLMConfig:
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     lora: LoraSettings | None = field(default_factory=LoraSettings)  # None: full fine-tuning
     sft: SFTConfig = field(default_factory=SFTConfig)
+    max_history: int = 10  # a user's last items in a prompt, and per training window
     max_train_examples: int | None = 2000  # a seeded sample of the training examples (None: all)
     batch_users: int = 32  # users ranked together
     valid_users: int = 100  # validation sample for checkpoint selection (sample_users, seed 0)
@@ -73,7 +75,7 @@ class LLMRecommender:
         cfg: LLMConfig,
         seed: int,
         device: str,
-        selection: str = "ndcg_at_10",
+        selection: str = SELECTION_METRIC,
         inputs: Mapping[str, ResolvedInput] | None = None,
     ):
         self.cfg, self.seed, self.device, self.selection_metric = cfg, seed, device, selection

@@ -19,7 +19,7 @@ import torch
 
 from llm4rec.data.split import Split
 from llm4rec.evaluation.evaluate import selection_score
-from llm4rec.evaluation.metrics import metric_cutoff
+from llm4rec.evaluation.metrics import SELECTION_METRIC, metric_cutoff
 from llm4rec.io import write_with
 from llm4rec.llm.training import trainable_state
 from llm4rec.models import RANKING_COLUMNS
@@ -31,7 +31,7 @@ class CheckpointSelection:
     fingerprint: str  # the training run's identity: a best.pt written under another one is ignored
     split: Split
     users: list[str]  # the validation sample
-    metric: str = "ndcg_at_10"
+    metric: str = SELECTION_METRIC
     every: int = 50
     total_steps: int = 0
     score: float = -1.0

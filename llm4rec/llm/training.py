@@ -33,7 +33,6 @@ class SFTConfig:
     grad_accum: int = 1
     learning_rate: float = 2e-4
     weight_decay: float = 0.0
-    max_history: int = 10
     checkpoint_every: int = 50
     seed: int = 0  # batch order (text_prompted sets it to the run's seed)
     schedule: str = (

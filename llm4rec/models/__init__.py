@@ -46,6 +46,7 @@ import pandas as pd
 
 from llm4rec.costs import COSTS, SEMANTIC_ID_COSTS, TEXT_RETENTION_COSTS, Cost
 from llm4rec.data.split import Split
+from llm4rec.evaluation.metrics import SELECTION_METRIC
 
 RANKING_COLUMNS = ["user_id", "rank", "item_id", "score"]
 
@@ -577,7 +578,7 @@ def build_model(
     seed: int,
     device: str,
     *,
-    selection: str = "ndcg_at_10",
+    selection: str = SELECTION_METRIC,
     inputs: Mapping[str, ResolvedInput] | None = None,
 ) -> Recommender:
     """Instantiate a registered model by name, its params parsed by its config class."""

@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from llm4rec.data.split import Split
+from llm4rec.evaluation.metrics import SELECTION_METRIC
 from llm4rec.llm.backbone import ALL_PROJECTIONS, LoraSettings
 from llm4rec.llm.decoding import _decoder_stack, _positions
 from llm4rec.llm.item_scoring import log_popularity_prior, one_forward_costs, top_unseen_items
@@ -193,7 +194,7 @@ class CfLlaraRecommender(TextPromptedRecommender):
 
     def hybrid_prompt(self, history: Sequence[str]) -> tuple[list[int], list[int], list[int]]:
         """(ids, soft-token positions, their items' CF rows): each history line is "title <soft>"."""
-        items = list(history)[-self.cfg.sft.max_history :]
+        items = list(history)[-self.cfg.max_history :]
         text = render_prompt(
             self.cfg.prompt, [f"{self.identifiers[i]} {SOFT_SLOT}" for i in items], self.tokenizer
         )
@@ -219,7 +220,7 @@ class CfLlaraRecommender(TextPromptedRecommender):
         curriculum, the text-only (ids, labels) of the same window (`text_prompted`'s prompt)."""
         examples = []
         for _, history, target in training_windows(
-            split, self.cfg.sft.max_history, self.cfg.max_train_examples, rng
+            split, self.cfg.max_history, self.cfg.max_train_examples, rng
         ):
             ids, positions, rows = self.hybrid_prompt(history)
             text = (
@@ -446,7 +447,7 @@ def build(
     config: CfLlaraConfig | CfE4SRecConfig,
     seed: int,
     device: str,
-    selection: str = "ndcg_at_10",
+    selection: str = SELECTION_METRIC,
     inputs: dict | None = None,
 ) -> LLMRecommender:
     """cf_llara / cf_e4srec, and their `_permuted` ablations (cf.permuted: the soft tokens of other items)."""

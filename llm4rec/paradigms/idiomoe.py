@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from llm4rec.data.split import Split
+from llm4rec.evaluation.metrics import SELECTION_METRIC
 from llm4rec.llm.backbone import LoraSettings
 from llm4rec.llm.decoding import _decoder_stack
 from llm4rec.llm.item_scoring import log_popularity_prior, one_forward_costs, top_unseen_items
@@ -358,7 +359,7 @@ def build(
     config: IdiomoeConfig,
     seed: int,
     device: str,
-    selection: str = "ndcg_at_10",
+    selection: str = SELECTION_METRIC,
     inputs: dict | None = None,
 ) -> IdiomoeRecommender:
     """idiomoe, and its variants (llm4rec.models: idiomoe_learned_router sets routing: learned;

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from llm4rec.data.split import Split
+from llm4rec.evaluation.metrics import SELECTION_METRIC
 from llm4rec.llm.decoding import constrained_beam_search, item_token_sequences, resolve_decoder
 from llm4rec.llm.identifiers import item_identifiers
 from llm4rec.llm.prompts import Prompt, PromptTemplate, render_prompt
@@ -55,7 +56,7 @@ class TextPromptedRecommender(LLMRecommender):
         }
 
     def prompt(self, history: Sequence[str]) -> Prompt:
-        titles = [self.identifiers[i] for i in list(history)[-self.cfg.sft.max_history :]]
+        titles = [self.identifiers[i] for i in list(history)[-self.cfg.max_history :]]
         text = render_prompt(self.cfg.prompt, titles, self.tokenizer)
         return Prompt(self.tokenizer(text, add_special_tokens=False).input_ids)
 
@@ -64,9 +65,7 @@ class TextPromptedRecommender(LLMRecommender):
     ) -> list[tuple[list[int], list[int]]]:
         """Sliding windows over each user's training sequence (a seeded sample of them): the
         last `max_history` items as the prompt, the next item's identifier as the answer."""
-        windows = training_windows(
-            split, self.cfg.sft.max_history, self.cfg.max_train_examples, rng
-        )
+        windows = training_windows(split, self.cfg.max_history, self.cfg.max_train_examples, rng)
         return [
             encode_example(self.prompt(history).ids, self.sequences[target])
             for _, history, target in windows
@@ -99,7 +98,7 @@ def build(
     config: TextPromptedConfig,
     seed: int,
     device: str,
-    selection: str = "ndcg_at_10",
+    selection: str = SELECTION_METRIC,
     inputs: dict | None = None,
 ) -> TextPromptedRecommender:
     return TextPromptedRecommender(config, seed, device, selection)

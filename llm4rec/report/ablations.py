@@ -50,7 +50,8 @@ COLUMNS = [
 
 
 def ablation_frame(comparisons: pd.DataFrame) -> pd.DataFrame:
-    """One row per (dataset, variant, metric) of the ablation family, with the direction of a significant change."""
+    """One row per (dataset, variant, metric) of the ablation family, with the direction of a
+    significant change."""
     rows = []
     for c in family(comparisons, "ablation").itertuples():
         better = (c.diff > 0) != (c.metric in LOWER_IS_BETTER)
@@ -90,17 +91,18 @@ def ablation_caption(frame: pd.DataFrame, spec: CompareSpec) -> str:
     test = TEST_NAMES.get(spec.test, spec.test)
     correction = CORRECTION_NAMES.get(spec.correction, spec.correction)
     parts = [
-        "Ablations: each variant against its parent (the model it changes one thing of), on the test users and seeds "
-        "both ran; each cell is the variant's mean, the parent's on the same users and seeds in parentheses.",
-        f"↑ / ↓: the variant is significantly better / worse than its parent ({test} over users, each user's metric "
-        f"averaged over the common seeds; {correction} correction over the {len(frame)} comparisons of this table, "
-        f"its own family, α = {spec.alpha}).",
+        "Ablations: each variant against its parent (the model it changes one thing of), on the "
+        "test users and seeds both ran; each cell is the variant's mean, the parent's on the same "
+        "users and seeds in parentheses.",
+        f"↑ / ↓: the variant is significantly better / worse than its parent ({test} over users, "
+        f"each user's metric averaged over the common seeds; {correction} correction over the "
+        f"{len(frame)} comparisons of this table, its own family, α = {spec.alpha}).",
     ]
     seeded = int(frame["p_seed"].notna().sum())
     if seeded:
         parts.append(
-            f"‡: also significant by a paired t-test over per-seed means ({correction} over the {seeded} "
-            "comparisons with two or more common seeds)."
+            "‡: also significant by a paired t-test over per-seed means "
+            f"({correction} over the {seeded} comparisons with two or more common seeds)."
         )
     parts.append(f"Δ: relative {metric_label(spec.metrics[0])} change from the parent.")
     return " ".join(parts)
@@ -147,7 +149,8 @@ def render_ablations(
     names: Mapping[str, str] | None = None,
     decimals: int = 4,
 ) -> str:
-    """The ablation table as Markdown or LaTeX (booktabs): Variant, Parent, Seeds, then per dataset each metric and Δ."""
+    """The ablation table as Markdown or LaTeX (booktabs): Variant, Parent, Seeds, then per
+    dataset each metric and Δ."""
     caption = ablation_caption(frame, spec)
     if frame.empty:
         return caption + "\n" if fmt == "markdown" else f"% {caption}\n"

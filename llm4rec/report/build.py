@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from llm4rec import schema
 from llm4rec.evaluation.metrics import metric_cutoff
 from llm4rec.io import write_text
 from llm4rec.report import figures
@@ -40,21 +41,8 @@ from llm4rec.report.tables import (
     table_frame,
 )
 
-REPORT_DEFAULTS = {
-    "metrics": ["hr_at_10", "ndcg_at_10", "hr_at_20", "ndcg_at_20"],
-    "test": "t",
-    "correction": "holm",
-    "alpha": 0.05,
-    "comparisons": "best_baseline",
-    "show_std": False,
-    "improvement": True,
-    "randomization_rounds": 10_000,
-    "bootstrap_rounds": 2000,
-    "seed": 0,
-    "slice_metric": "ndcg_at_10",
-    "history_buckets": 4,
-    "display_names": {},  # {model: name in tables and figures}, over the registry's display names
-}
+# A grid's `report` options where it gives none (benchmarks/schema.yaml's defaults).
+REPORT_DEFAULTS = schema.defaults("report")
 
 
 # per report kind: its tables (each as .tex/.md/.csv) and its family of comparisons
@@ -67,8 +55,8 @@ FIGURE_FORMATS = ("pdf", "png")
 
 
 def report_files(out_dir: str | Path, options: dict, kind: str = "main") -> list[Path]:
-    """Every file `build_report` always writes (the Snakefile declares exactly these; comparisons.csv
-    is the compare rule's, and tables.pdf exists only where pdflatex does)."""
+    """Every file `build_report` always writes (the Snakefile declares exactly these;
+    comparisons.csv is the compare rule's, and tables.pdf exists only where pdflatex does)."""
     out_dir, metric = Path(out_dir), options["slice_metric"]
     stems = REPORT_KINDS[kind]["tables"]
     tables = [out_dir / f"{stem}.{ext}" for stem in stems for ext in TABLE_FORMATS]
@@ -114,7 +102,8 @@ def check_runs(runs: Sequence[RunRecord], metrics: Sequence[str]) -> None:
         missing = [m for m in metrics if m not in r.metrics["test"] and metric_cutoff(m) <= depth]
         if missing:
             raise ValueError(
-                f"{r.folder}/metrics.json: no test metric {missing[0]} (have: {', '.join(sorted(r.metrics['test']))[:200]})"
+                f"{r.folder}/metrics.json: no test metric {missing[0]} "
+                f"(have: {', '.join(sorted(r.metrics['test']))[:200]})"
             )
 
 

@@ -27,6 +27,7 @@ from itertools import combinations
 import numpy as np
 import pandas as pd
 
+from llm4rec import schema
 from llm4rec.report.runs import RunRecord
 from llm4rec.stats import Comparison, compare_pair, correct, seed_mean_test
 
@@ -42,16 +43,19 @@ class ComparisonError(ValueError):
     """Runs that cannot be compared pairwise (different splits or users)."""
 
 
+_REPORT = schema.defaults("report")  # the grid's `report` options a spec is made of (ReportSpec)
+
+
 @dataclass(frozen=True)
 class CompareSpec:
-    metrics: Sequence[str] = ("hr_at_10", "ndcg_at_10")
-    test: str = "t"  # t | wilcoxon | randomization
-    correction: str = "holm"  # holm | bonferroni | bh | none
-    alpha: float = 0.05
-    mode: str = "best_baseline"  # best_baseline | all_pairs
-    rounds: int = 10_000  # randomization test rounds
-    bootstrap_rounds: int = 2000
-    seed: int = 0
+    metrics: Sequence[str] = tuple(_REPORT["metrics"])
+    test: str = _REPORT["test"]  # t | wilcoxon | randomization
+    correction: str = _REPORT["correction"]  # holm | bonferroni | bh | none
+    alpha: float = _REPORT["alpha"]
+    mode: str = _REPORT["comparisons"]  # best_baseline | all_pairs
+    rounds: int = _REPORT["randomization_rounds"]  # randomization test rounds
+    bootstrap_rounds: int = _REPORT["bootstrap_rounds"]
+    seed: int = _REPORT["seed"]
 
 
 def by_model(runs: Sequence[RunRecord]) -> dict[tuple[str, str], list[RunRecord]]:
@@ -81,7 +85,8 @@ class PairedSample:
 def paired_sample(
     runs_a: Sequence[RunRecord], runs_b: Sequence[RunRecord], metric: str
 ) -> PairedSample:
-    """The paired sample of two models on one dataset; refuses different splits or non-nested user sets."""
+    """The paired sample of two models on one dataset; refuses different splits or non-nested
+    user sets."""
     seeds_a, seeds_b = {r.seed: r for r in runs_a}, {r.seed: r for r in runs_b}
     common = sorted(set(seeds_a) & set(seeds_b))
     if not common:
@@ -95,7 +100,8 @@ def paired_sample(
         a, b = seeds_a[seed], seeds_b[seed]
         if a.split_checksums != b.split_checksums:
             raise ComparisonError(
-                f"{a.label} ({a.folder}) and {b.label} ({b.folder}) were evaluated on different splits"
+                f"{a.label} ({a.folder}) and {b.label} ({b.folder}) were evaluated on different "
+                "splits"
             )
         ua, ub = a.per_user().set_index("user_id"), b.per_user().set_index("user_id")
         shared = set(ua.index) & set(ub.index)
@@ -125,8 +131,8 @@ def paired_per_user(
 def best_baseline(
     groups: dict[tuple[str, str], list[RunRecord]], dataset: str, metric: str
 ) -> str | None:
-    """The baseline with the best validation mean on (dataset, metric), as a paper would have chosen it
-    before seeing the test split; None if the dataset has no baseline."""
+    """The baseline with the best validation mean on (dataset, metric), as a paper would have
+    chosen it before seeing the test split; None if the dataset has no baseline."""
     candidates = {
         m: float(np.mean([r.metrics["valid"][metric] for r in rs]))
         for (d, m), rs in groups.items()
@@ -143,7 +149,8 @@ def best_baseline(
 def ablation_pairs(
     groups: dict[tuple[str, str], list[RunRecord]], dataset: str
 ) -> list[tuple[str, str]]:
-    """(variant, parent) for every model on `dataset` whose registry entry declares a parent that also ran there."""
+    """(variant, parent) for every model on `dataset` whose registry entry declares a parent that
+    also ran there."""
     from llm4rec.models import MODELS
 
     models = {m for d, m in groups if d == dataset}
@@ -181,8 +188,9 @@ FAMILIES = ("main", "ablation")
 def compare_runs(
     runs: Sequence[RunRecord], spec: CompareSpec, families: Sequence[str] = FAMILIES
 ) -> pd.DataFrame:
-    """Every comparison of the table's family (`family` == "main") and of the ablation family (each
-    variant against its parent), p-values adjusted within each family, per-user and per-seed tests apart."""
+    """Every comparison of the table's family (`family` == "main") and of the ablation family
+    (each variant against its parent), p-values adjusted within each family, per-user and per-seed
+    tests apart; `families` picks which."""
     groups = by_model(runs)
     rows = []
     for dataset in sorted({r.dataset for r in runs}):
@@ -249,7 +257,8 @@ def compare_runs(
 
 
 def family(comparisons: pd.DataFrame, name: str) -> pd.DataFrame:
-    """One family's rows (comparisons.csv written before families existed holds the main family only)."""
+    """One family's rows (comparisons.csv written before families existed holds the main family
+    only)."""
     if "family" not in comparisons:
         return comparisons if name == "main" else comparisons.iloc[0:0]
     return comparisons[comparisons["family"] == name]

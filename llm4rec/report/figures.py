@@ -3,8 +3,9 @@
 Every row of the CI figure has an interval, labelled by what it is over: seeds (t-interval of the
 per-seed means) where a model has two or more, users (percentile bootstrap) where it has one.
 
-Every label stays inside the saved figure and none overlaps another: models are told apart by a legend (colour =
-paradigm, marker = model within it), not by text next to the points (tests/test_report.py checks the drawn boxes).
+Every label stays inside the saved figure and none overlaps another: models are told apart by a
+legend (colour = paradigm, marker = model within it), not by text next to the points
+(tests/test_report.py checks the drawn boxes).
 """
 
 from __future__ import annotations
@@ -57,8 +58,9 @@ MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h")
 def row_interval(
     runs: Sequence[RunRecord], metric: str, rounds: int = 2000, seed: int = 0
 ) -> tuple[float, float, float, str]:
-    """(mean, CI low, CI high, over) for one model: a t-interval over seed means with two or more seeds
-    (over = "seeds"), a percentile bootstrap over users with one (over = "users"): every row has one."""
+    """(mean, CI low, CI high, over) for one model: a t-interval over seed means with two or more
+    seeds (over = "seeds"), a percentile bootstrap over users with one (over = "users"): every row
+    has one."""
     if len(runs) > 1:
         mean, _, low, high = mean_ci([r.metrics["test"][metric] for r in runs])
         return mean, low, high, "seeds"
@@ -141,8 +143,9 @@ def metric_with_ci(
 def accuracy_vs_cost(
     runs: Sequence[RunRecord], metric: str, out_dir: Path, names: Mapping[str, str] | None = None
 ) -> list[Path]:
-    """The metric against train time and inference time per user (log scales), one point per model and dataset;
-    a legend below the axes names every point (paradigm colour, a marker per model within its paradigm)."""
+    """The metric against train time and inference time per user (log scales), one point per
+    model and dataset; a legend below the axes names every point (paradigm colour, a marker per
+    model within its paradigm)."""
     groups = by_model(runs)
     several = len({d for d, _ in groups}) > 1
     order = sorted(

@@ -34,11 +34,10 @@ def history_buckets(lengths: pd.Series, n_buckets: int = 4) -> tuple[pd.Series, 
     return pd.Series([labels[c] for c in codes], index=lengths.index), labels
 
 
-def slice_frame(
-    runs: Sequence[RunRecord], metric: str = "ndcg_at_10", n_history_buckets: int = 4
-) -> pd.DataFrame:
-    """Rows: dataset, model, paradigm, slice, bucket, n_users, mean (over seeds of the bucket mean), std, and a
-    95% interval: over seeds (t) with two or more, over the bucket's users (bootstrap) with one (`ci_over`)."""
+def slice_frame(runs: Sequence[RunRecord], metric: str, n_history_buckets: int) -> pd.DataFrame:
+    """Rows: dataset, model, paradigm, slice, bucket, n_users, mean (over seeds of the bucket
+    mean), std, and a 95% interval: over seeds (t) with two or more, over the bucket's users
+    (bootstrap) with one (`ci_over`)."""
     rows = []
     for (dataset, model), rs in by_model(runs).items():
         per_seed = []

@@ -14,7 +14,7 @@ import pandas as pd
 from llm4rec.io import write_text
 from llm4rec.models import paradigm_rank, paradigm_title, registered_costs
 from llm4rec.report.runs import runs_from_folders
-from llm4rec.report.tables import display_name
+from llm4rec.report.tables import display_name, format_number
 
 HEADLINE = (
     "n_users",
@@ -63,24 +63,6 @@ def aggregate(long: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def _fmt(mean: float, std: float, metric: str, n_seeds: int = 2) -> str:
-    """The mean, with ± sample std when there is more than one seed (one seed has no spread to show)."""
-    if metric in (
-        "parameters_total",
-        "parameters_trainable",
-        "n_users",
-        "train_tokens",
-        "inference_tokens_per_user",
-    ):
-        return f"{mean:,.0f}"
-    decimals = (
-        1
-        if metric in ("train_time_s", "peak_memory_mb", "avg_popularity_at_10")
-        else (2 if metric == "inference_ms_per_user" else 4)
-    )
-    return f"{mean:.{decimals}f}" + (f" ± {std:.{decimals}f}" if n_seeds > 1 else "")
-
-
 def markdown(
     agg: pd.DataFrame, columns: Iterable[str] | None = None, names: Mapping[str, str] | None = None
 ) -> str:
@@ -88,11 +70,11 @@ def markdown(
     lines = [
         "# Summary",
         "",
-        "Test-split metrics, mean ± sample std over seeds (the mean alone for a single seed; full-catalogue ranking, "
-        "history items excluded); n_users: test users scored (fewer than all for a model with a declared "
-        "user sample). Cost columns: train time (s), inference time per test user (ms), peak memory (MiB), "
-        "parameters (total, trainable), and for LLM runs tokens through the model in training and per test "
-        "user. –: not computed.",
+        "Test-split metrics, mean ± sample std over seeds (the mean alone for a single seed; "
+        "full-catalogue ranking, history items excluded); n_users: test users scored (fewer than "
+        "all for a model with a declared user sample). Cost columns: train time (s), inference "
+        "time per test user (ms), peak memory (MiB), parameters (total, trainable), and for LLM "
+        "runs tokens through the model in training and per test user. –: not computed.",
         "",
     ]
     for dataset, block in agg.groupby("dataset", sort=False):
@@ -107,11 +89,11 @@ def markdown(
         for (paradigm, model), rows in table.groupby(["paradigm", "model"], sort=False):
             by_metric = rows.set_index("metric")
             cells = [
-                _fmt(
-                    by_metric.at[c, "mean"],
-                    by_metric.at[c, "std"],
+                format_number(
                     c,
-                    int(by_metric.at[c, "n_seeds"]),
+                    by_metric.at[c, "mean"],
+                    # ± sample std over seeds; one seed has no spread to show
+                    by_metric.at[c, "std"] if by_metric.at[c, "n_seeds"] > 1 else None,
                 )
                 if c in by_metric.index
                 else "–"

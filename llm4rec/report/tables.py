@@ -45,8 +45,8 @@ SPLIT_NAMES = {
 
 
 def display_name(model: str, names: Mapping[str, str] | None = None) -> str:
-    """A model's name in paper tables and figures: the grid's `report.display_names` override, else the registry's
-    display name (ModelSpec.display), else its key."""
+    """A model's name in paper tables and figures: the grid's `report.display_names` override,
+    else the registry's display name (ModelSpec.display), else its key."""
     return (names or {}).get(model) or model_title(model)
 
 
@@ -138,7 +138,8 @@ class MainTable:
                         f"{display_name(model, self.names)}: {', '.join(parts)}"
                         for model, parts in by_model.items()
                     )
-                    + "), the same users for every sampled model; its significance tests use those users.",
+                    + "), the same users for every sampled model; its significance tests use "
+                    "those users.",
                 )
             )
         return notes
@@ -150,7 +151,8 @@ class MainTable:
         return any(c.reference is not None for (m, _, _), c in self.cells.items() if m == model)
 
     def reference_line_name(self) -> str:
-        """Who the italic line under a row is: the best baseline's name when every column has the same one."""
+        """Who the italic line under a row is: the best baseline's name when every column has the
+        same one."""
         names = set(self.references.values())
         return display_name(names.pop(), self.names) if len(names) == 1 else "best baseline"
 
@@ -220,7 +222,8 @@ def build_main_table(
     lower = {m: m in LOWER_IS_BETTER for m in metrics}
     for dataset in datasets:
         for metric in metrics:
-            # with a reference, rows are ranked by their paired difference with it; otherwise by their means
+            # with a reference, rows are ranked by their paired difference with it; otherwise by
+            # their means
             paired = (dataset, metric) in references
             column = [
                 ((c.diff if paired else c.mean), m)
@@ -276,30 +279,32 @@ def caption(
 ) -> str:
     split_methods = sorted({r.run["run"]["dataset_config"]["split"]["method"] for r in runs})
     parts = [
-        f"Test results on {', '.join(table.datasets)}: {'; '.join(SPLIT_NAMES.get(s, s) for s in split_methods)}; "
+        f"Test results on {', '.join(table.datasets)}: "
+        f"{'; '.join(SPLIT_NAMES.get(s, s) for s in split_methods)}; "
         "every model ranks the full catalogue minus the user's history.",
     ]
     family_size = len(comparisons)
     test = TEST_NAMES.get(spec.test, spec.test)
     correction = CORRECTION_NAMES.get(spec.correction, spec.correction)
     stats = (
-        f"{test} over users, each user's metric averaged over the common seeds; {correction} correction over the "
-        f"{family_size} comparisons in this table, α = {spec.alpha}"
+        f"{test} over users, each user's metric averaged over the common seeds; {correction} "
+        f"correction over the {family_size} comparisons in this table, α = {spec.alpha}"
     )
     if spec.mode == "best_baseline":
         parts.append(
-            "Each value is a model's mean over the test users and seeds (column Seeds) it shares with the "
-            "column's best baseline, chosen on validation: the numbers its test compared"
+            "Each value is a model's mean over the test users and seeds (column Seeds) it shares "
+            "with the column's best baseline, chosen on validation: the numbers its test compared"
             + (" (± sample std over its seeds)" if table.show_std else "")
             + "."
         )
         if any(table.has_reference_line(m) for _, m in table.rows):
             parts.append(
-                "Where those are not all of the best baseline's users and seeds, the italic line below gives "
-                "the best baseline's value on the same users and seeds."
+                "Where those are not all of the best baseline's users and seeds, the italic line "
+                "below gives the best baseline's value on the same users and seeds."
             )
         parts.append(
-            "Best per column in bold, second underlined, by the paired difference with the best baseline."
+            "Best per column in bold, second underlined, by the paired difference with the best "
+            "baseline."
         )
         parts.append(
             f"↑ / ↓ mark a model significantly better / worse than the best baseline ({stats})."
@@ -307,14 +312,14 @@ def caption(
         seeded = comparisons["p_seed"].notna().sum() if "p_seed" in comparisons else 0
         if seeded:
             parts.append(
-                f"‡: also significant by a paired t-test over per-seed means (seeds as the unit, so training "
-                f"variance counts; {correction} correction over the {seeded} comparisons with two or more "
-                f"common seeds)."
+                "‡: also significant by a paired t-test over per-seed means (seeds as the unit, so "
+                f"training variance counts; {correction} correction over the {seeded} comparisons "
+                "with two or more common seeds)."
             )
         if table.improvement:
             parts.append(
-                f"Impr.: relative {metric_label(table.metrics[0])} change over the best baseline on the same "
-                "users and seeds."
+                f"Impr.: relative {metric_label(table.metrics[0])} change over the best baseline "
+                "on the same users and seeds."
             )
     else:
         seeds = sorted({r.seed for r in runs})
@@ -331,6 +336,28 @@ def caption(
 
 def _fmt(value: float, decimals: int) -> str:
     return f"{value:.{decimals}f}"
+
+
+# Figures printed as whole numbers with thousands separators.
+COUNT_KEYS = (
+    "n_users",
+    "parameters_total",
+    "parameters_trainable",
+    "train_tokens",
+    "inference_tokens_per_user",
+)
+
+
+def format_number(key: str, value: float, std: float | None = None, compact: bool = False) -> str:
+    """A metric or cost figure as the summary and the cost table print it (with ± std when given):
+    a count whole (compact: from 100,000 on in millions, "1.23M"), a cost with its declared
+    decimals (llm4rec.costs), an average popularity with 1, any other metric with 4."""
+    if key in COUNT_KEYS:
+        return f"{value / 1e6:.2f}M" if compact and value >= 1e5 else f"{value:,.0f}"
+    decimals = next((c.decimals for c in registered_costs() if c.key == key), None)
+    if decimals is None:
+        decimals = 1 if key.startswith("avg_popularity_at_") else 4
+    return f"{value:.{decimals}f}" + ("" if std is None else f" ± {std:.{decimals}f}")
 
 
 def latex_escape(text: str) -> str:
@@ -375,7 +402,8 @@ def _latex_cell(cell: Cell | None, table: MainTable) -> str:
     if table.show_std and cell.n_seeds > 1:  # one seed has no spread to show
         text += rf"{{\scriptsize$\pm${_fmt(cell.std, table.decimals)}}}"
     if cell.marks in DIRECTION_MARKS:
-        text += rf"$^{{\{DIRECTION_MARKS[cell.marks][1]}{SEED_MARK[1] if cell.seed_significant else ''}}}$"
+        seed = SEED_MARK[1] if cell.seed_significant else ""
+        text += rf"$^{{\{DIRECTION_MARKS[cell.marks][1]}{seed}}}$"
     elif cell.marks:
         text += rf"$^{{\mathrm{{{cell.marks}}}}}$"
     return text
@@ -393,7 +421,8 @@ def _columns(table: MainTable) -> list[tuple[str, str | None]]:
 def _reference_cells(
     model: str, table: MainTable, cols: list[tuple[str, str | None]]
 ) -> list[str | None]:
-    """The best baseline's values on a row's users and seeds (None where its full sample is the row's)."""
+    """The best baseline's values on a row's users and seeds (None where its full sample is the
+    row's)."""
     out = []
     for dataset, metric in cols:
         cell = table.cells.get((model, dataset, metric)) if metric else None
@@ -423,7 +452,8 @@ def render_latex(table: MainTable) -> str:
         if paradigm != current:
             lines += [
                 r"\midrule",
-                rf"\multicolumn{{{n_cols}}}{{l}}{{\textit{{{latex_escape(paradigm_title(paradigm))}}}}} \\",
+                rf"\multicolumn{{{n_cols}}}{{l}}"
+                rf"{{\textit{{{latex_escape(paradigm_title(paradigm))}}}}} \\",
             ]
             current = paradigm
         name = (
@@ -452,16 +482,17 @@ def render_latex(table: MainTable) -> str:
     return table_float(lines, latex_escape(table.caption), table.label, notes, [r"\small"])
 
 
-# Caption and footnotes wrap at the tabular's own width, with no package beyond booktabs (threeparttable is not in
-# texlive-latex-recommended): the tabular is set in a box, then caption, box and notes go in a minipage of the
-# box's width (at most \linewidth).
+# Caption and footnotes wrap at the tabular's own width, with no package beyond booktabs
+# (threeparttable is not in texlive-latex-recommended): the tabular is set in a box, then caption,
+# box and notes go in a minipage of the box's width (at most \linewidth).
 TABLE_BOX = r"\llmrecTableBox"
 
 
 def table_float(
     tabular: list[str], caption: str, label: str, notes: list[str], preamble: list[str]
 ) -> str:
-    """A `table` float around `tabular` (its lines) whose caption and footnotes are no wider than the tabular."""
+    """A `table` float around `tabular` (its lines) whose caption and footnotes are no wider than
+    the tabular."""
     width = rf"\ifdim\wd{TABLE_BOX}>\linewidth\linewidth\else\wd{TABLE_BOX}\fi"
     lines = [
         r"\begin{table}[t]",
@@ -536,8 +567,9 @@ def render_markdown(table: MainTable) -> str:
 
 
 def table_frame(table: MainTable) -> pd.DataFrame:
-    """The main table as CSV rows: one per (model, dataset, metric), missing ones included; `mean` is the
-    printed value (the paired sample's), `reference_same_sample` the best baseline on the same users and seeds."""
+    """The main table as CSV rows: one per (model, dataset, metric), missing ones included; `mean`
+    is the printed value (the paired sample's), `reference_same_sample` the best baseline on the
+    same users and seeds."""
     rows = []
     for paradigm, model in table.rows:
         for dataset in table.datasets:
@@ -570,7 +602,8 @@ def table_frame(table: MainTable) -> pd.DataFrame:
 
 
 def cost_columns() -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
-    """(figures every run reports, figures only some runs report: LLM tokens, a family's own), as (key, title)."""
+    """(figures every run reports, figures only some runs report: LLM tokens, a family's own), as
+    (key, title)."""
     table = [c for c in registered_costs() if c.in_table]
     return [(c.key, c.title) for c in table if c.always], [
         (c.key, c.title) for c in table if not c.always
@@ -601,18 +634,7 @@ def cost_frame(runs: Sequence[RunRecord]) -> pd.DataFrame:
 
 
 def _cost_text(key: str, value: float) -> str:
-    if np.isnan(value):
-        return "--"
-    if key.startswith("parameters") or key == "train_tokens":
-        return f"{value / 1e6:.2f}M" if value >= 1e5 else f"{value:,.0f}"
-    if key == "inference_tokens_per_user":
-        return f"{value:.0f}"
-    if key == "inference_ms_per_user":
-        return f"{value:.2f}"
-    decimals = next(
-        (c.decimals for c in registered_costs() if c.key == key), 1
-    )  # a cost's own (e.g. perplexity: 2)
-    return f"{value:.{decimals}f}"
+    return "--" if np.isnan(value) else format_number(key, value, compact=True)
 
 
 def render_cost(
@@ -640,8 +662,9 @@ def render_cost(
         r"Cost per model (mean over seeds): parameters (total, trainable), training wall time, "
         r"inference time per test user, peak memory (resident, or GPU when on CUDA)"
         + (
-            r"; for LLM runs, tokens through the model in training and per test user at inference, and the "
-            r"share of beam slots the user's history items would have taken had decoding not scored them out"
+            r"; for LLM runs, tokens through the model in training and per test user at "
+            r"inference, and the share of beam slots the user's history items would have taken had "
+            r"decoding not scored them out"
             if tokens
             else ""
         )

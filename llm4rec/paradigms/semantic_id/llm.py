@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from llm4rec.data.split import Split
+from llm4rec.evaluation.metrics import SELECTION_METRIC
 from llm4rec.llm.decoding import constrained_beam_search, resolve_decoder
 from llm4rec.llm.identifiers import item_identifiers
 from llm4rec.llm.prompts import Prompt
@@ -142,7 +143,7 @@ def build(
     config: SidLlmConfig,
     seed: int,
     device: str,
-    selection: str = "ndcg_at_10",
+    selection: str = SELECTION_METRIC,
     inputs: dict | None = None,
 ) -> SidLlmRecommender:
     return SidLlmRecommender(config, seed, device, selection, (inputs or {})["codes"])

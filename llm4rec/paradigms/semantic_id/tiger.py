@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from llm4rec.data.split import Split
+from llm4rec.evaluation.metrics import SELECTION_METRIC
 from llm4rec.llm.decoding import beam_search
 from llm4rec.llm.prompts import Prompt
 from llm4rec.llm.recommender import LLMRecommender
@@ -191,7 +192,7 @@ def build(
     config: TigerConfig,
     seed: int,
     device: str,
-    selection: str = "ndcg_at_10",
+    selection: str = SELECTION_METRIC,
     inputs: dict | None = None,
 ) -> TigerRecommender:
     return TigerRecommender(config, seed, device, selection, (inputs or {})["codes"])
