@@ -57,7 +57,3 @@ def per_user_metrics(
 def metric_cutoff(metric: str) -> int:
     """'ndcg_at_10' -> 10."""
     return int(metric.rsplit("_", 1)[1])
-
-
-def metric_names(cutoffs: Sequence[int]) -> list[str]:
-    return [f"{m}_at_{k}" for m in METRICS for k in cutoffs]

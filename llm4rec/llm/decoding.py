@@ -182,11 +182,6 @@ def shared_prefix_mismatch(model) -> str | None:
     return None
 
 
-def supports_shared_prefix(model) -> bool:
-    """Stock Llama-family blocks (pre-norm, rotary, grouped-query attention, no sliding window)."""
-    return shared_prefix_mismatch(model) is None
-
-
 class SharedPrefixStepper:
     """Llama-family fast path: each user's prompt keys and values are stored once and read by all
     of that user's beams in place; only the few generated tokens' keys are per beam.
