@@ -128,7 +128,7 @@ def test_users_with_fewer_than_3_interactions(tmp_path, capsys):
 
 
 def test_items_without_text_for_an_llm_paradigm(tmp_path, capsys):
-    from llm4rec.llm.backbone import tiny_backbone
+    from .helpers import tiny_backbone
 
     model, tokenizer = tiny_backbone(["Item", "1", "2"], seed=0, layers=1)
     model.save_pretrained(tmp_path / "tiny")

@@ -9,7 +9,6 @@ import torch
 
 from llm4rec.data.split import Split, leave_one_out_split
 from llm4rec.evaluation.evaluate import evaluate_rankings
-from llm4rec.llm.backbone import tiny_backbone
 from llm4rec.llm.item_scoring import log_popularity_prior
 from llm4rec.llm.prompts import left_pad
 from llm4rec.llm.tokens import prompt_embeddings
@@ -17,6 +16,7 @@ from llm4rec.models import MODELS, ResolvedInput, build_model
 from llm4rec.paradigms.cf_injected import catalogue_derangement
 
 from .conftest import interactions_frame
+from .helpers import tiny_backbone
 
 TITLES = [
     f"{c} {n}" for c in ("red", "blue", "green", "old") for n in ("car", "sky", "house", "train")

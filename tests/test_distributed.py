@@ -128,7 +128,7 @@ def run(root: Path, name: str, gpus: int) -> Path:
 
 @pytest.fixture(scope="module")
 def both(tmp_path_factory):
-    from llm4rec.llm.backbone import tiny_backbone
+    from .helpers import tiny_backbone
 
     root = tmp_path_factory.mktemp("ddp")
     write_dataset(root)

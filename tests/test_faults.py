@@ -121,7 +121,7 @@ def reproduce(workdir: Path, *args: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def killed_grid(tmp_path_factory):
-    from llm4rec.llm.backbone import tiny_backbone
+    from .helpers import tiny_backbone
 
     workdir = tmp_path_factory.mktemp("faults")
     backbone = workdir / "tiny-llama"

@@ -10,13 +10,13 @@ import torch
 
 from llm4rec.data.split import Split, leave_one_out_split
 from llm4rec.evaluation.evaluate import evaluate_rankings
-from llm4rec.llm.backbone import tiny_backbone
 from llm4rec.llm.decoding import _decoder_stack
 from llm4rec.models import build_model
 from llm4rec.paradigms.idiomoe import TokenTypeExperts
 from llm4rec.params import ParamsError
 
 from .conftest import interactions_frame
+from .helpers import tiny_backbone
 
 TITLES = [
     f"{c} {n}" for c in ("red", "blue", "green", "old") for n in ("car", "sky", "house", "train")

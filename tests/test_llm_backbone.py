@@ -5,7 +5,9 @@ import importlib.util
 import pytest
 import torch
 
-from llm4rec.llm.backbone import BackboneConfig, ensure_pad_token, load_backbone, tiny_backbone
+from llm4rec.llm.backbone import BackboneConfig, ensure_pad_token, load_backbone
+
+from .helpers import tiny_backbone
 
 
 def test_tiny_backbone_is_a_llama_with_word_tokenizer():

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from llm4rec.llm.backbone import LoraSettings, add_lora, tiny_backbone
+from llm4rec.llm.backbone import LoraSettings, add_lora
 from llm4rec.llm.decoding import (
     DecodeStats,
     SharedPrefixStepper,
@@ -13,6 +13,8 @@ from llm4rec.llm.decoding import (
     make_stepper,
 )
 from llm4rec.llm.trie import ItemTrie
+
+from .helpers import tiny_backbone
 
 TITLES = {
     "1": "the red car",

@@ -5,8 +5,9 @@ import copy
 import pytest
 import torch
 
-from llm4rec.llm.backbone import tiny_backbone
 from llm4rec.llm.tokens import add_tokens, prompt_embeddings
+
+from .helpers import tiny_backbone
 
 WORDS = ["red", "car", "blue", "sky", "next", ":"]
 

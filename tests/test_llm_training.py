@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from llm4rec.llm.backbone import LoraSettings, add_lora, tiny_backbone
+from llm4rec.llm.backbone import LoraSettings, add_lora
 from llm4rec.llm.training import (
     SFTConfig,
     checkpoint_fingerprint,
@@ -12,6 +12,8 @@ from llm4rec.llm.training import (
     sliding_window_examples,
     train_sft,
 )
+
+from .helpers import tiny_backbone
 
 WORDS = "history next : the red car blue sky house night returns".split()
 

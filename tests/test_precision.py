@@ -13,8 +13,9 @@ from llm4rec.llm.training import SFTConfig, train_sft
 from llm4rec.models import MODELS, ResolvedInput, build_model
 from llm4rec.paradigms.semantic_id.codes import SemanticIdConfig, build_semantic_ids
 
+from .helpers import tiny_backbone
 from .test_cf_injected import WORDS as CF_WORDS
-from .test_cf_injected import cf_table, cyclic_split, tiny_backbone
+from .test_cf_injected import cf_table, cyclic_split
 
 LLM_MODELS = sorted(
     name for name, spec in MODELS.items() if spec.paradigm != "baseline" and name != "emb_knn"

@@ -10,8 +10,9 @@ import pytest
 from llm4rec.io import write_json, write_parquet
 from llm4rec.report.build import REPORT_DEFAULTS, ReportSpec, build_report, check_runs, report_files
 from llm4rec.report.compare import CompareSpec, ComparisonError, compare_runs
-from llm4rec.report.runs import runs_from_results
 from llm4rec.report.tables import build_main_table, display_name, render_latex, render_markdown
+
+from .helpers import runs_from_results
 
 N_USERS = 300
 COST = {

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -126,7 +127,7 @@ def test_the_paired_p_value_is_scipys():
 # The same random-weight Llama ranks its vocabulary for 64 prompts under another instruction set / thread count.
 SCORE_SCRIPT = """
 import json, sys, torch
-from llm4rec.llm.backbone import tiny_backbone
+from tests.helpers import tiny_backbone
 torch.set_num_threads(int(sys.argv[1]))
 words = [f"w{i}" for i in range(500)]
 model, tokenizer = tiny_backbone(words, seed=0, hidden=256, layers=4, init_std=0.05)
@@ -161,6 +162,7 @@ def scores_under(variables: dict, threads: int) -> dict:
     } | variables
     proc = subprocess.run(
         [sys.executable, "-c", SCORE_SCRIPT, str(threads)],
+        cwd=Path(__file__).resolve().parents[1],  # the repository root: `tests` is importable
         env=env,
         capture_output=True,
         text=True,

@@ -209,7 +209,7 @@ def replica(grid_path: str) -> None:
 
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory):
-    from llm4rec.llm.backbone import tiny_backbone
+    from .helpers import tiny_backbone
 
     root = tmp_path_factory.mktemp("rerun")
     write_dataset(root)

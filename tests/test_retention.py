@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from llm4rec.llm.backbone import tiny_backbone
 from llm4rec.llm.retention import DEVIL_DICT, TextRetentionConfig, load_sample, perplexity
+
+from .helpers import tiny_backbone
 
 WORDS = ["the", "cat", "sat", "on", "a", "mat", "and", "dog", "ran", "."]
 TEXT = "the cat sat on a mat . the dog ran and the cat sat . a dog sat on the mat and ran ."

@@ -10,7 +10,6 @@ import yaml
 
 from llm4rec.config import load_grid
 from llm4rec.evaluation.evaluate import evaluate_rankings
-from llm4rec.llm.backbone import tiny_backbone
 from llm4rec.llm.decoding import beam_search
 from llm4rec.llm.seq2seq import Seq2SeqStepper, T5SharedEncoderStepper
 from llm4rec.llm.training import training_windows
@@ -27,6 +26,7 @@ from llm4rec.paradigms.semantic_id.codes import (
 )
 from llm4rec.runner import build_artifact, prepare_dataset
 
+from .helpers import tiny_backbone
 from .test_idiomoe import TITLES, WORDS, cyclic_split
 
 

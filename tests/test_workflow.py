@@ -475,7 +475,7 @@ def test_a_cf_injected_run_waits_for_its_cf_source_and_reruns_when_its_embedding
 ):
     """cf_e4srec (on a tiny random Llama) consumes the grid's SASRec item embeddings: the DAG shows
     the edge, the job runs after SASRec, reruns when SASRec does, and refuses hand-edited embeddings."""
-    from llm4rec.llm.backbone import tiny_backbone
+    from .helpers import tiny_backbone
 
     workdir, _ = finished_grid
     backbone = workdir / "tiny-llama"

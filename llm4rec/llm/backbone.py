@@ -182,39 +182,3 @@ def add_lora(model, settings: LoraSettings, trainable_tokens: list[int] | None =
         trainable_token_indices=indices,
     )
     return get_peft_model(model, config)
-
-
-def tiny_backbone(
-    words: list[str], seed: int = 0, hidden: int = 32, layers: int = 2, init_std: float = 0.02
-):
-    """A randomly initialised Llama of the same architecture with a word-level tokenizer built
-    in code (no download): for fast unit tests."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    specials = ["<pad>", "<unk>", "<bos>", "<eos>"]
-    vocab = {tok: i for i, tok in enumerate(specials + sorted(set(words) - set(specials)))}
-    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    core.pre_tokenizer = pre_tokenizers.Whitespace()
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=core,
-        pad_token="<pad>",
-        unk_token="<unk>",
-        bos_token="<bos>",
-        eos_token="<eos>",
-    )
-    torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=len(vocab),
-        hidden_size=hidden,
-        intermediate_size=2 * hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        pad_token_id=0,
-        bos_token_id=2,
-        eos_token_id=3,
-        initializer_range=init_std,
-    )
-    return LlamaForCausalLM(config).eval(), tokenizer
