@@ -65,16 +65,6 @@ class ItemTrie:
                 counts[node] = counts.get(node, 0) + 1
         return counts
 
-    def allowed(self, node: int, excluded: dict[int, int] | None = None) -> dict[int, int]:
-        """Tokens that may follow `node` (token -> child), skipping subtrees of excluded items only."""
-        if not excluded:
-            return self.children[node]
-        return {
-            tok: child
-            for tok, child in self.children[node].items()
-            if not self.only_excluded(child, excluded)
-        }
-
     def only_excluded(self, node: int, excluded: dict[int, int]) -> bool:
         """Whether every item below `node` is excluded (a beam entering it could only end on history)."""
         return self.n_below[node] <= excluded.get(node, 0)
