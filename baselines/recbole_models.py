@@ -4,10 +4,10 @@ The harness owns the split: we hand RecBole pre-split files (``benchmark_filenam
 never re-splits, and we rank with our own masking so every model faces the same
 candidate set. RecBole traps handled here:
 - it parses ``--key=value`` from ``sys.argv``: it runs with a clean argv;
-- it writes ``./log``, ``./log_tensorboard`` and timestamp-named checkpoints: it runs inside
-  the run's own folder;
-- torch >= 2.6 refuses its checkpoints in ``trainer.evaluate(load_best_model=True)``: we
-  load the best checkpoint (our own file) ourselves;
+- it writes ``./log`` and ``./log_tensorboard``: it runs inside the run's own folder;
+- it pickles its checkpoints (config object included), which torch >= 2.6 refuses to load
+  with ``weights_only=True``: we replace its checkpoint writer, keep the best epoch's state in
+  memory and load it back after training, so no checkpoint file is written or unpickled;
 - its dataset auto-download prompts on stdin: the dataset folder always exists, and the
   dataset name is not one RecBole knows;
 - ``item_id_list`` must be aliased to ``item_id`` or its tokens get their own id space;
@@ -264,8 +264,8 @@ class RecBoleRecommender:
             self.model, self.dataset, self.config = model, dataset, config
             trainer._valid_epoch = self._protocol_validation(split)
             best: dict = {}
-            # RecBole pickles its checkpoints (config object included), which torch.load refuses with
-            # weights_only=True; the best state is kept in memory instead, and nothing is unpickled
+            # its checkpoint writer, called on each new best validation: the state in memory
+            # instead of a pickle torch.load would refuse (module docstring)
             trainer._save_checkpoint = lambda epoch, verbose=True, **kw: best.update(
                 state_dict={k: v.detach().clone() for k, v in model.state_dict().items()},
                 other_parameter=copy.deepcopy(model.other_parameter()),

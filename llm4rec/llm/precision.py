@@ -3,12 +3,12 @@
 - The frozen backbone stays in its load dtype (`backbone.dtype`; `auto`: bf16 on a GPU that
   supports it, fp32 otherwise and on CPU).
 - Everything that trains is kept in fp32: LoRA adapters, and whatever a paradigm adds (CF
-  projectors, E4SRec's output layer and bias, IDIOMoE's item vectors, experts, router and bias,
-  new code rows). These are the master weights: an update of 1e-3 to a bias near 8 survives in
+  projectors, E4SRec's output layer and bias, IDIOMoE's item vectors, output head, experts,
+  router and bias, new code rows). These are the master weights: an update of 1e-3 to a bias near 8 survives in
   fp32 and rounds away in bf16, whose step there is 0.03.
 - Compute runs under autocast to the backbone's dtype (training, ranking and text perplexity alike),
   so a bf16 backbone computes in bf16 whatever the dtype of the weights it meets; an fp32 backbone
-  runs without autocast, exactly as before.
+  runs without autocast.
 - Every parameter and buffer is on the backbone's device, wherever a paradigm created it.
 
 `settle` applies the first, second and last points to a model after a paradigm has prepared it (and

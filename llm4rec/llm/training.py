@@ -35,7 +35,7 @@ class SFTConfig:
     weight_decay: float = 0.0
     max_history: int = 10
     checkpoint_every: int = 50
-    seed: int = 0  # batch order (text_prompted sets it to the run's seed)
+    seed: int = 0  # batch order (LLMRecommender sets it to the run's seed)
     schedule: str = (
         "constant"  # learning rate over steps: constant | cosine (to 0 at `steps`), after warmup
     )

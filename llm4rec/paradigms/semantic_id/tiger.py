@@ -7,8 +7,8 @@ encoder-decoder initialised at random (TIGER: 4+4 layers, d_model 128, 6 heads o
 1024, dropout 0.1), every weight trained, cross-entropy on the target's code tokens. Ranking:
 the shared catalogue-constrained beam search over the trie of code tuples (history items
 scored out, every output a real item), with each user's history encoded once
-(`llm4rec.llm.seq2seq`). Training loop, checkpoint selection on validation NDCG@10 and resume
-are the shared `LLMRecommender`'s.
+(`llm4rec.llm.seq2seq`). Training loop, checkpoint selection on the grid's validation metric
+(default NDCG@10) and resume are the shared `LLMRecommender`'s.
 
 `sid_random` is the same model on random code tuples of the same shape (the `semantic_ids`
 artifact with `quantizer: random`): what the semantic structure of the codes buys.
