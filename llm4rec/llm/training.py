@@ -15,7 +15,7 @@ import math
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +24,7 @@ import torch
 from tqdm import tqdm
 
 from llm4rec.llm import distributed, precision
+from llm4rec.llm.prompts import Prompt
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,21 @@ def training_windows(
 def encode_example(prompt_ids: list[int], target_ids: list[int]) -> tuple[list[int], list[int]]:
     """(input_ids, labels) with the loss on the target tokens only."""
     return prompt_ids + target_ids, [-100] * len(prompt_ids) + list(target_ids)
+
+
+def next_item_examples(
+    split,
+    prompt: Callable[[Sequence[str]], Prompt],
+    answers: Mapping[str, list[int]],
+    max_history: int,
+    max_examples: int | None,
+    rng: np.random.Generator,
+) -> list[tuple[list[int], list[int]]]:
+    """SFT examples of a paradigm that answers with an item's tokens: every next-item window
+    (`training_windows`) as the `prompt` of its history, then the target's `answers` tokens,
+    the loss on those (`encode_example`)."""
+    windows = training_windows(split, max_history, max_examples, rng)
+    return [encode_example(prompt(history).ids, answers[target]) for _, history, target in windows]
 
 
 def collate(

@@ -25,7 +25,7 @@ from llm4rec.llm.identifiers import item_identifiers
 from llm4rec.llm.prompts import Prompt
 from llm4rec.llm.recommender import LLMConfig, LLMRecommender
 from llm4rec.llm.tokens import add_tokens
-from llm4rec.llm.training import encode_example, training_windows
+from llm4rec.llm.training import next_item_examples
 from llm4rec.llm.trie import ItemTrie
 from llm4rec.models import ResolvedInput
 from llm4rec.paradigms.semantic_id.codes import load_code_table, semantic_id_costs
@@ -109,11 +109,10 @@ class SidLlmRecommender(LLMRecommender):
     ) -> list[tuple[list[int], list[int]]]:
         """Next-item windows of the training split (a seeded sample of them): the history as code
         lines, the next item's code tuple as the answer."""
-        windows = training_windows(split, self.cfg.max_history, self.cfg.max_train_examples, rng)
-        return [
-            encode_example(self.prompt(history).ids, self.sequences[target])
-            for _, history, target in windows
-        ]
+        cfg = self.cfg
+        return next_item_examples(
+            split, self.prompt, self.sequences, cfg.max_history, cfg.max_train_examples, rng
+        )
 
     def decode(
         self,
