@@ -19,7 +19,7 @@ METRICS = ("hr", "recall", "ndcg", "mrr")
 def hit_matrix(
     ranked: Sequence[Sequence[str]], targets: Sequence[Sequence[str]], k: int
 ) -> np.ndarray:
-    """Boolean [n_users, k]: is the item at rank r one of the user's targets (short lists pad False)."""
+    """Boolean [n_users, k]: is the item at rank r a target of the user (short lists pad False)."""
     hits = np.zeros((len(ranked), k), dtype=bool)
     for u, (items, target) in enumerate(zip(ranked, targets, strict=True)):
         target_set = set(target)

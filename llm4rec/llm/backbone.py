@@ -27,7 +27,8 @@ class BackboneConfig:
         None  # a hub id's commit (40 hex), pinned: the weights a rerun loads are these
     )
     gguf_file: str | None = None
-    dtype: str = "auto"  # auto: bf16 on a GPU that supports it, else fp32 | bf16 | fp16 | fp32 (llm4rec.llm.precision)
+    # auto: bf16 on a GPU that supports it, else fp32 | bf16 | fp16 | fp32 (llm4rec.llm.precision)
+    dtype: str = "auto"
     device: str = "cpu"
     trust_remote_code: bool = False
     pad_token: str | None = None  # set when the tokenizer has none (e.g. "<|endoftext|>")
@@ -53,8 +54,8 @@ class LoraSettings:
 
 
 def torch_dtype(dtype: str, device: str) -> torch.dtype:
-    """`auto`: bf16 on a GPU that supports it (Ampere and later), fp32 on older GPUs (fp16 would need a
-    gradient scaler) and on CPU."""
+    """`auto`: bf16 on a GPU that supports it (Ampere and later), fp32 on older GPUs (fp16 would
+    need a gradient scaler) and on CPU."""
     if dtype == "auto":
         return (
             torch.bfloat16
@@ -90,7 +91,7 @@ def _check_source(source: str, gguf: str | None) -> None:
 
 
 def load_backbone(cfg: BackboneConfig):
-    """Return (model, tokenizer) on cfg.device, in eval mode; the tokenizer always has a pad token."""
+    """(model, tokenizer) on cfg.device, in eval mode; the tokenizer always has a pad token."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     source, gguf = resolve(cfg)

@@ -76,9 +76,9 @@ def load_cf_table(source: ResolvedInput, split: Split, consumer: str) -> np.ndar
     table = np.load(path)
     if table.ndim != 2 or table.shape[0] != len(split.items):
         raise ValueError(
-            f"{consumer}: {path} (from {source.source}) has shape {table.shape}, but this run's catalogue "
-            f"(items.parquet) has {len(split.items)} items: the source was trained on another catalogue; "
-            "rerun it on this split"
+            f"{consumer}: {path} (from {source.source}) has shape {table.shape}, but this run's "
+            f"catalogue (items.parquet) has {len(split.items)} items: the source was trained on "
+            "another catalogue; rerun it on this split"
         )
     if not np.isfinite(table).all():
         raise ValueError(
@@ -133,7 +133,7 @@ def attach_projector(
 def _soft_vectors(
     projector: CfProjector, examples: Sequence[tuple[list[int], list[int]]]
 ) -> dict[int, dict[int, torch.Tensor]]:
-    """{row: {position: projected vector}} for (positions, item rows) per example, in one projector call."""
+    """{row: {position: projected vector}} for (positions, item rows) per example, in one call."""
     rows = [r for _, item_rows in examples for r in item_rows]
     if not rows:
         return {}
@@ -152,7 +152,8 @@ def _soft_vectors(
 @dataclass(frozen=True)
 class CfLlaraConfig(TextPromptedConfig):
     cf: CfSettings = field(default_factory=CfSettings)
-    # LLaRA's curriculum: the hybrid prompts' share grows 0 -> 1 over these steps (None: all of sft.steps; 0: off)
+    # LLaRA's curriculum: the hybrid prompts' share grows 0 -> 1 over these steps (None: all of
+    # sft.steps; 0: off)
     curriculum_steps: int | None = None
     lora: LoraSettings | None = field(
         default_factory=lambda: LoraSettings(target_modules=list(ALL_PROJECTIONS))
@@ -192,7 +193,7 @@ class CfLlaraRecommender(TextPromptedRecommender):
         self.projector.requires_grad_(True)
 
     def hybrid_prompt(self, history: Sequence[str]) -> tuple[list[int], list[int], list[int]]:
-        """(ids, soft-token positions, their items' CF rows): each history line is "title <soft>"."""
+        """(ids, soft-token positions, their CF rows): each history line is "title <soft>"."""
         items = list(history)[-self.cfg.sft.max_history :]
         text = render_prompt(
             self.cfg.prompt, [f"{self.identifiers[i]} {SOFT_SLOT}" for i in items], self.tokenizer
@@ -269,13 +270,16 @@ class CfE4SRecConfig(LLMConfig):
         "Next item:"  # after the soft tokens; the output layer reads its last hidden state
     )
     max_history: int = 20
-    loss_positions: str = "last"  # last (E4SRec: the end of the prompt) | all (also every history position, SASRec-like)
-    item_bias: str = "none"  # E4SRec: none | a learned per-item bias: log_popularity (log training counts) | zero
-    head_init: str = "random"  # E4SRec: random (nn.Linear's default) | zero: the untrained layer ranks by the bias alone
+    # last (E4SRec: the end of the prompt) | all (also every history position, SASRec-like)
+    loss_positions: str = "last"
+    # E4SRec: none | a learned per-item bias: log_popularity (log training counts) | zero
+    item_bias: str = "none"
+    # E4SRec: random (nn.Linear's default) | zero: the untrained layer ranks by the bias alone
+    head_init: str = "random"
 
 
 class ItemHead(nn.Module):
-    """E4SRec's prediction layer: hidden state -> one logit per catalogue item (+ a per-item bias)."""
+    """E4SRec's prediction layer: hidden state -> a logit per catalogue item (+ a per-item bias)."""
 
     def __init__(self, hidden: int, n_items: int, prior: torch.Tensor | None, init: str):
         super().__init__()
@@ -335,7 +339,7 @@ class CfE4SRecRecommender(LLMRecommender):
         self.head.requires_grad_(True)
 
     def layout(self, history: Sequence[str]) -> tuple[list[int], list[int], list[int]]:
-        """(ids with placeholders, soft positions, CF rows): instruction, one soft token per item, response."""
+        """(ids with placeholders, soft positions, CF rows): instruction, soft tokens, response."""
         rows = [self.index[i] for i in list(history)[-self.cfg.max_history :]]
         placeholder = self.tokenizer.pad_token_id
         positions = list(range(len(self.instruction), len(self.instruction) + len(rows)))
@@ -353,8 +357,8 @@ class CfE4SRecRecommender(LLMRecommender):
     def training_examples(self, split: Split, rng: np.random.Generator) -> list[tuple]:
         """(ids, targets per position (catalogue index or -100), soft positions, CF rows).
         last: every next-item window of the training split (`training_windows`), the target at the
-        prompt's end. all: windows of max_history + 1 items (stride max_history); each history position
-        also predicts the item after it."""
+        prompt's end. all: windows of max_history + 1 items (stride max_history); each history
+        position also predicts the item after it."""
         n, examples = self.cfg.max_history, []
         if self.cfg.loss_positions == "last":
             windows = [
@@ -391,7 +395,7 @@ class CfE4SRecRecommender(LLMRecommender):
         embeds: torch.Tensor,
         where: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Catalogue logits at the positions `where` selects ([B, T] bool), or at every row's last position."""
+        """Catalogue logits at the positions `where` selects ([B, T] bool), else each row's last."""
         base = _decoder_stack(self.model)
         hidden = base.model(
             inputs_embeds=embeds, attention_mask=mask, position_ids=_positions(mask)

@@ -112,7 +112,8 @@ class TokenTypeExperts(nn.Module):
         items = self.types.items
         if items is None or items.shape != x.shape[:2]:
             raise RuntimeError(
-                "IDIOMoE routing needs the token types of this forward pass (input ids, not embeddings)"
+                "IDIOMoE routing needs the token types of this forward pass (input ids, not "
+                "embeddings)"
             )
         if not items.any():
             return self.text(x)  # text only: exactly the backbone's computation
@@ -247,8 +248,8 @@ class IdiomoeRecommender(LLMRecommender):
             )
             if not ids:
                 raise ValueError(
-                    f"idiomoe: item '{item}' has no title to initialise its token from (item_init: title_mean); "
-                    "use item_init: random for items without text"
+                    f"idiomoe: item '{item}' has no title to initialise its token from "
+                    "(item_init: title_mean); use item_init: random for items without text"
                 )
             rows.append(text[ids].float().mean(dim=0))
         return torch.stack(rows).to(text.dtype)
@@ -292,7 +293,8 @@ class IdiomoeRecommender(LLMRecommender):
         self, split: Split, rng: np.random.Generator
     ) -> list[tuple[list[int], list[int]]]:
         """Windows of max_history + 1 items over each user's training sequence (stride max_history):
-        (instruction + item tokens, next-item targets: catalogue index per item position, -100 elsewhere)."""
+        (instruction + item tokens, next-item targets: each item position's catalogue index, else
+        -100)."""
         n, examples = self.cfg.max_history, []
         train = split.phase("train")
         for _, group in train.groupby("user_id")["item_id"]:

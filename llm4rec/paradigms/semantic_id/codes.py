@@ -83,7 +83,7 @@ class SemanticIdConfig:
 
 
 def item_texts(items: pd.DataFrame, fields: tuple[str, ...]) -> list[str]:
-    """One text per item: "Title (Year)" then the other fields, " | "-separated, empty ones left out."""
+    """One text per item: "Title (Year)" then the other fields, " | "-separated, empty ones out."""
     from llm4rec.llm.identifiers import item_text
 
     missing = [f for f in fields if f not in items]
@@ -177,7 +177,7 @@ def disambiguate(codes: np.ndarray) -> tuple[np.ndarray, dict]:
 
 
 def codebook_usage(codes: np.ndarray, codebook_size: int) -> list[dict]:
-    """Per level: share of the codebook used and the perplexity (exp entropy) of the code distribution."""
+    """Per level: share of the codebook used and perplexity (exp entropy) of the codes."""
     out = []
     for level in range(codes.shape[1]):
         counts = np.bincount(codes[:, level], minlength=codebook_size)
@@ -193,7 +193,7 @@ def codebook_usage(codes: np.ndarray, codebook_size: int) -> list[dict]:
 
 
 def genre_sets(items: pd.DataFrame, field_name: str = "genres") -> list[set[str]]:
-    """Each item's genres/categories ('|', ',' or ';'-separated; else whitespace-separated words)."""
+    """Each item's genres ('|', ',' or ';'-separated; else whitespace-separated words)."""
     out = []
     for value in items[field_name].astype(str) if field_name in items else [""] * len(items):
         parts = re.split(r"[|,;]", value) if re.search(r"[|,;]", value) else value.split()
@@ -259,7 +259,8 @@ def build_semantic_ids(
     if empty:
         raise ValueError(
             f"items.parquet: item '{split.items['item_id'].iloc[empty[0]]}' has no text in fields "
-            f"{', '.join(params.encoder.fields)} ({len(empty)} items); semantic IDs are learned from item text"
+            f"{', '.join(params.encoder.fields)} ({len(empty)} items); semantic IDs are learned "
+            "from item text"
         )
     vectors = (
         item_embeddings(texts, params.encoder)
@@ -320,7 +321,8 @@ def load_code_table(paths: dict[str, Path], items: pd.DataFrame) -> tuple[np.nda
     codes = np.load(path)
     if codes.ndim != 2 or len(codes) != len(items):
         raise ValueError(
-            f"{path}: expected [{len(items)} items, levels] codes for the split's catalogue, got {codes.shape}"
+            f"{path}: expected [{len(items)} items, levels] codes for the split's catalogue, got "
+            f"{codes.shape}"
         )
     if len({tuple(r) for r in codes.tolist()}) != len(codes):
         raise ValueError(

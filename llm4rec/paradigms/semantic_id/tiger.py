@@ -2,8 +2,8 @@
 
 Data: as in TIGER, the user's token first (the user id hashed into `user_buckets` tokens, 2000 by
 default; 0 leaves it out), then each training window's history items (the last `max_history`) as
-their code tuples, flattened, then EOS; the target is the next item's code tuple. Model: a Hugging Face T5
-encoder-decoder initialised at random (TIGER: 4+4 layers, d_model 128, 6 heads of 64, MLP
+their code tuples, flattened, then EOS; the target is the next item's code tuple. Model: a Hugging
+Face T5 encoder-decoder initialised at random (TIGER: 4+4 layers, d_model 128, 6 heads of 64, MLP
 1024, dropout 0.1), every weight trained, cross-entropy on the target's code tokens. Ranking:
 the shared catalogue-constrained beam search over the trie of code tuples (history items
 scored out, every output a real item), with each user's history encoded once
@@ -67,7 +67,8 @@ class TigerConfig:
     valid_users: int = 200
     eval_every: int = 200
     lora: None = None  # trained from scratch: every weight trains
-    user_buckets: int = 2000  # TIGER: the user id hashed into one of this many tokens, first in the encoder input (0: none)
+    # TIGER: the user id hashed into one of this many tokens, first in the encoder input (0: none)
+    user_buckets: int = 2000
 
 
 class TigerRecommender(LLMRecommender):
@@ -92,7 +93,8 @@ class TigerRecommender(LLMRecommender):
         t5 = self.cfg.t5
         if self.cfg.user_buckets < 0:
             raise ValueError(
-                f"sid_tiger: user_buckets is {self.cfg.user_buckets}, expected 0 (no user token) or more"
+                f"sid_tiger: user_buckets is {self.cfg.user_buckets}, expected 0 (no user token) "
+                "or more"
             )
         config = T5Config(
             vocab_size=len(self.vocab) + self.cfg.user_buckets,
@@ -135,8 +137,8 @@ class TigerRecommender(LLMRecommender):
         )
 
     def user_token(self, user: str) -> int:
-        """TIGER's hashing trick: a user's token is one of `user_buckets` ids after the code vocabulary
-        (crc32 of the id, so the same user maps to the same token in every process)."""
+        """TIGER's hashing trick: a user's token is one of `user_buckets` ids after the code
+        vocabulary (crc32 of the id, so the same user maps to the same token in every process)."""
         return len(self.vocab) + zlib.crc32(str(user).encode()) % self.cfg.user_buckets
 
     def user_prompt(self, user: str, history: Sequence[str]) -> Prompt:
