@@ -114,17 +114,19 @@ def recbole_params(name: str, params: dict[str, Any]) -> dict[str, Any]:
     return dict(params)
 
 
-# What a researcher sets for every trained RecBole model (MostPop trains nothing), beside the model's own YAML keys.
+# What a researcher sets for every trained RecBole model (MostPop trains nothing), beside the
+# model's own YAML keys.
 TRAINING_KEYS = ("epochs", "learning_rate", "train_batch_size", "stopping_step", "weight_decay")
 
 
 def recbole_hyperparameters(
     name: str, params: dict[str, Any], resolved: Mapping[str, Any] | None = None
 ) -> dict[str, Any]:
-    """The hyper-parameters a researcher compares for one RecBole model: the keys of its own YAML (e.g. LightGCN's
-    n_layers, reg_weight), the trainer's (TRAINING_KEYS), the history length (sequential models) and any key the
-    grid sets; each the grid's value, else RecBole's resolved one (None when not known yet). RecBole's other ~100
-    resolved settings (field names, loader options) stay in run.json, not in this list."""
+    """The hyper-parameters a researcher compares for one RecBole model: the keys of its own YAML
+    (e.g. LightGCN's n_layers, reg_weight), the trainer's (TRAINING_KEYS), the history length
+    (sequential models) and any key the grid sets; each the grid's value, else RecBole's resolved
+    one (None when not known yet). RecBole's other ~100 resolved settings (field names, loader
+    options) stay in run.json, not in this list."""
     keys = list(
         yaml_keys(package_dir("recbole") / "properties" / "model" / f"{RECBOLE_MODEL[name]}.yaml")
     )
@@ -255,7 +257,8 @@ class RecBoleRecommender:
             dataset = create_dataset(config)
             if dataset.item_num - 1 != len(split.items):  # id 0 is RecBole's padding item
                 raise RuntimeError(
-                    f"RecBole sees {dataset.item_num - 1} items, the split's catalogue has {len(split.items)}"
+                    f"RecBole sees {dataset.item_num - 1} items, the split's catalogue has "
+                    f"{len(split.items)}"
                 )
             train_data, valid_data, _ = data_preparation(config, dataset)
             init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
