@@ -79,7 +79,7 @@ def test_gguf_backbone_loads_offline_and_is_cached(tmp_path, monkeypatch):
 def test_a_pinned_revision_reaches_the_hub_loader_and_a_local_folder_ignores_it(
     monkeypatch, tmp_path
 ):
-    """A hub id loads at its pinned commit (tokenizer and weights alike); offline, the error names both."""
+    """A hub id loads at its pinned commit (tokenizer and weights); offline, errors name both."""
     import transformers
 
     from llm4rec.llm.backbone import BackboneConfig, load_backbone

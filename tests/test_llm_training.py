@@ -1,4 +1,4 @@
-"""SFT: target-only loss, LoRA learns on a tiny fixture, and resuming equals an uninterrupted run."""
+"""SFT: target-only loss, LoRA learns on a tiny fixture, resuming equals an uninterrupted run."""
 
 import pytest
 import torch

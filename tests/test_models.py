@@ -215,8 +215,9 @@ DEFAULT_GRID = Path(__file__).resolve().parents[1] / "benchmarks" / "default.yam
 
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_the_logged_hyperparameters_are_the_config_the_model_was_built_with(name):
-    """Field by field, for every registered model (the default grid's params where it lists the model):
-    what MLflow's hp.* and run.json record is what the recommender holds, variants' overrides included."""
+    """Field by field, for every registered model (the default grid's params where it lists the
+    model): what MLflow's hp.* and run.json record is what the recommender holds, variants'
+    overrides included."""
     import dataclasses
 
     from llm4rec.config import load_grid

@@ -1,9 +1,10 @@
-"""One precision policy for every registered LLM model (llm4rec.llm.precision), checked on a bf16 backbone
-on CPU: every parameter and buffer the model uses is registered in it (so it sits on the backbone's
-device), frozen weights are in the backbone's dtype, trainable ones in fp32, and three optimiser steps move
-every trainable tensor, including an output bias set to 8, where bf16's step is 0.0625 and an update of
-lr 1e-3 would round away (three: a zero-initialised head passes no gradient back at step 1, and LoRA's A
-none while B is still zero at step 2). The trained model then ranks with finite scores under bf16 autocast."""
+"""One precision policy for every registered LLM model (llm4rec.llm.precision), checked on a bf16
+backbone on CPU: every parameter and buffer the model uses is registered in it (so it sits on the
+backbone's device), frozen weights are in the backbone's dtype, trainable ones in fp32, and three
+optimiser steps move every trainable tensor, including an output bias set to 8, where bf16's step is
+0.0625 and an update of lr 1e-3 would round away (three: a zero-initialised head passes no gradient
+back at step 1, and LoRA's A none while B is still zero at step 2). The trained model then ranks
+with finite scores under bf16 autocast."""
 
 import numpy as np
 import pytest
@@ -38,7 +39,7 @@ def world(tmp_path_factory):
 
 
 def params_for(name: str, folder) -> tuple[dict, dict]:
-    """(params, inputs) of a tiny bf16 build of `name` (a variant: its parent's, less what the variant sets)."""
+    """(params, inputs) of a tiny bf16 build of `name` (a variant: its parent's, less its own)."""
     params, inputs = family_params(name, folder)
     return {k: v for k, v in params.items() if k not in MODELS[name].overrides}, inputs
 
@@ -111,8 +112,8 @@ def family_params(name: str, folder) -> tuple[dict, dict]:
 
 
 def unregistered(rec) -> list[str]:
-    """Tensors and modules the recommender holds that are not part of its model (so settling the model
-    would not move them to the backbone's device)."""
+    """Tensors and modules the recommender holds that are not part of its model (so settling the
+    model would not move them to the backbone's device)."""
     tensors = {t.data_ptr() for t in (*rec.model.parameters(), *rec.model.buffers())}
     modules = {id(m) for m in rec.model.modules()}
     found = []

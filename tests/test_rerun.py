@@ -71,7 +71,8 @@ def grid(data: Path, backbone: Path) -> dict:
         "lora": lora,
         "sft": sft,
     }
-    # 64 windows of 20 item tokens x 64 dims: the gather's backward is large enough for ATen to run it on 2 threads
+    # 64 windows of 20 item tokens x 64 dims: the gather's backward is large enough for ATen to run
+    # it on 2 threads
     idiomoe = llm | {
         "instruction": "items :",
         "expert_layers": "last_1",

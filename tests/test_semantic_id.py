@@ -276,8 +276,9 @@ def test_beam_search_over_codes_returns_valid_distinct_unseen_items(tiny_codes, 
 
 
 def test_tiger_prepends_the_users_hashed_token_as_the_paper_does(tiny_codes):
-    """TIGER hashes the user id into 2000 tokens (the default), placed first in the encoder input, after the
-    code vocabulary; crc32 makes it the same in every process. user_buckets: 0 leaves it out."""
+    """TIGER hashes the user id into 2000 tokens (the default), placed first in the encoder input,
+    after the code vocabulary; crc32 makes it the same in every process. user_buckets: 0 leaves it
+    out."""
     import zlib
 
     from llm4rec.models import check_params

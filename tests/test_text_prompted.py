@@ -1,4 +1,4 @@
-"""The text-prompted paradigm end to end on a tiny model and dataset, through the Recommender protocol."""
+"""The text-prompted paradigm end to end on a tiny model and dataset, through the protocol."""
 
 import pandas as pd
 import pytest
