@@ -146,6 +146,14 @@ def _soft_vectors(
     return soft
 
 
+def soft_prompt(
+    projector: CfProjector, ids: list[int], positions: list[int], rows: list[int]
+) -> Prompt:
+    """A prompt whose soft tokens at `positions` are the projected CF embeddings of items `rows`."""
+    vectors = projector(torch.as_tensor(rows, device=projector.table.device)) if rows else []
+    return Prompt(ids, dict(zip(positions, vectors, strict=True)))
+
+
 # -- LLaRA: titles + one soft token each, constrained title decoding ------------------------------
 
 
@@ -207,13 +215,7 @@ class CfLlaraRecommender(TextPromptedRecommender):
         return ids, positions, [self.row[i] for i in items]
 
     def prompt(self, history: Sequence[str]) -> Prompt:
-        ids, positions, rows = self.hybrid_prompt(history)
-        vectors = (
-            self.projector(torch.as_tensor(rows, device=self.projector.table.device))
-            if rows
-            else []
-        )
-        return Prompt(ids, dict(zip(positions, vectors, strict=True)))
+        return soft_prompt(self.projector, *self.hybrid_prompt(history))
 
     def training_examples(self, split: Split, rng: np.random.Generator) -> list[tuple]:
         """Per next-item window: the hybrid (ids, labels, soft positions, CF rows) and, under a
@@ -346,13 +348,7 @@ class CfE4SRecRecommender(LLMRecommender):
         return self.instruction + [placeholder] * len(rows) + self.response, positions, rows
 
     def prompt(self, history: Sequence[str]) -> Prompt:
-        ids, positions, rows = self.layout(history)
-        vectors = (
-            self.projector(torch.as_tensor(rows, device=self.projector.table.device))
-            if rows
-            else []
-        )
-        return Prompt(ids, dict(zip(positions, vectors, strict=True)))
+        return soft_prompt(self.projector, *self.layout(history))
 
     def training_examples(self, split: Split, rng: np.random.Generator) -> list[tuple]:
         """(ids, targets per position (catalogue index or -100), soft positions, CF rows).

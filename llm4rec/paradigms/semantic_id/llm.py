@@ -27,7 +27,6 @@ from llm4rec.llm.recommender import LLMConfig, LLMRecommender
 from llm4rec.llm.tokens import add_tokens
 from llm4rec.llm.training import next_item_examples
 from llm4rec.llm.trie import ItemTrie
-from llm4rec.models import ResolvedInput
 from llm4rec.paradigms.semantic_id.codes import load_code_table, semantic_id_costs
 
 
@@ -49,15 +48,9 @@ def code_token(level: int, code: int) -> str:
 class SidLlmRecommender(LLMRecommender):
     cfg: SidLlmConfig
 
-    def __init__(
-        self, cfg: SidLlmConfig, seed: int, device: str, selection: str, codes: ResolvedInput
-    ):
-        super().__init__(cfg, seed, device, selection, inputs={"codes": codes})
-        self.codes_input = codes
-
     def prepare(self, split: Split) -> dict[str, Any]:
         """One new token per (level, code), each item's tuple as token ids, and their trie."""
-        codes, stats = load_code_table(self.codes_input.paths, split.items)
+        codes, stats = load_code_table(self.inputs["codes"].paths, split.items)
         names = [
             [code_token(level, code) for code in range(int(codes[:, level].max()) + 1)]
             for level in range(codes.shape[1])
@@ -86,7 +79,7 @@ class SidLlmRecommender(LLMRecommender):
         )
         self.title_ids = {item: encode(title + " ") for item, title in self.titles.items()}
         return {
-            "semantic_ids": self.codes_input.source,
+            "semantic_ids": self.inputs["codes"].source,
             "code_length": codes.shape[1],
             "code_tokens": len(ids),
             "codebook_stats": stats,
@@ -144,4 +137,4 @@ def build(
     selection: str = "ndcg_at_10",
     inputs: dict | None = None,
 ) -> SidLlmRecommender:
-    return SidLlmRecommender(config, seed, device, selection, (inputs or {})["codes"])
+    return SidLlmRecommender(config, seed, device, selection, {"codes": (inputs or {})["codes"]})

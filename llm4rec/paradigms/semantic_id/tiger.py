@@ -31,7 +31,6 @@ from llm4rec.llm.recommender import LLMRecommender
 from llm4rec.llm.seq2seq import make_seq2seq_stepper, resolve_seq2seq_decoder
 from llm4rec.llm.training import SFTConfig, training_windows
 from llm4rec.llm.trie import ItemTrie
-from llm4rec.models import ResolvedInput
 from llm4rec.paradigms.semantic_id.codes import (
     CODES_FILE,
     CodeVocabulary,
@@ -74,12 +73,6 @@ class TigerConfig:
 class TigerRecommender(LLMRecommender):
     cfg: TigerConfig
 
-    def __init__(
-        self, cfg: TigerConfig, seed: int, device: str, selection: str, codes: ResolvedInput
-    ):
-        super().__init__(cfg, seed, device, selection, inputs={"codes": codes})
-        self.codes_input = codes
-
     @property
     def reads_text(self) -> bool:
         return False  # a model of code sequences: no text perplexity to retain
@@ -88,7 +81,7 @@ class TigerRecommender(LLMRecommender):
         """A randomly initialised T5 over the code vocabulary (seeded by the run's seed)."""
         from transformers import T5Config, T5ForConditionalGeneration
 
-        codes = np.load(self.codes_input.paths[CODES_FILE])
+        codes = np.load(self.inputs["codes"].paths[CODES_FILE])
         self.vocab = CodeVocabulary.of(codes)
         t5 = self.cfg.t5
         if self.cfg.user_buckets < 0:
@@ -114,7 +107,7 @@ class TigerRecommender(LLMRecommender):
 
     def prepare(self, split: Split) -> dict[str, Any]:
         """Code tuples as token ids, and the trie of the catalogue's tuples."""
-        codes, stats = load_code_table(self.codes_input.paths, split.items)
+        codes, stats = load_code_table(self.inputs["codes"].paths, split.items)
         tokens = self.vocab.tokens(codes)
         self.sequences = {
             str(item): row.tolist()
@@ -122,7 +115,7 @@ class TigerRecommender(LLMRecommender):
         }
         self.trie = ItemTrie.build(self.sequences)
         return {
-            "semantic_ids": self.codes_input.source,
+            "semantic_ids": self.inputs["codes"].source,
             "code_length": codes.shape[1],
             "vocabulary": len(self.vocab),
             "codebook_stats": stats,
@@ -196,4 +189,4 @@ def build(
     selection: str = "ndcg_at_10",
     inputs: dict | None = None,
 ) -> TigerRecommender:
-    return TigerRecommender(config, seed, device, selection, (inputs or {})["codes"])
+    return TigerRecommender(config, seed, device, selection, {"codes": (inputs or {})["codes"]})
