@@ -34,8 +34,9 @@ class EmbeddingKnn:
         vectors = np.load(path)
         if vectors.ndim != 2 or vectors.shape[0] != len(split.items):
             raise ValueError(
-                f"{path} (from {self.source.source}): {vectors.shape[0]} rows, but this run's catalogue "
-                f"(items.parquet) has {len(split.items)} items; the input was built on another catalogue"
+                f"{path} (from {self.source.source}): {vectors.shape[0]} rows, but this run's "
+                f"catalogue (items.parquet) has {len(split.items)} items; the input was built on "
+                "another catalogue"
             )
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         self.vectors = vectors / np.where(norms == 0, 1, norms)

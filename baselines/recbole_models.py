@@ -4,10 +4,10 @@ The harness owns the split: we hand RecBole pre-split files (``benchmark_filenam
 never re-splits, and we rank with our own masking so every model faces the same
 candidate set. RecBole traps handled here:
 - it parses ``--key=value`` from ``sys.argv``: it runs with a clean argv;
-- it writes ``./log``, ``./log_tensorboard`` and timestamp-named checkpoints: it runs inside
-  the run's own folder;
-- torch >= 2.6 refuses its checkpoints in ``trainer.evaluate(load_best_model=True)``: we
-  load the best checkpoint (our own file) ourselves;
+- it writes ``./log`` and ``./log_tensorboard``: it runs inside the run's own folder;
+- it pickles its checkpoints (config object included), which torch >= 2.6 refuses to load
+  with ``weights_only=True``: we replace its checkpoint writer, keep the best epoch's state in
+  memory and load it back after training, so no checkpoint file is written or unpickled;
 - its dataset auto-download prompts on stdin: the dataset folder always exists, and the
   dataset name is not one RecBole knows;
 - ``item_id_list`` must be aliased to ``item_id`` or its tokens get their own id space;
@@ -114,17 +114,19 @@ def recbole_params(name: str, params: dict[str, Any]) -> dict[str, Any]:
     return dict(params)
 
 
-# What a researcher sets for every trained RecBole model (MostPop trains nothing), beside the model's own YAML keys.
+# What a researcher sets for every trained RecBole model (MostPop trains nothing), beside the
+# model's own YAML keys.
 TRAINING_KEYS = ("epochs", "learning_rate", "train_batch_size", "stopping_step", "weight_decay")
 
 
 def recbole_hyperparameters(
     name: str, params: dict[str, Any], resolved: Mapping[str, Any] | None = None
 ) -> dict[str, Any]:
-    """The hyper-parameters a researcher compares for one RecBole model: the keys of its own YAML (e.g. LightGCN's
-    n_layers, reg_weight), the trainer's (TRAINING_KEYS), the history length (sequential models) and any key the
-    grid sets; each the grid's value, else RecBole's resolved one (None when not known yet). RecBole's other ~100
-    resolved settings (field names, loader options) stay in run.json, not in this list."""
+    """The hyper-parameters a researcher compares for one RecBole model: the keys of its own YAML
+    (e.g. LightGCN's n_layers, reg_weight), the trainer's (TRAINING_KEYS), the history length
+    (sequential models) and any key the grid sets; each the grid's value, else RecBole's resolved
+    one (None when not known yet). RecBole's other ~100 resolved settings (field names, loader
+    options) stay in run.json, not in this list."""
     keys = list(
         yaml_keys(package_dir("recbole") / "properties" / "model" / f"{RECBOLE_MODEL[name]}.yaml")
     )
@@ -255,7 +257,8 @@ class RecBoleRecommender:
             dataset = create_dataset(config)
             if dataset.item_num - 1 != len(split.items):  # id 0 is RecBole's padding item
                 raise RuntimeError(
-                    f"RecBole sees {dataset.item_num - 1} items, the split's catalogue has {len(split.items)}"
+                    f"RecBole sees {dataset.item_num - 1} items, the split's catalogue has "
+                    f"{len(split.items)}"
                 )
             train_data, valid_data, _ = data_preparation(config, dataset)
             init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
@@ -264,8 +267,8 @@ class RecBoleRecommender:
             self.model, self.dataset, self.config = model, dataset, config
             trainer._valid_epoch = self._protocol_validation(split)
             best: dict = {}
-            # RecBole pickles its checkpoints (config object included), which torch.load refuses with
-            # weights_only=True; the best state is kept in memory instead, and nothing is unpickled
+            # its checkpoint writer, called on each new best validation: the state in memory
+            # instead of a pickle torch.load would refuse (module docstring)
             trainer._save_checkpoint = lambda epoch, verbose=True, **kw: best.update(
                 state_dict={k: v.detach().clone() for k, v in model.state_dict().items()},
                 other_parameter=copy.deepcopy(model.other_parameter()),

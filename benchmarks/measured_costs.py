@@ -1,7 +1,10 @@
-"""Write the measured per-run costs of a finished grid (every run's metrics.json) to a CSV: the reference
-`llm4rec plan`'s CPU profile is checked against (tests/test_plan.py). Generated, never typed:
+"""Write the measured per-run costs of a finished grid (every run's metrics.json) to a CSV.
 
-    .venv/bin/python benchmarks/measured_costs.py --config benchmarks/default.yaml --out docs/results/default-cpu-costs.csv
+The CSV is the reference `llm4rec plan`'s CPU profile is checked against (tests/test_plan.py),
+docs/results/default-cpu-costs.csv; it is generated, never typed:
+
+    .venv/bin/python benchmarks/measured_costs.py --config benchmarks/default.yaml \\
+        --out docs/results/default-cpu-costs.csv
 """
 
 from __future__ import annotations
@@ -53,7 +56,10 @@ def main() -> int:
         print(f"error: no finished run of {args.config} (run `make bench` first)", file=sys.stderr)
         return 2
     env = environment()
-    header = f"# measured by benchmarks/measured_costs.py on {env.get('cpu_model', 'unknown CPU')}, {env.get('cpu_count', '?')} cores\n"
+    header = (
+        "# measured by benchmarks/measured_costs.py on "
+        f"{env.get('cpu_model', 'unknown CPU')}, {env.get('cpu_count', '?')} cores\n"
+    )
     write_text(Path(args.out), header + frame.to_csv(index=False))
     print(f"[llm4rec] {len(frame)} runs -> {args.out}")
     return 0

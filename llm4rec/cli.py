@@ -8,25 +8,39 @@ llm4rec evaluate --config C --dataset D --model M --seed S
 llm4rec track    --config C --dataset D --model M --seed S
 llm4rec summarize --config C [metrics.json ...]
 llm4rec compare  --config C [RUN_DIR ...] [--mlflow-experiment E --tag model=bpr ...] [--out DIR]
-llm4rec report   --config C [RUN_DIR ...] [--mlflow-experiment E ...] [--comparisons FILE] [--out DIR]
+llm4rec report   --config C [RUN_DIR ...] [--mlflow-experiment E ...] [--comparisons FILE]
+                 [--kind main|ablations] [--out DIR]
+llm4rec results-page --config C [--out docs/results] [--readme README.md]
 llm4rec download amazon-beauty --raw-dir results/raw
 llm4rec models
 llm4rec tracking-server start|stop [--dir results/tracking-server --port 5000 --pg-port 5433]
 llm4rec reproduce RUN [--tolerance 0] [--upstream rebuild|recorded]
 llm4rec smoke GRID [--device cpu] [--dtype bf16] [--out results/smoke/<grid>]
 llm4rec plan GRID [--profile h100|cpu2] [--out FILE.md]
+
+`main` parses the command line and calls the subcommand's function (the `COMMANDS` table at the
+end); each returns the exit status: 0 done, 1 the MLflow UI check failed, 2 an error, explained
+on stderr.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-from llm4rec.config import DEFAULT_CONFIG, ConfigError, load_grid
+from llm4rec import layout
+from llm4rec.config import DEFAULT_CONFIG, ConfigError, Grid, load_grid
 from llm4rec.data.atomic import DataError
 from llm4rec.io import WriteError
 from llm4rec.tracking import TrackingError
 from llm4rec.tracking_server import ServerError
+
+if TYPE_CHECKING:
+    from llm4rec.report.build import ReportSpec
+    from llm4rec.report.runs import RunRecord
 
 
 def _grid_cell(parser: argparse.ArgumentParser, with_run: bool = True) -> None:
@@ -39,18 +53,7 @@ def _grid_cell(parser: argparse.ArgumentParser, with_run: bool = True) -> None:
         parser.add_argument("--seed", type=int, required=True)
 
 
-def _check_cell(grid, args, with_run: bool = True) -> None:
-    if args.dataset not in grid.datasets:
-        raise ConfigError(
-            f"{grid.path}: dataset '{args.dataset}' is not in datasets (known: {', '.join(grid.datasets)})"
-        )
-    if with_run and args.model not in grid.models:
-        raise ConfigError(
-            f"{grid.path}: model '{args.model}' is not in models (known: {', '.join(grid.models)})"
-        )
-
-
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="llm4rec",
         description="llm4rec-bench: LLM recommenders vs. strong baselines on one protocol",
@@ -108,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
             help="main: the main job's runs against the best baseline (default); ablations: "
             "the variants against their parents, into <reports_dir>/ablations",
         )
-        p.add_argument("--out", help="output folder (default: the grid's reports_dir)")
+        p.add_argument("--out", help="output folder (default: the kind's reports folder)")
         if name == "report":
             p.add_argument(
                 "--comparisons", help="comparisons.csv from `llm4rec compare` (default: recompute)"
@@ -123,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", default=str(DEFAULT_CONFIG))
     p.add_argument("--out", default="docs/results", help="the result pages' folder")
     p.add_argument(
-        "--readme", default="README.md", help="README whose results block is refreshed ('' : none)"
+        "--readme", default="README.md", help="README whose results block is refreshed ('': none)"
     )
     p.add_argument(
         "--wall-seconds",
@@ -151,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
         "--upstream",
         choices=("rebuild", "recorded"),
         default="rebuild",
-        help="what the run consumed: rebuilt from its records (default), or the recorded files as they are",
+        help="what the run consumed: rebuilt from its records (default), or the recorded files "
+        "as they are",
     )
     p.add_argument(
         "--tracking-uri",
@@ -227,173 +231,104 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="run MLflow's basic-auth app (for a shared server)",
     )
-    argv = sys.argv[1:] if argv is None else argv
-    args = parser.parse_args(argv)
-
-    try:
-        if args.command == "models":
-            from llm4rec.models import MODELS
-
-            for spec in MODELS.values():
-                consumes = "; consumes " + ", ".join(spec.inputs) if spec.inputs else ""
-                print(f"{spec.name:24s} {spec.paradigm:14s} {spec.description}{consumes}")
-            return 0
-        if args.command == "download":
-            from llm4rec.data.sources import AMAZON_2018_CATEGORIES, download_amazon2018
-
-            if args.source not in AMAZON_2018_CATEGORIES:
-                raise DataError(
-                    f"download: unknown source '{args.source}' (downloadable: {', '.join(AMAZON_2018_CATEGORIES)})"
-                )
-            for path in download_amazon2018(args.source, f"{args.raw_dir}/{args.source}"):
-                print(path)
-            return 0
-        if args.command == "reproduce":
-            from llm4rec.reproduce import reproduce
-
-            # a run id is looked up where the grids log: --tracking-uri, MLFLOW_TRACKING_URI, else results/mlflow.db
-            return reproduce(
-                args.run,
-                args.scratch,
-                args.tolerance,
-                args.tracking_uri or load_grid(DEFAULT_CONFIG).tracking_uri(),
-                args.upstream,
-            )
-        if args.command == "smoke":
-            from llm4rec.smoke import SmokeError, smoke
-
-            try:
-                return smoke(args.grid, args.out, args.device, args.dtype, args.cores)
-            except SmokeError as err:
-                print(f"error: {err}", file=sys.stderr)
-                return 2
-        if args.command == "relocate-store":
-            from pathlib import Path
-
-            from llm4rec.tracking import relocate_store
-
-            changed = relocate_store(Path(args.results))
-            print(
-                f"[llm4rec] {Path(args.results) / 'mlflow.db'}: artifact links point at {Path(args.results).resolve()} "
-                f"({', '.join(f'{n} {t}' for t, n in changed.items())} rows changed)"
-            )
-            return 0
-        if args.command == "tracking-server":
-            from pathlib import Path
-
-            from llm4rec.tracking_server import TrackingServer, start, stop
-
-            server = TrackingServer(Path(args.dir).resolve(), args.host, args.port, args.pg_port)
-            start(server, basic_auth=args.basic_auth) if args.action == "start" else stop(server)
-            return 0
-        if args.command == "plan":
-            from pathlib import Path
-
-            from llm4rec.io import write_text
-            from llm4rec.plan import PROFILES, plan, render_plan
-
-            if args.profile not in PROFILES:
-                raise ConfigError(
-                    f"plan: unknown profile '{args.profile}' (known: {', '.join(PROFILES)})"
-                )
-            frame = plan(load_grid(args.grid), args.profile)
-            table = render_plan(frame, args.profile)
-            print(table)
-            if args.out:
-                write_text(Path(args.out), table)
-                write_text(Path(args.out).with_suffix(".csv"), frame.to_csv(index=False))
-            return 0
-        grid = load_grid(args.config)
-        if args.command == "validate":
-            print(
-                f"{grid.path}: ok; {len(grid.runs())} runs ({len(grid.datasets)} datasets x {len(grid.models)} models x their "
-                f"seeds), {len(grid.artifacts())} artifacts; every model's params checked"
-            )
-            return 0
-        if args.command == "ui-check":
-            from pathlib import Path
-
-            from llm4rec.ui_check import UiCheckError, check_ui
-
-            try:
-                shots = check_ui(
-                    grid, Path(args.out), tuple(args.compare) if args.compare else None
-                )
-            except UiCheckError as err:
-                print(f"error: {err}", file=sys.stderr)
-                return 1
-            print("[llm4rec] MLflow UI checked: " + ", ".join(str(p) for p in shots.values()))
-            return 0
-        if args.command == "summarize":
-            from llm4rec.report.summary import write_summary
-
-            files = args.metrics or [
-                grid.run_dir(*cell) / "metrics.json" for cell in grid.runs("main")
-            ]
-            write_summary(files, grid.reports_dir, grid.report_options().get("display_names"))
-            print(f"[llm4rec] wrote {grid.reports_dir}/summary.md and summary.csv")
-            return 0
-        if args.command in ("compare", "report"):
-            return compare_or_report(grid, args)
-        if args.command == "results-page":
-            from pathlib import Path
-
-            from llm4rec.report.results_page import write_results_page
-
-            readme = Path(args.readme) if args.readme else None
-            written = write_results_page(grid, Path(args.out), readme, args.wall_seconds)
-            print("[llm4rec] results page: " + ", ".join(str(p) for p in written))
-            return 0
-        _check_cell(grid, args, with_run=args.command not in ("prepare", "artifact"))
-        if args.command == "prepare":
-            from llm4rec.runner import prepare_dataset
-
-            split = prepare_dataset(grid, args.dataset)
-            print(
-                f"[llm4rec] split of {args.dataset}: {split.meta['stats']} -> {grid.split_dir(args.dataset)}"
-            )
-        elif args.command == "artifact":
-            from llm4rec.runner import build_artifact
-
-            build_artifact(grid, args.dataset, args.artifact, args.key)
-        elif args.command == "train":
-            from llm4rec.llm.distributed import init_from_env, relaunch_per_gpu
-            from llm4rec.runner import train_and_rank
-
-            relaunch_per_gpu(
-                grid.model_entry(args.model).get("resources", {}).get("gpu", 0), argv
-            )  # gpu > 1: torchrun
-            init_from_env(grid.device)  # under torchrun: join the process group
-            train_and_rank(grid, args.dataset, args.model, args.seed)
-        elif args.command == "evaluate":
-            from llm4rec.runner import evaluate_run
-
-            result = evaluate_run(grid, args.dataset, args.model, args.seed)
-            print(
-                f"[llm4rec] {args.model}/{args.dataset}/seed{args.seed}: test NDCG@10 {result['test'].get('ndcg_at_10', float('nan')):.4f}"
-            )
-        elif args.command == "track":
-            from llm4rec.tracking import log_run
-
-            log_run(grid, args.dataset, args.model, args.seed)
-        return 0
-    except (ConfigError, DataError, TrackingError, ServerError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except (
-        OSError
-    ) as err:  # a full disk, an unwritable results folder, a missing file: say which path
-        if isinstance(err, WriteError):
-            print(f"error: {err.strerror}", file=sys.stderr)
-        else:
-            print(
-                f"error: {err.filename}: {err.strerror}" if err.filename else f"error: {err}",
-                file=sys.stderr,
-            )
-        return 2
+    return parser
 
 
-def load_runs(grid, args):
+def _error(message: object, status: int = 2) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return status
+
+
+def _cell_grid(args: argparse.Namespace, with_run: bool = True) -> Grid:
+    """The grid of --config, once --dataset (and --model) are checked to be in it."""
+    grid = load_grid(args.config)
+    if args.dataset not in grid.datasets:
+        raise ConfigError(
+            f"{grid.path}: dataset '{args.dataset}' is not in datasets "
+            f"(known: {', '.join(grid.datasets)})"
+        )
+    if with_run and args.model not in grid.models:
+        raise ConfigError(
+            f"{grid.path}: model '{args.model}' is not in models (known: {', '.join(grid.models)})"
+        )
+    return grid
+
+
+# -- one function per subcommand ------------------------------------------------------------
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    grid = load_grid(args.config)
+    print(
+        f"{grid.path}: ok; {len(grid.runs())} runs ({len(grid.datasets)} datasets x "
+        f"{len(grid.models)} models x their seeds), {len(grid.artifacts())} artifacts; "
+        "every model's params checked"
+    )
+    return 0
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    grid = _cell_grid(args, with_run=False)
+    from llm4rec.runner import prepare_dataset
+
+    split = prepare_dataset(grid, args.dataset)
+    print(
+        f"[llm4rec] split of {args.dataset}: {split.meta['stats']} -> "
+        f"{grid.split_dir(args.dataset)}"
+    )
+    return 0
+
+
+def cmd_artifact(args: argparse.Namespace) -> int:
+    grid = _cell_grid(args, with_run=False)
+    from llm4rec.runner import build_artifact
+
+    build_artifact(grid, args.dataset, args.artifact, args.key)
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    grid = _cell_grid(args)
+    from llm4rec.llm.distributed import init_from_env, relaunch_per_gpu
+    from llm4rec.runner import train_and_rank
+
+    gpus = grid.model_entry(args.model).get("resources", {}).get("gpu", 0)
+    relaunch_per_gpu(gpus, args.argv)  # gpu > 1: the same command under torchrun
+    init_from_env(grid.device)  # under torchrun: join the process group
+    train_and_rank(grid, args.dataset, args.model, args.seed)
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    grid = _cell_grid(args)
+    from llm4rec.runner import evaluate_run
+
+    result = evaluate_run(grid, args.dataset, args.model, args.seed)
+    ndcg = result["test"].get("ndcg_at_10", float("nan"))
+    print(f"[llm4rec] {args.model}/{args.dataset}/seed{args.seed}: test NDCG@10 {ndcg:.4f}")
+    return 0
+
+
+def cmd_track(args: argparse.Namespace) -> int:
+    grid = _cell_grid(args)
+    from llm4rec.tracking import log_run
+
+    log_run(grid, args.dataset, args.model, args.seed)
+    return 0
+
+
+def cmd_summarize(args: argparse.Namespace) -> int:
+    from llm4rec.report.summary import write_summary
+
+    grid = load_grid(args.config)
+    files = args.metrics or [grid.run_dir(*cell) / layout.METRICS for cell in grid.runs("main")]
+    write_summary(files, grid.reports_dir, grid.report_options().get("display_names"))
+    print(f"[llm4rec] wrote {grid.reports_dir}/summary.md and summary.csv")
+    return 0
+
+
+def load_runs(grid: Grid, args: argparse.Namespace) -> list[RunRecord]:
+    """The finished runs `compare` and `report` read: from MLflow, from folders, or the grid's."""
     from llm4rec.report.runs import runs_from_folders
 
     if args.mlflow_experiment:
@@ -408,25 +343,41 @@ def load_runs(grid, args):
     return runs_from_folders(folders)
 
 
-def compare_or_report(grid, args) -> int:
-    from pathlib import Path
+def _report_setup(args: argparse.Namespace) -> tuple[Grid, ReportSpec, Path]:
+    """(grid, report spec, output folder) of `compare` and `report`."""
+    from llm4rec.report.build import ReportSpec
 
-    import pandas as pd
+    grid = load_grid(args.config)
+    spec = ReportSpec(grid.report_options(), label=f"tab:{grid.name}-results")
+    return grid, spec, Path(args.out) if args.out else grid.report_dir(args.kind)
 
-    from llm4rec.report.build import ReportSpec, build_report, write_comparisons
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from llm4rec.report.build import write_comparisons
     from llm4rec.report.compare import ComparisonError
 
-    spec = ReportSpec(grid.report_options(), label=f"tab:{grid.name}-results")
-    out = Path(args.out) if args.out else grid.report_dir(args.kind)
+    grid, spec, out = _report_setup(args)
+    try:
+        table = write_comparisons(load_runs(grid, args), spec, out, args.kind)
+        significant = int(table["significant"].sum()) if len(table) else 0
+        print(
+            f"[llm4rec] {len(table)} comparisons ({significant} significant "
+            f"after {spec.options['correction']}) -> {out / 'comparisons.csv'}"
+        )
+    except (ComparisonError, ValueError) as err:
+        return _error(err)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from llm4rec.report.build import build_report
+    from llm4rec.report.compare import ComparisonError
+
+    grid, spec, out = _report_setup(args)
     try:
         runs = load_runs(grid, args)
-        if args.command == "compare":
-            table = write_comparisons(runs, spec, out, args.kind)
-            print(
-                f"[llm4rec] {len(table)} comparisons ({int(table['significant'].sum()) if len(table) else 0} significant "
-                f"after {spec.options['correction']}) -> {out / 'comparisons.csv'}"
-            )
-            return 0
         comparisons = pd.read_csv(args.comparisons) if args.comparisons else None
         written = build_report(runs, spec, out, comparisons, args.kind)
         print(f"[llm4rec] report: {len(written)} files in {out}")
@@ -436,10 +387,151 @@ def compare_or_report(grid, args) -> int:
 
             record = log_report(grid, written, kind=args.kind)
             write_json(grid.report_marker(args.kind), record)
-        return 0
     except (ComparisonError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return _error(err)
+    return 0
+
+
+def cmd_results_page(args: argparse.Namespace) -> int:
+    from llm4rec.report.results_page import write_results_page
+
+    readme = Path(args.readme) if args.readme else None
+    written = write_results_page(load_grid(args.config), Path(args.out), readme, args.wall_seconds)
+    print("[llm4rec] results page: " + ", ".join(str(p) for p in written))
+    return 0
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    from llm4rec.data.sources import AMAZON_2018_CATEGORIES, download_amazon2018
+
+    if args.source not in AMAZON_2018_CATEGORIES:
+        raise DataError(
+            f"download: unknown source '{args.source}' "
+            f"(downloadable: {', '.join(AMAZON_2018_CATEGORIES)})"
+        )
+    for path in download_amazon2018(args.source, f"{args.raw_dir}/{args.source}"):
+        print(path)
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from llm4rec.models import MODELS
+
+    for spec in MODELS.values():
+        consumes = "; consumes " + ", ".join(spec.inputs) if spec.inputs else ""
+        print(f"{spec.name:24s} {spec.paradigm:14s} {spec.description}{consumes}")
+    return 0
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from llm4rec.reproduce import reproduce
+
+    # a run id is looked up where the grids log: --tracking-uri, MLFLOW_TRACKING_URI, else
+    # results/mlflow.db
+    return reproduce(
+        args.run,
+        args.scratch,
+        args.tolerance,
+        args.tracking_uri or load_grid(DEFAULT_CONFIG).tracking_uri(),
+        args.upstream,
+    )
+
+
+def cmd_smoke(args: argparse.Namespace) -> int:
+    from llm4rec.smoke import SmokeError, smoke
+
+    try:
+        return smoke(args.grid, args.out, args.device, args.dtype, args.cores)
+    except SmokeError as err:
+        return _error(err)
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from llm4rec.io import write_text
+    from llm4rec.plan import PROFILES, plan, render_plan
+
+    if args.profile not in PROFILES:
+        raise ConfigError(f"plan: unknown profile '{args.profile}' (known: {', '.join(PROFILES)})")
+    frame = plan(load_grid(args.grid), args.profile)
+    table = render_plan(frame, args.profile)
+    print(table)
+    if args.out:
+        write_text(Path(args.out), table)
+        write_text(Path(args.out).with_suffix(".csv"), frame.to_csv(index=False))
+    return 0
+
+
+def cmd_ui_check(args: argparse.Namespace) -> int:
+    grid = load_grid(args.config)
+    from llm4rec.ui_check import UiCheckError, check_ui
+
+    try:
+        shots = check_ui(grid, Path(args.out), tuple(args.compare) if args.compare else None)
+    except UiCheckError as err:
+        return _error(err, status=1)
+    print("[llm4rec] MLflow UI checked: " + ", ".join(str(p) for p in shots.values()))
+    return 0
+
+
+def cmd_relocate_store(args: argparse.Namespace) -> int:
+    from llm4rec.tracking import relocate_store
+
+    results = Path(args.results)
+    changed = relocate_store(results)
+    rows = ", ".join(f"{n} {t}" for t, n in changed.items())
+    print(
+        f"[llm4rec] {results / 'mlflow.db'}: artifact links point at {results.resolve()} "
+        f"({rows} rows changed)"
+    )
+    return 0
+
+
+def cmd_tracking_server(args: argparse.Namespace) -> int:
+    from llm4rec.tracking_server import TrackingServer, start, stop
+
+    server = TrackingServer(Path(args.dir).resolve(), args.host, args.port, args.pg_port)
+    if args.action == "start":
+        start(server, basic_auth=args.basic_auth)
+    else:
+        stop(server)
+    return 0
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "validate": cmd_validate,
+    "prepare": cmd_prepare,
+    "artifact": cmd_artifact,
+    "train": cmd_train,
+    "evaluate": cmd_evaluate,
+    "track": cmd_track,
+    "summarize": cmd_summarize,
+    "compare": cmd_compare,
+    "report": cmd_report,
+    "results-page": cmd_results_page,
+    "download": cmd_download,
+    "models": cmd_models,
+    "reproduce": cmd_reproduce,
+    "smoke": cmd_smoke,
+    "plan": cmd_plan,
+    "ui-check": cmd_ui_check,
+    "relocate-store": cmd_relocate_store,
+    "tracking-server": cmd_tracking_server,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(argv)
+    args.argv = argv  # `train` runs the same command line again under torchrun (gpu > 1)
+    try:
+        return COMMANDS[args.command](args)
+    except (ConfigError, DataError, TrackingError, ServerError) as err:
+        return _error(err)
+    except OSError as err:
+        # a full disk, an unwritable results folder, a missing file: say which path
+        if isinstance(err, WriteError):
+            return _error(err.strerror)
+        return _error(f"{err.filename}: {err.strerror}" if err.filename else err)
 
 
 if __name__ == "__main__":

@@ -59,7 +59,8 @@ TEXT_RETENTION_COSTS = (
     Cost("text_ppl_after", "Text ppl after", always=False, decimals=2),
 )
 
-# the semantic-ID paradigm's item tokenizer (llm4rec.paradigms.semantic_id.codes), from its artifact's stats
+# the semantic-ID paradigm's item tokenizer (llm4rec.paradigms.semantic_id.codes), from its
+# artifact's stats
 SEMANTIC_ID_COSTS = (
     Cost("sid_collision_pct", "SID collisions (%)", always=False, in_summary=False),
     Cost("sid_codes_used_pct", "Codes used (%)", always=False, in_summary=False),

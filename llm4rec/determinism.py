@@ -47,7 +47,8 @@ def apply_determinism(threads: int, device: str = "cpu") -> None:
     torch.backends.cudnn.deterministic = True
     torch.backends.cudnn.benchmark = False
     torch.set_num_threads(threads)
-    # numpy's BLAS too (k-means, kNN): Snakemake sets OPENBLAS_NUM_THREADS per job, a plain process does not
+    # numpy's BLAS too (k-means, kNN): Snakemake sets OPENBLAS_NUM_THREADS per job, a plain
+    # process does not
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(limits=threads, user_api="blas")
@@ -85,8 +86,9 @@ def recording_nondeterministic_ops() -> Iterator[list[str]]:
             if match.group(1) not in seen:
                 seen.append(match.group(1))
                 print(
-                    f"[llm4rec] warning: {match.group(1)} has no deterministic implementation; this run may not "
-                    "rerun bit-identically (recorded in run.json determinism.nondeterministic_ops)",
+                    f"[llm4rec] warning: {match.group(1)} has no deterministic implementation; "
+                    "this run may not rerun bit-identically (recorded in run.json "
+                    "determinism.nondeterministic_ops)",
                     flush=True,
                 )
             return

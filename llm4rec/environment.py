@@ -50,7 +50,7 @@ def git_commit() -> str:
 
 
 def recorded_variables() -> dict[str, str]:
-    """The environment variables a run records: those that shape results, none that look like secrets."""
+    """The environment variables a run records: those that shape results, none that look secret."""
     return {
         k: v
         for k, v in sorted(os.environ.items())
@@ -59,7 +59,7 @@ def recorded_variables() -> dict[str, str]:
 
 
 def secret_values() -> list[str]:
-    """Values of environment variables whose names look like credentials (`*TOKEN*`, `*KEY*`, ...)."""
+    """Values of environment variables named like credentials (`*TOKEN*`, `*KEY*`, ...)."""
     return sorted(
         {v for k, v in os.environ.items() if SECRET_NAME.search(k) and len(v) >= 4},
         key=len,
@@ -113,7 +113,7 @@ def environment() -> dict:
     return info
 
 
-# the instruction-set extensions that change which float kernels run (and so the last bits of results)
+# instruction-set extensions that change which float kernels run (so the last bits of results)
 _ISA_FLAGS = (
     "sse4_2",
     "avx",

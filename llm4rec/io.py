@@ -15,7 +15,7 @@ import pandas as pd
 
 
 class WriteError(OSError):
-    """A stage could not write one of its files (full disk, unwritable folder); nothing half-written remains."""
+    """A stage could not write a file (full disk, unwritable folder); none is left half-written."""
 
 
 @contextmanager

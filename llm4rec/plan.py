@@ -31,7 +31,8 @@ import pandas as pd
 from llm4rec.config import Grid
 from llm4rec.models import MODELS, check_params
 
-SAFETY = 4  # a suggested runtime is this many times the estimate (rounded up to 15 min), at least 30 / 60 min
+# a suggested runtime is this many times the estimate (rounded up to 15 min), at least 30 / 60 min
+SAFETY = 4
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,8 @@ class Profile:
         float  # effective FLOP/s of the baselines' small matrices (RecBole's embeddings of 64-128)
     )
     startup_s: float  # per job: interpreter and imports (outside the run's own clock)
-    load_s: float  # per LLM run: loading the backbone and the text-retention perplexity before and after
+    # per LLM run: loading the backbone and the text-retention perplexity before and after
+    load_s: float
     weight_bytes: int  # bytes per backbone weight (bf16 on the GPU, fp32 on CPU)
     layer_latency_s: float = (
         0.0  # the least time one block's forward takes, however small the batch (kernel launches)
@@ -54,11 +56,13 @@ class Profile:
 
 
 PROFILES = {
-    # H100 SXM: 989 TFLOP/s dense bf16 peak, 3.35 TB/s HBM3; assumed 25% / 30% of peak and 75% of bandwidth
-    # (small matrices: 1 TFLOP/s); 30 s to start, 60 s to load a backbone and measure text retention
-    # eager PyTorch launches ~10 kernels per block at ~20 us each: a block's forward takes at least 0.2 ms
+    # H100 SXM: 989 TFLOP/s dense bf16 peak, 3.35 TB/s HBM3; assumed 25% / 30% of peak and 75% of
+    # bandwidth (small matrices: 1 TFLOP/s); 30 s to start, 60 s to load a backbone and measure text
+    # retention; eager PyTorch launches ~10 kernels per block at ~20 us each: a block's forward
+    # takes at least 0.2 ms
     "h100": Profile("H100 SXM (bf16)", 250e12, 300e12, 2.5e12, 1e12, 30.0, 60.0, 2, 0.2e-3),
-    # 2 cores (AMD EPYC, AVX-512), fp32, 2 threads; calibrated on the default grid (tests/test_plan.py)
+    # 2 cores (AMD EPYC, AVX-512), fp32, 2 threads; calibrated on the default grid
+    # (tests/test_plan.py)
     "cpu2": Profile("2-core CPU (fp32)", 150e9, 150e9, 12e9, 3e9, 10.0, 40.0, 4),
 }
 
@@ -184,7 +188,7 @@ def _sequence(
     micro_batches: float = 0.0,
     layers: int = 0,
 ) -> None:
-    """Training on `examples` sequences of `tokens_per_example` through a model of `n` parameters."""
+    """Training on `examples` sequences of `tokens_per_example` through `n` parameters."""
     cost.layer_passes += 3 * micro_batches * layers
     cost.train_tokens += examples * tokens_per_example
     cost.train_flops += examples * (
@@ -203,8 +207,8 @@ def _ranking(
     head: float = 0.0,
     layers: int = 0,
 ) -> None:
-    """Ranking `users`: a prefill each, then `steps` decoding steps of `beam` beams per batch of users
-    (or, with `head`, one output layer over the catalogue)."""
+    """Ranking `users`: a prefill each, then `steps` decoding steps of `beam` beams per batch of
+    users (or, with `head`, one output layer over the catalogue)."""
     cost.forward_flops += users * (2 * n * prompt_tokens + 2 * head + 2 * n * beam * steps)
     cost.decode_steps += math.ceil(users / batch_users) * steps
     cost.layer_passes += math.ceil(users / batch_users) * (1 + steps) * layers
@@ -337,8 +341,8 @@ def cell_cost(grid: Grid, dataset: str, model: str, stats: dict[str, float]) -> 
             f"plan: no cost model for {model} ({family}); add one to llm4rec.plan.cell_cost"
         )
     cost.trainable = trainable if trains else 0.0
-    # one micro-batch: ~34 bytes per token per hidden unit per layer (bf16 activations kept for backward),
-    # plus fp32 logits over the vocabulary at the labelled positions
+    # one micro-batch: ~34 bytes per token per hidden unit per layer (bf16 activations kept for
+    # backward), plus fp32 logits over the vocabulary at the labelled positions
     tokens = width * (prompt + title)
     cost.activation_bytes = (
         (tokens * shape.hidden * shape.layers * 34 + width * (title + 1) * shape.vocab * 4)
@@ -349,7 +353,7 @@ def cell_cost(grid: Grid, dataset: str, model: str, stats: dict[str, float]) -> 
 
 
 def _baseline_cost(cost: Cost, model: str, config: dict, stats: dict[str, float]) -> Cost:
-    """RecBole baselines: epochs (the upper bound under early stopping) x interactions x the model's per-sample work."""
+    """RecBole baselines: epochs (early stopping's upper bound) x interactions x per-sample work."""
     hidden = config.get("embedding_size") or config.get("hidden_size") or 64
     epochs = config.get("epochs") or 0
     interactions, items, users = stats["train_interactions"], stats["items"], stats["users"]
@@ -387,8 +391,8 @@ def dataset_stats(grid: Grid, dataset: str) -> dict[str, float]:
 
 
 def plan(grid: Grid, profile: str = "h100") -> pd.DataFrame:
-    """One row per (dataset, model): estimated minutes, tokens, peak memory per run, the run count, GPU-hours,
-    and the resources the grid requests."""
+    """One row per (dataset, model): estimated minutes, tokens, peak memory per run, the run count,
+    GPU-hours, and the resources the grid requests."""
     chosen = PROFILES[profile]
     rows = []
     for dataset in grid.datasets:
@@ -425,7 +429,8 @@ def plan(grid: Grid, profile: str = "h100") -> pd.DataFrame:
 def render_plan(frame: pd.DataFrame, profile: str) -> str:
     chosen = PROFILES[profile]
     lines = [
-        "| dataset | model | runs | train tokens | min / run | peak GiB | device-h | requests (gpu, mem, runtime) |",
+        "| dataset | model | runs | train tokens | min / run | peak GiB | device-h | requests "
+        "(gpu, mem, runtime) |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in frame.itertuples():
@@ -435,20 +440,23 @@ def render_plan(frame: pd.DataFrame, profile: str) -> str:
             else ""
         )
         lines.append(
-            f"| {r.dataset} | {r.model} | {r.runs} | {r.train_tokens_M:.1f}M | {r.minutes_per_run:.1f} | "
-            f"{r.peak_GiB:.1f} | {r.device_hours:.2f} | {r.gpu}, {r.mem_mb} MB, {r.runtime_min} min{short} |"
+            f"| {r.dataset} | {r.model} | {r.runs} | {r.train_tokens_M:.1f}M | "
+            f"{r.minutes_per_run:.1f} | {r.peak_GiB:.1f} | {r.device_hours:.2f} | {r.gpu}, "
+            f"{r.mem_mb} MB, {r.runtime_min} min{short} |"
         )
     total = frame["device_hours"].sum()
     gpu = frame.loc[frame["gpu"] > 0, "device_hours"].sum()
     lines += [
         "",
-        f"Total: {total:.1f} device-hours on {chosen.name} ({gpu:.1f} of them in jobs that request a GPU), "
-        f"{int(frame['runs'].sum())} runs. Assumed: {chosen.train_flops / 1e12:g} TFLOP/s in training, "
-        f"{chosen.forward_flops / 1e12:g} TFLOP/s in forward passes, {chosen.bandwidth / 1e12:g} TB/s of weight "
-        f"reads per decoding step, {chosen.small_flops / 1e12:g} TFLOP/s for the baselines' small matrices; "
-        f"{chosen.startup_s:.0f} s to start a job, {chosen.load_s:.0f} s to load a backbone and measure text "
-        "retention. Not counted: building artifacts (semantic IDs), evaluation and tracking jobs (seconds each). "
-        f"(!): the requested runtime is under the suggested one ({SAFETY}x the estimate, at least 30 min, 60 for an LLM run).",
+        f"Total: {total:.1f} device-hours on {chosen.name} ({gpu:.1f} of them in jobs that "
+        f"request a GPU), {int(frame['runs'].sum())} runs. Assumed: {chosen.train_flops / 1e12:g} "
+        f"TFLOP/s in training, {chosen.forward_flops / 1e12:g} TFLOP/s in forward passes, "
+        f"{chosen.bandwidth / 1e12:g} TB/s of weight reads per decoding step, "
+        f"{chosen.small_flops / 1e12:g} TFLOP/s for the baselines' small matrices; "
+        f"{chosen.startup_s:.0f} s to start a job, {chosen.load_s:.0f} s to load a backbone and "
+        "measure text retention. Not counted: building artifacts (semantic IDs), evaluation and "
+        "tracking jobs (seconds each). (!): the requested runtime is under the suggested one "
+        f"({SAFETY}x the estimate, at least 30 min, 60 for an LLM run).",
     ]
     return "\n".join(lines) + "\n"
 

@@ -110,18 +110,20 @@ def resolve_inputs(
         )
         if not record_path.is_file():
             raise DataError(
-                f"{what}: {record_path} not found; that {source.kind} has not finished (Snakemake runs it first)"
+                f"{what}: {record_path} not found; that {source.kind} has not finished (Snakemake "
+                "runs it first)"
             )
         record = read_json(record_path)
         if record.get("split_checksums") != split.meta["checksums"]:
             raise DataError(
                 f"{what}: {record_path} was built on another split than {grid.split_dir(dataset)} "
-                f"(checksums {record.get('split_checksums')} vs {split.meta['checksums']}); rebuild it"
+                f"(checksums {record.get('split_checksums')} vs {split.meta['checksums']}); "
+                "rebuild it"
             )
         if record.get("config_hash") != source.config_hash:
             raise DataError(
-                f"{what}: {record_path} has config hash {record.get('config_hash')}, the grid now gives "
-                f"{source.config_hash}; rerun the upstream first"
+                f"{what}: {record_path} has config hash {record.get('config_hash')}, the grid now "
+                f"gives {source.config_hash}; rerun the upstream first"
             )
         paths = {name: source.folder / name for name in source.files}
         written = record.get("files", {})  # name -> sha256, as the upstream wrote them
@@ -153,7 +155,8 @@ def build_artifact(grid: Grid, dataset: str, name: str, key: str) -> dict:
     if (dataset, name, key) not in sources:
         known = [f"{d}/{n}/{k}" for d, n, k in sorted(sources)]
         raise DataError(
-            f"{grid.path}: no run of this grid consumes artifact {dataset}/{name}/{key} (consumed: {', '.join(known) or 'none'})"
+            f"{grid.path}: no run of this grid consumes artifact {dataset}/{name}/{key} "
+            f"(consumed: {', '.join(known) or 'none'})"
         )
     source: InputSource = sources[(dataset, name, key)]
     spec = ARTIFACTS[name]
@@ -282,14 +285,14 @@ def train_and_rank(grid: Grid, dataset: str, model: str, seed: int) -> dict:
 
 
 def declared_costs(model: str, fit_info: dict) -> dict[str, float]:
-    """The model family's own cost figures (fit_info["costs"]), each declared in its ModelSpec.costs."""
+    """The model family's own cost figures (fit_info["costs"]), each declared in ModelSpec.costs."""
     reported = fit_info.get("costs", {})
     declared = {c.key for c in MODELS[model].costs}
     undeclared = sorted(set(reported) - declared)
     if undeclared:
         raise ValueError(
-            f"{model}: fit reports cost '{undeclared[0]}', which its ModelSpec.costs does not declare "
-            f"(declared: {', '.join(sorted(declared)) or 'none'})"
+            f"{model}: fit reports cost '{undeclared[0]}', which its ModelSpec.costs does not "
+            f"declare (declared: {', '.join(sorted(declared)) or 'none'})"
         )
     return {key: float(value) for key, value in reported.items()}
 
@@ -301,7 +304,8 @@ def evaluate_run(grid: Grid, dataset: str, model: str, seed: int) -> dict:
     run = read_json(run_dir / layout.RUN_JSON)
     if run["split_checksums"] != split.meta["checksums"]:
         raise ValueError(
-            f"{run_dir / layout.RUN_JSON}: trained on a different split than {grid.split_dir(dataset)}; retrain it"
+            f"{run_dir / layout.RUN_JSON}: trained on a different split than "
+            f"{grid.split_dir(dataset)}; retrain it"
         )
     result = {
         "dataset": dataset,

@@ -2,17 +2,18 @@
 
 Before anyone spends GPU-hours on a grid, this runs it end to end on this machine:
 - each backbone is replaced by a tiny random model of the same architecture (`model_type`: Llama for
-  SmolLM2, Qwen2 for Qwen2.5, ...; TIGER's T5 shrunk), with a byte-level BPE tokenizer trained on the
-  dataset's item texts and the grid's prompts, and a chat template as instruct models have;
-- in the dtype the grid would run in on a GPU (bf16 by default), on the device given (CPU by default);
+  SmolLM2, Qwen2 for Qwen2.5, ...; TIGER's T5 shrunk), with a byte-level BPE tokenizer trained on
+  the dataset's item texts and the grid's prompts, and a chat template as instruct models have;
+- in the dtype the grid would run in on a GPU (bf16 by default), on the device given (CPU by
+  default);
 - 4 optimiser steps, a 16-user test sample and 8 validation users per LLM model, one epoch per
   baseline, a small RQ-VAE, one seed, every model entry once on the first dataset (every other
   dataset is still prepared: its loader and split run too);
 - text retention on a small sample written next to the grid.
 
 A cell fails on a crash, a non-finite loss, a trainable tensor that did not move in its steps, a
-trainable tensor not in fp32, a frozen backbone not in the requested dtype, or tensors on more than one
-device; the table names it. Everything goes to its own folder (default `results/smoke/<grid>`),
+trainable tensor not in fp32, a frozen backbone not in the requested dtype, or tensors on more than
+one device; the table names it. Everything goes to its own folder (default `results/smoke/<grid>`),
 its own MLflow store included.
 """
 
@@ -45,8 +46,8 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}<|assistant|> {% endif %}"
 )
 SPECIALS = ["<pad>", "<unk>", "<bos>", "<eos>"]
-# backbones known by name (the offline machine cannot read a hub id's config); a local folder or a model in the
-# Hugging Face cache is read instead
+# backbones known by name (the offline machine cannot read a hub id's config); a local folder or a
+# model in the Hugging Face cache is read instead
 ARCHITECTURES = {
     "smollm2": "llama",
     "smollm": "llama",
@@ -76,8 +77,9 @@ def architecture(name_or_path: str) -> str:
         if key in lowered:
             return ARCHITECTURES[key]
     raise SmokeError(
-        f"backbone '{name_or_path}': cannot tell its architecture offline (not a local folder, not in "
-        f"the Hugging Face cache, and its name holds none of {', '.join(sorted(ARCHITECTURES))})"
+        f"backbone '{name_or_path}': cannot tell its architecture offline (not a local folder, "
+        "not in the Hugging Face cache, and its name holds none of "
+        f"{', '.join(sorted(ARCHITECTURES))})"
     )
 
 
@@ -92,7 +94,8 @@ def _strings(value: Any) -> list[str]:
 
 
 def bpe_tokenizer(corpus: list[str], vocab: int):
-    """A byte-level BPE tokenizer trained on `corpus` (any text encodes), with <pad> <unk> <bos> <eos> as ids 0-3."""
+    """A byte-level BPE tokenizer trained on `corpus` (any text encodes); ids 0-3 are <pad>,
+    <unk>, <bos> and <eos>."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -118,9 +121,10 @@ def bpe_tokenizer(corpus: list[str], vocab: int):
 
 
 def tiny_backbone_folder(model_type: str, corpus: list[str], folder: Path) -> Path:
-    """A random model of `model_type` (4 layers of 32, tied embeddings, as SmolLM2 and Qwen2.5 tie theirs) and a
-    byte-level BPE tokenizer trained on `corpus` (any text encodes; each architecture's own tokenizer class
-    loads it), with a chat template, saved where `load_backbone` reads a local folder."""
+    """A random model of `model_type` (4 layers of 32, tied embeddings, as SmolLM2 and Qwen2.5 tie
+    theirs) and a byte-level BPE tokenizer trained on `corpus` (any text encodes; each
+    architecture's own tokenizer class loads it), with a chat template, saved where `load_backbone`
+    reads a local folder."""
     if (folder / "config.json").is_file():
         return folder
     import torch
@@ -152,7 +156,7 @@ def tiny_backbone_folder(model_type: str, corpus: list[str], folder: Path) -> Pa
 
 
 def retention_sample(corpus: list[str], path: Path) -> dict[str, Any]:
-    """A small text-retention sample made of the corpus's words (so the tiny tokenizer knows them)."""
+    """A small text-retention sample of the corpus's words (so the tiny tokenizer knows them)."""
     text = "SMOKE " + " ".join(corpus)[:4000] + "\n"
     write_text(path, text)
     sample = "\n".join(line.strip() for line in text.splitlines())[:2000]
@@ -178,7 +182,7 @@ def _fields(spec_config: str | None) -> set[str]:
 def smoke_entry(
     entry: dict, grid: Grid, backbones: dict[str, Path], retention: dict, dtype: str
 ) -> dict:
-    """A grid's model entry at toy cost: the same model and variant, tiny backbone, few steps and users."""
+    """A grid's model entry at toy cost: the same model, tiny backbone, few steps and users."""
     spec = MODELS[entry["name"]]
     fields = _fields(spec.config)
     out = {k: v for k, v in copy.deepcopy(entry).items() if k not in ("seeds", "dataset_params")}
@@ -246,7 +250,7 @@ def _default_backbone(spec) -> str:
 
 
 def smoke_config(grid: Grid, out: Path, device: str, dtype: str) -> dict:
-    """The smoke grid (written to out/grid.yaml): first dataset, first seed, toy-cost model entries."""
+    """The smoke grid (out/grid.yaml): first dataset, first seed, toy-cost model entries."""
     from llm4rec.llm.identifiers import item_identifiers
     from llm4rec.runner import prepare_dataset
 
@@ -371,8 +375,9 @@ def render(cells: list[Cell], prepared: dict[str, str]) -> str:
     for c in cells:
         fmt = lambda v: "--" if v is None else f"{v:.3f}"  # noqa: E731
         lines.append(
-            f"| {c.label} | {'ok' if c.ok else 'FAIL: ' + '; '.join(c.problems)} | {fmt(c.first_loss)} | "
-            f"{fmt(c.final_loss)} | {c.precision or '--'} | {fmt(c.seconds)} |"
+            f"| {c.label} | {'ok' if c.ok else 'FAIL: ' + '; '.join(c.problems)} | "
+            f"{fmt(c.first_loss)} | {fmt(c.final_loss)} | {c.precision or '--'} | "
+            f"{fmt(c.seconds)} |"
         )
     lines += [f"| prepare {d} | {status} | | | | |" for d, status in prepared.items()]
     return "\n".join(lines) + "\n"
@@ -385,7 +390,7 @@ def smoke(
     dtype: str = "bf16",
     cores: int = 2,
 ) -> int:
-    """Run the smoke grid of `config`; print and write (out/smoke.md) the per-cell table; 0 when every cell passed."""
+    """Run the smoke grid of `config`; print and write its per-cell table; 0 if all cells passed."""
     grid = load_grid(config)
     out = Path(out or Path("results") / "smoke" / grid.name).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -436,8 +441,9 @@ def smoke(
         d for d, status in prepared.items() if status.startswith("FAIL")
     ]
     summary = (
-        f"[llm4rec] smoke of {grid.path}: {len(cells) - len([c for c in cells if not c.ok])}/{len(cells)} cells "
-        f"passed, {len(prepared)} more datasets prepared, in {time.perf_counter() - start:.0f} s "
+        f"[llm4rec] smoke of {grid.path}: "
+        f"{len(cells) - len([c for c in cells if not c.ok])}/{len(cells)} cells passed, "
+        f"{len(prepared)} more datasets prepared, in {time.perf_counter() - start:.0f} s "
         f"({device}, {dtype}); Snakemake log: {out / 'snakemake.log'}"
     )
     write_text(out / "smoke.md", table + "\n" + summary + "\n")

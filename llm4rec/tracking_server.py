@@ -1,6 +1,7 @@
-"""A shared MLflow tracking server: PostgreSQL as the backend store, a local folder as the artifact store.
+"""A shared MLflow tracking server: PostgreSQL as backend store, a local folder as artifact store.
 
-    llm4rec tracking-server start [--dir results/tracking-server] [--port 5000] [--pg-port 5433] [--host 127.0.0.1]
+    llm4rec tracking-server start [--dir results/tracking-server] [--port 5000] [--pg-port 5433]
+                                  [--host 127.0.0.1]
     llm4rec tracking-server stop  [--dir results/tracking-server]
     (make tracking-server / make tracking-server-stop)
 
@@ -27,7 +28,7 @@ DATABASE, DB_USER = "mlflow", "llm4rec"
 
 
 class ServerError(RuntimeError):
-    """The tracking server (or its database) could not be started or stopped; the message says why."""
+    """The tracking server (or its database) could not start or stop; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -66,9 +67,9 @@ def postgres_binary(name: str) -> str:
     if candidates:
         return str(candidates[-1])
     raise ServerError(
-        f"PostgreSQL's '{name}' was not found (PATH or /usr/lib/postgresql/*/bin). `make tracking-server` "
-        "installs Debian's postgresql when run as root; otherwise install it (apt-get install postgresql) "
-        "or put its bin folder on PATH"
+        f"PostgreSQL's '{name}' was not found (PATH or /usr/lib/postgresql/*/bin). `make "
+        "tracking-server` installs Debian's postgresql when run as root; otherwise install it "
+        "(apt-get install postgresql) or put its bin folder on PATH"
     )
 
 
@@ -83,7 +84,8 @@ def _run(cmd: list[str], what: str) -> str:
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise ServerError(
-            f"{what} failed (exit {proc.returncode}): {' '.join(cmd)}\n{(proc.stdout + proc.stderr)[-2000:]}"
+            f"{what} failed (exit {proc.returncode}): "
+            f"{' '.join(cmd)}\n{(proc.stdout + proc.stderr)[-2000:]}"
         )
     return proc.stdout
 
@@ -95,12 +97,13 @@ def _check_reachable_by_postgres(folder: Path) -> None:
         if parent.exists() and not os.stat(parent).st_mode & 0o001:
             raise ServerError(
                 f"{folder}: PostgreSQL runs as user 'postgres', which cannot enter {parent} (mode "
-                f"{oct(os.stat(parent).st_mode & 0o777)}); choose --dir elsewhere or `chmod o+x {parent}`"
+                f"{oct(os.stat(parent).st_mode & 0o777)}); choose --dir elsewhere or `chmod o+x "
+                f"{parent}`"
             )
 
 
 def start_postgres(server: TrackingServer) -> None:
-    """initdb (once), start the cluster on 127.0.0.1:<pg_port>, create the MLflow database (once)."""
+    """initdb (once), start the cluster on 127.0.0.1:<pg_port>, create the MLflow database."""
     server.folder.mkdir(parents=True, exist_ok=True)
     _check_reachable_by_postgres(server.folder)
     pgdata = server.pgdata
@@ -195,13 +198,14 @@ def start(server: TrackingServer, basic_auth: bool = False, timeout_s: float = 1
     pid_file = server.mlflow_pid_file
     if pid_file.is_file() and _alive(int(pid_file.read_text())) and _healthy(server.uri):
         print(
-            f"[llm4rec] MLflow tracking server already running: {server.uri} (pid {pid_file.read_text().strip()})"
+            f"[llm4rec] MLflow tracking server already running: {server.uri} (pid "
+            f"{pid_file.read_text().strip()})"
         )
         return server.uri
     if server.host not in ("127.0.0.1", "localhost", "::1") and not basic_auth:
         print(
-            f"[llm4rec] warning: the MLflow server listens on {server.host} without authentication; use --basic-auth "
-            "(MLflow's basic-auth app) on a shared machine",
+            f"[llm4rec] warning: the MLflow server listens on {server.host} without "
+            "authentication; use --basic-auth (MLflow's basic-auth app) on a shared machine",
             file=sys.stderr,
         )
     artifacts = server.folder / "artifacts"
@@ -244,8 +248,9 @@ def start(server: TrackingServer, basic_auth: bool = False, timeout_s: float = 1
             )
         if _healthy(server.uri):
             print(
-                f"[llm4rec] MLflow tracking server {server.uri} (backend {server.backend_store_uri}, artifacts "
-                f"{artifacts}, pid {process.pid}); use it with: export MLFLOW_TRACKING_URI={server.uri}"
+                f"[llm4rec] MLflow tracking server {server.uri} (backend "
+                f"{server.backend_store_uri}, artifacts {artifacts}, pid {process.pid}); use it "
+                f"with: export MLFLOW_TRACKING_URI={server.uri}"
             )
             return server.uri
         time.sleep(0.5)
@@ -276,7 +281,7 @@ def stop_mlflow(server: TrackingServer, grace_s: float = 20) -> bool:
 
 
 def stop(server: TrackingServer) -> None:
-    """Stop `mlflow server` (by mlflow.pid) and PostgreSQL (by its own postmaster.pid, via pg_ctl)."""
+    """Stop `mlflow server` (mlflow.pid) and PostgreSQL (its postmaster.pid, via pg_ctl)."""
     stopped = ["mlflow server"] if stop_mlflow(server) else []
     if (server.pgdata / "postmaster.pid").is_file():
         _run(

@@ -1,9 +1,11 @@
-"""What a researcher sees in MLflow's UI, checked in a real browser (`llm4rec ui-check`, `make ui-check`).
+"""What a researcher sees in MLflow's UI, checked in a real browser (`llm4rec ui-check`,
+`make ui-check`).
 
-Starts the MLflow UI on a free loopback port over a grid's store, opens the experiment's runs table and the
-compare view of two runs in headless Chromium, saves both screenshots and checks the pages' text: the runs table
-lists the runs with their dataset (name and split digest), the compare view shows the chosen params (hp.*) with
-the models' display names. The REST API answers the same questions in `tests/test_mlflow_ui.py`.
+Starts the MLflow UI on a free loopback port over a grid's store, opens the experiment's runs table
+and the compare view of two runs in headless Chromium, saves both screenshots and checks the pages'
+text: the runs table lists the runs with their dataset (name and split digest), the compare view
+shows the chosen params (hp.*) with the models' display names. The REST API answers the same
+questions in `tests/test_mlflow_ui.py`.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ WINDOW = (1800, 1000)
 
 
 class UiCheckError(RuntimeError):
-    """The UI did not show what it should; the message says what was missing and where the screenshot is."""
+    """The UI did not show what it should; the message says what is missing, and the screenshot."""
 
 
 def free_port() -> int:
@@ -42,7 +44,7 @@ def free_port() -> int:
 
 @contextmanager
 def mlflow_ui(backend_uri: str, log: Path, timeout: float = 120.0) -> Iterator[str]:
-    """`mlflow server` over `backend_uri` on a free loopback port for the block; yields its base URL."""
+    """`mlflow server` over `backend_uri` on a free loopback port for the block; yields its URL."""
     port = free_port()
     mlflow = Path(sys.executable).with_name("mlflow")
     command = [
@@ -86,8 +88,9 @@ def mlflow_ui(backend_uri: str, log: Path, timeout: float = 120.0) -> Iterator[s
 
 
 def runs_url(base: str, experiment_id: str) -> str:
-    """The experiment's runs table. MLflow 3.17 opens an experiment on the GenAI overview unless the UI's
-    GenAI / Model training switch says otherwise: the query parameter sets it (and the browser remembers it)."""
+    """The experiment's runs table. MLflow 3.17 opens an experiment on the GenAI overview unless the
+    UI's GenAI / Model training switch says otherwise: the query parameter sets it (and the browser
+    remembers it)."""
     return f"{base}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
 
 
@@ -103,7 +106,7 @@ def rest(base: str, endpoint: str, body: dict | None = None, query: dict | None 
 
 
 def experiment_runs(base: str, experiment: str) -> tuple[str, list[dict]]:
-    """(experiment id, its live runs) as the REST API returns them (model runs only, not the report run)."""
+    """(experiment id, its live model runs, not the report's) as the REST API returns them."""
     found = rest(base, "experiments/get-by-name", query={"experiment_name": experiment})[
         "experiment"
     ]
@@ -136,8 +139,8 @@ def metric_of(run: dict, key: str) -> float:
 
 
 def pick_pair(runs: list[dict], models: tuple[str, str] | None) -> list[dict]:
-    """The two runs to compare: the named models (seed 0 when there are several), else the best baseline and the
-    best other model by test NDCG@10."""
+    """The two runs to compare: the named models (seed 0 when there are several), else the best
+    baseline and the best other model by test NDCG@10."""
     by_model: dict[str, dict] = {}
     for run in sorted(runs, key=lambda r: params_of(r).get("seed", "")):
         by_model.setdefault(params_of(run)["model"], run)
@@ -171,9 +174,9 @@ def chromium() -> str:
     )
 
 
-# The browser state a researcher has after one click: the "Model training" side of MLflow 3's GenAI / Model training
-# switch (the UI takes the experiment kind from this switch, default GenAI; ?workflowType=... sets it too) and the
-# assistant panel, which opens by itself on a first visit, closed.
+# The browser state a researcher has after one click: the "Model training" side of MLflow 3's
+# GenAI / Model training switch (the UI takes the experiment kind from it, default GenAI;
+# ?workflowType=... sets it too), and the assistant panel, which opens on a first visit, closed.
 BROWSER_STATE = {
     "mlflow.workflowType_v1": "machine_learning",
     "mlflow.assistant.panelOpen_v1": "false",
@@ -181,13 +184,13 @@ BROWSER_STATE = {
 }
 
 
-# Columns the runs table screenshot adds through the UI's own Columns menu (the table shows none by default).
+# Columns the runs table screenshot adds through the UI's own Columns menu (none by default).
 RUNS_TABLE_COLUMNS = ("test_ndcg_at_10", "test_hr_at_10", "train_time_s", "inference_ms_per_user")
 
 
 def show_columns(page, columns: tuple[str, ...]) -> None:
-    """Tick `columns` in the runs table's Columns menu, as a researcher would. Cosmetic: the checks do not need
-    them, so a menu that does not open in time leaves the table as it is."""
+    """Tick `columns` in the runs table's Columns menu, as a researcher would. Cosmetic: the checks
+    do not need them, so a menu that does not open in time leaves the table as it is."""
     from playwright.sync_api import Error as PlaywrightError
 
     try:
@@ -198,7 +201,8 @@ def show_columns(page, columns: tuple[str, ...]) -> None:
             page.wait_for_timeout(300)
     except PlaywrightError as err:
         print(
-            f"[llm4rec] ui-check: could not add the columns {', '.join(columns)} ({str(err).splitlines()[0]})"
+            f"[llm4rec] ui-check: could not add the columns {', '.join(columns)} "
+            f"({str(err).splitlines()[0]})"
         )
     page.keyboard.press("Escape")
 
@@ -206,8 +210,8 @@ def show_columns(page, columns: tuple[str, ...]) -> None:
 def screenshot_pages(
     pages: dict[str, tuple[str, str, int, tuple[str, ...]]], out_dir: Path
 ) -> dict[str, tuple[Path, str]]:
-    """{name: (url, text to wait for, viewport height, runs-table columns to add)} -> {name: (screenshot, the page's
-    visible text)}, in headless Chromium driven by Playwright."""
+    """{name: (url, text to wait for, viewport height, runs-table columns to add)} -> {name:
+    (screenshot, the page's visible text)}, in headless Chromium driven by Playwright."""
     try:
         from playwright.sync_api import Error as PlaywrightError
         from playwright.sync_api import sync_playwright
@@ -252,7 +256,7 @@ def screenshot_pages(
 
 
 def check_ui(grid: Grid, out_dir: Path, models: tuple[str, str] | None = None) -> dict[str, Path]:
-    """Screenshots of the runs table and the compare view under `out_dir`; UiCheckError naming what is missing."""
+    """Screenshots of the runs table and compare view in `out_dir`; UiCheckError names a gap."""
     uri = grid.tracking_uri()
     if uri.startswith("sqlite:///") and (grid.results_dir / layout.LOCAL_STORE).is_file():
         relocate_store(grid.results_dir)
@@ -260,7 +264,8 @@ def check_ui(grid: Grid, out_dir: Path, models: tuple[str, str] | None = None) -
         experiment_id, runs = experiment_runs(base, grid.experiment)
         if not runs:
             raise UiCheckError(
-                f"experiment {grid.experiment} in {uri} has no runs (run the grid first: make bench)"
+                f"experiment {grid.experiment} in {uri} has no runs (run the grid first: make "
+                "bench)"
             )
         pair = pick_pair(runs, models)
         ids = [r["info"]["run_id"] for r in pair]

@@ -1,6 +1,7 @@
 """The README's bad-input matrix: one test per row. Each runs the `llm4rec` command a researcher
 would run and checks the error names the file, field or key and what was expected, with nothing
-written (or half-written) where the stage writes. Full disk / unwritable folder: tests/test_faults.py."""
+written (or half-written) where the stage writes. Full disk / unwritable folder:
+tests/test_faults.py."""
 
 import socket
 
@@ -71,8 +72,8 @@ def prepared(tmp_path, capsys, **top) -> str:
 def test_wrong_delimiter_in_an_atomic_file(tmp_path, capsys):
     err = prepare_fails(tmp_path, capsys, HEADER.replace("\t", ",") + GOOD_ROWS.replace("\t", ","))
     assert (
-        "toy.inter: the header 'user_id:token,item_id:token,timestamp:float' is comma-separated; atomic files "
-        "separate fields with a tab" in err
+        "toy.inter: the header 'user_id:token,item_id:token,timestamp:float' is comma-separated; "
+        "atomic files separate fields with a tab" in err
     )
 
 
@@ -122,13 +123,13 @@ def test_users_with_fewer_than_3_interactions(tmp_path, capsys):
     rows = "".join(f"u{u}\ti{u % 3}\t{j}\n" for u in range(5) for j in range(2))  # every user has 2
     err = prepare_fails(tmp_path, capsys, HEADER + rows, k_core={"user": 1, "item": 1})
     assert (
-        "dataset 'toy': split has no validation or no test interactions (leave-one-out holds out the last two "
-        "interactions of each user with at least 3" in err
+        "dataset 'toy': split has no validation or no test interactions (leave-one-out holds out "
+        "the last two interactions of each user with at least 3" in err
     )
 
 
 def test_items_without_text_for_an_llm_paradigm(tmp_path, capsys):
-    from llm4rec.llm.backbone import tiny_backbone
+    from .helpers import tiny_backbone
 
     model, tokenizer = tiny_backbone(["Item", "1", "2"], seed=0, layers=1)
     model.save_pretrained(tmp_path / "tiny")

@@ -9,7 +9,6 @@ import torch
 
 from llm4rec.data.split import Split, leave_one_out_split
 from llm4rec.evaluation.evaluate import evaluate_rankings
-from llm4rec.llm.backbone import tiny_backbone
 from llm4rec.llm.item_scoring import log_popularity_prior
 from llm4rec.llm.prompts import left_pad
 from llm4rec.llm.tokens import prompt_embeddings
@@ -17,6 +16,7 @@ from llm4rec.models import MODELS, ResolvedInput, build_model
 from llm4rec.paradigms.cf_injected import catalogue_derangement
 
 from .conftest import interactions_frame
+from .helpers import tiny_backbone
 
 TITLES = [
     f"{c} {n}" for c in ("red", "blue", "green", "old") for n in ("car", "sky", "house", "train")
@@ -25,7 +25,7 @@ WORDS = sorted({w for t in TITLES for w in t.split()} | {"items", ":", "next", "
 
 
 def cyclic_split() -> Split:
-    """16 users walk the 16-item catalogue in one cyclic order from item u, 8 items each (user 0: 12)."""
+    """16 users walk the 16-item catalogue cyclically from item u, 8 items each (user 0: 12)."""
     rows, n = [], len(TITLES)
     for u in range(n):
         rows += [(f"u{u}", str((u + t) % n), float(t)) for t in range(12 if u == 0 else 8)]
@@ -146,7 +146,7 @@ def test_the_ablation_is_a_fixed_derangement_of_the_catalogue(tiny, tmp_path):
 
 
 def user_logits(rec, history):
-    """The model's scores for one user's prompt: next-token logits (LLaRA) or item logits (E4SRec)."""
+    """The model's scores for one user's prompt: next-token (LLaRA) or item logits (E4SRec)."""
     with torch.no_grad():
         ids, mask, soft = left_pad([rec.prompt(history)], rec.tokenizer.pad_token_id)
         embeds = prompt_embeddings(rec.model, ids, soft)
@@ -232,7 +232,7 @@ def test_rankings_are_valid_unseen_and_distinct(tiny, tmp_path, name):
 
 
 def test_e4srec_untrained_layer_ranks_by_popularity(tiny):
-    """The harness's head (cf_e4srec_allpos): a zero layer over a log-popularity bias ranks as MostPop at step 0."""
+    """cf_e4srec_allpos: a zero layer over a log-popularity bias ranks as MostPop at step 0."""
     split, folder = tiny
     rec = build("cf_e4srec", folder, item_bias="log_popularity", head_init="zero")
     rec.model, rec.tokenizer = rec.load()
@@ -242,8 +242,9 @@ def test_e4srec_untrained_layer_ranks_by_popularity(tiny):
 
 
 def test_e4srec_runs_the_papers_setup_by_default_and_the_harness_training_is_a_variant(tiny):
-    """cf_e4srec: a response prompt, one label per window, a plain Linear(hidden, n_items, bias=False) with
-    nn.Linear's initialisation; cf_e4srec_allpos (parent cf_e4srec) is the harness's training."""
+    """cf_e4srec: a response prompt, one label per window, a plain Linear(hidden, n_items,
+    bias=False) with nn.Linear's initialisation; cf_e4srec_allpos (parent cf_e4srec) is the
+    harness's training."""
     from llm4rec.models import check_params
 
     split, folder = tiny
@@ -305,8 +306,8 @@ def test_resumed_training_equals_an_uninterrupted_run(tiny, tmp_path, name):
 
 
 def test_llara_curriculum_starts_text_only_and_ends_hybrid(tiny):
-    """At step 0 of a curriculum every example is text_prompted's (the loss equals the plain causal-LM
-    loss of the text-only examples); past curriculum_steps every example is hybrid."""
+    """At step 0 of a curriculum every example is text_prompted's (the loss equals the plain
+    causal-LM loss of the text-only examples); past curriculum_steps every example is hybrid."""
     from llm4rec.llm.training import causal_lm_loss
 
     split, folder = tiny
@@ -345,8 +346,8 @@ def test_a_source_from_another_catalogue_is_refused_naming_both_runs(tiny, tmp_p
 
 
 def test_llara_runs_its_curriculum_and_lora_on_every_projection_by_default(tiny):
-    """LLaRA's setup: the curriculum spans the SFT budget (text-only prompts at step 0, all hybrid at the
-    end) and LoRA adapts every projection; curriculum_steps: 0 turns the curriculum off."""
+    """LLaRA's setup: the curriculum spans the SFT budget (text-only prompts at step 0, all hybrid
+    at the end) and LoRA adapts every projection; curriculum_steps: 0 turns the curriculum off."""
     from llm4rec.models import check_params
 
     _, folder = tiny

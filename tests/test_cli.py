@@ -1,8 +1,10 @@
 """The `llm4rec` command: clear errors, exit code 2, nothing half-written."""
 
+import argparse
+
 import yaml
 
-from llm4rec.cli import main
+from llm4rec.cli import COMMANDS, build_parser, main
 
 
 def grid_file(tmp_path, dataset: dict) -> str:
@@ -73,3 +75,10 @@ def test_validate_reports_config_errors(tmp_path, capsys):
     )
     assert main(["validate", "--config", str(path)]) == 2
     assert "bad.yaml: models[0].name 'sasrek' is not a known model" in capsys.readouterr().err
+
+
+def test_every_subcommand_has_one_handler():
+    (subcommands,) = [
+        a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)
+    ]
+    assert set(subcommands.choices) == set(COMMANDS)

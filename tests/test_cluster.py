@@ -26,7 +26,7 @@ GRID = {
     },
     "datasets": {"ml-100k": {"source": "ml-100k"}},
     "models": [
-        # what each train submission must ask for (a GPU job: gpu 1; the loopback machine runs it on CPU)
+        # what each train submission asks for (a GPU job: gpu 1; loopback runs it on CPU)
         {"name": "mostpop", "resources": {"gpu": 1, "mem_mb": 1500, "runtime": 11}},
         {
             "name": "bpr",
@@ -132,7 +132,7 @@ def test_recorded_resources_equal_the_grid_declaration(loopback_grid):
 
 
 def test_the_slurm_profile_maps_the_same_submissions_to_sbatch_flags(loopback_grid):
-    """What profiles/slurm would submit for these jobs, built by snakemake-executor-plugin-slurm itself."""
+    """What profiles/slurm would submit for these jobs, built by the SLURM executor plugin."""
     from snakemake_executor_plugin_slurm.submit_string import get_submit_command
     from snakemake_executor_plugin_slurm.utils import set_gres_string
 

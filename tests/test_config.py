@@ -83,7 +83,8 @@ def test_unknown_model_name(tmp_path):
     }
     with pytest.raises(
         ConfigError,
-        match=r"grid\.yaml: models\[3\]\.name 'sasrek' is not a known model \(known: bpr, .*lightgcn, mostpop, sasrec",
+        match=r"grid\.yaml: models\[3\]\.name 'sasrek' is not a known model \(known: bpr, "
+        r".*lightgcn, mostpop, sasrec",
     ):
         load_grid(write(tmp_path, cfg))
 
@@ -91,7 +92,8 @@ def test_unknown_model_name(tmp_path):
 def test_typo_in_key(tmp_path):
     with pytest.raises(
         ConfigError,
-        match=r"grid\.yaml: <top level>: Additional properties are not allowed \('sedds' was unexpected\)",
+        match=r"grid\.yaml: <top level>: Additional properties are not allowed \('sedds' was "
+        r"unexpected\)",
     ):
         load_grid(
             write(
@@ -102,7 +104,8 @@ def test_typo_in_key(tmp_path):
     cfg = GOOD | {"datasets": {"ml-100k": {"source": "ml-100k", "k_cor": {"user": 5}}}}
     with pytest.raises(
         ConfigError,
-        match=r"datasets\.ml-100k: Additional properties are not allowed \('k_cor' was unexpected\)",
+        match=r"datasets\.ml-100k: Additional properties are not allowed \('k_cor' was "
+        r"unexpected\)",
     ):
         load_grid(write(tmp_path, cfg))
 
@@ -154,7 +157,8 @@ def test_report_metric_needs_an_evaluated_cutoff(tmp_path):
     }
     with pytest.raises(
         ConfigError,
-        match=r"report\.metrics\[1\] 'hr_at_20' uses a cutoff not in evaluation\.cutoffs \(\[5, 10\]\)",
+        match=r"report\.metrics\[1\] 'hr_at_20' uses a cutoff not in evaluation\.cutoffs \(\[5, "
+        r"10\]\)",
     ):
         load_grid(write(tmp_path, cfg))
     with pytest.raises(
@@ -222,18 +226,21 @@ def test_every_model_params_are_checked_when_the_grid_is_validated(tmp_path):
     llm = {"name": "text_prompted", "params": {"beam_widht": 10}}
     with pytest.raises(
         ConfigError,
-        match=r"models\[2\]\.params: text_prompted: unknown parameter 'beam_widht' \(known: .*beam_width",
+        match=r"models\[2\]\.params: text_prompted: unknown parameter 'beam_widht' \(known: "
+        r".*beam_width",
     ):
         load_grid(write(tmp_path, GOOD | {"models": GOOD["models"] + [llm]}))
     llm = {"name": "text_prompted", "params": {"sft": {"stepz": 3}}}
     with pytest.raises(
         ConfigError,
-        match=r"models\[2\]\.params: text_prompted: unknown parameter 'sft\.stepz' \(known: batch_size",
+        match=r"models\[2\]\.params: text_prompted: unknown parameter 'sft\.stepz' \(known: "
+        r"batch_size",
     ):
         load_grid(write(tmp_path, GOOD | {"models": GOOD["models"] + [llm]}))
     with pytest.raises(
         ConfigError,
-        match=r"models\[1\]\.params: bpr: unknown parameter 'learning_rat' \(not a RecBole 1\.2\.1 config key for BPR; similar: .*learning_rate",
+        match=r"models\[1\]\.params: bpr: unknown parameter 'learning_rat' \(not a RecBole "
+        r"1\.2\.1 config key for BPR; similar: .*learning_rate",
     ):
         load_grid(
             write(
@@ -250,7 +257,8 @@ def test_every_model_params_are_checked_when_the_grid_is_validated(tmp_path):
     bad = {"name": "sasrec", "dataset_params": {"ml-100k": {"MAX_ITEM_LIST_LENGHT": 5}}}
     with pytest.raises(
         ConfigError,
-        match=r"models\[1\]\.dataset_params\.ml-100k: sasrec: unknown parameter 'MAX_ITEM_LIST_LENGHT'",
+        match=r"models\[1\]\.dataset_params\.ml-100k: sasrec: unknown parameter "
+        r"'MAX_ITEM_LIST_LENGHT'",
     ):
         load_grid(write(tmp_path, GOOD | {"models": [{"name": "mostpop"}, bad]}))
     with pytest.raises(
@@ -290,7 +298,7 @@ def test_a_consumer_run_resolves_its_upstream_and_carries_its_config_hash(tmp_pa
         grid.run_config("ml-100k", "emb_knn", 1)["inputs"]["embeddings"]["config_hash"]
         == source.config_hash
     )
-    # a changed upstream changes the consumer's hash (and so reruns it); the consumer's own config did not change
+    # a changed upstream changes the consumer's hash (a rerun); the consumer's config is unchanged
     changed = consumer_grid(
         tmp_path, models=[{"name": "bpr", "params": {"epochs": 2}}, {"name": "emb_knn"}]
     )
@@ -327,26 +335,31 @@ def test_a_consumer_run_resolves_its_upstream_and_carries_its_config_hash(tmp_pa
     [
         (
             [{"name": "emb_knn"}],
-            r"models\[0\]\.inputs\.embeddings\.run: 'bpr' is not a model of this grid \(models: emb_knn\)",
+            r"models\[0\]\.inputs\.embeddings\.run: 'bpr' is not a model of this grid \(models: "
+            r"emb_knn\)",
         ),
         (
             [
                 {"name": "mostpop"},
                 {"name": "emb_knn", "inputs": {"embeddings": {"run": "mostpop"}}},
             ],
-            r"models\[1\]\.inputs\.embeddings\.run: 'mostpop' does not export item_embeddings\.npy \(it writes: nothing\)",
+            r"models\[1\]\.inputs\.embeddings\.run: 'mostpop' does not export "
+            r"item_embeddings\.npy \(it writes: nothing\)",
         ),
         (
             [{"name": "bpr"}, {"name": "emb_knn", "inputs": {"embedding": {"run": "bpr"}}}],
-            r"models\[1\]\.inputs\.embedding: model 'emb_knn' consumes no input 'embedding' \(its inputs: embeddings\)",
+            r"models\[1\]\.inputs\.embedding: model 'emb_knn' consumes no input 'embedding' \(its "
+            r"inputs: embeddings\)",
         ),
         (
             [{"name": "bpr", "seeds": [0]}, {"name": "emb_knn"}],
-            r"models\[1\]\.inputs\.embeddings: 'emb_knn' seed 1 consumes 'bpr' seed 1, which the grid does not run \('bpr' seeds: \[0\]\)",
+            r"models\[1\]\.inputs\.embeddings: 'emb_knn' seed 1 consumes 'bpr' seed 1, which the "
+            r"grid does not run \('bpr' seeds: \[0\]\)",
         ),
         (
             [{"name": "emb_knn", "inputs": {"embeddings": {"artifact": "codes"}}}],
-            r"models\[0\]\.inputs\.embeddings\.artifact: 'codes' is not a known artifact \(known: item_text_lsa, semantic_ids\)",
+            r"models\[0\]\.inputs\.embeddings\.artifact: 'codes' is not a known artifact \(known: "
+            r"item_text_lsa, semantic_ids\)",
         ),
         (
             [
@@ -365,7 +378,8 @@ def test_a_consumer_run_resolves_its_upstream_and_carries_its_config_hash(tmp_pa
                     "inputs": {"embeddings": {"run": "bpr", "artifact": "item_text_lsa"}},
                 },
             ],
-            r"models\[1\]\.inputs\.embeddings: give exactly one of 'run: MODEL' or 'artifact: NAME'",
+            r"models\[1\]\.inputs\.embeddings: give exactly one of 'run: MODEL' or 'artifact: "
+            r"NAME'",
         ),
     ],
 )

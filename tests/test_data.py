@@ -84,7 +84,8 @@ def test_non_numeric_timestamp_is_named(tmp_path):
     )
     with pytest.raises(
         DataError,
-        match=r"d\.inter: field 'timestamp' must be numeric \(a finite number\), got 'yesterday' on data line 2",
+        match=r"d\.inter: field 'timestamp' must be numeric \(a finite number\), got 'yesterday' "
+        r"on data line 2",
     ):
         load_atomic_dataset(tmp_path, "d")
 

@@ -1,7 +1,7 @@
-"""Data-parallel fine-tuning (llm4rec.llm.distributed): the same `llm4rec train` job on 2 processes (gloo on
-CPU, launched by the CLI itself under torchrun because the model asks for `gpu: 2`) against 1 process with the
-same global batch. The loss curve agrees within float noise, the validation curve and the rankings are equal,
-and process 0 alone wrote the run."""
+"""Data-parallel fine-tuning (llm4rec.llm.distributed): the same `llm4rec train` job on 2 processes
+(gloo on CPU, launched by the CLI itself under torchrun because the model asks for `gpu: 2`) against
+1 process with the same global batch. The loss curve agrees within float noise, the validation curve
+and the rankings are equal, and process 0 alone wrote the run."""
 
 import json
 import os
@@ -129,7 +129,7 @@ def run(root: Path, name: str, gpus: int) -> Path:
 
 @pytest.fixture(scope="module")
 def both(tmp_path_factory):
-    from llm4rec.llm.backbone import tiny_backbone
+    from .helpers import tiny_backbone
 
     root = tmp_path_factory.mktemp("ddp")
     write_dataset(root)

@@ -100,8 +100,9 @@ def test_declared_user_sample_is_scored_alone_and_must_be_covered(tiny_split):
 
 
 def test_a_catalogue_smaller_than_the_ranking_depth_ranks_what_exists(tmp_path, capsys):
-    """7 items, 5 per user: 3 candidates per user for the test ranking at depth 20. Every model returns what exists
-    (no "selected index k out of range"), and the evaluator scores it: @20 equals @5 for each user."""
+    """7 items, 5 per user: 3 candidates per user for the test ranking at depth 20. Every model
+    returns what exists (no "selected index k out of range"), and the evaluator scores it: @20
+    equals @5 for each user."""
     import yaml
 
     from llm4rec.cli import main

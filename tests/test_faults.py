@@ -57,7 +57,7 @@ def grid(backbone: Path) -> dict:
 
 
 def snakemake_until(workdir: Path, model: str, ready) -> tuple[subprocess.Popen, bool]:
-    """Start the grid; SIGKILL `model`'s train process once ready(run_dir, log) holds; wait for Snakemake."""
+    """Start the grid, SIGKILL `model`'s train once ready(run_dir, log), wait for Snakemake."""
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"} | {
         "PYTHONUNBUFFERED": "1"
     }
@@ -121,7 +121,7 @@ def reproduce(workdir: Path, *args: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def killed_grid(tmp_path_factory):
-    from llm4rec.llm.backbone import tiny_backbone
+    from .helpers import tiny_backbone
 
     workdir = tmp_path_factory.mktemp("faults")
     backbone = workdir / "tiny-llama"
@@ -141,7 +141,7 @@ def killed_grid(tmp_path_factory):
         import torch
 
         step = torch.load(state, weights_only=True)["step"]
-    # 3. the same command once more: the fine-tune resumes from its checkpoint and the grid completes
+    # 3. the same command once more: the fine-tune resumes from its checkpoint, the grid completes
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     third = subprocess.run(
         [
@@ -192,7 +192,7 @@ def test_a_killed_job_fails_its_snakemake_run_and_the_same_command_completes_the
 
 
 def test_the_killed_runs_equal_uninterrupted_runs(killed_grid):
-    """`llm4rec reproduce` trains each from scratch without interruption (bpr again for the LLM's input)."""
+    """`llm4rec reproduce` trains each from scratch, uninterrupted (bpr too: the LLM's input)."""
     workdir = killed_grid[0]
     for model in ("bpr", "cf_e4srec"):
         proc = reproduce(workdir, str(RUNS / model / "seed0"), "--scratch", f"scratch_{model}")
@@ -205,7 +205,7 @@ def test_the_killed_runs_equal_uninterrupted_runs(killed_grid):
         assert report["within_tolerance"] and all(m["abs_diff"] == 0 for m in report["metrics"])
         assert {m["verdict"] for m in report["metrics"]} == {"bit-identical"}
         assert {m["metric"] for m in report["metrics"]} >= {"test_ndcg_at_10", "valid_hr_at_5"}
-    # the consumer again, on the recorded upstream files as they are (bpr not retrained): the same numbers
+    # the consumer again, on the recorded upstream files (bpr not retrained): same numbers
     proc = reproduce(
         workdir,
         str(RUNS / "cf_e4srec" / "seed0"),
@@ -237,7 +237,7 @@ def test_reproduce_by_mlflow_id_and_a_difference_beyond_tolerance(killed_grid):
         "by_id",
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    # a record whose NDCG@10 is off by 0.001: nonzero exit, the metric flagged; within a tolerance of 0.01: fine
+    # NDCG@10 off by 0.001 in the record: nonzero exit, metric flagged; with tolerance 0.01: fine
     edited = workdir / "edited" / "runs" / "ml-100k" / "bpr" / "seed0"
     shutil.copytree(
         workdir / RUNS / "bpr" / "seed0", edited, ignore=shutil.ignore_patterns("work", "exports")
@@ -332,7 +332,8 @@ def test_an_unwritable_results_folder_fails_naming_it(tmp_path):
             if mounted:
                 subprocess.run(["umount", str(results)])
             pytest.skip(
-                f"running as root without mount rights, so no folder is unwritable here: {bind.stderr or remount.stderr}"
+                "running as root without mount rights, so no folder is unwritable here: "
+                f"{bind.stderr or remount.stderr}"
             )
     try:
         proc = _prepare(tmp_path)

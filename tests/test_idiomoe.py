@@ -10,13 +10,13 @@ import torch
 
 from llm4rec.data.split import Split, leave_one_out_split
 from llm4rec.evaluation.evaluate import evaluate_rankings
-from llm4rec.llm.backbone import tiny_backbone
 from llm4rec.llm.decoding import _decoder_stack
 from llm4rec.models import build_model
 from llm4rec.paradigms.idiomoe import TokenTypeExperts
 from llm4rec.params import ParamsError
 
 from .conftest import interactions_frame
+from .helpers import tiny_backbone
 
 TITLES = [
     f"{c} {n}" for c in ("red", "blue", "green", "old") for n in ("car", "sky", "house", "train")
@@ -57,7 +57,7 @@ def save_qwen2(folder, tokenizer):
 
 
 def cyclic_split(lengths: list[int], starts: list[int] | None = None) -> Split:
-    """User u walks the catalogue in cyclic order from item starts[u] (default u), for lengths[u] items."""
+    """User u walks the catalogue cyclically from item starts[u] (default u), lengths[u] items."""
     rows, n = [], len(TITLES)
     for u, length in enumerate(lengths):
         start = u if starts is None else starts[u]
@@ -81,7 +81,7 @@ def cyclic_split(lengths: list[int], starts: list[int] | None = None) -> Split:
 
 @pytest.fixture(scope="module", params=["llama", "qwen2"])
 def tiny(request, tmp_path_factory):
-    """16 users walking the 16-item catalogue in one cyclic order (a learnable next-item pattern)."""
+    """16 users walking the 16-item catalogue cyclically (a learnable next-item pattern)."""
     split = cyclic_split([8] * len(TITLES))
     model, tokenizer = tiny_backbone(WORDS, seed=0, init_std=0.1, layers=3)
     tokenizer.model_input_names = ["input_ids", "attention_mask"]
@@ -275,9 +275,10 @@ def test_unknown_parameters_and_unsupported_architectures_are_named(tiny, tmp_pa
 
 
 def test_untrained_item_softmax_is_the_popularity_prior(tiny):
-    """idiomoe_popprior (the harness's head): untied item vectors starting at zero + log-popularity bias: before
-    any step, every prompt's item logits are log(1 + training count) of each item, i.e. MostPop's ranking.
-    idiomoe itself runs the paper's head: tied to the item embeddings, no bias."""
+    """idiomoe_popprior (the harness's head): untied item vectors starting at zero + log-popularity
+    bias: before any step, every prompt's item logits are log(1 + training count) of each item, i.e.
+    MostPop's ranking. idiomoe itself runs the paper's head: tied to the item embeddings, no
+    bias."""
     _, folder = tiny
     from llm4rec.llm.backbone import BackboneConfig, load_backbone
 

@@ -97,7 +97,8 @@ def test_missing_or_mismatched_upstream_run_is_named_with_both_sides(prepared, t
     consumer = grid.run_dir("ml-100k", "emb_knn", 0)
     with pytest.raises(
         DataError,
-        match=rf"{consumer} consumes 'embeddings' from run 'bpr' seed 0: {upstream}/run.json not found",
+        match=rf"{consumer} consumes 'embeddings' from run 'bpr' seed 0: {upstream}/run.json not "
+        r"found",
     ):
         resolve_inputs(grid, "ml-100k", "emb_knn", 0, split)
     record = {

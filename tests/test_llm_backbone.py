@@ -5,7 +5,9 @@ import importlib.util
 import pytest
 import torch
 
-from llm4rec.llm.backbone import BackboneConfig, ensure_pad_token, load_backbone, tiny_backbone
+from llm4rec.llm.backbone import BackboneConfig, ensure_pad_token, load_backbone
+
+from .helpers import tiny_backbone
 
 
 def test_tiny_backbone_is_a_llama_with_word_tokenizer():
@@ -77,7 +79,7 @@ def test_gguf_backbone_loads_offline_and_is_cached(tmp_path, monkeypatch):
 def test_a_pinned_revision_reaches_the_hub_loader_and_a_local_folder_ignores_it(
     monkeypatch, tmp_path
 ):
-    """A hub id loads at its pinned commit (tokenizer and weights alike); offline, the error names both."""
+    """A hub id loads at its pinned commit (tokenizer and weights); offline, errors name both."""
     import transformers
 
     from llm4rec.llm.backbone import BackboneConfig, load_backbone

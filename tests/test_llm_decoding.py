@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from llm4rec.llm.backbone import LoraSettings, add_lora, tiny_backbone
+from llm4rec.llm.backbone import LoraSettings, add_lora
 from llm4rec.llm.decoding import (
     DecodeStats,
     SharedPrefixStepper,
@@ -13,6 +13,8 @@ from llm4rec.llm.decoding import (
     make_stepper,
 )
 from llm4rec.llm.trie import ItemTrie
+
+from .helpers import tiny_backbone
 
 TITLES = {
     "1": "the red car",
@@ -193,7 +195,7 @@ def test_shared_prefix_stepper_equals_the_cache_stepper(setup, float64_models, w
 
 
 def test_lora_adapters_change_the_decoded_scores(float64_models, setup):
-    """Guards the test above: the shared-prefix path must go through the adapters, not around them."""
+    """Guards the test above: the shared-prefix path must go through the adapters, not around."""
     bare, lora = float64_models
     batch = setup[4]
     a, b = _search(bare, batch, "shared_prefix"), _search(lora, batch, "shared_prefix")
@@ -326,8 +328,9 @@ def test_fast_path_is_refused_for_a_modified_block(setup, float64_models):
 
 @pytest.mark.parametrize("decoder", ["shared_prefix", "cache"])
 def test_soft_token_prompts_through_prefill_and_decoding(setup, float64_models, decoder):
-    """Prompts given as embeddings: the embeddings of the ids themselves decode exactly like the ids;
-    with soft vectors put in place, a wide beam still equals exhaustive scoring of the same prompt."""
+    """Prompts given as embeddings: the embeddings of the ids themselves decode exactly like the
+    ids; with soft vectors put in place, a wide beam still equals exhaustive scoring of the same
+    prompt."""
     from llm4rec.llm.prompts import Prompt, left_pad
     from llm4rec.llm.tokens import prompt_embeddings
 

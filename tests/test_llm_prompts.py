@@ -2,8 +2,9 @@
 
 import pytest
 
-from llm4rec.llm.backbone import tiny_backbone
 from llm4rec.llm.prompts import PromptTemplate, render_prompt
+
+from .helpers import tiny_backbone
 
 
 def test_plain_lm_prompt_renders_history_lines_in_order():

@@ -5,8 +5,9 @@ import copy
 import pytest
 import torch
 
-from llm4rec.llm.backbone import tiny_backbone
 from llm4rec.llm.tokens import add_tokens, prompt_embeddings
+
+from .helpers import tiny_backbone
 
 WORDS = ["red", "car", "blue", "sky", "next", ":"]
 
@@ -32,10 +33,11 @@ def test_new_tokens_are_single_ids_and_leave_the_text_vocabulary_untouched(tied)
     with torch.no_grad():
         new, ref = model(text).logits, before(text).logits
         hidden = before.model(text).last_hidden_state
-    # Text positions, text vocabulary: the same hidden states (bit-equal: the same computation) times the
-    # same output rows. The output matrix is wider, so the BLAS may block and sum each length-d dot
-    # product in another order: two fp32 summation orders differ by at most 2*d*u*sum|h_i w_i|
-    # (Higham's gamma_d, u = 2^-24), a bound that holds on every CPU; bit-equality held on some only.
+    # Text positions, text vocabulary: the same hidden states (bit-equal: the same computation)
+    # times the same output rows. The output matrix is wider, so the BLAS may block and sum each
+    # length-d dot product in another order: two fp32 summation orders differ by at most
+    # 2*d*u*sum|h_i w_i| (Higham's gamma_d, u = 2^-24), a bound that holds on every CPU;
+    # bit-equality held on some only.
     torch.testing.assert_close(model.model(text).last_hidden_state, hidden, rtol=0, atol=0)
     d, u = hidden.shape[-1], 2.0**-24
     bound = 2 * d * u * (hidden.abs() @ before.lm_head.weight.abs().T)

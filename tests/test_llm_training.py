@@ -1,9 +1,9 @@
-"""SFT: target-only loss, LoRA learns on a tiny fixture, and resuming equals an uninterrupted run."""
+"""SFT: target-only loss, LoRA learns on a tiny fixture, resuming equals an uninterrupted run."""
 
 import pytest
 import torch
 
-from llm4rec.llm.backbone import LoraSettings, add_lora, tiny_backbone
+from llm4rec.llm.backbone import LoraSettings, add_lora
 from llm4rec.llm.training import (
     SFTConfig,
     checkpoint_fingerprint,
@@ -12,6 +12,8 @@ from llm4rec.llm.training import (
     sliding_window_examples,
     train_sft,
 )
+
+from .helpers import tiny_backbone
 
 WORDS = "history next : the red car blue sky house night returns".split()
 

@@ -49,16 +49,23 @@ def test_empty_title_is_named():
 
 def test_trie_walk_and_history_exclusion():
     trie = ItemTrie.build({"a": [5, 6, END], "b": [5, 7, END], "c": [8, END]})
-    assert set(trie.allowed(0)) == {5, 8}
-    node5 = trie.allowed(0)[5]
-    assert set(trie.allowed(node5)) == {6, 7}
-    leaf = trie.allowed(trie.allowed(node5)[6])[END]
+    assert set(trie.children[0]) == {5, 8}
+    node5 = trie.children[0][5]
+    assert set(trie.children[node5]) == {6, 7}
+    leaf = trie.children[trie.children[node5][6]][END]
     assert trie.is_item(leaf) and trie.item_at[leaf] == "a"
     assert trie.depth == 3
+
+    def allowed(node: int, history: list[str]) -> set[int]:  # as beam_search expands a node
+        excluded = trie.excluded_counts(history)
+        return {
+            t for t, child in trie.children[node].items() if not trie.only_excluded(child, excluded)
+        }
+
     # excluding a only prunes a's own branch; excluding a and b prunes the shared prefix too
-    assert set(trie.allowed(node5, trie.excluded_counts(["a"]))) == {7}
-    assert set(trie.allowed(0, trie.excluded_counts(["a", "b"]))) == {8}
-    assert set(trie.allowed(0, trie.excluded_counts(["zzz"]))) == {5, 8}
+    assert allowed(node5, ["a"]) == {7}
+    assert allowed(0, ["a", "b"]) == {8}
+    assert allowed(0, ["zzz"]) == {5, 8}
 
 
 def test_trie_refuses_collisions_and_unterminated_prefixes():

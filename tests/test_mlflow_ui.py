@@ -1,6 +1,7 @@
-"""What a researcher meets in MLflow (issue 13), asked through MLflow's REST API on a small grid really trained:
-the experiment's kind, the params (the chosen set, one key set per paradigm), the dataset input (the split's
-digest), run start/end times that span the real training, and artifact links that survive moving results/."""
+"""What a researcher meets in MLflow (issue 13), asked through MLflow's REST API on a small grid
+really trained: the experiment's kind, the params (the chosen set, one key set per paradigm), the
+dataset input (the split's digest), run start/end times that span the real training, and artifact
+links that survive moving results/."""
 
 import hashlib
 import json
@@ -19,7 +20,7 @@ MODELS = ("mostpop", "bpr", "emb_knn")
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """MostPop, BPR (1 epoch) and Emb-kNN (over BPR) trained, evaluated and tracked; wall-clock bounds per run."""
+    """MostPop, BPR (1 epoch), Emb-kNN (over BPR) trained, evaluated, tracked; times per run."""
     from llm4rec.cli import main
 
     root = tmp_path_factory.mktemp("ui")
@@ -184,8 +185,8 @@ def test_moving_results_keeps_artifact_links_after_relocate(trained, tmp_path):
 
 
 def test_every_paradigm_logs_one_key_set_without_library_internals():
-    """For every run of the paper grid (every registered model), the params of a paradigm's runs share one key set;
-    the prompt text is one template id; the backbone is named."""
+    """For every run of the paper grid (every registered model), the params of a paradigm's runs
+    share one key set; the prompt text is one template id; the backbone is named."""
     grid = load_grid("benchmarks/paper.yaml")
     by_paradigm: dict[str, set[frozenset]] = {}
     for dataset, model, seed in grid.runs():

@@ -1,10 +1,18 @@
 """The registry: every model is built behind the full Recommender protocol, its config class and
 paradigm resolve, and its declared inputs can be satisfied by some model's exports or artifact."""
 
+import ast
+import inspect
+import textwrap
+import typing
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
+from llm4rec.data.split import Split
+from llm4rec.llm.recommender import LLMConfig, LLMRecommender
 from llm4rec.models import (
     ARTIFACTS,
     MODELS,
@@ -17,6 +25,88 @@ from llm4rec.models import (
 )
 from llm4rec.params import ParamsError
 
+PROTOCOL = [n for n, v in vars(Recommender).items() if inspect.isfunction(v) and n[0] != "_"]
+
+
+def _body(function) -> list[ast.stmt]:
+    """The statements of a function, its docstring left out."""
+    (node,) = ast.parse(textwrap.dedent(inspect.getsource(function))).body
+    body = node.body
+    docstring = body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+    return body[1:] if docstring and isinstance(body[0].value.value, str) else body
+
+
+def _raises_not_implemented(body: list[ast.stmt]) -> bool:
+    if len(body) != 1 or not isinstance(body[0], ast.Raise) or body[0].exc is None:
+        return False
+    exc = body[0].exc.func if isinstance(body[0].exc, ast.Call) else body[0].exc
+    return isinstance(exc, ast.Name) and exc.id == "NotImplementedError"
+
+
+def _is_stub(body: list[ast.stmt]) -> bool:
+    """Nothing but `...`, `pass` or `raise NotImplementedError` (or only a docstring)."""
+    ellipsis = (
+        len(body) == 1
+        and isinstance(body[0], ast.Expr)
+        and isinstance(body[0].value, ast.Constant)
+        and body[0].value.value is Ellipsis
+    )
+    only_pass = len(body) == 1 and isinstance(body[0], ast.Pass)
+    return not body or ellipsis or only_pass or _raises_not_implemented(body)
+
+
+def _owner(cls: type, name: str) -> type | None:
+    """The class whose own definition of `name` an instance of `cls` uses."""
+    return next((k for k in cls.__mro__ if name in vars(k)), None)
+
+
+def protocol_gaps(cls: type) -> list[str]:
+    """Why `cls` does not really implement the Recommender protocol ([] when it does).
+
+    Each protocol method must be resolved (through the MRO) to a real function of `cls` or an
+    ancestor (not `object`, not the Protocol's own `...` stub), whose body is more than a stub
+    (`...`, `pass`, `raise NotImplementedError`), and whose signature takes the protocol's
+    parameters with the same names, kinds and types, in order (extra ones need a default), and
+    returns the protocol's type. And no method an instance would call may be a hook its base
+    left to subclasses (`raise NotImplementedError`, e.g. LLMRecommender.decode).
+    """
+    gaps = []
+    for name in PROTOCOL:
+        owner = _owner(cls, name)
+        if owner is None or owner is object:
+            gaps.append(f"{name}: not implemented")
+            continue
+        if getattr(owner, "_is_protocol", False):
+            gaps.append(f"{name}: only the Protocol's stub")
+            continue
+        where, impl = f"{owner.__name__}.{name}", vars(owner)[name]
+        if not inspect.isfunction(impl):
+            gaps.append(f"{where}: not a method")
+            continue
+        if _is_stub(_body(impl)):
+            gaps.append(f"{where}: a stub")
+        spec = getattr(Recommender, name)
+        want = list(inspect.signature(spec).parameters.values())
+        have = list(inspect.signature(impl).parameters.values())
+        if [(p.name, p.kind) for p in have[: len(want)]] != [(p.name, p.kind) for p in want]:
+            gaps.append(f"{where}{inspect.signature(impl)}: expected {inspect.signature(spec)}")
+        elif any(p.default is p.empty for p in have[len(want) :]):
+            gaps.append(f"{where}: extra parameters without a default")
+        have_types = typing.get_type_hints(impl)
+        for key, expected in typing.get_type_hints(spec).items():
+            if key != "return" and key not in inspect.signature(impl).parameters:
+                continue  # reported with the signature
+            if have_types.get(key, "not annotated") != expected:
+                gaps.append(
+                    f"{where}: {key} is {have_types.get(key, 'not annotated')}, expected {expected}"
+                )
+    for name in sorted({n for k in cls.__mro__[:-1] for n in vars(k)} - set(PROTOCOL)):
+        owner = _owner(cls, name)
+        impl = vars(owner)[name]
+        if inspect.isfunction(impl) and _raises_not_implemented(_body(impl)):
+            gaps.append(f"{owner.__name__}.{name}: left to subclasses, not implemented")
+    return gaps
+
 
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_every_registered_model_implements_the_whole_protocol(name):
@@ -27,7 +117,7 @@ def test_every_registered_model_implements_the_whole_protocol(name):
         for slot, s in spec.inputs.items()
     }
     model = build_model(name, {}, seed=0, device="cpu", inputs=inputs)
-    assert isinstance(model, Recommender)  # fit, rank, export, inference_cost
+    assert protocol_gaps(type(model)) == []
     assert check_params(spec, {}) is not None or spec.config is None
     for slot, declared in spec.inputs.items():
         providers = [m for m in MODELS.values() if set(declared.files) <= set(m.exports)]
@@ -39,6 +129,69 @@ def test_every_registered_model_implements_the_whole_protocol(name):
             else ARTIFACTS[declared.default["artifact"]].files
         )
         assert set(declared.files) <= set(default)
+
+
+class _Complete:
+    def fit(self, split: Split, workdir: Path) -> dict:
+        return {}
+
+    def rank(self, histories: Mapping[str, Sequence[str]], k: int) -> pd.DataFrame:
+        return pd.DataFrame()
+
+    def export(self, out_dir: Path, split: Split) -> dict[str, str]:
+        return {}
+
+    def inference_cost(self) -> dict[str, float]:
+        return {}
+
+
+def test_the_protocol_check_rejects_models_that_only_look_complete():
+    assert protocol_gaps(_Complete) == []
+
+    class NoExport:
+        fit, rank, inference_cost = _Complete.fit, _Complete.rank, _Complete.inference_cost
+
+    class StubCost(_Complete):
+        def inference_cost(self) -> dict[str, float]:
+            raise NotImplementedError
+
+    class ForgotExport(Recommender):  # subclasses the Protocol: inherits its `...` export
+        fit, rank, inference_cost = _Complete.fit, _Complete.rank, _Complete.inference_cost
+
+    class OtherRank(_Complete):
+        def rank(self, histories: Mapping[str, Sequence[str]]) -> pd.DataFrame:
+            return pd.DataFrame()
+
+    class ListRank(_Complete):
+        def rank(self, histories: Mapping[str, Sequence[str]], k: int) -> list:
+            return []
+
+    class ForgotDecode(LLMRecommender):  # everything but how items are read out
+        def prepare(self, split: Split) -> dict:
+            return {}
+
+        def prompt(self, history):
+            return None
+
+        def training_examples(self, split, rng):
+            return []
+
+    assert protocol_gaps(NoExport) == ["export: not implemented"]
+    assert protocol_gaps(StubCost) == ["StubCost.inference_cost: a stub"]
+    assert protocol_gaps(ForgotExport) == ["export: only the Protocol's stub"]
+    assert protocol_gaps(OtherRank) == [
+        f"OtherRank.rank{inspect.signature(OtherRank.rank)}: "
+        f"expected {inspect.signature(Recommender.rank)}"
+    ]
+    assert protocol_gaps(ListRank) == [f"ListRank.rank: return is {list}, expected {pd.DataFrame}"]
+    assert protocol_gaps(ForgotDecode) == [
+        "LLMRecommender.decode: left to subclasses, not implemented"
+    ]
+    # the old check (isinstance on the runtime_checkable Protocol) caught only the first
+    assert not isinstance(NoExport(), Recommender)
+    let_through = [StubCost(), ForgotExport(), OtherRank(), ListRank()]
+    let_through.append(ForgotDecode(LLMConfig(), seed=0, device="cpu"))
+    assert all(isinstance(model, Recommender) for model in let_through)
 
 
 def test_a_model_whose_inputs_were_not_resolved_is_refused():
@@ -62,8 +215,9 @@ DEFAULT_GRID = Path(__file__).resolve().parents[1] / "benchmarks" / "default.yam
 
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_the_logged_hyperparameters_are_the_config_the_model_was_built_with(name):
-    """Field by field, for every registered model (the default grid's params where it lists the model):
-    what MLflow's hp.* and run.json record is what the recommender holds, variants' overrides included."""
+    """Field by field, for every registered model (the default grid's params where it lists the
+    model): what MLflow's hp.* and run.json record is what the recommender holds, variants'
+    overrides included."""
     import dataclasses
 
     from llm4rec.config import load_grid

@@ -1,5 +1,5 @@
-"""`llm4rec plan`: its parameter counts against the models themselves, its token counts by hand, and its
-CPU profile against the default grid's measured runs (within 2x per run)."""
+"""`llm4rec plan`: its parameter counts against the models themselves, its token counts by hand, and
+its CPU profile against the default grid's measured runs (within 2x per run)."""
 
 import copy
 from pathlib import Path
@@ -75,9 +75,10 @@ def test_training_tokens_are_steps_times_windows_times_their_length(default_grid
 
 
 def test_the_cpu_profile_is_within_2x_of_every_measured_llm_run_of_the_default_grid(default_grid):
-    """The reference: docs/results/default-cpu-costs.csv, written by benchmarks/measured_costs.py from a fresh-clone
-    `make bench` (train + validation + test ranking seconds per run). Baselines with early stopping are left out:
-    the plan budgets their epoch ceiling, not the epoch they stop at."""
+    """The reference: docs/results/default-cpu-costs.csv, written by benchmarks/measured_costs.py
+    from a fresh-clone `make bench` (train + validation + test ranking seconds per run). Baselines
+    with early stopping are left out: the plan budgets their epoch ceiling, not the epoch they stop
+    at."""
     grid, stats = default_grid
     measured = pd.read_csv(MEASURED, comment="#").groupby("model")["run_seconds"].mean()
     checked = [

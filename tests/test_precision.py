@@ -1,9 +1,10 @@
-"""One precision policy for every registered LLM model (llm4rec.llm.precision), checked on a bf16 backbone
-on CPU: every parameter and buffer the model uses is registered in it (so it sits on the backbone's
-device), frozen weights are in the backbone's dtype, trainable ones in fp32, and three optimiser steps move
-every trainable tensor, including an output bias set to 8, where bf16's step is 0.0625 and an update of
-lr 1e-3 would round away (three: a zero-initialised head passes no gradient back at step 1, and LoRA's A
-none while B is still zero at step 2). The trained model then ranks with finite scores under bf16 autocast."""
+"""One precision policy for every registered LLM model (llm4rec.llm.precision), checked on a bf16
+backbone on CPU: every parameter and buffer the model uses is registered in it (so it sits on the
+backbone's device), frozen weights are in the backbone's dtype, trainable ones in fp32, and three
+optimiser steps move every trainable tensor, including an output bias set to 8, where bf16's step is
+0.0625 and an update of lr 1e-3 would round away (three: a zero-initialised head passes no gradient
+back at step 1, and LoRA's A none while B is still zero at step 2). The trained model then ranks
+with finite scores under bf16 autocast."""
 
 import numpy as np
 import pytest
@@ -13,8 +14,9 @@ from llm4rec.llm.training import SFTConfig, train_sft
 from llm4rec.models import MODELS, ResolvedInput, build_model
 from llm4rec.paradigms.semantic_id.codes import SemanticIdConfig, build_semantic_ids
 
+from .helpers import tiny_backbone
 from .test_cf_injected import WORDS as CF_WORDS
-from .test_cf_injected import cf_table, cyclic_split, tiny_backbone
+from .test_cf_injected import cf_table, cyclic_split
 
 LLM_MODELS = sorted(
     name for name, spec in MODELS.items() if spec.paradigm != "baseline" and name != "emb_knn"
@@ -37,7 +39,7 @@ def world(tmp_path_factory):
 
 
 def params_for(name: str, folder) -> tuple[dict, dict]:
-    """(params, inputs) of a tiny bf16 build of `name` (a variant: its parent's, less what the variant sets)."""
+    """(params, inputs) of a tiny bf16 build of `name` (a variant: its parent's, less its own)."""
     params, inputs = family_params(name, folder)
     return {k: v for k, v in params.items() if k not in MODELS[name].overrides}, inputs
 
@@ -111,8 +113,8 @@ def family_params(name: str, folder) -> tuple[dict, dict]:
 
 
 def unregistered(rec) -> list[str]:
-    """Tensors and modules the recommender holds that are not part of its model (so settling the model
-    would not move them to the backbone's device)."""
+    """Tensors and modules the recommender holds that are not part of its model (so settling the
+    model would not move them to the backbone's device)."""
     tensors = {t.data_ptr() for t in (*rec.model.parameters(), *rec.model.buffers())}
     modules = {id(m) for m in rec.model.modules()}
     found = []

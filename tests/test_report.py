@@ -10,8 +10,9 @@ import pytest
 from llm4rec.io import write_json, write_parquet
 from llm4rec.report.build import REPORT_DEFAULTS, ReportSpec, build_report, check_runs, report_files
 from llm4rec.report.compare import CompareSpec, ComparisonError, compare_runs
-from llm4rec.report.runs import runs_from_results
 from llm4rec.report.tables import build_main_table, display_name, render_latex, render_markdown
+
+from .helpers import runs_from_results
 
 N_USERS = 300
 COST = {
@@ -37,8 +38,8 @@ def make_run(
     evaluation=None,
     valid=None,
 ):
-    """A finished run whose every metric per user is `hits` (0/1 per user); validation means equal the test
-    means unless `valid` (one value for every metric) says otherwise."""
+    """A finished run whose every metric per user is `hits` (0/1 per user); validation means equal
+    the test means unless `valid` (one value for every metric) says otherwise."""
     folder = root / dataset / model / f"seed{seed}"
     users = users or [f"u{i}" for i in range(len(hits))]
     per_user = pd.DataFrame(
@@ -155,8 +156,8 @@ def test_marks_on_constructed_table(runs_dir):
     )  # name, seeds, value, mark
     assert good_row.rstrip().endswith(r"-- & -- & -- \\")  # missing on ml-b: dashes (incl. Impr.)
     assert (
-        r"\par\smallskip{\footnotesize --: not run on this dataset, or the cutoff is beyond the model's ranking depth.\par}"
-        in latex
+        r"\par\smallskip{\footnotesize --: not run on this dataset, or the cutoff is beyond the "
+        r"model's ranking depth.\par}" in latex
     )
     assert (
         "Holm-Bonferroni correction over the 10 comparisons" in latex
@@ -172,7 +173,7 @@ def test_marks_on_constructed_table(runs_dir):
 
 
 def test_the_best_baseline_is_chosen_on_validation_not_test(tmp_path):
-    """MostPop is the better baseline on validation, BPR on test: the reference (and Impr.) is MostPop."""
+    """MostPop is the better baseline on validation, BPR on test: MostPop is the reference."""
     rng = np.random.default_rng(1)
     for seed in (0, 1):
         make_run(
@@ -245,7 +246,8 @@ def test_mismatched_runs_are_refused_with_both_names(runs_dir):
 
 def test_a_model_scored_on_a_user_sample_is_paired_on_that_sample_and_starred(runs_dir):
     """llm_sample: one seed, the first 120 users only, no @20 metrics (ranking depth 10). Its
-    comparison with bpr is the paired t-test on those 120 users, bpr averaged over the common seed."""
+    comparison with bpr is the paired t-test on those 120 users, bpr averaged over the common
+    seed."""
     from scipy import stats
 
     rng = np.random.default_rng(5)
@@ -300,7 +302,8 @@ def test_a_model_scored_on_a_user_sample_is_paired_on_that_sample_and_starred(ru
     assert r"llm\_sample$^{*}$ &" in latex and "llm_sample\\* |" in markdown
     assert f"llm_sample: 120 of {N_USERS} on ml-a" in markdown
     assert r"\footnotesize $^{*}$: scored on a seeded uniform sample of the test users" in latex
-    # its numbers are the paired sample's: its seed, its users; the line below it is BPR on the same seed and users
+    # its numbers are the paired sample's: its seed, its users; the line below it is BPR on the same
+    # seed and users
     assert table.seeds[("llm_sample", "ml-a")] == 1 and table.seeds[("bpr", "ml-a")] == 2
     cell = table.cells[("llm_sample", "ml-a", "hr_at_10")]
     assert cell.mean == pytest.approx(hits.mean()) and cell.reference == pytest.approx(bpr.mean())
@@ -381,7 +384,7 @@ def test_history_buckets_partition_users_with_disjoint_labels():
 
 
 def test_a_model_family_outside_the_registry_still_renders(runs_dir, tmp_path):
-    """A sixth family (no title or colour registered) gets its key as title, grey, and rows after the known ones."""
+    """A sixth family (no title or colour): its key as title, grey, rows after the known ones."""
     rng = np.random.default_rng(1)
     for seed in (0, 1):
         make_run(
@@ -395,7 +398,7 @@ def test_a_model_family_outside_the_registry_still_renders(runs_dir, tmp_path):
     out = tmp_path / "reports"
     options = REPORT_DEFAULTS | {"metrics": ["hr_at_10", "ndcg_at_10"]}
     written = build_report(runs_from_results(runs_dir), ReportSpec(options), out)
-    # the list the Snakefile declares is exactly what the report writes (plus comparisons.csv and the PDF)
+    # the Snakefile's list is exactly what the report writes (plus comparisons.csv and the PDF)
     assert set(report_files(out, options)) == set(written) - {
         out / "comparisons.csv",
         out / "tables.pdf",
@@ -435,7 +438,8 @@ def test_a_model_family_declares_its_own_cost_figures(runs_dir, tmp_path, monkey
     }
     with pytest.raises(
         ValueError,
-        match=r"llm_good: fit reports cost 'ppl', which its ModelSpec.costs does not declare \(declared: text_ppl_after\)",
+        match=r"llm_good: fit reports cost 'ppl', which its ModelSpec.costs does not declare "
+        r"\(declared: text_ppl_after\)",
     ):
         declared_costs("llm_good", {"costs": {"ppl": 1.0}})
     folder = runs_dir / "ml-a" / "llm_good" / "seed0"
@@ -471,7 +475,7 @@ def test_one_number_format_for_the_summary_and_the_tables():
 
 
 def _words(pdf) -> list[tuple[float, float, float, str]]:
-    """(xMin, xMax, yMin, text) of every word on the PDF's first page, as poppler's pdftotext places them."""
+    """(xMin, xMax, yMin, text) of every word on the PDF's first page, as pdftotext places them."""
     import re
 
     html = subprocess.run(
@@ -490,8 +494,9 @@ def _words(pdf) -> list[tuple[float, float, float, str]]:
 
 
 def test_caption_and_footnotes_stay_within_the_tables_width(runs_dir, tmp_path):
-    """Compiled with pdflatex, the caption above and the footnotes below wrap within the tabular's own width
-    (word boxes from the PDF), not the page's text width; single-seed cells print no '± 0.0000'."""
+    """Compiled with pdflatex, the caption above and the footnotes below wrap within the tabular's
+    own width (word boxes from the PDF), not the page's text width; single-seed cells print no
+    '± 0.0000'."""
     if shutil.which("pdflatex") is None or shutil.which("pdftotext") is None:
         pytest.skip("pdflatex / pdftotext not installed (make test installs them when run as root)")
     rng = np.random.default_rng(2)
@@ -549,7 +554,9 @@ def test_caption_and_footnotes_stay_within_the_tables_width(runs_dir, tmp_path):
     left, right = min(w[0] for w in table), max(w[1] for w in table)
     outside = [w for w in words if not top <= w[2] < notes]
     assert len(outside) > 50  # the caption and the notes
-    tolerance = 12.0  # the tabular's box begins and ends \tabcolsep (6pt) outside its text, plus a centred column's slack
+    # the tabular's box begins and ends \tabcolsep (6pt) outside its text, plus a centred
+    # column's slack
+    tolerance = 12.0
     assert all(left - tolerance <= x0 and x1 <= right + tolerance for x0, x1, _, _ in outside), (
         left,
         right,
@@ -563,8 +570,8 @@ def test_caption_and_footnotes_stay_within_the_tables_width(runs_dir, tmp_path):
 def test_cost_figure_labels_every_model_inside_the_figure_without_overlap(
     runs_dir, tmp_path, monkeypatch
 ):
-    """Twelve models at nearly the same cost and accuracy (as BPR and LightGCN are): every model is named once,
-    no two labels overlap, and every label lies inside the saved figure."""
+    """Twelve models at nearly the same cost and accuracy (as BPR and LightGCN are): every model is
+    named once, no two labels overlap, and every label lies inside the saved figure."""
     from matplotlib.text import Text
 
     from llm4rec.report import figures
@@ -626,9 +633,10 @@ def test_cost_figure_labels_every_model_inside_the_figure_without_overlap(
 
 
 def test_the_table_follows_the_paired_sample_where_it_reverses_the_full_sample_order(tmp_path):
-    """Hand-built: BPR (two seeds) beats `llm` (seed 0 only) on their full-sample means, 0.65 vs 0.60, but on
-    the seed both ran BPR scores 0.50: the table prints 0.60 against BPR's 0.50 on the same seed (the italic
-    line), bolds `llm`, and its Impr. is +20%, the paired difference, not the -7.7% of the full means."""
+    """Hand-built: BPR (two seeds) beats `llm` (seed 0 only) on their full-sample means, 0.65 vs
+    0.60, but on the seed both ran BPR scores 0.50: the table prints 0.60 against BPR's 0.50 on the
+    same seed (the italic line), bolds `llm`, and its Impr. is +20%, the paired difference, not the
+    -7.7% of the full means."""
     users = [f"u{i}" for i in range(10)]
     make_run(
         tmp_path,
@@ -687,10 +695,11 @@ def test_the_table_follows_the_paired_sample_where_it_reverses_the_full_sample_o
 
 
 def test_a_seed_level_test_and_the_per_user_test_disagree_on_three_seeds(tmp_path):
-    """Three seeds, 1,000 users. Per user, `llm` beats `bpr` by the seed's shift d_s plus a small user effect
-    e_u (sd 0.05): over users the per-user test is overwhelming; but the per-seed mean differences
-    (+0.06, +0.06, +0.01 plus mean(e)) vary so much with the seed that the paired t-test over seed means,
-    which counts training variance, is not significant at 0.05 (t = 2.6 with 2 degrees of freedom)."""
+    """Three seeds, 1,000 users. Per user, `llm` beats `bpr` by the seed's shift d_s plus a small
+    user effect e_u (sd 0.05): over users the per-user test is overwhelming; but the per-seed mean
+    differences (+0.06, +0.06, +0.01 plus mean(e)) vary so much with the seed that the paired t-test
+    over seed means, which counts training variance, is not significant at 0.05 (t = 2.6 with 2
+    degrees of freedom)."""
     from scipy import stats
 
     rng = np.random.default_rng(11)
@@ -702,7 +711,8 @@ def test_a_seed_level_test_and_the_per_user_test_disagree_on_three_seeds(tmp_pat
         make_run(tmp_path, "ml-a", "llm", "text_prompted", seed, base + shift + effect)
     comparisons = compare_runs(runs_from_results(tmp_path), spec(correction="none"))
     row = comparisons[comparisons.metric == "hr_at_10"].iloc[0]
-    # by hand: the per-seed mean differences, their t statistic and two-sided p with n - 1 = 2 degrees of freedom
+    # by hand: the per-seed mean differences, their t statistic and two-sided p with n - 1 = 2
+    # degrees of freedom
     d = np.array(shifts) + effect.mean()
     t = d.mean() / (d.std(ddof=1) / np.sqrt(3))
     assert t == pytest.approx(2.6, abs=0.2)
@@ -711,7 +721,7 @@ def test_a_seed_level_test_and_the_per_user_test_disagree_on_three_seeds(tmp_pat
         stats.ttest_rel(base.mean() + d, np.full(3, base.mean())).pvalue, rel=1e-9
     )
     assert row.p_seed > 0.05 and not row.significant_seed
-    # over users: each user's difference averaged over the seeds, mean(d_s) + e_u, tested with users as the unit
+    # over users: each user's difference averaged over seeds, mean(d_s) + e_u, users as the unit
     per_user = np.mean(shifts) + effect
     assert (
         row.p_value == pytest.approx(stats.ttest_1samp(per_user, 0).pvalue, rel=1e-6)
@@ -726,8 +736,9 @@ def test_a_seed_level_test_and_the_per_user_test_disagree_on_three_seeds(tmp_pat
 
 
 def test_variants_are_compared_with_their_declared_parent_in_their_own_family(tmp_path):
-    """idiomoe_entangled (parent idiomoe) and cf_e4srec_permuted (parent cf_e4srec), per the registry; the
-    ablation family is corrected on its own (Holm over its p-values only) and is not in the main table's count."""
+    """idiomoe_entangled (parent idiomoe) and cf_e4srec_permuted (parent cf_e4srec), per the
+    registry; the ablation family is corrected on its own (Holm over its p-values only) and is not
+    in the main table's count."""
     from llm4rec.models import MODELS
     from llm4rec.report.ablations import ablation_frame, render_ablations
     from llm4rec.stats import correct
@@ -786,8 +797,8 @@ def test_variants_are_compared_with_their_declared_parent_in_their_own_family(tm
     assert permuted.direction == "" and np.isnan(permuted.p_seed)  # one seed: no seed-level test
     markdown = render_ablations(frame, spec(), "markdown")
     assert (
-        f"| Item tokens, entangled FFN | IDIOMoE | 2 | {entangled.variant_mean:.4f}↓ ({entangled.parent_mean:.4f}) |"
-        in markdown
+        f"| Item tokens, entangled FFN | IDIOMoE | 2 | {entangled.variant_mean:.4f}↓ "
+        f"({entangled.parent_mean:.4f}) |" in markdown
     )
     assert "correction over the 4 comparisons of this table, its own family" in markdown
 
@@ -815,7 +826,7 @@ def test_variants_are_compared_with_their_declared_parent_in_their_own_family(tm
 
 
 def test_every_row_of_the_ci_figure_has_an_interval(runs_dir):
-    """Two seeds: a t-interval over the seed means; one seed: a bootstrap interval over its users."""
+    """Two seeds: a t-interval over seed means; one seed: a bootstrap interval over its users."""
     from llm4rec.report.figures import row_interval
     from llm4rec.stats import bootstrap_mean_ci, mean_ci
 

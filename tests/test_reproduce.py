@@ -1,11 +1,13 @@
-"""`llm4rec reproduce`'s verdicts: bit-identical, within float noise, different, on hand-built rankings;
-and the float-noise tolerance measured where it comes from: the same weights re-ranked on other
-instruction sets and thread counts (emulated on this CPU) move scores by far less than SCORE_RTOL."""
+"""`llm4rec reproduce`'s verdicts: bit-identical, within float noise, different, on hand-built
+rankings; and the float-noise tolerance measured where it comes from: the same weights re-ranked on
+other instruction sets and thread counts (emulated on this CPU) move scores by far less than
+SCORE_RTOL."""
 
 import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -123,10 +125,10 @@ def test_the_paired_p_value_is_scipys():
     )
 
 
-# The same random-weight Llama ranks its vocabulary for 64 prompts under another instruction set / thread count.
+# The same random-weight Llama ranks its vocabulary for 64 prompts on another ISA / thread count.
 SCORE_SCRIPT = """
 import json, sys, torch
-from llm4rec.llm.backbone import tiny_backbone
+from tests.helpers import tiny_backbone
 torch.set_num_threads(int(sys.argv[1]))
 words = [f"w{i}" for i in range(500)]
 model, tokenizer = tiny_backbone(words, seed=0, hidden=256, layers=4, init_std=0.05)
@@ -135,10 +137,12 @@ ids = torch.randint(4, len(words) + 4, (64, 24), generator=g)
 with torch.no_grad():
     scores = torch.log_softmax(model(ids).logits[:, -1].float(), -1)
 top = torch.topk(scores, 50, dim=-1)
-print(json.dumps({"capability": torch.backends.cpu.get_cpu_capability(), "scores": top.values.tolist(),
+capability = torch.backends.cpu.get_cpu_capability()
+print(json.dumps({"capability": capability, "scores": top.values.tolist(),
                   "items": top.indices.tolist()}))
 """
-MACHINES = {  # what another machine of the kind may run: ATen's vector width, MKL's and oneDNN's instruction sets
+# what another machine of the kind may run: ATen's vector width, MKL's and oneDNN's instruction sets
+MACHINES = {
     "this CPU": {},
     "AVX2": {
         "ATEN_CPU_CAPABILITY": "avx2",
@@ -161,6 +165,7 @@ def scores_under(variables: dict, threads: int) -> dict:
     } | variables
     proc = subprocess.run(
         [sys.executable, "-c", SCORE_SCRIPT, str(threads)],
+        cwd=Path(__file__).resolve().parents[1],  # the repository root: `tests` is importable
         env=env,
         capture_output=True,
         text=True,
@@ -187,7 +192,7 @@ def test_the_same_weights_on_other_instruction_sets_and_thread_counts_agree_with
             relative = np.abs(np.array(other["scores"]) - reference["scores"]) / np.abs(
                 reference["scores"]
             )
-            # measured on an AVX-512 EPYC: at most ~1e-6 relative (a few ulps), 16x below the tolerance
+            # measured on an AVX-512 EPYC: at most ~1e-6 relative (a few ulps), 16x below tolerance
             assert relative.max() < SCORE_RTOL / 8, (name, threads, float(relative.max()))
             verdicts = set(ranking_verdicts(as_frame(reference), as_frame(other)).values())
             assert verdicts <= {"bit-identical", "within float noise"}, (name, threads)

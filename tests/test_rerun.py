@@ -72,7 +72,8 @@ def grid(data: Path, backbone: Path) -> dict:
         "lora": lora,
         "sft": sft,
     }
-    # 64 windows of 20 item tokens x 64 dims: the gather's backward is large enough for ATen to run it on 2 threads
+    # 64 windows of 20 item tokens x 64 dims: the gather's backward is large enough for ATen to run
+    # it on 2 threads
     idiomoe = llm | {
         "instruction": "items :",
         "expert_layers": "last_1",
@@ -210,7 +211,7 @@ def replica(grid_path: str) -> None:
 
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory):
-    from llm4rec.llm.backbone import tiny_backbone
+    from .helpers import tiny_backbone
 
     root = tmp_path_factory.mktemp("rerun")
     write_dataset(root)

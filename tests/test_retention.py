@@ -10,15 +10,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from llm4rec.llm.backbone import tiny_backbone
 from llm4rec.llm.retention import DEVIL_DICT, TextRetentionConfig, load_sample, perplexity
+
+from .helpers import tiny_backbone
 
 WORDS = ["the", "cat", "sat", "on", "a", "mat", "and", "dog", "ran", "."]
 TEXT = "the cat sat on a mat . the dog ran and the cat sat . a dog sat on the mat and ran ."
 
 
 def hf_loss(model, ids: torch.Tensor) -> tuple[float, int]:
-    """Mean NLL of one window by the model's own loss (labels = inputs), and how many tokens it predicts."""
+    """Mean NLL of one window by the model's own loss (labels = inputs), and tokens predicted."""
     with torch.no_grad():
         return float(model(input_ids=ids[None], labels=ids[None]).loss), len(ids) - 1
 
@@ -30,7 +31,7 @@ def test_perplexity_is_exp_of_the_models_own_loss_over_windows():
     model.eval()
     whole, _ = hf_loss(model, ids)
     assert perplexity(model, tokenizer, TEXT, window=64) == pytest.approx(math.exp(whole), rel=1e-5)
-    # windows of 10 tokens: 10, 10, 4 (padded in one batch) -> 9 + 9 + 3 predicted tokens, weighted by count
+    # windows of 10 tokens: 10, 10, 4 (one padded batch) -> 9 + 9 + 3 predicted tokens, by count
     parts = [hf_loss(model, ids[i : i + 10]) for i in range(0, 24, 10)]
     expected = math.exp(sum(loss * n for loss, n in parts) / sum(n for _, n in parts))
     assert perplexity(model, tokenizer, TEXT, window=10, batch=3) == pytest.approx(
@@ -48,7 +49,10 @@ def write_text(path: Path, text: str, compress: bool) -> Path:
 
 @pytest.mark.parametrize("compress", [False, True])
 def test_sample_starts_at_the_marker_strips_indentation_and_is_checksummed(tmp_path, compress):
-    body = "Title page\n\n      PREFACE\n   Once upon a time,\n        there was a text.\nMore after the cut."
+    body = (
+        "Title page\n\n      PREFACE\n   Once upon a time,\n        there was a text.\nMore "
+        "after the cut."
+    )
     path = write_text(tmp_path / ("t.dz" if compress else "t.txt"), body, compress)
     expected = "PREFACE\nOnce upon a time,\nthere was a text."
     cfg = TextRetentionConfig(
@@ -81,8 +85,9 @@ def test_the_default_sample_is_the_pinned_public_domain_text():
 def test_the_sample_is_checked_when_the_grid_is_validated_and_shipped_with_the_results(
     tmp_path, monkeypatch
 ):
-    """A grid whose sample is missing fails at validation naming the model; a valid one leaves the sample in
-    <results>/<grid>/text_retention/<sha256>.txt, which a job on a machine without the file reads instead."""
+    """A grid whose sample is missing fails at validation naming the model; a valid one leaves the
+    sample in <results>/<grid>/text_retention/<sha256>.txt, which a job on a machine without the
+    file reads instead."""
     import yaml
 
     from llm4rec.config import ConfigError, load_grid
@@ -107,7 +112,8 @@ def test_the_sample_is_checked_when_the_grid_is_validated_and_shipped_with_the_r
     (tmp_path / "grid.yaml").write_text(yaml.safe_dump(grid))
     with pytest.raises(
         ConfigError,
-        match=r"models\[0\] \(idiomoe\): text retention: '.*gone.txt' not found \(nor a shipped copy",
+        match=r"models\[0\] \(idiomoe\): text retention: '.*gone.txt' not found \(nor a shipped "
+        r"copy",
     ):
         load_grid(tmp_path / "grid.yaml")
     grid["models"][0]["params"]["text_retention"] = sample

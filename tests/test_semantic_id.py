@@ -10,7 +10,6 @@ import yaml
 
 from llm4rec.config import load_grid
 from llm4rec.evaluation.evaluate import evaluate_rankings
-from llm4rec.llm.backbone import tiny_backbone
 from llm4rec.llm.decoding import beam_search
 from llm4rec.llm.seq2seq import Seq2SeqStepper, T5SharedEncoderStepper
 from llm4rec.llm.training import training_windows
@@ -27,6 +26,7 @@ from llm4rec.paradigms.semantic_id.codes import (
 )
 from llm4rec.runner import build_artifact, prepare_dataset
 
+from .helpers import tiny_backbone
 from .test_idiomoe import TITLES, WORDS, cyclic_split
 
 
@@ -276,8 +276,9 @@ def test_beam_search_over_codes_returns_valid_distinct_unseen_items(tiny_codes, 
 
 
 def test_tiger_prepends_the_users_hashed_token_as_the_paper_does(tiny_codes):
-    """TIGER hashes the user id into 2000 tokens (the default), placed first in the encoder input, after the
-    code vocabulary; crc32 makes it the same in every process. user_buckets: 0 leaves it out."""
+    """TIGER hashes the user id into 2000 tokens (the default), placed first in the encoder input,
+    after the code vocabulary; crc32 makes it the same in every process. user_buckets: 0 leaves it
+    out."""
     import zlib
 
     from llm4rec.models import check_params

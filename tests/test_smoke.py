@@ -1,5 +1,6 @@
-"""`llm4rec smoke`: the toy-cost run of a whole grid. Its parts (offline architecture, tiny backbones of the
-real model types, the per-cell checks) on their own, then the default and the paper grid end to end."""
+"""`llm4rec smoke`: the toy-cost run of a whole grid. Its parts (offline architecture, tiny
+backbones of the real model types, the per-cell checks) on their own, then the default and the paper
+grid end to end."""
 
 import math
 import subprocess
@@ -104,8 +105,9 @@ def test_a_cell_fails_on_each_fault_and_the_table_names_it(tmp_path):
 
 @pytest.mark.slow
 def test_the_paper_grid_runs_end_to_end_at_toy_cost(tmp_path):
-    """Every model entry of paper.yaml (Qwen2.5 as a tiny Qwen2, TIGER's T5 shrunk), bf16 on CPU, through
-    Snakemake; its ml-1m is prepared too. (The default grid runs for real in `make bench`.)"""
+    """Every model entry of paper.yaml (Qwen2.5 as a tiny Qwen2, TIGER's T5 shrunk), bf16 on CPU,
+    through Snakemake; its ml-1m is prepared too. (The default grid runs for real in
+    `make bench`.)"""
     config = "benchmarks/paper.yaml"
     proc = subprocess.run(
         [sys.executable, "-m", "llm4rec.cli", "smoke", config, "--out", str(tmp_path)],
@@ -126,8 +128,8 @@ def test_the_paper_grid_runs_end_to_end_at_toy_cost(tmp_path):
 
 @pytest.mark.slow
 def test_the_gpu_measurement_script_runs_its_dry_run_on_cpu(tmp_path):
-    """benchmarks/perf/gpu_paradigms.py at a tiny shape: every paradigm trains with finite losses and ranks (no
-    timing is asserted; the script exists to be run on a GPU machine)."""
+    """benchmarks/perf/gpu_paradigms.py at a tiny shape: every paradigm trains with finite losses
+    and ranks (no timing is asserted; the script exists to be run on a GPU machine)."""
     import json
 
     out = tmp_path / "rows.json"

@@ -1,4 +1,4 @@
-"""The text-prompted paradigm end to end on a tiny model and dataset, through the Recommender protocol."""
+"""The text-prompted paradigm end to end on a tiny model and dataset, through the protocol."""
 
 import pandas as pd
 import pytest
@@ -6,12 +6,12 @@ import torch
 
 from llm4rec.data.split import Split, leave_one_out_split
 from llm4rec.evaluation.evaluate import evaluate_rankings, rankings_to_lists, selection_score
-from llm4rec.llm.backbone import tiny_backbone
 from llm4rec.llm.decoding import exhaustive_scores
 from llm4rec.models import MODELS, build_model
 from llm4rec.params import ParamsError
 
 from .conftest import interactions_frame
+from .helpers import tiny_backbone
 
 TITLES = [
     "red car",

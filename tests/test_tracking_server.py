@@ -1,5 +1,5 @@
-"""The shared tracking path: `llm4rec tracking-server` (PostgreSQL backend store + `mlflow server` on
-loopback ports) and a small grid logging to it through MLFLOW_TRACKING_URI, including the grid
+"""The shared tracking path: `llm4rec tracking-server` (PostgreSQL backend store + `mlflow server`
+on loopback ports) and a small grid logging to it through MLFLOW_TRACKING_URI, including the grid
 running while the server is down (the tracking step fails naming the URI; the rerun logs only the
 missing runs, never a duplicate)."""
 

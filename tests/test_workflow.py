@@ -181,7 +181,7 @@ def test_mlflow_runs_have_same_keys_and_tags(finished_grid):
 
 
 def dag_edges(output: str) -> set[tuple[str, str]]:
-    """(upstream, downstream) job labels of `snakemake --dag` (DOT), e.g. ('train bpr', 'train emb_knn')."""
+    """(upstream, downstream) labels of `snakemake --dag` (DOT): ('train bpr', 'train emb_knn')."""
     labels = {
         m.group(1): " ".join(re.sub(r"\\n\w+: ", " ", m.group(2)).split()[:2])
         for m in re.finditer(r'^\s*(\d+)\[label = "([^"]+)"', output, re.M)
@@ -462,7 +462,7 @@ def test_semantic_ids_rule_reruns_only_when_its_config_changes(tmp_path):
         "semantic_ids" not in planned_jobs(run(longer, "-n"))
         and planned_jobs(run(longer, "-n"))["train"] == 1
     )
-    # spelling out a default is the same config; another codebook size is a new code table and a new run
+    # spelling out a default is the same config; another codebook size: a new code table, a new run
     same = GRID | {
         "models": [
             tiger
@@ -484,8 +484,9 @@ def test_a_cf_injected_run_waits_for_its_cf_source_and_reruns_when_its_embedding
     finished_grid,
 ):
     """cf_e4srec (on a tiny random Llama) consumes the grid's SASRec item embeddings: the DAG shows
-    the edge, the job runs after SASRec, reruns when SASRec does, and refuses hand-edited embeddings."""
-    from llm4rec.llm.backbone import tiny_backbone
+    the edge, the job runs after SASRec, reruns when SASRec does, and refuses hand-edited
+    embeddings."""
+    from .helpers import tiny_backbone
 
     workdir, _ = finished_grid
     backbone = workdir / "tiny-llama"
@@ -547,7 +548,8 @@ def test_a_cf_injected_run_waits_for_its_cf_source_and_reruns_when_its_embedding
     assert record["inputs"]["cf_source"]["source"].startswith("run sasrec/seed0")
     assert record["fit"]["cf_source"] == record["inputs"]["cf_source"]["source"]
     assert "Nothing to be done" in run("-n")
-    # the source reruns (forced here; in practice: new settings, new code, a deleted run folder): so does the CF job
+    # the source reruns (forced here; in practice: new settings, new code, a deleted run folder): so
+    # does the CF job
     runs = "results/e2e/runs/ml-100k"
     planned = run("-n", "--forcerun", f"{runs}/sasrec/seed0/run.json")
     assert planned_jobs(planned)["train"] == 2, planned  # sasrec and its consumer, nothing else
@@ -555,7 +557,7 @@ def test_a_cf_injected_run_waits_for_its_cf_source_and_reruns_when_its_embedding
         f"{runs}/cf_e4srec/seed0/run.json" in planned
         and f"{runs}/bpr/seed0/run.json" not in planned
     )
-    # embeddings edited by hand in the source's exports are refused when the CF job runs, naming both runs
+    # hand-edited embeddings in the source's exports are refused when the CF job runs, naming both
     import numpy as np
 
     exported = workdir / runs / "sasrec" / "seed0" / "exports" / "item_embeddings.npy"

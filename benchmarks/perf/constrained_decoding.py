@@ -37,7 +37,8 @@ def prompt_text(tokenizer, titles: list[str]) -> str:
     messages = [
         {
             "role": "user",
-            "content": f"A user watched these movies, oldest first:\n{lines}\nRecommend the next movie.",
+            "content": f"A user watched these movies, oldest first:\n{lines}\nRecommend the next "
+            "movie.",
         }
     ]
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
@@ -113,9 +114,10 @@ def main() -> None:
         tokenizer(p, return_tensors="pt", add_special_tokens=False).input_ids for p in prompts
     ]
     print(
-        f"catalogue {len(sequences)} items ({collisions} identifier collisions), {mean_len:.1f} tokens per identifier "
-        f"incl. terminator, trie depth {trie.depth}; prompt {sum(e.shape[1] for e in encoded) / len(encoded):.0f} tokens; "
-        f"beam {args.beam}, k {args.k}, {args.threads} threads"
+        f"catalogue {len(sequences)} items ({collisions} identifier collisions), {mean_len:.1f} "
+        f"tokens per identifier incl. terminator, trie depth {trie.depth}; prompt "
+        f"{sum(e.shape[1] for e in encoded) / len(encoded):.0f} tokens; beam {args.beam}, k "
+        f"{args.k}, {args.threads} threads"
     )
 
     start = time.perf_counter()
@@ -175,14 +177,16 @@ def main() -> None:
     best_possible = stats.prompt_tokens + args.beam * stats.steps
     print(f"HF generate + prefix_allowed_tokens_fn: {ref_time:.2f} s/user")
     print(
-        f"ours, one user at a time:              {ours_time:.2f} s/user  -> {ref_time / ours_time:.1f}x"
+        f"ours, one user at a time:              {ours_time:.2f} s/user  -> "
+        f"{ref_time / ours_time:.1f}x"
     )
     for label, shared, copy_ in (
         (f"{len(users)} users", batched_time, copied_time),
         (f"{len(more)} users", big_time, big_copied_time),
     ):
         print(
-            f"ours, {label} batched, shared prefix: {shared:.2f} s/user  -> {ref_time / shared:.1f}x"
+            f"ours, {label} batched, shared prefix: {shared:.2f} s/user  -> "
+            f"{ref_time / shared:.1f}x"
         )
         print(
             f"ours, {label} batched, cache copied:  {copy_:.2f} s/user  -> {ref_time / copy_:.1f}x "
@@ -192,13 +196,14 @@ def main() -> None:
         [i for i, _ in b] == [i for i, _ in c] for b, c in zip(batched, copied, strict=True)
     )
     print(
-        f"same top-{args.k} as the reference: {agree}/{len(users)} users; batched = single: {agree_batched}/{len(users)}; "
-        f"shared prefix = cache copied: {agree_copied}/{len(users)}"
+        f"same top-{args.k} as the reference: {agree}/{len(users)} users; batched = single: "
+        f"{agree_batched}/{len(users)}; shared prefix = cache copied: {agree_copied}/{len(users)}"
     )
     print(
-        f"tokens fed per user: ours {stats.tokens / len(users):.0f} (prompt {stats.prompt_tokens / len(users):.0f} + "
-        f"decode {stats.decoded_tokens / len(users):.0f} over {stats.steps / len(users):.1f} steps); best possible "
-        f"(prompt once + beam x steps) {best_possible / len(users):.0f}; reference prefills the prompt {args.beam}x: "
+        f"tokens fed per user: ours {stats.tokens / len(users):.0f} (prompt "
+        f"{stats.prompt_tokens / len(users):.0f} + decode {stats.decoded_tokens / len(users):.0f} "
+        f"over {stats.steps / len(users):.1f} steps); best possible (prompt once + beam x steps) "
+        f"{best_possible / len(users):.0f}; reference prefills the prompt {args.beam}x: "
         f"{args.beam * stats.prompt_tokens / len(users):.0f} prompt tokens"
     )
     for user, ids, r, o in zip(users, encoded, reference, ours_single, strict=True):
@@ -206,8 +211,9 @@ def main() -> None:
             scores = exhaustive_scores(model, ids, torch.ones_like(ids), sequences, chunk=128)
             truth = sorted(scores, key=scores.get, reverse=True)[: args.k]
             print(
-                f"  user {user}: overlap with the exhaustive top-{args.k}: reference {len(set(r) & set(truth))}, "
-                f"ours {len(set(o) & set(truth))}; ours == exhaustive: {o == truth}"
+                f"  user {user}: overlap with the exhaustive top-{args.k}: reference "
+                f"{len(set(r) & set(truth))}, ours {len(set(o) & set(truth))}; ours == "
+                f"exhaustive: {o == truth}"
             )
 
 

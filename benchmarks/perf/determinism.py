@@ -62,7 +62,8 @@ def main() -> None:
         load.join()
     reference = results["default"][1]
     print(
-        f"{args.repeats} identical backward passes of items[ids] ({shape}), {args.threads} threads, one core busy"
+        f"{args.repeats} identical backward passes of items[ids] ({shape}), {args.threads} "
+        "threads, one core busy"
     )
     print(f"{'setting':15s} {'distinct gradients':>19s} {'ms/pass':>9s} {'vs default':>11s}")
     for name, (distinct, seconds) in results.items():

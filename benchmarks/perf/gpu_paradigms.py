@@ -1,14 +1,18 @@
 """What the LLM paradigms cost on a GPU, at the paper grid's backbone shape, with no download.
 
-    python benchmarks/perf/gpu_paradigms.py                       # on a GPU machine: Qwen2.5-0.5B's shape, bf16 and fp32
-    python benchmarks/perf/gpu_paradigms.py --device cpu --shape tiny --users 8 --steps 2   # a dry run anywhere
+    # on a GPU machine: Qwen2.5-0.5B's shape, bf16 and fp32
+    python benchmarks/perf/gpu_paradigms.py
+    # a dry run anywhere
+    python benchmarks/perf/gpu_paradigms.py --device cpu --shape tiny --users 8 --steps 2
 
-Every backbone is a randomly initialised Qwen2 of Qwen2.5-0.5B-Instruct's shape (896 hidden, 24 blocks,
-MLP 4864, 14 query / 2 key-value heads, vocabulary 151,936, tied embeddings); TIGER's T5 has the paper's
-shape. The data are synthetic (1,000 users walking a 2,000-item catalogue with titles drawn from a word
-list), so the script needs neither RecBole, MLflow nor a hub: only torch, transformers and peft. For each
-paradigm it builds the model the grid's way (`build_model`, the shared precision policy), then reports:
-- training tokens/s over `--steps` optimiser steps of the paper grid's batch size (after one warm-up);
+Every backbone is a randomly initialised Qwen2 of Qwen2.5-0.5B-Instruct's shape (896 hidden, 24
+blocks, MLP 4864, 14 query / 2 key-value heads, vocabulary 151,936, tied embeddings); TIGER's T5 has
+the paper's shape. The data are synthetic (1,000 users walking a 2,000-item catalogue with titles
+drawn from a word list), so the script needs neither RecBole, MLflow nor a hub: only torch,
+transformers and peft. For each paradigm it builds the model the grid's way (`build_model`, the
+shared precision policy), then reports:
+- training tokens/s over `--steps` optimiser steps of the paper grid's batch size (after one
+  warm-up);
 - ranking ms/user for `--users` test users at depth 50 (beam search or one forward per batch);
 - peak GPU memory (torch.cuda.max_memory_allocated) of the whole measurement;
 - bf16 against fp32: the same weights ranked in both, the mean overlap of the two top-10s.
@@ -36,8 +40,9 @@ from llm4rec.llm.training import train_sft  # noqa: E402
 from llm4rec.models import ResolvedInput, build_model  # noqa: E402
 
 WORDS = (
-    "red blue green old dark happy cold small river house train car sky night day love war story city "
-    "return last first little big man woman girl boy king queen star world life dead lost secret game"
+    "red blue green old dark happy cold small river house train car sky night day love war story "
+    "city return last first little big man woman girl boy king queen star world life dead lost "
+    "secret game"
 ).split()
 QWEN_05B = {
     "hidden_size": 896,
@@ -321,7 +326,8 @@ def main() -> int:
         ]
         backbone = random_backbone(TINY if tiny else QWEN_05B, corpus, folder / "backbone")
         print(
-            f"device {args.device} ({torch.cuda.get_device_name() if args.device.startswith('cuda') else 'cpu'}), "
+            f"device {args.device} "
+            f"({torch.cuda.get_device_name() if args.device.startswith('cuda') else 'cpu'}), "
             f"shape {args.shape}, {args.steps} steps, {len(users)} users at depth 50",
             flush=True,
         )
@@ -331,11 +337,13 @@ def main() -> int:
             rows.append(row)
             print(json.dumps(row | {"wall_s": round(time.perf_counter() - start, 1)}), flush=True)
     print(
-        f"\n{'paradigm':<14}{'train tok/s':>12}{'s/step':>8}{'rank ms/user':>13}{'peak GiB':>9}{'top-10 bf16~fp32':>17}"
+        f"\n{'paradigm':<14}{'train tok/s':>12}{'s/step':>8}{'rank ms/user':>13}"
+        f"{'peak GiB':>9}{'top-10 bf16~fp32':>17}"
     )
     for r in rows:
         print(
-            f"{r['paradigm']:<14}{r['train_tokens_per_s']:>12.0f}{r['s_per_step']:>8.3f}{r['rank_ms_per_user']:>13.2f}"
+            f"{r['paradigm']:<14}{r['train_tokens_per_s']:>12.0f}{r['s_per_step']:>8.3f}"
+            f"{r['rank_ms_per_user']:>13.2f}"
             f"{r['peak_gib']:>9.2f}{r['top10_overlap_bf16_fp32']:>17.2f}"
         )
     if args.out:

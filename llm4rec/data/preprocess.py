@@ -19,7 +19,7 @@ def to_implicit(interactions: pd.DataFrame, rating_threshold: float | None) -> p
 
 
 def deduplicate(interactions: pd.DataFrame, keep: str) -> pd.DataFrame:
-    """Keep one (user, item) interaction: the earliest ('first'), latest ('last') or all ('none')."""
+    """One interaction per (user, item): the earliest ('first'), latest ('last') or all ('none')."""
     if keep == "none":
         return interactions
     ordered = interactions.sort_values(["timestamp", "order"], kind="stable")
@@ -59,7 +59,7 @@ def preprocess(
     if df.empty:
         raise DataError(
             f"dataset '{dataset}': no interactions left after preprocessing "
-            f"(rating_threshold={rating_threshold}, dedup={dedup}, k_core user>={min_user} item>={min_item}); "
-            f"counts: {report}"
+            f"(rating_threshold={rating_threshold}, dedup={dedup}, k_core user>={min_user} "
+            f"item>={min_item}); counts: {report}"
         )
     return df.reset_index(drop=True), report

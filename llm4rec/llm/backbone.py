@@ -27,7 +27,8 @@ class BackboneConfig:
         None  # a hub id's commit (40 hex), pinned: the weights a rerun loads are these
     )
     gguf_file: str | None = None
-    dtype: str = "auto"  # auto: bf16 on a GPU that supports it, else fp32 | bf16 | fp16 | fp32 (llm4rec.llm.precision)
+    # auto: bf16 on a GPU that supports it, else fp32 | bf16 | fp16 | fp32 (llm4rec.llm.precision)
+    dtype: str = "auto"
     device: str = "cpu"
     trust_remote_code: bool = False
     pad_token: str | None = None  # set when the tokenizer has none (e.g. "<|endoftext|>")
@@ -53,8 +54,8 @@ class LoraSettings:
 
 
 def torch_dtype(dtype: str, device: str) -> torch.dtype:
-    """`auto`: bf16 on a GPU that supports it (Ampere and later), fp32 on older GPUs (fp16 would need a
-    gradient scaler) and on CPU."""
+    """`auto`: bf16 on a GPU that supports it (Ampere and later), fp32 on older GPUs (fp16 would
+    need a gradient scaler) and on CPU."""
     if dtype == "auto":
         return (
             torch.bfloat16
@@ -90,7 +91,7 @@ def _check_source(source: str, gguf: str | None) -> None:
 
 
 def load_backbone(cfg: BackboneConfig):
-    """Return (model, tokenizer) on cfg.device, in eval mode; the tokenizer always has a pad token."""
+    """(model, tokenizer) on cfg.device, in eval mode; the tokenizer always has a pad token."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     source, gguf = resolve(cfg)
@@ -182,39 +183,3 @@ def add_lora(model, settings: LoraSettings, trainable_tokens: list[int] | None =
         trainable_token_indices=indices,
     )
     return get_peft_model(model, config)
-
-
-def tiny_backbone(
-    words: list[str], seed: int = 0, hidden: int = 32, layers: int = 2, init_std: float = 0.02
-):
-    """A randomly initialised Llama of the same architecture with a word-level tokenizer built
-    in code (no download): for fast unit tests."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    specials = ["<pad>", "<unk>", "<bos>", "<eos>"]
-    vocab = {tok: i for i, tok in enumerate(specials + sorted(set(words) - set(specials)))}
-    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    core.pre_tokenizer = pre_tokenizers.Whitespace()
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=core,
-        pad_token="<pad>",
-        unk_token="<unk>",
-        bos_token="<bos>",
-        eos_token="<eos>",
-    )
-    torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=len(vocab),
-        hidden_size=hidden,
-        intermediate_size=2 * hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        pad_token_id=0,
-        bos_token_id=2,
-        eos_token_id=3,
-        initializer_range=init_std,
-    )
-    return LlamaForCausalLM(config).eval(), tokenizer

@@ -62,7 +62,7 @@ class DecodeStats:
 def item_token_sequences(
     tokenizer, identifiers: dict[str, str], prefix: str = " "
 ) -> dict[str, list[int]]:
-    """Token ids of each identifier as it follows the prompt, ended by the EOS token (the terminator)."""
+    """Token ids of each identifier as it follows the prompt, ended by the EOS token."""
     eos = tokenizer.eos_token_id
     if eos is None:
         raise ValueError("the tokenizer has no EOS token to terminate item identifiers")
@@ -101,7 +101,7 @@ class CacheStepper:
     def step(
         self, sources: torch.Tensor, users: torch.Tensor, tokens: torch.Tensor
     ) -> torch.Tensor:
-        """Feed `tokens` to the beams continuing rows `sources`; next-token log-probs per new row."""
+        """Feed `tokens` to the beams continuing rows `sources`; next-token log-probs per row."""
         self.cache.batch_select_indices(sources)
         self.attn = torch.cat([self.attn[sources], self.attn.new_ones((len(sources), 1))], dim=1)
         positions = self.next_pos[sources]
@@ -180,11 +180,6 @@ def shared_prefix_mismatch(model) -> str | None:
         if type(module) is not getattr(stock, prefix + suffix):
             return f"{type(module).__name__} where the stock {prefix}{suffix} was expected"
     return None
-
-
-def supports_shared_prefix(model) -> bool:
-    """Stock Llama-family blocks (pre-norm, rotary, grouped-query attention, no sliding window)."""
-    return shared_prefix_mismatch(model) is None
 
 
 class SharedPrefixStepper:
@@ -290,14 +285,15 @@ class SharedPrefixStepper:
 
 
 def resolve_decoder(model, decoder: str = "auto") -> str:
-    """`decoder`: auto (shared_prefix where the architecture allows it, else cache) | shared_prefix | cache."""
+    """`decoder`: auto (shared_prefix where the architecture allows it, else cache),
+    shared_prefix or cache."""
     if decoder not in ("auto", "shared_prefix", "cache"):
         raise ValueError(f"decoder '{decoder}' is not one of auto, shared_prefix, cache")
     mismatch = shared_prefix_mismatch(model)
     if decoder == "shared_prefix" and mismatch:
         raise ValueError(
-            f"decoder 'shared_prefix' re-implements the stock Llama, Mistral and Qwen2 layers; this model "
-            f"has {mismatch}. Use decoder 'auto' or 'cache'"
+            "decoder 'shared_prefix' re-implements the stock Llama, Mistral and Qwen2 layers; "
+            f"this model has {mismatch}. Use decoder 'auto' or 'cache'"
         )
     return "shared_prefix" if decoder != "cache" and mismatch is None else "cache"
 

@@ -1,13 +1,14 @@
-"""Fine-tuning one model on several processes (GPUs): synchronous data parallelism without wrapping it.
+"""Fine-tuning one model on several processes (GPUs): synchronous data parallelism, no DDP wrapper.
 
-A model asking for `resources: {gpu: N}` with N > 1 is trained by `llm4rec train` re-executing itself under
-`torchrun --standalone --nproc_per_node N` (the train rule and its SLURM submission are unchanged: one job
-holding N GPUs); each process runs the same job. Within it:
+A model asking for `resources: {gpu: N}` with N > 1 is trained by `llm4rec train` re-executing
+itself under `torchrun --standalone --nproc_per_node N` (the train rule and its SLURM submission are
+unchanged: one job holding N GPUs); each process runs the same job. Within it:
 - training: every optimiser step of `sft.batch_size` x `sft.grad_accum` examples is split by
-  micro-batch: process r takes micro-batches r, r + N, ... (so `grad_accum` must be a multiple of N);
-  after the backward passes the gradients of everything that trains are summed across processes (one
-  all-reduce of a flat buffer), then every process takes the same optimiser step. The loss curve and
-  the weights are those of one process running all the micro-batches (float summation order aside);
+  micro-batch: process r takes micro-batches r, r + N, ... (so `grad_accum` must be a multiple of
+  N); after the backward passes the gradients of everything that trains are summed across processes
+  (one all-reduce of a flat buffer), then every process takes the same optimiser step. The loss
+  curve and the weights are those of one process running all the micro-batches (float summation
+  order aside);
 - checkpoints, the selected `best.pt` and every output file are written by process 0 alone;
 - ranking: the batches of users are dealt out across processes and the rankings gathered, each user
   ranked in exactly the batch it would be in alone, so the rankings equal a single process's.
@@ -15,7 +16,7 @@ holding N GPUs); each process runs the same job. Within it:
 The paradigms' forward passes are untouched (IDIOMoE reaches into the decoder stack, E4SRec reads
 hidden states): there is no DistributedDataParallel wrapper to bypass. Gradient checkpointing and
 the attention implementation are backbone options (`backbone.gradient_checkpointing`,
-`backbone.attn_implementation`). Backend: NCCL on CUDA, gloo on CPU (the tests run 2 processes on gloo).
+`backbone.attn_implementation`). Backend: NCCL on CUDA, gloo on CPU (the tests run 2 on gloo).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def is_main() -> bool:
 
 
 def relaunch_per_gpu(gpus: int, argv: list[str]) -> None:
-    """Replace this process by torchrun running the same `llm4rec` command on `gpus` processes (once)."""
+    """Replace this process by torchrun running the same `llm4rec` command on `gpus` processes."""
     import sys
 
     if int(gpus) <= 1 or "WORLD_SIZE" in os.environ:
@@ -59,7 +60,7 @@ def relaunch_per_gpu(gpus: int, argv: list[str]) -> None:
 
 
 def init_from_env(device: str) -> str:
-    """Join the process group torchrun described (WORLD_SIZE > 1); return the device this process uses."""
+    """Join the process group torchrun described (WORLD_SIZE > 1); return this process's device."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or (
         dist.is_available() and dist.is_initialized()
     ):

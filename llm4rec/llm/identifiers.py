@@ -26,8 +26,8 @@ def item_identifiers(items: pd.DataFrame) -> tuple[dict[str, str], int]:
     empty = items[items["title"].astype(str).str.strip() == ""]
     if len(empty):
         raise DataError(
-            f"items.parquet: item '{empty['item_id'].iloc[0]}' has an empty title "
-            f"({len(empty)} items without a title, e.g. interacted items missing from the dataset's item file); "
+            f"items.parquet: item '{empty['item_id'].iloc[0]}' has an empty title ({len(empty)} "
+            "items without a title, e.g. interacted items missing from the dataset's item file); "
             "paradigms that write items as text need a title for every catalogue item"
         )
     seen: dict[str, int] = {}

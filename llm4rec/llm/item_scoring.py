@@ -44,9 +44,9 @@ def top_unseen_items(
     stats: DecodeStats | None = None,
     mask: torch.Tensor | None = None,
 ) -> list[list[tuple[str, float]]]:
-    """Per row of `logits` ([users, n_items], columns in `items` order): the top-k items outside that
-    user's history, scored by log-softmax over the catalogue (history excluded), best first. With
-    `stats`, counts the users and their prompt tokens (`mask`: the prompts' attention mask)."""
+    """Per row of `logits` ([users, n_items], columns in `items` order): the top-k items outside
+    that user's history, scored by log-softmax over the catalogue (history excluded), best first.
+    With `stats`, counts the users and their prompt tokens (`mask`: the prompts' attention mask)."""
     if stats is not None:
         stats.users += len(histories)
         stats.prompt_tokens += int(mask.sum()) if mask is not None else 0

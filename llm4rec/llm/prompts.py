@@ -27,7 +27,7 @@ SOFT_SLOT = "\ue000"  # a private-use character: where a rendered prompt takes a
 
 def soft_slot_ids(tokenizer, text: str, placeholder_id: int) -> tuple[list[int], list[int]]:
     """Tokenize a prompt whose text marks soft tokens with SOFT_SLOT: (ids with `placeholder_id` at
-    each slot, the slots' positions in order). The text between slots is tokenized piece by piece."""
+    each slot, the slots' positions in order); the text between slots is tokenized piecewise."""
     ids, positions = [], []
     pieces = text.split(SOFT_SLOT)
     for i, piece in enumerate(pieces):
@@ -58,20 +58,25 @@ def left_pad(prompts: Sequence[Prompt], pad_id: int):
 
 # Domain-neutral defaults; a grid config words the prompt for its data (benchmarks/*.yaml: movies).
 DEFAULT_SYSTEM = "You are a recommender. Answer with the title of one item."
-DEFAULT_USER = "A user interacted with these items, oldest first:\n{history}\nWhich item will they choose next?"
+DEFAULT_USER = (
+    "A user interacted with these items, oldest first:\n{history}\nWhich item will "
+    "they choose next?"
+)
 
 
 @dataclass(frozen=True)
 class PromptTemplate:
     user: str = DEFAULT_USER
     system: str | None = DEFAULT_SYSTEM
-    line: str = "{title}"  # one history line; {title} is the item identifier, {index} its position (1-based)
+    # one history line; {title} is the item identifier, {index} its position (1-based)
+    line: str = "{title}"
     answer_prefix: str = ""  # text the answer starts with, after the assistant turn opens
 
     def __post_init__(self) -> None:
         if "{history}" not in self.user:
             raise ValueError(
-                f"prompt template: the user message must contain the {{history}} slot, got {self.user!r}"
+                "prompt template: the user message must contain the {history} slot, got "
+                f"{self.user!r}"
             )
         if "{title}" not in self.line:
             raise ValueError(

@@ -10,12 +10,13 @@ their prompts (soft tokens become `inputs_embeds`) and lets the paradigm read it
 
 A paradigm subclasses it and supplies only what differs:
 
-    prepare(split) -> dict                       how items are written in and read out; facts to log
-    prompt(history) -> Prompt                    one user's prompt
-    training_examples(split, rng) -> [example]   what trains (only when `trains`); (ids, labels) pairs
-                                                 for the default loss
+    prepare(split) -> dict                      how items are written in and read out; facts to log
+    prompt(history) -> Prompt                   one user's prompt
+    training_examples(split, rng) -> [example]  what trains (only when `trains`); (ids, labels)
+                                                pairs for the default loss
     training_loss() -> LossFn | None            optional: another objective than the backbone's
-                                                 cross-entropy on labelled tokens (llm4rec.llm.training)
+                                                cross-entropy on labelled tokens
+                                                (llm4rec.llm.training)
     decode(ids, mask, inputs_embeds, histories, k) -> [[(item, score)] per row]
 
 What trains is whatever has `requires_grad` after `prepare` (and LoRA, when `lora` is set).
@@ -97,13 +98,14 @@ class LLMRecommender:
 
     @property
     def reads_text(self) -> bool:
-        """Whether the model is a language model whose text perplexity means something (text retention)."""
+        """Whether the model is an LLM whose text perplexity means something (text retention)."""
         return True
 
     def load(self):
-        """(model, tokenizer): the configured pretrained backbone (a paradigm may build its own model)."""
+        """(model, tokenizer): the configured pretrained backbone (a paradigm may build its own)."""
         backbone = self.cfg.backbone
-        # the run record says what was loaded and whether code shipped with it could run (only when a config says so)
+        # the run record says what was loaded and whether code shipped with it could run (only when
+        # a config says so)
         self.compute_dtype = torch_dtype(backbone.dtype, self.device)
         model, tokenizer = load_backbone(dataclasses.replace(backbone, device=self.device))
         # the commit a hub id resolved to (transformers records it on the config), pinned or not
@@ -120,7 +122,7 @@ class LLMRecommender:
         raise NotImplementedError
 
     def user_prompt(self, user: str, history: Sequence[str]) -> Prompt:
-        """The prompt of one user's ranking: `prompt(history)` unless a model reads the user too (TIGER's user token)."""
+        """One user's ranking prompt: `prompt(history)`, unless it reads the user too (TIGER)."""
         return self.prompt(history)
 
     def prompt(self, history: Sequence[str]) -> Prompt:
@@ -132,7 +134,7 @@ class LLMRecommender:
         raise NotImplementedError
 
     def trainable(self) -> None:
-        """Mark what trains beyond LoRA adapters (called after LoRA wrapping, which freezes the rest)."""
+        """Mark what trains beyond LoRA adapters (called after LoRA wrapping froze the rest)."""
 
     def trainable_tokens(self) -> list[int]:
         """Vocabulary rows whose embeddings train beside LoRA (e.g. added code tokens)."""
@@ -240,8 +242,9 @@ class LLMRecommender:
             loss_fn=self.training_loss(),
             compute_dtype=self.compute_dtype,
         )
-        # a trainable tensor no step changed is a bug (a detached module, a dtype that rounds updates away);
-        # known only for a run that trained from step 0 (a resumed run saw its earlier steps elsewhere)
+        # a trainable tensor no step changed is a bug (a detached module, a dtype that rounds
+        # updates away); known only for a run that trained from step 0 (a resumed run saw its
+        # earlier steps elsewhere)
         fresh = len(result.losses) == cfg.sft.steps
         unmoved = (
             [n for n, p in trainable.items() if torch.equal(p.detach(), before[n])]
@@ -256,7 +259,8 @@ class LLMRecommender:
             "train_set_tokens": int(sum(len(example[0]) for example in encoded)),
             "train_tokens": result.tokens,
             "sft_steps_run": len(result.losses),
-            "sft_losses": result.losses,  # per optimiser step run here (a resumed run: after its checkpoint)
+            # per optimiser step run here (a resumed run: after its checkpoint)
+            "sft_losses": result.losses,
             "first_loss": result.losses[0] if result.losses else None,
             "final_loss": result.losses[-1] if result.losses else None,
             **self.selection.as_dict(),
@@ -281,8 +285,8 @@ class LLMRecommender:
         return self.training_examples(split, rng)
 
     def inference_setup(self) -> None:
-        """A model that trains nothing: frozen, and (with whatever the paradigm added) settled on the
-        backbone's device and dtype (llm4rec.llm.precision)."""
+        """A model that trains nothing: frozen, and (with whatever the paradigm added) settled on
+        the backbone's device and dtype (llm4rec.llm.precision)."""
         self.model.requires_grad_(False)
         precision.settle(self.model, self.device, self.compute_dtype)
 
@@ -301,7 +305,8 @@ class LLMRecommender:
         self.model.eval()
         users = sorted(histories)
         rows = []
-        # several processes: each ranks its share of the batches (a user is in the batch it would be in alone)
+        # several processes: each ranks its share of the batches (a user is in the batch it would
+        # be in alone)
         batches = distributed.deal(
             [
                 users[b : b + self.cfg.batch_users]

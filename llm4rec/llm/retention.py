@@ -8,9 +8,9 @@ its first `chars` characters from the preface on, each line stripped of its inde
 checked against a pinned sha256, so every run of every grid scores the same text.
 
 Compute nodes often lack the Debian path: validating a grid (`load_grid`, on the machine that runs
-Snakemake) writes the sample itself to `<results>/<grid>/text_retention/<sha256>.txt`, and a job reads
-that copy (`LLM4REC_TEXT_SAMPLES`, set by the runner) when `path` is not there. A grid whose sample
-can be found nowhere fails at validation, before any job starts.
+Snakemake) writes the sample itself to `<results>/<grid>/text_retention/<sha256>.txt`, and a job
+reads that copy (`LLM4REC_TEXT_SAMPLES`, set by the runner) when `path` is not there. A grid whose
+sample can be found nowhere fails at validation, before any job starts.
 
 Perplexity is exp(mean next-token NLL) over consecutive windows of `window` tokens (the first
 token of a window is context, not predicted), through the model's own language-model head.
@@ -49,8 +49,8 @@ def _shipped(cfg: TextRetentionConfig, folder: str | Path | None = None) -> Path
 
 
 def load_sample(cfg: TextRetentionConfig, shipped: str | Path | None = None) -> str:
-    """The pinned sample: from `cfg.path`, else from the copy shipped with the results (`shipped`, default
-    $LLM4REC_TEXT_SAMPLES); checked against `cfg.sha256` either way."""
+    """The pinned sample: from `cfg.path`, else from the copy shipped with the results (`shipped`,
+    default $LLM4REC_TEXT_SAMPLES); checked against `cfg.sha256` either way."""
     path = Path(cfg.path)
     copy = _shipped(cfg, shipped)
     if not path.is_file():
@@ -67,7 +67,8 @@ def load_sample(cfg: TextRetentionConfig, shipped: str | Path | None = None) -> 
     begin = text.find(cfg.start)
     if begin < 0:
         raise ValueError(
-            f"text retention: '{path}' has no '{cfg.start}' to start the sample at (text_retention.start)"
+            f"text retention: '{path}' has no '{cfg.start}' to start the sample at "
+            "(text_retention.start)"
         )
     lines = "\n".join(line.strip() for line in text[begin:].splitlines())
     return _checked(lines[: cfg.chars], cfg, path)
@@ -77,15 +78,16 @@ def _checked(sample: str, cfg: TextRetentionConfig, path: Path) -> str:
     digest = hashlib.sha256(sample.encode("utf-8")).hexdigest()
     if digest != cfg.sha256:
         raise ValueError(
-            f"text retention: the sample of '{path}' ({cfg.chars} chars from '{cfg.start}') has sha256 "
-            f"{digest}, expected {cfg.sha256} (text_retention.sha256): the file is not the pinned text"
+            f"text retention: the sample of '{path}' ({cfg.chars} chars from '{cfg.start}') has "
+            f"sha256 {digest}, expected {cfg.sha256} (text_retention.sha256): the file is not the "
+            "pinned text"
         )
     return sample
 
 
 def ship_sample(cfg: TextRetentionConfig, folder: str | Path) -> Path:
-    """Write the pinned sample to `folder`/<sha256>.txt (once; atomically) so that jobs on machines without
-    `cfg.path` read it there; raise as `load_sample` does when it can be found nowhere."""
+    """Write the pinned sample to `folder`/<sha256>.txt (once; atomically) so that jobs on machines
+    without `cfg.path` read it there; raise as `load_sample` does when it can be found nowhere."""
     from llm4rec.io import write_text
 
     target = _shipped(cfg, folder)

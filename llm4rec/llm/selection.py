@@ -99,7 +99,7 @@ class CheckpointSelection:
         return True
 
     def reuse(self, histories: Mapping[str, Sequence[str]], k: int) -> pd.DataFrame | None:
-        """The selected step's rankings, when exactly its users and histories are asked for again."""
+        """The selected step's rankings, when exactly its users and histories are asked again."""
         if self.rankings is None or k > metric_cutoff(self.metric):
             return None
         if self.histories != {u: list(h) for u, h in histories.items()}:

@@ -74,7 +74,8 @@ class T5SharedEncoderStepper:
         mismatch = t5_mismatch(model)
         if mismatch:
             raise ValueError(
-                f"T5SharedEncoderStepper re-implements stock T5 cross-attention; this model has {mismatch}"
+                "T5SharedEncoderStepper re-implements stock T5 cross-attention; this model has "
+                f"{mismatch}"
             )
         self.model, self.decoder = model, model.decoder
         config = model.config
@@ -103,7 +104,7 @@ class T5SharedEncoderStepper:
         self.logp = self._forward()
 
     def _cross_attention(self, layer: int, q: torch.Tensor) -> torch.Tensor:
-        """q: [R, H, t, d] of rows grouped by user -> [R, H, t, d], each row against its user's states."""
+        """q: [R, H, t, d] of rows grouped by user -> [R, H, t, d], against its user's states."""
         rows, heads, t, dim = q.shape
         users = self.users
         first = torch.searchsorted(users, users, side="left")
@@ -165,8 +166,8 @@ def resolve_seq2seq_decoder(model, decoder: str = "auto") -> str:
     mismatch = t5_mismatch(model)
     if decoder == "shared_encoder" and mismatch:
         raise ValueError(
-            f"decoder 'shared_encoder' re-implements stock T5 cross-attention; this model has {mismatch}. "
-            "Use decoder 'auto' or 'generic'"
+            "decoder 'shared_encoder' re-implements stock T5 cross-attention; this model has "
+            f"{mismatch}. Use decoder 'auto' or 'generic'"
         )
     return "shared_encoder" if decoder != "generic" and mismatch is None else "generic"
 

@@ -1,9 +1,10 @@
 """Two ways a paradigm writes items into a backbone beyond plain text.
 
-- New vocabulary tokens (`add_tokens`): one token per item (IDIOMoE-style item IDs) or per code
-  (semantic IDs). The tokenizer learns them as single, unsplittable tokens; the input (and,
-  when untied, output) embedding matrices grow by as many rows, initialised explicitly so a
-  seed fixes them. Rows of the existing vocabulary are left exactly as they were.
+- New vocabulary tokens (`add_tokens`): one token per semantic-ID code (sid_llm). The tokenizer
+  learns them as single, unsplittable tokens; the input (and, when untied, output) embedding
+  matrices grow by as many rows, initialised explicitly so a seed fixes them. Rows of the
+  existing vocabulary are left exactly as they were. (IDIOMoE's item tokens live in an
+  embedding of their own, `llm4rec.paradigms.idiomoe.CatalogueEmbedding`.)
 - Soft tokens (`prompt_embeddings`): positions of a prompt given as vectors rather than ids
   (e.g. CF embeddings projected into the LLM's space). The decoders in `llm4rec.llm.decoding`
   take the result as `inputs_embeds` for the prefill.

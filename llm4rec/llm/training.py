@@ -15,7 +15,7 @@ import math
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +24,7 @@ import torch
 from tqdm import tqdm
 
 from llm4rec.llm import distributed, precision
+from llm4rec.llm.prompts import Prompt
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,7 @@ class SFTConfig:
     learning_rate: float = 2e-4
     weight_decay: float = 0.0
     checkpoint_every: int = 50
-    seed: int = 0  # batch order (text_prompted sets it to the run's seed)
+    seed: int = 0  # batch order (LLMRecommender sets it to the run's seed)
     schedule: str = (
         "constant"  # learning rate over steps: constant | cosine (to 0 at `steps`), after warmup
     )
@@ -88,6 +89,21 @@ def encode_example(prompt_ids: list[int], target_ids: list[int]) -> tuple[list[i
     return prompt_ids + target_ids, [-100] * len(prompt_ids) + list(target_ids)
 
 
+def next_item_examples(
+    split,
+    prompt: Callable[[Sequence[str]], Prompt],
+    answers: Mapping[str, list[int]],
+    max_history: int,
+    max_examples: int | None,
+    rng: np.random.Generator,
+) -> list[tuple[list[int], list[int]]]:
+    """SFT examples of a paradigm that answers with an item's tokens: every next-item window
+    (`training_windows`) as the `prompt` of its history, then the target's `answers` tokens,
+    the loss on those (`encode_example`)."""
+    windows = training_windows(split, max_history, max_examples, rng)
+    return [encode_example(prompt(history).ids, answers[target]) for _, history, target in windows]
+
+
 def collate(
     encoded: list[tuple[list[int], list[int]]], pad_id: int, device: str
 ) -> dict[str, torch.Tensor]:
@@ -117,7 +133,7 @@ def save_checkpoint(directory: Path, model, optimizer, step: int, fingerprint: s
     directory.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=directory, prefix=".last."))
     try:
-        # the RNG state too: dropout (e.g. LoRA's) after a resume draws what an uninterrupted run would
+        # the RNG state too: dropout after a resume draws what an uninterrupted run would
         rng = {
             "cpu": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
@@ -150,7 +166,8 @@ def load_checkpoint(directory: Path, model, optimizer, fingerprint: str = "") ->
     state = torch.load(path, map_location="cpu", weights_only=True)
     if state.get("fingerprint", "") != fingerprint:
         print(
-            f"[llm4rec] {path}: written under another configuration; restarting training from step 0",
+            f"[llm4rec] {path}: written under another configuration; restarting training from "
+            "step 0",
             flush=True,
         )
         shutil.rmtree(
@@ -160,7 +177,8 @@ def load_checkpoint(directory: Path, model, optimizer, fingerprint: str = "") ->
     expected = {name for name, p in model.named_parameters() if p.requires_grad}
     if set(state["trainable"]) != expected:
         raise ValueError(
-            f"{path}: checkpoint does not match the model's trainable parameters; delete it to restart"
+            f"{path}: checkpoint does not match the model's trainable parameters; delete it to "
+            "restart"
         )
     with torch.no_grad():
         params = dict(model.named_parameters())
@@ -191,7 +209,7 @@ def checkpoint_fingerprint(cfg: SFTConfig, fingerprint: str = "") -> str:
 
 
 # (model, examples of one micro-batch, optimizer step) -> (loss, tokens); the step lets an objective
-# change over training (e.g. LLaRA's curriculum) as a function of the step alone, so resume stays exact
+# change over training (e.g. LLaRA's curriculum) as a function of the step alone: resume stays exact
 LossFn = Callable[[object, list, int], tuple[torch.Tensor, int]]
 
 
@@ -224,22 +242,25 @@ def train_sft(
     resumed under the same fingerprint and SFT config. `loss_fn` computes a micro-batch's loss
     and step (default `causal_lm_loss`: examples are (input_ids, labels) pairs); a
     paradigm passes its own for other objectives (e.g. a softmax restricted to item tokens).
-    `compute_dtype`: the backbone's (autocast to it when bf16 / fp16); default read off the model."""
+    `compute_dtype`: the backbone's (autocast to it if bf16 / fp16); default: read off the model."""
     loss_fn = loss_fn or causal_lm_loss(pad_id, device)
     rank, size = distributed.world()
     if cfg.grad_accum % size:
         raise ValueError(
-            f"sft.grad_accum is {cfg.grad_accum} with {size} processes: it must be a multiple of the number "
-            "of processes, each of which takes grad_accum / processes micro-batches of every step"
+            f"sft.grad_accum is {cfg.grad_accum} with {size} processes: it must be a multiple of "
+            "the number of processes, each of which takes grad_accum / processes micro-batches "
+            "of every step"
         )
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     fingerprint = checkpoint_fingerprint(cfg, fingerprint)
-    distributed.barrier()  # process 0 may have just written the checkpoint the others are about to read
+    # process 0 may have just written the checkpoint the others are about to read
+    distributed.barrier()
     start = load_checkpoint(checkpoint_dir, model, optimizer, fingerprint) if checkpoint_dir else 0
     if start:
         print(
-            f"[llm4rec] resuming SFT from the checkpoint at step {start}/{cfg.steps} ({checkpoint_dir / 'last'})",
+            f"[llm4rec] resuming SFT from the checkpoint at step {start}/{cfg.steps} "
+            f"({checkpoint_dir / 'last'})",
             flush=True,
         )
     per_step = cfg.batch_size * cfg.grad_accum

@@ -26,7 +26,7 @@ class ItemTrie:
 
     @classmethod
     def build(cls, sequences: dict[str, Sequence[int]]) -> ItemTrie:
-        """`sequences`: item id -> token ids (terminator included, so no id is a prefix of another)."""
+        """`sequences`: item id -> token ids (terminator included: no id is a prefix of another)."""
         trie = cls()
         for item, tokens in sequences.items():
             if not tokens:
@@ -36,8 +36,9 @@ class ItemTrie:
             for token in tokens:
                 if node in trie.item_at:  # an earlier item ends inside this one's path
                     raise ValueError(
-                        f"item '{item}': its token sequence collides with item '{trie.item_at[node]}' "
-                        "(identifiers must be unique and end with a terminator token)"
+                        f"item '{item}': its token sequence collides with item "
+                        f"'{trie.item_at[node]}' (identifiers must be unique and end with a "
+                        "terminator token)"
                     )
                 child = trie.children[node].get(token)
                 if child is None:
@@ -50,8 +51,9 @@ class ItemTrie:
                 path.append(node)
             if node in trie.item_at or trie.children[node]:
                 raise ValueError(
-                    f"item '{item}': its token sequence collides with item '{trie.item_at.get(node, '?')}' "
-                    "(identifiers must be unique and end with a terminator token)"
+                    f"item '{item}': its token sequence collides with item "
+                    f"'{trie.item_at.get(node, '?')}' (identifiers must be unique and end with a "
+                    "terminator token)"
                 )
             trie.item_at[node] = item
             trie.paths[item] = path
@@ -65,18 +67,8 @@ class ItemTrie:
                 counts[node] = counts.get(node, 0) + 1
         return counts
 
-    def allowed(self, node: int, excluded: dict[int, int] | None = None) -> dict[int, int]:
-        """Tokens that may follow `node` (token -> child), skipping subtrees of excluded items only."""
-        if not excluded:
-            return self.children[node]
-        return {
-            tok: child
-            for tok, child in self.children[node].items()
-            if not self.only_excluded(child, excluded)
-        }
-
     def only_excluded(self, node: int, excluded: dict[int, int]) -> bool:
-        """Whether every item below `node` is excluded (a beam entering it could only end on history)."""
+        """Whether every item below `node` is excluded (a beam there could only end on history)."""
         return self.n_below[node] <= excluded.get(node, 0)
 
     def is_item(self, node: int) -> bool:

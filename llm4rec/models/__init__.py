@@ -127,7 +127,7 @@ class ArtifactSpec:
 
 @dataclass(frozen=True)
 class ResolvedInput:
-    """One consumed input as the recommender receives it: {file name: path}, and where it came from."""
+    """One consumed input as the recommender receives it: {file name: path}, and its origin."""
 
     paths: dict[str, Path]
     source: str  # e.g. "run bpr/seed0 (config 1a2b3c4d5e6f)" or "artifact item_text_lsa/abc123"
@@ -149,14 +149,15 @@ class ModelSpec:
     costs: tuple[
         Cost, ...
     ] = ()  # its own cost/validity figures, reported by fit under "costs" (always=False)
-    # "module:function(name, params, resolved) -> {key: value}" for a config that is not a dataclass (RecBole's):
-    # the model's hyper-parameters, chosen values over the library's resolved ones (see `hyperparameters`)
+    # "module:function(name, params, resolved) -> {key: value}" for a config that is not a dataclass
+    # (RecBole's): the model's hyper-parameters, chosen values over the library's resolved ones (see
+    # `hyperparameters`)
     hyperparameters: str | None = None
-    # A variant is its parent plus data: `overrides` are the values that make it the variant (a grid may
-    # repeat them, never contradict them); `defaults` its own defaults over the config class's, which a
-    # grid may change; `not_applicable` the settings that do not apply to it, recorded as what ran
-    # whatever the grid shares with the parent (zero-shot: no LoRA, 0 steps). All are applied in
-    # `check_params`, before the run hash, run.json and MLflow.
+    # A variant is its parent plus data: `overrides` are the values that make it the variant (a grid
+    # may repeat them, never contradict them); `defaults` its own defaults over the config class's,
+    # which a grid may change; `not_applicable` the settings that do not apply to it, recorded as
+    # what ran whatever the grid shares with the parent (zero-shot: no LoRA, 0 steps). All are
+    # applied in `check_params`, before the run hash, run.json and MLflow.
     parent: str | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
     defaults: dict[str, Any] = field(default_factory=dict)
@@ -210,7 +211,7 @@ def _llm(
 
 
 def _semantic_ids(quantizer: str | None = None) -> dict[str, InputSlot]:
-    """The code table a semantic-ID model consumes: the `semantic_ids` artifact (same dataset and seed)."""
+    """The code table a semantic-ID model consumes: the `semantic_ids` artifact of its split."""
     params = {"params": {"quantizer": quantizer}} if quantizer else {}
     return {
         "codes": InputSlot(
@@ -222,8 +223,9 @@ def _semantic_ids(quantizer: str | None = None) -> dict[str, InputSlot]:
 
 
 def _cf_source() -> dict[str, InputSlot]:
-    """The CF signal a CF-injected model consumes: a finished CF run's item embeddings (same dataset and
-    seed); SASRec by default, BPR or LightGCN under the grid entry's `inputs: {cf_source: {run: ...}}`."""
+    """The CF signal a CF-injected model consumes: a finished CF run's item embeddings (same dataset
+    and seed); SASRec by default, BPR or LightGCN under the grid entry's
+    `inputs: {cf_source: {run: ...}}`."""
     return {
         "cf_source": InputSlot(
             ("item_embeddings.npy",),
@@ -279,7 +281,8 @@ MODELS: dict[str, ModelSpec] = {
             "emb_knn",
             "baseline",
             "baselines.embedding_knn:build",
-            "cosine kNN over item embeddings consumed from another run (default: BPR) or an artifact",
+            "cosine kNN over item embeddings consumed from another run (default: BPR) or an "
+            "artifact",
             config="baselines.embedding_knn:EmbeddingKnnConfig",
             display="Emb-kNN",
             inputs={
@@ -314,8 +317,8 @@ MODELS: dict[str, ModelSpec] = {
             "cf_injected",
             "CfLlaraConfig",
             "cf_injected",
-            "history as titles, each followed by its projected CF embedding (a soft token) -> LoRA -> constrained "
-            "title decoding (LLaRA)",
+            "history as titles, each followed by its projected CF embedding (a soft token) -> "
+            "LoRA -> constrained title decoding (LLaRA)",
             "LLaRA (CF soft tokens)",
             _cf_source(),
         ),
@@ -324,7 +327,8 @@ MODELS: dict[str, ModelSpec] = {
             "cf_injected",
             "CfLlaraConfig",
             "cf_injected",
-            "cf_llara with every soft token carrying another item's CF embedding (fixed derangement): does the LLM use it?",
+            "cf_llara with every soft token carrying another item's CF embedding (fixed "
+            "derangement): does the LLM use it?",
             "LLaRA (permuted CF)",
             _cf_source(),
             parent="cf_llara",
@@ -335,7 +339,8 @@ MODELS: dict[str, ModelSpec] = {
             "cf_injected",
             "CfE4SRecConfig",
             "cf_injected",
-            "history as projected CF embeddings only -> LoRA -> an output layer over all items, one forward per user (E4SRec)",
+            "history as projected CF embeddings only -> LoRA -> an output layer over all items, "
+            "one forward per user (E4SRec)",
             "E4SRec (CF soft tokens)",
             _cf_source(),
         ),
@@ -344,8 +349,8 @@ MODELS: dict[str, ModelSpec] = {
             "cf_injected",
             "CfE4SRecConfig",
             "cf_injected",
-            "cf_e4srec with the harness's training: next-item loss at every history position (no response prompt) "
-            "and a log-popularity item bias over a zero-initialised output layer",
+            "cf_e4srec with the harness's training: next-item loss at every history position (no "
+            "response prompt) and a log-popularity item bias over a zero-initialised output layer",
             "E4SRec (all positions, pop. prior)",
             _cf_source(),
             parent="cf_e4srec",
@@ -361,7 +366,8 @@ MODELS: dict[str, ModelSpec] = {
             "cf_injected",
             "CfE4SRecConfig",
             "cf_injected",
-            "cf_e4srec with every soft token carrying another item's CF embedding (fixed derangement)",
+            "cf_e4srec with every soft token carrying another item's CF embedding (fixed "
+            "derangement)",
             "E4SRec (permuted CF)",
             _cf_source(),
             parent="cf_e4srec",
@@ -372,7 +378,8 @@ MODELS: dict[str, ModelSpec] = {
             "idiomoe",
             "IdiomoeConfig",
             "moe_expert",
-            "item IDs as new tokens; FFN split into text and item experts routed by token type (IDIOMoE)",
+            "item IDs as new tokens; FFN split into text and item experts routed by token type "
+            "(IDIOMoE)",
             "IDIOMoE",
         ),
         _llm(
@@ -380,7 +387,8 @@ MODELS: dict[str, ModelSpec] = {
             "idiomoe",
             "IdiomoeConfig",
             "moe_expert",
-            "IDIOMoE with untied item output vectors starting at zero over a learned log-popularity item bias",
+            "IDIOMoE with untied item output vectors starting at zero over a learned "
+            "log-popularity item bias",
             "IDIOMoE (pop. prior)",
             parent="idiomoe",
             overrides={"item_head": "untied", "item_bias": "log_popularity"},
@@ -390,7 +398,8 @@ MODELS: dict[str, ModelSpec] = {
             "idiomoe",
             "IdiomoeConfig",
             "moe_expert",
-            "IDIOMoE with a learned per-token gate between the experts instead of token-type routing",
+            "IDIOMoE with a learned per-token gate between the experts instead of token-type "
+            "routing",
             "IDIOMoE (learned router)",
             parent="idiomoe",
             overrides={"routing": "learned"},
@@ -418,7 +427,8 @@ MODELS: dict[str, ModelSpec] = {
             "semantic_id.tiger",
             "TigerConfig",
             "semantic_id",
-            "semantic IDs (RQ-VAE over item-text embeddings) -> T5 from scratch -> trie-constrained beam search (TIGER)",
+            "semantic IDs (RQ-VAE over item-text embeddings) -> T5 from scratch -> "
+            "trie-constrained beam search (TIGER)",
             "TIGER (semantic IDs)",
             _semantic_ids(),
             SEMANTIC_ID_COSTS,
@@ -441,7 +451,8 @@ MODELS: dict[str, ModelSpec] = {
             "semantic_id.llm",
             "SidLlmConfig",
             "semantic_id",
-            "semantic IDs as new tokens of a pretrained LLM (LoRA + code embeddings) -> trie-constrained beam search",
+            "semantic IDs as new tokens of a pretrained LLM (LoRA + code embeddings) -> "
+            "trie-constrained beam search",
             "SID-LLM (LoRA)",
             _semantic_ids(),
             SEMANTIC_ID_COSTS,
@@ -465,7 +476,8 @@ ARTIFACTS: dict[str, ArtifactSpec] = {
             "llm4rec.paradigms.semantic_id.codes:build_semantic_ids",
             ("codes.npy", "codebook_stats.json"),
             config="llm4rec.paradigms.semantic_id.codes:SemanticIdConfig",
-            description="item text -> sentence embedding -> residual quantization -> unique code tuples",
+            description="item text -> sentence embedding -> residual quantization -> unique code "
+            "tuples",
         ),
     ]
 }
@@ -499,8 +511,8 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
 
 
 def variant_params(spec: ModelSpec, params: dict[str, Any]) -> dict[str, Any]:
-    """A variant's params: its defaults, then the grid's params, then its overrides and what does not
-    apply to it; a grid value that contradicts an override is an error naming both (nanoGPT's
+    """A variant's params: its defaults, then the grid's params, then its overrides and what does
+    not apply to it; a grid value that contradicts an override is an error naming both (nanoGPT's
     `from_pretrained`: a name is a set of overrides, and the rest is asserted)."""
     from llm4rec.params import ParamsError
 
@@ -508,8 +520,8 @@ def variant_params(spec: ModelSpec, params: dict[str, Any]) -> dict[str, Any]:
     for key, value in flat(spec.overrides).items():
         if key in given and given[key] != value:
             raise ParamsError(
-                f"{spec.name}: params.{key} is {given[key]!r}, but {spec.name} is {spec.parent} with "
-                f"{key} = {value!r} (set it on {spec.parent}, or leave it out here)"
+                f"{spec.name}: params.{key} is {given[key]!r}, but {spec.name} is {spec.parent} "
+                f"with {key} = {value!r} (set it on {spec.parent}, or leave it out here)"
             )
     return deep_merge(
         deep_merge(deep_merge(spec.defaults, params), spec.overrides), spec.not_applicable
@@ -517,8 +529,8 @@ def variant_params(spec: ModelSpec, params: dict[str, Any]) -> dict[str, Any]:
 
 
 def check_params(spec: ModelSpec | ArtifactSpec, params: dict[str, Any]) -> Any:
-    """Parse `params` (a variant's: `variant_params`) with the spec's config class; raise ParamsError
-    naming an unknown key."""
+    """Parse `params` (a variant's: `variant_params`) with the spec's config class; raise
+    ParamsError naming an unknown key."""
     from llm4rec.params import ParamsError, from_params
 
     if isinstance(spec, ModelSpec):
@@ -550,9 +562,10 @@ def flat(obj: Any, prefix: str = "") -> dict[str, Any]:
 def hyperparameters(
     name: str, params: dict[str, Any], resolved: Mapping[str, Any] | None = None
 ) -> dict[str, Any]:
-    """A model's full hyper-parameters, flat ('sft.learning_rate': 0.0005): its config class's fields (the grid's
-    values over the defaults), or, for a library-configured model, what its ModelSpec.hyperparameters says
-    (the chosen values over the library's `resolved` config; None where that is not known yet)."""
+    """A model's full hyper-parameters, flat ('sft.learning_rate': 0.0005): its config class's
+    fields (the grid's values over the defaults), or, for a library-configured model, what its
+    ModelSpec.hyperparameters says (the chosen values over the library's `resolved` config; None
+    where that is not known yet)."""
     spec = MODELS[name]
     if spec.hyperparameters is not None:
         return import_object(spec.hyperparameters)(name, params, resolved)
@@ -563,9 +576,9 @@ def hyperparameters(
 
 
 def resolved_params(name: str, params: dict[str, Any]) -> dict[str, Any]:
-    """What a model is built with, as plain data: its config dataclass with every default and variant
-    override filled in (a library-configured model: its checked params). The run hash covers this,
-    so a changed default reruns the runs it changes."""
+    """What a model is built with, as plain data: its config dataclass with every default and
+    variant override filled in (a library-configured model: its checked params). The run hash covers
+    this, so a changed default reruns the runs it changes."""
     parsed = check_params(MODELS[name], dict(params))
     if dataclasses.is_dataclass(parsed):
         return dataclasses.asdict(parsed)

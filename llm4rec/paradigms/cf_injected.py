@@ -77,9 +77,9 @@ def load_cf_table(source: ResolvedInput, split: Split, consumer: str) -> np.ndar
     table = np.load(path)
     if table.ndim != 2 or table.shape[0] != len(split.items):
         raise ValueError(
-            f"{consumer}: {path} (from {source.source}) has shape {table.shape}, but this run's catalogue "
-            f"(items.parquet) has {len(split.items)} items: the source was trained on another catalogue; "
-            "rerun it on this split"
+            f"{consumer}: {path} (from {source.source}) has shape {table.shape}, but this run's "
+            f"catalogue (items.parquet) has {len(split.items)} items: the source was trained on "
+            "another catalogue; rerun it on this split"
         )
     if not np.isfinite(table).all():
         raise ValueError(
@@ -134,7 +134,7 @@ def attach_projector(
 def _soft_vectors(
     projector: CfProjector, examples: Sequence[tuple[list[int], list[int]]]
 ) -> dict[int, dict[int, torch.Tensor]]:
-    """{row: {position: projected vector}} for (positions, item rows) per example, in one projector call."""
+    """{row: {position: projected vector}} for (positions, item rows) per example, in one call."""
     rows = [r for _, item_rows in examples for r in item_rows]
     if not rows:
         return {}
@@ -147,13 +147,22 @@ def _soft_vectors(
     return soft
 
 
+def soft_prompt(
+    projector: CfProjector, ids: list[int], positions: list[int], rows: list[int]
+) -> Prompt:
+    """A prompt whose soft tokens at `positions` are the projected CF embeddings of items `rows`."""
+    vectors = projector(torch.as_tensor(rows, device=projector.table.device)) if rows else []
+    return Prompt(ids, dict(zip(positions, vectors, strict=True)))
+
+
 # -- LLaRA: titles + one soft token each, constrained title decoding ------------------------------
 
 
 @dataclass(frozen=True)
 class CfLlaraConfig(TextPromptedConfig):
     cf: CfSettings = field(default_factory=CfSettings)
-    # LLaRA's curriculum: the hybrid prompts' share grows 0 -> 1 over these steps (None: all of sft.steps; 0: off)
+    # LLaRA's curriculum: the hybrid prompts' share grows 0 -> 1 over these steps (None: all of
+    # sft.steps; 0: off)
     curriculum_steps: int | None = None
     lora: LoraSettings | None = field(
         default_factory=lambda: LoraSettings(target_modules=list(ALL_PROJECTIONS))
@@ -193,7 +202,7 @@ class CfLlaraRecommender(TextPromptedRecommender):
         self.projector.requires_grad_(True)
 
     def hybrid_prompt(self, history: Sequence[str]) -> tuple[list[int], list[int], list[int]]:
-        """(ids, soft-token positions, their items' CF rows): each history line is "title <soft>"."""
+        """(ids, soft-token positions, their CF rows): each history line is "title <soft>"."""
         items = list(history)[-self.cfg.max_history :]
         text = render_prompt(
             self.cfg.prompt, [f"{self.identifiers[i]} {SOFT_SLOT}" for i in items], self.tokenizer
@@ -207,13 +216,7 @@ class CfLlaraRecommender(TextPromptedRecommender):
         return ids, positions, [self.row[i] for i in items]
 
     def prompt(self, history: Sequence[str]) -> Prompt:
-        ids, positions, rows = self.hybrid_prompt(history)
-        vectors = (
-            self.projector(torch.as_tensor(rows, device=self.projector.table.device))
-            if rows
-            else []
-        )
-        return Prompt(ids, dict(zip(positions, vectors, strict=True)))
+        return soft_prompt(self.projector, *self.hybrid_prompt(history))
 
     def training_examples(self, split: Split, rng: np.random.Generator) -> list[tuple]:
         """Per next-item window: the hybrid (ids, labels, soft positions, CF rows) and, under a
@@ -270,13 +273,16 @@ class CfE4SRecConfig(LLMConfig):
         "Next item:"  # after the soft tokens; the output layer reads its last hidden state
     )
     max_history: int = 20
-    loss_positions: str = "last"  # last (E4SRec: the end of the prompt) | all (also every history position, SASRec-like)
-    item_bias: str = "none"  # E4SRec: none | a learned per-item bias: log_popularity (log training counts) | zero
-    head_init: str = "random"  # E4SRec: random (nn.Linear's default) | zero: the untrained layer ranks by the bias alone
+    # last (E4SRec: the end of the prompt) | all (also every history position, SASRec-like)
+    loss_positions: str = "last"
+    # E4SRec: none | a learned per-item bias: log_popularity (log training counts) | zero
+    item_bias: str = "none"
+    # E4SRec: random (nn.Linear's default) | zero: the untrained layer ranks by the bias alone
+    head_init: str = "random"
 
 
 class ItemHead(nn.Module):
-    """E4SRec's prediction layer: hidden state -> one logit per catalogue item (+ a per-item bias)."""
+    """E4SRec's prediction layer: hidden state -> a logit per catalogue item (+ a per-item bias)."""
 
     def __init__(self, hidden: int, n_items: int, prior: torch.Tensor | None, init: str):
         super().__init__()
@@ -336,26 +342,20 @@ class CfE4SRecRecommender(LLMRecommender):
         self.head.requires_grad_(True)
 
     def layout(self, history: Sequence[str]) -> tuple[list[int], list[int], list[int]]:
-        """(ids with placeholders, soft positions, CF rows): instruction, one soft token per item, response."""
+        """(ids with placeholders, soft positions, CF rows): instruction, soft tokens, response."""
         rows = [self.index[i] for i in list(history)[-self.cfg.max_history :]]
         placeholder = self.tokenizer.pad_token_id
         positions = list(range(len(self.instruction), len(self.instruction) + len(rows)))
         return self.instruction + [placeholder] * len(rows) + self.response, positions, rows
 
     def prompt(self, history: Sequence[str]) -> Prompt:
-        ids, positions, rows = self.layout(history)
-        vectors = (
-            self.projector(torch.as_tensor(rows, device=self.projector.table.device))
-            if rows
-            else []
-        )
-        return Prompt(ids, dict(zip(positions, vectors, strict=True)))
+        return soft_prompt(self.projector, *self.layout(history))
 
     def training_examples(self, split: Split, rng: np.random.Generator) -> list[tuple]:
         """(ids, targets per position (catalogue index or -100), soft positions, CF rows).
         last: every next-item window of the training split (`training_windows`), the target at the
-        prompt's end. all: windows of max_history + 1 items (stride max_history); each history position
-        also predicts the item after it."""
+        prompt's end. all: windows of max_history + 1 items (stride max_history); each history
+        position also predicts the item after it."""
         n, examples = self.cfg.max_history, []
         if self.cfg.loss_positions == "last":
             windows = [
@@ -392,7 +392,7 @@ class CfE4SRecRecommender(LLMRecommender):
         embeds: torch.Tensor,
         where: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Catalogue logits at the positions `where` selects ([B, T] bool), or at every row's last position."""
+        """Catalogue logits at the positions `where` selects ([B, T] bool), else each row's last."""
         base = _decoder_stack(self.model)
         hidden = base.model(
             inputs_embeds=embeds, attention_mask=mask, position_ids=_positions(mask)
@@ -450,7 +450,8 @@ def build(
     selection: str = SELECTION_METRIC,
     inputs: dict | None = None,
 ) -> LLMRecommender:
-    """cf_llara / cf_e4srec, and their `_permuted` ablations (cf.permuted: the soft tokens of other items)."""
+    """cf_llara / cf_e4srec and their variants (llm4rec.models): the `_permuted` ablations
+    (cf.permuted: the soft tokens of other items) and cf_e4srec_allpos."""
     source = (inputs or {})["cf_source"]
     if isinstance(config, CfE4SRecConfig):
         return CfE4SRecRecommender(config, seed, device, selection, source)

@@ -7,10 +7,11 @@ blocks the feed-forward network is split in two experts with routing fixed by to
 pretrained FFN (text expert, frozen) serves text tokens, a second FFN (item expert, initialised
 from the text expert's rows, optionally narrower) serves item tokens; attention is shared. The
 output side is a softmax restricted to the item tokens, so ranking is one forward pass per user
-and a `topk` over the catalogue minus the history. As in the paper, the item tokens' output vectors
-are their input embeddings (tied, as the backbone ties its text vocabulary) and there is no output
-bias; `idiomoe_popprior` is the harness's variant: untied output vectors starting at zero over a
-learned log-popularity item bias (step 0 ranks as MostPop).
+and a `topk` over the catalogue minus the history. By default, as in the paper, that softmax
+reads the item tokens' input embeddings (`item_head: tied`) with no bias (`item_bias: none`).
+`idiomoe_popprior` is the harness's variant: output vectors of their own starting at zero
+(`item_head: untied`) over a learned per-item bias starting at log(1 + training count)
+(`item_bias: log_popularity`), so step 0 ranks as MostPop.
 
 By default only the item embeddings and the item experts train, so a text-only input gives
 exactly the untouched backbone's logits, before and after training (tested): the method's
@@ -61,8 +62,12 @@ class IdiomoeConfig(LLMConfig):
     instruction: str = "A user's items, oldest first:"
     max_history: int = 20  # items per training window and per ranking prompt
     loss_positions: str = "all"  # all: next-item loss at every item position (SASRec-like) | last
-    item_head: str = "tied"  # the paper: tied (the input item vectors) | untied: output vectors of their own, starting at zero
-    item_bias: str = "none"  # the paper: none | a learned per-item output bias: log_popularity (log training counts) | zero
+    # the item softmax's vectors: tied (the input item embeddings; the paper) | untied (their own,
+    # starting at zero)
+    item_head: str = "tied"
+    # its learned per-item bias: none (the paper) | log_popularity (starts at log(1 + training
+    # count)) | zero
+    item_bias: str = "none"
 
 
 class TokenTypes:
@@ -108,7 +113,8 @@ class TokenTypeExperts(nn.Module):
         items = self.types.items
         if items is None or items.shape != x.shape[:2]:
             raise RuntimeError(
-                "IDIOMoE routing needs the token types of this forward pass (input ids, not embeddings)"
+                "IDIOMoE routing needs the token types of this forward pass (input ids, not "
+                "embeddings)"
             )
         if not items.any():
             return self.text(x)  # text only: exactly the backbone's computation
@@ -187,7 +193,6 @@ class IdiomoeRecommender(LLMRecommender):
             p.requires_grad_(False)
         init = self._item_init(split, text.weight.detach())
         base.model.embed_tokens = CatalogueEmbedding(text, init, self.types)
-        # the item softmax reads the same item vectors (tied, as the backbone ties its text embeddings)
         layers = expert_layer_indices(cfg.expert_layers, len(base.model.layers))
         for i in layers:
             text_mlp = base.model.layers[i].mlp
@@ -244,8 +249,8 @@ class IdiomoeRecommender(LLMRecommender):
             )
             if not ids:
                 raise ValueError(
-                    f"idiomoe: item '{item}' has no title to initialise its token from (item_init: title_mean); "
-                    "use item_init: random for items without text"
+                    f"idiomoe: item '{item}' has no title to initialise its token from "
+                    "(item_init: title_mean); use item_init: random for items without text"
                 )
             rows.append(text[ids].float().mean(dim=0))
         return torch.stack(rows).to(text.dtype)
@@ -268,8 +273,9 @@ class IdiomoeRecommender(LLMRecommender):
         return embedding.bias
 
     def _item_head(self) -> nn.Parameter | None:
-        """untied: the restricted softmax's item vectors, separate from the input ones and starting at
-        zero, so step 0 ranks by the bias alone (the popularity prior) and training moves off it."""
+        """untied: the restricted softmax's item vectors, separate from the input ones and starting
+        at zero, so step 0 ranks by the bias alone (log_popularity: as MostPop) and training moves
+        off it. tied: None (the softmax reads the input item embeddings)."""
         if self.cfg.item_head == "tied":
             return None
         if self.cfg.item_head != "untied":
@@ -288,7 +294,8 @@ class IdiomoeRecommender(LLMRecommender):
         self, split: Split, rng: np.random.Generator
     ) -> list[tuple[list[int], list[int]]]:
         """Windows of max_history + 1 items over each user's training sequence (stride max_history):
-        (instruction + item tokens, next-item targets: catalogue index per item position, -100 elsewhere)."""
+        (instruction + item tokens, next-item targets: each item position's catalogue index, else
+        -100)."""
         n, examples = self.cfg.max_history, []
         train = split.phase("train")
         for _, group in train.groupby("user_id")["item_id"]:
@@ -309,6 +316,7 @@ class IdiomoeRecommender(LLMRecommender):
         """[B, T, n_items]: the restricted softmax's logits at every position (one forward)."""
         base = _decoder_stack(self.model)
         hidden = base.model(input_ids=ids, attention_mask=mask).last_hidden_state
+        # item_head tied: the input item embeddings; untied: the head's own vectors
         vectors = base.model.embed_tokens.items if self.head is None else self.head
         logits = hidden @ vectors.T.to(hidden.dtype)
         return logits if self.bias is None else logits + self.bias.to(logits.dtype)
@@ -362,6 +370,7 @@ def build(
     selection: str = SELECTION_METRIC,
     inputs: dict | None = None,
 ) -> IdiomoeRecommender:
-    """idiomoe, and its variants (llm4rec.models: idiomoe_learned_router sets routing: learned;
-    idiomoe_entangled sets expert_layers: none with LoRA on every FFN by default)."""
+    """idiomoe and its variants (llm4rec.models): idiomoe_popprior sets item_head: untied and
+    item_bias: log_popularity; idiomoe_learned_router routing: learned; idiomoe_entangled
+    expert_layers: none, with LoRA on every FFN by default."""
     return IdiomoeRecommender(config, seed, device, selection)

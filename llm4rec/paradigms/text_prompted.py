@@ -23,7 +23,7 @@ from llm4rec.llm.decoding import constrained_beam_search, item_token_sequences, 
 from llm4rec.llm.identifiers import item_identifiers
 from llm4rec.llm.prompts import Prompt, PromptTemplate, render_prompt
 from llm4rec.llm.recommender import LLMConfig, LLMRecommender
-from llm4rec.llm.training import encode_example, training_windows
+from llm4rec.llm.training import next_item_examples
 from llm4rec.llm.trie import ItemTrie
 
 
@@ -65,11 +65,10 @@ class TextPromptedRecommender(LLMRecommender):
     ) -> list[tuple[list[int], list[int]]]:
         """Sliding windows over each user's training sequence (a seeded sample of them): the
         last `max_history` items as the prompt, the next item's identifier as the answer."""
-        windows = training_windows(split, self.cfg.max_history, self.cfg.max_train_examples, rng)
-        return [
-            encode_example(self.prompt(history).ids, self.sequences[target])
-            for _, history, target in windows
-        ]
+        cfg = self.cfg
+        return next_item_examples(
+            split, self.prompt, self.sequences, cfg.max_history, cfg.max_train_examples, rng
+        )
 
     def decode(
         self,

@@ -29,7 +29,7 @@ import pandas as pd
 
 from llm4rec import schema
 from llm4rec.report.runs import RunRecord
-from llm4rec.stats import Comparison, compare_pair, correct, seed_mean_test
+from llm4rec.stats import Comparison, compare_pair, correct, seed_aware_arrays, seed_mean_test
 
 LOWER_IS_BETTER = {
     "avg_popularity_at_5",
@@ -77,9 +77,7 @@ class PairedSample:
 
     def seed_averaged(self) -> tuple[np.ndarray, np.ndarray]:
         """Each user's metric averaged over the common seeds (the per-user test's sample)."""
-        return np.mean(np.vstack(self.per_seed_a), axis=0), np.mean(
-            np.vstack(self.per_seed_b), axis=0
-        )
+        return seed_aware_arrays(list(self.per_seed_a), list(self.per_seed_b))
 
 
 def paired_sample(
@@ -119,13 +117,6 @@ def paired_sample(
         arrays_a.append(ua.loc[users, metric].to_numpy(dtype=np.float64))
         arrays_b.append(ub.loc[users, metric].to_numpy(dtype=np.float64))
     return PairedSample(tuple(common), tuple(users), tuple(arrays_a), tuple(arrays_b))
-
-
-def paired_per_user(
-    runs_a: Sequence[RunRecord], runs_b: Sequence[RunRecord], metric: str
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per-user metric arrays of two models, averaged over their common seeds."""
-    return paired_sample(runs_a, runs_b, metric).seed_averaged()
 
 
 def best_baseline(

@@ -58,8 +58,3 @@ def runs_from_folders(folders: Iterable[str | Path]) -> list[RunRecord]:
         m = read_json(folder / layout.METRICS)
         records.append(RunRecord(m["dataset"], m["model"], m["paradigm"], int(m["seed"]), folder))
     return sorted(records, key=lambda r: (r.dataset, r.model, r.seed))
-
-
-def runs_from_results(runs_dir: str | Path) -> list[RunRecord]:
-    """Every finished run below a grid's runs folder (<dataset>/<model>/seed<N>/)."""
-    return runs_from_folders(sorted(Path(runs_dir).glob(f"{layout.RUN_GLOB}/{layout.METRICS}")))

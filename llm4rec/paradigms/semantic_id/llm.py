@@ -26,9 +26,8 @@ from llm4rec.llm.identifiers import item_identifiers
 from llm4rec.llm.prompts import Prompt
 from llm4rec.llm.recommender import LLMConfig, LLMRecommender
 from llm4rec.llm.tokens import add_tokens
-from llm4rec.llm.training import encode_example, training_windows
+from llm4rec.llm.training import next_item_examples
 from llm4rec.llm.trie import ItemTrie
-from llm4rec.models import ResolvedInput
 from llm4rec.paradigms.semantic_id.codes import load_code_table, semantic_id_costs
 
 
@@ -50,15 +49,9 @@ def code_token(level: int, code: int) -> str:
 class SidLlmRecommender(LLMRecommender):
     cfg: SidLlmConfig
 
-    def __init__(
-        self, cfg: SidLlmConfig, seed: int, device: str, selection: str, codes: ResolvedInput
-    ):
-        super().__init__(cfg, seed, device, selection, inputs={"codes": codes})
-        self.codes_input = codes
-
     def prepare(self, split: Split) -> dict[str, Any]:
         """One new token per (level, code), each item's tuple as token ids, and their trie."""
-        codes, stats = load_code_table(self.codes_input.paths, split.items)
+        codes, stats = load_code_table(self.inputs["codes"].paths, split.items)
         names = [
             [code_token(level, code) for code in range(int(codes[:, level].max()) + 1)]
             for level in range(codes.shape[1])
@@ -87,7 +80,7 @@ class SidLlmRecommender(LLMRecommender):
         )
         self.title_ids = {item: encode(title + " ") for item, title in self.titles.items()}
         return {
-            "semantic_ids": self.codes_input.source,
+            "semantic_ids": self.inputs["codes"].source,
             "code_length": codes.shape[1],
             "code_tokens": len(ids),
             "codebook_stats": stats,
@@ -110,11 +103,10 @@ class SidLlmRecommender(LLMRecommender):
     ) -> list[tuple[list[int], list[int]]]:
         """Next-item windows of the training split (a seeded sample of them): the history as code
         lines, the next item's code tuple as the answer."""
-        windows = training_windows(split, self.cfg.max_history, self.cfg.max_train_examples, rng)
-        return [
-            encode_example(self.prompt(history).ids, self.sequences[target])
-            for _, history, target in windows
-        ]
+        cfg = self.cfg
+        return next_item_examples(
+            split, self.prompt, self.sequences, cfg.max_history, cfg.max_train_examples, rng
+        )
 
     def decode(
         self,
@@ -146,4 +138,4 @@ def build(
     selection: str = SELECTION_METRIC,
     inputs: dict | None = None,
 ) -> SidLlmRecommender:
-    return SidLlmRecommender(config, seed, device, selection, (inputs or {})["codes"])
+    return SidLlmRecommender(config, seed, device, selection, {"codes": (inputs or {})["codes"]})

@@ -3,8 +3,8 @@
 - `rq_kmeans` (residual k-means): level 1 clusters the vectors, level 2 the
   residuals left by level 1, and so on. Snap's GRID found it matches or beats RQ-VAE with no
   training; it is deterministic under its seed.
-- `rq_vae` (TIGER, Rajput et al. 2023; the default): an MLP encoder into a small latent space, residual
-  quantization there with learned codebooks (k-means initialised, commitment loss,
+- `rq_vae` (TIGER, Rajput et al. 2023; the default): an MLP encoder into a small latent space,
+  residual quantization there with learned codebooks (k-means initialised, commitment loss,
   straight-through gradients, dead codes reset to live residuals), an MLP decoder back.
 - `random_codes`: uniform random codes of the same shape (the `sid_random` ablation).
 

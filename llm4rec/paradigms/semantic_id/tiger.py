@@ -2,13 +2,13 @@
 
 Data: as in TIGER, the user's token first (the user id hashed into `user_buckets` tokens, 2000 by
 default; 0 leaves it out), then each training window's history items (the last `max_history`) as
-their code tuples, flattened, then EOS; the target is the next item's code tuple. Model: a Hugging Face T5
-encoder-decoder initialised at random (TIGER: 4+4 layers, d_model 128, 6 heads of 64, MLP
+their code tuples, flattened, then EOS; the target is the next item's code tuple. Model: a Hugging
+Face T5 encoder-decoder initialised at random (TIGER: 4+4 layers, d_model 128, 6 heads of 64, MLP
 1024, dropout 0.1), every weight trained, cross-entropy on the target's code tokens. Ranking:
 the shared catalogue-constrained beam search over the trie of code tuples (history items
 scored out, every output a real item), with each user's history encoded once
-(`llm4rec.llm.seq2seq`). Training loop, checkpoint selection on validation NDCG@10 and resume
-are the shared `LLMRecommender`'s.
+(`llm4rec.llm.seq2seq`). Training loop, checkpoint selection on the grid's validation metric
+(default NDCG@10) and resume are the shared `LLMRecommender`'s.
 
 `sid_random` is the same model on random code tuples of the same shape (the `semantic_ids`
 artifact with `quantizer: random`): what the semantic structure of the codes buys.
@@ -32,7 +32,6 @@ from llm4rec.llm.recommender import LLMRecommender
 from llm4rec.llm.seq2seq import make_seq2seq_stepper, resolve_seq2seq_decoder
 from llm4rec.llm.training import SFTConfig, training_windows
 from llm4rec.llm.trie import ItemTrie
-from llm4rec.models import ResolvedInput
 from llm4rec.paradigms.semantic_id.codes import (
     CODES_FILE,
     CodeVocabulary,
@@ -68,17 +67,12 @@ class TigerConfig:
     valid_users: int = 200
     eval_every: int = 200
     lora: None = None  # trained from scratch: every weight trains
-    user_buckets: int = 2000  # TIGER: the user id hashed into one of this many tokens, first in the encoder input (0: none)
+    # TIGER: the user id hashed into one of this many tokens, first in the encoder input (0: none)
+    user_buckets: int = 2000
 
 
 class TigerRecommender(LLMRecommender):
     cfg: TigerConfig
-
-    def __init__(
-        self, cfg: TigerConfig, seed: int, device: str, selection: str, codes: ResolvedInput
-    ):
-        super().__init__(cfg, seed, device, selection, inputs={"codes": codes})
-        self.codes_input = codes
 
     @property
     def reads_text(self) -> bool:
@@ -88,12 +82,13 @@ class TigerRecommender(LLMRecommender):
         """A randomly initialised T5 over the code vocabulary (seeded by the run's seed)."""
         from transformers import T5Config, T5ForConditionalGeneration
 
-        codes = np.load(self.codes_input.paths[CODES_FILE])
+        codes = np.load(self.inputs["codes"].paths[CODES_FILE])
         self.vocab = CodeVocabulary.of(codes)
         t5 = self.cfg.t5
         if self.cfg.user_buckets < 0:
             raise ValueError(
-                f"sid_tiger: user_buckets is {self.cfg.user_buckets}, expected 0 (no user token) or more"
+                f"sid_tiger: user_buckets is {self.cfg.user_buckets}, expected 0 (no user token) "
+                "or more"
             )
         config = T5Config(
             vocab_size=len(self.vocab) + self.cfg.user_buckets,
@@ -113,7 +108,7 @@ class TigerRecommender(LLMRecommender):
 
     def prepare(self, split: Split) -> dict[str, Any]:
         """Code tuples as token ids, and the trie of the catalogue's tuples."""
-        codes, stats = load_code_table(self.codes_input.paths, split.items)
+        codes, stats = load_code_table(self.inputs["codes"].paths, split.items)
         tokens = self.vocab.tokens(codes)
         self.sequences = {
             str(item): row.tolist()
@@ -121,7 +116,7 @@ class TigerRecommender(LLMRecommender):
         }
         self.trie = ItemTrie.build(self.sequences)
         return {
-            "semantic_ids": self.codes_input.source,
+            "semantic_ids": self.inputs["codes"].source,
             "code_length": codes.shape[1],
             "vocabulary": len(self.vocab),
             "codebook_stats": stats,
@@ -136,8 +131,8 @@ class TigerRecommender(LLMRecommender):
         )
 
     def user_token(self, user: str) -> int:
-        """TIGER's hashing trick: a user's token is one of `user_buckets` ids after the code vocabulary
-        (crc32 of the id, so the same user maps to the same token in every process)."""
+        """TIGER's hashing trick: a user's token is one of `user_buckets` ids after the code
+        vocabulary (crc32 of the id, so the same user maps to the same token in every process)."""
         return len(self.vocab) + zlib.crc32(str(user).encode()) % self.cfg.user_buckets
 
     def user_prompt(self, user: str, history: Sequence[str]) -> Prompt:
@@ -195,4 +190,4 @@ def build(
     selection: str = SELECTION_METRIC,
     inputs: dict | None = None,
 ) -> TigerRecommender:
-    return TigerRecommender(config, seed, device, selection, (inputs or {})["codes"])
+    return TigerRecommender(config, seed, device, selection, {"codes": (inputs or {})["codes"]})

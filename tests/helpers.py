@@ -1,0 +1,50 @@
+"""Test helpers made in code, imported by the test modules (fixtures live in conftest.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from llm4rec.report.runs import RunRecord, runs_from_folders
+
+
+def tiny_backbone(
+    words: list[str], seed: int = 0, hidden: int = 32, layers: int = 2, init_std: float = 0.02
+):
+    """A randomly initialised Llama of the same architecture with a word-level tokenizer built
+    in code (no download): for fast unit tests."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    specials = ["<pad>", "<unk>", "<bos>", "<eos>"]
+    vocab = {tok: i for i, tok in enumerate(specials + sorted(set(words) - set(specials)))}
+    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        pad_token="<pad>",
+        unk_token="<unk>",
+        bos_token="<bos>",
+        eos_token="<eos>",
+    )
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(vocab),
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        pad_token_id=0,
+        bos_token_id=2,
+        eos_token_id=3,
+        initializer_range=init_std,
+    )
+    return LlamaForCausalLM(config).eval(), tokenizer
+
+
+def runs_from_results(runs_dir: str | Path) -> list[RunRecord]:
+    """Every finished run below a grid's runs folder (<dataset>/<model>/seed<N>/)."""
+    return runs_from_folders(sorted(Path(runs_dir).glob("*/*/seed*/metrics.json")))
