@@ -67,10 +67,16 @@ def default_grid(tmp_path_factory):
 
 
 def test_training_tokens_are_steps_times_windows_times_their_length(default_grid):
-    """cf_e4srec: 60 steps of 32 windows, each an 8-token frame around 20 history soft tokens."""
+    """cf_e4srec: 60 steps of 32 windows, each an 8-token frame around 10 history soft tokens."""
     grid, stats = default_grid
+    params = grid.model_params("cf_e4srec", "ml-100k")
+    assert (params["sft"]["steps"], params["sft"]["batch_size"], params["max_history"]) == (
+        60,
+        32,
+        10,
+    )
     cost = cell_cost(grid, "ml-100k", "cf_e4srec", stats)
-    assert cost.train_tokens == 60 * 32 * (8 + 20)
+    assert cost.train_tokens == 60 * 32 * (8 + 10)
     assert stats["users"] == 943 and stats["items"] == 1349
 
 
