@@ -27,6 +27,7 @@ from llm4rec.params import ParamsError
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = REPO_ROOT / "benchmarks" / "default.yaml"
 
+
 def local_store_uri(results_dir: Path) -> str:
     """The SQLite MLflow store a grid writes when no tracking server is named:
     <results_dir>/mlflow.db."""

@@ -62,9 +62,11 @@ REPORT_MLFLOW_JSON = "report_mlflow.json"  # the main report's MLflow run
 
 
 def report_marker(grid_dir: str | Path, kind: str = "main") -> Path:
-    """A report kind's record of its MLflow run (report_mlflow.json, ablations_report_mlflow.json)."""
+    """A report kind's record of its MLflow run (report_mlflow.json,
+    ablations_report_mlflow.json)."""
     prefix = "" if kind == "main" else f"{kind}_"
     return Path(grid_dir) / f"{prefix}{REPORT_MLFLOW_JSON}"
+
 
 # -- the local MLflow store, beside the grids -----------------------------------------------------
 LOCAL_STORE = "mlflow.db"

@@ -180,9 +180,7 @@ def test_model_entry_narrows_seeds_threads_and_evaluation(tmp_path):
         "evaluation": {"cutoffs": [10, 20], "test_users": 300, "valid_users": 100},
     }
     grid = load_grid(write(tmp_path, GOOD | {"seeds": [0, 1], "models": GOOD["models"] + [llm]}))
-    assert [r for r in grid.runs() if r[1] == "text_prompted"] == [
-        ("ml-100k", "text_prompted", 0)
-    ]
+    assert [r for r in grid.runs() if r[1] == "text_prompted"] == [("ml-100k", "text_prompted", 0)]
     assert (
         len(grid.runs()) == 5
         and grid.model_threads("text_prompted") == 2

@@ -1,4 +1,5 @@
-"""The documentation holds together: every relative link resolves, and the README stays a front door."""
+"""The documentation holds together: every relative link resolves, and the README stays a front
+door."""
 
 import re
 from pathlib import Path

@@ -70,7 +70,8 @@ def finished_grid(tmp_path):
         runs = runs_from_folders([grid.run_dir(*cell) / "metrics.json" for cell in grid.runs(kind)])
         build_report(runs, ReportSpec(options), grid.report_dir(kind), kind=kind)
     readme = tmp_path / "README.md"
-    readme.write_text(f"# x\n\n## Latest results\n{README_BEGIN}\nstale block\n{README_END}\n\n## Models\n")
+    block = f"{README_BEGIN}\nstale block\n{README_END}"
+    readme.write_text(f"# x\n\n## Latest results\n{block}\n\n## Models\n")
     return grid, readme, tmp_path / "docs" / "results"
 
 

@@ -318,11 +318,11 @@ def test_rerun_does_nothing_and_deleting_one_run_redoes_only_it(finished_grid):
 
 
 def test_dry_run_of_shipped_configs_shows_whole_dag(tmp_path):
-    # (trained, tracked) from scratch. Main job (`all`): default 5 baselines x 2 seeds + 3 one-forward
-    # LLM rows x 2 seeds + 3 decoded rows x 1 seed; paper 11 models x 5 seeds x 2 datasets.
-    # `ablations`: the variants and their parents (default 6 variants x 1 seed + 6 parent runs; paper
-    # 13 models x 5 seeds x 2 datasets), plus the SASRec runs the CF rows consume (trained, not tracked
-    # by this target).
+    # (trained, tracked) from scratch. Main job (`all`): default 5 baselines x 2 seeds + 3
+    # one-forward LLM rows x 2 seeds + 3 decoded rows x 1 seed; paper 11 models x 5 seeds x 2
+    # datasets. `ablations`: the variants and their parents (default 6 variants x 1 seed + 6 parent
+    # runs; paper 13 models x 5 seeds x 2 datasets), plus the SASRec runs the CF rows consume
+    # (trained, not tracked by this target).
     for name, target, trained, tracked in (
         ("default.yaml", "all", 19, 19),
         ("paper.yaml", "all", 110, 110),

@@ -3,10 +3,10 @@
 Two kinds of report. `main` (the main job's runs, default `reports/`):
     comparisons.csv                the main family: every row against the best baseline
     results_table.{tex,md,csv}     the main table
-    cost_table.{tex,md,csv}        parameters, train time, inference latency, peak memory (+ validity)
+    cost_table.{tex,md,csv}        parameters, train time, inference latency, peak memory, validity
     slices.{md,csv}                metric by history-length and target-popularity bucket
     figures/*.{pdf,png}            metric with CIs, accuracy vs cost, slice bars
-    tables.tex (+ tables.pdf)      a document that \\input's every table (compiled where pdflatex is)
+    tables.tex (+ tables.pdf)      a document that \\input's every table (.pdf: where pdflatex is)
 `ablations` (the variants and their parents, default `reports/ablations/`):
     comparisons.csv                the ablation family: every variant against its parent
     ablations.{tex,md,csv}         the ablation table

@@ -69,7 +69,8 @@ def timing_rows(records: Sequence[tuple[tuple, dict]]) -> list[str]:
 
 
 def page_stem(grid: Grid, records: Sequence[tuple[tuple, dict]]) -> tuple[str, str, str]:
-    """(file stem `<grid>-<date>-<commit>`, date, short commit): the date the last run ended (UTC)."""
+    """(file stem `<grid>-<date>-<commit>`, date, short commit); the date is the last run's end
+    (UTC)."""
     last = max(r["timing"]["rank_end"] for _, r in records)
     date = dt.datetime.fromtimestamp(last, dt.timezone.utc).date().isoformat()
     commit = _commits(records)[-1].removesuffix("-dirty")[:7]
