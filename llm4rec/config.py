@@ -178,37 +178,20 @@ class Grid:
         """Resolve what one run consumes to upstream folders, files and config hashes."""
         out = {}
         for slot, source in self.model_inputs(model).items():
-            files = MODELS[model].inputs[slot].files
-            if "run" in source:
-                upstream, upstream_seed = source["run"], int(source.get("seed", seed))
-                folder = self.run_dir(dataset, upstream, upstream_seed)
-                out[slot] = InputSource(
-                    slot,
-                    "run",
-                    upstream,
-                    upstream_seed,
-                    folder / layout.EXPORTS,
-                    folder / layout.EXPORTS,
-                    files,
-                    self.run_hash(dataset, upstream, upstream_seed),
-                    {},
-                )
-            else:
+            if "run" in source:  # another run's exports folder, of its config hash
+                name, upstream_seed = source["run"], int(source.get("seed", seed))
+                folder = self.run_dir(dataset, name, upstream_seed) / layout.EXPORTS
+                where = ("run", name, upstream_seed, folder, folder)
+                identity = (self.run_hash(dataset, name, upstream_seed), {})
+            else:  # an artifact's folder, keyed by its configuration (and seed, where per-seed)
                 name, params = source["artifact"], source.get("params", {})
                 artifact_seed = seed if ARTIFACTS[name].per_seed else None
                 key = self.artifact_key(dataset, name, params, artifact_seed)
                 folder = self.artifact_dir(dataset, name, key)
-                out[slot] = InputSource(
-                    slot,
-                    "artifact",
-                    name,
-                    artifact_seed,
-                    folder,
-                    folder / layout.ARTIFACT_JSON,
-                    files,
-                    key,
-                    params,
-                )
+                where = ("artifact", name, artifact_seed, folder, folder / layout.ARTIFACT_JSON)
+                identity = (key, params)
+            files = MODELS[model].inputs[slot].files
+            out[slot] = InputSource(slot, *where, files, *identity)
         return out
 
     def artifact_key(

@@ -178,34 +178,18 @@ def _lora_params(shape: Shape, lora) -> float:
 
 
 def _sequence(
-    cost: Cost,
-    n: float,
-    trainable: float,
-    tokens_per_example: float,
-    examples: float,
-    head: float = 0.0,
-    head_positions: float = 1.0,
-    micro_batches: float = 0.0,
-    layers: int = 0,
+    cost, n, trainable, tokens, examples, head=0.0, head_positions=1.0, micro_batches=0.0, layers=0
 ) -> None:
-    """Training on `examples` sequences of `tokens_per_example` through `n` parameters."""
+    """Training on `examples` sequences of `tokens` tokens through `n` parameters (`trainable` of
+    them), an output layer of `head` parameters read at `head_positions` per sequence, in
+    `micro_batches` passes over `layers` layers (floats, counts of each)."""
     cost.layer_passes += 3 * micro_batches * layers
-    cost.train_tokens += examples * tokens_per_example
-    cost.train_flops += examples * (
-        tokens_per_example * (4 * n + 2 * trainable) + head_positions * 6 * head
-    )
+    cost.train_tokens += examples * tokens
+    cost.train_flops += examples * (tokens * (4 * n + 2 * trainable) + head_positions * 6 * head)
 
 
 def _ranking(
-    cost: Cost,
-    n: float,
-    users: float,
-    prompt_tokens: float,
-    batch_users: int,
-    beam: int = 0,
-    steps: float = 0,
-    head: float = 0.0,
-    layers: int = 0,
+    cost, n, users, prompt_tokens, batch_users, beam=0, steps=0, head=0.0, layers=0
 ) -> None:
     """Ranking `users`: a prefill each, then `steps` decoding steps of `beam` beams per batch of
     users (or, with `head`, one output layer over the catalogue)."""
@@ -283,16 +267,8 @@ def cell_cost(grid: Grid, dataset: str, model: str, stats: dict[str, float]) -> 
                 **passes,
             )
         for users in ((valid_users * evaluations if trains else 0), test_users + valid_users):
-            _ranking(
-                cost,
-                n,
-                users,
-                prompt,
-                config.batch_users,
-                config.beam_width,
-                title + 1,
-                layers=shape.layers,
-            )
+            beams = (config.beam_width, title + 1)  # beams per user, decoding steps
+            _ranking(cost, n, users, prompt, config.batch_users, *beams, layers=shape.layers)
         width = config.sft.batch_size
     elif family == "CfE4SRecConfig":
         head = shape.hidden * items
@@ -325,16 +301,8 @@ def cell_cost(grid: Grid, dataset: str, model: str, stats: dict[str, float]) -> 
             cost, n, trainable, prompt + code, examples, shape.vocab * shape.hidden, code, **passes
         )
         for users in (valid_users * evaluations, test_users + valid_users):
-            _ranking(
-                cost,
-                n,
-                users,
-                prompt,
-                config.batch_users,
-                config.beam_width,
-                code,
-                layers=shape.layers,
-            )
+            beams = (config.beam_width, code)  # beams per user, decoding steps
+            _ranking(cost, n, users, prompt, config.batch_users, *beams, layers=shape.layers)
         width = config.sft.batch_size
     else:
         raise ValueError(

@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+from torch import Tensor
 
 from llm4rec.llm.trie import ItemTrie
 
@@ -86,11 +87,7 @@ class CacheStepper:
     beams at every step, prompt included."""
 
     def __init__(
-        self,
-        model,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
-        inputs_embeds: torch.Tensor | None = None,
+        self, model, input_ids: Tensor, attention_mask: Tensor, inputs_embeds: Tensor | None = None
     ):
         self.model = model
         out = _prefill(model, input_ids, attention_mask, inputs_embeds)
@@ -193,11 +190,7 @@ class SharedPrefixStepper:
     """
 
     def __init__(
-        self,
-        model,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
-        inputs_embeds: torch.Tensor | None = None,
+        self, model, input_ids: Tensor, attention_mask: Tensor, inputs_embeds: Tensor | None = None
     ):
         from transformers.models.llama.modeling_llama import (
             apply_rotary_pos_emb,  # same in Mistral and Qwen2
@@ -284,18 +277,26 @@ class SharedPrefixStepper:
         return _log_probs(logits)
 
 
+def pick_decoder(
+    decoder: str, fast: str, generic: str, mismatch: str | None, fast_reads: str
+) -> str:
+    """`decoder`: auto (`fast` where the architecture allows it, else `generic`), `fast` (refused,
+    naming the `mismatch`, where it does not apply) or `generic`."""
+    if decoder not in ("auto", fast, generic):
+        raise ValueError(f"decoder '{decoder}' is not one of auto, {fast}, {generic}")
+    if decoder == fast and mismatch:
+        raise ValueError(
+            f"decoder '{fast}' re-implements {fast_reads}; this model has {mismatch}. "
+            f"Use decoder 'auto' or '{generic}'"
+        )
+    return fast if decoder != generic and mismatch is None else generic
+
+
 def resolve_decoder(model, decoder: str = "auto") -> str:
     """`decoder`: auto (shared_prefix where the architecture allows it, else cache),
     shared_prefix or cache."""
-    if decoder not in ("auto", "shared_prefix", "cache"):
-        raise ValueError(f"decoder '{decoder}' is not one of auto, shared_prefix, cache")
-    mismatch = shared_prefix_mismatch(model)
-    if decoder == "shared_prefix" and mismatch:
-        raise ValueError(
-            "decoder 'shared_prefix' re-implements the stock Llama, Mistral and Qwen2 layers; "
-            f"this model has {mismatch}. Use decoder 'auto' or 'cache'"
-        )
-    return "shared_prefix" if decoder != "cache" and mismatch is None else "cache"
+    layers = "the stock Llama, Mistral and Qwen2 layers"
+    return pick_decoder(decoder, "shared_prefix", "cache", shared_prefix_mismatch(model), layers)
 
 
 def make_stepper(

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from torch import Tensor
 from tqdm import tqdm
 
 from llm4rec.data.split import Split
@@ -42,12 +43,14 @@ from llm4rec.evaluation.metrics import SELECTION_METRIC
 from llm4rec.io import sha256_file, stable_hash
 from llm4rec.llm import distributed, precision
 from llm4rec.llm.backbone import BackboneConfig, LoraSettings, add_lora, load_backbone, torch_dtype
-from llm4rec.llm.decoding import DecodeStats
+from llm4rec.llm.decoding import DecodeStats, constrained_beam_search
+from llm4rec.llm.item_scoring import one_forward_costs
 from llm4rec.llm.prompts import Prompt, left_pad
 from llm4rec.llm.retention import TextRetentionConfig, load_sample, perplexity, retention_costs
 from llm4rec.llm.selection import CheckpointSelection
 from llm4rec.llm.tokens import prompt_embeddings
-from llm4rec.llm.training import LossFn, SFTConfig, train_sft
+from llm4rec.llm.training import LossFn, SFTConfig, next_item_examples, train_sft
+from llm4rec.llm.trie import ItemTrie
 from llm4rec.models import RANKING_COLUMNS, ResolvedInput
 
 
@@ -68,8 +71,14 @@ class LLMConfig:
     )  # perplexity before/after training
 
 
+Histories = Sequence[Sequence[str]]  # per prompt row: the items never to recommend
+Ranked = list[list[tuple[str, float]]]  # per prompt row: the top-k (item, score), best first
+
+
 class LLMRecommender:
     """Backbone, training with checkpoint selection, batched ranking, costs (see module doc)."""
+
+    one_forward = False  # ranks every user in one forward pass over item tokens (no beams)
 
     def __init__(
         self,
@@ -144,20 +153,16 @@ class LLMRecommender:
         return None  # the backbone's cross-entropy on labelled tokens (causal_lm_loss)
 
     def decode(
-        self,
-        ids: torch.Tensor,
-        mask: torch.Tensor,
-        inputs_embeds: torch.Tensor | None,
-        histories: Sequence[Sequence[str]],
-        k: int,
-    ) -> list[list[tuple[str, float]]]:
+        self, ids: Tensor, mask: Tensor, inputs_embeds: Tensor | None, histories: Histories, k: int
+    ) -> Ranked:
         raise NotImplementedError
 
     # -- the Recommender protocol ----------------------------------------------------------------
     def inference_cost(self) -> dict[str, float]:
-        """Decoding counts since the last call (the runner asks once per ranked phase)."""
+        """Decoding counts since the last call (the runner asks once per ranked phase); a
+        paradigm that ranks in one forward pass keeps only the counts that mean something there."""
         stats, self.decode_stats = self.decode_stats, DecodeStats()
-        return stats.as_dict()
+        return one_forward_costs(stats.as_dict()) if self.one_forward else stats.as_dict()
 
     def export(self, out_dir: Path, split: Split) -> dict[str, str]:
         return {}
@@ -327,3 +332,39 @@ class LLMRecommender:
                 rows += [(user, r + 1, item, score) for r, (item, score) in enumerate(ranked)]
         frame = distributed.gather_frames(pd.DataFrame(rows, columns=RANKING_COLUMNS))
         return frame.sort_values(["user_id", "rank"], kind="stable").reset_index(drop=True)
+
+
+class IdentifierDecoder(LLMRecommender):
+    """A paradigm that writes the next item's identifier (its title, its code tuple) token by
+    token: trained on next-item windows, ranked by catalogue-constrained beam search. Its
+    `prepare` sets `sequences` (each item's identifier tokens) and their `trie`; its config has
+    `max_history`, `max_train_examples`, `beam_width` and `decoder`."""
+
+    sequences: dict[str, list[int]]
+    trie: ItemTrie
+
+    def training_examples(
+        self, split: Split, rng: np.random.Generator
+    ) -> list[tuple[list[int], list[int]]]:
+        """Sliding windows over each user's training sequence (a seeded sample of them): the last
+        `max_history` items as the prompt, the next item's identifier as the answer."""
+        cfg = self.cfg
+        return next_item_examples(
+            split, self.prompt, self.sequences, cfg.max_history, cfg.max_train_examples, rng
+        )
+
+    def decode(
+        self, ids: Tensor, mask: Tensor, inputs_embeds: Tensor | None, histories: Histories, k: int
+    ) -> Ranked:
+        return constrained_beam_search(
+            self.model,
+            ids,
+            mask,
+            self.trie,
+            max(self.cfg.beam_width, k),
+            k,
+            exclude=histories,
+            stats=self.decode_stats,
+            decoder=self.cfg.decoder,
+            inputs_embeds=inputs_embeds,
+        )

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from llm4rec.llm.decoding import _log_probs
+from llm4rec.llm.decoding import _log_probs, pick_decoder
 
 
 class Seq2SeqStepper:
@@ -69,7 +69,9 @@ def t5_mismatch(model) -> str | None:
     return None
 
 
-class T5SharedEncoderStepper:
+class T5SharedEncoderStepper(Seq2SeqStepper):
+    """Seq2SeqStepper's beam bookkeeping (`step`) over its own encoder states and forward."""
+
     def __init__(self, model, input_ids: torch.Tensor, attention_mask: torch.Tensor):
         mismatch = t5_mismatch(model)
         if mismatch:
@@ -150,26 +152,12 @@ class T5SharedEncoderStepper:
             hidden = hidden * self.model.model_dim**-0.5
         return _log_probs(self.model.lm_head(hidden))
 
-    def step(
-        self, sources: torch.Tensor, users: torch.Tensor, tokens: torch.Tensor
-    ) -> torch.Tensor:
-        self.prefix = torch.cat([self.prefix[sources], tokens[:, None]], dim=1)
-        self.users = users
-        return self._forward()
-
 
 def resolve_seq2seq_decoder(model, decoder: str = "auto") -> str:
     """`decoder`: auto (the shared-encoder T5 stepper where it applies, else generic) |
     shared_encoder (refused, naming why, where it does not apply) | generic."""
-    if decoder not in ("auto", "shared_encoder", "generic"):
-        raise ValueError(f"decoder '{decoder}' is not one of auto, shared_encoder, generic")
-    mismatch = t5_mismatch(model)
-    if decoder == "shared_encoder" and mismatch:
-        raise ValueError(
-            "decoder 'shared_encoder' re-implements stock T5 cross-attention; this model has "
-            f"{mismatch}. Use decoder 'auto' or 'generic'"
-        )
-    return "shared_encoder" if decoder != "generic" and mismatch is None else "generic"
+    cross = "stock T5 cross-attention"
+    return pick_decoder(decoder, "shared_encoder", "generic", t5_mismatch(model), cross)
 
 
 def make_seq2seq_stepper(

@@ -210,6 +210,40 @@ def _llm(
     )
 
 
+def _variant(name: str, parent: str, description: str, display: str, **changes: Any) -> _Variant:
+    """A registry variant: its parent's entry (factory, config class, paradigm, inputs, costs) plus
+    the `overrides` / `defaults` / `not_applicable` (or `inputs`) in `changes` that make it one."""
+    return _Variant(name, parent, description, display, changes)
+
+
+@dataclass(frozen=True)
+class _Variant:
+    name: str
+    parent: str
+    description: str
+    display: str
+    changes: dict[str, Any]
+
+    def resolve(self, parent: ModelSpec) -> ModelSpec:
+        return dataclasses.replace(
+            parent,
+            name=self.name,
+            description=self.description,
+            display=self.display,
+            parent=self.parent,
+            **{"overrides": {}, "defaults": {}, "not_applicable": {}} | self.changes,
+        )
+
+
+def _registry(entries: list[ModelSpec | _Variant]) -> dict[str, ModelSpec]:
+    """Registry entries in order, each variant resolved against its parent (listed before it)."""
+    specs: dict[str, ModelSpec] = {}
+    for entry in entries:
+        spec = entry.resolve(specs[entry.parent]) if isinstance(entry, _Variant) else entry
+        specs[spec.name] = spec
+    return specs
+
+
 def _semantic_ids(quantizer: str | None = None) -> dict[str, InputSlot]:
     """The code table a semantic-ID model consumes: the `semantic_ids` artifact of its split."""
     params = {"params": {"quantizer": quantizer}} if quantizer else {}
@@ -235,9 +269,8 @@ def _cf_source() -> dict[str, InputSlot]:
     }
 
 
-MODELS: dict[str, ModelSpec] = {
-    spec.name: spec
-    for spec in [
+MODELS: dict[str, ModelSpec] = _registry(
+    [
         ModelSpec(
             "mostpop",
             "baseline",
@@ -301,14 +334,11 @@ MODELS: dict[str, ModelSpec] = {
             "history as titles -> fine-tuned causal LM (LoRA) -> catalogue-constrained beam search",
             "Text-prompted (LoRA)",
         ),
-        _llm(
+        _variant(
             "text_prompted_zeroshot",
-            "text_prompted",
-            "TextPromptedConfig",
             "text_prompted",
             "the same prompt and constrained decoding, no fine-tuning",
             "Text-prompted (zero-shot)",
-            parent="text_prompted",
             overrides={"zero_shot": True},
             not_applicable={"lora": None, "sft": {"steps": 0}},
         ),
@@ -322,16 +352,12 @@ MODELS: dict[str, ModelSpec] = {
             "LLaRA (CF soft tokens)",
             _cf_source(),
         ),
-        _llm(
+        _variant(
             "cf_llara_permuted",
-            "cf_injected",
-            "CfLlaraConfig",
-            "cf_injected",
+            "cf_llara",
             "cf_llara with every soft token carrying another item's CF embedding (fixed "
             "derangement): does the LLM use it?",
             "LLaRA (permuted CF)",
-            _cf_source(),
-            parent="cf_llara",
             overrides={"cf": {"permuted": True}},
         ),
         _llm(
@@ -344,16 +370,12 @@ MODELS: dict[str, ModelSpec] = {
             "E4SRec (CF soft tokens)",
             _cf_source(),
         ),
-        _llm(
+        _variant(
             "cf_e4srec_allpos",
-            "cf_injected",
-            "CfE4SRecConfig",
-            "cf_injected",
+            "cf_e4srec",
             "cf_e4srec with the harness's training: next-item loss at every history position (no "
             "response prompt) and a log-popularity item bias over a zero-initialised output layer",
             "E4SRec (all positions, pop. prior)",
-            _cf_source(),
-            parent="cf_e4srec",
             overrides={
                 "loss_positions": "all",
                 "response": "",
@@ -361,16 +383,12 @@ MODELS: dict[str, ModelSpec] = {
                 "head_init": "zero",
             },
         ),
-        _llm(
+        _variant(
             "cf_e4srec_permuted",
-            "cf_injected",
-            "CfE4SRecConfig",
-            "cf_injected",
+            "cf_e4srec",
             "cf_e4srec with every soft token carrying another item's CF embedding (fixed "
             "derangement)",
             "E4SRec (permuted CF)",
-            _cf_source(),
-            parent="cf_e4srec",
             overrides={"cf": {"permuted": True}},
         ),
         _llm(
@@ -382,36 +400,27 @@ MODELS: dict[str, ModelSpec] = {
             "(IDIOMoE)",
             "IDIOMoE",
         ),
-        _llm(
+        _variant(
             "idiomoe_popprior",
             "idiomoe",
-            "IdiomoeConfig",
-            "moe_expert",
             "IDIOMoE with untied item output vectors starting at zero over a learned "
             "log-popularity item bias",
             "IDIOMoE (pop. prior)",
-            parent="idiomoe",
             overrides={"item_head": "untied", "item_bias": "log_popularity"},
         ),
-        _llm(
+        _variant(
             "idiomoe_learned_router",
             "idiomoe",
-            "IdiomoeConfig",
-            "moe_expert",
             "IDIOMoE with a learned per-token gate between the experts instead of token-type "
             "routing",
             "IDIOMoE (learned router)",
-            parent="idiomoe",
             overrides={"routing": "learned"},
         ),
-        _llm(
+        _variant(
             "idiomoe_entangled",
             "idiomoe",
-            "IdiomoeConfig",
-            "moe_expert",
             "the same item tokens and training, no expert split: the shared FFN tuned with LoRA",
             "Item tokens, entangled FFN",
-            parent="idiomoe",
             overrides={"expert_layers": "none"},
             defaults={
                 "lora": {
@@ -434,17 +443,12 @@ MODELS: dict[str, ModelSpec] = {
             SEMANTIC_ID_COSTS,
             reads_text=False,
         ),
-        _llm(
+        _variant(
             "sid_random",
-            "semantic_id.tiger",
-            "TigerConfig",
-            "semantic_id",
+            "sid_tiger",
             "sid_tiger on random code tuples of the same shape (what semantic structure buys)",
             "TIGER (random IDs)",
-            _semantic_ids("random"),
-            SEMANTIC_ID_COSTS,
-            reads_text=False,
-            parent="sid_tiger",
+            inputs=_semantic_ids("random"),
         ),
         _llm(
             "sid_llm",
@@ -458,7 +462,8 @@ MODELS: dict[str, ModelSpec] = {
             SEMANTIC_ID_COSTS,
         ),
     ]
-}
+)
+
 
 ARTIFACTS: dict[str, ArtifactSpec] = {
     spec.name: spec

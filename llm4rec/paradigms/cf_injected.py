@@ -33,15 +33,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from llm4rec.data.split import Split
-from llm4rec.evaluation.metrics import SELECTION_METRIC
 from llm4rec.llm.backbone import ALL_PROJECTIONS, LoraSettings
 from llm4rec.llm.decoding import _decoder_stack, _positions
-from llm4rec.llm.item_scoring import log_popularity_prior, one_forward_costs, top_unseen_items
+from llm4rec.llm.item_scoring import log_popularity_prior, top_unseen_items
 from llm4rec.llm.prompts import SOFT_SLOT, Prompt, render_prompt, soft_slot_ids
-from llm4rec.llm.recommender import LLMConfig, LLMRecommender
+from llm4rec.llm.recommender import Histories, LLMConfig, LLMRecommender, Ranked
 from llm4rec.llm.tokens import prompt_embeddings
 from llm4rec.llm.training import collate, encode_example, training_windows
 from llm4rec.models import ResolvedInput
@@ -300,6 +299,7 @@ class ItemHead(nn.Module):
 
 class CfE4SRecRecommender(LLMRecommender):
     cfg: CfE4SRecConfig
+    one_forward = True  # one forward pass over item tokens per batch of users (no beams)
 
     def __init__(
         self, cfg: CfE4SRecConfig, seed: int, device: str, selection: str, cf_source: ResolvedInput
@@ -419,18 +419,9 @@ class CfE4SRecRecommender(LLMRecommender):
 
         return loss
 
-    def inference_cost(self) -> dict[str, float]:
-        """Users and prompt tokens since the last call (no beams: one forward pass per batch)."""
-        return one_forward_costs(super().inference_cost())
-
     def decode(
-        self,
-        ids: torch.Tensor,
-        mask: torch.Tensor,
-        inputs_embeds: torch.Tensor | None,
-        histories: Sequence[Sequence[str]],
-        k: int,
-    ) -> list[list[tuple[str, float]]]:
+        self, ids: Tensor, mask: Tensor, inputs_embeds: Tensor | None, histories: Histories, k: int
+    ) -> Ranked:
         embeds = (
             inputs_embeds if inputs_embeds is not None else prompt_embeddings(self.model, ids, {})
         )
@@ -447,12 +438,12 @@ def build(
     config: CfLlaraConfig | CfE4SRecConfig,
     seed: int,
     device: str,
-    selection: str = SELECTION_METRIC,
-    inputs: dict | None = None,
+    selection: str,
+    inputs: dict,
 ) -> LLMRecommender:
     """cf_llara / cf_e4srec and their variants (llm4rec.models): the `_permuted` ablations
     (cf.permuted: the soft tokens of other items) and cf_e4srec_allpos."""
-    source = (inputs or {})["cf_source"]
+    source = inputs["cf_source"]
     if isinstance(config, CfE4SRecConfig):
         return CfE4SRecRecommender(config, seed, device, selection, source)
     return CfLlaraRecommender(config, seed, device, selection, source)

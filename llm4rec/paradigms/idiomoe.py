@@ -29,15 +29,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from llm4rec.data.split import Split
-from llm4rec.evaluation.metrics import SELECTION_METRIC
 from llm4rec.llm.backbone import LoraSettings
 from llm4rec.llm.decoding import _decoder_stack
-from llm4rec.llm.item_scoring import log_popularity_prior, one_forward_costs, top_unseen_items
+from llm4rec.llm.item_scoring import log_popularity_prior, top_unseen_items
 from llm4rec.llm.prompts import Prompt
-from llm4rec.llm.recommender import LLMConfig, LLMRecommender
+from llm4rec.llm.recommender import Histories, LLMConfig, LLMRecommender, Ranked
 
 SUPPORTED = (
     "llama",
@@ -171,6 +170,7 @@ def expert_layer_indices(spec: str | list[int], n_layers: int) -> list[int]:
 
 class IdiomoeRecommender(LLMRecommender):
     cfg: IdiomoeConfig
+    one_forward = True  # one forward pass over item tokens per batch of users (no beams)
 
     def prepare(self, split: Split) -> dict[str, Any]:
         cfg, base = self.cfg, _decoder_stack(self.model)
@@ -342,18 +342,9 @@ class IdiomoeRecommender(LLMRecommender):
 
         return loss
 
-    def inference_cost(self) -> dict[str, float]:
-        """Users and prompt tokens since the last call (no beams: one forward pass per batch)."""
-        return one_forward_costs(super().inference_cost())
-
     def decode(
-        self,
-        ids: torch.Tensor,
-        mask: torch.Tensor,
-        inputs_embeds: torch.Tensor | None,
-        histories: Sequence[Sequence[str]],
-        k: int,
-    ) -> list[list[tuple[str, float]]]:
+        self, ids: Tensor, mask: Tensor, inputs_embeds: Tensor | None, histories: Histories, k: int
+    ) -> Ranked:
         logits = self.item_logits(ids, mask)[
             :, -1, :
         ]  # left-padded: the last column is every prompt's end
@@ -363,12 +354,7 @@ class IdiomoeRecommender(LLMRecommender):
 
 
 def build(
-    name: str,
-    config: IdiomoeConfig,
-    seed: int,
-    device: str,
-    selection: str = SELECTION_METRIC,
-    inputs: dict | None = None,
+    name: str, config: IdiomoeConfig, seed: int, device: str, selection: str, inputs: dict
 ) -> IdiomoeRecommender:
     """idiomoe and its variants (llm4rec.models): idiomoe_popprior sets item_head: untied and
     item_bias: log_popularity; idiomoe_learned_router routing: learned; idiomoe_entangled

@@ -14,16 +14,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-import torch
-
 from llm4rec.data.split import Split
-from llm4rec.evaluation.metrics import SELECTION_METRIC
-from llm4rec.llm.decoding import constrained_beam_search, item_token_sequences, resolve_decoder
+from llm4rec.llm.decoding import item_token_sequences, resolve_decoder
 from llm4rec.llm.identifiers import item_identifiers
 from llm4rec.llm.prompts import Prompt, PromptTemplate, render_prompt
-from llm4rec.llm.recommender import LLMConfig, LLMRecommender
-from llm4rec.llm.training import next_item_examples
+from llm4rec.llm.recommender import IdentifierDecoder, LLMConfig
 from llm4rec.llm.trie import ItemTrie
 
 
@@ -35,7 +30,7 @@ class TextPromptedConfig(LLMConfig):
     decoder: str = "auto"  # auto | shared_prefix | cache (see llm4rec.llm.decoding)
 
 
-class TextPromptedRecommender(LLMRecommender):
+class TextPromptedRecommender(IdentifierDecoder):
     cfg: TextPromptedConfig
 
     @property
@@ -60,44 +55,8 @@ class TextPromptedRecommender(LLMRecommender):
         text = render_prompt(self.cfg.prompt, titles, self.tokenizer)
         return Prompt(self.tokenizer(text, add_special_tokens=False).input_ids)
 
-    def training_examples(
-        self, split: Split, rng: np.random.Generator
-    ) -> list[tuple[list[int], list[int]]]:
-        """Sliding windows over each user's training sequence (a seeded sample of them): the
-        last `max_history` items as the prompt, the next item's identifier as the answer."""
-        cfg = self.cfg
-        return next_item_examples(
-            split, self.prompt, self.sequences, cfg.max_history, cfg.max_train_examples, rng
-        )
-
-    def decode(
-        self,
-        ids: torch.Tensor,
-        mask: torch.Tensor,
-        inputs_embeds: torch.Tensor | None,
-        histories: Sequence[Sequence[str]],
-        k: int,
-    ) -> list[list[tuple[str, float]]]:
-        return constrained_beam_search(
-            self.model,
-            ids,
-            mask,
-            self.trie,
-            max(self.cfg.beam_width, k),
-            k,
-            exclude=histories,
-            stats=self.decode_stats,
-            decoder=self.cfg.decoder,
-            inputs_embeds=inputs_embeds,
-        )
-
 
 def build(
-    name: str,
-    config: TextPromptedConfig,
-    seed: int,
-    device: str,
-    selection: str = SELECTION_METRIC,
-    inputs: dict | None = None,
+    name: str, config: TextPromptedConfig, seed: int, device: str, selection: str, inputs: dict
 ) -> TextPromptedRecommender:
     return TextPromptedRecommender(config, seed, device, selection)

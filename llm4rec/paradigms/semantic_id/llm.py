@@ -17,16 +17,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
 
 from llm4rec.data.split import Split
-from llm4rec.evaluation.metrics import SELECTION_METRIC
-from llm4rec.llm.decoding import constrained_beam_search, resolve_decoder
+from llm4rec.llm.decoding import resolve_decoder
 from llm4rec.llm.identifiers import item_identifiers
 from llm4rec.llm.prompts import Prompt
-from llm4rec.llm.recommender import LLMConfig, LLMRecommender
+from llm4rec.llm.recommender import IdentifierDecoder, LLMConfig
 from llm4rec.llm.tokens import add_tokens
-from llm4rec.llm.training import next_item_examples
 from llm4rec.llm.trie import ItemTrie
 from llm4rec.paradigms.semantic_id.codes import load_code_table, semantic_id_costs
 
@@ -46,7 +43,7 @@ def code_token(level: int, code: int) -> str:
     return f"<{string.ascii_lowercase[level]}_{code}>"
 
 
-class SidLlmRecommender(LLMRecommender):
+class SidLlmRecommender(IdentifierDecoder):
     cfg: SidLlmConfig
 
     def prepare(self, split: Split) -> dict[str, Any]:
@@ -98,44 +95,8 @@ class SidLlmRecommender(LLMRecommender):
             ids += self.title_ids.get(item, []) + self.sequences[item] + self.newline
         return Prompt(ids + self.tail)
 
-    def training_examples(
-        self, split: Split, rng: np.random.Generator
-    ) -> list[tuple[list[int], list[int]]]:
-        """Next-item windows of the training split (a seeded sample of them): the history as code
-        lines, the next item's code tuple as the answer."""
-        cfg = self.cfg
-        return next_item_examples(
-            split, self.prompt, self.sequences, cfg.max_history, cfg.max_train_examples, rng
-        )
-
-    def decode(
-        self,
-        ids: torch.Tensor,
-        mask: torch.Tensor,
-        inputs_embeds: torch.Tensor | None,
-        histories: Sequence[Sequence[str]],
-        k: int,
-    ) -> list[list[tuple[str, float]]]:
-        return constrained_beam_search(
-            self.model,
-            ids,
-            mask,
-            self.trie,
-            max(self.cfg.beam_width, k),
-            k,
-            exclude=histories,
-            stats=self.decode_stats,
-            decoder=self.cfg.decoder,
-            inputs_embeds=inputs_embeds,
-        )
-
 
 def build(
-    name: str,
-    config: SidLlmConfig,
-    seed: int,
-    device: str,
-    selection: str = SELECTION_METRIC,
-    inputs: dict | None = None,
+    name: str, config: SidLlmConfig, seed: int, device: str, selection: str, inputs: dict
 ) -> SidLlmRecommender:
-    return SidLlmRecommender(config, seed, device, selection, {"codes": (inputs or {})["codes"]})
+    return SidLlmRecommender(config, seed, device, selection, {"codes": inputs["codes"]})

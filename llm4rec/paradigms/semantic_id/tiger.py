@@ -23,12 +23,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from llm4rec.data.split import Split
-from llm4rec.evaluation.metrics import SELECTION_METRIC
 from llm4rec.llm.decoding import beam_search
 from llm4rec.llm.prompts import Prompt
-from llm4rec.llm.recommender import LLMRecommender
+from llm4rec.llm.recommender import Histories, LLMRecommender, Ranked
 from llm4rec.llm.seq2seq import make_seq2seq_stepper, resolve_seq2seq_decoder
 from llm4rec.llm.training import SFTConfig, training_windows
 from llm4rec.llm.trie import ItemTrie
@@ -169,13 +169,8 @@ class TigerRecommender(LLMRecommender):
         return loss
 
     def decode(
-        self,
-        ids: torch.Tensor,
-        mask: torch.Tensor,
-        inputs_embeds: torch.Tensor | None,
-        histories: Sequence[Sequence[str]],
-        k: int,
-    ) -> list[list[tuple[str, float]]]:
+        self, ids: Tensor, mask: Tensor, inputs_embeds: Tensor | None, histories: Histories, k: int
+    ) -> Ranked:
         stepper = make_seq2seq_stepper(self.model, ids, mask, self.cfg.decoder)
         return beam_search(
             stepper, self.trie, max(self.cfg.beam_width, k), k, histories, self.decode_stats, mask
@@ -183,11 +178,6 @@ class TigerRecommender(LLMRecommender):
 
 
 def build(
-    name: str,
-    config: TigerConfig,
-    seed: int,
-    device: str,
-    selection: str = SELECTION_METRIC,
-    inputs: dict | None = None,
+    name: str, config: TigerConfig, seed: int, device: str, selection: str, inputs: dict
 ) -> TigerRecommender:
-    return TigerRecommender(config, seed, device, selection, {"codes": (inputs or {})["codes"]})
+    return TigerRecommender(config, seed, device, selection, {"codes": inputs["codes"]})
