@@ -376,6 +376,13 @@ def test_bad_config_fails_before_anything_runs(tmp_path):
     assert proc.returncode != 0
     assert "models[0].name 'sasrek' is not a known model" in proc.stderr + proc.stdout
     assert not (tmp_path / "results").exists()
+    # the grid given the Snakemake way (--configfile) is refused, saying how to pass it
+    old_way = [a if a != "--config" else "--configfile" for a in proc.args]
+    old_way[old_way.index("--configfile") + 1] = str(tmp_path / "grid.yaml")
+    proc = subprocess.run(old_way, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert "pass the grid as `--config grid=PATH`" in proc.stderr + proc.stdout
+    assert not (tmp_path / "results").exists()
 
 
 def test_report_rebuilt_from_mlflow_equals_report_from_folders(finished_grid):
