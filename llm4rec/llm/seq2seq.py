@@ -165,3 +165,17 @@ def make_seq2seq_stepper(
 ):
     shared = resolve_seq2seq_decoder(model, decoder) == "shared_encoder"
     return (T5SharedEncoderStepper if shared else Seq2SeqStepper)(model, input_ids, attention_mask)
+
+
+def seq2seq_log_probs(model, input_ids: torch.Tensor, prefixes: list[list[int]]) -> torch.Tensor:
+    """Log-probabilities [rows, positions, vocab] of an encoder-decoder after each position of
+    each token prefix (teacher forcing from the decoder start), one prompt (`input_ids`, [1, n])
+    for every row; rows shorter than the longest are padded (their extra positions are unused)."""
+    length = max(len(p) for p in prefixes)
+    start = model.config.decoder_start_token_id
+    decoder = torch.tensor(
+        [[start] + p + [start] * (length - len(p)) for p in prefixes], device=input_ids.device
+    )
+    encoder = input_ids.expand(len(prefixes), -1)
+    out = model(input_ids=encoder, decoder_input_ids=decoder, use_cache=False)
+    return _log_probs(out.logits)

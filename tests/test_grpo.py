@@ -1,0 +1,220 @@
+"""GRPO's parts (llm4rec.llm.grpo) against hand computation: advantages, the loss's gradient on a
+3-item toy policy, KL at step 0, the constrained sampler's support and frequencies (chi-square
+against the exact probabilities), every reward, and a toy policy learning a cyclic sequence."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from llm4rec.llm.grpo import (
+    combine_rewards,
+    group_advantages,
+    grpo_loss,
+    hit_reward,
+    item_probabilities,
+    ndcg_reward,
+    rank_penalty_reward,
+    sample_items,
+    validity_reward,
+    zero_advantage_share,
+)
+from llm4rec.llm.trie import ItemTrie
+
+END = 9
+
+
+def test_advantages_are_zero_mean_within_each_group_and_zero_without_spread():
+    rewards = torch.tensor([[1.0, 0.0, 0.0, 0.0], [0.5, 0.5, 0.5, 0.5], [2.0, -1.0, 0.0, 3.0]])
+    adv = group_advantages(rewards)
+    torch.testing.assert_close(adv.mean(dim=1), torch.zeros(3), atol=1e-6, rtol=0)
+    assert torch.equal(adv[1], torch.zeros(4))
+    # by hand: mean 0.25, population std sqrt(0.1875)
+    expected = (torch.tensor([1.0, 0.0, 0.0, 0.0]) - 0.25) / (math.sqrt(0.1875) + 1e-6)
+    torch.testing.assert_close(adv[0], expected)
+    assert zero_advantage_share(adv) == pytest.approx(1 / 3)
+
+
+def test_loss_gradient_equals_the_hand_computed_one_on_a_three_item_policy():
+    """One-token items, policy softmax(theta). At theta = theta_old = theta_ref the ratio is 1 and
+    KL's gradient is 0, so d loss / d theta = -(1/G) sum_i A_i (e_{a_i} - p)."""
+    theta = torch.tensor([0.2, -0.4, 0.9], requires_grad=True)
+    actions = torch.tensor([0, 2, 2, 1])
+    advantages = torch.tensor([1.5, -0.5, -0.5, -0.5])
+    logp = torch.log_softmax(theta, dim=0)[actions][:, None]
+    old = logp.detach().clone()
+    loss, info = grpo_loss(logp, old, old, advantages, torch.ones(4, 1), clip=0.2, kl_coef=0.1)
+    loss.backward()
+    p = torch.softmax(theta.detach(), dim=0).numpy()
+    onehot = np.eye(3)[actions.numpy()]
+    expected = -(advantages.numpy()[:, None] * (onehot - p)).mean(axis=0)
+    np.testing.assert_allclose(theta.grad.numpy(), expected, rtol=1e-5, atol=1e-7)
+    assert info.kl == 0.0 and info.clip_fraction == 0.0
+    assert info.loss == pytest.approx(-float(advantages.mean()))
+
+
+def test_clipping_and_kl_away_from_step_zero():
+    """A ratio beyond 1 + clip with a positive advantage is clipped (no gradient); KL is the k3
+    estimator exp(r) - r - 1 with r = ref - new."""
+    logp = torch.tensor([[math.log(0.6)]], requires_grad=True)
+    old = torch.tensor([[math.log(0.4)]])
+    ref = torch.tensor([[math.log(0.5)]])
+    loss, info = grpo_loss(logp, old, ref, torch.tensor([1.0]), torch.ones(1, 1), 0.2, 0.0)
+    loss.backward()
+    assert info.clip_fraction == 1.0 and float(logp.grad) == 0.0
+    assert loss.item() == pytest.approx(-1.2)
+    r = math.log(0.5) - math.log(0.6)
+    assert info.kl == pytest.approx(math.exp(r) - r - 1, rel=1e-5)  # float32
+
+
+def toy_trie():
+    """Five items, one or two tokens each (every sequence ends with END)."""
+    return ItemTrie.build(
+        {"a": [1, END], "b": [2, 3, END], "c": [2, 4, END], "d": [5, END], "e": [2, 6, END]}
+    )
+
+
+def toy_policy(prefixes):
+    """Fixed next-token log-probabilities depending on the last token of the prefix."""
+    out = []
+    for prefix in prefixes:
+        g = torch.Generator().manual_seed(100 + (prefix[-1] if prefix else 0))
+        out.append(torch.log_softmax(torch.randn(10, generator=g) * 2, dim=0))
+    return torch.stack(out)
+
+
+def test_the_sampler_draws_catalogue_items_outside_the_history_at_the_policy_s_frequencies():
+    trie, history = toy_trie(), ["c"]
+    exact = item_probabilities(toy_policy, trie, history, temperature=1.3)
+    assert set(exact) == {"a", "b", "d", "e"} and sum(exact.values()) == pytest.approx(1.0)
+    generator = torch.Generator().manual_seed(0)
+    draws = sample_items(toy_policy, trie, history, 4000, 1.3, generator)
+    items = [d.item for d in draws]
+    assert set(items) <= set(exact)  # never a history item, never outside the catalogue
+    counts = np.array([items.count(i) for i in sorted(exact)])
+    expected = np.array([exact[i] for i in sorted(exact)], dtype=float)
+    expected *= len(items) / expected.sum()  # float32 probabilities sum to 1 within 1e-7
+    assert stats.chisquare(counts, expected).pvalue > 1e-3
+    # the recorded log-probabilities are the constrained policy's at temperature 1
+    at_one = item_probabilities(toy_policy, trie, history, temperature=1.0)
+    for d in draws[:20]:
+        assert d.log_prob == pytest.approx(math.log(at_one[d.item]), abs=1e-5)
+
+
+def test_rewards_by_hand():
+    items, target, history = ["x", "t", "h", "y"], "t", ["h"]
+    np.testing.assert_array_equal(hit_reward(items, target, history), [0, 1, 0, 0])
+    np.testing.assert_array_equal(hit_reward(["h"], "h", ["h"]), [0])  # history never rewarded
+    # ranks by log-prob: y (rank 1), x (2), t (3), h (4); weights 1/log2(r + 1)
+    w = {1: 1.0, 2: 1 / math.log2(3), 3: 0.5, 4: 1 / math.log2(5)}
+    total = sum(w.values())
+    rewards = rank_penalty_reward(items, [-1.0, -2.0, -3.0, -0.5], target, history)
+    np.testing.assert_allclose(rewards, [-w[2] / total, 1.0, -w[4] / total, -w[1] / total])
+    lists = [["t", "x"], ["x", "y", "t"], ["x", "y"], ["h", "t"]]
+    np.testing.assert_allclose(ndcg_reward(lists, "t", k=2), [1.0, 0.0, 0.0, 1 / math.log2(3)])
+    np.testing.assert_array_equal(
+        validity_reward(["a", None, "zz", "h"], {"a", "h"}, ["h"]), [1, 0, 0, 0]
+    )
+    parts = {"hit": np.array([0.0, 1.0]), "validity": np.array([1.0, 1.0])}
+    np.testing.assert_allclose(combine_rewards(parts, {"hit": 1.0, "validity": 0.1}), [0.1, 1.1])
+    with pytest.raises(ValueError, match="reward 'ndcg' was not computed"):
+        combine_rewards(parts, {"ndcg": 1.0})
+
+
+def test_grpo_with_a_hit_reward_learns_a_cyclic_sequence():
+    """Items 0..5 on a cycle (each user's next item is the one after the last); the policy is a
+    table of next-item logits per last item, trained by GRPO from a uniform start. Its
+    probability of the right next item rises from 1/6 to most of the mass."""
+    n, group = 6, 8
+    trie = ItemTrie.build({str(i): [i, END] for i in range(n)})
+    table = torch.zeros(n, 10, requires_grad=True)
+    optimiser = torch.optim.Adam([table], lr=0.1)
+    generator = torch.Generator().manual_seed(0)
+
+    def policy_for(last):
+        return lambda prefixes: torch.log_softmax(table[last].detach(), dim=0).expand(
+            len(prefixes), 10
+        )
+
+    def p_correct():
+        with torch.no_grad():
+            return float(
+                np.mean([torch.softmax(table[i, :n], 0)[(i + 1) % n].item() for i in range(n)])
+            )
+
+    before = p_correct()
+    for _ in range(40):
+        logps, olds, advantages = [], [], []
+        for last in range(n):
+            draws = sample_items(policy_for(last), trie, [], group, 1.0, generator)
+            rewards = hit_reward([d.item for d in draws], str((last + 1) % n))
+            adv = group_advantages(torch.tensor(rewards, dtype=torch.float32)[None])[0]
+            allowed = torch.log_softmax(table[last, :n], dim=0)
+            for d, a in zip(draws, adv, strict=True):
+                logps.append(allowed[int(d.item)])
+                olds.append(d.log_prob)
+                advantages.append(a)
+        logp = torch.stack(logps)[:, None]
+        loss, _ = grpo_loss(
+            logp,
+            torch.tensor(olds)[:, None],
+            logp.detach(),
+            torch.stack(advantages),
+            torch.ones_like(logp),
+            0.2,
+            0.0,
+        )
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    assert before == pytest.approx(1 / n)
+    assert p_correct() > 0.6
+
+
+def test_sampled_and_teacher_forced_log_probs_agree_on_a_t5_policy():
+    """TIGER's side: a tiny random T5 samples code tuples under the trie (catalogue items outside
+    the history), and the teacher-forced constrained log-probabilities the loss differentiates
+    equal the sampler's, so the policy ratio is exactly 1 before the first update."""
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    from llm4rec.llm.grpo import completion_log_probs
+    from llm4rec.llm.seq2seq import seq2seq_log_probs
+
+    torch.manual_seed(0)
+    config = T5Config(
+        vocab_size=12,
+        d_model=16,
+        d_ff=32,
+        d_kv=8,
+        num_heads=2,
+        num_layers=1,
+        num_decoder_layers=1,
+        decoder_start_token_id=0,
+        pad_token_id=0,
+        eos_token_id=1,
+    )
+    model = T5ForConditionalGeneration(config).eval()
+    end = 2
+    codes = {"i0": [3, 5, end], "i1": [3, 6, end], "i2": [4, 5, end], "i3": [4, 7, end]}
+    trie, history = ItemTrie.build(codes), ["i1"]
+    prompt = torch.tensor([[3, 5, 4, 7, 1]])
+    with torch.no_grad():
+        draws = sample_items(
+            lambda prefixes: seq2seq_log_probs(model, prompt, prefixes)[:, -1],
+            trie,
+            history,
+            16,
+            1.0,
+            torch.Generator().manual_seed(1),
+        )
+    assert {d.item for d in draws} <= {"i0", "i2", "i3"}
+    assert all(list(d.tokens) == codes[d.item] for d in draws)
+    full = seq2seq_log_probs(model, prompt, [list(d.tokens[:-1]) for d in draws])
+    logp, mask = completion_log_probs(full, draws, trie, history)
+    sampled = torch.tensor([d.token_log_probs for d in draws])
+    torch.testing.assert_close(logp, sampled, atol=1e-5, rtol=0)
+    assert torch.equal(mask, torch.ones(16, 3))
+    logp.sum().backward()
+    assert model.decoder.block[0].layer[0].SelfAttention.q.weight.grad.abs().sum() > 0
