@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import torch
@@ -48,3 +49,22 @@ def tiny_backbone(
 def runs_from_results(runs_dir: str | Path) -> list[RunRecord]:
     """Every finished run below a grid's runs folder (<dataset>/<model>/seed<N>/)."""
     return runs_from_folders(sorted(Path(runs_dir).glob("*/*/seed*/metrics.json")))
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def snakemake_command(workdir: Path, grid: Path | str) -> list[str]:
+    """`python -m snakemake` on the repository's Snakefile, run in `workdir` for the grid file
+    `grid`; append flags (not targets: --config takes every word after it)."""
+    return [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--config",
+        f"grid={grid}",
+    ]

@@ -5,12 +5,13 @@ of the same recorded submissions to sbatch flags (snakemake-executor-plugin-slur
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import yaml
+
+from .helpers import snakemake_command
 
 REPO = Path(__file__).resolve().parents[1]
 GRID = {
@@ -50,15 +51,7 @@ def loopback_grid(tmp_path_factory):
     }
     proc = subprocess.Popen(
         [
-            sys.executable,
-            "-m",
-            "snakemake",
-            "-s",
-            str(REPO / "Snakefile"),
-            "--directory",
-            str(workdir),
-            "--config",
-            f"grid={workdir / 'grid.yaml'}",
+            *snakemake_command(workdir, workdir / "grid.yaml"),
             "--profile",
             str(REPO / "profiles" / "loopback"),
         ],

@@ -16,6 +16,8 @@ import psutil
 import pytest
 import yaml
 
+from .helpers import snakemake_command
+
 REPO = Path(__file__).resolve().parents[1]
 RUNS = Path("results") / "faults" / "runs" / "ml-100k"
 pytestmark = pytest.mark.slow
@@ -63,15 +65,7 @@ def snakemake_until(workdir: Path, model: str, ready) -> tuple[subprocess.Popen,
     }
     proc = subprocess.Popen(
         [
-            sys.executable,
-            "-m",
-            "snakemake",
-            "-s",
-            str(REPO / "Snakefile"),
-            "--directory",
-            str(workdir),
-            "--config",
-            f"grid={workdir / 'grid.yaml'}",
+            *snakemake_command(workdir, workdir / "grid.yaml"),
             "--cores",
             "2",
             "--resources",
@@ -145,15 +139,7 @@ def killed_grid(tmp_path_factory):
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     third = subprocess.run(
         [
-            sys.executable,
-            "-m",
-            "snakemake",
-            "-s",
-            str(REPO / "Snakefile"),
-            "--directory",
-            str(workdir),
-            "--config",
-            f"grid={workdir / 'grid.yaml'}",
+            *snakemake_command(workdir, workdir / "grid.yaml"),
             "--cores",
             "2",
             "--resources",

@@ -17,6 +17,8 @@ import yaml
 
 from llm4rec.tracking_server import ServerError, postgres_binary
 
+from .helpers import snakemake_command
+
 REPO = Path(__file__).resolve().parents[1]
 GRID = {
     "name": "ts",
@@ -83,15 +85,7 @@ def snakemake(workdir: Path, uri: str, *args: str) -> subprocess.CompletedProces
     env = os.environ | {"MLFLOW_TRACKING_URI": uri}
     return subprocess.run(
         [
-            sys.executable,
-            "-m",
-            "snakemake",
-            "-s",
-            str(REPO / "Snakefile"),
-            "--directory",
-            str(workdir),
-            "--config",
-            f"grid={workdir / 'grid.yaml'}",
+            *snakemake_command(workdir, workdir / "grid.yaml"),
             "--cores",
             "2",
             "--resources",

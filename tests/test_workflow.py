@@ -17,6 +17,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from .helpers import snakemake_command
+
 REPO = Path(__file__).resolve().parents[1]
 GRID = {
     "name": "e2e",
@@ -55,15 +57,7 @@ pytestmark = pytest.mark.slow
 def snakemake(workdir: Path, *args: str) -> str:
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     cmd = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "-s",
-        str(REPO / "Snakefile"),
-        "--directory",
-        str(workdir),
-        "--config",
-        f"grid={workdir / 'grid.yaml'}",
+        *snakemake_command(workdir, workdir / "grid.yaml"),
         "--cores",
         "2",
         "--resources",
@@ -194,15 +188,7 @@ def test_a_consumer_depends_on_its_upstream_run_and_reruns_when_it_changes(finis
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     dag = subprocess.run(
         [
-            sys.executable,
-            "-m",
-            "snakemake",
-            "-s",
-            str(REPO / "Snakefile"),
-            "--directory",
-            str(workdir),
-            "--config",
-            f"grid={workdir / 'grid.yaml'}",
+            *snakemake_command(workdir, workdir / "grid.yaml"),
             "--dag",
             "-F",
         ],
@@ -222,15 +208,7 @@ def test_a_consumer_depends_on_its_upstream_run_and_reruns_when_it_changes(finis
     (workdir / "grid_changed.yaml").write_text(yaml.safe_dump(changed))
     out = subprocess.run(
         [
-            sys.executable,
-            "-m",
-            "snakemake",
-            "-s",
-            str(REPO / "Snakefile"),
-            "--directory",
-            str(workdir),
-            "--config",
-            f"grid={workdir / 'grid_changed.yaml'}",
+            *snakemake_command(workdir, workdir / "grid_changed.yaml"),
             "-n",
             "--cores",
             "1",
@@ -261,15 +239,7 @@ def test_an_artifact_is_an_auxiliary_rule_the_consumer_depends_on(tmp_path):
     (tmp_path / "grid.yaml").write_text(yaml.safe_dump(grid))
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     base = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "-s",
-        str(REPO / "Snakefile"),
-        "--directory",
-        str(tmp_path),
-        "--config",
-        f"grid={tmp_path / 'grid.yaml'}",
+        *snakemake_command(tmp_path, tmp_path / "grid.yaml"),
     ]
     out = subprocess.run(
         base + ["-n", "--cores", "1"], capture_output=True, text=True, env=env, timeout=300
@@ -358,15 +328,7 @@ def test_bad_config_fails_before_anything_runs(tmp_path):
     (tmp_path / "grid.yaml").write_text(yaml.safe_dump(GRID | {"models": [{"name": "sasrek"}]}))
     proc = subprocess.run(
         [
-            sys.executable,
-            "-m",
-            "snakemake",
-            "-s",
-            str(REPO / "Snakefile"),
-            "--directory",
-            str(tmp_path),
-            "--config",
-            f"grid={tmp_path / 'grid.yaml'}",
+            *snakemake_command(tmp_path, tmp_path / "grid.yaml"),
             "-n",
         ],
         capture_output=True,
@@ -430,15 +392,7 @@ def test_semantic_ids_rule_reruns_only_when_its_config_changes(tmp_path):
         (tmp_path / "grid.yaml").write_text(yaml.safe_dump(grid))
         proc = subprocess.run(
             [
-                sys.executable,
-                "-m",
-                "snakemake",
-                "-s",
-                str(REPO / "Snakefile"),
-                "--directory",
-                str(tmp_path),
-                "--config",
-                f"grid={tmp_path / 'grid.yaml'}",
+                *snakemake_command(tmp_path, tmp_path / "grid.yaml"),
                 "--cores",
                 "1",
                 *args,
@@ -519,15 +473,7 @@ def test_a_cf_injected_run_waits_for_its_cf_source_and_reruns_when_its_embedding
     (workdir / "grid_cf.yaml").write_text(yaml.safe_dump(grid))
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     base = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "-s",
-        str(REPO / "Snakefile"),
-        "--directory",
-        str(workdir),
-        "--config",
-        f"grid={workdir / 'grid_cf.yaml'}",
+        *snakemake_command(workdir, workdir / "grid_cf.yaml"),
         "--cores",
         "2",
         "--resources",
