@@ -283,8 +283,8 @@ class Grid:
 
     def runs(self, kind: str = "all") -> list[tuple[str, str, int]]:
         """The grid's (dataset, model, seed) cells. `main`: every model that is not a registry
-        variant (the main job); `ablations`: the variants and the parents they are compared with
-        (finished by the main job, reused); `all`: both."""
+        variant (the main job); `ablations`: the variants, the parents they are compared with and
+        the baselines (finished by the main job, reused); `all`: both."""
         return [
             (d, m, s)
             for d in self.datasets
@@ -297,8 +297,13 @@ class Grid:
         if kind == "main":
             return [m for m in self.models if m not in variants]
         if kind == "ablations":
+            # each variant is compared with its parent and with the best baseline
             parents = {MODELS[m].parent for m in variants}
-            return [m for m in self.models if m in variants or m in parents]
+            return [
+                m
+                for m in self.models
+                if m in variants or m in parents or MODELS[m].paradigm == "baseline"
+            ]
         if kind == "all":
             return self.models
         raise ValueError(f"unknown run kind {kind!r} (known: {', '.join(RUN_KINDS)})")

@@ -209,6 +209,8 @@ def cell_cost(grid: Grid, dataset: str, model: str, stats: dict[str, float]) -> 
     cost = Cost()
     if spec.paradigm == "baseline":
         return _baseline_cost(cost, model, config if isinstance(config, dict) else {}, stats)
+    if spec.factory == "llm4rec.paradigms.rl:build":
+        return _grpo_cost(grid, dataset, model, config, stats, valid_users, test_users)
     family = type(config).__name__
     code = (grid.model_inputs(model).get("codes", {}).get("params") or {}).get(
         "levels", 3
@@ -317,6 +319,48 @@ def cell_cost(grid: Grid, dataset: str, model: str, stats: dict[str, float]) -> 
         if trains
         else 0
     )
+    return cost
+
+
+def _grpo_cost(grid, dataset, model, config, stats, valid_users, test_users) -> Cost:
+    """An RL stage: its parent's model (size, prompt and identifier length, from the parent's own
+    cost); per step, prompts x group completions sampled (or beam-searched) position by position
+    without a cache, then teacher-forced through the reference (forward) and the policy (forward and
+    backward, per update); validation rankings at the start and every `eval_every` steps, and the
+    test ranking with the parent's beam."""
+    parent = grid.model_inputs(model)["policy"]["run"]
+    pcfg = check_params(MODELS[parent], grid.model_params(parent, dataset))
+    sft = cell_cost(grid, dataset, parent, stats)
+    examples = max(1, pcfg.sft.steps * pcfg.sft.batch_size * pcfg.sft.grad_accum)
+    codes = grid.model_inputs(parent).get("codes")
+    ident = (codes.get("params") or {}).get("levels", 3) + 1 if codes else stats["title_tokens"] + 1
+    prompt = max(1.0, sft.train_tokens / examples - ident)
+    if type(pcfg).__name__ == "TigerConfig":
+        layers = pcfg.t5.encoder_layers + pcfg.t5.decoder_layers
+    else:
+        layers = backbone_shape(pcfg.backbone.name_or_path).layers
+    n, cost = sft.weights, Cost()
+    cost.weights, cost.trainable, cost.activation_bytes = n, sft.trainable, sft.activation_bytes
+    rows = config.steps * config.prompts_per_step * config.group_size
+    positions = int(math.ceil(ident))
+    cost.forward_flops += rows * sum(2 * n * (prompt + j) for j in range(positions))
+    cost.layer_passes += config.steps * positions * layers
+    cost.forward_flops += rows * 2 * n * (prompt + ident)  # the reference
+    updates = config.steps * config.updates_per_batch
+    _sequence(
+        cost,
+        n,
+        sft.trainable,
+        prompt + ident,
+        rows * config.updates_per_batch,
+        micro_batches=updates,
+        layers=layers,
+    )
+    evaluations = config.steps // max(config.eval_every, 1) + 1  # + the parent's, at step 0
+    for users in (config.valid_users * evaluations, test_users + valid_users):
+        _ranking(
+            cost, n, users, prompt, pcfg.batch_users, pcfg.beam_width, positions, layers=layers
+        )
     return cost
 
 

@@ -215,6 +215,14 @@ def smoke_entry(
     ):
         if key in fields and key not in overrides:
             params[key] = value
+    if "group_size" in fields:  # an RL stage: a few prompts and small groups
+        params |= {
+            "steps": STEPS,
+            "checkpoint_every": STEPS,
+            "prompts_per_step": 4,
+            "group_size": min(params.get("group_size", 4), 4),
+            "max_prompts": 64,
+        }
     if "t5" in fields:
         params["t5"] = {
             "d_model": 16,

@@ -14,6 +14,8 @@ for MLflow's runs table and compare view (issue 13):
 - the split is the run's dataset input (name, digest of the split's checksums, source folder);
 - the run starts when training started and ends when ranking ended (run.json ``timing``);
 - metrics: every cutoff of valid and test plus cost figures, the same keys for every model;
+  training curves as step series under ``curve.*`` (``training_curves``: SFT loss, the
+  checkpoint-selection validation curve, and every per-step figure of an RL stage);
 - tags: dataset, model, paradigm, seed, config hash, git commit; artifacts: per-user metrics,
   rankings, run record.
 
@@ -51,7 +53,7 @@ os.environ.setdefault("DO_NOT_TRACK", "true")
 # it); model training experiments open on the runs table.
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 # Bumped when what a run logs changes, so a rerun of `track` replaces runs logged the old way.
-TRACKING_SCHEMA = "3"
+TRACKING_SCHEMA = "4"
 NOT_APPLICABLE = "n/a"  # a param of the paradigm that this model does not have
 # Hyper-parameters that together are the prompt template: logged as one id (prompt_template), text
 # in the artifact.
@@ -78,6 +80,8 @@ def _is_hyperparameter(key: str) -> bool:
 def _budget(hp: dict[str, Any]) -> str:
     if "sft.steps" in hp:
         return "0 steps (zero-shot)" if hp.get("zero_shot") else f"{hp['sft.steps']} steps"
+    if "group_size" in hp:  # an RL stage (its parent's SFT budget is the parent run's)
+        return f"{hp['steps']} RL steps x {hp['prompts_per_step']} prompts x {hp['group_size']}"
     if "epochs" in hp:
         epochs = f"{hp['epochs']} epoch{'' if hp['epochs'] == 1 else 's'}"
         return f"{epochs} (max; early stopping)" if hp.get("stopping_step") else epochs
@@ -397,6 +401,8 @@ def log_run(grid: Grid, dataset: str, model: str, seed: int) -> dict:
                 Metric(k, v, _metric_time(k, timing, end_ms), 0)
                 for k, v in sorted(run_metrics(metrics).items())
             ]
+            train_ms = int(1000 * timing.get("train_end", end_ms / 1000))
+            metric_list += [Metric(k, v, train_ms, step) for k, v, step in training_curves(run)]
             tag_list = [RunTag(k, v) for k, v in tags.items()]
             for i in range(0, max(len(params_list), len(metric_list)), 100):
                 _retry(
@@ -427,6 +433,35 @@ def log_run(grid: Grid, dataset: str, model: str, seed: int) -> dict:
     write_json(run_dir / layout.MLFLOW_JSON, record)
     print(f"[llm4rec] MLflow run {reused} ({run_key}) in {record['tracking_uri']}", flush=True)
     return record
+
+
+def training_curves(run: dict) -> list[tuple[str, float, int]]:
+    """(key, value, step) of a run's training curves, from its run.json: `curve.train_loss`
+    (SFT, per optimiser step), `curve.valid_<metric>` (checkpoint selection; RecBole's by
+    evaluation), and
+    `curve.grpo.<figure>` (an RL stage: reward and its parts, KL, zero-advantage share, entropy,
+    clip fraction, ...)."""
+    fit = run.get("fit", {})
+    out = []
+    losses = fit.get("sft_losses") or []
+    total = (run.get("run", {}).get("params", {}).get("sft") or {}).get("steps", len(losses))
+    first = total - len(losses)  # a resumed run logged the steps after its checkpoint
+    out += [("curve.train_loss", float(v), first + i + 1) for i, v in enumerate(losses)]
+    for point in fit.get("valid_curve") or []:
+        # LLM runs validate at optimiser steps, RecBole runs at numbered evaluations
+        step = int(point.get("step", point.get("evaluation", 0)))
+        out += [
+            (f"curve.valid_{k}", float(v), step)
+            for k, v in point.items()
+            if k not in ("step", "evaluation")
+        ]
+    for entry in fit.get("grpo_log") or []:
+        out += [
+            (f"curve.grpo.{k}", float(v), int(entry["step"]))
+            for k, v in entry.items()
+            if k != "step"
+        ]
+    return out
 
 
 def _metric_time(key: str, timing: dict[str, float], default_ms: int) -> int:

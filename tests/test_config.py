@@ -430,7 +430,14 @@ def test_main_job_and_ablation_target_split_the_grid_by_the_registry(tmp_path):
     main = {(m, s) for _, m, s in grid.runs("main")}
     ablations = {(m, s) for _, m, s in grid.runs("ablations")}
     assert main == {("mostpop", 0), ("mostpop", 1), ("idiomoe", 0), ("idiomoe", 1)}
-    assert ablations == {("idiomoe", 0), ("idiomoe", 1), ("idiomoe_entangled", 0)}
+    # the variants, their parents, and the baselines each variant is also compared with
+    assert ablations == {
+        ("idiomoe", 0),
+        ("idiomoe", 1),
+        ("idiomoe_entangled", 0),
+        ("mostpop", 0),
+        ("mostpop", 1),
+    }
     assert set(grid.runs("all")) == {(d, m, s) for d, m, s in grid.runs()} and len(
         grid.runs()
     ) == len(main | ablations)

@@ -110,8 +110,11 @@ def test_rewards_by_hand():
     # ranks by log-prob: y (rank 1), x (2), t (3), h (4); weights 1/log2(r + 1)
     w = {1: 1.0, 2: 1 / math.log2(3), 3: 0.5, 4: 1 / math.log2(5)}
     total = sum(w.values())
+    # MiniOneRec's ranking penalty: wrong completions of a group that names the target, by rank;
+    # the target's 0 (the hit reward pays it); a group without the target all 0
     rewards = rank_penalty_reward(items, [-1.0, -2.0, -3.0, -0.5], target, history)
-    np.testing.assert_allclose(rewards, [-w[2] / total, 1.0, -w[4] / total, -w[1] / total])
+    np.testing.assert_allclose(rewards, [-w[2] / total, 0.0, -w[4] / total, -w[1] / total])
+    assert rank_penalty_reward(["x", "y"], [-1.0, -2.0], "t").tolist() == [0.0, 0.0]
     lists = [["t", "x"], ["x", "y", "t"], ["x", "y"], ["h", "t"]]
     np.testing.assert_allclose(ndcg_reward(lists, "t", k=2), [1.0, 0.0, 0.0, 1 / math.log2(3)])
     np.testing.assert_array_equal(
@@ -218,3 +221,142 @@ def test_sampled_and_teacher_forced_log_probs_agree_on_a_t5_policy():
     assert torch.equal(mask, torch.ones(16, 3))
     logp.sum().backward()
     assert model.decoder.block[0].layer[0].SelfAttention.q.weight.grad.abs().sum() > 0
+
+
+def test_the_unconstrained_sampler_names_no_item_off_the_trie_or_in_the_history():
+    """Without the trie constraint a completion may leave the catalogue (its item is None, it ends
+    at the first token off the trie) or end on a history item (None too); its log-probabilities
+    are the full vocabulary's, which the teacher-forced ones equal."""
+    from llm4rec.llm.grpo import completion_log_probs
+
+    trie, history = toy_trie(), ["c"]
+    draws = sample_items(
+        toy_policy, trie, history, 400, 1.0, torch.Generator().manual_seed(0), constrained=False
+    )
+    named = {d.item for d in draws}
+    assert None in named and named - {None} <= {"a", "b", "d", "e"}
+    for d in draws:
+        node = 0  # walk the tokens: on the trie up to the last, which ends an item or leaves it
+        for token in d.tokens[:-1]:
+            node = trie.children[node][token]
+        last = trie.children[node].get(d.tokens[-1])
+        reached = trie.item_at.get(last) if last is not None else None
+        assert d.item == (None if reached in (None, "c") else reached)
+        expected = [float(toy_policy([list(d.tokens[:j])])[0, t]) for j, t in enumerate(d.tokens)]
+        assert d.token_log_probs == pytest.approx(expected, abs=1e-6)
+    batch = draws[:30]
+    full = torch.stack(
+        [torch.cat([toy_policy([list(d.tokens[:j])]) for j in range(3)]) for d in batch]
+    )
+    logp, mask = completion_log_probs(full, batch, trie, history, constrained=False)
+    for row, d in enumerate(batch):
+        n = len(d.tokens)
+        assert mask[row].tolist() == [1.0] * n + [0.0] * (3 - n)
+        assert logp[row, :n].tolist() == pytest.approx(list(d.token_log_probs), abs=1e-6)
+    validity = validity_reward([d.item for d in batch], {"a", "b", "c", "d", "e"}, history)
+    assert validity.tolist() == [float(d.item is not None) for d in batch]
+
+
+def test_group_rank_rewards_by_hand():
+    from llm4rec.llm.grpo import (
+        Completion,
+        group_ndcg_reward,
+        group_ranks,
+        group_rewards,
+        rank_bin_reward,
+    )
+
+    # distinct items by their best log-prob: y (-0.5), x (-1), t (-2), then None (invalid) last
+    items = ["x", "t", "x", "y", None, "h"]
+    logps = [-1.0, -2.0, -1.5, -0.5, -0.1, -3.0]
+    assert group_ranks(items, logps).tolist() == [2, 3, 2, 1, 5, 4]
+    hit = [0.0, 1.0, 0.0, 0.0, 0.0, 0.0]
+    # NDCG@k of the group's list, credited to the target's completion: rank 3 -> 1/log2(4)
+    assert group_ndcg_reward(items, logps, "t", 10).tolist() == [h * 0.5 for h in hit]
+    assert group_ndcg_reward(items, logps, "t", 2).tolist() == [0.0] * 6  # beyond the cutoff
+    bins = [[1, 1.0], [3, 0.4], [10, 0.1]]
+    assert rank_bin_reward(items, logps, "t", bins).tolist() == [h * 0.4 for h in hit]
+    assert rank_bin_reward(items, logps, "y", bins).tolist() == [0, 0, 0, 1.0, 0, 0]
+    assert rank_bin_reward(items, logps, "h", bins, history=["h"]).tolist() == [0.0] * 6
+    group = [Completion(i, (1,), (lp,)) for i, lp in zip(items, logps, strict=True)]
+    total, parts = group_rewards(
+        group, "t", ["h"], {"x", "t", "y", "h"}, {"hit": 1.0, "validity": 0.5}
+    )
+    assert parts["hit"].tolist() == hit
+    assert parts["validity"].tolist() == [1, 1, 1, 1, 0, 0]
+    assert total.tolist() == [0.5, 1.5, 0.5, 0.5, 0.0, 0.0]
+    with pytest.raises(ValueError, match="reward 'recall' is not one of"):
+        group_rewards(group, "t", [], set(), {"recall": 1.0})
+
+
+def test_entropy_of_the_constrained_policy_by_hand():
+    """Two first tokens allowed (1 and 2 -> a; 2 -> b, e after c is excluded): the entropy at
+    each position is that of the distribution renormalised over the allowed tokens."""
+    from llm4rec.llm.grpo import Completion, completion_entropy
+
+    trie = toy_trie()
+    full = torch.log_softmax(torch.tensor([0.0, 1.0, 2.0, 0.5, 0.0, 3.0, 1.5, 0, 0, 0.2]), dim=0)
+    logits = full.expand(1, 3, 10)
+    total, count = completion_entropy(
+        logits, [Completion("b", (2, 3, END), (0.0, 0.0, 0.0))], trie, ["c", "e"]
+    )
+
+    def entropy(tokens):
+        p = torch.softmax(full[tokens], dim=0)
+        return float(-(p * p.log()).sum())
+
+    # position 0: tokens 1, 2, 5 (a; b under 2; d); position 1: only 3 (b); position 2: END
+    assert count == 3
+    assert total == pytest.approx(entropy([1, 2, 5]) + 0.0 + 0.0, abs=1e-6)
+
+
+def test_continuation_log_probs_equal_unpadded_forwards_of_each_row():
+    """The RL loop's forward: rows of different prompt and continuation lengths batched (right
+    padding) give each row what it gets alone, for a causal LM and an encoder-decoder."""
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    from llm4rec.llm.rl import continuation_log_probs
+
+    from .helpers import tiny_backbone
+
+    llama, _ = tiny_backbone([f"w{i}" for i in range(20)], layers=1)
+    torch.manual_seed(0)
+    t5 = T5ForConditionalGeneration(
+        T5Config(
+            vocab_size=24, d_model=16, d_ff=32, d_kv=8, num_heads=2, num_layers=1,
+            num_decoder_layers=1, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1,
+        )
+    ).eval()  # fmt: skip
+    prompts, continuations = [[5, 6, 7], [8, 9], [10, 11, 12, 13]], [[4], [5, 6, 7], [14, 15]]
+    for model in (llama, t5):
+        with torch.no_grad():
+            batched = continuation_log_probs(model, prompts, continuations, pad_id=0)
+            assert batched.shape[:2] == (3, 4)
+            for row, (prompt, cont) in enumerate(zip(prompts, continuations, strict=True)):
+                alone = continuation_log_probs(model, [prompt], [cont], pad_id=0)[0]
+                n = len(cont) + 1
+                torch.testing.assert_close(batched[row, :n], alone[:n], atol=1e-5, rtol=0)
+                if model is llama:  # by hand: the causal LM on prompt + continuation
+                    logits = model(input_ids=torch.tensor([prompt + cont])).logits[0]
+                    expected = torch.log_softmax(logits[len(prompt) - 1 :], -1)
+                    torch.testing.assert_close(alone[:n], expected, atol=1e-5, rtol=0)
+
+
+def test_beam_groups_are_the_most_probable_items_outside_the_history():
+    """MiniOneRec's groups: the top-G items of the constrained policy by beam search; on a trie
+    this small a beam as wide as the catalogue is exhaustive, so the groups are the exact
+    probabilities' top G, most probable first, with their exact log-probabilities."""
+    from llm4rec.llm.grpo import beam_groups
+
+    trie, histories = toy_trie(), [["c"], []]
+    groups = beam_groups(
+        lambda rows: toy_policy([prefix for _, prefix in rows]), trie, histories, 5
+    )
+    for group, history in zip(groups, histories, strict=True):
+        exact = item_probabilities(toy_policy, trie, history)
+        ranked = sorted(exact, key=lambda i: -exact[i])
+        assert [c.item for c in group] == ranked  # every item outside the history, in order
+        for c in group:
+            assert c.log_prob == pytest.approx(math.log(exact[c.item]), abs=1e-5)
+    narrow = beam_groups(lambda rows: toy_policy([p for _, p in rows]), trie, [["c"]], 2)[0]
+    assert len({c.item for c in narrow}) == 2 and "c" not in {c.item for c in narrow}

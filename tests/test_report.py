@@ -802,8 +802,9 @@ def test_variants_are_compared_with_their_declared_parent_in_their_own_family(tm
     )
     assert "correction over the 4 comparisons of this table, its own family" in markdown
 
-    # the ablation report (make bench-ablations): the ablation family only, its table and costs,
-    # exactly the files the Snakefile declares for it
+    # the ablation report (make bench-ablations): the ablation family (variant vs parent) and its
+    # own main family (each variant vs the best baseline; the parents are the main report's rows),
+    # each corrected apart, exactly the files the Snakefile declares for it
     out = tmp_path / "reports" / "ablations"
     options = REPORT_DEFAULTS | {"metrics": ["hr_at_10", "ndcg_at_10"]}
     written = build_report(runs, ReportSpec(options), out, kind="ablations")
@@ -812,13 +813,26 @@ def test_variants_are_compared_with_their_declared_parent_in_their_own_family(tm
         out / "tables.pdf",
     }
     written_comparisons = pd.read_csv(out / "comparisons.csv")
-    assert set(written_comparisons.family) == {"ablation"} and len(written_comparisons) == 4
+    assert set(written_comparisons.family) == {"ablation", "main"}
+    by_family = {f: g for f, g in written_comparisons.groupby("family")}
+    assert len(by_family["ablation"]) == 4
     np.testing.assert_allclose(
-        written_comparisons.sort_values(["system", "metric"]).p_adjusted,
+        by_family["ablation"].sort_values(["system", "metric"]).p_adjusted,
         ablation.sort_values(["system", "metric"]).p_adjusted,
     )
+    versus = by_family["main"]
+    assert set(versus.reference) == {"bpr"}
+    assert set(versus.system) == {"idiomoe_entangled", "cf_e4srec_permuted"}
+    np.testing.assert_allclose(
+        versus.p_adjusted, correct(versus.p_value.to_numpy(), "holm")
+    )  # its own family of 4
+    main_rows = comparisons[comparisons.family == "main"].set_index(["system", "metric"])
+    for row in versus.itertuples():  # the same pair, the same p-value, another correction
+        assert row.p_value == pytest.approx(main_rows.loc[(row.system, row.metric)].p_value)
+    results = pd.read_csv(out / "results_table.csv")
+    assert set(results.model) == {"bpr", "idiomoe_entangled", "cf_e4srec_permuted"}
     assert "\\input{ablations.tex}" in (out / "tables.tex").read_text()
-    assert "results_table.tex" not in (out / "tables.tex").read_text()
+    assert "\\input{results_table.tex}" in (out / "tables.tex").read_text()
     main = build_report(runs, ReportSpec(options), tmp_path / "reports")
     assert not any(p.name.startswith("ablations") for p in main)
     main_comparisons = pd.read_csv(tmp_path / "reports" / "comparisons.csv")

@@ -166,3 +166,29 @@ def test_a_grid_without_finished_runs_or_markers_is_refused(finished_grid, tmp_p
         (empty.run_dir(*cell) / "run.json").unlink()
     with pytest.raises(FileNotFoundError, match="no finished run of grid 't'"):
         write_results_page(empty, out, None)
+
+
+def test_rl_curves_are_read_from_run_json_and_averaged_between_validations():
+    from llm4rec.report.results_page import rl_curve_rows
+
+    log = [
+        {"step": 1, "reward": 0.2, "kl": 0.0, "zero_advantage_share": 1.0, "entropy": 2.0},
+        {"step": 2, "reward": 0.4, "kl": 0.2, "zero_advantage_share": 0.5, "entropy": 1.0,
+         "valid": 0.25},
+        {"step": 3, "reward": 0.1, "kl": 0.3, "zero_advantage_share": 0.0, "entropy": 1.5,
+         "valid": 0.125},
+    ]  # fmt: skip
+    record = {
+        "fit": {
+            "grpo_log": log,
+            "policy": {"source": "run sid_tiger/seed0"},
+            "best_step": 2,
+            "selection_metric": "ndcg_at_10",
+            "valid_ndcg_at_10_at_start": 0.2,
+        }
+    }
+    rows = rl_curve_rows([(("d", "sid_tiger_grpo", 0), record), (("d", "bpr", 0), {"fit": {}})])
+    assert "| 0 | | | | | 0.2000 |" in rows
+    assert "| 2 | 0.3000 | 0.1000 | 0.750 | 1.500 | 0.2500 |" in rows  # steps 1-2 averaged
+    assert "| 3 | 0.1000 | 0.3000 | 0.000 | 1.500 | 0.1250 |" in rows
+    assert not any("bpr" in row for row in rows)

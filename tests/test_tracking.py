@@ -251,3 +251,32 @@ def test_every_torch_load_reads_weights_only():
     assert all("weights_only=True" in call for _, call in calls), [
         c for c in calls if "weights_only=True" not in c[1]
     ]
+
+
+def test_training_curves_are_step_series_from_the_run_record():
+    """SFT losses by optimiser step (a resumed run's after its checkpoint), the validation curve
+    and an RL stage's per-step figures, each at its own step."""
+    from llm4rec.tracking import training_curves
+
+    run = {
+        "run": {"params": {"sft": {"steps": 5}}},
+        "fit": {
+            "sft_losses": [0.9, 0.7],  # resumed at step 3
+            "valid_curve": [{"step": 2, "ndcg_at_10": 0.1}, {"step": 5, "ndcg_at_10": 0.2}],
+            "grpo_log": [{"step": 1, "reward": 0.5, "kl": 0.0}, {"step": 2, "reward": 0.25}],
+        },
+    }
+    assert sorted(training_curves(run)) == sorted(
+        [
+            ("curve.train_loss", 0.9, 4),
+            ("curve.train_loss", 0.7, 5),
+            ("curve.valid_ndcg_at_10", 0.1, 2),
+            ("curve.valid_ndcg_at_10", 0.2, 5),
+            ("curve.grpo.reward", 0.5, 1),
+            ("curve.grpo.kl", 0.0, 1),
+            ("curve.grpo.reward", 0.25, 2),
+        ]
+    )
+    assert training_curves({"fit": {}}) == []
+    recbole = {"fit": {"valid_curve": [{"evaluation": 1, "ndcg_at_10": 0.3}]}}
+    assert training_curves(recbole) == [("curve.valid_ndcg_at_10", 0.3, 1)]

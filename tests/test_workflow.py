@@ -290,14 +290,13 @@ def test_rerun_does_nothing_and_deleting_one_run_redoes_only_it(finished_grid):
 def test_dry_run_of_shipped_configs_shows_whole_dag(tmp_path):
     # (trained, tracked) from scratch. Main job (`all`): default 5 baselines x 2 seeds + 3
     # one-forward LLM rows x 2 seeds + 3 decoded rows x 1 seed; paper 11 models x 5 seeds x 2
-    # datasets. `ablations`: the variants and their parents (default 6 variants x 1 seed + 6 parent
-    # runs; paper 13 models x 5 seeds x 2 datasets), plus the SASRec runs the CF rows consume
-    # (trained, not tracked by this target).
+    # datasets. `ablations`: the variants, their parents and the baselines (default 7 variants x 1
+    # seed + 8 parent runs + 10 baseline runs; paper every model: 22 x 5 seeds x 2 datasets).
     for name, target, trained, tracked in (
         ("default.yaml", "all", 19, 19),
         ("paper.yaml", "all", 110, 110),
-        ("default.yaml", "ablations", 14, 12),
-        ("paper.yaml", "ablations", 140, 130),
+        ("default.yaml", "ablations", 25, 25),
+        ("paper.yaml", "ablations", 220, 220),
     ):
         env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
         out = subprocess.run(
@@ -405,6 +404,11 @@ def test_semantic_ids_rule_reruns_only_when_its_config_changes(tmp_path):
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
         return proc.stdout + proc.stderr
 
+    # the RL stage consumes the parent's exported policy and the same code table
+    stage = {"name": "sid_tiger_grpo", "inputs": {"codes": codes}, "params": {"steps": 2}}
+    edges = dag_edges(run(GRID | {"models": [tiger, stage]}, "--dag"))
+    assert ("train sid_tiger", "train sid_tiger_grpo") in edges
+    assert any(a.startswith("semantic_ids ") and b == "train sid_tiger_grpo" for a, b in edges)
     grid = GRID | {"models": [tiger]}
     edges = dag_edges(run(grid, "--dag"))
     assert any(a.startswith("semantic_ids ") and b == "train sid_tiger" for a, b in edges)

@@ -32,10 +32,11 @@ StepLogProbs = Callable[[list[list[int]]], Tensor]  # token prefixes -> [rows, v
 
 @dataclass(frozen=True)
 class Completion:
-    """One sampled item: its token ids, the trie nodes they lead to, and the constrained policy's
-    log-probability of each token (at temperature 1: the objective's, not the sampler's)."""
+    """One sampled completion: the item it names (None: not a catalogue item outside the history,
+    possible only without the trie constraint), its token ids, and the policy's log-probability
+    of each token (at temperature 1: the objective's, not the sampler's)."""
 
-    item: str
+    item: str | None
     tokens: tuple[int, ...]
     token_log_probs: tuple[float, ...]
 
@@ -62,6 +63,58 @@ def constrained_log_probs(
     return logits - torch.logsumexp(logits, dim=0)
 
 
+# (prompt index, token prefix) rows -> [rows, vocab] next-token log-probabilities
+GroupStepLogProbs = Callable[[list[tuple[int, list[int]]]], Tensor]
+
+
+def sample_groups(
+    step_log_probs: GroupStepLogProbs,
+    trie: ItemTrie,
+    histories: Sequence[Sequence[str]],
+    group_size: int,
+    temperature: float,
+    generator: torch.Generator,
+    constrained: bool = True,
+) -> list[list[Completion]]:
+    """`group_size` completions per prompt (one history each), sampled token by token at
+    `temperature`, every live row of every prompt in one `step_log_probs` call per position.
+    Constrained (the default): from the trie's allowed tokens only, so each completion is a
+    catalogue item outside its history. Unconstrained: from the whole vocabulary; a completion
+    ends at a leaf or at its first token off the trie (then its item is None), and one ending on
+    a history item names no item either (the validity reward tells them apart)."""
+    excluded = [trie.excluded_counts(h) for h in histories]
+    # per row: (prompt, tokens, node or None once off the trie, token log-probs)
+    rows = [(p, [], 0, []) for p in range(len(histories)) for _ in range(group_size)]
+
+    def done(node):
+        return node is None or trie.is_item(node)
+
+    while not all(done(node) for _, _, node, _ in rows):
+        live = [i for i, (_, _, node, _) in enumerate(rows) if not done(node)]
+        step = step_log_probs([(rows[i][0], rows[i][1]) for i in live])
+        for row, i in enumerate(live):
+            prompt, tokens, node, logps = rows[i]
+            if constrained:
+                options = allowed_tokens(trie, node, excluded[prompt])
+                ids = [token for token, _ in options]
+                sampling = constrained_log_probs(step[row], ids, temperature).exp()
+                pick = int(torch.multinomial(sampling, 1, generator=generator))
+                token, child = ids[pick], options[pick][1]
+                logp = float(constrained_log_probs(step[row], ids)[pick])
+            else:
+                sampling = torch.softmax(step[row] / temperature, dim=0)
+                token = int(torch.multinomial(sampling, 1, generator=generator))
+                child, logp = trie.children[node].get(token), float(step[row][token])
+            rows[i] = (prompt, tokens + [token], child, logps + [logp])
+    groups: list[list[Completion]] = [[] for _ in histories]
+    for prompt, tokens, node, logps in rows:
+        item = trie.item_at.get(node) if node is not None else None
+        if item is not None and item in set(histories[prompt]):
+            item = None
+        groups[prompt].append(Completion(item, tuple(tokens), tuple(logps)))
+    return groups
+
+
 def sample_items(
     step_log_probs: StepLogProbs,
     trie: ItemTrie,
@@ -69,23 +122,53 @@ def sample_items(
     group_size: int,
     temperature: float,
     generator: torch.Generator,
+    constrained: bool = True,
 ) -> list[Completion]:
-    """`group_size` completions sampled token by token from the constrained policy at
-    `temperature` (with replacement: a group may repeat an item)."""
-    excluded = trie.excluded_counts(history)
-    rows = [([], 0, []) for _ in range(group_size)]  # (tokens, node, token log-probs)
-    while any(not trie.is_item(node) for _, node, _ in rows):
-        live = [i for i, (_, node, _) in enumerate(rows) if not trie.is_item(node)]
-        step = step_log_probs([rows[i][0] for i in live])
-        for row, i in enumerate(live):
-            tokens, node, logps = rows[i]
-            options = allowed_tokens(trie, node, excluded)
-            ids = [token for token, _ in options]
-            sampling = constrained_log_probs(step[row], ids, temperature).exp()
-            pick = int(torch.multinomial(sampling, 1, generator=generator))
-            logp = float(constrained_log_probs(step[row], ids)[pick])
-            rows[i] = (tokens + [ids[pick]], options[pick][1], logps + [logp])
-    return [Completion(trie.item_at[node], tuple(t), tuple(lp)) for t, node, lp in rows]
+    """One prompt's group (`sample_groups`), its step function given the token prefixes alone."""
+    return sample_groups(
+        lambda rows: step_log_probs([prefix for _, prefix in rows]),
+        trie,
+        [history],
+        group_size,
+        temperature,
+        generator,
+        constrained,
+    )[0]
+
+
+def beam_groups(
+    step_log_probs: GroupStepLogProbs,
+    trie: ItemTrie,
+    histories: Sequence[Sequence[str]],
+    group_size: int,
+) -> list[list[Completion]]:
+    """Each prompt's `group_size` most probable items under the constrained policy, by beam search
+    of that width over the trie (MiniOneRec's groups: distinct, most probable first, no sampling);
+    every prompt's live beams in one `step_log_probs` call per position."""
+    excluded = [trie.excluded_counts(h) for h in histories]
+    # per prompt: (total log-prob, tokens, node, token log-probs), best first
+    pools = [[(0.0, [], 0, [])] for _ in histories]
+    while True:
+        live = [
+            (p, b) for p, pool in enumerate(pools) for b, beam in enumerate(pool)
+            if not trie.is_item(beam[2])
+        ]  # fmt: skip
+        if not live:
+            break
+        step = step_log_probs([(p, pools[p][b][1]) for p, b in live]).float().cpu()
+        grown: list[list] = [[beam for beam in pool if trie.is_item(beam[2])] for pool in pools]
+        for row, (p, b) in enumerate(live):
+            total, tokens, node, logps = pools[p][b]
+            options = allowed_tokens(trie, node, excluded[p])
+            scores = constrained_log_probs(step[row], [t for t, _ in options])
+            for (token, child), score in zip(options, scores.tolist(), strict=True):
+                grown[p].append((total + score, tokens + [token], child, logps + [score]))
+        # scores only fall as a beam grows: one outside the top group_size never returns
+        pools = [sorted(pool, key=lambda beam: -beam[0])[:group_size] for pool in grown]
+    return [
+        [Completion(trie.item_at[node], tuple(t), tuple(lp)) for _, t, node, lp in pool]
+        for pool in pools
+    ]
 
 
 def item_probabilities(
@@ -110,54 +193,98 @@ def item_probabilities(
     return out
 
 
+def _policy_distributions(
+    token_log_probs: Tensor,
+    completions: Sequence[Completion],
+    trie: ItemTrie,
+    history: Sequence[str],
+    constrained: bool,
+):
+    """(completion, position, log-probabilities over the tokens the policy chose among, index of
+    the chosen one) along each completion: the trie's allowed tokens, or the whole vocabulary."""
+    excluded = trie.excluded_counts(history)
+    for i, completion in enumerate(completions):
+        node = 0
+        for position, token in enumerate(completion.tokens):
+            if constrained:
+                options = dict(allowed_tokens(trie, node, excluded))
+                ids = list(options)
+                logp = constrained_log_probs(token_log_probs[i, position], ids)
+                yield i, position, logp, ids.index(token)
+                node = options[token]
+            else:
+                yield i, position, token_log_probs[i, position], token
+
+
 def completion_log_probs(
     token_log_probs: Tensor,
     completions: Sequence[Completion],
     trie: ItemTrie,
     history: Sequence[str],
+    constrained: bool = True,
 ) -> tuple[Tensor, Tensor]:
-    """Teacher-forced per-token log-probabilities of `completions` under the constrained policy
-    (differentiable: the loss's current and reference policies), from the LM's full-vocabulary
-    log-probabilities `token_log_probs` [completions, positions, vocab] at each completion's
-    tokens; returns ([completions, positions] log-probs, mask of real tokens)."""
-    excluded = trie.excluded_counts(history)
+    """Teacher-forced per-token log-probabilities of `completions` under the policy the sampler
+    drew from (constrained or not; differentiable: the loss's current and reference policies),
+    from the LM's full-vocabulary log-probabilities `token_log_probs` [completions, positions,
+    vocab] at each completion's tokens; returns ([completions, positions] log-probs, mask of real
+    tokens)."""
     length = token_log_probs.shape[1]
-    rows, mask = [], torch.zeros(len(completions), length)
-    for i, completion in enumerate(completions):
-        node, row = 0, []
-        for position, token in enumerate(completion.tokens):
-            options = allowed_tokens(trie, node, excluded)
-            ids = [t for t, _ in options]
-            logp = constrained_log_probs(token_log_probs[i, position], ids)
-            row.append(logp[ids.index(token)])
-            node = dict(options)[token]
-        pad = [token_log_probs.new_zeros(())] * (length - len(row))
-        rows.append(torch.stack(row + pad))
-        mask[i, : len(row)] = 1
-    return torch.stack(rows), mask
+    rows = [[token_log_probs.new_zeros(())] * length for _ in completions]
+    mask = torch.zeros(len(completions), length)
+    for i, position, logp, chosen in _policy_distributions(
+        token_log_probs, completions, trie, history, constrained
+    ):
+        rows[i][position] = logp[chosen]
+        mask[i, position] = 1
+    return torch.stack([torch.stack(row) for row in rows]), mask
+
+
+def completion_entropy(
+    token_log_probs: Tensor,
+    completions: Sequence[Completion],
+    trie: ItemTrie,
+    history: Sequence[str],
+    constrained: bool = True,
+) -> tuple[float, int]:
+    """(sum, count) of the policy's entropy (nats) at every token position of `completions`:
+    how spread the distribution each token was drawn from is (it collapses as RL sharpens)."""
+    total, count = 0.0, 0
+    for _, _, logp, _ in _policy_distributions(
+        token_log_probs.detach(), completions, trie, history, constrained
+    ):
+        total -= float((logp.exp() * logp).sum())
+        count += 1
+    return total, count
 
 
 # -- rewards: one value per completion of a group ---------------------------------------------
 
 
-def hit_reward(items: Sequence[str], target: str, history: Sequence[str] = ()) -> np.ndarray:
+def hit_reward(items: Sequence[str | None], target: str, history: Sequence[str] = ()) -> np.ndarray:
     """1 for the target, 0 otherwise; a history item never earns a reward."""
     seen = set(history)
     return np.array([float(i == target and i not in seen) for i in items])
 
 
 def rank_penalty_reward(
-    items: Sequence[str], log_probs: Sequence[float], target: str, history: Sequence[str] = ()
+    items: Sequence[str | None],
+    log_probs: Sequence[float],
+    target: str,
+    history: Sequence[str] = (),
 ) -> np.ndarray:
-    """MiniOneRec's rank-aware reward as we read it: the target earns 1; a wrong completion is
-    penalised by how high the policy ranks it within the group, -(1/log2(rank + 1)) normalised
-    by the sum of that weight over the group's ranks (rank 1: the most probable completion)."""
+    """MiniOneRec's ranking reward (its `ndcg_rule_reward`): in a group that names the target, each
+    wrong completion is penalised by how high the policy ranks it, -w(rank) / Σ w over the group's
+    ranks with w(r) = 1/log2(r + 1) (rank 1: the most probable completion; MiniOneRec's beams come
+    in that order); the target's completions get 0 and a group without the target all 0. Add the
+    hit reward for MiniOneRec's "ranking" (rule + ranking)."""
     order = np.argsort(-np.asarray(log_probs, dtype=float), kind="stable")
     rank = np.empty(len(items), dtype=int)
     rank[order] = np.arange(1, len(items) + 1)
     weight = 1.0 / np.log2(rank + 1)
     hits = hit_reward(items, target, history)
-    return np.where(hits > 0, 1.0, -weight / weight.sum())
+    if not hits.any():
+        return np.zeros(len(items))
+    return np.where(hits > 0, 0.0, -weight / weight.sum())
 
 
 def ndcg_reward(
@@ -170,6 +297,48 @@ def ndcg_reward(
         ranks = [r for r, item in enumerate(items[:k]) if item == target and item not in seen]
         out.append(1.0 / math.log2(ranks[0] + 2) if ranks else 0.0)
     return np.array(out)
+
+
+def group_ranks(items: Sequence[str | None], log_probs: Sequence[float]) -> np.ndarray:
+    """Each completion's rank in its group's list: the group's distinct items ordered by the
+    policy's log-probability (most probable first; None, an invalid completion, ranks last)."""
+    best: dict[str | None, float] = {}
+    for item, logp in zip(items, log_probs, strict=True):
+        best[item] = max(best.get(item, -math.inf), float(logp))
+    order = sorted(best, key=lambda i: (i is None, -best[i]))
+    rank = {item: r for r, item in enumerate(order, start=1)}
+    return np.array([rank[i] for i in items])
+
+
+def group_ndcg_reward(
+    items: Sequence[str | None],
+    log_probs: Sequence[float],
+    target: str,
+    k: int,
+    history: Sequence[str] = (),
+) -> np.ndarray:
+    """NDCG@k of the group's sampled list (`group_ranks`) against the one target, credited to
+    the completions that name the target: 1/log2(r + 1) at the target's rank r <= k, else 0."""
+    ranks, hits = group_ranks(items, log_probs), hit_reward(items, target, history)
+    return np.where((hits > 0) & (ranks <= k), 1.0 / np.log2(ranks + 1), 0.0)
+
+
+def rank_bin_reward(
+    items: Sequence[str | None],
+    log_probs: Sequence[float],
+    target: str,
+    bins: Sequence[Sequence[float]],
+    history: Sequence[str] = (),
+) -> np.ndarray:
+    """STARec's ranking reward as we read it: the target's rank r in the group's list
+    (`group_ranks`) falls in the first bin [max rank, reward] with r <= max rank, and that reward
+    goes to the completions naming the target; a target beyond every bin, or a miss, earns 0."""
+    ranks, hits = group_ranks(items, log_probs), hit_reward(items, target, history)
+    out = np.zeros(len(items))
+    for i, (rank, hit) in enumerate(zip(ranks, hits, strict=True)):
+        if hit:
+            out[i] = next((float(r) for limit, r in bins if rank <= limit), 0.0)
+    return out
 
 
 def validity_reward(items: Sequence[str | None], catalogue: set[str], history: Sequence[str] = ()):
@@ -185,6 +354,36 @@ def combine_rewards(parts: dict[str, np.ndarray], weights: dict[str, float]) -> 
     if unknown:
         raise ValueError(f"reward '{unknown[0]}' was not computed (have: {', '.join(parts)})")
     return sum(w * parts[name] for name, w in weights.items())
+
+
+REWARDS = ("hit", "rank_penalty", "ndcg", "rank_bins", "validity")
+
+
+def group_rewards(
+    completions: Sequence[Completion],
+    target: str,
+    history: Sequence[str],
+    catalogue: set[str],
+    weights: dict[str, float],
+    ndcg_k: int = 10,
+    bins: Sequence[Sequence[float]] = ((1, 1.0), (5, 0.5), (10, 0.2)),
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """One group's rewards: (Σ weight x part, {part: values}) over the parts `weights` names
+    (`REWARDS`); a history item never earns any."""
+    items = [c.item for c in completions]
+    log_probs = [c.log_prob for c in completions]
+    compute = {
+        "hit": lambda: hit_reward(items, target, history),
+        "rank_penalty": lambda: rank_penalty_reward(items, log_probs, target, history),
+        "ndcg": lambda: group_ndcg_reward(items, log_probs, target, ndcg_k, history),
+        "rank_bins": lambda: rank_bin_reward(items, log_probs, target, bins, history),
+        "validity": lambda: validity_reward(items, catalogue, history),
+    }
+    unknown = sorted(set(weights) - set(compute))
+    if unknown:
+        raise ValueError(f"reward '{unknown[0]}' is not one of: {', '.join(REWARDS)}")
+    parts = {name: compute[name]() for name in weights}
+    return combine_rewards(parts, weights), parts
 
 
 # -- the objective ------------------------------------------------------------------------------

@@ -79,6 +79,9 @@ class LLMRecommender:
     """Backbone, training with checkpoint selection, batched ranking, costs (see module doc)."""
 
     one_forward = False  # ranks every user in one forward pass over item tokens (no beams)
+    # writes its selected weights for an RL stage to start from (a catalogue-constrained decoder of
+    # item identifiers from a plain token prompt: llm4rec.llm.policy_export)
+    exports_policy = False
 
     def __init__(
         self,
@@ -165,7 +168,13 @@ class LLMRecommender:
         return one_forward_costs(stats.as_dict()) if self.one_forward else stats.as_dict()
 
     def export(self, out_dir: Path, split: Split) -> dict[str, str]:
-        return {}
+        """A paradigm an RL stage can start from (`exports_policy`) writes its selected weights
+        (`llm4rec.llm.policy_export`)."""
+        if not self.exports_policy:
+            return {}
+        from llm4rec.llm.policy_export import export_policy
+
+        return export_policy(self, out_dir)
 
     def fit(self, split: Split, workdir: Path) -> dict:
         self.model, self.tokenizer = self.load()
@@ -282,12 +291,17 @@ class LLMRecommender:
     def training_setup(self, split: Split, rng: np.random.Generator) -> list:
         """Wrap the prepared model in LoRA (when set) and return the paradigm's training examples:
         what `_train` trains (also used by benchmarks/perf to time steps without selection)."""
+        self.make_trainable()
+        return self.training_examples(split, rng)
+
+    def make_trainable(self) -> None:
+        """LoRA (when set) and the paradigm's own trainable parts on the prepared model, settled on
+        the backbone's device and dtype: the model `_train` trains, and an RL stage restores."""
         if self.cfg.lora is not None:
             self.model = add_lora(self.model, self.cfg.lora, self.trainable_tokens())
             self.trainable()
         # one precision policy for every paradigm: all on the backbone's device, what trains in fp32
         precision.settle(self.model, self.device, self.compute_dtype)
-        return self.training_examples(split, rng)
 
     def inference_setup(self) -> None:
         """A model that trains nothing: frozen, and (with whatever the paradigm added) settled on
@@ -342,6 +356,7 @@ class IdentifierDecoder(LLMRecommender):
 
     sequences: dict[str, list[int]]
     trie: ItemTrie
+    exports_policy = True
 
     def training_examples(
         self, split: Split, rng: np.random.Generator

@@ -128,8 +128,11 @@ def trainable_state(model) -> dict[str, torch.Tensor]:
     }
 
 
-def save_checkpoint(directory: Path, model, optimizer, step: int, fingerprint: str = "") -> None:
-    """Write <directory>/last atomically: a killed run leaves the previous checkpoint intact."""
+def save_checkpoint(
+    directory: Path, model, optimizer, step: int, fingerprint: str = "", extra: dict | None = None
+) -> None:
+    """Write <directory>/last atomically: a killed run leaves the previous checkpoint intact.
+    `extra`: what else a loop needs to resume exactly (e.g. RL's sampler state and step log)."""
     directory.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=directory, prefix=".last."))
     try:
@@ -145,6 +148,7 @@ def save_checkpoint(directory: Path, model, optimizer, step: int, fingerprint: s
                 "step": step,
                 "fingerprint": fingerprint,
                 "rng": rng,
+                "extra": extra or {},
             },
             tmp / "state.pt",
         )
@@ -190,6 +194,14 @@ def load_checkpoint(directory: Path, model, optimizer, fingerprint: str = "") ->
         if state["rng"]["cuda"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
     return int(state["step"])
+
+
+def checkpoint_extra(directory: Path) -> dict:
+    """The `extra` a checkpoint was saved with ({} without a checkpoint)."""
+    path = directory / "last" / "state.pt"
+    if not path.is_file():
+        return {}
+    return torch.load(path, map_location="cpu", weights_only=True).get("extra", {})
 
 
 @dataclass

@@ -174,6 +174,8 @@ _RECBOLE_FACTORY, _RECBOLE_CONFIG = (
 )
 _RECBOLE_HYPERPARAMETERS = "baselines.recbole_models:recbole_hyperparameters"
 _CF_EXPORTS = ("item_embeddings.npy", "user_embeddings.npy", "user_ids.txt")
+# a generative recommender's selected weights and how to rebuild it (llm4rec.llm.policy_export)
+POLICY_EXPORTS = ("policy.pt", "policy.json")
 
 
 def _llm(
@@ -190,6 +192,7 @@ def _llm(
     overrides: dict[str, Any] | None = None,
     defaults: dict[str, Any] | None = None,
     not_applicable: dict[str, Any] | None = None,
+    exports: tuple[str, ...] = (),
 ) -> ModelSpec:
     """An LLM model family's entry: `build` and its config class in llm4rec.paradigms.<module>;
     every LLMRecommender over a language model reports its text retention (perplexity before/after
@@ -201,6 +204,7 @@ def _llm(
         description,
         config=f"llm4rec.paradigms.{module}:{config}",
         display=display,
+        exports=exports,
         inputs=inputs or {},
         costs=costs + (TEXT_RETENTION_COSTS if reads_text else ()),
         parent=parent,
@@ -235,11 +239,47 @@ class _Variant:
         )
 
 
-def _registry(entries: list[ModelSpec | _Variant]) -> dict[str, ModelSpec]:
+def _grpo(name: str, parent: str, display: str) -> _RlStage:
+    """An RL stage over a registered generative recommender: GRPO (llm4rec.paradigms.rl) from the
+    parent run's exported policy, with the parent's other inputs; compared with its parent."""
+    return _RlStage(name, parent, display)
+
+
+@dataclass(frozen=True)
+class _RlStage:
+    name: str
+    parent: str
+    display: str
+
+    def resolve(self, parent: ModelSpec) -> ModelSpec:
+        policy = InputSlot(
+            POLICY_EXPORTS,
+            {"run": self.parent},
+            f"the fine-tuned policy GRPO starts from ({self.parent}'s selected weights)",
+        )
+        return dataclasses.replace(
+            parent,
+            name=self.name,
+            description=f"{self.parent} trained further by GRPO on recommendation rewards "
+            "(Rec-R1 / MiniOneRec / STARec)",
+            display=self.display,
+            factory="llm4rec.paradigms.rl:build",
+            config="llm4rec.llm.rl:GrpoConfig",
+            exports=(),
+            inputs={**parent.inputs, "policy": policy},
+            hyperparameters=None,
+            parent=self.parent,
+            overrides={},
+            defaults={},
+            not_applicable={},
+        )
+
+
+def _registry(entries: list[ModelSpec | _Variant | _RlStage]) -> dict[str, ModelSpec]:
     """Registry entries in order, each variant resolved against its parent (listed before it)."""
     specs: dict[str, ModelSpec] = {}
     for entry in entries:
-        spec = entry.resolve(specs[entry.parent]) if isinstance(entry, _Variant) else entry
+        spec = entry.resolve(specs[entry.parent]) if not isinstance(entry, ModelSpec) else entry
         specs[spec.name] = spec
     return specs
 
@@ -333,6 +373,7 @@ MODELS: dict[str, ModelSpec] = _registry(
             "text_prompted",
             "history as titles -> fine-tuned causal LM (LoRA) -> catalogue-constrained beam search",
             "Text-prompted (LoRA)",
+            exports=POLICY_EXPORTS,
         ),
         _variant(
             "text_prompted_zeroshot",
@@ -442,6 +483,7 @@ MODELS: dict[str, ModelSpec] = _registry(
             _semantic_ids(),
             SEMANTIC_ID_COSTS,
             reads_text=False,
+            exports=POLICY_EXPORTS,
         ),
         _variant(
             "sid_random",
@@ -460,7 +502,11 @@ MODELS: dict[str, ModelSpec] = _registry(
             "SID-LLM (LoRA)",
             _semantic_ids(),
             SEMANTIC_ID_COSTS,
+            exports=POLICY_EXPORTS,
         ),
+        _grpo("text_prompted_grpo", "text_prompted", "Text-prompted (LoRA) + GRPO"),
+        _grpo("sid_tiger_grpo", "sid_tiger", "TIGER + GRPO"),
+        _grpo("sid_llm_grpo", "sid_llm", "SID-LLM (LoRA) + GRPO"),
     ]
 )
 

@@ -174,6 +174,7 @@ class CfLlaraConfig(TextPromptedConfig):
 
 class CfLlaraRecommender(TextPromptedRecommender):
     cfg: CfLlaraConfig
+    exports_policy = False  # soft-token prompts: the RL stage samples from token prompts only
 
     def __init__(
         self, cfg: CfLlaraConfig, seed: int, device: str, selection: str, cf_source: ResolvedInput

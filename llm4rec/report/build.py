@@ -7,10 +7,13 @@ Two kinds of report. `main` (the main job's runs, default `reports/`):
     slices.{md,csv}                metric by history-length and target-popularity bucket
     figures/*.{pdf,png}            metric with CIs, accuracy vs cost, slice bars
     tables.tex (+ tables.pdf)      a document that \\input's every table (.pdf: where pdflatex is)
-`ablations` (the variants and their parents, default `reports/ablations/`):
-    comparisons.csv                the ablation family: every variant against its parent
+`ablations` (the variants, their parents and the baselines, default `reports/ablations/`):
+    comparisons.csv                the ablation family (every variant against its parent) and the
+                                   main family of this report (every variant against the best
+                                   baseline), each corrected on its own
     ablations.{tex,md,csv}         the ablation table
-    cost_table.{tex,md,csv}        the variants' and parents' costs
+    results_table.{tex,md,csv}     the baselines and the variants, against the best baseline
+    cost_table.{tex,md,csv}        the costs of every run of the report
     tables.tex (+ tables.pdf)
 """
 
@@ -27,6 +30,7 @@ import pandas as pd
 from llm4rec import schema
 from llm4rec.evaluation.metrics import metric_cutoff
 from llm4rec.io import write_text
+from llm4rec.models import MODELS
 from llm4rec.report import figures
 from llm4rec.report.ablations import ablation_frame, render_ablations
 from llm4rec.report.compare import CompareSpec, compare_runs
@@ -47,8 +51,11 @@ REPORT_DEFAULTS = schema.defaults("report")
 
 # per report kind: its tables (each as .tex/.md/.csv) and its family of comparisons
 REPORT_KINDS = {
-    "main": {"tables": ("results_table", "cost_table"), "family": "main"},
-    "ablations": {"tables": ("ablations", "cost_table"), "family": "ablation"},
+    "main": {"tables": ("results_table", "cost_table"), "families": ("main",)},
+    "ablations": {
+        "tables": ("ablations", "results_table", "cost_table"),
+        "families": ("ablation", "main"),
+    },
 }
 TABLE_FORMATS = ("tex", "md", "csv")
 FIGURE_FORMATS = ("pdf", "png")
@@ -107,11 +114,32 @@ def check_runs(runs: Sequence[RunRecord], metrics: Sequence[str]) -> None:
             )
 
 
+def family_runs(runs: Sequence[RunRecord], family: str, kind: str) -> list[RunRecord]:
+    """The runs a report kind compares in one family: all of them, except the ablation report's
+    main family, which sets the variants against the best baseline (the parents are the main
+    report's rows)."""
+    if kind == "ablations" and family == "main":
+        return [
+            r
+            for r in runs
+            if r.model in MODELS
+            and (MODELS[r.model].parent is not None or MODELS[r.model].paradigm == "baseline")
+        ]
+    return list(runs)
+
+
 def write_comparisons(
     runs: Sequence[RunRecord], spec: ReportSpec, out_dir: Path, kind: str = "main"
 ) -> pd.DataFrame:
     check_runs(runs, spec.options["metrics"])
-    comparisons = compare_runs(runs, spec.compare_spec(), (REPORT_KINDS[kind]["family"],))
+    comparisons = pd.concat(
+        [
+            compare_runs(family_runs(runs, family, kind), spec.compare_spec(), (family,))
+            for family in REPORT_KINDS[kind]["families"]
+        ],
+        ignore_index=True,
+    )
+    comparisons.attrs["family_size"] = int((comparisons["family"] == "main").sum())
     write_text(out_dir / "comparisons.csv", comparisons.to_csv(index=False))
     return comparisons
 
@@ -147,8 +175,20 @@ def build_report(
     check_runs(runs, spec.options["metrics"])
     if comparisons is None:
         comparisons = write_comparisons(runs, spec, out_dir, kind)
-    writer = {"main": _main_tables, "ablations": _ablation_tables}[kind]
-    written = [out_dir / "comparisons.csv", *writer(runs, comparisons, spec, out_dir)]
+    if kind == "main":
+        written = [out_dir / "comparisons.csv", *_main_tables(runs, comparisons, spec, out_dir)]
+    else:
+        written = [
+            out_dir / "comparisons.csv",
+            *_ablation_tables(runs, comparisons, spec, out_dir),
+            *_results_table(
+                family_runs(runs, "main", kind),
+                comparisons,
+                spec,
+                out_dir,
+                label=spec.label.replace("results", "ablations-vs-baseline"),
+            ),
+        ]
     written += _write_tables(
         out_dir, "cost_table", _cost_renderings(runs, spec, spec.options.get("display_names") or {})
     )
@@ -185,22 +225,25 @@ def _cost_renderings(runs: Sequence[RunRecord], spec: ReportSpec, names: dict) -
     }
 
 
-def _main_tables(
-    runs: Sequence[RunRecord], comparisons: pd.DataFrame, spec: ReportSpec, out_dir: Path
+def _results_table(
+    runs: Sequence[RunRecord],
+    comparisons: pd.DataFrame,
+    spec: ReportSpec,
+    out_dir: Path,
+    label: str | None = None,
 ) -> list[Path]:
-    """The main table, the slices and the figures."""
+    """Every run against the best baseline (the main family of `comparisons`)."""
     o = spec.options
-    names = o.get("display_names") or {}
     table = build_main_table(
         runs,
         comparisons,
         spec.compare_spec(),
         show_std=o["show_std"],
         improvement=o["improvement"],
-        label=spec.label,
-        names=names,
+        label=label or spec.label,
+        names=o.get("display_names") or {},
     )
-    written = _write_tables(
+    return _write_tables(
         out_dir,
         "results_table",
         {
@@ -209,6 +252,15 @@ def _main_tables(
             "csv": table_frame(table).to_csv(index=False),
         },
     )
+
+
+def _main_tables(
+    runs: Sequence[RunRecord], comparisons: pd.DataFrame, spec: ReportSpec, out_dir: Path
+) -> list[Path]:
+    """The main table, the slices and the figures."""
+    o = spec.options
+    names = o.get("display_names") or {}
+    written = _results_table(runs, comparisons, spec, out_dir)
     slices = slice_frame(runs, o["slice_metric"], o["history_buckets"])
     written += [
         write_text(out_dir / "slices.md", render_slices_markdown(slices, names)),

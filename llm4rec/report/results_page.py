@@ -68,6 +68,44 @@ def timing_rows(records: Sequence[tuple[tuple, dict]]) -> list[str]:
     return rows
 
 
+def rl_curve_rows(records: Sequence[tuple[tuple, dict]]) -> list[str]:
+    """Per RL run (`fit.grpo_log` in its run.json), one Markdown table of its curves at each
+    validation step: the step's reward, KL, zero-advantage share and entropy averaged over the steps
+    since the previous validation, and validation NDCG@10 (step 0: the SFT parent)."""
+    lines = []
+    for (_, model, seed), record in records:
+        fit = record.get("fit", {})
+        log = fit.get("grpo_log")
+        if not log:
+            continue
+        metric = fit.get("selection_metric", "ndcg_at_10")
+        lines += [
+            f"**{model}**, seed {seed} (from {fit['policy']['source']}; selected step "
+            f"{fit['best_step']}):",
+            "",
+            f"| Step | Reward | KL | Zero-advantage share | Entropy | Valid {metric} |",
+            "|---|---|---|---|---|---|",
+            f"| 0 | | | | | {fit[f'valid_{metric}_at_start']:.4f} |",
+        ]
+        since = []
+        for entry in log:
+            since.append(entry)
+            if "valid" not in entry:
+                continue
+
+            def mean(key: str, rows=since) -> float:
+                return sum(r[key] for r in rows) / len(rows)
+
+            lines.append(
+                f"| {entry['step']} | {mean('reward'):.4f} | {mean('kl'):.4f} "
+                f"| {mean('zero_advantage_share'):.3f} | {mean('entropy'):.3f} "
+                f"| {entry['valid']:.4f} |"
+            )
+            since = []
+        lines.append("")
+    return lines
+
+
 def page_stem(grid: Grid, records: Sequence[tuple[tuple, dict]]) -> tuple[str, str, str]:
     """(file stem `<grid>-<date>-<commit>`, date, short commit); the date is the last run's end
     (UTC)."""
@@ -146,6 +184,16 @@ def render_page(grid: Grid, wall_seconds: float | None = None) -> tuple[str, str
         lines += [f"![{metric} with intervals]({stem}-{metric}.png)", ""]
     if has_ablations:
         lines += ["## Ablations", "", _read(ablation_reports / "ablations.md"), ""]
+        versus = ablation_reports / "results_table.md"
+        if versus.is_file():
+            lines += ["### Variants against the best baseline", "", _read(versus), ""]
+        curves = rl_curve_rows(ablations)
+        if curves:
+            lines += [
+                "### RL curves (run.json, means over the steps between validations)",
+                "",
+                *curves,
+            ]
     lines += ["## Costs", "", _read(reports / "cost_table.md"), ""]
     if has_ablations:
         lines += ["### Ablation target", "", _read(ablation_reports / "cost_table.md"), ""]

@@ -73,6 +73,7 @@ class TigerConfig:
 
 class TigerRecommender(LLMRecommender):
     cfg: TigerConfig
+    exports_policy = True  # the GRPO stage's starting point (sid_tiger_grpo)
 
     @property
     def reads_text(self) -> bool:
