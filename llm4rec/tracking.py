@@ -105,6 +105,13 @@ def describe_run(
         hp = flat(config.get("params", {}))
     else:
         hp = hyperparameters(model, config.get("params", {}), resolved)
+    # a mapping of chosen names (an RL stage's reward weights) is one param, so a paradigm's runs
+    # keep one key set whichever names they choose
+    rewards = {k.removeprefix("rewards."): v for k, v in hp.items() if k.startswith("rewards.")}
+    if rewards:
+        hp = {k: v for k, v in hp.items() if not k.startswith("rewards.")} | {
+            "rewards": json.dumps(rewards, sort_keys=True)
+        }
     template = {key: value for key, value in hp.items() if key.split(".")[0] in TEMPLATE_FIELDS}
     evaluation = evaluation or config.get("evaluation") or {}
     params: dict[str, Any] = {

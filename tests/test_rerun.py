@@ -58,6 +58,14 @@ def grid(data: Path, backbone: Path) -> dict:
     lora = {"rank": 4, "alpha": 8, "dropout": 0.1}
     sft = {"steps": 6, "batch_size": 8, "learning_rate": 1e-2, "checkpoint_every": 3}
     decoded = {"cutoffs": [5, 10], "test_users": 16, "valid_users": 10}
+    grpo = {
+        "steps": 2,
+        "prompts_per_step": 4,
+        "group_size": 4,
+        "valid_users": 10,
+        "eval_every": 2,
+        "checkpoint_every": 2,
+    }
     prompted = llm | {
         "prompt": {"system": None, "user": "items : {history}", "line": "{title} ;"},
         "beam_width": 10,
@@ -189,6 +197,23 @@ def grid(data: Path, backbone: Path) -> dict:
                 "evaluation": decoded,
                 "inputs": {"codes": {"artifact": "semantic_ids", "params": codes}},
                 "params": sid_llm,
+            },
+            # the RL stages on their parents' exported policies (the same inputs as the parent)
+            {
+                "name": "text_prompted_grpo",
+                "evaluation": decoded,
+                "params": grpo | {"constrained": False, "rewards": {"hit": 1.0, "validity": 0.1}},
+            },
+            {
+                "name": "sid_tiger_grpo",
+                "inputs": {"codes": {"artifact": "semantic_ids", "params": codes}},
+                "params": grpo | {"sampler": "beam", "rewards": {"hit": 1.0, "rank_penalty": 1.0}},
+            },
+            {
+                "name": "sid_llm_grpo",
+                "evaluation": decoded,
+                "inputs": {"codes": {"artifact": "semantic_ids", "params": codes}},
+                "params": grpo,
             },
         ],
     }
