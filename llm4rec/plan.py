@@ -212,6 +212,8 @@ def cell_cost(grid: Grid, dataset: str, model: str, stats: dict[str, float]) -> 
     if spec.factory == "llm4rec.paradigms.rl:build":
         return _grpo_cost(grid, dataset, model, config, stats, valid_users, test_users)
     family = type(config).__name__
+    if family == "AlphaRecConfig":
+        return _alpharec_cost(grid, model, config, stats)
     code = (grid.model_inputs(model).get("codes", {}).get("params") or {}).get(
         "levels", 3
     ) + 1  # + disambiguation
@@ -362,6 +364,40 @@ def _grpo_cost(grid, dataset, model, config, stats, valid_users, test_users) -> 
             cost, n, users, prompt, pcfg.batch_users, pcfg.beam_width, positions, layers=layers
         )
     return cost
+
+
+SENTENCE_ENCODER_DIM = 384  # all-MiniLM-L6-v2 (a sentence encoder the plan cannot open: assumed)
+
+
+def _alpharec_cost(grid: Grid, model: str, config, stats: dict[str, float]) -> Cost:
+    """AlphaRec: per step the map over every user and item, the graph layers and the batch's cosines
+    against the catalogue (forward + backward: 3x); a validation ranking after every epoch. The
+    epochs are early stopping's upper bound; encoding the item texts is the artifact's (once)."""
+    encoder = grid.model_inputs(model).get("text", {}).get("params") or {}
+    width = (
+        backbone_shape(encoder.get("model", "smollm2-135m-instruct")).hidden
+        if encoder.get("kind") == "backbone"
+        else SENTENCE_ENCODER_DIM
+    )
+    users, items, pairs = stats["users"], stats["items"], stats["train_interactions"]
+    mapped = (
+        width * config.mlp_hidden + config.mlp_hidden * config.dim
+        if config.mapping == "mlp"
+        else width * config.dim
+    )
+    nodes = users + items
+    forward = 2 * nodes * mapped + 4 * config.graph_layers * pairs * config.dim
+    batch = min(config.batch_size, pairs)
+    step = 3 * (forward + 2 * batch * items * config.dim)
+    steps = config.epochs * math.ceil(pairs / config.batch_size)
+    ranking = forward + 2 * users * items * config.dim
+    # dense matrix products over every node at each step: the dense rates apply, not `small`'s
+    return Cost(
+        train_flops=steps * step,
+        forward_flops=(config.epochs + 2) * ranking,
+        weights=mapped,
+        trainable=mapped,
+    )
 
 
 def _baseline_cost(cost: Cost, model: str, config: dict, stats: dict[str, float]) -> Cost:

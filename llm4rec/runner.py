@@ -7,11 +7,13 @@ files of a run folder: llm4rec.layout).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 import resource
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -21,6 +23,7 @@ from llm4rec.config import Grid, InputSource
 from llm4rec.costs import token_costs
 from llm4rec.data.atomic import DataError
 from llm4rec.data.preprocess import preprocess
+from llm4rec.data.requests import target_requests
 from llm4rec.data.sources import load_source
 from llm4rec.data.split import Split, make_split, read_split, write_split
 from llm4rec.determinism import (
@@ -221,7 +224,11 @@ def train_and_rank(grid: Grid, dataset: str, model: str, seed: int) -> dict:
             users = evaluated_users(grid, model, split, phase)
             n_users[phase] = len(users)
             start = time.perf_counter()
-            rankings = recommender.rank({u: history.get(u, []) for u in users}, k)
+            rankings = recommender.rank(
+                {u: history.get(u, []) for u in users},
+                k,
+                **requests(recommender, split, phase, users),
+            )
             inference[phase] = time.perf_counter() - start
             inference_cost[phase] = recommender.inference_cost()  # e.g. tokens processed by an LLM
             if distributed.is_main():
@@ -262,6 +269,7 @@ def train_and_rank(grid: Grid, dataset: str, model: str, seed: int) -> dict:
         },
         "selection_metric": grid.selection_metric(model),
         "evaluation": evaluation
+        | request_record(recommender)
         | {
             "ranking_depth": k,
             "n_users": n_users,
@@ -282,6 +290,19 @@ def train_and_rank(grid: Grid, dataset: str, model: str, seed: int) -> dict:
         flush=True,
     )
     return record
+
+
+def requests(recommender: Any, split: Split, phase: str, users: list[str]) -> dict[str, Any]:
+    """rank's `requests` for a model that reads them (its `request_template`, e.g. AlphaRec with an
+    intention): one per user, written from the phase's target metadata (llm4rec.data.requests)."""
+    template = getattr(recommender, "request_template", None)
+    return {"requests": target_requests(split, phase, users, template)} if template else {}
+
+
+def request_record(recommender: Any) -> dict[str, Any]:
+    """What run.json says about the requests rank was given (none: nothing)."""
+    template = getattr(recommender, "request_template", None)
+    return {"requests": dataclasses.asdict(template)} if template else {}
 
 
 def declared_costs(model: str, fit_info: dict) -> dict[str, float]:

@@ -444,8 +444,8 @@ def log_run(grid: Grid, dataset: str, model: str, seed: int) -> dict:
 
 def training_curves(run: dict) -> list[tuple[str, float, int]]:
     """(key, value, step) of a run's training curves, from its run.json: `curve.train_loss`
-    (SFT, per optimiser step), `curve.valid_<metric>` (checkpoint selection; RecBole's by
-    evaluation), and
+    (SFT, per optimiser step; AlphaRec, per epoch), `curve.valid_<metric>` (checkpoint selection;
+    RecBole's by evaluation; AlphaRec's by epoch), and
     `curve.grpo.<figure>` (an RL stage: reward and its parts, KL, zero-advantage share, entropy,
     clip fraction, ...)."""
     fit = run.get("fit", {})
@@ -454,13 +454,17 @@ def training_curves(run: dict) -> list[tuple[str, float, int]]:
     total = (run.get("run", {}).get("params", {}).get("sft") or {}).get("steps", len(losses))
     first = total - len(losses)  # a resumed run logged the steps after its checkpoint
     out += [("curve.train_loss", float(v), first + i + 1) for i, v in enumerate(losses)]
+    # a model trained by epochs (AlphaRec): the mean training loss of each epoch, at its number
+    out += [
+        ("curve.train_loss", float(v), i + 1) for i, v in enumerate(fit.get("epoch_losses") or [])
+    ]
     for point in fit.get("valid_curve") or []:
-        # LLM runs validate at optimiser steps, RecBole runs at numbered evaluations
-        step = int(point.get("step", point.get("evaluation", 0)))
+        # LLM runs validate at optimiser steps, RecBole at numbered evaluations, AlphaRec at epochs
+        step = int(point.get("step", point.get("evaluation", point.get("epoch", 0))))
         out += [
             (f"curve.valid_{k}", float(v), step)
             for k, v in point.items()
-            if k not in ("step", "evaluation")
+            if k not in ("step", "evaluation", "epoch")
         ]
     for entry in fit.get("grpo_log") or []:
         out += [

@@ -120,6 +120,11 @@ def grid(data: Path, backbone: Path) -> dict:
         "sft": sft,
     }
     recbole = {"show_progress": False}
+    alpharec = {"epochs": 3, "negatives": 8, "batch_size": 64, "mlp_hidden": 32, "dim": 16}
+    llm_text = {
+        "artifact": "item_text_embeddings",
+        "params": {"kind": "backbone", "model": str(backbone)},
+    }
     return {
         "name": "rerun",
         "results_dir": "results",
@@ -198,6 +203,10 @@ def grid(data: Path, backbone: Path) -> dict:
                 "inputs": {"codes": {"artifact": "semantic_ids", "params": codes}},
                 "params": sid_llm,
             },
+            {"name": "alpharec", "params": alpharec},
+            {"name": "alpharec_linear", "params": alpharec},
+            {"name": "alpharec_linear_llm", "inputs": {"text": llm_text}, "params": alpharec},
+            {"name": "alpharec_intent", "params": alpharec},
             # the RL stages on their parents' exported policies (the same inputs as the parent)
             {
                 "name": "text_prompted_grpo",

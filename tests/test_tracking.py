@@ -280,3 +280,15 @@ def test_training_curves_are_step_series_from_the_run_record():
     assert training_curves({"fit": {}}) == []
     recbole = {"fit": {"valid_curve": [{"evaluation": 1, "ndcg_at_10": 0.3}]}}
     assert training_curves(recbole) == [("curve.valid_ndcg_at_10", 0.3, 1)]
+    by_epoch = {  # AlphaRec: one loss and one validation score per epoch
+        "fit": {
+            "epoch_losses": [4.2, 3.9],
+            "valid_curve": [{"epoch": 1, "ndcg_at_10": 0.05}, {"epoch": 2, "ndcg_at_10": 0.06}],
+        }
+    }
+    assert sorted(training_curves(by_epoch)) == [
+        ("curve.train_loss", 3.9, 2),
+        ("curve.train_loss", 4.2, 1),
+        ("curve.valid_ndcg_at_10", 0.05, 1),
+        ("curve.valid_ndcg_at_10", 0.06, 2),
+    ]

@@ -289,15 +289,15 @@ def test_rerun_does_nothing_and_deleting_one_run_redoes_only_it(finished_grid):
 
 
 def test_dry_run_of_shipped_configs_shows_whole_dag(tmp_path):
-    # (trained, tracked) from scratch. Main job (`all`): default 5 baselines x 2 seeds + 3
-    # one-forward LLM rows x 2 seeds + 3 decoded rows x 1 seed; paper 11 models x 5 seeds x 2
-    # datasets. `ablations`: the variants, their parents and the baselines (default 7 variants x 1
-    # seed + 8 parent runs + 10 baseline runs; paper every model: 22 x 5 seeds x 2 datasets).
+    # (trained, tracked) from scratch. Main job (`all`): default 5 baselines x 2 seeds + 4
+    # one-forward LLM rows x 2 seeds + 3 decoded rows x 1 seed; paper 12 models x 5 seeds x 2
+    # datasets. `ablations`: the variants, their parents and the baselines (default 10 variants x 1
+    # seed + 10 parent runs + 10 baseline runs; paper every model: 26 x 5 seeds x 2 datasets).
     for name, target, trained, tracked in (
-        ("default.yaml", "all", 19, 19),
-        ("paper.yaml", "all", 110, 110),
-        ("default.yaml", "ablations", 25, 25),
-        ("paper.yaml", "ablations", 220, 220),
+        ("default.yaml", "all", 21, 21),
+        ("paper.yaml", "all", 120, 120),
+        ("default.yaml", "ablations", 30, 30),
+        ("paper.yaml", "ablations", 260, 260),
     ):
         env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
         out = subprocess.run(

@@ -20,6 +20,10 @@ A recommender is anything with these four methods::
   embeddings) into ``out_dir`` and returns {name: description}; ``{}`` when it has none.
 - ``inference_cost`` returns counts since its last call (LLM runs: tokens, beam slots); the
   runner asks once per ranked phase. ``{}`` when the model counts nothing.
+- A model that reads a user's request sets ``request_template`` (a
+  ``llm4rec.data.requests.RequestTemplate``); the runner then calls
+  ``rank(histories, k, requests={user: text})``, each request written from that user's target
+  metadata (never its title), and run.json records the template (AlphaRec's intentions).
 
 A model is built by its factory ``build(name, config, seed, device, selection, inputs)``:
 ``config`` is the grid entry's params parsed by ``ModelSpec.config`` (``check_params``);
@@ -78,6 +82,7 @@ PARADIGM_LIST = [
     Paradigm("cf_injected", "CF-injected", "#55A868"),
     Paradigm("semantic_id", "Semantic-ID", "#C44E52"),
     Paradigm("moe_expert", "MoE-expert", "#8172B3"),
+    Paradigm("lm_representation", "LM representations", "#937860"),
 ]
 PARADIGMS = {p.name: p for p in PARADIGM_LIST}
 UNKNOWN_COLOR = "#7F7F7F"
@@ -173,6 +178,7 @@ _RECBOLE_FACTORY, _RECBOLE_CONFIG = (
     "baselines.recbole_models:recbole_params",
 )
 _RECBOLE_HYPERPARAMETERS = "baselines.recbole_models:recbole_hyperparameters"
+_LINEAR_PROBE = {"mapping": "linear", "graph_layers": 0}
 _CF_EXPORTS = ("item_embeddings.npy", "user_embeddings.npy", "user_ids.txt")
 # a generative recommender's selected weights and how to rebuild it (llm4rec.llm.policy_export)
 POLICY_EXPORTS = ("policy.pt", "policy.json")
@@ -292,6 +298,18 @@ def _semantic_ids(quantizer: str | None = None) -> dict[str, InputSlot]:
             ("codes.npy", "codebook_stats.json"),
             {"artifact": "semantic_ids", **params},
             "each item's code tuple (rows in items.parquet order) and the tokenizer's statistics",
+        )
+    }
+
+
+def _item_text(params: dict[str, Any] | None = None) -> dict[str, InputSlot]:
+    """The item representations AlphaRec consumes: the `item_text_embeddings` artifact (frozen
+    language-model embeddings of each item's text; `params` pick the encoder)."""
+    return {
+        "text": InputSlot(
+            ("item_embeddings.npy", "encoder.json"),
+            {"artifact": "item_text_embeddings", **({"params": params} if params else {})},
+            "each item's text embedding (rows in items.parquet order) and the encoder's config",
         )
     }
 
@@ -504,6 +522,41 @@ MODELS: dict[str, ModelSpec] = _registry(
             SEMANTIC_ID_COSTS,
             exports=POLICY_EXPORTS,
         ),
+        ModelSpec(
+            "alpharec",
+            "lm_representation",
+            "llm4rec.paradigms.alpharec:build",
+            "frozen LM embeddings of item text -> shared MLP -> LightGCN propagation -> InfoNCE; "
+            "users are the mean of their history (AlphaRec)",
+            config="llm4rec.paradigms.alpharec:AlphaRecConfig",
+            display="AlphaRec",
+            inputs=_item_text(),
+        ),
+        _variant(
+            "alpharec_linear",
+            "alpharec",
+            "AlphaRec's linear-mapping probe (its RQ1): one bias-free linear map of the LM "
+            "embeddings, no graph",
+            "Linear map of LM embeddings",
+            overrides=_LINEAR_PROBE,
+        ),
+        _variant(
+            "alpharec_linear_llm",
+            "alpharec_linear",
+            "the linear-mapping probe over a backbone LLM's mean-pooled hidden states (default "
+            "SmolLM2-135M; the grid may name another) instead of a sentence encoder",
+            "Linear map of LLM states",
+            overrides=_LINEAR_PROBE,
+            inputs=_item_text({"kind": "backbone", "model": "smollm2-135m-instruct"}),
+        ),
+        _variant(
+            "alpharec_intent",
+            "alpharec",
+            "AlphaRec ranking with a user intention (its Table 5): the user's vector blended with "
+            "the mapped embedding of a request written from the target's genres and decade",
+            "AlphaRec + intention",
+            defaults={"intention": {"alpha": 0.5}},
+        ),
         _grpo("text_prompted_grpo", "text_prompted", "Text-prompted (LoRA) + GRPO"),
         _grpo("sid_tiger_grpo", "sid_tiger", "TIGER + GRPO"),
         _grpo("sid_llm_grpo", "sid_llm", "SID-LLM (LoRA) + GRPO"),
@@ -521,6 +574,15 @@ ARTIFACTS: dict[str, ArtifactSpec] = {
             config="llm4rec.data.item_text:LsaConfig",
             per_seed=False,
             description="TF-IDF + truncated SVD of each item's text (title, genres, description)",
+        ),
+        ArtifactSpec(
+            "item_text_embeddings",
+            "llm4rec.llm.text_encoders:build_text_embeddings",
+            ("item_embeddings.npy", "encoder.json"),
+            config="llm4rec.llm.text_encoders:EncoderConfig",
+            per_seed=False,
+            description="a frozen language model's embedding of each item's text (sentence "
+            "encoder, or an LLM's mean-pooled hidden states)",
         ),
         ArtifactSpec(
             "semantic_ids",

