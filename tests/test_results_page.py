@@ -192,3 +192,22 @@ def test_rl_curves_are_read_from_run_json_and_averaged_between_validations():
     assert "| 2 | 0.3000 | 0.1000 | 0.750 | 1.500 | 0.2500 |" in rows  # steps 1-2 averaged
     assert "| 3 | 0.1000 | 0.3000 | 0.000 | 1.500 | 0.1250 |" in rows
     assert not any("bpr" in row for row in rows)
+
+
+def test_a_page_is_named_after_the_commit_of_the_last_run_to_finish():
+    from types import SimpleNamespace
+
+    from llm4rec.report.results_page import page_stem
+
+    def record(commit, end):
+        return {"environment": {"git_commit": commit}, "timing": {"rank_end": end}}
+
+    # the grid's first runs at commit e6..., two more added later at 61... (alphabetically first)
+    records = [
+        (("d", "a", 0), record("e6287da" + "0" * 33, 1_796_120_000.0)),
+        (("d", "b", 0), record("612f9d6" + "0" * 33, 1_796_127_000.0)),
+        (("d", "c", 0), record("e6287da" + "0" * 33, 1_796_121_000.0)),
+    ]
+    stem, date, commit = page_stem(SimpleNamespace(name="default"), records)
+    assert (stem, commit) == ("default-2026-12-01-612f9d6", "612f9d6")
+    assert date == "2026-12-01"

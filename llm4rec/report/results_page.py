@@ -33,8 +33,17 @@ def run_records(grid: Grid, kind: str) -> list[tuple[tuple[str, str, int], dict]
     return records
 
 
+def _commit(record: dict) -> str:
+    return record.get("environment", {}).get("git_commit", "unknown")
+
+
 def _commits(records: Sequence[tuple[tuple, dict]]) -> list[str]:
-    return sorted({r.get("environment", {}).get("git_commit", "unknown") for _, r in records})
+    """The runs' commits, oldest first (by the end of each commit's first run)."""
+    first_end: dict[str, float] = {}
+    for _, r in records:
+        end = r["timing"]["rank_end"]
+        first_end[_commit(r)] = min(end, first_end.get(_commit(r), end))
+    return sorted(first_end, key=lambda c: (first_end[c], c))
 
 
 def _machine(records: Sequence[tuple[tuple, dict]]) -> str:
@@ -108,10 +117,12 @@ def rl_curve_rows(records: Sequence[tuple[tuple, dict]]) -> list[str]:
 
 def page_stem(grid: Grid, records: Sequence[tuple[tuple, dict]]) -> tuple[str, str, str]:
     """(file stem `<grid>-<date>-<commit>`, date, short commit); the date is the last run's end
-    (UTC)."""
-    last = max(r["timing"]["rank_end"] for _, r in records)
+    (UTC), the commit that of the last run to finish (a grid extended by a later commit gets a new
+    page; its older runs keep theirs)."""
+    _, last_record = max(records, key=lambda cell_record: cell_record[1]["timing"]["rank_end"])
+    last = last_record["timing"]["rank_end"]
     date = dt.datetime.fromtimestamp(last, dt.timezone.utc).date().isoformat()
-    commit = _commits(records)[-1].removesuffix("-dirty")[:7]
+    commit = _commit(last_record).removesuffix("-dirty")[:7]
     return f"{grid.name}-{date}-{commit}", date, commit
 
 
