@@ -243,12 +243,30 @@ def smoke_entry(
             "test_users": TEST_USERS,
             "valid_users": VALID_USERS,
         }
+    if "negatives" in fields:  # AlphaRec: a narrow map, two epochs
+        params |= {"epochs": 2, "mlp_hidden": 32}
+        out["params"] = {k: v for k, v in params.items() if k not in overrides or v == overrides[k]}
+    encoder = text_encoder_backbone(grid, entry["name"])
+    if encoder:  # item text embedded by a backbone LLM: the tiny one of its architecture
+        text = copy.deepcopy(grid.model_inputs(entry["name"])["text"])
+        text["params"] = text.get("params", {}) | {"model": str(backbones[encoder])}
+        out["inputs"] = (out.get("inputs") or {}) | {"text": text}
     for slot in (out.get("inputs") or {}).values():
         if slot.get("artifact") == "semantic_ids":
             slot["params"] = (slot.get("params") or {}) | {
                 "rq_vae": {"hidden": [32], "latent_dim": 8, "epochs": 5, "batch_size": 256}
             }
     return out
+
+
+def text_encoder_backbone(grid: Grid, model: str) -> str | None:
+    """The backbone a model's item-text embeddings come from (`item_text_embeddings` with kind
+    backbone), or None."""
+    source = grid.model_inputs(model).get("text") or {}
+    params = source.get("params") or {}
+    if source.get("artifact") != "item_text_embeddings" or params.get("kind") != "backbone":
+        return None
+    return params.get("model")
 
 
 def _default_backbone(spec) -> str:
@@ -276,11 +294,14 @@ def smoke_config(grid: Grid, out: Path, device: str, dtype: str) -> dict:
     backbones: dict[str, Path] = {}
     for entry in grid.raw["models"]:
         spec = MODELS[entry["name"]]
-        if "backbone" not in _fields(spec.config):
+        if "backbone" in _fields(spec.config):
+            name = (grid.model_params(entry["name"], first).get("backbone") or {}).get(
+                "name_or_path"
+            ) or _default_backbone(spec)
+        else:
+            name = text_encoder_backbone(grid, entry["name"])
+        if name is None:
             continue
-        name = (grid.model_params(entry["name"], first).get("backbone") or {}).get(
-            "name_or_path"
-        ) or _default_backbone(spec)
         if name not in backbones:
             model_type = architecture(name)
             backbones[name] = tiny_backbone_folder(

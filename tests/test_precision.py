@@ -23,7 +23,7 @@ from .test_cf_injected import cf_table, cyclic_split
 LLM_MODELS = sorted(
     name
     for name, spec in MODELS.items()
-    if spec.paradigm != "baseline"
+    if spec.paradigm not in ("baseline", "lm_representation")  # AlphaRec: no LLM, fp32
     and name != "emb_knn"
     and spec.factory != "llm4rec.paradigms.rl:build"
 )
