@@ -68,3 +68,23 @@ def snakemake_command(workdir: Path, grid: Path | str) -> list[str]:
         "--config",
         f"grid={grid}",
     ]
+
+
+def labelled_split(labelled, titles: list[str], year: str = ""):
+    """A Split over `labelled` (leave_one_out_split's frame) and a catalogue of items '0'..'n-1'
+    with the given titles, one year for all, no genres or description."""
+    import pandas as pd
+
+    from llm4rec.data.split import Split
+
+    items = pd.DataFrame(
+        {
+            "item_id": [str(i) for i in range(len(titles))],
+            "title": titles,
+            "year": year,
+            "genres": "",
+            "description": "",
+        }
+    )
+    frame = labelled[["user_id", "item_id", "timestamp", "seq", "phase"]].reset_index(drop=True)
+    return Split(frame, items, {"checksums": {}})

@@ -41,6 +41,7 @@ from llm4rec.paradigms.alpharec import (
 )
 
 from .conftest import interactions_frame
+from .helpers import labelled_split
 
 # -- LightGCN propagation on a 3-user graph, by hand ---------------------------------------------
 #   u0 - i0,  u1 - i0,  u1 - i1,  u2 - i1     degrees: u0 1, u1 2, u2 1, i0 2, i1 2
@@ -176,20 +177,7 @@ def clustered_split(
             order = rng.permutation(per_cluster)[:seen] + c * per_cluster
             rows += [(f"u{c}_{k}", str(i), float(t)) for t, i in enumerate(order)]
     labelled = leave_one_out_split(interactions_frame(rows))
-    items = pd.DataFrame(
-        {
-            "item_id": [str(i) for i in range(n_items)],
-            "title": [f"item {i}" for i in range(n_items)],
-            "year": "",
-            "genres": "",
-            "description": "",
-        }
-    )
-    split = Split(
-        labelled[["user_id", "item_id", "timestamp", "seq", "phase"]].reset_index(drop=True),
-        items,
-        {"checksums": {}},
-    )
+    split = labelled_split(labelled, [f"item {i}" for i in range(n_items)])
     return split, z.astype(np.float32)
 
 
