@@ -23,6 +23,7 @@ rule all:
     """The main job: every non-variant run, tracked, with the summary and the main report."""
     input:
         run_files("main", layout.MLFLOW_JSON),
+        source_run_files("main", layout.MLFLOW_JSON),
         f"{GRID.reports_dir}/summary.md",
         str(GRID.report_marker("main")),
     default_target: True
@@ -32,6 +33,7 @@ rule ablations:
     """The ablation variants (the main job's runs of their parents are reused) and their report."""
     input:
         run_files("ablations", layout.MLFLOW_JSON),
+        source_run_files("ablations", layout.MLFLOW_JSON),
         str(GRID.report_marker("ablations")),
 
 

@@ -386,9 +386,37 @@ class RecBoleRecommender:
                     out.append((user, int(r) + 1, str(items[row, r]), float(top_scores[row, r])))
         return pd.DataFrame(out, columns=RANKING_COLUMNS)
 
+    @torch.no_grad()
+    def catalogue_scores(
+        self, users: list[str], histories: Mapping[str, Sequence[str]], batch_size: int = 256
+    ) -> np.ndarray:
+        """[users, items] full-catalogue scores (columns in items.parquet order), history not
+        excluded: what `rank` sorts."""
+        ds = self.dataset
+        columns = torch.as_tensor(ds.token2id(ds.iid_field, list(self.catalogue)))
+        out = []
+        for start in range(0, len(users), batch_size):
+            batch = users[start : start + batch_size]
+            scores = self.model.full_sort_predict(self._interaction(batch, histories))
+            out.append(scores.view(len(batch), -1)[:, columns].float().cpu().numpy())
+        return np.concatenate(out)
+
     def export(self, out_dir: Path, split: Split) -> dict[str, str]:
-        """Write trained embeddings, rows in catalogue (split.items) and sorted-user order."""
+        """Write trained embeddings, rows in catalogue (split.items) and sorted-user order, and
+        each evaluated phase's full-catalogue scores (what a gating model consumes)."""
         ds, model = self.dataset, self.model
+        self.catalogue = split.items["item_id"].astype(str).tolist()
+        written = {}
+        for phase in ("valid", "test"):
+            history = split.history(phase)
+            users = sorted(split.targets(phase))
+            scores = self.catalogue_scores(users, {u: history.get(u, []) for u in users})
+            write_npy(out_dir / f"scores_{phase}.npy", scores)
+            write_text(out_dir / f"users_{phase}.txt", "\n".join(users) + "\n")
+            written[f"scores_{phase}"] = (
+                f"scores_{phase}.npy ([users_{phase}.txt, items.parquet order]: full-catalogue "
+                f"scores given the {phase} history)"
+            )
         with torch.no_grad():
             if self.name == "lightgcn":
                 user_emb, item_emb = model.forward()
@@ -397,8 +425,7 @@ class RecBoleRecommender:
             elif self.name == "sasrec":
                 user_emb, item_emb = None, model.item_embedding.weight
             else:
-                return {}
-        written = {}
+                return written
         item_rows = torch.as_tensor(ds.token2id(ds.iid_field, split.items["item_id"].tolist()))
         item_matrix = item_emb.detach()[item_rows].cpu().numpy()
         write_npy(out_dir / "item_embeddings.npy", item_matrix)

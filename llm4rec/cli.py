@@ -259,10 +259,12 @@ def _cell_grid(args: argparse.Namespace, with_run: bool = True) -> Grid:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     grid = load_grid(args.config)
+    sources = grid.source_runs()
     print(
-        f"{grid.path}: ok; {len(grid.runs())} runs ({len(grid.datasets)} datasets x "
-        f"{len(grid.models)} models x their seeds), {len(grid.artifacts())} artifacts; "
-        "every model's params checked"
+        f"{grid.path}: ok; {len(grid.runs())} runs ({len(grid.evaluated_datasets)} datasets x "
+        f"{len(grid.models)} models x their seeds)"
+        + (f" + {len(sources)} on source datasets" if sources else "")
+        + f", {len(grid.artifacts())} artifacts; every model's params checked"
     )
     return 0
 

@@ -59,11 +59,13 @@ class InputSource:
     files: tuple[str, ...]
     config_hash: str
     params: dict[str, Any]
+    dataset: str | None = None  # another dataset's run (zero-shot transfer); None: the same one
 
     def describe(self) -> dict[str, Any]:
         """What goes into the consumer's run config (and so its hash)."""
         return {
             self.kind: self.name,
+            **({"dataset": self.dataset} if self.dataset is not None else {}),
             "seed": self.seed,
             "config_hash": self.config_hash,
             "files": list(self.files),
@@ -178,11 +180,14 @@ class Grid:
         """Resolve what one run consumes to upstream folders, files and config hashes."""
         out = {}
         for slot, source in self.model_inputs(model).items():
+            across = None
             if "run" in source:  # another run's exports folder, of its config hash
                 name, upstream_seed = source["run"], int(source.get("seed", seed))
-                folder = self.run_dir(dataset, name, upstream_seed) / layout.EXPORTS
+                upstream = source.get("dataset", dataset)  # another dataset: zero-shot transfer
+                across = upstream if upstream != dataset else None
+                folder = self.run_dir(upstream, name, upstream_seed) / layout.EXPORTS
                 where = ("run", name, upstream_seed, folder, folder)
-                identity = (self.run_hash(dataset, name, upstream_seed), {})
+                identity = (self.run_hash(upstream, name, upstream_seed), {})
             else:  # an artifact's folder, keyed by its configuration (and seed, where per-seed)
                 name, params = source["artifact"], source.get("params", {})
                 artifact_seed = seed if ARTIFACTS[name].per_seed else None
@@ -191,8 +196,23 @@ class Grid:
                 where = ("artifact", name, artifact_seed, folder, folder / layout.ARTIFACT_JSON)
                 identity = (key, params)
             files = MODELS[model].inputs[slot].files
-            out[slot] = InputSource(slot, *where, files, *identity)
+            out[slot] = InputSource(slot, *where, files, *identity, across)
         return out
+
+    def source_runs(self, kind: str = "all") -> list[tuple[str, str, int]]:
+        """The runs on `role: source` datasets that the kind's runs consume, directly or through
+        other runs (zero-shot transfer: a model trained on another dataset)."""
+        found: set[tuple[str, str, int]] = set()
+        pending = list(self.runs(kind))
+        while pending:
+            dataset, model, seed = pending.pop()
+            for source in self.input_sources(dataset, model, seed).values():
+                cell = (source.dataset or dataset, source.name, source.seed)
+                if source.kind == "run" and cell[0] not in self.evaluated_datasets:
+                    if cell not in found:
+                        found.add(cell)
+                        pending.append(cell)
+        return sorted(found)
 
     def artifact_key(
         self, dataset: str, name: str, params: dict[str, Any], seed: int | None
@@ -216,7 +236,7 @@ class Grid:
     def artifacts(self) -> dict[tuple[str, str, str], InputSource]:
         """Every artifact the grid's runs consume, by (dataset, artifact, key)."""
         found = {}
-        for dataset, model, seed in self.runs():
+        for dataset, model, seed in self.runs() + self.source_runs():
             for source in self.input_sources(dataset, model, seed).values():
                 if source.kind == "artifact":
                     found[(dataset, source.name, source.config_hash)] = source
@@ -287,10 +307,16 @@ class Grid:
         the baselines (finished by the main job, reused); `all`: both."""
         return [
             (d, m, s)
-            for d in self.datasets
+            for d in self.evaluated_datasets
             for m in self.kind_models(kind)
             for s in self.model_seeds(m)
         ]
+
+    @property
+    def evaluated_datasets(self) -> list[str]:
+        """The datasets the grid's models run and are reported on: all but `role: source` ones
+        (which only hold the runs other datasets consume, `source_runs`)."""
+        return [d for d in self.datasets if self.raw["datasets"][d].get("role") != "source"]
 
     def kind_models(self, kind: str) -> list[str]:
         variants = [m for m in self.models if MODELS[m].parent is not None]
@@ -461,7 +487,7 @@ def _check_model_inputs(grid: Grid, i: int, entry: dict[str, Any]) -> None:
         kind = "run" if "run" in source else "artifact"
         name, allowed = (
             source[kind],
-            {"run": ("run", "seed"), "artifact": ("artifact", "params")}[kind],
+            {"run": ("run", "seed", "dataset"), "artifact": ("artifact", "params")}[kind],
         )
         known = grid.models if kind == "run" else sorted(ARTIFACTS)
         if name not in known:
@@ -484,6 +510,23 @@ def _check_model_inputs(grid: Grid, i: int, entry: dict[str, Any]) -> None:
                 f"{'export' if kind == 'run' else 'provide'} {missing[0]} "
                 f"(it writes: {', '.join(provides) or 'nothing'}); "
                 f"'{spec.name}' needs {', '.join(spec.inputs[slot].files)}"
+            )
+        across = spec.inputs[slot].across_datasets
+        if kind == "run" and "dataset" in source:
+            if source["dataset"] not in grid.datasets:
+                raise ConfigError(
+                    f"{where}.{slot}.dataset: '{source['dataset']}' is not a dataset of this grid "
+                    f"(datasets: {', '.join(grid.datasets)})"
+                )
+            if across == "no":
+                raise ConfigError(
+                    f"{where}.{slot}.dataset: '{spec.name}' cannot consume '{slot}' from another "
+                    "dataset (its items would not be this dataset's); leave `dataset` out"
+                )
+        if kind == "run" and across == "required" and source.get("dataset") is None:
+            raise ConfigError(
+                f"{where}.{slot}: '{spec.name}' transfers a model trained on another dataset; name "
+                f"it with `dataset:` (a dataset of this grid, e.g. one with role: source)"
             )
         if kind == "run":
             for seed in grid.model_seeds(spec.name):

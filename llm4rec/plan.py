@@ -29,7 +29,7 @@ from typing import Any
 import pandas as pd
 
 from llm4rec.config import Grid
-from llm4rec.models import MODELS, check_params
+from llm4rec.models import ARTIFACTS, MODELS, check_params
 
 # a suggested runtime is this many times the estimate (rounded up to 15 min), at least 30 / 60 min
 SAFETY = 4
@@ -214,6 +214,8 @@ def cell_cost(grid: Grid, dataset: str, model: str, stats: dict[str, float]) -> 
     family = type(config).__name__
     if family == "AlphaRecConfig":
         return _alpharec_cost(grid, model, config, stats)
+    if family == "RtaConfig":
+        return _rta_cost(grid, model, config, stats)
     code = (grid.model_inputs(model).get("codes", {}).get("params") or {}).get(
         "levels", 3
     ) + 1  # + disambiguation
@@ -367,6 +369,32 @@ def _grpo_cost(grid, dataset, model, config, stats, valid_users, test_users) -> 
 
 
 SENTENCE_ENCODER_DIM = 384  # all-MiniLM-L6-v2 (a sentence encoder the plan cannot open: assumed)
+
+
+def _rta_cost(grid: Grid, model: str, config, stats: dict[str, float]) -> Cost:
+    """Reindex-Then-Adapt: the frozen LLM's one forward per user over its last `window` titles
+    (the llm_states artifact, shared by the RTA rows: counted in each, an upper bound), then the
+    aggregator over every title per step (3x for the backward) and one matmul per ranked user."""
+    from llm4rec.paradigms.rta import StatesConfig
+
+    params = grid.model_inputs(model)["states"].get("params") or {}
+    states = check_params(ARTIFACTS["llm_states"], params)
+    assert isinstance(states, StatesConfig)
+    shape = backbone_shape(states.backbone.name_or_path)
+    title, users, items = 12, stats["users"], stats["items"]  # title tokens + separator
+    llm = 2 * shape.params * users * (12 + states.window * title)
+    queries = users * max(states.window - 2, 1)
+    aggregate = items * title * shape.hidden + items * shape.hidden**2
+    step = 3 * (aggregate + 2 * config.batch_size * min(config.batch_size, items) * shape.hidden)
+    steps = (config.epochs + config.adapt.epochs) * math.ceil(queries / config.batch_size)
+    ranking = aggregate + 2 * users * items * shape.hidden
+    trainable = shape.hidden**2 + shape.hidden + items
+    return Cost(
+        train_flops=steps * step,
+        forward_flops=llm + (config.epochs + config.adapt.epochs + 2) * ranking,
+        weights=shape.params,
+        trainable=trainable,
+    )
 
 
 def _alpharec_cost(grid: Grid, model: str, config, stats: dict[str, float]) -> Cost:

@@ -65,6 +65,8 @@ def prepare_dataset(grid: Grid, dataset: str) -> Split:
         min_user=cfg["k_core"]["user"],
         min_item=cfg["k_core"]["item"],
         dataset=dataset,
+        sample_users=cfg.get("sample_users"),
+        seed=cfg["split"].get("seed", 0),
     )
     labelled = make_split(kept, raw.items, cfg["split"])
     meta = {"dataset": dataset, "config": cfg, "preprocessing_counts": counts}
@@ -117,11 +119,16 @@ def resolve_inputs(
                 "runs it first)"
             )
         record = read_json(record_path)
-        if record.get("split_checksums") != split.meta["checksums"]:
+        upstream = source.dataset or dataset  # a transfer row's source run: its own dataset
+        expected = (
+            split.meta["checksums"]
+            if upstream == dataset
+            else read_json(grid.split_dir(upstream) / layout.SPLIT_JSON)["checksums"]
+        )
+        if record.get("split_checksums") != expected:
             raise DataError(
-                f"{what}: {record_path} was built on another split than {grid.split_dir(dataset)} "
-                f"(checksums {record.get('split_checksums')} vs {split.meta['checksums']}); "
-                "rebuild it"
+                f"{what}: {record_path} was built on another split than {grid.split_dir(upstream)} "
+                f"(checksums {record.get('split_checksums')} vs {expected}); rebuild it"
             )
         if record.get("config_hash") != source.config_hash:
             raise DataError(
@@ -142,7 +149,7 @@ def resolve_inputs(
                     "modified after it was written: rerun the upstream"
                 )
         label = (
-            f"{source.name}/seed{source.seed}"
+            f"{source.name}/seed{source.seed}" + (f" on {source.dataset}" if source.dataset else "")
             if source.kind == "run"
             else f"{source.name}/{source.config_hash}"
         )

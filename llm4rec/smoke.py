@@ -243,14 +243,25 @@ def smoke_entry(
             "test_users": TEST_USERS,
             "valid_users": VALID_USERS,
         }
-    if "negatives" in fields:  # AlphaRec: a narrow map, two epochs
+    if "mlp_hidden" in fields:  # AlphaRec: a narrow map, two epochs
         params |= {"epochs": 2, "mlp_hidden": 32}
+        out["params"] = {k: v for k, v in params.items() if k not in overrides or v == overrides[k]}
+    if "aggregator" in fields:  # RTA: two reindex epochs (the adapt step is cheap)
+        params |= {"epochs": 2}
         out["params"] = {k: v for k, v in params.items() if k not in overrides or v == overrides[k]}
     encoder = text_encoder_backbone(grid, entry["name"])
     if encoder:  # item text embedded by a backbone LLM: the tiny one of its architecture
         text = copy.deepcopy(grid.model_inputs(entry["name"])["text"])
         text["params"] = text.get("params", {}) | {"model": str(backbones[encoder])}
         out["inputs"] = (out.get("inputs") or {}) | {"text": text}
+    reader = states_backbone(grid, entry["name"])
+    if reader:  # RTA's frozen-LLM queries: the tiny backbone, a short window
+        states = copy.deepcopy(grid.model_inputs(entry["name"])["states"])
+        states["params"] = (states.get("params") or {}) | {
+            "backbone": {"name_or_path": str(backbones[reader]), "dtype": dtype},
+            "window": 3,
+        }
+        out["inputs"] = (out.get("inputs") or {}) | {"states": states}
     for slot in (out.get("inputs") or {}).values():
         if slot.get("artifact") == "semantic_ids":
             slot["params"] = (slot.get("params") or {}) | {
@@ -267,6 +278,15 @@ def text_encoder_backbone(grid: Grid, model: str) -> str | None:
     if source.get("artifact") != "item_text_embeddings" or params.get("kind") != "backbone":
         return None
     return params.get("model")
+
+
+def states_backbone(grid: Grid, model: str) -> str | None:
+    """The backbone whose hidden states a model reads (the `llm_states` artifact), or None."""
+    source = grid.model_inputs(model).get("states") or {}
+    if source.get("artifact") != "llm_states":
+        return None
+    backbone = (source.get("params") or {}).get("backbone") or {}
+    return backbone.get("name_or_path") or _default_backbone(None)
 
 
 def _default_backbone(spec) -> str:
@@ -299,7 +319,9 @@ def smoke_config(grid: Grid, out: Path, device: str, dtype: str) -> dict:
                 "name_or_path"
             ) or _default_backbone(spec)
         else:
-            name = text_encoder_backbone(grid, entry["name"])
+            name = text_encoder_backbone(grid, entry["name"]) or states_backbone(
+                grid, entry["name"]
+            )
         if name is None:
             continue
         if name not in backbones:

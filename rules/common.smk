@@ -67,6 +67,13 @@ def run_files(kind, *names):
     return [f"{folder}/{name}" for folder in run_folders(kind) for name in names]
 
 
+def source_run_files(kind, *names):
+    """Each named file of the runs on `role: source` datasets that a kind's runs transfer from
+    (tracked like any run; no rows in the kind's tables)."""
+    folders = [str(GRID.run_dir(d, m, s)) for d, m, s in GRID.source_runs(kind)]
+    return [f"{folder}/{name}" for folder in folders for name in names]
+
+
 def model_resource(name, default):
     def get(wildcards):
         entry = GRID.model_entry(wildcards.model).get("resources", {})

@@ -160,13 +160,13 @@ def test_the_constraint_set_is_the_items_sharing_a_genre_in_the_same_decade():
 
 # -- a fixture whose answer is known -------------------------------------------------------------
 def clustered_split(
-    n_clusters=4, per_cluster=10, users_per_cluster=8, seen=8, noise=0.05
+    n_clusters=4, per_cluster=10, users_per_cluster=8, seen=8, noise=0.05, seed=0
 ) -> tuple[Split, np.ndarray]:
     """Items come in clusters: the first dimensions of their text embeddings say the cluster, 8
     more are noise of scale `noise`; every user walks `seen` items of one cluster (the last two
     are its validation and test targets). Known answer: the items left to recommend from the
     user's own cluster are the right ones."""
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     n_items = n_clusters * per_cluster
     signal = np.repeat(np.eye(n_clusters), per_cluster, axis=0)
     z = np.concatenate([signal, rng.normal(0, noise, (n_items, 8))], axis=1)
@@ -230,6 +230,47 @@ def test_the_probe_and_alpharec_learn_which_text_dimensions_carry_the_behaviour(
     _, summary = evaluate_rankings(rankings, split, "test", [1, 10], source="fixture")
     assert own_cluster_share(rankings) == 1.0
     assert summary["hr_at_10"] == 1.0
+
+
+def test_zero_shot_transfer_ranks_only_the_target_catalogue_with_the_source_map(tmp_path):
+    # source: 4 clusters of 10 items; target: another catalogue of 3 clusters whose items carry
+    # the source's cluster dimensions 1-3 in their text embeddings (and fresh noise). Nothing is
+    # trained on the target: the transferred map finds its users' clusters, an untrained map does
+    # not, and every ranked item is a target item (the evaluator refuses any other).
+    source, z_source = clustered_split(users_per_cluster=16, noise=0.7)
+    target, z = clustered_split(n_clusters=3, users_per_cluster=12, noise=0.85, seed=1)
+    z_target = np.concatenate([np.zeros((len(z), 1), np.float32), z], axis=1)
+    params = {"epochs": 60, "negatives": 8, "batch_size": 16, "learning_rate": 0.01}
+    params |= {"patience": 60, "mlp_hidden": 64}
+    (tmp_path / "source").mkdir()
+    trained = build_model("alpharec", params, 0, "cpu", inputs=text_input(tmp_path, z_source))
+    trained.fit(source, tmp_path / "work")
+    trained.export(tmp_path / "source", source)
+    files = {name: tmp_path / "source" / name for name in ("alpharec.pt", "alpharec.json")}
+    transfer = ResolvedInput(files, "run alpharec/seed0 on source")
+    (tmp_path / "target").mkdir()
+    inputs = text_input(tmp_path / "target", z_target) | {"source": transfer}
+    history = target.history("test")
+    users = sorted(target.targets("test"))
+    shares = {}
+    for name in ("alpharec_zeroshot", "alpharec_linear_untrained"):
+        slots = {slot: inputs[slot] for slot in MODELS[name].inputs}
+        model = build_model(name, params, 0, "cpu", inputs=slots)
+        info = model.fit(target, tmp_path / "work")
+        assert info["epochs"] == 0 and info["valid_curve"] == []
+        assert ("transferred_from" in info) == (name == "alpharec_zeroshot")
+        rankings = model.rank({u: history[u] for u in users}, 10)
+        evaluate_rankings(rankings, target, "test", [1, 10], source=name)
+        assert set(rankings["item_id"]) <= set(target.items["item_id"])
+        shares[name] = own_cluster_share(rankings)
+    assert resolved_params("alpharec_zeroshot", params)["epochs"] == 0
+    assert shares["alpharec_zeroshot"] >= 0.85 and shares["alpharec_linear_untrained"] < 0.65
+    # another encoder on the target side: items cannot be matched, and the error says why
+    other = text_input(tmp_path / "target", z_target, EncoderConfig(model="another-encoder"))
+    with pytest.raises(ValueError, match="both sides need one encoder"):
+        build_model("alpharec_zeroshot", params, 0, "cpu", inputs=other | {"source": transfer}).fit(
+            target, tmp_path / "work"
+        )
 
 
 def test_the_linear_probe_is_alpharec_without_mlp_or_graph():

@@ -84,7 +84,7 @@ def test_unknown_model_name(tmp_path):
     with pytest.raises(
         ConfigError,
         match=r"grid\.yaml: models\[3\]\.name 'sasrek' is not a known model \(known: .*bpr, "
-        r".*lightgcn, mostpop, sasrec",
+        r".*lightgcn, mostpop, .*sasrec",
     ):
         load_grid(write(tmp_path, cfg))
 
@@ -342,7 +342,8 @@ def test_a_consumer_run_resolves_its_upstream_and_carries_its_config_hash(tmp_pa
                 {"name": "emb_knn", "inputs": {"embeddings": {"run": "mostpop"}}},
             ],
             r"models\[1\]\.inputs\.embeddings\.run: 'mostpop' does not export "
-            r"item_embeddings\.npy \(it writes: nothing\)",
+            r"item_embeddings\.npy \(it writes: scores_valid\.npy, users_valid\.txt, "
+            r"scores_test\.npy, users_test\.txt\)",
         ),
         (
             [{"name": "bpr"}, {"name": "emb_knn", "inputs": {"embedding": {"run": "bpr"}}}],
@@ -357,7 +358,7 @@ def test_a_consumer_run_resolves_its_upstream_and_carries_its_config_hash(tmp_pa
         (
             [{"name": "emb_knn", "inputs": {"embeddings": {"artifact": "codes"}}}],
             r"models\[0\]\.inputs\.embeddings\.artifact: 'codes' is not a known artifact \(known: "
-            r"item_text_embeddings, item_text_lsa, semantic_ids\)",
+            r"item_text_embeddings, item_text_lsa, llm_states, semantic_ids\)",
         ),
         (
             [
@@ -472,3 +473,73 @@ def test_a_record_written_before_the_move_of_max_history_reads_with_it_moved():
 
     old = {"sft": {"steps": 3, "max_history": 5}}
     assert moved_to_today(old) == {"sft": {"steps": 3}, "max_history": 5}
+
+
+# -- zero-shot transfer: a run consumed from another dataset ------------------------------------
+TRANSFER = GOOD | {
+    "datasets": {
+        "ml-100k": {"source": "ml-100k"},
+        "other": {"source": "ml-100k", "role": "source", "sample_users": 100},
+    },
+    "models": [
+        {"name": "alpharec"},
+        {
+            "name": "alpharec_zeroshot",
+            "inputs": {"source": {"run": "alpharec", "dataset": "other"}},
+        },
+    ],
+}
+
+
+def test_a_source_dataset_runs_only_what_is_transferred_from_it(tmp_path):
+    grid = load_grid(write(tmp_path, TRANSFER))
+    assert grid.evaluated_datasets == ["ml-100k"]
+    assert {d for d, _, _ in grid.runs()} == {"ml-100k"}
+    assert grid.source_runs() == [("other", "alpharec", 0)]
+    source = grid.input_sources("ml-100k", "alpharec_zeroshot", 0)["source"]
+    assert source.dataset == "other" and "runs/other/alpharec/seed0" in str(source.folder)
+    # the consumer's hash covers the source run's (trained on `other`) and names the dataset
+    described = grid.run_config("ml-100k", "alpharec_zeroshot", 0)["inputs"]["source"]
+    assert described["dataset"] == "other"
+    assert described["config_hash"] == grid.run_hash("other", "alpharec", 0)
+    # an input from the same dataset keeps its old description (and so every existing run hash)
+    same = grid.run_config("ml-100k", "alpharec", 0)["inputs"]["text"]
+    assert "dataset" not in same
+
+
+@pytest.mark.parametrize(
+    "inputs, message",
+    [
+        (
+            {"source": {"run": "alpharec", "dataset": "nowhere"}},
+            r"models\[1\]\.inputs\.source\.dataset: 'nowhere' is not a dataset of this grid "
+            r"\(datasets: ml-100k, other\)",
+        ),
+        (
+            {"source": {"run": "alpharec"}},
+            r"models\[1\]\.inputs\.source: 'alpharec_zeroshot' transfers a model trained on "
+            r"another dataset; name it with `dataset:`",
+        ),
+    ],
+)
+def test_bad_transfer_inputs_are_named(tmp_path, inputs, message):
+    cfg = TRANSFER | {
+        "models": [TRANSFER["models"][0], {"name": "alpharec_zeroshot", "inputs": inputs}]
+    }
+    with pytest.raises(ConfigError, match=message):
+        load_grid(write(tmp_path, cfg))
+
+
+def test_a_model_that_cannot_transfer_refuses_another_dataset(tmp_path):
+    cfg = TRANSFER | {
+        "models": [
+            {"name": "bpr"},
+            {"name": "emb_knn", "inputs": {"embeddings": {"run": "bpr", "dataset": "other"}}},
+        ]
+    }
+    with pytest.raises(
+        ConfigError,
+        match=r"models\[1\]\.inputs\.embeddings\.dataset: 'emb_knn' cannot consume 'embeddings' "
+        r"from another dataset",
+    ):
+        load_grid(write(tmp_path, cfg))

@@ -3,6 +3,7 @@
 import gzip
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -239,3 +240,20 @@ def test_interacted_items_missing_from_the_item_file_join_the_catalogue_without_
         ValueError, match=r"items.parquet: item '4' has an empty title \(1 items without a title"
     ):
         item_identifiers(split.items)
+
+
+def test_sample_users_keeps_a_seeded_share_of_users_before_k_core():
+    from llm4rec.data.preprocess import preprocess
+
+    rows = [(f"u{u}", f"i{i}", float(i)) for u in range(10) for i in range(u % 3 + 1)]
+    frame = interactions_frame(rows)
+    common = dict(rating_threshold=None, dedup="first", min_user=1, min_item=1, dataset="toy")
+    kept, counts = preprocess(frame, sample_users=4, seed=3, **common)
+    again, _ = preprocess(frame, sample_users=4, seed=3, **common)
+    assert kept["user_id"].nunique() == 4 and kept.equals(again)  # the same users every time
+    assert counts["after_user_sample"] == len(kept)
+    users = sorted(frame["user_id"].unique())
+    chosen = np.random.default_rng(3).choice(users, size=4, replace=False)
+    assert set(kept["user_id"]) == set(chosen)
+    everyone, counts = preprocess(frame, sample_users=50, seed=3, **common)
+    assert len(everyone) == len(frame)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from llm4rec.data.atomic import DataError
@@ -47,13 +48,22 @@ def preprocess(
     min_user: int,
     min_item: int,
     dataset: str,
+    sample_users: int | None = None,
+    seed: int = 0,
 ) -> tuple[pd.DataFrame, dict]:
-    """Apply threshold -> dedup -> k-core; return the kept interactions and a count report."""
+    """Apply threshold -> dedup -> [a seeded sample of users] -> k-core; return the kept
+    interactions and a count report."""
     report = {"raw_interactions": len(interactions)}
     df = to_implicit(interactions, rating_threshold)
     report["after_threshold"] = len(df)
     df = deduplicate(df, dedup)
     report["after_dedup"] = len(df)
+    if sample_users is not None:
+        users = np.sort(df["user_id"].unique())
+        if sample_users < len(users):
+            kept = np.random.default_rng(seed).choice(users, size=sample_users, replace=False)
+            df = df[df["user_id"].isin(set(kept))]
+        report["after_user_sample"] = len(df)
     df = k_core(df, min_user, min_item)
     report["after_k_core"] = len(df)
     if df.empty:

@@ -83,6 +83,7 @@ PARADIGM_LIST = [
     Paradigm("semantic_id", "Semantic-ID", "#C44E52"),
     Paradigm("moe_expert", "MoE-expert", "#8172B3"),
     Paradigm("lm_representation", "LM representations", "#937860"),
+    Paradigm("reindexed", "Reindexed LLM (one token per item)", "#DA8BC3"),
 ]
 PARADIGMS = {p.name: p for p in PARADIGM_LIST}
 UNKNOWN_COLOR = "#7F7F7F"
@@ -115,6 +116,9 @@ class InputSlot:
     files: tuple[str, ...]
     default: dict[str, Any] = field(default_factory=dict)
     description: str = ""
+    # whether the run may come from another dataset of the grid (`{run: M, dataset: D}`): no |
+    # allowed | required (a zero-shot transfer row, whose items are matched through their text)
+    across_datasets: str = "no"
 
 
 @dataclass(frozen=True)
@@ -179,7 +183,9 @@ _RECBOLE_FACTORY, _RECBOLE_CONFIG = (
 )
 _RECBOLE_HYPERPARAMETERS = "baselines.recbole_models:recbole_hyperparameters"
 _LINEAR_PROBE = {"mapping": "linear", "graph_layers": 0}
-_CF_EXPORTS = ("item_embeddings.npy", "user_embeddings.npy", "user_ids.txt")
+# every RecBole baseline: each evaluated phase's full-catalogue scores (RTA's gating consumes them)
+SCORE_EXPORTS = ("scores_valid.npy", "users_valid.txt", "scores_test.npy", "users_test.txt")
+_CF_EXPORTS = ("item_embeddings.npy", "user_embeddings.npy", "user_ids.txt", *SCORE_EXPORTS)
 # a generative recommender's selected weights and how to rebuild it (llm4rec.llm.policy_export)
 POLICY_EXPORTS = ("policy.pt", "policy.json")
 
@@ -314,6 +320,20 @@ def _item_text(params: dict[str, Any] | None = None) -> dict[str, InputSlot]:
     }
 
 
+def _llm_states(extra: dict[str, InputSlot] | None = None) -> dict[str, InputSlot]:
+    """What a Reindex-Then-Adapt model consumes: the frozen LLM's queries and title tokens (the
+    `llm_states` artifact), and for gating a finished baseline's scores (`recsys`)."""
+    return {
+        "states": InputSlot(
+            ("states.npy", "states.parquet", "title_tokens.npy", "token_rows.npy"),
+            {"artifact": "llm_states"},
+            "the frozen LLM's last hidden state after each history item, and each item's title "
+            "tokens with their output embeddings",
+        ),
+        **(extra or {}),
+    }
+
+
 def _cf_source() -> dict[str, InputSlot]:
     """The CF signal a CF-injected model consumes: a finished CF run's item embeddings (same dataset
     and seed); SASRec by default, BPR or LightGCN under the grid entry's
@@ -336,6 +356,7 @@ MODELS: dict[str, ModelSpec] = _registry(
             "RecBole Pop: training popularity (sanity floor)",
             config=_RECBOLE_CONFIG,
             display="MostPop",
+            exports=SCORE_EXPORTS,
             hyperparameters=_RECBOLE_HYPERPARAMETERS,
         ),
         ModelSpec(
@@ -365,7 +386,7 @@ MODELS: dict[str, ModelSpec] = _registry(
             "RecBole SASRec: self-attentive sequential model",
             config=_RECBOLE_CONFIG,
             display="SASRec",
-            exports=("item_embeddings.npy",),
+            exports=("item_embeddings.npy", *SCORE_EXPORTS),
             hyperparameters=_RECBOLE_HYPERPARAMETERS,
         ),
         ModelSpec(
@@ -531,6 +552,26 @@ MODELS: dict[str, ModelSpec] = _registry(
             config="llm4rec.paradigms.alpharec:AlphaRecConfig",
             display="AlphaRec",
             inputs=_item_text(),
+            exports=("alpharec.pt", "alpharec.json"),
+        ),
+        _variant(
+            "alpharec_zeroshot",
+            "alpharec",
+            "AlphaRec trained on another dataset (inputs.source names it), ranking this one's "
+            "users "
+            "with no training here: its map over this dataset's item text, this training graph "
+            "(AlphaRec's zero-shot transfer, Table 4)",
+            "AlphaRec (zero-shot transfer)",
+            not_applicable={"epochs": 0},
+            inputs={
+                **_item_text(),
+                "source": InputSlot(
+                    ("alpharec.pt", "alpharec.json"),
+                    {"run": "alpharec"},
+                    "a finished AlphaRec run on another dataset: its trained map and encoder",
+                    across_datasets="required",
+                ),
+            },
         ),
         _variant(
             "alpharec_linear",
@@ -539,6 +580,15 @@ MODELS: dict[str, ModelSpec] = _registry(
             "embeddings, no graph",
             "Linear map of LM embeddings",
             overrides=_LINEAR_PROBE,
+        ),
+        _variant(
+            "alpharec_linear_untrained",
+            "alpharec_linear",
+            "the linear-mapping probe at its seeded random initialisation, never trained: the "
+            "floor a transferred map must beat",
+            "Linear map, untrained",
+            overrides=_LINEAR_PROBE,
+            not_applicable={"epochs": 0},
         ),
         _variant(
             "alpharec_linear_llm",
@@ -556,6 +606,47 @@ MODELS: dict[str, ModelSpec] = _registry(
             "the mapped embedding of a request written from the target's genres and decade",
             "AlphaRec + intention",
             defaults={"intention": {"alpha": 0.5}},
+        ),
+        ModelSpec(
+            "rta_reindex",
+            "reindexed",
+            "llm4rec.paradigms.rta:build",
+            "each item one new token of a frozen LLM (an aggregator over its title's token "
+            "embeddings, contrastive loss); one forward and a softmax over item tokens "
+            "(Reindex-Then-Adapt, reindex step)",
+            config="llm4rec.paradigms.rta:RtaConfig",
+            display="RTA (reindex)",
+            inputs=_llm_states(),
+        ),
+        _variant(
+            "rta_bias",
+            "rta_reindex",
+            "the reindexed LLM adapted by a bias term: softmax(g + b), b trained on the "
+            "platform's training data (RTA, bias adjustment)",
+            "RTA (reindex + bias)",
+            overrides={"adapt": {"kind": "bias"}},
+        ),
+        _variant(
+            "rta_recsys",
+            "rta_reindex",
+            "the reindexed LLM gated with a finished baseline's scores (default SASRec): "
+            "a log p_LLM + (1 - a) log p_RecSys, a chosen on validation (RTA, RecSys gating)",
+            "RTA (reindex + RecSys gating)",
+            overrides={"adapt": {"kind": "gating"}},
+            inputs=_llm_states(
+                {
+                    "recsys": InputSlot(
+                        (
+                            "scores_valid.npy",
+                            "users_valid.txt",
+                            "scores_test.npy",
+                            "users_test.txt",
+                        ),
+                        {"run": "sasrec"},
+                        "a finished baseline run's full-catalogue scores per evaluated phase",
+                    )
+                }
+            ),
         ),
         _grpo("text_prompted_grpo", "text_prompted", "Text-prompted (LoRA) + GRPO"),
         _grpo("sid_tiger_grpo", "sid_tiger", "TIGER + GRPO"),
@@ -583,6 +674,15 @@ ARTIFACTS: dict[str, ArtifactSpec] = {
             per_seed=False,
             description="a frozen language model's embedding of each item's text (sentence "
             "encoder, or an LLM's mean-pooled hidden states)",
+        ),
+        ArtifactSpec(
+            "llm_states",
+            "llm4rec.paradigms.rta:build_llm_states",
+            ("states.npy", "states.parquet", "title_tokens.npy", "token_rows.npy"),
+            config="llm4rec.paradigms.rta:StatesConfig",
+            per_seed=False,
+            description="a frozen LLM's last hidden state after each of a user's recent history "
+            "titles (one forward per user), and every item's title tokens",
         ),
         ArtifactSpec(
             "semantic_ids",

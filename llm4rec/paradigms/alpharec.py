@@ -24,6 +24,7 @@ user's vector becomes (1 - a) e_u + a e_intent (both unit length).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,10 +38,12 @@ from llm4rec.data.requests import RequestTemplate
 from llm4rec.data.split import Split
 from llm4rec.evaluation.evaluate import sample_users, selection_score
 from llm4rec.evaluation.metrics import SELECTION_METRIC, metric_cutoff
-from llm4rec.io import read_json
+from llm4rec.io import read_json, write_json
 from llm4rec.models import RANKING_COLUMNS, ResolvedInput
 
 EMBEDDINGS_FILE, ENCODER_FILE = "item_embeddings.npy", "encoder.json"
+TRANSFER_FILES = ("alpharec.pt", "alpharec.json")  # what a zero-shot row on another dataset reads
+ARCHITECTURE = ("mapping", "mlp_hidden", "dim", "graph_layers")  # must match to load the map
 MAPPINGS = ("mlp", "linear")
 
 
@@ -72,9 +75,9 @@ class AlphaRecConfig:
     def __post_init__(self) -> None:
         if self.mapping not in MAPPINGS:
             raise ValueError(f"mapping '{self.mapping}' is not one of: {', '.join(MAPPINGS)}")
-        if self.graph_layers < 0 or self.negatives < 1 or self.tau <= 0 or self.epochs < 1:
+        if self.graph_layers < 0 or self.negatives < 1 or self.tau <= 0 or self.epochs < 0:
             raise ValueError(
-                "graph_layers must be >= 0, negatives >= 1, tau > 0 and epochs >= 1 (got "
+                "graph_layers must be >= 0, negatives >= 1, tau > 0 and epochs >= 0 (got "
                 f"{self.graph_layers}, {self.negatives}, {self.tau}, {self.epochs})"
             )
 
@@ -170,15 +173,16 @@ def top_k_by_cosine(
 
 class AlphaRec:
     def __init__(
-        self, cfg: AlphaRecConfig, seed: int, device: str, selection: str, text: ResolvedInput
+        self,
+        cfg: AlphaRecConfig,
+        seed: int,
+        device: str,
+        selection: str,
+        text: ResolvedInput,
+        source: ResolvedInput | None = None,
     ):
-        self.cfg, self.seed, self.device, self.selection, self.text = (
-            cfg,
-            seed,
-            device,
-            selection,
-            text,
-        )
+        self.cfg, self.seed, self.device, self.selection = cfg, seed, device, selection
+        self.text, self.source = text, source
         self.request_template = cfg.intention.request if cfg.intention.alpha > 0 else None
 
     def fit(self, split: Split, workdir: Path) -> dict:
@@ -205,9 +209,10 @@ class AlphaRec:
             self.train_histories[u].append(int(i))
         torch.manual_seed(self.seed)
         self.model = AlphaRecNet(z.shape[1], self.cfg).to(self.device)
+        transfer = self._transfer(z.shape[1]) if self.source is not None else {}
         curve, losses = self._train(split, user_idx, item_idx)
         n_params = sum(p.numel() for p in self.model.parameters())
-        return {
+        return transfer | {
             "input": self.text.source,
             "encoder": read_json(self.text.paths[ENCODER_FILE]),
             "epochs": len(losses),
@@ -235,6 +240,11 @@ class AlphaRec:
         cutoff = metric_cutoff(self.selection)
         self.best_score, self.best_epoch, best_state, curve, epoch_losses = -1.0, 0, None, [], []
         stale = 0
+        if cfg.epochs == 0:  # untrained or transferred: the weights as they are
+            self.best_score = selection_score(
+                self.rank(valid_histories, cutoff), split, self.selection, valid_users
+            )
+            return curve, epoch_losses
         for epoch in range(1, cfg.epochs + 1):
             self.model.train()
             order = pairs[torch.randperm(len(pairs), generator=generator)]
@@ -316,8 +326,48 @@ class AlphaRec:
             out[present] = (1 - alpha) * out[present] + alpha * intent
         return out
 
+    # zero-shot transfer (the paper's Table 4): the map trained on another dataset, applied here
     def export(self, out_dir: Path, split: Split) -> dict[str, str]:
-        return {}
+        """The trained map (alpharec.pt) and what it needs to run elsewhere (alpharec.json: its
+        config and the encoder of its input space), for a transfer row on another dataset."""
+        state = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
+        tmp = Path(out_dir) / ".alpharec.pt.tmp"
+        torch.save(state, tmp)
+        tmp.replace(Path(out_dir) / TRANSFER_FILES[0])
+        record = {
+            "config": dataclasses.asdict(self.cfg),
+            "encoder": read_json(self.text.paths[ENCODER_FILE]),
+            "input_dim": int(self.z.shape[1]),
+            "dataset": split.meta.get("dataset"),
+        }
+        write_json(Path(out_dir) / TRANSFER_FILES[1], record)
+        return {
+            "alpharec": "alpharec.pt (the map's weights) + alpharec.json (its config and encoder)"
+        }
+
+    def _transfer(self, input_dim: int) -> dict:
+        """Load the source run's map; its encoder and architecture must be this run's."""
+        record = read_json(self.source.paths[TRANSFER_FILES[1]])
+        here = read_json(self.text.paths[ENCODER_FILE])
+        if record["encoder"] != here or record["input_dim"] != input_dim:
+            raise ValueError(
+                f"{self.source.paths[TRANSFER_FILES[1]]} ({self.source.source}): trained on text "
+                f"encoded by {record['encoder']} ({record['input_dim']} d), but this dataset's "
+                "item "
+                f"embeddings ({self.text.source}) come from {here} ({input_dim} d); items are "
+                "matched through their text embeddings, so both sides need one encoder"
+            )
+        ours = dataclasses.asdict(self.cfg)
+        for key in ARCHITECTURE:
+            if record["config"][key] != ours[key]:
+                raise ValueError(
+                    f"params.{key} is {ours[key]!r}, but the transferred map "
+                    f"({self.source.source}) was trained with {record['config'][key]!r}; give "
+                    "this row the source run's params"
+                )
+        state = torch.load(self.source.paths[TRANSFER_FILES[0]], map_location=self.device)
+        self.model.load_state_dict(state)
+        return {"transferred_from": self.source.source, "source_dataset": record["dataset"]}
 
     def inference_cost(self) -> dict[str, float]:
         return {}
@@ -351,4 +401,5 @@ def build(
     selection: str = SELECTION_METRIC,
     inputs: dict[str, ResolvedInput] | None = None,
 ) -> AlphaRec:
-    return AlphaRec(config, seed, device, selection, (inputs or {})["text"])
+    inputs = inputs or {}
+    return AlphaRec(config, seed, device, selection, inputs["text"], inputs.get("source"))
