@@ -471,34 +471,39 @@ def plan(grid: Grid, profile: str = "h100") -> pd.DataFrame:
     GPU-hours, and the resources the grid requests."""
     chosen = PROFILES[profile]
     rows = []
-    for dataset in grid.datasets:
-        stats = dataset_stats(grid, dataset)
-        for model in grid.models:
-            cost = cell_cost(grid, dataset, model, stats)
-            seconds = cost.seconds(chosen)
-            runs = len(grid.model_seeds(model))
-            resources = grid.model_entry(model).get("resources", {})
-            floor = (
-                30 if MODELS[model].paradigm == "baseline" else 60
-            )  # an LLM job's first run may download its backbone
-            rows.append(
-                {
-                    "dataset": dataset,
-                    "model": model,
-                    "paradigm": MODELS[model].paradigm,
-                    "runs": runs,
-                    "train_tokens_M": cost.train_tokens / 1e6,
-                    "train_PFLOP": cost.train_flops / 1e15,
-                    "rank_PFLOP": cost.forward_flops / 1e15,
-                    "minutes_per_run": seconds / 60,
-                    "peak_GiB": cost.peak_gb(chosen),
-                    "device_hours": runs * seconds / 3600,
-                    "gpu": resources.get("gpu", 0),
-                    "mem_mb": resources.get("mem_mb", 4000),
-                    "runtime_min": resources.get("runtime", 120),
-                    "runtime_suggested_min": max(floor, math.ceil(SAFETY * seconds / 60 / 15) * 15),
-                }
-            )
+    sources = grid.source_runs()  # a `role: source` dataset runs only what is transferred from it
+    cells = [(d, m, len(grid.model_seeds(m))) for d in grid.evaluated_datasets for m in grid.models]
+    for dataset, model in sorted({(d, m) for d, m, _ in sources}):
+        cells.append((dataset, model, sum(1 for d, m, _ in sources if (d, m) == (dataset, model))))
+    stats_of: dict[str, dict[str, float]] = {}
+    for dataset, model, runs in cells:
+        if dataset not in stats_of:
+            stats_of[dataset] = dataset_stats(grid, dataset)
+        stats = stats_of[dataset]
+        cost = cell_cost(grid, dataset, model, stats)
+        seconds = cost.seconds(chosen)
+        resources = grid.model_entry(model).get("resources", {})
+        floor = (
+            30 if MODELS[model].paradigm == "baseline" else 60
+        )  # an LLM job's first run may download its backbone
+        rows.append(
+            {
+                "dataset": dataset,
+                "model": model,
+                "paradigm": MODELS[model].paradigm,
+                "runs": runs,
+                "train_tokens_M": cost.train_tokens / 1e6,
+                "train_PFLOP": cost.train_flops / 1e15,
+                "rank_PFLOP": cost.forward_flops / 1e15,
+                "minutes_per_run": seconds / 60,
+                "peak_GiB": cost.peak_gb(chosen),
+                "device_hours": runs * seconds / 3600,
+                "gpu": resources.get("gpu", 0),
+                "mem_mb": resources.get("mem_mb", 4000),
+                "runtime_min": resources.get("runtime", 120),
+                "runtime_suggested_min": max(floor, math.ceil(SAFETY * seconds / 60 / 15) * 15),
+            }
+        )
     return pd.DataFrame(rows)
 
 

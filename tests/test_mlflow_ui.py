@@ -204,9 +204,10 @@ def test_every_paradigm_logs_one_key_set_without_library_internals():
         )
         # TIGER trains its own T5; an RL stage's backbone is its parent's (inputs.policy names it)
         rl_stage = REGISTRY[model].factory == "llm4rec.paradigms.rl:build"
-        # AlphaRec reads item-text embeddings (inputs.text names the encoder); it has no backbone
+        # AlphaRec reads item-text embeddings (inputs.text names the encoder); it has no backbone.
+        # RTA's frozen backbone runs in the llm_states artifact (inputs.states; run.json fit.states)
         if (
-            config["paradigm"] not in ("baseline", "lm_representation")
+            config["paradigm"] not in ("baseline", "lm_representation", "reindexed")
             and model not in ("sid_tiger", "sid_random")
             and not rl_stage
         ):
@@ -215,7 +216,7 @@ def test_every_paradigm_logs_one_key_set_without_library_internals():
             )
             assert record["prompt_template"]  # the text behind the id
     assert {len(sets) for sets in by_paradigm.values()} == {1}
-    assert len(by_paradigm) == 6
+    assert len(by_paradigm) == 7
 
 
 def test_a_different_prompt_is_a_different_template_id():

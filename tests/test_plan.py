@@ -107,7 +107,10 @@ def test_the_cpu_profile_is_within_2x_of_every_measured_llm_run_of_the_default_g
 def test_the_plan_table_names_every_cell_and_totals_device_hours(default_grid):
     grid, _ = default_grid
     frame = plan(grid, "cpu2")
-    assert len(frame) == len(grid.models) and (frame["minutes_per_run"] > 0).all()
+    # every model on ml-100k, and on the ml-1m slice (role: source) only the transferred run
+    assert len(frame) == len(grid.models) + 1 and (frame["minutes_per_run"] > 0).all()
+    source = frame[frame["dataset"] == "ml-1m-slice"]
+    assert source[["model", "runs"]].values.tolist() == [["alpharec", 1]]
     assert frame["device_hours"].sum() == pytest.approx(
         (frame["runs"] * frame["minutes_per_run"]).sum() / 60
     )

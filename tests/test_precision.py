@@ -23,7 +23,9 @@ from .test_cf_injected import cf_table, cyclic_split
 LLM_MODELS = sorted(
     name
     for name, spec in MODELS.items()
-    if spec.paradigm not in ("baseline", "lm_representation")  # AlphaRec: no LLM, fp32
+    # AlphaRec: no LLM, fp32; RTA: its frozen LLM runs once in the llm_states artifact, the run
+    # trains an fp32 aggregator over the stored states
+    if spec.paradigm not in ("baseline", "lm_representation", "reindexed")
     and name != "emb_knn"
     and spec.factory != "llm4rec.paradigms.rl:build"
 )

@@ -125,6 +125,28 @@ def grid(data: Path, backbone: Path) -> dict:
         "artifact": "item_text_embeddings",
         "params": {"kind": "backbone", "model": str(backbone)},
     }
+    states = {
+        "artifact": "llm_states",
+        "params": {
+            "backbone": {"name_or_path": str(backbone)},
+            "header": "items :",
+            "separator": ";",
+            "window": 4,
+        },
+    }
+    rta = {"epochs": 3, "batch_size": 32, "adapt": {"epochs": 3}}
+    toy = {
+        "source": "atomic",
+        "path": str(data),
+        "atomic_name": "toy",
+        "k_core": {"user": 3, "item": 1},
+        "text_fields": {
+            "title": "title",
+            "year": "year",
+            "genres": "genres",
+            "description": "description",
+        },
+    }
     return {
         "name": "rerun",
         "results_dir": "results",
@@ -133,18 +155,9 @@ def grid(data: Path, backbone: Path) -> dict:
         "threads": 2,
         "evaluation": {"cutoffs": [5, 10]},
         "datasets": {
-            "toy": {
-                "source": "atomic",
-                "path": str(data),
-                "atomic_name": "toy",
-                "k_core": {"user": 3, "item": 1},
-                "text_fields": {
-                    "title": "title",
-                    "year": "year",
-                    "genres": "genres",
-                    "description": "description",
-                },
-            }
+            "toy": toy,
+            # what the zero-shot row transfers from: a 30-user slice of the same files
+            "toy-source": toy | {"role": "source", "sample_users": 30},
         },
         "models": [
             {"name": "mostpop"},
@@ -207,6 +220,15 @@ def grid(data: Path, backbone: Path) -> dict:
             {"name": "alpharec_linear", "params": alpharec},
             {"name": "alpharec_linear_llm", "inputs": {"text": llm_text}, "params": alpharec},
             {"name": "alpharec_intent", "params": alpharec},
+            {
+                "name": "alpharec_zeroshot",
+                "inputs": {"source": {"run": "alpharec", "dataset": "toy-source"}},
+                "params": alpharec,
+            },
+            {"name": "alpharec_linear_untrained", "params": alpharec},
+            {"name": "rta_reindex", "inputs": {"states": states}, "params": rta},
+            {"name": "rta_bias", "inputs": {"states": states}, "params": rta},
+            {"name": "rta_recsys", "inputs": {"states": states}, "params": rta},
             # the RL stages on their parents' exported policies (the same inputs as the parent)
             {
                 "name": "text_prompted_grpo",
@@ -235,10 +257,11 @@ def replica(grid_path: str) -> None:
     from llm4rec.runner import build_artifact, evaluate_run, prepare_dataset, train_and_rank
 
     grid = load_grid(grid_path)
-    prepare_dataset(grid, "toy")
+    for dataset in grid.datasets:
+        prepare_dataset(grid, dataset)
     for dataset, name, key in sorted(grid.artifacts()):
         build_artifact(grid, dataset, name, key)
-    for dataset, model, seed in grid.runs():
+    for dataset, model, seed in grid.source_runs() + grid.runs():  # transferred-from runs first
         train_and_rank(grid, dataset, model, seed)
         evaluate_run(grid, dataset, model, seed)
 

@@ -11,7 +11,7 @@ import torch
 
 from llm4rec.data.split import leave_one_out_split
 from llm4rec.evaluation.evaluate import evaluate_rankings, rankings_to_lists
-from llm4rec.io import write_npy, write_parquet, write_text
+from llm4rec.io import write_json, write_npy, write_parquet, write_text
 from llm4rec.llm.backbone import BackboneConfig
 from llm4rec.models import MODELS, ResolvedInput, build_model, resolved_params
 from llm4rec.paradigms.rta import (
@@ -132,7 +132,8 @@ def _states_input(folder, split, q_of, rows: np.ndarray, titles: np.ndarray) -> 
     write_parquet(folder / "states.parquet", frame)
     write_npy(folder / "title_tokens.npy", titles)
     write_npy(folder / "token_rows.npy", rows.astype(np.float32))
-    names = ("states.npy", "states.parquet", "title_tokens.npy", "token_rows.npy")
+    write_json(folder / "states.json", {"backbone": {"name_or_path": "hand-made queries"}})
+    names = ("states.npy", "states.parquet", "title_tokens.npy", "token_rows.npy", "states.json")
     return ResolvedInput({n: folder / n for n in names}, "artifact llm_states/test")
 
 

@@ -289,15 +289,16 @@ def test_rerun_does_nothing_and_deleting_one_run_redoes_only_it(finished_grid):
 
 
 def test_dry_run_of_shipped_configs_shows_whole_dag(tmp_path):
-    # (trained, tracked) from scratch. Main job (`all`): default 5 baselines x 2 seeds + 4
-    # one-forward LLM rows x 2 seeds + 3 decoded rows x 1 seed; paper 12 models x 5 seeds x 2
-    # datasets. `ablations`: the variants, their parents and the baselines (default 10 variants x 1
-    # seed + 10 parent runs + 10 baseline runs; paper every model: 26 x 5 seeds x 2 datasets).
+    # (trained, tracked) from scratch. Main job (`all`): default 5 baselines x 2 seeds + 5
+    # one-forward LLM rows x 2 seeds + 3 decoded rows x 1 seed; paper 13 models x 5 seeds x 2
+    # datasets. `ablations`: the variants, their parents, the baselines and the runs on source
+    # datasets (default 14 variants x 1 seed + 12 parent runs + 10 baseline runs + AlphaRec on the
+    # ml-1m slice; paper every model: 29 x 5 seeds x 2 datasets).
     for name, target, trained, tracked in (
-        ("default.yaml", "all", 21, 21),
-        ("paper.yaml", "all", 120, 120),
-        ("default.yaml", "ablations", 30, 30),
-        ("paper.yaml", "ablations", 260, 260),
+        ("default.yaml", "all", 23, 23),
+        ("paper.yaml", "all", 130, 130),
+        ("default.yaml", "ablations", 37, 37),
+        ("paper.yaml", "ablations", 290, 290),
     ):
         env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
         out = subprocess.run(

@@ -325,7 +325,7 @@ def _llm_states(extra: dict[str, InputSlot] | None = None) -> dict[str, InputSlo
     `llm_states` artifact), and for gating a finished baseline's scores (`recsys`)."""
     return {
         "states": InputSlot(
-            ("states.npy", "states.parquet", "title_tokens.npy", "token_rows.npy"),
+            ("states.npy", "states.parquet", "title_tokens.npy", "token_rows.npy", "states.json"),
             {"artifact": "llm_states"},
             "the frozen LLM's last hidden state after each history item, and each item's title "
             "tokens with their output embeddings",
@@ -678,7 +678,7 @@ ARTIFACTS: dict[str, ArtifactSpec] = {
         ArtifactSpec(
             "llm_states",
             "llm4rec.paradigms.rta:build_llm_states",
-            ("states.npy", "states.parquet", "title_tokens.npy", "token_rows.npy"),
+            ("states.npy", "states.parquet", "title_tokens.npy", "token_rows.npy", "states.json"),
             config="llm4rec.paradigms.rta:StatesConfig",
             per_seed=False,
             description="a frozen LLM's last hidden state after each of a user's recent history "

@@ -40,11 +40,17 @@ from torch import nn
 from llm4rec.data.split import Split
 from llm4rec.evaluation.evaluate import sample_users, selection_score
 from llm4rec.evaluation.metrics import SELECTION_METRIC, metric_cutoff
-from llm4rec.io import write_npy, write_parquet
+from llm4rec.io import read_json, write_json, write_npy, write_parquet
 from llm4rec.llm.backbone import BackboneConfig
 from llm4rec.models import RANKING_COLUMNS, ResolvedInput
 
-STATES_FILES = ("states.npy", "states.parquet", "title_tokens.npy", "token_rows.npy")
+STATES_FILES = (
+    "states.npy",
+    "states.parquet",
+    "title_tokens.npy",
+    "token_rows.npy",
+    "states.json",
+)
 AGGREGATORS, NEGATIVES = ("weighted", "transformer"), ("in_batch", "catalogue")
 ADAPTS, WEIGHTS = ("none", "bias", "gating"), ("none", "scalar", "full")
 GATING_GRID = tuple(round(0.1 * i, 1) for i in range(11))
@@ -82,7 +88,8 @@ def build_llm_states(split: Split, params: StatesConfig, seed: int | None, out_d
     the end of each history line), states.parquet (user_id, position: the item after which q is
     read, in the user's train + validation sequence; context: items the LLM saw), and the title
     tokens the aggregator pools: title_tokens.npy ([items, max tokens] rows of token_rows.npy,
-    -1 padding, items.parquet order) and token_rows.npy (those tokens' output embeddings)."""
+    -1 padding, items.parquet order), token_rows.npy (those tokens' output embeddings) and
+    states.json (this config: the backbone and prompt behind the queries)."""
     from llm4rec.llm.backbone import load_backbone
     from llm4rec.llm.identifiers import item_identifiers
 
@@ -146,6 +153,7 @@ def build_llm_states(split: Split, params: StatesConfig, seed: int | None, out_d
     write_parquet(out_dir / "states.parquet", frame)
     write_npy(out_dir / "title_tokens.npy", table)
     write_npy(out_dir / "token_rows.npy", output.float().cpu().numpy())
+    write_json(out_dir / "states.json", dataclasses.asdict(params))  # the LLM and prompt behind q
     return {
         "queries": len(frame),
         "users": len(users),
@@ -315,7 +323,11 @@ class ReindexThenAdapt:
         self.valid_histories = {u: history.get(u, []) for u in users}
         self.split, self.valid_users = split, users
         generator = torch.Generator().manual_seed(self.seed)
-        info: dict = {"input": self.states.source, "train_queries": len(self.train_rows)}
+        info: dict = {
+            "input": self.states.source,
+            "states": read_json(self.states.paths["states.json"]),  # the frozen LLM and its prompt
+            "train_queries": len(self.train_rows),
+        }
         reindex = self._epochs(
             list(self.aggregator.parameters()), cfg.learning_rate, cfg.epochs, cfg.patience,
             generator, self._reindex_step,
@@ -329,6 +341,12 @@ class ReindexThenAdapt:
             t.numel() for t in (self.bias, self.weight) if t is not None
         )
         best = info.get("gating_valid", info.get("adapt_best_valid", reindex["best_valid"]))
+        self.model = nn.ModuleDict({"aggregator": self.aggregator})  # what ranks (its digest)
+        for name, value in (("bias", self.bias), ("weight", self.weight)):
+            if value is not None:
+                self.model.register_buffer(name, value.detach())
+        if self.alpha is not None:
+            self.model.register_buffer("alpha", torch.tensor(self.alpha))
         return info | {
             f"best_valid_{self.selection}": best,
             "parameters_trainable": trainable,
