@@ -185,7 +185,9 @@ def test_a_bias_term_learns_the_platform_distribution_the_frozen_llm_misses(tmp_
     assert np.mean(llm_first) == 1.0  # the frozen LLM's own prior: item 11 for everyone
     assert "11" not in first["rta_bias"].values() and targets[11] == targets.min()
     assert rho > 0.8  # the adapted distribution follows the platform's next-item frequencies
-    assert info["adapt_best_epoch"] > 0 and info["adapt_best_valid"] > info["reindex_best_valid"]
+    assert info["adapt_best_epoch"] > 0
+    assert info["adapt_best_valid"] > info["adapt_valid_curve"][0]["ndcg_at_10"]  # epoch 0: reindex
+    assert info["best_valid_ndcg_at_10"] == info["adapt_best_valid"]
 
 
 def test_gating_at_one_is_the_reindexed_llm_and_at_zero_the_consumed_baseline(tmp_path):
@@ -233,3 +235,19 @@ def test_rta_rows_are_registered_as_parent_and_variants():
     assert MODELS["rta_bias"].parent == MODELS["rta_recsys"].parent == "rta_reindex"
     assert set(MODELS["rta_recsys"].inputs) == {"states", "recsys"}
     assert MODELS["rta_recsys"].inputs["recsys"].default == {"run": "sasrec"}
+
+
+def test_the_reindex_curves_reach_mlflow(tmp_path):
+    from llm4rec.tracking import training_curves
+
+    split = _toy_split(users=10)
+    rows, titles = _one_hot_items(len(TITLES))
+    rng = np.random.default_rng(3)
+    states = _states_input(tmp_path, split, lambda u, p: rng.normal(0, 1, 6), rows, titles)
+    model = build_model("rta_reindex", {"epochs": 2}, 0, "cpu", inputs={"states": states})
+    info = model.fit(split, tmp_path)
+    curves = training_curves({"fit": info})
+    losses = [v for k, v, _ in curves if k == "curve.train_loss"]
+    valid = [(step, v) for k, v, step in curves if k == "curve.valid_ndcg_at_10"]
+    assert losses == info["epoch_losses"] and len(losses) == 2
+    assert [step for step, _ in valid] == [0, 1, 2]  # epoch 0: the mean-pooled titles

@@ -332,7 +332,7 @@ class ReindexThenAdapt:
             list(self.aggregator.parameters()), cfg.learning_rate, cfg.epochs, cfg.patience,
             generator, self._reindex_step,
         )  # fmt: skip
-        info |= {"reindex_" + k: v for k, v in reindex.items()}
+        info |= reindex  # the reindex step's epochs and curves (MLflow's curve.*)
         if cfg.adapt.kind == "bias":
             info |= {"adapt_" + k: v for k, v in self._fit_bias(generator).items()}
         elif cfg.adapt.kind == "gating":
@@ -341,6 +341,7 @@ class ReindexThenAdapt:
             t.numel() for t in (self.bias, self.weight) if t is not None
         )
         best = info.get("gating_valid", info.get("adapt_best_valid", reindex["best_valid"]))
+        info.pop("best_valid")  # under its metric's name below
         self.model = nn.ModuleDict({"aggregator": self.aggregator})  # what ranks (its digest)
         for name, value in (("bias", self.bias), ("weight", self.weight)):
             if value is not None:
