@@ -365,7 +365,9 @@ class AlphaRec:
                     f"({self.source.source}) was trained with {record['config'][key]!r}; give "
                     "this row the source run's params"
                 )
-        state = torch.load(self.source.paths[TRANSFER_FILES[0]], map_location=self.device)
+        state = torch.load(
+            self.source.paths[TRANSFER_FILES[0]], map_location=self.device, weights_only=True
+        )
         self.model.load_state_dict(state)
         return {"transferred_from": self.source.source, "source_dataset": record["dataset"]}
 
