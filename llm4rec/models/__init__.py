@@ -185,6 +185,14 @@ _RECBOLE_HYPERPARAMETERS = "baselines.recbole_models:recbole_hyperparameters"
 _LINEAR_PROBE = {"mapping": "linear", "graph_layers": 0}
 # every RecBole baseline: each evaluated phase's full-catalogue scores (RTA's gating consumes them)
 SCORE_EXPORTS = ("scores_valid.npy", "users_valid.txt", "scores_test.npy", "users_test.txt")
+# the `llm_states` artifact's files (llm4rec.paradigms.rta.build_llm_states), what RTA rows consume
+LLM_STATES_FILES = (
+    "states.npy",
+    "states.parquet",
+    "title_tokens.npy",
+    "token_rows.npy",
+    "states.json",
+)
 _CF_EXPORTS = ("item_embeddings.npy", "user_embeddings.npy", "user_ids.txt", *SCORE_EXPORTS)
 # a generative recommender's selected weights and how to rebuild it (llm4rec.llm.policy_export)
 POLICY_EXPORTS = ("policy.pt", "policy.json")
@@ -325,7 +333,7 @@ def _llm_states(extra: dict[str, InputSlot] | None = None) -> dict[str, InputSlo
     `llm_states` artifact), and for gating a finished baseline's scores (`recsys`)."""
     return {
         "states": InputSlot(
-            ("states.npy", "states.parquet", "title_tokens.npy", "token_rows.npy", "states.json"),
+            LLM_STATES_FILES,
             {"artifact": "llm_states"},
             "the frozen LLM's last hidden state after each history item, and each item's title "
             "tokens with their output embeddings",
@@ -636,12 +644,7 @@ MODELS: dict[str, ModelSpec] = _registry(
             inputs=_llm_states(
                 {
                     "recsys": InputSlot(
-                        (
-                            "scores_valid.npy",
-                            "users_valid.txt",
-                            "scores_test.npy",
-                            "users_test.txt",
-                        ),
+                        SCORE_EXPORTS,
                         {"run": "sasrec"},
                         "a finished baseline run's full-catalogue scores per evaluated phase",
                     )
@@ -678,7 +681,7 @@ ARTIFACTS: dict[str, ArtifactSpec] = {
         ArtifactSpec(
             "llm_states",
             "llm4rec.paradigms.rta:build_llm_states",
-            ("states.npy", "states.parquet", "title_tokens.npy", "token_rows.npy", "states.json"),
+            LLM_STATES_FILES,
             config="llm4rec.paradigms.rta:StatesConfig",
             per_seed=False,
             description="a frozen LLM's last hidden state after each of a user's recent history "

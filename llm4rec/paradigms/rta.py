@@ -44,13 +44,6 @@ from llm4rec.io import read_json, write_json, write_npy, write_parquet
 from llm4rec.llm.backbone import BackboneConfig
 from llm4rec.models import RANKING_COLUMNS, ResolvedInput
 
-STATES_FILES = (
-    "states.npy",
-    "states.parquet",
-    "title_tokens.npy",
-    "token_rows.npy",
-    "states.json",
-)
 AGGREGATORS, NEGATIVES = ("weighted", "transformer"), ("in_batch", "catalogue")
 ADAPTS, WEIGHTS = ("none", "bias", "gating"), ("none", "scalar", "full")
 GATING_GRID = tuple(round(0.1 * i, 1) for i in range(11))
