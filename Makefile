@@ -11,7 +11,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 export PYTHONUNBUFFERED := 1
 
-.PHONY: env tex textdata postgres chromium bench bench-ablations results-page test test-fast dag lint mlflow-ui ui-check tracking-server tracking-server-stop
+.PHONY: env tex textdata postgres chromium bench bench-ablations results-page test test-fast test-paper dag lint mlflow-ui ui-check tracking-server tracking-server-stop
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -84,10 +84,15 @@ dag: env
 	$(VENV)/bin/snakemake -n --config grid=$(CONFIG)
 
 test: env tex textdata postgres
-	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -q -m "not paper" $(PYTEST_ARGS)
+
+# Every entry of benchmarks/paper.yaml, variants and RL stages included, at toy cost through
+# Snakemake (make test runs its main job only): before spending GPU hours on the whole grid.
+test-paper: env
+	$(VENV)/bin/pytest -q -m paper $(PYTEST_ARGS)
 
 test-fast: env
-	$(VENV)/bin/pytest -q -m "not slow" $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -q -m "not slow and not paper" $(PYTEST_ARGS)
 
 lint: env
 	$(VENV)/bin/ruff check llm4rec baselines tests benchmarks

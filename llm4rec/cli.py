@@ -179,6 +179,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="its own results, reports and MLflow store (default: results/smoke/<grid name>)",
     )
     p.add_argument("--cores", type=int, default=2)
+    p.add_argument(
+        "--target",
+        default="both",
+        choices=("both", "all", "ablations"),
+        help="the Snakemake target(s) whose cells run: both (default: every cell of the grid), "
+        "all (the main job: every paradigm once) or ablations (the variants and their parents)",
+    )
     p = sub.add_parser(
         "plan",
         help="estimated cost of every cell of a grid (tokens, time, peak memory, device-hours) "
@@ -262,7 +269,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     sources = grid.source_runs()
     print(
         f"{grid.path}: ok; {len(grid.runs())} runs ({len(grid.evaluated_datasets)} datasets x "
-        f"{len(grid.models)} models x their seeds)"
+        f"{len(grid.models)} models x their seeds; {len(grid.runs('main'))} in the main job)"
         + (f" + {len(sources)} on source datasets" if sources else "")
         + f", {len(grid.artifacts())} artifacts; every model's params checked"
     )
@@ -443,7 +450,7 @@ def cmd_smoke(args: argparse.Namespace) -> int:
     from llm4rec.smoke import SmokeError, smoke
 
     try:
-        return smoke(args.grid, args.out, args.device, args.dtype, args.cores)
+        return smoke(args.grid, args.out, args.device, args.dtype, args.cores, args.target)
     except SmokeError as err:
         return _error(err)
 

@@ -146,6 +146,11 @@ class Grid:
         """The grid's seeds, or the model entry's own (e.g. one seed for a costly LLM on CPU)."""
         return list(self.model_entry(model).get("seeds", self.seeds))
 
+    def main_seeds(self, model: str) -> list[int]:
+        """The seeds the main job runs (`main_seeds`, default every seed of the model); the rest
+        run with the ablations target, which completes the grid."""
+        return list(self.model_entry(model).get("main_seeds", self.model_seeds(model)))
+
     def model_threads(self, model: str) -> int:
         return int(self.model_entry(model).get("threads", self.threads))
 
@@ -303,13 +308,14 @@ class Grid:
 
     def runs(self, kind: str = "all") -> list[tuple[str, str, int]]:
         """The grid's (dataset, model, seed) cells. `main`: every model that is not a registry
-        variant (the main job); `ablations`: the variants, the parents they are compared with and
-        the baselines (finished by the main job, reused); `all`: both."""
+        variant, at its `main_seeds` (the main job); `ablations`: the variants, the parents they
+        are compared with, the baselines (finished by the main job, reused) and every model's
+        seeds beyond its `main_seeds`; `all`: both."""
         return [
             (d, m, s)
             for d in self.evaluated_datasets
             for m in self.kind_models(kind)
-            for s in self.model_seeds(m)
+            for s in (self.main_seeds(m) if kind == "main" else self.model_seeds(m))
         ]
 
     @property
@@ -325,10 +331,14 @@ class Grid:
         if kind == "ablations":
             # each variant is compared with its parent and with the best baseline
             parents = {MODELS[m].parent for m in variants}
+            unfinished = {m for m in self.models if self.main_seeds(m) != self.model_seeds(m)}
             return [
                 m
                 for m in self.models
-                if m in variants or m in parents or MODELS[m].paradigm == "baseline"
+                if m in variants
+                or m in parents
+                or m in unfinished
+                or MODELS[m].paradigm == "baseline"
             ]
         if kind == "all":
             return self.models
@@ -426,6 +436,8 @@ def validate_grid(given: dict[str, Any], path: Path) -> Grid:
             )
     grid = Grid(path, raw)
     for i, entry in enumerate(raw["models"]):
+        _check_main_seeds(grid, i, entry)
+    for i, entry in enumerate(raw["models"]):
         _check_model_params(grid, i, entry)
         _check_model_inputs(grid, i, entry)
     _check_input_cycles(grid)
@@ -450,6 +462,25 @@ def _ship_text_samples(grid: Grid) -> None:
         except (OSError, ValueError) as err:
             raise ConfigError(f"{grid.path}: models[{i}] ({entry['name']}): {err}") from err
         done.add((sample.path, sample.sha256))
+
+
+def _check_main_seeds(grid: Grid, i: int, entry: dict[str, Any]) -> None:
+    """`main_seeds`: a subset of the model's seeds, on a model the main job runs."""
+    if "main_seeds" not in entry:
+        return
+    where, name = f"{grid.path}: models[{i}].main_seeds", entry["name"]
+    if MODELS[name].parent is not None:
+        raise ConfigError(
+            f"{where}: '{name}' is a variant of '{MODELS[name].parent}'; variants run only with "
+            "the ablations target, so it has no main-job seeds (leave main_seeds out)"
+        )
+    extra = sorted(set(entry["main_seeds"]) - set(grid.model_seeds(name)))
+    if extra:
+        raise ConfigError(
+            f"{where}: seed {extra[0]} is not one of the model's seeds {grid.model_seeds(name)}; "
+            "main_seeds names the seeds of those the main job runs (the rest run with the "
+            "ablations target)"
+        )
 
 
 def _check_model_params(grid: Grid, i: int, entry: dict[str, Any]) -> None:
@@ -536,6 +567,16 @@ def _check_model_inputs(grid: Grid, i: int, entry: dict[str, Any]) -> None:
                         f"{where}.{slot}: '{spec.name}' seed {seed} consumes '{name}' "
                         f"seed {wanted}, which the grid does not run "
                         f"('{name}' seeds: {grid.model_seeds(name)})"
+                    )
+            main_job = MODELS[spec.name].parent is None and "dataset" not in source
+            for seed in grid.main_seeds(spec.name) if main_job else []:
+                wanted = int(source.get("seed", seed))
+                if wanted not in grid.main_seeds(name):
+                    raise ConfigError(
+                        f"{where}.{slot}: '{spec.name}' seed {seed} runs in the main job and "
+                        f"consumes '{name}' seed {wanted}, which its main_seeds "
+                        f"{grid.main_seeds(name)} leave to the ablations target (add the seed to "
+                        f"'{name}' main_seeds, or drop it from '{spec.name}')"
                     )
         else:
             try:

@@ -185,7 +185,11 @@ def smoke_entry(
     """A grid's model entry at toy cost: the same model, tiny backbone, few steps and users."""
     spec = MODELS[entry["name"]]
     fields = _fields(spec.config)
-    out = {k: v for k, v in copy.deepcopy(entry).items() if k not in ("seeds", "dataset_params")}
+    out = {
+        k: v
+        for k, v in copy.deepcopy(entry).items()
+        if k not in ("seeds", "main_seeds", "dataset_params")
+    }
     params = grid.model_params(entry["name"], grid.datasets[0])
     overrides = spec.overrides
     if "backbone" in fields:
@@ -440,8 +444,12 @@ def smoke(
     device: str = "cpu",
     dtype: str = "bf16",
     cores: int = 2,
+    target: str = "both",
 ) -> int:
-    """Run the smoke grid of `config`; print and write its per-cell table; 0 if all cells passed."""
+    """Run the smoke grid of `config` (the cells of `target`: both Snakemake targets, or `all`,
+    the main job, or `ablations`); print and write its per-cell table; 0 if all cells passed."""
+    targets = ["all", "ablations"] if target == "both" else [target]
+    kind = {"both": "all", "all": "main", "ablations": "ablations"}[target]
     grid = load_grid(config)
     out = Path(out or Path("results") / "smoke" / grid.name).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -467,8 +475,7 @@ def smoke(
             sys.executable,
             "-m",
             "snakemake",
-            "all",
-            "ablations",  # both targets: every cell of the grid, variants included
+            *targets,  # both: every cell of the grid, variants included
             "-s",
             str(REPO / "Snakefile"),
             "--directory",
@@ -486,7 +493,7 @@ def smoke(
         env=env,
     )
     (out / "snakemake.log").write_text(proc.stdout + proc.stderr)
-    cells = [check_cell(smoke_grid, d, m, s, dtype) for d, m, s in smoke_grid.runs()]
+    cells = [check_cell(smoke_grid, d, m, s, dtype) for d, m, s in smoke_grid.runs(kind)]
     table = render(cells, prepared)
     failed = [c for c in cells if not c.ok] + [
         d for d, status in prepared.items() if status.startswith("FAIL")

@@ -443,6 +443,25 @@ def test_main_job_and_ablation_target_split_the_grid_by_the_registry(tmp_path):
         grid.runs()
     ) == len(main | ablations)
     assert grid.report_dir("ablations") == grid.reports_dir / "ablations"
+    # main_seeds: the main job runs those seeds; the ablations target runs the rest (and the report
+    # there sets the row at every seed against the best baseline)
+    grid = load_grid(
+        write(
+            tmp_path,
+            GOOD | {"seeds": [0, 1], "models": [models[0], models[1] | {"main_seeds": [1]}]},
+        )
+    )
+    assert {(m, s) for _, m, s in grid.runs("main")} == {
+        ("mostpop", 0),
+        ("mostpop", 1),
+        ("idiomoe", 1),
+    }
+    assert {(m, s) for _, m, s in grid.runs("ablations")} == {
+        ("mostpop", 0),
+        ("mostpop", 1),
+        ("idiomoe", 0),
+        ("idiomoe", 1),
+    }
     with pytest.raises(
         ConfigError, match=r"models\[1\]\.name 'idiomoe_entangled' is a variant of 'idiomoe'"
     ):
@@ -543,3 +562,29 @@ def test_a_model_that_cannot_transfer_refuses_another_dataset(tmp_path):
         r"from another dataset",
     ):
         load_grid(write(tmp_path, cfg))
+
+
+@pytest.mark.parametrize(
+    ("models", "message"),
+    [
+        (
+            [{"name": "idiomoe", "seeds": [0, 1], "main_seeds": [2]}],
+            r"models\[0\]\.main_seeds: seed 2 is not one of the model's seeds \[0, 1\]",
+        ),
+        (
+            [{"name": "idiomoe"}, {"name": "idiomoe_entangled", "main_seeds": [0]}],
+            r"models\[1\]\.main_seeds: 'idiomoe_entangled' is a variant of 'idiomoe'",
+        ),
+        (
+            [
+                {"name": "sasrec", "main_seeds": [0]},
+                {"name": "cf_e4srec", "inputs": {"cf_source": {"run": "sasrec"}}},
+            ],
+            r"models\[1\]\.inputs\.cf_source: 'cf_e4srec' seed 1 runs in the main job and "
+            r"consumes 'sasrec' seed 1, which its main_seeds \[0\] leave to the ablations target",
+        ),
+    ],
+)
+def test_main_seeds_refused_where_the_main_job_could_not_run_them(tmp_path, models, message):
+    with pytest.raises(ConfigError, match=message):
+        load_grid(write(tmp_path, GOOD | {"seeds": [0, 1], "models": models}))

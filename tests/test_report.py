@@ -803,8 +803,9 @@ def test_variants_are_compared_with_their_declared_parent_in_their_own_family(tm
     assert "correction over the 4 comparisons of this table, its own family" in markdown
 
     # the ablation report (make bench-ablations): the ablation family (variant vs parent) and its
-    # own main family (each variant vs the best baseline; the parents are the main report's rows),
-    # each corrected apart, exactly the files the Snakefile declares for it
+    # own main family (every row it covers vs the best baseline: the variants, and the parents at
+    # every seed, which can include seeds the main job left to this target), each corrected apart,
+    # exactly the files the Snakefile declares for it
     out = tmp_path / "reports" / "ablations"
     options = REPORT_DEFAULTS | {"metrics": ["hr_at_10", "ndcg_at_10"]}
     written = build_report(runs, ReportSpec(options), out, kind="ablations")
@@ -822,15 +823,21 @@ def test_variants_are_compared_with_their_declared_parent_in_their_own_family(tm
     )
     versus = by_family["main"]
     assert set(versus.reference) == {"bpr"}
-    assert set(versus.system) == {"idiomoe_entangled", "cf_e4srec_permuted"}
+    assert set(versus.system) == {"idiomoe_entangled", "cf_e4srec_permuted", "idiomoe", "cf_e4srec"}
     np.testing.assert_allclose(
         versus.p_adjusted, correct(versus.p_value.to_numpy(), "holm")
-    )  # its own family of 4
+    )  # its own family of 8
     main_rows = comparisons[comparisons.family == "main"].set_index(["system", "metric"])
     for row in versus.itertuples():  # the same pair, the same p-value, another correction
         assert row.p_value == pytest.approx(main_rows.loc[(row.system, row.metric)].p_value)
     results = pd.read_csv(out / "results_table.csv")
-    assert set(results.model) == {"bpr", "idiomoe_entangled", "cf_e4srec_permuted"}
+    assert set(results.model) == {
+        "bpr",
+        "idiomoe",
+        "idiomoe_entangled",
+        "cf_e4srec",
+        "cf_e4srec_permuted",
+    }
     assert "\\input{ablations.tex}" in (out / "tables.tex").read_text()
     assert "\\input{results_table.tex}" in (out / "tables.tex").read_text()
     main = build_report(runs, ReportSpec(options), tmp_path / "reports")

@@ -7,12 +7,14 @@ Two kinds of report. `main` (the main job's runs, default `reports/`):
     slices.{md,csv}                metric by history-length and target-popularity bucket
     figures/*.{pdf,png}            metric with CIs, accuracy vs cost, slice bars
     tables.tex (+ tables.pdf)      a document that \\input's every table (.pdf: where pdflatex is)
-`ablations` (the variants, their parents and the baselines, default `reports/ablations/`):
+`ablations` (the variants, their parents at every seed of theirs, including those `main_seeds`
+left to this target, and the baselines; default `reports/ablations/`):
     comparisons.csv                the ablation family (every variant against its parent) and the
-                                   main family of this report (every variant against the best
+                                   main family of this report (every row of it against the best
                                    baseline), each corrected on its own
     ablations.{tex,md,csv}         the ablation table
-    results_table.{tex,md,csv}     the baselines and the variants, against the best baseline
+    results_table.{tex,md,csv}     every row of the report (parents at all their seeds), against
+                                   the best baseline
     cost_table.{tex,md,csv}        the costs of every run of the report
     tables.tex (+ tables.pdf)
 """
@@ -30,7 +32,6 @@ import pandas as pd
 from llm4rec import schema
 from llm4rec.evaluation.metrics import metric_cutoff
 from llm4rec.io import write_text
-from llm4rec.models import MODELS
 from llm4rec.report import figures
 from llm4rec.report.ablations import ablation_frame, render_ablations
 from llm4rec.report.compare import CompareSpec, compare_runs
@@ -114,27 +115,13 @@ def check_runs(runs: Sequence[RunRecord], metrics: Sequence[str]) -> None:
             )
 
 
-def family_runs(runs: Sequence[RunRecord], family: str, kind: str) -> list[RunRecord]:
-    """The runs a report kind compares in one family: all of them, except the ablation report's
-    main family, which sets the variants against the best baseline (the parents are the main
-    report's rows)."""
-    if kind == "ablations" and family == "main":
-        return [
-            r
-            for r in runs
-            if r.model in MODELS
-            and (MODELS[r.model].parent is not None or MODELS[r.model].paradigm == "baseline")
-        ]
-    return list(runs)
-
-
 def write_comparisons(
     runs: Sequence[RunRecord], spec: ReportSpec, out_dir: Path, kind: str = "main"
 ) -> pd.DataFrame:
     check_runs(runs, spec.options["metrics"])
     comparisons = pd.concat(
         [
-            compare_runs(family_runs(runs, family, kind), spec.compare_spec(), (family,))
+            compare_runs(runs, spec.compare_spec(), (family,))
             for family in REPORT_KINDS[kind]["families"]
         ],
         ignore_index=True,
@@ -182,7 +169,7 @@ def build_report(
             out_dir / "comparisons.csv",
             *_ablation_tables(runs, comparisons, spec, out_dir),
             *_results_table(
-                family_runs(runs, "main", kind),
+                runs,
                 comparisons,
                 spec,
                 out_dir,

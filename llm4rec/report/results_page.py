@@ -197,7 +197,13 @@ def render_page(grid: Grid, wall_seconds: float | None = None) -> tuple[str, str
         lines += ["## Ablations", "", _read(ablation_reports / "ablations.md"), ""]
         versus = ablation_reports / "results_table.md"
         if versus.is_file():
-            lines += ["### Variants against the best baseline", "", _read(versus), ""]
+            lines += [
+                "### The ablation target's rows against the best baseline "
+                "(parents at all their seeds)",
+                "",
+                _read(versus),
+                "",
+            ]
         curves = rl_curve_rows(ablations)
         if curves:
             lines += [
