@@ -37,6 +37,7 @@ def make_run(
     metrics=None,
     evaluation=None,
     valid=None,
+    popularity=None,
 ):
     """A finished run whose every metric per user is `hits` (0/1 per user); validation means equal
     the test means unless `valid` (one value for every metric) says otherwise."""
@@ -48,7 +49,7 @@ def make_run(
             "n_targets": 1,
             "history_length": np.arange(len(hits)) % 40 + 5,
             "target_item": "i",
-            "target_popularity": 1,
+            "target_popularity": 1 if popularity is None else popularity,
             "target_bucket": np.array(["head", "torso", "tail"])[np.arange(len(hits)) % 3],
         }
     )
@@ -360,13 +361,71 @@ def test_full_report_files_and_latex_compiles(runs_dir, tmp_path):
         )
         assert proc.returncode == 0, proc.stdout[-1500:]
     slices = pd.read_csv(out / "slices.csv")
-    assert set(slices["slice"]) == {"history_length", "target_popularity"}
+    assert set(slices["slice"]) == {"history_length", "target_popularity", "target_interactions"}
+    assert set(slices.loc[slices["slice"] == "target_interactions", "bucket"]) == {"cold (1–5)"}
     assert set(slices.loc[slices["slice"] == "target_popularity", "bucket"]) == {
         "head",
         "torso",
         "tail",
     }
     assert slices.groupby(["dataset", "model", "slice"])["n_users"].sum().eq(N_USERS).all()
+
+
+def test_slices_by_target_interactions_with_a_test_per_bucket(tmp_path):
+    """A text model that wins only where the target item is new or cold: its cold and new buckets
+    are marked better than the best baseline (scipy's paired t-test on those users, Holm over
+    every test of the slices by hand), its warm bucket is not; counts by hand."""
+    from scipy import stats
+
+    from llm4rec.report.slices import render_slices_markdown, slice_frame
+
+    rng = np.random.default_rng(3)
+    popularity = np.repeat([0, 3, 50], 100)  # new, cold (<= 5), warm
+    warm = popularity > 5
+    bpr = np.where(warm, rng.random(N_USERS) < 0.5, 0).astype(float)
+    text = np.where(warm, bpr, rng.random(N_USERS) < 0.4).astype(float)
+    text[warm] = np.roll(bpr[warm], 7)  # warm: the same hit rate, other users
+    for model, paradigm, hits, valid in (
+        ("bpr", "baseline", bpr, 0.3),
+        ("mostpop", "baseline", np.zeros(N_USERS), 0.1),
+        ("text", "text_prompted", text, 0.2),
+    ):
+        make_run(tmp_path, "ml-a", model, paradigm, 0, hits, valid=valid, popularity=popularity)
+    frame = slice_frame(runs_from_results(tmp_path), "ndcg_at_10", 4, cold_items=5, spec=spec())
+    cold = frame[frame["slice"] == "target_interactions"].set_index(["model", "bucket"])
+    assert list(dict.fromkeys(cold.index.get_level_values("bucket"))) == [
+        "new (0)",
+        "cold (1–5)",
+        "warm (>5)",
+    ]
+    assert (cold["n_users"] == 100).all()
+    assert cold.loc[("text", "cold (1–5)"), "mean"] == pytest.approx(text[100:200].mean())
+    expected = {}
+    for name, rows in (("new (0)", slice(0, 100)), ("cold (1–5)", slice(100, 200))):
+        expected[name] = stats.ttest_rel(text[rows], bpr[rows]).pvalue
+        assert cold.loc[("text", name), "p_value"] == pytest.approx(expected[name])
+    assert cold.loc[("bpr", "warm (>5)"), "reference"] == "bpr"
+    assert np.isnan(cold.loc[("bpr", "warm (>5)"), "p_value"])  # the reference itself
+    # Holm over every test of the frame, by hand
+    tested = frame.dropna(subset=["p_value"]).reset_index(drop=True)
+    order = np.argsort(tested["p_value"].to_numpy())
+    m, running, holm = len(tested), 0.0, np.empty(len(tested))
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * tested["p_value"][i]))
+        holm[i] = running
+    np.testing.assert_allclose(tested["p_adjusted"], holm)
+    assert cold.loc[("text", "new (0)"), "direction"] == "better"
+    assert cold.loc[("text", "cold (1–5)"), "direction"] == "better"
+    assert cold.loc[("text", "warm (>5)"), "direction"] == ""
+    assert cold.loc[("mostpop", "warm (>5)"), "direction"] == "worse"
+    markdown = render_slices_markdown(frame)
+    section = markdown.split("ndcg_at_10 by target interactions")[1]
+    row = next(line for line in section.splitlines() if line.startswith("| text |"))
+    assert row == (
+        f"| text | {text[:100].mean():.4f}↑ | {text[100:200].mean():.4f}↑ | "
+        f"{text[200:].mean():.4f} |"
+    )
+    assert "better / worse than the best baseline (BPR" in markdown
 
 
 def test_history_buckets_partition_users_with_disjoint_labels():

@@ -4,7 +4,9 @@ Two kinds of report. `main` (the main job's runs, default `reports/`):
     comparisons.csv                the main family: every row against the best baseline
     results_table.{tex,md,csv}     the main table
     cost_table.{tex,md,csv}        parameters, train time, inference latency, peak memory, validity
-    slices.{md,csv}                metric by history-length and target-popularity bucket
+    slices.{md,csv}                metric by history length, target popularity and the target's
+                                   training interactions (new / cold / warm), each bucket tested
+                                   against the best baseline
     figures/*.{pdf,png}            metric with CIs, accuracy vs cost, slice bars
     tables.tex (+ tables.pdf)      a document that \\input's every table (.pdf: where pdflatex is)
 `ablations` (the variants, their parents at every seed of theirs, including those `main_seeds`
@@ -248,7 +250,9 @@ def _main_tables(
     o = spec.options
     names = o.get("display_names") or {}
     written = _results_table(runs, comparisons, spec, out_dir)
-    slices = slice_frame(runs, o["slice_metric"], o["history_buckets"])
+    slices = slice_frame(
+        runs, o["slice_metric"], o["history_buckets"], o["cold_items"], spec.compare_spec()
+    )
     written += [
         write_text(out_dir / "slices.md", render_slices_markdown(slices, names)),
         write_text(out_dir / "slices.csv", slices.to_csv(index=False)),
