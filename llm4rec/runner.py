@@ -25,7 +25,7 @@ from llm4rec.data.atomic import DataError
 from llm4rec.data.preprocess import preprocess
 from llm4rec.data.requests import target_requests
 from llm4rec.data.sources import load_source
-from llm4rec.data.split import Split, make_split, read_split, write_split
+from llm4rec.data.split import Split, hold_out_new_items, make_split, read_split, write_split
 from llm4rec.determinism import (
     apply_determinism,
     determinism_record,
@@ -70,6 +70,10 @@ def prepare_dataset(grid: Grid, dataset: str) -> Split:
     )
     labelled = make_split(kept, raw.items, cfg["split"])
     meta = {"dataset": dataset, "config": cfg, "preprocessing_counts": counts}
+    if cfg.get("new_items"):
+        labelled, meta["new_items"] = hold_out_new_items(
+            labelled, cfg["new_items"], cfg["split"].get("seed", 0)
+        )
     return write_split(grid.split_dir(dataset), labelled, raw.items, meta)
 
 

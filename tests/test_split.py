@@ -99,3 +99,43 @@ def test_split_files_are_checksummed(tmp_path, ml100k):
     df.to_parquet(tmp_path / "interactions.parquet", index=False)
     with pytest.raises(DataError, match="interactions.parquet: checksum differs"):
         read_split(tmp_path)
+
+
+def test_new_items_leave_training_entirely_and_keep_their_text(tmp_path, ml100k):
+    """The new-item protocol on ml-100k: every train and valid interaction of the chosen items is
+    gone, their test interactions stay (targets with zero training popularity) and their titles
+    stay in the catalogue; nothing else changes; the same seed chooses the same items."""
+    from llm4rec.data.split import hold_out_new_items
+
+    raw, kept = ml100k
+    labelled = leave_one_out_split(kept)
+    held, record = hold_out_new_items(labelled, 0.1, seed=0)
+    new = set(record["new_items"])
+    assert len(new) == round(0.1 * labelled["item_id"].nunique()) == 135
+    assert hold_out_new_items(labelled, 0.1, seed=0)[1]["new_items"] == record["new_items"]
+    assert hold_out_new_items(labelled, 0.1, seed=1)[1]["new_items"] != record["new_items"]
+    seen = held[held["phase"].isin(["train", "valid"])]
+    assert not seen["item_id"].isin(new).any()
+    # every other interaction is untouched (users who kept a training interaction)
+    users = set(held["user_id"])
+    expected = labelled[
+        labelled["user_id"].isin(users)
+        & ~(labelled["item_id"].isin(new) & labelled["phase"].isin(["train", "valid"]))
+    ]
+    pd.testing.assert_frame_equal(held, expected)
+    test = held[held["phase"] == "test"]
+    by_hand = int(
+        labelled[(labelled["phase"] == "test") & labelled["user_id"].isin(users)]["item_id"]
+        .isin(new)
+        .sum()
+    )
+    assert record["test_targets_new"] == by_hand == int(test["item_id"].isin(new).sum()) > 0
+    written = write_split(tmp_path, held, raw.items, {"dataset": "ml-100k"})
+    popularity = written.item_popularity()
+    targets_new = sorted(set(test["item_id"]) & new)
+    assert (popularity.loc[targets_new] == 0).all()
+    titles = written.items.set_index("item_id").loc[targets_new, "title"]
+    assert titles.str.len().gt(0).all()
+    assert titles.to_dict() == raw.items.set_index("item_id").loc[targets_new, "title"].to_dict()
+    with pytest.raises(DataError, match="new_items: 1.5 is not a share of the items"):
+        hold_out_new_items(labelled, 1.5, seed=0)

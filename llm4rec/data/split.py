@@ -128,6 +128,36 @@ def _grouped_items(df: pd.DataFrame) -> dict[str, list[str]]:
     return {user: group.tolist() for user, group in df.groupby("user_id", sort=True)["item_id"]}
 
 
+def hold_out_new_items(
+    labelled: pd.DataFrame, share: float, seed: int
+) -> tuple[pd.DataFrame, dict]:
+    """The new-item protocol: a seeded `share` of the split's items leaves training entirely.
+
+    Every train and valid interaction of the chosen items is dropped (no model trains on them, none
+    selects a checkpoint on them, none sees them in a history); their test interactions stay, so
+    test targets include items nothing was trained on, while their text stays in the catalogue.
+    A user left without a training interaction leaves the split (no history to rank from).
+    Returns the split and its record: the chosen items and how many test targets are new.
+    """
+    if not 0 < share < 1:
+        raise DataError(f"new_items: {share} is not a share of the items (0 < share < 1)")
+    items = np.array(sorted(labelled["item_id"].unique(), key=str), dtype=object)
+    chosen = set(
+        np.random.default_rng(seed).choice(items, size=round(share * len(items)), replace=False)
+    )
+    new = labelled["item_id"].isin(chosen)
+    kept = labelled[~(new & labelled["phase"].isin(["train", "valid"]))]
+    trained_users = set(kept.loc[kept["phase"] == "train", "user_id"])
+    kept = kept[kept["user_id"].isin(trained_users)]
+    test = kept[kept["phase"] == "test"]
+    return kept, {
+        "new_items": sorted(chosen, key=str),
+        "new_items_share": share,
+        "test_targets_new": int(test["item_id"].isin(chosen).sum()),
+        "users_dropped": int(labelled["user_id"].nunique() - kept["user_id"].nunique()),
+    }
+
+
 def make_split(interactions: pd.DataFrame, items: pd.DataFrame, split_cfg: dict) -> pd.DataFrame:
     method = split_cfg.get("method", "leave_one_out")
     tie_break, seed = split_cfg.get("tie_break", "file_order"), int(split_cfg.get("seed", 0))
