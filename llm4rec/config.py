@@ -167,6 +167,26 @@ class Grid:
             "sample_seed": self.raw["evaluation"]["sample_seed"],
         }
 
+    def steer(self) -> dict[str, Any] | None:
+        """The steerability evaluation (`evaluation.steer`): {templates: {name: RequestTemplate},
+        cutoffs}, or None when the grid asks for none."""
+        from llm4rec.data.requests import RequestTemplate
+
+        cfg = self.raw["evaluation"].get("steer")
+        if not cfg:
+            return None
+        fields = {
+            "genres_field": cfg.get("genres_field", "genres"),
+            "year_field": cfg.get("year_field", "year"),
+        }
+        return {
+            "templates": {
+                name: RequestTemplate(wording, **fields)
+                for name, wording in cfg["templates"].items()
+            },
+            "cutoffs": sorted(cfg.get("cutoffs", [10])),
+        }
+
     def selection_metric(self, model: str) -> str:
         """The validation metric that picks epochs and checkpoints (grid's, or the entry's own)."""
         own = self.model_entry(model).get("evaluation", {}).get("selection_metric")
@@ -435,6 +455,13 @@ def validate_grid(given: dict[str, Any], path: Path) -> Grid:
                 f"grid does not list (its ablation compares it with {parent}: add {parent})"
             )
     grid = Grid(path, raw)
+    for name, wording in raw["evaluation"].get("steer", {}).get("templates", {}).items():
+        from llm4rec.data.requests import RequestTemplate
+
+        try:
+            RequestTemplate(wording)
+        except ValueError as err:
+            raise ConfigError(f"{path}: evaluation.steer.templates.{name}: {err}") from err
     for i, entry in enumerate(raw["models"]):
         _check_main_seeds(grid, i, entry)
     for i, entry in enumerate(raw["models"]):

@@ -329,6 +329,27 @@ def declared_costs(model: str, fit_info: dict) -> dict[str, float]:
     return {key: float(value) for key, value in reported.items()}
 
 
+def with_steerability(
+    per_user: pd.DataFrame, summary: dict, rankings: Path, split: Split, steer: dict
+) -> tuple[pd.DataFrame, dict]:
+    """The test phase's steerability columns (llm4rec.evaluation.steer) joined to its per-user
+    metrics, and their means (over the users a request could be written for) in its summary."""
+    from llm4rec.evaluation.evaluate import rankings_to_lists
+    from llm4rec.evaluation.steer import steer_frame
+
+    targets = split.targets("test")
+    users = per_user["user_id"].tolist()
+    frame = steer_frame(
+        rankings_to_lists(pd.read_parquet(rankings)),
+        {u: targets[u] for u in users},
+        split.items,
+        steer["templates"],
+        steer["cutoffs"],
+    )
+    means = {c: float(frame[c].mean()) for c in frame.columns if c != "user_id"}
+    return per_user.merge(frame, on="user_id", how="left", validate="one_to_one"), summary | means
+
+
 def evaluate_run(grid: Grid, dataset: str, model: str, seed: int) -> dict:
     """Score a run's rankings with the one evaluator; write per-user metrics and means."""
     run_dir = grid.run_dir(dataset, model, seed)
@@ -359,6 +380,9 @@ def evaluate_run(grid: Grid, dataset: str, model: str, seed: int) -> dict:
             source=str(path),
             users=evaluated_users(grid, model, split, phase),
         )
+        steer = grid.steer()
+        if phase == "test" and steer:
+            per_user, summary = with_steerability(per_user, summary, path, split, steer)
         write_parquet(run_dir / layout.per_user(phase), per_user)
         result[phase] = summary
     write_json(run_dir / layout.METRICS, result)

@@ -28,6 +28,9 @@ rule evaluate:
         TRAIN_FILES,
     output:
         EVALUATE_FILES,
+    params:
+        # the steerability templates: changing them re-evaluates (and retrains nothing)
+        steer=lambda w: stable_hash(GRID.raw["evaluation"].get("steer") or {}),
     log:
         f"{LOGS}/evaluate/{{dataset}}/{{model}}/seed{{seed}}.log",
     shell:
