@@ -186,6 +186,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="the Snakemake target(s) whose cells run: both (default: every cell of the grid), "
         "all (the main job: every paradigm once) or ablations (the variants and their parents)",
     )
+    p.add_argument(
+        "--models",
+        help="comma-separated model entries to run (with the runs they consume and their "
+        "parents); default: every entry of the target",
+    )
     p = sub.add_parser(
         "plan",
         help="estimated cost of every cell of a grid (tokens, time, peak memory, device-hours) "
@@ -450,7 +455,15 @@ def cmd_smoke(args: argparse.Namespace) -> int:
     from llm4rec.smoke import SmokeError, smoke
 
     try:
-        return smoke(args.grid, args.out, args.device, args.dtype, args.cores, args.target)
+        return smoke(
+            args.grid,
+            args.out,
+            args.device,
+            args.dtype,
+            args.cores,
+            args.target,
+            args.models.split(",") if args.models else None,
+        )
     except SmokeError as err:
         return _error(err)
 

@@ -35,8 +35,6 @@ from llm4rec.determinism import (
 from llm4rec.environment import environment, redact
 from llm4rec.evaluation.evaluate import evaluate_rankings, sample_users
 from llm4rec.io import read_json, sha256_file, write_json, write_parquet
-from llm4rec.llm import distributed
-from llm4rec.llm.retention import SHIPPED_ENV
 from llm4rec.models import (
     ARTIFACTS,
     MODELS,
@@ -200,6 +198,8 @@ def build_artifact(grid: Grid, dataset: str, name: str, key: str) -> dict:
 
 def train_and_rank(grid: Grid, dataset: str, model: str, seed: int) -> dict:
     """Fit one model on the split, rank top-K for its validation and test users, export."""
+    from llm4rec.llm import distributed  # torch: imported by the jobs that train, not by evaluate
+    from llm4rec.llm.retention import SHIPPED_ENV
 
     run_dir = grid.run_dir(dataset, model, seed)
     run_dir.mkdir(parents=True, exist_ok=True)

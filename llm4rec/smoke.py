@@ -27,6 +27,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -299,6 +300,26 @@ def _default_backbone(spec) -> str:
     return BackboneConfig().name_or_path
 
 
+def consumed_closure(grid: Grid, models: Sequence[str]) -> set[str]:
+    """`models` with every run they consume and every variant's parent, transitively (what the
+    smoke of a part of a grid must also run)."""
+    unknown = sorted(set(models) - set(grid.models))
+    if unknown:
+        raise SmokeError(
+            f"{grid.path}: '{unknown[0]}' is not a model of this grid (its models: "
+            f"{', '.join(grid.models)})"
+        )
+    kept, pending = set(), list(models)
+    while pending:
+        name = pending.pop()
+        if name in kept:
+            continue
+        kept.add(name)
+        pending += [s["run"] for s in grid.model_inputs(name).values() if "run" in s]
+        pending += [MODELS[name].parent] if MODELS[name].parent else []
+    return kept
+
+
 def smoke_config(grid: Grid, out: Path, device: str, dtype: str) -> dict:
     """The smoke grid (out/grid.yaml): first dataset, first seed, toy-cost model entries."""
     from llm4rec.llm.identifiers import item_identifiers
@@ -445,6 +466,7 @@ def smoke(
     dtype: str = "bf16",
     cores: int = 2,
     target: str = "both",
+    models: Sequence[str] | None = None,
 ) -> int:
     """Run the smoke grid of `config` (the cells of `target`: both Snakemake targets, or `all`,
     the main job, or `ablations`); print and write its per-cell table; 0 if all cells passed."""
@@ -464,6 +486,9 @@ def smoke(
         except (OSError, ValueError) as err:
             prepared[dataset] = f"FAIL: {err}"
     raw = smoke_config(grid, out, device, dtype)
+    if models:
+        kept = consumed_closure(grid, models)
+        raw["models"] = [e for e in raw["models"] if e["name"] in kept]
     path = out / "grid.yaml"
     write_text(path, yaml.safe_dump(raw, sort_keys=False))
     smoke_grid = load_grid(path)

@@ -37,7 +37,7 @@ def grid(backbone: Path) -> dict:
         },
         "datasets": {"ml-100k": {"source": "ml-100k"}},
         "models": [
-            {"name": "bpr", "params": {"epochs": 40, "show_progress": False, "stopping_step": 100}},
+            {"name": "bpr", "params": {"epochs": 12, "show_progress": False, "stopping_step": 100}},
             {
                 "name": "cf_e4srec",
                 "evaluation": {"valid_users": 20},

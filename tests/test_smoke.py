@@ -131,8 +131,30 @@ def run_paper_smoke(tmp_path, target):
 def test_the_paper_grids_main_job_runs_end_to_end_at_toy_cost(tmp_path):
     """Every main-job entry of paper.yaml (each paradigm once; Qwen2.5 as a tiny Qwen2, TIGER's
     T5 shrunk), bf16 on CPU, through Snakemake; its ml-1m is prepared too. (The default grid runs
-    for real in `make bench`; every variant too: `make test-paper`.)"""
+    for real in `make bench`; every entry of paper.yaml, variants and RL stages included: `make
+    test-paper`.)"""
     run_paper_smoke(tmp_path, "all")
+
+
+def test_a_smoke_of_some_models_runs_what_they_consume_too():
+    from llm4rec.config import load_grid
+    from llm4rec.smoke import consumed_closure
+
+    grid = load_grid(REPO / "benchmarks" / "paper.yaml")
+    # a variant brings its parent; a CF row the SASRec run it reads; GRPO its policy's run
+    assert consumed_closure(grid, ["cf_e4srec_permuted"]) == {
+        "cf_e4srec_permuted",
+        "cf_e4srec",
+        "sasrec",
+    }
+    assert consumed_closure(grid, ["emb_knn", "sid_tiger_grpo"]) == {
+        "emb_knn",
+        "bpr",
+        "sid_tiger_grpo",
+        "sid_tiger",
+    }
+    with pytest.raises(SmokeError, match="'sasrek' is not a model of this grid"):
+        consumed_closure(grid, ["sasrek"])
 
 
 @pytest.mark.slow
