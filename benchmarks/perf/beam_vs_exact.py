@@ -76,6 +76,7 @@ def main() -> None:
             candidates = {i: s for i, s in sequences.items() if i not in set(seen)}
             scores, took = timed(exhaustive_scores, model, ids, mask, candidates)
             seconds["exhaustive"] += took
+            print(f"user {user} exhaustive: {took:.1f} s", flush=True)
             exact = sorted(scores, key=lambda i: (-scores[i], i))[: args.k]
             for label, width in (
                 ("beam 10", 10),
@@ -90,6 +91,7 @@ def main() -> None:
                 top = {i for i, _ in ranked}
                 overlap[label] += len(top & set(exact)) / args.k
                 missed[label] += bool(set(exact) - top)
+                print(f"user {user} {label}: {took:.1f} s", flush=True)
     n = len(users)
     print(
         f"{n} users, catalogue {len(sequences)} titles, history {args.history}, top-{args.k}, "
