@@ -491,6 +491,18 @@ def _ship_text_samples(grid: Grid) -> None:
         done.add((sample.path, sample.sha256))
 
 
+def _missing_seed(
+    source: dict[str, Any], seeds: list[int], produced: list[int]
+) -> tuple[int, int] | None:
+    """(consumer seed, the producer seed it reads) for the first seed whose input is not among
+    `produced` (a source may pin one `seed` for all); None when every one is."""
+    for seed in seeds:
+        wanted = int(source.get("seed", seed))
+        if wanted not in produced:
+            return seed, wanted
+    return None
+
+
 def _check_main_seeds(grid: Grid, i: int, entry: dict[str, Any]) -> None:
     """`main_seeds`: a subset of the model's seeds, on a model the main job runs."""
     if "main_seeds" not in entry:
@@ -587,24 +599,24 @@ def _check_model_inputs(grid: Grid, i: int, entry: dict[str, Any]) -> None:
                 f"it with `dataset:` (a dataset of this grid, e.g. one with role: source)"
             )
         if kind == "run":
-            for seed in grid.model_seeds(spec.name):
-                wanted = int(source.get("seed", seed))
-                if wanted not in grid.model_seeds(name):
-                    raise ConfigError(
-                        f"{where}.{slot}: '{spec.name}' seed {seed} consumes '{name}' "
-                        f"seed {wanted}, which the grid does not run "
-                        f"('{name}' seeds: {grid.model_seeds(name)})"
-                    )
+            gap = _missing_seed(source, grid.model_seeds(spec.name), grid.model_seeds(name))
+            if gap:
+                raise ConfigError(
+                    f"{where}.{slot}: '{spec.name}' seed {gap[0]} consumes '{name}' "
+                    f"seed {gap[1]}, which the grid does not run "
+                    f"('{name}' seeds: {grid.model_seeds(name)})"
+                )
             main_job = MODELS[spec.name].parent is None and "dataset" not in source
-            for seed in grid.main_seeds(spec.name) if main_job else []:
-                wanted = int(source.get("seed", seed))
-                if wanted not in grid.main_seeds(name):
-                    raise ConfigError(
-                        f"{where}.{slot}: '{spec.name}' seed {seed} runs in the main job and "
-                        f"consumes '{name}' seed {wanted}, which its main_seeds "
-                        f"{grid.main_seeds(name)} leave to the ablations target (add the seed to "
-                        f"'{name}' main_seeds, or drop it from '{spec.name}')"
-                    )
+            gap = main_job and _missing_seed(
+                source, grid.main_seeds(spec.name), grid.main_seeds(name)
+            )
+            if gap:
+                raise ConfigError(
+                    f"{where}.{slot}: '{spec.name}' seed {gap[0]} runs in the main job and "
+                    f"consumes '{name}' seed {gap[1]}, which its main_seeds "
+                    f"{grid.main_seeds(name)} leave to the ablations target (add the seed to "
+                    f"'{name}' main_seeds, or drop it from '{spec.name}')"
+                )
         else:
             try:
                 check_params(ARTIFACTS[name], source.get("params", {}))

@@ -19,6 +19,7 @@ import argparse
 import time
 
 import torch
+from constrained_decoding import prompt_text  # benchmarks/perf/, beside this script
 
 from llm4rec.config import load_grid
 from llm4rec.data.split import read_split
@@ -30,15 +31,7 @@ from llm4rec.llm.trie import ItemTrie
 
 
 def prompt_ids(tokenizer, titles: list[str]) -> torch.Tensor:
-    lines = "\n".join(titles)
-    messages = [
-        {
-            "role": "user",
-            "content": f"A user watched these movies, oldest first:\n{lines}\nRecommend the next "
-            "movie.",
-        }
-    ]
-    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    text = prompt_text(tokenizer, titles)  # the prompt constrained_decoding.py times
     return tokenizer(text, return_tensors="pt", add_special_tokens=False).input_ids
 
 
