@@ -58,11 +58,15 @@ def _apply_edges(lengths: pd.Series, edges: np.ndarray, labels: list[str]) -> np
     return np.array([labels[c] for c in codes], dtype=object)
 
 
-def interaction_buckets(counts: pd.Series, cold_items: int) -> tuple[pd.Series, list[str]]:
+def interaction_labels(cold_items: int) -> list[str]:
+    return ["new (0)", f"cold (1–{cold_items})", f"warm (>{cold_items})"]
+
+
+def interaction_buckets(counts: pd.Series, cold_items: int) -> np.ndarray:
     """Each target by its item's training interactions: 'new (0)', 'cold (1–c)', 'warm (>c)'."""
-    labels = ["new (0)", f"cold (1–{cold_items})", f"warm (>{cold_items})"]
+    labels = interaction_labels(cold_items)
     codes = np.where(counts <= 0, 0, np.where(counts <= cold_items, 1, 2))
-    return pd.Series([labels[c] for c in codes], index=counts.index), labels
+    return np.array([labels[c] for c in codes], dtype=object)
 
 
 def _bucketed(
@@ -81,7 +85,7 @@ def _bucketed(
         labels[dataset] = {
             "history_length": history_labels,
             "target_popularity": list(POPULARITY_BUCKETS),
-            "target_interactions": interaction_buckets(pd.Series([0]), cold_items)[1],
+            "target_interactions": interaction_labels(cold_items),
         }
         for (d, model), pus in frames.items():
             if d != dataset:
@@ -91,7 +95,7 @@ def _bucketed(
                     history_length_bucket=_apply_edges(pu["history_length"], edges, history_labels),
                     target_interactions_bucket=interaction_buckets(
                         pu["target_popularity"], cold_items
-                    )[0].to_numpy(),
+                    ),
                 )
                 for pu in pus
             ]
@@ -114,6 +118,7 @@ def slice_frame(
     groups = by_model(runs)
     rows = []
     for (dataset, model), frames in bucketed.items():
+        paired = _paired_with_reference(groups, bucketed, dataset, model, metric)
         for slice_name in SLICES:
             column = SLICE_COLUMNS[slice_name]
             for bucket in labels[dataset][slice_name]:
@@ -143,7 +148,7 @@ def slice_frame(
                         "ci_high": high,
                         "ci_over": "seeds" if len(means) > 1 else "users",
                     }
-                    | _bucket_test(groups, bucketed, dataset, model, column, bucket, metric, spec)
+                    | _bucket_test(paired, column, bucket, spec)
                 )
     frame = pd.DataFrame(rows)
     if frame.empty:
@@ -160,23 +165,30 @@ def slice_frame(
     return frame
 
 
-def _bucket_test(groups, bucketed, dataset, model, column, bucket, metric, spec) -> dict:
-    """The model against the best baseline on the bucket's users both scored (each user's metric
-    averaged over the common seeds, the report's paired test); NaN for the baseline itself, or a
-    bucket with fewer than two such users."""
+def _paired_with_reference(groups, bucketed, dataset, model, metric) -> dict:
+    """The model's and the best baseline's (chosen on validation) seed-averaged per-user metric on
+    the users both scored, with the baseline's per-user frame (its buckets); once per model."""
     reference = best_baseline(groups, dataset, metric)
-    none = {"reference": reference or "", "n_paired": 0, "mean_diff": np.nan, "p_value": np.nan}
     if reference is None or reference == model:
-        return none
+        return {"reference": reference or ""}
     sample = paired_sample(groups[(dataset, model)], groups[(dataset, reference)], metric)
-    first = bucketed[(dataset, reference)][0].set_index("user_id")[column]
-    mask = first.loc[list(sample.users)].to_numpy() == bucket
+    a, b = sample.seed_averaged()
+    frame = bucketed[(dataset, reference)][0].set_index("user_id").loc[list(sample.users)]
+    return {"reference": reference, "a": a, "b": b, "frame": frame}
+
+
+def _bucket_test(paired: dict, column: str, bucket: str, spec: CompareSpec) -> dict:
+    """The model against the best baseline on the bucket's users both scored (the report's paired
+    test); NaN for the baseline itself, or a bucket with fewer than two such users."""
+    none = {"reference": paired["reference"], "n_paired": 0, "mean_diff": np.nan, "p_value": np.nan}
+    if "frame" not in paired:
+        return none
+    mask = paired["frame"][column].to_numpy() == bucket
     if mask.sum() < 2:
         return none
-    a, b = sample.seed_averaged()
-    a, b = a[mask], b[mask]
+    a, b = paired["a"][mask], paired["b"][mask]
     return {
-        "reference": reference,
+        "reference": paired["reference"],
         "n_paired": int(mask.sum()),
         "mean_diff": float((a - b).mean()),
         "p_value": paired_test(a, b, spec.test, spec.rounds, spec.seed),
