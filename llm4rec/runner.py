@@ -330,7 +330,7 @@ def declared_costs(model: str, fit_info: dict) -> dict[str, float]:
 
 
 def with_steerability(
-    per_user: pd.DataFrame, summary: dict, rankings: Path, split: Split, steer: dict
+    per_user: pd.DataFrame, summary: dict, rankings: pd.DataFrame, split: Split, steer: dict
 ) -> tuple[pd.DataFrame, dict]:
     """The test phase's steerability columns (llm4rec.evaluation.steer) joined to its per-user
     metrics, and their means (over the users a request could be written for) in its summary."""
@@ -340,7 +340,7 @@ def with_steerability(
     targets = split.targets("test")
     users = per_user["user_id"].tolist()
     frame = steer_frame(
-        rankings_to_lists(pd.read_parquet(rankings)),
+        rankings_to_lists(rankings),
         {u: targets[u] for u in users},
         split.items,
         steer["templates"],
@@ -369,20 +369,20 @@ def evaluate_run(grid: Grid, dataset: str, model: str, seed: int) -> dict:
         "cost": run["cost"],
         "evaluation": run.get("evaluation", {}),
     }
-    cutoffs = grid.model_evaluation(model)["cutoffs"]
+    cutoffs, steer = grid.model_evaluation(model)["cutoffs"], grid.steer()
     for phase in layout.PHASES:
         path = run_dir / layout.rankings(phase)
+        rankings = pd.read_parquet(path)
         per_user, summary = evaluate_rankings(
-            pd.read_parquet(path),
+            rankings,
             split,
             phase,
             cutoffs,
             source=str(path),
             users=evaluated_users(grid, model, split, phase),
         )
-        steer = grid.steer()
         if phase == "test" and steer:
-            per_user, summary = with_steerability(per_user, summary, path, split, steer)
+            per_user, summary = with_steerability(per_user, summary, rankings, split, steer)
         write_parquet(run_dir / layout.per_user(phase), per_user)
         result[phase] = summary
     write_json(run_dir / layout.METRICS, result)

@@ -86,7 +86,7 @@ def test_a_post_filtered_list_is_fully_steered_and_keeps_the_target():
         )
 
 
-def test_the_evaluator_joins_steerability_to_the_test_metrics(tmp_path):
+def test_the_evaluator_joins_steerability_to_the_test_metrics():
     """`evaluate_run`'s step: the steer columns joined to the per-user frame by user, and their
     means over the users a request could be written for in the summary."""
     from llm4rec.data.split import Split
@@ -108,13 +108,12 @@ def test_the_evaluator_joins_steerability_to_the_test_metrics(tmp_path):
             "score": [3.0, 2.0, 1.0] * 2,
         }
     )
-    rankings.to_parquet(tmp_path / "rankings_test.parquet")
     per_user, summary = evaluate_rankings(rankings, split, "test", [2, 3])
     steer = {"templates": {"genre": TEMPLATES["genre"]}, "cutoffs": [2]}
     joined, means = with_steerability(
         per_user.iloc[::-1].reset_index(drop=True),
         summary,
-        tmp_path / "rankings_test.parquet",
+        rankings,
         split,
         steer,
     )
