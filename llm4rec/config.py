@@ -462,6 +462,12 @@ def validate_grid(given: dict[str, Any], path: Path) -> Grid:
             RequestTemplate(wording)
         except ValueError as err:
             raise ConfigError(f"{path}: evaluation.steer.templates.{name}: {err}") from err
+    templates = raw["evaluation"].get("steer", {}).get("templates", {})
+    if templates and raw["report"]["steer_template"] not in templates:
+        raise ConfigError(
+            f"{path}: report.steer_template '{raw['report']['steer_template']}' is not one of "
+            f"evaluation.steer.templates ({', '.join(templates)})"
+        )
     for i, entry in enumerate(raw["models"]):
         _check_main_seeds(grid, i, entry)
     for i, entry in enumerate(raw["models"]):

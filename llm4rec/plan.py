@@ -21,6 +21,7 @@ against them, within 2x per run).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -198,10 +199,20 @@ def _ranking(
     cost.layer_passes += math.ceil(users / batch_users) * (1 + steps) * layers
 
 
-def cell_cost(grid: Grid, dataset: str, model: str, stats: dict[str, float]) -> Cost:
-    """The estimated cost of one run (one seed) of `model` on `dataset`."""
+def cell_cost(
+    grid: Grid, dataset: str, model: str, stats: dict[str, float], config: Any = None
+) -> Cost:
+    """The estimated cost of one run (one seed) of `model` on `dataset` (`config`: other params
+    than the grid's)."""
     spec = MODELS[model]
-    config = check_params(spec, grid.model_params(model, dataset))
+    if spec.factory == "llm4rec.paradigms.steer:build":
+        # a steered row: its parent's model ranking the same users, nothing trained (the request's
+        # dozen prompt tokens are not counted)
+        parent = grid.model_inputs(model)["policy"]["run"]
+        pcfg = check_params(MODELS[parent], grid.model_params(parent, dataset))
+        untrained = dataclasses.replace(pcfg, sft=dataclasses.replace(pcfg.sft, steps=0))
+        return dataclasses.replace(cell_cost(grid, dataset, parent, stats, untrained), trainable=0)
+    config = config or check_params(spec, grid.model_params(model, dataset))
     evaluation = grid.model_evaluation(model)
     test_users = min(evaluation.get("test_users") or stats["users"], stats["users"])
     valid_users = min(evaluation.get("valid_users") or stats["users"], stats["users"])

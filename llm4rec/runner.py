@@ -383,6 +383,10 @@ def evaluate_run(grid: Grid, dataset: str, model: str, seed: int) -> dict:
         )
         if phase == "test" and steer:
             per_user, summary = with_steerability(per_user, summary, rankings, split, steer)
+            result["steer"] = {
+                "templates": {name: t.template for name, t in steer["templates"].items()},
+                "cutoffs": steer["cutoffs"],
+            }
         write_parquet(run_dir / layout.per_user(phase), per_user)
         result[phase] = summary
     write_json(run_dir / layout.METRICS, result)

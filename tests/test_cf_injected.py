@@ -369,3 +369,36 @@ def test_llara_runs_its_curriculum_and_lora_on_every_projection_by_default(tiny)
         1.0,
     )  # sft.steps = 20
     assert build("cf_llara", folder, curriculum_steps=0).hybrid_share(0) == 1.0
+
+
+def test_a_request_ends_llaras_user_message_and_precedes_e4srecs_soft_tokens(tiny):
+    """A steered row's request (llm4rec.paradigms.steer) in each CF-injected prompt: after the
+    history in LLaRA's user message (the soft tokens where they were), between E4SRec's instruction
+    and its soft tokens (their positions shifted by the request's length)."""
+    split, folder = tiny
+    history = ["3", "4", "5", "6"]
+    llara = build("cf_llara", folder)
+    llara.model, llara.tokenizer = llara.load()
+    llara.prepare(split)
+    llara.request_line = "{request} ;"
+    ids, positions, rows = llara.hybrid_prompt(history)
+    steered, steered_positions, steered_rows = llara.hybrid_prompt(history, "red sky")
+    words = llara.tokenizer.convert_ids_to_tokens(steered)
+    assert words == llara.tokenizer.convert_ids_to_tokens(ids[:-2]) + ["red", "sky", ";"] + [
+        "<unk>",
+        ":",
+    ]
+    assert steered_positions == positions and steered_rows == rows
+    assert llara.prompt(history, "").ids == llara.prompt(history).ids  # no request: the plain one
+
+    e4srec = build("cf_e4srec", folder)
+    e4srec.model, e4srec.tokenizer = e4srec.load()
+    e4srec.prepare(split)
+    e4srec.request_line = "{request}"
+    ids, positions, rows = e4srec.layout(history)
+    steered, steered_positions, steered_rows = e4srec.layout(history, "red sky")
+    words = e4srec.tokenizer.convert_ids_to_tokens(steered)
+    assert words[:4] == ["items", ":", "red", "sky"] and steered_rows == rows
+    assert steered_positions == [p + 2 for p in positions]
+    assert [steered[p] for p in steered_positions] == [ids[p] for p in positions]
+    assert steered[-len(e4srec.response) :] == e4srec.response

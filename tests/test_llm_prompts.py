@@ -34,3 +34,11 @@ def test_template_without_history_slot_is_refused():
         PromptTemplate(user="Recommend something.")
     with pytest.raises(ValueError, match=r"history line must contain \{title\}"):
         PromptTemplate(line="- movie")
+
+
+def test_a_request_ends_the_user_message_on_its_own_line():
+    template = PromptTemplate(user="Seen:\n{history}\nNext?", system=None)
+    plain = render_prompt(template, ["A (1990)"])
+    steered = render_prompt(template, ["A (1990)"], request="The user asks for a comedy.")
+    assert steered == plain.replace("Next?", "Next?\nThe user asks for a comedy.")
+    assert render_prompt(template, ["A (1990)"], request="") == plain

@@ -408,3 +408,27 @@ def test_sid_llm_trains_only_new_code_rows_and_lora_and_decodes_valid_items(
     slow = constrained_beam_search(rec.model, ids, mask, rec.trie, 5, 5, decoder="cache")
     assert [[i for i, _ in r] for r in fast] == [[i for i, _ in r] for r in slow]
     assert np.allclose([s for r in fast for _, s in r], [s for r in slow for _, s in r], atol=1e-4)
+
+
+def test_sid_llm_reads_a_request_on_its_own_line_before_the_code_history(
+    tiny_codes, tiny_llama, word_level_tokenizer
+):
+    """NEO-style: the request between the instruction and the code history (a steered row)."""
+    split, codes = tiny_codes
+    params = {
+        "backbone": {"name_or_path": str(tiny_llama)},
+        "instruction": "items :",
+        "answer_prefix": ":",
+        "text_retention": {"enabled": False},
+    }
+    rec = build_model("sid_llm", params, seed=0, device="cpu", inputs={"codes": codes})
+    rec.model, rec.tokenizer = rec.load()
+    rec.prepare(split)
+    rec.request_line = "{request}"
+    history = [str(i) for i in split.items["item_id"][:3]]
+    plain, steered = rec.prompt(history).ids, rec.prompt(history, "red sky").ids
+    head = len(rec.head)
+    request = rec.tokenizer("red sky\n", add_special_tokens=False).input_ids
+    assert steered == plain[:head] + request + plain[head:]
+    assert rec.tokenizer.convert_ids_to_tokens(steered[head : head + 2]) == ["red", "sky"]
+    assert rec.user_prompt("u0", history, "").ids == plain

@@ -137,3 +137,17 @@ def load_policy_weights(model: torch.nn.Module, policy: ResolvedInput) -> int:
                 )
             params[name].copy_(value.to(params[name].device, params[name].dtype))
     return len(saved)
+
+
+def restore_policy(parent: Any, split: Any, policy: ResolvedInput) -> tuple[dict[str, Any], int]:
+    """The rebuilt parent (`rebuild_parent`) as it was selected: its backbone loaded and prepared
+    (items written in), made trainable as it was trained (frozen when it trained nothing), the
+    exported tensors copied in;
+    returns (prepare's facts, tensors loaded)."""
+    parent.model, parent.tokenizer = parent.load()
+    info = parent.prepare(split)
+    if getattr(parent, "trains", True):
+        parent.make_trainable()
+    else:  # a zero-shot parent trained nothing: frozen, and its policy holds no tensor
+        parent.inference_setup()
+    return info, load_policy_weights(parent.model, policy)

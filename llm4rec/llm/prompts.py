@@ -87,12 +87,15 @@ class PromptTemplate:
         return asdict(self)
 
 
-def render_prompt(template: PromptTemplate, history_titles: Sequence[str], tokenizer=None) -> str:
-    """The full prompt text; the item identifier is appended right after it."""
+def render_prompt(
+    template: PromptTemplate, history_titles: Sequence[str], tokenizer=None, request: str = ""
+) -> str:
+    """The full prompt text; the item identifier is appended right after it. `request`: a
+    sentence that ends the user message (a steered row's request), on its own line."""
     lines = "\n".join(
         template.line.format(title=t, index=i + 1) for i, t in enumerate(history_titles)
     )
-    user = template.user.format(history=lines)
+    user = template.user.format(history=lines) + (f"\n{request}" if request else "")
     messages = ([{"role": "system", "content": template.system}] if template.system else []) + [
         {"role": "user", "content": user}
     ]

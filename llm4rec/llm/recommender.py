@@ -82,6 +82,10 @@ class LLMRecommender:
     # writes its selected weights for an RL stage to start from (a catalogue-constrained decoder of
     # item identifiers from a plain token prompt: llm4rec.llm.policy_export)
     exports_policy = False
+    # its prompt can carry a user's request (`prompt(history, request)`), e.g. "something from the
+    # 1990s: comedy", worded by `request_line` (a steered row sets both: llm4rec.paradigms.steer)
+    reads_requests = False
+    request_line = "The user asks for {request}."
 
     def __init__(
         self,
@@ -133,9 +137,22 @@ class LLMRecommender:
     def prepare(self, split: Split) -> dict[str, Any]:
         raise NotImplementedError
 
-    def user_prompt(self, user: str, history: Sequence[str]) -> Prompt:
-        """One user's ranking prompt: `prompt(history)`, unless it reads the user too (TIGER)."""
-        return self.prompt(history)
+    def user_prompt(self, user: str, history: Sequence[str], request: str = "") -> Prompt:
+        """One user's ranking prompt: `prompt(history)` (with the user's request, when it has one),
+        unless it reads the user too (TIGER)."""
+        return self.prompt(history, request) if request else self.prompt(history)
+
+    def request_sentence(self, request: str) -> str:
+        """The request as the prompt words it ('' for none)."""
+        return self.request_line.format(request=request) if request else ""
+
+    def request_ids(self, request: str, lead: str = " ", end: str = "") -> list[int]:
+        """The request sentence's tokens (text tokens: IDIOMoE routes them to its text expert),
+        between `lead` and `end`; [] for no request."""
+        sentence = self.request_sentence(request)
+        if not sentence:
+            return []
+        return self.tokenizer(lead + sentence + end, add_special_tokens=False).input_ids
 
     def prompt(self, history: Sequence[str]) -> Prompt:
         raise NotImplementedError
@@ -309,7 +326,18 @@ class LLMRecommender:
         self.model.requires_grad_(False)
         precision.settle(self.model, self.device, self.compute_dtype)
 
-    def rank(self, histories: Mapping[str, Sequence[str]], k: int) -> pd.DataFrame:
+    def rank(
+        self,
+        histories: Mapping[str, Sequence[str]],
+        k: int,
+        requests: Mapping[str, str] | None = None,
+    ) -> pd.DataFrame:
+        if requests is not None:
+            if not self.reads_requests:
+                raise ValueError(
+                    f"{type(self).__name__}: its prompt cannot carry a request (reads_requests)"
+                )
+            return self._rank_batches(histories, k, requests)
         if self._reuse_selection:
             # the selected checkpoint already ranked exactly these users and histories: reuse it
             reused = self.selection.reuse(histories, k)
@@ -318,9 +346,16 @@ class LLMRecommender:
         return self._rank_batches(histories, k)
 
     @torch.no_grad()
-    def _rank_batches(self, histories: Mapping[str, Sequence[str]], k: int) -> pd.DataFrame:
+    def _rank_batches(
+        self,
+        histories: Mapping[str, Sequence[str]],
+        k: int,
+        requests: Mapping[str, str] | None = None,
+    ) -> pd.DataFrame:
         """Rank in eval mode (no dropout), also mid-training for checkpoint selection; the
-        selection callback puts the model back into training mode."""
+        selection callback puts the model back into training mode. `requests`: {user: request}
+        put into each user's prompt (a user without one, or with '', gets the plain prompt)."""
+        requests = requests or {}
         self.model.eval()
         users = sorted(histories)
         rows = []
@@ -336,7 +371,8 @@ class LLMRecommender:
             batches, desc=f"rank {len(users)} users", disable=len(batches) < 4, mininterval=10
         ):
             ids, mask, soft = left_pad(
-                [self.user_prompt(u, histories[u]) for u in batch], self.tokenizer.pad_token_id
+                [self.user_prompt(u, histories[u], requests.get(u, "")) for u in batch],
+                self.tokenizer.pad_token_id,
             )
             ids, mask = ids.to(self.device), mask.to(self.device)
             with precision.autocast(self.compute_dtype, self.device):

@@ -295,7 +295,47 @@ class _RlStage:
         )
 
 
-def _registry(entries: list[ModelSpec | _Variant | _RlStage]) -> dict[str, ModelSpec]:
+def _steered(name: str, parent: str, display: str) -> _SteeredStage:
+    """A steered row over a registered LLM that reads text: the parent run's exported weights,
+    untouched, ranking with each user's request in its prompt (llm4rec.paradigms.steer);
+    compared with its parent (the same model without the request)."""
+    return _SteeredStage(name, parent, display)
+
+
+@dataclass(frozen=True)
+class _SteeredStage:
+    name: str
+    parent: str
+    display: str
+
+    def resolve(self, parent: ModelSpec) -> ModelSpec:
+        policy = InputSlot(
+            POLICY_EXPORTS,
+            {"run": self.parent},
+            f"the model that ranks with the request ({self.parent}'s selected weights)",
+        )
+        return dataclasses.replace(
+            parent,
+            name=self.name,
+            description=f"{self.parent}'s trained weights ranking with each user's request "
+            "(written from the target's metadata, never its title) in the prompt: zero-shot "
+            "steerability",
+            display=self.display,
+            factory="llm4rec.paradigms.steer:build",
+            config="llm4rec.paradigms.steer:SteerConfig",
+            exports=(),
+            inputs={**parent.inputs, "policy": policy},
+            hyperparameters=None,
+            parent=self.parent,
+            overrides={},
+            defaults={},
+            not_applicable={},
+        )
+
+
+def _registry(
+    entries: list[ModelSpec | _Variant | _RlStage | _SteeredStage],
+) -> dict[str, ModelSpec]:
     """Registry entries in order, each variant resolved against its parent (listed before it)."""
     specs: dict[str, ModelSpec] = {}
     for entry in entries:
@@ -439,6 +479,7 @@ MODELS: dict[str, ModelSpec] = _registry(
             "LoRA -> constrained title decoding (LLaRA)",
             "LLaRA (CF soft tokens)",
             _cf_source(),
+            exports=POLICY_EXPORTS,
         ),
         _variant(
             "cf_llara_permuted",
@@ -457,6 +498,7 @@ MODELS: dict[str, ModelSpec] = _registry(
             "one forward per user (E4SRec)",
             "E4SRec (CF soft tokens)",
             _cf_source(),
+            exports=POLICY_EXPORTS,
         ),
         _variant(
             "cf_e4srec_allpos",
@@ -487,6 +529,7 @@ MODELS: dict[str, ModelSpec] = _registry(
             "item IDs as new tokens; FFN split into text and item experts routed by token type "
             "(IDIOMoE)",
             "IDIOMoE",
+            exports=POLICY_EXPORTS,
         ),
         _variant(
             "idiomoe_popprior",
@@ -654,6 +697,12 @@ MODELS: dict[str, ModelSpec] = _registry(
         _grpo("text_prompted_grpo", "text_prompted", "Text-prompted (LoRA) + GRPO"),
         _grpo("sid_tiger_grpo", "sid_tiger", "TIGER + GRPO"),
         _grpo("sid_llm_grpo", "sid_llm", "SID-LLM (LoRA) + GRPO"),
+        _steered("text_prompted_steer", "text_prompted", "Text-prompted (LoRA) + request"),
+        _steered("text_prompted_zeroshot_steer", "text_prompted_zeroshot", "Zero-shot + request"),
+        _steered("cf_llara_steer", "cf_llara", "LLaRA + request"),
+        _steered("cf_e4srec_steer", "cf_e4srec", "E4SRec + request"),
+        _steered("idiomoe_steer", "idiomoe", "IDIOMoE + request"),
+        _steered("sid_llm_steer", "sid_llm", "SID-LLM (LoRA) + request"),
     ]
 )
 

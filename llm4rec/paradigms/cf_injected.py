@@ -27,7 +27,7 @@ and one-forward catalogue scoring (`llm4rec.llm.item_scoring`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -174,16 +174,20 @@ class CfLlaraConfig(TextPromptedConfig):
 
 class CfLlaraRecommender(TextPromptedRecommender):
     cfg: CfLlaraConfig
-    exports_policy = False  # soft-token prompts: the RL stage samples from token prompts only
 
     def __init__(
-        self, cfg: CfLlaraConfig, seed: int, device: str, selection: str, cf_source: ResolvedInput
+        self,
+        cfg: CfLlaraConfig,
+        seed: int,
+        device: str,
+        selection: str,
+        inputs: Mapping[str, ResolvedInput],
     ):
         if cfg.zero_shot:
             raise ValueError(
                 "cf_llara: zero_shot is not meaningful (the CF projector would be untrained)"
             )
-        super().__init__(cfg, seed, device, selection, inputs={"cf_source": cf_source})
+        super().__init__(cfg, seed, device, selection, {"cf_source": inputs["cf_source"]})
 
     def prepare(self, split: Split) -> dict[str, Any]:
         info = super().prepare(split)
@@ -201,11 +205,17 @@ class CfLlaraRecommender(TextPromptedRecommender):
     def trainable(self) -> None:
         self.projector.requires_grad_(True)
 
-    def hybrid_prompt(self, history: Sequence[str]) -> tuple[list[int], list[int], list[int]]:
-        """(ids, soft-token positions, their CF rows): each history line is "title <soft>"."""
+    def hybrid_prompt(
+        self, history: Sequence[str], request: str = ""
+    ) -> tuple[list[int], list[int], list[int]]:
+        """(ids, soft-token positions, their CF rows): each history line is "title <soft>"; a
+        request ends the user message (text_prompted's)."""
         items = list(history)[-self.cfg.max_history :]
         text = render_prompt(
-            self.cfg.prompt, [f"{self.identifiers[i]} {SOFT_SLOT}" for i in items], self.tokenizer
+            self.cfg.prompt,
+            [f"{self.identifiers[i]} {SOFT_SLOT}" for i in items],
+            self.tokenizer,
+            self.request_sentence(request),
         )
         ids, positions = soft_slot_ids(self.tokenizer, text, self.tokenizer.pad_token_id)
         if len(positions) != len(items):
@@ -215,8 +225,8 @@ class CfLlaraRecommender(TextPromptedRecommender):
             )
         return ids, positions, [self.row[i] for i in items]
 
-    def prompt(self, history: Sequence[str]) -> Prompt:
-        return soft_prompt(self.projector, *self.hybrid_prompt(history))
+    def prompt(self, history: Sequence[str], request: str = "") -> Prompt:
+        return soft_prompt(self.projector, *self.hybrid_prompt(history, request))
 
     def training_examples(self, split: Split, rng: np.random.Generator) -> list[tuple]:
         """Per next-item window: the hybrid (ids, labels, soft positions, CF rows) and, under a
@@ -299,11 +309,18 @@ class ItemHead(nn.Module):
 
 
 class CfE4SRecRecommender(LLMRecommender):
+    reads_requests = True  # a request follows the instruction, before the soft tokens
+    exports_policy = True  # a steered row restores it (llm4rec.paradigms.steer)
     cfg: CfE4SRecConfig
     one_forward = True  # one forward pass over item tokens per batch of users (no beams)
 
     def __init__(
-        self, cfg: CfE4SRecConfig, seed: int, device: str, selection: str, cf_source: ResolvedInput
+        self,
+        cfg: CfE4SRecConfig,
+        seed: int,
+        device: str,
+        selection: str,
+        inputs: Mapping[str, ResolvedInput],
     ):
         if cfg.loss_positions not in ("last", "all"):
             raise ValueError(f"cf_e4srec: loss_positions '{cfg.loss_positions}' is not last or all")
@@ -311,7 +328,7 @@ class CfE4SRecRecommender(LLMRecommender):
             raise ValueError(
                 f"cf_e4srec: item_bias '{cfg.item_bias}' is not log_popularity, zero or none"
             )
-        super().__init__(cfg, seed, device, selection, inputs={"cf_source": cf_source})
+        super().__init__(cfg, seed, device, selection, {"cf_source": inputs["cf_source"]})
 
     def prepare(self, split: Split) -> dict[str, Any]:
         self.items = split.items["item_id"].astype(str).tolist()
@@ -342,15 +359,19 @@ class CfE4SRecRecommender(LLMRecommender):
         self.projector.requires_grad_(True)
         self.head.requires_grad_(True)
 
-    def layout(self, history: Sequence[str]) -> tuple[list[int], list[int], list[int]]:
-        """(ids with placeholders, soft positions, CF rows): instruction, soft tokens, response."""
+    def layout(
+        self, history: Sequence[str], request: str = ""
+    ) -> tuple[list[int], list[int], list[int]]:
+        """(ids with placeholders, soft positions, CF rows): instruction (then the request, when
+        there is one), soft tokens, response."""
         rows = [self.index[i] for i in list(history)[-self.cfg.max_history :]]
         placeholder = self.tokenizer.pad_token_id
-        positions = list(range(len(self.instruction), len(self.instruction) + len(rows)))
-        return self.instruction + [placeholder] * len(rows) + self.response, positions, rows
+        head = self.instruction + self.request_ids(request)
+        positions = list(range(len(head), len(head) + len(rows)))
+        return head + [placeholder] * len(rows) + self.response, positions, rows
 
-    def prompt(self, history: Sequence[str]) -> Prompt:
-        return soft_prompt(self.projector, *self.layout(history))
+    def prompt(self, history: Sequence[str], request: str = "") -> Prompt:
+        return soft_prompt(self.projector, *self.layout(history, request))
 
     def training_examples(self, split: Split, rng: np.random.Generator) -> list[tuple]:
         """(ids, targets per position (catalogue index or -100), soft positions, CF rows).
@@ -444,7 +465,6 @@ def build(
 ) -> LLMRecommender:
     """cf_llara / cf_e4srec and their variants (llm4rec.models): the `_permuted` ablations
     (cf.permuted: the soft tokens of other items) and cf_e4srec_allpos."""
-    source = inputs["cf_source"]
     if isinstance(config, CfE4SRecConfig):
-        return CfE4SRecRecommender(config, seed, device, selection, source)
-    return CfLlaraRecommender(config, seed, device, selection, source)
+        return CfE4SRecRecommender(config, seed, device, selection, inputs)
+    return CfLlaraRecommender(config, seed, device, selection, inputs)

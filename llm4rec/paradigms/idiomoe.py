@@ -170,6 +170,10 @@ def expert_layer_indices(spec: str | list[int], n_layers: int) -> list[int]:
 
 class IdiomoeRecommender(LLMRecommender):
     cfg: IdiomoeConfig
+    # a request follows the instruction as text tokens, which token-type routing sends to the
+    # frozen text expert (the paper's case for keeping it intact)
+    reads_requests = True
+    exports_policy = True  # a steered row restores it (llm4rec.paradigms.steer)
     one_forward = True  # one forward pass over item tokens per batch of users (no beams)
 
     def prepare(self, split: Split) -> dict[str, Any]:
@@ -287,8 +291,12 @@ class IdiomoeRecommender(LLMRecommender):
     def item_ids(self, history: Sequence[str]) -> list[int]:
         return [self.types.first_item_id + self.index[i] for i in history]
 
-    def prompt(self, history: Sequence[str]) -> Prompt:
-        return Prompt(self.instruction + self.item_ids(list(history)[-self.cfg.max_history :]))
+    def prompt(self, history: Sequence[str], request: str = "") -> Prompt:
+        return Prompt(
+            self.instruction
+            + self.request_ids(request)
+            + self.item_ids(list(history)[-self.cfg.max_history :])
+        )
 
     def training_examples(
         self, split: Split, rng: np.random.Generator

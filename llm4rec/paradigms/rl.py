@@ -28,7 +28,7 @@ from llm4rec.evaluation.evaluate import sample_users, selection_score
 from llm4rec.evaluation.metrics import metric_cutoff
 from llm4rec.io import sha256_file, stable_hash
 from llm4rec.llm import precision
-from llm4rec.llm.policy_export import load_policy_weights, read_policy_record, rebuild_parent
+from llm4rec.llm.policy_export import read_policy_record, rebuild_parent, restore_policy
 from llm4rec.llm.rl import GrpoConfig, train_grpo
 from llm4rec.llm.selection import CheckpointSelection
 from llm4rec.llm.training import training_windows
@@ -59,10 +59,7 @@ class GrpoRecommender:
 
     def fit(self, split: Split, workdir: Path) -> dict:
         parent, cfg = self.parent, self.cfg
-        parent.model, parent.tokenizer = parent.load()
-        info = parent.prepare(split)
-        parent.make_trainable()
-        tensors = load_policy_weights(parent.model, self.policy)
+        info, tensors = restore_policy(parent, split, self.policy)
         reference = copy.deepcopy(parent.model).requires_grad_(False).eval()
         windows = training_windows(
             split, parent.cfg.max_history, cfg.max_prompts, np.random.default_rng(self.seed)

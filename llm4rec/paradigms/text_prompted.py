@@ -32,6 +32,7 @@ class TextPromptedConfig(LLMConfig):
 
 class TextPromptedRecommender(IdentifierDecoder):
     cfg: TextPromptedConfig
+    reads_requests = True  # a request ends the user message
 
     @property
     def trains(self) -> bool:
@@ -50,9 +51,10 @@ class TextPromptedRecommender(IdentifierDecoder):
             "decoder": resolve_decoder(self.model, self.cfg.decoder),
         }
 
-    def prompt(self, history: Sequence[str]) -> Prompt:
+    def prompt(self, history: Sequence[str], request: str = "") -> Prompt:
         titles = [self.identifiers[i] for i in list(history)[-self.cfg.max_history :]]
-        text = render_prompt(self.cfg.prompt, titles, self.tokenizer)
+        request = self.request_sentence(request)
+        text = render_prompt(self.cfg.prompt, titles, self.tokenizer, request)
         return Prompt(self.tokenizer(text, add_special_tokens=False).input_ids)
 
 

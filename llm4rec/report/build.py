@@ -4,6 +4,8 @@ Two kinds of report. `main` (the main job's runs, default `reports/`):
     comparisons.csv                the main family: every row against the best baseline
     results_table.{tex,md,csv}     the main table
     cost_table.{tex,md,csv}        parameters, train time, inference latency, peak memory, validity
+    steer.{tex,md,csv}             steerability: every model as it ranked and post-filtered to the
+                                   request's constraint set (llm4rec.report.steer)
     slices.{md,csv}                metric by history length, target popularity and the target's
                                    training interactions (new / cold / warm), each bucket tested
                                    against the best baseline
@@ -18,6 +20,8 @@ left to this target, and the baselines; default `reports/ablations/`):
     results_table.{tex,md,csv}     every row of the report (parents at all their seeds), against
                                    the best baseline
     cost_table.{tex,md,csv}        the costs of every run of the report
+    steer.{tex,md,csv}             the steer table, with each steered row (`*_steer`: the parent's
+                                   weights with the request in the prompt) tested against its parent
     tables.tex (+ tables.pdf)
 """
 
@@ -39,6 +43,7 @@ from llm4rec.report.ablations import ablation_frame, render_ablations
 from llm4rec.report.compare import CompareSpec, compare_runs
 from llm4rec.report.runs import RunRecord
 from llm4rec.report.slices import SLICES, render_slices_markdown, slice_frame
+from llm4rec.report.steer import render_steer, steer_table_frame
 from llm4rec.report.tables import (
     build_main_table,
     cost_frame,
@@ -54,9 +59,9 @@ REPORT_DEFAULTS = schema.defaults("report")
 
 # per report kind: its tables (each as .tex/.md/.csv) and its family of comparisons
 REPORT_KINDS = {
-    "main": {"tables": ("results_table", "cost_table"), "families": ("main",)},
+    "main": {"tables": ("results_table", "cost_table", "steer"), "families": ("main",)},
     "ablations": {
-        "tables": ("ablations", "results_table", "cost_table"),
+        "tables": ("ablations", "results_table", "cost_table", "steer"),
         "families": ("ablation", "main"),
     },
 }
@@ -181,6 +186,7 @@ def build_report(
     written += _write_tables(
         out_dir, "cost_table", _cost_renderings(runs, spec, spec.options.get("display_names") or {})
     )
+    written += _steer_table(runs, spec, out_dir)
     stems = REPORT_KINDS[kind]["tables"]
     preview = "\n".join(
         [
@@ -198,6 +204,37 @@ def build_report(
     if pdf is not None:
         written.append(pdf)
     return written
+
+
+def _steer_table(runs: Sequence[RunRecord], spec: ReportSpec, out_dir: Path) -> list[Path]:
+    """Each model with and without the request, and post-filtered (llm4rec.report.steer), on the
+    template `report.steer_template` at the slice metric's cutoff."""
+    o, compare = spec.options, spec.compare_spec()
+    template, cutoff = o["steer_template"], metric_cutoff(o["slice_metric"])
+    frame = steer_table_frame(runs, template, cutoff, compare)
+    wording = next(
+        (
+            w
+            for r in runs
+            if (w := (r.metrics.get("steer") or {}).get("templates", {}).get(template))
+        ),
+        "",
+    )
+    common = {
+        "names": o.get("display_names") or {},
+        "template": template,
+        "wording": wording,
+        "label": spec.label.replace("results", "steer"),
+    }
+    return _write_tables(
+        out_dir,
+        "steer",
+        {
+            "tex": render_steer(frame, cutoff, compare, "latex", **common),
+            "md": render_steer(frame, cutoff, compare, "markdown", **common),
+            "csv": frame.to_csv(index=False),
+        },
+    )
 
 
 def _write_tables(out_dir: Path, stem: str, renderings: dict[str, str]) -> list[Path]:

@@ -45,6 +45,7 @@ def code_token(level: int, code: int) -> str:
 
 class SidLlmRecommender(IdentifierDecoder):
     cfg: SidLlmConfig
+    reads_requests = True  # NEO-style: the request on its own line before the code history
 
     def prepare(self, split: Split) -> dict[str, Any]:
         """One new token per (level, code), each item's tuple as token ids, and their trie."""
@@ -89,8 +90,8 @@ class SidLlmRecommender(IdentifierDecoder):
     def trainable_tokens(self) -> list[int]:
         return list(self.code_ids)
 
-    def prompt(self, history: Sequence[str]) -> Prompt:
-        ids = list(self.head)
+    def prompt(self, history: Sequence[str], request: str = "") -> Prompt:
+        ids = list(self.head) + self.request_ids(request, lead="", end="\n")
         for item in list(history)[-self.cfg.max_history :]:
             ids += self.title_ids.get(item, []) + self.sequences[item] + self.newline
         return Prompt(ids + self.tail)

@@ -136,7 +136,8 @@ class TigerRecommender(LLMRecommender):
         vocabulary (crc32 of the id, so the same user maps to the same token in every process)."""
         return len(self.vocab) + zlib.crc32(str(user).encode()) % self.cfg.user_buckets
 
-    def user_prompt(self, user: str, history: Sequence[str]) -> Prompt:
+    def user_prompt(self, user: str, history: Sequence[str], request: str = "") -> Prompt:
+        # reads no text (reads_requests is False: rank refuses requests before they get here)
         prompt = self.prompt(history)
         return Prompt([self.user_token(user), *prompt.ids]) if self.cfg.user_buckets else prompt
 

@@ -1,0 +1,113 @@
+"""Steered rows (`*_steer`; issue 29): an LLM that reads text, ranking with each user's request.
+
+A steered row consumes its parent run's exported weights (`policy`, llm4rec.llm.policy_export) and
+whatever the parent consumed, rebuilds the parent's recommender, and trains nothing: the same
+model ranks the same users as its parent, with one difference, the user's request in its prompt
+("The user asks for something from the 1990s: comedy."), written from the phase's target metadata
+(llm4rec.data.requests, never its title). Where the request goes is the paradigm's (its
+`prompt(history, request)`): the end of the user message (text-prompted, LLaRA), after the
+instruction and before the soft tokens (E4SRec) or the item tokens (IDIOMoE: text tokens, routed
+to the text expert), on its own line before the code history (SID-LLM, NEO-style).
+
+Set against its parent (the same weights without the request), it measures zero-shot
+steerability: the parents are trained without requests (NEO's instruction tuning is not run).
+The report's steer table (llm4rec.report.steer) prints both, with the parent's list post-filtered
+to the request's constraint set as the reference a model that cannot read text gets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from llm4rec.data.atomic import DataError
+from llm4rec.data.requests import RequestTemplate
+from llm4rec.data.split import Split
+from llm4rec.llm import precision
+from llm4rec.llm.policy_export import read_policy_record, rebuild_parent, restore_policy
+from llm4rec.models import ResolvedInput
+
+
+@dataclass(frozen=True)
+class SteerConfig:
+    # the request written from each user's target (its wording is one of the grid's
+    # evaluation.steer templates, so the report knows which constraint set it asks for)
+    request: RequestTemplate = field(default_factory=RequestTemplate)
+    line: str = "The user asks for {request}."  # the sentence the prompt carries it in
+
+    def __post_init__(self) -> None:
+        if "{request}" not in self.line:
+            raise ValueError(f"steer: line must contain {{request}}, got {self.line!r}")
+
+
+class SteeredRecommender:
+    """The parent's recommender on its exported weights, ranking with requests (module doc)."""
+
+    def __init__(
+        self,
+        name: str,
+        cfg: SteerConfig,
+        seed: int,
+        device: str,
+        selection: str,
+        inputs: Mapping[str, ResolvedInput],
+    ):
+        self.name, self.cfg = name, cfg
+        self.policy = inputs["policy"]
+        self.record = read_policy_record(self.policy)
+        parent_inputs = {slot: source for slot, source in inputs.items() if slot != "policy"}
+        self.parent = rebuild_parent(self.record, seed, device, selection, parent_inputs, name)
+        if not getattr(self.parent, "reads_requests", False):
+            raise DataError(
+                f"{name}: the policy's model ({self.record['recommender']}) cannot read a request "
+                "in its prompt; steer a model that reads text"
+            )
+        self.parent.request_line = cfg.line
+        self.request_template = cfg.request  # the runner writes one request per ranked user
+
+    @property
+    def model(self):
+        return self.parent.model
+
+    def fit(self, split: Split, workdir: Path) -> dict:
+        parent = self.parent
+        info, tensors = restore_policy(parent, split, self.policy)
+        parent.model.requires_grad_(False).eval()
+        return info | {
+            "policy": {
+                "source": self.policy.source,
+                "tensors": tensors,
+                "parent_selected_step": self.record["selected_step"],
+                "parent_valid_score": self.record["valid_score"],
+            },
+            "request_line": self.cfg.line,
+            "trained_with_requests": False,
+            "train_tokens": 0,
+            "precision": precision.record(parent.model, parent.compute_dtype),
+            "backbone": parent.loaded_backbone,
+            "parameters_total": sum(p.numel() for p in parent.model.parameters()),
+            "parameters_trainable": 0,
+        }
+
+    def rank(
+        self,
+        histories: Mapping[str, Sequence[str]],
+        k: int,
+        requests: Mapping[str, str] | None = None,
+    ) -> pd.DataFrame:
+        return self.parent.rank(histories, k, requests=requests if requests is not None else {})
+
+    def export(self, out_dir: Path, split: Split) -> dict[str, str]:
+        return {}
+
+    def inference_cost(self) -> dict[str, float]:
+        return self.parent.inference_cost()
+
+
+def build(
+    name: str, config: SteerConfig, seed: int, device: str, selection: str, inputs: dict
+) -> SteeredRecommender:
+    return SteeredRecommender(name, config, seed, device, selection, inputs)
