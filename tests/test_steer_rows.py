@@ -4,6 +4,8 @@ enters the prompt as text tokens after the instruction (routed to the text exper
 scores, SID-LLM puts it on its own line before the code history, and a model that cannot read a
 request is refused."""
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 import torch
@@ -122,3 +124,80 @@ def test_every_text_reading_llm_has_a_steered_row_and_tiger_none():
         assert set(POLICY_EXPORTS) <= set(MODELS[name].exports), name
         assert spec.inputs["policy"].default == {"run": name}
         assert set(spec.inputs) == set(MODELS[name].inputs) | {"policy"}
+
+
+def test_training_with_requests_puts_the_targets_request_in_a_seeded_share_of_windows(
+    parent, tmp_path
+):
+    """`train_requests` (NEO-style instruction mixing): the chosen windows carry their last item's
+    request (its genre here, never its title) after the instruction, the loss still on item
+    positions only; without it the examples are the paper's; the share is seeded."""
+    import numpy as np
+
+    split, _, rec = parent
+    folder = Path(rec.cfg.backbone.name_or_path)
+    template = {"template": "{genres}"}
+
+    def examples(**extra):
+        model = build_model("idiomoe", params(folder, **extra), seed=0, device="cpu")
+        model.model, model.tokenizer = model.load()
+        model.prepare(split)
+        return model, model.training_examples(split, np.random.default_rng(0))
+
+    plain_model, plain = examples()
+    assert plain == rec.training_examples(split, np.random.default_rng(0))
+    steered_model, every = examples(
+        train_requests={"request": template, "share": 1.0, "line": "{request}"}
+    )
+    instruction = plain_model.instruction
+    first_item = plain_model.types.first_item_id
+    for (ids, targets), (plain_ids, plain_targets) in zip(every, plain, strict=True):
+        last = plain_targets[-1]  # the window's last item, as a catalogue index
+        genre = TITLES[int(plain_model.items[last])].split()[0]
+        request = plain_model.tokenizer(" " + genre, add_special_tokens=False).input_ids
+        assert ids == instruction + request + plain_ids[len(instruction) :]
+        assert targets == [-100] * len(request) + plain_targets
+        assert all(i < first_item for i in ids[: len(instruction) + len(request)])
+    _, half = examples(train_requests={"request": template, "share": 0.5, "line": "{request}"})
+    _, again = examples(train_requests={"request": template, "share": 0.5, "line": "{request}"})
+    carried = sum(len(a[0]) > len(b[0]) for a, b in zip(half, plain, strict=True))
+    assert half == again and 0 < carried < len(plain)
+
+
+def test_a_parent_trained_with_requests_is_steered_in_its_own_wording(parent, tmp_path):
+    from llm4rec.params import ParamsError
+
+    split, _, rec = parent
+    folder = Path(rec.cfg.backbone.name_or_path)
+    tuned = build_model(
+        "idiomoe",
+        params(
+            folder,
+            sft={"steps": 2, "batch_size": 8, "learning_rate": 2e-2},
+            train_requests={"request": {"template": "{genres}"}, "line": "wants {request}"},
+        ),
+        seed=0,
+        device="cpu",
+    )
+    assert tuned.fit(split, tmp_path / "work")["trained_with_requests"] is True
+    (tmp_path / "exports").mkdir()
+    tuned.export(tmp_path / "exports", split)
+    policy = ResolvedInput({n: tmp_path / "exports" / n for n in POLICY_EXPORTS}, "run tuned")
+    with pytest.raises(DataError, match="differs from the one its parent trained with"):
+        build_model("idiomoe_steer", STEER, seed=0, device="cpu", inputs={"policy": policy})
+    steered = build_model(
+        "idiomoe_steer",
+        STEER | {"line": "wants {request}"},
+        seed=0,
+        device="cpu",
+        inputs={"policy": policy},
+    )
+    assert steered.fit(split, tmp_path / "steer")["trained_with_requests"] is True
+    with pytest.raises(ParamsError, match="train_requests"):
+        build_model(
+            "sid_tiger",
+            {"train_requests": {"share": 0.5}},
+            seed=0,
+            device="cpu",
+            inputs={"codes": ResolvedInput({}, "none")},
+        )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pandas as pd
 
@@ -42,6 +42,22 @@ class RequestTemplate:
     @property
     def placeholders(self) -> set[str]:
         return set(re.findall(r"{(\w+)}", self.template))
+
+
+@dataclass(frozen=True)
+class RequestTraining:
+    """Training with requests (NEO's instruction mixing): a seeded `share` of the training windows
+    carry their target's request (`request`, worded by `line`) in the prompt, the rest none."""
+
+    request: RequestTemplate = field(default_factory=RequestTemplate)
+    share: float = 0.5
+    line: str = "The user asks for {request}."
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.share <= 1.0:
+            raise ValueError(f"train_requests.share must be in (0, 1], got {self.share}")
+        if "{request}" not in self.line:
+            raise ValueError(f"train_requests.line must contain {{request}}, got {self.line!r}")
 
 
 def genre_list(value: object) -> list[str]:

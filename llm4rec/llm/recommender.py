@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from llm4rec.data.requests import RequestTraining, request_text
 from llm4rec.data.split import Split
 from llm4rec.evaluation.evaluate import sample_users
 from llm4rec.evaluation.metrics import SELECTION_METRIC
@@ -69,6 +70,9 @@ class LLMConfig:
     text_retention: TextRetentionConfig = field(
         default_factory=TextRetentionConfig
     )  # perplexity before/after training
+    # train with requests (a seeded share of the windows carry their target's request; a paradigm
+    # that reads them): None trains as the paper did, and its steered row is zero-shot
+    train_requests: RequestTraining | None = None
 
 
 Histories = Sequence[Sequence[str]]  # per prompt row: the items never to recommend
@@ -146,6 +150,22 @@ class LLMRecommender:
         """The request as the prompt words it ('' for none)."""
         return self.request_line.format(request=request) if request else ""
 
+    def training_requests(self, split: Split) -> Callable[[str], str]:
+        """target -> the request its training window's prompt carries: the target's own (written
+        as at ranking, from its metadata) for a seeded share (`train_requests.share`) of the
+        windows, in the order they are asked for; '' for the rest, and always when the config
+        trains without requests."""
+        spec = getattr(self.cfg, "train_requests", None)  # TIGER: no such setting
+        if spec is None:
+            return lambda target: ""
+        if not self.reads_requests:
+            raise ValueError(f"{type(self).__name__}: train_requests set, but it reads no request")
+        self.request_line = spec.line
+        items = split.items.set_index(split.items["item_id"].astype(str))
+        texts = {item: request_text(row, spec.request) for item, row in items.iterrows()}
+        rng = np.random.default_rng([self.seed, 29])  # apart from the windows' own sampling
+        return lambda target: texts[str(target)] if rng.random() < spec.share else ""
+
     def request_ids(self, request: str, lead: str = " ", end: str = "") -> list[int]:
         """The request sentence's tokens (text tokens: IDIOMoE routes them to its text expert),
         between `lead` and `end`; [] for no request."""
@@ -209,6 +229,9 @@ class LLMRecommender:
         if not self.trains:
             self.inference_setup()
         info |= self._train(split, Path(workdir)) if self.trains else {"train_tokens": 0}
+        info["trained_with_requests"] = (
+            self.trains and getattr(self.cfg, "train_requests", None) is not None
+        )
         info["precision"] = precision.record(self.model, self.compute_dtype)
         info["decoding_during_fit"] = (
             self.inference_cost()
@@ -400,8 +423,14 @@ class IdentifierDecoder(LLMRecommender):
         """Sliding windows over each user's training sequence (a seeded sample of them): the last
         `max_history` items as the prompt, the next item's identifier as the answer."""
         cfg = self.cfg
+        request = self.training_requests(split)
         return next_item_examples(
-            split, self.prompt, self.sequences, cfg.max_history, cfg.max_train_examples, rng
+            split,
+            lambda history, target: self.prompt(history, request(target)),
+            self.sequences,
+            cfg.max_history,
+            cfg.max_train_examples,
+            rng,
         )
 
     def decode(

@@ -91,17 +91,21 @@ def encode_example(prompt_ids: list[int], target_ids: list[int]) -> tuple[list[i
 
 def next_item_examples(
     split,
-    prompt: Callable[[Sequence[str]], Prompt],
+    prompt: Callable[[Sequence[str], str], Prompt],
     answers: Mapping[str, list[int]],
     max_history: int,
     max_examples: int | None,
     rng: np.random.Generator,
 ) -> list[tuple[list[int], list[int]]]:
     """SFT examples of a paradigm that answers with an item's tokens: every next-item window
-    (`training_windows`) as the `prompt` of its history, then the target's `answers` tokens,
-    the loss on those (`encode_example`)."""
+    (`training_windows`) as the `prompt(history, target)` of its history (the target: for a
+    request written from it), then the target's `answers` tokens, the loss on those
+    (`encode_example`)."""
     windows = training_windows(split, max_history, max_examples, rng)
-    return [encode_example(prompt(history).ids, answers[target]) for _, history, target in windows]
+    return [
+        encode_example(prompt(history, target).ids, answers[target])
+        for _, history, target in windows
+    ]
 
 
 def collate(

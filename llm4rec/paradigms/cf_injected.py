@@ -231,13 +231,14 @@ class CfLlaraRecommender(TextPromptedRecommender):
     def training_examples(self, split: Split, rng: np.random.Generator) -> list[tuple]:
         """Per next-item window: the hybrid (ids, labels, soft positions, CF rows) and, under a
         curriculum, the text-only (ids, labels) of the same window (`text_prompted`'s prompt)."""
-        examples = []
+        examples, requests = [], self.training_requests(split)
         for _, history, target in training_windows(
             split, self.cfg.max_history, self.cfg.max_train_examples, rng
         ):
-            ids, positions, rows = self.hybrid_prompt(history)
+            request = requests(target)
+            ids, positions, rows = self.hybrid_prompt(history, request)
             text = (
-                encode_example(super().prompt(history).ids, self.sequences[target])
+                encode_example(super().prompt(history, request).ids, self.sequences[target])
                 if self.cfg.curriculum_length
                 else None
             )
@@ -397,8 +398,9 @@ class CfE4SRecRecommender(LLMRecommender):
             cap = self.cfg.max_train_examples
             if cap and len(windows) > cap:
                 windows = [windows[i] for i in sorted(rng.choice(len(windows), cap, replace=False))]
+        requests = self.training_requests(split)
         for history, target in windows:
-            ids, positions, rows = self.layout(history)
+            ids, positions, rows = self.layout(history, requests(target))
             targets = [-100] * len(ids)
             targets[-1] = self.index[target]
             if self.cfg.loss_positions == "all":

@@ -303,15 +303,17 @@ class IdiomoeRecommender(LLMRecommender):
     ) -> list[tuple[list[int], list[int]]]:
         """Windows of max_history + 1 items over each user's training sequence (stride max_history):
         (instruction + item tokens, next-item targets: each item position's catalogue index, else
-        -100)."""
+        -100); with `train_requests`, a share of them carry the last item's request after the
+        instruction."""
         n, examples = self.cfg.max_history, []
-        train = split.phase("train")
+        train, requests = split.phase("train"), self.training_requests(split)
         for _, group in train.groupby("user_id")["item_id"]:
             items = group.astype(str).tolist()
             for end in range(len(items), 1, -n):
                 window = items[max(0, end - n - 1) : end]
-                ids = self.instruction + self.item_ids(window[:-1])
-                targets = [-100] * len(self.instruction) + [self.index[i] for i in window[1:]]
+                head = self.instruction + self.request_ids(requests(window[-1]))
+                ids = head + self.item_ids(window[:-1])
+                targets = [-100] * len(head) + [self.index[i] for i in window[1:]]
                 if self.cfg.loss_positions == "last":
                     targets = [-100] * (len(targets) - 1) + targets[-1:]
                 examples.append((ids, targets))

@@ -10,7 +10,10 @@ instruction and before the soft tokens (E4SRec) or the item tokens (IDIOMoE: tex
 to the text expert), on its own line before the code history (SID-LLM, NEO-style).
 
 Set against its parent (the same weights without the request), it measures zero-shot
-steerability: the parents are trained without requests (NEO's instruction tuning is not run).
+steerability when the parent trained without requests (the default), and steerability after
+instruction mixing when the parent's `train_requests` was set (a seeded share of its training
+windows carried their target's request, NEO-style); run.json's `fit.trained_with_requests` says
+which.
 The report's steer table (llm4rec.report.steer) prints both, with the parent's list post-filtered
 to the request's constraint set as the reference a model that cannot read text gets.
 """
@@ -65,6 +68,13 @@ class SteeredRecommender:
                 f"{name}: the policy's model ({self.record['recommender']}) cannot read a request "
                 "in its prompt; steer a model that reads text"
             )
+        trained = getattr(self.parent.cfg, "train_requests", None)
+        if trained is not None and trained.line != cfg.line:
+            raise DataError(
+                f"{name}: line '{cfg.line}' differs from the one its parent trained with "
+                f"('{trained.line}', train_requests.line); word the request as it was trained"
+            )
+        self.trained_with_requests = trained is not None and self.parent.trains
         self.parent.request_line = cfg.line
         self.request_template = cfg.request  # the runner writes one request per ranked user
 
@@ -84,7 +94,7 @@ class SteeredRecommender:
                 "parent_valid_score": self.record["valid_score"],
             },
             "request_line": self.cfg.line,
-            "trained_with_requests": False,
+            "trained_with_requests": self.trained_with_requests,
             "train_tokens": 0,
             "precision": precision.record(parent.model, parent.compute_dtype),
             "backbone": parent.loaded_backbone,
