@@ -66,3 +66,10 @@ SEMANTIC_ID_COSTS = (
     Cost("sid_codes_used_pct", "Codes used (%)", always=False, in_summary=False),
     Cost("sid_code_perplexity", "Code ppl", always=False, in_summary=False),
 )
+
+# an exact-ranking row (llm4rec.paradigms.exact): its parent's beam against the exact ranking on the
+# row's test users
+BEAM_AGREEMENT_COSTS = (
+    Cost("beam_overlap_at_k", "Beam-exact overlap@K", always=False, decimals=3),
+    Cost("beam_miss_pct", "Beam misses (%)", always=False),
+)

@@ -200,20 +200,33 @@ def _ranking(
 
 
 def cell_cost(
-    grid: Grid, dataset: str, model: str, stats: dict[str, float], config: Any = None
+    grid: Grid,
+    dataset: str,
+    model: str,
+    stats: dict[str, float],
+    config: Any = None,
+    users_of: str | None = None,
 ) -> Cost:
     """The estimated cost of one run (one seed) of `model` on `dataset` (`config`: other params
-    than the grid's)."""
+    than the grid's; `users_of`: the entry whose evaluation samples it ranks)."""
     spec = MODELS[model]
-    if spec.factory == "llm4rec.paradigms.steer:build":
-        # a steered row: its parent's model ranking the same users, nothing trained (the request's
-        # dozen prompt tokens are not counted)
+    stage = {"llm4rec.paradigms.steer:build": "steer", "llm4rec.paradigms.exact:build": "exact"}
+    if spec.factory in stage:
+        # a steered or exact row: its parent's model ranking the row's users, nothing trained (a
+        # request's dozen prompt tokens are not counted); an exact row's beam covers the catalogue
+        # (and the parent's beam over the same users is searched too: counted)
         parent = grid.model_inputs(model)["policy"]["run"]
         pcfg = check_params(MODELS[parent], grid.model_params(parent, dataset))
         untrained = dataclasses.replace(pcfg, sft=dataclasses.replace(pcfg.sft, steps=0))
-        return dataclasses.replace(cell_cost(grid, dataset, parent, stats, untrained), trainable=0)
+        cost = cell_cost(grid, dataset, parent, stats, untrained, users_of=model)
+        if stage[spec.factory] == "exact":
+            config = check_params(spec, grid.model_params(model, dataset))
+            width = config.width or stats["items"]
+            exact = dataclasses.replace(untrained, beam_width=width, batch_users=config.batch_users)
+            cost = _add(cost, cell_cost(grid, dataset, parent, stats, exact, users_of=model))
+        return dataclasses.replace(cost, trainable=0)
     config = config or check_params(spec, grid.model_params(model, dataset))
-    evaluation = grid.model_evaluation(model)
+    evaluation = grid.model_evaluation(users_of or model)
     test_users = min(evaluation.get("test_users") or stats["users"], stats["users"])
     valid_users = min(evaluation.get("valid_users") or stats["users"], stats["users"])
     items, title = stats["items"], stats["title_tokens"]
@@ -335,6 +348,17 @@ def cell_cost(
         else 0
     )
     return cost
+
+
+def _add(a: Cost, b: Cost) -> Cost:
+    """Two searches by one job: the work adds up, the model and its peak are one."""
+    summed = {
+        f: getattr(a, f) + getattr(b, f)
+        for f in ("train_tokens", "train_flops", "forward_flops", "decode_steps", "layer_passes")
+    }
+    return dataclasses.replace(
+        a, activation_bytes=max(a.activation_bytes, b.activation_bytes), **summed
+    )
 
 
 def _grpo_cost(grid, dataset, model, config, stats, valid_users, test_users) -> Cost:

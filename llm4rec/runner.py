@@ -94,11 +94,17 @@ def peak_memory_mb() -> float:
 
 
 def evaluated_users(grid: Grid, model: str, split: Split, phase: str) -> list[str]:
-    """The phase's users this model is scored on: all, or its declared seeded sample."""
+    """The phase's users this model is scored on: all, or its declared seeded sample, drawn
+    within its parent's users for a variant (so a smaller sample is nested in the parent's: an
+    exact-ranking row's users are users its parent ranked; equal sizes give the parent's)."""
     evaluation = grid.model_evaluation(model)
-    return sample_users(
-        list(split.targets(phase)), evaluation[f"{phase}_users"], evaluation["sample_seed"]
+    parent = MODELS[model].parent if model in MODELS else None
+    pool = (
+        evaluated_users(grid, parent, split, phase)
+        if parent in grid.models
+        else list(split.targets(phase))
     )
+    return sample_users(pool, evaluation[f"{phase}_users"], evaluation["sample_seed"])
 
 
 def resolve_inputs(
@@ -270,7 +276,7 @@ def train_and_rank(grid: Grid, dataset: str, model: str, seed: int) -> dict:
             "parameters_total": int(fit_info.get("parameters_total", 0)),
             "parameters_trainable": int(fit_info.get("parameters_trainable", 0)),
             **token_costs(fit_info, inference_cost["test"], n_test),
-            **declared_costs(model, fit_info),
+            **declared_costs(model, fit_info, inference_cost["test"]),
         },
         "inference_cost": {phase: cost for phase, cost in inference_cost.items() if cost},
         "timing": timing,
@@ -316,10 +322,14 @@ def request_record(recommender: Any) -> dict[str, Any]:
     return {"requests": dataclasses.asdict(template)} if template else {}
 
 
-def declared_costs(model: str, fit_info: dict) -> dict[str, float]:
-    """The model family's own cost figures (fit_info["costs"]), each declared in ModelSpec.costs."""
-    reported = fit_info.get("costs", {})
+def declared_costs(model: str, fit_info: dict, test_cost: dict | None = None) -> dict[str, float]:
+    """The model family's own cost figures, each declared in ModelSpec.costs: fit_info["costs"],
+    and those of its declared figures the test phase's inference_cost reports (an exact-ranking
+    row's beam agreement)."""
     declared = {c.key for c in MODELS[model].costs}
+    reported = fit_info.get("costs", {}) | {
+        key: value for key, value in (test_cost or {}).items() if key in declared
+    }
     undeclared = sorted(set(reported) - declared)
     if undeclared:
         raise ValueError(

@@ -110,8 +110,12 @@ def protocol_gaps(cls: type) -> list[str]:
 
 # every model but the RL stages, which start from another run's exported policy: their protocol,
 # rebuild and record are tests/test_rl_stage.py's, their end-to-end rerun tests/test_rerun.py's
-# (steered rows likewise: tests/test_steer_rows.py)
-STAGES = ("llm4rec.paradigms.rl:build", "llm4rec.paradigms.steer:build")
+# (steered and exact rows likewise: tests/test_steer_rows.py, tests/test_exact_rows.py)
+STAGES = (
+    "llm4rec.paradigms.rl:build",
+    "llm4rec.paradigms.steer:build",
+    "llm4rec.paradigms.exact:build",
+)
 STANDALONE = sorted(n for n, s in MODELS.items() if s.factory not in STAGES)
 
 

@@ -48,7 +48,13 @@ from typing import Any, Protocol, runtime_checkable
 
 import pandas as pd
 
-from llm4rec.costs import COSTS, SEMANTIC_ID_COSTS, TEXT_RETENTION_COSTS, Cost
+from llm4rec.costs import (
+    BEAM_AGREEMENT_COSTS,
+    COSTS,
+    SEMANTIC_ID_COSTS,
+    TEXT_RETENTION_COSTS,
+    Cost,
+)
 from llm4rec.data.split import Split
 from llm4rec.evaluation.metrics import SELECTION_METRIC
 
@@ -333,8 +339,46 @@ class _SteeredStage:
         )
 
 
+def _exact(name: str, parent: str, display: str) -> _ExactStage:
+    """An exact-ranking row over a registered generative recommender: the parent run's exported
+    weights ranking its users by the exact full-catalogue likelihood (llm4rec.paradigms.exact),
+    with the beam's agreement as its cost figures; compared with its parent (the beam)."""
+    return _ExactStage(name, parent, display)
+
+
+@dataclass(frozen=True)
+class _ExactStage:
+    name: str
+    parent: str
+    display: str
+
+    def resolve(self, parent: ModelSpec) -> ModelSpec:
+        policy = InputSlot(
+            POLICY_EXPORTS,
+            {"run": self.parent},
+            f"the model ranked exactly ({self.parent}'s selected weights)",
+        )
+        return dataclasses.replace(
+            parent,
+            name=self.name,
+            description=f"{self.parent}'s trained weights ranking by the exact full-catalogue "
+            "likelihood (a beam as wide as the catalogue), against its beam",
+            display=self.display,
+            factory="llm4rec.paradigms.exact:build",
+            config="llm4rec.paradigms.exact:ExactConfig",
+            exports=(),
+            inputs={**parent.inputs, "policy": policy},
+            costs=parent.costs + BEAM_AGREEMENT_COSTS,
+            hyperparameters=None,
+            parent=self.parent,
+            overrides={},
+            defaults={},
+            not_applicable={},
+        )
+
+
 def _registry(
-    entries: list[ModelSpec | _Variant | _RlStage | _SteeredStage],
+    entries: list[ModelSpec | _Variant | _RlStage | _SteeredStage | _ExactStage],
 ) -> dict[str, ModelSpec]:
     """Registry entries in order, each variant resolved against its parent (listed before it)."""
     specs: dict[str, ModelSpec] = {}
@@ -703,6 +747,10 @@ MODELS: dict[str, ModelSpec] = _registry(
         _steered("cf_e4srec_steer", "cf_e4srec", "E4SRec + request"),
         _steered("idiomoe_steer", "idiomoe", "IDIOMoE + request"),
         _steered("sid_llm_steer", "sid_llm", "SID-LLM (LoRA) + request"),
+        _exact("text_prompted_exact", "text_prompted", "Text-prompted (LoRA), exact ranking"),
+        _exact("cf_llara_exact", "cf_llara", "LLaRA, exact ranking"),
+        _exact("sid_tiger_exact", "sid_tiger", "TIGER, exact ranking"),
+        _exact("sid_llm_exact", "sid_llm", "SID-LLM (LoRA), exact ranking"),
     ]
 )
 

@@ -1,0 +1,145 @@
+"""Exact-ranking rows (`*_exact`; issue 29): what a generative run's beam leaves out.
+
+A generative recommender ranks by catalogue-constrained beam search, which keeps the `beam_width`
+most likely prefixes at each step and can drop an item whose full identifier is more likely than
+some it keeps. The exact ranking, every catalogue item by the log-likelihood of its identifier
+after the prompt, is the same search at a width covering the catalogue: no prefix is ever pruned
+(a trie level never holds more prefixes than items), so it is exhaustive scoring, tested equal to
+it (tests/test_llm_decoding.py).
+
+An exact row consumes its parent run's exported weights (`policy`, llm4rec.llm.policy_export),
+trains nothing, and ranks its users (a seeded sample drawn within its parent's, so every user of
+the row is one its parent ranked) exactly; its rankings are evaluated like any run's, so the
+ablation table sets its metric against the parent's beam on the same users, with the paired test.
+For the users of each ranked phase it also ranks with the parent's own beam (the same weights:
+the parent's lists) and reports, on the test phase, as declared cost figures (run.json `cost`,
+MLflow, the cost table):
+
+- `beam_overlap_at_k`: the mean over users of |beam top-K ∩ exact top-K| / K;
+- `beam_miss_pct`: the share of users (%) whose beam top-K misses an item of the exact top-K.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from llm4rec.data.split import Split
+from llm4rec.evaluation.evaluate import rankings_to_lists
+from llm4rec.llm import precision
+from llm4rec.llm.policy_export import read_policy_record, rebuild_parent, restore_policy
+from llm4rec.models import ResolvedInput
+
+
+@dataclass(frozen=True)
+class ExactConfig:
+    width: int | None = None  # the exact search's beam width (None: the catalogue's size: exact)
+    batch_users: int = 1  # users searched together (a catalogue-wide beam per user is large)
+
+    def __post_init__(self) -> None:
+        if self.width is not None and self.width < 1:
+            raise ValueError(f"exact: width must be >= 1 or null, got {self.width}")
+        if self.batch_users < 1:
+            raise ValueError(f"exact: batch_users must be >= 1, got {self.batch_users}")
+
+
+def beam_agreement(beam: pd.DataFrame, exact: pd.DataFrame, k: int) -> dict[str, float]:
+    """Overlap@k of two rankings of the same users, and the share of users whose `beam` top-k
+    misses an item of the `exact` top-k (`beam_overlap_at_k`, `beam_miss_pct`)."""
+    a, b = rankings_to_lists(beam), rankings_to_lists(exact)
+    if set(a) != set(b):
+        raise ValueError(f"beam and exact rankings cover different users ({len(a)} vs {len(b)})")
+    overlaps = np.array([len(set(a[u][:k]) & set(b[u][:k])) / k for u in sorted(a)])
+    misses = np.array([not set(b[u][:k]) <= set(a[u][:k]) for u in sorted(a)])
+    return {
+        "beam_overlap_at_k": float(overlaps.mean()) if len(a) else float("nan"),
+        "beam_miss_pct": 100.0 * float(misses.mean()) if len(a) else float("nan"),
+    }
+
+
+class ExactRecommender:
+    """The parent's generative recommender on its exported weights, ranking exactly (module
+    doc)."""
+
+    def __init__(
+        self,
+        name: str,
+        cfg: ExactConfig,
+        seed: int,
+        device: str,
+        selection: str,
+        inputs: Mapping[str, ResolvedInput],
+    ):
+        self.name, self.cfg = name, cfg
+        self.policy = inputs["policy"]
+        self.record = read_policy_record(self.policy)
+        parent_inputs = {slot: source for slot, source in inputs.items() if slot != "policy"}
+        self.parent = rebuild_parent(self.record, seed, device, selection, parent_inputs, name)
+        if not hasattr(self.parent.cfg, "beam_width"):
+            raise ValueError(
+                f"{name}: the policy's model ({self.record['recommender']}) does not rank by beam "
+                "search; an exact row needs a generative parent"
+            )
+        self.agreement: dict[str, float] = {}
+
+    @property
+    def model(self):
+        return self.parent.model
+
+    def fit(self, split: Split, workdir: Path) -> dict:
+        parent = self.parent
+        info, tensors = restore_policy(parent, split, self.policy)
+        parent.model.requires_grad_(False).eval()
+        self.beam = parent.cfg  # the parent's own search
+        self.exact = dataclasses.replace(
+            parent.cfg,
+            beam_width=self.cfg.width or len(split.items),
+            batch_users=self.cfg.batch_users,
+        )
+        return info | {
+            "policy": {
+                "source": self.policy.source,
+                "tensors": tensors,
+                "parent_selected_step": self.record["selected_step"],
+                "parent_valid_score": self.record["valid_score"],
+            },
+            "beam_width": self.beam.beam_width,
+            "exact_width": self.exact.beam_width,
+            "exact": self.exact.beam_width >= len(split.items),
+            "train_tokens": 0,
+            "precision": precision.record(parent.model, parent.compute_dtype),
+            "backbone": parent.loaded_backbone,
+            "parameters_total": sum(p.numel() for p in parent.model.parameters()),
+            "parameters_trainable": 0,
+        }
+
+    def rank(self, histories: Mapping[str, Sequence[str]], k: int) -> pd.DataFrame:
+        """The exact top-k; the parent's beam over the same users is searched too (its decoding
+        counts are not the row's: only the exact search's are)."""
+        parent = self.parent
+        parent.cfg = self.beam
+        beam = parent._rank_batches(histories, k)
+        parent.inference_cost()  # the beam's counts: reset, not reported as this row's
+        parent.cfg = self.exact
+        exact = parent._rank_batches(histories, k)
+        parent.cfg = self.beam
+        self.agreement = beam_agreement(beam, exact, k)
+        return exact
+
+    def export(self, out_dir: Path, split: Split) -> dict[str, str]:
+        return {}
+
+    def inference_cost(self) -> dict[str, float]:
+        """The exact search's decoding counts, and the agreement of the phase just ranked."""
+        return self.parent.inference_cost() | self.agreement
+
+
+def build(
+    name: str, config: ExactConfig, seed: int, device: str, selection: str, inputs: dict
+) -> ExactRecommender:
+    return ExactRecommender(name, config, seed, device, selection, inputs)
