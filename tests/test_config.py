@@ -20,9 +20,11 @@ def write(tmp_path, cfg, text=None):
 
 
 def test_shipped_configs_are_valid():
-    for name in ("default.yaml", "paper.yaml"):
+    for name in ("default.yaml", "paper.yaml", "new_items.yaml"):
         grid = load_grid(DEFAULT_CONFIG.parent / name)
         assert grid.runs()
+    new_items = load_grid(DEFAULT_CONFIG.parent / "new_items.yaml")
+    assert all(new_items.dataset_config(d).get("new_items") for d in new_items.datasets)
 
 
 def test_good_config_resolves_defaults(tmp_path):
