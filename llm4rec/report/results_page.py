@@ -214,6 +214,9 @@ def render_page(grid: Grid, wall_seconds: float | None = None) -> tuple[str, str
     lines += ["## Costs", "", _read(reports / "cost_table.md"), ""]
     if has_ablations:
         lines += ["### Ablation target", "", _read(ablation_reports / "cost_table.md"), ""]
+    steer = ablation_reports / "steer.md" if has_ablations else reports / "steer.md"
+    if steer.is_file():
+        lines += ["## Steerability", "", _read(steer), ""]
     lines += ["## Slices", "", _read(reports / "slices.md"), ""]
     lines += ["## Per-run timings (run.json)", "", *timing_rows(main + ablations), ""]
     job = (
