@@ -202,8 +202,13 @@ def test_every_paradigm_logs_one_key_set_without_library_internals():
             or k == "hp.prompt"
             for k in logged
         )
-        # TIGER trains its own T5; an RL stage's backbone is its parent's (inputs.policy names it)
-        rl_stage = REGISTRY[model].factory == "llm4rec.paradigms.rl:build"
+        # TIGER trains its own T5; a stage's backbone is its parent's (inputs.policy names it): an
+        # RL stage, a steered row, an exact-ranking row
+        rl_stage = REGISTRY[model].factory in (
+            "llm4rec.paradigms.rl:build",
+            "llm4rec.paradigms.steer:build",
+            "llm4rec.paradigms.exact:build",
+        )
         # AlphaRec reads item-text embeddings (inputs.text names the encoder); it has no backbone.
         # RTA's frozen backbone runs in the llm_states artifact (inputs.states; run.json fit.states)
         if (

@@ -27,7 +27,13 @@ LLM_MODELS = sorted(
     # trains an fp32 aggregator over the stored states
     if spec.paradigm not in ("baseline", "lm_representation", "reindexed")
     and name != "emb_knn"
-    and spec.factory != "llm4rec.paradigms.rl:build"
+    # stages build from a parent's exported policy (their own tests restore it): RL, steered, exact
+    and spec.factory
+    not in (
+        "llm4rec.paradigms.rl:build",
+        "llm4rec.paradigms.steer:build",
+        "llm4rec.paradigms.exact:build",
+    )
 )
 WORDS = sorted(set(CF_WORDS) | {"seen", "next", ":", ";"})
 
