@@ -238,8 +238,16 @@ def cell_cost(
     family = type(config).__name__
     if family == "AlphaRecConfig":
         return _alpharec_cost(grid, model, config, stats)
-    if family == "RtaConfig":
-        return _rta_cost(grid, model, config, stats)
+    if family in ("RtaConfig", "SteeredRtaConfig"):
+        cost = _rta_cost(grid, model, config, stats)
+        if family == "SteeredRtaConfig":  # a forward of the frozen LLM per ranked user, at ranking
+            states = check_params(
+                ARTIFACTS["llm_states"], grid.model_inputs(model)["states"].get("params") or {}
+            )
+            shape = backbone_shape(states.backbone.name_or_path)
+            prompt = 12 + states.window * 12 + 16  # header, titles, the request line
+            cost.forward_flops += 2 * shape.params * (test_users + valid_users) * prompt
+        return cost
     code = (grid.model_inputs(model).get("codes", {}).get("params") or {}).get(
         "levels", 3
     ) + 1  # + disambiguation

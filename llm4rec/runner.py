@@ -94,17 +94,17 @@ def peak_memory_mb() -> float:
 
 
 def evaluated_users(grid: Grid, model: str, split: Split, phase: str) -> list[str]:
-    """The phase's users this model is scored on: all, or its declared seeded sample, drawn
-    within its parent's users for a variant (so a smaller sample is nested in the parent's: an
-    exact-ranking row's users are users its parent ranked; equal sizes give the parent's)."""
+    """The phase's users this model is scored on: all, or its declared seeded sample; a variant's
+    sample no larger than its parent's is drawn within the parent's users (nested: an exact-ranking
+    row's users are users its parent ranked; an equal size gives the parent's own)."""
     evaluation = grid.model_evaluation(model)
+    n, seed = evaluation[f"{phase}_users"], evaluation["sample_seed"]
     parent = MODELS[model].parent if model in MODELS else None
-    pool = (
-        evaluated_users(grid, parent, split, phase)
-        if parent in grid.models
-        else list(split.targets(phase))
-    )
-    return sample_users(pool, evaluation[f"{phase}_users"], evaluation["sample_seed"])
+    if n is not None and parent in grid.models:
+        pool = evaluated_users(grid, parent, split, phase)
+        if n <= len(pool):
+            return sample_users(pool, n, seed)
+    return sample_users(list(split.targets(phase)), n, seed)
 
 
 def resolve_inputs(

@@ -93,6 +93,11 @@ def test_the_rows_users_are_a_sample_within_its_parents(tmp_path):
     row_users = evaluated_users(loaded, "sid_tiger_exact", Targets(), "test")
     assert len(parent_users) == 40 and len(row_users) == 7
     assert set(row_users) <= set(parent_users)
+    # a variant asking for more users than its parent ranked draws from every user, as before
+    grid["models"][1]["evaluation"] = {"test_users": 60}
+    (tmp_path / "grid.yaml").write_text(yaml.safe_dump(grid))
+    wider = evaluated_users(load_grid(tmp_path / "grid.yaml"), "sid_tiger_exact", Targets(), "test")
+    assert len(wider) == 60 and not set(wider) <= set(parent_users)
 
 
 def test_only_generative_parents_have_exact_rows():

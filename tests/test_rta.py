@@ -251,3 +251,47 @@ def test_the_reindex_curves_reach_mlflow(tmp_path):
     valid = [(step, v) for k, v, step in curves if k == "curve.valid_ndcg_at_10"]
     assert losses == info["epoch_losses"] and len(losses) == 2
     assert [step for step, _ in valid] == [0, 1, 2]  # epoch 0: the mean-pooled titles
+
+
+def test_the_steered_row_trains_as_its_parent_and_reads_the_request_after_the_titles(
+    tiny_folder, tmp_path
+):
+    """rta_reindex_steer: the parent's aggregator bit for bit; its prompt without a request gives
+    the artifact's query (the prompt rebuilt exactly); the request after the last title moves the
+    query, and a user without one keeps the artifact's."""
+    folder, _, tokenizer = tiny_folder
+    split = _toy_split()
+    split.items["genres"] = ["Alpha", "Beta", "Gamma", "Alpha", "Beta", "Gamma"]
+    cfg = StatesConfig(
+        backbone=BackboneConfig(name_or_path=str(folder)), header="A user watched:", separator=" ",
+        window=4, batch_size=3,
+    )  # fmt: skip
+    build_llm_states(split, cfg, None, tmp_path / "states")
+    names = ("states.npy", "states.parquet", "title_tokens.npy", "token_rows.npy", "states.json")
+    states = ResolvedInput({n: tmp_path / "states" / n for n in names}, "artifact llm_states/t")
+    params = {"epochs": 3}
+    parent = build_model("rta_reindex", params, 0, "cpu", inputs={"states": states})
+    parent.fit(split, tmp_path / "p")
+    steer = {"request": {"template": "{genres}"}, "line": "user {request}"}
+    row = build_model("rta_reindex_steer", params | steer, 0, "cpu", inputs={"states": states})
+    info = row.fit(split, tmp_path / "s")
+    assert info["trained_with_requests"] is False
+    for (name, a), (_, b) in zip(
+        parent.aggregator.state_dict().items(), row.aggregator.state_dict().items(), strict=True
+    ):
+        assert torch.equal(a, b), name
+    histories = split.history("test")
+    users = sorted(histories)
+    pd.testing.assert_frame_equal(row.rank(histories, 3, requests={}), parent.rank(histories, 3))
+    rebuilt = row.request_queries(users, histories, {})  # no request: the artifact's prompt
+    torch.testing.assert_close(rebuilt, row.queries(users, histories), rtol=1e-4, atol=1e-5)
+    ids = row.prompt_ids(users[0], histories[users[0]], "Beta")
+    plain = row.prompt_ids(users[0], histories[users[0]], "")
+    assert ids[: len(plain)] == plain
+    assert tokenizer.convert_ids_to_tokens(ids[len(plain) :]) == ["user", "Beta"]  # " ": dropped
+    asked = {users[0]: "Beta", users[1]: ""}
+    q = row.queries(users, histories, asked)
+    base = row.queries(users, histories)
+    assert not torch.allclose(q[0], base[0]) and torch.equal(q[1:], base[1:])
+    with pytest.raises(ValueError, match="reads no request"):
+        parent.rank(histories, 3, requests={users[0]: "Beta"})

@@ -58,6 +58,7 @@ def runs(tmp_path):
         _run(tmp_path, "idiomoe", "moe_expert", 0, parent0),
         _run(tmp_path, "idiomoe", "moe_expert", 1, parent1),
         _run(tmp_path, "idiomoe_steer", "moe_expert", 0, steered, request=WORDING),
+        _run(tmp_path, "idiomoe_popprior", "moe_expert", 0, parent0),  # a variant: not a row
     ], (parent0, steered)
 
 
@@ -71,7 +72,7 @@ def test_the_steer_table_by_hand(runs):
         ("idiomoe", "history"),
         ("idiomoe", "request"),
         ("idiomoe", "post-filter"),
-    }  # the steered row is printed under its parent, not as a model of its own
+    }  # the steered row is printed under its parent; another variant not at all
     keep = slice(0, 7)  # u0..u6: the users a request could be written for
     history, request = frame.loc[("idiomoe", "history")], frame.loc[("idiomoe", "request")]
     assert history["n_users"] == request["n_users"] == 7 and history["seeds"] == "0"
@@ -117,3 +118,6 @@ def test_a_steered_row_worded_unlike_the_template_is_refused(tmp_path, runs):
     other = _run(tmp_path / "x", "idiomoe_steer", "moe_expert", 0, {}, request="a {genres}")
     with pytest.raises(ValueError, match="worded 'a \\{genres\\}'.*template 'both'"):
         steer_table_frame(records[:3] + [other], "both", 10)
+    with pytest.raises(ValueError, match="both rank idiomoe's users with requests"):
+        intent = _run(tmp_path / "y", "idiomoe_learned_router", "moe_expert", 0, {}, WORDING)
+        steer_table_frame(records + [intent], "both", 10)

@@ -738,6 +738,17 @@ MODELS: dict[str, ModelSpec] = _registry(
                 }
             ),
         ),
+        ModelSpec(
+            "rta_reindex_steer",
+            "reindexed",
+            "llm4rec.paradigms.rta:build_steered",
+            "rta_reindex (trained as it: the same aggregator) ranking with each user's request in "
+            "the frozen LLM's prompt after the history titles (a forward at ranking time)",
+            config="llm4rec.paradigms.rta:SteeredRtaConfig",
+            display="RTA (reindex) + request",
+            inputs=_llm_states(),
+            parent="rta_reindex",
+        ),
         _grpo("text_prompted_grpo", "text_prompted", "Text-prompted (LoRA) + GRPO"),
         _grpo("sid_tiger_grpo", "sid_tiger", "TIGER + GRPO"),
         _grpo("sid_llm_grpo", "sid_llm", "SID-LLM (LoRA) + GRPO"),

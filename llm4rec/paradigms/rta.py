@@ -37,6 +37,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from llm4rec.data.requests import RequestTemplate
 from llm4rec.data.split import Split
 from llm4rec.evaluation.evaluate import sample_users, selection_score
 from llm4rec.evaluation.metrics import SELECTION_METRIC, metric_cutoff
@@ -440,10 +441,15 @@ class ReindexThenAdapt:
             self.rank(self.valid_histories, k), self.split, self.selection, self.valid_users
         )
 
-    @torch.no_grad()
-    def scores(self, histories: Mapping[str, Sequence[str]]) -> tuple[list[str], torch.Tensor]:
-        """(users, [users, items] scores) for the given histories, history not yet excluded."""
-        users = sorted(histories)
+    def queries(
+        self,
+        users: Sequence[str],
+        histories: Mapping[str, Sequence[str]],
+        requests: Mapping[str, str] | None = None,
+    ) -> torch.Tensor:
+        """[users, d]: each user's query, the artifact's state after the last history item."""
+        if requests:
+            raise ValueError(f"{type(self).__name__}: reads no request (rta_reindex_steer does)")
         missing = [u for u in users if (u, len(histories[u]) - 1) not in self.query]
         if missing:
             raise ValueError(
@@ -452,7 +458,15 @@ class ReindexThenAdapt:
                 f"({len(missing)} users); it covers the last `window` items of each sequence"
             )
         rows = torch.as_tensor([self.query[(u, len(histories[u]) - 1)] for u in users])
-        logits = self.q[rows.to(self.device)] @ self.aggregator().T
+        return self.q[rows.to(self.device)]
+
+    @torch.no_grad()
+    def scores(
+        self, histories: Mapping[str, Sequence[str]], requests: Mapping[str, str] | None = None
+    ) -> tuple[list[str], torch.Tensor]:
+        """(users, [users, items] scores) for the given histories, history not yet excluded."""
+        users = sorted(histories)
+        logits = self.queries(users, histories, requests) @ self.aggregator().T
         if self.bias is not None:
             return users, adapted_logits(logits, self.bias, self.weight)
         if self.alpha is not None:
@@ -481,8 +495,13 @@ class ReindexThenAdapt:
         return torch.as_tensor(np.stack(rows), device=self.device)
 
     @torch.no_grad()
-    def rank(self, histories: Mapping[str, Sequence[str]], k: int) -> pd.DataFrame:
-        users, scores = self.scores(histories)
+    def rank(
+        self,
+        histories: Mapping[str, Sequence[str]],
+        k: int,
+        requests: Mapping[str, str] | None = None,
+    ) -> pd.DataFrame:
+        users, scores = self.scores(histories, requests)
         for r, user in enumerate(users):
             scores[r, [self.row[str(i)] for i in histories[user]]] = -torch.inf
         top_scores, top = (t.cpu() for t in torch.topk(scores, min(k, scores.shape[1]), dim=1))
@@ -499,6 +518,116 @@ class ReindexThenAdapt:
 
     def inference_cost(self) -> dict[str, float]:
         return {}
+
+
+# -- steered: the request in the frozen LLM's prompt (issue 29) -----------------------------------
+@dataclass(frozen=True)
+class SteeredRtaConfig(RtaConfig):
+    # the request written from each user's target (llm4rec.data.requests), and the line the prompt
+    # carries it in, after the history's last title
+    request: RequestTemplate = field(default_factory=RequestTemplate)
+    line: str = "The user asks for {request}."
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if "{request}" not in self.line:
+            raise ValueError(f"line must contain {{request}}, got {self.line!r}")
+
+
+class SteeredRta(ReindexThenAdapt):
+    """`rta_reindex_steer`: RTA's reindex step trained exactly as its parent (same seed, data and
+    settings, so the same aggregator), ranking with each user's request in the frozen LLM's prompt:
+    the artifact's prompt for the user's query (header, then the same history titles, each ended
+    by the separator), then the request line and the separator; the query is the final hidden
+    state there, read by a forward of the artifact's backbone at ranking time. A user without a
+    request keeps the artifact's query."""
+
+    cfg: SteeredRtaConfig
+
+    def __init__(self, cfg: SteeredRtaConfig, *args, **kwargs):
+        super().__init__(cfg, *args, **kwargs)
+        self.request_template = cfg.request  # the runner writes one request per ranked user
+        self.backbone = None
+
+    def fit(self, split: Split, workdir: Path) -> dict:
+        info = super().fit(split, workdir)
+        frame = pd.read_parquet(self.states.paths["states.parquet"])
+        self.context = {
+            (str(u), int(p)): int(c)
+            for u, p, c in zip(frame.user_id, frame.position, frame.context, strict=True)
+        }
+        from llm4rec.llm.identifiers import item_identifiers
+        from llm4rec.params import from_params
+
+        self.prompt_config = from_params(StatesConfig, info["states"], "rta_reindex_steer")
+        self.titles = item_identifiers(split.items)[0]
+        return info | {"request_line": self.cfg.line, "trained_with_requests": False}
+
+    def prompt_ids(self, user: str, history: Sequence[str], request: str) -> list[int]:
+        """The artifact's prompt for the user's query after `history`'s last item (its context:
+        the items the LLM read there), then the request line and the separator."""
+        _, tokenizer = self._backbone()
+        cfg = self.prompt_config
+        context = self.context[(user, len(history) - 1)]
+        bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+        ids = bos + _tokens(tokenizer, cfg.header)
+        for item in list(history)[len(history) - context :]:
+            ids += _tokens(tokenizer, self.titles[str(item)]) + _tokens(tokenizer, cfg.separator)
+        if request:
+            ids += _tokens(tokenizer, self.cfg.line.format(request=request))
+            ids += _tokens(tokenizer, cfg.separator)
+        return ids
+
+    def _backbone(self):
+        if self.backbone is None:
+            from llm4rec.llm.backbone import load_backbone
+
+            cfg = self.prompt_config.backbone
+            self.backbone = load_backbone(
+                dataclasses.replace(cfg, device="cpu" if cfg.device == "auto" else cfg.device)
+            )
+            self.backbone[0].eval()
+        return self.backbone
+
+    @torch.no_grad()
+    def request_queries(
+        self, users: Sequence[str], histories: Mapping[str, Sequence[str]], requests: Mapping
+    ) -> torch.Tensor:
+        """[users, d]: the final hidden state of each user's prompt with its request."""
+        model, tokenizer = self._backbone()
+        prompts = [self.prompt_ids(u, histories[u], requests.get(u, "")) for u in users]
+        out = torch.empty((len(users), self.q.shape[1]), device=self.device)
+        size = self.prompt_config.batch_size
+        order = sorted(range(len(users)), key=lambda u: len(prompts[u]))
+        for begin in range(0, len(order), size):
+            batch = order[begin : begin + size]
+            width = max(len(prompts[u]) for u in batch)
+            ids = torch.full((len(batch), width), tokenizer.pad_token_id, dtype=torch.long)
+            mask = torch.zeros_like(ids)
+            for r, u in enumerate(batch):  # right padding, as the artifact
+                ids[r, : len(prompts[u])] = torch.as_tensor(prompts[u])
+                mask[r, : len(prompts[u])] = 1
+            hidden = model.base_model(
+                input_ids=ids.to(model.device), attention_mask=mask.to(model.device)
+            ).last_hidden_state
+            for r, u in enumerate(batch):
+                out[u] = hidden[r, len(prompts[u]) - 1].float().to(self.device)
+        return out
+
+    def queries(
+        self,
+        users: Sequence[str],
+        histories: Mapping[str, Sequence[str]],
+        requests: Mapping[str, str] | None = None,
+    ) -> torch.Tensor:
+        q = super().queries(users, histories)
+        asked = [u for u in users if (requests or {}).get(u)]
+        if asked:
+            position = {u: i for i, u in enumerate(users)}
+            rows = [position[u] for u in asked]
+            q = q.clone()
+            q[rows] = self.request_queries(asked, histories, requests)
+        return q
 
 
 def _phase_scores(recsys: ResolvedInput, phase: str, n_items: int):
@@ -524,3 +653,15 @@ def build(
 ) -> ReindexThenAdapt:
     inputs = inputs or {}
     return ReindexThenAdapt(config, seed, device, selection, inputs["states"], inputs.get("recsys"))
+
+
+def build_steered(
+    name: str,
+    config: SteeredRtaConfig,
+    seed: int,
+    device: str,
+    selection: str = SELECTION_METRIC,
+    inputs: dict[str, ResolvedInput] | None = None,
+) -> SteeredRta:
+    inputs = inputs or {}
+    return SteeredRta(config, seed, device, selection, inputs["states"], inputs.get("recsys"))

@@ -1,12 +1,16 @@
 """The steer table: what a request in natural language adds, per model (issue 29).
 
 For one request template of the grid (`report.steer_template`, one of `evaluation.steer`'s), every
-model of the report gets up to three rows, on the test users a request could be written for:
+model of the report that is not a variant (the baselines and each paradigm's row), and a variant
+with a steered row of its own (the zero-shot text-prompted row), gets up to three rows, on the test
+users a request could be written for:
 
 - `history`: the run as it ranked (no request): NDCG@K and HR@K on the target, and steerability,
   the share of its top-K inside the request's constraint set C(request);
-- `request`: its steered row (`<model>_steer`, llm4rec.paradigms.steer: the same weights with the
-  request in the prompt), where one ran; each metric tested against the `history` row on the users
+- `request`: its steered row, where one ran: a variant of it that ranks with the request (its
+  metrics.json records the request template): `<model>_steer` (llm4rec.paradigms.steer: the same
+  weights with the request in the prompt), `rta_reindex_steer`, AlphaRec's `alpharec_intent`;
+  each metric tested against the `history` row on the users
   both scored (each user's metric averaged over the common seeds; the report's paired test), all
   the table's tests corrected together;
 - `post-filter`: the run's own list filtered to C(request): the reference a model that cannot read
@@ -74,15 +78,21 @@ def steer_table_frame(
     groups = by_model(runs)
     metrics = steer_columns(template, cutoff)
     steer_column = metrics[f"steer_at_{cutoff}"][0]
-    children = {
-        (dataset, MODELS[model].parent): model
-        for (dataset, model) in groups
-        if model in MODELS and MODELS[model].factory == "llm4rec.paradigms.steer:build"
-    }
+    children: dict[tuple[str, str], str] = {}
+    for (dataset, model), model_runs in groups.items():
+        parent = MODELS[model].parent if model in MODELS else None
+        if parent and (dataset, parent) in groups and _request_wording(model_runs[0]):
+            if (dataset, parent) in children:
+                raise ValueError(
+                    f"{dataset}: {children[(dataset, parent)]} and {model} both rank {parent}'s "
+                    "users with requests; the steer table sets one such row against its parent"
+                )
+            children[(dataset, parent)] = model
     rows = []
     for (dataset, model), model_runs in groups.items():
-        if (dataset, model) in {(d, c) for (d, _), c in children.items()}:
-            continue  # a steered row is printed under its parent
+        variant = model in MODELS and MODELS[model].parent is not None
+        if variant and (dataset, model) not in children:
+            continue  # a steered row is printed under its parent, other variants not at all
         if steer_column not in model_runs[0].per_user().columns:
             continue
         child = children.get((dataset, model))
