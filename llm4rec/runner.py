@@ -33,7 +33,7 @@ from llm4rec.determinism import (
     weights_digest,
 )
 from llm4rec.environment import environment, redact
-from llm4rec.evaluation.evaluate import evaluate_rankings, sample_users
+from llm4rec.evaluation.evaluate import EVALUATOR_VERSION, evaluate_rankings, sample_users
 from llm4rec.io import read_json, sha256_file, write_json, write_parquet
 from llm4rec.models import (
     ARTIFACTS,
@@ -376,6 +376,7 @@ def evaluate_run(grid: Grid, dataset: str, model: str, seed: int) -> dict:
         "paradigm": MODELS[model].paradigm,
         "seed": seed,
         "config_hash": run["config_hash"],
+        "evaluator": EVALUATOR_VERSION,
         "cost": run["cost"],
         "evaluation": run.get("evaluation", {}),
     }

@@ -9,6 +9,7 @@ import sys
 from llm4rec import layout
 from llm4rec.config import ConfigError, load_grid
 from llm4rec.data.sources import AMAZON_2018_CATEGORIES, amazon2018_files
+from llm4rec.evaluation.evaluate import EVALUATOR_VERSION
 from llm4rec.io import stable_hash
 from llm4rec.models import ARTIFACTS, MODELS
 from llm4rec.report.build import report_files

@@ -29,8 +29,10 @@ rule evaluate:
     output:
         EVALUATE_FILES,
     params:
-        # the steerability templates: changing them re-evaluates (and retrains nothing)
+        # the steerability templates, and what the evaluator computes (EVALUATOR_VERSION):
+        # changing either re-evaluates (and retrains nothing)
         steer=lambda w: stable_hash(GRID.raw["evaluation"].get("steer") or {}),
+        evaluator=EVALUATOR_VERSION,
     log:
         f"{LOGS}/evaluate/{{dataset}}/{{model}}/seed{{seed}}.log",
     shell:

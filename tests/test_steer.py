@@ -66,6 +66,17 @@ def test_steerability_and_the_post_filtered_ranking_by_hand():
     assert frame.loc["u2", "filtered_decade_hr_at_2"] == 1.0  # [a, e, b]: e at rank 2
 
 
+def test_the_post_filter_reads_the_whole_list_below_the_cutoff():
+    """A target below the cutoff moves up when items above it leave C(request): a model that
+    ranked it 4th of 5 is a hit at 2 after filtering (C = a, b for a 'both' request from a)."""
+    lists = {"u1": ["d", "b", "c", "a", "f"]}
+    frame = steer_frame(lists, {"u1": ["a"]}, ITEMS, {"both": TEMPLATES["both"]}, cutoffs=[2])
+    row = frame.set_index("user_id").loc["u1"]
+    assert row["steer_both_at_2"] == 0.5  # of the list as ranked: d no, b yes
+    assert row["filtered_both_hr_at_2"] == 1.0  # [b, a]: a at rank 2, from rank 4
+    assert row["filtered_both_ndcg_at_2"] == pytest.approx(1 / math.log2(3))
+
+
 def test_a_post_filtered_list_is_fully_steered_and_keeps_the_target():
     rng = np.random.default_rng(0)
     lists = {f"u{i}": list(rng.permutation(ITEMS["item_id"])) for i in range(20)}

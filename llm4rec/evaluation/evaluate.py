@@ -38,6 +38,12 @@ class RankingError(ValueError):
     """A ranking that breaks the protocol (history item, unknown item, duplicate, missing user)."""
 
 
+# What the evaluator computes, versioned: the evaluate rule's params carry it, so a change of what
+# a finished run's metrics mean re-evaluates every run (and retrains nothing). 2: the steerability
+# post-filter runs over the whole ranked list (1 filtered only its first max-cutoff items).
+EVALUATOR_VERSION = 2
+
+
 def sample_users(users: Sequence[str], n: int | None, seed: int = 0) -> list[str]:
     """A seeded uniform sample of `n` users (sorted), or all of them when n is None or >= len.
     It depends only on (users, n, seed), so every model asking for n users gets the same ones."""

@@ -9,8 +9,9 @@ that satisfy the attributes it names (a shared genre, the same decade). Per user
   with or without reading the request; of its first k items, fewer when the list is shorter);
 - `filtered_<t>_<metric>`: the metric of the ranking post-filtered to C(request) (the items of its
   ranked list inside C, in their order): the strongest fair reference for a model that cannot read
-  text, steerable by construction. It re-ranks the model's own list, so it is computed over the
-  run's ranking depth (a decoded row's 10 items, a full row's 50);
+  text, steerable by construction. It re-ranks the model's own list, the whole of it (a decoded
+  row's 10 items, a full row's 50), so a target below the cutoff moves up when items above it
+  leave (EVALUATOR_VERSION 2; version 1 filtered only the first max-cutoff items);
 
 NaN where the target lacks an attribute the template names (no request can be written). The
 target always satisfies its own request, so post-filtering never removes it.
@@ -72,19 +73,22 @@ def steer_frame(
     for name, template in templates.items():
         allowed = constraint_matrix(items, [targets[u][0] for u in users], template)
         writable = allowed.any(axis=1)  # a request needs every attribute its template names
-        inside = [
-            [bool(allowed[row, position[i]]) for i in lists.get(u, [])[:depth]]
+        # per user, each item of the whole ranked list: inside C(request)?
+        whole = [
+            [bool(allowed[row, position[i]]) for i in lists.get(u, [])]
             for row, u in enumerate(users)
         ]
+        inside = [flags[:depth] for flags in whole]
         for k in cutoffs:
             share = np.array(
                 [sum(flags[:k]) / len(flags[:k]) if flags else np.nan for flags in inside],
                 dtype=np.float64,
             )
             columns[f"steer_{name}_at_{k}"] = np.where(writable, share, np.nan)
+        # the whole list filtered (an item below the cutoff moves up when items above it leave)
         filtered = [
-            [i for i, ok in zip(lists.get(u, [])[:depth], flags, strict=True) if ok]
-            for u, flags in zip(users, inside, strict=True)
+            [i for i, ok in zip(lists.get(u, []), flags, strict=True) if ok]
+            for u, flags in zip(users, whole, strict=True)
         ]
         hits = hit_matrix(filtered, [targets[u] for u in users], depth)
         metrics = per_user_metrics(hits, np.array([len(targets[u]) for u in users]), cutoffs)
