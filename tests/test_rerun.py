@@ -58,6 +58,7 @@ def grid(data: Path, backbone: Path) -> dict:
     lora = {"rank": 4, "alpha": 8, "dropout": 0.1}
     sft = {"steps": 6, "batch_size": 8, "learning_rate": 1e-2, "checkpoint_every": 3}
     decoded = {"cutoffs": [5, 10], "test_users": 16, "valid_users": 10}
+    exact = {"cutoffs": [5, 10], "test_users": 4, "valid_users": 1}  # within the parent's users
     grpo = {
         "steps": 2,
         "prompts_per_step": 4,
@@ -245,6 +246,31 @@ def grid(data: Path, backbone: Path) -> dict:
                 "evaluation": decoded,
                 "inputs": {"codes": {"artifact": "semantic_ids", "params": codes}},
                 "params": grpo,
+            },
+            # the steered rows (the parent's policy, the request in the prompt) and the
+            # exact-ranking rows (the parent's policy, a catalogue-wide beam)
+            {"name": "text_prompted_zeroshot_steer", "evaluation": decoded},
+            {"name": "text_prompted_steer", "evaluation": decoded},
+            {"name": "cf_llara_steer", "evaluation": decoded},
+            {"name": "cf_e4srec_steer"},
+            {"name": "idiomoe_steer"},
+            {
+                "name": "sid_llm_steer",
+                "evaluation": decoded,
+                "inputs": {"codes": {"artifact": "semantic_ids", "params": codes}},
+            },
+            {"name": "rta_reindex_steer", "inputs": {"states": states}, "params": rta},
+            {"name": "text_prompted_exact", "evaluation": exact},
+            {"name": "cf_llara_exact", "evaluation": exact},
+            {
+                "name": "sid_llm_exact",
+                "evaluation": exact,
+                "inputs": {"codes": {"artifact": "semantic_ids", "params": codes}},
+            },
+            {
+                "name": "sid_tiger_exact",
+                "evaluation": exact,
+                "inputs": {"codes": {"artifact": "semantic_ids", "params": codes}},
             },
         ],
     }
