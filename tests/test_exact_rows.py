@@ -120,8 +120,11 @@ def test_a_parent_that_does_not_decode_is_refused(tmp_path, monkeypatch):
     class OneForward:
         cfg = object()
 
-    monkeypatch.setattr(exact, "rebuild_parent", lambda *a, **k: OneForward())
-    monkeypatch.setattr(exact, "read_policy_record", lambda p: {"recommender": "x:OneForward"})
+    monkeypatch.setattr(
+        exact,
+        "policy_parent",
+        lambda *a, **k: (None, {"recommender": "x:OneForward"}, OneForward()),
+    )
     with pytest.raises(ValueError, match="does not rank by beam search"):
         exact.ExactRecommender(
             "idiomoe_exact",

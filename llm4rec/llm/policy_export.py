@@ -151,3 +151,14 @@ def restore_policy(parent: Any, split: Any, policy: ResolvedInput) -> tuple[dict
     else:  # a zero-shot parent trained nothing: frozen, and its policy holds no tensor
         parent.inference_setup()
     return info, load_policy_weights(parent.model, policy)
+
+
+def policy_parent(
+    name: str, seed: int, device: str, selection: str, inputs: Mapping[str, ResolvedInput]
+) -> tuple[ResolvedInput, dict[str, Any], Any]:
+    """A consumer's `policy` input, its checked record and the parent rebuilt from it (on the
+    consumer's other inputs): what every row built on a parent's policy starts from."""
+    policy = inputs["policy"]
+    record = read_policy_record(policy)
+    parent_inputs = {slot: source for slot, source in inputs.items() if slot != "policy"}
+    return policy, record, rebuild_parent(record, seed, device, selection, parent_inputs, name)

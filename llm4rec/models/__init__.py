@@ -265,121 +265,91 @@ class _Variant:
         )
 
 
-def _grpo(name: str, parent: str, display: str) -> _RlStage:
+@dataclass(frozen=True)
+class _PolicyStage:
+    """A row built on a registered parent's exported policy (llm4rec.llm.policy_export), with
+    the parent's other inputs, compared with its parent: an RL stage, a steered row, an
+    exact-ranking row."""
+
+    name: str
+    parent: str
+    display: str
+    factory: str
+    config: str
+    description: str
+    uses: str  # what the row does with the policy (its input slot's description)
+    costs: tuple[Cost, ...] = ()  # cost figures beyond the parent's
+
+    def resolve(self, parent: ModelSpec) -> ModelSpec:
+        policy = InputSlot(
+            POLICY_EXPORTS, {"run": self.parent}, f"{self.uses} ({self.parent}'s selected weights)"
+        )
+        return dataclasses.replace(
+            parent,
+            name=self.name,
+            description=self.description,
+            display=self.display,
+            factory=self.factory,
+            config=self.config,
+            exports=(),
+            inputs={**parent.inputs, "policy": policy},
+            costs=parent.costs + self.costs,
+            hyperparameters=None,
+            parent=self.parent,
+            overrides={},
+            defaults={},
+            not_applicable={},
+        )
+
+
+def _grpo(name: str, parent: str, display: str) -> _PolicyStage:
     """An RL stage over a registered generative recommender: GRPO (llm4rec.paradigms.rl) from the
-    parent run's exported policy, with the parent's other inputs; compared with its parent."""
-    return _RlStage(name, parent, display)
+    parent run's exported policy."""
+    return _PolicyStage(
+        name,
+        parent,
+        display,
+        "llm4rec.paradigms.rl:build",
+        "llm4rec.llm.rl:GrpoConfig",
+        f"{parent} trained further by GRPO on recommendation rewards "
+        "(Rec-R1 / MiniOneRec / STARec)",
+        "the fine-tuned policy GRPO starts from",
+    )
 
 
-@dataclass(frozen=True)
-class _RlStage:
-    name: str
-    parent: str
-    display: str
-
-    def resolve(self, parent: ModelSpec) -> ModelSpec:
-        policy = InputSlot(
-            POLICY_EXPORTS,
-            {"run": self.parent},
-            f"the fine-tuned policy GRPO starts from ({self.parent}'s selected weights)",
-        )
-        return dataclasses.replace(
-            parent,
-            name=self.name,
-            description=f"{self.parent} trained further by GRPO on recommendation rewards "
-            "(Rec-R1 / MiniOneRec / STARec)",
-            display=self.display,
-            factory="llm4rec.paradigms.rl:build",
-            config="llm4rec.llm.rl:GrpoConfig",
-            exports=(),
-            inputs={**parent.inputs, "policy": policy},
-            hyperparameters=None,
-            parent=self.parent,
-            overrides={},
-            defaults={},
-            not_applicable={},
-        )
-
-
-def _steered(name: str, parent: str, display: str) -> _SteeredStage:
+def _steered(name: str, parent: str, display: str) -> _PolicyStage:
     """A steered row over a registered LLM that reads text: the parent run's exported weights,
-    untouched, ranking with each user's request in its prompt (llm4rec.paradigms.steer);
-    compared with its parent (the same model without the request)."""
-    return _SteeredStage(name, parent, display)
+    untouched, ranking with each user's request in its prompt (llm4rec.paradigms.steer)."""
+    return _PolicyStage(
+        name,
+        parent,
+        display,
+        "llm4rec.paradigms.steer:build",
+        "llm4rec.paradigms.steer:SteerConfig",
+        f"{parent}'s trained weights ranking with each user's request (written from the target's "
+        "metadata, never its title) in the prompt: zero-shot steerability",
+        "the model that ranks with the request",
+    )
 
 
-@dataclass(frozen=True)
-class _SteeredStage:
-    name: str
-    parent: str
-    display: str
-
-    def resolve(self, parent: ModelSpec) -> ModelSpec:
-        policy = InputSlot(
-            POLICY_EXPORTS,
-            {"run": self.parent},
-            f"the model that ranks with the request ({self.parent}'s selected weights)",
-        )
-        return dataclasses.replace(
-            parent,
-            name=self.name,
-            description=f"{self.parent}'s trained weights ranking with each user's request "
-            "(written from the target's metadata, never its title) in the prompt: zero-shot "
-            "steerability",
-            display=self.display,
-            factory="llm4rec.paradigms.steer:build",
-            config="llm4rec.paradigms.steer:SteerConfig",
-            exports=(),
-            inputs={**parent.inputs, "policy": policy},
-            hyperparameters=None,
-            parent=self.parent,
-            overrides={},
-            defaults={},
-            not_applicable={},
-        )
-
-
-def _exact(name: str, parent: str, display: str) -> _ExactStage:
+def _exact(name: str, parent: str, display: str) -> _PolicyStage:
     """An exact-ranking row over a registered generative recommender: the parent run's exported
-    weights ranking its users by the exact full-catalogue likelihood (llm4rec.paradigms.exact),
-    with the beam's agreement as its cost figures; compared with its parent (the beam)."""
-    return _ExactStage(name, parent, display)
+    weights ranking by the exact full-catalogue likelihood (llm4rec.paradigms.exact), with the
+    beam's agreement as its cost figures."""
+    return _PolicyStage(
+        name,
+        parent,
+        display,
+        "llm4rec.paradigms.exact:build",
+        "llm4rec.paradigms.exact:ExactConfig",
+        f"{parent}'s trained weights ranking by the exact full-catalogue likelihood (a beam as "
+        "wide as the catalogue), against its beam",
+        "the model ranked exactly",
+        BEAM_AGREEMENT_COSTS,
+    )
 
 
-@dataclass(frozen=True)
-class _ExactStage:
-    name: str
-    parent: str
-    display: str
-
-    def resolve(self, parent: ModelSpec) -> ModelSpec:
-        policy = InputSlot(
-            POLICY_EXPORTS,
-            {"run": self.parent},
-            f"the model ranked exactly ({self.parent}'s selected weights)",
-        )
-        return dataclasses.replace(
-            parent,
-            name=self.name,
-            description=f"{self.parent}'s trained weights ranking by the exact full-catalogue "
-            "likelihood (a beam as wide as the catalogue), against its beam",
-            display=self.display,
-            factory="llm4rec.paradigms.exact:build",
-            config="llm4rec.paradigms.exact:ExactConfig",
-            exports=(),
-            inputs={**parent.inputs, "policy": policy},
-            costs=parent.costs + BEAM_AGREEMENT_COSTS,
-            hyperparameters=None,
-            parent=self.parent,
-            overrides={},
-            defaults={},
-            not_applicable={},
-        )
-
-
-def _registry(
-    entries: list[ModelSpec | _Variant | _RlStage | _SteeredStage | _ExactStage],
-) -> dict[str, ModelSpec]:
+def _registry(entries: list[ModelSpec | _Variant | _PolicyStage]) -> dict[str, ModelSpec]:
     """Registry entries in order, each variant resolved against its parent (listed before it)."""
     specs: dict[str, ModelSpec] = {}
     for entry in entries:

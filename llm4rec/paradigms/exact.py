@@ -32,7 +32,7 @@ import pandas as pd
 from llm4rec.data.split import Split
 from llm4rec.evaluation.evaluate import rankings_to_lists
 from llm4rec.llm import precision
-from llm4rec.llm.policy_export import read_policy_record, rebuild_parent, restore_policy
+from llm4rec.llm.policy_export import policy_parent, restore_policy
 from llm4rec.models import ResolvedInput
 
 
@@ -76,10 +76,7 @@ class ExactRecommender:
         inputs: Mapping[str, ResolvedInput],
     ):
         self.name, self.cfg = name, cfg
-        self.policy = inputs["policy"]
-        self.record = read_policy_record(self.policy)
-        parent_inputs = {slot: source for slot, source in inputs.items() if slot != "policy"}
-        self.parent = rebuild_parent(self.record, seed, device, selection, parent_inputs, name)
+        self.policy, self.record, self.parent = policy_parent(name, seed, device, selection, inputs)
         if not hasattr(self.parent.cfg, "beam_width"):
             raise ValueError(
                 f"{name}: the policy's model ({self.record['recommender']}) does not rank by beam "

@@ -28,7 +28,7 @@ from llm4rec.evaluation.evaluate import sample_users, selection_score
 from llm4rec.evaluation.metrics import metric_cutoff
 from llm4rec.io import sha256_file, stable_hash
 from llm4rec.llm import precision
-from llm4rec.llm.policy_export import read_policy_record, rebuild_parent, restore_policy
+from llm4rec.llm.policy_export import policy_parent, restore_policy
 from llm4rec.llm.rl import GrpoConfig, train_grpo
 from llm4rec.llm.selection import CheckpointSelection
 from llm4rec.llm.training import training_windows
@@ -48,10 +48,7 @@ class GrpoRecommender:
         inputs: Mapping[str, ResolvedInput],
     ):
         self.name, self.cfg, self.seed, self.selection_metric = name, cfg, seed, selection
-        self.policy = inputs["policy"]
-        self.record = read_policy_record(self.policy)
-        parent_inputs = {slot: source for slot, source in inputs.items() if slot != "policy"}
-        self.parent = rebuild_parent(self.record, seed, device, selection, parent_inputs, name)
+        self.policy, self.record, self.parent = policy_parent(name, seed, device, selection, inputs)
 
     @property
     def model(self):
