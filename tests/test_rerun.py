@@ -199,6 +199,7 @@ def grid(data: Path, backbone: Path) -> dict:
             {"name": "idiomoe_popprior", "params": idiomoe},
             {"name": "idiomoe_learned_router", "params": idiomoe},
             {"name": "idiomoe_entangled", "params": idiomoe | {"expert_layers": "none"}},
+            {"name": "idiomoe_requests", "params": idiomoe},
             {
                 "name": "sid_tiger",
                 "inputs": {"codes": {"artifact": "semantic_ids", "params": codes}},
@@ -254,6 +255,7 @@ def grid(data: Path, backbone: Path) -> dict:
             {"name": "cf_llara_steer", "evaluation": decoded},
             {"name": "cf_e4srec_steer"},
             {"name": "idiomoe_steer"},
+            {"name": "idiomoe_requests_steer"},
             {
                 "name": "sid_llm_steer",
                 "evaluation": decoded,

@@ -118,6 +118,7 @@ def test_every_text_reading_llm_has_a_steered_row_and_tiger_none():
         "cf_llara",
         "cf_e4srec",
         "idiomoe",
+        "idiomoe_requests",
         "sid_llm",
     }
     for name, spec in steered.items():
@@ -201,3 +202,19 @@ def test_a_parent_trained_with_requests_is_steered_in_its_own_wording(parent, tm
             device="cpu",
             inputs={"codes": ResolvedInput({}, "none")},
         )
+
+
+def test_the_requests_variant_trains_as_its_steered_row_ranks():
+    """`idiomoe_requests` (a grid row) trains with requests worded exactly as the steered rows
+    rank with them (the template and line of SteerConfig's defaults and of the grids' steered
+    rows), on half its windows; its steered row says it is not zero-shot."""
+    from llm4rec.models import check_params
+    from llm4rec.paradigms.steer import SteerConfig
+
+    trained = check_params(MODELS["idiomoe_requests"], {}).train_requests
+    steer = SteerConfig()
+    assert (trained.request, trained.line, trained.share) == (steer.request, steer.line, 0.5)
+    assert check_params(MODELS["idiomoe"], {}).train_requests is None
+    assert MODELS["idiomoe_requests_steer"].parent == "idiomoe_requests"
+    assert "after training with requests" in MODELS["idiomoe_requests_steer"].description
+    assert "zero-shot" in MODELS["idiomoe_steer"].description

@@ -121,3 +121,33 @@ def test_a_steered_row_worded_unlike_the_template_is_refused(tmp_path, runs):
     with pytest.raises(ValueError, match="both rank idiomoe's users with requests"):
         intent = _run(tmp_path / "y", "idiomoe_learned_router", "moe_expert", 0, {}, WORDING)
         steer_table_frame(records + [intent], "both", 10)
+
+
+def test_a_variant_with_its_own_steered_row_is_a_row_of_its_own(tmp_path, runs):
+    """IDIOMoE trained with requests (a variant) and its steered row: a pair of its own beside
+    idiomoe's zero-shot pair, each steered row read against its own parent."""
+    records, (parent, steered) = runs
+    trained = _columns(
+        [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7],
+        [0, 1, 1, 1, 1, 1, 1, 1],
+        [0.1, 0.1, 0.2, 0.2, 0.3, 0.3, 0.4, np.nan],
+        [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8],
+        [1] * 8,
+    )
+    trained_steered = _columns([0.2] * 8, [1] * 8, [0.9, 0.8, 0.9, 0.8, 0.9, 0.8, 0.9, np.nan])
+    extra = [
+        _run(tmp_path, "idiomoe_requests", "moe_expert", 0, trained),
+        _run(tmp_path, "idiomoe_requests_steer", "moe_expert", 0, trained_steered, WORDING),
+    ]
+    frame = steer_table_frame(records + extra, "both", 10).set_index(["model", "condition"])
+    keep = slice(0, 7)
+    for model, base, child in (
+        ("idiomoe", parent, steered),
+        ("idiomoe_requests", trained, trained_steered),
+    ):
+        history, request = frame.loc[(model, "history")], frame.loc[(model, "request")]
+        assert history["ndcg_at_10"] == pytest.approx(np.mean(base["ndcg_at_10"][keep]))
+        assert request["steer_at_10"] == pytest.approx(np.mean(child["steer_both_at_10"][keep]))
+        a, b = np.array(child["steer_both_at_10"][keep]), np.array(base["steer_both_at_10"][keep])
+        assert request["steer_at_10_p"] == pytest.approx(stats.ttest_rel(a, b).pvalue, rel=1e-9)
+    assert ("idiomoe_popprior", "history") not in frame.index

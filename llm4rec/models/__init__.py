@@ -317,9 +317,11 @@ def _grpo(name: str, parent: str, display: str) -> _PolicyStage:
     )
 
 
-def _steered(name: str, parent: str, display: str) -> _PolicyStage:
+def _steered(name: str, parent: str, display: str, trained: bool = False) -> _PolicyStage:
     """A steered row over a registered LLM that reads text: the parent run's exported weights,
-    untouched, ranking with each user's request in its prompt (llm4rec.paradigms.steer)."""
+    untouched, ranking with each user's request in its prompt (llm4rec.paradigms.steer).
+    `trained`: the parent's training windows carried requests (its `train_requests`)."""
+    what = "steerability after training with requests" if trained else "zero-shot steerability"
     return _PolicyStage(
         name,
         parent,
@@ -327,7 +329,7 @@ def _steered(name: str, parent: str, display: str) -> _PolicyStage:
         "llm4rec.paradigms.steer:build",
         "llm4rec.paradigms.steer:SteerConfig",
         f"{parent}'s trained weights ranking with each user's request (written from the target's "
-        "metadata, never its title) in the prompt: zero-shot steerability",
+        f"metadata, never its title) in the prompt: {what}",
         "the model that ranks with the request",
     )
 
@@ -562,6 +564,16 @@ MODELS: dict[str, ModelSpec] = _registry(
             overrides={"routing": "learned"},
         ),
         _variant(
+            "idiomoe_requests",
+            "idiomoe",
+            "IDIOMoE trained with requests (NEO's instruction mixing): a seeded half of its "
+            "training windows carry their last item's request (genres and decade, never the "
+            "title) after the instruction, as text tokens; ranks without one (its steered row "
+            "with one)",
+            "IDIOMoE (trained with requests)",
+            defaults={"train_requests": {"share": 0.5}},
+        ),
+        _variant(
             "idiomoe_entangled",
             "idiomoe",
             "the same item tokens and training, no expert split: the shared FFN tuned with LoRA",
@@ -727,6 +739,12 @@ MODELS: dict[str, ModelSpec] = _registry(
         _steered("cf_llara_steer", "cf_llara", "LLaRA + request"),
         _steered("cf_e4srec_steer", "cf_e4srec", "E4SRec + request"),
         _steered("idiomoe_steer", "idiomoe", "IDIOMoE + request"),
+        _steered(
+            "idiomoe_requests_steer",
+            "idiomoe_requests",
+            "IDIOMoE (trained with requests) + request",
+            trained=True,
+        ),
         _steered("sid_llm_steer", "sid_llm", "SID-LLM (LoRA) + request"),
         _exact("text_prompted_exact", "text_prompted", "Text-prompted (LoRA), exact ranking"),
         _exact("cf_llara_exact", "cf_llara", "LLaRA, exact ranking"),
