@@ -11,7 +11,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 export PYTHONUNBUFFERED := 1
 
-.PHONY: env tex textdata postgres chromium bench bench-ablations results-page test test-fast test-paper dag lint mlflow-ui ui-check tracking-server tracking-server-stop
+.PHONY: env tex textdata postgres chromium bench bench-ablations bench-new-items results-page test test-fast test-paper dag lint mlflow-ui ui-check tracking-server tracking-server-stop
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -74,6 +74,11 @@ bench: env tex textdata
 
 bench-ablations: env tex textdata
 	$(VENV)/bin/snakemake ablations $(SNAKEMAKE_FLAGS) $(SNAKEMAKE_ARGS)
+
+# The new-item grid (benchmarks/new_items.yaml: a tenth of the items never in training; reports/new-items/,
+# its slices' `new (0)` bucket is each paradigm's NDCG@10 on new targets).
+bench-new-items:
+	$(MAKE) bench CONFIG=benchmarks/new_items.yaml
 
 # A dated page docs/results/<grid>-<date>-<commit>.md from the finished grid's reports, its index and
 # the README's results block (after make bench, and make bench-ablations if its table belongs there).
