@@ -76,9 +76,11 @@ bench-ablations: env tex textdata
 	$(VENV)/bin/snakemake ablations $(SNAKEMAKE_FLAGS) $(SNAKEMAKE_ARGS)
 
 # The new-item grid (benchmarks/new_items.yaml: a tenth of the items never in training; reports/new-items/,
-# its slices' `new (0)` bucket is each paradigm's NDCG@10 on new targets).
+# its slices' `new (0)` bucket is each paradigm's NDCG@10 on new targets), then its ablation target
+# (TIGER's cold-start retrieval on sid_tiger's weights; reports/new-items/ablations/).
 bench-new-items:
 	$(MAKE) bench CONFIG=benchmarks/new_items.yaml
+	$(MAKE) bench-ablations CONFIG=benchmarks/new_items.yaml
 
 # A dated page docs/results/<grid>-<date>-<commit>.md from the finished grid's reports, its index and
 # the README's results block (after make bench, and make bench-ablations if its table belongs there).

@@ -73,3 +73,9 @@ BEAM_AGREEMENT_COSTS = (
     Cost("beam_overlap_at_k", "Beam-exact overlap@K", always=False, decimals=3),
     Cost("beam_miss_pct", "Beam misses (%)", always=False),
 )
+
+# TIGER's cold-start retrieval (llm4rec.paradigms.semantic_id.cold_start): unseen items it inserted
+# into each test user's top-K
+COLD_START_COSTS = (
+    Cost("coldstart_inserted_per_user", "New items inserted / user", always=False, decimals=2),
+)

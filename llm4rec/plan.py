@@ -210,11 +210,16 @@ def cell_cost(
     """The estimated cost of one run (one seed) of `model` on `dataset` (`config`: other params
     than the grid's; `users_of`: the entry whose evaluation samples it ranks)."""
     spec = MODELS[model]
-    stage = {"llm4rec.paradigms.steer:build": "steer", "llm4rec.paradigms.exact:build": "exact"}
+    stage = {
+        "llm4rec.paradigms.steer:build": "steer",
+        "llm4rec.paradigms.exact:build": "exact",
+        "llm4rec.paradigms.semantic_id.cold_start:build": "cold_start",
+    }
     if spec.factory in stage:
-        # a steered or exact row: its parent's model ranking the row's users, nothing trained (a
-        # request's dozen prompt tokens are not counted); an exact row's beam covers the catalogue
-        # (and the parent's beam over the same users is searched too: counted)
+        # a steered, exact or cold-start row: its parent's model ranking the row's users, nothing
+        # trained (a request's dozen prompt tokens and the cold-start insertion are not counted);
+        # an exact row's beam covers the catalogue (and the parent's beam over the same users is
+        # searched too: counted)
         parent = grid.model_inputs(model)["policy"]["run"]
         pcfg = check_params(MODELS[parent], grid.model_params(parent, dataset))
         untrained = dataclasses.replace(pcfg, sft=dataclasses.replace(pcfg.sft, steps=0))

@@ -203,12 +203,8 @@ def test_every_paradigm_logs_one_key_set_without_library_internals():
             for k in logged
         )
         # TIGER trains its own T5; a stage's backbone is its parent's (inputs.policy names it): an
-        # RL stage, a steered row, an exact-ranking row
-        rl_stage = REGISTRY[model].factory in (
-            "llm4rec.paradigms.rl:build",
-            "llm4rec.paradigms.steer:build",
-            "llm4rec.paradigms.exact:build",
-        )
+        # RL stage, a steered, exact-ranking or cold-start row
+        rl_stage = "policy" in REGISTRY[model].inputs
         # AlphaRec reads item-text embeddings (inputs.text names the encoder); it has no backbone.
         # RTA's frozen backbone runs in the llm_states artifact (inputs.states; run.json fit.states)
         if (

@@ -108,15 +108,11 @@ def protocol_gaps(cls: type) -> list[str]:
     return gaps
 
 
-# every model but the RL stages, which start from another run's exported policy: their protocol,
-# rebuild and record are tests/test_rl_stage.py's, their end-to-end rerun tests/test_rerun.py's
-# (steered and exact rows likewise: tests/test_steer_rows.py, tests/test_exact_rows.py)
-STAGES = (
-    "llm4rec.paradigms.rl:build",
-    "llm4rec.paradigms.steer:build",
-    "llm4rec.paradigms.exact:build",
-)
-STANDALONE = sorted(n for n, s in MODELS.items() if s.factory not in STAGES)
+# every model but the rows built on another run's exported policy (a `policy` input: RL stages,
+# steered, exact and cold-start rows): their protocol, rebuild and record are their own tests'
+# (tests/test_rl_stage.py, test_steer_rows.py, test_exact_rows.py, test_cold_start.py), their
+# end-to-end rerun tests/test_rerun.py's
+STANDALONE = sorted(n for n, s in MODELS.items() if "policy" not in s.inputs)
 
 
 @pytest.mark.parametrize("name", STANDALONE)

@@ -134,3 +134,20 @@ def test_the_paper_grid_requests_at_least_the_runtime_its_plan_suggests(tmp_path
         ["dataset", "model", "minutes_per_run", "runtime_min", "runtime_suggested_min"]
     ]
     assert (frame.loc[frame["paradigm"] != "baseline", "gpu"] == 1).all()
+
+
+def test_the_new_item_grid_plans_and_its_cold_start_row_trains_nothing(default_grid, tmp_path):
+    """benchmarks/new_items.yaml plans (every row named); TIGER's cold-start retrieval, a row on
+    sid_tiger's weights, costs the parent's ranking of its users and no training."""
+    _, stats = default_grid
+    raw = yaml.safe_load((REPO / "benchmarks" / "new_items.yaml").read_text())
+    (tmp_path / "grid.yaml").write_text(
+        yaml.safe_dump(raw | {"results_dir": str(tmp_path / "results")})
+    )
+    grid = load_grid(tmp_path / "grid.yaml")
+    row = cell_cost(grid, "ml-100k-new", "sid_tiger_coldstart", stats)
+    parent = cell_cost(grid, "ml-100k-new", "sid_tiger", stats)
+    assert row.train_tokens == row.train_flops == row.trainable == 0
+    assert 0 < row.forward_flops < parent.forward_flops and parent.train_tokens > 0
+    frame = plan(grid, "cpu2")
+    assert set(frame["model"]) == set(grid.models) and (frame["minutes_per_run"] > 0).all()

@@ -27,13 +27,9 @@ LLM_MODELS = sorted(
     # trains an fp32 aggregator over the stored states
     if spec.paradigm not in ("baseline", "lm_representation", "reindexed")
     and name != "emb_knn"
-    # stages build from a parent's exported policy (their own tests restore it): RL, steered, exact
-    and spec.factory
-    not in (
-        "llm4rec.paradigms.rl:build",
-        "llm4rec.paradigms.steer:build",
-        "llm4rec.paradigms.exact:build",
-    )
+    # rows built on a parent's exported policy (their own tests restore it): RL, steered, exact,
+    # cold-start
+    and "policy" not in spec.inputs
 )
 WORDS = sorted(set(CF_WORDS) | {"seen", "next", ":", ";"})
 

@@ -274,6 +274,10 @@ def grid(data: Path, backbone: Path) -> dict:
                 "evaluation": exact,
                 "inputs": {"codes": {"artifact": "semantic_ids", "params": codes}},
             },
+            {
+                "name": "sid_tiger_coldstart",
+                "inputs": {"codes": {"artifact": "semantic_ids", "params": codes}},
+            },
         ],
     }
 

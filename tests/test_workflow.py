@@ -293,13 +293,17 @@ def test_dry_run_of_shipped_configs_shows_whole_dag(tmp_path):
     # and RTA x 2 seeds + 3 one-forward LLM rows x their main seed + 3 decoded rows x 1 seed; paper
     # 13 models x 5 seeds x 2 datasets. `ablations`: the variants, their parents at every seed (the
     # 3 seeds the default's main job leaves), the baselines and the runs on source datasets
-    # (default 25 variants, steered and exact rows included, x 1 seed + 13 parent runs + 10
-    # baseline runs + AlphaRec on the ml-1m slice; paper every model: 40 x 5 seeds x 2 datasets).
+    # (default 27 variants, steered and exact rows included, x 1 seed + 13 parent runs + 10
+    # baseline runs + AlphaRec on the ml-1m slice; paper every model: 42 x 5 seeds x 2 datasets).
+    # The new-item grid: 7 rows, seed 0; its ablation target TIGER's cold-start row, sid_tiger and
+    # the 2 baselines.
     for name, target, trained, tracked in (
         ("default.yaml", "all", 20, 20),
         ("paper.yaml", "all", 130, 130),
-        ("default.yaml", "ablations", 49, 49),
-        ("paper.yaml", "ablations", 400, 400),
+        ("default.yaml", "ablations", 51, 51),
+        ("paper.yaml", "ablations", 420, 420),
+        ("new_items.yaml", "all", 7, 7),
+        ("new_items.yaml", "ablations", 4, 4),
     ):
         env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
         out = subprocess.run(

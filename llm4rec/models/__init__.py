@@ -50,6 +50,7 @@ import pandas as pd
 
 from llm4rec.costs import (
     BEAM_AGREEMENT_COSTS,
+    COLD_START_COSTS,
     COSTS,
     SEMANTIC_ID_COSTS,
     TEXT_RETENTION_COSTS,
@@ -746,6 +747,17 @@ MODELS: dict[str, ModelSpec] = _registry(
             trained=True,
         ),
         _steered("sid_llm_steer", "sid_llm", "SID-LLM (LoRA) + request"),
+        _PolicyStage(
+            "sid_tiger_coldstart",
+            "sid_tiger",
+            "TIGER + cold-start retrieval",
+            "llm4rec.paradigms.semantic_id.cold_start:build",
+            "llm4rec.paradigms.semantic_id.cold_start:ColdStartConfig",
+            "sid_tiger's trained weights with TIGER's cold-start retrieval: after each decoded "
+            "item, the unseen items sharing its quantized codes, at most epsilon of the top-K",
+            "the model whose decoded items retrieve the unseen ones",
+            COLD_START_COSTS,
+        ),
         _exact("text_prompted_exact", "text_prompted", "Text-prompted (LoRA), exact ranking"),
         _exact("cf_llara_exact", "cf_llara", "LLaRA, exact ranking"),
         _exact("sid_tiger_exact", "sid_tiger", "TIGER, exact ranking"),

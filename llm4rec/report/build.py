@@ -22,6 +22,8 @@ left to this target, and the baselines; default `reports/ablations/`):
     cost_table.{tex,md,csv}        the costs of every run of the report
     steer.{tex,md,csv}             the steer table, with each steered row (`*_steer`: the parent's
                                    weights with the request in the prompt) tested against its parent
+    slices.{md,csv}                every row of the report by slice, as in `main` (a variant's
+                                   buckets, e.g. on new items, tested against the best baseline)
     tables.tex (+ tables.pdf)
 """
 
@@ -75,8 +77,9 @@ def report_files(out_dir: str | Path, options: dict, kind: str = "main") -> list
     out_dir, metric = Path(out_dir), options["slice_metric"]
     stems = REPORT_KINDS[kind]["tables"]
     tables = [out_dir / f"{stem}.{ext}" for stem in stems for ext in TABLE_FORMATS]
+    slices = [out_dir / "slices.md", out_dir / "slices.csv"]
     if kind == "ablations":
-        return tables + [out_dir / "tables.tex"]
+        return tables + slices + [out_dir / "tables.tex"]
     plots = [
         out_dir / "figures" / f"{stem}.{ext}"
         for ext in FIGURE_FORMATS
@@ -86,7 +89,7 @@ def report_files(out_dir: str | Path, options: dict, kind: str = "main") -> list
             *(figures.slice_stem(s) for s in SLICES),
         )
     ]
-    return tables + [out_dir / "slices.md", out_dir / "slices.csv", out_dir / "tables.tex"] + plots
+    return tables + slices + [out_dir / "tables.tex"] + plots
 
 
 @dataclass(frozen=True)
@@ -182,6 +185,7 @@ def build_report(
                 out_dir,
                 label=spec.label.replace("results", "ablations-vs-baseline"),
             ),
+            *_slices(runs, spec, out_dir)[1],  # the variants by slice (e.g. on new items)
         ]
     written += _write_tables(
         out_dir, "cost_table", _cost_renderings(runs, spec, spec.options.get("display_names") or {})
@@ -287,18 +291,27 @@ def _main_tables(
     o = spec.options
     names = o.get("display_names") or {}
     written = _results_table(runs, comparisons, spec, out_dir)
-    slices = slice_frame(
-        runs, o["slice_metric"], o["history_buckets"], o["cold_items"], spec.compare_spec()
-    )
-    written += [
-        write_text(out_dir / "slices.md", render_slices_markdown(slices, names)),
-        write_text(out_dir / "slices.csv", slices.to_csv(index=False)),
-    ]
+    slices, slice_files = _slices(runs, spec, out_dir)
+    written += slice_files
     fig_dir = out_dir / "figures"
     written += figures.metric_with_ci(runs, o["slice_metric"], fig_dir, names)
     written += figures.accuracy_vs_cost(runs, o["slice_metric"], fig_dir, names)
     written += figures.slice_bars(slices, fig_dir, names)
     return written
+
+
+def _slices(
+    runs: Sequence[RunRecord], spec: ReportSpec, out_dir: Path
+) -> tuple[pd.DataFrame, list[Path]]:
+    """The slices (every model of the report, each bucket against the best baseline)."""
+    o = spec.options
+    slices = slice_frame(
+        runs, o["slice_metric"], o["history_buckets"], o["cold_items"], spec.compare_spec()
+    )
+    return slices, [
+        write_text(out_dir / "slices.md", render_slices_markdown(slices, o.get("display_names"))),
+        write_text(out_dir / "slices.csv", slices.to_csv(index=False)),
+    ]
 
 
 def _ablation_tables(

@@ -1,0 +1,165 @@
+"""TIGER's cold-start retrieval (`sid_tiger_coldstart`; Rajput et al., NeurIPS 2023, cold-start).
+
+A new item (no training interaction) has a semantic ID from its text like every item, but TIGER's
+decoder never wrote one as a target, so its beam almost never reaches one: the item's last code
+(the disambiguation level) was never a training label after that prefix. TIGER's answer is a
+retrieval step over the decoded IDs: an unseen item whose quantized codes (every level but the
+disambiguation code) match a decoded item's is retrieved with it, and a parameter epsilon caps the
+share of the top-K such items may take.
+
+The row consumes `sid_tiger`'s exported weights (`policy`), trains nothing, and ranks the parent's
+users: the parent's beam top-K, and after each decoded item, in catalogue order, the unseen items
+(items absent from the training split) that share its quantized codes and are not in the user's
+history, until ⌊epsilon·K⌋ have been inserted; the list is cut at K. An inserted item carries the
+score of the decoded item it follows (the list's order is its rank). The beam's own unseen items,
+if any, stay where the beam put them and do not count against the cap. On a split without unseen
+items the row ranks exactly as its parent (tested).
+
+Where the paper is silent we chose: an inserted item sits right after the decoded item whose codes
+it shares (never before a decoded item, so the beam's order among decoded items is kept); several
+unseen items under one decoded ID keep catalogue order; epsilon defaults to 0.1.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from llm4rec.data.atomic import DataError
+from llm4rec.data.split import Split
+from llm4rec.llm import precision
+from llm4rec.llm.policy_export import policy_parent, restore_policy
+from llm4rec.models import RANKING_COLUMNS, ResolvedInput
+from llm4rec.paradigms.semantic_id.tiger import TigerRecommender
+
+Ranking = list[tuple[str, float]]
+
+
+@dataclass(frozen=True)
+class ColdStartConfig:
+    epsilon: float = 0.1  # the largest share of the top-K that inserted unseen items may take
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.epsilon <= 1.0:
+            raise ValueError(f"cold start: epsilon must be in (0, 1], got {self.epsilon}")
+
+
+def insert_unseen(
+    ranked: Ranking,
+    key_of: Mapping[str, tuple],
+    unseen_by_key: Mapping[tuple, Sequence[str]],
+    history: set[str],
+    k: int,
+    epsilon: float,
+) -> Ranking:
+    """`ranked` (the beam's top-k, best first) with, after each decoded item, the unseen items that
+    share its key (quantized codes) and are not in `history`, at most ⌊epsilon·k⌋ of them in all;
+    cut at k (module doc)."""
+    quota = math.floor(epsilon * k)
+    decoded = {item for item, _ in ranked}  # an unseen item the beam wrote stays where it is
+    out: Ranking = []
+    inserted: set[str] = set()
+    for item, score in ranked:
+        if len(out) >= k:
+            break
+        out.append((item, score))
+        for new in unseen_by_key.get(key_of[item], ()):
+            if len(inserted) >= quota or len(out) >= k:
+                break
+            if new not in inserted and new not in decoded and new not in history:
+                out.append((new, score))
+                inserted.add(new)
+    return out
+
+
+class ColdStartRecommender:
+    """sid_tiger's exported weights ranking with TIGER's cold-start retrieval (module doc)."""
+
+    def __init__(
+        self,
+        name: str,
+        cfg: ColdStartConfig,
+        seed: int,
+        device: str,
+        selection: str,
+        inputs: Mapping[str, ResolvedInput],
+    ):
+        self.name, self.cfg = name, cfg
+        self.policy, self.record, self.parent = policy_parent(name, seed, device, selection, inputs)
+        if not isinstance(self.parent, TigerRecommender):
+            raise DataError(
+                f"{name}: the policy's model ({self.record['recommender']}) does not decode "
+                "semantic IDs; TIGER's cold-start retrieval needs a sid_tiger parent"
+            )
+        self.inserted: list[int] = []
+
+    @property
+    def model(self):
+        return self.parent.model
+
+    def fit(self, split: Split, workdir: Path) -> dict:
+        parent = self.parent
+        info, tensors = restore_policy(parent, split, self.policy)
+        parent.model.requires_grad_(False).eval()
+        # an item's key: its code tokens but the last (the disambiguation level)
+        self.key_of = {item: tuple(tokens[:-1]) for item, tokens in parent.sequences.items()}
+        popularity = split.item_popularity()  # training interactions, in catalogue order
+        self.unseen_by_key: dict[tuple, list[str]] = defaultdict(list)
+        for item in popularity.index[popularity.to_numpy() == 0].astype(str):
+            self.unseen_by_key[self.key_of[item]].append(item)
+        unseen = sum(len(v) for v in self.unseen_by_key.values())
+        return info | {
+            "policy": {
+                "source": self.policy.source,
+                "tensors": tensors,
+                "parent_selected_step": self.record["selected_step"],
+                "parent_valid_score": self.record["valid_score"],
+            },
+            "epsilon": self.cfg.epsilon,
+            "unseen_items": unseen,
+            "unseen_keys": len(self.unseen_by_key),
+            "train_tokens": 0,
+            "precision": precision.record(parent.model, parent.compute_dtype),
+            "backbone": parent.loaded_backbone,
+            "parameters_total": sum(p.numel() for p in parent.model.parameters()),
+            "parameters_trainable": 0,
+        }
+
+    def rank(self, histories: Mapping[str, Sequence[str]], k: int) -> pd.DataFrame:
+        beam = self.parent._rank_batches(histories, k)
+        rows = []
+        for user, group in beam.groupby("user_id", sort=True):
+            ranked = list(zip(group["item_id"], group["score"], strict=True))
+            out = insert_unseen(
+                ranked,
+                self.key_of,
+                self.unseen_by_key,
+                set(map(str, histories[user])),
+                k,
+                self.cfg.epsilon,
+            )
+            decoded = {item for item, _ in ranked}
+            self.inserted.append(sum(item not in decoded for item, _ in out))
+            rows += [(user, r + 1, item, score) for r, (item, score) in enumerate(out)]
+        return pd.DataFrame(rows, columns=RANKING_COLUMNS)
+
+    def export(self, out_dir: Path, split: Split) -> dict[str, str]:
+        return {}
+
+    def inference_cost(self) -> dict[str, float]:
+        """The parent's decoding counts, and the mean number of unseen items inserted per user of
+        the phase just ranked."""
+        inserted, self.inserted = self.inserted, []
+        mean = sum(inserted) / len(inserted) if inserted else 0.0
+        return self.parent.inference_cost() | {"coldstart_inserted_per_user": mean}
+
+
+def build(
+    name: str, config: ColdStartConfig, seed: int, device: str, selection: str, inputs: dict
+) -> ColdStartRecommender:
+    return ColdStartRecommender(name, config, seed, device, selection, inputs)

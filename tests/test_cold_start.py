@@ -1,0 +1,142 @@
+"""TIGER's cold-start retrieval (llm4rec.paradigms.semantic_id.cold_start): the insertion by hand,
+and on a tiny TIGER: without unseen items the row ranks exactly as its parent; with them, each
+inserted item sits right after a decoded item sharing its quantized codes, never more than
+⌊epsilon·K⌋ of them, never one of the user's history."""
+
+import dataclasses
+
+import pandas as pd
+import pytest
+
+from llm4rec.data.atomic import DataError
+from llm4rec.models import MODELS, build_model
+from llm4rec.paradigms.semantic_id.cold_start import ColdStartConfig, insert_unseen
+
+from .test_rl_stage import parent as tiger_parent
+
+parent = tiger_parent  # the fitted sid_tiger and its exports (a module-scoped fixture)
+
+KEYS = {"a": (1,), "b": (2,), "c": (1,), "x": (1,), "y": (1,), "z": (2,), "w": (3,)}
+
+
+def test_insertion_by_hand():
+    ranked = [("a", -1.0), ("b", -2.0), ("c", -3.0), ("w", -4.0)]
+    unseen = {(1,): ["x", "y"], (2,): ["z"]}
+    # k 6, epsilon 0.5: up to 3 inserted; x and y after a (its key), z after b; c, w follow, cut
+    assert insert_unseen(ranked, KEYS, unseen, set(), 6, 0.5) == [
+        ("a", -1.0),
+        ("x", -1.0),
+        ("y", -1.0),
+        ("b", -2.0),
+        ("z", -2.0),
+        ("c", -3.0),
+    ]
+    # epsilon 0.34 of 6: floor(2.04) = 2 inserted (x, y), then the cap holds: z never comes
+    assert [i for i, _ in insert_unseen(ranked, KEYS, unseen, set(), 6, 0.34)] == list("axybcw")
+    # the user's history is never inserted; a cap under one item inserts nothing
+    assert [i for i, _ in insert_unseen(ranked, KEYS, unseen, {"x"}, 4, 0.5)] == list("aybz")
+    assert insert_unseen(ranked, KEYS, unseen, set(), 4, 0.2) == ranked
+    # an unseen item the beam decoded itself stays where the beam put it and is not inserted
+    # again (nor counted against the cap)
+    decoded = [("a", -1.0), ("y", -1.5), ("b", -2.0)]
+    assert [i for i, _ in insert_unseen(decoded, KEYS, unseen, set(), 10, 0.2)] == list("axybz")
+    with pytest.raises(ValueError, match="epsilon must be in"):
+        ColdStartConfig(epsilon=0.0)
+
+
+def _row(parent, epsilon=0.5):
+    split, codes, policy, _ = parent
+    return build_model(
+        "sid_tiger_coldstart",
+        {"epsilon": epsilon},
+        seed=0,
+        device="cpu",
+        inputs={"codes": codes, "policy": policy},
+    )
+
+
+def test_without_unseen_items_the_row_ranks_as_its_parent(parent, tmp_path):
+    split, _, _, rec = parent
+    row = _row(parent)
+    info = row.fit(split, tmp_path)
+    assert info["unseen_items"] == 0 and info["parameters_trainable"] == 0
+    histories = dict(sorted(split.history("test").items())[:6])
+    pd.testing.assert_frame_equal(row.rank(histories, 5), rec.rank(histories, 5))
+    assert row.inference_cost()["coldstart_inserted_per_user"] == 0.0
+
+
+def test_unseen_items_are_inserted_after_a_decoded_item_with_their_codes(parent, tmp_path):
+    split, _, _, rec = parent
+    k, epsilon = 5, 0.4
+    histories = dict(sorted(split.history("test").items())[:8])
+    beam = rec.rank(histories, k)
+    # make unseen (no training interaction) every item that shares its codes with some user's
+    # first decoded item and is in nobody's beam or history here
+    row = _row(parent, epsilon)
+    row.fit(split, tmp_path / "probe")
+    key_of = row.key_of
+    firsts = set(beam[beam["rank"] == 1]["item_id"])
+    everywhere = set(beam["item_id"]) | {i for h in histories.values() for i in h}
+    chosen = {
+        item
+        for item, key in key_of.items()
+        if item not in everywhere and key in {key_of[f] for f in firsts}
+    }
+    assert chosen, "the toy codes give the first decoded items no sibling to make unseen"
+    interactions = split.interactions
+    train_of_chosen = (interactions["phase"] == "train") & interactions["item_id"].isin(chosen)
+    unseen_split = dataclasses.replace(split, interactions=interactions[~train_of_chosen])
+    row = _row(parent, epsilon)
+    info = row.fit(unseen_split, tmp_path / "row")
+    assert info["unseen_items"] == len(chosen)
+    out = row.rank(histories, k)
+    cap = int(epsilon * k)
+    inserted_per_user = []
+    for user, group in out.groupby("user_id"):
+        items = group.sort_values("rank")["item_id"].tolist()
+        decoded = beam[beam["user_id"] == user].sort_values("rank")["item_id"].tolist()
+        inserted = [i for i in items if i not in decoded]
+        inserted_per_user.append(len(inserted))
+        assert len(items) == k and len(inserted) <= cap and set(inserted) <= chosen
+        assert not set(items) & set(histories[user])
+        # the decoded items keep the beam's order; each inserted one follows an item of its key
+        assert [i for i in items if i in decoded] == decoded[: k - len(inserted)]
+        for position, item in enumerate(items):
+            if item in inserted:
+                anchor = next(i for i in reversed(items[:position]) if i in decoded)
+                assert key_of[anchor] == key_of[item]
+        assert items[1] in chosen or key_of[items[0]] not in {key_of[c] for c in chosen}
+    assert sum(inserted_per_user) > 0
+    assert row.inference_cost()["coldstart_inserted_per_user"] == pytest.approx(
+        sum(inserted_per_user) / len(inserted_per_user)
+    )
+
+
+def test_only_a_tiger_parent_is_accepted(monkeypatch):
+    from llm4rec.models import ResolvedInput
+    from llm4rec.paradigms.semantic_id import cold_start
+
+    from .test_models import protocol_gaps
+
+    assert protocol_gaps(cold_start.ColdStartRecommender) == []
+    spec = MODELS["sid_tiger_coldstart"]
+    assert spec.parent == "sid_tiger" and spec.inputs["policy"].default == {"run": "sid_tiger"}
+    assert "coldstart_inserted_per_user" in {c.key for c in spec.costs}
+
+    class SidLlm:  # decodes semantic IDs too, but is not TIGER
+        cfg = object()
+
+    monkeypatch.setattr(
+        cold_start,
+        "policy_parent",
+        lambda *a, **k: (None, {"recommender": "x:SidLlm"}, SidLlm()),
+    )
+    with pytest.raises(DataError, match="needs a sid_tiger parent"):
+        cold_start.ColdStartRecommender(
+            "sid_tiger_coldstart",
+            ColdStartConfig(),
+            0,
+            "cpu",
+            "ndcg_at_10",
+            {"policy": ResolvedInput({}, "p")},
+        )
