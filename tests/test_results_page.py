@@ -75,8 +75,10 @@ def finished_grid(tmp_path):
     return grid, readme, tmp_path / "docs" / "results"
 
 
-def section(page: str, title: str) -> str:
-    return page.split(f"{title}\n", 1)[1].split("\n## ", 1)[0].split("\n### ", 1)[0]
+def section(page: str, title: str, subsections: bool = False) -> str:
+    """The text under `title` up to the next heading (`subsections`: up to the next `## `)."""
+    text = page.split(f"{title}\n", 1)[1].split("\n## ", 1)[0]
+    return text if subsections else text.split("\n### ", 1)[0]
 
 
 def table_rows(text: str) -> list[list[str]]:
@@ -119,14 +121,27 @@ def test_every_number_on_the_page_is_the_reports(finished_grid):
     assert (grid.report_dir("ablations") / "ablations.md").read_text().strip() in page
 
     # costs and slices: every number is one of the CSV's, at the precision it is printed
-    for title, csv, labels in (
-        ("## Costs", grid.report_dir("main") / "cost_table.csv", 3),  # dataset, paradigm, model
-        ("## Slices", grid.report_dir("main") / "slices.csv", 1),  # model
+    # (a slices section is one table per dataset and slice, each under its own ### heading)
+    for title, csv, labels, tables in (
+        (
+            "## Costs",
+            grid.report_dir("main") / "cost_table.csv",
+            3,
+            False,
+        ),  # dataset, paradigm, model
+        ("## Slices", grid.report_dir("main") / "slices.csv", 1, True),  # model
+        ("## Slices of the ablation target", grid.report_dir("ablations") / "slices.csv", 1, True),
     ):
         frame = pd.read_csv(csv)
         known = frame.select_dtypes("number").to_numpy().ravel()
         known = known[~np.isnan(known)]
-        for row in table_rows(section(page, title)):
+        rows = [
+            row
+            for table in section(page, title, subsections=tables).split("\n### ")
+            for row in table_rows(table[table.find("|") :])
+        ]
+        assert rows, title
+        for row in rows:
             for cell in row[labels:]:
                 for token in NUMBER.findall(cell):
                     if "–" in cell or "(n=" in cell:

@@ -218,6 +218,10 @@ def render_page(grid: Grid, wall_seconds: float | None = None) -> tuple[str, str
     if steer.is_file():
         lines += ["## Steerability", "", _read(steer), ""]
     lines += ["## Slices", "", _read(reports / "slices.md"), ""]
+    if has_ablations and (ablation_reports / "slices.md").is_file():
+        # the variants by slice (e.g. a cold-start row on new items), each bucket against the best
+        # baseline of the ablation report
+        lines += ["## Slices of the ablation target", "", _read(ablation_reports / "slices.md"), ""]
     lines += ["## Per-run timings (run.json)", "", *timing_rows(main + ablations), ""]
     job = (
         f"{wall_seconds / 60:.1f} min from a fresh clone"
