@@ -44,11 +44,11 @@ def test_insertion_by_hand():
         ColdStartConfig(epsilon=0.0)
 
 
-def _row(parent, epsilon=0.5):
+def _row(parent, epsilon=0.5, **more):
     split, codes, policy, _ = parent
     return build_model(
         "sid_tiger_coldstart",
-        {"epsilon": epsilon},
+        {"epsilon": epsilon, **more},
         seed=0,
         device="cpu",
         inputs={"codes": codes, "policy": policy},
@@ -63,6 +63,21 @@ def test_without_unseen_items_the_row_ranks_as_its_parent(parent, tmp_path):
     histories = dict(sorted(split.history("test").items())[:6])
     pd.testing.assert_frame_equal(row.rank(histories, 5), rec.rank(histories, 5))
     assert row.inference_cost()["coldstart_inserted_per_user"] == 0.0
+
+
+def test_the_key_is_the_quantized_codes_or_their_first_match_levels(parent, tmp_path):
+    """The toy codes: 2 quantized levels + the disambiguation code. The default key is both
+    quantized codes; match_levels 1 the first; 3 (the disambiguation level) is refused."""
+    split, _, _, rec = parent
+    row = _row(parent)
+    assert row.fit(split, tmp_path / "a")["match_levels"] == 2
+    assert row.key_of == {item: tuple(t[:2]) for item, t in rec.sequences.items()}
+    assert all(len(t) == 3 for t in rec.sequences.values())
+    first = _row(parent, match_levels=1)
+    first.fit(split, tmp_path / "b")
+    assert first.key_of == {item: (t[0],) for item, t in rec.sequences.items()}
+    with pytest.raises(ValueError, match="match_levels 3 exceeds the 2 quantized levels"):
+        _row(parent, match_levels=3).fit(split, tmp_path / "c")
 
 
 def test_unseen_items_are_inserted_after_a_decoded_item_with_their_codes(parent, tmp_path):

@@ -17,7 +17,9 @@ items the row ranks exactly as its parent (tested).
 
 Where the paper is silent we chose: an inserted item sits right after the decoded item whose codes
 it shares (never before a decoded item, so the beam's order among decoded items is kept); several
-unseen items under one decoded ID keep catalogue order; epsilon defaults to 0.1.
+unseen items under one decoded ID keep catalogue order; epsilon defaults to 0.1. `match_levels`
+shortens the shared prefix (e.g. 2 of 3 levels): with small codebooks an unseen item rarely shares
+every quantized code with a decoded one.
 """
 
 from __future__ import annotations
@@ -43,10 +45,17 @@ Ranking = list[tuple[str, float]]
 @dataclass(frozen=True)
 class ColdStartConfig:
     epsilon: float = 0.1  # the largest share of the top-K that inserted unseen items may take
+    # the codes an unseen item must share with a decoded item: the first `match_levels` (None:
+    # every quantized level, all but the disambiguation code, our reading of the paper)
+    match_levels: int | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 < self.epsilon <= 1.0:
             raise ValueError(f"cold start: epsilon must be in (0, 1], got {self.epsilon}")
+        if self.match_levels is not None and self.match_levels < 1:
+            raise ValueError(
+                f"cold start: match_levels must be >= 1 or null, got {self.match_levels}"
+            )
 
 
 def insert_unseen(
@@ -106,8 +115,15 @@ class ColdStartRecommender:
         parent = self.parent
         info, tensors = restore_policy(parent, split, self.policy)
         parent.model.requires_grad_(False).eval()
-        # an item's key: its code tokens but the last (the disambiguation level)
-        self.key_of = {item: tuple(tokens[:-1]) for item, tokens in parent.sequences.items()}
+        # an item's key: its first `match_levels` codes (default: all but the disambiguation code)
+        quantized = info["code_length"] - 1
+        match = self.cfg.match_levels or quantized
+        if match > quantized:
+            raise ValueError(
+                f"{self.name}: match_levels {match} exceeds the {quantized} quantized levels of "
+                f"the codes ({self.policy.source}; the last level disambiguates)"
+            )
+        self.key_of = {item: tuple(tokens[:match]) for item, tokens in parent.sequences.items()}
         popularity = split.item_popularity()  # training interactions, in catalogue order
         self.unseen_by_key: dict[tuple, list[str]] = defaultdict(list)
         for item in popularity.index[popularity.to_numpy() == 0].astype(str):
@@ -121,6 +137,7 @@ class ColdStartRecommender:
                 "parent_valid_score": self.record["valid_score"],
             },
             "epsilon": self.cfg.epsilon,
+            "match_levels": match,
             "unseen_items": unseen,
             "unseen_keys": len(self.unseen_by_key),
             "train_tokens": 0,
