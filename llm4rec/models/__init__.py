@@ -754,7 +754,7 @@ MODELS: dict[str, ModelSpec] = _registry(
             "llm4rec.paradigms.semantic_id.cold_start:build",
             "llm4rec.paradigms.semantic_id.cold_start:ColdStartConfig",
             "sid_tiger's trained weights with TIGER's cold-start retrieval: after each decoded "
-            "item, the unseen items sharing its quantized codes, at most epsilon of the top-K",
+            "item, the unseen items sharing its quantized codes, at most epsilon of every top-p",
             "the model whose decoded items retrieve the unseen ones",
             COLD_START_COSTS,
         ),

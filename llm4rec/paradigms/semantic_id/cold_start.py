@@ -8,24 +8,26 @@ disambiguation code) match a decoded item's is retrieved with it, and a paramete
 share of the top-K such items may take.
 
 The row consumes `sid_tiger`'s exported weights (`policy`), trains nothing, and ranks the parent's
-users: the parent's beam top-K, and after each decoded item, in catalogue order, the unseen items
-(items absent from the training split) that share its quantized codes and are not in the user's
-history, until ⌊epsilon·K⌋ have been inserted; the list is cut at K. An inserted item carries the
-score of the decoded item it follows (the list's order is its rank). The beam's own unseen items,
-if any, stay where the beam put them and do not count against the cap. On a split without unseen
-items the row ranks exactly as its parent (tested).
+users: the parent's beam top-K, and after each decoded item the unseen items (no interaction in the
+training split) that share its quantized codes and are not in the user's history, in catalogue
+order, each as early as the cap allows: no top-p of the list (p = 1..K) holds more than
+⌊epsilon·p⌋ inserted items, so epsilon bounds their share at every cutoff the evaluator reads
+(the paper states it for its one K). The list is cut at K; an inserted item carries the score of
+the item it follows (the list's order is its rank). The beam's own unseen items, if any, stay
+where the beam put them and do not count against the cap. On a split without unseen items the row
+ranks exactly as its parent (tested).
 
-Where the paper is silent we chose: an inserted item sits right after the decoded item whose codes
-it shares (never before a decoded item, so the beam's order among decoded items is kept); several
-unseen items under one decoded ID keep catalogue order; epsilon defaults to 0.1. `match_levels`
-shortens the shared prefix (e.g. 2 of 3 levels): with small codebooks an unseen item rarely shares
-every quantized code with a decoded one.
+Where the paper is silent we chose: an inserted item never precedes the decoded item whose codes
+it shares, so the beam's order among decoded items is kept; unseen items wait for the cap in the
+order their anchors were decoded; epsilon defaults to 0.1. `match_levels` shortens the shared
+prefix (e.g. 2 of 3 levels): with small codebooks an unseen item rarely shares every quantized code
+with a decoded one.
 """
 
 from __future__ import annotations
 
 import math
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,23 +68,25 @@ def insert_unseen(
     k: int,
     epsilon: float,
 ) -> Ranking:
-    """`ranked` (the beam's top-k, best first) with, after each decoded item, the unseen items that
-    share its key (quantized codes) and are not in `history`, at most ⌊epsilon·k⌋ of them in all;
-    cut at k (module doc)."""
-    quota = math.floor(epsilon * k)
+    """`ranked` (the beam's top-k, best first) with the unseen items that share a decoded item's
+    key (its quantized codes) and are not in `history` inserted after it, each as early as the cap
+    allows: at most ⌊epsilon·p⌋ inserted items in every top-p, p = 1..k; cut at k (module doc)."""
     decoded = {item for item, _ in ranked}  # an unseen item the beam wrote stays where it is
     out: Ranking = []
-    inserted: set[str] = set()
+    pending: deque[str] = deque()  # retrieved, waiting for the cap, in anchor order
+    seen: set[str] = set()
+    inserted = 0
     for item, score in ranked:
         if len(out) >= k:
             break
         out.append((item, score))
         for new in unseen_by_key.get(key_of[item], ()):
-            if len(inserted) >= quota or len(out) >= k:
-                break
-            if new not in inserted and new not in decoded and new not in history:
-                out.append((new, score))
-                inserted.add(new)
+            if new not in seen and new not in decoded and new not in history:
+                pending.append(new)
+                seen.add(new)
+        while pending and len(out) < k and inserted + 1 <= math.floor(epsilon * (len(out) + 1)):
+            out.append((pending.popleft(), out[-1][1]))  # the score of the item it follows
+            inserted += 1
     return out
 
 
