@@ -17,9 +17,10 @@ WORDING = "something from the {decade}: {genres}"
 USERS = [f"u{i}" for i in range(8)]
 
 
-def _run(root, model, paradigm, seed, columns, request=None) -> RunRecord:
+def _run(root, model, paradigm, seed, columns, request=None, trained=False) -> RunRecord:
     folder = root / model / f"seed{seed}"
     write_parquet(folder / "per_user_test.parquet", pd.DataFrame({"user_id": USERS} | columns))
+    write_json(folder / "run.json", {"fit": {"trained_with_requests": trained}})
     evaluation = {"requests": {"template": request}} if request else {}
     write_json(
         folder / "metrics.json",
@@ -137,7 +138,7 @@ def test_a_variant_with_its_own_steered_row_is_a_row_of_its_own(tmp_path, runs):
     trained_steered = _columns([0.2] * 8, [1] * 8, [0.9, 0.8, 0.9, 0.8, 0.9, 0.8, 0.9, np.nan])
     extra = [
         _run(tmp_path, "idiomoe_requests", "moe_expert", 0, trained),
-        _run(tmp_path, "idiomoe_requests_steer", "moe_expert", 0, trained_steered, WORDING),
+        _run(tmp_path, "idiomoe_requests_steer", "moe_expert", 0, trained_steered, WORDING, True),
     ]
     frame = steer_table_frame(records + extra, "both", 10).set_index(["model", "condition"])
     keep = slice(0, 7)
@@ -151,3 +152,9 @@ def test_a_variant_with_its_own_steered_row_is_a_row_of_its_own(tmp_path, runs):
         a, b = np.array(child["steer_both_at_10"][keep]), np.array(base["steer_both_at_10"][keep])
         assert request["steer_at_10_p"] == pytest.approx(stats.ttest_rel(a, b).pvalue, rel=1e-9)
     assert ("idiomoe_popprior", "history") not in frame.index
+    # the zero-shot pair and the pair trained with requests say which they are
+    assert not frame.loc[("idiomoe", "request"), "trained_with_requests"]
+    assert frame.loc[("idiomoe_requests", "request"), "trained_with_requests"]
+    markdown = render_steer(frame.reset_index(), 10, CompareSpec(), template="both")
+    assert markdown.count("| + request (trained with requests) |") == 1
+    assert markdown.count("| + request |") == 1

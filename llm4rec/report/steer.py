@@ -122,7 +122,9 @@ def steer_table_frame(
         )
         if child:
             steered = steered.loc[base.index]
-            row = common | {"condition": "request"}
+            # whether the steered row's model trained with requests (its run.json; else zero-shot)
+            trained = any(r.run.get("fit", {}).get("trained_with_requests") for r in child_runs)
+            row = common | {"condition": "request", "trained_with_requests": trained}
             for m, (c, _) in metrics.items():
                 a, b = steered[c].to_numpy(), base[c].to_numpy()
                 row |= {
@@ -192,8 +194,9 @@ def steer_caption(template: str, wording: str, cutoff: int, spec: CompareSpec) -
         + (f' ("{wording}", from the target\'s metadata, never its title)' if wording else "")
         + f": NDCG@{cutoff} and HR@{cutoff} on the target; Steer@{cutoff}, the share of the top-"
         f"{cutoff} inside C(request), the catalogue items that satisfy the request. history: the "
-        "run as it ranked. + request: the same weights with the request in the prompt (trained "
-        "without requests: zero-shot); ↑ / ↓ better / worse than history on the same users "
+        "run as it ranked. + request: the same weights with the request in the prompt (zero-shot: "
+        "the model trained without requests, unless the row says it trained with them); ↑ / ↓ "
+        "better / worse than history on the same users "
         f"({test} over users, each user's metric averaged over the common seeds; {correction} "
         f"correction over the table's comparisons, α = {spec.alpha}). post-filtered to C: the "
         "run's list filtered to C(request), the reference for a model that cannot read text "
@@ -225,7 +228,10 @@ def render_steer(
     for _, block in frame.groupby(["dataset", "model"], sort=False):
         for i, (_, row) in enumerate(block.iterrows()):
             name = display_name(row["model"], names) + (f" ({row['dataset']})" if several else "")
-            cells = [name if i == 0 else "", CONDITION_TITLES[row["condition"]]]
+            condition = CONDITION_TITLES[row["condition"]]
+            if row["condition"] == "request" and row.get("trained_with_requests") is True:
+                condition += " (trained with requests)"
+            cells = [name if i == 0 else "", condition]
             for m in metrics:
                 direction = row.get(f"{m}_direction")
                 arrow, command = (
