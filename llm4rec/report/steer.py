@@ -229,7 +229,8 @@ def render_steer(
         for i, (_, row) in enumerate(block.iterrows()):
             name = display_name(row["model"], names) + (f" ({row['dataset']})" if several else "")
             condition = CONDITION_TITLES[row["condition"]]
-            if row["condition"] == "request" and row.get("trained_with_requests") is True:
+            trained = row.get("trained_with_requests")
+            if row["condition"] == "request" and isinstance(trained, bool | np.bool_) and trained:
                 condition += " (trained with requests)"
             cells = [name if i == 0 else "", condition]
             for m in metrics:
