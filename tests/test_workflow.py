@@ -11,6 +11,7 @@ import re
 import shutil
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
@@ -297,22 +298,25 @@ def test_dry_run_of_shipped_configs_shows_whole_dag(tmp_path):
     # baseline runs + AlphaRec on the ml-1m slice; paper every model: 42 x 5 seeds x 2 datasets).
     # The new-item grid: 7 rows, seed 0; its ablation target TIGER's cold-start row, sid_tiger and
     # the 2 baselines.
-    for name, target, trained, tracked in (
-        ("default.yaml", "all", 20, 20),
-        ("paper.yaml", "all", 130, 130),
-        ("default.yaml", "ablations", 51, 51),
-        ("paper.yaml", "ablations", 420, 420),
-        ("new_items.yaml", "all", 7, 7),
-        ("new_items.yaml", "ablations", 4, 4),
-    ):
-        env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-        out = subprocess.run(
+    expected = {
+        ("default.yaml", "all"): 20,
+        ("paper.yaml", "all"): 130,
+        ("default.yaml", "ablations"): 51,
+        ("paper.yaml", "ablations"): 420,
+        ("new_items.yaml", "all"): 7,
+        ("new_items.yaml", "ablations"): 4,
+    }
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+
+    def dry_run(name: str, target: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
             [
                 sys.executable,
                 "-m",
                 "snakemake",
                 target,  # before --config, which takes every word after it
                 "-n",
+                "--nolock",  # the dry runs run side by side in one working directory
                 "--config",
                 f"grid=benchmarks/{name}",
                 "--cores",
@@ -324,10 +328,15 @@ def test_dry_run_of_shipped_configs_shows_whole_dag(tmp_path):
             env=env,
             timeout=300,
         )
+
+    with ThreadPoolExecutor(max_workers=2) as pool:  # each dry run is one core's work
+        outputs = dict(zip(expected, pool.map(lambda cell: dry_run(*cell), expected), strict=True))
+    for (name, target), runs in expected.items():
+        out = outputs[(name, target)]
         assert out.returncode == 0, out.stderr[-3000:]
         jobs = planned_jobs(out.stdout + out.stderr)
         if "train" in jobs:  # absent only if that grid was already run in this checkout
-            assert (jobs["train"], jobs["track"]) == (trained, tracked), (name, target)
+            assert (jobs["train"], jobs["track"]) == (runs, runs), (name, target)
 
 
 def test_bad_config_fails_before_anything_runs(tmp_path):
