@@ -20,6 +20,7 @@ import torch
 
 from llm4rec.data.atomic import DataError
 from llm4rec.io import read_json, sha256_file, write_json, write_with
+from llm4rec.llm import precision
 from llm4rec.llm.training import trainable_state
 from llm4rec.models import POLICY_EXPORTS, ResolvedInput, import_object
 from llm4rec.params import ParamsError, from_params
@@ -162,3 +163,23 @@ def policy_parent(
     record = read_policy_record(policy)
     parent_inputs = {slot: source for slot, source in inputs.items() if slot != "policy"}
     return policy, record, rebuild_parent(record, seed, device, selection, parent_inputs, name)
+
+
+def frozen_policy_facts(
+    parent: Any, policy: ResolvedInput, record: dict[str, Any], tensors: int
+) -> dict[str, Any]:
+    """What run.json records of a row that ranks with a parent's restored weights and trains none
+    (a steered, exact-ranking or cold-start row): the policy it read, the frozen model's facts."""
+    return {
+        "policy": {
+            "source": policy.source,
+            "tensors": tensors,
+            "parent_selected_step": record["selected_step"],
+            "parent_valid_score": record["valid_score"],
+        },
+        "train_tokens": 0,
+        "precision": precision.record(parent.model, parent.compute_dtype),
+        "backbone": parent.loaded_backbone,
+        "parameters_total": sum(p.numel() for p in parent.model.parameters()),
+        "parameters_trainable": 0,
+    }

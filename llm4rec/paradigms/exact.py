@@ -31,8 +31,7 @@ import pandas as pd
 
 from llm4rec.data.split import Split
 from llm4rec.evaluation.evaluate import rankings_to_lists
-from llm4rec.llm import precision
-from llm4rec.llm.policy_export import policy_parent, restore_policy
+from llm4rec.llm.policy_export import frozen_policy_facts, policy_parent, restore_policy
 from llm4rec.models import ResolvedInput
 
 
@@ -98,22 +97,15 @@ class ExactRecommender:
             beam_width=self.cfg.width or len(split.items),
             batch_users=self.cfg.batch_users,
         )
-        return info | {
-            "policy": {
-                "source": self.policy.source,
-                "tensors": tensors,
-                "parent_selected_step": self.record["selected_step"],
-                "parent_valid_score": self.record["valid_score"],
-            },
-            "beam_width": self.beam.beam_width,
-            "exact_width": self.exact.beam_width,
-            "exact": self.exact.beam_width >= len(split.items),
-            "train_tokens": 0,
-            "precision": precision.record(parent.model, parent.compute_dtype),
-            "backbone": parent.loaded_backbone,
-            "parameters_total": sum(p.numel() for p in parent.model.parameters()),
-            "parameters_trainable": 0,
-        }
+        return (
+            info
+            | frozen_policy_facts(parent, self.policy, self.record, tensors)
+            | {
+                "beam_width": self.beam.beam_width,
+                "exact_width": self.exact.beam_width,
+                "exact": self.exact.beam_width >= len(split.items),
+            }
+        )
 
     def rank(self, histories: Mapping[str, Sequence[str]], k: int) -> pd.DataFrame:
         """The exact top-k; the parent's beam over the same users is searched too (its decoding

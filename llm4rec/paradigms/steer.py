@@ -29,8 +29,7 @@ import pandas as pd
 from llm4rec.data.atomic import DataError
 from llm4rec.data.requests import RequestTemplate
 from llm4rec.data.split import Split
-from llm4rec.llm import precision
-from llm4rec.llm.policy_export import policy_parent, restore_policy
+from llm4rec.llm.policy_export import frozen_policy_facts, policy_parent, restore_policy
 from llm4rec.models import ResolvedInput
 
 
@@ -83,21 +82,14 @@ class SteeredRecommender:
         parent = self.parent
         info, tensors = restore_policy(parent, split, self.policy)
         parent.model.requires_grad_(False).eval()
-        return info | {
-            "policy": {
-                "source": self.policy.source,
-                "tensors": tensors,
-                "parent_selected_step": self.record["selected_step"],
-                "parent_valid_score": self.record["valid_score"],
-            },
-            "request_line": self.cfg.line,
-            "trained_with_requests": self.trained_with_requests,
-            "train_tokens": 0,
-            "precision": precision.record(parent.model, parent.compute_dtype),
-            "backbone": parent.loaded_backbone,
-            "parameters_total": sum(p.numel() for p in parent.model.parameters()),
-            "parameters_trainable": 0,
-        }
+        return (
+            info
+            | frozen_policy_facts(parent, self.policy, self.record, tensors)
+            | {
+                "request_line": self.cfg.line,
+                "trained_with_requests": self.trained_with_requests,
+            }
+        )
 
     def rank(
         self,

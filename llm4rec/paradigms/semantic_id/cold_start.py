@@ -36,8 +36,7 @@ import pandas as pd
 
 from llm4rec.data.atomic import DataError
 from llm4rec.data.split import Split
-from llm4rec.llm import precision
-from llm4rec.llm.policy_export import policy_parent, restore_policy
+from llm4rec.llm.policy_export import frozen_policy_facts, policy_parent, restore_policy
 from llm4rec.models import RANKING_COLUMNS, ResolvedInput
 from llm4rec.paradigms.semantic_id.tiger import TigerRecommender
 
@@ -133,23 +132,16 @@ class ColdStartRecommender:
         for item in popularity.index[popularity.to_numpy() == 0].astype(str):
             self.unseen_by_key[self.key_of[item]].append(item)
         unseen = sum(len(v) for v in self.unseen_by_key.values())
-        return info | {
-            "policy": {
-                "source": self.policy.source,
-                "tensors": tensors,
-                "parent_selected_step": self.record["selected_step"],
-                "parent_valid_score": self.record["valid_score"],
-            },
-            "epsilon": self.cfg.epsilon,
-            "match_levels": match,
-            "unseen_items": unseen,
-            "unseen_keys": len(self.unseen_by_key),
-            "train_tokens": 0,
-            "precision": precision.record(parent.model, parent.compute_dtype),
-            "backbone": parent.loaded_backbone,
-            "parameters_total": sum(p.numel() for p in parent.model.parameters()),
-            "parameters_trainable": 0,
-        }
+        return (
+            info
+            | frozen_policy_facts(parent, self.policy, self.record, tensors)
+            | {
+                "epsilon": self.cfg.epsilon,
+                "match_levels": match,
+                "unseen_items": unseen,
+                "unseen_keys": len(self.unseen_by_key),
+            }
+        )
 
     def rank(self, histories: Mapping[str, Sequence[str]], k: int) -> pd.DataFrame:
         beam = self.parent._rank_batches(histories, k)
