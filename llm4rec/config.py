@@ -169,8 +169,9 @@ class Grid:
 
     def steer(self) -> dict[str, Any] | None:
         """The steerability evaluation (`evaluation.steer`): {templates: {name: RequestTemplate},
-        cutoffs}, or None when the grid asks for none."""
+        cutoffs, filter_depth, counterfactual_seed}, or None when the grid asks for none."""
         from llm4rec.data.requests import RequestTemplate
+        from llm4rec.evaluation.steer import FILTER_DEPTH
 
         cfg = self.raw["evaluation"].get("steer")
         if not cfg:
@@ -185,6 +186,8 @@ class Grid:
                 for name, wording in cfg["templates"].items()
             },
             "cutoffs": sorted(cfg.get("cutoffs", [10])),
+            "filter_depth": int(cfg.get("filter_depth", FILTER_DEPTH)),
+            "counterfactual_seed": int(cfg.get("counterfactual_seed", 0)),
         }
 
     def selection_metric(self, model: str) -> str:

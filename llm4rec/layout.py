@@ -19,7 +19,8 @@ A run folder, by the stage that writes it (each stage's record last, so its pres
 stage finished):
 
     train      rankings_valid.parquet, rankings_test.parquet, exports/ (what other runs consume),
-               work/ (checkpoints), run.json
+               work/ (checkpoints), run.json; a model that reads requests also
+               rankings_test_counterfactual.parquet
     evaluate   per_user_valid.parquet, per_user_test.parquet, metrics.json
     track      mlflow.json (the MLflow run id)
 """
@@ -48,9 +49,13 @@ def per_user(phase: str) -> str:
     return f"per_user_{phase}.parquet"
 
 
+# a model that reads requests also ranks the test users with counterfactual requests (requests
+# that do not come from the target: llm4rec.evaluation.steer); the steer table reads this file
+COUNTERFACTUAL_RANKINGS = "rankings_test_counterfactual.parquet"
 TRAIN_FILES = (*(rankings(p) for p in PHASES), RUN_JSON)  # plus the EXPORTS folder
 EVALUATE_FILES = (*(per_user(p) for p in PHASES), METRICS)
-RUN_FILES = TRAIN_FILES + EVALUATE_FILES  # a finished run's record (MLflow keeps a copy)
+# a finished run's record (MLflow keeps a copy); the counterfactual rankings where a run has them
+RUN_FILES = TRAIN_FILES + (COUNTERFACTUAL_RANKINGS,) + EVALUATE_FILES
 
 # -- a grid folder ------------------------------------------------------------------------------
 SPLIT_INTERACTIONS, SPLIT_ITEMS, SPLIT_JSON = "interactions.parquet", "items.parquet", "split.json"

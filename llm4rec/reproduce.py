@@ -56,13 +56,13 @@ class Recorded:
 
 @dataclass
 class ScratchGrid:
-    """The grid config being rebuilt: one dataset, the run's model and whatever it consumed."""
+    """The grid config being rebuilt: the run's dataset, its model and whatever it consumed."""
 
     raw: dict[str, Any]
-    artifacts: list[tuple[str, str]] = field(default_factory=list)  # (name, key) to build first
-    upstream: list[tuple[str, int]] = field(
-        default_factory=list
-    )  # (model, seed), in dependency order
+    # (dataset, artifact, key) to build first
+    artifacts: list[tuple[str, str, str]] = field(default_factory=list)
+    # (dataset, model, seed) to train first, in dependency order
+    upstream: list[tuple[str, str, int]] = field(default_factory=list)
 
 
 def load_recorded(target: str, tracking_uri: str) -> Recorded:
@@ -122,6 +122,20 @@ def scratch_grid(recorded: Recorded, results: Path) -> ScratchGrid:
         evaluation["sample_seed"] = config["evaluation"]["sample_seed"]
     if "selection_metric" in config:
         evaluation["selection_metric"] = config["selection_metric"]
+    steer = recorded.metrics.get("steer")
+    if steer:  # the steerability the run was scored with (metrics.json records it)
+        evaluation["steer"] = {
+            key: steer[key]
+            for key in (
+                "templates",
+                "cutoffs",
+                "filter_depth",
+                "counterfactual_seed",
+                "genres_field",
+                "year_field",
+            )
+            if key in steer
+        }
     grid = ScratchGrid(
         {
             "name": config["grid"],
@@ -135,55 +149,99 @@ def scratch_grid(recorded: Recorded, results: Path) -> ScratchGrid:
         }
     )
     _add_model(grid, recorded, recorded.folder)
+    _add_parents(grid, recorded.folder, dataset, int(config["seed"]))
     return grid
 
 
-def _add_model(grid: ScratchGrid, recorded: Recorded, folder: Path | None) -> None:
-    config = recorded.run["run"]
-    entry = _entry(recorded.run, recorded.run.get("environment", {}).get("torch_threads"))
-    inputs = config.get("inputs", {})
-    if inputs:
+def _listed(grid: ScratchGrid, model: str) -> bool:
+    return any(m["name"] == model for m in grid.raw["models"])
+
+
+def _add_parents(grid: ScratchGrid, folder: Path | None, dataset: str, seed: int) -> None:
+    """A variant's parent (and its parent, ...) as listed-only entries: the grid validates a
+    variant against its parent, and a variant's user sample is drawn within the parent's. They
+    are not run (their recorded configs are enough); what the run itself consumes is rebuilt (or
+    copied, --upstream recorded) as before."""
+    from llm4rec.models import MODELS
+
+    pending = [m["name"] for m in grid.raw["models"]]
+    while pending:
+        parent = MODELS[pending.pop()].parent
+        if parent is None or _listed(grid, parent):
+            continue
         if folder is None:
             raise DataError(
-                f"reproduce: {config['model']}/{config['dataset']}/seed{config['seed']} consumes "
-                f"{', '.join(inputs)}; rebuilding those needs the run folder (give RUN as a folder)"
+                f"reproduce: the run is a variant of {parent}; listing it needs the run folder "
+                "(give RUN as a folder)"
             )
+        runs = layout.grid_dir_of_run(folder) / "runs" / dataset / parent
+        found = sorted(runs.glob(f"seed*/{layout.RUN_JSON}"))
+        if not found:
+            raise DataError(
+                f"reproduce: the run is a variant of {parent}, whose run folders under {runs} "
+                "are gone (its recorded config is needed)"
+            )
+        same = [f for f in found if f.parent.name == layout.seed_folder(seed)]
+        parent_folder = (same or found)[0].parent
+        record = Recorded(read_json(parent_folder / layout.RUN_JSON), {}, parent_folder)
+        _add_model(grid, record, parent_folder, listed_only=True)
+        pending = [m["name"] for m in grid.raw["models"]]
+
+
+def _add_model(
+    grid: ScratchGrid, recorded: Recorded, folder: Path | None, listed_only: bool = False
+) -> None:
+    """The run's grid entry, with what it consumed: upstream runs (trained first, or only listed
+    when this entry is) and artifacts; a run on another dataset (a zero-shot transfer's source)
+    brings its dataset along as `role: source`."""
+    config = recorded.run["run"]
+    dataset = config["dataset"]
+    grid.raw["datasets"].setdefault(dataset, config["dataset_config"] | {"role": "source"})
+    entry = _entry(recorded.run, recorded.run.get("environment", {}).get("torch_threads"))
+    inputs = config.get("inputs", {})
+    if inputs and folder is None:
+        raise DataError(
+            f"reproduce: {config['model']}/{dataset}/seed{config['seed']} consumes "
+            f"{', '.join(inputs)}; rebuilding those needs the run folder (give RUN as a folder)"
+        )
+    if inputs:
         grid_dir = layout.grid_dir_of_run(folder)
         entry["inputs"] = {}
-        for slot, source in inputs.items():
-            if "run" in source:
-                upstream_folder = layout.run_dir(
-                    grid_dir, config["dataset"], source["run"], source["seed"]
+    for slot, source in inputs.items():
+        if "run" in source:
+            upstream_dataset = source.get("dataset", dataset)
+            upstream_folder = layout.run_dir(
+                grid_dir, upstream_dataset, source["run"], source["seed"]
+            )
+            if not (upstream_folder / layout.RUN_JSON).is_file():
+                raise DataError(
+                    f"reproduce: {folder} consumed '{slot}' from {upstream_folder}, whose "
+                    "run.json is gone"
                 )
-                if not (upstream_folder / layout.RUN_JSON).is_file():
-                    raise DataError(
-                        f"reproduce: {folder} consumed '{slot}' from {upstream_folder}, "
-                        "whose run.json is gone"
-                    )
-                upstream = Recorded(
-                    read_json(upstream_folder / layout.RUN_JSON), {}, upstream_folder
+            upstream = Recorded(read_json(upstream_folder / layout.RUN_JSON), {}, upstream_folder)
+            if not _listed(grid, source["run"]):
+                _add_model(grid, upstream, upstream_folder, listed_only)
+                if not listed_only:
+                    grid.upstream.append((upstream_dataset, source["run"], int(source["seed"])))
+            entry["inputs"][slot] = {"run": source["run"], "seed": source["seed"]} | (
+                {"dataset": source["dataset"]} if "dataset" in source else {}
+            )
+        else:
+            marker = (
+                layout.artifact_dir(grid_dir, dataset, source["artifact"], source["config_hash"])
+                / layout.ARTIFACT_JSON
+            )
+            if not marker.is_file():
+                raise DataError(
+                    f"reproduce: {folder} consumed '{slot}' from artifact {marker.parent}, whose "
+                    "artifact.json is gone"
                 )
-                if all(m["name"] != source["run"] for m in grid.raw["models"]):
-                    _add_model(grid, upstream, upstream_folder)
-                    grid.upstream.append((source["run"], int(source["seed"])))
-                entry["inputs"][slot] = {"run": source["run"], "seed": source["seed"]}
-            else:
-                marker = (
-                    layout.artifact_dir(
-                        grid_dir, config["dataset"], source["artifact"], source["config_hash"]
-                    )
-                    / layout.ARTIFACT_JSON
-                )
-                if not marker.is_file():
-                    raise DataError(
-                        f"reproduce: {folder} consumed '{slot}' from artifact {marker.parent}, "
-                        "whose artifact.json is gone"
-                    )
-                entry["inputs"][slot] = {
-                    "artifact": source["artifact"],
-                    "params": read_json(marker)["params"],
-                }
-                grid.artifacts.append((source["artifact"], source["config_hash"]))
+            entry["inputs"][slot] = {
+                "artifact": source["artifact"],
+                "params": read_json(marker)["params"],
+            }
+            if not listed_only:
+                grid.artifacts.append((dataset, source["artifact"], source["config_hash"]))
     grid.raw["models"].append(entry)
 
 
@@ -382,6 +440,9 @@ def reproduce(
         tolerance = 0.0 if grid.device == "cpu" else 1e-4
     print(f"[llm4rec] reproducing {label} (config {rebuilt_hash}) in {scratch}", flush=True)
     split = prepare_dataset(grid, dataset)
+    for other in grid.datasets:  # a transferred-from run's dataset
+        if other != dataset:
+            prepare_dataset(grid, other)
     if split.meta["checksums"] != recorded.run["split_checksums"]:
         print(
             "[llm4rec] note: the rebuilt split's checksums differ from the record's: "
@@ -391,12 +452,12 @@ def reproduce(
     if upstream not in ("rebuild", "recorded"):
         raise ConfigError(f"reproduce: --upstream '{upstream}' is not rebuild or recorded")
     if upstream == "recorded" and (grid_spec.artifacts or grid_spec.upstream):
-        _copy_recorded_upstream(recorded, grid_spec, grid, dataset)
+        _copy_recorded_upstream(recorded, grid_spec, grid)
     else:
-        for name, key in grid_spec.artifacts:
-            build_artifact(grid, dataset, name, key)
-        for upstream_model, upstream_seed in grid_spec.upstream:
-            train_and_rank(grid, dataset, upstream_model, upstream_seed)
+        for artifact_dataset, name, key in grid_spec.artifacts:
+            build_artifact(grid, artifact_dataset, name, key)
+        for upstream_dataset, upstream_model, upstream_seed in grid_spec.upstream:
+            train_and_rank(grid, upstream_dataset, upstream_model, upstream_seed)
     train_and_rank(grid, dataset, model, seed)
     rebuilt = evaluate_run(grid, dataset, model, seed)
     now = read_json(grid.run_dir(dataset, model, seed) / layout.RUN_JSON)
@@ -454,7 +515,7 @@ def reproduce(
     return 1 if beyond else 0
 
 
-def _copy_recorded_upstream(recorded: Recorded, grid_spec: ScratchGrid, grid, dataset: str) -> None:
+def _copy_recorded_upstream(recorded: Recorded, grid_spec: ScratchGrid, grid) -> None:
     """Copy what the run consumed (artifact folders; upstream runs' run.json and exports) from the
     recorded grid into the scratch grid; the consumer's input check then compares every file with
     its record."""
@@ -466,13 +527,13 @@ def _copy_recorded_upstream(recorded: Recorded, grid_spec: ScratchGrid, grid, da
             "beside it)"
         )
     source_grid = layout.grid_dir_of_run(recorded.folder)
-    for name, key in grid_spec.artifacts:
+    for dataset, name, key in grid_spec.artifacts:
         shutil.copytree(
             layout.artifact_dir(source_grid, dataset, name, key),
             layout.artifact_dir(grid.grid_dir, dataset, name, key),
             dirs_exist_ok=True,
         )
-    for upstream_model, upstream_seed in grid_spec.upstream:
+    for dataset, upstream_model, upstream_seed in grid_spec.upstream:
         source = layout.run_dir(source_grid, dataset, upstream_model, upstream_seed)
         target = layout.run_dir(grid.grid_dir, dataset, upstream_model, upstream_seed)
         target.mkdir(parents=True, exist_ok=True)
@@ -480,8 +541,8 @@ def _copy_recorded_upstream(recorded: Recorded, grid_spec: ScratchGrid, grid, da
         shutil.copytree(source / layout.EXPORTS, target / layout.EXPORTS, dirs_exist_ok=True)
     print(
         "[llm4rec] consuming the recorded upstream as it is: "
-        f"{[f'{n}/{k}' for n, k in grid_spec.artifacts]} "
-        f"{[f'{m}/seed{s}' for m, s in grid_spec.upstream]}",
+        f"{[f'{d}/{n}/{k}' for d, n, k in grid_spec.artifacts]} "
+        f"{[f'{d}/{m}/seed{s}' for d, m, s in grid_spec.upstream]}",
         flush=True,
     )
 

@@ -23,7 +23,7 @@ from llm4rec.config import Grid, InputSource
 from llm4rec.costs import token_costs
 from llm4rec.data.atomic import DataError
 from llm4rec.data.preprocess import preprocess
-from llm4rec.data.requests import target_requests
+from llm4rec.data.requests import phase_requests, worded
 from llm4rec.data.sources import load_source
 from llm4rec.data.split import Split, hold_out_new_items, make_split, read_split, write_split
 from llm4rec.determinism import (
@@ -70,7 +70,11 @@ def prepare_dataset(grid: Grid, dataset: str) -> Split:
     meta = {"dataset": dataset, "config": cfg, "preprocessing_counts": counts}
     if cfg.get("new_items"):
         labelled, meta["new_items"] = hold_out_new_items(
-            labelled, cfg["new_items"], cfg["split"].get("seed", 0)
+            labelled,
+            cfg["new_items"],
+            cfg["split"].get("seed", 0),
+            cfg.get("new_items_by", "random"),
+            raw.items,
         )
     return write_split(grid.split_dir(dataset), labelled, raw.items, meta)
 
@@ -236,6 +240,7 @@ def train_and_rank(grid: Grid, dataset: str, model: str, seed: int) -> dict:
         train_time = time.perf_counter() - start
         timing["train_end"] = timing["rank_start"] = time.time()
         inference, inference_cost, n_users = {}, {}, {}
+        (run_dir / layout.COUNTERFACTUAL_RANKINGS).unlink(missing_ok=True)  # an earlier run's
         for phase in layout.PHASES:
             history = split.history(phase)
             users = evaluated_users(grid, model, split, phase)
@@ -250,6 +255,18 @@ def train_and_rank(grid: Grid, dataset: str, model: str, seed: int) -> dict:
             inference_cost[phase] = recommender.inference_cost()  # e.g. tokens processed by an LLM
             if distributed.is_main():
                 write_parquet(run_dir / layout.rankings(phase), rankings)
+            if phase == "test" and reads_requests(recommender) and grid.steer():
+                # the same users, each with a request that does not come from its target
+                start = time.perf_counter()
+                counterfactual = recommender.rank(
+                    {u: history.get(u, []) for u in users},
+                    k,
+                    **requests(recommender, split, phase, users, grid.steer()),
+                )
+                inference["test_counterfactual"] = time.perf_counter() - start
+                recommender.inference_cost()  # counted apart from the test phase's
+                if distributed.is_main():
+                    write_parquet(run_dir / layout.COUNTERFACTUAL_RANKINGS, counterfactual)
         timing["rank_end"] = time.time()
     if (
         not distributed.is_main()
@@ -271,6 +288,11 @@ def train_and_rank(grid: Grid, dataset: str, model: str, seed: int) -> dict:
             "train_time_s": train_time,
             "inference_time_valid_s": inference["valid"],
             "inference_time_test_s": inference["test"],
+            **(
+                {"inference_time_test_counterfactual_s": inference["test_counterfactual"]}
+                if "test_counterfactual" in inference
+                else {}
+            ),
             "inference_ms_per_user": 1000 * inference["test"] / max(n_test, 1),
             "peak_memory_mb": peak_memory_mb(),
             "parameters_total": int(fit_info.get("parameters_total", 0)),
@@ -309,17 +331,31 @@ def train_and_rank(grid: Grid, dataset: str, model: str, seed: int) -> dict:
     return record
 
 
-def requests(recommender: Any, split: Split, phase: str, users: list[str]) -> dict[str, Any]:
-    """rank's `requests` for a model that reads them (its `request_template`, e.g. AlphaRec with an
-    intention): one per user, written from the phase's target metadata (llm4rec.data.requests)."""
-    template = getattr(recommender, "request_template", None)
-    return {"requests": target_requests(split, phase, users, template)} if template else {}
+def reads_requests(recommender: Any) -> bool:
+    """Whether rank takes one request per user (its `request_template`: a steered row, AlphaRec
+    with an intention, RTA's steered reindex)."""
+    return getattr(recommender, "request_template", None) is not None
+
+
+def requests(
+    recommender: Any, split: Split, phase: str, users: list[str], steer: dict | None = None
+) -> dict[str, Any]:
+    """rank's `requests` for a model that reads them: one per user, written from the phase's
+    target (the oracle request) or, given the grid's `steer` settings, drawn so that the target
+    does not satisfy it (the counterfactual request, seeded as the evaluator draws it;
+    llm4rec.data.requests)."""
+    if not reads_requests(recommender):
+        return {}
+    template = recommender.request_template
+    kind, seed = ("counterfactual", steer["counterfactual_seed"]) if steer else ("oracle", 0)
+    return {"requests": worded(phase_requests(split, phase, users, template, kind, seed), template)}
 
 
 def request_record(recommender: Any) -> dict[str, Any]:
     """What run.json says about the requests rank was given (none: nothing)."""
-    template = getattr(recommender, "request_template", None)
-    return {"requests": dataclasses.asdict(template)} if template else {}
+    if not reads_requests(recommender):
+        return {}
+    return {"requests": dataclasses.asdict(recommender.request_template)}
 
 
 def declared_costs(model: str, fit_info: dict, test_cost: dict | None = None) -> dict[str, float]:
@@ -340,10 +376,17 @@ def declared_costs(model: str, fit_info: dict, test_cost: dict | None = None) ->
 
 
 def with_steerability(
-    per_user: pd.DataFrame, summary: dict, rankings: pd.DataFrame, split: Split, steer: dict
+    per_user: pd.DataFrame,
+    summary: dict,
+    rankings: pd.DataFrame,
+    split: Split,
+    steer: dict,
+    counterfactual: pd.DataFrame | None = None,
 ) -> tuple[pd.DataFrame, dict]:
     """The test phase's steerability columns (llm4rec.evaluation.steer) joined to its per-user
-    metrics, and their means (over the users a request could be written for) in its summary."""
+    metrics, and their means (over the users a request could be written for) in its summary.
+    `counterfactual`: the rankings a model that reads requests gave with the counterfactual
+    requests."""
     from llm4rec.evaluation.evaluate import rankings_to_lists
     from llm4rec.evaluation.steer import steer_frame
 
@@ -355,9 +398,33 @@ def with_steerability(
         split.items,
         steer["templates"],
         steer["cutoffs"],
+        histories=split.history("test"),
+        filter_depth=steer["filter_depth"],
+        counterfactual_seed=steer["counterfactual_seed"],
+        counterfactual_lists=(
+            rankings_to_lists(counterfactual) if counterfactual is not None else None
+        ),
     )
-    means = {c: float(frame[c].mean()) for c in frame.columns if c != "user_id"}
+    means = {
+        c: float(frame[c].mean())
+        for c in frame.columns
+        if c != "user_id" and pd.api.types.is_numeric_dtype(frame[c])
+    }
     return per_user.merge(frame, on="user_id", how="left", validate="one_to_one"), summary | means
+
+
+def steer_record(steer: dict) -> dict[str, Any]:
+    """The steer settings a run was scored with, as metrics.json records them (reproduce rebuilds
+    `evaluation.steer` from it)."""
+    first = next(iter(steer["templates"].values()))
+    return {
+        "templates": {name: t.template for name, t in steer["templates"].items()},
+        "cutoffs": steer["cutoffs"],
+        "filter_depth": steer["filter_depth"],
+        "counterfactual_seed": steer["counterfactual_seed"],
+        "genres_field": first.genres_field,
+        "year_field": first.year_field,
+    }
 
 
 def evaluate_run(grid: Grid, dataset: str, model: str, seed: int) -> dict:
@@ -393,10 +460,17 @@ def evaluate_run(grid: Grid, dataset: str, model: str, seed: int) -> dict:
             users=evaluated_users(grid, model, split, phase),
         )
         if phase == "test" and steer:
-            per_user, summary = with_steerability(per_user, summary, rankings, split, steer)
-            result["steer"] = {
-                "templates": {name: t.template for name, t in steer["templates"].items()},
-                "cutoffs": steer["cutoffs"],
+            path = run_dir / layout.COUNTERFACTUAL_RANKINGS
+            counterfactual = pd.read_parquet(path) if path.is_file() else None
+            if counterfactual is not None:  # the protocol's checks, as for any ranking
+                evaluate_rankings(
+                    counterfactual, split, phase, cutoffs, str(path), per_user["user_id"].tolist()
+                )
+            per_user, summary = with_steerability(
+                per_user, summary, rankings, split, steer, counterfactual
+            )
+            result["steer"] = steer_record(steer) | {
+                "counterfactual_rankings": counterfactual is not None
             }
         write_parquet(run_dir / layout.per_user(phase), per_user)
         result[phase] = summary

@@ -447,7 +447,7 @@ def training_curves(run: dict) -> list[tuple[str, float, int]]:
     (SFT, per optimiser step; AlphaRec, per epoch), `curve.valid_<metric>` (checkpoint selection;
     RecBole's by evaluation; AlphaRec's by epoch), and
     `curve.grpo.<figure>` (an RL stage: reward and its parts, KL, zero-advantage share, entropy,
-    clip fraction, ...)."""
+    clip fraction, ...), and `chosen.<name>` (a weight selected on validation, fit's `chosen`)."""
     fit = run.get("fit", {})
     out = []
     losses = fit.get("sft_losses") or []
@@ -472,6 +472,9 @@ def training_curves(run: dict) -> list[tuple[str, float, int]]:
             for k, v in entry.items()
             if k != "step"
         ]
+    # what training chose on validation beside the checkpoint (RTA's gate weight, AlphaRec's
+    # intention weight): `chosen.<name>`
+    out += [(f"chosen.{k}", float(v), 0) for k, v in (fit.get("chosen") or {}).items()]
     return out
 
 

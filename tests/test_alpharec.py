@@ -300,7 +300,9 @@ def minilm_folder(tmp_path_factory):
     return split, folder
 
 
-def intent_model(folder, split, alpha):
+def intent_model(folder, split, alpha, chosen=False):
+    """alpharec (alpha None) or alpharec_intent with the weight `alpha`, or chosen on validation
+    (`chosen`)."""
     files = {n: folder / n for n in ("item_embeddings.npy", "encoder.json")}
     params = {
         "epochs": 5,
@@ -309,17 +311,21 @@ def intent_model(folder, split, alpha):
         "learning_rate": 0.01,
         "mlp_hidden": 64,
     }
-    if alpha is not None:
+    if alpha is not None or chosen:
         params["intention"] = {"alpha": alpha}
-    model = "alpharec" if alpha is None else "alpharec_intent"
+    model = "alpharec" if params.get("intention") is None else "alpharec_intent"
     recommender = build_model(model, params, 0, "cpu", inputs={"text": ResolvedInput(files, "x")})
-    recommender.fit(split, folder / "work")
-    return recommender
+    info = recommender.fit(split, folder / "work")
+    return recommender, info
 
 
-def test_the_intention_blend_at_zero_is_the_plain_model_and_at_one_the_request_alone(minilm_folder):
+def test_the_intention_is_blended_into_one_users_input_before_the_graph(minilm_folder):
+    """alpha 0 ranks as the plain model; at 0.6 each user's list equals a brute-force forward in
+    which that user's language input alone is blended with its request (every other user's input
+    unchanged) and the whole graph propagated again: the exact per-user update, no leak of one
+    user's request into another's list."""
     split, folder = minilm_folder
-    plain = intent_model(folder, split, None)
+    plain, _ = intent_model(folder, split, None)
     assert plain.request_template is None  # the runner passes it no requests
     users = sorted(split.targets("test"))
     history = split.history("test")
@@ -327,22 +333,51 @@ def test_the_intention_blend_at_zero_is_the_plain_model_and_at_one_the_request_a
     requests = target_requests(split, "test", users, RequestTemplate())
     assert all(requests.values()) and len(set(requests.values())) > 1
     # alpha 0: trained the same (same seed, the intention does not touch training), blended at 0
-    at_zero = intent_model(folder, split, 0.0)
+    at_zero, _ = intent_model(folder, split, 0.0)
     pd.testing.assert_frame_equal(
         at_zero.rank(histories, 5, requests=requests), plain.rank(histories, 5)
     )
-    # alpha 1: the user's vector is the request's, so the ranking is the request's cosine ranking
-    at_one = intent_model(folder, split, 1.0)
-    assert at_one.request_template == RequestTemplate()
-    ranked = at_one.rank(histories, 5, requests=requests)
+    model, info = intent_model(folder, split, 0.6)
+    assert model.request_template == RequestTemplate()
+    assert info["chosen"] == {"intention_alpha": 0.6}  # configured: the grid is that one value
+    ranked = model.rank(histories, 5, requests=requests)
     encoder = read_encoder(folder / "encoder.json")
     with torch.no_grad():
-        z = torch.tensor(text_embeddings([requests[u] for u in users], encoder))
-        intent = at_one.model.map(z)
-        inputs = [[at_one.row[i] for i in histories[u]] for u in at_one.users]
-        _, items = at_one.model(history_means(at_one.z, inputs), at_one.z, at_one.adjacency)
-    for row, user in enumerate(users):
-        scores = normalize(intent[row], dim=0) @ normalize(items, dim=1).T
-        scores[[at_one.row[i] for i in history[user]]] = -torch.inf
-        expected = [at_one.items[i] for i in torch.topk(scores, 5).indices.tolist()]
-        assert ranked[ranked["user_id"] == user]["item_id"].tolist() == expected
+        request_z = torch.tensor(text_embeddings([requests[u] for u in users], encoder))
+        inputs = [list(h) for h in model.train_histories]
+        for user in users:
+            inputs[model.user_row[user]] = [model.row[i] for i in histories[user]]
+        base = history_means(model.z, inputs)
+        for row, user in enumerate(users):
+            blended = base.clone()
+            g = model.user_row[user]
+            blended[g] = 0.4 * base[g] + 0.6 * request_z[row]
+            graph_users, items = model.model(blended, model.z, model.adjacency)
+            scores = normalize(graph_users[g], dim=0) @ normalize(items, dim=1).T
+            scores[[model.row[i] for i in history[user]]] = -torch.inf
+            top = torch.topk(scores, 5)
+            got = ranked[ranked["user_id"] == user]
+            assert got["item_id"].tolist() == [model.items[i] for i in top.indices.tolist()]
+            np.testing.assert_allclose(got["score"], top.values.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_the_intention_weight_is_chosen_on_validation(minilm_folder):
+    """Without a configured weight, fit scores every weight of 0, 0.1, ..., 1 on the validation
+    users with their validation targets' requests and keeps the best (the first of ties)."""
+    from llm4rec.evaluation.evaluate import selection_score
+
+    split, folder = minilm_folder
+    model, info = intent_model(folder, split, None, chosen=True)
+    curve = info["intention_alpha_curve"]
+    assert [point["alpha"] for point in curve] == [round(0.1 * i, 1) for i in range(11)]
+    users = sorted(split.targets("valid"))
+    history = split.history("valid")
+    requests = target_requests(split, "valid", users, RequestTemplate())
+    for point in curve[::5]:
+        ranking = model.rank(
+            {u: history[u] for u in users}, 10, requests=requests, alpha=point["alpha"]
+        )
+        assert point["ndcg_at_10"] == pytest.approx(selection_score(ranking, split, "ndcg_at_10"))
+    best = max(curve, key=lambda point: point["ndcg_at_10"])["alpha"]
+    assert info["chosen"] == {"intention_alpha": best} and model.intention_alpha == best
+    assert info["notes"] == [f"intention weight {best:g} chosen on validation"]

@@ -1,11 +1,10 @@
 """TIGER's cold-start retrieval (llm4rec.paradigms.semantic_id.cold_start): the insertion by hand,
-and on a tiny TIGER: without unseen items the row ranks exactly as its parent; with them, each
-inserted item follows a decoded item sharing its quantized codes, never more than ⌊epsilon·p⌋ of
-them in any top-p, never one of the user's history."""
+and on a tiny TIGER: a split without unseen items is refused, and a ranking that inserts nothing
+fails; with unseen items, each inserted item follows a decoded item sharing its quantized codes,
+never more than ⌊epsilon·p⌋ of them in any top-p, never one of the user's history."""
 
 import dataclasses
 
-import pandas as pd
 import pytest
 
 from llm4rec.data.atomic import DataError
@@ -57,20 +56,24 @@ def _row(parent, epsilon=0.5, **more):
     )
 
 
-def test_without_unseen_items_the_row_ranks_as_its_parent(parent, tmp_path):
-    split, _, _, rec = parent
-    row = _row(parent)
-    info = row.fit(split, tmp_path)
-    assert info["unseen_items"] == 0 and info["parameters_trainable"] == 0
-    histories = dict(sorted(split.history("test").items())[:6])
-    pd.testing.assert_frame_equal(row.rank(histories, 5), rec.rank(histories, 5))
-    assert row.inference_cost()["coldstart_inserted_per_user"] == 0.0
+def test_a_split_without_unseen_items_is_refused(parent, tmp_path):
+    split = parent[0]
+    with pytest.raises(DataError, match="needs the new-item protocol"):
+        _row(parent).fit(split, tmp_path)
+
+
+def _with_unseen(split, items):
+    """The split with every training interaction of `items` dropped (they become unseen)."""
+    inter = split.interactions
+    dropped = (inter["phase"] == "train") & inter["item_id"].isin(items)
+    return dataclasses.replace(split, interactions=inter[~dropped])
 
 
 def test_the_key_is_the_quantized_codes_or_their_first_match_levels(parent, tmp_path):
     """The toy codes: 2 quantized levels + the disambiguation code. The default key is both
     quantized codes; match_levels 1 the first; 3 (the disambiguation level) is refused."""
     split, _, _, rec = parent
+    split = _with_unseen(split, [str(split.items["item_id"].iloc[-1])])
     row = _row(parent)
     assert row.fit(split, tmp_path / "a")["match_levels"] == 2
     assert row.key_of == {item: tuple(t[:2]) for item, t in rec.sequences.items()}
@@ -89,9 +92,7 @@ def test_unseen_items_are_inserted_after_a_decoded_item_with_their_codes(parent,
     beam = rec.rank(histories, k)
     # make unseen (no training interaction) every item that shares its codes with some user's
     # first decoded item and is in nobody's beam or history here
-    row = _row(parent, epsilon)
-    row.fit(split, tmp_path / "probe")
-    key_of = row.key_of
+    key_of = {item: tuple(t[:2]) for item, t in rec.sequences.items()}
     firsts = set(beam[beam["rank"] == 1]["item_id"])
     everywhere = set(beam["item_id"]) | {i for h in histories.values() for i in h}
     chosen = {
@@ -100,12 +101,10 @@ def test_unseen_items_are_inserted_after_a_decoded_item_with_their_codes(parent,
         if item not in everywhere and key in {key_of[f] for f in firsts}
     }
     assert chosen, "the toy codes give the first decoded items no sibling to make unseen"
-    interactions = split.interactions
-    train_of_chosen = (interactions["phase"] == "train") & interactions["item_id"].isin(chosen)
-    unseen_split = dataclasses.replace(split, interactions=interactions[~train_of_chosen])
+    unseen_split = _with_unseen(split, chosen)
     row = _row(parent, epsilon)
     info = row.fit(unseen_split, tmp_path / "row")
-    assert info["unseen_items"] == len(chosen)
+    assert info["unseen_items"] == len(chosen) and row.key_of == key_of
     out = row.rank(histories, k)
     inserted_per_user = []
     for user, group in out.groupby("user_id"):
@@ -127,6 +126,18 @@ def test_unseen_items_are_inserted_after_a_decoded_item_with_their_codes(parent,
     assert row.inference_cost()["coldstart_inserted_per_user"] == pytest.approx(
         sum(inserted_per_user) / len(inserted_per_user)
     )
+    # the new test targets that share a key with a trained item, by hand
+    popularity = unseen_split.item_popularity()
+    trained = {key_of[str(i)] for i in popularity.index[popularity.to_numpy() > 0]}
+    new = [t[0] for t in unseen_split.targets("test").values() if popularity.loc[t[0]] == 0]
+    assert info["new_test_targets"] == len(new)
+    assert info["new_test_targets_sharing_key"] == sum(key_of[str(t)] in trained for t in new)
+    # a cap that admits no inserted item in any top-5 (floor(0.1 p) = 0): the row fails, naming
+    # its settings, rather than equal its parent
+    capped = _row(parent, 0.1)
+    capped.fit(unseen_split, tmp_path / "capped")
+    with pytest.raises(DataError, match=r"inserted no unseen item for any of the 8 users.*epsilon"):
+        capped.rank(histories, k)
 
 
 def test_only_a_tiger_parent_is_accepted(monkeypatch):

@@ -29,7 +29,9 @@ def grid(backbone: Path) -> dict:
         "results_dir": "results",
         "reports_dir": "reports",
         "seeds": [0],
-        "evaluation": {"cutoffs": [5, 10]},
+        # steerability on, so reproduce must recompute it (and the steered row's counterfactual
+        # ranking) like every other metric
+        "evaluation": {"cutoffs": [5, 10], "steer": {"templates": {"both": STEER_WORDING}}},
         "report": {
             "metrics": ["hr_at_10", "ndcg_at_10"],
             "randomization_rounds": 200,
@@ -54,8 +56,18 @@ def grid(backbone: Path) -> dict:
                     "eval_every": 100,
                 },
             },
+            # a variant and stage row (the ablation target): cf_e4srec's weights with the request
+            {
+                "name": "cf_e4srec_steer",
+                "evaluation": {"valid_users": 20},
+                "inputs": {"cf_source": {"run": "bpr"}, "policy": {"run": "cf_e4srec"}},
+                "params": {"request": {"template": STEER_WORDING}},
+            },
         ],
     }
+
+
+STEER_WORDING = "something from the {decade}: {genres}"
 
 
 def snakemake_until(workdir: Path, model: str, ready) -> tuple[subprocess.Popen, bool]:
@@ -136,10 +148,14 @@ def killed_grid(tmp_path_factory):
 
         step = torch.load(state, weights_only=True)["step"]
     # 3. the same command once more: the fine-tune resumes from its checkpoint, the grid completes
+    # (and its ablation target: the steered row)
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     third = subprocess.run(
         [
-            *snakemake_command(workdir, workdir / "grid.yaml"),
+            *snakemake_command(workdir, workdir / "grid.yaml")[:-2],
+            "all",
+            "ablations",
+            *snakemake_command(workdir, workdir / "grid.yaml")[-2:],
             "--cores",
             "2",
             "--resources",
@@ -173,8 +189,10 @@ def test_a_killed_job_fails_its_snakemake_run_and_the_same_command_completes_the
     assert sorted(r.data.tags["model"] for r in runs) == [
         "bpr",
         "cf_e4srec",
+        "cf_e4srec_steer",
         "report",
-    ]  # one active run per cell
+        "report",
+    ]  # one active run per cell, and the main and ablation reports
 
 
 def test_the_killed_runs_equal_uninterrupted_runs(killed_grid):
@@ -209,6 +227,28 @@ def test_the_killed_runs_equal_uninterrupted_runs(killed_grid):
     assert {m["verdict"] for m in report["metrics"]} == {"bit-identical"} and report[
         "weights"
     ].startswith("bit-identical")
+
+
+def test_a_steered_variant_reproduces_with_its_steerability(killed_grid):
+    """The steered row (a variant, a stage on cf_e4srec's policy, a reader of requests) rebuilt on
+    its recorded upstream: every metric it records, the steerability of both requests included,
+    comes out bit-identical."""
+    workdir = killed_grid[0]
+    folder = RUNS / "cf_e4srec_steer" / "seed0"
+    recorded = json.loads((workdir / folder / "metrics.json").read_text())
+    assert {"cf_steer_both_at_10", "filtered_both_ndcg_at_10", "lift_both_at_10"} <= set(
+        recorded["test"]
+    )
+    proc = reproduce(workdir, str(folder), "--scratch", "scratch_steer", "--upstream", "recorded")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads((workdir / "scratch_steer" / "reproduce.json").read_text())
+    assert {m["verdict"] for m in report["metrics"]} == {"bit-identical"}
+    names = {m["metric"] for m in report["metrics"]}
+    assert {"test_cf_steer_both_at_10", "test_steer_both_at_10", "test_chance_both"} <= names
+    rebuilt = workdir / "scratch_steer" / "results" / "faults" / "runs" / "ml-100k"
+    assert (
+        rebuilt / "cf_e4srec_steer" / "seed0" / "rankings_test_counterfactual.parquet"
+    ).is_file()
 
 
 def test_reproduce_by_mlflow_id_and_a_difference_beyond_tolerance(killed_grid):

@@ -38,9 +38,12 @@ def make_run(
     evaluation=None,
     valid=None,
     popularity=None,
+    values=None,
+    run=None,
 ):
-    """A finished run whose every metric per user is `hits` (0/1 per user); validation means equal
-    the test means unless `valid` (one value for every metric) says otherwise."""
+    """A finished run whose every metric per user is `hits` (0/1 per user), or `values[metric]`;
+    validation means equal the test means unless `valid` (one value for every metric) says
+    otherwise; `run` adds to its run.json."""
     folder = root / dataset / model / f"seed{seed}"
     users = users or [f"u{i}" for i in range(len(hits))]
     per_user = pd.DataFrame(
@@ -55,7 +58,7 @@ def make_run(
     )
     metrics = metrics or ("hr_at_10", "ndcg_at_10", "hr_at_20", "ndcg_at_20")
     for metric in metrics:
-        per_user[metric] = hits
+        per_user[metric] = (values or {}).get(metric, hits)
     write_parquet(folder / "per_user_test.parquet", per_user)
     means = {m: float(per_user[m].mean()) for m in metrics}
     write_json(
@@ -73,10 +76,10 @@ def make_run(
         },
     )
     split_cfg = {"dataset_config": {"split": {"method": "leave_one_out"}}}
-    write_json(
-        folder / "run.json",
-        {"run": split_cfg, "split_checksums": {"interactions.parquet": checksum}},
-    )
+    record = {"run": split_cfg, "split_checksums": {"interactions.parquet": checksum}}
+    for key, value in (run or {}).items():
+        record[key] = record.get(key, {}) | value if isinstance(value, dict) else value
+    write_json(folder / "run.json", record)
 
 
 @pytest.fixture
@@ -850,14 +853,15 @@ def test_variants_are_compared_with_their_declared_parent_in_their_own_family(tm
     )  # main: 4 models against bpr x 2 metrics; ablations apart
     np.testing.assert_allclose(ablation.p_adjusted, correct(ablation.p_value.to_numpy(), "holm"))
     frame = ablation_frame(comparisons)
-    entangled = frame[(frame.variant == "idiomoe_entangled") & (frame.metric == "hr_at_10")].iloc[0]
+    entangled = frame[(frame.row == "idiomoe_entangled") & (frame.metric == "hr_at_10")].iloc[0]
     assert entangled.direction == "worse" and entangled.seeds == "0 1"
-    permuted = frame[(frame.variant == "cf_e4srec_permuted") & (frame.metric == "hr_at_10")].iloc[0]
+    assert entangled.relation == "parent" and entangled.reference == "idiomoe"
+    permuted = frame[(frame.row == "cf_e4srec_permuted") & (frame.metric == "hr_at_10")].iloc[0]
     assert permuted.direction == "" and np.isnan(permuted.p_seed)  # one seed: no seed-level test
     markdown = render_ablations(frame, spec(), "markdown")
     assert (
-        f"| Item tokens, entangled FFN | IDIOMoE | 2 | {entangled.variant_mean:.4f}↓ "
-        f"({entangled.parent_mean:.4f}) |" in markdown
+        f"| Item tokens, entangled FFN | IDIOMoE | 2 | {entangled.row_mean:.4f}↓ "
+        f"({entangled.reference_mean:.4f}) |" in markdown
     )
     assert "correction over the 4 comparisons of this table, its own family" in markdown
 
@@ -928,3 +932,107 @@ def test_every_row_of_the_ci_figure_has_an_interval(runs_dir):
         *mean_ci([r.metrics["test"]["hr_at_10"] for r in good])[2:],
         "seeds",
     )
+
+
+def test_delta_is_per_metric_so_a_row_cannot_read_as_a_gain_while_most_metrics_fell(tmp_path):
+    """A variant whose HR@10 rises by half while NDCG@10, HR@20 and NDCG@20 fall by a quarter, a
+    fifth and a tenth: Δ prints all four changes, in column order."""
+    from llm4rec.report.ablations import ablation_frame, render_ablations
+
+    metrics = ("hr_at_10", "ndcg_at_10", "hr_at_20", "ndcg_at_20")
+    n = 40
+    parent = dict.fromkeys(metrics, np.full(n, 0.4))
+    variant = {
+        "hr_at_10": np.full(n, 0.6),
+        "ndcg_at_10": np.full(n, 0.3),
+        "hr_at_20": np.full(n, 0.32),
+        "ndcg_at_20": np.full(n, 0.36),
+    }
+    for model, values in (("idiomoe", parent), ("idiomoe_entangled", variant)):
+        make_run(tmp_path, "d", model, "moe_expert", 0, np.zeros(n), values=values)
+    comparisons = compare_runs(runs_from_results(tmp_path), CompareSpec(metrics=metrics))
+    frame = ablation_frame(comparisons)
+    by_metric = frame.set_index("metric")["relative_pct"]
+    assert by_metric.to_dict() == pytest.approx(
+        {"hr_at_10": 50.0, "ndcg_at_10": -25.0, "hr_at_20": -20.0, "ndcg_at_20": -10.0}
+    )
+    markdown = render_ablations(frame, CompareSpec(metrics=metrics), "markdown")
+    assert "| +50.0/-25.0/-20.0/-10.0% |" in markdown
+    assert "Δ: the relative change from the reference of HR@10, NDCG@10, HR@20, NDCG@20" in markdown
+    latex = render_ablations(frame, CompareSpec(metrics=metrics), "latex")
+    assert r"+50.0/$-$25.0/$-$20.0/$-$10.0\%" in latex
+    assert "nan" not in markdown + latex
+
+
+def test_a_row_that_read_the_request_is_never_in_an_accuracy_table(tmp_path):
+    """alpharec_intent ranked with requests written from the target: it is in no family of
+    comparisons, the main table and the slices refuse it, and the report leaves it to the steer
+    tables."""
+    from llm4rec.report.runs import accuracy_runs
+    from llm4rec.report.slices import slice_frame
+
+    rng = np.random.default_rng(5)
+    for model, paradigm in (("bpr", "baseline"), ("alpharec", "lm_representation")):
+        make_run(tmp_path, "d", model, paradigm, 0, (rng.random(N_USERS) < 0.2).astype(float))
+    request = {"requests": {"template": "something from the {decade}: {genres}"}}
+    make_run(
+        tmp_path, "d", "alpharec_intent", "lm_representation", 0, np.ones(N_USERS),
+        evaluation=request,
+    )  # fmt: skip
+    runs = runs_from_results(tmp_path)
+    comparisons = compare_runs(runs, spec())
+    assert "alpharec_intent" not in set(comparisons.system) | set(comparisons.reference)
+    assert set(comparisons[comparisons.family == "main"].system) == {"alpharec"}
+    with pytest.raises(ValueError, match="alpharec_intent ranked with each user's request"):
+        build_main_table(runs, comparisons, spec())
+    with pytest.raises(ValueError, match="the slices: alpharec_intent"):
+        slice_frame(runs, "ndcg_at_10", 4)
+    assert {r.model for r in accuracy_runs(runs)} == {"bpr", "alpharec"}
+    out = tmp_path / "reports"
+    build_report(
+        runs, ReportSpec(REPORT_DEFAULTS | {"metrics": ["hr_at_10"]}), out, kind="ablations"
+    )
+    for table in ("results_table.md", "ablations.md", "slices.md"):
+        assert "AlphaRec + intention" not in (out / table).read_text(), table
+
+
+def test_declared_references_are_tested_beside_the_parent_with_the_training_notes(tmp_path):
+    """rta_recsys against its parent and against the run it gates with (input recsys: sasrec here),
+    its chosen gate printed as a note; alpharec_zeroshot against its parent and its two floors."""
+    from llm4rec.report.ablations import ablation_frame, render_ablations
+    from llm4rec.report.build import run_notes
+
+    rng = np.random.default_rng(6)
+    for model, paradigm in (
+        ("sasrec", "baseline"),
+        ("mostpop", "baseline"),
+        ("rta_reindex", "reindexed"),
+        ("alpharec", "lm_representation"),
+        ("alpharec_untrained", "lm_representation"),
+        ("alpharec_zeroshot", "lm_representation"),
+    ):
+        make_run(tmp_path, "d", model, paradigm, 0, (rng.random(N_USERS) < 0.2).astype(float))
+    note = "gate chose SASRec only (α = 0, chosen on validation): the row is that run's ranking"
+    make_run(
+        tmp_path, "d", "rta_recsys", "reindexed", 0, (rng.random(N_USERS) < 0.2).astype(float),
+        run={"run": {"inputs": {"recsys": {"run": "sasrec", "seed": 0}}}, "fit": {"notes": [note]}},
+    )  # fmt: skip
+    runs = runs_from_results(tmp_path)
+    comparisons = compare_runs(runs, spec())
+    ablation = comparisons[comparisons.family == "ablation"]
+    assert set(zip(ablation.system, ablation.reference, strict=True)) == {
+        ("rta_recsys", "rta_reindex"),
+        ("rta_recsys", "sasrec"),
+        ("rta_reindex", "mostpop"),  # its declared floor (the zero-shot text row did not run)
+        ("alpharec_untrained", "alpharec"),
+        ("alpharec_zeroshot", "alpharec"),
+        ("alpharec_zeroshot", "alpharec_untrained"),
+        ("alpharec_zeroshot", "mostpop"),
+    }
+    frame = ablation_frame(comparisons)
+    relation = frame.set_index(["row", "reference"])["relation"]
+    assert relation[("rta_recsys", "rta_reindex")].iloc[0] == "parent"
+    assert relation[("rta_recsys", "sasrec")].iloc[0] == "declared"
+    markdown = render_ablations(frame, spec(), "markdown", notes=run_notes(runs))
+    assert "| RTA (reindex + RecSys gating)† | SASRec | 1 |" in markdown
+    assert f"† RTA (reindex + RecSys gating): {note}." in markdown

@@ -141,6 +141,7 @@ def grid(data: Path, backbone: Path) -> dict:
         "path": str(data),
         "atomic_name": "toy",
         "k_core": {"user": 3, "item": 1},
+        "new_items": 0.1,  # items never in training: what the cold-start row retrieves
         "text_fields": {
             "title": "title",
             "year": "year",
@@ -154,7 +155,11 @@ def grid(data: Path, backbone: Path) -> dict:
         "reports_dir": "reports",
         "seeds": [0],
         "threads": 2,
-        "evaluation": {"cutoffs": [5, 10]},
+        # steerability on: the rows that read requests also rank with counterfactual ones
+        "evaluation": {
+            "cutoffs": [5, 10],
+            "steer": {"templates": {"both": "something from the {decade}: {genres}"}},
+        },
         "datasets": {
             "toy": toy,
             # what the zero-shot row transfers from: a 30-user slice of the same files
@@ -227,6 +232,7 @@ def grid(data: Path, backbone: Path) -> dict:
                 "inputs": {"source": {"run": "alpharec", "dataset": "toy-source"}},
                 "params": alpharec,
             },
+            {"name": "alpharec_untrained", "params": alpharec},
             {"name": "alpharec_linear_untrained", "params": alpharec},
             {"name": "rta_reindex", "inputs": {"states": states}, "params": rta},
             {"name": "rta_bias", "inputs": {"states": states}, "params": rta},
@@ -277,6 +283,7 @@ def grid(data: Path, backbone: Path) -> dict:
             {
                 "name": "sid_tiger_coldstart",
                 "inputs": {"codes": {"artifact": "semantic_ids", "params": codes}},
+                "params": {"epsilon": 0.5},
             },
         ],
     }
@@ -345,7 +352,11 @@ def test_the_grid_covers_every_registered_model():
 @pytest.mark.parametrize("model", sorted(MODELS))
 def test_two_processes_give_bit_identical_rankings_metrics_and_weights(two_runs, model):
     a, b = (results / "runs" / "toy" / model / "seed0" for results in two_runs)
-    for name in ("rankings_valid", "rankings_test", "per_user_valid", "per_user_test"):
+    names = ["rankings_valid", "rankings_test", "per_user_valid", "per_user_test"]
+    if (a / "rankings_test_counterfactual.parquet").is_file():  # a model that reads requests
+        names.append("rankings_test_counterfactual")
+    assert (a / "rankings_test_counterfactual.parquet").is_file() == MODELS[model].reads_requests
+    for name in names:
         pd.testing.assert_frame_equal(
             pd.read_parquet(a / f"{name}.parquet"),
             pd.read_parquet(b / f"{name}.parquet"),

@@ -111,12 +111,12 @@ def test_every_number_on_the_page_is_the_reports(finished_grid):
             checked += 1
     assert checked == 2 * main.model.nunique()
 
-    # the ablation table: variant and parent means from ablations.csv
+    # the ablation table: row and reference means from ablations.csv
     ablations = pd.read_csv(grid.report_dir("ablations") / "ablations.csv")
     rows = table_rows(section(page, "## Ablations"))
     assert rows, "the page has the ablation table"
     values = [float(t) for row in rows for c in row[3:] for t in NUMBER.findall(c)]
-    for value in ablations.variant_mean.tolist() + ablations.parent_mean.tolist():
+    for value in ablations.row_mean.tolist() + ablations.reference_mean.tolist():
         assert any(v == pytest.approx(value, abs=5e-5) for v in values)
     assert (grid.report_dir("ablations") / "ablations.md").read_text().strip() in page
 

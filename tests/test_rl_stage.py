@@ -71,10 +71,21 @@ def test_the_stage_starts_exactly_at_the_parent(parent, tmp_path):
         "step 0 is not the parent"
     )
     first = info["grpo_log"][0]
-    assert first["kl"] == 0.0 and first["clip_fraction"] == 0.0
+    # sampled groups: the k3 mean estimates the KL; one update: the clip cannot act, none logged
+    assert first["kl"] == 0.0 and "clip_fraction" not in first
     assert info["policy"]["tensors"] == len(list(rec.model.parameters()))
     assert 0.0 <= first["zero_advantage_share"] <= 1.0 and first["entropy"] > 0
     assert info["grpo_prompts"] > 0 and info["grpo_steps_run"] == 1
+
+
+def test_the_log_names_what_it_computes(parent, tmp_path):
+    """Beam groups are not samples of the policy: their k3 mean is logged as the penalty at the
+    beam's items, never as "kl"; the clip fraction appears where a second update lets it act."""
+    split = parent[0]
+    beam = _grpo(parent, steps=1, sampler="beam").fit(split, tmp_path / "beam")["grpo_log"][0]
+    assert "kl" not in beam and beam["k3_at_beam_items"] == 0.0
+    twice = _grpo(parent, steps=1, updates_per_batch=2).fit(split, tmp_path / "two")["grpo_log"][0]
+    assert 0.0 <= twice["clip_fraction"] <= 1.0 and twice["kl"] == 0.0
 
 
 def test_a_resumed_stage_equals_an_uninterrupted_one(parent, tmp_path):

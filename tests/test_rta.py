@@ -214,21 +214,31 @@ def test_gating_at_one_is_the_reindexed_llm_and_at_zero_the_consumed_baseline(tm
 
     def ranking(name, params):
         model = build_model(name, params, 0, "cpu", inputs={"states": states, "recsys": recsys})
-        model.fit(split, tmp_path)
+        model.info = model.fit(split, tmp_path)
         rankings = model.rank(test_histories, len(TITLES))
         evaluate_rankings(rankings, split, "test", [1, 5])  # passes the evaluator
         return rankings_to_lists(rankings), model
 
     llm, _ = ranking("rta_reindex", {"epochs": 0})
-    at_one, _ = ranking("rta_recsys", {"epochs": 0, "adapt": {"alpha": 1.0}})
-    at_zero, _ = ranking("rta_recsys", {"epochs": 0, "adapt": {"alpha": 0.0}})
+    at_one, one = ranking("rta_recsys", {"epochs": 0, "adapt": {"alpha": 1.0}})
+    at_zero, zero = ranking("rta_recsys", {"epochs": 0, "adapt": {"alpha": 0.0}})
     assert at_one == llm
+    # at 0 the gate is the consumed run, item for item: the row is SASRec, and says so
     for user, items in at_zero.items():
         scores = baseline["test"][user]
         allowed = [i for i in np.argsort(-scores, kind="stable") if str(i) not in history[user]]
         assert items == [str(i) for i in allowed]
+    assert zero.info["notes"] == [
+        "gate chose SASRec only (α = 0, configured): the row is that run's ranking"
+    ]
+    assert one.info["notes"][0].startswith("gate chose the LLM only (α = 1")
     chosen, model = ranking("rta_recsys", {"epochs": 0})
     assert model.alpha in [round(0.1 * i, 1) for i in range(11)]
+    assert model.info["chosen"] == {"gating_alpha": model.alpha}
+    if 0 < model.alpha < 1:
+        assert model.info["notes"] == [
+            f"α = {model.alpha:g} (chosen on validation; the LLM's weight)"
+        ]
 
 
 def test_rta_rows_are_registered_as_parent_and_variants():

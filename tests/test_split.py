@@ -139,3 +139,24 @@ def test_new_items_leave_training_entirely_and_keep_their_text(tmp_path, ml100k)
     assert titles.to_dict() == raw.items.set_index("item_id").loc[targets_new, "title"].to_dict()
     with pytest.raises(DataError, match="new_items: 1.5 is not a share of the items"):
         hold_out_new_items(labelled, 1.5, seed=0)
+
+
+def test_new_items_by_release_year_take_the_newest_first(ml100k):
+    """`new_items_by: newest`: the chosen items are the latest release years' (every item of a
+    newer year before any of an older one; the boundary year's items drawn seeded), never an item
+    without a year."""
+    from llm4rec.data.split import hold_out_new_items
+
+    raw, kept = ml100k
+    labelled = leave_one_out_split(kept)
+    _, record = hold_out_new_items(labelled, 0.1, 0, "newest", raw.items)
+    year = pd.to_numeric(raw.items.set_index("item_id")["year"].str[:4], errors="coerce")
+    pool = year.loc[sorted(labelled["item_id"].unique())]
+    chosen = pool.loc[record["new_items"]]
+    assert len(chosen) == round(0.1 * len(pool)) and chosen.notna().all()
+    assert chosen.min() >= pool.drop(chosen.index).max()  # nothing newer was left out
+    assert record["new_items_by"] == "newest"
+    again = hold_out_new_items(labelled, 0.1, 0, "newest", raw.items)[1]["new_items"]
+    assert again == record["new_items"]
+    with pytest.raises(DataError, match="new_items_by: 'oldest' is not one of: random, newest"):
+        hold_out_new_items(labelled, 0.1, 0, "oldest", raw.items)

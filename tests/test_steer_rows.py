@@ -131,8 +131,10 @@ def test_training_with_requests_puts_the_targets_request_in_a_seeded_share_of_wi
     parent, tmp_path
 ):
     """`train_requests` (NEO-style instruction mixing): the chosen windows carry their last item's
-    request (its genre here, never its title) after the instruction, the loss still on item
-    positions only; without it the examples are the paper's; the share is seeded."""
+    request (its genre here, never its title) after the instruction, and the loss is on the
+    position the request describes alone (the last item), never on earlier items the request does
+    not describe; without it the examples are the paper's (every item position); the share is
+    seeded."""
     import numpy as np
 
     split, _, rec = parent
@@ -157,8 +159,10 @@ def test_training_with_requests_puts_the_targets_request_in_a_seeded_share_of_wi
         genre = TITLES[int(plain_model.items[last])].split()[0]
         request = plain_model.tokenizer(" " + genre, add_special_tokens=False).input_ids
         assert ids == instruction + request + plain_ids[len(instruction) :]
-        assert targets == [-100] * len(request) + plain_targets
+        assert targets == [-100] * (len(request) + len(plain_targets) - 1) + [last]
         assert all(i < first_item for i in ids[: len(instruction) + len(request)])
+    # the plain windows supervise every item position (several in half of them here)
+    assert sum(sum(t != -100 for t in targets) > 1 for _, targets in plain) >= len(plain) / 2
     _, half = examples(train_requests={"request": template, "share": 0.5, "line": "{request}"})
     _, again = examples(train_requests={"request": template, "share": 0.5, "line": "{request}"})
     carried = sum(len(a[0]) > len(b[0]) for a, b in zip(half, plain, strict=True))

@@ -128,23 +128,47 @@ def _grouped_items(df: pd.DataFrame) -> dict[str, list[str]]:
     return {user: group.tolist() for user, group in df.groupby("user_id", sort=True)["item_id"]}
 
 
-def hold_out_new_items(
-    labelled: pd.DataFrame, share: float, seed: int
-) -> tuple[pd.DataFrame, dict]:
-    """The new-item protocol: a seeded `share` of the split's items leaves training entirely.
+NEW_ITEM_DRAWS = ("random", "newest")
 
-    Every train and valid interaction of the chosen items is dropped (no model trains on them, none
-    selects a checkpoint on them, none sees them in a history); their test interactions stay, so
-    test targets include items nothing was trained on, while their text stays in the catalogue.
-    A user left without a training interaction leaves the split (no history to rank from).
-    Returns the split and its record: the chosen items and how many test targets are new.
-    """
+
+def hold_out_new_items(
+    labelled: pd.DataFrame,
+    share: float,
+    seed: int,
+    by: str = "random",
+    items: pd.DataFrame | None = None,
+) -> tuple[pd.DataFrame, dict]:
+    """The new-item protocol: a `share` of the split's items leaves training entirely.
+
+    Which items: `by` "random", a seeded uniform draw; "newest", the items of the latest release
+    years (`items`' `year` field) first, the ties at the share's boundary drawn seeded (an item
+    without a year is never chosen): the items a platform would meet new. Every train and valid
+    interaction of the chosen items is dropped (no model trains on them, none selects a checkpoint
+    on them, none sees them in a history); their test interactions stay, so test targets include
+    items nothing was trained on, while their text stays in the catalogue. A user left without a
+    training interaction leaves the split (no history to rank from). Returns the split and its
+    record: the chosen items and how many test targets are new."""
     if not 0 < share < 1:
         raise DataError(f"new_items: {share} is not a share of the items (0 < share < 1)")
-    items = np.array(sorted(labelled["item_id"].unique(), key=str), dtype=object)
-    chosen = set(
-        np.random.default_rng(seed).choice(items, size=round(share * len(items)), replace=False)
-    )
+    if by not in NEW_ITEM_DRAWS:
+        raise DataError(f"new_items_by: '{by}' is not one of: {', '.join(NEW_ITEM_DRAWS)}")
+    pool = np.array(sorted(labelled["item_id"].unique(), key=str), dtype=object)
+    count = round(share * len(pool))
+    rng = np.random.default_rng(seed)
+    if by == "random":
+        chosen = set(rng.choice(pool, size=count, replace=False))
+    else:
+        if items is None or "year" not in items:
+            raise DataError("new_items_by: newest needs the items' `year` field (items.parquet)")
+        years = pd.to_numeric(
+            items.set_index(items["item_id"].astype(str))["year"].astype(str).str[:4],
+            errors="coerce",
+        )
+        year = np.array([years.get(str(i), np.nan) for i in pool], dtype=float)
+        # newest first; a seeded random key orders the items of one year
+        order = np.lexsort((rng.random(len(pool)), -np.nan_to_num(year, nan=-np.inf)))
+        order = [i for i in order if not np.isnan(year[i])]
+        chosen = set(pool[order[:count]])
     new = labelled["item_id"].isin(chosen)
     kept = labelled[~(new & labelled["phase"].isin(["train", "valid"]))]
     trained_users = set(kept.loc[kept["phase"] == "train", "user_id"])
@@ -153,6 +177,7 @@ def hold_out_new_items(
     return kept, {
         "new_items": sorted(chosen, key=str),
         "new_items_share": share,
+        "new_items_by": by,
         "test_targets_new": int(test["item_id"].isin(chosen).sum()),
         "users_dropped": int(labelled["user_id"].nunique() - kept["user_id"].nunique()),
     }

@@ -40,8 +40,9 @@ class RankingError(ValueError):
 
 # What the evaluator computes, versioned: the evaluate rule's params carry it, so a change of what
 # a finished run's metrics mean re-evaluates every run (and retrains nothing). 2: the steerability
-# post-filter runs over the whole ranked list (1 filtered only its first max-cutoff items).
-EVALUATOR_VERSION = 2
+# post-filter runs over the whole ranked list (1 filtered only its first max-cutoff items). 3:
+# counterfactual requests, chance rates and lifts; the post-filter at one depth for every model.
+EVALUATOR_VERSION = 3
 
 
 def sample_users(users: Sequence[str], n: int | None, seed: int = 0) -> list[str]:

@@ -317,8 +317,11 @@ def group_ndcg_reward(
     k: int,
     history: Sequence[str] = (),
 ) -> np.ndarray:
-    """NDCG@k of the group's sampled list (`group_ranks`) against the one target, credited to
-    the completions that name the target: 1/log2(r + 1) at the target's rank r <= k, else 0."""
+    """The `group_rank_ndcg` reward: NDCG@k of the target in the policy's own group (its distinct
+    completions ordered by probability, `group_ranks`), credited to the completions that name the
+    target: 1/log2(r + 1) at the target's rank r <= k, else 0. Not Rec-R1's reward, whose list is
+    a retriever's, outside the policy: this one ranks the target among the group the policy wrote
+    (`ndcg_reward` is the list-level metric)."""
     ranks, hits = group_ranks(items, log_probs), hit_reward(items, target, history)
     return np.where((hits > 0) & (ranks <= k), 1.0 / np.log2(ranks + 1), 0.0)
 
@@ -356,7 +359,7 @@ def combine_rewards(parts: dict[str, np.ndarray], weights: dict[str, float]) -> 
     return sum(w * parts[name] for name, w in weights.items())
 
 
-REWARDS = ("hit", "rank_penalty", "ndcg", "rank_bins", "validity")
+REWARDS = ("hit", "rank_penalty", "group_rank_ndcg", "rank_bins", "validity")
 
 
 def group_rewards(
@@ -375,7 +378,7 @@ def group_rewards(
     compute = {
         "hit": lambda: hit_reward(items, target, history),
         "rank_penalty": lambda: rank_penalty_reward(items, log_probs, target, history),
-        "ndcg": lambda: group_ndcg_reward(items, log_probs, target, ndcg_k, history),
+        "group_rank_ndcg": lambda: group_ndcg_reward(items, log_probs, target, ndcg_k, history),
         "rank_bins": lambda: rank_bin_reward(items, log_probs, target, bins, history),
         "validity": lambda: validity_reward(items, catalogue, history),
     }

@@ -4,12 +4,22 @@ rewards (`llm4rec.llm.grpo`), and the policy moves away from its SFT start only 
 to a frozen copy of that start allows.
 
 One step: take the next `prompts_per_step` windows (a seeded order, a function of the step alone);
-sample `group_size` completions per window from the current policy at `temperature`; score them;
-normalise the rewards within each group; then `updates_per_batch` optimiser steps on the clipped
-policy-ratio objective with the KL penalty (the first at ratio 1). The policy runs in eval mode
-throughout (no dropout), so the sampler, the ratio and the KL all see the same function.
-Every step's reward (and its parts), KL, zero-advantage share, entropy and clip fraction are
-logged; validation NDCG@10 every `eval_every` steps selects the checkpoint
+draw `group_size` completions per window (`sampler: sample`, from the current policy at
+`temperature`; `beam`, the most probable items by constrained beam search, MiniOneRec's groups);
+score them; normalise the rewards within each group; then `updates_per_batch` optimiser steps on
+the clipped policy-ratio objective with the KL penalty. The first update is at ratio 1, where the
+clip cannot act: with `updates_per_batch: 1` (the default) the objective is the group-normalised
+policy gradient with the KL penalty (REINFORCE with a group baseline), and the clip acts only from
+a second update on. The policy runs in eval mode throughout (no dropout), so the sampler, the ratio
+and the KL all see the same function.
+
+Logged per step: reward (and its parts), zero-advantage share, entropy, and the k3 estimator
+exp(d) - d - 1 (d = reference minus policy log-probability) averaged over the group's tokens: an
+estimate of KL(policy || reference) where the group is drawn from the policy (`kl`, sampler
+`sample`), and only the penalty's value at the beam's items where it is not (`k3_at_beam_items`:
+beam groups are not samples, so their mean is no estimate of the KL). The clip fraction is logged
+where the clip can act (`updates_per_batch` > 1: its last update's). Validation NDCG@10 every
+`eval_every` steps selects the checkpoint
 (`llm4rec.llm.selection`). A checkpoint holds the weights, the optimiser, the sampler's RNG and the
 log so far, so a resumed run equals an uninterrupted one.
 """
@@ -52,17 +62,19 @@ class GrpoConfig:
     sampler: str = "sample"
     temperature: float = 1.0  # the sampler's
     constrained: bool = True  # sample under the catalogue trie (False: any token; validity reward)
-    # reward = Σ weight x part over: hit | rank_penalty | ndcg | rank_bins | validity
+    # reward = Σ weight x part over: hit | rank_penalty | group_rank_ndcg | rank_bins | validity
     rewards: dict[str, float] = field(default_factory=lambda: {"hit": 1.0})
-    ndcg_k: int = 10  # the ndcg reward's cutoff
+    ndcg_k: int = 10  # the group_rank_ndcg reward's cutoff
     rank_bins: list[list[float]] = field(
         default_factory=lambda: [[1, 1.0], [5, 0.5], [10, 0.2]]
     )  # the rank_bins reward: [max rank, reward], first match
     learning_rate: float = 1e-4
     weight_decay: float = 0.0
-    clip: float = 0.2  # the policy ratio's clip range (1 +- clip)
+    clip: float = 0.2  # the policy ratio's clip range (1 +- clip); acts from the second update on
     kl_coef: float = 0.04  # weight of the k3 KL to the reference (the SFT policy)
-    updates_per_batch: int = 1  # optimiser steps per sampled batch (the ratio leaves 1 after one)
+    # optimiser steps per batch of groups: 1 is the policy gradient (ratio 1, the clip idle);
+    # > 1 reuses the groups, the ratio leaves 1 and the clip bounds it (PPO-style)
+    updates_per_batch: int = 1
     max_grad_norm: float | None = 1.0
     max_prompts: int | None = None  # a seeded sample of the training windows (None: all)
     valid_users: int = 200  # checkpoint selection's validation sample (sample_users, seed 0)
@@ -258,10 +270,11 @@ def train_grpo(
                 f"reward_{name}": float(np.mean([parts[name] for _, parts in scored]))
                 for name in cfg.rewards
             },
-            "kl": first.kl,
+            # the k3 estimator is an estimate of the KL only over samples of the policy
+            ("kl" if cfg.sampler == "sample" else "k3_at_beam_items"): first.kl,
             "zero_advantage_share": zero_advantage_share(advantages),
             "entropy": sum(s for s, _ in entropy) / max(1, sum(n for _, n in entropy)),
-            "clip_fraction": stats.clip_fraction,
+            **({"clip_fraction": stats.clip_fraction} if cfg.updates_per_batch > 1 else {}),
             "loss": first.loss,
             "distinct_items": len({c.item for c in completions}) / len(completions),
         }

@@ -178,6 +178,14 @@ class ModelSpec:
     overrides: dict[str, Any] = field(default_factory=dict)
     defaults: dict[str, Any] = field(default_factory=dict)
     not_applicable: dict[str, Any] = field(default_factory=dict)
+    # it ranks with each user's request (a steered row, AlphaRec with an intention): compared only
+    # with itself without one and with request-aware references (the steer table), never in an
+    # accuracy table beside rows that cannot read the request
+    reads_requests: bool = False
+    # what its ablation also tests it against, beside its parent (the claim it is named for): model
+    # names, or "input:<slot>" for the run it consumes through that slot (RTA's gate: the SASRec run
+    # it gates with)
+    references: tuple[str, ...] = ()
 
     @property
     def title(self) -> str:
@@ -262,7 +270,8 @@ class _Variant:
             description=self.description,
             display=self.display,
             parent=self.parent,
-            **{"overrides": {}, "defaults": {}, "not_applicable": {}} | self.changes,
+            **{"overrides": {}, "defaults": {}, "not_applicable": {}, "references": ()}
+            | self.changes,
         )
 
 
@@ -280,6 +289,7 @@ class _PolicyStage:
     description: str
     uses: str  # what the row does with the policy (its input slot's description)
     costs: tuple[Cost, ...] = ()  # cost figures beyond the parent's
+    reads_requests: bool = False  # a steered row
 
     def resolve(self, parent: ModelSpec) -> ModelSpec:
         policy = InputSlot(
@@ -300,6 +310,8 @@ class _PolicyStage:
             overrides={},
             defaults={},
             not_applicable={},
+            reads_requests=self.reads_requests,
+            references=(),
         )
 
 
@@ -332,6 +344,7 @@ def _steered(name: str, parent: str, display: str, trained: bool = False) -> _Po
         f"{parent}'s trained weights ranking with each user's request (written from the target's "
         f"metadata, never its title) in the prompt: {what}",
         "the model that ranks with the request",
+        reads_requests=True,
     )
 
 
@@ -641,6 +654,8 @@ MODELS: dict[str, ModelSpec] = _registry(
             "(AlphaRec's zero-shot transfer, Table 4)",
             "AlphaRec (zero-shot transfer)",
             not_applicable={"epochs": 0},
+            # the floors it must beat: the same architecture and graph untrained, and popularity
+            references=("alpharec_untrained", "mostpop"),
             inputs={
                 **_item_text(),
                 "source": InputSlot(
@@ -650,6 +665,15 @@ MODELS: dict[str, ModelSpec] = _registry(
                     across_datasets="required",
                 ),
             },
+        ),
+        _variant(
+            "alpharec_untrained",
+            "alpharec",
+            "AlphaRec at its seeded random initialisation, never trained: its MLP and LightGCN "
+            "propagation over this training graph, the floor a transferred map must beat (the "
+            "zero-shot row's comparison)",
+            "AlphaRec, untrained",
+            not_applicable={"epochs": 0},
         ),
         _variant(
             "alpharec_linear",
@@ -683,7 +707,8 @@ MODELS: dict[str, ModelSpec] = _registry(
             "AlphaRec ranking with a user intention (its Table 5): the user's vector blended with "
             "the mapped embedding of a request written from the target's genres and decade",
             "AlphaRec + intention",
-            defaults={"intention": {"alpha": 0.5}},
+            defaults={"intention": {"enabled": True}},
+            reads_requests=True,
         ),
         ModelSpec(
             "rta_reindex",
@@ -695,6 +720,9 @@ MODELS: dict[str, ModelSpec] = _registry(
             config="llm4rec.paradigms.rta:RtaConfig",
             display="RTA (reindex)",
             inputs=_llm_states(),
+            # the paper's comparison for an unadapted reindexed LLM: popularity and the LLM's
+            # own zero-shot recommendations
+            references=("mostpop", "text_prompted_zeroshot"),
         ),
         _variant(
             "rta_bias",
@@ -703,6 +731,7 @@ MODELS: dict[str, ModelSpec] = _registry(
             "platform's training data (RTA, bias adjustment)",
             "RTA (reindex + bias)",
             overrides={"adapt": {"kind": "bias"}},
+            references=("mostpop", "text_prompted_zeroshot"),
         ),
         _variant(
             "rta_recsys",
@@ -711,6 +740,8 @@ MODELS: dict[str, ModelSpec] = _registry(
             "a log p_LLM + (1 - a) log p_RecSys, a chosen on validation (RTA, RecSys gating)",
             "RTA (reindex + RecSys gating)",
             overrides={"adapt": {"kind": "gating"}},
+            # the paper's claim: the gate beats both of its parts
+            references=("input:recsys",),
             inputs=_llm_states(
                 {
                     "recsys": InputSlot(
@@ -731,6 +762,7 @@ MODELS: dict[str, ModelSpec] = _registry(
             display="RTA (reindex) + request",
             inputs=_llm_states(),
             parent="rta_reindex",
+            reads_requests=True,
         ),
         _grpo("text_prompted_grpo", "text_prompted", "Text-prompted (LoRA) + GRPO"),
         _grpo("sid_tiger_grpo", "sid_tiger", "TIGER + GRPO"),

@@ -16,10 +16,18 @@ hidden states, or any sentence-transformers model), a user is the mean z over th
    time a user's input is the mean over the history the protocol gives (train + validation items
    for test); the graph stays the training graph.
 
-User intention (the paper's Table 5): with `intention.alpha` > 0 the runner hands rank one
-request per user, written from the target's genres and decade (`llm4rec.data.requests`, never
-the title); it is encoded by the same encoder as the items and mapped by the same map, and the
-user's vector becomes (1 - a) e_u + a e_intent (both unit length).
+User intention (the paper's Table 5; `intention.enabled`): the runner hands rank one request per
+user (llm4rec.data.requests: written from the target's genres and decade, or a counterfactual one
+that does not come from the target; never a title). It is encoded by the items' encoder, and, as in
+the paper, blended into the user's language input before the map and the graph: z~_u = (1 - a)
+z_u + a z_request, a chosen on validation over 0, 0.1, ..., 1 with the validation targets'
+requests (or `intention.alpha`). Only the user's own request moves its ranking: propagating the
+changed input of one user changes that user's final vector by c_u d and every item's by c_iu d
+(d the change of the mapped input, c the mean over layers of the graph operator's powers A^k at
+(u, u) and (i, u)), computed exactly per user (`intention_scores`), never by propagating every
+user's request at once, which would leak one user's request into another's list through shared
+items. An earlier version blended the final, propagated vector with alpha 0.5 (not the paper's
+placement; removed).
 """
 
 from __future__ import annotations
@@ -47,14 +55,20 @@ ARCHITECTURE = ("mapping", "mlp_hidden", "dim", "graph_layers")  # must match to
 MAPPINGS = ("mlp", "linear")
 
 
+INTENTION_GRID = tuple(round(0.1 * i, 1) for i in range(11))
+
+
 @dataclass(frozen=True)
 class IntentionConfig:
-    alpha: float = 0.0  # weight of the request in the user's vector (0: the plain model)
+    enabled: bool = False  # rank with each user's request (the runner writes them)
+    # the request's weight in the user's language input (None: chosen on validation over
+    # INTENTION_GRID with the validation targets' requests)
+    alpha: float | None = None
     request: RequestTemplate = field(default_factory=RequestTemplate)
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.alpha <= 1.0:
-            raise ValueError(f"intention.alpha {self.alpha} must be in [0, 1]")
+        if self.alpha is not None and not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(f"intention.alpha {self.alpha} must be in [0, 1] (or null: chosen)")
 
 
 @dataclass(frozen=True)
@@ -183,7 +197,9 @@ class AlphaRec:
     ):
         self.cfg, self.seed, self.device, self.selection = cfg, seed, device, selection
         self.text, self.source = text, source
-        self.request_template = cfg.intention.request if cfg.intention.alpha > 0 else None
+        self.request_template = cfg.intention.request if cfg.intention.enabled else None
+        self.intention_alpha: float | None = cfg.intention.alpha
+        self._request_z: dict[str, torch.Tensor] = {}  # request text -> its encoder embedding
 
     def fit(self, split: Split, workdir: Path) -> dict:
         path = self.text.paths[EMBEDDINGS_FILE]
@@ -212,17 +228,22 @@ class AlphaRec:
         transfer = self._transfer(z.shape[1]) if self.source is not None else {}
         curve, losses = self._train(split, user_idx, item_idx)
         n_params = sum(p.numel() for p in self.model.parameters())
-        return transfer | {
-            "input": self.text.source,
-            "encoder": read_json(self.text.paths[ENCODER_FILE]),
-            "epochs": len(losses),
-            "best_epoch": self.best_epoch,
-            f"best_valid_{self.selection}": self.best_score,
-            "valid_curve": curve,  # [{epoch, <selection metric>}]
-            "epoch_losses": losses,  # the mean InfoNCE of each epoch
-            "parameters_total": n_params,
-            "parameters_trainable": n_params,
-        }
+        intention = self._choose_intention_alpha(split) if self.request_template else {}
+        return (
+            transfer
+            | intention
+            | {
+                "input": self.text.source,
+                "encoder": read_json(self.text.paths[ENCODER_FILE]),
+                "epochs": len(losses),
+                "best_epoch": self.best_epoch,
+                f"best_valid_{self.selection}": self.best_score,
+                "valid_curve": curve,  # [{epoch, <selection metric>}]
+                "epoch_losses": losses,  # the mean InfoNCE of each epoch
+                "parameters_total": n_params,
+                "parameters_trainable": n_params,
+            }
+        )
 
     def _train(self, split: Split, user_idx: np.ndarray, item_idx: np.ndarray):
         cfg, n_items = self.cfg, len(self.items)
@@ -281,7 +302,10 @@ class AlphaRec:
         histories: Mapping[str, Sequence[str]],
         k: int,
         requests: Mapping[str, str] | None = None,
+        alpha: float | None = None,
     ) -> pd.DataFrame:
+        """Each user's top k by cosine; with `requests`, each user's request blended into its
+        language input with weight `alpha` (default: the chosen one), exactly per user."""
         self.model.eval()
         ranked = sorted(histories)
         rows = [[self.row[i] for i in histories[u]] for u in ranked]
@@ -289,18 +313,26 @@ class AlphaRec:
         for user, history in zip(ranked, rows, strict=True):
             if user in self.user_row:
                 inputs[self.user_row[user]] = history
-        graph_users, items = self.model(history_means(self.z, inputs), self.z, self.adjacency)
+        user_z = history_means(self.z, inputs)
+        graph_users, items = self.model(user_z, self.z, self.adjacency)
         # a user outside the training graph (none under leave-one-out): its mapped input alone
-        alone = self.model.map(history_means(self.z, rows))
+        alone_z = history_means(self.z, rows)
+        alone = self.model.map(alone_z)
         users = torch.stack(
             [
                 graph_users[self.user_row[u]] if u in self.user_row else alone[j]
                 for j, u in enumerate(ranked)
             ]
         )
-        if requests is not None:
-            users = self.blend_intentions(users, [requests.get(u, "") for u in ranked])
-        scores, top = (t.cpu() for t in top_k_by_cosine(users, items, rows, k))
+        alpha = self.intention_alpha if alpha is None else alpha
+        texts = [(requests or {}).get(u, "") for u in ranked]
+        if requests is not None and alpha and any(texts):
+            scores = self.intention_scores(ranked, texts, alpha, user_z, alone_z, users, items)
+            for row, history in enumerate(rows):
+                scores[row, list(history)] = -torch.inf
+            scores, top = (t.cpu() for t in torch.topk(scores, min(k, scores.shape[1]), dim=1))
+        else:
+            scores, top = (t.cpu() for t in top_k_by_cosine(users, items, rows, k))
         out = [
             (user, r + 1, self.items[int(i)], float(s))
             for user, srow, irow in zip(ranked, scores, top, strict=True)
@@ -309,22 +341,95 @@ class AlphaRec:
         ]
         return pd.DataFrame(out, columns=RANKING_COLUMNS)
 
-    def blend_intentions(self, users: torch.Tensor, requests: Sequence[str]) -> torch.Tensor:
-        """Unit user vectors; those with a request become (1 - a) e_u + a e_intent, e_intent the
-        unit map of the request's embedding by the items' encoder (encoder.json)."""
+    def request_embeddings(self, texts: Sequence[str]) -> torch.Tensor:
+        """[len(texts), d] each request's embedding by the items' encoder (encoder.json), cached
+        by text (a few hundred distinct requests cover a dataset's users)."""
         from llm4rec.llm.text_encoders import read_encoder, text_embeddings
 
-        out = nn.functional.normalize(users, dim=-1).clone()
-        present = [i for i, text in enumerate(requests) if text]
-        if present:
+        new = sorted({t for t in texts if t and t not in self._request_z})
+        if new:
             encoder = read_encoder(self.text.paths[ENCODER_FILE])
-            z = torch.tensor(
-                text_embeddings([requests[i] for i in present], encoder), device=self.device
+            for text, row in zip(new, text_embeddings(new, encoder), strict=True):
+                self._request_z[text] = torch.tensor(row, dtype=torch.float32)
+        return torch.stack([self._request_z[t] for t in texts]).to(self.device)
+
+    def intention_scores(
+        self,
+        ranked: Sequence[str],
+        texts: Sequence[str],
+        alpha: float,
+        user_z: torch.Tensor,
+        alone_z: torch.Tensor,
+        users: torch.Tensor,
+        items: torch.Tensor,
+    ) -> torch.Tensor:
+        """[users, items] cosines after each user's request is blended into its own language
+        input alone (module doc): the user's final vector moves by c_u d_u, item i's by c_iu d_u,
+        d_u = map(z~_u) - map(z_u)."""
+        present = [j for j, t in enumerate(texts) if t]
+        request_z = torch.zeros(len(ranked), self.z.shape[1], device=self.device)
+        request_z[present] = self.request_embeddings([texts[j] for j in present])
+        graph = [self.user_row.get(u) for u in ranked]
+        base_z = torch.stack(
+            [user_z[g] if g is not None else alone_z[j] for j, g in enumerate(graph)]
+        )
+        blended = (1 - alpha) * base_z + alpha * request_z
+        delta = self.model.map(blended) - self.model.map(base_z)
+        has = torch.tensor([bool(t) for t in texts], device=self.device)
+        delta = delta * has[:, None]
+        # each user's column of (1/(K+1)) sum_k A^k: its weight on itself and on every item
+        n_users = len(self.users)
+        one_hot = torch.zeros(n_users + len(self.items), len(ranked), device=self.device)
+        for j, g in enumerate(graph):
+            if g is not None:
+                one_hot[g, j] = 1.0
+        column = propagate(self.adjacency, one_hot, self.cfg.graph_layers)
+        self_weight = torch.stack(
+            [column[g, j] if g is not None else column.new_tensor(1.0) for j, g in enumerate(graph)]
+        )
+        item_weight = column[n_users:].T  # [users, items]
+        user_vec = users + self_weight[:, None] * delta
+        dots = user_vec @ items.T + item_weight * (user_vec * delta).sum(1, keepdim=True)
+        norms_sq = (
+            (items * items).sum(1)[None, :]
+            + 2 * item_weight * (delta @ items.T)
+            + item_weight**2 * (delta * delta).sum(1, keepdim=True)
+        )
+        return dots / (user_vec.norm(dim=1, keepdim=True) * norms_sq.clamp_min(0).sqrt()).clamp_min(
+            1e-12
+        )
+
+    def _choose_intention_alpha(self, split: Split) -> dict:
+        """The intention weight with the best validation score over INTENTION_GRID, each validation
+        user ranking with its validation target's request (or the configured weight)."""
+        from llm4rec.data.requests import target_requests
+
+        users = sample_users(
+            sorted(split.targets("valid")), self.cfg.valid_users or None, self.seed
+        )
+        history = split.history("valid")
+        histories = {u: history.get(u, []) for u in users}
+        texts = target_requests(split, "valid", users, self.request_template)
+        cutoff = metric_cutoff(self.selection)
+        grid = (
+            [self.cfg.intention.alpha] if self.cfg.intention.alpha is not None else INTENTION_GRID
+        )
+        curve = []
+        for alpha in grid:
+            ranking = self.rank(histories, cutoff, requests=texts, alpha=alpha)
+            curve.append(
+                {
+                    "alpha": alpha,
+                    self.selection: selection_score(ranking, split, self.selection, users),
+                }
             )
-            intent = nn.functional.normalize(self.model.map(z), dim=-1)
-            alpha = self.cfg.intention.alpha
-            out[present] = (1 - alpha) * out[present] + alpha * intent
-        return out
+        best = max(curve, key=lambda point: point[self.selection])  # the first of equal scores
+        self.intention_alpha = float(best["alpha"])
+        return {
+            "intention_alpha_curve": curve,
+            "chosen": {"intention_alpha": self.intention_alpha},
+            "notes": [f"intention weight {self.intention_alpha:g} chosen on validation"],
+        }
 
     # zero-shot transfer (the paper's Table 4): the map trained on another dataset, applied here
     def export(self, out_dir: Path, split: Split) -> dict[str, str]:

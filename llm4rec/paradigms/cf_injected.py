@@ -400,10 +400,13 @@ class CfE4SRecRecommender(LLMRecommender):
                 windows = [windows[i] for i in sorted(rng.choice(len(windows), cap, replace=False))]
         requests = self.training_requests(split)
         for history, target in windows:
-            ids, positions, rows = self.layout(history, requests(target))
+            request = requests(target)
+            ids, positions, rows = self.layout(history, request)
             targets = [-100] * len(ids)
             targets[-1] = self.index[target]
-            if self.cfg.loss_positions == "all":
+            # a window with a request supervises only the position the request describes (its
+            # target): at an earlier position the request would describe another item
+            if self.cfg.loss_positions == "all" and not request:
                 for position, following in zip(positions[:-1], rows[1:], strict=True):
                     targets[position] = following
             examples.append((ids, targets, positions, rows))

@@ -304,17 +304,21 @@ class IdiomoeRecommender(LLMRecommender):
         """Windows of max_history + 1 items over each user's training sequence (stride max_history):
         (instruction + item tokens, next-item targets: each item position's catalogue index, else
         -100); with `train_requests`, a share of them carry the last item's request after the
-        instruction."""
+        instruction, and those supervise the last position alone (the item the request
+        describes)."""
         n, examples = self.cfg.max_history, []
         train, requests = split.phase("train"), self.training_requests(split)
         for _, group in train.groupby("user_id")["item_id"]:
             items = group.astype(str).tolist()
             for end in range(len(items), 1, -n):
                 window = items[max(0, end - n - 1) : end]
-                head = self.instruction + self.request_ids(requests(window[-1]))
+                request = requests(window[-1])
+                head = self.instruction + self.request_ids(request)
                 ids = head + self.item_ids(window[:-1])
                 targets = [-100] * len(head) + [self.index[i] for i in window[1:]]
-                if self.cfg.loss_positions == "last":
+                # a window with a request supervises only the position the request describes (the
+                # last item's): at every earlier position it would describe another item
+                if self.cfg.loss_positions == "last" or request:
                     targets = [-100] * (len(targets) - 1) + targets[-1:]
                 examples.append((ids, targets))
         cap = self.cfg.max_train_examples

@@ -208,6 +208,17 @@ def adapted_logits(
     return (logits * weight if weight.dim() == 0 else logits @ weight) + bias
 
 
+def gate_note(alpha: float, chosen: bool, recsys: str = "the RecSys") -> str:
+    """What the gate's weight means, for the tables: a gate at 0 ranks by the RecSys alone, at 1 by
+    the reindexed LLM alone (then the row is one of its parts, not a combination)."""
+    how = "chosen on validation" if chosen else "configured"
+    if alpha == 0.0:
+        return f"gate chose {recsys} only (α = 0, {how}): the row is that run's ranking"
+    if alpha == 1.0:
+        return f"gate chose the LLM only (α = 1, {how}): the row is the reindexed LLM's ranking"
+    return f"α = {alpha:g} ({how}; the LLM's weight)"
+
+
 def gated_scores(llm: torch.Tensor, recsys: torch.Tensor, alpha: float) -> torch.Tensor:
     """RecSys gating in log space: a log softmax(g) + (1 - a) log softmax(g~)."""
     return alpha * llm.log_softmax(-1) + (1 - alpha) * recsys.log_softmax(-1)
@@ -433,6 +444,8 @@ class ReindexThenAdapt:
             "gating_chosen_on_validation": configured is None,
             "gating_curve": curve,
             "gating_valid": best[self.selection],
+            "chosen": {"gating_alpha": self.alpha},
+            "notes": [gate_note(self.alpha, configured is None, _run_name(self.recsys))],
         }
 
     def _valid_score(self) -> float:
@@ -628,6 +641,14 @@ class SteeredRta(ReindexThenAdapt):
             q = q.clone()
             q[rows] = self.request_queries(asked, histories, requests)
         return q
+
+
+def _run_name(source: ResolvedInput) -> str:
+    """The display name of the run an input came from ('run sasrec/seed0 (config ...)')."""
+    from llm4rec.models import model_title
+
+    parts = source.source.split()
+    return model_title(parts[1].split("/")[0]) if len(parts) > 1 else source.source
 
 
 def _phase_scores(recsys: ResolvedInput, phase: str, n_items: int):

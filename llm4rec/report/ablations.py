@@ -1,15 +1,23 @@
-"""The ablation table: every registry variant against its declared parent (`ModelSpec.parent`).
+"""The ablation table: each row against what it is compared with: a registry variant against its
+declared parent (`ModelSpec.parent`), and a row against the references its registry entry declares
+(`ModelSpec.references`: RTA's gate against the SASRec run it gates with, the zero-shot AlphaRec
+row against its untrained floor and MostPop, ...). Rows that ranked with a request are not here:
+the steer table compares them.
 
 Its own family of comparisons (`family == "ablation"` in comparisons.csv), corrected apart from the
 main table's: the question is what one change to a model buys, not how the model fares against the
-best baseline. Each cell is the variant's mean on the users and seeds it shares with its parent,
-the parent's value on the same sample beside it in parentheses: the two numbers the test compared.
+best baseline. Each cell is the row's mean on the users and seeds it shares with the reference, the
+reference's value on the same sample beside it in parentheses: the two numbers the test compared.
+Δ is the relative change of every metric, in column order, so a row can never read as a gain
+while most of its metrics fell. What training chose on validation and the tables must say (fit's
+`notes`: RTA's gate weight, flagged when it chose one of its parts) is printed beside the row.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
+import numpy as np
 import pandas as pd
 
 from llm4rec.report.compare import LOWER_IS_BETTER, CompareSpec, family
@@ -26,11 +34,12 @@ from llm4rec.report.tables import (
 
 COLUMNS = [
     "dataset",
-    "variant",
-    "parent",
+    "row",
+    "reference",
+    "relation",
     "metric",
-    "variant_mean",
-    "parent_mean",
+    "row_mean",
+    "reference_mean",
     "diff",
     "relative_pct",
     "ci_low",
@@ -49,24 +58,33 @@ COLUMNS = [
 ]
 
 
+def relative_change(diff: float, reference: float) -> float:
+    """100 x diff / |reference|; NaN where the reference is 0 (a change from nothing has no
+    relative size: printed as a dash, never "+nan%")."""
+    return 100 * diff / abs(reference) if reference else float("nan")
+
+
 def ablation_frame(comparisons: pd.DataFrame) -> pd.DataFrame:
-    """One row per (dataset, variant, metric) of the ablation family, with the direction of a
+    """One row per (dataset, row, reference, metric) of the ablation family, with the relation
+    (`parent`, or `declared`: a reference of the registry entry) and the direction of a
     significant change."""
+    from llm4rec.models import MODELS
+
     rows = []
     for c in family(comparisons, "ablation").itertuples():
         better = (c.diff > 0) != (c.metric in LOWER_IS_BETTER)
+        is_parent = c.system in MODELS and MODELS[c.system].parent == c.reference
         rows.append(
             {
                 "dataset": c.dataset,
-                "variant": c.system,
-                "parent": c.reference,
+                "row": c.system,
+                "reference": c.reference,
+                "relation": "parent" if is_parent else "declared",
                 "metric": c.metric,
-                "variant_mean": c.mean_system,
-                "parent_mean": c.mean_reference,
+                "row_mean": c.mean_system,
+                "reference_mean": c.mean_reference,
                 "diff": c.diff,
-                "relative_pct": 100 * c.diff / abs(c.mean_reference)
-                if c.mean_reference
-                else float("nan"),
+                "relative_pct": relative_change(c.diff, c.mean_reference),
                 "ci_low": c.ci_low,
                 "ci_high": c.ci_high,
                 "cohens_d": c.cohens_d,
@@ -87,16 +105,17 @@ def ablation_frame(comparisons: pd.DataFrame) -> pd.DataFrame:
 
 def ablation_caption(frame: pd.DataFrame, spec: CompareSpec) -> str:
     if frame.empty:
-        return "No ablation: no variant ran beside its parent."
+        return "No ablation: no variant ran beside its parent or a declared reference."
     test = TEST_NAMES.get(spec.test, spec.test)
     correction = CORRECTION_NAMES.get(spec.correction, spec.correction)
     parts = [
-        "Ablations: each variant against its parent (the model it changes one thing of), on the "
-        "test users and seeds both ran; each cell is the variant's mean, the parent's on the same "
-        "users and seeds in parentheses.",
-        f"↑ / ↓: the variant is significantly better / worse than its parent ({test} over users, "
-        f"each user's metric averaged over the common seeds; {correction} correction over the "
-        f"{len(frame)} comparisons of this table, its own family, α = {spec.alpha}).",
+        "Ablations: each variant against its parent (the model it changes one thing of), and each "
+        "row against the references its claim names (Against), on the test users and seeds both "
+        "ran; each cell is the row's mean, the reference's on the same users and seeds in "
+        "parentheses.",
+        f"↑ / ↓: significantly better / worse than the reference ({test} over users, each user's "
+        f"metric averaged over the common seeds; {correction} correction over the {len(frame)} "
+        f"comparisons of this table, its own family, α = {spec.alpha}).",
     ]
     seeded = int(frame["p_seed"].notna().sum())
     if seeded:
@@ -104,7 +123,12 @@ def ablation_caption(frame: pd.DataFrame, spec: CompareSpec) -> str:
             "‡: also significant by a paired t-test over per-seed means "
             f"({correction} over the {seeded} comparisons with two or more common seeds)."
         )
-    parts.append(f"Δ: relative {metric_label(spec.metrics[0])} change from the parent.")
+    shown = [m for m in spec.metrics if (frame["metric"] == m).any()]
+    parts.append(
+        "Δ: the relative change from the reference of "
+        + ", ".join(metric_label(m) for m in shown)
+        + ", in that order (– where the reference is 0)."
+    )
     return " ".join(parts)
 
 
@@ -114,31 +138,23 @@ def _cell(row, decimals: int, latex: bool) -> str:
         arrow, command = DIRECTION_MARKS[row.direction]
         seed = (SEED_MARK[1] if latex else SEED_MARK[0]) if row.significant_seed else ""
         mark = rf"$^{{\{command}{seed}}}$" if latex else arrow + seed
-    parent = f"({row.parent_mean:.{decimals}f})"
+    reference = f"({row.reference_mean:.{decimals}f})"
     return (
-        f"{row.variant_mean:.{decimals}f}{mark} {{\\scriptsize {parent}}}"
+        f"{row.row_mean:.{decimals}f}{mark} {{\\scriptsize {reference}}}"
         if latex
-        else f"{row.variant_mean:.{decimals}f}{mark} {parent}"
+        else f"{row.row_mean:.{decimals}f}{mark} {reference}"
     )
 
 
-def _grid(
-    frame: pd.DataFrame, spec: CompareSpec
-) -> tuple[list[tuple[str, str | None]], list[tuple[str, str, str]]]:
-    datasets = sorted(frame["dataset"].unique())
-    cols = [
-        (d, m)
-        for d in datasets
-        for m in spec.metrics
-        if ((frame["dataset"] == d) & (frame["metric"] == m)).any()
-    ]
-    cols = [c for d in datasets for c in [*(x for x in cols if x[0] == d), (d, None)]]
-    rows = list(
-        dict.fromkeys(
-            zip(frame["variant"], frame["parent"], frame["seeds"].astype(str), strict=True)
-        )
-    )
-    return cols, rows
+def _delta(values: Sequence[float], latex: bool) -> str:
+    """The per-metric relative changes, '/'-separated ('–' for an undefined one)."""
+    dash = "--" if latex else "–"
+    text = "/".join(dash if np.isnan(v) else f"{v:+.1f}" for v in values) + "%"
+    return text.replace("-", "$-$").replace("%", r"\%").replace("$-$$-$", "--") if latex else text
+
+
+def _daggers(i: int, latex: bool) -> str:
+    return ("$^{" + r"\dagger" * (i + 1) + "}$") if latex else "†" * (i + 1)
 
 
 def render_ablations(
@@ -148,75 +164,90 @@ def render_ablations(
     label: str = "tab:ablations",
     names: Mapping[str, str] | None = None,
     decimals: int = 4,
+    notes: Mapping[str, Sequence[str]] | None = None,
 ) -> str:
-    """The ablation table as Markdown or LaTeX (booktabs): Variant, Parent, Seeds, then per
-    dataset each metric and Δ."""
+    """The ablation table as Markdown or LaTeX (booktabs): Row, Against, Seeds, then per dataset
+    each metric and Δ (every metric's relative change); `notes` (model -> what its training
+    chose) under the table, the row marked with daggers."""
     caption = ablation_caption(frame, spec)
     if frame.empty:
         return caption + "\n" if fmt == "markdown" else f"% {caption}\n"
-    cols, rows = _grid(frame, spec)
-    primary = spec.metrics[0]
-    index = frame.set_index(["dataset", "variant", "metric"])
+    latex = fmt == "latex"
+    dash = "--" if latex else "–"
+    datasets = sorted(frame["dataset"].unique())
+    cols = [
+        (d, m)
+        for d in datasets
+        for m in spec.metrics
+        if ((frame["dataset"] == d) & (frame["metric"] == m)).any()
+    ]
+    rows = list(
+        dict.fromkeys(
+            zip(frame["row"], frame["reference"], frame["seeds"].astype(str), strict=True)
+        )
+    )
+    index = frame.set_index(["dataset", "row", "reference", "metric"])
+    notes = {m: list(n) for m, n in (notes or {}).items() if n}
+    noted = [m for m in dict.fromkeys(r for r, _, _ in rows) if m in notes]
 
-    def cells(variant: str, latex: bool) -> list[str]:
+    def cells(row: str, reference: str) -> list[str]:
         out = []
-        for dataset, metric in cols:
-            key = (dataset, variant, metric or primary)
-            if key not in index.index:
-                out.append("--" if latex else "–")
-                continue
-            row = index.loc[key]
-            if metric is None:
-                text = f"{row.relative_pct:+.1f}%"
-                out.append(latex_escape(text).replace("-", "$-$") if latex else text)
-            else:
-                out.append(_cell(row, decimals, latex))
+        for dataset in datasets:
+            changes = []
+            for metric in (m for d, m in cols if d == dataset):
+                key = (dataset, row, reference, metric)
+                if key not in index.index:
+                    out.append(dash)
+                    continue
+                found = index.loc[key]
+                out.append(_cell(found, decimals, latex))
+                changes.append(float(found.relative_pct))
+            out.append(_delta(changes, latex) if changes else dash)
         return out
 
-    seeds_of = {v: str(len(s.split())) for v, _, s in rows}
-    if fmt == "markdown":
-        head = ["Variant", "Parent", "Seeds"] + [
-            f"{d} {metric_label(m) if m else 'Δ'}" for d, m in cols
-        ]
+    def name(model: str) -> str:
+        text = display_name(model, names)
+        text = latex_escape(text) if latex else text
+        return text + (_daggers(noted.index(model), latex) if model in noted else "")
+
+    def reference_name(model: str) -> str:
+        text = display_name(model, names)
+        return latex_escape(text) if latex else text
+
+    body = [
+        [name(row), reference_name(reference), str(len(seeds.split()))] + cells(row, reference)
+        for row, reference, seeds in rows
+    ]
+    footer = [
+        _daggers(i, latex)
+        + " "
+        + (latex_escape if latex else str)(f"{display_name(m, names)}: {'; '.join(notes[m])}.")
+        for i, m in enumerate(noted)
+    ]
+    if not latex:
+        head = ["Row", "Against", "Seeds"]
+        for dataset in datasets:
+            head += [f"{dataset} {metric_label(m)}" for d, m in cols if d == dataset]
+            head.append(f"{dataset} Δ")
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        for variant, parent, _ in rows:
-            lines.append(
-                "| "
-                + " | ".join(
-                    [display_name(variant, names), display_name(parent, names), seeds_of[variant]]
-                    + cells(variant, False)
-                )
-                + " |"
-            )
-        return "\n".join(lines) + "\n\n" + caption + "\n"
-    datasets = list(dict.fromkeys(d for d, _ in cols))
-    lines = [r"\begin{tabular}{llc" + "c" * len(cols) + "}", r"\toprule"]
-    header, rules, start = ["Variant", "Parent", ""], [], 4
+        lines += ["| " + " | ".join(cells_) + " |" for cells_ in body]
+        return "\n".join([*lines, "", caption, *footer]) + "\n"
+    lines = [r"\begin{tabular}{llc" + "c" * (len(cols) + len(datasets)) + "}", r"\toprule"]
+    header, rules, start = ["Row", "Against", ""], [], 4
+    sub = ["", "", "Seeds"]
     for dataset in datasets:
-        width = sum(1 for d, _ in cols if d == dataset)
+        width = sum(1 for d, _ in cols if d == dataset) + 1
         header.append(rf"\multicolumn{{{width}}}{{c}}{{{latex_escape(dataset)}}}")
         rules.append(rf"\cmidrule(lr){{{start}-{start + width - 1}}}")
         start += width
-    lines += [
-        " & ".join(header) + r" \\",
-        " ".join(rules),
-        " & ".join(["", "", "Seeds"] + [metric_label(m) if m else r"$\Delta$" for _, m in cols])
-        + r" \\",
-        r"\midrule",
-    ]
-    for variant, parent, _ in rows:
-        lines.append(
-            " & ".join(
-                [
-                    latex_escape(display_name(variant, names)),
-                    latex_escape(display_name(parent, names)),
-                    seeds_of[variant],
-                ]
-                + cells(variant, True)
-            )
-            + r" \\"
-        )
+        sub += [metric_label(m) for d, m in cols if d == dataset] + [r"$\Delta$"]
+    lines += [" & ".join(header) + r" \\", " ".join(rules), " & ".join(sub) + r" \\", r"\midrule"]
+    lines += [" & ".join(cells_) + r" \\" for cells_ in body]
     lines += [r"\bottomrule", r"\end{tabular}"]
     return table_float(
-        lines, latex_escape(caption), label, [], [r"\footnotesize", r"\setlength{\tabcolsep}{3pt}"]
+        lines,
+        latex_escape(caption),
+        label,
+        footer,
+        [r"\footnotesize", r"\setlength{\tabcolsep}{3pt}"],
     )

@@ -4,8 +4,11 @@ Two kinds of report. `main` (the main job's runs, default `reports/`):
     comparisons.csv                the main family: every row against the best baseline
     results_table.{tex,md,csv}     the main table
     cost_table.{tex,md,csv}        parameters, train time, inference latency, peak memory, validity
-    steer.{tex,md,csv}             steerability: every model as it ranked and post-filtered to the
-                                   request's constraint set (llm4rec.report.steer)
+    steer.{tex,md,csv}             steerability by counterfactual requests (the headline): every
+                                   model's share of its top-K inside the request's set against its
+                                   chance rate (llm4rec.report.steer)
+    steer_oracle.{tex,md,csv}      oracle requests (from the target: an upper bound), with the list
+                                   post-filtered to the set
     slices.{md,csv}                metric by history length, target popularity and the target's
                                    training interactions (new / cold / warm), each bucket tested
                                    against the best baseline
@@ -20,8 +23,9 @@ left to this target, and the baselines; default `reports/ablations/`):
     results_table.{tex,md,csv}     every row of the report (parents at all their seeds), against
                                    the best baseline
     cost_table.{tex,md,csv}        the costs of every run of the report
-    steer.{tex,md,csv}             the steer table, with each steered row (`*_steer`: the parent's
-                                   weights with the request in the prompt) tested against its parent
+    steer.{tex,md,csv}             the steer tables (and steer_oracle.*), with each steered row
+                                   (`*_steer`: the parent's weights with the request in the prompt)
+                                   tested against its parent
     slices.{md,csv}                every row of the report by slice, as in `main` (a variant's
                                    buckets, e.g. on new items, tested against the best baseline)
     tables.tex (+ tables.pdf)
@@ -42,8 +46,8 @@ from llm4rec.evaluation.metrics import metric_cutoff
 from llm4rec.io import write_text
 from llm4rec.report import figures
 from llm4rec.report.ablations import ablation_frame, render_ablations
-from llm4rec.report.compare import CompareSpec, compare_runs
-from llm4rec.report.runs import RunRecord
+from llm4rec.report.compare import CompareSpec, by_model, compare_runs
+from llm4rec.report.runs import RunRecord, accuracy_runs
 from llm4rec.report.slices import SLICES, render_slices_markdown, slice_frame
 from llm4rec.report.steer import render_steer, steer_table_frame
 from llm4rec.report.tables import (
@@ -61,9 +65,12 @@ REPORT_DEFAULTS = schema.defaults("report")
 
 # per report kind: its tables (each as .tex/.md/.csv) and its family of comparisons
 REPORT_KINDS = {
-    "main": {"tables": ("results_table", "cost_table", "steer"), "families": ("main",)},
+    "main": {
+        "tables": ("results_table", "cost_table", "steer", "steer_oracle"),
+        "families": ("main",),
+    },
     "ablations": {
-        "tables": ("ablations", "results_table", "cost_table", "steer"),
+        "tables": ("ablations", "results_table", "cost_table", "steer", "steer_oracle"),
         "families": ("ablation", "main"),
     },
 }
@@ -212,7 +219,9 @@ def build_report(
 
 def _steer_table(runs: Sequence[RunRecord], spec: ReportSpec, out_dir: Path) -> list[Path]:
     """Each model with and without the request, and post-filtered (llm4rec.report.steer), on the
-    template `report.steer_template` at the slice metric's cutoff."""
+    template `report.steer_template` at the slice metric's cutoff: steer.* (counterfactual
+    requests, the headline; steer.csv holds every figure and test) and steer_oracle.* (oracle
+    requests, the upper bound)."""
     o, compare = spec.options, spec.compare_spec()
     template, cutoff = o["steer_template"], metric_cutoff(o["slice_metric"])
     frame = steer_table_frame(runs, template, cutoff, compare)
@@ -224,21 +233,28 @@ def _steer_table(runs: Sequence[RunRecord], spec: ReportSpec, out_dir: Path) -> 
         ),
         "",
     )
-    common = {
-        "names": o.get("display_names") or {},
-        "template": template,
-        "wording": wording,
-        "label": spec.label.replace("results", "steer"),
-    }
-    return _write_tables(
-        out_dir,
-        "steer",
-        {
-            "tex": render_steer(frame, cutoff, compare, "latex", **common),
-            "md": render_steer(frame, cutoff, compare, "markdown", **common),
-            "csv": frame.to_csv(index=False),
-        },
-    )
+    written = []
+    for kind, stem in (("counterfactual", "steer"), ("oracle", "steer_oracle")):
+        common = {
+            "names": o.get("display_names") or {},
+            "template": template,
+            "wording": wording,
+            "label": spec.label.replace("results", stem.replace("_", "-")),
+            "kind": kind,
+        }
+        oracle_columns = [c for c in frame.columns if not c.startswith("cf_")]
+        written += _write_tables(
+            out_dir,
+            stem,
+            {
+                "tex": render_steer(frame, cutoff, compare, "latex", **common),
+                "md": render_steer(frame, cutoff, compare, "markdown", **common),
+                "csv": (frame if kind == "counterfactual" else frame[oracle_columns]).to_csv(
+                    index=False
+                ),
+            },
+        )
+    return written
 
 
 def _write_tables(out_dir: Path, stem: str, renderings: dict[str, str]) -> list[Path]:
@@ -265,7 +281,7 @@ def _results_table(
     """Every run against the best baseline (the main family of `comparisons`)."""
     o = spec.options
     table = build_main_table(
-        runs,
+        accuracy_runs(runs),
         comparisons,
         spec.compare_spec(),
         show_std=o["show_std"],
@@ -294,8 +310,9 @@ def _main_tables(
     slices, slice_files = _slices(runs, spec, out_dir)
     written += slice_files
     fig_dir = out_dir / "figures"
-    written += figures.metric_with_ci(runs, o["slice_metric"], fig_dir, names)
-    written += figures.accuracy_vs_cost(runs, o["slice_metric"], fig_dir, names)
+    accurate = accuracy_runs(runs)
+    written += figures.metric_with_ci(accurate, o["slice_metric"], fig_dir, names)
+    written += figures.accuracy_vs_cost(accurate, o["slice_metric"], fig_dir, names)
     written += figures.slice_bars(slices, fig_dir, names)
     return written
 
@@ -306,7 +323,11 @@ def _slices(
     """The slices (every model of the report, each bucket against the best baseline)."""
     o = spec.options
     slices = slice_frame(
-        runs, o["slice_metric"], o["history_buckets"], o["cold_items"], spec.compare_spec()
+        accuracy_runs(runs),
+        o["slice_metric"],
+        o["history_buckets"],
+        o["cold_items"],
+        spec.compare_spec(),
     )
     return slices, [
         write_text(out_dir / "slices.md", render_slices_markdown(slices, o.get("display_names"))),
@@ -321,12 +342,27 @@ def _ablation_tables(
     names = spec.options.get("display_names") or {}
     frame = ablation_frame(comparisons)
     label = spec.label.replace("results", "ablations")
+    notes = run_notes(runs)
+    common = {"names": names, "notes": notes}
     return _write_tables(
         out_dir,
         "ablations",
         {
-            "tex": render_ablations(frame, spec.compare_spec(), "latex", label=label, names=names),
-            "md": render_ablations(frame, spec.compare_spec(), "markdown", names=names),
+            "tex": render_ablations(frame, spec.compare_spec(), "latex", label=label, **common),
+            "md": render_ablations(frame, spec.compare_spec(), "markdown", **common),
             "csv": frame.to_csv(index=False),
         },
     )
+
+
+def run_notes(runs: Sequence[RunRecord]) -> dict[str, list[str]]:
+    """model -> what its runs' training chose that a table must print (each seed's notes, once;
+    with several seeds, each note says its seed)."""
+    out: dict[str, list[str]] = {}
+    for (_, model), rs in by_model(runs).items():
+        found = [(r.seed, n) for r in rs for n in r.notes]
+        several = len({seed for seed, _ in found}) > 1
+        notes = [f"seed {seed}: {n}" if several else n for seed, n in found]
+        if notes:
+            out.setdefault(model, []).extend(n for n in notes if n not in out.get(model, []))
+    return out

@@ -13,9 +13,12 @@ Two tests per pair, each corrected over its own family:
   it counts training variance, the variance a rerun would show.
 
 Families: `main` (every model against the column's best baseline, chosen on validation, or all
-pairs) and `ablation` (every registry variant against its declared `parent`), each with its own
-correction. The means a comparison reports (`mean_system`, `mean_reference`) are over the paired
-sample, the numbers the tests were computed on; the tables print them.
+pairs) and `ablation` (every registry variant against its declared `parent`, and every row against
+the references its registry entry declares: `ModelSpec.references`), each with its own correction.
+A row that ranked with a request (written from the target) is in neither: the steer table compares
+it with itself without the request and with request-aware references. The means a comparison
+reports (`mean_system`, `mean_reference`) are over the paired sample, the numbers the tests were
+computed on; the tables print them.
 """
 
 from __future__ import annotations
@@ -129,6 +132,7 @@ def best_baseline(
         for (d, m), rs in groups.items()
         if d == dataset
         and rs[0].paradigm == "baseline"
+        and not _reads_requests(rs)
         and all(metric in r.metrics.get("valid", {}) for r in rs)
     }
     if not candidates:
@@ -137,23 +141,48 @@ def best_baseline(
     return pick(candidates, key=candidates.get)
 
 
+def declared_references(model: str, runs: Sequence[RunRecord]) -> list[str]:
+    """The models a row's registry entry says its ablation also tests it against
+    (`ModelSpec.references`): names, and "input:<slot>" resolved to the run it consumed there."""
+    from llm4rec.models import MODELS
+
+    out = []
+    for reference in MODELS[model].references if model in MODELS else ():
+        if reference.startswith("input:"):
+            consumed = {r.consumed_run(reference.removeprefix("input:")) for r in runs}
+            out += sorted(m for m in consumed if m)
+        else:
+            out.append(reference)
+    return out
+
+
 def ablation_pairs(
     groups: dict[tuple[str, str], list[RunRecord]], dataset: str
 ) -> list[tuple[str, str]]:
-    """(variant, parent) for every model on `dataset` whose registry entry declares a parent that
-    also ran there."""
+    """(row, reference) on `dataset`: every variant against its declared parent, and every row
+    against the references its registry entry declares (`declared_references`), where both ran
+    there. Rows that read a request are left out: the steer table compares them."""
     from llm4rec.models import MODELS
 
-    models = {m for d, m in groups if d == dataset}
-    return sorted(
-        (m, MODELS[m].parent) for m in models if m in MODELS and MODELS[m].parent in models
-    )
+    models = {m for d, m in groups if d == dataset and not _reads_requests(groups[(d, m)])}
+    pairs = set()
+    for m in models:
+        parent = MODELS[m].parent if m in MODELS else None
+        if parent in models:
+            pairs.add((m, parent))
+        pairs |= {(m, r) for r in declared_references(m, groups[(dataset, m)]) if r in models}
+    return sorted(pairs)
+
+
+def _reads_requests(runs: Sequence[RunRecord]) -> bool:
+    return any(r.reads_requests for r in runs)
 
 
 def main_pairs(
     groups: dict[tuple[str, str], list[RunRecord]], dataset: str, metric: str, mode: str
 ) -> list[tuple[str, str]]:
-    models = sorted(m for d, m in groups if d == dataset)
+    """The main family's pairs on `dataset` (rows that read a request are never in it)."""
+    models = sorted(m for d, m in groups if d == dataset and not _reads_requests(groups[(d, m)]))
     if mode == "best_baseline":
         reference = best_baseline(groups, dataset, metric)
         return [(m, reference) for m in models if reference and m != reference]

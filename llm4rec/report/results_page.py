@@ -79,7 +79,8 @@ def timing_rows(records: Sequence[tuple[tuple, dict]]) -> list[str]:
 
 def rl_curve_rows(records: Sequence[tuple[tuple, dict]]) -> list[str]:
     """Per RL run (`fit.grpo_log` in its run.json), one Markdown table of its curves at each
-    validation step: the step's reward, KL, zero-advantage share and entropy averaged over the steps
+    validation step: the step's reward, KL (or, for beam groups, the k3 penalty at their items),
+    zero-advantage share and entropy averaged over the steps
     since the previous validation, and validation NDCG@10 (step 0: the SFT parent)."""
     lines = []
     for (_, model, seed), record in records:
@@ -88,11 +89,14 @@ def rl_curve_rows(records: Sequence[tuple[tuple, dict]]) -> list[str]:
         if not log:
             continue
         metric = fit.get("selection_metric", "ndcg_at_10")
+        # sampled groups estimate the KL; beam groups give the penalty's value at their items
+        kl = "kl" if "kl" in log[0] else "k3_at_beam_items"
+        kl_title = "KL" if kl == "kl" else "k3 at beam items"
         lines += [
             f"**{model}**, seed {seed} (from {fit['policy']['source']}; selected step "
             f"{fit['best_step']}):",
             "",
-            f"| Step | Reward | KL | Zero-advantage share | Entropy | Valid {metric} |",
+            f"| Step | Reward | {kl_title} | Zero-advantage share | Entropy | Valid {metric} |",
             "|---|---|---|---|---|---|",
             f"| 0 | | | | | {fit[f'valid_{metric}_at_start']:.4f} |",
         ]
@@ -106,7 +110,7 @@ def rl_curve_rows(records: Sequence[tuple[tuple, dict]]) -> list[str]:
                 return sum(r[key] for r in rows) / len(rows)
 
             lines.append(
-                f"| {entry['step']} | {mean('reward'):.4f} | {mean('kl'):.4f} "
+                f"| {entry['step']} | {mean('reward'):.4f} | {mean(kl):.4f} "
                 f"| {mean('zero_advantage_share'):.3f} | {mean('entropy'):.3f} "
                 f"| {entry['valid']:.4f} |"
             )
@@ -214,9 +218,13 @@ def render_page(grid: Grid, wall_seconds: float | None = None) -> tuple[str, str
     lines += ["## Costs", "", _read(reports / "cost_table.md"), ""]
     if has_ablations:
         lines += ["### Ablation target", "", _read(ablation_reports / "cost_table.md"), ""]
-    steer = ablation_reports / "steer.md" if has_ablations else reports / "steer.md"
-    if steer.is_file():
-        lines += ["## Steerability", "", _read(steer), ""]
+    steer_dir = ablation_reports if has_ablations else reports
+    if (steer_dir / "steer.md").is_file():
+        lines += ["## Steerability", "", "### Counterfactual requests (the headline)", ""]
+        lines += [_read(steer_dir / "steer.md"), ""]
+    if (steer_dir / "steer_oracle.md").is_file():
+        lines += ["### Oracle requests (an upper bound)", "", _read(steer_dir / "steer_oracle.md")]
+        lines += [""]
     lines += ["## Slices", "", _read(reports / "slices.md"), ""]
     if has_ablations and (ablation_reports / "slices.md").is_file():
         # the variants by slice (e.g. a cold-start row on new items), each bucket against the best

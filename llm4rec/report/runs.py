@@ -46,6 +46,40 @@ class RunRecord:
     def per_user(self, phase: str = "test") -> pd.DataFrame:
         return pd.read_parquet(self.folder / layout.per_user(phase))
 
+    @property
+    def reads_requests(self) -> bool:
+        """It ranked with a request per user (its metrics.json records the template): compared only
+        in the steer table, never in an accuracy table beside rows that cannot read one."""
+        return bool(self.metrics.get("evaluation", {}).get("requests"))
+
+    @property
+    def notes(self) -> list[str]:
+        """What its training says the tables must print beside it (fit's `notes`: RTA's chosen
+        gate, AlphaRec's intention weight)."""
+        return [str(n) for n in self.run.get("fit", {}).get("notes", [])]
+
+    def consumed_run(self, slot: str) -> str | None:
+        """The model whose run it consumed through input `slot` (its run config's inputs)."""
+        source = self.run.get("run", {}).get("inputs", {}).get(slot, {})
+        return source.get("run")
+
+
+def accuracy_runs(runs: Iterable[RunRecord]) -> list[RunRecord]:
+    """The runs an accuracy table may hold: every run that ranked without a request."""
+    return [r for r in runs if not r.reads_requests]
+
+
+def refuse_request_rows(runs: Iterable[RunRecord], what: str) -> None:
+    """An accuracy table never sets a row that read the request (written from the target) beside
+    rows that could not: raise naming it."""
+    readers = sorted({r.model for r in runs if r.reads_requests})
+    if readers:
+        raise ValueError(
+            f"{what}: {', '.join(readers)} ranked with each user's request (written from the "
+            "target), so its accuracy is not comparable with rows that cannot read one; it belongs "
+            "in the steer table (pass accuracy_runs(runs))"
+        )
+
 
 def runs_from_folders(folders: Iterable[str | Path]) -> list[RunRecord]:
     """Records for run folders (or their metrics.json paths) that finished evaluation."""

@@ -13,7 +13,7 @@ import pandas as pd
 
 from llm4rec.evaluation.evaluate import POPULARITY_BUCKETS
 from llm4rec.report.compare import CompareSpec, best_baseline, by_model, paired_sample
-from llm4rec.report.runs import RunRecord
+from llm4rec.report.runs import RunRecord, refuse_request_rows
 from llm4rec.report.tables import display_name
 from llm4rec.stats import bootstrap_mean_ci, correct, mean_ci, paired_test
 
@@ -114,6 +114,7 @@ def slice_frame(
     (bootstrap) with one (`ci_over`), and the bucket's test against the best baseline
     (`reference`, `p_value`, `p_adjusted` over every comparison of the frame, `direction`)."""
     spec = spec or CompareSpec()
+    refuse_request_rows(runs, "the slices")
     bucketed, labels = _bucketed(runs, n_history_buckets, cold_items)
     groups = by_model(runs)
     rows = []

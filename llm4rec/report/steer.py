@@ -1,23 +1,34 @@
-"""The steer table: what a request in natural language adds, per model (issue 29).
+"""The steer table: what a request in natural language does to a model's list, per model.
 
 For one request template of the grid (`report.steer_template`, one of `evaluation.steer`'s), every
 model of the report that is not a variant (the baselines and each paradigm's row), and a variant
-with a steered row of its own (the zero-shot text-prompted row), gets up to three rows, on the test
-users a request could be written for:
+with a steered row of its own (the zero-shot text-prompted row, IDIOMoE trained with requests),
+gets up to three rows, on the test users both requests could be written for
+(llm4rec.evaluation.steer):
 
-- `history`: the run as it ranked (no request): NDCG@K and HR@K on the target, and steerability,
-  the share of its top-K inside the request's constraint set C(request);
-- `request`: its steered row, where one ran: a variant of it that ranks with the request (its
-  metrics.json records the request template): `<model>_steer` (llm4rec.paradigms.steer: the same
-  weights with the request in the prompt), `rta_reindex_steer`, AlphaRec's `alpharec_intent`;
-  each metric tested against the `history` row on the users
-  both scored (each user's metric averaged over the common seeds; the report's paired test), all
-  the table's tests corrected together;
-- `post-filter`: the run's own list filtered to C(request): the reference a model that cannot read
-  text gets (steerability 1 by construction).
+- `history`: the run as it ranked (no request);
+- `request`: its steered row, where one ran: a row that ranks with the user's request (its
+  metrics.json records the template): `<model>_steer` (the same weights with the request in the
+  prompt), `rta_reindex_steer`, AlphaRec's `alpharec_intent`;
+- `post-filter`: the run's first `filter_depth` items filtered to the oracle request's set C: the
+  request-aware reference a model that cannot read text gets (Steer 1 by construction).
 
-Where a model has a steered row, its `history` row is computed on that pair's users and seeds, so
-the numbers printed side by side are the numbers tested.
+Two requests, two tables:
+
+- the headline, counterfactual requests (a genre and/or decade the target does not have, drawn
+  from the catalogue per user: NEO's steerability, control of the list by an instruction that does
+  not come from the target): Steer@K (the share of the top-K inside C), the chance rate (the share
+  of the user's candidates inside C) and the lift (mean share / mean chance). Every row's share is
+  tested against its chance rate (paired over users: does the list follow the request beyond
+  chance?), and a request row's share against its history row's (does reading the request move the
+  list?);
+- the oracle requests (written from the target: an upper bound, never an accuracy result): NDCG@K
+  and HR@K on the target, Steer@K and its lift; a request row tested against its history row and
+  against MostPop's list post-filtered to C (the simplest request-aware ranker) on the same users.
+
+Every test of the table is corrected together (`report.correction`). Where a model has a steered
+row, its `history` row is computed on that pair's users and seeds, so the numbers printed side by
+side are the numbers tested.
 """
 
 from __future__ import annotations
@@ -41,14 +52,20 @@ from llm4rec.report.tables import (
 from llm4rec.stats import correct, paired_test
 
 CONDITIONS = ("history", "request", "post-filter")
+REFERENCE_MODEL = "mostpop"  # the request-aware floor: its list post-filtered to C
 
 
-def steer_columns(template: str, cutoff: int) -> dict[str, tuple[str, str]]:
-    """Per printed metric: (the per-user column of the run as ranked, of its post-filtered list)."""
+def steer_columns(template: str, cutoff: int) -> dict[str, str]:
+    """The table's figures -> the per-user column the evaluator writes for them."""
     return {
-        f"ndcg_at_{cutoff}": (f"ndcg_at_{cutoff}", f"filtered_{template}_ndcg_at_{cutoff}"),
-        f"hr_at_{cutoff}": (f"hr_at_{cutoff}", f"filtered_{template}_hr_at_{cutoff}"),
-        f"steer_at_{cutoff}": (f"steer_{template}_at_{cutoff}", ""),
+        "cf_steer": f"cf_steer_{template}_at_{cutoff}",
+        "cf_chance": f"cf_chance_{template}",
+        "ndcg": f"ndcg_at_{cutoff}",
+        "hr": f"hr_at_{cutoff}",
+        "steer": f"steer_{template}_at_{cutoff}",
+        "chance": f"chance_{template}",
+        "filtered_ndcg": f"filtered_{template}_ndcg_at_{cutoff}",
+        "filtered_hr": f"filtered_{template}_hr_at_{cutoff}",
     }
 
 
@@ -67,17 +84,8 @@ def _request_wording(run: RunRecord) -> str | None:
     return (run.metrics.get("evaluation", {}).get("requests") or {}).get("template")
 
 
-def steer_table_frame(
-    runs: Sequence[RunRecord], template: str, cutoff: int, spec: CompareSpec | None = None
-) -> pd.DataFrame:
-    """Rows: dataset, model, paradigm, condition, steered_by (the steered row), seeds, n_users, one
-    column per metric (`steer_columns`), and on `request` rows per metric its mean difference from
-    `history`, p-value, Holm-adjusted p-value (over the whole table) and direction. Empty when the
-    runs were evaluated without this template."""
-    spec = spec or CompareSpec()
-    groups = by_model(runs)
-    metrics = steer_columns(template, cutoff)
-    steer_column = metrics[f"steer_at_{cutoff}"][0]
+def _steered_rows(groups: dict[tuple[str, str], list[RunRecord]]) -> dict[tuple[str, str], str]:
+    """(dataset, parent) -> its steered row: a registry child of it that ranked with requests."""
     children: dict[tuple[str, str], str] = {}
     for (dataset, model), model_runs in groups.items():
         parent = MODELS[model].parent if model in MODELS else None
@@ -88,12 +96,37 @@ def steer_table_frame(
                     "users with requests; the steer table sets one such row against its parent"
                 )
             children[(dataset, parent)] = model
+    return children
+
+
+def _test(row: dict, name: str, a: np.ndarray, b: np.ndarray, spec: CompareSpec) -> dict:
+    """`name`_diff (mean of a - b) and `name`_p (the report's paired test) into `row`."""
+    row[f"{name}_diff"] = float((a - b).mean())
+    tested = len(a) > 1
+    row[f"{name}_p"] = paired_test(a, b, spec.test, spec.rounds, spec.seed) if tested else np.nan
+    return row
+
+
+def steer_table_frame(
+    runs: Sequence[RunRecord], template: str, cutoff: int, spec: CompareSpec | None = None
+) -> pd.DataFrame:
+    """Rows: dataset, model, paradigm, condition, steered_by, seeds, n_users, the figures of
+    `steer_columns` (means over the rows' users; lifts as mean share / mean chance), and per test
+    its mean difference, p-value, adjusted p-value (all the table's tests together) and direction:
+    `cf_lift` and `lift` (share against chance), on request rows `cf_steer`, `steer`, `ndcg`, `hr`
+    (against history) and `ndcg_vs_mostpop`, `hr_vs_mostpop` (against MostPop's list post-filtered
+    to the oracle C). Empty when the runs were evaluated without this template."""
+    spec = spec or CompareSpec()
+    groups = by_model(runs)
+    columns = steer_columns(template, cutoff)
+    children = _steered_rows(groups)
+    mostpop = {d: rs for (d, m), rs in groups.items() if m == REFERENCE_MODEL}
     rows = []
     for (dataset, model), model_runs in groups.items():
         variant = model in MODELS and MODELS[model].parent is not None
         if variant and (dataset, model) not in children:
             continue  # a steered row is printed under its parent, other variants not at all
-        if steer_column not in model_runs[0].per_user().columns:
+        if columns["cf_steer"] not in model_runs[0].per_user().columns:
             continue
         child = children.get((dataset, model))
         seeds = sorted({r.seed for r in model_runs})
@@ -101,12 +134,12 @@ def steer_table_frame(
             child_runs = groups[(dataset, child)]
             _check_wording(child_runs[0], model_runs[0], template)
             seeds = sorted(set(seeds) & {r.seed for r in child_runs})
-        own = [c for pair in metrics.values() for c in pair if c]
-        base = _seed_averaged(model_runs, seeds, own)
+        base = _seed_averaged(model_runs, seeds, list(columns.values()))
         if child:
-            steered = _seed_averaged(child_runs, seeds, [p[0] for p in metrics.values()])
+            steered = _seed_averaged(child_runs, seeds, list(columns.values())[:6])
             base = base.loc[base.index.intersection(steered.index)]
-        base = base[base[steer_column].notna()]  # the users a request could be written for
+        # the users both requests could be written for
+        base = base[base[columns["steer"]].notna() & base[columns["cf_steer"]].notna()]
         common = {
             "dataset": dataset,
             "model": model,
@@ -115,48 +148,42 @@ def steer_table_frame(
             "seeds": ",".join(map(str, seeds)),
             "n_users": len(base),
         }
-        rows.append(
-            common
-            | {"condition": "history"}
-            | {m: float(base[c].mean()) for m, (c, _) in metrics.items()}
-        )
+        rows.append(common | {"condition": "history"} | _figures(base, columns, spec))
         if child:
             steered = steered.loc[base.index]
             # whether the steered row's model trained with requests (its run.json; else zero-shot)
             trained = any(r.run.get("fit", {}).get("trained_with_requests") for r in child_runs)
             row = common | {"condition": "request", "trained_with_requests": trained}
-            for m, (c, _) in metrics.items():
-                a, b = steered[c].to_numpy(), base[c].to_numpy()
-                row |= {
-                    m: float(a.mean()),
-                    f"{m}_diff": float((a - b).mean()),
-                    f"{m}_p": paired_test(a, b, spec.test, spec.rounds, spec.seed)
-                    if len(a) > 1
-                    else np.nan,
-                }
+            row |= _figures(steered, columns, spec)
+            for name in ("cf_steer", "steer", "ndcg", "hr"):
+                column = columns[name]
+                _test(row, name, steered[column].to_numpy(), base[column].to_numpy(), spec)
+            if dataset in mostpop:
+                floor = _seed_averaged(
+                    mostpop[dataset],
+                    sorted({r.seed for r in mostpop[dataset]}),
+                    [columns["filtered_ndcg"], columns["filtered_hr"]],
+                ).loc[base.index]
+                for name in ("ndcg", "hr"):
+                    a, b = steered[columns[name]], floor[columns[f"filtered_{name}"]]
+                    _test(row, f"{name}_vs_mostpop", a.to_numpy(), b.to_numpy(), spec)
+                    row[f"{name}_mostpop_filtered"] = float(b.mean())
             rows.append(row)
         rows.append(
             common
-            | {"condition": "post-filter"}
-            | {m: float(base[f].mean()) if f else 1.0 for m, (_, f) in metrics.items()}
+            | {
+                "condition": "post-filter",
+                "ndcg": float(base[columns["filtered_ndcg"]].mean()),
+                "hr": float(base[columns["filtered_hr"]].mean()),
+                "steer": 1.0,
+                "chance": float(base[columns["chance"]].mean()),
+                "lift": 1.0 / float(base[columns["chance"]].mean()),
+            }
         )
     frame = pd.DataFrame(rows)
     if frame.empty:
         return frame
-    p_columns = [f"{m}_p" for m in metrics if f"{m}_p" in frame]
-    if p_columns:
-        flat = frame[p_columns].to_numpy(dtype=np.float64).ravel()
-        tested = ~np.isnan(flat)
-        adjusted = np.full(flat.shape, np.nan)
-        adjusted[tested] = correct(flat[tested], spec.correction)
-        adjusted = adjusted.reshape(len(frame), len(p_columns))
-        for j, column in enumerate(p_columns):
-            m = column[: -len("_p")]
-            frame[f"{m}_p_adjusted"] = adjusted[:, j]
-            significant = frame[f"{m}_p_adjusted"] < spec.alpha
-            frame[f"{m}_direction"] = np.where(
-                significant, np.where(frame[f"{m}_diff"] > 0, "better", "worse"), ""
-            )
+    _correct(frame, spec)
     order = {c: i for i, c in enumerate(CONDITIONS)}
     frame["_order"] = [
         (paradigm_rank(p), i, order[c])
@@ -165,6 +192,36 @@ def steer_table_frame(
     frame["_first"] = frame.groupby(["dataset", "model"], sort=False)["_order"].transform("first")
     frame = frame.sort_values(["dataset", "_first", "_order"], kind="stable")
     return frame.drop(columns=["_order", "_first"]).reset_index(drop=True)
+
+
+def _figures(users: pd.DataFrame, columns: Mapping[str, str], spec: CompareSpec) -> dict:
+    """A row's means, its lifts (mean share / mean chance) and each share tested against its
+    chance rate (`cf_lift_p`, `lift_p`)."""
+    out = {name: float(users[columns[name]].mean()) for name in ("cf_steer", "cf_chance")}
+    out |= {name: float(users[columns[name]].mean()) for name in ("ndcg", "hr", "steer", "chance")}
+    for prefix in ("cf_", ""):
+        share, chance = users[columns[f"{prefix}steer"]], users[columns[f"{prefix}chance"]]
+        out[f"{prefix}lift"] = float(share.mean() / chance.mean()) if chance.mean() else np.nan
+        _test(out, f"{prefix}lift", share.to_numpy(), chance.to_numpy(), spec)
+    return out
+
+
+def _correct(frame: pd.DataFrame, spec: CompareSpec) -> None:
+    """Adjusted p-values over every test of the table, and each test's direction."""
+    p_columns = [c for c in frame.columns if c.endswith("_p")]
+    flat = frame[p_columns].to_numpy(dtype=np.float64).ravel()
+    tested = ~np.isnan(flat)
+    adjusted = np.full(flat.shape, np.nan)
+    adjusted[tested] = correct(flat[tested], spec.correction)
+    adjusted = adjusted.reshape(len(frame), len(p_columns))
+    for j, column in enumerate(p_columns):
+        name = column[: -len("_p")]
+        frame[f"{name}_p_adjusted"] = adjusted[:, j]
+        significant = frame[f"{name}_p_adjusted"] < spec.alpha
+        frame[f"{name}_direction"] = np.where(
+            significant, np.where(frame[f"{name}_diff"] > 0, "better", "worse"), ""
+        )
+    frame.attrs["tests"] = int(tested.sum())
 
 
 def _check_wording(child: RunRecord, parent: RunRecord, template: str) -> None:
@@ -184,24 +241,53 @@ CONDITION_TITLES = {
     "request": "+ request",
     "post-filter": "post-filtered to C",
 }
+KINDS = ("counterfactual", "oracle")  # the two tables: steer.* and steer_oracle.*
 
 
-def steer_caption(template: str, wording: str, cutoff: int, spec: CompareSpec) -> str:
+def steer_caption(
+    kind: str, template: str, wording: str, cutoff: int, spec: CompareSpec, tests: int
+) -> str:
     test = TEST_NAMES.get(spec.test, spec.test)
     correction = CORRECTION_NAMES.get(spec.correction, spec.correction)
-    return (
-        f"Steerability, request template '{template}'"
-        + (f' ("{wording}", from the target\'s metadata, never its title)' if wording else "")
-        + f": NDCG@{cutoff} and HR@{cutoff} on the target; Steer@{cutoff}, the share of the top-"
-        f"{cutoff} inside C(request), the catalogue items that satisfy the request. history: the "
-        "run as it ranked. + request: the same weights with the request in the prompt (zero-shot: "
-        "the model trained without requests, unless the row says it trained with them); ↑ / ↓ "
-        "better / worse than history on the same users "
-        f"({test} over users, each user's metric averaged over the common seeds; {correction} "
-        f"correction over the table's comparisons, α = {spec.alpha}). post-filtered to C: the "
-        "run's list filtered to C(request), the reference for a model that cannot read text "
-        "(Steer 1 by construction). n: test users a request could be written for."
+    marks = (
+        f"{test} over users, each user's value averaged over the common seeds; {correction} "
+        f"over the {tests} tests of the steer tables, α = {spec.alpha}"
     )
+    said = f' ("{wording}")' if wording else ""
+    if kind == "counterfactual":
+        return (
+            f"Steerability by counterfactual requests, template '{template}'{said}: per user, a "
+            "genre and decade drawn from the catalogue that the test target does not have. "
+            f"Steer@{cutoff}: the share of the top-{cutoff} inside the request's set C; chance: "
+            "the share of the user's candidates inside C; lift: Steer / chance. Lift ↑ / ↓: the "
+            "share is significantly above / below chance; Steer ↑ / ↓ on + request: above / below "
+            f"the same model without the request ({marks}). n: test users."
+        )
+    return (
+        f"Oracle requests, template '{template}'{said}: written from the test target's own "
+        "genres and decade, so the request nearly names the target where C is small: an upper "
+        f"bound on what a request adds, not an accuracy result. NDCG@{cutoff} and HR@{cutoff} on "
+        f"the target; Steer@{cutoff} and lift as in the counterfactual table. + request: ↑ / ↓ "
+        "against the same model without it; vs MostPop+C: against MostPop's list post-filtered "
+        f"to C on the same users (NDCG). post-filtered to C: the list's first items (the same "
+        f"depth for every model) filtered to C ({marks}). n: test users."
+    )
+
+
+def _mark(row: pd.Series, name: str, latex: bool) -> str:
+    direction = row.get(f"{name}_direction")
+    if not isinstance(direction, str) or direction not in DIRECTION_MARKS:
+        return ""
+    arrow, command = DIRECTION_MARKS[direction]
+    return rf"$^{{\{command}}}$" if latex else arrow
+
+
+def _value(row: pd.Series, name: str, latex: bool, decimals: int = 4, mark: str = "") -> str:
+    value = row.get(name)
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return "--" if latex else ""
+    text = f"{value:.{decimals}f}"
+    return text + (_mark(row, mark, latex) if mark else "")
 
 
 def render_steer(
@@ -213,16 +299,25 @@ def render_steer(
     template: str = "",
     wording: str = "",
     label: str = "tab:steer",
+    kind: str = "counterfactual",
 ) -> str:
-    """The steer table as Markdown or LaTeX: Model, Input, NDCG, HR, Steer, n; one row per
-    condition (`CONDITIONS`), ↑/↓ on `request` rows."""
-    caption = steer_caption(template, wording, cutoff, spec)
+    """One steer table (`kind`: counterfactual, the headline; oracle, the upper bound) as Markdown
+    or LaTeX."""
+    tests = int(frame.attrs.get("tests", 0)) if not frame.empty else 0
+    caption = steer_caption(kind, template, wording, cutoff, spec, tests)
     if frame.empty:
         text = "No steerability: no run was evaluated with the template."
         return text + "\n" if fmt == "markdown" else f"% {text}\n"
     latex = fmt == "latex"
-    metrics = list(steer_columns(template, cutoff))
-    head = ["Model", "Input", f"NDCG@{cutoff}", f"HR@{cutoff}", f"Steer@{cutoff}", "n"]
+    if kind == "counterfactual":
+        frame = frame[frame["condition"] != "post-filter"]
+        head = ["Model", "Input", f"Steer@{cutoff}", "chance", "lift", "n"]
+        figures = [("cf_steer", 4, "cf_steer"), ("cf_chance", 4, ""), ("cf_lift", 2, "cf_lift")]
+    else:
+        head = ["Model", "Input", f"NDCG@{cutoff}", "vs MostPop+C", f"HR@{cutoff}"]
+        head += [f"Steer@{cutoff}", "lift", "n"]
+        figures = [("ndcg", 4, "ndcg"), ("ndcg_vs_mostpop", -1, "ndcg_vs_mostpop")]
+        figures += [("hr", 4, "hr"), ("steer", 4, "steer"), ("lift", 2, "lift")]
     several = frame["dataset"].nunique() > 1
     body = []
     for _, block in frame.groupby(["dataset", "model"], sort=False):
@@ -233,29 +328,29 @@ def render_steer(
             if row["condition"] == "request" and isinstance(trained, bool | np.bool_) and trained:
                 condition += " (trained with requests)"
             cells = [name if i == 0 else "", condition]
-            for m in metrics:
-                direction = row.get(f"{m}_direction")
-                arrow, command = (
-                    DIRECTION_MARKS.get(direction, ("", ""))
-                    if isinstance(direction, str)
-                    else ("", "")
-                )
-                value = f"{row[m]:.4f}"
-                cells.append(
-                    (latex_escape(value) + (rf"$^{{\{command}}}$" if command else ""))
-                    if latex
-                    else value + arrow
-                )
+            if latex:
+                cells = [latex_escape(c) for c in cells]
+            for figure, decimals, mark in figures:
+                if decimals < 0:  # a test's verdict alone
+                    p = row.get(f"{figure}_p")
+                    tested = isinstance(p, float) and not np.isnan(p)
+                    cells.append(
+                        (_mark(row, figure, latex) or "n.s.") if tested else ("--" if latex else "")
+                    )
+                    continue
+                cells.append(_value(row, figure, latex, decimals, mark))
             cells.append(str(int(row["n_users"])))
             body.append(cells)
     if not latex:
         lines = ["| " + " | ".join(head) + " |", "|---|---|" + "---:|" * (len(head) - 2)]
         lines += ["| " + " | ".join(cells) + " |" for cells in body]
         return "\n".join(lines) + "\n\n" + caption + "\n"
-    tabular = [r"\begin{tabular}{llrrrr}", r"\toprule", " & ".join(head) + r" \\", r"\midrule"]
-    for cells in body:
-        first = [latex_escape(c) for c in cells[:2]]
-        tabular.append(" & ".join(first + cells[2:]) + r" \\")
-    tabular.append(r"\bottomrule")
-    tabular.append(r"\end{tabular}")
+    tabular = [
+        r"\begin{tabular}{ll" + "r" * (len(head) - 2) + "}",
+        r"\toprule",
+        " & ".join(latex_escape(h) for h in head) + r" \\",
+        r"\midrule",
+    ]
+    tabular += [" & ".join(cells) + r" \\" for cells in body]
+    tabular += [r"\bottomrule", r"\end{tabular}"]
     return table_float(tabular, latex_escape(caption), label, [], [r"\small"])

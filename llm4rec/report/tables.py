@@ -25,7 +25,7 @@ import pandas as pd
 from llm4rec.costs import TOKEN_COST_KEYS
 from llm4rec.models import model_title, paradigm_rank, paradigm_title, registered_costs
 from llm4rec.report.compare import LOWER_IS_BETTER, CompareSpec, by_model, family
-from llm4rec.report.runs import RunRecord
+from llm4rec.report.runs import RunRecord, refuse_request_rows
 
 TEST_NAMES = {
     "t": "paired t-test",
@@ -177,6 +177,7 @@ def build_main_table(
     decimals: int = 4,
     names: Mapping[str, str] | None = None,
 ) -> MainTable:
+    refuse_request_rows(runs, "the main table")
     groups = by_model(runs)
     datasets = sorted({r.dataset for r in runs})
     paradigm_of = {r.model: r.paradigm for r in runs}

@@ -14,8 +14,14 @@ order, each as early as the cap allows: no top-p of the list (p = 1..K) holds mo
 ⌊epsilon·p⌋ inserted items, so epsilon bounds their share at every cutoff the evaluator reads
 (the paper states it for its one K). The list is cut at K; an inserted item carries the score of
 the item it follows (the list's order is its rank). The beam's own unseen items, if any, stay
-where the beam put them and do not count against the cap. On a split without unseen items the row
-ranks exactly as its parent (tested).
+where the beam put them and do not count against the cap.
+
+The row exists to insert: it refuses a split without unseen items (use the new-item protocol,
+`datasets.<name>.new_items`), and a ranking call that inserted nothing for any of its users fails,
+naming the settings (with 3 levels of 32 codes a new item shares every quantized code with a decoded
+one only inside a collision group, and a small epsilon's every-prefix cap admits none above rank
+1/epsilon: lower `match_levels`, or raise epsilon). fit reports how many new test targets share a
+key with a trained item (`new_test_targets_sharing_key`): the targets retrieval can reach at all.
 
 Where the paper is silent we chose: an inserted item never precedes the decoded item whose codes
 it shares, so the beam's order among decoded items is kept; unseen items wait for the cap in the
@@ -132,6 +138,24 @@ class ColdStartRecommender:
         for item in popularity.index[popularity.to_numpy() == 0].astype(str):
             self.unseen_by_key[self.key_of[item]].append(item)
         unseen = sum(len(v) for v in self.unseen_by_key.values())
+        if not unseen:
+            raise DataError(
+                f"{self.name}: every catalogue item has training interactions, so there is nothing "
+                "to retrieve; TIGER's cold-start retrieval needs the new-item protocol "
+                "(datasets.<name>.new_items in the grid)"
+            )
+        trained_keys = {
+            self.key_of[str(i)] for i in popularity.index[popularity.to_numpy() > 0].astype(str)
+        }
+        new_targets = [
+            str(t[0]) for t in split.targets("test").values() if popularity.loc[t[0]] == 0
+        ]
+        reachable = sum(self.key_of[t] in trained_keys for t in new_targets)
+        self.settings = (
+            f"epsilon {self.cfg.epsilon}, match_levels {match} of {quantized}, {unseen} unseen "
+            f"items on {len(self.unseen_by_key)} keys, {reachable} of {len(new_targets)} new test "
+            "targets sharing a key with a trained item"
+        )
         return (
             info
             | frozen_policy_facts(parent, self.policy, self.record, tensors)
@@ -140,6 +164,12 @@ class ColdStartRecommender:
                 "match_levels": match,
                 "unseen_items": unseen,
                 "unseen_keys": len(self.unseen_by_key),
+                "new_test_targets": len(new_targets),
+                "new_test_targets_sharing_key": reachable,
+                "notes": [
+                    f"{reachable} of {len(new_targets)} new test targets share a key (the first "
+                    f"{match} codes) with a trained item; epsilon {self.cfg.epsilon}"
+                ],
             }
         )
 
@@ -159,6 +189,13 @@ class ColdStartRecommender:
             decoded = {item for item, _ in ranked}
             self.inserted.append(sum(item not in decoded for item, _ in out))
             rows += [(user, r + 1, item, score) for r, (item, score) in enumerate(out)]
+        if histories and not any(self.inserted[-len(histories) :]):
+            raise DataError(
+                f"{self.name}: inserted no unseen item for any of the {len(histories)} users it "
+                f"ranked at depth {k} ({self.settings}): the row would equal its parent. Lower "
+                "match_levels (a shorter shared prefix), or raise epsilon (at most "
+                "floor(epsilon * p) inserted items fit in a top-p)"
+            )
         return pd.DataFrame(rows, columns=RANKING_COLUMNS)
 
     def export(self, out_dir: Path, split: Split) -> dict[str, str]:
