@@ -27,14 +27,17 @@ $(STAMP): pyproject.toml constraints.txt
 env: $(STAMP)
 
 # pdflatex (booktabs) compiles reports/tables.pdf and runs the LaTeX compile test; poppler's pdftotext
-# reads the compiled table's word boxes (the caption-width test). Installed from Debian when we are
-# root, otherwise we say what to install (the report still writes .tex).
+# reads the compiled table's word boxes (the caption-width test); ACM's acmart (texlive-publishers,
+# with xstring from texlive-plain-generic and the packages acmart loads from texlive-latex-extra) is
+# the two-column template every table is checked against. Installed from Debian when we are root,
+# otherwise we say what to install (the report still writes .tex).
+TEX_PACKAGES = texlive-latex-recommended texlive-publishers texlive-plain-generic texlive-latex-extra poppler-utils
 tex:
-	@{ command -v pdflatex >/dev/null && command -v pdftotext >/dev/null; } || { \
+	@{ command -v pdflatex >/dev/null && command -v pdftotext >/dev/null && kpsewhich acmart.cls >/dev/null && kpsewhich xstring.sty >/dev/null; } || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    echo "installing texlive-latex-recommended (pdflatex + booktabs) and poppler-utils (pdftotext)"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends texlive-latex-recommended poppler-utils >/dev/null; \
-	  else echo "pdflatex or pdftotext not found: install texlive-latex-recommended and poppler-utils to compile and check the LaTeX tables"; fi; }
+	    echo "installing $(TEX_PACKAGES) (pdflatex, booktabs, ACM's acmart, pdftotext)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(TEX_PACKAGES) >/dev/null; \
+	  else echo "pdflatex, acmart or pdftotext not found: install $(TEX_PACKAGES) to compile and check the LaTeX tables"; fi; }
 
 # The LLM runs' text-retention sample (llm4rec/llm/retention.py): public-domain prose that Debian's
 # dict-devil package ships (The Devil's Dictionary, 1911); installed the same way as pdflatex.

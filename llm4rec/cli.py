@@ -112,6 +112,12 @@ def build_parser() -> argparse.ArgumentParser:
             "the variants against their parents, into <reports_dir>/ablations",
         )
         p.add_argument("--out", help="output folder (default: the kind's reports folder)")
+        if name == "compare":
+            p.add_argument(
+                "--verdicts",
+                help="an earlier report's comparisons.csv (the ablation report: the main "
+                "report's): a pair it already tested keeps that verdict",
+            )
         if name == "report":
             p.add_argument(
                 "--comparisons", help="comparisons.csv from `llm4rec compare` (default: recompute)"
@@ -367,12 +373,15 @@ def _report_setup(args: argparse.Namespace) -> tuple[Grid, ReportSpec, Path]:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    import pandas as pd
+
     from llm4rec.report.build import write_comparisons
     from llm4rec.report.compare import ComparisonError
 
     grid, spec, out = _report_setup(args)
     try:
-        table = write_comparisons(load_runs(grid, args), spec, out, args.kind)
+        verdicts = pd.read_csv(args.verdicts) if args.verdicts else None
+        table = write_comparisons(load_runs(grid, args), spec, out, args.kind, verdicts)
         significant = int(table["significant"].sum()) if len(table) else 0
         print(
             f"[llm4rec] {len(table)} comparisons ({significant} significant "
@@ -393,7 +402,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     try:
         runs = load_runs(grid, args)
         comparisons = pd.read_csv(args.comparisons) if args.comparisons else None
-        written = build_report(runs, spec, out, comparisons, args.kind)
+        from llm4rec.plan import training_flops  # the learning-curve figure's compute axis
+
+        flops = training_flops(grid, sorted({(r.dataset, r.model) for r in runs}))
+        written = build_report(runs, spec, out, comparisons, args.kind, flops)
         print(f"[llm4rec] report: {len(written)} files in {out}")
         if not args.no_mlflow:
             from llm4rec.io import write_json

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -497,11 +498,30 @@ def _baseline_cost(cost: Cost, model: str, config: dict, stats: dict[str, float]
     return cost
 
 
-def dataset_stats(grid: Grid, dataset: str) -> dict[str, float]:
+def training_flops(grid: Grid, cells: Sequence[tuple[str, str]]) -> dict[tuple[str, str], float]:
+    """(dataset, model) -> the cost model's training FLOPs of one run (the report's learning-curve
+    figure), for the cells of the grid whose split is prepared; a cell the model cannot cost is
+    left out."""
+    from llm4rec.data.split import read_split
+
+    out, stats_of = {}, {}
+    for dataset, model in cells:
+        if model not in grid.models or not (grid.split_dir(dataset) / "split.json").is_file():
+            continue
+        if dataset not in stats_of:
+            stats_of[dataset] = dataset_stats(grid, dataset, read_split(grid.split_dir(dataset)))
+        try:
+            out[(dataset, model)] = cell_cost(grid, dataset, model, stats_of[dataset]).train_flops
+        except (KeyError, ValueError):
+            continue
+    return out
+
+
+def dataset_stats(grid: Grid, dataset: str, split=None) -> dict[str, float]:
     """Sizes the plan needs, from the prepared split (prepared here when it is not yet)."""
     from llm4rec.runner import prepare_dataset
 
-    split = prepare_dataset(grid, dataset)
+    split = split or prepare_dataset(grid, dataset)
     stats = split.meta["stats"]
     titles = split.items["title"].astype(str) + (
         " (" + split.items["year"].astype(str) + ")" if "year" in split.items else ""

@@ -33,6 +33,7 @@ from llm4rec.determinism import (
     weights_digest,
 )
 from llm4rec.environment import environment, redact
+from llm4rec.evaluation.convergence import run_convergence
 from llm4rec.evaluation.evaluate import EVALUATOR_VERSION, evaluate_rankings, sample_users
 from llm4rec.io import read_json, sha256_file, write_json, write_parquet
 from llm4rec.models import (
@@ -307,6 +308,10 @@ def train_and_rank(grid: Grid, dataset: str, model: str, seed: int) -> dict:
             for slot, r in inputs.items()
         },
         "selection_metric": grid.selection_metric(model),
+        # still improving at the end of its budget? (from its own validation curve)
+        "convergence": run_convergence(
+            fit_info, grid.selection_metric(model), int(fit_info.get("parameters_trainable", 0))
+        ),
         "evaluation": evaluation
         | request_record(recommender)
         | {
@@ -469,6 +474,14 @@ def evaluate_run(grid: Grid, dataset: str, model: str, seed: int) -> dict:
             per_user, summary = with_steerability(
                 per_user, summary, rankings, split, steer, counterfactual
             )
+            if counterfactual is None and run.get("evaluation", {}).get("requests"):
+                # a reader of requests ranked before it also ranked with counterfactual ones:
+                # its lists answer the oracle request, so they say nothing of the counterfactual
+                cf = [c for c in per_user.columns if c.startswith("cf_") and "request" not in c]
+                per_user[[c for c in cf if c.startswith(("cf_steer_", "cf_lift_"))]] = np.nan
+                summary = summary | {
+                    c: float("nan") for c in cf if c.startswith(("cf_steer_", "cf_lift_"))
+                }
             result["steer"] = steer_record(steer) | {
                 "counterfactual_rankings": counterfactual is not None
             }

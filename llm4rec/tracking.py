@@ -125,6 +125,8 @@ def describe_run(
         "backbone_revision": hp.get("backbone.revision") or NOT_APPLICABLE,
         "prompt_template": stable_hash(template)[:8] if template else NOT_APPLICABLE,
         "budget.train": _budget(hp),
+        # still improving at the end of its budget? (run.json's convergence: run_params)
+        "budget.convergence": NOT_APPLICABLE,
         "budget.valid_users": evaluation.get("valid_users") or "all",
         "budget.test_users": evaluation.get("test_users") or "all",
     }
@@ -167,6 +169,7 @@ def run_params(run: dict[str, Any]) -> tuple[dict[str, str], dict[str, Any]]:
     params, record = describe_run(
         config, run.get("fit", {}).get("recbole_config"), run.get("evaluation"), recorded=True
     )
+    params["budget.convergence"] = (run.get("convergence") or {}).get("verdict", NOT_APPLICABLE)
     keys = paradigm_param_keys(config["paradigm"])
     keys += [key for key in params if key not in keys]  # e.g. a setting its grid gave a new shape
     return {key: str(params.get(key, NOT_APPLICABLE))[:5000] for key in keys}, record

@@ -22,7 +22,9 @@ for _kind in REPORT_KINDS:
         name:
             f"compare{_suffix}"
         input:
-            run_files(_kind, layout.METRICS, layout.per_user("test")),
+            runs=run_files(_kind, layout.METRICS, layout.per_user("test")),
+            # the ablation report keeps the main report's verdict on a pair both test
+            verdicts=[] if _kind == "main" else f"{GRID.report_dir('main')}/comparisons.csv",
         output:
             f"{GRID.report_dir(_kind)}/comparisons.csv",
         params:
@@ -30,9 +32,10 @@ for _kind in REPORT_KINDS:
             folders=run_folders(_kind),
             kind=_kind,
             out=str(GRID.report_dir(_kind)),
+            verdicts="" if _kind == "main" else f"--verdicts {GRID.report_dir('main')}/comparisons.csv",
         shell:
             "{LLM4REC} compare --config {CONFIG_FILE} --kind {params.kind} --out {params.out} "
-            "{params.folders}"
+            "{params.verdicts} {params.folders}"
 
     rule:
         """LaTeX/Markdown/CSV tables, slices and figures; logged to an MLflow summary run."""

@@ -73,7 +73,7 @@ def test_a_missing_optional_key_gets_the_schemas_default(tmp_path):
     spec = CompareSpec()
     assert (list(spec.metrics), spec.test, spec.alpha, spec.rounds) == (
         REPORT_DEFAULTS["metrics"],
-        "t",
+        "auto",
         REPORT_DEFAULTS["alpha"],
         REPORT_DEFAULTS["randomization_rounds"],
     )
@@ -164,7 +164,9 @@ def test_report_metric_needs_an_evaluated_cutoff(tmp_path):
     ):
         load_grid(write(tmp_path, cfg))
     with pytest.raises(
-        ConfigError, match=r"report\.test: 'z' is not one of \['t', 'wilcoxon', 'randomization'\]"
+        ConfigError,
+        match=r"report\.test: 'z' is not one of "
+        r"\['auto', 't', 'wilcoxon', 'randomization', 'mcnemar'\]",
     ):
         load_grid(write(tmp_path, GOOD | {"report": {"test": "z"}}))
     # the default metrics (@20 among them) are no error: beyond the cutoffs, a dash in the table

@@ -163,9 +163,12 @@ def test_marks_on_constructed_table(runs_dir):
         r"\par\smallskip{\footnotesize --: not run on this dataset, or the cutoff is beyond the "
         r"model's ranking depth.\par}" in latex
     )
+    # the caption is one sentence; the family, test and alpha are the table's notes (notes.tex)
+    assert "Holm-Bonferroni correction over the 10 comparisons" not in latex
     assert (
-        "Holm-Bonferroni correction over the 10 comparisons" in latex
-        and r"$\alpha$ = 0.05" in latex
+        "Holm-Bonferroni correction over the 10 comparisons of this table's family"
+        in table.notes_text
+        and "α = 0.05" in table.notes_text
     )
     assert r"\textit{Text-prompted}" in latex and r"\cmidrule(lr){3-5}" in latex
     markdown = render_markdown(table)
@@ -173,7 +176,8 @@ def test_marks_on_constructed_table(runs_dir):
         f"**{good.mean:.4f}**↑" in markdown
         and "–: not run on this dataset, or the cutoff" in markdown
     )
-    assert "↑ / ↓ mark a model significantly better / worse than the best baseline" in markdown
+    assert "↑ / ↓: significantly better / worse than the best baseline over users" in markdown
+    assert table.notes_text in markdown
 
 
 def test_the_best_baseline_is_chosen_on_validation_not_test(tmp_path):
@@ -211,7 +215,7 @@ def test_the_best_baseline_is_chosen_on_validation_not_test(tmp_path):
     assert set(comparisons["reference"]) == {"mostpop"}
     table = build_main_table(runs, comparisons, spec())
     assert ("mostpop", "ml-a") not in table.improvement and ("bpr", "ml-a") in table.improvement
-    assert "the column's best baseline, chosen on validation" in table.caption
+    assert "the best baseline chosen on validation" in table.caption
 
 
 def test_all_pairs_letters(runs_dir):
@@ -281,7 +285,7 @@ def test_a_model_scored_on_a_user_sample_is_paired_on_that_sample_and_starred(ru
         )  # no declared depth: a missing metric
     (runs_dir / "ml-a" / "llm_short").rename(runs_dir / "removed")
     comparisons = compare_runs(
-        runs, CompareSpec(metrics=("hr_at_10", "hr_at_20"), correction="none")
+        runs, CompareSpec(metrics=("hr_at_10", "hr_at_20"), correction="none", test="t")
     )
     row = comparisons[(comparisons.system == "llm_sample")]
     assert (
@@ -315,16 +319,16 @@ def test_a_model_scored_on_a_user_sample_is_paired_on_that_sample_and_starred(ru
     assert (
         table.cells[("bpr", "ml-a", "hr_at_10")].reference is None
     )  # the full-sample rows get no second line
-    assert table.improvement[("llm_sample", "ml-a")] == pytest.approx(
-        100 * (hits.mean() - bpr.mean()) / bpr.mean()
-    )
+    # a row on a sample is not ranked: no bold, no underline, no Impr. (its italic line says what
+    # the best baseline scored on its users)
+    assert not (cell.bold or cell.underline) and ("llm_sample", "ml-a") not in table.improvement
     assert rf"\quad\textit{{BPR, same users/seeds}} &  & \textit{{{bpr.mean():.4f}}} & " in latex
     assert f"| | *↳ BPR, same users/seeds* | | *{bpr.mean():.4f}* |" in markdown
     assert (
         "the italic line below gives the best baseline's value on the same users and seeds"
-        in table.caption
+        in table.notes_text
     )
-    assert "seed 0 only" not in table.caption  # the Seeds column says it
+    assert "seed 0 only" not in table.notes_text  # the Seeds column says it
 
 
 def test_full_report_files_and_latex_compiles(runs_dir, tmp_path):
@@ -513,9 +517,12 @@ def test_a_model_family_declares_its_own_cost_figures(runs_dir, tmp_path, monkey
     assert frame.set_index(["dataset", "model"]).loc[("ml-a", "llm_good"), "text_ppl_after"] == 41.5
     assert np.isnan(frame.set_index(["dataset", "model"]).loc[("ml-a", "bpr"), "text_ppl_after"])
     assert "| 41.50 |" in render_cost(frame, "markdown")  # the declared cost's own decimals
-    assert "Text ppl after" in render_cost(
-        frame, "markdown"
-    ) and "reported by their model family" in render_cost(frame, "latex")
+    latex = render_cost(frame, "latex")
+    assert "Text ppl after" in render_cost(frame, "markdown")
+    # LaTeX: a part of its own for the figures only some rows report, with those rows only
+    assert "Cost per model, part 2: Text ppl after (the rows that report them)" in latex
+    part = latex.split("\\sbox{")[-1]  # the last float: part 2
+    assert "Text-prompted (LoRA)" in part and "BPR" not in part  # llm_good: its registry title
     assert run_metrics(metrics)["text_ppl_after"] == 41.5
     long = collect([folder / "metrics.json"])
     assert long.loc[long["metric"] == "text_ppl_after", "value"].tolist() == [41.5]
@@ -615,7 +622,7 @@ def test_caption_and_footnotes_stay_within_the_tables_width(runs_dir, tmp_path):
     table = [w for w in words if top <= w[2] < notes]
     left, right = min(w[0] for w in table), max(w[1] for w in table)
     outside = [w for w in words if not top <= w[2] < notes]
-    assert len(outside) > 50  # the caption and the notes
+    assert len(outside) > 25  # the caption and the footnotes
     # the tabular's box begins and ends \tabcolsep (6pt) outside its text, plus a centred
     # column's slack
     tolerance = 12.0
@@ -694,11 +701,13 @@ def test_cost_figure_labels_every_model_inside_the_figure_without_overlap(
             assert not box_a.overlaps(box_b), (a, b)
 
 
-def test_the_table_follows_the_paired_sample_where_it_reverses_the_full_sample_order(tmp_path):
+def test_bold_never_crosses_samples(tmp_path):
     """Hand-built: BPR (two seeds) beats `llm` (seed 0 only) on their full-sample means, 0.65 vs
     0.60, but on the seed both ran BPR scores 0.50: the table prints 0.60 against BPR's 0.50 on the
-    same seed (the italic line), bolds `llm`, and its Impr. is +20%, the paired difference, not the
-    -7.7% of the full means."""
+    same seed (the italic line). The paired difference (+0.1) is the column's largest, and before
+    issue 41 it made `llm` bold with Impr. +20%: a row on one seed ranked against rows on two.
+    Now a row not on the best baseline's own users and seeds is not ranked: BPR is bold, `llm` is
+    neither bold nor underlined, and has no Impr."""
     users = [f"u{i}" for i in range(10)]
     make_run(
         tmp_path,
@@ -728,7 +737,7 @@ def test_the_table_follows_the_paired_sample_where_it_reverses_the_full_sample_o
         users=users,
     )
     runs = runs_from_results(tmp_path)
-    comparisons = compare_runs(runs, spec(correction="none"))
+    comparisons = compare_runs(runs, spec(correction="none", min_users=1))
     row = comparisons[(comparisons.metric == "hr_at_10")].iloc[0]
     assert (row.system, row.reference, row.mean_system, row.mean_reference, row.seeds) == (
         "llm",
@@ -737,7 +746,7 @@ def test_the_table_follows_the_paired_sample_where_it_reverses_the_full_sample_o
         0.5,
         "0",
     )
-    table = build_main_table(runs, comparisons, spec(correction="none"))
+    table = build_main_table(runs, comparisons, spec(correction="none", min_users=1))
     llm, bpr = table.cells[("llm", "ml-a", "hr_at_10")], table.cells[("bpr", "ml-a", "hr_at_10")]
     assert bpr.mean == pytest.approx(0.65)  # the reference's own row: its full sample
     assert (llm.mean, llm.reference, llm.diff) == (
@@ -745,23 +754,21 @@ def test_the_table_follows_the_paired_sample_where_it_reverses_the_full_sample_o
         pytest.approx(0.5),
         pytest.approx(0.1),
     )
-    assert (
-        llm.bold and not bpr.bold and bpr.underline
-    )  # ranked by the paired difference, not 0.60 < 0.65
-    assert table.improvement[("llm", "ml-a")] == pytest.approx(20.0)
+    assert not llm.bold and not llm.underline and bpr.bold  # llm is on another sample
+    assert ("llm", "ml-a") not in table.improvement
     assert table.seeds == {("llm", "ml-a"): 1, ("bpr", "ml-a"): 2}
     markdown = render_markdown(table)
-    assert "| Text-prompted | llm | 1 | **0.6000** | **0.6000** | +20.0% |" in markdown
-    assert "| | *↳ BPR, same users/seeds* | | *0.5000* | *0.5000* |  |" in markdown
-    assert "by the paired difference with the best baseline" in table.caption
+    assert "| Text-prompted | llm | 1 | 0.6000 | 0.6000 |" in markdown  # no Impr. column at all
+    assert "| | *↳ BPR, same users/seeds* | | *0.5000* | *0.5000* |" in markdown
+    assert "a row on a user sample is not ranked" in table.notes_text
 
 
 def test_a_seed_level_test_and_the_per_user_test_disagree_on_three_seeds(tmp_path):
     """Three seeds, 1,000 users. Per user, `llm` beats `bpr` by the seed's shift d_s plus a small
     user effect e_u (sd 0.05): over users the per-user test is overwhelming; but the per-seed mean
-    differences (+0.06, +0.06, +0.01 plus mean(e)) vary so much with the seed that the paired t-test
+    differences (+0.06, +0.06, +0.01 plus mean(e)) vary so much with the seed that Welch's t-test
     over seed means, which counts training variance, is not significant at 0.05 (t = 2.6 with 2
-    degrees of freedom)."""
+    degrees of freedom: bpr's seed means are equal, so all of the variance is llm's)."""
     from scipy import stats
 
     rng = np.random.default_rng(11)
@@ -780,7 +787,8 @@ def test_a_seed_level_test_and_the_per_user_test_disagree_on_three_seeds(tmp_pat
     assert t == pytest.approx(2.6, abs=0.2)
     assert row.p_seed == pytest.approx(2 * stats.t.sf(abs(t), 2), rel=1e-9)
     assert row.p_seed == pytest.approx(
-        stats.ttest_rel(base.mean() + d, np.full(3, base.mean())).pvalue, rel=1e-9
+        stats.ttest_ind(base.mean() + d, np.full(3, base.mean()), equal_var=False).pvalue,
+        rel=1e-9,
     )
     assert row.p_seed > 0.05 and not row.significant_seed
     # over users: each user's difference averaged over seeds, mean(d_s) + e_u, users as the unit
@@ -794,7 +802,7 @@ def test_a_seed_level_test_and_the_per_user_test_disagree_on_three_seeds(tmp_pat
     cell = table.cells[("llm", "ml-a", "hr_at_10")]
     assert cell.marks == "better" and not cell.seed_significant
     assert "0.5" in render_markdown(table) and "↑‡" not in render_markdown(table)
-    assert "also significant by a paired t-test over per-seed means" in table.caption
+    assert "also significant over seeds (Welch's t-test over per-seed means" in table.notes_text
 
 
 def test_variants_are_compared_with_their_declared_parent_in_their_own_family(tmp_path):
@@ -950,7 +958,9 @@ def test_delta_is_per_metric_so_a_row_cannot_read_as_a_gain_while_most_metrics_f
     }
     for model, values in (("idiomoe", parent), ("idiomoe_entangled", variant)):
         make_run(tmp_path, "d", model, "moe_expert", 0, np.zeros(n), values=values)
-    comparisons = compare_runs(runs_from_results(tmp_path), CompareSpec(metrics=metrics))
+    comparisons = compare_runs(
+        runs_from_results(tmp_path), CompareSpec(metrics=metrics, min_users=1)
+    )
     frame = ablation_frame(comparisons)
     by_metric = frame.set_index("metric")["relative_pct"]
     assert by_metric.to_dict() == pytest.approx(
@@ -960,7 +970,8 @@ def test_delta_is_per_metric_so_a_row_cannot_read_as_a_gain_while_most_metrics_f
     assert "| +50.0/-25.0/-20.0/-10.0% |" in markdown
     assert "Δ: the relative change from the reference of HR@10, NDCG@10, HR@20, NDCG@20" in markdown
     latex = render_ablations(frame, CompareSpec(metrics=metrics), "latex")
-    assert r"+50.0/$-$25.0/$-$20.0/$-$10.0\%" in latex
+    # LaTeX: two changes a line in the cell
+    assert r"+50.0/$-$25.0 \\ $-$20.0/$-$10.0\%" in latex
     assert "nan" not in markdown + latex
 
 
@@ -1036,3 +1047,125 @@ def test_declared_references_are_tested_beside_the_parent_with_the_training_note
     markdown = render_ablations(frame, spec(), "markdown", notes=run_notes(runs))
     assert "| RTA (reindex + RecSys gating)† | SASRec | 1 |" in markdown
     assert f"† RTA (reindex + RecSys gating): {note}." in markdown
+
+
+def test_two_seeds_get_no_seed_level_test_and_the_notes_say_so(runs_dir):
+    comparisons = compare_runs(runs_from_results(runs_dir), spec())
+    assert comparisons["n_seeds"].max() == 2 and comparisons["p_seed"].isna().all()
+    assert not comparisons["significant_seed"].any()
+    table = build_main_table(runs_from_results(runs_dir), comparisons, spec())
+    assert "Seed variance not tested (2 seeds)" in table.notes_text
+    assert not any(c.seed_significant for c in table.cells.values())
+    assert "‡" not in render_markdown(table)
+
+
+def test_the_power_sentence_gives_each_metrics_median_detectable_effect(runs_dir):
+    comparisons = compare_runs(runs_from_results(runs_dir), spec())
+    table = build_main_table(runs_from_results(runs_dir), comparisons, spec())
+    main = comparisons[comparisons.family == "main"]
+    for metric, label in (("hr_at_10", "HR@10"), ("ndcg_at_10", "NDCG@10")):
+        mde = main[main.metric == metric]["mde"].median()
+        assert f"{mde:.3f} in {label}" in table.notes_text
+    assert f"with {N_USERS:,} users, differences below" in table.notes_text
+    assert (main["mde_alpha"] == 0.05 / len(main)).all()
+
+
+def test_a_row_under_the_minimum_sample_is_in_the_diagnostics_table_only(runs_dir, tmp_path):
+    """A row scored on 60 test users (under report.min_users, 100): no row of the main table, no
+    test in its family; its comparisons are the diagnostics table's, corrected on their own."""
+    rng = np.random.default_rng(8)
+    sample = [f"u{i}" for i in range(0, N_USERS, 5)]  # 60 users
+    make_run(
+        runs_dir, "ml-a", "llm_tiny", "text_prompted", 0, (rng.random(60) < 0.2).astype(float),
+        users=sample,
+        evaluation={"n_users": {"test": 60}, "all_users": {"test": N_USERS}},
+    )  # fmt: skip
+    runs = runs_from_results(runs_dir)
+    comparisons = compare_runs(runs, spec())
+    tiny = comparisons[comparisons.system == "llm_tiny"]
+    assert set(tiny.family) == {"diagnostic"} and (tiny.family_size == len(tiny)).all()
+    assert "llm_tiny" not in set(comparisons[comparisons.family == "main"].system)
+    table = build_main_table(runs, comparisons, spec())
+    assert "llm_tiny" not in {m for _, m in table.rows}
+    assert table.left_out == {"llm_tiny": "diagnostics"}
+    out = tmp_path / "reports"
+    build_report(runs, ReportSpec(REPORT_DEFAULTS | {"metrics": ["hr_at_10", "ndcg_at_10"]}), out)
+    rows = [line for line in (out / "results_table.md").read_text().splitlines() if "|" in line]
+    assert not any("llm_tiny" in line for line in rows)
+    assert (
+        "Not ranked here: llm_tiny (the diagnostics table: fewer than 100"
+        in (out / "results_table.md").read_text()
+    )
+    diagnostics = (out / "diagnostics.md").read_text()
+    assert "| llm_tiny | BPR | HR@10 |" in diagnostics and "| 60 |" in diagnostics
+
+
+def test_every_table_fits_a_two_column_acm_page(runs_dir, tmp_path):
+    """The main and ablation reports compiled table by table in ACM's sigconf (texlive-publishers;
+    `make tex`): no overfull box over 2 pt (build_report checks it and would raise, naming the
+    table); a table too wide even at the scale floor is refused, naming it."""
+    from llm4rec.report.build import check_fit, two_column_preamble
+
+    if shutil.which("pdflatex") is None:
+        pytest.skip("pdflatex not installed (make test installs it when run as root)")
+    assert "acmart" in two_column_preamble()[0], "make tex installs texlive-publishers (acmart)"
+    rng = np.random.default_rng(9)
+    for seed in (0, 1):
+        for model in ("idiomoe", "idiomoe_entangled", "rta_reindex", "rta_bias"):
+            paradigm = "moe_expert" if "idiomoe" in model else "reindexed"
+            make_run(
+                runs_dir, "ml-a", model, paradigm, seed, (rng.random(N_USERS) < 0.2).astype(float)
+            )
+    runs = [r for r in runs_from_results(runs_dir) if r.dataset == "ml-a"]
+    for kind in ("main", "ablations"):
+        out = tmp_path / kind
+        written = build_report(runs, ReportSpec(REPORT_DEFAULTS), out, kind=kind)
+        assert out / "tables.pdf" in written and (out / "notes.tex").is_file()
+        widths = check_fit(out, [p.stem for p in written if p.suffix == ".tex" and p.stem
+                                 not in ("tables", "notes")])  # fmt: skip
+        assert widths and max(widths.values()) <= 2.0
+        assert r"\llmrecnotes" in (out / "notes.tex").read_text()
+    wide = tmp_path / "wide"
+    wide.mkdir()
+    (wide / "too_wide.tex").write_text(
+        "\\begin{tabular}{" + "l" * 40 + "}" + " & ".join(["a-rather-wide-cell"] * 40) + "\\\\"
+        "\\end{tabular}\n"
+    )
+    with pytest.raises(RuntimeError, match=r"too_wide.tex: overflows a two-column page by"):
+        check_fit(wide, ["too_wide"])
+
+
+def test_a_pair_the_main_report_tested_keeps_its_verdict_in_the_ablation_report(runs_dir):
+    """One verdict per pair: the ablation report's main family takes the main report's adjusted
+    p-value and mark for a pair both test (same rows, metric, seeds, users), and corrects only the
+    pairs the main report does not have."""
+    rng = np.random.default_rng(10)
+    for seed in (0, 1):
+        make_run(
+            runs_dir,
+            "ml-a",
+            "idiomoe",
+            "moe_expert",
+            seed,
+            (rng.random(N_USERS) < 0.3).astype(float),
+        )
+    make_run(
+        runs_dir, "ml-a", "idiomoe_entangled", "moe_expert", 0,
+        (rng.random(N_USERS) < 0.3).astype(float),
+    )  # fmt: skip
+    runs = [r for r in runs_from_results(runs_dir) if r.dataset == "ml-a"]
+    main_runs = [r for r in runs if r.model != "idiomoe_entangled"]
+    main = compare_runs(main_runs, spec())
+    both = compare_runs(runs, spec(), ("ablation", "main"), verdicts=main)
+    kept = both[both.verdict_from == "main report"]
+    assert len(kept) == len(main)  # every pair of the main report is in the ablation report's
+    by_pair = main.set_index(["system", "metric"])
+    for row in kept.itertuples():
+        assert row.p_adjusted == by_pair.loc[(row.system, row.metric)].p_adjusted
+        assert row.significant == by_pair.loc[(row.system, row.metric)].significant
+    own = both[(both.family == "main") & (both.verdict_from != "main report")]
+    assert set(own.system) == {"idiomoe_entangled"}
+    from llm4rec.stats import correct
+
+    np.testing.assert_allclose(own.p_adjusted, correct(own.p_value.to_numpy(), "holm"))
+    assert (own.family_size == len(own)).all()

@@ -194,7 +194,7 @@ def test_a_variant_with_its_own_steered_row_is_a_row_of_its_own(tmp_path, runs):
         _run(tmp_path, "idiomoe_requests", "moe_expert", 0, trained),
         _run(tmp_path, "idiomoe_requests_steer", "moe_expert", 0, trained_steered, WORDING, True),
     ]
-    frame = steer_table_frame(records + extra, "both", 10)
+    frame = steer_table_frame(records + extra, "both", 10, CompareSpec(test="t"))
     indexed = frame.set_index(["model", "condition"])
     keep = slice(0, 7)
     for model, base, child in (

@@ -64,8 +64,16 @@ class RequestTraining:
     request: RequestTemplate = field(default_factory=RequestTemplate)
     share: float = 0.5
     line: str = "The user asks for {request}."
+    # which positions of a window that carries a request are supervised: `described`, the one
+    # the request describes (the window's target); `every` item position, as a window without one
+    # (the first version: most supervised targets then carried an unrelated request)
+    supervise: str = "described"
 
     def __post_init__(self) -> None:
+        if self.supervise not in ("described", "every"):
+            raise ValueError(
+                f"train_requests.supervise must be described or every, got {self.supervise!r}"
+            )
         if not 0.0 < self.share <= 1.0:
             raise ValueError(f"train_requests.share must be in (0, 1], got {self.share}")
         if "{request}" not in self.line:

@@ -166,6 +166,12 @@ class LLMRecommender:
         rng = np.random.default_rng([self.seed, 29])  # apart from the windows' own sampling
         return lambda target: texts[str(target)] if rng.random() < spec.share else ""
 
+    def supervises_described(self) -> bool:
+        """Whether a training window with a request is supervised only where the request
+        describes (`train_requests.supervise`)."""
+        spec = getattr(self.cfg, "train_requests", None)
+        return spec is not None and spec.supervise == "described"
+
     def request_ids(self, request: str, lead: str = " ", end: str = "") -> list[int]:
         """The request sentence's tokens (text tokens: IDIOMoE routes them to its text expert),
         between `lead` and `end`; [] for no request."""

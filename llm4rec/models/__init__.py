@@ -186,6 +186,9 @@ class ModelSpec:
     # names, or "input:<slot>" for the run it consumes through that slot (RTA's gate: the SASRec run
     # it gates with)
     references: tuple[str, ...] = ()
+    # the table its comparisons belong to: accuracy (the main and ablation tables), or
+    # beam_vs_exact (an exact-ranking row, set against its parent's beam on its own table)
+    table: str = "accuracy"
 
     @property
     def title(self) -> str:
@@ -290,6 +293,7 @@ class _PolicyStage:
     uses: str  # what the row does with the policy (its input slot's description)
     costs: tuple[Cost, ...] = ()  # cost figures beyond the parent's
     reads_requests: bool = False  # a steered row
+    table: str = "accuracy"  # an exact-ranking row: beam_vs_exact
 
     def resolve(self, parent: ModelSpec) -> ModelSpec:
         policy = InputSlot(
@@ -312,6 +316,7 @@ class _PolicyStage:
             not_applicable={},
             reads_requests=self.reads_requests,
             references=(),
+            table=self.table,
         )
 
 
@@ -362,6 +367,7 @@ def _exact(name: str, parent: str, display: str) -> _PolicyStage:
         "wide as the catalogue), against its beam",
         "the model ranked exactly",
         BEAM_AGREEMENT_COSTS,
+        table="beam_vs_exact",
     )
 
 

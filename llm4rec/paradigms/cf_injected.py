@@ -406,7 +406,7 @@ class CfE4SRecRecommender(LLMRecommender):
             targets[-1] = self.index[target]
             # a window with a request supervises only the position the request describes (its
             # target): at an earlier position the request would describe another item
-            if self.cfg.loss_positions == "all" and not request:
+            if self.cfg.loss_positions == "all" and not (request and self.supervises_described()):
                 for position, following in zip(positions[:-1], rows[1:], strict=True):
                     targets[position] = following
             examples.append((ids, targets, positions, rows))

@@ -318,7 +318,7 @@ class IdiomoeRecommender(LLMRecommender):
                 targets = [-100] * len(head) + [self.index[i] for i in window[1:]]
                 # a window with a request supervises only the position the request describes (the
                 # last item's): at every earlier position it would describe another item
-                if self.cfg.loss_positions == "last" or request:
+                if self.cfg.loss_positions == "last" or (request and self.supervises_described()):
                     targets = [-100] * (len(targets) - 1) + targets[-1:]
                 examples.append((ids, targets))
         cap = self.cfg.max_train_examples

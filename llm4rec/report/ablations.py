@@ -25,7 +25,6 @@ from llm4rec.report.tables import (
     CORRECTION_NAMES,
     DIRECTION_MARKS,
     SEED_MARK,
-    TEST_NAMES,
     display_name,
     latex_escape,
     metric_label,
@@ -55,6 +54,8 @@ COLUMNS = [
     "n_users",
     "seeds",
     "n_seeds",
+    "test",
+    "mde",
 ]
 
 
@@ -98,37 +99,52 @@ def ablation_frame(comparisons: pd.DataFrame) -> pd.DataFrame:
                 "n_users": c.n_users,
                 "seeds": c.seeds,
                 "n_seeds": c.n_seeds,
+                "test": getattr(c, "test", ""),
+                "mde": getattr(c, "mde", float("nan")),
             }
         )
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
+ABLATION_CAPTION = (
+    "Ablations: each variant against its parent, and each row against the references its claim "
+    "names (Against), on the test users and seeds both ran."
+)
+
+
 def ablation_caption(frame: pd.DataFrame, spec: CompareSpec) -> str:
+    """The table's caption (one sentence; its notes: `ablation_notes`)."""
     if frame.empty:
         return "No ablation: no variant ran beside its parent or a declared reference."
-    test = TEST_NAMES.get(spec.test, spec.test)
+    return ABLATION_CAPTION
+
+
+def ablation_notes(frame: pd.DataFrame, spec: CompareSpec) -> str:
+    """The marks, tests, family, seeds, Δ and power behind the ablation table."""
+    from llm4rec.report.tables import power_sentence, seed_sentence, tests_used
+
+    if frame.empty:
+        return ""
     correction = CORRECTION_NAMES.get(spec.correction, spec.correction)
+    comparisons = frame.rename(columns={"row": "system"})
     parts = [
-        "Ablations: each variant against its parent (the model it changes one thing of), and each "
-        "row against the references its claim names (Against), on the test users and seeds both "
-        "ran; each cell is the row's mean, the reference's on the same users and seeds in "
-        "parentheses.",
-        f"↑ / ↓: significantly better / worse than the reference ({test} over users, each user's "
-        f"metric averaged over the common seeds; {correction} correction over the {len(frame)} "
-        f"comparisons of this table, its own family, α = {spec.alpha}).",
+        "Each cell is the row's mean, the reference's on the same users and seeds in parentheses: "
+        "the two numbers the test compared.",
+        "↑ / ↓: significantly better / worse than the reference over users, each user's metric "
+        f"averaged over the common seeds ({tests_used(comparisons) or spec.test}; {correction} "
+        f"correction over the {len(frame)} comparisons of this table, its own family, "
+        f"α = {spec.alpha}).",
+        seed_sentence(comparisons, correction),
     ]
-    seeded = int(frame["p_seed"].notna().sum())
-    if seeded:
-        parts.append(
-            "‡: also significant by a paired t-test over per-seed means "
-            f"({correction} over the {seeded} comparisons with two or more common seeds)."
-        )
     shown = [m for m in spec.metrics if (frame["metric"] == m).any()]
     parts.append(
         "Δ: the relative change from the reference of "
         + ", ".join(metric_label(m) for m in shown)
         + ", in that order (– where the reference is 0)."
     )
+    power = power_sentence(comparisons)
+    if power:
+        parts.append(power)
     return " ".join(parts)
 
 
@@ -139,18 +155,28 @@ def _cell(row, decimals: int, latex: bool) -> str:
         seed = (SEED_MARK[1] if latex else SEED_MARK[0]) if row.significant_seed else ""
         mark = rf"$^{{\{command}{seed}}}$" if latex else arrow + seed
     reference = f"({row.reference_mean:.{decimals}f})"
-    return (
-        f"{row.row_mean:.{decimals}f}{mark} {{\\scriptsize {reference}}}"
-        if latex
-        else f"{row.row_mean:.{decimals}f}{mark} {reference}"
-    )
+    if latex:  # the reference's value under the row's: a column half as wide
+        return _stack(f"{row.row_mean:.{decimals}f}{mark}", rf"{{\scriptsize {reference}}}")
+    return f"{row.row_mean:.{decimals}f}{mark} {reference}"
+
+
+def _stack(*lines: str) -> str:
+    """LaTeX: lines stacked in one cell."""
+    return r"\begin{tabular}[t]{@{}c@{}}" + r" \\ ".join(lines) + r"\end{tabular}"
 
 
 def _delta(values: Sequence[float], latex: bool) -> str:
     """The per-metric relative changes, '/'-separated ('–' for an undefined one)."""
     dash = "--" if latex else "–"
-    text = "/".join(dash if np.isnan(v) else f"{v:+.1f}" for v in values) + "%"
-    return text.replace("-", "$-$").replace("%", r"\%").replace("$-$$-$", "--") if latex else text
+    if all(np.isnan(v) for v in values):
+        return dash
+    parts = [dash if np.isnan(v) else f"{v:+.1f}" for v in values]
+    if not latex:
+        return "/".join(parts) + "%"
+    parts = [p if p == dash else p.replace("-", "$-$") for p in parts]
+    # two changes a line (a narrow column), the unit once
+    lines = ["/".join(parts[i : i + 2]) for i in range(0, len(parts), 2)]
+    return _stack(*lines[:-1], lines[-1] + r"\%")
 
 
 def _daggers(i: int, latex: bool) -> str:
@@ -165,6 +191,8 @@ def render_ablations(
     names: Mapping[str, str] | None = None,
     decimals: int = 4,
     notes: Mapping[str, Sequence[str]] | None = None,
+    float_: str = "auto",
+    improving: set[str] | frozenset[str] = frozenset(),
 ) -> str:
     """The ablation table as Markdown or LaTeX (booktabs): Row, Against, Seeds, then per dataset
     each metric and Δ (every metric's relative change); `notes` (model -> what its training
@@ -206,7 +234,7 @@ def render_ablations(
         return out
 
     def name(model: str) -> str:
-        text = display_name(model, names)
+        text = display_name(model, names) + ("°" if model in improving else "")
         text = latex_escape(text) if latex else text
         return text + (_daggers(noted.index(model), latex) if model in noted else "")
 
@@ -218,7 +246,13 @@ def render_ablations(
         [name(row), reference_name(reference), str(len(seeds.split()))] + cells(row, reference)
         for row, reference, seeds in rows
     ]
+    marked = sorted(m for m, _, _ in rows if m in improving)
     footer = [
+        (latex_escape if latex else str)(
+            "°: still improving at the end of its budget (its validation curve): the budget may "
+            "decide its number."
+        )
+    ] * bool(marked) + [
         _daggers(i, latex)
         + " "
         + (latex_escape if latex else str)(f"{display_name(m, names)}: {'; '.join(notes[m])}.")
@@ -231,8 +265,15 @@ def render_ablations(
             head.append(f"{dataset} Δ")
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         lines += ["| " + " | ".join(cells_) + " |" for cells_ in body]
-        return "\n".join([*lines, "", caption, *footer]) + "\n"
-    lines = [r"\begin{tabular}{llc" + "c" * (len(cols) + len(datasets)) + "}", r"\toprule"]
+        text = f"{caption} {ablation_notes(frame, spec)}".strip()
+        return "\n".join([*lines, "", text, *footer]) + "\n"
+    # names wrap in narrow columns; cells stack the reference under the row's value
+    lines = [
+        r"\begin{tabular}{>{\raggedright\arraybackslash}p{2.4cm}>{\raggedright\arraybackslash}p{1.9cm}c"
+        + "c" * (len(cols) + len(datasets))
+        + "}",
+        r"\toprule",
+    ]
     header, rules, start = ["Row", "Against", ""], [], 4
     sub = ["", "", "Seeds"]
     for dataset in datasets:
@@ -250,4 +291,5 @@ def render_ablations(
         label,
         footer,
         [r"\footnotesize", r"\setlength{\tabcolsep}{3pt}"],
+        float_,
     )

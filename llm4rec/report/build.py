@@ -33,8 +33,10 @@ left to this target, and the baselines; default `reports/ablations/`):
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,14 +47,21 @@ from llm4rec import schema
 from llm4rec.evaluation.metrics import metric_cutoff
 from llm4rec.io import write_text
 from llm4rec.report import figures
-from llm4rec.report.ablations import ablation_frame, render_ablations
+from llm4rec.report.ablations import ablation_frame, ablation_notes, render_ablations
 from llm4rec.report.compare import CompareSpec, by_model, compare_runs
+from llm4rec.report.diagnostics import (
+    beam_vs_exact_frame,
+    diagnostics_frame,
+    render_beam_vs_exact,
+    render_diagnostics,
+)
 from llm4rec.report.runs import RunRecord, accuracy_runs
 from llm4rec.report.slices import SLICES, render_slices_markdown, slice_frame
-from llm4rec.report.steer import render_steer, steer_table_frame
+from llm4rec.report.steer import render_steer, steer_notes, steer_table_frame
 from llm4rec.report.tables import (
     build_main_table,
     cost_frame,
+    latex_escape,
     render_cost,
     render_latex,
     render_markdown,
@@ -66,16 +75,25 @@ REPORT_DEFAULTS = schema.defaults("report")
 # per report kind: its tables (each as .tex/.md/.csv) and its family of comparisons
 REPORT_KINDS = {
     "main": {
-        "tables": ("results_table", "cost_table", "steer", "steer_oracle"),
+        "tables": ("results_table", "cost_table", "steer", "steer_oracle", "diagnostics"),
         "families": ("main",),
     },
     "ablations": {
-        "tables": ("ablations", "results_table", "cost_table", "steer", "steer_oracle"),
+        "tables": (
+            "ablations",
+            "results_table",
+            "cost_table",
+            "steer",
+            "steer_oracle",
+            "beam_vs_exact",
+            "diagnostics",
+        ),
         "families": ("ablation", "main"),
     },
 }
 TABLE_FORMATS = ("tex", "md", "csv")
 FIGURE_FORMATS = ("pdf", "png")
+NOTES_TEX = "notes.tex"  # \llmrecnotes: every table's protocol and marks, input once per paper
 
 
 def report_files(out_dir: str | Path, options: dict, kind: str = "main") -> list[Path]:
@@ -85,8 +103,9 @@ def report_files(out_dir: str | Path, options: dict, kind: str = "main") -> list
     stems = REPORT_KINDS[kind]["tables"]
     tables = [out_dir / f"{stem}.{ext}" for stem in stems for ext in TABLE_FORMATS]
     slices = [out_dir / "slices.md", out_dir / "slices.csv"]
+    documents = [out_dir / "tables.tex", out_dir / NOTES_TEX]
     if kind == "ablations":
-        return tables + slices + [out_dir / "tables.tex"]
+        return tables + slices + documents
     plots = [
         out_dir / "figures" / f"{stem}.{ext}"
         for ext in FIGURE_FORMATS
@@ -94,9 +113,10 @@ def report_files(out_dir: str | Path, options: dict, kind: str = "main") -> list
             figures.ci_stem(metric),
             figures.cost_stem(metric),
             *(figures.slice_stem(s) for s in SLICES),
+            figures.LEARNING_CURVES,
         )
     ]
-    return tables + slices + [out_dir / "tables.tex"] + plots
+    return tables + slices + documents + plots
 
 
 @dataclass(frozen=True)
@@ -112,6 +132,7 @@ class ReportSpec:
             correction=o["correction"],
             alpha=o["alpha"],
             mode=o["comparisons"],
+            min_users=o["min_users"],
             rounds=o["randomization_rounds"],
             bootstrap_rounds=o["bootstrap_rounds"],
             seed=o["seed"],
@@ -133,17 +154,17 @@ def check_runs(runs: Sequence[RunRecord], metrics: Sequence[str]) -> None:
 
 
 def write_comparisons(
-    runs: Sequence[RunRecord], spec: ReportSpec, out_dir: Path, kind: str = "main"
+    runs: Sequence[RunRecord],
+    spec: ReportSpec,
+    out_dir: Path,
+    kind: str = "main",
+    verdicts: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
+    """comparisons.csv of a report kind: its families (REPORT_KINDS), each corrected on its own;
+    `verdicts` (the ablation report: the main report's comparisons) keep an already tested pair's
+    verdict (`compare_runs`)."""
     check_runs(runs, spec.options["metrics"])
-    comparisons = pd.concat(
-        [
-            compare_runs(runs, spec.compare_spec(), (family,))
-            for family in REPORT_KINDS[kind]["families"]
-        ],
-        ignore_index=True,
-    )
-    comparisons.attrs["family_size"] = int((comparisons["family"] == "main").sum())
+    comparisons = compare_runs(runs, spec.compare_spec(), REPORT_KINDS[kind]["families"], verdicts)
     write_text(out_dir / "comparisons.csv", comparisons.to_csv(index=False))
     return comparisons
 
@@ -166,46 +187,149 @@ def compile_latex(tex: Path) -> Path | None:
     return tex.with_suffix(".pdf")
 
 
+OVERFULL = re.compile(r"Overfull \\hbox \((\d+(?:\.\d+)?)pt too wide\)")
+MAX_OVERFULL_PT = 2.0
+
+
+def two_column_preamble() -> list[str]:
+    """A two-column paper's preamble: ACM's `sigconf` (RecSys, SIGIR, KDD, WSDM) where acmart is
+    installed (`make tex`: Debian's texlive-publishers), else a two-column article of the same
+    column and text widths (241 pt, 506 pt)."""
+    if (
+        shutil.which("kpsewhich")
+        and subprocess.run(
+            ["kpsewhich", "acmart.cls"], capture_output=True, text=True
+        ).stdout.strip()
+    ):
+        return [
+            r"\documentclass[sigconf,nonacm]{acmart}",
+            r"\usepackage{booktabs,array}",
+            r"\settopmatter{printacmref=false}",
+        ]
+    return [
+        r"\documentclass[twocolumn,10pt]{article}",
+        r"\usepackage{booktabs,graphicx,array}",
+        r"\usepackage[textwidth=506pt,columnsep=24pt,textheight=650pt]{geometry}",
+    ]
+
+
+def check_fit(out_dir: Path, stems: Sequence[str]) -> dict[str, float]:
+    """Compile each table alone in a two-column template (`two_column_preamble`) and raise, naming
+    the table, where pdflatex reports an overfull box wider than MAX_OVERFULL_PT; {stem: widest
+    overflow} otherwise (nothing without pdflatex)."""
+    if shutil.which("pdflatex") is None:
+        return {}
+    widest = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for stem in stems:
+            shutil.copy(out_dir / f"{stem}.tex", Path(tmp) / f"{stem}.tex")
+            document = Path(tmp) / f"fit_{stem}.tex"
+            document.write_text(
+                "\n".join(
+                    [
+                        *two_column_preamble(),
+                        r"\begin{document}",
+                        r"\title{Fit}",
+                        r"\maketitle" if "acmart" in two_column_preamble()[0] else "",
+                        r"\hbadness=10000",
+                        rf"\input{{{stem}.tex}}",
+                        r"Text.",
+                        r"\end{document}",
+                        "",
+                    ]
+                )
+            )
+            proc = subprocess.run(
+                ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", document.name],
+                cwd=tmp,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            if proc.returncode != 0:
+                raise RuntimeError(
+                    f"{out_dir / stem}.tex: pdflatex failed in a two-column template:\n"
+                    f"{proc.stdout[-2000:]}"
+                )
+            log = (Path(tmp) / f"fit_{stem}.log").read_text(errors="replace")
+            widest[stem] = max((float(w) for w in OVERFULL.findall(log)), default=0.0)
+            if widest[stem] > MAX_OVERFULL_PT:
+                raise RuntimeError(
+                    f"{out_dir / stem}.tex: overflows a two-column page by {widest[stem]:.1f} pt "
+                    f"(more than {MAX_OVERFULL_PT:g} pt; {two_column_preamble()[0]})"
+                )
+    return widest
+
+
+def notes_document(notes: dict[str, str]) -> str:
+    """notes.tex: `\\llmrecnotes`, one paragraph of protocol and marks per table (label -> text),
+    for a paper to place once (the captions stay one or two sentences)."""
+    paragraphs = [
+        rf"\par\noindent\textbf{{Table~\ref{{{label}}}.}} {latex_escape(text)}"
+        for label, text in notes.items()
+        if text
+    ]
+    return (
+        "% The protocol and marks behind the tables: \\input{notes.tex} in the preamble, then\n"
+        "% \\llmrecnotes where the notes belong (once per document).\n"
+        "\\providecommand{\\llmrecnotes}{}\n"
+        "\\renewcommand{\\llmrecnotes}{{\\footnotesize\n" + "\n".join(paragraphs) + "\n\\par}}\n"
+    )
+
+
 def build_report(
     runs: Sequence[RunRecord],
     spec: ReportSpec,
     out_dir: str | Path,
     comparisons: pd.DataFrame | None = None,
     kind: str = "main",
+    train_flops: dict[tuple[str, str], float] | None = None,
 ) -> list[Path]:
     """Write every table and figure of a `kind` report (REPORT_KINDS) for `runs` into `out_dir`;
-    return the written paths."""
+    return the written paths. `train_flops`: (dataset, model) -> the cost model's training FLOPs
+    (the learning-curve figure's second axis)."""
     out_dir = Path(out_dir)
     check_runs(runs, spec.options["metrics"])
     if comparisons is None:
         comparisons = write_comparisons(runs, spec, out_dir, kind)
+    notes: dict[str, str] = {}
     if kind == "main":
-        written = [out_dir / "comparisons.csv", *_main_tables(runs, comparisons, spec, out_dir)]
+        written = [
+            out_dir / "comparisons.csv",
+            *_main_tables(runs, comparisons, spec, out_dir, notes, train_flops),
+        ]
     else:
         written = [
             out_dir / "comparisons.csv",
-            *_ablation_tables(runs, comparisons, spec, out_dir),
+            *_ablation_tables(runs, comparisons, spec, out_dir, notes),
             *_results_table(
                 runs,
                 comparisons,
                 spec,
                 out_dir,
+                notes,
                 label=spec.label.replace("results", "ablations-vs-baseline"),
             ),
             *_slices(runs, spec, out_dir)[1],  # the variants by slice (e.g. on new items)
+            *_beam_vs_exact(runs, comparisons, spec, out_dir, notes),
         ]
+    written += _diagnostics(comparisons, spec, out_dir, notes)
     written += _write_tables(
         out_dir, "cost_table", _cost_renderings(runs, spec, spec.options.get("display_names") or {})
     )
-    written += _steer_table(runs, spec, out_dir)
+    written += _steer_table(runs, spec, out_dir, notes)
+    written.append(write_text(out_dir / NOTES_TEX, notes_document(notes)))
     stems = REPORT_KINDS[kind]["tables"]
     preview = "\n".join(
         [
             r"\documentclass{article}",
-            r"\usepackage{booktabs}",
+            r"\usepackage{booktabs,graphicx,array}",
             r"\usepackage[margin=2cm]{geometry}",
+            rf"\input{{{NOTES_TEX}}}",
             r"\begin{document}",
             *(rf"\input{{{stem}.tex}}" for stem in stems),
+            r"\clearpage",
+            r"\llmrecnotes",
             r"\end{document}",
             "",
         ]
@@ -214,10 +338,61 @@ def build_report(
     pdf = compile_latex(out_dir / "tables.tex")
     if pdf is not None:
         written.append(pdf)
+    check_fit(out_dir, stems)
     return written
 
 
-def _steer_table(runs: Sequence[RunRecord], spec: ReportSpec, out_dir: Path) -> list[Path]:
+def _float(spec: ReportSpec) -> str:
+    return spec.options.get("latex_float", "auto")
+
+
+def _diagnostics(
+    comparisons: pd.DataFrame, spec: ReportSpec, out_dir: Path, notes: dict[str, str]
+) -> list[Path]:
+    """The comparisons of rows under the minimum sample (llm4rec.report.diagnostics)."""
+    frame = diagnostics_frame(comparisons)
+    names, compare = spec.options.get("display_names") or {}, spec.compare_spec()
+    label = spec.label.replace("results", "diagnostics")
+    markdown = render_diagnostics(frame, compare, "markdown", names)
+    notes[label] = markdown.split("\n\n", 1)[-1].strip() if not frame.empty else ""
+    return _write_tables(
+        out_dir,
+        "diagnostics",
+        {
+            "tex": render_diagnostics(frame, compare, "latex", names, label, _float(spec)),
+            "md": markdown,
+            "csv": frame.to_csv(index=False),
+        },
+    )
+
+
+def _beam_vs_exact(
+    runs: Sequence[RunRecord],
+    comparisons: pd.DataFrame,
+    spec: ReportSpec,
+    out_dir: Path,
+    notes: dict[str, str],
+) -> list[Path]:
+    """Each exact-ranking row against its parent's beam (llm4rec.report.diagnostics)."""
+    frame = beam_vs_exact_frame(runs, comparisons)
+    names, compare = spec.options.get("display_names") or {}, spec.compare_spec()
+    label = spec.label.replace("results", "beam-vs-exact")
+    markdown = render_beam_vs_exact(frame, compare, "markdown", names)
+    notes[label] = markdown.split("\n\n", 1)[-1].strip() if not frame.empty else ""
+    return _write_tables(
+        out_dir,
+        "beam_vs_exact",
+        {
+            "tex": render_beam_vs_exact(frame, compare, "latex", names, label, _float(spec)),
+            "md": markdown,
+            "csv": frame.to_csv(index=False),
+        },
+    )
+
+
+def _steer_table(
+    runs: Sequence[RunRecord], spec: ReportSpec, out_dir: Path, notes: dict[str, str]
+) -> list[Path]:
     """Each model with and without the request, and post-filtered (llm4rec.report.steer), on the
     template `report.steer_template` at the slice metric's cutoff: steer.* (counterfactual
     requests, the headline; steer.csv holds every figure and test) and steer_oracle.* (oracle
@@ -242,12 +417,15 @@ def _steer_table(runs: Sequence[RunRecord], spec: ReportSpec, out_dir: Path) -> 
             "label": spec.label.replace("results", stem.replace("_", "-")),
             "kind": kind,
         }
+        if not frame.empty:
+            tests = int(frame.attrs.get("tests", 0))
+            notes[common["label"]] = steer_notes(kind, template, wording, cutoff, compare, tests)
         oracle_columns = [c for c in frame.columns if not c.startswith("cf_")]
         written += _write_tables(
             out_dir,
             stem,
             {
-                "tex": render_steer(frame, cutoff, compare, "latex", **common),
+                "tex": render_steer(frame, cutoff, compare, "latex", float_=_float(spec), **common),
                 "md": render_steer(frame, cutoff, compare, "markdown", **common),
                 "csv": (frame if kind == "counterfactual" else frame[oracle_columns]).to_csv(
                     index=False
@@ -265,7 +443,9 @@ def _cost_renderings(runs: Sequence[RunRecord], spec: ReportSpec, names: dict) -
     costs = cost_frame(runs)
     label = spec.label.replace("results", "cost")
     return {
-        "tex": render_cost(costs, "latex", label=label, names=names),
+        "tex": render_cost(
+            costs, "latex", label=label, names=names, float_=spec.options.get("latex_float", "auto")
+        ),
         "md": render_cost(costs, "markdown", names=names),
         "csv": costs.to_csv(index=False),
     }
@@ -276,6 +456,7 @@ def _results_table(
     comparisons: pd.DataFrame,
     spec: ReportSpec,
     out_dir: Path,
+    notes: dict[str, str],
     label: str | None = None,
 ) -> list[Path]:
     """Every run against the best baseline (the main family of `comparisons`)."""
@@ -289,11 +470,12 @@ def _results_table(
         label=label or spec.label,
         names=o.get("display_names") or {},
     )
+    notes[table.label] = table.notes_text
     return _write_tables(
         out_dir,
         "results_table",
         {
-            "tex": render_latex(table),
+            "tex": render_latex(table, _float(spec)),
             "md": render_markdown(table),
             "csv": table_frame(table).to_csv(index=False),
         },
@@ -301,12 +483,17 @@ def _results_table(
 
 
 def _main_tables(
-    runs: Sequence[RunRecord], comparisons: pd.DataFrame, spec: ReportSpec, out_dir: Path
+    runs: Sequence[RunRecord],
+    comparisons: pd.DataFrame,
+    spec: ReportSpec,
+    out_dir: Path,
+    notes: dict[str, str],
+    train_flops: dict[tuple[str, str], float] | None = None,
 ) -> list[Path]:
     """The main table, the slices and the figures."""
     o = spec.options
     names = o.get("display_names") or {}
-    written = _results_table(runs, comparisons, spec, out_dir)
+    written = _results_table(runs, comparisons, spec, out_dir, notes)
     slices, slice_files = _slices(runs, spec, out_dir)
     written += slice_files
     fig_dir = out_dir / "figures"
@@ -314,6 +501,7 @@ def _main_tables(
     written += figures.metric_with_ci(accurate, o["slice_metric"], fig_dir, names)
     written += figures.accuracy_vs_cost(accurate, o["slice_metric"], fig_dir, names)
     written += figures.slice_bars(slices, fig_dir, names)
+    written += figures.learning_curves(accurate, o["slice_metric"], fig_dir, names, train_flops)
     return written
 
 
@@ -336,14 +524,25 @@ def _slices(
 
 
 def _ablation_tables(
-    runs: Sequence[RunRecord], comparisons: pd.DataFrame, spec: ReportSpec, out_dir: Path
+    runs: Sequence[RunRecord],
+    comparisons: pd.DataFrame,
+    spec: ReportSpec,
+    out_dir: Path,
+    notes: dict[str, str],
 ) -> list[Path]:
-    """Every variant against its parent (the ablation family)."""
+    """Every variant against its parent and every row against its declared references (the
+    ablation family)."""
     names = spec.options.get("display_names") or {}
     frame = ablation_frame(comparisons)
     label = spec.label.replace("results", "ablations")
-    notes = run_notes(runs)
-    common = {"names": names, "notes": notes}
+    notes[label] = ablation_notes(frame, spec.compare_spec())
+    improving = {r.model for r in runs if r.convergence == "still improving"}
+    common = {
+        "names": names,
+        "notes": run_notes(runs),
+        "float_": _float(spec),
+        "improving": improving,
+    }
     return _write_tables(
         out_dir,
         "ablations",

@@ -32,7 +32,14 @@ import pandas as pd
 
 from llm4rec import schema
 from llm4rec.report.runs import RunRecord
-from llm4rec.stats import Comparison, compare_pair, correct, seed_aware_arrays, seed_mean_test
+from llm4rec.stats import (
+    Comparison,
+    compare_pair,
+    correct,
+    minimum_detectable_effect,
+    seed_aware_arrays,
+    seed_level_test,
+)
 
 LOWER_IS_BETTER = {
     "avg_popularity_at_5",
@@ -56,6 +63,8 @@ class CompareSpec:
     correction: str = _REPORT["correction"]  # holm | bonferroni | bh | none
     alpha: float = _REPORT["alpha"]
     mode: str = _REPORT["comparisons"]  # best_baseline | all_pairs
+    # a row scored on fewer test users is not ranked in a table: the diagnostics table holds it
+    min_users: int = _REPORT["min_users"]
     rounds: int = _REPORT["randomization_rounds"]  # randomization test rounds
     bootstrap_rounds: int = _REPORT["bootstrap_rounds"]
     seed: int = _REPORT["seed"]
@@ -178,11 +187,23 @@ def _reads_requests(runs: Sequence[RunRecord]) -> bool:
     return any(r.reads_requests for r in runs)
 
 
+def table_of(model: str) -> str:
+    """The table a row's comparisons belong to (`ModelSpec.table`): accuracy, or beam_vs_exact
+    (an exact-ranking row against its parent's beam)."""
+    from llm4rec.models import MODELS
+
+    return MODELS[model].table if model in MODELS else "accuracy"
+
+
 def main_pairs(
     groups: dict[tuple[str, str], list[RunRecord]], dataset: str, metric: str, mode: str
 ) -> list[tuple[str, str]]:
     """The main family's pairs on `dataset` (rows that read a request are never in it)."""
-    models = sorted(m for d, m in groups if d == dataset and not _reads_requests(groups[(d, m)]))
+    models = sorted(
+        m
+        for d, m in groups
+        if d == dataset and not _reads_requests(groups[(d, m)]) and table_of(m) == "accuracy"
+    )
     if mode == "best_baseline":
         reference = best_baseline(groups, dataset, metric)
         return [(m, reference) for m in models if reference and m != reference]
@@ -199,26 +220,61 @@ COMPARISON_COLUMNS = [f.name for f in fields(Comparison)] + [
     "p_seed",
     "p_seed_adjusted",
     "significant_seed",
+    "family_size",
+    "mde",
+    "mde_alpha",
+    "verdict_from",
 ]
 
-
+# The families of comparisons, each corrected on its own: the main table's (every row against the
+# best baseline), the ablation table's (variant against parent, row against a declared reference),
+# the exact-ranking rows against their parents' beams, and every comparison of a row scored on
+# fewer than `min_users` test users (no table ranks it: the diagnostics table shows it)
 FAMILIES = ("main", "ablation")
+ALL_FAMILIES = ("main", "ablation", "beam_vs_exact", "diagnostic")
+POWER = 0.8  # the power the minimum detectable effect is stated at
+
+
+def _family_of(family: str, system: str, n_users: int, spec: CompareSpec) -> str:
+    if family == "ablation" and table_of(system) == "beam_vs_exact":
+        return "beam_vs_exact"
+    return "diagnostic" if n_users < spec.min_users else family
+
+
+def pair_key(frame: pd.DataFrame) -> pd.Series:
+    """What makes two comparisons the same pair: dataset, system, reference, metric, the seeds and
+    the number of users."""
+    return (
+        frame["dataset"].astype(str)
+        + "|" + frame["system"].astype(str)
+        + "|" + frame["reference"].astype(str)
+        + "|" + frame["metric"].astype(str)
+        + "|" + frame["seeds"].astype(str)
+        + "|" + frame["n_users"].astype(int).astype(str)
+    )  # fmt: skip
 
 
 def compare_runs(
-    runs: Sequence[RunRecord], spec: CompareSpec, families: Sequence[str] = FAMILIES
+    runs: Sequence[RunRecord],
+    spec: CompareSpec,
+    families: Sequence[str] = FAMILIES,
+    verdicts: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Every comparison of the table's family (`family` == "main") and of the ablation family
-    (each variant against its parent), p-values adjusted within each family, per-user and per-seed
-    tests apart; `families` picks which."""
+    (each variant against its parent and its declared references), each pair's test chosen for its
+    metric (`choose_test`), p-values adjusted within each family (`ALL_FAMILIES`), per-user and
+    per-seed tests apart, and the minimum detectable effect at 80% power of each; `families` picks
+    which. `verdicts`: an earlier report's comparisons (the main report's, for the ablation
+    report): a main-family pair it already tested keeps its verdict there (one verdict per pair)
+    and is left out of this family's correction."""
     groups = by_model(runs)
     rows = []
     for dataset in sorted({r.dataset for r in runs}):
-        for family in families:
+        for kind in families:
             for metric in spec.metrics:
                 pairs = (
                     main_pairs(groups, dataset, metric, spec.mode)
-                    if family == "main"
+                    if kind == "main"
                     else ablation_pairs(groups, dataset)
                 )
                 for system, reference in pairs:
@@ -243,24 +299,34 @@ def compare_runs(
                         seed=spec.seed,
                         bootstrap_rounds=spec.bootstrap_rounds,
                     )
-                    p_seed = (
-                        seed_mean_test(list(sample.per_seed_a), list(sample.per_seed_b))
-                        if len(sample.seeds) > 1
-                        else float("nan")
-                    )
                     rows.append(
                         asdict(comparison)
                         | {
-                            "family": family,
+                            "family": _family_of(kind, system, len(a), spec),
                             "n_users": len(a),
                             "seeds": " ".join(map(str, sample.seeds)),
                             "n_seeds": len(sample.seeds),
-                            "p_seed": p_seed,
+                            "p_seed": seed_level_test(
+                                list(sample.per_seed_a), list(sample.per_seed_b)
+                            ),
+                            "verdict_from": "",
                         }
                     )
     table = pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
-    for family in ("main", "ablation"):
-        mine = table["family"] == family
+    table["significant"] = table["significant"].astype(bool)
+    table["significant_seed"] = False
+    table["p_seed_adjusted"] = np.nan
+    kept = pd.Series(False, index=table.index)
+    if verdicts is not None and len(table) and len(verdicts) and "seeds" in verdicts:
+        earlier = family(verdicts, "main").assign(_key=lambda f: pair_key(f)).set_index("_key")
+        keys = pair_key(table)
+        kept = (table["family"] == "main") & keys.isin(earlier.index)
+        for column in ("p_adjusted", "significant", "p_seed_adjusted", "significant_seed"):
+            table.loc[kept, column] = earlier.loc[keys[kept], column].to_numpy()
+        table.loc[kept, "family_size"] = earlier.loc[keys[kept], "family_size"].to_numpy()
+        table.loc[kept, "verdict_from"] = "main report"
+    for name in ALL_FAMILIES:
+        mine = (table["family"] == name) & ~kept
         table.loc[mine, "p_adjusted"] = correct(
             table.loc[mine, "p_value"].to_numpy(dtype=np.float64), spec.correction
         )
@@ -268,10 +334,22 @@ def compare_runs(
         table.loc[seeded, "p_seed_adjusted"] = correct(
             table.loc[seeded, "p_seed"].to_numpy(dtype=np.float64), spec.correction
         )
-    table["significant"] = table["p_adjusted"].astype(float) < spec.alpha
-    table["significant_seed"] = (
-        table["p_seed_adjusted"].astype(float) < spec.alpha
-    )  # NaN (one seed): False
+        table.loc[mine, "family_size"] = int(mine.sum())
+        table.loc[mine, "significant"] = table.loc[mine, "p_adjusted"].astype(float) < spec.alpha
+        table.loc[mine, "significant_seed"] = (
+            table.loc[mine, "p_seed_adjusted"].astype(float) < spec.alpha
+        )  # NaN (fewer than 3 seeds): False
+    table["significant"] = table["significant"].astype(bool)
+    table["significant_seed"] = table["significant_seed"].astype(bool)
+    # power: the smallest difference each test detects with 80% power at the family's Bonferroni
+    # level alpha / m (Holm's first threshold, so a conservative statement for the others)
+    table["mde_alpha"] = spec.alpha / table["family_size"].astype(float).clip(lower=1)
+    table["mde"] = [
+        minimum_detectable_effect(float(sd), int(n), float(level), POWER)
+        if np.isfinite(sd)
+        else np.nan
+        for sd, n, level in zip(table["sd_diff"], table["n_users"], table["mde_alpha"], strict=True)
+    ]
     table.attrs["family_size"] = int((table["family"] == "main").sum())
     return table
 

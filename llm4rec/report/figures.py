@@ -249,3 +249,106 @@ def slice_bars(
         )  # beside the bars
         paths += save(fig, out_dir, slice_stem(slice_name))
     return paths
+
+
+LEARNING_CURVES = "learning_curves"
+
+
+def configured_budget(run: RunRecord) -> float | None:
+    """The budget its config gave, in the units its validation curve counts (optimiser steps of an
+    LLM or RL row, epochs of the others): what the cost model's training FLOPs are the FLOPs of."""
+    params = run.run.get("run", {}).get("params", {})
+    for value in (
+        (params.get("sft") or {}).get("steps"),
+        params.get("steps"),
+        params.get("epochs"),
+    ):
+        if isinstance(value, int | float) and value > 0:
+            return float(value)
+    return None
+
+
+def curve_points(run: RunRecord, metric: str) -> list[tuple[float, float, float]]:
+    """(share of the training it ran, share of its configured budget, validation score) at each
+    validation of its training (fit's `valid_curve`: LLM steps, RecBole evaluations, AlphaRec and
+    RTA epochs); an early-stopped run ends short of its budget."""
+    points = []
+    for point in run.run.get("fit", {}).get("valid_curve") or []:
+        if metric not in point:
+            continue
+        where = point.get("step", point.get("epoch", point.get("evaluation")))
+        points.append((float(where), float(point[metric])))
+    if len(points) < 2:
+        return []
+    last = max(w for w, _ in points) or 1.0
+    budget = max(configured_budget(run) or last, last)
+    return [(w / last, w / budget, v) for w, v in points]
+
+
+def learning_curves(
+    runs: Sequence[RunRecord],
+    metric: str,
+    out_dir: Path,
+    names: Mapping[str, str] | None = None,
+    train_flops: Mapping[tuple[str, str], float] | None = None,
+) -> list[Path]:
+    """Validation `metric` against training compute for every trained row, one row of panels per
+    dataset: against wall-clock seconds (the run's train time, spread over its validations in
+    proportion to the steps or epochs done) and against training FLOPs (the cost model's estimate
+    for the run's configured budget, `llm4rec plan`, at each validation's share of that budget).
+    A curve still rising at its right end is a row the budget cut off; rows still improving at the
+    end of their budget (llm4rec.evaluation.convergence) are drawn solid, the rest dashed."""
+    groups = by_model(runs)
+    datasets = sorted({d for d, _ in groups})
+    fig, axes = plt.subplots(
+        len(datasets), 2, figsize=(11, 3.8 * len(datasets)), squeeze=False,
+        gridspec_kw={"wspace": 0.3},
+    )  # fmt: skip
+    handles: dict[str, object] = {}
+    for row, dataset in enumerate(datasets):
+        models = sorted(
+            (m for d, m in groups if d == dataset),
+            key=lambda m: (paradigm_rank(groups[(dataset, m)][0].paradigm), m),
+        )
+        for index, model in enumerate(models):
+            rs = groups[(dataset, model)]
+            curves = [(r, curve_points(r, metric)) for r in rs]
+            curves = [(r, c) for r, c in curves if c]
+            if not curves:
+                continue
+            run, points = curves[0]  # the first seed's curve (seeds draw the same shape)
+            share = np.array([w for w, _, _ in points])  # of the time it trained
+            of_budget = np.array([b for _, b, _ in points])  # of the FLOPs its config budgets
+            scores = [v for _, _, v in points]
+            improving = any(r.convergence == "still improving" for r in rs)  # as the tables
+            style = {
+                "color": paradigm_color(run.paradigm),
+                "marker": MARKERS[index % len(MARKERS)],
+                "markersize": 4,
+                "linestyle": "-" if improving else "--",
+                "linewidth": 1.2,
+            }
+            seconds = share * max(run.metrics["cost"]["train_time_s"], 1e-3)
+            (line,) = axes[row][0].plot(seconds, scores, **style)
+            flops = (train_flops or {}).get((dataset, model))
+            if flops:
+                axes[row][1].plot(of_budget * flops, scores, **style)
+            label = display_name(model, names) + (" (still improving)" if improving else "")
+            handles.setdefault(label, line)
+        for ax, title in zip(
+            axes[row], ("training time (s)", "training FLOPs (cost model)"), strict=True
+        ):
+            ax.set_xscale("log")
+            ax.set_xlabel(title + (f", {dataset}" if len(datasets) > 1 else ""))
+            ax.set_ylabel(f"validation {metric_label(metric)}")
+            ax.grid(alpha=0.3)
+    fig.legend(
+        list(handles.values()),
+        list(handles),
+        loc="upper center",
+        bbox_to_anchor=(0.5, 0.0),
+        ncol=3 if len(handles) > 8 else 2,
+        fontsize=8,
+        frameon=False,
+    )
+    return save(fig, out_dir, LEARNING_CURVES)

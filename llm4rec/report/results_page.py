@@ -21,6 +21,7 @@ README_BEGIN = "<!-- results:begin -->"
 README_END = "<!-- results:end -->"
 PAGE_NAME = re.compile(r"^(?P<grid>.+)-(?P<date>\d{4}-\d{2}-\d{2})-(?P<commit>[0-9a-f]{7,})\.md$")
 FIGURE = "figures/{metric}_ci.png"  # the main report's metric-with-intervals figure
+CURVES = "figures/learning_curves.png"  # validation score against training compute, every row
 
 
 def run_records(grid: Grid, kind: str) -> list[tuple[tuple[str, str, int], dict]]:
@@ -31,6 +32,34 @@ def run_records(grid: Grid, kind: str) -> list[tuple[tuple[str, str, int], dict]
         if path.is_file():
             records.append((cell, read_json(path)))
     return records
+
+
+def budget_sentence(records: Sequence[tuple[tuple, dict]]) -> str:
+    """What the grid can and cannot conclude, from its runs' convergence verdicts (run.json)."""
+    verdicts: dict[str, set[str]] = {}
+    for (_, model, _), record in records:
+        verdict = (record.get("convergence") or {}).get("verdict")
+        if verdict:
+            verdicts.setdefault(model, set()).add(verdict)
+    trained = {m: v for m, v in verdicts.items() if v - {"untrained"}}
+    improving = sorted(m for m, v in trained.items() if "still improving" in v)
+    unknown = sorted(m for m, v in trained.items() if v <= {"unknown"})
+    if not trained:
+        return ""
+    return (
+        f"**What this grid can conclude.** {len(improving)} of its {len(trained)} trained rows "
+        "were still improving at the end of their budget"
+        + (f" ({', '.join(improving)})" if improving else "")
+        + (
+            f" and {len(unknown)} validated too rarely to tell ({', '.join(unknown)})"
+            if unknown
+            else ""
+        )
+        + ": for those, a ↓ against the best baseline compares this grid's budgets, not the "
+        "paradigms. The tables say which rows beat which at these budgets on this protocol, and "
+        "where no test could have told (the power sentence under each table); what a paradigm "
+        "reaches with its paper's budget is the paper grid's question (benchmarks/paper.yaml)."
+    )
 
 
 def _commit(record: dict) -> str:
@@ -197,6 +226,16 @@ def render_page(grid: Grid, wall_seconds: float | None = None) -> tuple[str, str
     ]
     if figure.is_file():
         lines += [f"![{metric} with intervals]({stem}-{metric}.png)", ""]
+    budget = budget_sentence(main + ablations)
+    if budget:
+        lines += [budget, ""]
+    if (reports / CURVES).is_file():
+        lines += [
+            "### Learning curves (validation score against training compute)",
+            "",
+            f"![learning curves]({stem}-learning-curves.png)",
+            "",
+        ]
     if has_ablations:
         lines += ["## Ablations", "", _read(ablation_reports / "ablations.md"), ""]
         versus = ablation_reports / "results_table.md"
@@ -218,6 +257,14 @@ def render_page(grid: Grid, wall_seconds: float | None = None) -> tuple[str, str
     lines += ["## Costs", "", _read(reports / "cost_table.md"), ""]
     if has_ablations:
         lines += ["### Ablation target", "", _read(ablation_reports / "cost_table.md"), ""]
+    if has_ablations and (ablation_reports / "beam_vs_exact.md").is_file():
+        lines += ["## Beam against exact", "", _read(ablation_reports / "beam_vs_exact.md"), ""]
+    for folder, title in ((reports, "main job"), (ablation_reports, "ablation target")):
+        diagnostics = folder / "diagnostics.md"
+        if (folder != ablation_reports or has_ablations) and diagnostics.is_file():
+            text = _read(diagnostics)
+            if text.startswith("|"):  # a table, not "No row was scored on fewer ..."
+                lines += [f"## Diagnostics ({title}): rows under the minimum sample", "", text, ""]
     steer_dir = ablation_reports if has_ablations else reports
     if (steer_dir / "steer.md").is_file():
         lines += ["## Steerability", "", "### Counterfactual requests (the headline)", ""]
@@ -242,6 +289,7 @@ def render_page(grid: Grid, wall_seconds: float | None = None) -> tuple[str, str
             f"{_machine(main)}; main job {job}):",
             "",
             _read(reports / "results_table.md"),
+            *(["", budget] if budget else []),
         ]
     )
     return stem, "\n".join(lines), block
@@ -285,6 +333,11 @@ def write_results_page(
     if figure.is_file():
         target = results_dir / f"{stem}-{metric}.png"
         shutil.copyfile(figure, target)
+        written.append(target)
+    curves = grid.report_dir("main") / CURVES
+    if curves.is_file():
+        target = results_dir / f"{stem}-learning-curves.png"
+        shutil.copyfile(curves, target)
         written.append(target)
     written.append(write_index(results_dir))
     if readme is not None:

@@ -58,6 +58,20 @@ class RunRecord:
         gate, AlphaRec's intention weight)."""
         return [str(n) for n in self.run.get("fit", {}).get("notes", [])]
 
+    @property
+    def convergence(self) -> str:
+        """Its convergence verdict (llm4rec.evaluation.convergence): run.json's, or read from its
+        validation curve for a run recorded before the verdict was."""
+        from llm4rec.evaluation.convergence import run_convergence
+
+        recorded = self.run.get("convergence")
+        if recorded:
+            return recorded["verdict"]
+        fit = self.run.get("fit", {})
+        trainable = self.metrics.get("cost", {}).get("parameters_trainable")
+        metric = self.run.get("selection_metric", "ndcg_at_10")
+        return run_convergence(fit, metric, trainable)["verdict"]
+
     def consumed_run(self, slot: str) -> str | None:
         """The model whose run it consumed through input `slot` (its run config's inputs)."""
         source = self.run.get("run", {}).get("inputs", {}).get(slot, {})

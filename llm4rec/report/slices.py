@@ -15,7 +15,7 @@ from llm4rec.evaluation.evaluate import POPULARITY_BUCKETS
 from llm4rec.report.compare import CompareSpec, best_baseline, by_model, paired_sample
 from llm4rec.report.runs import RunRecord, refuse_request_rows
 from llm4rec.report.tables import display_name
-from llm4rec.stats import bootstrap_mean_ci, correct, mean_ci, paired_test
+from llm4rec.stats import bootstrap_mean_ci, choose_test, correct, mean_ci, paired_test
 
 SLICES = ("history_length", "target_popularity", "target_interactions")
 SLICE_COLUMNS = {
@@ -149,7 +149,7 @@ def slice_frame(
                         "ci_high": high,
                         "ci_over": "seeds" if len(means) > 1 else "users",
                     }
-                    | _bucket_test(paired, column, bucket, spec)
+                    | _bucket_test(paired, column, bucket, spec, metric)
                 )
     frame = pd.DataFrame(rows)
     if frame.empty:
@@ -178,7 +178,9 @@ def _paired_with_reference(groups, bucketed, dataset, model, metric) -> dict:
     return {"reference": reference, "a": a, "b": b, "frame": frame}
 
 
-def _bucket_test(paired: dict, column: str, bucket: str, spec: CompareSpec) -> dict:
+def _bucket_test(
+    paired: dict, column: str, bucket: str, spec: CompareSpec, metric: str = "ndcg_at_10"
+) -> dict:
     """The model against the best baseline on the bucket's users both scored (the report's paired
     test); NaN for the baseline itself, or a bucket with fewer than two such users."""
     none = {"reference": paired["reference"], "n_paired": 0, "mean_diff": np.nan, "p_value": np.nan}
@@ -188,11 +190,13 @@ def _bucket_test(paired: dict, column: str, bucket: str, spec: CompareSpec) -> d
     if mask.sum() < 2:
         return none
     a, b = paired["a"][mask], paired["b"][mask]
+    used = choose_test(metric, a, b, spec.test)  # a small bucket: the randomization test
     return {
         "reference": paired["reference"],
         "n_paired": int(mask.sum()),
         "mean_diff": float((a - b).mean()),
-        "p_value": paired_test(a, b, spec.test, spec.rounds, spec.seed),
+        "test": used,
+        "p_value": paired_test(a, b, used, spec.rounds, spec.seed),
     }
 
 

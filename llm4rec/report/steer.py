@@ -49,7 +49,7 @@ from llm4rec.report.tables import (
     latex_escape,
     table_float,
 )
-from llm4rec.stats import correct, paired_test
+from llm4rec.stats import choose_test, correct, paired_test
 
 CONDITIONS = ("history", "request", "post-filter")
 REFERENCE_MODEL = "mostpop"  # the request-aware floor: its list post-filtered to C
@@ -103,7 +103,10 @@ def _test(row: dict, name: str, a: np.ndarray, b: np.ndarray, spec: CompareSpec)
     """`name`_diff (mean of a - b) and `name`_p (the report's paired test) into `row`."""
     row[f"{name}_diff"] = float((a - b).mean())
     tested = len(a) > 1
-    row[f"{name}_p"] = paired_test(a, b, spec.test, spec.rounds, spec.seed) if tested else np.nan
+    # the test that matches the figure: a hit rate's by McNemar where binary (llm4rec.stats)
+    used = choose_test("hr_at_k" if name.startswith("hr") else name, a, b, spec.test)
+    row[f"{name}_test"] = used
+    row[f"{name}_p"] = paired_test(a, b, used, spec.rounds, spec.seed) if tested else np.nan
     return row
 
 
@@ -244,9 +247,23 @@ CONDITION_TITLES = {
 KINDS = ("counterfactual", "oracle")  # the two tables: steer.* and steer_oracle.*
 
 
-def steer_caption(
+def steer_caption(kind: str, template: str, cutoff: int) -> str:
+    """One sentence (the rest: `steer_notes`)."""
+    if kind == "counterfactual":
+        return (
+            f"Steerability by counterfactual requests (template '{template}'): the share of the "
+            f"top-{cutoff} inside the request's set, against its chance rate."
+        )
+    return (
+        f"Oracle requests (template '{template}', written from the test target): an upper bound "
+        "on what a request adds, not an accuracy result."
+    )
+
+
+def steer_notes(
     kind: str, template: str, wording: str, cutoff: int, spec: CompareSpec, tests: int
 ) -> str:
+    """What the steer table's columns and marks mean."""
     test = TEST_NAMES.get(spec.test, spec.test)
     correction = CORRECTION_NAMES.get(spec.correction, spec.correction)
     marks = (
@@ -256,21 +273,20 @@ def steer_caption(
     said = f' ("{wording}")' if wording else ""
     if kind == "counterfactual":
         return (
-            f"Steerability by counterfactual requests, template '{template}'{said}: per user, a "
-            "genre and decade drawn from the catalogue that the test target does not have. "
-            f"Steer@{cutoff}: the share of the top-{cutoff} inside the request's set C; chance: "
-            "the share of the user's candidates inside C; lift: Steer / chance. Lift ↑ / ↓: the "
-            "share is significantly above / below chance; Steer ↑ / ↓ on + request: above / below "
-            f"the same model without the request ({marks}). n: test users."
+            f"Request{said}: per user, a genre and decade drawn from the catalogue that the test "
+            f"target does not have. Steer@{cutoff}: the share of the top-{cutoff} inside the "
+            "request's set C; chance: the share of the user's candidates inside C; lift: Steer / "
+            "chance. Lift ↑ / ↓: the share is significantly above / below chance; Steer ↑ / ↓ on "
+            f"+ request: above / below the same model without the request ({marks}). n: test "
+            "users."
         )
     return (
-        f"Oracle requests, template '{template}'{said}: written from the test target's own "
-        "genres and decade, so the request nearly names the target where C is small: an upper "
-        f"bound on what a request adds, not an accuracy result. NDCG@{cutoff} and HR@{cutoff} on "
-        f"the target; Steer@{cutoff} and lift as in the counterfactual table. + request: ↑ / ↓ "
-        "against the same model without it; vs MostPop+C: against MostPop's list post-filtered "
-        f"to C on the same users (NDCG). post-filtered to C: the list's first items (the same "
-        f"depth for every model) filtered to C ({marks}). n: test users."
+        f"Request{said}: the test target's own genres and decade, so it nearly names the target "
+        f"where C is small. NDCG@{cutoff} and HR@{cutoff} on the target; Steer@{cutoff} and lift "
+        "as in the counterfactual table. + request: ↑ / ↓ against the same model without it; vs "
+        "MostPop+C: against MostPop's list post-filtered to C on the same users (NDCG). "
+        "post-filtered to C: the list's first items (the same depth for every model) filtered to "
+        f"C ({marks}). n: test users."
     )
 
 
@@ -300,11 +316,13 @@ def render_steer(
     wording: str = "",
     label: str = "tab:steer",
     kind: str = "counterfactual",
+    float_: str = "auto",
 ) -> str:
     """One steer table (`kind`: counterfactual, the headline; oracle, the upper bound) as Markdown
     or LaTeX."""
     tests = int(frame.attrs.get("tests", 0)) if not frame.empty else 0
-    caption = steer_caption(kind, template, wording, cutoff, spec, tests)
+    caption = steer_caption(kind, template, cutoff)
+    notes = steer_notes(kind, template, wording, cutoff, spec, tests)
     if frame.empty:
         text = "No steerability: no run was evaluated with the template."
         return text + "\n" if fmt == "markdown" else f"% {text}\n"
@@ -344,7 +362,7 @@ def render_steer(
     if not latex:
         lines = ["| " + " | ".join(head) + " |", "|---|---|" + "---:|" * (len(head) - 2)]
         lines += ["| " + " | ".join(cells) + " |" for cells in body]
-        return "\n".join(lines) + "\n\n" + caption + "\n"
+        return "\n".join(lines) + "\n\n" + caption + " " + notes + "\n"
     tabular = [
         r"\begin{tabular}{ll" + "r" * (len(head) - 2) + "}",
         r"\toprule",
@@ -353,4 +371,4 @@ def render_steer(
     ]
     tabular += [" & ".join(cells) + r" \\" for cells in body]
     tabular += [r"\bottomrule", r"\end{tabular}"]
-    return table_float(tabular, latex_escape(caption), label, [], [r"\small"])
+    return table_float(tabular, latex_escape(caption), label, [], [r"\small"], float_)

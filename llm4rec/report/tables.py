@@ -22,16 +22,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from llm4rec.costs import TOKEN_COST_KEYS
 from llm4rec.models import model_title, paradigm_rank, paradigm_title, registered_costs
 from llm4rec.report.compare import LOWER_IS_BETTER, CompareSpec, by_model, family
 from llm4rec.report.runs import RunRecord, refuse_request_rows
+from llm4rec.stats import MIN_SEEDS
+from llm4rec.stats import TEST_NAMES as STATS_TEST_NAMES
 
-TEST_NAMES = {
-    "t": "paired t-test",
-    "wilcoxon": "Wilcoxon signed-rank test",
-    "randomization": "paired randomization test",
-}
+TEST_NAMES = STATS_TEST_NAMES | {"auto": "the test that matches each metric"}
 CORRECTION_NAMES = {
     "holm": "Holm-Bonferroni",
     "bonferroni": "Bonferroni",
@@ -103,6 +100,11 @@ class MainTable:
     references: dict[tuple[str, str], str] = field(
         default_factory=dict
     )  # (dataset, metric) -> best baseline
+    # the protocol, marks, tests and power behind the numbers: under the Markdown table, and in
+    # the report's notes.tex (\llmrecnotes) for LaTeX, so the caption stays one or two sentences
+    notes_text: str = ""
+    improving: set[str] = field(default_factory=set)  # rows still improving at their budget's end
+    left_out: dict[str, str] = field(default_factory=dict)  # model -> which table holds it
 
     @property
     def has_missing(self) -> bool:
@@ -126,6 +128,15 @@ class MainTable:
             if self.has_missing
             else []
         )
+        if self.improving:
+            notes.append(
+                (
+                    "improving",
+                    "still improving at the end of its budget (its best validation score among "
+                    "its last evaluations, the curve still rising): the budget, not the paradigm, "
+                    "may decide its number.",
+                )
+            )
         by_model: dict[str, list[str]] = {}
         for (model, dataset), (n, total) in sorted(self.samples.items()):
             by_model.setdefault(model, []).append(f"{n} of {total} on {dataset}")
@@ -147,6 +158,14 @@ class MainTable:
     def is_sampled(self, model: str) -> bool:
         return any(m == model for m, _ in self.samples)
 
+    def name_marks(self, model: str) -> list[str]:
+        """The footnote marks a row's name carries."""
+        return [
+            m
+            for m, on in (("star", self.is_sampled(model)), ("improving", model in self.improving))
+            if on
+        ]
+
     def has_reference_line(self, model: str) -> bool:
         return any(c.reference is not None for (m, _, _), c in self.cells.items() if m == model)
 
@@ -166,6 +185,23 @@ def _n_users(run: RunRecord) -> int:
     return int(n) if n is not None else len(run.per_user())
 
 
+def table_rows(runs: Sequence[RunRecord], min_users: int) -> tuple[list[RunRecord], dict[str, str]]:
+    """The runs a ranked accuracy table holds, and the rows it leaves out with the table that holds
+    them: an exact-ranking row (beam_vs_exact) and a row scored on fewer than `min_users` test
+    users (diagnostics)."""
+    from llm4rec.report.compare import table_of
+
+    kept, left_out = [], {}
+    for r in runs:
+        if table_of(r.model) != "accuracy":
+            left_out[r.model] = table_of(r.model)
+        elif _n_users(r) < min_users:
+            left_out[r.model] = "diagnostics"
+        else:
+            kept.append(r)
+    return kept, left_out
+
+
 def build_main_table(
     runs: Sequence[RunRecord],
     comparisons: pd.DataFrame,
@@ -177,7 +213,12 @@ def build_main_table(
     decimals: int = 4,
     names: Mapping[str, str] | None = None,
 ) -> MainTable:
+    """The main table of `runs` against the best baseline (the main family of `comparisons`).
+    Rows that read a request are refused; exact-ranking rows and rows under `spec.min_users` test
+    users are left out (their tables: beam_vs_exact, diagnostics). Bold, underline and Impr. rank
+    only the rows scored on the best baseline's own users and seeds."""
     refuse_request_rows(runs, "the main table")
+    runs, left_out = table_rows(runs, spec.min_users)
     groups = by_model(runs)
     datasets = sorted({r.dataset for r in runs})
     paradigm_of = {r.model: r.paradigm for r in runs}
@@ -206,7 +247,9 @@ def build_main_table(
                 len(values),
             )
     main = family(comparisons, "main") if len(comparisons) else comparisons
+    main = main[main["system"].isin(paradigm_of) & main["reference"].isin(paradigm_of)]
     references: dict[tuple[str, str], str] = {}
+    full_sample: set[tuple[str, str]] = set()  # (model, dataset) on the reference's own sample
     if spec.mode == "best_baseline":  # print what was tested: the paired sample's means
         for c in main.itertuples():
             references[(c.dataset, c.metric)] = c.reference
@@ -218,19 +261,22 @@ def build_main_table(
             ref_runs = groups[(c.dataset, c.reference)]
             if int(c.n_seeds) != len(ref_runs) or int(c.n_users) != _n_users(ref_runs[0]):
                 cell.reference = float(c.mean_reference)
+            else:
+                full_sample.add((c.system, c.dataset))
             if c.metric == metrics[0]:
                 seeds[(c.system, c.dataset)] = int(c.n_seeds)
+        full_sample |= {(ref, d) for (d, _), ref in references.items()}
     lower = {m: m in LOWER_IS_BETTER for m in metrics}
     for dataset in datasets:
         for metric in metrics:
-            # with a reference, rows are ranked by their paired difference with it; otherwise by
-            # their means
+            # with a reference, the rows on its own users and seeds are ranked by their paired
+            # difference with it (a row on a sample is not ranked); otherwise by their means
             paired = (dataset, metric) in references
             column = [
                 ((c.diff if paired else c.mean), m)
                 for _, m in rows
                 if (c := cells.get((m, dataset, metric))) is not None
-                and (not paired or c.diff is not None)
+                and (not paired or (c.diff is not None and (m, dataset) in full_sample))
             ]
             distinct = sorted({v for v, _ in column}, reverse=not lower[metric])
             for value, model in column:
@@ -263,38 +309,116 @@ def build_main_table(
         names=dict(names or {}),
         seeds=seeds,
         references=references,
+        improving={
+            m
+            for m, rs in by_model_name(runs).items()
+            if any(r.convergence == "still improving" for r in rs)
+        },
+        left_out=left_out,
     )
     if improvement and spec.mode == "best_baseline":
         primary = metrics[0]
         for c in main[main["metric"] == primary].itertuples() if len(main) else []:
-            if c.mean_reference:
+            if c.mean_reference and (c.system, c.dataset) in full_sample:
                 table.improvement[(c.system, c.dataset)] = (
                     100 * float(c.diff) / abs(float(c.mean_reference))
                 )
     table.caption = caption(runs, main, spec, table)
+    table.notes_text = main_notes(runs, main, spec, table)
     return table
+
+
+def by_model_name(runs: Sequence[RunRecord]) -> dict[str, list[RunRecord]]:
+    out: dict[str, list[RunRecord]] = {}
+    for r in runs:
+        out.setdefault(r.model, []).append(r)
+    return out
+
+
+def tests_used(comparisons: pd.DataFrame) -> str:
+    """Which test each metric's comparisons used ('HR@10: exact McNemar test; NDCG@10: ...')."""
+    if "test" not in comparisons or comparisons.empty:
+        return ""
+    parts = []
+    for metric, group in comparisons.groupby("metric", sort=False):
+        used = sorted(set(group["test"].astype(str)))
+        parts.append(
+            f"{metric_label(metric)}: {' or '.join(STATS_TEST_NAMES.get(t, t) for t in used)}"
+        )
+    return "; ".join(parts)
+
+
+def power_sentence(comparisons: pd.DataFrame) -> str:
+    """What the tests could not have detected: per sample size, the median minimum detectable
+    effect (80% power at the family's alpha / m) of each metric."""
+    if "mde" not in comparisons or comparisons["mde"].isna().all():
+        return ""
+    parts = []
+    for n, group in sorted(comparisons.groupby("n_users"), key=lambda g: -int(g[0])):
+        metrics = ", ".join(
+            f"{g['mde'].median():.3f} in {metric_label(m)}"
+            for m, g in group.groupby("metric", sort=False)
+            if g["mde"].notna().any()
+        )
+        if metrics:
+            parts.append(f"with {int(n):,} users, differences below {metrics}")
+    return (
+        "Power: "
+        + "; ".join(parts)
+        + " could not be detected (80% power at the family's α / m, the median over its "
+        "comparisons; each comparison's in comparisons.csv, `mde`): a missing mark there is no "
+        "evidence of no difference."
+    )
+
+
+def seed_sentence(comparisons: pd.DataFrame, correction: str) -> str:
+    """The seed-level test's sentence: ‡ with Welch's test where 3+ seeds are shared, else why
+    there is none."""
+    seeded = int(comparisons["p_seed"].notna().sum()) if "p_seed" in comparisons else 0
+    most = int(comparisons["n_seeds"].max()) if len(comparisons) else 0
+    if seeded:
+        return (
+            "‡: also significant over seeds (Welch's t-test over per-seed means, the seeds of two "
+            f"models independent; {correction} over the {seeded} comparisons with {MIN_SEEDS} or "
+            "more seeds), the test that counts training variance."
+        )
+    return (
+        f"Seed variance not tested ({most} seed{'s' if most != 1 else ''}): a seed-level test "
+        f"needs {MIN_SEEDS} or more per model."
+    )
 
 
 def caption(
     runs: Sequence[RunRecord], comparisons: pd.DataFrame, spec: CompareSpec, table: MainTable
 ) -> str:
+    """One or two sentences: what the table is; the protocol and marks are its notes."""
+    if spec.mode == "best_baseline":
+        return (
+            f"Test results on {', '.join(table.datasets)}: every model against the best baseline "
+            "chosen on validation, on the users and seeds both ran."
+        )
+    return f"Test results on {', '.join(table.datasets)}: every pair of models."
+
+
+def main_notes(
+    runs: Sequence[RunRecord], comparisons: pd.DataFrame, spec: CompareSpec, table: MainTable
+) -> str:
+    """The protocol, the marks, the tests, the family and the power behind the table."""
     split_methods = sorted({r.run["run"]["dataset_config"]["split"]["method"] for r in runs})
     parts = [
-        f"Test results on {', '.join(table.datasets)}: "
-        f"{'; '.join(SPLIT_NAMES.get(s, s) for s in split_methods)}; "
-        "every model ranks the full catalogue minus the user's history.",
+        f"{'; '.join(SPLIT_NAMES.get(s, s) for s in split_methods).capitalize()}; every model "
+        "ranks the full catalogue minus the user's history."
     ]
-    family_size = len(comparisons)
-    test = TEST_NAMES.get(spec.test, spec.test)
     correction = CORRECTION_NAMES.get(spec.correction, spec.correction)
-    stats = (
-        f"{test} over users, each user's metric averaged over the common seeds; {correction} "
-        f"correction over the {family_size} comparisons in this table, α = {spec.alpha}"
+    kept = int((comparisons.get("verdict_from", pd.Series(dtype=str)) == "main report").sum())
+    own = len(comparisons) - kept
+    family_text = f"{correction} correction over the {own} comparisons of this table's family" + (
+        f" ({kept} pairs also in the main table keep its verdict)" if kept else ""
     )
     if spec.mode == "best_baseline":
         parts.append(
             "Each value is a model's mean over the test users and seeds (column Seeds) it shares "
-            "with the column's best baseline, chosen on validation: the numbers its test compared"
+            "with the column's best baseline: the numbers its test compared"
             + (" (± sample std over its seeds)" if table.show_std else "")
             + "."
         )
@@ -304,24 +428,16 @@ def caption(
                 "below gives the best baseline's value on the same users and seeds."
             )
         parts.append(
-            "Best per column in bold, second underlined, by the paired difference with the best "
-            "baseline."
+            "Bold, underline and Impr. compare only rows scored on the best baseline's own users "
+            "and seeds (best, second, relative "
+            f"{metric_label(table.metrics[0])} change); a row on a user sample is not ranked."
         )
         parts.append(
-            f"↑ / ↓ mark a model significantly better / worse than the best baseline ({stats})."
+            "↑ / ↓: significantly better / worse than the best baseline over users, each user's "
+            f"metric averaged over the common seeds ({tests_used(comparisons) or spec.test}; "
+            f"{family_text}, α = {spec.alpha})."
         )
-        seeded = comparisons["p_seed"].notna().sum() if "p_seed" in comparisons else 0
-        if seeded:
-            parts.append(
-                "‡: also significant by a paired t-test over per-seed means (seeds as the unit, so "
-                f"training variance counts; {correction} correction over the {seeded} comparisons "
-                "with two or more common seeds)."
-            )
-        if table.improvement:
-            parts.append(
-                f"Impr.: relative {metric_label(table.metrics[0])} change over the best baseline "
-                "on the same users and seeds."
-            )
+        parts.append(seed_sentence(comparisons, correction))
     else:
         seeds = sorted({r.seed for r in runs})
         parts.append(
@@ -330,7 +446,24 @@ def caption(
             + ". Best per column in bold, second underlined."
         )
         parts.append(
-            f"Superscript letters name the models a cell is significantly better than ({stats})."
+            "Superscript letters name the models a cell is significantly better than "
+            f"({tests_used(comparisons) or spec.test}; {family_text}, α = {spec.alpha})."
+        )
+    power = power_sentence(comparisons)
+    if power:
+        parts.append(power)
+    if table.left_out:
+        where = {
+            "diagnostics": f"the diagnostics table: fewer than {spec.min_users} test users",
+            "beam_vs_exact": "the beam-vs-exact table: an exact ranking of a parent's weights",
+        }
+        parts.append(
+            "Not ranked here: "
+            + "; ".join(
+                f"{display_name(m, table.names)} ({where.get(t, t)})"
+                for m, t in sorted(table.left_out.items())
+            )
+            + "."
         )
     return " ".join(parts)
 
@@ -380,16 +513,24 @@ def latex_escape(text: str) -> str:
         .replace("α", r"$\alpha$")
         .replace("‡", r"$\ddagger$")
         .replace("Δ", r"$\Delta$")
+        .replace("∩", r"$\cap$")
+        .replace("°", r"$^{\circ}$")
+        .replace("†", r"$\dagger$")
+        .replace("|", r"$|$")
+        .replace("‖", r"$\|$")
+        .replace("–", "--")
+        .replace("≥", r"$\geq$")
+        .replace("≤", r"$\leq$")
     )
 
 
-LATEX_MARKS = {"dash": "--", "star": "$^{*}$"}
+LATEX_MARKS = {"dash": "--", "star": "$^{*}$", "improving": "$^{\\circ}$"}
 DIRECTION_MARKS = {
     "better": ("↑", "uparrow"),
     "worse": ("↓", "downarrow"),
 }  # Markdown, LaTeX (no package needed)
 SEED_MARK = ("‡", r"\ddagger")  # also significant over per-seed means
-MARKDOWN_MARKS = {"dash": "–", "star": "\\*"}
+MARKDOWN_MARKS = {"dash": "–", "star": "\\*", "improving": "°"}
 
 
 def _latex_cell(cell: Cell | None, table: MainTable) -> str:
@@ -433,7 +574,7 @@ def _reference_cells(
     return out
 
 
-def render_latex(table: MainTable) -> str:
+def render_latex(table: MainTable, float_: str = "auto") -> str:
     cols = _columns(table)
     n_cols = 2 + len(cols)
     lines = [r"\begin{tabular}{lc" + "c" * len(cols) + "}", r"\toprule"]
@@ -459,7 +600,7 @@ def render_latex(table: MainTable) -> str:
             current = paradigm
         name = (
             latex_escape(display_name(model, table.names))
-            + (LATEX_MARKS["star"] if table.is_sampled(model) else "")
+            + "".join(LATEX_MARKS[mark] for mark in table.name_marks(model))
             + (rf"$^{{\mathrm{{({table.letters[model]})}}}}$" if table.letters else "")
         )
         cells = []
@@ -480,36 +621,71 @@ def render_latex(table: MainTable) -> str:
             )
     lines += [r"\bottomrule", r"\end{tabular}"]
     notes = [f"{LATEX_MARKS[mark]}: {latex_escape(note)}" for mark, note in table.notes()]
-    return table_float(lines, latex_escape(table.caption), table.label, notes, [r"\small"])
+    return table_float(lines, latex_escape(table.caption), table.label, notes, [r"\small"], float_)
 
 
-# Caption and footnotes wrap at the tabular's own width, with no package beyond booktabs
-# (threeparttable is not in texlive-latex-recommended): the tabular is set in a box, then caption,
-# box and notes go in a minipage of the box's width (at most \linewidth).
+# Caption and footnotes wrap at the tabular's own width, with no package beyond booktabs and
+# graphicx (threeparttable is not in texlive-latex-recommended): the tabular is set in a box, then
+# caption, box and notes go in a minipage of the box's width (at most \linewidth). The float is
+# chosen from that width at compile time (`auto`): `table` where the box fits \columnwidth,
+# `table*` (the text width of a two-column template) where it does not; a box wider than the text
+# width is scaled down to it, never below SCALE_FLOOR of its size (below that it overflows and the
+# report's fit check fails naming the table), so no font shrinks under SCALE_FLOOR of \small.
 TABLE_BOX = r"\llmrecTableBox"
+FLOATS = ("auto", "table", "table*")
+SCALE_FLOOR = (4, 5)  # 80%: \small (9 pt) never below 7.2 pt
 
 
 def table_float(
-    tabular: list[str], caption: str, label: str, notes: list[str], preamble: list[str]
+    tabular: list[str],
+    caption: str,
+    label: str,
+    notes: list[str],
+    preamble: list[str],
+    float_: str = "auto",
 ) -> str:
-    """A `table` float around `tabular` (its lines) whose caption and footnotes are no wider than
-    the tabular."""
-    width = rf"\ifdim\wd{TABLE_BOX}>\linewidth\linewidth\else\wd{TABLE_BOX}\fi"
+    """A `table` or `table*` float around `tabular` (its lines; `float_`: auto chooses by width)
+    whose caption and footnotes are no wider than the tabular."""
+    if float_ not in FLOATS:
+        raise ValueError(f"report.latex_float '{float_}' is not one of: {', '.join(FLOATS)}")
+    box = TABLE_BOX
+    width = rf"\ifdim\wd{box}>\linewidth\linewidth\else\wd{box}\fi"
+    num, den = SCALE_FLOOR
+    shown = (
+        rf"\ifdim\dimexpr\wd{box}*{num}/{den}\relax>\linewidth\usebox{{{box}}}"
+        rf"\else\ifdim\wd{box}>\linewidth\resizebox{{\linewidth}}{{!}}{{\usebox{{{box}}}}}"
+        rf"\else\usebox{{{box}}}\fi\fi"
+    )
+
+    def body(env: str) -> list[str]:
+        lines = [
+            rf"\begin{{{env}}}[t]",
+            r"\centering",
+            rf"\begin{{minipage}}{{{width}}}",
+            rf"\caption{{{caption}}}",
+            rf"\label{{{label}}}",
+            rf"\par\smallskip\noindent{shown}",
+        ]
+        lines += [rf"\par\smallskip{{\footnotesize {note}\par}}" for note in notes]
+        return lines + [r"\end{minipage}", rf"\end{{{env}}}"]
+
     lines = [
-        r"\begin{table}[t]",
-        r"\centering",
+        rf"\ifdefined{box}\else\newsavebox{{{box}}}\fi",
+        rf"\sbox{{{box}}}{{%",
         *preamble,
-        rf"\ifdefined{TABLE_BOX}\else\newsavebox{{{TABLE_BOX}}}\fi",
-        rf"\sbox{{{TABLE_BOX}}}{{%",
         *tabular,
         "}%",
-        rf"\begin{{minipage}}{{{width}}}",
-        rf"\caption{{{caption}}}",
-        rf"\label{{{label}}}",
-        rf"\par\smallskip\noindent\usebox{{{TABLE_BOX}}}",
     ]
-    lines += [rf"\par\smallskip{{\footnotesize {note}\par}}" for note in notes]
-    lines += [r"\end{minipage}", r"\end{table}"]
+    if float_ == "auto":
+        lines += [
+            rf"\ifdim\wd{box}>\columnwidth",
+            *body("table*"),
+            r"\else",
+            *body("table"),
+            r"\fi",
+        ]
+    else:
+        lines += body(float_)
     return "\n".join(lines) + "\n"
 
 
@@ -546,7 +722,7 @@ def render_markdown(table: MainTable) -> str:
             cells.append(text)
         name = (
             display_name(model, table.names)
-            + (MARKDOWN_MARKS["star"] if table.is_sampled(model) else "")
+            + "".join(MARKDOWN_MARKS[mark] for mark in table.name_marks(model))
             + (f" ({table.letters[model]})" if table.letters else "")
         )
         lines.append(
@@ -563,7 +739,9 @@ def render_markdown(table: MainTable) -> str:
                 + " | ".join(refs)
                 + " |"
             )
-    notes = [table.caption] + [f"{MARKDOWN_MARKS[mark]}: {note}" for mark, note in table.notes()]
+    notes = [f"{table.caption} {table.notes_text}".strip()] + [
+        f"{MARKDOWN_MARKS[mark]}: {note}" for mark, note in table.notes()
+    ]
     return "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n"
 
 
@@ -638,14 +816,22 @@ def _cost_text(key: str, value: float) -> str:
     return "--" if np.isnan(value) else format_number(key, value, compact=True)
 
 
+COST_PART_COLUMNS = 6  # figures per part of the LaTeX cost table
+
+
 def render_cost(
-    frame: pd.DataFrame, fmt: str, label: str = "tab:cost", names: Mapping[str, str] | None = None
+    frame: pd.DataFrame,
+    fmt: str,
+    label: str = "tab:cost",
+    names: Mapping[str, str] | None = None,
+    float_: str = "auto",
 ) -> str:
+    """The cost table: Markdown in one table; LaTeX in parts that fit a paper's text width (the
+    costs every run has, then the figures only some rows report, COST_PART_COLUMNS at a time, each
+    with the rows that report them)."""
     every, some = cost_columns()
     shown = [c for c in some if frame[c[0]].notna().any()]
     columns = every + shown
-    tokens = any(k in TOKEN_COST_KEYS for k, _ in shown)
-    family = [t for k, t in shown if k not in TOKEN_COST_KEYS]
     if fmt == "markdown":
         lines = [
             "| Dataset | Paradigm | Model | " + " | ".join(t for _, t in columns) + " |",
@@ -658,43 +844,46 @@ def render_cost(
                 + " |"
             )
         return "\n".join(lines) + "\n"
-    wide = len(columns) > len(every)
-    caption = (
-        r"Cost per model (mean over seeds): parameters (total, trainable), training wall time, "
-        r"inference time per test user, peak memory (resident, or GPU when on CUDA)"
-        + (
-            r"; for LLM runs, tokens through the model in training and per test user at "
-            r"inference, and the share of beam slots the user's history items would have taken had "
-            r"decoding not scored them out"
-            if tokens
-            else ""
-        )
-        + (
-            f"; {', '.join(latex_escape(t) for t in family)}: reported by their model family"
-            if family
-            else ""
-        )
-        + "."
-    )
-    lines = [
-        r"\begin{tabular}{ll" + "r" * len(columns) + "}",
-        r"\toprule",
-        " & ".join(["Dataset", "Model"] + [latex_escape(t) for _, t in columns]) + r" \\",
-        r"\midrule",
+    datasets = sorted(frame["dataset"].unique())
+    parts = [every] + [
+        shown[i : i + COST_PART_COLUMNS] for i in range(0, len(shown), COST_PART_COLUMNS)
     ]
-    for r in frame.itertuples():
-        lines.append(
-            " & ".join(
-                [latex_escape(r.dataset), latex_escape(display_name(r.model, names))]
-                + [latex_escape(_cost_text(k, getattr(r, k))) for k, _ in columns]
+    floats = []
+    for number, part in enumerate(parts):
+        rows = frame if number == 0 else frame[frame[[k for k, _ in part]].notna().any(axis=1)]
+        head = (["Dataset"] if len(datasets) > 1 else []) + ["Model"]
+        lines = [
+            r"\begin{tabular}{" + "l" * len(head) + "r" * len(part) + "}",
+            r"\toprule",
+            " & ".join(head + [latex_escape(t) for _, t in part]) + r" \\",
+            r"\midrule",
+        ]
+        for r in rows.itertuples():
+            lines.append(
+                " & ".join(
+                    ([latex_escape(r.dataset)] if len(datasets) > 1 else [])
+                    + [latex_escape(display_name(r.model, names))]
+                    + [latex_escape(_cost_text(k, getattr(r, k))) for k, _ in part]
+                )
+                + r" \\"
             )
-            + r" \\"
+        lines += [r"\bottomrule", r"\end{tabular}"]
+        caption = (
+            f"Cost per model on {', '.join(datasets)} (mean over seeds): parameters, training "
+            "time, inference time per test user, peak memory."
+            if number == 0
+            else f"Cost per model, part {number + 1}: "
+            + ", ".join(t for _, t in part)
+            + " (the rows that report them)."
         )
-    lines += [r"\bottomrule", r"\end{tabular}"]
-    return table_float(
-        lines,
-        caption,
-        label,
-        [],
-        [r"\footnotesize", r"\setlength{\tabcolsep}{3pt}"] if wide else [r"\small"],
-    )
+        floats.append(
+            table_float(
+                lines,
+                latex_escape(caption),
+                label if number == 0 else f"{label}-{number + 1}",
+                [],
+                [r"\footnotesize", r"\setlength{\tabcolsep}{3pt}"],
+                float_,
+            )
+        )
+    return "".join(floats)
