@@ -40,14 +40,21 @@ from llm4rec.io import write_npy, write_text
 from llm4rec.models import RANKING_COLUMNS
 from llm4rec.params import ParamsError
 
-RECBOLE_MODEL = {"mostpop": "Pop", "bpr": "BPR", "lightgcn": "LightGCN", "sasrec": "SASRec"}
+# `sasrec_recbole`: RecBole's own SASRec training (every prefix of every user one example), a
+# named variant of `sasrec`, which trains RecBole's network the paper's way (baselines/sasrec.py)
+RECBOLE_MODEL = {
+    "mostpop": "Pop",
+    "bpr": "BPR",
+    "lightgcn": "LightGCN",
+    "sasrec_recbole": "SASRec",
+}
 RECBOLE_SOURCE = {
     "mostpop": "general_recommender/pop.py",
     "bpr": "general_recommender/bpr.py",
     "lightgcn": "general_recommender/lightgcn.py",
-    "sasrec": "sequential_recommender/sasrec.py",
+    "sasrec_recbole": "sequential_recommender/sasrec.py",
 }
-SEQUENTIAL = {"sasrec"}
+SEQUENTIAL = {"sasrec_recbole"}
 DATASET_NAME = "split"  # the folder/file stem RecBole reads; unknown to RecBole's download list
 
 # Settings every run shares; per-model hyper-parameters come from the grid config.
@@ -422,7 +429,7 @@ class RecBoleRecommender:
                 user_emb, item_emb = model.forward()
             elif self.name == "bpr":
                 user_emb, item_emb = model.user_embedding.weight, model.item_embedding.weight
-            elif self.name == "sasrec":
+            elif self.name == "sasrec_recbole":
                 user_emb, item_emb = None, model.item_embedding.weight
             else:
                 return written

@@ -23,7 +23,7 @@ from llm4rec.config import load_grid
 from llm4rec.data.split import read_split
 from llm4rec.evaluation.evaluate import evaluate_rankings
 from llm4rec.io import write_text
-from llm4rec.models import build_model
+from llm4rec.models import MODELS, build_model
 from llm4rec.runner import seed_everything
 
 
@@ -43,7 +43,9 @@ def main() -> None:
     rows = []
     for values in itertools.product(*space.values()):
         point = dict(zip(space, values, strict=True))
-        params = grid.model_params(args.model, args.dataset) | point | {"show_progress": False}
+        params = grid.model_params(args.model, args.dataset) | point
+        if MODELS[args.model].hyperparameters:  # a RecBole model: no progress bars
+            params["show_progress"] = False
         seed_everything(args.seed)
         model = build_model(
             args.model, params, args.seed, grid.device, selection=grid.selection_metric(args.model)
@@ -56,7 +58,7 @@ def main() -> None:
         row = point | {
             "valid_ndcg_at_10": summary["ndcg_at_10"],
             "valid_hr_at_10": summary["hr_at_10"],
-            "epochs": fit.get("epochs_trained"),
+            "epochs": fit.get("epochs_trained", fit.get("epochs")),
             "train_time_s": round(elapsed, 1),
         }
         rows.append(row)

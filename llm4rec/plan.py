@@ -238,7 +238,7 @@ def cell_cost(
     items, title = stats["items"], stats["title_tokens"]
     cost = Cost()
     if spec.paradigm == "baseline":
-        return _baseline_cost(cost, model, config if isinstance(config, dict) else {}, stats)
+        return _baseline_cost(cost, model, config if config is not None else {}, stats)
     if spec.factory == "llm4rec.paradigms.rl:build":
         return _grpo_cost(grid, dataset, model, config, stats, valid_users, test_users)
     family = type(config).__name__
@@ -479,14 +479,24 @@ def _alpharec_cost(grid: Grid, model: str, config, stats: dict[str, float]) -> C
 
 def _baseline_cost(cost: Cost, model: str, config: dict, stats: dict[str, float]) -> Cost:
     """RecBole baselines: epochs (early stopping's upper bound) x interactions x per-sample work."""
+    if dataclasses.is_dataclass(config):  # the native SASRec (baselines/sasrec.py)
+        config = dataclasses.asdict(config)
     hidden = config.get("embedding_size") or config.get("hidden_size") or 64
     epochs = config.get("epochs") or 0
     interactions, items, users = stats["train_interactions"], stats["items"], stats["users"]
-    if model == "sasrec":
-        length = config.get("MAX_ITEM_LIST_LENGTH", 50)
-        layer = 12 * hidden * hidden + 2 * length * hidden
-        per_position = 6 * (config.get("n_layers", 2) * layer + hidden * items)
-        cost.train_flops = epochs * interactions * per_position
+    if model in ("sasrec", "sasrec_ce"):
+        # each user's sequence once an epoch: about one position per training interaction, a loss
+        # at each (ce: over every item; bce: a positive and a negative)
+        length = config.get("max_len", 200)
+        layer = 12 * hidden * hidden + 2 * min(length, interactions / users) * hidden
+        head = hidden * items if config.get("loss") == "ce" else 2 * hidden
+        cost.train_flops = epochs * interactions * 6 * (config.get("n_layers", 2) * layer + head)
+    elif model == "sasrec_recbole":
+        # every prefix one example: a forward over up to `length` positions per interaction
+        length = min(config.get("MAX_ITEM_LIST_LENGTH", 50), interactions / users)
+        layer = length * (12 * hidden * hidden + 2 * length * hidden)
+        per_example = 6 * (config.get("n_layers", 2) * layer + hidden * items)
+        cost.train_flops = epochs * interactions * per_example
     elif model == "lightgcn":
         batches = math.ceil(interactions / config.get("train_batch_size", 2048))
         cost.train_flops = epochs * batches * config.get("n_layers", 2) * 6 * interactions * hidden

@@ -251,6 +251,9 @@ def smoke_entry(
     if "mlp_hidden" in fields:  # AlphaRec: a narrow map, two epochs
         params |= {"epochs": 2, "mlp_hidden": 32}
         out["params"] = {k: v for k, v in params.items() if k not in overrides or v == overrides[k]}
+    if "negatives" in fields and "max_len" in fields:  # the native SASRec: two short epochs
+        params |= {"epochs": 2, "max_len": min(params.get("max_len", 200), 10)}
+        out["params"] = {k: v for k, v in params.items() if k not in overrides or v == overrides[k]}
     if "aggregator" in fields:  # RTA: two reindex epochs (the adapt step is cheap)
         params |= {"epochs": 2}
         out["params"] = {k: v for k, v in params.items() if k not in overrides or v == overrides[k]}

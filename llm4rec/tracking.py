@@ -84,7 +84,8 @@ def _budget(hp: dict[str, Any]) -> str:
         return f"{hp['steps']} RL steps x {hp['prompts_per_step']} prompts x {hp['group_size']}"
     if "epochs" in hp:
         epochs = f"{hp['epochs']} epoch{'' if hp['epochs'] == 1 else 's'}"
-        return f"{epochs} (max; early stopping)" if hp.get("stopping_step") else epochs
+        stops = hp.get("stopping_step") or hp.get("patience")
+        return f"{epochs} (max; early stopping)" if stops else epochs
     return NOT_APPLICABLE
 
 

@@ -83,7 +83,10 @@ def test_evaluator_matches_recbole_evaluator(model, ml100k_split, tmp_path):
 def test_sasrec_inputs_match_recbole_loader(ml100k_split, tmp_path):
     """The history sequences we feed SASRec at ranking time equal RecBole's own test batches."""
     rec = build_model(
-        "sasrec", {"epochs": 0, "MAX_ITEM_LIST_LENGTH": 10, "show_progress": False}, 0, "cpu"
+        "sasrec_recbole",
+        {"epochs": 0, "MAX_ITEM_LIST_LENGTH": 10, "show_progress": False},
+        0,
+        "cpu",
     )
     rec.fit(ml100k_split, tmp_path / "work")
     _, loaders = recbole_loaders(rec, tmp_path / "work")
@@ -148,3 +151,46 @@ def test_baseline_selects_on_the_configured_validation_metric(ml100k_split, tmp_
     rankings = rec.rank({u: history[u] for u in ml100k_split.targets("valid")}, 5)
     _, summary = evaluate_rankings(rankings, ml100k_split, "valid", [5])
     assert summary["hr_at_5"] == pytest.approx(info["best_valid_hr_at_5"], abs=1e-12)
+
+
+def test_the_native_sasrec_scores_as_recboles_sasrec_with_the_same_weights(ml100k_split, tmp_path):
+    """baselines/sasrec.py's network is RecBole's: RecBole's SASRec (one epoch of its training),
+    its weights copied into the native model (item rows reordered from RecBole's ids to the
+    catalogue's), gives the same full-catalogue scores for every test user, to float tolerance."""
+    from baselines.sasrec import NativeSASRec, SasrecConfig
+
+    torch.set_num_threads(2)
+    shape = {"hidden_size": 32, "inner_size": 64, "n_layers": 2, "n_heads": 2}
+    recbole = build_model(
+        "sasrec_recbole",
+        {"epochs": 1, "MAX_ITEM_LIST_LENGTH": 20, "show_progress": False, "train_batch_size": 4096}
+        | shape,
+        0,
+        "cpu",
+    )
+    recbole.fit(ml100k_split, tmp_path / "work")
+    native = NativeSASRec(
+        SasrecConfig(max_len=20, epochs=0, hidden_dropout=0.5, attn_dropout=0.5, **shape),
+        0,
+        "cpu",
+        "ndcg_at_10",
+    )
+    native.fit(ml100k_split, tmp_path / "native")
+    theirs = recbole.model.state_dict()
+    ds = recbole.dataset
+    rows = torch.as_tensor(ds.token2id(ds.iid_field, native.items))
+    state = dict(theirs)
+    state["item_embedding.weight"] = torch.cat(
+        [theirs["item_embedding.weight"][:1], theirs["item_embedding.weight"][rows]]
+    )
+    assert set(state) == set(native.net.state_dict())  # the same parameters, named alike
+    native.net.load_state_dict(state)
+    history = ml100k_split.history("test")
+    users = sorted(ml100k_split.targets("test"))
+    ours = native.scores([history[u] for u in users])[:, 1:]
+    recbole.catalogue = native.items
+    reference = recbole.catalogue_scores(users, history)
+    torch.testing.assert_close(ours, torch.as_tensor(reference), rtol=1e-5, atol=1e-5)
+    a = native.rank({u: history[u] for u in users[:50]}, 10)
+    b = recbole.rank({u: history[u] for u in users[:50]}, 10)
+    assert (a["item_id"].to_numpy() == b["item_id"].to_numpy()).mean() > 0.99

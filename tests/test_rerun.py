@@ -121,6 +121,7 @@ def grid(data: Path, backbone: Path) -> dict:
         "sft": sft,
     }
     recbole = {"show_progress": False}
+    sasrec = {"epochs": 2, "max_len": 5, "hidden_size": 16, "inner_size": 32, "n_layers": 1}
     alpharec = {"epochs": 3, "negatives": 8, "batch_size": 64, "mlp_hidden": 32, "dim": 16}
     llm_text = {
         "artifact": "item_text_embeddings",
@@ -169,8 +170,10 @@ def grid(data: Path, backbone: Path) -> dict:
             {"name": "mostpop"},
             {"name": "bpr", "params": recbole | {"epochs": 2}},
             {"name": "lightgcn", "params": recbole | {"epochs": 2, "n_layers": 1}},
+            {"name": "sasrec", "params": sasrec},
+            {"name": "sasrec_ce", "params": sasrec},
             {
-                "name": "sasrec",
+                "name": "sasrec_recbole",
                 "params": recbole
                 | {
                     "epochs": 1,

@@ -39,13 +39,12 @@ GRID = {
         {
             "name": "sasrec",
             "params": {
-                "epochs": 1,
-                "MAX_ITEM_LIST_LENGTH": 5,
+                "epochs": 2,
+                "max_len": 5,
                 "hidden_size": 16,
                 "inner_size": 32,
                 "n_layers": 1,
-                "train_batch_size": 4096,
-                "show_progress": False,
+                "batch_size": 256,
             },
         },
         {"name": "emb_knn"},  # consumes bpr's exported item embeddings (same dataset and seed)

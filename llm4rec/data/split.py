@@ -2,16 +2,24 @@
 
 Leave-one-out (default): per user, in time order, the last interaction is the test target,
 the second-to-last the validation target, the rest training. Global temporal: one pair of
-time cut points for all users (no training on the future of a test interaction).
+time cut points for all users (no training on the future of a test interaction). Ratio
+(RecBole's general-model protocol): per user, a seeded random order of its interactions, the
+first 80% training, the next 10% validation, the rest test (several targets per user; RecBole's
+rounding of the counts).
 
-Equal timestamps are ordered by the source file's row order or a seeded shuffle, never by
-item id: id order correlates with popularity/release date on MovieLens and Amazon and
-inflates NDCG (see e.g. Ji et al., "A Critical Study on Data Leakage in Recommender
-System Offline Evaluation", TOIS 2023).
+Equal timestamps are ordered by the source file's row order or a seeded shuffle (`tie_break`),
+not by item id: id order correlates with popularity and release date on MovieLens and Amazon
+and moves every number (Ji et al., "A Critical Study on Data Leakage in Recommender System
+Offline Evaluation", TOIS 2023). `tie_break: item_id` exists to reproduce a paper that did it
+(LlamaRec sorts by timestamp, then item id). On ML-100K a test target often shares its
+timestamp with the user's last history items (one rating session): `test_ties` can make the
+whole tie group the test target (`group`) or drop those users (`drop`), and split.json counts
+them (`test_tied_with_history`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +33,10 @@ from llm4rec.layout import SPLIT_INTERACTIONS, SPLIT_ITEMS, SPLIT_JSON
 PHASES = ("train", "valid", "test")
 
 
+TIE_BREAKS = ("file_order", "seeded", "item_id")
+TEST_TIES = ("keep", "group", "drop")
+
+
 def chronological(interactions: pd.DataFrame, tie_break: str, seed: int) -> pd.DataFrame:
     """Sort by (timestamp, tie-breaker) and add `seq`, the global chronological rank."""
     df = interactions.copy()
@@ -32,24 +44,96 @@ def chronological(interactions: pd.DataFrame, tie_break: str, seed: int) -> pd.D
         df["_tie"] = df["order"].to_numpy()
     elif tie_break == "seeded":
         df["_tie"] = np.random.default_rng(seed).permutation(len(df))
+    elif tie_break == "item_id":  # numeric ids numerically (LlamaRec's sort), else as strings
+        df["_tie"] = _natural_key(df["item_id"]).to_numpy()
     else:
-        raise DataError(f"split.tie_break '{tie_break}' is not one of: file_order, seeded")
+        raise DataError(f"split.tie_break '{tie_break}' is not one of: {', '.join(TIE_BREAKS)}")
     df = df.sort_values(["timestamp", "_tie"], kind="stable").drop(columns="_tie")
     df["seq"] = np.arange(len(df), dtype=np.int64)
     return df
 
 
 def leave_one_out_split(
-    interactions: pd.DataFrame, tie_break: str = "file_order", seed: int = 0
+    interactions: pd.DataFrame,
+    tie_break: str = "file_order",
+    seed: int = 0,
+    test_ties: str = "keep",
 ) -> pd.DataFrame:
-    """Label each interaction train/valid/test; users with < 3 interactions are dropped."""
+    """Label each interaction train/valid/test; users with < 3 interactions are dropped.
+    `test_ties`: keep (the last interaction is the test target whatever shares its timestamp),
+    group (every interaction at the user's last timestamp is a test target, the one before them
+    the validation target), drop (a user whose last two interactions share a timestamp leaves)."""
+    if test_ties not in TEST_TIES:
+        raise DataError(f"split.test_ties '{test_ties}' is not one of: {', '.join(TEST_TIES)}")
     df = chronological(interactions, tie_break, seed)
     df = df.sort_values(["user_id", "seq"], kind="stable")
     counts = df.groupby("user_id")["item_id"].transform("size")
     df = df[counts >= 3].copy()
     from_end = df.groupby("user_id").cumcount(ascending=False)
+    if test_ties == "group":
+        last = df.groupby("user_id")["timestamp"].transform("max")
+        in_group = df["timestamp"] == last
+        # the validation target: the latest interaction before the group
+        before = df[~in_group].groupby("user_id").cumcount(ascending=False)
+        valid = pd.Series(False, index=df.index)
+        valid[before.index[before.to_numpy() == 0]] = True
+        df["phase"] = np.select([in_group, valid], ["test", "valid"], "train")
+        trained = df[df["phase"] == "train"].groupby("user_id").size()
+        return df[df["user_id"].isin(trained.index)]
     df["phase"] = np.select([from_end == 0, from_end == 1], ["test", "valid"], "train")
+    if test_ties == "drop":
+        tied = tied_test_users(df)
+        df = df[~df["user_id"].isin(tied)]
     return df
+
+
+def tied_test_users(labelled: pd.DataFrame) -> set[str]:
+    """The users whose (first) test target shares its timestamp with their latest history
+    interaction: a target from the same rating session as the history's end."""
+    test = labelled[labelled["phase"] == "test"].groupby("user_id")["timestamp"].min()
+    history = labelled[labelled["phase"] != "test"].groupby("user_id")["timestamp"].max()
+    both = test.index.intersection(history.index)
+    return set(both[(test.loc[both] == history.loc[both]).to_numpy()])
+
+
+def ratio_split(interactions: pd.DataFrame, ratios: Sequence[float], seed: int = 0) -> pd.DataFrame:
+    """RecBole's general-model split (eval_args split RS, order RO, group_by user): per user a
+    seeded random order of its interactions, the first share training, then validation, then
+    test, the counts rounded as RecBole's `_calcu_split_ids` rounds them; users with < 3
+    interactions are dropped."""
+    if len(ratios) != 3 or abs(sum(ratios) - 1) > 1e-9 or min(ratios) <= 0:
+        raise DataError(f"split.ratios {list(ratios)} must be three shares summing to 1")
+    df = chronological(interactions, "file_order", seed)
+    counts = df.groupby("user_id")["item_id"].transform("size")
+    df = df[counts >= 3].copy()
+    df["_random"] = np.random.default_rng(seed).permutation(len(df))
+    df = df.sort_values(["user_id", "_random"], kind="stable")
+    position = df.groupby("user_id").cumcount().to_numpy()
+    total = df.groupby("user_id")["item_id"].transform("size").to_numpy()
+    phase = np.empty(len(df), dtype=object)
+    for n in np.unique(total):
+        cut = np.cumsum(ratio_counts(int(n), ratios))
+        mine = total == n
+        phase[mine] = np.select(
+            [position[mine] < cut[0], position[mine] < cut[1]], ["train", "valid"], "test"
+        )
+    df["phase"] = phase
+    return df.drop(columns="_random").sort_values(["user_id", "seq"], kind="stable")
+
+
+def ratio_counts(total: int, ratios: Sequence[float]) -> list[int]:
+    """(train, valid, test) counts of one user's `total` interactions, as RecBole rounds them:
+    int(share x total) for validation and test, the rest training, and a share that would round
+    to 0 but is positive given one interaction while training keeps more than one."""
+    counts = [int(r * total) for r in ratios]
+    counts[0] = total - sum(counts[1:])
+    for i in range(1, len(ratios)):
+        if counts[0] <= 1:
+            break
+        if 0 < ratios[-i] * total < 1:
+            counts[-i] += 1
+            counts[0] -= 1
+    return counts
 
 
 def global_temporal_split(
@@ -183,11 +267,18 @@ def hold_out_new_items(
     }
 
 
+SPLIT_METHODS = ("leave_one_out", "global_temporal", "ratio")
+
+
 def make_split(interactions: pd.DataFrame, items: pd.DataFrame, split_cfg: dict) -> pd.DataFrame:
     method = split_cfg.get("method", "leave_one_out")
     tie_break, seed = split_cfg.get("tie_break", "file_order"), int(split_cfg.get("seed", 0))
     if method == "leave_one_out":
-        return leave_one_out_split(interactions, tie_break, seed)
+        return leave_one_out_split(
+            interactions, tie_break, seed, split_cfg.get("test_ties", "keep")
+        )
+    if method == "ratio":
+        return ratio_split(interactions, split_cfg.get("ratios", [0.8, 0.1, 0.1]), seed)
     if method == "global_temporal":
         return global_temporal_split(
             interactions,
@@ -196,7 +287,7 @@ def make_split(interactions: pd.DataFrame, items: pd.DataFrame, split_cfg: dict)
             tie_break,
             seed,
         )
-    raise DataError(f"split.method '{method}' is not one of: leave_one_out, global_temporal")
+    raise DataError(f"split.method '{method}' is not one of: {', '.join(SPLIT_METHODS)}")
 
 
 def write_split(
@@ -221,6 +312,8 @@ def write_split(
         "test_users": int(inter.loc[inter["phase"] == "test", "user_id"].nunique()),
         "valid_users": int(inter.loc[inter["phase"] == "valid", "user_id"].nunique()),
         "items_without_text": without_text,
+        # test targets from the same rating session as the history's end (docs/protocol.md)
+        "test_tied_with_history": len(tied_test_users(inter)),
     }
     meta = meta | {
         "stats": stats,

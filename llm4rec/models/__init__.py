@@ -466,12 +466,34 @@ MODELS: dict[str, ModelSpec] = _registry(
         ModelSpec(
             "sasrec",
             "baseline",
-            _RECBOLE_FACTORY,
-            "RecBole SASRec: self-attentive sequential model",
-            config=_RECBOLE_CONFIG,
+            "baselines.sasrec:build",
+            "SASRec as its paper trains it: RecBole's network, each user's sequence once an epoch, "
+            "binary cross-entropy against a sampled negative at every position (Kang & McAuley)",
+            config="baselines.sasrec:SasrecConfig",
             display="SASRec",
             exports=("item_embeddings.npy", *SCORE_EXPORTS),
+        ),
+        ModelSpec(
+            "sasrec_ce",
+            "baseline",
+            "baselines.sasrec:build",
+            "SASRec+: the same network and training with full softmax cross-entropy over the "
+            "catalogue at every position (Klenitskiy & Vasilev, RecSys 2023)",
+            config="baselines.sasrec:SasrecCeConfig",
+            display="SASRec+ (CE)",
+            exports=("item_embeddings.npy", *SCORE_EXPORTS),
+        ),
+        ModelSpec(
+            "sasrec_recbole",
+            "baseline",
+            _RECBOLE_FACTORY,
+            "RecBole's SASRec training: every prefix of every user's sequence one example, the "
+            "loss at its end (RecBole 1.2.1)",
+            config=_RECBOLE_CONFIG,
+            display="SASRec (RecBole prefixes)",
+            exports=("item_embeddings.npy", *SCORE_EXPORTS),
             hyperparameters=_RECBOLE_HYPERPARAMETERS,
+            parent="sasrec",
         ),
         ModelSpec(
             "emb_knn",
