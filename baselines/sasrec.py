@@ -6,24 +6,32 @@ the prefix's end): about max-length times the work of the paper's training per e
 dataset (on ML-1M at length 200, about 200 times), which the papers and every published anchor do
 not do. This module trains the same network the paper's way, and keeps RecBole's network:
 
-- **The network is RecBole's SASRec**, layer for layer and parameter for parameter (item and
-  position embeddings, RecBole's `TransformerEncoder`: post-norm blocks, GELU feed-forward; input
-  LayerNorm and dropout; padding item 0; left-aligned sequences with RecBole's causal attention
-  mask). A state dict moves between the two as is, and the same weights give the same scores as
-  RecBole's `full_sort_predict` (tests/test_sasrec.py): the comparability of a RecBole baseline,
-  without its training loop. The paper's own blocks are pre-norm with ReLU and scaled
-  embeddings; docs/models/baselines.md lists that deviation.
+- **The network** (`block`):
+  - `recbole` (the default): RecBole's SASRec, layer for layer and parameter for parameter (item
+    and position embeddings, RecBole's `TransformerEncoder`: post-norm blocks, GELU feed-forward;
+    input LayerNorm and dropout; padding item 0; left-aligned sequences with RecBole's causal
+    attention mask). A state dict moves between the two as is, and the same weights give the same
+    scores as RecBole's `full_sort_predict` (tests/test_recbole_parity.py): the comparability of a
+    RecBole baseline, without its training loop.
+  - `paper`: the SASRec paper's block, as its reference code and the published anchors build it
+    (Kang & McAuley's TensorFlow code; pmixer/SASRec.pytorch; Klenitskiy & Vasilev's): item
+    embeddings scaled by sqrt(d) plus positions, dropout, padding zeroed; per block the queries
+    layer-normalised, attention over the unnormalised sequence, the normalised queries added back,
+    a LayerNorm, a ReLU feed-forward with its residual, padding zeroed; a last LayerNorm (eps 1e-8
+    throughout). The anchors (benchmarks/anchors.yaml) copy it with the feed-forward width d.
 - **Training** (per epoch, users in a seeded order, `batch_size` users a step): a user's last
   `max_len + 1` training items give inputs items[:-1] and targets items[1:], every position a
   target (padding masked).
   - `loss: bce` (`sasrec`, the SASRec paper): binary cross-entropy of the next item against one
     sampled negative, an item outside the user's sequence, drawn per position (`negatives:
-    per_position`, the paper) or once per sequence and shared by its positions (`per_sequence`,
-    the SASRec vanilla of Klenitskiy & Vasilev's code).
+    per_position`, the paper, and Klenitskiy & Vasilev's published BCE run) or once per sequence
+    and shared by its positions (`per_sequence`, their code's default without full negative
+    sampling).
   - `loss: ce` (`sasrec_ce`, SASRec+): full softmax cross-entropy over the catalogue at every
     position.
-  Adam (the paper's betas 0.9, 0.98); after every epoch the protocol's validation score through
-  the one evaluator picks the epoch (`patience` epochs without a better one stop training).
+  Adam (the paper's betas 0.9, 0.98; `optimizer: adamw` where a source used AdamW); after every
+  epoch the protocol's validation score through the one evaluator picks the epoch (`patience`
+  epochs without a better one stop training).
 - **Ranking**: the user's last `max_len` history items, the output at the last one, dot products
   with every item embedding, history excluded.
 """
@@ -48,6 +56,8 @@ from llm4rec.models import RANKING_COLUMNS
 
 LOSSES = ("bce", "ce")
 NEGATIVES = ("per_position", "per_sequence")
+BLOCKS = ("recbole", "paper")
+OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
 
 
 @dataclass(frozen=True)
@@ -61,12 +71,14 @@ class SasrecConfig:
     n_heads: int = 1
     hidden_dropout: float = 0.2
     attn_dropout: float = 0.2
-    hidden_act: str = "gelu"  # RecBole's; the paper's blocks use relu
+    hidden_act: str = "gelu"  # RecBole's (block recbole); the paper's block is relu
+    block: str = "recbole"  # recbole (RecBole's network) | paper (the SASRec paper's block)
     layer_norm_eps: float = 1e-12
     initializer_range: float = 0.02
     learning_rate: float = 1e-3
     betas: tuple[float, float] = (0.9, 0.98)
     weight_decay: float = 0.0
+    optimizer: str = "adam"  # adam (the papers) | adamw (decoupled weight decay: LlamaRec, LRURec)
     batch_size: int = 128  # users per step
     epochs: int = 200  # at most
     patience: int = 10  # epochs without a better validation score before stopping
@@ -75,6 +87,10 @@ class SasrecConfig:
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
             raise ValueError(f"loss '{self.loss}' is not one of: {', '.join(LOSSES)}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer '{self.optimizer}' is not one of: {', '.join(OPTIMIZERS)}")
+        if self.block not in BLOCKS:
+            raise ValueError(f"block '{self.block}' is not one of: {', '.join(BLOCKS)}")
         if self.negatives not in NEGATIVES:
             raise ValueError(f"negatives '{self.negatives}' is not one of: {', '.join(NEGATIVES)}")
         if self.max_len < 1 or self.batch_size < 1 or self.epochs < 0:
@@ -91,6 +107,12 @@ class SasrecCeConfig(SasrecConfig):
         super().__post_init__()
         if self.loss != "ce":
             raise ValueError(f"loss '{self.loss}': sasrec_ce is SASRec+, the ce loss (bce: sasrec)")
+
+
+def sasrec_network(n_items: int, cfg: SasrecConfig) -> nn.Module:
+    """The network `cfg.block` names over `n_items` items (0: padding): forward([B, L] items) ->
+    [B, L, H], and `item_embedding`, the output layer's weights."""
+    return SASRecNet(n_items, cfg) if cfg.block == "recbole" else PaperSASRecNet(n_items, cfg)
 
 
 class SASRecNet(nn.Module):
@@ -140,6 +162,61 @@ class SASRecNet(nn.Module):
         return self.trm_encoder(hidden, mask, output_all_encoded_layers=True)[-1]
 
 
+class PaperSASRecNet(nn.Module):
+    """The SASRec paper's network (module doc, `block: paper`)."""
+
+    def __init__(self, n_items: int, cfg: SasrecConfig):
+        super().__init__()
+        d, eps = cfg.hidden_size, 1e-8
+        self.item_embedding = nn.Embedding(n_items + 1, d, padding_idx=0)
+        self.position_embedding = nn.Embedding(cfg.max_len, d)
+        self.dropout = nn.Dropout(cfg.hidden_dropout)
+        self.attention_norms = nn.ModuleList(nn.LayerNorm(d, eps=eps) for _ in range(cfg.n_layers))
+        self.attentions = nn.ModuleList(
+            nn.MultiheadAttention(d, cfg.n_heads, dropout=cfg.attn_dropout, batch_first=True)
+            for _ in range(cfg.n_layers)
+        )
+        self.forward_norms = nn.ModuleList(nn.LayerNorm(d, eps=eps) for _ in range(cfg.n_layers))
+        self.feed_forwards = nn.ModuleList(
+            nn.Sequential(
+                nn.Linear(d, cfg.inner_size),
+                nn.Dropout(cfg.hidden_dropout),
+                nn.ReLU(),
+                nn.Linear(cfg.inner_size, d),
+                nn.Dropout(cfg.hidden_dropout),
+            )
+            for _ in range(cfg.n_layers)
+        )
+        self.last_norm = nn.LayerNorm(d, eps=eps)
+        for module in self.modules():  # the reference code's init (attention in-projections: Xavier)
+            if isinstance(module, nn.Linear | nn.Embedding):
+                module.weight.data.normal_(mean=0.0, std=cfg.initializer_range)
+            if isinstance(module, nn.Linear) and module.bias is not None:
+                module.bias.data.zero_()
+        self.item_embedding.weight.data[0].zero_()
+
+    def forward(self, items: torch.Tensor) -> torch.Tensor:
+        length = items.size(1)
+        positions = torch.arange(length, device=items.device).unsqueeze(0).expand_as(items)
+        keep = (items != 0).unsqueeze(-1).to(self.item_embedding.weight.dtype)
+        hidden = self.item_embedding(items) * self.item_embedding.embedding_dim**0.5
+        hidden = self.dropout(hidden + self.position_embedding(positions)) * keep
+        # causal: position t attends to positions <= t (left-aligned rows: padding comes later)
+        future = torch.triu(torch.ones(length, length, dtype=torch.bool, device=items.device), 1)
+        for norm, attention, forward_norm, feed_forward in zip(
+            self.attention_norms,
+            self.attentions,
+            self.forward_norms,
+            self.feed_forwards,
+            strict=True,
+        ):
+            queries = norm(hidden)
+            attended, _ = attention(queries, hidden, hidden, attn_mask=future, need_weights=False)
+            hidden = forward_norm(queries + attended)
+            hidden = (hidden + feed_forward(hidden)) * keep
+        return self.last_norm(hidden)
+
+
 def sequence_batch(sequences: Sequence[Sequence[int]], length: int) -> torch.Tensor:
     """[B, length] left-aligned rows (RecBole's layout), padded with 0."""
     out = torch.zeros(len(sequences), length, dtype=torch.long)
@@ -149,7 +226,7 @@ def sequence_batch(sequences: Sequence[Sequence[int]], length: int) -> torch.Ten
 
 
 def position_loss(
-    net: SASRecNet,
+    net: nn.Module,
     inputs: torch.Tensor,
     targets: torch.Tensor,
     loss: str,
@@ -186,14 +263,14 @@ class NativeSASRec:
         cfg = self.cfg
         self._index(split)
         torch.manual_seed(self.seed)
-        self.net = SASRecNet(len(self.items), cfg).to(self.device)
+        self.net = sasrec_network(len(self.items), cfg).to(self.device)
         train = split.phase("train")
         sequences = [
             [self.row[str(i)] for i in group.astype(str)]
             for _, group in train.groupby("user_id", sort=True)["item_id"]
         ]
         sequences = [s[-(cfg.max_len + 1) :] for s in sequences if len(s) >= 2]
-        optimizer = torch.optim.Adam(
+        optimizer = OPTIMIZERS[cfg.optimizer](
             self.net.parameters(),
             lr=cfg.learning_rate,
             betas=tuple(cfg.betas),

@@ -151,6 +151,11 @@ class Grid:
         run with the ablations target, which completes the grid."""
         return list(self.model_entry(model).get("main_seeds", self.model_seeds(model)))
 
+    def model_datasets(self, model: str) -> list[str]:
+        """The evaluated datasets the model runs on: the entry's `datasets`, or every one."""
+        only = self.model_entry(model).get("datasets")
+        return [d for d in self.evaluated_datasets if only is None or d in only]
+
     def model_threads(self, model: str) -> int:
         return int(self.model_entry(model).get("threads", self.threads))
 
@@ -338,6 +343,7 @@ class Grid:
             (d, m, s)
             for d in self.evaluated_datasets
             for m in self.kind_models(kind)
+            if d in self.model_datasets(m)
             for s in (self.main_seeds(m) if kind == "main" else self.model_seeds(m))
         ]
 
@@ -450,6 +456,14 @@ def validate_grid(given: dict[str, Any], path: Path) -> Grid:
                 f"{path}: report.display_names.{model}: not a known model "
                 f"(known: {', '.join(sorted(MODELS))})"
             )
+    evaluated = [d for d, cfg in raw["datasets"].items() if cfg.get("role") != "source"]
+    for i, entry in enumerate(raw["models"]):
+        for j, dataset in enumerate(entry.get("datasets", [])):
+            if dataset not in evaluated:
+                raise ConfigError(
+                    f"{path}: models[{i}].datasets[{j}] '{dataset}' is not an evaluated dataset of "
+                    f"this grid (evaluated: {', '.join(evaluated)})"
+                )
     for i, entry in enumerate(raw["models"]):
         parent = MODELS[entry["name"]].parent
         if parent is not None and parent not in names:

@@ -550,7 +550,12 @@ def plan(grid: Grid, profile: str = "h100") -> pd.DataFrame:
     chosen = PROFILES[profile]
     rows = []
     sources = grid.source_runs()  # a `role: source` dataset runs only what is transferred from it
-    cells = [(d, m, len(grid.model_seeds(m))) for d in grid.evaluated_datasets for m in grid.models]
+    cells = [
+        (d, m, len(grid.model_seeds(m)))
+        for d in grid.evaluated_datasets
+        for m in grid.models
+        if d in grid.model_datasets(m)
+    ]
     for dataset, model in sorted({(d, m) for d, m, _ in sources}):
         cells.append((dataset, model, sum(1 for d, m, _ in sources if (d, m) == (dataset, model))))
     stats_of: dict[str, dict[str, float]] = {}

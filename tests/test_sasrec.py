@@ -1,7 +1,7 @@
 """The native SASRec (baselines/sasrec.py): its losses over every position of a hand-built 2-user
 batch against a hand computation (binary cross-entropy with the sampled negatives, full softmax
-cross-entropy), padding masked; negatives outside the user's sequence; and a short training run
-through the one evaluator. Its scores against RecBole's SASRec: tests/test_recbole_parity.py."""
+cross-entropy), padding masked; negatives outside the user's sequence; the paper's block (`block:
+paper`) against its equations written out; and a short training run through the one evaluator. Its scores against RecBole's SASRec: tests/test_recbole_parity.py."""
 
 import math
 
@@ -10,7 +10,14 @@ import pandas as pd
 import pytest
 import torch
 
-from baselines.sasrec import NativeSASRec, SasrecConfig, SASRecNet, position_loss, sequence_batch
+from baselines.sasrec import (
+    NativeSASRec,
+    PaperSASRecNet,
+    SasrecConfig,
+    SASRecNet,
+    position_loss,
+    sequence_batch,
+)
 from llm4rec.data.split import leave_one_out_split
 from llm4rec.evaluation.evaluate import evaluate_rankings
 
@@ -90,12 +97,13 @@ def test_negatives_fall_outside_the_users_sequence(negatives):
 
 def test_a_short_training_learns_and_ranks_through_the_evaluator(tmp_path):
     split = _split()
-    for loss in ("bce", "ce"):
+    for loss, block in (("bce", "recbole"), ("ce", "recbole"), ("ce", "paper")):
         model = NativeSASRec(
             SasrecConfig(loss=loss, max_len=10, hidden_size=16, inner_size=32, epochs=15,
-                         batch_size=8, learning_rate=5e-3),
+                         batch_size=8, learning_rate=5e-3, block=block),
             0, "cpu", "ndcg_at_10",
         )  # fmt: skip
+        loss = f"{loss}_{block}"
         info = model.fit(split, tmp_path / loss)
         curve = [p["ndcg_at_10"] for p in info["valid_curve"]]
         assert info["best_valid_ndcg_at_10"] == max(curve) and curve[-1] > curve[0]
@@ -110,3 +118,49 @@ def test_a_short_training_learns_and_ranks_through_the_evaluator(tmp_path):
     pd.testing.assert_frame_equal(
         rankings, model.rank({u: history[u] for u in split.targets("test")}, 5)
     )
+
+
+def _layer_norm(x, norm):
+    mean, var = x.mean(-1, keepdims=True), x.var(-1, keepdims=True)
+    weight, bias = norm.weight.detach().numpy(), norm.bias.detach().numpy()
+    return (x - mean) / np.sqrt(var + norm.eps) * weight + bias
+
+
+def test_the_paper_block_is_its_equations():
+    # one block, one head, eval mode: the SASRec paper's forward written out in numpy
+    cfg = SasrecConfig(
+        max_len=4, hidden_size=8, inner_size=8, n_layers=1, n_heads=1, block="paper"
+    )
+    torch.manual_seed(1)
+    net = PaperSASRecNet(6, cfg).eval()
+    for p in net.parameters():  # no zero biases or unit norms: every term shows
+        p.data.add_(0.1 * torch.randn_like(p))
+    net.item_embedding.weight.data[0].zero_()
+    items = torch.tensor([[3, 1, 5, 0]])  # a user of 3 items, padded
+    with torch.no_grad():
+        got = net(items)[0].numpy()
+        emb, pos = net.item_embedding.weight.numpy(), net.position_embedding.weight.numpy()
+        attention = net.attentions[0]
+        wq, wk, wv = np.split(attention.in_proj_weight.numpy(), 3)
+        bq, bk, bv = np.split(attention.in_proj_bias.numpy(), 3)
+        wo, bo = attention.out_proj.weight.numpy(), attention.out_proj.bias.numpy()
+        ff = net.feed_forwards[0]
+        w1, b1, w2, b2 = (ff[0].weight.numpy(), ff[0].bias.numpy(), ff[3].weight.numpy(), ff[3].bias.numpy())
+    x = emb[[3, 1, 5, 0]] * math.sqrt(8) + pos[:4]
+    x[3] = 0  # padding zeroed
+    queries = _layer_norm(x, net.attention_norms[0])
+    q, k, v = queries @ wq.T + bq, x @ wk.T + bk, x @ wv.T + bv
+    logits = q @ k.T / math.sqrt(8)
+    logits[np.triu_indices(4, 1)] = -np.inf  # causal
+    weights = np.exp(logits - logits.max(1, keepdims=True))
+    weights /= weights.sum(1, keepdims=True)
+    h = _layer_norm(queries + (weights @ v) @ wo.T + bo, net.forward_norms[0])
+    h = h + np.maximum(h @ w1.T + b1, 0) @ w2.T + b2
+    h[3] = 0
+    expected = _layer_norm(h, net.last_norm)
+    np.testing.assert_allclose(got[:3], expected[:3], rtol=1e-4, atol=1e-5)
+    # causal: a later item changes nothing before it
+    with torch.no_grad():
+        changed = net(torch.tensor([[3, 1, 2, 0]]))[0].numpy()
+    np.testing.assert_allclose(changed[:2], got[:2], rtol=1e-6, atol=1e-6)
+    assert not np.allclose(changed[2], got[2])
