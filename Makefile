@@ -93,7 +93,8 @@ ANCHORS_FIRST = $(foreach m,sasrec_ce sasrec,results/anchors/runs/ml-1m/$(m)/see
 bench-anchors: env tex
 	$(VENV)/bin/snakemake all --prioritize $(ANCHORS_FIRST) --cores $(CORES) --resources mlflow=1 --config grid=$(ANCHORS) $(SNAKEMAKE_ARGS)
 	$(PY) -m llm4rec.cli anchors --config $(ANCHORS)
-	$(PY) -m llm4rec.cli results-page --config $(ANCHORS)
+	$(PY) -m llm4rec.cli results-page --config $(ANCHORS) --readme ''
+
 
 # A dated page docs/results/<grid>-<date>-<commit>.md from the finished grid's reports, its index and
 # the README's results block (after make bench, and make bench-ablations if its table belongs there).

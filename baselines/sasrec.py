@@ -188,7 +188,9 @@ class PaperSASRecNet(nn.Module):
             for _ in range(cfg.n_layers)
         )
         self.last_norm = nn.LayerNorm(d, eps=eps)
-        for module in self.modules():  # the reference code's init (attention in-projections: Xavier)
+        for (
+            module
+        ) in self.modules():  # the reference code's init (attention in-projections: Xavier)
             if isinstance(module, nn.Linear | nn.Embedding):
                 module.weight.data.normal_(mean=0.0, std=cfg.initializer_range)
             if isinstance(module, nn.Linear) and module.bias is not None:
@@ -309,6 +311,11 @@ class NativeSASRec:
             losses.append(total / max(steps, 1))
             score = selection_score(self.rank(valid, cutoff), split, self.selection, users)
             curve.append({"epoch": epoch, self.selection: score})
+            print(
+                f"[sasrec] epoch {epoch}: loss {losses[-1]:.4f}, "
+                f"valid {self.selection} {score:.4f}",
+                flush=True,
+            )
             if score > best:
                 best, best_epoch, stale = score, epoch, 0
                 best_state = copy.deepcopy(self.net.state_dict())

@@ -11,6 +11,7 @@ llm4rec compare  --config C [RUN_DIR ...] [--mlflow-experiment E --tag model=bpr
 llm4rec report   --config C [RUN_DIR ...] [--mlflow-experiment E ...] [--comparisons FILE]
                  [--kind main|ablations] [--out DIR]
 llm4rec results-page --config C [--out docs/results] [--readme README.md]
+llm4rec anchors  --config benchmarks/anchors.yaml [--published benchmarks/anchors/published.csv]
 llm4rec download amazon-beauty --raw-dir results/raw
 llm4rec models
 llm4rec tracking-server start|stop [--dir results/tracking-server --port 5000 --pg-port 5433]
@@ -125,6 +126,17 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument(
                 "--no-mlflow", action="store_true", help="do not log the report to MLflow"
             )
+    p = sub.add_parser(
+        "anchors",
+        help="published figures beside the anchor grid's runs: <reports_dir>/anchors.{md,tex,csv}",
+    )
+    p.add_argument("--config", default="benchmarks/anchors.yaml")
+    p.add_argument(
+        "--published",
+        default="benchmarks/anchors/published.csv",
+        help="the published figures (docs/anchors.md)",
+    )
+    p.add_argument("--out", help="the folder written (default: the grid's reports_dir)")
     p = sub.add_parser(
         "results-page",
         help="write docs/results/<grid>-<date>-<commit>.md from a finished grid's reports",
@@ -418,6 +430,17 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_anchors(args: argparse.Namespace) -> int:
+    from llm4rec.report.anchors import AnchorError, write_anchors
+
+    try:
+        written = write_anchors(load_grid(args.config), args.published, args.out)
+    except (AnchorError, FileNotFoundError) as err:
+        return _error(err)
+    print("[llm4rec] anchors: " + ", ".join(str(p) for p in written))
+    return 0
+
+
 def cmd_results_page(args: argparse.Namespace) -> int:
     from llm4rec.report.results_page import write_results_page
 
@@ -541,6 +564,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "summarize": cmd_summarize,
     "compare": cmd_compare,
     "report": cmd_report,
+    "anchors": cmd_anchors,
     "results-page": cmd_results_page,
     "download": cmd_download,
     "models": cmd_models,

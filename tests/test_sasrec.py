@@ -1,7 +1,8 @@
 """The native SASRec (baselines/sasrec.py): its losses over every position of a hand-built 2-user
 batch against a hand computation (binary cross-entropy with the sampled negatives, full softmax
 cross-entropy), padding masked; negatives outside the user's sequence; the paper's block (`block:
-paper`) against its equations written out; and a short training run through the one evaluator. Its scores against RecBole's SASRec: tests/test_recbole_parity.py."""
+paper`) against its equations written out; and a short training run through the one evaluator.
+Its scores against RecBole's SASRec: tests/test_recbole_parity.py."""
 
 import math
 
@@ -128,9 +129,7 @@ def _layer_norm(x, norm):
 
 def test_the_paper_block_is_its_equations():
     # one block, one head, eval mode: the SASRec paper's forward written out in numpy
-    cfg = SasrecConfig(
-        max_len=4, hidden_size=8, inner_size=8, n_layers=1, n_heads=1, block="paper"
-    )
+    cfg = SasrecConfig(max_len=4, hidden_size=8, inner_size=8, n_layers=1, n_heads=1, block="paper")
     torch.manual_seed(1)
     net = PaperSASRecNet(6, cfg).eval()
     for p in net.parameters():  # no zero biases or unit norms: every term shows
@@ -145,7 +144,12 @@ def test_the_paper_block_is_its_equations():
         bq, bk, bv = np.split(attention.in_proj_bias.numpy(), 3)
         wo, bo = attention.out_proj.weight.numpy(), attention.out_proj.bias.numpy()
         ff = net.feed_forwards[0]
-        w1, b1, w2, b2 = (ff[0].weight.numpy(), ff[0].bias.numpy(), ff[3].weight.numpy(), ff[3].bias.numpy())
+        w1, b1, w2, b2 = (
+            ff[0].weight.numpy(),
+            ff[0].bias.numpy(),
+            ff[3].weight.numpy(),
+            ff[3].bias.numpy(),
+        )
     x = emb[[3, 1, 5, 0]] * math.sqrt(8) + pos[:4]
     x[3] = 0  # padding zeroed
     queries = _layer_norm(x, net.attention_norms[0])

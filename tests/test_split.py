@@ -291,9 +291,7 @@ def test_ratio_split_metrics_with_several_targets_by_hand():
     assert per_user.loc["u2", "recall_at_1"] == pytest.approx(1 / 2)
     assert per_user.loc["u2", "recall_at_3"] == pytest.approx(1.0)
     # two targets: the ideal puts them at ranks 1 and 2
-    assert per_user.loc["u2", "ndcg_at_3"] == pytest.approx(
-        (dcg[1] + dcg[3]) / (dcg[1] + dcg[2])
-    )
+    assert per_user.loc["u2", "ndcg_at_3"] == pytest.approx((dcg[1] + dcg[3]) / (dcg[1] + dcg[2]))
     assert per_user.loc["u2", "ndcg_at_1"] == pytest.approx(1.0)
     assert per_user.loc["u2", "mrr_at_3"] == pytest.approx(1.0)
 

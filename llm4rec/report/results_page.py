@@ -219,6 +219,10 @@ def render_page(grid: Grid, wall_seconds: float | None = None) -> tuple[str, str
         "|---|---|",
         *(f"| {key} | {value} |" for key, value in facts),
         "",
+    ]
+    if (reports / "anchors.md").is_file():  # the anchor grid (llm4rec anchors)
+        lines += ["## Published anchors", "", _read(reports / "anchors.md"), ""]
+    lines += [
         "## Main table",
         "",
         _read(reports / "results_table.md"),

@@ -46,6 +46,17 @@ class RunRecord:
     def per_user(self, phase: str = "test") -> pd.DataFrame:
         return pd.read_parquet(self.folder / layout.per_user(phase))
 
+    @functools.cached_property
+    def split_stats(self) -> dict:
+        """Its split's counts (split.json `stats`, the grid's data/<dataset>/ beside runs/), or {}
+        for a run folder outside a grid's layout."""
+        if len(self.folder.parents) < 4:
+            return {}
+        path = self.folder.parents[3] / "data" / self.dataset / layout.SPLIT_JSON
+        if not path.is_file():
+            return {}
+        return read_json(path).get("stats", {})
+
     @property
     def reads_requests(self) -> bool:
         """It ranked with a request per user (its metrics.json records the template): compared only

@@ -400,6 +400,56 @@ def caption(
     return f"Test results on {', '.join(table.datasets)}: every pair of models."
 
 
+TIE_BREAK_WORDS = {
+    "file_order": "the file's row order",
+    "seeded": "a seeded shuffle",
+    "item_id": "item id",
+}
+TEST_TIE_WORDS = {
+    "keep": "",
+    "group": "; the whole tie group at a user's last timestamp is the target",
+    "drop": "; users whose test target ties with the history are dropped",
+}
+
+
+def tie_sentences(runs: Sequence[RunRecord]) -> list[str]:
+    """Per dataset: how many test targets share their timestamp with the history's last item, and
+    the rule that orders them (docs/protocol.md#ties)."""
+    out = []
+    for dataset in sorted({r.dataset for r in runs}):
+        record = next(r for r in runs if r.dataset == dataset)
+        stats, split = record.split_stats, record.run["run"]["dataset_config"]["split"]
+        if split.get("method", "leave_one_out") != "leave_one_out" or not stats.get("test_users"):
+            continue
+        tied, users = stats.get("test_tied_with_history"), stats["test_users"]
+        if tied is None:
+            continue
+        rule = TIE_BREAK_WORDS.get(split.get("tie_break", "file_order"), split.get("tie_break"))
+        out.append(
+            f"Ties on {dataset}: {tied} of {users} test targets ({100 * tied / users:.0f}%) share "
+            f"their timestamp with the history's last item, equal timestamps ordered by {rule}"
+            f"{TEST_TIE_WORDS.get(split.get('test_ties', 'keep'), '')}."
+        )
+    return out
+
+
+def source_sentences(
+    runs: Sequence[RunRecord], names: Mapping[str, str] | None = None
+) -> list[str]:
+    """Which run each CF-injected row took its collaborative embeddings from (input `cf_source`):
+    which SASRec (the paper's BCE `sasrec`, SASRec+ `sasrec_ce`, RecBole's `sasrec_recbole`)."""
+    sources: dict[str, set[str]] = {}
+    for record in runs:
+        source = record.consumed_run("cf_source")
+        if source:
+            sources.setdefault(source, set()).add(record.model)
+    return [
+        f"CF embeddings of {', '.join(display_name(m, names) for m in sorted(models))}: "
+        f"{display_name(source, names)} ({source}), same dataset and seed."
+        for source, models in sorted(sources.items())
+    ]
+
+
 def main_notes(
     runs: Sequence[RunRecord], comparisons: pd.DataFrame, spec: CompareSpec, table: MainTable
 ) -> str:
@@ -407,7 +457,8 @@ def main_notes(
     split_methods = sorted({r.run["run"]["dataset_config"]["split"]["method"] for r in runs})
     parts = [
         f"{'; '.join(SPLIT_NAMES.get(s, s) for s in split_methods).capitalize()}; every model "
-        "ranks the full catalogue minus the user's history."
+        "ranks the full catalogue minus the user's history.",
+        *tie_sentences(runs),
     ]
     correction = CORRECTION_NAMES.get(spec.correction, spec.correction)
     kept = int((comparisons.get("verdict_from", pd.Series(dtype=str)) == "main report").sum())
@@ -452,6 +503,7 @@ def main_notes(
     power = power_sentence(comparisons)
     if power:
         parts.append(power)
+    parts += source_sentences(runs, table.names)
     if table.left_out:
         where = {
             "diagnostics": f"the diagnostics table: fewer than {spec.min_users} test users",
