@@ -226,3 +226,32 @@ def test_a_page_is_named_after_the_commit_of_the_last_run_to_finish():
     stem, date, commit = page_stem(SimpleNamespace(name="default"), records)
     assert (stem, commit) == ("default-2026-12-01-612f9d6", "612f9d6")
     assert date == "2026-12-01"
+
+
+def test_the_changes_from_the_previous_page_row_by_row():
+    from llm4rec.report.results_page import table_changes
+
+    old = """
+| Paradigm | Model | Seeds | d NDCG@10 | d Impr. |
+|---|---|---|---|---|
+| Baselines | SASRec | 2 | **0.0984** | – |
+| Baselines | BPR | 2 | 0.0697↓ | -35.4% |
+| CF-injected | E4SRec\\* | 1 | 0.0154↓ | -80.9% |
+| | *↳ SASRec, same users/seeds* | | *0.1064* | |
+
+Notes that follow the table.
+| Other | table | | | |
+"""
+    new = """
+| Paradigm | Model | Seeds | d NDCG@10 | d Impr. |
+|---|---|---|---|---|
+| Baselines | SASRec° | 2 | 0.0801↓ | -8.0% |
+| Baselines | SASRec+ (CE) | 2 | **0.0990** | – |
+| Baselines | BPR | 2 | 0.0697↓ | -29.6% |
+"""
+    assert table_changes(old, new) == [
+        "Rows added: SASRec+ (CE) (Baselines).",
+        "Rows removed: E4SRec (CF-injected).",
+        "SASRec (Baselines): d NDCG@10 0.0984 → 0.0801; d Impr. – → -8.0%.",
+        "BPR (Baselines): d Impr. -35.4% → -29.6%.",
+    ]

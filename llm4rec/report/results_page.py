@@ -159,14 +159,87 @@ def page_stem(grid: Grid, records: Sequence[tuple[tuple, dict]]) -> tuple[str, s
     return f"{grid.name}-{date}-{commit}", date, commit
 
 
+MARKUP = re.compile(r"\*\*|</?ins>|[↑↓‡°†]|\\\*")
+
+
+def _table_rows(markdown: str) -> tuple[list[str], dict[tuple[str, str], list[str]]]:
+    """The header and the rows, keyed (paradigm, model), of the first Markdown table in `markdown`
+    (a main table: marks and emphasis stripped; the italic best-baseline lines skipped)."""
+    lines = []
+    for line in markdown.strip().splitlines():
+        if line.startswith("|"):
+            lines.append(line)
+        elif lines:
+            break  # the first table ends
+    if len(lines) < 2:
+        return [], {}
+    cells = [[c.strip() for c in line.strip().strip("|").split("|")] for line in lines]
+    head, rows = cells[0], {}
+    for row in cells[2:]:
+        if not row[0] and not row[1].strip("*"):
+            continue
+        if row[1].startswith("*↳"):
+            continue
+        clean = [MARKUP.sub("", c).strip() for c in row]
+        rows[(clean[0], clean[1])] = clean
+    return head, rows
+
+
+def _number(text: str) -> float | None:
+    try:
+        return float(text.rstrip("%"))
+    except ValueError:
+        return None
+
+
+def table_changes(previous: str, current: str) -> list[str]:
+    """What changed in the main table between two pages' Markdown: rows added and removed, and each
+    common row's values that moved (old -> new), column by column."""
+    old_head, old = _table_rows(previous)
+    new_head, new = _table_rows(current)
+    lines = []
+    added = [k for k in new if k not in old]
+    removed = [k for k in old if k not in new]
+    if added:
+        lines.append("Rows added: " + ", ".join(f"{m} ({p})" for p, m in added) + ".")
+    if removed:
+        lines.append("Rows removed: " + ", ".join(f"{m} ({p})" for p, m in removed) + ".")
+    for key in (k for k in new if k in old):
+        moved = []
+        for column, value in zip(new_head[2:], new[key][2:], strict=False):
+            if column not in old_head:
+                continue
+            before = old[key][old_head.index(column)]
+            if before != value and (before, value) != ("", ""):
+                moved.append(f"{column} {before or '–'} → {value or '–'}")
+        if moved:
+            lines.append(f"{key[1]} ({key[0]}): " + "; ".join(moved) + ".")
+    return lines
+
+
+def previous_page(results_dir: Path, grid: Grid, stem: str) -> Path | None:
+    """The newest page of the same grid in `results_dir` other than `stem`."""
+    pages = [
+        p
+        for p in results_dir.glob("*.md")
+        if (m := PAGE_NAME.match(p.name)) and m["grid"] == grid.name and p.stem != stem
+    ]
+    if not pages:
+        return None
+    return max(pages, key=lambda p: (PAGE_NAME.match(p.name)["date"], p.stat().st_mtime))
+
+
 def _read(path: Path) -> str:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: not found (run the report stage first: make bench)")
     return path.read_text().strip()
 
 
-def render_page(grid: Grid, wall_seconds: float | None = None) -> tuple[str, str, str]:
-    """(file stem, page, README block) for the grid's finished reports."""
+def render_page(
+    grid: Grid, wall_seconds: float | None = None, results_dir: Path | None = None
+) -> tuple[str, str, str]:
+    """(file stem, page, README block) for the grid's finished reports; with `results_dir`, what
+    changed in the main table since the grid's previous page there."""
     main = run_records(grid, "main")
     if not main:
         raise FileNotFoundError(
@@ -228,6 +301,17 @@ def render_page(grid: Grid, wall_seconds: float | None = None) -> tuple[str, str
         _read(reports / "results_table.md"),
         "",
     ]
+    before = previous_page(results_dir, grid, stem) if results_dir is not None else None
+    if before is not None:
+        old = before.read_text()
+        old_table = old.split("## Main table", 1)[-1] if "## Main table" in old else ""
+        changes = table_changes(old_table, _read(reports / "results_table.md"))
+        lines += [
+            f"### Changes from [{before.stem}]({before.name})",
+            "",
+            *([f"- {c}" for c in changes] or ["No value in the main table changed."]),
+            "",
+        ]
     if figure.is_file():
         lines += [f"![{metric} with intervals]({stem}-{metric}.png)", ""]
     budget = budget_sentence(main + ablations)
@@ -330,7 +414,7 @@ def write_results_page(
     grid: Grid, results_dir: Path, readme: Path | None, wall_seconds: float | None = None
 ) -> list[Path]:
     """Write the page (and its figure), the index and the README block; return the written paths."""
-    stem, page, block = render_page(grid, wall_seconds)
+    stem, page, block = render_page(grid, wall_seconds, results_dir)
     written = [write_text(results_dir / f"{stem}.md", page + "\n")]
     metric = grid.report_options()["slice_metric"]
     figure = grid.report_dir("main") / FIGURE.format(metric=metric)
