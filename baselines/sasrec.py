@@ -23,7 +23,8 @@ not do. This module trains the same network the paper's way, and keeps RecBole's
   `max_len + 1` training items give inputs items[:-1] and targets items[1:], every position a
   target (padding masked).
   - `loss: bce` (`sasrec`, the SASRec paper): binary cross-entropy of the next item against one
-    sampled negative, an item outside the user's sequence, drawn per position (`negatives:
+    sampled negative, an item outside the user's training window (its last `max_len + 1` items, as
+    Klenitskiy & Vasilev's code), drawn per position (`negatives:
     per_position`, the paper, and Klenitskiy & Vasilev's published BCE run) or once per sequence
     and shared by its positions (`per_sequence`, their code's default without full negative
     sampling).
@@ -310,6 +311,11 @@ class NativeSASRec:
                 total, steps = total + loss.item(), steps + 1
             losses.append(total / max(steps, 1))
             score = selection_score(self.rank(valid, cutoff), split, self.selection, users)
+            if not np.isfinite(score):
+                raise ValueError(
+                    f"sasrec: validation {self.selection} is {score} at epoch {epoch} "
+                    f"({len(users)} validation users): no epoch can be chosen"
+                )
             curve.append({"epoch": epoch, self.selection: score})
             print(
                 f"[sasrec] epoch {epoch}: loss {losses[-1]:.4f}, "
@@ -348,6 +354,11 @@ class NativeSASRec:
         seen = torch.zeros(len(batch), n + 1, dtype=torch.bool)
         for row, seq in enumerate(batch):
             seen[row, list(seq)] = True
+            if seen[row, 1:].all():
+                raise ValueError(
+                    f"sasrec: a training sequence holds all {n} catalogue items: no negative "
+                    "to sample (loss bce needs an item outside it)"
+                )
         width = targets.shape[1] if self.cfg.negatives == "per_position" else 1
         drawn = torch.randint(1, n + 1, (len(batch), width), generator=generator)
         rows = torch.arange(len(batch))[:, None].expand_as(drawn)

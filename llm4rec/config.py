@@ -439,6 +439,18 @@ def validate_grid(given: dict[str, Any], path: Path) -> Grid:
         split = ds["split"]
         if split["method"] == "global_temporal" and split["valid_frac"] + split["test_frac"] >= 1:
             raise ConfigError(f"{path}: datasets.{name}.split: valid_frac + test_frac must be < 1")
+        if split["method"] == "ratio" and abs(sum(split["ratios"]) - 1) > 1e-9:
+            raise ConfigError(
+                f"{path}: datasets.{name}.split.ratios {split['ratios']}: train, valid and test "
+                "shares must sum to 1"
+            )
+        stated = given.get("datasets", {}).get(name, {}).get("split", {})
+        for key, method in (("test_ties", "leave_one_out"), ("ratios", "ratio")):
+            if key in stated and split["method"] != method:
+                raise ConfigError(
+                    f"{path}: datasets.{name}.split.{key} applies to method {method}, not "
+                    f"{split['method']}"
+                )
     cutoffs = set(raw["evaluation"]["cutoffs"])
     for key in ("metrics", "slice_metric"):
         # as the grid gives them: a default metric beyond its cutoffs is a dash in the tables
@@ -615,6 +627,15 @@ def _check_model_inputs(grid: Grid, i: int, entry: dict[str, Any]) -> None:
                 raise ConfigError(
                     f"{where}.{slot}.dataset: '{spec.name}' cannot consume '{slot}' from another "
                     "dataset (its items would not be this dataset's); leave `dataset` out"
+                )
+        if kind == "run" and "dataset" not in source:
+            absent = [
+                d for d in grid.model_datasets(spec.name) if d not in grid.model_datasets(name)
+            ]
+            if absent:
+                raise ConfigError(
+                    f"{where}.{slot}.run: '{spec.name}' runs on {absent[0]}, where '{name}' does "
+                    f"not (its datasets: {', '.join(grid.model_datasets(name))})"
                 )
         if kind == "run" and across == "required" and source.get("dataset") is None:
             raise ConfigError(

@@ -25,7 +25,15 @@ from llm4rec.data.atomic import DataError
 from llm4rec.data.preprocess import preprocess
 from llm4rec.data.requests import phase_requests, worded
 from llm4rec.data.sources import load_source
-from llm4rec.data.split import Split, hold_out_new_items, make_split, read_split, write_split
+from llm4rec.data.split import (
+    Split,
+    hold_out_new_items,
+    leave_one_out_split,
+    make_split,
+    read_split,
+    tied_test_users,
+    write_split,
+)
 from llm4rec.determinism import (
     apply_determinism,
     determinism_record,
@@ -69,6 +77,19 @@ def prepare_dataset(grid: Grid, dataset: str) -> Split:
     )
     labelled = make_split(kept, raw.items, cfg["split"])
     meta = {"dataset": dataset, "config": cfg, "preprocessing_counts": counts}
+    method, rule = (
+        cfg["split"].get("method", "leave_one_out"),
+        cfg["split"].get("test_ties", "keep"),
+    )
+    if method == "leave_one_out" and rule != "keep":  # what the rule changed: the ties under `keep`
+        kept_ties = leave_one_out_split(
+            kept, cfg["split"].get("tie_break", "file_order"), cfg["split"].get("seed", 0)
+        )
+        meta["test_ties"] = {
+            "rule": rule,
+            "tied_users_if_kept": len(tied_test_users(kept_ties)),
+            "users_if_kept": int(kept_ties["user_id"].nunique()),
+        }
     if cfg.get("new_items"):
         labelled, meta["new_items"] = hold_out_new_items(
             labelled,

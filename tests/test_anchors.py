@@ -81,11 +81,20 @@ def _csv(tmp_path, *rows):
         ({"match": "not_run"}, r"published.csv:3: match not_run names a run \('d/mostpop'\)"),
         ({"run": "mostpop"}, r"published.csv:3: run 'mostpop' must be dataset/model"),
         ({"match": "config"}, r"published.csv:3: match config names the difference in 'setup'"),
+        ({"anchor": "a"}, r"published.csv:3: a ndcg@10 is already published at line 2"),
     ],
 )
 def test_bad_rows_are_refused_naming_file_line_and_field(tmp_path, change, message):
+    first = ROW | {"anchor": "first"} if "anchor" not in change else ROW
     with pytest.raises(AnchorError, match=message):
-        read_published(_csv(tmp_path, ROW, ROW | change))
+        read_published(_csv(tmp_path, first, ROW | change))
+
+
+def test_an_unquoted_comma_is_refused(tmp_path):
+    path = _csv(tmp_path, ROW)
+    path.write_text(path.read_text().rstrip("\n") + ",extra\n")
+    with pytest.raises(AnchorError, match=r"published.csv:2: more fields than the header's 12"):
+        read_published(path)
 
 
 def test_a_missing_column_is_named(tmp_path):
@@ -141,6 +150,7 @@ def test_ours_its_intervals_and_the_verdict_by_hand(tmp_path):
         ROW | {"anchor": "b", "value": above},
         ROW | {"anchor": "c", "run": "d/bpr", "value": 0.0},
         ROW | {"anchor": "e", "run": "", "match": "not_run", "setup": "did not fit"},
+        ROW | {"anchor": "f", "value": inside, "match": "dataset", "setup": "ml-latest-small"},
     ]
     frame = anchors_frame(grid, read_published(_csv(tmp_path, *rows))).set_index("anchor")
     assert frame.loc["a", "ours"] == pytest.approx(one.mean())
@@ -157,6 +167,7 @@ def test_ours_its_intervals_and_the_verdict_by_hand(tmp_path):
     # the wider interval decides: 0 lies inside the seed interval (df = 1), not the users' one
     assert b_low > 0 and s_low < 0 and frame.loc["c", "verdict"] == "inside"
     assert frame.loc["e", "verdict"] == "not run"
+    assert frame.loc["f", "verdict"] == "another dataset: not a check"  # never read as a check
     runs = runs_frame(grid)
     assert runs.set_index("model").loc["mostpop", "tied"] == 100
     assert runs.set_index("model").loc["mostpop", "interactions"] == 9800
@@ -175,10 +186,12 @@ def test_ours_its_intervals_and_the_verdict_by_hand(tmp_path):
     ]
 
 
-def test_a_run_outside_the_grid_is_refused(tmp_path):
+def test_a_run_outside_the_grid_or_its_cutoffs_is_refused(tmp_path):
     grid = _grid(tmp_path)
     with pytest.raises(AnchorError, match=r"run d/sasrec is not a cell of grid"):
         anchors_frame(grid, read_published(_csv(tmp_path, ROW | {"run": "d/sasrec"})))
+    with pytest.raises(AnchorError, match=r"mostpop is evaluated at cutoffs \[10, 20\]"):
+        anchors_frame(grid, read_published(_csv(tmp_path, ROW | {"cutoff": 5})))
 
 
 def test_the_protocol_line_states_the_tied_share_and_rule(tmp_path):
@@ -196,6 +209,15 @@ def test_the_protocol_line_states_the_tied_share_and_rule(tmp_path):
         "Ties on d: 3 of 8 test targets (38%) share their timestamp with the history's last item, "
         "equal timestamps ordered by the file's row order."
     ]
+    # a rule that changes the ties: the count under `keep`, and what the rule did
+    split = {"test_ties": {"rule": "drop", "tied_users_if_kept": 3, "users_if_kept": 8}}
+    write_json(tmp_path / "g" / "data" / "d" / "split.json", split | {"stats": {"test_users": 5}})
+    runs = runs_from_folders([root / "d" / "mostpop" / "seed0"])
+    assert tie_sentences(runs) == [
+        "Ties on d: with the last interaction as the target, 3 of 8 (38%) would share their "
+        "timestamp with the history's last item; here those users are dropped (5 remain); equal "
+        "timestamps ordered by the file's row order."
+    ]
     runs = runs_from_folders([root / "d" / "mostpop" / "seed0"])
     (tmp_path / "g" / "data" / "d" / "split.json").unlink()
     assert tie_sentences(runs) == []  # a split without the count: nothing claimed
@@ -212,5 +234,11 @@ def test_the_notes_name_the_sasrec_each_cf_row_read(tmp_path):
     runs = runs_from_folders(sorted((tmp_path / "d").glob("*/seed0")))
     assert source_sentences(runs) == [
         "CF embeddings of E4SRec (CF soft tokens), LLaRA (CF soft tokens): SASRec (sasrec), "
-        "same dataset and seed."
+        "same dataset, same seed."
     ]
+    make_run(tmp_path, "d", "cf_llara", "cf_injected", 0, np.ones(4),
+             run={"run": {"inputs": {"cf_source": {"run": "sasrec", "seed": 1}}}})  # fmt: skip
+    runs = runs_from_folders(sorted((tmp_path / "d").glob("*/seed0")))
+    assert source_sentences(runs)[1] == (
+        "CF embeddings of LLaRA (CF soft tokens): SASRec (sasrec), same dataset, seed 1."
+    )

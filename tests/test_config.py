@@ -592,3 +592,48 @@ def test_a_model_that_cannot_transfer_refuses_another_dataset(tmp_path):
 def test_main_seeds_refused_where_the_main_job_could_not_run_them(tmp_path, models, message):
     with pytest.raises(ConfigError, match=message):
         load_grid(write(tmp_path, GOOD | {"seeds": [0, 1], "models": models}))
+
+
+def test_a_model_restricted_to_some_datasets_and_the_split_keys_that_apply(tmp_path):
+    two = GOOD | {
+        "datasets": {
+            "a": {"source": "ml-100k"},
+            "b": {"source": "ml-100k", "split": {"method": "ratio", "ratios": [0.8, 0.1, 0.1]}},
+        }
+    }
+    grid = load_grid(
+        write(tmp_path, two | {"models": [{"name": "mostpop"}, {"name": "bpr", "datasets": ["b"]}]})
+    )
+    assert grid.runs() == [("a", "mostpop", 0), ("b", "mostpop", 0), ("b", "bpr", 0)]
+    with pytest.raises(
+        ConfigError, match=r"models\[1\].datasets\[0\] 'c' is not an evaluated dataset"
+    ):
+        load_grid(
+            write(
+                tmp_path,
+                two | {"models": [{"name": "mostpop"}, {"name": "bpr", "datasets": ["c"]}]},
+            )
+        )
+    consumer = {"name": "emb_knn", "inputs": {"embeddings": {"run": "bpr"}}}
+    with pytest.raises(
+        ConfigError, match=r"'emb_knn' runs on a, where 'bpr' does not \(its datasets: b\)"
+    ):
+        load_grid(write(tmp_path, two | {"models": [{"name": "bpr", "datasets": ["b"]}, consumer]}))
+    for split, message in (
+        (
+            {"method": "ratio", "ratios": [0.8, 0.1, 0.2]},
+            r"datasets.a.split.ratios \[0.8, 0.1, 0.2\]: train",
+        ),
+        (
+            {"method": "ratio", "test_ties": "drop"},
+            r"datasets.a.split.test_ties applies to method leave_one_out, not ratio",
+        ),
+        (
+            {"ratios": [0.8, 0.1, 0.1]},
+            r"datasets.a.split.ratios applies to method ratio, not leave_one_out",
+        ),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            load_grid(
+                write(tmp_path, GOOD | {"datasets": {"a": {"source": "ml-100k", "split": split}}})
+            )

@@ -312,9 +312,10 @@ def write_split(
         "test_users": int(inter.loc[inter["phase"] == "test", "user_id"].nunique()),
         "valid_users": int(inter.loc[inter["phase"] == "valid", "user_id"].nunique()),
         "items_without_text": without_text,
-        # test targets from the same rating session as the history's end (docs/protocol.md)
-        "test_tied_with_history": len(tied_test_users(inter)),
     }
+    method = (meta.get("config") or {}).get("split", {}).get("method", "leave_one_out")
+    if method == "leave_one_out":  # test targets from the rating session the history ends with
+        stats["test_tied_with_history"] = len(tied_test_users(inter))
     meta = meta | {
         "stats": stats,
         "checksums": {f: sha256_file(out_dir / f) for f in (SPLIT_INTERACTIONS, SPLIT_ITEMS)},

@@ -91,9 +91,15 @@ def read_published(path: str | Path) -> list[Published]:
                 f"{path}: missing column(s) {', '.join(missing)} (expected: {', '.join(COLUMNS)})"
             )
         rows = list(reader)
-    out = []
+    out, seen = [], {}
     for line, row in enumerate(rows, start=2):
         where = f"{path}:{line}"
+        if None in row:
+            raise AnchorError(
+                f"{where}: more fields than the header's {len(COLUMNS)} "
+                "(quote a value with a comma)"
+            )
+        row = {key: (value or "") for key, value in row.items()}
         for field in ("anchor", "model", "dataset_variant", "protocol", "source", "location"):
             if not (row[field] or "").strip():
                 raise AnchorError(f"{where}: field '{field}' is empty (every figure names it)")
@@ -111,7 +117,14 @@ def read_published(path: str | Path) -> list[Published]:
             raise AnchorError(
                 f"{where}: match '{row['match']}' is not one of: {', '.join(MATCHES)}"
             )
-        run = (row["run"] or "").strip()
+        key = (row["anchor"].strip(), row["metric"], cutoff)
+        if key in seen:
+            raise AnchorError(
+                f"{where}: {key[0]} {row['metric']}@{cutoff} is already published at line "
+                f"{seen[key]}"
+            )
+        seen[key] = line
+        run = row["run"].strip()
         if row["match"] == "not_run":
             if run:
                 raise AnchorError(f"{where}: match not_run names a run ('{run}')")
@@ -149,7 +162,7 @@ def ours(records: Sequence[RunRecord], metric: str, level: float = LEVEL) -> dic
     users = frames[0].index
     for record, frame in zip(records, frames, strict=True):
         if not frame.index.equals(users):
-            raise ValueError(f"{record.label}: its test users differ from {records[0].label}")
+            raise AnchorError(f"{record.label}: its test users differ from {records[0].label}")
     per_user = np.mean(np.vstack([f.to_numpy() for f in frames]), axis=0)
     mean, _, low, high = mean_ci(per_user, level)
     out = {"ours": mean, "users_low": low, "users_high": high, "n_users": len(users)}
@@ -186,10 +199,20 @@ def anchors_frame(grid: Grid, published: Sequence[Published]) -> pd.DataFrame:
         records = []
         if figure.run is not None:
             dataset, model = figure.run
-            if dataset not in grid.evaluated_datasets or model not in grid.models:
+            if (
+                dataset not in grid.evaluated_datasets
+                or model not in grid.models
+                or dataset not in grid.model_datasets(model)
+            ):
                 raise AnchorError(
                     f"published figure '{figure.anchor}' ({figure.metric}): run {dataset}/{model} "
                     f"is not a cell of grid {grid.path}"
+                )
+            cutoffs = grid.model_evaluation(model)["cutoffs"]
+            if int(figure.metric.rsplit("_", 1)[1]) not in cutoffs:
+                raise AnchorError(
+                    f"published figure '{figure.anchor}' ({figure.metric}): {model} is evaluated "
+                    f"at cutoffs {sorted(cutoffs)} in grid {grid.path} (evaluation.cutoffs)"
                 )
             folders = [grid.run_dir(dataset, model, s) for s in grid.model_seeds(model)]
             records = runs_from_folders(folders)
@@ -202,7 +225,11 @@ def anchors_frame(grid: Grid, published: Sequence[Published]) -> pd.DataFrame:
                 "relative": (found["ours"] - figure.value) / figure.value
                 if figure.value
                 else np.nan,
-                "verdict": verdict(figure.value, low, high, found["ours"]),
+                "verdict": (
+                    "another dataset: not a check"
+                    if figure.match == "dataset"
+                    else verdict(figure.value, low, high, found["ours"])
+                ),
             }
         else:
             row["verdict"] = "not run" if figure.run is None else "run missing"
@@ -218,6 +245,7 @@ def runs_frame(grid: Grid) -> pd.DataFrame:
         stats = read_json(grid.split_dir(dataset) / "split.json").get("stats", {})
         split = grid.dataset_config(dataset).get("split", {})
         rule = split.get("method", "leave_one_out")
+        tied = stats.get("test_tied_with_history") if rule == "leave_one_out" else None
         if rule == "leave_one_out":
             rule = f"ties: {split.get('tie_break', 'file_order')}, {split.get('test_ties', 'keep')}"
         for model in grid.models:
@@ -231,9 +259,10 @@ def runs_frame(grid: Grid) -> pd.DataFrame:
                 "dataset": dataset,
                 "split": rule,
                 "users": stats.get("test_users"),
+                "targets": stats.get("test_interactions"),
                 "items": stats.get("items"),
                 "interactions": sum(stats.get(f"{p}_interactions", 0) for p in PHASES),
-                "tied": stats.get("test_tied_with_history"),
+                "tied": tied,
                 "model": model,
             }
             for metric in ("hr_at_10", "ndcg_at_10"):
@@ -321,6 +350,7 @@ RUN_HEAD = [
     "Dataset",
     "Split",
     "Users",
+    "Targets",
     "Tied",
     "Model",
     "HR@10 [95%]",
@@ -344,6 +374,7 @@ def _run_cells(row: pd.Series) -> list[str]:
         row["dataset"],
         row["split"],
         str(int(row["users"])) if pd.notna(row["users"]) else "–",
+        str(int(row["targets"])) if pd.notna(row.get("targets")) else "–",
         tied,
         row["model"],
         f"{_num(row['hr_at_10'])} [{_num(row['hr_at_10_low'])}, {_num(row['hr_at_10_high'])}]",
@@ -377,7 +408,8 @@ def render_markdown(anchors: pd.DataFrame, runs: pd.DataFrame) -> str:
             "|" + "---|" * len(RUN_HEAD),
             *("| " + " | ".join(_run_cells(r)) + " |" for _, r in runs.iterrows()),
             "",
-            "Tied: test targets sharing their timestamp with the history's last item "
+            "Targets: test targets (several per user under a ratio split or a tie group). Tied "
+            "(leave-one-out): test targets sharing their timestamp with the history's last item "
             "(docs/protocol.md#ties). Epochs: trained (the best on validation).",
         ]
     return "\n".join(lines) + "\n"

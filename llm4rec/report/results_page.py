@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import shutil
+import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -217,8 +218,21 @@ def table_changes(previous: str, current: str) -> list[str]:
     return lines
 
 
+def _commit_depth(commit: str) -> int:
+    """How many commits lead to `commit` (git rev-list --count): orders pages of one date; -1 where
+    git does not know it."""
+    try:
+        done = subprocess.run(
+            ["git", "rev-list", "--count", commit], capture_output=True, text=True, check=True
+        )
+        return int(done.stdout.strip())
+    except (OSError, subprocess.CalledProcessError, ValueError):
+        return -1
+
+
 def previous_page(results_dir: Path, grid: Grid, stem: str) -> Path | None:
-    """The newest page of the same grid in `results_dir` other than `stem`."""
+    """The newest page of the same grid in `results_dir` other than `stem`: the latest date, then
+    the commit with the longest history (file times say nothing after a clone)."""
     pages = [
         p
         for p in results_dir.glob("*.md")
@@ -226,7 +240,12 @@ def previous_page(results_dir: Path, grid: Grid, stem: str) -> Path | None:
     ]
     if not pages:
         return None
-    return max(pages, key=lambda p: (PAGE_NAME.match(p.name)["date"], p.stat().st_mtime))
+
+    def order(page: Path) -> tuple[str, int]:
+        found = PAGE_NAME.match(page.name)
+        return found["date"], _commit_depth(found["commit"])
+
+    return max(pages, key=order)
 
 
 def _read(path: Path) -> str:

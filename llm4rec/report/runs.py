@@ -47,15 +47,18 @@ class RunRecord:
         return pd.read_parquet(self.folder / layout.per_user(phase))
 
     @functools.cached_property
-    def split_stats(self) -> dict:
-        """Its split's counts (split.json `stats`, the grid's data/<dataset>/ beside runs/), or {}
-        for a run folder outside a grid's layout."""
+    def split_meta(self) -> dict:
+        """Its split's split.json (the grid's data/<dataset>/ beside runs/), or {} for a run folder
+        outside a grid's layout."""
         if len(self.folder.parents) < 4:
             return {}
         path = self.folder.parents[3] / "data" / self.dataset / layout.SPLIT_JSON
-        if not path.is_file():
-            return {}
-        return read_json(path).get("stats", {})
+        return read_json(path) if path.is_file() else {}
+
+    @property
+    def split_stats(self) -> dict:
+        """Its split's counts (split.json `stats`), or {}."""
+        return self.split_meta.get("stats", {})
 
     @property
     def reads_requests(self) -> bool:

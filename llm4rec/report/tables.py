@@ -38,6 +38,8 @@ CORRECTION_NAMES = {
 SPLIT_NAMES = {
     "leave_one_out": "leave-one-out by time (last interaction test, second-to-last validation)",
     "global_temporal": "global temporal split",
+    "ratio": "a seeded random split of each user's interactions by ratio (RecBole's general "
+    "protocol; several test targets per user, training and validation items excluded)",
 }
 
 
@@ -405,11 +407,6 @@ TIE_BREAK_WORDS = {
     "seeded": "a seeded shuffle",
     "item_id": "item id",
 }
-TEST_TIE_WORDS = {
-    "keep": "",
-    "group": "; the whole tie group at a user's last timestamp is the target",
-    "drop": "; users whose test target ties with the history are dropped",
-}
 
 
 def tie_sentences(runs: Sequence[RunRecord]) -> list[str]:
@@ -421,14 +418,28 @@ def tie_sentences(runs: Sequence[RunRecord]) -> list[str]:
         stats, split = record.split_stats, record.run["run"]["dataset_config"]["split"]
         if split.get("method", "leave_one_out") != "leave_one_out" or not stats.get("test_users"):
             continue
+        order = TIE_BREAK_WORDS.get(split.get("tie_break", "file_order"), split.get("tie_break"))
+        ties = record.split_meta.get("test_ties")
+        if ties:  # group or drop: the count the last-interaction rule would have had
+            tied, of = ties["tied_users_if_kept"], ties["users_if_kept"]
+            done = (
+                f"here every interaction at a user's last timestamp is a test target "
+                f"({stats.get('test_interactions')} targets for {stats['test_users']} users)"
+                if ties["rule"] == "group"
+                else f"here those users are dropped ({stats['test_users']} remain)"
+            )
+            out.append(
+                f"Ties on {dataset}: with the last interaction as the target, {tied} of {of} "
+                f"({100 * tied / of:.0f}%) would share their timestamp with the history's last "
+                f"item; {done}; equal timestamps ordered by {order}."
+            )
+            continue
         tied, users = stats.get("test_tied_with_history"), stats["test_users"]
         if tied is None:
             continue
-        rule = TIE_BREAK_WORDS.get(split.get("tie_break", "file_order"), split.get("tie_break"))
         out.append(
             f"Ties on {dataset}: {tied} of {users} test targets ({100 * tied / users:.0f}%) share "
-            f"their timestamp with the history's last item, equal timestamps ordered by {rule}"
-            f"{TEST_TIE_WORDS.get(split.get('test_ties', 'keep'), '')}."
+            f"their timestamp with the history's last item, equal timestamps ordered by {order}."
         )
     return out
 
@@ -438,15 +449,19 @@ def source_sentences(
 ) -> list[str]:
     """Which run each CF-injected row took its collaborative embeddings from (input `cf_source`):
     which SASRec (the paper's BCE `sasrec`, SASRec+ `sasrec_ce`, RecBole's `sasrec_recbole`)."""
-    sources: dict[str, set[str]] = {}
+    sources: dict[tuple[str, str], set[str]] = {}
     for record in runs:
-        source = record.consumed_run("cf_source")
-        if source:
-            sources.setdefault(source, set()).add(record.model)
+        given = record.run.get("run", {}).get("inputs", {}).get("cf_source", {})
+        if given.get("run"):
+            where = ", ".join(
+                f"{key} {given[key]}" if key in given else f"same {key}"
+                for key in ("dataset", "seed")
+            )
+            sources.setdefault((given["run"], where), set()).add(record.model)
     return [
         f"CF embeddings of {', '.join(display_name(m, names) for m in sorted(models))}: "
-        f"{display_name(source, names)} ({source}), same dataset and seed."
-        for source, models in sorted(sources.items())
+        f"{display_name(source, names)} ({source}), {where}."
+        for (source, where), models in sorted(sources.items())
     ]
 
 
