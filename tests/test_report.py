@@ -1135,6 +1135,50 @@ def test_every_table_fits_a_two_column_acm_page(runs_dir, tmp_path):
         check_fit(wide, ["too_wide"])
 
 
+def test_a_grid_of_many_datasets_sets_its_main_table_in_parts_that_fit(tmp_path):
+    """Five datasets of four metrics (twenty figure columns and the Impr. columns) do not fit a
+    page: the LaTeX main table is set in parts of at most LATEX_PART_COLUMNS columns, consecutive
+    datasets, each with the rows run on its datasets and its own label, and each part fits the
+    two-column page; the Markdown table stays one."""
+    from llm4rec.report.build import check_fit
+    from llm4rec.report.tables import (
+        LATEX_PART_COLUMNS,
+        _columns,
+        _render_latex_part,
+        latex_parts,
+    )
+
+    rng = np.random.default_rng(11)
+    runs_dir = tmp_path / "runs"
+    four = CompareSpec(metrics=("hr_at_10", "ndcg_at_10", "hr_at_20", "ndcg_at_20"))
+    datasets = [f"ml-{c}" for c in "abcde"]
+    for dataset in datasets:
+        for model, paradigm in (("bpr", "baseline"), ("mostpop", "baseline")):
+            make_run(runs_dir, dataset, model, paradigm, 0, (rng.random(N_USERS) < 0.2) * 1.0)
+    make_run(runs_dir, "ml-e", "llm_only_e", "text_prompted", 0, (rng.random(N_USERS) < 0.3) * 1.0)
+    runs = runs_from_results(runs_dir)
+    table = build_main_table(runs, compare_runs(runs, four), four)
+    parts = latex_parts(table)
+    assert [p.datasets for p in parts] == [["ml-a", "ml-b"], ["ml-c", "ml-d"], ["ml-e"]]
+    assert all(len(_columns(p)) <= LATEX_PART_COLUMNS for p in parts)
+    assert [p.label for p in parts] == ["tab:results", "tab:results-2", "tab:results-3"]
+    assert ("text_prompted", "llm_only_e") in parts[2].rows
+    assert all(("text_prompted", "llm_only_e") not in p.rows for p in parts[:2])
+    assert parts[1].caption.endswith("(part 2 of 3: ml-c, ml-d).")
+    latex = render_latex(table)
+    assert latex.count(r"\begin{tabular}") == 3
+    assert render_markdown(table).count("| Paradigm | Model |") == 1
+    if shutil.which("pdflatex") is None:
+        pytest.skip("pdflatex not installed (make test installs it when run as root)")
+    out = tmp_path / "parts"
+    out.mkdir()
+    (out / "results_table.tex").write_text(latex)
+    assert check_fit(out, ["results_table"])["results_table"] <= 2.0
+    (out / "one_float.tex").write_text(_render_latex_part(table, "auto"))  # one float: too wide
+    with pytest.raises(RuntimeError, match="one_float.tex: overflows a two-column page"):
+        check_fit(out, ["one_float"])
+
+
 def test_a_pair_the_main_report_tested_keeps_its_verdict_in_the_ablation_report(runs_dir):
     """One verdict per pair: the ablation report's main family takes the main report's adjusted
     p-value and mark for a pair both test (same rows, metric, seeds, users), and corrects only the

@@ -17,7 +17,7 @@ is starred, with the sample size in a footnote.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -641,7 +641,55 @@ def _reference_cells(
     return out
 
 
+# Figure columns in one part of the LaTeX main table: two datasets of four metrics and Impr. (the
+# paper grid) fit a two-column page's text width at the scale floor; a grid with more datasets gets
+# one float per group of datasets, each with the rows run there (the Markdown table stays one).
+LATEX_PART_COLUMNS = 10
+
+
+def latex_parts(table: MainTable) -> list[MainTable]:
+    """The main table as the parts its LaTeX is set in: consecutive datasets, at most
+    LATEX_PART_COLUMNS figure columns each (a dataset wider than that alone); each part keeps the
+    rows, samples and marks of its own datasets; labels `label`, `label-2`, ..."""
+    groups: list[list[str]] = []
+    width = 0
+    for dataset in table.datasets:
+        own = sum(1 for d, _ in _columns(table) if d == dataset)
+        if not groups or width + own > LATEX_PART_COLUMNS:
+            groups.append([])
+            width = 0
+        groups[-1].append(dataset)
+        width += own
+    if len(groups) <= 1:
+        return [table]
+    parts = []
+    for number, datasets in enumerate(groups, start=1):
+        rows = [
+            (paradigm, model)
+            for paradigm, model in table.rows
+            if any((model, d, m) in table.cells for d in datasets for m in table.metrics)
+        ]
+        models = {m for _, m in rows}
+        parts.append(
+            replace(
+                table,
+                datasets=datasets,
+                rows=rows,
+                samples={k: v for k, v in table.samples.items() if k[1] in datasets},
+                improving=table.improving & models,
+                caption=f"{table.caption.rstrip('.')} (part {number} of {len(groups)}: "
+                f"{', '.join(datasets)}).",
+                label=table.label if number == 1 else f"{table.label}-{number}",
+            )
+        )
+    return parts
+
+
 def render_latex(table: MainTable, float_: str = "auto") -> str:
+    return "".join(_render_latex_part(part, float_) for part in latex_parts(table))
+
+
+def _render_latex_part(table: MainTable, float_: str) -> str:
     cols = _columns(table)
     n_cols = 2 + len(cols)
     lines = [r"\begin{tabular}{lc" + "c" * len(cols) + "}", r"\toprule"]
