@@ -62,3 +62,12 @@ def defaults(*path: str) -> dict[str, Any]:
         for key, declared in node.get("properties", {}).items()
         if "default" in declared
     }
+
+
+def schema_node(*path: str) -> dict[str, Any]:
+    """The declared properties of the mapping at `path` (each step a property name, or a keyword
+    such as additionalProperties), e.g. schema_node("datasets", "additionalProperties", "split")."""
+    node = _schema()
+    for key in path:
+        node = node[key] if key in node else node["properties"][key]
+    return copy.deepcopy(node.get("properties", {}))

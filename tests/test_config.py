@@ -629,7 +629,7 @@ def test_a_model_restricted_to_some_datasets_and_the_split_keys_that_apply(tmp_p
             r"datasets.a.split.test_ties applies to method leave_one_out, not ratio",
         ),
         (
-            {"ratios": [0.8, 0.1, 0.1]},
+            {"ratios": [0.7, 0.15, 0.15]},
             r"datasets.a.split.ratios applies to method ratio, not leave_one_out",
         ),
     ):
@@ -637,3 +637,8 @@ def test_a_model_restricted_to_some_datasets_and_the_split_keys_that_apply(tmp_p
             load_grid(
                 write(tmp_path, GOOD | {"datasets": {"a": {"source": "ml-100k", "split": split}}})
             )
+    # a resolved config (smoke grids, reproduce) writes every key back at its default: loads
+    for method in ("leave_one_out", "ratio"):
+        split = {"method": method, "ratios": [0.8, 0.1, 0.1], "test_ties": "keep"}
+        dataset = {"a": {"source": "ml-100k", "split": split}}
+        load_grid(write(tmp_path, GOOD | {"datasets": dataset}))

@@ -241,6 +241,44 @@ def test_gating_at_one_is_the_reindexed_llm_and_at_zero_the_consumed_baseline(tm
         ]
 
 
+def test_gating_finds_a_user_without_a_validation_target_in_the_test_scores(tmp_path):
+    """A user whose validation item left (held out as new) has the same history before validation
+    and before test, and the consumed run scored it only in test: at alpha 0 its ranking is that
+    run's test scores, not an error about a phase it has no scores in."""
+    rng = np.random.default_rng(3)
+    rows = [
+        (f"u{u}", str(i), float(t))
+        for u in range(10)
+        for t, i in enumerate(rng.permutation(len(TITLES))[:7])
+    ]
+    frame = leave_one_out_split(interactions_frame(rows))
+    frame = frame[~((frame["user_id"] == "u0") & (frame["phase"] == "valid"))]
+    split = labelled_split(frame, TITLES)
+    assert "u0" not in split.targets("valid")
+    assert len(split.history("valid")["u0"]) == len(split.history("test")["u0"])
+    items, titles = _one_hot_items(len(TITLES))
+    states = _states_input(tmp_path, split, lambda u, p: rng.normal(0, 1, 6), items, titles)
+    recsys_dir = tmp_path / "sasrec"
+    recsys_dir.mkdir()
+    test_scores = {}
+    for phase in ("valid", "test"):
+        users = sorted(split.targets(phase))
+        scores = rng.normal(0, 1, (len(users), len(TITLES))).astype(np.float32)
+        write_npy(recsys_dir / f"scores_{phase}.npy", scores)
+        write_text(recsys_dir / f"users_{phase}.txt", "\n".join(users) + "\n")
+        if phase == "test":
+            test_scores = dict(zip(users, scores, strict=True))
+    names = ("scores_valid.npy", "users_valid.txt", "scores_test.npy", "users_test.txt")
+    recsys = ResolvedInput({n: recsys_dir / n for n in names}, "run sasrec/seed0")
+    params = {"epochs": 0, "adapt": {"alpha": 0.0}}
+    model = build_model("rta_recsys", params, 0, "cpu", inputs={"states": states, "recsys": recsys})
+    model.fit(split, tmp_path)
+    history = split.history("test")["u0"]
+    ranked = rankings_to_lists(model.rank({"u0": history}, len(TITLES)))["u0"]
+    order = np.argsort(-test_scores["u0"], kind="stable")
+    assert ranked == [str(i) for i in order if str(i) not in history]
+
+
 def test_rta_rows_are_registered_as_parent_and_variants():
     assert MODELS["rta_bias"].parent == MODELS["rta_recsys"].parent == "rta_reindex"
     assert set(MODELS["rta_recsys"].inputs) == {"states", "recsys"}

@@ -487,7 +487,9 @@ class ReindexThenAdapt:
         return users, logits
 
     def _recsys_rows(self, users: list[str], histories: Mapping[str, Sequence[str]]):
-        """The consumed run's scores for these users' phase (told apart by history length)."""
+        """The consumed run's scores for these users' phase, told apart by history length among
+        the phases the run scored the user in (a user without a validation target, e.g. its item
+        held out as new, has the same history in both phases and scores only in test)."""
         rows = []
         for user in users:
             phase = next(
@@ -495,10 +497,11 @@ class ReindexThenAdapt:
                     p
                     for p in ("valid", "test")
                     if self.sequence_lengths[p].get(user) == len(histories[user])
+                    and user in self.recsys_scores[p][0]
                 ),
                 None,
             )
-            if phase is None or user not in self.recsys_scores[phase][0]:
+            if phase is None:
                 raise ValueError(
                     f"user '{user}': {self.recsys.source} has no scores for a history of "
                     f"{len(histories[user])} items (gating ranks the validation and test phases)"
