@@ -122,11 +122,13 @@ def state_digest(tensors: dict[str, Any]) -> str:
 
 
 def weights_digest(recommender: Any) -> str | None:
-    """The digest of a fitted recommender's weights (`model.state_dict()`); None for a model
-    without a torch module (e.g. a kNN over consumed embeddings)."""
+    """The digest of a fitted recommender's weights (`model.state_dict()`, or `net`'s); None for
+    a model without a torch module (e.g. a kNN over consumed embeddings)."""
     import torch
 
     model = getattr(recommender, "model", None)
+    if not isinstance(model, torch.nn.Module):  # a native baseline keeps its network as `net`
+        model = getattr(recommender, "net", None)
     if not isinstance(model, torch.nn.Module):
         return None
     return state_digest(model.state_dict())
