@@ -255,3 +255,39 @@ Notes that follow the table.
         "SASRec (Baselines): d NDCG@10 0.0984 → 0.0801; d Impr. – → -8.0%.",
         "BPR (Baselines): d Impr. -35.4% → -29.6%.",
     ]
+
+
+def test_the_index_orders_pages_by_date_then_commit_history_not_file_times(tmp_path):
+    """Two pages of one date: the later commit first, whatever the files' times say (a clone
+    writes every file at once); a commit git does not know is listed after the known ones of its
+    date. Uses two recent commits of this repository."""
+    import os
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    from llm4rec.report.results_page import write_index
+
+    if shutil.which("git") is None:
+        pytest.skip("git not installed")
+    done = subprocess.run(
+        ["git", "rev-list", "--reverse", "--max-count=2", "HEAD~1"],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    if done.returncode != 0 or len(done.stdout.split()) < 2:
+        pytest.skip("not a git checkout with history")
+    older, newer = (c[:7] for c in done.stdout.split()[:2])
+    pages = {
+        "new": tmp_path / f"g-2026-12-06-{newer}.md",
+        "old": tmp_path / f"g-2026-12-06-{older}.md",
+        "unknown": tmp_path / "g-2026-12-06-0000000.md",
+        "earlier": tmp_path / f"g-2026-12-05-{newer}.md",
+    }
+    for age, page in enumerate(pages.values()):  # file times the reverse of the commits'
+        page.write_text("# page\n")
+        os.utime(page, (1_000_000 + age, 1_000_000 + age))
+    index = write_index(tmp_path).read_text()
+    listed = [line for line in index.splitlines() if line.startswith("- [")]
+    assert listed == [f"- [{p.stem}]({p.name})" for p in pages.values()]

@@ -240,12 +240,14 @@ def previous_page(results_dir: Path, grid: Grid, stem: str) -> Path | None:
     ]
     if not pages:
         return None
+    return max(pages, key=page_order)
 
-    def order(page: Path) -> tuple[str, int]:
-        found = PAGE_NAME.match(page.name)
-        return found["date"], _commit_depth(found["commit"])
 
-    return max(pages, key=order)
+def page_order(page: Path) -> tuple[str, int, str]:
+    """A results page's place among the others: its date, then its commit's history length, then
+    its name (file times say nothing after a clone)."""
+    found = PAGE_NAME.match(page.name)
+    return found["date"], _commit_depth(found["commit"]), page.name
 
 
 def _read(path: Path) -> str:
@@ -406,7 +408,7 @@ def write_index(results_dir: Path) -> Path:
     """docs/results/README.md: every generated page, newest first."""
     pages = sorted(
         (p for p in results_dir.glob("*.md") if PAGE_NAME.match(p.name)),
-        key=lambda p: (PAGE_NAME.match(p.name)["date"], p.stat().st_mtime),
+        key=page_order,
         reverse=True,
     )
     lines = [
