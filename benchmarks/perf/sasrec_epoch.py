@@ -58,6 +58,15 @@ def last_position_loss(net: nn.Module, inputs, lengths, targets, loss: str) -> t
     ) + nn.functional.binary_cross_entropy_with_logits(negative, torch.zeros_like(negative))
 
 
+def shuffled_batches(examples: list, size: int, count: int, generator) -> list[list]:
+    """The first `count` batches of `size` of a seeded shuffle of `examples`."""
+    order = torch.randperm(len(examples), generator=generator).tolist()
+    return [
+        [examples[i] for i in order[b : b + size]]
+        for b in range(0, min(len(order), size * count), size)
+    ]
+
+
 def seconds_per_step(step, batches, steps: int) -> float:
     step(batches[0])  # warm-up
     start = time.perf_counter()
@@ -110,11 +119,7 @@ def main() -> None:
         loss.backward()
         optimizer.step()
 
-    order = torch.randperm(len(sequences), generator=generator).tolist()
-    native_batches = [
-        [sequences[i] for i in order[b : b + args.batch]]
-        for b in range(0, min(len(order), args.batch * (args.steps + 1)), args.batch)
-    ]
+    native_batches = shuffled_batches(sequences, args.batch, args.steps + 1, generator)
     native = seconds_per_step(native_step, native_batches, args.steps)
 
     net, optimizer = fresh()
@@ -128,11 +133,7 @@ def main() -> None:
         loss.backward()
         optimizer.step()
 
-    order = torch.randperm(len(examples), generator=generator).tolist()
-    prefix_batches = [
-        [examples[i] for i in order[b : b + args.batch]]
-        for b in range(0, min(len(order), args.batch * (args.steps + 1)), args.batch)
-    ]
+    prefix_batches = shuffled_batches(examples, args.batch, args.steps + 1, generator)
     prefix = seconds_per_step(prefix_step, prefix_batches, args.steps)
 
     native_steps = -(-len(sequences) // args.batch)
