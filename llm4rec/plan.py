@@ -179,6 +179,10 @@ def _lora_params(shape: Shape, lora) -> float:
     )
 
 
+ACTIVATION_BYTES = 34  # per token, hidden unit and layer: bf16 activations kept for backward
+LAYER_INPUT_BYTES = 2  # per token, hidden unit and layer with checkpointing: its bf16 input
+
+
 def _sequence(
     cost, n, trainable, tokens, examples, head=0.0, head_positions=1.0, micro_batches=0.0, layers=0
 ) -> None:
@@ -357,7 +361,10 @@ def cell_cost(
     # backward), plus fp32 logits over the vocabulary at the labelled positions
     tokens = width * (prompt + title)
     cost.activation_bytes = (
-        (tokens * shape.hidden * shape.layers * 34 + width * (title + 1) * shape.vocab * 4)
+        (
+            tokens * shape.hidden * shape.layers * ACTIVATION_BYTES
+            + width * (title + 1) * shape.vocab * 4
+        )
         if trains
         else 0
     )
@@ -375,6 +382,31 @@ def _add(a: Cost, b: Cost) -> Cost:
     )
 
 
+def grpo_pass_bytes(
+    rows: int,
+    tokens: float,
+    positions: int,
+    hidden: int,
+    layers: int,
+    vocab: float,
+    checkpointing: bool = False,
+) -> float:
+    """Peak bytes of one GRPO forward + backward pass over `rows` rows (micro_prompts x group_size)
+    of `tokens` tokens: the activations kept for backward (every layer's, or with checkpointing
+    each layer's input plus one layer's recomputed activations), and the fp32 LM-head logits at
+    the `positions` kept per row (`logits_to_keep`), their log-softmax and its gradient (x 3)."""
+    kept = (
+        tokens
+        * hidden
+        * (
+            layers * LAYER_INPUT_BYTES + ACTIVATION_BYTES
+            if checkpointing
+            else layers * ACTIVATION_BYTES
+        )
+    )
+    return rows * (kept + positions * vocab * 4 * 3)
+
+
 def _grpo_cost(grid, dataset, model, config, stats, valid_users, test_users) -> Cost:
     """An RL stage: its parent's model (size, prompt and identifier length, from the parent's own
     cost); per step, prompts x group completions sampled (or beam-searched) position by position
@@ -390,12 +422,22 @@ def _grpo_cost(grid, dataset, model, config, stats, valid_users, test_users) -> 
     prompt = max(1.0, sft.train_tokens / examples - ident)
     if type(pcfg).__name__ == "TigerConfig":
         layers = pcfg.t5.encoder_layers + pcfg.t5.decoder_layers
+        hidden, vocab = (
+            pcfg.t5.d_model,
+            ident * (codes.get("params") or {}).get("codebook_size", 256),
+        )
     else:
-        layers = backbone_shape(pcfg.backbone.name_or_path).layers
+        shape = backbone_shape(pcfg.backbone.name_or_path)
+        layers, hidden, vocab = shape.layers, shape.hidden, shape.vocab
     n, cost = sft.weights, Cost()
-    cost.weights, cost.trainable, cost.activation_bytes = n, sft.trainable, sft.activation_bytes
+    cost.weights, cost.trainable = n, sft.trainable
     rows = config.steps * config.prompts_per_step * config.group_size
     positions = int(math.ceil(ident))
+    micro_rows = (config.micro_prompts or config.prompts_per_step) * config.group_size
+    cost.activation_bytes = grpo_pass_bytes(
+        micro_rows, prompt + ident, positions + 1, hidden, layers, vocab,
+        config.gradient_checkpointing,
+    )  # fmt: skip
     cost.forward_flops += rows * sum(2 * n * (prompt + j) for j in range(positions))
     cost.layer_passes += config.steps * positions * layers
     cost.forward_flops += rows * 2 * n * (prompt + ident)  # the reference

@@ -360,3 +360,60 @@ def test_beam_groups_are_the_most_probable_items_outside_the_history():
             assert c.log_prob == pytest.approx(math.log(exact[c.item]), abs=1e-5)
     narrow = beam_groups(lambda rows: toy_policy([p for _, p in rows]), trie, [["c"]], 2)[0]
     assert len({c.item for c in narrow}) == 2 and "c" not in {c.item for c in narrow}
+
+
+@pytest.mark.parametrize("sampler", ["beam", "sample"])
+def test_a_step_in_chunks_equals_the_step_in_one_pass_and_no_pass_exceeds_the_chunk(
+    sampler, monkeypatch
+):
+    """GRPO's memory is bounded by `micro_prompts`: no forward pass of the policy or the reference
+    holds more than micro_prompts x group_size rows (sampling included), and the step it takes
+    (accumulated over the chunks, with and without gradient checkpointing) moves every weight as
+    the whole step in one pass does (float noise of the summation order aside). Plain SGD stands in
+    for AdamW here: Adam's first step is lr x g / (|g| + eps), which turns the float noise of a
+    near-zero gradient into a difference of order lr."""
+    import copy
+
+    from llm4rec.llm.rl import GrpoConfig, train_grpo
+
+    from .helpers import tiny_backbone
+
+    monkeypatch.setattr(
+        torch.optim, "AdamW", lambda params, lr, weight_decay: torch.optim.SGD(params, lr=lr)
+    )
+    words = [f"w{i}" for i in range(12)]
+    base, tokenizer = tiny_backbone(words, layers=2, init_std=0.2)
+    ids = {w: tokenizer(w, add_special_tokens=False).input_ids for w in words}
+    trie = ItemTrie.build({w: ids[w] + [tokenizer.eos_token_id] for w in words[:8]})
+    windows = [(f"u{u}", [words[u % 8], words[(u + 1) % 8]], words[(u + 2) % 8]) for u in range(6)]
+
+    def prompt_of(user, history):
+        return [ids[w][0] for w in ["w9", *history, "w10"]]
+
+    def run(micro, checkpointing):
+        model, reference = copy.deepcopy(base), copy.deepcopy(base)
+        rows = []
+        for net in (model, reference):
+            net.register_forward_pre_hook(
+                lambda m, args, kwargs: rows.append(len(kwargs["input_ids"])), with_kwargs=True
+            )
+        cfg = GrpoConfig(
+            steps=2, prompts_per_step=4, group_size=3, sampler=sampler, learning_rate=1.0,
+            rewards={"hit": 1.0, "rank_penalty": 1.0}, micro_prompts=micro,
+            gradient_checkpointing=checkpointing, max_grad_norm=None, eval_every=100,
+        )  # fmt: skip
+        result = train_grpo(model, reference, prompt_of, windows, trie, cfg, 0, 0, progress=False)
+        return model, rows, result.log
+
+    whole, whole_rows, whole_log = run(None, False)
+    assert max(whole_rows) == 12  # 4 prompts x 3 in one pass
+    for micro, checkpointing in ((1, False), (2, True)):
+        chunked, rows, log = run(micro, checkpointing)
+        assert max(rows) <= micro * 3
+        for (name, a), b in zip(whole.named_parameters(), chunked.parameters(), strict=True):
+            torch.testing.assert_close(
+                a, b, atol=1e-6, rtol=1e-5, msg=lambda m, name=name: f"{name}: {m}"
+            )
+            assert not torch.equal(a, base.get_parameter(name)) or "embed" in name
+        for key in ("reward", "loss", "entropy"):
+            assert [e[key] for e in log] == pytest.approx([e[key] for e in whole_log], abs=1e-6)

@@ -11,7 +11,17 @@ import yaml
 from llm4rec.config import load_grid
 from llm4rec.llm.backbone import LoraSettings
 from llm4rec.models import MODELS
-from llm4rec.plan import PROFILES, Shape, _lora_params, cell_cost, dataset_stats, plan, render_plan
+from llm4rec.plan import (
+    KNOWN_BACKBONES,
+    PROFILES,
+    Shape,
+    _lora_params,
+    cell_cost,
+    dataset_stats,
+    grpo_pass_bytes,
+    plan,
+    render_plan,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 MEASURED = REPO / "docs" / "results" / "default-cpu-costs.csv"
@@ -133,6 +143,13 @@ def test_the_paper_grid_requests_at_least_the_runtime_its_plan_suggests(tmp_path
         ["dataset", "model", "minutes_per_run", "runtime_min", "runtime_suggested_min"]
     ]
     assert (frame.loc[frame["paradigm"] != "baseline", "gpu"] == 1).all()
+    # GRPO in chunks: sid_llm_grpo's step in one pass (64 prompts x 16 rows of about 116 tokens on
+    # Qwen2.5-0.5B) would need well over 80 GB; the grid's micro_prompts bring every GRPO pass
+    # under an H100's memory, with room
+    qwen = KNOWN_BACKBONES["Qwen/Qwen2.5-0.5B-Instruct"]
+    assert grpo_pass_bytes(64 * 16, 116, 5, qwen.hidden, qwen.layers, qwen.vocab) > 80e9
+    grpo = frame[frame["model"].str.endswith("_grpo")]
+    assert len(grpo) >= 3 and (grpo["peak_GiB"] < 40).all(), grpo[["model", "peak_GiB"]]
 
 
 def test_the_new_item_grid_plans_and_its_cold_start_row_trains_nothing(default_grid, tmp_path):
@@ -150,3 +167,42 @@ def test_the_new_item_grid_plans_and_its_cold_start_row_trains_nothing(default_g
     assert 0 < row.forward_flops < parent.forward_flops and parent.train_tokens > 0
     frame = plan(grid, "cpu2")
     assert set(frame["model"]) == set(grid.models) and (frame["minutes_per_run"] > 0).all()
+
+
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_a_grpo_pass_s_counted_bytes_against_torch_s_saved_tensors(checkpointing):
+    """The plan's bytes for one GRPO pass (`grpo_pass_bytes`) against what autograd keeps for
+    backward in the real pass (`continuation_log_probs` of a tiny fp32 Llama: twice bf16's bytes):
+    within 15% without checkpointing, linear in the rows, and with checkpointing an upper bound
+    (it adds one layer's recomputed activations, which autograd never holds at once)."""
+    import torch
+
+    from llm4rec.llm.rl import _enable_checkpointing, continuation_log_probs
+    from llm4rec.plan import grpo_pass_bytes
+
+    from .helpers import tiny_backbone
+
+    def saved_bytes(rows: int) -> int:
+        model, _ = tiny_backbone([f"w{i}" for i in range(400)], hidden=64, layers=4)
+        for layer in _enable_checkpointing(model) if checkpointing else []:
+            layer.training = True
+        saved = {}
+
+        def pack(tensor):
+            saved[tensor.data_ptr()] = tensor.numel() * tensor.element_size()
+            return tensor
+
+        prompts, continuations = [[5 + i % 50] * 40 for i in range(rows)], [[7, 8, 9]] * rows
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+            continuation_log_probs(model, prompts, continuations, 0)
+        return sum(saved.values())
+
+    vocab = 404  # the words and the 4 specials
+    for rows in (8, 16):
+        counted = 2 * grpo_pass_bytes(rows, 43, 4, 64, 4, vocab, checkpointing)
+        measured = saved_bytes(rows)
+        if checkpointing:
+            assert measured < counted
+        else:
+            assert measured == pytest.approx(counted, rel=0.15)
+    assert grpo_pass_bytes(16, 43, 4, 64, 4, vocab) == 2 * grpo_pass_bytes(8, 43, 4, 64, 4, vocab)

@@ -6,6 +6,8 @@ optimiser steps move every trainable tensor, including an output bias set to 8, 
 back at step 1, and LoRA's A none while B is still zero at step 2). The trained model then ranks
 with finite scores under bf16 autocast."""
 
+import importlib
+
 import numpy as np
 import pytest
 import torch
@@ -140,9 +142,35 @@ def unregistered(rec) -> list[str]:
     return found
 
 
+# where a ranking reads its scores: an item head's logits (one-forward rows), a decoding step's
+SCORE_READERS = (
+    ("llm4rec.paradigms.cf_injected", "top_unseen_items"),
+    ("llm4rec.paradigms.idiomoe", "top_unseen_items"),
+    ("llm4rec.llm.decoding", "_log_probs"),
+    ("llm4rec.llm.seq2seq", "_log_probs"),
+)
+
+
+def score_dtypes(monkeypatch) -> list[torch.dtype]:
+    """The dtypes of the logits every score reader is given, from now on, in call order."""
+    seen: list[torch.dtype] = []
+    for module, name in SCORE_READERS:
+        original = getattr(importlib.import_module(module), name)
+
+        def reader(logits, *args, original=original, **kwargs):
+            seen.append(logits.dtype)
+            return original(logits, *args, **kwargs)
+
+        monkeypatch.setattr(f"{module}.{name}", reader)
+    return seen
+
+
 @pytest.mark.parametrize("name", LLM_MODELS)
-def test_bf16_on_cpu_every_tensor_placed_trainables_in_fp32_and_all_of_them_train(world, name):
+def test_bf16_on_cpu_every_tensor_placed_trainables_in_fp32_and_all_of_them_train(
+    world, name, monkeypatch
+):
     split, folder = world
+    heads = score_dtypes(monkeypatch)
     params, inputs = params_for(name, folder)
     rec = build_model(name, params, seed=0, device="cpu", inputs=inputs)
     rec.model, rec.tokenizer = rec.load()
@@ -190,6 +218,81 @@ def test_bf16_on_cpu_every_tensor_placed_trainables_in_fp32_and_all_of_them_trai
                 0 < (named[n].detach() - 8.0).abs().max() < 0.01
             )  # an fp32 step of about lr, not bf16's 0.0625
     histories = {u: list(h) for u, h in list(split.history("test").items())[:3]}
+    heads.clear()
     ranked = rec.rank(histories, k=3)
     assert len(ranked) == 9 and np.isfinite(ranked["score"]).all()
     assert rec.model.training is False
+    # under bf16 autocast, every score the ranking reads was computed in fp32 (precision.scoring)
+    assert heads and set(heads) == {torch.float32}, heads
+
+
+def test_fp32_heads_leave_no_bf16_ties_in_the_top_50():
+    """A catalogue of 3,700 items and a vocabulary of 3,000 tokens, scored from bf16 hidden states
+    under bf16 autocast. Computed in bf16 (as before: the head under autocast, a popularity bias up
+    to 8 cast to bf16), most of the top 50 share their score with another item, and a GPU's topk
+    orders ties arbitrarily. Computed by the fp32 heads (E4SRec's prediction layer, through
+    `precision.fp32_linear`; an LM head under `precision.scoring`), the top 50 holds no tie and
+    equals the fp32 computation's exactly."""
+    from llm4rec.llm import precision
+    from llm4rec.paradigms.cf_injected import ItemHead
+
+    from .helpers import tiny_backbone
+
+    def tied(scores: torch.Tensor) -> float:
+        top = torch.topk(scores.float(), 50).values
+        return float((top[:, 1:] == top[:, :-1]).float().mean())
+
+    torch.manual_seed(0)
+    hidden = torch.randn(16, 64).to(torch.bfloat16)
+    prior = torch.log1p(torch.rand(3700) * 3000)  # log(1 + count): up to about 8
+    head = ItemHead(64, 3700, prior, "random")
+    with precision.autocast(torch.bfloat16, "cpu"):
+        bf16 = head.linear(hidden) + head.bias.to(torch.bfloat16)
+        fp32 = head(hidden)
+    assert tied(bf16) > 0.3
+    assert fp32.dtype == torch.float32 and tied(fp32) == 0
+    exact = hidden.float() @ head.linear.weight.T + prior
+    torch.testing.assert_close(fp32, exact, atol=1e-5, rtol=1e-6)
+    assert torch.equal(torch.topk(fp32, 50).indices, torch.topk(exact, 50).indices)
+
+    model, tokenizer = tiny_backbone([f"w{i}" for i in range(2996)], hidden=64, init_std=0.5)
+    model = model.to(torch.bfloat16)
+    ids = torch.randint(4, 3000, (8, 6))
+    with torch.no_grad():
+        with precision.autocast(torch.bfloat16, "cpu"):
+            before = model(input_ids=ids, logits_to_keep=1).logits[:, -1]
+        with precision.scoring(model, torch.bfloat16, "cpu"):
+            after = model(input_ids=ids, logits_to_keep=1).logits[:, -1]
+        last = model.model(input_ids=ids).last_hidden_state[:, -1].float()
+    assert tied(before) > 0.3
+    assert after.dtype == torch.float32 and tied(after) == 0
+    torch.testing.assert_close(after, last @ model.lm_head.weight.float().T, atol=1e-4, rtol=1e-5)
+    assert model.lm_head.forward.__func__ is torch.nn.Linear.forward  # restored on leaving
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_the_fp32_head_computes_what_the_model_s_own_head_does(tied):
+    """On an fp32 model the fp32 output layer changes nothing: the same logits as the model's own
+    head, for a plain LM head and for PEFT's trainable token rows on it (tied to the input
+    embeddings or not), with those rows moved away from their start."""
+    from llm4rec.llm import precision
+    from llm4rec.llm.backbone import LoraSettings, add_lora
+
+    from .helpers import tiny_backbone
+
+    model, _ = tiny_backbone([f"w{i}" for i in range(40)], hidden=32, init_std=0.5)
+    if tied:
+        model.lm_head.weight = model.model.embed_tokens.weight
+    ids = torch.randint(4, 44, (3, 5))
+    for wrapped in (False, True):
+        if wrapped:
+            model = add_lora(model, LoraSettings(rank=2, target_modules=["q_proj"]), [40, 41, 42])
+            with torch.no_grad():
+                for name, param in model.named_parameters():
+                    if "trainable_tokens_delta" in name:
+                        param.add_(torch.randn_like(param))
+        with torch.no_grad():
+            own = model(input_ids=ids).logits
+            with precision.fp32_output(model):
+                fp32 = model(input_ids=ids).logits
+        torch.testing.assert_close(fp32, own, atol=1e-5, rtol=1e-5)

@@ -10,9 +10,15 @@
   so a bf16 backbone computes in bf16 whatever the dtype of the weights it meets; an fp32 backbone
   runs without autocast.
 - Every parameter and buffer is on the backbone's device, wherever a paradigm created it.
+- Scores that rank items are computed in fp32 with autocast off: an item head (E4SRec's prediction
+  layer, IDIOMoE's item vectors, their biases) always, a language-model head wherever a ranking or
+  a policy's log-probabilities read it (`fp32_output`). bf16 keeps 8 significant bits: over a
+  catalogue of thousands of items most of the top 50 would share a score with another item, and a
+  GPU's `topk` orders ties arbitrarily (tests/test_precision.py shows the ties and their absence).
 
 `settle` applies the first, second and last points to a model after a paradigm has prepared it (and
-after LoRA wrapping); `autocast` gives the compute context; `record` is what `run.json` says.
+after LoRA wrapping); `autocast` gives the compute context, `scoring` the same with the fp32 output
+layer; `record` is what `run.json` says.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from __future__ import annotations
 import contextlib
 
 import torch
+from torch import nn
 
 LOW_PRECISION = (torch.bfloat16, torch.float16)
 
@@ -50,6 +57,57 @@ def autocast(dtype: torch.dtype, device: str | torch.device):
     if dtype not in LOW_PRECISION:
         return contextlib.nullcontext()
     return torch.autocast(torch.device(device).type, dtype=dtype)
+
+
+def fp32_linear(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None
+) -> torch.Tensor:
+    """x @ weight.T (+ bias) in fp32 with autocast off, whatever the dtypes it is given."""
+    with torch.autocast(x.device.type, enabled=False):
+        out = nn.functional.linear(x.float(), weight.float())
+        return (
+            out if bias is None else out + bias.float()
+        )  # added apart, as the fp32 path always did
+
+
+@contextlib.contextmanager
+def fp32_output(model):
+    """Within it, `model`'s output layer (`get_output_embeddings`: a causal LM's or T5's LM head,
+    through a PEFT wrapper too) computes in fp32 with autocast off; outside it, as it was. Only the
+    positions a caller keeps reach the head (`logits_to_keep`), so the cost is a few positions."""
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if isinstance(head, nn.Linear):
+        head.forward = lambda x: fp32_linear(x, head.weight, head.bias)
+    elif isinstance(getattr(getattr(head, "token_adapter", None), "base_layer", None), nn.Linear):
+        # PEFT's trainable token rows on a (tied) LM head: the rows merged in fp32
+        head.forward = lambda x: fp32_linear(x, _merged_rows(head.token_adapter))
+    else:
+        yield
+        return
+    try:
+        yield
+    finally:
+        del head.forward
+
+
+def _merged_rows(layer) -> torch.Tensor:
+    """A PEFT `TrainableTokensLayer`'s weight with its trained rows in place, in fp32 (PEFT's own
+    merge casts the fp32 rows to the frozen weight's dtype first)."""
+    weight = layer.base_layer.weight.float()
+    if layer.disable_adapters or layer.merged:
+        return weight
+    for name in layer.active_adapters:
+        index = torch.tensor(layer.token_indices[name], device=weight.device)
+        weight = weight.index_copy(0, index, layer.trainable_tokens_delta[name].float())
+    return weight
+
+
+@contextlib.contextmanager
+def scoring(model, dtype: torch.dtype, device: str | torch.device):
+    """The context a ranking or a policy's log-probabilities run in: `autocast(dtype, device)`
+    with `model`'s output layer in fp32 (`fp32_output`)."""
+    with autocast(dtype, device), fp32_output(model):
+        yield
 
 
 def record(model, compute: torch.dtype) -> dict[str, str]:

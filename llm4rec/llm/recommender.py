@@ -404,7 +404,7 @@ class LLMRecommender:
                 self.tokenizer.pad_token_id,
             )
             ids, mask = ids.to(self.device), mask.to(self.device)
-            with precision.autocast(self.compute_dtype, self.device):
+            with precision.scoring(self.model, self.compute_dtype, self.device):
                 embeds = prompt_embeddings(self.model, ids, soft) if soft else None
                 results = self.decode(ids, mask, embeds, [histories[u] for u in batch], k)
             for user, ranked in zip(batch, results, strict=True):

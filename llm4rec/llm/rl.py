@@ -39,6 +39,7 @@ from tqdm import tqdm
 from llm4rec.llm import precision
 from llm4rec.llm.grpo import (
     REWARDS,
+    GrpoStats,
     beam_groups,
     completion_entropy,
     completion_log_probs,
@@ -76,6 +77,12 @@ class GrpoConfig:
     # > 1 reuses the groups, the ratio leaves 1 and the clip bounds it (PPO-style)
     updates_per_batch: int = 1
     max_grad_norm: float | None = 1.0
+    # prompts per forward / backward pass (their groups' rows together): the step's gradient is
+    # accumulated over such chunks, so activation memory is bounded by the chunk, not the step
+    # (None: the whole step in one pass)
+    micro_prompts: int | None = None
+    # recompute each block's activations in backward instead of keeping them (Hugging Face models)
+    gradient_checkpointing: bool = False
     max_prompts: int | None = None  # a seeded sample of the training windows (None: all)
     valid_users: int = 200  # checkpoint selection's validation sample (sample_users, seed 0)
     eval_every: int = 20
@@ -93,6 +100,8 @@ class GrpoConfig:
             raise ValueError(f"temperature is {self.temperature}, expected > 0")
         if self.sampler not in ("sample", "beam"):
             raise ValueError(f"sampler '{self.sampler}' is not one of: sample, beam")
+        if self.micro_prompts is not None and not 1 <= self.micro_prompts:
+            raise ValueError(f"micro_prompts is {self.micro_prompts}, expected >= 1 or None")
         if self.sampler == "beam" and not self.constrained:
             raise ValueError("sampler 'beam' searches the catalogue trie: it needs constrained")
 
@@ -103,40 +112,84 @@ def continuation_log_probs(
     """Log-probabilities [rows, positions + 1, vocab] (float32): at position j, of the token after
     the row's prompt and the first j tokens of its continuation (teacher forcing; the last
     position is the next token's). An encoder-decoder reads the prompt in its encoder; a causal
-    LM reads prompt + continuation, right-padded."""
+    LM reads prompt + continuation, left-padded, so that every row's continuation ends in the last
+    column and the LM head runs at the last positions + 1 columns only (`logits_to_keep`), not at
+    every prompt position. The head computes in fp32 (`precision.fp32_output`)."""
     rows, length = len(prompts), max(len(c) for c in continuations)
     device = next(model.parameters()).device
-    if model.config.is_encoder_decoder:
-        ids = torch.full((rows, max(map(len, prompts))), pad_id, dtype=torch.long)
-        for row, prompt in enumerate(prompts):
-            ids[row, : len(prompt)] = torch.as_tensor(prompt)
-        start = model.config.decoder_start_token_id
-        decoder = torch.tensor(
-            [[start, *c] + [start] * (length - len(c)) for c in continuations], dtype=torch.long
-        )
-        logits = model(
-            input_ids=ids.to(device),
-            attention_mask=(ids != pad_id).long().to(device),
-            decoder_input_ids=decoder.to(device),
-            use_cache=False,
-        ).logits
-    else:
-        sequences = [list(p) + list(c) for p, c in zip(prompts, continuations, strict=True)]
-        width = max(map(len, sequences))
-        ids = torch.full((rows, width), pad_id, dtype=torch.long)
-        mask = torch.zeros((rows, width), dtype=torch.long)
-        for row, sequence in enumerate(sequences):
-            ids[row, : len(sequence)], mask[row, : len(sequence)] = torch.as_tensor(sequence), 1
-        out = model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False)
-        index = torch.tensor(
-            [[min(len(p) - 1 + j, width - 1) for j in range(length + 1)] for p in prompts],
-            device=device,
-        )
-        logits = out.logits[torch.arange(rows, device=device)[:, None], index]
+    with precision.fp32_output(model):
+        if model.config.is_encoder_decoder:
+            ids = torch.full((rows, max(map(len, prompts))), pad_id, dtype=torch.long)
+            for row, prompt in enumerate(prompts):
+                ids[row, : len(prompt)] = torch.as_tensor(prompt)
+            start = model.config.decoder_start_token_id
+            decoder = torch.tensor(
+                [[start, *c] + [start] * (length - len(c)) for c in continuations],
+                dtype=torch.long,
+            )
+            logits = model(
+                input_ids=ids.to(device),
+                attention_mask=(ids != pad_id).long().to(device),
+                decoder_input_ids=decoder.to(device),
+                use_cache=False,
+            ).logits
+        else:
+            sequences = [list(p) + list(c) for p, c in zip(prompts, continuations, strict=True)]
+            width = max(map(len, sequences))
+            ids = torch.full((rows, width), pad_id, dtype=torch.long)
+            mask = torch.zeros((rows, width), dtype=torch.long)
+            for row, sequence in enumerate(sequences):
+                ids[row, width - len(sequence) :] = torch.as_tensor(sequence)
+                mask[row, width - len(sequence) :] = 1
+            mask = mask.to(device)
+            kept = model(
+                input_ids=ids.to(device),
+                attention_mask=mask,
+                position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+                use_cache=False,
+                logits_to_keep=length + 1,
+            ).logits  # [rows, length + 1, vocab]: column j of a row with a continuation of n
+            # tokens predicts its token j - (length - n); positions past its end repeat its last
+            index = torch.tensor(
+                [
+                    [min(length - len(c) + j, length) for j in range(length + 1)]
+                    for c in continuations
+                ],
+                device=device,
+            )
+            logits = kept[torch.arange(rows, device=device)[:, None], index]
     return torch.log_softmax(logits.float(), dim=-1)
 
 
 Window = tuple[str, list[str], str]  # (user, history, target)
+
+
+def _enable_checkpointing(model) -> list[torch.nn.Module]:
+    """Hugging Face gradient checkpointing on `model`'s blocks; the blocks it acts on (it acts only
+    on a block whose own `training` flag is set: the loop sets that flag alone, so the model stays
+    in eval mode and no dropout runs)."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers 5's name
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    elif hasattr(model, "gradient_checkpointing_enable"):
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    else:
+        raise ValueError(
+            "gradient_checkpointing: the policy is not a Hugging Face model with "
+            "activation_checkpointing_enable / gradient_checkpointing_enable"
+        )
+    return [m for m in model.modules() if getattr(m, "gradient_checkpointing", False) is True]
+
+
+def _combined(parts: list[tuple[GrpoStats, float, float]]) -> GrpoStats:
+    """One step's statistics from its chunks' (stats, share of the completions, real tokens): the
+    loss weighted by completions, the KL and the clip fraction by tokens."""
+    tokens = max(1.0, sum(n for _, _, n in parts))
+    return GrpoStats(
+        loss=sum(s.loss * share for s, share, _ in parts),
+        kl=sum(s.kl * n for s, _, n in parts) / tokens,
+        clip_fraction=sum(s.clip_fraction * n for s, _, n in parts) / tokens,
+    )
 
 
 @dataclass
@@ -184,6 +237,7 @@ def train_grpo(
     reference.eval()
     tokens = 0
     autocast = precision.autocast(compute_dtype, device)
+    checkpointed = _enable_checkpointing(model) if cfg.gradient_checkpointing else []
 
     def policy_log_probs(net, prompts, completions, histories, group):
         """[rows, positions] log-probs of each completion under `net`, the mask, and the full
@@ -201,20 +255,38 @@ def train_grpo(
         ]
         return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]), full
 
+    def chunk_log_probs(net, chunk: range, row_prompts, completions, histories):
+        """`policy_log_probs` of the prompts `chunk` (indices into the step's) and their groups."""
+        rows = slice(chunk.start * cfg.group_size, chunk.stop * cfg.group_size)
+        return policy_log_probs(
+            net,
+            row_prompts[rows],
+            completions[rows],
+            histories[chunk.start : chunk.stop],
+            cfg.group_size,
+        )
+
     for step in tqdm(
         range(start, cfg.steps), desc="grpo", disable=not progress, initial=start, total=cfg.steps
     ):
         model.eval()  # no dropout: sampler, ratio and KL see one function
+        entropy: list[tuple[float, int]] = []
         batch = [windows[i] for i in order[step * per_step : (step + 1) * per_step]]
         prompts = [prompt_of(user, history) for user, history, _ in batch]
         histories = [history for _, history, _ in batch]
 
         def next_token(rows: list[tuple[int, list[int]]], prompts=prompts) -> Tensor:
-            full = continuation_log_probs(
-                model, [prompts[p] for p, _ in rows], [prefix for _, prefix in rows], pad_id
-            )
-            at = torch.tensor([len(prefix) for _, prefix in rows], device=full.device)
-            return full[torch.arange(len(rows), device=full.device), at].cpu()
+            """Next-token log-probs of each live row, micro_prompts x group_size rows a pass."""
+            size = cfg.micro_prompts * cfg.group_size if cfg.micro_prompts else len(rows)
+            out = []
+            for begin in range(0, len(rows), size):
+                part = rows[begin : begin + size]
+                full = continuation_log_probs(
+                    model, [prompts[p] for p, _ in part], [prefix for _, prefix in part], pad_id
+                )
+                at = torch.tensor([len(prefix) for _, prefix in part], device=full.device)
+                out.append(full[torch.arange(len(part), device=full.device), at].cpu())
+            return out[0] if len(out) == 1 else torch.cat(out)
 
         with torch.no_grad(), autocast:
             if cfg.sampler == "beam":
@@ -234,35 +306,54 @@ def train_grpo(
         advantages = group_advantages(rewards)
         flat_adv = advantages.flatten().to(device)
         row_prompts = [prompts[g] for g in range(len(batch)) for _ in range(cfg.group_size)]
+        # the step's prompts in chunks of micro_prompts, each chunk's rows in one pass
+        group, micro = cfg.group_size, cfg.micro_prompts or len(batch)
+        chunks = [range(b, min(b + micro, len(batch))) for b in range(0, len(batch), micro)]
+
         with torch.no_grad(), autocast:
-            ref, _, _ = policy_log_probs(
-                reference, row_prompts, completions, histories, cfg.group_size
-            )
+            refs = [
+                chunk_log_probs(reference, chunk, row_prompts, completions, histories)[0]
+                for chunk in chunks
+            ]
+        for layer in checkpointed:
+            layer.training = True  # its own flag only: its dropouts stay off (module doc)
+        olds: list[Tensor] = []
         for update in range(cfg.updates_per_batch):
-            with autocast:
-                new, mask, full = policy_log_probs(
-                    model, row_prompts, completions, histories, cfg.group_size
-                )
-            if update == 0:
-                old = new.detach()
-                entropy = [
-                    completion_entropy(
-                        full[g * cfg.group_size : (g + 1) * cfg.group_size],
-                        groups[g],
-                        trie,
-                        history,
-                        cfg.constrained,
-                    )
-                    for g, history in enumerate(histories)
-                ]
-            loss, stats = grpo_loss(new, old, ref, flat_adv, mask.to(device), cfg.clip, cfg.kl_coef)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            parts = []
+            for i, chunk in enumerate(chunks):
+                with autocast:
+                    new, mask, full = chunk_log_probs(
+                        model, chunk, row_prompts, completions, histories
+                    )
+                if update == 0:
+                    olds.append(new.detach())
+                    entropy += [
+                        completion_entropy(
+                            full[g * group : (g + 1) * group],
+                            groups[p],
+                            trie,
+                            histories[p],
+                            cfg.constrained,
+                        )
+                        for g, p in enumerate(chunk)
+                    ]
+                rows = slice(chunk.start * group, chunk.stop * group)
+                loss, stats = grpo_loss(
+                    new, olds[i], refs[i], flat_adv[rows], mask.to(device), cfg.clip, cfg.kl_coef
+                )
+                # the step's loss is the mean over its completions: each chunk weighs its share
+                share = len(chunk) / len(batch)
+                (loss if len(chunks) == 1 else loss * share).backward()
+                parts.append((stats, share, float(mask.sum())))
+                del new, mask, full, loss
             if cfg.max_grad_norm is not None:
                 torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
             optimizer.step()
+            stats = parts[0][0] if len(parts) == 1 else _combined(parts)
             if update == 0:
                 first = stats
+        model.eval()
         entry = {
             "step": step + 1,
             "reward": float(rewards.mean()),

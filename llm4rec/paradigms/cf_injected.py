@@ -36,6 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from llm4rec.data.split import Split
+from llm4rec.llm import precision
 from llm4rec.llm.backbone import ALL_PROJECTIONS, LoraSettings
 from llm4rec.llm.decoding import _decoder_stack, _positions
 from llm4rec.llm.item_scoring import log_popularity_prior, top_unseen_items
@@ -305,8 +306,8 @@ class ItemHead(nn.Module):
         self.bias = nn.Parameter(prior) if prior is not None else None
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        logits = self.linear(hidden)
-        return logits if self.bias is None else logits + self.bias.to(logits.dtype)
+        """fp32 logits with autocast off (llm4rec.llm.precision: bf16 would tie the top 50)."""
+        return precision.fp32_linear(hidden, self.linear.weight, self.bias)
 
 
 class CfE4SRecRecommender(LLMRecommender):

@@ -32,6 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from llm4rec.data.split import Split
+from llm4rec.llm import precision
 from llm4rec.llm.backbone import LoraSettings
 from llm4rec.llm.decoding import _decoder_stack
 from llm4rec.llm.item_scoring import log_popularity_prior, top_unseen_items
@@ -332,8 +333,8 @@ class IdiomoeRecommender(LLMRecommender):
         hidden = base.model(input_ids=ids, attention_mask=mask).last_hidden_state
         # item_head tied: the input item embeddings; untied: the head's own vectors
         vectors = base.model.embed_tokens.items if self.head is None else self.head
-        logits = hidden @ vectors.T.to(hidden.dtype)
-        return logits if self.bias is None else logits + self.bias.to(logits.dtype)
+        # fp32 with autocast off (llm4rec.llm.precision: bf16 would tie the top 50)
+        return precision.fp32_linear(hidden, vectors, self.bias)
 
     def training_loss(self):
         pad, device = self.tokenizer.pad_token_id, self.device
