@@ -2,6 +2,7 @@
 the aggregator's one token per item, the reindex loss by hand, the bias term on a fixture whose
 answer is known, RecSys gating at its ends, and every ranking through the one evaluator."""
 
+import dataclasses
 import math
 
 import numpy as np
@@ -343,3 +344,11 @@ def test_the_steered_row_trains_as_its_parent_and_reads_the_request_after_the_ti
     assert not torch.allclose(q[0], base[0]) and torch.equal(q[1:], base[1:])
     with pytest.raises(ValueError, match="reads no request"):
         parent.rank(histories, 3, requests={users[0]: "Beta"})
+    # its LLM runs on the row's device, not on the one the artifact's job named (a GPU node's)
+    gpu_node = dataclasses.replace(row.prompt_config.backbone, device="cuda:0")
+    row.backbone, row.prompt_config = (
+        None,
+        dataclasses.replace(row.prompt_config, backbone=gpu_node),
+    )
+    torch.testing.assert_close(row.queries(users, histories, asked), q)
+    assert next(row.backbone[0].parameters()).device == torch.device("cpu")

@@ -598,10 +598,9 @@ class SteeredRta(ReindexThenAdapt):
         if self.backbone is None:
             from llm4rec.llm.backbone import load_backbone
 
-            cfg = self.prompt_config.backbone
-            self.backbone = load_backbone(
-                dataclasses.replace(cfg, device="cpu" if cfg.device == "auto" else cfg.device)
-            )
+            # the row's own device (a GPU node's), not the one the artifact's job ran on
+            cfg = dataclasses.replace(self.prompt_config.backbone, device=self.device)
+            self.backbone = load_backbone(cfg)
             self.backbone[0].eval()
         return self.backbone
 
