@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import heapq
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -363,22 +364,29 @@ def beam_search(
     stats.users += n_rows
     stats.prompt_tokens += int(attention_mask.sum())
     finished: list[list[tuple[float, str]]] = [[] for _ in range(n_rows)]
+    best = [TopScores(k) for _ in range(n_rows)]  # each user's k best finished scores
     live = [[(0.0, 0, row)] for row in range(n_rows)]  # (score, trie node, stepper row)
     while any(live):
         sources, users, tokens, new_live = [], [], [], [[] for _ in range(n_rows)]
-        logp_cpu = logp.cpu()
+        # only the live beams' trie children leave the device: one gather, one copy
+        rows = [row for beams in live for _, node, row in beams for _ in trie.children[node]]
+        toks = [tok for beams in live for _, node, _ in beams for tok in trie.children[node]]
+        picked = logp[
+            torch.as_tensor(rows, device=logp.device), torch.as_tensor(toks, device=logp.device)
+        ].tolist()
+        at = 0
         for user in range(n_rows):
-            bound = _kth(finished[user], k)
+            bound = best[user].kth()
             candidates = []  # (score, child node, row, token, history only)
             for score, node, row in live[user]:
                 children = trie.children[node]
-                toks = list(children)
-                for tok, lp in zip(toks, logp_cpu[row, toks].tolist(), strict=True):
+                for tok, lp in zip(children, picked[at : at + len(children)], strict=True):
                     if score + lp > bound:
                         child = children[tok]
                         candidates.append(
                             (score + lp, child, row, tok, trie.only_excluded(child, excluded[user]))
                         )
+                at += len(children)
             candidates.sort(key=lambda c: -c[0])
             stats.beam_slots += min(len(candidates), beam_width)
             stats.history_slots += sum(c[4] for c in candidates[:beam_width])
@@ -387,7 +395,8 @@ def beam_search(
                     continue
                 if trie.is_item(child):
                     finished[user].append((score, trie.item_at[child]))
-                elif len(new_live[user]) < beam_width and score > _kth(finished[user], k):
+                    best[user].add(score)
+                elif len(new_live[user]) < beam_width and score > best[user].kth():
                     new_live[user].append((score, child, len(sources)))
                     sources.append(row)
                     users.append(user)
@@ -410,10 +419,21 @@ def beam_search(
     return results
 
 
-def _kth(finished: list[tuple[float, str]], k: int) -> float:
-    if len(finished) < k:
-        return float("-inf")
-    return sorted((f[0] for f in finished), reverse=True)[k - 1]
+class TopScores:
+    """The k largest scores added so far (a min-heap of k): `kth` is the k-th largest, -inf
+    until k were added; each add costs log k, where sorting every finished score cost n log n."""
+
+    def __init__(self, k: int):
+        self.k, self.heap = k, []
+
+    def add(self, score: float) -> None:
+        if len(self.heap) < self.k:
+            heapq.heappush(self.heap, score)
+        elif score > self.heap[0]:
+            heapq.heapreplace(self.heap, score)
+
+    def kth(self) -> float:
+        return self.heap[0] if len(self.heap) == self.k else float("-inf")
 
 
 @torch.no_grad()
