@@ -1,5 +1,7 @@
 """Grid config validation: every error names file, key path and expectation."""
 
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -642,3 +644,20 @@ def test_a_model_restricted_to_some_datasets_and_the_split_keys_that_apply(tmp_p
         split = {"method": method, "ratios": [0.8, 0.1, 0.1], "test_ties": "keep"}
         dataset = {"a": {"source": "ml-100k", "split": split}}
         load_grid(write(tmp_path, GOOD | {"datasets": dataset}))
+
+
+def test_several_gpus_are_refused_for_a_row_without_a_multi_process_path(tmp_path):
+    """`resources.gpu` > 1 re-runs the job on N processes; a row that trains in one process (a
+    RecBole baseline, AlphaRec, GRPO) would run N copies on one run folder: refused, named."""
+    raw = yaml.safe_load(Path(DEFAULT_CONFIG).read_text())
+    for name, allowed in (("bpr", False), ("alpharec", False), ("text_prompted", True)):
+        grid = raw | {"models": [m for m in raw["models"] if m["name"] in (name, "sasrec")]}
+        entry = next(m for m in grid["models"] if m["name"] == name)
+        entry["resources"] = {"gpu": 2}
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(grid))
+        if allowed:
+            load_grid(path)
+        else:
+            with pytest.raises(ConfigError, match=rf"resources.gpu is 2: '{name}' .* Set gpu: 1"):
+                load_grid(path)

@@ -9,6 +9,12 @@ unchanged: one job holding N GPUs); each process runs the same job. Within it:
   (one all-reduce of a flat buffer), then every process takes the same optimiser step. The loss
   curve and the weights are those of one process running all the micro-batches (float summation
   order aside);
+- dropout: each micro-batch seeds the random generators from (seed, step, micro-batch) before
+  its forward pass, so micro-batch m draws the same dropout masks whichever process runs it, and a
+  resumed run draws what an uninterrupted one would (no generator state to save per process);
+- a parameter with no gradient on any process keeps none (the optimiser skips it, as one process
+  would); a checkpoint written under another configuration is removed by process 0 alone, after
+  every process has read it;
 - checkpoints, the selected `best.pt` and every output file are written by process 0 alone;
 - ranking: the batches of users are dealt out across processes and the rankings gathered, each user
   ranked in exactly the batch it would be in alone, so the rankings equal a single process's.
@@ -17,6 +23,8 @@ The paradigms' forward passes are untouched (IDIOMoE reaches into the decoder st
 hidden states): there is no DistributedDataParallel wrapper to bypass. Gradient checkpointing and
 the attention implementation are backbone options (`backbone.gradient_checkpointing`,
 `backbone.attn_implementation`). Backend: NCCL on CUDA, gloo on CPU (the tests run 2 on gloo).
+Only the SFT-trained LLM rows have this path; a grid asking `gpu` > 1 for any other row is refused
+(`llm4rec.config.MULTI_PROCESS_FACTORIES`).
 """
 
 from __future__ import annotations
@@ -90,16 +98,21 @@ def all_sum(value: float) -> float:
 
 
 def all_reduce_gradients(params: list[torch.nn.Parameter]) -> None:
-    """Sum the gradients of `params` across processes (a missing gradient counts as zero)."""
+    """Sum the gradients of `params` across processes. A parameter with a gradient on some process
+    gets the sum (a process without one adds zero); a parameter with a gradient on none keeps
+    `grad = None`, so the optimiser skips it, as one process would (AdamW would otherwise decay and
+    step it on a zero gradient: e.g. LLaRA's projector before its curriculum reaches it)."""
     if world()[1] == 1 or not params:
         return
+    device = params[0].device
+    has = torch.tensor([p.grad is not None for p in params], dtype=torch.float32, device=device)
     grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-    flat = torch.cat([g.reshape(-1).to(torch.float32) for g in grads])
+    flat = torch.cat([has, *(g.reshape(-1).to(torch.float32) for g in grads)])
     dist.all_reduce(flat)
-    offset = 0
-    for p, g in zip(params, grads, strict=True):
+    offset = len(params)
+    for i, (p, g) in enumerate(zip(params, grads, strict=True)):
         n = g.numel()
-        p.grad = flat[offset : offset + n].view_as(g).to(g.dtype)
+        p.grad = flat[offset : offset + n].view_as(g).to(g.dtype) if flat[i] > 0 else None
         offset += n
 
 

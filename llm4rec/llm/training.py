@@ -140,18 +140,13 @@ def save_checkpoint(
     directory.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=directory, prefix=".last."))
     try:
-        # the RNG state too: dropout after a resume draws what an uninterrupted run would
-        rng = {
-            "cpu": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        }
+        # no generator state: dropout is seeded per micro-batch (`micro_batch_seed`)
         torch.save(
             {
                 "trainable": trainable_state(model),
                 "optimizer": optimizer.state_dict(),
                 "step": step,
                 "fingerprint": fingerprint,
-                "rng": rng,
                 "extra": extra or {},
             },
             tmp / "state.pt",
@@ -178,9 +173,10 @@ def load_checkpoint(directory: Path, model, optimizer, fingerprint: str = "") ->
             "step 0",
             flush=True,
         )
-        shutil.rmtree(
-            directory / "last", ignore_errors=True
-        )  # several processes: any of them may be first
+        distributed.barrier()  # several processes: every one has read it before it goes
+        if distributed.is_main():
+            shutil.rmtree(directory / "last", ignore_errors=True)
+        distributed.barrier()
         return 0
     expected = {name for name, p in model.named_parameters() if p.requires_grad}
     if set(state["trainable"]) != expected:
@@ -193,11 +189,14 @@ def load_checkpoint(directory: Path, model, optimizer, fingerprint: str = "") ->
         for name, value in state["trainable"].items():
             params[name].copy_(value.to(params[name].device))
     optimizer.load_state_dict(state["optimizer"])
-    if "rng" in state:
-        torch.set_rng_state(state["rng"]["cpu"])
-        if state["rng"]["cuda"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
     return int(state["step"])
+
+
+def micro_batch_seed(seed: int, step: int, micro: int) -> int:
+    """The generator seed of micro-batch `micro` of optimiser step `step`: a function of the three
+    alone, so dropout draws the same masks on whichever process runs the micro-batch, and after a
+    resume."""
+    return int(np.random.SeedSequence([seed, step, micro]).generate_state(1, np.uint64)[0]) >> 1
 
 
 def checkpoint_extra(directory: Path) -> dict:
@@ -298,6 +297,7 @@ def train_sft(
             rank, cfg.grad_accum, size
         ):  # several processes: each takes its share of micro-batches
             begin = step * per_step + micro * cfg.batch_size
+            torch.manual_seed(micro_batch_seed(cfg.seed, step, micro))  # every device's generator
             with precision.autocast(compute, device):
                 loss, fed = loss_fn(
                     model, [examples[i] for i in order[begin : begin + cfg.batch_size]], step
