@@ -144,7 +144,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default=str(DEFAULT_CONFIG))
     p.add_argument("--out", default="docs/results", help="the result pages' folder")
     p.add_argument(
-        "--readme", default="README.md", help="README whose results block is refreshed ('': none)"
+        "--readme",
+        default=None,
+        help="README whose results block is refreshed ('': none; default: README.md for the "
+        "default grid's page, none for another grid's)",
     )
     p.add_argument(
         "--wall-seconds",
@@ -444,6 +447,9 @@ def cmd_anchors(args: argparse.Namespace) -> int:
 def cmd_results_page(args: argparse.Namespace) -> int:
     from llm4rec.report.results_page import write_results_page
 
+    if args.readme is None:  # the README shows the main job's latest page, not another grid's
+        default = Path(args.config).resolve() == Path(DEFAULT_CONFIG).resolve()
+        args.readme = "README.md" if default else ""
     readme = Path(args.readme) if args.readme else None
     written = write_results_page(load_grid(args.config), Path(args.out), readme, args.wall_seconds)
     print("[llm4rec] results page: " + ", ".join(str(p) for p in written))

@@ -291,3 +291,24 @@ def test_the_index_orders_pages_by_date_then_commit_history_not_file_times(tmp_p
     index = write_index(tmp_path).read_text()
     listed = [line for line in index.splitlines() if line.startswith("- [")]
     assert listed == [f"- [{p.stem}]({p.name})" for p in pages.values()]
+
+
+def test_only_the_default_grid_s_page_refreshes_the_readme(monkeypatch):
+    """`llm4rec results-page` without --readme: the README's block is the main job's latest page;
+    a page of another grid (new-items, anchors) leaves it alone."""
+    from pathlib import Path
+
+    import llm4rec.report.results_page as results_page
+    from llm4rec.cli import main
+    from llm4rec.config import DEFAULT_CONFIG
+
+    chosen = []
+    monkeypatch.setattr(
+        results_page,
+        "write_results_page",
+        lambda grid, out, readme, wall: chosen.append(readme) or [],
+    )
+    for config in (str(DEFAULT_CONFIG), "benchmarks/new_items.yaml"):
+        assert main(["results-page", "--config", config]) == 0
+    assert main(["results-page", "--config", "benchmarks/new_items.yaml", "--readme", "R.md"]) == 0
+    assert chosen == [Path("README.md"), None, Path("R.md")]
