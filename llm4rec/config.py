@@ -266,6 +266,24 @@ class Grid:
     def artifact_dir(self, dataset: str, name: str, key: str) -> Path:
         return layout.artifact_dir(self.grid_dir, dataset, name, key)
 
+    def artifact_resources(self, dataset: str, name: str, key: str) -> dict[str, int]:
+        """The job resources of one artifact (the `artifact` rule's, SLURM's request): the
+        largest each input naming it asks for (`resources` beside its `params`), where none
+        does ARTIFACT_RESOURCES' defaults (an LLM encoder needs a GPU: say so in the grid)."""
+        wanted: dict[str, int] = {}
+        for model in self.models:
+            for source in self.model_inputs(model).values():
+                if source.get("artifact") != name or not source.get("resources"):
+                    continue
+                seeds = [None] if not ARTIFACTS[name].per_seed else self.model_seeds(model)
+                keys = {
+                    self.artifact_key(dataset, name, source.get("params", {}), s) for s in seeds
+                }
+                if key in keys:
+                    for field_, value in source["resources"].items():
+                        wanted[field_] = max(wanted.get(field_, value), value)
+        return ARTIFACT_RESOURCES | wanted
+
     def artifacts(self) -> dict[tuple[str, str, str], InputSource]:
         """Every artifact the grid's runs consume, by (dataset, artifact, key)."""
         found = {}
@@ -549,6 +567,9 @@ def _missing_seed(
     return None
 
 
+# an artifact job's resources where no input names them (profiles/slurm's default-resources)
+ARTIFACT_RESOURCES = {"gpu": 0, "mem_mb": 4000, "runtime": 60}
+
 # the factories whose training and ranking run on several processes (llm4rec.llm.distributed): the
 # LLM rows fine-tuned by train_sft and ranked by LLMRecommender's dealt batches
 MULTI_PROCESS_FACTORIES = (
@@ -628,7 +649,9 @@ def _check_model_inputs(grid: Grid, i: int, entry: dict[str, Any]) -> None:
         kind = "run" if "run" in source else "artifact"
         name, allowed = (
             source[kind],
-            {"run": ("run", "seed", "dataset"), "artifact": ("artifact", "params")}[kind],
+            {"run": ("run", "seed", "dataset"), "artifact": ("artifact", "params", "resources")}[
+                kind
+            ],
         )
         known = grid.models if kind == "run" else sorted(ARTIFACTS)
         if name not in known:
@@ -702,6 +725,17 @@ def _check_model_inputs(grid: Grid, i: int, entry: dict[str, Any]) -> None:
                 check_params(ARTIFACTS[name], source.get("params", {}))
             except ParamsError as err:
                 raise ConfigError(f"{where}.{slot}.params: {err}") from err
+            for key, value in source.get("resources", {}).items():
+                if (
+                    key not in ARTIFACT_RESOURCES
+                    or not isinstance(value, int)
+                    or value < (key != "gpu")
+                ):
+                    raise ConfigError(
+                        f"{where}.{slot}.resources.{key}: {value!r}; an artifact job takes "
+                        f"{', '.join(ARTIFACT_RESOURCES)} (integers: gpu >= 0, mem_mb and "
+                        "runtime in minutes >= 1)"
+                    )
 
 
 def _check_input_cycles(grid: Grid) -> None:

@@ -257,6 +257,7 @@ def cell_cost(
             shape = backbone_shape(states.backbone.name_or_path)
             prompt = 12 + states.window * 12 + 16  # header, titles, the request line
             cost.forward_flops += 2 * shape.params * (test_users + valid_users) * prompt
+            cost.small, cost.weights = False, shape.params  # it loads the LLM itself
         return cost
     code = (grid.model_inputs(model).get("codes", {}).get("params") or {}).get(
         "levels", 3
@@ -463,9 +464,9 @@ SENTENCE_ENCODER_DIM = 384  # all-MiniLM-L6-v2 (a sentence encoder the plan cann
 
 
 def _rta_cost(grid: Grid, model: str, config, stats: dict[str, float]) -> Cost:
-    """Reindex-Then-Adapt: the frozen LLM's one forward per user over its last `window` titles
-    (the llm_states artifact, shared by the RTA rows: counted in each, an upper bound), then the
-    aggregator over every title per step (3x for the backward) and one matmul per ranked user."""
+    """Reindex-Then-Adapt: the aggregator over every title per step (3x for the backward) and one
+    matmul per ranked user; the frozen LLM's forward per user is the llm_states artifact's row
+    (`artifact_cost`), built once for every RTA row."""
     from llm4rec.paradigms.rta import StatesConfig
 
     params = grid.model_inputs(model)["states"].get("params") or {}
@@ -473,7 +474,6 @@ def _rta_cost(grid: Grid, model: str, config, stats: dict[str, float]) -> Cost:
     assert isinstance(states, StatesConfig)
     shape = backbone_shape(states.backbone.name_or_path)
     title, users, items = 12, stats["users"], stats["items"]  # title tokens + separator
-    llm = 2 * shape.params * users * (12 + states.window * title)
     queries = users * max(states.window - 2, 1)
     aggregate = items * title * shape.hidden + items * shape.hidden**2
     step = 3 * (aggregate + 2 * config.batch_size * min(config.batch_size, items) * shape.hidden)
@@ -482,10 +482,34 @@ def _rta_cost(grid: Grid, model: str, config, stats: dict[str, float]) -> Cost:
     trainable = shape.hidden**2 + shape.hidden + items
     return Cost(
         train_flops=steps * step,
-        forward_flops=llm + (config.epochs + config.adapt.epochs + 2) * ranking,
-        weights=shape.params,
+        forward_flops=(config.epochs + config.adapt.epochs + 2) * ranking,
         trainable=trainable,
+        small=True,  # the stored states and a d x d map: no backbone loaded
     )
+
+
+SENTENCE_ENCODER_PARAMS = 22.7e6  # all-MiniLM-L6-v2 (assumed, as its width)
+TEXT_TOKENS = 48  # an item's text: title, year, genres and a short description (assumed)
+
+
+def artifact_cost(name: str, params: Any, stats: dict[str, float]) -> Cost:
+    """One artifact job: llm_states, the frozen LLM's forward over each user's last `window`
+    titles; item_text_embeddings (and semantic_ids' encoder), one forward per item text through the
+    encoder (a backbone, or the sentence encoder); semantic_ids' quantizer and item_text_lsa are
+    small matrices over the catalogue (counted as their encoding)."""
+    users, items = stats["users"], stats["items"]
+    if name == "llm_states":
+        shape = backbone_shape(params.backbone.name_or_path)
+        tokens = users * (12 + params.window * stats["title_tokens"])
+        return Cost(forward_flops=2 * shape.params * tokens, weights=shape.params)
+    if name in ("item_text_embeddings", "semantic_ids"):
+        encoder = params if name == "item_text_embeddings" else params.encoder
+        if encoder.kind == "backbone":
+            n = backbone_shape(encoder.model).params
+            return Cost(forward_flops=2 * n * items * TEXT_TOKENS, weights=n)
+        flops = 2 * SENTENCE_ENCODER_PARAMS * items * TEXT_TOKENS
+        return Cost(forward_flops=flops, weights=SENTENCE_ENCODER_PARAMS)
+    return Cost(forward_flops=items * 1e6, small=True)  # item_text_lsa: an SVD of the catalogue
 
 
 def _alpharec_cost(grid: Grid, model: str, config, stats: dict[str, float]) -> Cost:
@@ -629,6 +653,30 @@ def plan(grid: Grid, profile: str = "h100") -> pd.DataFrame:
                 "runtime_suggested_min": max(floor, math.ceil(SAFETY * seconds / 60 / 15) * 15),
             }
         )
+    for (dataset, name, key), source in sorted(grid.artifacts().items()):
+        if dataset not in stats_of:
+            stats_of[dataset] = dataset_stats(grid, dataset)
+        cost = artifact_cost(name, check_params(ARTIFACTS[name], source.params), stats_of[dataset])
+        seconds = cost.seconds(chosen)
+        resources = grid.artifact_resources(dataset, name, key)
+        rows.append(
+            {
+                "dataset": dataset,
+                "model": f"artifact {name} ({key[:8]})",
+                "paradigm": "artifact",
+                "runs": 1,
+                "train_tokens_M": 0.0,
+                "train_PFLOP": 0.0,
+                "rank_PFLOP": cost.forward_flops / 1e15,
+                "minutes_per_run": seconds / 60,
+                "peak_GiB": cost.peak_gb(chosen),
+                "device_hours": seconds / 3600,
+                "gpu": resources["gpu"],
+                "mem_mb": resources["mem_mb"],
+                "runtime_min": resources["runtime"],
+                "runtime_suggested_min": max(30, math.ceil(SAFETY * seconds / 60 / 15) * 15),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -660,8 +708,9 @@ def render_plan(frame: pd.DataFrame, profile: str) -> str:
         f"{chosen.bandwidth / 1e12:g} TB/s of weight reads per decoding step, "
         f"{chosen.small_flops / 1e12:g} TFLOP/s for the baselines' small matrices; "
         f"{chosen.startup_s:.0f} s to start a job, {chosen.load_s:.0f} s to load a backbone and "
-        "measure text retention. Not counted: building artifacts (semantic IDs), evaluation and "
-        "tracking jobs (seconds each). (!): the requested runtime is under the suggested one "
+        "measure text retention. Artifacts are rows of their own (`artifact NAME (key)`), "
+        "built once for the runs that read them. Not counted: evaluation and tracking jobs "
+        "(seconds each). (!): the requested runtime is under the suggested one "
         f"({SAFETY}x the estimate, at least 30 min, 60 for an LLM run).",
     ]
     return "\n".join(lines) + "\n"

@@ -44,6 +44,16 @@ for _artifact in ARTIFACTS.values():
             ),
         params:
             artifact=_artifact.name,
+        # from the grid: the inputs naming this artifact may give `resources` beside `params`
+        # (an LLM encoder's GPU and time); else llm4rec.config.ARTIFACT_RESOURCES
+        resources:
+            gpu=lambda w, name=_artifact.name: GRID.artifact_resources(w.dataset, name, w.key)["gpu"],
+            mem_mb=lambda w, name=_artifact.name: GRID.artifact_resources(w.dataset, name, w.key)[
+                "mem_mb"
+            ],
+            runtime=lambda w, name=_artifact.name: GRID.artifact_resources(w.dataset, name, w.key)[
+                "runtime"
+            ],
         log:
             f"{LOGS}/artifact/{{dataset}}/{_artifact.name}/{{key}}.log",
         shell:

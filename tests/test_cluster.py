@@ -35,10 +35,20 @@ GRID = {
             "threads": 2,
             "resources": {"mem_mb": 2500, "runtime": 13},
         },
+        # an artifact job asks for what its input names (an LLM encoder's GPU; LSA here, on CPU)
+        {
+            "name": "emb_knn",
+            "inputs": {
+                "embeddings": {
+                    "artifact": "item_text_lsa",
+                    "resources": {"gpu": 1, "mem_mb": 1700, "runtime": 17},
+                }
+            },
+        },
     ],
 }
-JOBS = {"prepare": 1, "train": 2}  # submitted; the cheap rules are the Snakefile's localrules
-LOCAL = {"evaluate": 2, "track": 2, "summary": 1, "compare": 1, "report": 1}
+JOBS = {"prepare": 1, "item_text_lsa": 1, "train": 3}  # submitted; the cheap rules are localrules
+LOCAL = {"evaluate": 3, "track": 3, "summary": 1, "compare": 1, "report": 1}
 pytestmark = pytest.mark.slow
 
 
@@ -115,11 +125,15 @@ def test_outputs_and_logs_land_where_the_next_rule_expects_them(loopback_grid):
 def test_recorded_resources_equal_the_grid_declaration(loopback_grid):
     _, _, submissions = loopback_grid
     train = {s["wildcards"]["model"]: s for s in submissions if s["rule"] == "train"}
+    (artifact,) = (s for s in submissions if s["rule"] == "item_text_lsa")
+    assert {k: artifact["resources"][k] for k in ("gpu", "mem_mb", "runtime")} == {
+        "gpu": 1, "mem_mb": 1700, "runtime": 17,
+    }  # fmt: skip
     for entry in GRID["models"]:
         asked = train[entry["name"]]
-        declared = {"gpu": 0, "mem_mb": 4000, "runtime": 120} | entry[
-            "resources"
-        ]  # the train rule's defaults
+        declared = {"gpu": 0, "mem_mb": 4000, "runtime": 120} | entry.get(
+            "resources", {}
+        )  # the train rule's defaults
         assert {k: asked["resources"][k] for k in declared} == declared, entry["name"]
         assert asked["threads"] == entry.get("threads", 1)
 

@@ -661,3 +661,26 @@ def test_several_gpus_are_refused_for_a_row_without_a_multi_process_path(tmp_pat
         else:
             with pytest.raises(ConfigError, match=rf"resources.gpu is 2: '{name}' .* Set gpu: 1"):
                 load_grid(path)
+
+
+def test_an_artifact_input_s_resources_are_checked_and_the_largest_request_wins(tmp_path):
+    """`resources` beside an artifact's `params`: known keys and integers only, named on error;
+    two inputs naming the same artifact give its job the larger of each request."""
+    raw = yaml.safe_load(Path(DEFAULT_CONFIG).read_text())
+    lsa = {"artifact": "item_text_lsa"}
+    models = [
+        {
+            "name": "emb_knn",
+            "inputs": {"embeddings": lsa | {"resources": {"gpu": 1, "mem_mb": 900}}},
+        },
+        {"name": "mostpop"},
+    ]
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(raw | {"models": models}))
+    grid = load_grid(path)
+    ((dataset, name, key),) = grid.artifacts()
+    assert grid.artifact_resources(dataset, name, key) == {"gpu": 1, "mem_mb": 900, "runtime": 60}
+    models[0]["inputs"]["embeddings"]["resources"] = {"gpus": 1}
+    path.write_text(yaml.safe_dump(raw | {"models": models}))
+    with pytest.raises(ConfigError, match=r"inputs.embeddings.resources.gpus: 1; an artifact job"):
+        load_grid(path)

@@ -116,9 +116,14 @@ def test_the_cpu_profile_is_within_2x_of_every_measured_llm_run_of_the_default_g
 def test_the_plan_table_names_every_cell_and_totals_device_hours(default_grid):
     grid, _ = default_grid
     frame = plan(grid, "cpu2")
-    # every model on ml-100k, and on the ml-1m slice (role: source) only the transferred run
-    assert len(frame) == len(grid.models) + 1 and (frame["minutes_per_run"] > 0).all()
-    source = frame[frame["dataset"] == "ml-1m-slice"]
+    # every model on ml-100k, and on the ml-1m slice (role: source) only the transferred run; each
+    # artifact a row of its own, with the resources its job asks for
+    artifacts = frame[frame["paradigm"] == "artifact"]
+    assert len(artifacts) == len(grid.artifacts()) > 0
+    assert (artifacts["gpu"] == 0).all() and (artifacts["runtime_min"] == 60).all()
+    assert len(frame) == len(grid.models) + 1 + len(artifacts)
+    assert (frame["minutes_per_run"] > 0).all()
+    source = frame[(frame["dataset"] == "ml-1m-slice") & (frame["paradigm"] != "artifact")]
     assert source[["model", "runs"]].values.tolist() == [["alpharec", 1]]
     assert frame["device_hours"].sum() == pytest.approx(
         (frame["runs"] * frame["minutes_per_run"]).sum() / 60
@@ -137,12 +142,22 @@ def test_the_paper_grid_requests_at_least_the_runtime_its_plan_suggests(tmp_path
         "results_dir": str(tmp_path / "results")
     }
     (tmp_path / "grid.yaml").write_text(yaml.safe_dump(raw))
-    frame = plan(load_grid(tmp_path / "grid.yaml"), "h100")
+    grid = load_grid(tmp_path / "grid.yaml")
+    frame = plan(grid, "h100")
+    # the artifacts that run an LLM ask for a GPU (RTA's states, the Qwen item-text encoder)
+    gpu = frame.set_index("model")["gpu"]
+    llm = [
+        f"artifact {name} ({key[:8]})"
+        for (_, name, key), source in grid.artifacts().items()
+        if name == "llm_states" or source.params.get("kind") == "backbone"
+    ]
+    assert len(llm) >= 2 and (gpu[llm] == 1).all(), gpu[llm]  # one of each per dataset
     short = frame[frame["runtime_min"] < frame["runtime_suggested_min"]]
     assert short.empty, short[
         ["dataset", "model", "minutes_per_run", "runtime_min", "runtime_suggested_min"]
     ]
-    assert (frame.loc[frame["paradigm"] != "baseline", "gpu"] == 1).all()
+    trained = ~frame["paradigm"].isin(["baseline", "artifact"])
+    assert (frame.loc[trained, "gpu"] == 1).all()
     # GRPO in chunks: sid_llm_grpo's step in one pass (64 prompts x 16 rows of about 116 tokens on
     # Qwen2.5-0.5B) would need well over 80 GB; the grid's micro_prompts bring every GRPO pass
     # under an H100's memory, with room
@@ -166,7 +181,8 @@ def test_the_new_item_grid_plans_and_its_cold_start_row_trains_nothing(default_g
     assert row.train_tokens == row.train_flops == row.trainable == 0
     assert 0 < row.forward_flops < parent.forward_flops and parent.train_tokens > 0
     frame = plan(grid, "cpu2")
-    assert set(frame["model"]) == set(grid.models) and (frame["minutes_per_run"] > 0).all()
+    models = frame.loc[frame["paradigm"] != "artifact", "model"]
+    assert set(models) == set(grid.models) and (frame["minutes_per_run"] > 0).all()
 
 
 @pytest.mark.parametrize("checkpointing", [False, True])

@@ -33,6 +33,8 @@ class EncoderConfig:
     )
     fields: tuple[str, ...] = ("title", "year", "genres", "description")
     batch_size: int = 64
+    revision: str | None = None  # kind backbone, a hub id: its commit (40 hex), pinned
+    device: str = "cpu"  # kind backbone: cpu | cuda | auto (cuda where the job has a GPU)
     cache_dir: str = "results/cache/item_embeddings"
 
     def __post_init__(self) -> None:
@@ -103,17 +105,24 @@ def _encode_backbone(texts: list[str], cfg: EncoderConfig) -> np.ndarray:
 
     from llm4rec.llm.backbone import BackboneConfig, load_backbone
 
-    model, tokenizer = load_backbone(BackboneConfig(name_or_path=cfg.model))
+    device = "cuda" if cfg.device == "auto" and torch.cuda.is_available() else cfg.device
+    model, tokenizer = load_backbone(
+        BackboneConfig(
+            name_or_path=cfg.model,
+            revision=cfg.revision,
+            device="cpu" if device == "auto" else device,
+        )
+    )
     out = []
     with torch.no_grad():
         for begin in range(0, len(texts), cfg.batch_size):
             batch = tokenizer(
                 texts[begin : begin + cfg.batch_size], return_tensors="pt", padding=True
-            )
+            ).to(next(model.parameters()).device)
             hidden = model(**batch, output_hidden_states=True).hidden_states[-1]
             mask = batch["attention_mask"][..., None].to(hidden.dtype)
             mean = (hidden * mask).sum(1) / mask.sum(1)
-            out.append(torch.nn.functional.normalize(mean.float(), dim=-1).numpy())
+            out.append(torch.nn.functional.normalize(mean.float(), dim=-1).cpu().numpy())
     return np.concatenate(out)
 
 
