@@ -78,10 +78,14 @@ SNAKEMAKE_FLAGS = --cores $(CORES) --resources mlflow=1$(if $(filter-out 0,$(GPU
 
 # The main job: the baselines and each LLM system once (reports/); the ablation variants are a second
 # target of the same grid that reuses the finished parents (reports/ablations/).
+# `llm4rec fetch` first: the grid's hub assets (a paper grid's backbone) into the Hugging Face cache at
+# their pinned revisions, so the jobs can run offline (HF_HUB_OFFLINE=1); nothing for the default grid
 bench: env tex textdata
+	$(PY) -m llm4rec.cli fetch --config $(CONFIG)
 	$(VENV)/bin/snakemake all $(SNAKEMAKE_FLAGS) $(SNAKEMAKE_ARGS)
 
 bench-ablations: env tex textdata
+	$(PY) -m llm4rec.cli fetch --config $(CONFIG)
 	$(VENV)/bin/snakemake ablations $(SNAKEMAKE_FLAGS) $(SNAKEMAKE_ARGS)
 
 # The new-item grid (benchmarks/new_items.yaml: a tenth of the items never in training; reports/new-items/,

@@ -2,6 +2,7 @@
 
 llm4rec validate --config benchmarks/default.yaml
 llm4rec prepare  --config C --dataset D
+llm4rec fetch    --config C [--check]
 llm4rec artifact --config C --dataset D --artifact A --key K
 llm4rec train    --config C --dataset D --model M --seed S
 llm4rec evaluate --config C --dataset D --model M --seed S
@@ -65,6 +66,14 @@ def build_parser() -> argparse.ArgumentParser:
     _grid_cell(
         sub.add_parser("prepare", help="load, preprocess and split one dataset"), with_run=False
     )
+    p = sub.add_parser(
+        "fetch",
+        help="download the grid's hub assets (backbones, encoders) at their pinned revisions into "
+        "the Hugging Face cache, for jobs that run offline (llm4rec.assets)",
+    )
+    p.add_argument("--config", default=str(DEFAULT_CONFIG))
+    p.add_argument("--check", action="store_true", help="only say which are missing (exit 2)")
+
     p = sub.add_parser(
         "artifact", help="build one artifact the grid's runs consume (the artifact rule)"
     )
@@ -314,9 +323,29 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fetch(args: argparse.Namespace) -> int:
+    from llm4rec.assets import cache_dir, fetch, hub_assets
+
+    grid = load_grid(args.config)
+    absent = fetch(grid, check_only=args.check)
+    for asset in hub_assets(grid):
+        state = "missing" if asset in absent else "in the cache"
+        print(f"[llm4rec] {asset}: {state} ({cache_dir()})")
+    if absent:
+        raise ConfigError(
+            f"{args.config}: {len(absent)} hub asset(s) not in the local Hugging Face cache: "
+            + "; ".join(str(a) for a in absent)
+            + (f" (fetch them: llm4rec fetch --config {args.config})" if args.check else "")
+        )
+    return 0
+
+
 def cmd_artifact(args: argparse.Namespace) -> int:
     grid = _cell_grid(args, with_run=False)
+    from llm4rec.assets import require
     from llm4rec.runner import build_artifact
+
+    require(grid, args.dataset)  # HF_HUB_OFFLINE: its hub assets are in the cache, or say which
 
     build_artifact(grid, args.dataset, args.artifact, args.key)
     return 0
@@ -324,9 +353,11 @@ def cmd_artifact(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     grid = _cell_grid(args)
+    from llm4rec.assets import require
     from llm4rec.llm.distributed import init_from_env, relaunch_per_gpu
     from llm4rec.runner import train_and_rank
 
+    require(grid, args.dataset, args.model)  # HF_HUB_OFFLINE: its hub assets are in the cache
     gpus = grid.model_entry(args.model).get("resources", {}).get("gpu", 0)
     relaunch_per_gpu(gpus, args.argv)  # gpu > 1: the same command under torchrun
     init_from_env(grid.device)  # under torchrun: join the process group
@@ -563,6 +594,7 @@ def cmd_tracking_server(args: argparse.Namespace) -> int:
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "validate": cmd_validate,
     "prepare": cmd_prepare,
+    "fetch": cmd_fetch,
     "artifact": cmd_artifact,
     "train": cmd_train,
     "evaluate": cmd_evaluate,

@@ -51,9 +51,8 @@ for _artifact in ARTIFACTS.values():
             mem_mb=lambda w, name=_artifact.name: GRID.artifact_resources(w.dataset, name, w.key)[
                 "mem_mb"
             ],
-            runtime=lambda w, name=_artifact.name: GRID.artifact_resources(w.dataset, name, w.key)[
-                "runtime"
-            ],
+            runtime=lambda w, attempt, name=_artifact.name: attempt
+            * GRID.artifact_resources(w.dataset, name, w.key)["runtime"],
         log:
             f"{LOGS}/artifact/{{dataset}}/{_artifact.name}/{{key}}.log",
         shell:

@@ -14,7 +14,8 @@ rule train:
     resources:
         gpu=model_resource("gpu", 0),
         mem_mb=model_resource("mem_mb", 4000),
-        runtime=model_resource("runtime", 120),
+        # a retried job (profiles/slurm: retries) asks for the time again per attempt: 1x, 2x, ...
+        runtime=lambda w, attempt: model_resource("runtime", 120)(w) * attempt,
     log:
         f"{LOGS}/train/{{dataset}}/{{model}}/seed{{seed}}.log",
     shell:

@@ -65,10 +65,11 @@ def item_texts(items: pd.DataFrame, fields: tuple[str, ...]) -> list[str]:
 
 def text_embeddings(texts: list[str], cfg: EncoderConfig) -> np.ndarray:
     """[texts, d] float32 L2-normalised embeddings of `texts`, cached under cfg.cache_dir by
-    encoder and texts (item texts, or AlphaRec's intentions)."""
+    encoder (and its revision, where pinned) and texts (item texts, or AlphaRec's intentions)."""
+    pinned = {"revision": cfg.revision} if cfg.revision else {}
     cache = (
         Path(cfg.cache_dir)
-        / f"{stable_hash({'kind': cfg.kind, 'model': cfg.model, 'texts': texts})}.npy"
+        / f"{stable_hash({'kind': cfg.kind, 'model': cfg.model, 'texts': texts} | pinned)}.npy"
     )
     if cache.is_file():
         return np.load(cache)
