@@ -186,6 +186,8 @@ def test_the_gpu_measurement_script_runs_its_dry_run_on_cpu(tmp_path):
             "2",
             "--out",
             str(out),
+            "--beam-out",
+            str(tmp_path / "beam.json"),
         ],
         cwd=REPO,
         capture_output=True,
@@ -206,3 +208,10 @@ def test_the_gpu_measurement_script_runs_its_dry_run_on_cpu(tmp_path):
         r["loss_finite"] and r["train_tokens_per_s"] > 0 and 0 <= r["top10_overlap_bf16_fp32"] <= 1
         for r in rows
     )
+    # a GRPO step on the two GRPO parents, and the beam step's host side with the same top-K
+    assert {r["paradigm"] for r in rows if r.get("grpo_s_per_step", 0) > 0} == {
+        "text_prompted",
+        "sid_llm",
+    }
+    beam = json.loads((tmp_path / "beam.json").read_text())
+    assert beam["beam_same_top_k"] and beam["beam_kib_to_host_per_step"] > 0

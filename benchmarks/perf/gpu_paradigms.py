@@ -15,7 +15,12 @@ shared precision policy), then reports:
   warm-up);
 - ranking ms/user for `--users` test users at depth 50 (beam search or one forward per batch);
 - peak GPU memory (torch.cuda.max_memory_allocated) of the whole measurement;
-- bf16 against fp32: the same weights ranked in both, the mean overlap of the two top-10s.
+- bf16 against fp32: the same weights ranked in both, the mean overlap of the two top-10s;
+- a GRPO step at the paper grid's size (sid_llm: 64 prompts x 16 beam completions; text_prompted:
+  32 x 8 samples) in chunks of its micro_prompts: seconds per step and peak memory (the plan's
+  GRPO assumptions);
+- a constrained beam step's host side at 64 users x 50 beams over Qwen's vocabulary
+  (benchmarks/perf/beam_step.py): milliseconds and bytes to the host, before and now.
 Runs in about 8 minutes on one H100 (timings printed as it goes); `--paradigms` picks a subset.
 """
 
@@ -34,6 +39,7 @@ import pandas as pd
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # beam_step, beside this script
 
 from llm4rec.data.split import Split, leave_one_out_split  # noqa: E402
 from llm4rec.llm.training import train_sft  # noqa: E402
@@ -292,6 +298,7 @@ def measure(
             for (_, a), (_, b) in zip(bf16.groupby("user_id"), fp32.groupby("user_id"), strict=True)
         ]
     )
+    grpo = measure_grpo(name, rec, split, device, tiny) if name in GRPO else {}
     del rec
     if cuda:
         torch.cuda.empty_cache()
@@ -303,6 +310,84 @@ def measure(
         "peak_gib": peak,
         "top10_overlap_bf16_fp32": overlap,
         "loss_finite": bool(np.isfinite(result.losses).all()),
+        **grpo,
+    }
+
+
+# the paper grid's GRPO stages on these parents: (prompts per step, group, sampler, micro_prompts)
+GRPO = {"sid_llm": (64, 16, "beam", 4), "text_prompted": (32, 8, "sample", 8)}
+
+
+def measure_grpo(name: str, rec, split: Split, device: str, tiny: bool) -> dict:
+    """Two GRPO steps (after one warm-up) at the paper grid's step size on `rec`'s model (the
+    policy) and a frozen copy (the reference), in chunks of micro_prompts: seconds per step and
+    the peak GPU memory of a step (the plan's GRPO memory assumption)."""
+    import copy
+
+    from llm4rec.llm.rl import GrpoConfig, train_grpo
+    from llm4rec.llm.training import training_windows
+
+    prompts, group, sampler, micro = GRPO[name]
+    if tiny:
+        prompts, micro = 8, 2
+    cfg = GrpoConfig(
+        steps=1, prompts_per_step=prompts, group_size=group, sampler=sampler,
+        constrained=sampler == "beam", micro_prompts=micro, rewards={"hit": 1.0},
+        eval_every=10**9, checkpoint_every=10**9,
+    )  # fmt: skip
+    windows = training_windows(split, rec.cfg.max_history, None, np.random.default_rng(0))
+    reference = copy.deepcopy(rec.model).requires_grad_(False).eval()
+
+    def step(n: int) -> float:
+        cuda = device.startswith("cuda")
+        if cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        start = time.perf_counter()
+        train_grpo(
+            rec.model, reference, lambda user, history: rec.user_prompt(user, history).ids,
+            windows, rec.trie, dataclasses.replace(cfg, steps=n), 0,
+            rec.tokenizer.pad_token_id, None, None, None, rec.compute_dtype, progress=False,
+        )  # fmt: skip
+        if cuda:
+            torch.cuda.synchronize()
+        return time.perf_counter() - start
+
+    step(1)  # warm-up
+    seconds = step(2) / 2
+    peak = torch.cuda.max_memory_allocated() / 2**30 if device.startswith("cuda") else float("nan")
+    return {
+        "grpo_rows_per_step": prompts * group,
+        "grpo_micro_prompts": micro,
+        "grpo_s_per_step": seconds,
+        "grpo_peak_gib": peak,
+    }
+
+
+def measure_beam_step(device: str, tiny: bool) -> dict:
+    """benchmarks/perf/beam_step.py at the paper grid's sizes on `device`: the host side of a
+    constrained beam step, the previous search (the whole vocabulary to the host) against ours."""
+    from beam_step import RandomStepper, catalogue, reference_beam_search
+
+    from llm4rec.llm.decoding import DecodeStats, beam_search
+
+    users, beam, vocab, items = (8, 10, 2048, 300) if tiny else (64, 50, 151936, 3706)
+    trie = catalogue(items, 8, vocab)
+    mask = torch.ones(users, 1, dtype=torch.long, device=device)
+    stepper = RandomStepper(users, vocab, device)
+    start = time.perf_counter()
+    reference, copied, read = reference_beam_search(stepper, trie, beam, beam, users)
+    reference_s, steps = time.perf_counter() - start - stepper.seconds, stepper.step_index + 1
+    stepper = RandomStepper(users, vocab, device)
+    start = time.perf_counter()
+    ours = beam_search(stepper, trie, beam, beam, None, DecodeStats(), mask)
+    ours_s = time.perf_counter() - start - stepper.seconds
+    return {
+        "beam_same_top_k": [[i for i, _ in r] for r in ours] == reference,
+        "beam_host_ms_per_step_before": 1000 * reference_s / steps,
+        "beam_host_ms_per_step": 1000 * ours_s / steps,
+        "beam_mib_to_host_per_step_before": 4 * copied / steps / 2**20,
+        "beam_kib_to_host_per_step": 4 * read / steps / 2**10,
     }
 
 
@@ -314,6 +399,7 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--users", type=int, default=128)
     parser.add_argument("--out", help="also write the rows as JSON here")
+    parser.add_argument("--beam-out", help="also write the beam step's figures as JSON here")
     args = parser.parse_args()
     tiny = args.shape == "tiny"
     split = synthetic_split(200 if tiny else 1000, 300 if tiny else 2000)
@@ -346,9 +432,20 @@ def main() -> int:
             f"{r['rank_ms_per_user']:>13.2f}"
             f"{r['peak_gib']:>9.2f}{r['top10_overlap_bf16_fp32']:>17.2f}"
         )
+    for r in rows:
+        if "grpo_s_per_step" in r:
+            print(
+                f"GRPO on {r['paradigm']}: {r['grpo_rows_per_step']} rows a step, "
+                f"micro_prompts {r['grpo_micro_prompts']}: {r['grpo_s_per_step']:.2f} s/step, "
+                f"peak {r['grpo_peak_gib']:.2f} GiB"
+            )
+    beam = measure_beam_step(args.device, tiny)
+    print(json.dumps(beam))
     if args.out:
         Path(args.out).write_text(json.dumps(rows, indent=1))
-    return 0 if all(r["loss_finite"] for r in rows) else 1
+    if args.beam_out:
+        Path(args.beam_out).write_text(json.dumps(beam, indent=1))
+    return 0 if all(r["loss_finite"] for r in rows) and beam["beam_same_top_k"] else 1
 
 
 if __name__ == "__main__":
