@@ -140,6 +140,7 @@ class Cost:
     activation_bytes: float = 0.0
     small: bool = False  # a baseline: small matrices, no backbone to load
     layer_passes: float = 0.0  # sequential block forwards (a backward counts 2): the latency floor
+    epochs: float = 0.0  # an SFT row's budget in passes over its training windows (0: none)
 
     def run_seconds(self, profile: Profile) -> float:
         """The run's own time (its train + ranking clocks), without the job's start."""
@@ -192,6 +193,16 @@ def _sequence(
     cost.layer_passes += 3 * micro_batches * layers
     cost.train_tokens += examples * tokens
     cost.train_flops += examples * (tokens * (4 * n + 2 * trainable) + head_positions * 6 * head)
+
+
+def sft_epochs(examples: float, stats: dict[str, float], stride: int = 0, cap=None) -> float:
+    """Passes over the training windows that `examples` make: one window per training target
+    (sliding windows: text-prompted, LLaRA, E4SRec, the semantic-ID rows) or, with `stride`,
+    windows of stride + 1 items (IDIOMoE, E4SRec at every position: about (n - 1) / stride + 1/2
+    per user); `cap` (max_train_examples) samples that many."""
+    targets = max(stats["train_interactions"] - stats["users"], 1.0)
+    windows = targets / stride + stats["users"] / 2 if stride else targets
+    return examples / (min(windows, cap) if cap else windows)
 
 
 def _ranking(
@@ -268,6 +279,7 @@ def cell_cost(
         n = per_layer * (t5.encoder_layers + 1.5 * t5.decoder_layers)  # decoder: + cross-attention
         prompt = config.max_history * code + 2
         cost.weights, cost.trainable = n, n
+        cost.epochs = sft_epochs(config.sft.steps * config.sft.batch_size, stats)
         layers = t5.encoder_layers + t5.decoder_layers
         _sequence(
             cost,
@@ -297,6 +309,9 @@ def cell_cost(
     lora = _lora_params(shape, config.lora)
     examples = config.sft.steps * config.sft.batch_size * config.sft.grad_accum
     passes = {"micro_batches": config.sft.steps * config.sft.grad_accum, "layers": shape.layers}
+    strided = family == "IdiomoeConfig" or getattr(config, "loss_positions", "last") == "all"
+    cap = getattr(config, "max_train_examples", None)
+    cost.epochs = sft_epochs(examples, stats, config.max_history if strided else 0, cap)
     evaluations = config.sft.steps // max(config.eval_every, 1)
     trains = not getattr(config, "zero_shot", False)
     if family in ("TextPromptedConfig", "CfLlaraConfig"):
@@ -358,6 +373,7 @@ def cell_cost(
             f"plan: no cost model for {model} ({family}); add one to llm4rec.plan.cell_cost"
         )
     cost.trainable = trainable if trains else 0.0
+    cost.epochs = cost.epochs if trains else 0.0
     # one micro-batch: ~34 bytes per token per hidden unit per layer (bf16 activations kept for
     # backward), plus fp32 logits over the vocabulary at the labelled positions
     tokens = width * (prompt + title)
@@ -645,6 +661,7 @@ def plan(grid: Grid, profile: str = "h100") -> pd.DataFrame:
                 "train_PFLOP": cost.train_flops / 1e15,
                 "rank_PFLOP": cost.forward_flops / 1e15,
                 "minutes_per_run": seconds / 60,
+                "epochs": cost.epochs,
                 "peak_GiB": cost.peak_gb(chosen),
                 "device_hours": runs * seconds / 3600,
                 "gpu": resources.get("gpu", 0),
@@ -669,6 +686,7 @@ def plan(grid: Grid, profile: str = "h100") -> pd.DataFrame:
                 "train_PFLOP": 0.0,
                 "rank_PFLOP": cost.forward_flops / 1e15,
                 "minutes_per_run": seconds / 60,
+                "epochs": 0.0,
                 "peak_GiB": cost.peak_gb(chosen),
                 "device_hours": seconds / 3600,
                 "gpu": resources["gpu"],
@@ -683,9 +701,9 @@ def plan(grid: Grid, profile: str = "h100") -> pd.DataFrame:
 def render_plan(frame: pd.DataFrame, profile: str) -> str:
     chosen = PROFILES[profile]
     lines = [
-        "| dataset | model | runs | train tokens | min / run | peak GiB | device-h | requests "
-        "(gpu, mem, runtime) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| dataset | model | runs | train tokens | epochs | min / run | peak GiB | device-h | "
+        "requests (gpu, mem, runtime) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in frame.itertuples():
         short = (
@@ -693,8 +711,9 @@ def render_plan(frame: pd.DataFrame, profile: str) -> str:
             if r.runtime_min < r.runtime_suggested_min
             else ""
         )
+        epochs = f"{r.epochs:.2f}" if r.epochs else "–"
         lines.append(
-            f"| {r.dataset} | {r.model} | {r.runs} | {r.train_tokens_M:.1f}M | "
+            f"| {r.dataset} | {r.model} | {r.runs} | {r.train_tokens_M:.1f}M | {epochs} | "
             f"{r.minutes_per_run:.1f} | {r.peak_GiB:.1f} | {r.device_hours:.2f} | {r.gpu}, "
             f"{r.mem_mb} MB, {r.runtime_min} min{short} |"
         )

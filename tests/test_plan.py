@@ -156,6 +156,10 @@ def test_the_paper_grid_requests_at_least_the_runtime_its_plan_suggests(tmp_path
     assert short.empty, short[
         ["dataset", "model", "minutes_per_run", "runtime_min", "runtime_suggested_min"]
     ]
+    # every SFT row trains about the same epochs on each dataset (ml-1m has ~10x the windows)
+    epochs = frame[frame["epochs"] > 0].pivot(index="model", columns="dataset", values="epochs")
+    ratio = epochs["ml-1m"] / epochs["ml-100k"]
+    assert len(ratio) >= 14 and ratio.between(0.8, 1.25).all(), ratio
     trained = ~frame["paradigm"].isin(["baseline", "artifact"])
     assert (frame.loc[trained, "gpu"] == 1).all()
     # GRPO in chunks: sid_llm_grpo's step in one pass (64 prompts x 16 rows of about 116 tokens on
@@ -222,3 +226,23 @@ def test_a_grpo_pass_s_counted_bytes_against_torch_s_saved_tensors(checkpointing
         else:
             assert measured == pytest.approx(counted, rel=0.15)
     assert grpo_pass_bytes(16, 43, 4, 64, 4, vocab) == 2 * grpo_pass_bytes(8, 43, 4, 64, 4, vocab)
+
+
+def test_an_epoch_is_the_training_windows_each_paradigm_builds(default_grid):
+    """`sft_epochs` counts the windows a paradigm trains on: every training target (the sliding
+    windows `training_windows` builds, exactly) or, strided, one window per max_history targets
+    of each user (IDIOMoE's windows, counted here user by user: within 5%)."""
+    import numpy as np
+
+    from llm4rec.llm.training import training_windows
+    from llm4rec.plan import sft_epochs
+    from llm4rec.runner import prepare_dataset
+
+    grid, stats = default_grid
+    split = prepare_dataset(grid, "ml-100k")
+    sliding = len(training_windows(split, 20, None, np.random.default_rng(0)))
+    assert sft_epochs(sliding, stats) == pytest.approx(1.0)
+    lengths = split.phase("train").groupby("user_id").size()
+    strided = sum(len(range(n, 1, -50)) for n in lengths)  # IDIOMoE's windows of 50 + 1 items
+    assert sft_epochs(strided, stats, stride=50) == pytest.approx(1.0, rel=0.05)
+    assert sft_epochs(sliding, stats, cap=1000) == pytest.approx(sliding / 1000)
