@@ -55,6 +55,9 @@ class Profile:
     layer_latency_s: float = (
         0.0  # the least time one block's forward takes, however small the batch (kernel launches)
     )
+    # the beam search's host side (choosing each step's beams in Python), per live beam and step:
+    # synchronous, so it adds to the device's time (benchmarks/perf/beam_step.py measures it)
+    host_s_per_beam: float = 0.0
 
 
 PROFILES = {
@@ -135,6 +138,7 @@ class Cost:
     train_flops: float = 0.0
     forward_flops: float = 0.0  # validation and test ranking, prefill and one-forward scoring
     decode_steps: float = 0.0  # sequential decoding forwards (each reads every weight)
+    beam_slots: float = 0.0  # live beams summed over the decoding steps (the host side's work)
     weights: float = 0.0  # backbone parameters
     trainable: float = 0.0
     activation_bytes: float = 0.0
@@ -152,7 +156,8 @@ class Cost:
             + self.forward_flops / profile.forward_flops
             + decode
         )
-        return profile.load_s + max(compute, self.layer_passes * profile.layer_latency_s)
+        host = self.beam_slots * profile.host_s_per_beam
+        return profile.load_s + max(compute, self.layer_passes * profile.layer_latency_s) + host
 
     def seconds(self, profile: Profile) -> float:
         return profile.startup_s + self.run_seconds(profile)
@@ -212,6 +217,7 @@ def _ranking(
     users (or, with `head`, one output layer over the catalogue)."""
     cost.forward_flops += users * (2 * n * prompt_tokens + 2 * head + 2 * n * beam * steps)
     cost.decode_steps += math.ceil(users / batch_users) * steps
+    cost.beam_slots += users * beam * steps
     cost.layer_passes += math.ceil(users / batch_users) * (1 + steps) * layers
 
 
@@ -392,7 +398,14 @@ def _add(a: Cost, b: Cost) -> Cost:
     """Two searches by one job: the work adds up, the model and its peak are one."""
     summed = {
         f: getattr(a, f) + getattr(b, f)
-        for f in ("train_tokens", "train_flops", "forward_flops", "decode_steps", "layer_passes")
+        for f in (
+            "train_tokens",
+            "train_flops",
+            "forward_flops",
+            "decode_steps",
+            "layer_passes",
+            "beam_slots",
+        )  # fmt: skip
     }
     return dataclasses.replace(
         a, activation_bytes=max(a.activation_bytes, b.activation_bytes), **summed
@@ -457,6 +470,7 @@ def _grpo_cost(grid, dataset, model, config, stats, valid_users, test_users) -> 
     )  # fmt: skip
     cost.forward_flops += rows * sum(2 * n * (prompt + j) for j in range(positions))
     cost.layer_passes += config.steps * positions * layers
+    cost.beam_slots += rows * positions  # the sampler's host side: every row at every position
     cost.forward_flops += rows * 2 * n * (prompt + ident)  # the reference
     updates = config.steps * config.updates_per_batch
     _sequence(

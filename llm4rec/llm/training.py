@@ -292,7 +292,9 @@ def train_sft(
         optimizer.zero_grad(set_to_none=True)
         for group in optimizer.param_groups:
             group["lr"] = cfg.learning_rate_at(step)
-        total, fed_step = 0.0, 0
+        # the step's loss summed on the device in float64 (as Python's floats would, without a
+        # host sync per micro-batch); read once per step
+        total, fed_step = torch.zeros((), dtype=torch.float64, device=device), 0
         for micro in range(
             rank, cfg.grad_accum, size
         ):  # several processes: each takes its share of micro-batches
@@ -305,7 +307,8 @@ def train_sft(
                 loss = loss / cfg.grad_accum
             fed_step += fed
             loss.backward()
-            total += float(loss.detach())
+            total += loss.detach().double()
+        total = float(total)
         if size > 1:
             distributed.all_reduce_gradients(params)
             total, fed_step = distributed.all_sum(total), int(distributed.all_sum(fed_step))
