@@ -114,8 +114,11 @@ results-page: env
 dag: env
 	$(VENV)/bin/snakemake -n --config grid=$(CONFIG)
 
+# two workers (pytest-xdist), a test file each at a time: a file's module fixtures (a finished grid)
+# are built once; most of the suite waits on subprocesses and imports, so two share two cores well
+TEST_WORKERS ?= 2
 test: env tex textdata postgres
-	$(VENV)/bin/pytest -q -m "not paper" $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -q -m "not paper" -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # Every entry of benchmarks/paper.yaml, variants and RL stages included, at toy cost through
 # Snakemake (make test runs its main job only): before spending GPU hours on the whole grid.

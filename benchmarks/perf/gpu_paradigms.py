@@ -329,7 +329,7 @@ def measure_grpo(name: str, rec, split: Split, device: str, tiny: bool) -> dict:
 
     prompts, group, sampler, micro = GRPO[name]
     if tiny:
-        prompts, micro = 8, 2
+        prompts, group, micro = 4, 4, 2
     cfg = GrpoConfig(
         steps=1, prompts_per_step=prompts, group_size=group, sampler=sampler,
         constrained=sampler == "beam", micro_prompts=micro, rewards={"hit": 1.0},
