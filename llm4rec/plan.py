@@ -61,11 +61,19 @@ class Profile:
 
 
 PROFILES = {
-    # H100 SXM: 989 TFLOP/s dense bf16 peak, 3.35 TB/s HBM3; assumed 25% / 30% of peak and 75% of
-    # bandwidth (small matrices: 1 TFLOP/s); 30 s to start, 60 s to load a backbone and measure text
-    # retention; eager PyTorch launches ~10 kernels per block at ~20 us each: a block's forward
-    # takes at least 0.2 ms
-    "h100": Profile("H100 SXM (bf16)", 250e12, 300e12, 2.5e12, 1e12, 30.0, 60.0, 2, 0.2e-3),
+    # H100 SXM: 989 TFLOP/s dense bf16 peak, 3.35 TB/s HBM3. Assumed, until
+    # benchmarks/perf/gpu_paradigms.py measures them (docs/gpu.md lists what it must confirm):
+    # - training at 10% of peak (100 TFLOP/s): a 0.5B model on sequences of 50-200 tokens with LoRA
+    #   (small matmuls, the optimiser, Python between micro-batches) stays far from peak;
+    # - batched forward passes at 15% (150 TFLOP/s), decoding at 75% of bandwidth;
+    # - small matrices (the baselines): 1 TFLOP/s;
+    # - 30 s to start a job, 60 s to load a backbone and measure text retention;
+    # - eager PyTorch launches ~10 kernels per block at ~20 us each: a block's forward takes at
+    #   least 0.2 ms;
+    # - the beam search's host side, measured (benchmarks/perf/beam_step.py, 64 users x 50 beams
+    #   over Qwen's vocabulary, 2-core Xeon: 82 ms a step): 2.5e-5 s per live beam and step, on a
+    #   GPU node's CPU as here
+    "h100": Profile("H100 SXM (bf16)", 100e12, 150e12, 2.5e12, 1e12, 30.0, 60.0, 2, 0.2e-3, 2.5e-5),
     # 2 cores (AMD EPYC, AVX-512), fp32, 2 threads; calibrated on the default grid
     # (tests/test_plan.py)
     "cpu2": Profile("2-core CPU (fp32)", 150e9, 150e9, 12e9, 3e9, 10.0, 40.0, 4),
@@ -741,7 +749,9 @@ def render_plan(frame: pd.DataFrame, profile: str) -> str:
         f"{chosen.bandwidth / 1e12:g} TB/s of weight reads per decoding step, "
         f"{chosen.small_flops / 1e12:g} TFLOP/s for the baselines' small matrices; "
         f"{chosen.startup_s:.0f} s to start a job, {chosen.load_s:.0f} s to load a backbone and "
-        "measure text retention. Artifacts are rows of their own (`artifact NAME (key)`), "
+        f"measure text retention; {chosen.host_s_per_beam * 1e6:g} us of host time per live beam "
+        "and decoding step (the beam search's Python side, measured by "
+        "benchmarks/perf/beam_step.py). Artifacts are rows of their own (`artifact NAME (key)`), "
         "built once for the runs that read them. Not counted: evaluation and tracking jobs "
         "(seconds each). (!): the requested runtime is under the suggested one "
         f"({SAFETY}x the estimate, at least 30 min, 60 for an LLM run).",

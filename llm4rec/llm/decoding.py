@@ -368,12 +368,15 @@ def beam_search(
     live = [[(0.0, 0, row)] for row in range(n_rows)]  # (score, trie node, stepper row)
     while any(live):
         sources, users, tokens, new_live = [], [], [], [[] for _ in range(n_rows)]
-        # only the live beams' trie children leave the device: one gather, one copy
-        rows = [row for beams in live for _, node, row in beams for _ in trie.children[node]]
-        toks = [tok for beams in live for _, node, _ in beams for tok in trie.children[node]]
-        picked = logp[
-            torch.as_tensor(rows, device=logp.device), torch.as_tensor(toks, device=logp.device)
-        ].tolist()
+        # only the live beams' trie children leave the device: one gather (flat index), one copy
+        vocab = logp.shape[1]
+        flat = [
+            row * vocab + tok
+            for beams in live
+            for _, node, row in beams
+            for tok in trie.children[node]
+        ]
+        picked = logp.reshape(-1)[torch.as_tensor(flat, device=logp.device)].tolist()
         at = 0
         for user in range(n_rows):
             bound = best[user].kth()
