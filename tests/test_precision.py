@@ -268,6 +268,9 @@ def test_fp32_heads_leave_no_bf16_ties_in_the_top_50():
     assert after.dtype == torch.float32 and tied(after) == 0
     torch.testing.assert_close(after, last @ model.lm_head.weight.float().T, atol=1e-4, rtol=1e-5)
     assert model.lm_head.forward.__func__ is torch.nn.Linear.forward  # restored on leaving
+    with precision.fp32_output(model), precision.fp32_output(model):  # nested: one patch
+        assert model(input_ids=ids, logits_to_keep=1).logits.dtype == torch.float32
+    assert "forward" not in vars(model.lm_head)
 
 
 @pytest.mark.parametrize("tied", [False, True])

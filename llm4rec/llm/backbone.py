@@ -53,6 +53,13 @@ class LoraSettings:
     target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
 
 
+def resolve_device(device: str) -> str:
+    """`auto`: cuda where the job has a GPU, else cpu; any other setting as given."""
+    if device != "auto":
+        return device
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def torch_dtype(dtype: str, device: str) -> torch.dtype:
     """`auto`: bf16 on a GPU that supports it (Ampere and later), fp32 on older GPUs (fp16 would
     need a gradient scaler) and on CPU."""

@@ -76,6 +76,9 @@ def fp32_output(model):
     through a PEFT wrapper too) computes in fp32 with autocast off; outside it, as it was. Only the
     positions a caller keeps reach the head (`logits_to_keep`), so the cost is a few positions."""
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if head is not None and "forward" in vars(head):  # already inside an fp32_output
+        yield
+        return
     if isinstance(head, nn.Linear):
         head.forward = lambda x: fp32_linear(x, head.weight, head.bias)
     elif isinstance(getattr(getattr(head, "token_adapter", None), "base_layer", None), nn.Linear):

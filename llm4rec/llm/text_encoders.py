@@ -104,14 +104,11 @@ def _encode_backbone(texts: list[str], cfg: EncoderConfig) -> np.ndarray:
     """Mean of the backbone's last hidden states over each text's tokens, L2-normalised."""
     import torch
 
-    from llm4rec.llm.backbone import BackboneConfig, load_backbone
+    from llm4rec.llm.backbone import BackboneConfig, load_backbone, resolve_device
 
-    device = "cuda" if cfg.device == "auto" and torch.cuda.is_available() else cfg.device
     model, tokenizer = load_backbone(
         BackboneConfig(
-            name_or_path=cfg.model,
-            revision=cfg.revision,
-            device="cpu" if device == "auto" else device,
+            name_or_path=cfg.model, revision=cfg.revision, device=resolve_device(cfg.device)
         )
     )
     out = []

@@ -84,14 +84,11 @@ def build_llm_states(split: Split, params: StatesConfig, seed: int | None, out_d
     tokens the aggregator pools: title_tokens.npy ([items, max tokens] rows of token_rows.npy,
     -1 padding, items.parquet order), token_rows.npy (those tokens' output embeddings) and
     states.json (this config: the backbone and prompt behind the queries)."""
-    from llm4rec.llm.backbone import load_backbone
+    from llm4rec.llm.backbone import load_backbone, resolve_device
     from llm4rec.llm.identifiers import item_identifiers
 
     cfg = params.backbone
-    device = "cuda" if cfg.device == "auto" and torch.cuda.is_available() else cfg.device
-    model, tokenizer = load_backbone(
-        dataclasses.replace(cfg, device="cpu" if device == "auto" else device)
-    )
+    model, tokenizer = load_backbone(dataclasses.replace(cfg, device=resolve_device(cfg.device)))
     titles, _ = item_identifiers(split.items)
     items = split.items["item_id"].astype(str).tolist()
     title_ids = [_tokens(tokenizer, titles[i]) for i in items]
