@@ -254,3 +254,40 @@ def test_a_paradigm_loss_replaces_the_backbone_cross_entropy():
         loss_fn=causal_lm_loss(tokenizer.pad_token_id, "cpu"),
     )
     assert a.losses == b.losses and a.tokens == b.tokens
+
+
+@pytest.mark.parametrize("wrapping", ["bare", "lora", "lora+new token rows"])
+def test_labelled_token_loss_equals_the_backbones_own_and_heads_only_labelled_positions(wrapping):
+    """Loss and gradients equal the model's own cross-entropy over full logits; the LM head is
+    fed the labelled positions only (one row per labelled token, not batch x length)."""
+    from llm4rec.llm.training import collate, labelled_token_loss
+
+    model, tokenizer = tiny_backbone(WORDS + [";"], seed=3, init_std=0.1)
+    if wrapping != "bare":
+        rows = [tokenizer.convert_tokens_to_ids("house")] if "rows" in wrapping else None
+        model = add_lora(
+            model, LoraSettings(rank=4, alpha=8, dropout=0.0, target_modules=["q_proj"]), rows
+        )
+    _, encoded = fixture(tokenizer)
+    batch = collate(encoded, tokenizer.pad_token_id, "cpu")
+    labels = batch.pop("labels")
+    trainable = [p for p in model.parameters() if p.requires_grad] or list(model.parameters())
+    for param in trainable:
+        param.requires_grad_(True)
+
+    expected = model(**batch, labels=labels).loss
+    expected_grads = torch.autograd.grad(expected, trainable)
+    fed = []
+    hook = model.get_output_embeddings().register_forward_hook(
+        lambda module, args, out: fed.append(tuple(args[0].shape))
+    )
+    loss = labelled_token_loss(model, labels, **batch)
+    hook.remove()
+    grads = torch.autograd.grad(loss, trainable)
+
+    assert torch.allclose(loss, expected, rtol=1e-6, atol=1e-7)
+    for got, want in zip(grads, expected_grads, strict=True):
+        assert torch.allclose(got, want, rtol=1e-5, atol=1e-7)
+    labelled = int((labels[:, 1:] != -100).sum())
+    # the model's forward keeps one position a row; the loss's head call sees the labelled ones
+    assert fed[-1] == (labelled, model.config.hidden_size) and labelled < labels.numel() / 2

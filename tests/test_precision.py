@@ -304,3 +304,30 @@ def test_the_fp32_head_computes_what_the_model_s_own_head_does(tied):
             with precision.fp32_output(model):
                 fp32 = model(input_ids=ids).logits
         torch.testing.assert_close(fp32, own, atol=1e-5, rtol=1e-5)
+
+
+def test_an_fp32_backbone_on_a_gpu_computes_in_tf32_and_the_score_heads_in_ieee(monkeypatch):
+    """The flags are process settings, so CPU can check what each context asks cuBLAS for: the
+    fp32 backbone's context TF32, an fp32 head inside it ieee, each restored on exit."""
+    from llm4rec.llm import precision
+
+    matmul = torch.backends.cuda.matmul
+    seen, linear = [], torch.nn.functional.linear
+    monkeypatch.setattr(
+        torch.nn.functional,
+        "linear",
+        lambda *args: seen.append(matmul.fp32_precision) or linear(*args),
+    )
+    before = matmul.fp32_precision
+    x, weight = torch.randn(3, 4), torch.randn(5, 4)
+    with precision.autocast(torch.float32, "cuda"):
+        inside = matmul.fp32_precision
+        precision.fp32_linear(x, weight)
+        after_head = matmul.fp32_precision
+    assert (inside, seen, after_head, matmul.fp32_precision) == ("tf32", ["ieee"], "tf32", before)
+    with precision.autocast(torch.float32, "cpu"), precision.autocast(torch.bfloat16, "cpu"):
+        assert matmul.fp32_precision == before  # on CPU nothing is asked of cuBLAS
+    assert precision.tf32_used(torch.float32, "cuda:0")
+    assert not precision.tf32_used(torch.bfloat16, "cuda") and not precision.tf32_used(
+        torch.float32, "cpu"
+    )

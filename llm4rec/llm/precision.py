@@ -53,21 +53,43 @@ def settle(model, device: str | torch.device, dtype: torch.dtype) -> None:
 
 
 def autocast(dtype: torch.dtype, device: str | torch.device):
-    """Compute context for a backbone of `dtype`: autocast to it if bf16 / fp16, else none."""
-    if dtype not in LOW_PRECISION:
-        return contextlib.nullcontext()
-    return torch.autocast(torch.device(device).type, dtype=dtype)
+    """Compute context for a backbone of `dtype`: autocast to it if bf16 / fp16; an fp32 backbone
+    on a GPU runs its matmuls in TF32 (`tf32_used`), anywhere else no context."""
+    kind = torch.device(device).type
+    if dtype in LOW_PRECISION:
+        return torch.autocast(kind, dtype=dtype)
+    return cuda_matmul_precision("tf32") if kind == "cuda" else contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def cuda_matmul_precision(mode: str):
+    """CUDA fp32 matmuls in `mode` ("tf32": 10-bit mantissa inputs, fp32 accumulation; "ieee")
+    within the context, the process's setting restored after. `NVIDIA_TF32_OVERRIDE=0` in the
+    environment keeps cuBLAS in ieee whatever is asked here."""
+    matmul = torch.backends.cuda.matmul
+    before = matmul.fp32_precision
+    matmul.fp32_precision = mode
+    try:
+        yield
+    finally:
+        matmul.fp32_precision = before
+
+
+def tf32_used(compute: torch.dtype, device: str | torch.device) -> bool:
+    """Whether `autocast(compute, device)` runs the backbone's matmuls in TF32."""
+    return compute not in LOW_PRECISION and torch.device(device).type == "cuda"
 
 
 def fp32_linear(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """x @ weight.T (+ bias) in fp32 with autocast off, whatever the dtypes it is given."""
-    with torch.autocast(x.device.type, enabled=False):
+    """x @ weight.T (+ bias) in fp32 with autocast off, whatever the dtypes it is given, and in
+    full (ieee) fp32 on a GPU even inside a TF32 context: TF32 keeps 10 mantissa bits, few
+    enough to bring back the score ties this exists to avoid."""
+    with torch.autocast(x.device.type, enabled=False), cuda_matmul_precision("ieee"):
         out = nn.functional.linear(x.float(), weight.float())
-        return (
-            out if bias is None else out + bias.float()
-        )  # added apart, as the fp32 path always did
+        # the bias added apart, as the fp32 path always did
+        return out if bias is None else out + bias.float()
 
 
 @contextlib.contextmanager
@@ -115,7 +137,8 @@ def scoring(model, dtype: torch.dtype, device: str | torch.device):
 
 def record(model, compute: torch.dtype) -> dict[str, str]:
     """What ran, for run.json: the backbone's dtype, the trainable weights' dtype(s), the autocast
-    dtype, and the device(s) of every parameter and buffer (one, once settled)."""
+    dtype, the backbone's fp32 matmuls (tf32 on a GPU, `tf32_used`; score heads are ieee always),
+    and the device(s) of every parameter and buffer (one, once settled)."""
     trainable = sorted(
         {str(p.dtype).removeprefix("torch.") for p in model.parameters() if p.requires_grad}
     )
@@ -124,5 +147,6 @@ def record(model, compute: torch.dtype) -> dict[str, str]:
         "backbone_dtype": str(compute).removeprefix("torch."),
         "trainable_dtype": ",".join(trainable) or "none",
         "autocast": str(compute).removeprefix("torch.") if compute in LOW_PRECISION else "off",
+        "fp32_matmul": "tf32" if any(tf32_used(compute, d) for d in devices) else "ieee",
         "devices": ",".join(devices),
     }

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 from tqdm import tqdm
 
 from llm4rec.llm import distributed, precision
@@ -234,9 +235,23 @@ def causal_lm_loss(pad_id: int, device: str) -> LossFn:
 
     def loss(model, examples: list, step: int) -> tuple[torch.Tensor, int]:
         batch = collate(examples, pad_id, device)
-        return model(**batch).loss, int(batch["attention_mask"].sum())
+        labels = batch.pop("labels")
+        return labelled_token_loss(model, labels, **batch), int(batch["attention_mask"].sum())
 
     return loss
+
+
+def labelled_token_loss(model, labels: torch.Tensor, **inputs) -> torch.Tensor:
+    """A causal LM's cross-entropy on its labelled tokens (labels -100 elsewhere), as its own
+    `loss` computes it (next-token shift, mean over labelled tokens, logits upcast to fp32), with
+    the LM head applied at the labelled positions only: about 10 of the 190 positions of a
+    next-item window, where the full head would compute and upcast [batch, 190, vocab] logits."""
+    out = model(**inputs, output_hidden_states=True, logits_to_keep=1)
+    targets = labels[:, 1:]
+    keep = targets != -100
+    # the last hidden state is the final norm's output, the LM head's input
+    logits = model.get_output_embeddings()(out.hidden_states[-1][:, :-1][keep])
+    return nn.functional.cross_entropy(logits.float(), targets[keep])
 
 
 def train_sft(

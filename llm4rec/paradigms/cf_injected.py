@@ -43,7 +43,12 @@ from llm4rec.llm.item_scoring import log_popularity_prior, top_unseen_items
 from llm4rec.llm.prompts import SOFT_SLOT, Prompt, render_prompt, soft_slot_ids
 from llm4rec.llm.recommender import Histories, LLMConfig, LLMRecommender, Ranked
 from llm4rec.llm.tokens import prompt_embeddings
-from llm4rec.llm.training import collate, encode_example, training_windows
+from llm4rec.llm.training import (
+    collate,
+    encode_example,
+    labelled_token_loss,
+    training_windows,
+)
 from llm4rec.models import ResolvedInput
 from llm4rec.paradigms.text_prompted import TextPromptedConfig, TextPromptedRecommender
 
@@ -266,10 +271,11 @@ class CfLlaraRecommender(TextPromptedRecommender):
                 [(e[2], e[3]) if h else ([], []) for e, h in zip(examples, hybrid, strict=True)],
             )
             embeds = prompt_embeddings(model, batch["input_ids"], soft)
-            out = model(
-                inputs_embeds=embeds, attention_mask=batch["attention_mask"], labels=batch["labels"]
+            mask = batch["attention_mask"]
+            loss = labelled_token_loss(
+                model, batch["labels"], inputs_embeds=embeds, attention_mask=mask
             )
-            return out.loss, int(batch["attention_mask"].sum())
+            return loss, int(mask.sum())
 
         return loss
 
