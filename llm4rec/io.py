@@ -6,7 +6,7 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -82,6 +82,32 @@ def stable_hash(obj: Any) -> str:
     """A short, order-independent hash of a JSON-able object (used as the config hash)."""
     blob = json.dumps(obj, sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def sequence_hash(items: Iterable[Any]) -> str:
+    """A short hash of a long sequence (millions of training examples), fed to sha256 one element
+    at a time: no JSON blob of the whole sequence is ever built. Lists and tuples are walked with
+    their lengths (so boundaries count), numpy arrays hashed as their little-endian int64 / float64
+    bytes with their shape, anything else as its JSON."""
+    digest = hashlib.sha256()
+    for item in items:
+        _feed(digest, item)
+    return digest.hexdigest()[:12]
+
+
+def _feed(digest, obj: Any) -> None:
+    import numpy as np
+
+    if isinstance(obj, (list, tuple)):
+        digest.update(f"[{len(obj)}".encode())
+        for element in obj:
+            _feed(digest, element)
+    elif isinstance(obj, np.ndarray):
+        wide = obj.astype("<i8" if obj.dtype.kind in "iub" else "<f8", copy=False)
+        digest.update(f"a{obj.shape}".encode())
+        digest.update(np.ascontiguousarray(wide).tobytes())
+    else:
+        digest.update(json.dumps(obj, sort_keys=True, default=str).encode())
 
 
 def write_npy(path: str | Path, array: Any) -> Path:

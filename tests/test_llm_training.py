@@ -57,11 +57,6 @@ def test_sliding_windows_come_from_training_order_only():
     assert windows == [("u", ["a"], "b"), ("u", ["a", "b"], "c"), ("u", ["b", "c"], "d")]
 
 
-def test_loss_is_on_target_tokens_only():
-    ids, labels = encode_example([5, 6, 7], [8, 3])
-    assert ids == [5, 6, 7, 8, 3] and labels == [-100, -100, -100, 8, 3]
-
-
 def test_lora_training_reduces_loss_and_touches_only_adapters():
     model, tokenizer = lora_model()
     _, encoded = fixture(tokenizer)
@@ -291,3 +286,21 @@ def test_labelled_token_loss_equals_the_backbones_own_and_heads_only_labelled_po
     labelled = int((labels[:, 1:] != -100).sum())
     # the model's forward keeps one position a row; the loss's head call sees the labelled ones
     assert fed[-1] == (labelled, model.config.hidden_size) and labelled < labels.numel() / 2
+
+
+def test_loss_is_on_target_tokens_only_examples_are_int32_and_their_hash_reads_every_token():
+    import numpy as np
+
+    from llm4rec.io import sequence_hash
+
+    ids, labels = encode_example([7, 300, 9], [4001, 3])
+    assert ids.dtype == labels.dtype == np.int32
+    assert ids.tolist() == [7, 300, 9, 4001, 3] and labels.tolist() == [-100, -100, -100, 4001, 3]
+    examples = [(ids, labels), encode_example([5], [6, 3])]
+    again = [encode_example([7, 300, 9], [4001, 3]), encode_example([5], [6, 3])]
+    assert sequence_hash(examples) == sequence_hash(again)
+    changed = [(ids, labels), encode_example([5], [8, 3])]
+    moved = [encode_example([7, 300], [9, 4001, 3]), examples[1]]
+    assert len({sequence_hash(examples), sequence_hash(changed), sequence_hash(moved)}) == 3
+    # element boundaries count: [[1, 2], [3]] is not [[1], [2, 3]]
+    assert sequence_hash([[1, 2], [3]]) != sequence_hash([[1], [2, 3]])

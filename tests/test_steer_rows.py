@@ -145,10 +145,13 @@ def test_training_with_requests_puts_the_targets_request_in_a_seeded_share_of_wi
         model = build_model("idiomoe", params(folder, **extra), seed=0, device="cpu")
         model.model, model.tokenizer = model.load()
         model.prepare(split)
-        return model, model.training_examples(split, np.random.default_rng(0))
+        return model, as_lists(model.training_examples(split, np.random.default_rng(0)))
+
+    def as_lists(windows):
+        return [(ids.tolist(), targets.tolist()) for ids, targets in windows]
 
     plain_model, plain = examples()
-    assert plain == rec.training_examples(split, np.random.default_rng(0))
+    assert plain == as_lists(rec.training_examples(split, np.random.default_rng(0)))
     steered_model, every = examples(
         train_requests={"request": template, "share": 1.0, "line": "{request}"}
     )

@@ -41,7 +41,7 @@ from llm4rec.data.requests import RequestTraining, request_text
 from llm4rec.data.split import Split
 from llm4rec.evaluation.evaluate import sample_users
 from llm4rec.evaluation.metrics import SELECTION_METRIC
-from llm4rec.io import sha256_file, stable_hash
+from llm4rec.io import sequence_hash, sha256_file, stable_hash
 from llm4rec.llm import distributed, precision
 from llm4rec.llm.backbone import BackboneConfig, LoraSettings, add_lora, load_backbone, torch_dtype
 from llm4rec.llm.decoding import DecodeStats, constrained_beam_search
@@ -271,7 +271,7 @@ class LLMRecommender:
             {
                 "params": {k: v for k, v in dataclasses.asdict(cfg).items() if k != "sft"},
                 "seed": self.seed,
-                "examples": stable_hash(encoded),
+                "examples": sequence_hash(encoded),
                 "valid_sample": sample,
                 "selection": self.selection_metric,
                 "inputs": self._input_checksums(),

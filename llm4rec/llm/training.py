@@ -85,9 +85,21 @@ def training_windows(
     return windows
 
 
-def encode_example(prompt_ids: list[int], target_ids: list[int]) -> tuple[list[int], list[int]]:
-    """(input_ids, labels) with the loss on the target tokens only."""
-    return prompt_ids + target_ids, [-100] * len(prompt_ids) + list(target_ids)
+def token_array(ids: Sequence[int]) -> np.ndarray:
+    """Token ids (or labels, -100 included) as one int32 array: 4 bytes an id where a list of
+    Python ints takes about 36. ml-1m's million training windows of about 190 tokens, two token
+    lists each, fit in about 3 GB this way instead of about 16."""
+    return np.asarray(ids, dtype=np.int32)
+
+
+def encode_example(
+    prompt_ids: Sequence[int], target_ids: Sequence[int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """(input_ids, labels) with the loss on the target tokens only, as `token_array`s."""
+    ids = token_array([*prompt_ids, *target_ids])
+    labels = np.full(len(ids), -100, dtype=np.int32)
+    labels[len(prompt_ids) :] = target_ids
+    return ids, labels
 
 
 def next_item_examples(

@@ -47,6 +47,7 @@ from llm4rec.llm.training import (
     collate,
     encode_example,
     labelled_token_loss,
+    token_array,
     training_windows,
 )
 from llm4rec.models import ResolvedInput
@@ -416,7 +417,7 @@ class CfE4SRecRecommender(LLMRecommender):
             if self.cfg.loss_positions == "all" and not (request and self.supervises_described()):
                 for position, following in zip(positions[:-1], rows[1:], strict=True):
                     targets[position] = following
-            examples.append((ids, targets, positions, rows))
+            examples.append((token_array(ids), token_array(targets), positions, rows))
         return examples
 
     def item_logits(

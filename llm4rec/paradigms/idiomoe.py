@@ -38,6 +38,7 @@ from llm4rec.llm.decoding import _decoder_stack
 from llm4rec.llm.item_scoring import log_popularity_prior, top_unseen_items
 from llm4rec.llm.prompts import Prompt
 from llm4rec.llm.recommender import Histories, LLMConfig, LLMRecommender, Ranked
+from llm4rec.llm.training import token_array
 
 SUPPORTED = (
     "llama",
@@ -321,7 +322,7 @@ class IdiomoeRecommender(LLMRecommender):
                 # last item's): at every earlier position it would describe another item
                 if self.cfg.loss_positions == "last" or (request and self.supervises_described()):
                     targets = [-100] * (len(targets) - 1) + targets[-1:]
-                examples.append((ids, targets))
+                examples.append((token_array(ids), token_array(targets)))
         cap = self.cfg.max_train_examples
         if cap and len(examples) > cap:
             examples = [examples[i] for i in sorted(rng.choice(len(examples), cap, replace=False))]

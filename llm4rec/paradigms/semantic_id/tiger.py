@@ -30,7 +30,7 @@ from llm4rec.llm.decoding import beam_search
 from llm4rec.llm.prompts import Prompt
 from llm4rec.llm.recommender import Histories, LLMRecommender, Ranked
 from llm4rec.llm.seq2seq import make_seq2seq_stepper, resolve_seq2seq_decoder
-from llm4rec.llm.training import SFTConfig, training_windows
+from llm4rec.llm.training import SFTConfig, token_array, training_windows
 from llm4rec.llm.trie import ItemTrie
 from llm4rec.paradigms.semantic_id.codes import (
     CODES_FILE,
@@ -147,7 +147,7 @@ class TigerRecommender(LLMRecommender):
         """(encoder ids, target code tokens) for every next-item window of the training split."""
         windows = training_windows(split, self.cfg.max_history, self.cfg.max_train_examples, rng)
         return [
-            (self.user_prompt(user, history).ids, self.sequences[target])
+            (token_array(self.user_prompt(user, history).ids), self.sequences[target])
             for user, history, target in windows
         ]
 
