@@ -71,9 +71,9 @@ PROFILES = {
     # - eager PyTorch launches ~10 kernels per block at ~20 us each: a block's forward takes at
     #   least 0.2 ms;
     # - the beam search's host side, measured (benchmarks/perf/beam_step.py, 64 users x 50 beams
-    #   over Qwen's vocabulary, 2-core Xeon: 82 ms a step): 2.5e-5 s per live beam and step, on a
-    #   GPU node's CPU as here
-    "h100": Profile("H100 SXM (bf16)", 100e12, 150e12, 2.5e12, 1e12, 30.0, 60.0, 2, 0.2e-3, 2.5e-5),
+    #   over Qwen's vocabulary, 2-core Xeon: 9.8 ms a step, vectorised): 3e-6 s per live beam and
+    #   step, on a GPU node's CPU as here
+    "h100": Profile("H100 SXM (bf16)", 100e12, 150e12, 2.5e12, 1e12, 30.0, 60.0, 2, 0.2e-3, 3e-6),
     # 2 cores (AMD EPYC, AVX-512), fp32, 2 threads; calibrated on the default grid
     # (tests/test_plan.py)
     "cpu2": Profile("2-core CPU (fp32)", 150e9, 150e9, 12e9, 3e9, 10.0, 40.0, 4),

@@ -390,3 +390,104 @@ def test_soft_token_prompts_through_prefill_and_decoding(setup, float64_models, 
         assert [x for _, x in beams[row]] == pytest.approx(
             [s for s, _ in expected], abs=1e-5
         )  # exhaustive sums in fp32
+
+
+def sequential_beam_search(logps, trie, beam_width, k, exclude):
+    """The search's definition, one candidate at a time (as it was written before it was
+    vectorised): per user, the live beams' children above the k-th best finished score, best
+    first (ties in generation order); an item finishes, another child goes on while fewer than
+    beam_width have and it beats the k-th best finished score so far. `logps(step, users,
+    sources, tokens)` gives the next rows' log-probs."""
+    n_rows = len(exclude)
+    excluded = [trie.excluded_counts(items) for items in exclude]
+    finished = [[] for _ in range(n_rows)]
+    live = [[(0.0, 0, row)] for row in range(n_rows)]
+    logp, step, slots, history_slots, fed = logps(0, None, None, None), 0, 0, 0, 0
+
+    def kth(user):
+        scores = sorted((s for s, _ in finished[user]), reverse=True)
+        return scores[k - 1] if len(scores) >= k else float("-inf")
+
+    while any(live):
+        sources, users, tokens, new_live = [], [], [], [[] for _ in range(n_rows)]
+        for user in range(n_rows):
+            bound, candidates = kth(user), []
+            for score, node, row in live[user]:
+                for tok, child in trie.children[node].items():
+                    lp = float(logp[row, tok])
+                    if score + lp > bound:
+                        history = trie.only_excluded(child, excluded[user])
+                        candidates.append((score + lp, child, row, tok, history))
+            candidates.sort(key=lambda c: -c[0])
+            slots += min(len(candidates), beam_width)
+            history_slots += sum(c[4] for c in candidates[:beam_width])
+            for score, child, row, tok, history in candidates:
+                if history:
+                    continue
+                if trie.is_item(child):
+                    finished[user].append((score, trie.item_at[child]))
+                elif len(new_live[user]) < beam_width and score > kth(user):
+                    new_live[user].append((score, child, len(sources)))
+                    sources.append(row)
+                    users.append(user)
+                    tokens.append(tok)
+        live = new_live
+        if not sources:
+            break
+        step, fed = step + 1, fed + len(sources)
+        logp = logps(step, torch.tensor(users), torch.tensor(sources), torch.tensor(tokens))
+    ranked = [[(i, s) for s, i in sorted(f, key=lambda f: -f[0])[:k]] for f in finished]
+    return ranked, (slots, history_slots, fed)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_vectorised_search_equals_its_one_candidate_at_a_time_definition(seed):
+    """Random catalogues of uneven identifier lengths sharing prefixes, histories, log-probs
+    rounded to a coarse grid (many exact ties), beams narrower than the candidates: the same
+    items, scores, order and slot counts as the sequential definition above."""
+    import numpy as np
+
+    from llm4rec.llm.decoding import DecodeStats, beam_search
+
+    rng = np.random.default_rng(seed)
+    vocab, users = 12, 5
+    sequences, seen = {}, set()
+    while len(sequences) < 60:
+        ids = tuple(int(t) for t in rng.integers(4, vocab, size=rng.integers(1, 4)))
+        if ids not in seen and not any(ids[: len(o)] == o or o[: len(ids)] == ids for o in seen):
+            seen.add(ids)
+            sequences[f"i{len(sequences)}"] = [*ids, 3]
+    trie = ItemTrie.build(sequences)
+    items = list(sequences)
+    exclude = [
+        list(rng.choice(items, size=rng.integers(0, 15), replace=False)) for _ in range(users)
+    ]
+    table = torch.log_softmax(
+        torch.randn(97, vocab, generator=torch.Generator().manual_seed(seed)), -1
+    )
+    table = torch.round(table * 2) / 2  # steps of 0.5: ties everywhere
+
+    def logps(step, user, source, token):
+        if user is None:
+            return table[:users]
+        return table[(user * 31 + source * 7 + token * 3 + step) % len(table)]
+
+    class Stepper:
+        def __init__(self):
+            self.logp, self.index = logps(0, None, None, None), 0
+
+        def step(self, sources, user, tokens):
+            self.index += 1
+            return logps(self.index, user, sources, tokens)
+
+    for width, k in [(3, 2), (5, 5), (8, 4)]:
+        want, counts = sequential_beam_search(logps, trie, width, k, exclude)
+        stats = DecodeStats()
+        got = beam_search(
+            Stepper(), trie, width, k, exclude, stats, torch.ones(users, 1, dtype=torch.long)
+        )
+        assert got == want
+        assert (stats.beam_slots, stats.history_slots, stats.decoded_tokens) == counts
+        for ranked, history in zip(got, exclude, strict=True):
+            assert not {item for item, _ in ranked} & set(history)
+    assert counts[1] > 0  # the histories took beam places in this fixture

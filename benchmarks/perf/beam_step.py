@@ -8,7 +8,8 @@ log-probabilities of every beam ([rows, vocabulary]). The reference measured her
 is how it did that before: the whole [rows, vocabulary] tensor copied to the host every step, each
 beam's children read from it in a Python loop, and the k-th best finished score found by sorting
 every finished score each time it is read. Now one gather on the device takes only the live beams'
-trie children, one copy moves them, and a heap of k keeps the k-th best.
+trie children, one copy moves them, and the host expands, prunes, sorts and chooses the candidates
+as arrays (the trie as `ItemTrie.edges`).
 
 The stepper is synthetic (seeded random log-probabilities of the vocabulary's size, the same for
 both searches), the trie a catalogue of `--items` identifiers of `--tokens` tokens each, so the
@@ -44,6 +45,10 @@ class RandomStepper:
         generator = torch.Generator().manual_seed(seed)
         self.table = torch.log_softmax(torch.randn(512, vocab, generator=generator), -1).to(device)
         self.logp, self.step_index, self.seconds = self.table[:users], 0, 0.0
+        # every step's output written into one buffer (grown once): a fresh [rows, vocabulary]
+        # tensor a step would be freed (gigabytes, on the CPU) in the search's time, not the
+        # stepper's
+        self.out = torch.empty(0, vocab, device=device)
 
     def step(
         self, sources: torch.Tensor, users: torch.Tensor, tokens: torch.Tensor
@@ -51,7 +56,11 @@ class RandomStepper:
         start = time.perf_counter()
         self.step_index += 1
         rows = (users * 131 + tokens + 7 * self.step_index) % len(self.table)
-        out = self.table[rows.to(self.table.device)]
+        if len(rows) > len(self.out):
+            self.out = torch.empty(len(rows), self.table.shape[1], device=self.table.device)
+        out = torch.index_select(
+            self.table, 0, rows.to(self.table.device), out=self.out[: len(rows)]
+        )
         if out.is_cuda:
             torch.cuda.synchronize()
         self.seconds += time.perf_counter() - start

@@ -23,10 +23,10 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import heapq
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -357,62 +357,68 @@ def beam_search(
         raise ValueError(f"beam_width ({beam_width}) must be >= k ({k})")
     n_rows = attention_mask.shape[0]
     exclude = exclude if exclude is not None else [()] * n_rows
-    excluded = [trie.excluded_counts(items) for items in exclude]
+    edges = trie.edges()
+    blocked = trie.blocked_keys(exclude)  # user * nodes + node: every item below it is history
     device = attention_mask.device
     logp = stepper.logp
     stats = stats if stats is not None else DecodeStats()
     stats.users += n_rows
     stats.prompt_tokens += int(attention_mask.sum())
     finished: list[list[tuple[float, str]]] = [[] for _ in range(n_rows)]
-    best = [TopScores(k) for _ in range(n_rows)]  # each user's k best finished scores
-    live = [[(0.0, 0, row)] for row in range(n_rows)]  # (score, trie node, stepper row)
-    while any(live):
-        sources, users, tokens, new_live = [], [], [], [[] for _ in range(n_rows)]
-        # only the live beams' trie children leave the device: one gather (flat index), one copy
-        vocab = logp.shape[1]
-        flat = [
-            row * vocab + tok
-            for beams in live
-            for _, node, row in beams
-            for tok in trie.children[node]
-        ]
-        picked = logp.reshape(-1)[torch.as_tensor(flat, device=logp.device)].tolist()
-        at = 0
-        for user in range(n_rows):
-            bound = best[user].kth()
-            candidates = []  # (score, child node, row, token, history only)
-            for score, node, row in live[user]:
-                children = trie.children[node]
-                for tok, lp in zip(children, picked[at : at + len(children)], strict=True):
-                    if score + lp > bound:
-                        child = children[tok]
-                        candidates.append(
-                            (score + lp, child, row, tok, trie.only_excluded(child, excluded[user]))
-                        )
-                at += len(children)
-            candidates.sort(key=lambda c: -c[0])
-            stats.beam_slots += min(len(candidates), beam_width)
-            stats.history_slots += sum(c[4] for c in candidates[:beam_width])
-            for score, child, row, tok, history_only in candidates:
-                if history_only:
-                    continue
-                if trie.is_item(child):
-                    finished[user].append((score, trie.item_at[child]))
-                    best[user].add(score)
-                elif len(new_live[user]) < beam_width and score > best[user].kth():
-                    new_live[user].append((score, child, len(sources)))
-                    sources.append(row)
-                    users.append(user)
-                    tokens.append(tok)
-        live = new_live
-        if not sources:
+    # each user's k best finished scores, descending, -inf where fewer have finished
+    best = np.full((n_rows, k), -np.inf)
+    # the live beams, user by user, each user's best first: user, score, trie node, stepper row
+    users = np.arange(n_rows)
+    scores, nodes, rows = np.zeros(n_rows), np.zeros(n_rows, dtype=np.int64), users.copy()
+    while len(users):
+        # every live beam's trie children; only their log-probs leave the device (one gather)
+        first, count = edges.start[nodes], edges.start[nodes + 1] - edges.start[nodes]
+        parent = np.repeat(np.arange(len(users)), count)
+        edge = first[parent] + np.arange(len(parent)) - np.repeat(np.cumsum(count) - count, count)
+        token, child = edges.token[edge], edges.child[edge]
+        flat = torch.as_tensor(rows[parent] * logp.shape[1] + token, device=logp.device)
+        picked = logp.reshape(-1)[flat].cpu().numpy().astype(np.float64)
+        user, score = users[parent], scores[parent] + picked
+        # above the user's k-th best finished score, then each user's best first (ties in the
+        # order the children were generated: beam, then trie order)
+        keep = np.flatnonzero(score > best[user, -1])
+        order = keep[np.lexsort((keep, -score[keep], user[keep]))]
+        user, score, child, token, source = (
+            user[order],
+            score[order],
+            child[order],
+            token[order],
+            rows[parent][order],
+        )
+        rank = np.arange(len(user)) - np.searchsorted(user, user)  # within the user's candidates
+        history = np.isin(user * edges.nodes + child, blocked)
+        item = edges.is_item[child] & ~history
+        stats.beam_slots += int((rank < beam_width).sum())
+        stats.history_slots += int((history & (rank < beam_width)).sum())
+        # As if a user's candidates were taken best first, one at a time: an item finishes (its
+        # score joins the k best), another child goes on while the user has fewer than
+        # beam_width new beams and its score beats the k-th best finished so far, i.e. fewer
+        # than k finished scores are >= it: those of earlier steps, and the items before it
+        # now (all >= it).
+        items_before = _within_user_cumsum(user, item) - item
+        done_before = (best[user] >= score[:, None]).sum(axis=1)
+        grows = ~edges.is_item[child] & ~history & (done_before + items_before < k)
+        grows &= _within_user_cumsum(user, grows) <= beam_width
+        for at in np.flatnonzero(item):
+            finished[user[at]].append((float(score[at]), trie.item_at[int(child[at])]))
+        for u in np.unique(user[item]):
+            merged = np.concatenate([best[u], score[item & (user == u)]])
+            best[u] = -np.sort(-merged)[:k]
+        users, scores, nodes = user[grows], score[grows], child[grows]
+        rows = np.arange(len(users))
+        if not len(users):
             break
         logp = stepper.step(
-            torch.as_tensor(sources, device=device),
+            torch.as_tensor(source[grows], device=device),
             torch.as_tensor(users, device=device),
-            torch.as_tensor(tokens, device=device),
+            torch.as_tensor(token[grows], device=device),
         )
-        stats.decoded_tokens += len(sources)
+        stats.decoded_tokens += len(users)
         stats.steps += 1
     results = []
     for user in range(n_rows):
@@ -422,21 +428,11 @@ def beam_search(
     return results
 
 
-class TopScores:
-    """The k largest scores added so far (a min-heap of k): `kth` is the k-th largest, -inf
-    until k were added; each add costs log k, where sorting every finished score cost n log n."""
-
-    def __init__(self, k: int):
-        self.k, self.heap = k, []
-
-    def add(self, score: float) -> None:
-        if len(self.heap) < self.k:
-            heapq.heappush(self.heap, score)
-        elif score > self.heap[0]:
-            heapq.heapreplace(self.heap, score)
-
-    def kth(self) -> float:
-        return self.heap[0] if len(self.heap) == self.k else float("-inf")
+def _within_user_cumsum(user: np.ndarray, flags: np.ndarray) -> np.ndarray:
+    """Running count of `flags` within each user's run of rows (rows sorted by user)."""
+    total = np.cumsum(flags)
+    starts = np.searchsorted(user, user)  # each row's user's first row
+    return total - (total[starts] - flags[starts])
 
 
 @torch.no_grad()

@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+
 
 @dataclass
 class ItemTrie:
@@ -71,9 +73,49 @@ class ItemTrie:
         """Whether every item below `node` is excluded (a beam there could only end on history)."""
         return self.n_below[node] <= excluded.get(node, 0)
 
+    def edges(self) -> TrieEdges:
+        """The trie as arrays (built once, on first use; the trie does not change after `build`)."""
+        if getattr(self, "_edges", None) is None or self._edges.nodes != len(self.children):
+            start = np.zeros(len(self.children) + 1, dtype=np.int64)
+            start[1:] = np.cumsum([len(c) for c in self.children])
+            is_item = np.zeros(len(self.children), dtype=bool)
+            is_item[list(self.item_at)] = True
+            self._edges = TrieEdges(
+                len(self.children),
+                start,
+                np.array([t for c in self.children for t in c], dtype=np.int64),
+                np.array([n for c in self.children for n in c.values()], dtype=np.int64),
+                is_item,
+            )
+        return self._edges
+
+    def blocked_keys(self, histories: Sequence[Iterable[str]]) -> np.ndarray:
+        """Sorted `user * nodes + node` keys of the nodes every item below which is in that user's
+        history (`only_excluded`), for the users `histories` lists in order."""
+        nodes = len(self.children)
+        keys = [
+            user * nodes + node
+            for user, items in enumerate(histories)
+            for node, count in self.excluded_counts(items).items()
+            if self.n_below[node] <= count
+        ]
+        return np.array(sorted(keys), dtype=np.int64)
+
     def is_item(self, node: int) -> bool:
         return node in self.item_at
 
     @property
     def depth(self) -> int:
         return max((len(p) for p in self.paths.values()), default=0)
+
+
+@dataclass(frozen=True)
+class TrieEdges:
+    """An `ItemTrie` as arrays: node n's children are edges start[n]:start[n + 1] (in the trie's
+    order), each a `token` leading to a `child` node; `is_item[node]` where an identifier ends."""
+
+    nodes: int
+    start: np.ndarray
+    token: np.ndarray
+    child: np.ndarray
+    is_item: np.ndarray
