@@ -447,10 +447,11 @@ def grpo_pass_bytes(
 
 def _grpo_cost(grid, dataset, model, config, stats, valid_users, test_users) -> Cost:
     """An RL stage: its parent's model (size, prompt and identifier length, from the parent's own
-    cost); per step, prompts x group completions sampled (or beam-searched) position by position
-    without a cache, then teacher-forced through the reference (forward) and the policy (forward and
-    backward, per update); validation rankings at the start and every `eval_every` steps, and the
-    test ranking with the parent's beam."""
+    cost); per step, prompts x group completions sampled (or beam-searched) position by position,
+    each prompt read once (`PromptStates`: its KV cache or encoder output) and each position feeding
+    a row its prefix so far, then teacher-forced through the reference (forward) and the policy
+    (forward and backward, per update); validation rankings at the start and every `eval_every`
+    steps, and the test ranking with the parent's beam."""
     parent = grid.model_inputs(model)["policy"]["run"]
     pcfg = check_params(MODELS[parent], grid.model_params(parent, dataset))
     sft = cell_cost(grid, dataset, parent, stats)
@@ -476,7 +477,8 @@ def _grpo_cost(grid, dataset, model, config, stats, valid_users, test_users) -> 
         micro_rows, prompt + ident, positions + 1, hidden, layers, vocab,
         config.gradient_checkpointing,
     )  # fmt: skip
-    cost.forward_flops += rows * sum(2 * n * (prompt + j) for j in range(positions))
+    cost.forward_flops += config.steps * config.prompts_per_step * 2 * n * prompt
+    cost.forward_flops += rows * sum(2 * n * j for j in range(positions))
     cost.layer_passes += config.steps * positions * layers
     cost.beam_slots += rows * positions  # the sampler's host side: every row at every position
     cost.forward_flops += rows * 2 * n * (prompt + ident)  # the reference

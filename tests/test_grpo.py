@@ -417,3 +417,46 @@ def test_a_step_in_chunks_equals_the_step_in_one_pass_and_no_pass_exceeds_the_ch
             assert not torch.equal(a, base.get_parameter(name)) or "embed" in name
         for key in ("reward", "loss", "entropy"):
             assert [e[key] for e in log] == pytest.approx([e[key] for e in whole_log], abs=1e-6)
+
+
+@pytest.mark.parametrize("architecture", ["llama", "t5"])
+def test_prompt_states_give_the_next_token_log_probs_feeding_only_the_continuation(architecture):
+    """The sampler reads each prompt once: `next_log_probs` equals teacher forcing over prompt +
+    prefix (`continuation_log_probs`, the policy pass's computation) for rows of mixed prompts and
+    prefix lengths, and after the prompts' one pass a call feeds only the prefixes' tokens."""
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    from llm4rec.llm.rl import PromptStates, continuation_log_probs
+
+    from .helpers import tiny_backbone
+
+    if architecture == "llama":
+        model, _ = tiny_backbone([f"w{i}" for i in range(20)], init_std=0.3)
+    else:
+        torch.manual_seed(0)
+        config = T5Config(
+            vocab_size=24, d_model=16, d_kv=4, d_ff=32, num_layers=2, num_heads=2,
+            decoder_start_token_id=0, pad_token_id=0, eos_token_id=1,
+        )  # fmt: skip
+        model = T5ForConditionalGeneration(config).eval()
+    prompts = [[5, 6, 7, 8, 9], [10, 11], [12, 13, 14]]
+    rows = [(0, []), (1, [15]), (2, [16, 17]), (0, [18, 19, 20]), (1, [])]
+    fed = []
+    model.register_forward_pre_hook(
+        lambda m, args, kwargs: fed.append(
+            kwargs["input_ids"].numel()
+            if kwargs.get("input_ids") is not None
+            else kwargs["decoder_input_ids"].numel()
+        ),
+        with_kwargs=True,
+    )
+    with torch.no_grad():
+        states = PromptStates(model, prompts, pad_id=0, chunk=2)
+        fed.clear()
+        got = states.next_log_probs([p for p, _ in rows], [prefix for _, prefix in rows])
+        full = continuation_log_probs(model, [prompts[p] for p, _ in rows], [c for _, c in rows], 0)
+    want = full[torch.arange(len(rows)), torch.tensor([len(c) for _, c in rows])]
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    # the sampler's call fed rows x (longest prefix), plus T5's start token; the teacher-forced
+    # pass fed every prompt again
+    assert fed[0] == len(rows) * (3 + (architecture == "t5")) < fed[1]

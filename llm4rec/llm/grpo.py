@@ -59,8 +59,23 @@ def constrained_log_probs(
     log_probs: Tensor, tokens: Sequence[int], temperature: float = 1.0
 ) -> Tensor:
     """The policy's log-probabilities over `tokens` only, tempered and renormalised."""
-    logits = log_probs[list(tokens)] / temperature
+    return renormalised(log_probs[list(tokens)], temperature)
+
+
+def renormalised(log_probs: Tensor, temperature: float = 1.0) -> Tensor:
+    """Log-probabilities of a subset of tokens, tempered and renormalised over that subset."""
+    logits = log_probs / temperature
     return logits - torch.logsumexp(logits, dim=0)
+
+
+def gathered_rows(step: Tensor, columns: Sequence[Sequence[int]]) -> list[Tensor]:
+    """Row r of `step` ([rows, vocab], on any device) at `columns[r]`, as float32 on the host: one
+    gather where `step` is, one copy of the few values (a row's allowed tokens), never the
+    [rows, vocab] matrix."""
+    width = step.shape[1]
+    flat = [row * width + column for row, cols in enumerate(columns) for column in cols]
+    values = step.reshape(-1)[torch.as_tensor(flat, dtype=torch.long, device=step.device)]
+    return list(values.float().cpu().split([len(cols) for cols in columns]))
 
 
 # (prompt index, token prefix) rows -> [rows, vocab] next-token log-probabilities
@@ -92,15 +107,18 @@ def sample_groups(
     while not all(done(node) for _, _, node, _ in rows):
         live = [i for i, (_, _, node, _) in enumerate(rows) if not done(node)]
         step = step_log_probs([(rows[i][0], rows[i][1]) for i in live])
+        if constrained:
+            options = [allowed_tokens(trie, rows[i][2], excluded[rows[i][0]]) for i in live]
+            allowed = gathered_rows(step, [[token for token, _ in o] for o in options])
+        else:
+            step = step.float().cpu()  # sampled over the whole vocabulary: every row is needed
         for row, i in enumerate(live):
             prompt, tokens, node, logps = rows[i]
             if constrained:
-                options = allowed_tokens(trie, node, excluded[prompt])
-                ids = [token for token, _ in options]
-                sampling = constrained_log_probs(step[row], ids, temperature).exp()
+                sampling = renormalised(allowed[row], temperature).exp()
                 pick = int(torch.multinomial(sampling, 1, generator=generator))
-                token, child = ids[pick], options[pick][1]
-                logp = float(constrained_log_probs(step[row], ids)[pick])
+                token, child = options[row][pick]
+                logp = float(renormalised(allowed[row])[pick])
             else:
                 sampling = torch.softmax(step[row] / temperature, dim=0)
                 token = int(torch.multinomial(sampling, 1, generator=generator))
@@ -155,13 +173,14 @@ def beam_groups(
         ]  # fmt: skip
         if not live:
             break
-        step = step_log_probs([(p, pools[p][b][1]) for p, b in live]).float().cpu()
+        step = step_log_probs([(p, pools[p][b][1]) for p, b in live])
+        options = [allowed_tokens(trie, pools[p][b][2], excluded[p]) for p, b in live]
+        allowed = gathered_rows(step, [[token for token, _ in o] for o in options])
         grown: list[list] = [[beam for beam in pool if trie.is_item(beam[2])] for pool in pools]
         for row, (p, b) in enumerate(live):
             total, tokens, node, logps = pools[p][b]
-            options = allowed_tokens(trie, node, excluded[p])
-            scores = constrained_log_probs(step[row], [t for t, _ in options])
-            for (token, child), score in zip(options, scores.tolist(), strict=True):
+            scores = renormalised(allowed[row])
+            for (token, child), score in zip(options[row], scores.tolist(), strict=True):
                 grown[p].append((total + score, tokens + [token], child, logps + [score]))
         # scores only fall as a beam grows: one outside the top group_size never returns
         pools = [sorted(pool, key=lambda beam: -beam[0])[:group_size] for pool in grown]

@@ -27,6 +27,7 @@ log so far, so a resumed run equals an uninterrupted one.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -161,6 +162,113 @@ def continuation_log_probs(
     return torch.log_softmax(logits.float(), dim=-1)
 
 
+class PromptStates:
+    """A GRPO step's prompts, read once for the whole sampling: a causal LM's KV cache of every
+    prompt (left-padded), an encoder-decoder's encoder output. `next_log_probs` then feeds each row
+    only its continuation so far, where `continuation_log_probs` would read prompt and continuation
+    again at every position (a prompt of about 100 tokens, an identifier of 4-20). The LM head
+    computes in fp32 (`precision.fp32_output`), as there."""
+
+    def __init__(
+        self, model, prompts: Sequence[Sequence[int]], pad_id: int, chunk: int | None = None
+    ):
+        """`chunk`: prompts per forward pass (all of them by default)."""
+        self.model, self.pad_id = model, pad_id
+        self.device = next(model.parameters()).device
+        width = max(map(len, prompts))
+        ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        self.encoder_decoder = bool(model.config.is_encoder_decoder)
+        for row, prompt in enumerate(prompts):
+            # an encoder reads right-padded prompts (as continuation_log_probs), a causal LM
+            # left-padded ones, so that every prompt ends in the last column
+            place = (
+                slice(0, len(prompt)) if self.encoder_decoder else slice(width - len(prompt), width)
+            )
+            ids[row, place], mask[row, place] = torch.as_tensor(prompt, dtype=torch.long), 1
+        ids, self.mask = ids.to(self.device), mask.to(self.device)
+        parts = [
+            slice(b, b + (chunk or len(prompts)))
+            for b in range(0, len(prompts), chunk or len(prompts))
+        ]
+        if self.encoder_decoder:
+            encoder = model.get_encoder()
+            self.encoded = torch.cat(
+                [
+                    encoder(input_ids=ids[p], attention_mask=self.mask[p]).last_hidden_state
+                    for p in parts
+                ]
+            )
+            return
+        outs = []
+        with precision.fp32_output(model):
+            for part in parts:
+                outs.append(
+                    model(
+                        input_ids=ids[part],
+                        attention_mask=self.mask[part],
+                        position_ids=(self.mask[part].cumsum(-1) - 1).clamp(min=0),
+                        use_cache=True,
+                        logits_to_keep=1,
+                    )
+                )
+        self.layers = [
+            tuple(
+                torch.cat([getattr(o.past_key_values.layers[i], kind) for o in outs])
+                for kind in ("keys", "values")
+            )
+            for i in range(len(outs[0].past_key_values.layers))
+        ]
+        self.first = torch.log_softmax(torch.cat([o.logits[:, -1] for o in outs]).float(), dim=-1)
+        self.lengths = self.mask.sum(dim=1)
+
+    def next_log_probs(self, prompts: Sequence[int], prefixes: Sequence[Sequence[int]]) -> Tensor:
+        """[rows, vocab] float32 log-probabilities, on the model's device, of the token after row
+        r's prompt (`prompts[r]`, an index into the step's) and its `prefixes[r]`."""
+        rows = torch.as_tensor(list(prompts), dtype=torch.long, device=self.device)
+        lengths = torch.tensor([len(p) for p in prefixes], device=self.device)
+        if not self.encoder_decoder and not int(lengths.max()):
+            return self.first[rows]
+        width = int(lengths.max()) + self.encoder_decoder
+        start = self.model.config.decoder_start_token_id if self.encoder_decoder else self.pad_id
+        fill = start if self.encoder_decoder else self.pad_id
+        ids = torch.full((len(prefixes), width), fill, dtype=torch.long)
+        for row, prefix in enumerate(prefixes):
+            tokens = [start, *prefix] if self.encoder_decoder else list(prefix)
+            if tokens:
+                ids[row, : len(tokens)] = torch.as_tensor(tokens, dtype=torch.long)
+        ids = ids.to(self.device)
+        with precision.fp32_output(self.model):
+            if self.encoder_decoder:
+                from transformers.modeling_outputs import BaseModelOutput
+
+                logits = self.model(
+                    encoder_outputs=BaseModelOutput(self.encoded[rows]),
+                    attention_mask=self.mask[rows],
+                    decoder_input_ids=ids,
+                    use_cache=False,
+                ).logits
+                last = logits[torch.arange(len(rows), device=self.device), lengths]
+                return torch.log_softmax(last.float(), dim=-1)
+            from transformers import DynamicCache
+
+            cache = DynamicCache()
+            for index, (keys, values) in enumerate(self.layers):
+                cache.update(keys[rows], values[rows], index)
+            own = (torch.arange(width, device=self.device) < lengths[:, None]).long()
+            logits = self.model(
+                input_ids=ids,
+                attention_mask=torch.cat([self.mask[rows], own], dim=1),
+                position_ids=self.lengths[rows][:, None] + torch.arange(width, device=self.device),
+                past_key_values=cache,
+                use_cache=True,
+            ).logits
+        last = logits[torch.arange(len(rows), device=self.device), (lengths - 1).clamp(min=0)]
+        out = torch.log_softmax(last.float(), dim=-1)
+        # a row with no prefix yet reads the prompt's own last position
+        return torch.where((lengths == 0)[:, None], self.first[rows], out)
+
+
 Window = tuple[str, list[str], str]  # (user, history, target)
 
 
@@ -275,20 +383,22 @@ def train_grpo(
         prompts = [prompt_of(user, history) for user, history, _ in batch]
         histories = [history for _, history, _ in batch]
 
-        def next_token(rows: list[tuple[int, list[int]]], prompts=prompts) -> Tensor:
-            """Next-token log-probs of each live row, micro_prompts x group_size rows a pass."""
+        def next_token(rows: list[tuple[int, list[int]]], states=None) -> Tensor:
+            """Next-token log-probs of each live row (on the device), micro_prompts x group_size
+            rows a pass, each reading its prompt from the step's `PromptStates`."""
             size = cfg.micro_prompts * cfg.group_size if cfg.micro_prompts else len(rows)
-            out = []
-            for begin in range(0, len(rows), size):
-                part = rows[begin : begin + size]
-                full = continuation_log_probs(
-                    model, [prompts[p] for p, _ in part], [prefix for _, prefix in part], pad_id
+            out = [
+                states.next_log_probs(
+                    [p for p, _ in rows[begin : begin + size]],
+                    [prefix for _, prefix in rows[begin : begin + size]],
                 )
-                at = torch.tensor([len(prefix) for _, prefix in part], device=full.device)
-                out.append(full[torch.arange(len(part), device=full.device), at].cpu())
+                for begin in range(0, len(rows), size)
+            ]
             return out[0] if len(out) == 1 else torch.cat(out)
 
         with torch.no_grad(), autocast:
+            states = PromptStates(model, prompts, pad_id, cfg.micro_prompts)
+            next_token = functools.partial(next_token, states=states)
             if cfg.sampler == "beam":
                 groups = beam_groups(next_token, trie, histories, cfg.group_size)
             else:
