@@ -3,7 +3,8 @@ the same model over the same number of sequences (the reference, measured in the
 
     .venv/bin/python benchmarks/perf/grpo_step.py --prompts 32 --group 16 --repeats 3
 
-Parts: drawing the groups (sampled at temperature 1, and MiniOneRec's beam of G), the reference's
+Parts: drawing the groups (sampled at temperature 1, and MiniOneRec's beam of G; each also as it was
+before `PromptStates`, prompt and prefix read again at every position), the reference's
 teacher-forced forward, the policy's forward + backward + optimiser step. The T5 has the grid's
 shape and loads sid_tiger's exported policy when the grid's sid_tiger seed-0 run exists (after
 `make bench`), else keeps its seeded random initialisation; the split and code table are built here
@@ -30,7 +31,7 @@ from llm4rec.llm.grpo import (
     sample_groups,
 )
 from llm4rec.llm.policy_export import POLICY_WEIGHTS, load_policy_weights
-from llm4rec.llm.rl import continuation_log_probs
+from llm4rec.llm.rl import PromptStates, continuation_log_probs
 from llm4rec.llm.training import training_windows
 from llm4rec.models import ResolvedInput, build_model
 from llm4rec.runner import build_artifact, prepare_dataset, resolve_inputs
@@ -79,21 +80,36 @@ def main() -> None:
     generator = torch.Generator().manual_seed(0)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=0.0)
 
-    def next_token(rows):
+    def teacher_forced(rows):
+        """The sampler's step as it was: prompt + prefix read again at every position."""
         full = continuation_log_probs(
             model, [prompts[p] for p, _ in rows], [r for _, r in rows], pad
         )
         at = torch.tensor([len(r) for _, r in rows])
         return full[torch.arange(len(rows)), at]
 
+    def with_states(draw):
+        """Now (train_grpo): the step's prompts read once (PromptStates), timed with the draw."""
+
+        def run():
+            states = PromptStates(model, prompts, pad)
+            return draw(lambda rows: states.next_log_probs(*zip(*rows, strict=True)))
+
+        return run
+
+    def sampled(step):
+        return sample_groups(step, rec.trie, histories, args.group, 1.0, generator)
+
+    def beams(step):
+        return beam_groups(step, rec.trie, histories, args.group)
+
     with torch.no_grad():
-        sample_s, groups = timed(
-            lambda: sample_groups(next_token, rec.trie, histories, args.group, 1.0, generator),
-            args.repeats,
-        )
-        beam_s, _ = timed(
-            lambda: beam_groups(next_token, rec.trie, histories, args.group), args.repeats
-        )
+        generator.manual_seed(0)
+        old_sample_s, old_groups = timed(lambda: sampled(teacher_forced), args.repeats)
+        old_beam_s, _ = timed(lambda: beams(teacher_forced), args.repeats)
+        generator.manual_seed(0)
+        sample_s, groups = timed(with_states(sampled), args.repeats)
+        beam_s, _ = timed(with_states(beams), args.repeats)
     completions = [c for g in groups for c in g]
     rows = [prompts[p] for p in range(len(batch)) for _ in range(args.group)]
     tokens = [list(c.tokens) for c in completions]
@@ -143,7 +159,9 @@ def main() -> None:
     print(f"{'part':34s} {'s/step':>8s} {'completions/s':>14s} {'x SFT step':>11s}")
     for name, seconds in (
         ("SFT step, same sequences (ref.)", sft_s),
+        ("draw groups: sampled, before", old_sample_s),
         ("draw groups: sampled", sample_s),
+        ("draw groups: beam, before", old_beam_s),
         ("draw groups: beam (MiniOneRec)", beam_s),
         ("reference forward", reference_s),
         ("policy forward+backward+step", update_s),
@@ -151,6 +169,11 @@ def main() -> None:
         ("GRPO step, beam", beam_s + reference_s + update_s),
     ):
         print(f"{name:34s} {seconds:8.3f} {n / seconds:14.0f} {seconds / sft_s:11.2f}")
+    same = [[c.tokens for c in g] for g in groups] == [[c.tokens for c in g] for g in old_groups]
+    print(
+        f"prompts read once: sampling {old_sample_s / sample_s:.1f}x, beam "
+        f"{old_beam_s / beam_s:.1f}x faster; same sampled completions as before: {same}"
+    )
 
 
 if __name__ == "__main__":
