@@ -78,6 +78,16 @@ class TokenTypes:
     def __init__(self, first_item_id: int):
         self.first_item_id = first_item_id
         self.items: torch.Tensor | None = None  # [B, T] bool
+        # the flattened [B * T] positions of each type, found once per pass (one host sync, where
+        # a boolean mask in every block would sync in every block)
+        self.item_rows: torch.Tensor | None = None
+        self.text_rows: torch.Tensor | None = None
+
+    def set(self, is_item: torch.Tensor) -> None:
+        flat = is_item.reshape(-1)
+        self.items = is_item
+        self.item_rows = flat.nonzero().squeeze(1)
+        self.text_rows = (~flat).nonzero().squeeze(1)
 
 
 class CatalogueEmbedding(nn.Module):
@@ -90,11 +100,13 @@ class CatalogueEmbedding(nn.Module):
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         is_item = ids >= self.types.first_item_id
-        self.types.items = is_item
+        self.types.set(is_item)
         out = self.text(ids.masked_fill(is_item, 0))
-        if is_item.any():
-            out = out.clone()
-            out[is_item] = self.items[ids[is_item] - self.types.first_item_id].to(out.dtype)
+        rows = self.types.item_rows
+        if len(rows):
+            flat = ids.reshape(-1).index_select(0, rows) - self.types.first_item_id
+            vectors = self.items.index_select(0, flat).to(out.dtype)
+            out = out.reshape(-1, out.shape[-1]).index_copy(0, rows, vectors).view_as(out)
         return out
 
 
@@ -117,12 +129,14 @@ class TokenTypeExperts(nn.Module):
                 "IDIOMoE routing needs the token types of this forward pass (input ids, not "
                 "embeddings)"
             )
-        if not items.any():
+        item_rows, text_rows = self.types.item_rows, self.types.text_rows
+        if not len(item_rows):
             return self.text(x)  # text only: exactly the backbone's computation
-        out = torch.empty_like(x)
-        out[~items] = self.text(x[~items])
-        out[items] = self.item(x[items])
-        return out
+        flat = x.reshape(-1, x.shape[-1])
+        out = torch.empty_like(flat)
+        out.index_copy_(0, text_rows, self.text(flat.index_select(0, text_rows)))
+        out.index_copy_(0, item_rows, self.item(flat.index_select(0, item_rows)))
+        return out.view_as(x)
 
 
 def narrowed_copy(mlp: nn.Module, width: float) -> nn.Module:
