@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from llm4rec.data.split import Split
+from llm4rec.estimates import Cell, Estimate, baseline_estimate
 from llm4rec.models import RANKING_COLUMNS, ResolvedInput
 
 
@@ -79,3 +80,8 @@ def build(
     inputs: dict[str, ResolvedInput],
 ) -> EmbeddingKnn:
     return EmbeddingKnn(config, inputs["embeddings"])
+
+
+def estimate_cost(config: EmbeddingKnnConfig, cell: Cell) -> Estimate:
+    """`llm4rec plan`: nothing trained, a cosine per user and item at ranking."""
+    return baseline_estimate(config, cell)

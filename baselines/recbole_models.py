@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import functools
 import logging
+import math
 import os
 import re
 import sys
@@ -34,6 +35,7 @@ import torch
 from llm4rec.data.atomic import write_atomic
 from llm4rec.data.sources import package_dir
 from llm4rec.data.split import Split
+from llm4rec.estimates import Cell, Estimate, baseline_estimate, baseline_settings
 from llm4rec.evaluation.evaluate import selection_score
 from llm4rec.evaluation.metrics import SELECTION_METRIC, metric_cutoff
 from llm4rec.io import write_npy, write_text
@@ -469,3 +471,35 @@ def build(
     if name not in RECBOLE_MODEL:
         raise KeyError(f"'{name}' is not a RecBole baseline (known: {', '.join(RECBOLE_MODEL)})")
     return RecBoleRecommender(name, config, seed, device, selection)
+
+
+def estimate_cost(config: dict[str, Any], cell: Cell) -> Estimate:
+    """`llm4rec plan`: epochs (early stopping's upper bound) x interactions x per-sample work
+    (MostPop: counting, none), a score per user and item at ranking."""
+    settings = baseline_settings(config)
+    hidden = settings.get("embedding_size") or settings.get("hidden_size") or 64
+    epochs = settings.get("epochs") or 0
+    stats = cell.stats
+    interactions, items, users = stats["train_interactions"], stats["items"], stats["users"]
+    flops = 0.0
+    model = RECBOLE_MODEL.get(cell.model)
+    if model == "SASRec":
+        # every prefix one example: a forward over up to `length` positions per interaction
+        length = min(settings.get("MAX_ITEM_LIST_LENGTH", 50), interactions / users)
+        layer = length * (12 * hidden * hidden + 2 * length * hidden)
+        per_example = 6 * (settings.get("n_layers", 2) * layer + hidden * items)
+        flops = epochs * interactions * per_example
+    elif model == "LightGCN":
+        batches = math.ceil(interactions / settings.get("train_batch_size", 2048))
+        flops = epochs * batches * settings.get("n_layers", 2) * 6 * interactions * hidden
+    elif model == "BPR":
+        flops = epochs * interactions * 18 * hidden
+    return baseline_estimate(settings, cell, flops)
+
+
+def toy_params(params: dict[str, Any], steps: int) -> dict[str, Any]:
+    """`llm4rec smoke`: one epoch, short sequences."""
+    params = params | {"epochs": 1, "stopping_step": 1, "show_progress": False}
+    if "MAX_ITEM_LIST_LENGTH" in params:
+        params["MAX_ITEM_LIST_LENGTH"] = min(params["MAX_ITEM_LIST_LENGTH"], 10)
+    return params

@@ -43,6 +43,7 @@ import copy
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -50,6 +51,7 @@ import torch
 from torch import nn
 
 from llm4rec.data.split import Split
+from llm4rec.estimates import Cell, Estimate, baseline_estimate, baseline_settings
 from llm4rec.evaluation.evaluate import sample_users, selection_score
 from llm4rec.evaluation.metrics import SELECTION_METRIC, metric_cutoff
 from llm4rec.io import write_npy, write_text
@@ -434,3 +436,24 @@ def build(
 ) -> NativeSASRec:
     """`sasrec` (loss bce) and `sasrec_ce` (loss ce)."""
     return NativeSASRec(config, seed, device, selection)
+
+
+def estimate_cost(config: SasrecConfig, cell: Cell) -> Estimate:
+    """`llm4rec plan`: each user's sequence once an epoch, about one position per training
+    interaction, a loss at each (ce: over every item; bce: a positive and a negative); epochs are
+    early stopping's upper bound."""
+    settings = baseline_settings(config)
+    hidden = settings.get("embedding_size") or settings.get("hidden_size") or 64
+    epochs = settings.get("epochs") or 0
+    stats = cell.stats
+    interactions, items, users = stats["train_interactions"], stats["items"], stats["users"]
+    length = settings.get("max_len", 200)
+    layer = 12 * hidden * hidden + 2 * min(length, interactions / users) * hidden
+    head = hidden * items if settings.get("loss") == "ce" else 2 * hidden
+    flops = epochs * interactions * 6 * (settings.get("n_layers", 2) * layer + head)
+    return baseline_estimate(settings, cell, flops)
+
+
+def toy_params(params: dict[str, Any], steps: int) -> dict[str, Any]:
+    """`llm4rec smoke`: two epochs of short sequences."""
+    return params | {"epochs": 2, "max_len": min(params.get("max_len", 200), 10)}

@@ -36,7 +36,7 @@ import yaml
 from llm4rec import layout
 from llm4rec.config import Grid, load_grid
 from llm4rec.io import read_json, write_text
-from llm4rec.models import MODELS, import_object
+from llm4rec.models import MODELS, import_object, row_function
 
 REPO = Path(__file__).resolve().parents[1]
 STEPS = 4  # a zero-initialised head passes gradient back from step 2, LoRA's A from step 3
@@ -220,27 +220,9 @@ def smoke_entry(
     ):
         if key in fields and key not in overrides:
             params[key] = value
-    if "group_size" in fields:  # an RL stage: a few prompts and small groups
-        params |= {
-            "steps": STEPS,
-            "checkpoint_every": STEPS,
-            "prompts_per_step": 4,
-            "group_size": min(params.get("group_size", 4), 4),
-            "max_prompts": 64,
-        }
-    if "t5" in fields:
-        params["t5"] = {
-            "d_model": 16,
-            "d_ff": 32,
-            "num_heads": 2,
-            "d_kv": 8,
-            "encoder_layers": 1,
-            "decoder_layers": 1,
-        }
-    if spec.paradigm == "baseline" and spec.hyperparameters:  # RecBole: one epoch, short sequences
-        params |= {"epochs": 1, "stopping_step": 1, "show_progress": False}
-        if "MAX_ITEM_LIST_LENGTH" in params:
-            params["MAX_ITEM_LIST_LENGTH"] = min(params["MAX_ITEM_LIST_LENGTH"], 10)
+    toy = row_function(spec, "toy_params")
+    if toy is not None:  # the row's own settings at toy cost (its module's `toy_params`)
+        params = toy(params, STEPS)
     out["params"] = {k: v for k, v in params.items() if k not in overrides or v == overrides[k]}
     if spec.paradigm != "baseline":
         out["evaluation"] = {
@@ -248,15 +230,6 @@ def smoke_entry(
             "test_users": TEST_USERS,
             "valid_users": VALID_USERS,
         }
-    if "mlp_hidden" in fields:  # AlphaRec: a narrow map, two epochs
-        params |= {"epochs": 2, "mlp_hidden": 32}
-        out["params"] = {k: v for k, v in params.items() if k not in overrides or v == overrides[k]}
-    if "negatives" in fields and "max_len" in fields:  # the native SASRec: two short epochs
-        params |= {"epochs": 2, "max_len": min(params.get("max_len", 200), 10)}
-        out["params"] = {k: v for k, v in params.items() if k not in overrides or v == overrides[k]}
-    if "aggregator" in fields:  # RTA: two reindex epochs (the adapt step is cheap)
-        params |= {"epochs": 2}
-        out["params"] = {k: v for k, v in params.items() if k not in overrides or v == overrides[k]}
     encoder = text_encoder_backbone(grid, entry["name"])
     if encoder:  # item text embedded by a backbone LLM: the tiny one of its architecture
         text = copy.deepcopy(grid.model_inputs(entry["name"])["text"])

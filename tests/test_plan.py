@@ -9,19 +9,10 @@ import pytest
 import yaml
 
 from llm4rec.config import load_grid
+from llm4rec.estimates import KNOWN_BACKBONES, Shape, grpo_pass_bytes, lora_params
 from llm4rec.llm.backbone import LoraSettings
 from llm4rec.models import MODELS
-from llm4rec.plan import (
-    KNOWN_BACKBONES,
-    PROFILES,
-    Shape,
-    _lora_params,
-    cell_cost,
-    dataset_stats,
-    grpo_pass_bytes,
-    plan,
-    render_plan,
-)
+from llm4rec.plan import PROFILES, cell_cost, dataset_stats, plan, render_plan
 
 REPO = Path(__file__).resolve().parents[1]
 MEASURED = REPO / "docs" / "results" / "default-cpu-costs.csv"
@@ -61,7 +52,7 @@ def test_backbone_and_lora_parameter_counts_equal_the_models_own():
     wrapped = get_peft_model(
         model, LoraConfig(r=4, lora_alpha=8, target_modules=lora.target_modules)
     )
-    assert sum(p.numel() for p in wrapped.parameters() if p.requires_grad) == _lora_params(
+    assert sum(p.numel() for p in wrapped.parameters() if p.requires_grad) == lora_params(
         shape, lora
     )
 
@@ -198,7 +189,6 @@ def test_a_grpo_pass_s_counted_bytes_against_torch_s_saved_tensors(checkpointing
     import torch
 
     from llm4rec.llm.rl import _enable_checkpointing, continuation_log_probs
-    from llm4rec.plan import grpo_pass_bytes
 
     from .helpers import tiny_backbone
 
@@ -234,8 +224,8 @@ def test_an_epoch_is_the_training_windows_each_paradigm_builds(default_grid):
     of each user (IDIOMoE's windows, counted here user by user: within 5%)."""
     import numpy as np
 
+    from llm4rec.estimates import sft_epochs
     from llm4rec.llm.training import training_windows
-    from llm4rec.plan import sft_epochs
     from llm4rec.runner import prepare_dataset
 
     grid, stats = default_grid

@@ -912,6 +912,13 @@ def variant_params(spec: ModelSpec, params: dict[str, Any]) -> dict[str, Any]:
     )
 
 
+def row_function(spec: ModelSpec, name: str):
+    """A function a row's module (its factory's) exports for the harness, or None: its
+    `estimate_cost(config, cell)` (llm4rec plan, llm4rec.estimates) and `toy_params(params)`
+    (llm4rec smoke and the rerun test: the row's own settings at toy cost)."""
+    return getattr(importlib.import_module(spec.factory.split(":")[0]), name, None)
+
+
 def check_params(spec: ModelSpec | ArtifactSpec, params: dict[str, Any]) -> Any:
     """Parse `params` (a variant's: `variant_params`) with the spec's config class; raise
     ParamsError naming an unknown key."""

@@ -33,9 +33,11 @@ placement; removed).
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -44,6 +46,7 @@ from torch import nn
 
 from llm4rec.data.requests import RequestTemplate
 from llm4rec.data.split import Split
+from llm4rec.estimates import SENTENCE_ENCODER_DIM, Cell, Estimate, backbone_shape
 from llm4rec.evaluation.evaluate import sample_users, selection_score
 from llm4rec.evaluation.metrics import SELECTION_METRIC, metric_cutoff
 from llm4rec.io import read_json, write_json
@@ -510,3 +513,41 @@ def build(
 ) -> AlphaRec:
     inputs = inputs or {}
     return AlphaRec(config, seed, device, selection, inputs["text"], inputs.get("source"))
+
+
+def estimate_cost(config: AlphaRecConfig, cell: Cell) -> Estimate:
+    """`llm4rec plan`: per step the map over every user and item, the graph layers and the batch's
+    cosines against the catalogue (forward + backward: 3x); a validation ranking after every
+    epoch. The epochs are early stopping's upper bound; encoding the item texts is the artifact's
+    (once)."""
+    encoder = (cell.inputs.get("text") or {}).get("params") or {}
+    width = (
+        backbone_shape(encoder.get("model", "smollm2-135m-instruct")).hidden
+        if encoder.get("kind") == "backbone"
+        else SENTENCE_ENCODER_DIM
+    )
+    stats = cell.stats
+    users, items, pairs = stats["users"], stats["items"], stats["train_interactions"]
+    mapped = (
+        width * config.mlp_hidden + config.mlp_hidden * config.dim
+        if config.mapping == "mlp"
+        else width * config.dim
+    )
+    nodes = users + items
+    forward = 2 * nodes * mapped + 4 * config.graph_layers * pairs * config.dim
+    batch = min(config.batch_size, pairs)
+    step = 3 * (forward + 2 * batch * items * config.dim)
+    steps = config.epochs * math.ceil(pairs / config.batch_size)
+    ranking = forward + 2 * users * items * config.dim
+    # dense matrix products over every node at each step: the dense rates apply, not `small`'s
+    return Estimate(
+        train_flops=steps * step,
+        forward_flops=(config.epochs + 2) * ranking,
+        weights=mapped,
+        trainable=mapped,
+    )
+
+
+def toy_params(params: dict[str, Any], steps: int) -> dict[str, Any]:
+    """`llm4rec smoke`: a narrow map, two epochs."""
+    return params | {"epochs": 2, "mlp_hidden": 32}

@@ -36,6 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from llm4rec.data.split import Split
+from llm4rec.estimates import Cell, Estimate, rank_users, sft_budget, sft_finish, train_sequences
 from llm4rec.llm import precision
 from llm4rec.llm.backbone import ALL_PROJECTIONS, LoraSettings
 from llm4rec.llm.decoding import _decoder_stack, _positions
@@ -51,7 +52,11 @@ from llm4rec.llm.training import (
     training_windows,
 )
 from llm4rec.models import ResolvedInput
-from llm4rec.paradigms.text_prompted import TextPromptedConfig, TextPromptedRecommender
+from llm4rec.paradigms.text_prompted import (
+    TextPromptedConfig,
+    TextPromptedRecommender,
+    prompted_estimate,
+)
 
 CF_FILE = "item_embeddings.npy"
 
@@ -481,3 +486,24 @@ def build(
     if isinstance(config, CfE4SRecConfig):
         return CfE4SRecRecommender(config, seed, device, selection, inputs)
     return CfLlaraRecommender(config, seed, device, selection, inputs)
+
+
+def estimate_cost(config: CfLlaraConfig | CfE4SRecConfig, cell: Cell) -> Estimate:
+    """`llm4rec plan`. LLaRA: text_prompted's prompt with a soft token per title (+ the
+    projector). E4SRec: a soft token per item and an output layer over the catalogue, read at the
+    prompt's end (or at every position), one forward per ranked user."""
+    if isinstance(config, CfLlaraConfig):
+        return prompted_estimate(config, cell, soft=1)
+    estimate, budget = sft_budget(config, cell, strided=config.loss_positions == "all")
+    shape, n = budget.shape, budget.shape.params
+    head = shape.hidden * cell.stats["items"]
+    prompt = 8 + config.max_history
+    positions = config.max_history if config.loss_positions == "all" else 1
+    trainable = budget.lora + head + 64 * shape.hidden
+    train_sequences(
+        estimate, n, trainable, prompt, budget.examples, head, positions, **budget.passes
+    )
+    for users in (cell.valid_users * budget.evaluations, cell.test_users + cell.valid_users):
+        rank_users(estimate, n, users, prompt, config.batch_users, head=head, layers=shape.layers)
+    title = cell.stats["title_tokens"]
+    return sft_finish(estimate, budget, trainable, prompt, config.sft.batch_size, title)

@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from llm4rec.data.split import Split
+from llm4rec.estimates import Cell, Estimate, combined, parent_ranking
 from llm4rec.evaluation.evaluate import rankings_to_lists
 from llm4rec.llm.policy_export import frozen_policy_facts, policy_parent, restore_policy
 from llm4rec.models import ResolvedInput
@@ -132,3 +133,13 @@ def build(
     name: str, config: ExactConfig, seed: int, device: str, selection: str, inputs: dict
 ) -> ExactRecommender:
     return ExactRecommender(name, config, seed, device, selection, inputs)
+
+
+def estimate_cost(config: ExactConfig, cell: Cell) -> Estimate:
+    """`llm4rec plan`: the parent's beam over this row's users, and the exact search (a beam as
+    wide as the catalogue, or `width`) over the same users; nothing trained."""
+    estimate, untrained = parent_ranking(cell)
+    width = config.width or cell.stats["items"]
+    exact = dataclasses.replace(untrained, beam_width=width, batch_users=config.batch_users)
+    estimate = combined(estimate, cell.estimate(cell.policy_parent(), exact, cell.model))
+    return dataclasses.replace(estimate, trainable=0)

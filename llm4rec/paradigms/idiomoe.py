@@ -32,6 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from llm4rec.data.split import Split
+from llm4rec.estimates import Cell, Estimate, rank_users, sft_budget, sft_finish, train_sequences
 from llm4rec.llm import precision
 from llm4rec.llm.backbone import LoraSettings
 from llm4rec.llm.decoding import _decoder_stack
@@ -390,3 +391,30 @@ def build(
     item_bias: log_popularity; idiomoe_learned_router routing: learned; idiomoe_entangled
     expert_layers: none, with LoRA on every FFN by default."""
     return IdiomoeRecommender(config, seed, device, selection)
+
+
+def estimate_cost(config: IdiomoeConfig, cell: Cell) -> Estimate:
+    """`llm4rec plan`: windows of max_history + 1 item tokens (strided), the item expert in the
+    chosen blocks (half its FLOPs per token: it sees the item half of the tokens), the item
+    softmax at every item position, one forward per ranked user."""
+    estimate, budget = sft_budget(config, cell, strided=True)
+    shape, n = budget.shape, budget.shape.params
+    experts = len(expert_layer_indices(config.expert_layers, shape.layers))
+    head = shape.hidden * cell.stats["items"]
+    expert = experts * 3 * shape.hidden * shape.intermediate * config.item_expert_width
+    trainable = expert + 2 * head + budget.lora
+    prompt = 8 + config.max_history
+    train_sequences(
+        estimate,
+        n + expert / 2,
+        trainable,
+        prompt,
+        budget.examples,
+        head,
+        config.max_history,
+        **budget.passes,
+    )
+    for users in (cell.valid_users * budget.evaluations, cell.test_users + cell.valid_users):
+        rank_users(estimate, n, users, prompt, config.batch_users, head=head, layers=shape.layers)
+    title = cell.stats["title_tokens"]
+    return sft_finish(estimate, budget, trainable, prompt, config.sft.batch_size, title)

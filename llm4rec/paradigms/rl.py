@@ -16,14 +16,17 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from llm4rec.data.split import Split
+from llm4rec.estimates import Cell, Estimate, grpo_pass_bytes, rank_users, train_sequences
 from llm4rec.evaluation.evaluate import sample_users, selection_score
 from llm4rec.evaluation.metrics import metric_cutoff
 from llm4rec.io import sha256_file, stable_hash
@@ -150,3 +153,61 @@ def build(
     name: str, config: GrpoConfig, seed: int, device: str, selection: str, inputs: dict
 ) -> GrpoRecommender:
     return GrpoRecommender(name, config, seed, device, selection, inputs)
+
+
+def estimate_cost(config: GrpoConfig, cell: Cell) -> Estimate:
+    """`llm4rec plan`: an RL stage over its parent's model (its shape, prompt and identifier
+    length, from the parent's own estimate). Per step, prompts x group completions sampled (or
+    beam-searched) position by position, each prompt read once (`PromptStates`: its KV cache or
+    encoder output) and each position feeding a row its prefix so far, then teacher-forced
+    through the reference (forward) and the policy (forward and backward, per update);
+    validation rankings at the start and every `eval_every` steps, and the test ranking with the
+    parent's beam."""
+    parent = cell.policy_parent()
+    pcfg = cell.params_of(parent)
+    sft = cell.estimate(parent, None, None)
+    examples = max(1, pcfg.sft.steps * pcfg.sft.batch_size * pcfg.sft.grad_accum)
+    ident = sft.identifier
+    prompt = max(1.0, sft.train_tokens / examples - ident)
+    layers, hidden, vocab = sft.layers, sft.hidden, sft.vocab
+    n, estimate = sft.weights, Estimate()
+    estimate.weights, estimate.trainable = n, sft.trainable
+    rows = config.steps * config.prompts_per_step * config.group_size
+    positions = int(math.ceil(ident))
+    micro_rows = (config.micro_prompts or config.prompts_per_step) * config.group_size
+    estimate.activation_bytes = grpo_pass_bytes(
+        micro_rows, prompt + ident, positions + 1, hidden, layers, vocab,
+        config.gradient_checkpointing,
+    )  # fmt: skip
+    estimate.forward_flops += config.steps * config.prompts_per_step * 2 * n * prompt
+    estimate.forward_flops += rows * sum(2 * n * j for j in range(positions))
+    estimate.layer_passes += config.steps * positions * layers
+    estimate.beam_slots += rows * positions  # the sampler's host side: every row, every position
+    estimate.forward_flops += rows * 2 * n * (prompt + ident)  # the reference
+    updates = config.steps * config.updates_per_batch
+    train_sequences(
+        estimate,
+        n,
+        sft.trainable,
+        prompt + ident,
+        rows * config.updates_per_batch,
+        micro_batches=updates,
+        layers=layers,
+    )
+    evaluations = config.steps // max(config.eval_every, 1) + 1  # + the parent's, at step 0
+    for users in (config.valid_users * evaluations, cell.test_users + cell.valid_users):
+        rank_users(
+            estimate, n, users, prompt, pcfg.batch_users, pcfg.beam_width, positions, layers=layers
+        )
+    return estimate
+
+
+def toy_params(params: dict[str, Any], steps: int) -> dict[str, Any]:
+    """`llm4rec smoke`: `steps` RL steps of a few prompts and small groups."""
+    return params | {
+        "steps": steps,
+        "checkpoint_every": steps,
+        "prompts_per_step": 4,
+        "group_size": min(params.get("group_size", 4), 4),
+        "max_prompts": 64,
+    }

@@ -28,9 +28,11 @@ Epochs (and a) are selected on the validation queries with the protocol's select
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -39,6 +41,7 @@ from torch import nn
 
 from llm4rec.data.requests import RequestTemplate
 from llm4rec.data.split import Split
+from llm4rec.estimates import Cell, Estimate, backbone_shape
 from llm4rec.evaluation.evaluate import sample_users, selection_score
 from llm4rec.evaluation.metrics import SELECTION_METRIC, metric_cutoff
 from llm4rec.io import read_json, write_json, write_npy, write_parquet
@@ -685,3 +688,35 @@ def build_steered(
 ) -> SteeredRta:
     inputs = inputs or {}
     return SteeredRta(config, seed, device, selection, inputs["states"], inputs.get("recsys"))
+
+
+def estimate_cost(config: RtaConfig, cell: Cell) -> Estimate:
+    """`llm4rec plan`. Reindex-Then-Adapt: the aggregator over every title per step (3x for the
+    backward) and one matmul per ranked user; the frozen LLM's forward per user is the
+    llm_states artifact's row (`artifact_cost`), built once for every RTA row. The steered row
+    also runs a forward of the frozen LLM per ranked user, at ranking (it loads the LLM)."""
+    states = cell.artifact_params("llm_states", cell.inputs["states"].get("params") or {})
+    shape = backbone_shape(states.backbone.name_or_path)
+    title, users, items = 12, cell.stats["users"], cell.stats["items"]  # title tokens + separator
+    queries = users * max(states.window - 2, 1)
+    aggregate = items * title * shape.hidden + items * shape.hidden**2
+    step = 3 * (aggregate + 2 * config.batch_size * min(config.batch_size, items) * shape.hidden)
+    steps = (config.epochs + config.adapt.epochs) * math.ceil(queries / config.batch_size)
+    ranking = aggregate + 2 * users * items * shape.hidden
+    estimate = Estimate(
+        train_flops=steps * step,
+        forward_flops=(config.epochs + config.adapt.epochs + 2) * ranking,
+        trainable=shape.hidden**2 + shape.hidden + items,
+        small=True,  # the stored states and a d x d map: no backbone loaded
+    )
+    if isinstance(config, SteeredRtaConfig):
+        prompt = 12 + states.window * 12 + 16  # header, titles, the request line
+        ranked = cell.test_users + cell.valid_users
+        estimate.forward_flops += 2 * shape.params * ranked * prompt
+        estimate.small, estimate.weights = False, shape.params  # it loads the LLM itself
+    return estimate
+
+
+def toy_params(params: dict[str, Any], steps: int) -> dict[str, Any]:
+    """`llm4rec smoke`: two reindex epochs (the adapt step is cheap)."""
+    return params | {"epochs": 2}

@@ -20,6 +20,7 @@ to the request's constraint set as the reference a model that cannot read text g
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,7 @@ import pandas as pd
 from llm4rec.data.atomic import DataError
 from llm4rec.data.requests import RequestTemplate
 from llm4rec.data.split import Split
+from llm4rec.estimates import Cell, Estimate, parent_ranking
 from llm4rec.llm.policy_export import frozen_policy_facts, policy_parent, restore_policy
 from llm4rec.models import ResolvedInput
 
@@ -110,3 +112,10 @@ def build(
     name: str, config: SteerConfig, seed: int, device: str, selection: str, inputs: dict
 ) -> SteeredRecommender:
     return SteeredRecommender(name, config, seed, device, selection, inputs)
+
+
+def estimate_cost(config: SteerConfig, cell: Cell) -> Estimate:
+    """`llm4rec plan`: the parent's model ranking this row's users, nothing trained
+    (`parent_ranking`)."""
+    estimate, _ = parent_ranking(cell)
+    return dataclasses.replace(estimate, trainable=0)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llm4rec.data.split import Split
+from llm4rec.estimates import Cell, Estimate, rank_users, sft_budget, sft_finish, train_sequences
 from llm4rec.llm.decoding import item_token_sequences, resolve_decoder
 from llm4rec.llm.identifiers import item_identifiers
 from llm4rec.llm.prompts import Prompt, PromptTemplate, render_prompt
@@ -62,3 +63,35 @@ def build(
     name: str, config: TextPromptedConfig, seed: int, device: str, selection: str, inputs: dict
 ) -> TextPromptedRecommender:
     return TextPromptedRecommender(config, seed, device, selection)
+
+
+def estimate_cost(config: TextPromptedConfig, cell: Cell) -> Estimate:
+    """`llm4rec plan`: SFT over prompts of titles (`prompted_estimate`)."""
+    return prompted_estimate(config, cell)
+
+
+def prompted_estimate(config: TextPromptedConfig, cell: Cell, soft: int = 0) -> Estimate:
+    """A prompt of `max_history` titles (each with `soft` soft tokens, LLaRA's CF token) and an
+    instruction (~40 tokens); SFT with the LM head at the target title's tokens; validation and
+    test rankings by a beam of `beam_width` over a title's tokens + EOS."""
+    estimate, budget = sft_budget(config, cell)
+    shape, n, title = budget.shape, budget.shape.params, cell.stats["title_tokens"]
+    prompt = 40 + config.max_history * (title + 1 + soft)
+    trainable = budget.lora + (2 * 64 * shape.hidden + shape.hidden**2 if soft else 0)
+    if budget.trains:
+        train_sequences(
+            estimate,
+            n,
+            trainable,
+            prompt + title + 1,
+            budget.examples,
+            shape.vocab * shape.hidden,
+            title + 1,
+            **budget.passes,
+        )
+    validations = cell.valid_users * budget.evaluations if budget.trains else 0
+    for users in (validations, cell.test_users + cell.valid_users):
+        beams = (config.beam_width, title + 1)  # beams per user, decoding steps
+        rank_users(estimate, n, users, prompt, config.batch_users, *beams, layers=shape.layers)
+    estimate.identifier = title + 1
+    return sft_finish(estimate, budget, trainable, prompt, config.sft.batch_size, title)

@@ -32,6 +32,7 @@ with a decoded one.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import defaultdict, deque
 from collections.abc import Mapping, Sequence
@@ -42,6 +43,7 @@ import pandas as pd
 
 from llm4rec.data.atomic import DataError
 from llm4rec.data.split import Split
+from llm4rec.estimates import Cell, Estimate, parent_ranking
 from llm4rec.llm.policy_export import frozen_policy_facts, policy_parent, restore_policy
 from llm4rec.models import RANKING_COLUMNS, ResolvedInput
 from llm4rec.paradigms.semantic_id.tiger import TigerRecommender
@@ -213,3 +215,10 @@ def build(
     name: str, config: ColdStartConfig, seed: int, device: str, selection: str, inputs: dict
 ) -> ColdStartRecommender:
     return ColdStartRecommender(name, config, seed, device, selection, inputs)
+
+
+def estimate_cost(config: ColdStartConfig, cell: Cell) -> Estimate:
+    """`llm4rec plan`: the parent's model ranking this row's users, nothing trained (the
+    insertion of the new items' codes is not counted)."""
+    estimate, _ = parent_ranking(cell)
+    return dataclasses.replace(estimate, trainable=0)

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from llm4rec.data.split import Split
+from llm4rec.estimates import Cell, Estimate, rank_users, sft_budget, sft_finish, train_sequences
 from llm4rec.llm.decoding import resolve_decoder
 from llm4rec.llm.identifiers import item_identifiers
 from llm4rec.llm.prompts import Prompt
@@ -101,3 +102,23 @@ def build(
     name: str, config: SidLlmConfig, seed: int, device: str, selection: str, inputs: dict
 ) -> SidLlmRecommender:
     return SidLlmRecommender(config, seed, device, selection, {"codes": inputs["codes"]})
+
+
+def estimate_cost(config: SidLlmConfig, cell: Cell) -> Estimate:
+    """`llm4rec plan`: a prompt of max_history code lines (codes + separator, + the title when
+    interleaved), the new code rows trained beside LoRA, a beam over the code's tokens."""
+    estimate, budget = sft_budget(config, cell)
+    shape, n, title = budget.shape, budget.shape.params, cell.stats["title_tokens"]
+    code = cell.code_length()
+    line = code + 1 + (title if config.interleave_titles else 0)
+    prompt = 10 + config.max_history * line
+    trainable = budget.lora + 4 * code * 32 * shape.hidden
+    vocab_head = shape.vocab * shape.hidden
+    train_sequences(
+        estimate, n, trainable, prompt + code, budget.examples, vocab_head, code, **budget.passes
+    )
+    for users in (cell.valid_users * budget.evaluations, cell.test_users + cell.valid_users):
+        beams = (config.beam_width, code)  # beams per user, decoding steps
+        rank_users(estimate, n, users, prompt, config.batch_users, *beams, layers=shape.layers)
+    estimate.identifier = code
+    return sft_finish(estimate, budget, trainable, prompt, config.sft.batch_size, title)

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from llm4rec.data.split import Split
+from llm4rec.estimates import Cell, Estimate, rank_users, sft_epochs, train_sequences
 from llm4rec.llm.decoding import beam_search
 from llm4rec.llm.prompts import Prompt
 from llm4rec.llm.recommender import Histories, LLMRecommender, Ranked
@@ -183,3 +184,40 @@ def build(
     name: str, config: TigerConfig, seed: int, device: str, selection: str, inputs: dict
 ) -> TigerRecommender:
     return TigerRecommender(config, seed, device, selection, {"codes": inputs["codes"]})
+
+
+def estimate_cost(config: TigerConfig, cell: Cell) -> Estimate:
+    """`llm4rec plan`: a T5 trained from scratch on code sequences (every weight trains), a beam
+    over the code's tokens."""
+    t5, code = config.t5, cell.code_length()
+    per_layer = 4 * t5.d_model * t5.num_heads * t5.d_kv + 2 * t5.d_model * t5.d_ff
+    n = per_layer * (t5.encoder_layers + 1.5 * t5.decoder_layers)  # decoder: + cross-attention
+    prompt = config.max_history * code + 2
+    estimate = Estimate(weights=n, trainable=n)
+    estimate.epochs = sft_epochs(config.sft.steps * config.sft.batch_size, cell.stats)
+    layers = t5.encoder_layers + t5.decoder_layers
+    train_sequences(
+        estimate,
+        n,
+        n,
+        prompt + code,
+        config.sft.steps * config.sft.batch_size,
+        micro_batches=config.sft.steps,
+        layers=layers,
+    )
+    evaluations = config.sft.steps // max(config.eval_every, 1)
+    for users in (cell.valid_users * evaluations, cell.test_users + cell.valid_users):
+        rank_users(
+            estimate, n, users, prompt, config.batch_users, config.beam_width, code, layers=layers
+        )
+    estimate.activation_bytes = config.sft.batch_size * (prompt + code) * t5.d_model * 40 * layers
+    codebook = ((cell.inputs.get("codes") or {}).get("params") or {}).get("codebook_size", 256)
+    estimate.layers, estimate.hidden, estimate.vocab = layers, t5.d_model, code * codebook
+    estimate.identifier = code
+    return estimate
+
+
+def toy_params(params: dict[str, Any], steps: int) -> dict[str, Any]:
+    """`llm4rec smoke`: a T5 of one block each side, 16 wide."""
+    t5 = {"d_model": 16, "d_ff": 32, "num_heads": 2, "d_kv": 8}
+    return params | {"t5": t5 | {"encoder_layers": 1, "decoder_layers": 1}}
