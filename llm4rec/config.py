@@ -570,28 +570,17 @@ def _missing_seed(
 # an artifact job's resources where no input names them (profiles/slurm's default-resources)
 ARTIFACT_RESOURCES = {"gpu": 0, "mem_mb": 4000, "runtime": 60}
 
-# the factories whose training and ranking run on several processes (llm4rec.llm.distributed): the
-# LLM rows fine-tuned by train_sft and ranked by LLMRecommender's dealt batches
-MULTI_PROCESS_FACTORIES = (
-    "llm4rec.paradigms.text_prompted:build",
-    "llm4rec.paradigms.cf_injected:build",
-    "llm4rec.paradigms.idiomoe:build",
-    "llm4rec.paradigms.semantic_id.tiger:build",
-    "llm4rec.paradigms.semantic_id.llm:build",
-)
-
 
 def _check_gpus(grid: Grid, i: int, entry: dict[str, Any]) -> None:
     """`resources.gpu` > 1 only for a model with a multi-process path: elsewhere each of the N
     processes would run the whole job (N identical copies racing on one run folder)."""
     gpus = entry.get("resources", {}).get("gpu", 0)
-    spec = MODELS[entry["name"]]
-    if gpus > 1 and spec.factory not in MULTI_PROCESS_FACTORIES:
+    if gpus > 1 and not MODELS[entry["name"]].multi_process:
+        several = sorted(name for name, spec in MODELS.items() if spec.multi_process)
         raise ConfigError(
-            f"{grid.path}: models[{i}].resources.gpu is {gpus}: '{entry['name']}' "
-            f"({spec.factory}) trains and ranks in one process; only the SFT-trained LLM rows "
-            f"({', '.join(f.split(':')[0].rsplit('.', 1)[-1] for f in MULTI_PROCESS_FACTORIES)}) "
-            "run on several GPUs. Set gpu: 1"
+            f"{grid.path}: models[{i}].resources.gpu is {gpus}: '{entry['name']}' trains and "
+            f"ranks in one process; only the SFT-trained LLM rows ({', '.join(several)}) run on "
+            "several GPUs. Set gpu: 1"
         )
 
 

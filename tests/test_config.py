@@ -6,6 +6,7 @@ import pytest
 import yaml
 
 from llm4rec.config import DEFAULT_CONFIG, ConfigError, load_grid
+from llm4rec.models import MODELS
 
 GOOD = {
     "name": "t",
@@ -661,6 +662,23 @@ def test_several_gpus_are_refused_for_a_row_without_a_multi_process_path(tmp_pat
         else:
             with pytest.raises(ConfigError, match=rf"resources.gpu is 2: '{name}' .* Set gpu: 1"):
                 load_grid(path)
+    # the rows that declare the path: those train_sft fine-tunes and LLMRecommender ranks (their
+    # variants too), never a stage over a parent's policy (GRPO, steered, exact, cold start)
+    sft_modules = {
+        "text_prompted",
+        "cf_injected",
+        "idiomoe",
+        "semantic_id.tiger",
+        "semantic_id.llm",
+    }
+    expected = {
+        name
+        for name, spec in MODELS.items()
+        if spec.factory.split(":")[0].removeprefix("llm4rec.paradigms.") in sft_modules
+        and "policy" not in spec.inputs
+    }
+    assert {name for name, spec in MODELS.items() if spec.multi_process} == expected
+    assert {"text_prompted_zeroshot", "sid_random", "cf_llara_permuted"} <= expected
 
 
 def test_an_artifact_input_s_resources_are_checked_and_the_largest_request_wins(tmp_path):

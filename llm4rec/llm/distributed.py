@@ -24,7 +24,7 @@ hidden states): there is no DistributedDataParallel wrapper to bypass. Gradient 
 the attention implementation are backbone options (`backbone.gradient_checkpointing`,
 `backbone.attn_implementation`). Backend: NCCL on CUDA, gloo on CPU (the tests run 2 on gloo).
 Only the SFT-trained LLM rows have this path; a grid asking `gpu` > 1 for any other row is refused
-(`llm4rec.config.MULTI_PROCESS_FACTORIES`).
+(`ModelSpec.multi_process`).
 """
 
 from __future__ import annotations

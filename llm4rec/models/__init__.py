@@ -155,7 +155,6 @@ class ModelSpec:
     paradigm: str  # a key of PARADIGMS
     factory: str  # "module:function", imported only when the model is built
     description: str = ""
-    needs_gpu: bool = False
     config: str | None = (
         None  # "module:Dataclass" its params are checked against (None: takes none)
     )
@@ -189,6 +188,10 @@ class ModelSpec:
     # the table its comparisons belong to: accuracy (the main and ablation tables), or
     # beam_vs_exact (an exact-ranking row, set against its parent's beam on its own table)
     table: str = "accuracy"
+    # it trains and ranks on several processes when its job has several GPUs (llm4rec.llm.
+    # distributed: the SFT-trained LLM rows, their batches dealt across ranks); any other row runs
+    # in one process, and a grid asking it for `gpu` > 1 is refused
+    multi_process: bool = False
 
     @property
     def title(self) -> str:
@@ -249,6 +252,7 @@ def _llm(
         overrides=overrides or {},
         defaults=defaults or {},
         not_applicable=not_applicable or {},
+        multi_process=True,  # train_sft and LLMRecommender's dealt ranking batches
     )
 
 
@@ -317,6 +321,7 @@ class _PolicyStage:
             reads_requests=self.reads_requests,
             references=(),
             table=self.table,
+            multi_process=False,
         )
 
 
