@@ -5,7 +5,7 @@ Data flows one way through the package, one folder per stage of the method:
     data/        load a dataset (RecBole atomic files and converters), preprocess, split
     models/      the Recommender protocol every model implements, and the model registry
     evaluation/  per-user ranking metrics over the full catalogue minus the user's history
-    config.py    the one grid loader (defaults: schema.py, from benchmarks/schema.yaml)
+    config.py    the one grid loader (defaults: schema.py, from llm4rec/schema.yaml)
     layout.py    the results folder's file and folder names
     runner.py    one grid cell: prepare -> train + rank -> evaluate
     tracking.py  the only place that talks to MLflow

@@ -3,7 +3,7 @@
 A grid is datasets x models x seeds (see benchmarks/default.yaml). Validation happens before
 anything runs; every error names the file, the key path and what was expected, e.g.
 ``benchmarks/default.yaml: models[3].name 'sasrek' is not a known model (known: ...)``.
-The defaults of the keys a grid leaves out are benchmarks/schema.yaml's, filled in on loading.
+The defaults of the keys a grid leaves out are llm4rec/schema.yaml's, filled in on loading.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The grid config schema, benchmarks/schema.yaml: every key a grid may hold, its type and, where
+"""The grid config schema, llm4rec/schema.yaml: every key a grid may hold, its type and, where
 it has one, its default.
 
 The schema is the one place a grid default is written: `validate` fills the defaults into the
@@ -16,7 +16,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-SCHEMA_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "schema.yaml"
+SCHEMA_PATH = Path(__file__).with_name("schema.yaml")  # package data: any install finds it
 
 
 @functools.cache

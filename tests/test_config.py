@@ -38,7 +38,7 @@ def test_good_config_resolves_defaults(tmp_path):
 
 
 def declared_defaults(node: dict, path: tuple = ()):
-    """(key path, default) of every leaf default benchmarks/schema.yaml declares ('*': any key)."""
+    """(key path, default) of every leaf default llm4rec/schema.yaml declares ('*': any key)."""
     children = dict(node.get("properties", {}))
     if isinstance(node.get("additionalProperties"), dict):
         children["*"] = node["additionalProperties"]

@@ -68,7 +68,7 @@ from llm4rec.report.tables import (
     table_frame,
 )
 
-# A grid's `report` options where it gives none (benchmarks/schema.yaml's defaults).
+# A grid's `report` options where it gives none (llm4rec/schema.yaml's defaults).
 REPORT_DEFAULTS = schema.defaults("report")
 
 
