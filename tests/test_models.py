@@ -332,3 +332,43 @@ def _changed_default():
 
 
 ChangedDefault = _changed_default()
+
+
+def test_a_model_built_from_the_adding_a_model_page_runs_and_plan_and_smoke_take_it(
+    tiny_split, tmp_path, monkeypatch
+):
+    """The page's whole baseline module, copied from docs/adding-a-model.md, with one registry
+    entry and a grid entry: it trains and ranks, `llm4rec plan` costs it by its own
+    `estimate_cost` and `llm4rec smoke` shrinks it by its own `toy_params`, with no edit
+    elsewhere."""
+    import yaml
+
+    from llm4rec.config import DEFAULT_CONFIG, load_grid
+    from llm4rec.models import ModelSpec
+    from llm4rec.plan import cell_cost
+    from llm4rec.smoke import smoke_entry
+
+    page = (Path(__file__).parents[1] / "docs" / "adding-a-model.md").read_text()
+    section = page.split("## What the module tells the harness", 1)[1]
+    (tmp_path / "counts_model.py").write_text(section.split("```python\n")[1].split("```")[0])
+    monkeypatch.syspath_prepend(str(tmp_path))
+    spec = ModelSpec("counts", "baseline", "counts_model:build", config="counts_model:CountsConfig")
+    monkeypatch.setitem(MODELS, "counts", spec)
+
+    model = build_model("counts", {"epochs": 3}, seed=0, device="cpu")
+    assert model.fit(tiny_split, tmp_path) == {"epochs": 3}
+    # training items (tiny_split): a 2, b 2, e 1, c d f 0; after a and b: e, then c (catalogue
+    # order among the zeros)
+    ranked = model.rank({"u1": ["a", "b"]}, k=2)
+    assert list(ranked.columns) == ["user_id", "rank", "item_id", "score"]
+    assert ranked[["rank", "item_id", "score"]].values.tolist() == [[1, "e", 1.0], [2, "c", 0.0]]
+
+    raw = yaml.safe_load(Path(DEFAULT_CONFIG).read_text())
+    entry = {"name": "counts", "params": {"epochs": 3}}
+    (tmp_path / "grid.yaml").write_text(yaml.safe_dump(raw | {"models": [entry]}))
+    grid = load_grid(tmp_path / "grid.yaml")
+    stats = {"users": 943.0, "items": 1682.0, "train_interactions": 97_000.0, "title_tokens": 9.0}
+    estimate = cell_cost(grid, grid.datasets[0], "counts", stats)
+    assert estimate.train_flops == 3 * 97_000 and estimate.small
+    assert estimate.forward_flops == 2 * 943 * 1682 * 64
+    assert smoke_entry(entry, grid, {}, {}, "float32")["params"] == {"epochs": 1}
