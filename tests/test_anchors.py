@@ -23,7 +23,7 @@ from llm4rec.report.anchors import (
     write_anchors,
 )
 
-from .test_report import make_run
+from .helpers.runs import make_run
 
 SHIPPED = "benchmarks/anchors/published.csv"
 

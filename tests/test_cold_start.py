@@ -11,7 +11,7 @@ from llm4rec.data.atomic import DataError
 from llm4rec.models import MODELS, build_model
 from llm4rec.paradigms.semantic_id.cold_start import ColdStartConfig, insert_unseen
 
-from .test_rl_stage import parent as tiger_parent
+from .helpers.tiger import parent as tiger_parent
 
 parent = tiger_parent  # the fitted sid_tiger and its exports (a module-scoped fixture)
 
@@ -144,7 +144,7 @@ def test_only_a_tiger_parent_is_accepted(monkeypatch):
     from llm4rec.models import ResolvedInput
     from llm4rec.paradigms.semantic_id import cold_start
 
-    from .test_models import protocol_gaps
+    from .helpers.protocol import protocol_gaps
 
     assert protocol_gaps(cold_start.ColdStartRecommender) == []
     spec = MODELS["sid_tiger_coldstart"]

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from .test_rerun import WORDS, write_dataset
+from .helpers.rerun import WORDS, write_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow

@@ -9,7 +9,7 @@ import yaml
 from llm4rec.models import MODELS, POLICY_EXPORTS, ResolvedInput, build_model
 from llm4rec.paradigms.exact import beam_agreement
 
-from .test_rl_stage import parent as tiger_parent
+from .helpers.tiger import parent as tiger_parent
 
 
 def _frame(lists: dict[str, list[str]]) -> pd.DataFrame:
@@ -103,7 +103,7 @@ def test_the_rows_users_are_a_sample_within_its_parents(tmp_path):
 def test_only_generative_parents_have_exact_rows():
     from llm4rec.paradigms.exact import ExactRecommender
 
-    from .test_models import protocol_gaps
+    from .helpers.protocol import protocol_gaps
 
     assert protocol_gaps(ExactRecommender) == []
     rows = {s.parent for s in MODELS.values() if s.factory == "llm4rec.paradigms.exact:build"}

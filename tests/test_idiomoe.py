@@ -2,81 +2,26 @@
 the restricted item softmax, one forward per batch at ranking, resume, and errors."""
 
 import dataclasses
-import hashlib
 
-import pandas as pd
 import pytest
 import torch
 
-from llm4rec.data.split import Split, leave_one_out_split
 from llm4rec.evaluation.evaluate import evaluate_rankings
 from llm4rec.llm.decoding import _decoder_stack
 from llm4rec.models import build_model
 from llm4rec.paradigms.idiomoe import TokenTypeExperts
 from llm4rec.params import ParamsError
 
-from .conftest import interactions_frame
 from .helpers import tiny_backbone
-
-TITLES = [
-    f"{c} {n}" for c in ("red", "blue", "green", "old") for n in ("car", "sky", "house", "train")
-]
-WORDS = sorted({w for t in TITLES for w in t.split()} | {"items", ":"})
-SAMPLE = " ".join(
-    TITLES[i % 7] + " : " + TITLES[(3 * i) % 16] for i in range(24)
-)  # text-only, for perplexity
-
-
-@pytest.fixture(autouse=True)
-def word_level_tokenizer(monkeypatch):
-    """transformers picks a tokenizer class by model type (Qwen2's BPE for the Qwen2 fixture); the
-    fixtures' tokenizer is the word-level one they were saved with."""
-    import transformers
-
-    monkeypatch.setattr(transformers, "AutoTokenizer", transformers.PreTrainedTokenizerFast)
-
-
-def save_qwen2(folder, tokenizer):
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
-    torch.manual_seed(0)
-    config = Qwen2Config(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=3,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        pad_token_id=0,
-        bos_token_id=2,
-        eos_token_id=3,
-        initializer_range=0.1,
-    )
-    Qwen2ForCausalLM(config).save_pretrained(folder)
-
-
-def cyclic_split(lengths: list[int], starts: list[int] | None = None) -> Split:
-    """User u walks the catalogue cyclically from item starts[u] (default u), lengths[u] items."""
-    rows, n = [], len(TITLES)
-    for u, length in enumerate(lengths):
-        start = u if starts is None else starts[u]
-        rows += [(f"u{u}", str((start + t) % n), float(t)) for t in range(length)]
-    labelled = leave_one_out_split(interactions_frame(rows))
-    items = pd.DataFrame(
-        {
-            "item_id": [str(i) for i in range(n)],
-            "title": TITLES,
-            "year": "",
-            "genres": "",
-            "description": "",
-        }
-    )
-    return Split(
-        labelled[["user_id", "item_id", "timestamp", "seq", "phase"]].reset_index(drop=True),
-        items,
-        {"checksums": {}},
-    )
+from .helpers.idiomoe import (
+    SAMPLE,
+    TITLES,
+    WORDS,
+    cyclic_split,
+    params,
+    save_qwen2,
+    word_level_tokenizer,  # noqa: F401  (autouse: the fixtures' tokenizer)
+)
 
 
 @pytest.fixture(scope="module", params=["llama", "qwen2"])
@@ -93,27 +38,6 @@ def tiny(request, tmp_path_factory):
     tokenizer.save_pretrained(folder)
     (folder / "sample.txt").write_text(SAMPLE)  # the text-retention sample (params)
     return split, folder
-
-
-def params(folder, **extra):
-    return {
-        "backbone": {"name_or_path": str(folder)},
-        "instruction": "items :",
-        "expert_layers": "last_2",
-        "text_retention": {
-            "path": str(folder / "sample.txt"),
-            "start": "red",
-            "chars": len(SAMPLE),
-            "window": 16,
-            "sha256": hashlib.sha256(SAMPLE.encode()).hexdigest(),
-        },
-        "sft": {"steps": 40, "batch_size": 8, "learning_rate": 2e-2, "checkpoint_every": 20},
-        "valid_users": 16,
-        "eval_every": 20,
-        "max_train_examples": None,
-        "max_history": 4,
-        **extra,
-    }
 
 
 def text_logits(rec, ids):

@@ -17,8 +17,8 @@ from llm4rec.models import MODELS, ResolvedInput, build_model
 from llm4rec.paradigms.semantic_id.codes import SemanticIdConfig, build_semantic_ids
 
 from .helpers import tiny_backbone
-from .test_cf_injected import WORDS as CF_WORDS
-from .test_cf_injected import cf_table, cyclic_split
+from .helpers.cf import WORDS as CF_WORDS
+from .helpers.cf import cf_table, cyclic_split
 
 # an RL stage needs its parent's exported policy: its bf16 run is the smoke test's (paper grid),
 # its rebuild and training tests/test_rl_stage.py

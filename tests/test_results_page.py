@@ -14,7 +14,8 @@ from llm4rec.report.build import REPORT_DEFAULTS, ReportSpec, build_report
 from llm4rec.report.results_page import README_BEGIN, README_END, write_results_page
 from llm4rec.report.runs import runs_from_folders
 from llm4rec.report.tables import display_name
-from tests.test_report import make_run
+
+from .helpers.runs import make_run
 
 RATES = {"mostpop": 0.1, "bpr": 0.3, "idiomoe": 0.45, "idiomoe_entangled": 0.35}
 PARADIGM = {"mostpop": "baseline", "bpr": "baseline"}

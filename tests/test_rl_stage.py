@@ -9,10 +9,8 @@ import torch
 
 from llm4rec.data.atomic import DataError
 from llm4rec.models import MODELS, POLICY_EXPORTS, ResolvedInput, build_model
-from llm4rec.paradigms.semantic_id.codes import SemanticIdConfig, build_semantic_ids
 
-from .test_idiomoe import TITLES, cyclic_split
-from .test_semantic_id import TINY_T5
+from .helpers.tiger import _codes, parent  # noqa: F401  (a fixture, taken by name)
 
 GRPO = {
     "steps": 6,
@@ -23,30 +21,6 @@ GRPO = {
     "eval_every": 3,
     "checkpoint_every": 3,
 }
-
-
-def _codes(split, folder, seed=0):
-    build_semantic_ids(
-        split, SemanticIdConfig(quantizer="random", levels=2, codebook_size=4), seed, folder
-    )
-    return ResolvedInput(
-        {n: folder / n for n in ("codes.npy", "codebook_stats.json")}, f"codes seed {seed}"
-    )
-
-
-@pytest.fixture(scope="module")
-def parent(tmp_path_factory):
-    """A sid_tiger fitted for 20 steps on the cyclic split, and its exports."""
-    folder = tmp_path_factory.mktemp("parent")
-    split = cyclic_split([8] * len(TITLES))
-    codes = _codes(split, folder / "codes")
-    params = {**TINY_T5, "sft": {**TINY_T5["sft"], "steps": 20, "checkpoint_every": 20}}
-    rec = build_model("sid_tiger", params, seed=0, device="cpu", inputs={"codes": codes})
-    rec.fit(split, folder / "work")
-    (folder / "exports").mkdir()
-    assert set(rec.export(folder / "exports", split)) == set(POLICY_EXPORTS)
-    policy = ResolvedInput({n: folder / "exports" / n for n in POLICY_EXPORTS}, "run sid_tiger")
-    return split, codes, policy, rec
 
 
 def _grpo(parent, **changes):

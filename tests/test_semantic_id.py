@@ -27,7 +27,8 @@ from llm4rec.paradigms.semantic_id.codes import (
 from llm4rec.runner import build_artifact, prepare_dataset
 
 from .helpers import tiny_backbone
-from .test_idiomoe import TITLES, WORDS, cyclic_split
+from .helpers.idiomoe import TITLES, WORDS, cyclic_split
+from .helpers.tiger import TINY_T5
 
 
 def clustered(n_per=40, centers=6, dim=8, seed=0):
@@ -169,24 +170,6 @@ def tiny_codes(tmp_path_factory):
         {"codes.npy": folder / "codes.npy", "codebook_stats.json": folder / "codebook_stats.json"},
         "fixture",
     )
-
-
-TINY_T5 = {
-    "t5": {
-        "d_model": 16,
-        "d_ff": 32,
-        "num_heads": 2,
-        "d_kv": 8,
-        "encoder_layers": 1,
-        "decoder_layers": 1,
-        "dropout": 0.0,
-    },
-    "max_history": 4,
-    "sft": {"steps": 120, "batch_size": 16, "learning_rate": 1e-2, "checkpoint_every": 60},
-    "beam_width": 5,
-    "valid_users": 16,
-    "eval_every": 60,
-}
 
 
 def test_t5_shared_encoder_stepper_equals_the_models_own_decoder():

@@ -15,7 +15,7 @@ from llm4rec.data.requests import RequestTemplate
 from llm4rec.models import MODELS, POLICY_EXPORTS, ResolvedInput, build_model
 
 from .helpers import tiny_backbone
-from .test_idiomoe import (
+from .helpers.idiomoe import (
     SAMPLE,
     TITLES,
     WORDS,
@@ -108,7 +108,7 @@ def test_a_model_that_cannot_read_a_request_is_refused(parent, monkeypatch):
 def test_every_text_reading_llm_has_a_steered_row_and_tiger_none():
     from llm4rec.paradigms.steer import SteeredRecommender
 
-    from .test_models import protocol_gaps
+    from .helpers.protocol import protocol_gaps
 
     assert protocol_gaps(SteeredRecommender) == []
     steered = {s.parent: s for s in MODELS.values() if s.factory == "llm4rec.paradigms.steer:build"}

@@ -51,7 +51,7 @@ def runs_from_results(runs_dir: str | Path) -> list[RunRecord]:
     return runs_from_folders(sorted(Path(runs_dir).glob("*/*/seed*/metrics.json")))
 
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def snakemake_command(workdir: Path, grid: Path | str) -> list[str]:
