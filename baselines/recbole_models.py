@@ -385,9 +385,8 @@ class RecBoleRecommender:
                     scores[
                         row, torch.as_tensor(ds.token2id(ds.iid_field, list(histories[user])))
                     ] = -torch.inf
-            top_scores, top_ids = torch.topk(
-                scores, min(k, scores.shape[1]), dim=1
-            )  # a catalogue may be < k
+            # a catalogue may be < k
+            top_scores, top_ids = torch.topk(scores, min(k, scores.shape[1]), dim=1)
             items = ds.id2token(ds.iid_field, top_ids.cpu().numpy())
             for row, user in enumerate(batch):
                 valid = torch.isfinite(top_scores[row]).cpu().numpy()

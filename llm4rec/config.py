@@ -311,9 +311,8 @@ class Grid:
             "dataset_config": self.dataset_config(dataset),
             "model": model,
             "paradigm": MODELS[model].paradigm,
-            "params": resolved_params(
-                model, self.model_params(model, dataset)
-            ),  # defaults and variant filled in
+            # defaults and variant filled in
+            "params": resolved_params(model, self.model_params(model, dataset)),
             "seed": seed,
             "cutoffs": self.cutoffs,
             **(

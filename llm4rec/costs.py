@@ -35,9 +35,8 @@ COSTS = (
 )
 
 
-TOKEN_COST_KEYS = tuple(
-    c.key for c in COSTS if not c.always
-)  # the harness's optional figures: LLM token counts
+# the harness's optional figures: LLM token counts
+TOKEN_COST_KEYS = tuple(c.key for c in COSTS if not c.always)
 
 
 def token_costs(fit_info: dict, test_cost: dict, n_test: int) -> dict[str, float]:

@@ -41,9 +41,8 @@ def apply_determinism(threads: int, device: str = "cpu") -> None:
 
     if device.startswith("cuda"):
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
-    torch.use_deterministic_algorithms(
-        True, warn_only=True
-    )  # warn (and we record) where an op has no such version
+    # warn (and we record) where an op has no such version
+    torch.use_deterministic_algorithms(True, warn_only=True)
     torch.backends.cudnn.deterministic = True
     torch.backends.cudnn.benchmark = False
     torch.set_num_threads(threads)

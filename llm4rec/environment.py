@@ -104,9 +104,8 @@ def environment() -> dict:
         info["torch_threads"] = torch.get_num_threads()
         info["cuda"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
         info["cuda_version"] = torch.version.cuda
-        info["cpu_capability"] = (
-            torch.backends.cpu.get_cpu_capability()
-        )  # the kernels ATen dispatched to
+        # the kernels ATen dispatched to
+        info["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
         info["blas"] = blas_libraries()
     except ImportError:
         pass
@@ -168,9 +167,8 @@ def blas_libraries() -> dict[str, str]:
     try:
         from threadpoolctl import threadpool_info
 
-        for pool in (
-            threadpool_info()
-        ):  # numpy's own (scipy's, when loaded, is another library: not stable to record)
+        # numpy's own (scipy's, when loaded, is another library: not stable to record)
+        for pool in threadpool_info():
             if pool.get("user_api") == "blas" and "numpy" in str(pool.get("filepath", "")):
                 out["numpy_blas"] = (
                     f"{pool.get('internal_api')} {pool.get('version')} "

@@ -168,12 +168,13 @@ def dataset_stats(grid: Grid, dataset: str, split=None) -> dict[str, float]:
     titles = split.items["title"].astype(str) + (
         " (" + split.items["year"].astype(str) + ")" if "year" in split.items else ""
     )
+    # ~1.6 tokens a word, plus the year
     return {
         "users": stats["users"],
         "items": stats["items"],
         "train_interactions": stats["train_interactions"],
         "title_tokens": float(titles.str.split().str.len().mean() * 1.6 + 2),
-    }  # ~1.6 tokens a word, plus the year
+    }
 
 
 def plan(grid: Grid, profile: str = "h100") -> pd.DataFrame:
@@ -198,9 +199,8 @@ def plan(grid: Grid, profile: str = "h100") -> pd.DataFrame:
         cost = cell_cost(grid, dataset, model, stats)
         seconds = cost.seconds(chosen)
         resources = grid.model_entry(model).get("resources", {})
-        floor = (
-            30 if MODELS[model].paradigm == "baseline" else 60
-        )  # an LLM job's first run may download its backbone
+        # an LLM job's first run may download its backbone
+        floor = 30 if MODELS[model].paradigm == "baseline" else 60
         rows.append(
             {
                 "dataset": dataset,

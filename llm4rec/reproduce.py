@@ -294,9 +294,8 @@ def user_ranking_verdict(
         dict(zip(b_items, b_scores, strict=True)),
     )
     for item, score in a_score.items():
-        other = b_score.get(
-            item, b_scores[-1]
-        )  # missing from the other list: it must tie with its last item
+        # missing from the other list: it must tie with its last item
+        other = b_score.get(item, b_scores[-1])
         if not np.isclose(score, other, rtol=rtol, atol=atol):
             return VERDICTS[2]
     for item in set(b_score) - set(a_score):

@@ -239,9 +239,8 @@ def train_and_rank(grid: Grid, dataset: str, model: str, seed: int) -> dict:
     inputs = resolve_inputs(grid, dataset, model, seed, split)
     apply_determinism(grid.model_threads(model), grid.device)
     seed_everything(seed)
-    os.environ[SHIPPED_ENV] = str(
-        grid.grid_dir / layout.TEXT_RETENTION
-    )  # the validated sample, wherever this job runs
+    # the validated sample, wherever this job runs
+    os.environ[SHIPPED_ENV] = str(grid.grid_dir / layout.TEXT_RETENTION)
     evaluation = grid.model_evaluation(model)
     k = max(evaluation["cutoffs"])
     recommender = build_model(
@@ -253,9 +252,8 @@ def train_and_rank(grid: Grid, dataset: str, model: str, seed: int) -> dict:
         inputs=inputs,
     )
     print(f"[llm4rec] training {model} on {dataset} (seed {seed}) -> {run_dir}", flush=True)
-    timing = {
-        "train_start": time.time()
-    }  # wall-clock epoch seconds: MLflow's run start, end and timeline
+    # wall-clock epoch seconds: MLflow's run start, end and timeline
+    timing = {"train_start": time.time()}
     with recording_nondeterministic_ops() as nondeterministic:
         start = time.perf_counter()
         fit_info = recommender.fit(split, run_dir / layout.WORK)
@@ -290,13 +288,11 @@ def train_and_rank(grid: Grid, dataset: str, model: str, seed: int) -> dict:
                 if distributed.is_main():
                     write_parquet(run_dir / layout.COUNTERFACTUAL_RANKINGS, counterfactual)
         timing["rank_end"] = time.time()
-    if (
-        not distributed.is_main()
-    ):  # several processes (llm4rec.llm.distributed): process 0 writes the run
+    # several processes (llm4rec.llm.distributed): process 0 writes the run
+    if not distributed.is_main():
         return {}
-    exports = (
-        Path(run_dir) / layout.EXPORTS
-    )  # a declared output folder of the train rule, empty if nothing is exported
+    # a declared output folder of the train rule, empty if nothing is exported
+    exports = Path(run_dir) / layout.EXPORTS
     exports.mkdir(exist_ok=True)
     exported = recommender.export(exports, split)
     export_files = {p.name: sha256_file(p) for p in sorted(exports.iterdir()) if p.is_file()}
@@ -342,9 +338,8 @@ def train_and_rank(grid: Grid, dataset: str, model: str, seed: int) -> dict:
         },
         "exported": exported,
         "files": export_files,  # exports/ as written (sha256): consumers check them
-        "weights_sha256": weights_digest(
-            recommender
-        ),  # the model as it ranked: equal digests, bit-identical weights
+        # the model as it ranked: equal digests, bit-identical weights
+        "weights_sha256": weights_digest(recommender),
         "device": grid.device,
         "determinism": determinism_record(nondeterministic),
         "environment": environment(),

@@ -198,9 +198,8 @@ def smoke_entry(
         params["backbone"] = {"name_or_path": str(backbones[name]), "dtype": dtype}
     if "sft" in fields:
         sft = params.get("sft") or {}
-        if params.get(
-            "curriculum_steps"
-        ):  # a schedule over steps keeps its share of the (shorter) budget
+        # a schedule over steps keeps its share of the (shorter) budget
+        if params.get("curriculum_steps"):
             budget = sft.get("steps") or import_object(spec.config)().sft.steps
             params["curriculum_steps"] = max(1, round(params["curriculum_steps"] * STEPS / budget))
         params["sft"] = sft | {

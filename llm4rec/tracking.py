@@ -361,9 +361,8 @@ def log_run(grid: Grid, dataset: str, model: str, seed: int) -> dict:
     run_key = f"{grid.name}/{dataset}/{model}/seed{seed}"
     digest = sha256_file(run_dir / layout.METRICS)
     now = time.time()
-    timing = (
-        run.get("timing") or {}
-    )  # runs trained before timing was recorded start and end at logging time
+    # runs trained before timing was recorded start and end at logging time
+    timing = run.get("timing") or {}
     start_ms, end_ms = (int(1000 * timing.get(key, now)) for key in ("train_start", "rank_end"))
     with store_lock(grid.results_dir):
         client, experiment_id = _retry(lambda: client_and_experiment(grid))
@@ -379,9 +378,8 @@ def log_run(grid: Grid, dataset: str, model: str, seed: int) -> dict:
             ):
                 reused = old.info.run_id
             else:
-                client.delete_run(
-                    old.info.run_id
-                )  # soft delete: an earlier result, or logged the old way
+                # soft delete: an earlier result, or logged the old way
+                client.delete_run(old.info.run_id)
         if reused is None:
             tags = {
                 "llm4rec.run_key": run_key,

@@ -230,6 +230,7 @@ def start(server: TrackingServer, basic_auth: bool = False, timeout_s: float = 1
     log = server.folder / "mlflow.log"
     env = os.environ | {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
     with open(log, "ab") as out:
+        # its own process group: stop() ends it and its workers
         process = subprocess.Popen(
             cmd,
             stdout=out,
@@ -237,7 +238,7 @@ def start(server: TrackingServer, basic_auth: bool = False, timeout_s: float = 1
             stdin=subprocess.DEVNULL,
             env=env,
             start_new_session=True,
-        )  # its own process group: stop() ends it and its workers
+        )
     pid_file.write_text(f"{process.pid}\n")
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

@@ -55,9 +55,8 @@ def prepare_fails(tmp_path, capsys, inter: str, item: str | None = None, **datas
     assert (
         main(["prepare", "--config", grid_file(tmp_path, base | dataset), "--dataset", "toy"]) == 2
     )
-    assert not split_dir(tmp_path).exists() or not any(
-        split_dir(tmp_path).iterdir()
-    )  # nothing written
+    # nothing written
+    assert not split_dir(tmp_path).exists() or not any(split_dir(tmp_path).iterdir())
     return capsys.readouterr().err
 
 
@@ -109,9 +108,8 @@ def test_non_numeric_nan_or_negative_timestamps(tmp_path, capsys, value, message
 
 
 def test_unknown_item_ids_in_inter(tmp_path, capsys):
-    items = "item_id:token\tname:token_seq\n" + "".join(
-        f"i{i}\tItem {i}\n" for i in range(6)
-    )  # no i6
+    # no i6
+    items = "item_id:token\tname:token_seq\n" + "".join(f"i{i}\tItem {i}\n" for i in range(6))
     err = prepare_fails(tmp_path, capsys, HEADER + GOOD_ROWS, items, unknown_items="error")
     assert (
         "toy.inter: item 'i6' on data line 15 is not in" in err

@@ -101,9 +101,8 @@ def test_the_ablation_is_a_fixed_derangement_of_the_catalogue(tiny, tmp_path):
             rec.prepare(split)
         table, shuffled = plain.projector.table.numpy(), permuted.projector.table.numpy()
         perm = catalogue_derangement(len(table), 0)
-        np.testing.assert_array_equal(
-            shuffled, table[perm]
-        )  # the same rows, each under another item
+        # the same rows, each under another item
+        np.testing.assert_array_equal(shuffled, table[perm])
         np.testing.assert_array_equal(table, cf_table())  # the plain model reads the file as it is
 
 
@@ -120,9 +119,8 @@ def user_logits(rec, history):
 @pytest.mark.parametrize("name", ["cf_llara", "cf_e4srec"])
 def test_changing_one_items_cf_embedding_changes_only_the_users_who_have_it(tiny, tmp_path, name):
     split, folder = tiny
-    rec = build(
-        name, folder, **({"head_init": "random"} if name == "cf_e4srec" else {})
-    )  # a zero head would hide it
+    # a zero head would hide it
+    rec = build(name, folder, **({"head_init": "random"} if name == "cf_e4srec" else {}))
     rec.model, rec.tokenizer = rec.load()
     rec.prepare(split)
     with_item, without_item = ["0", "1", "2"], ["4", "5", "6"]
@@ -131,9 +129,8 @@ def test_changing_one_items_cf_embedding_changes_only_the_users_who_have_it(tiny
         rec.projector.table[1] += 1.0  # item "1"'s CF embedding
     after = [user_logits(rec, h) for h in (with_item, without_item)]
     assert (after[0] - before[0]).abs().max() > 1e-4  # the soft token reaches the model's output
-    torch.testing.assert_close(
-        after[1], before[1], rtol=0, atol=0
-    )  # and only through its own item's slot
+    # and only through its own item's slot
+    torch.testing.assert_close(after[1], before[1], rtol=0, atol=0)
 
 
 def test_llara_prompt_is_text_prompted_plus_one_soft_token_per_item(tiny):
@@ -144,6 +141,7 @@ def test_llara_prompt_is_text_prompted_plus_one_soft_token_per_item(tiny):
     history = ["3", "4", "5", "6"]  # max_history 3: the last three
     ids, positions, rows = rec.hybrid_prompt(history)
     text = rec.tokenizer.convert_ids_to_tokens(ids)
+    # "Next:" ("Next" is out of the tiny vocabulary)
     assert text == [
         "items",
         ":",
@@ -161,7 +159,7 @@ def test_llara_prompt_is_text_prompted_plus_one_soft_token_per_item(tiny):
         ";",
         "<unk>",
         ":",
-    ]  # "Next:" ("Next" is out of the tiny vocabulary)
+    ]
     assert rows == [4, 5, 6] and [text[p] for p in positions] == ["<pad>"] * 3
     # without its soft tokens, the prompt is text_prompted's
     from llm4rec.paradigms.text_prompted import TextPromptedRecommender
@@ -181,15 +179,13 @@ def test_rankings_are_valid_unseen_and_distinct(tiny, tmp_path, name):
     for phase in ("valid", "test"):
         history = split.history(phase)
         rankings = rec.rank({u: history[u] for u in split.targets(phase)}, k)
-        _, summary = evaluate_rankings(
-            rankings, split, phase, [1, k]
-        )  # refuses history and unknown items
+        # refuses history and unknown items
+        _, summary = evaluate_rankings(rankings, split, phase, [1, k])
         assert rankings.groupby("user_id").size().eq(k).all()
         assert not rankings.duplicated(["user_id", "item_id"]).any()
     if name == "cf_e4srec":
-        assert (
-            summary["hr_at_5"] >= 0.5
-        )  # the next item on the cycle is learnable from the CF angle
+        # the next item on the cycle is learnable from the CF angle
+        assert summary["hr_at_5"] >= 0.5
         assert rec.inference_cost()["users"] == 16  # the test phase: one forward row per user
 
 
@@ -239,9 +235,8 @@ def test_e4srec_runs_the_papers_setup_by_default_and_the_harness_training_is_a_v
 @pytest.mark.parametrize("name", ["cf_llara", "cf_e4srec"])
 def test_resumed_training_equals_an_uninterrupted_run(tiny, tmp_path, name):
     split, folder = tiny
-    extra = (
-        {"curriculum_steps": 12} if name == "cf_llara" else {}
-    )  # the curriculum's draws depend on the step only
+    # the curriculum's draws depend on the step only
+    extra = {"curriculum_steps": 12} if name == "cf_llara" else {}
     whole = build(name, folder, **extra)
     whole.fit(split, tmp_path / "whole")
     half = build(name, folder, **extra, sft={**params(name, folder)["sft"], "steps": 10})
@@ -256,9 +251,8 @@ def test_resumed_training_equals_an_uninterrupted_run(tiny, tmp_path, name):
     assert last[0]["step"] == last[1]["step"] == 20 and set(last[0]["trainable"]) == set(
         last[1]["trainable"]
     )
-    assert any(
-        "cf_projector" in key for key in last[0]["trainable"]
-    )  # the projector trains and is checkpointed
+    # the projector trains and is checkpointed
+    assert any("cf_projector" in key for key in last[0]["trainable"])
     for key, value in last[0]["trainable"].items():
         torch.testing.assert_close(value, last[1]["trainable"][key], rtol=0, atol=1e-6)
     assert (whole.selection.step, whole.selection.score) == (
@@ -325,11 +319,12 @@ def test_llara_runs_its_curriculum_and_lora_on_every_projection_by_default(tiny)
         "down_proj",
     ]
     rec = build("cf_llara", folder, curriculum_steps=None)
+    # sft.steps = 20
     assert (rec.hybrid_share(0), rec.hybrid_share(10), rec.hybrid_share(20)) == (
         0.0,
         0.5,
         1.0,
-    )  # sft.steps = 20
+    )
     assert build("cf_llara", folder, curriculum_steps=0).hybrid_share(0) == 1.0
 
 

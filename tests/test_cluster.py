@@ -84,14 +84,12 @@ def test_every_job_is_a_separate_detached_submission(loopback_grid):
     counts = {}
     for s in submissions:
         counts[s["rule"]] = counts.get(s["rule"], 0) + 1
-    assert (
-        counts == JOBS
-    )  # every costly job went through the submit command; none of the cheap ones did
+    # every costly job went through the submit command; none of the cheap ones did
+    assert counts == JOBS
     assert not set(counts) & set(LOCAL)
     pids = [s["pid"] for s in submissions]
-    assert (
-        len(set(pids)) == len(pids) and snakemake_pid not in pids
-    )  # own processes: no shared in-process state
+    # own processes: no shared in-process state
+    assert len(set(pids)) == len(pids) and snakemake_pid not in pids
     assert all(s["submitter_pid"] != snakemake_pid for s in submissions)
 
 
@@ -131,9 +129,8 @@ def test_recorded_resources_equal_the_grid_declaration(loopback_grid):
     }  # fmt: skip
     for entry in GRID["models"]:
         asked = train[entry["name"]]
-        declared = {"gpu": 0, "mem_mb": 4000, "runtime": 120} | entry.get(
-            "resources", {}
-        )  # the train rule's defaults
+        # the train rule's defaults
+        declared = {"gpu": 0, "mem_mb": 4000, "runtime": 120} | entry.get("resources", {})
         assert {k: asked["resources"][k] for k in declared} == declared, entry["name"]
         assert asked["threads"] == entry.get("threads", 1)
 

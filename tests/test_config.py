@@ -206,9 +206,8 @@ def test_model_entry_narrows_seeds_threads_and_evaluation(tmp_path):
         "sample_seed": 0,
     }
     assert "evaluation" in grid.run_config("ml-100k", "text_prompted", 0)
-    assert "evaluation" not in grid.run_config(
-        "ml-100k", "bpr", 0
-    )  # unchanged hashes for models that do not narrow
+    # unchanged hashes for models that do not narrow
+    assert "evaluation" not in grid.run_config("ml-100k", "bpr", 0)
 
 
 def test_model_cutoffs_must_be_grid_cutoffs(tmp_path):
@@ -329,9 +328,8 @@ def test_a_consumer_run_resolves_its_upstream_and_carries_its_config_hash(tmp_pa
     assert (
         source.kind == "artifact" and source.seed is None and source.marker.name == "artifact.json"
     )
-    assert (
-        artifact.input_sources("ml-100k", "emb_knn", 1)["embeddings"] == source
-    )  # not per seed: one artifact
+    # not per seed: one artifact
+    assert artifact.input_sources("ml-100k", "emb_knn", 1)["embeddings"] == source
     assert list(artifact.artifacts()) == [("ml-100k", "item_text_lsa", source.config_hash)]
 
 
@@ -397,9 +395,8 @@ def test_bad_inputs_are_named(tmp_path, models, message):
 def test_selection_metric_defaults_and_overrides(tmp_path):
     grid = load_grid(write(tmp_path, GOOD))
     assert grid.selection_metric("bpr") == "ndcg_at_10"
-    assert "selection_metric" not in grid.run_config(
-        "ml-100k", "bpr", 0
-    )  # unchanged hashes under the default
+    # unchanged hashes under the default
+    assert "selection_metric" not in grid.run_config("ml-100k", "bpr", 0)
     cfg = GOOD | {
         "evaluation": {"selection_metric": "hr_at_20"},
         "models": [

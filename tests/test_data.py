@@ -213,9 +213,8 @@ def test_interacted_items_missing_from_the_item_file_join_the_catalogue_without_
     write_atomic(
         df, tmp_path / "toy.inter", {"user_id": "token", "item_id": "token", "timestamp": "float"}
     )
-    write(
-        tmp_path / "toy.item", "item_id:token\tname:token_seq\n1\tOne\n2\tTwo\n3\tThree\n"
-    )  # no item 4
+    # no item 4
+    write(tmp_path / "toy.item", "item_id:token\tname:token_seq\n1\tOne\n2\tTwo\n3\tThree\n")
     raw = load_atomic_dataset(tmp_path, "toy", {"title": "name"})
     kept, _ = preprocess(
         raw.interactions,
@@ -230,11 +229,12 @@ def test_interacted_items_missing_from_the_item_file_join_the_catalogue_without_
     )
     assert split.items["item_id"].tolist() == ["1", "2", "3", "4"]
     assert split.items.set_index("item_id").loc["4", "title"] == ""
+    # a target every model can rank
     assert split.targets("test") == {
         "0": ["4"],
         "1": ["4"],
         "2": ["4"],
-    }  # a target every model can rank
+    }
     assert split.meta["stats"]["items_without_text"] == 1
     with pytest.raises(
         ValueError, match=r"items.parquet: item '4' has an empty title \(1 items without a title"

@@ -145,9 +145,8 @@ def test_two_processes_follow_the_single_process_run(both, model):
     one, two = (runs / model / "seed0" for runs in both)
     fit = [json.loads((d / "run.json").read_text())["fit"] for d in (one, two)]
     assert len(fit[0]["sft_losses"]) == 6
-    np.testing.assert_allclose(
-        fit[1]["sft_losses"], fit[0]["sft_losses"], rtol=1e-5
-    )  # float summation order aside
+    # float summation order aside
+    np.testing.assert_allclose(fit[1]["sft_losses"], fit[0]["sft_losses"], rtol=1e-5)
     assert (
         [p["step"] for p in fit[1]["valid_curve"]]
         == [p["step"] for p in fit[0]["valid_curve"]]

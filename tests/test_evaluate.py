@@ -75,9 +75,8 @@ def test_user_sample_is_seeded_uniform_and_shared_by_every_model_asking_the_same
 
     users = [f"u{i:03d}" for i in range(500)]
     a = sample_users(users, 50, seed=0)
-    assert a == sample_users(
-        list(reversed(users)), 50, seed=0
-    )  # order of the input does not matter
+    # order of the input does not matter
+    assert a == sample_users(list(reversed(users)), 50, seed=0)
     assert len(a) == len(set(a)) == 50 and a == sorted(a) and set(a) <= set(users)
     assert a != sample_users(users, 50, seed=1)
     assert sample_users(users, None) == users == sample_users(users, 10_000)
@@ -152,13 +151,11 @@ def test_a_catalogue_smaller_than_the_ranking_depth_ranks_what_exists(tmp_path, 
             ), capsys.readouterr().err[-2000:]
         run = tmp_path / "results" / "t" / "runs" / "toy" / model / "seed0"
         rankings = pd.read_parquet(run / "rankings_test.parquet")
-        assert (
-            rankings.groupby("user_id").size().tolist() == [3] * 6
-        )  # 7 items - 4 in each test history
+        # 7 items - 4 in each test history
+        assert rankings.groupby("user_id").size().tolist() == [3] * 6
         per_user = pd.read_parquet(run / "per_user_test.parquet")
         assert (per_user["hr_at_20"] == per_user["hr_at_5"]).all() and (
             per_user["ndcg_at_20"] == per_user["ndcg_at_5"]
         ).all()
-        assert (
-            read_json(run / "metrics.json")["test"]["hr_at_20"] == 1.0
-        )  # the target is always one of the 3
+        # the target is always one of the 3
+        assert read_json(run / "metrics.json")["test"]["hr_at_20"] == 1.0

@@ -186,13 +186,14 @@ def test_a_killed_job_fails_its_snakemake_run_and_the_same_command_completes_the
     for model in ("bpr", "cf_e4srec"):
         assert (workdir / RUNS / model / "seed0" / "metrics.json").is_file()
     runs = mlflow_runs(workdir)
+    # one active run per cell, and the main and ablation reports
     assert sorted(r.data.tags["model"] for r in runs) == [
         "bpr",
         "cf_e4srec",
         "cf_e4srec_steer",
         "report",
         "report",
-    ]  # one active run per cell, and the main and ablation reports
+    ]
 
 
 def test_the_killed_runs_equal_uninterrupted_runs(killed_grid):
@@ -274,9 +275,8 @@ def test_reproduce_by_mlflow_id_and_a_difference_beyond_tolerance(killed_grid):
     proc = reproduce(workdir, str(edited), "--scratch", "edited_scratch")
     assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
     flagged = [line for line in proc.stdout.splitlines() if line.startswith("! test_ndcg_at_10")]
-    assert flagged and flagged[0].endswith(
-        "different"
-    )  # the users' values are all equal: no float noise explains it
+    # the users' values are all equal: no float noise explains it
+    assert flagged and flagged[0].endswith("different")
     assert "environment: same git commit, packages, device and threads" in proc.stdout
     proc = reproduce(workdir, str(edited), "--scratch", "edited_scratch2", "--tolerance", "0.01")
     assert proc.returncode == 0, proc.stdout[-2000:]
@@ -333,9 +333,8 @@ def test_a_full_disk_fails_naming_the_file_and_leaves_nothing_half_written(tmp_p
     )
     written = [p.name for p in split.iterdir()] if split.exists() else []
     assert not [n for n in written if n.endswith(".tmp")]  # no temp file left behind
-    assert (
-        "split.json" not in written
-    )  # the split's completion marker is written last, so never for a partial split
+    # the split's completion marker is written last, so never for a partial split
+    assert "split.json" not in written
 
 
 def test_an_unwritable_results_folder_fails_naming_it(tmp_path):
@@ -344,9 +343,8 @@ def test_an_unwritable_results_folder_fails_naming_it(tmp_path):
     results.mkdir()
     results.chmod(0o555)
     mounted = False
-    if (
-        os.geteuid() == 0
-    ):  # root writes through permissions: make the folder a read-only bind mount instead
+    # root writes through permissions: make the folder a read-only bind mount instead
+    if os.geteuid() == 0:
         bind = subprocess.run(
             ["mount", "--bind", str(results), str(results)], capture_output=True, text=True
         )

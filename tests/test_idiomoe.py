@@ -59,9 +59,8 @@ def test_text_side_is_exactly_the_backbone_before_and_after_training(tiny, tmp_p
     assert info["expert_layers"] == [1, 2] and info["sft_steps_run"] == 40
     assert info["first_loss"] > info["final_loss"]  # the item side learned something
     assert torch.equal(text_logits(rec, ids), expected)
-    assert (
-        info["costs"]["text_ppl_before"] == info["costs"]["text_ppl_after"]
-    )  # text retention: nothing lost
+    # text retention: nothing lost
+    assert info["costs"]["text_ppl_before"] == info["costs"]["text_ppl_after"]
     trainable = {n for n, p in rec.model.named_parameters() if p.requires_grad}
     assert trainable and all(
         ".item." in n
@@ -119,9 +118,8 @@ def test_ranking_is_one_forward_per_batch_over_unseen_catalogue_items(tiny, tmp_
     rankings = rec.rank({u: history[u] for u in users}, 5)
     handle.remove()
     assert len(calls) == 6  # 16 users in batches of 3
-    _, summary = evaluate_rankings(
-        rankings, split, "test", [1, 5]
-    )  # refuses history and unknown items
+    # refuses history and unknown items
+    _, summary = evaluate_rankings(rankings, split, "test", [1, 5])
     assert rankings.groupby("user_id").size().eq(5).all()
     assert summary["hr_at_5"] >= 0.5  # the cyclic next item is learnable in 40 steps
     assert rec.inference_cost()["users"] == 16
@@ -168,12 +166,13 @@ def test_variants_narrow_expert_and_learned_router(tiny, tmp_path):
         expert.gate is not None
         and expert.item.gate_proj.out_features == expert.text.gate_proj.out_features // 2
     )
+    # started from the text expert's rows (2 steps of training since)
     torch.testing.assert_close(
         expert.item.down_proj.weight,
         expert.text.down_proj.weight[:, : expert.item.gate_proj.out_features],
         rtol=0,
         atol=0.2,
-    )  # started from the text expert's rows (2 steps of training since)
+    )
     entangled = build_model(
         "idiomoe_entangled",
         params(folder, sft={"steps": 2, "batch_size": 4}, expert_layers="none"),
@@ -219,9 +218,8 @@ def test_untrained_item_softmax_is_the_popularity_prior(tiny):
     _, folder = tiny
     from llm4rec.llm.backbone import BackboneConfig, load_backbone
 
-    split = cyclic_split(
-        [4 + u % 8 for u in range(16)], starts=[u % 3 for u in range(16)]
-    )  # a popularity skew
+    # a popularity skew
+    split = cyclic_split([4 + u % 8 for u in range(16)], starts=[u % 3 for u in range(16)])
     rec = build_model("idiomoe_popprior", params(folder), seed=0, device="cpu")
     rec.model, rec.tokenizer = load_backbone(BackboneConfig(name_or_path=str(folder)))
     rec.prepare(split)

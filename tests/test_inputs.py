@@ -68,9 +68,8 @@ def test_consumer_ranks_by_cosine_over_the_resolved_embeddings(prepared):
     history = split.history("test")
     users = sorted(split.targets("test"))[:25]
     rankings = rec.rank({u: history[u] for u in users}, 10)
-    evaluate_rankings(
-        rankings, split, "test", [10], users=users
-    )  # valid: unseen catalogue items only
+    # valid: unseen catalogue items only
+    evaluate_rankings(rankings, split, "test", [10], users=users)
     # independently: cosine between each item and the mean of the user's history vectors
     vectors = np.load(source.folder / "item_embeddings.npy").astype(np.float64)
     items = split.items["item_id"].tolist()

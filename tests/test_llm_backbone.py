@@ -71,9 +71,8 @@ def test_gguf_backbone_loads_offline_and_is_cached(tmp_path, monkeypatch):
             .logits[0, -1]
             .argmax()
         )
-    assert (
-        tokenizer.decode(next_token).strip() == "Paris"
-    )  # a real pretrained LM, not random weights
+    # a real pretrained LM, not random weights
+    assert tokenizer.decode(next_token).strip() == "Paris"
 
 
 def test_a_pinned_revision_reaches_the_hub_loader_and_a_local_folder_ignores_it(

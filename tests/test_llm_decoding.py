@@ -387,9 +387,8 @@ def test_soft_token_prompts_through_prefill_and_decoding(setup, float64_models, 
             ((s, i) for i, s in scores.items() if i not in set(history)), reverse=True
         )[:4]
         assert [i for i, _ in beams[row]] == [i for _, i in expected]
-        assert [x for _, x in beams[row]] == pytest.approx(
-            [s for s, _ in expected], abs=1e-5
-        )  # exhaustive sums in fp32
+        # exhaustive sums in fp32
+        assert [x for _, x in beams[row]] == pytest.approx([s for s, _ in expected], abs=1e-5)
 
 
 def sequential_beam_search(logps, trie, beam_width, k, exclude):

@@ -215,9 +215,8 @@ def test_a_paradigm_loss_replaces_the_backbone_cross_entropy():
 
     def restricted(model, examples, step=0):
         ids = torch.tensor([e[0] for e in examples])
-        logits = model(input_ids=ids).logits[
-            :, -2, items
-        ]  # predicts the last token, among `items` only
+        # predicts the last token, among `items` only
+        logits = model(input_ids=ids).logits[:, -2, items]
         targets = torch.tensor([int((items == e[0][-1]).nonzero()) for e in examples])
         return torch.nn.functional.cross_entropy(logits, targets), ids.numel()
 

@@ -84,9 +84,8 @@ def test_params_are_the_chosen_set_with_one_key_set_per_paradigm(served):
     _, runs = served
     assert set(runs) == set(MODELS)
     keys = {model: set(params(run)) for model, run in runs.items()}
-    assert (
-        keys["mostpop"] == keys["bpr"] == keys["emb_knn"]
-    )  # one paradigm (baseline): columns line up
+    # one paradigm (baseline): columns line up
+    assert keys["mostpop"] == keys["bpr"] == keys["emb_knn"]
     for key in keys["bpr"]:  # RecBole's resolved internals are not params
         assert (
             not key.startswith("resolved.") and "_FIELD" not in key and key != "benchmark_filename"
@@ -107,9 +106,8 @@ def test_params_are_the_chosen_set_with_one_key_set_per_paradigm(served):
         "0",
     )
     assert bpr["hp.epochs"] == "1"  # chosen in the grid
-    assert (
-        bpr["hp.embedding_size"] == "64"
-    )  # RecBole's default (properties/model/BPR.yaml), as RecBole resolved it
+    # RecBole's default (properties/model/BPR.yaml), as RecBole resolved it
+    assert bpr["hp.embedding_size"] == "64"
     assert (
         pop["hp.embedding_size"] == "n/a" and bpr["hp.recent"] == "n/a" and knn["hp.recent"] == "0"
     )
@@ -156,9 +154,8 @@ def test_run_start_and_end_span_the_real_training_and_ranking(served, trained):
         start, end = run["info"]["start_time"] / 1000, run["info"]["end_time"] / 1000
         before, after = bounds[model]
         record = json.loads((grid.run_dir("ml-100k", model, 0) / "run.json").read_text())
-        assert before <= start <= end <= after, (
-            model
-        )  # inside the train command, not at logging time
+        # inside the train command, not at logging time
+        assert before <= start <= end <= after, model
         assert end - start >= record["cost"]["train_time_s"] - 1e-3, model
 
 

@@ -173,9 +173,8 @@ def test_the_logged_hyperparameters_are_the_config_the_model_was_built_with(name
             assert key in built and built[key] == value, (name, key, value, built.get(key))
     else:  # a library-configured model: every param the grid chose is logged as chosen
         assert {k: logged[k] for k in params} == params
-    template = describe_run(config)[1][
-        "prompt_template"
-    ]  # prompt text: hashed as prompt_template, not hp.*
+    # prompt text: hashed as prompt_template, not hp.*
+    template = describe_run(config)[1]["prompt_template"]
     for key, value in (flat(spec.overrides) | flat(spec.not_applicable)).items():
         assert (template[key] if key in template else logged[key]) == value, (name, key)
 
@@ -187,11 +186,12 @@ def test_variants_are_their_parent_plus_overrides():
     assert entangled.parent == "idiomoe" and MODELS[entangled.parent].paradigm == entangled.paradigm
     resolved = variant_params(entangled, {"max_history": 5})
     assert resolved["expert_layers"] == "none" and resolved["max_history"] == 5
+    # the variant's default...
     assert resolved["lora"]["target_modules"] == [
         "gate_proj",
         "up_proj",
         "down_proj",
-    ]  # the variant's default...
+    ]
     assert variant_params(entangled, {"lora": {"rank": 4}})["lora"] == {
         "rank": 4,
         "alpha": 32,
@@ -199,9 +199,8 @@ def test_variants_are_their_parent_plus_overrides():
         "target_modules": ["gate_proj", "up_proj", "down_proj"],
     }
     assert variant_params(entangled, {"lora": None})["lora"] is None  # ...which a grid may change
-    assert (
-        variant_params(entangled, {"expert_layers": "none"})["expert_layers"] == "none"
-    )  # repeating an override: fine
+    # repeating an override: fine
+    assert variant_params(entangled, {"expert_layers": "none"})["expert_layers"] == "none"
     with pytest.raises(
         ParamsError,
         match=r"idiomoe_entangled: params.expert_layers is 'last_8', but idiomoe_entangled is "
@@ -228,9 +227,8 @@ def test_the_run_hash_covers_resolved_params_so_a_changed_default_changes_it(mon
         "idiomoe",
         dataclasses.replace(MODELS["idiomoe"], config="tests.test_models:ChangedDefault"),
     )
-    assert (
-        grid.run_hash("ml-100k", "idiomoe", 0) != before["idiomoe"]
-    )  # only a default changed, not the grid
+    # only a default changed, not the grid
+    assert grid.run_hash("ml-100k", "idiomoe", 0) != before["idiomoe"]
     assert grid.run_hash("ml-100k", "idiomoe_entangled", 0) == before["idiomoe_entangled"]
     assert grid.run_hash("ml-100k", "bpr", 0) == before["bpr"]
 

@@ -178,9 +178,8 @@ def test_bf16_on_cpu_every_tensor_placed_trainables_in_fp32_and_all_of_them_trai
     examples = (
         rec.training_setup(split, np.random.default_rng(0)) if rec.trains else rec.inference_setup()
     )
-    backbone = (
-        torch.bfloat16 if "backbone" in params else torch.float32
-    )  # TIGER's T5 is its own model, in fp32
+    # TIGER's T5 is its own model, in fp32
+    backbone = torch.bfloat16 if "backbone" in params else torch.float32
     assert rec.compute_dtype == backbone
     assert unregistered(rec) == []
     device = next(rec.model.parameters()).device
@@ -214,9 +213,8 @@ def test_bf16_on_cpu_every_tensor_placed_trainables_in_fp32_and_all_of_them_trai
         unmoved = [n for n in trainable if torch.equal(named[n].detach(), before[n])]
         assert unmoved == [], unmoved
         for n in biases:
-            assert (
-                0 < (named[n].detach() - 8.0).abs().max() < 0.01
-            )  # an fp32 step of about lr, not bf16's 0.0625
+            # an fp32 step of about lr, not bf16's 0.0625
+            assert 0 < (named[n].detach() - 8.0).abs().max() < 0.01
     histories = {u: list(h) for u, h in list(split.history("test").items())[:3]}
     heads.clear()
     ranked = rec.rank(histories, k=3)

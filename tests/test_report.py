@@ -91,9 +91,8 @@ def test_marks_on_constructed_table(runs_dir):
 
     latex = render_latex(table)
     good_row = next(line for line in latex.splitlines() if line.startswith("llm\\_good"))
-    assert good_row.startswith(
-        rf"llm\_good & 2 & \textbf{{{good.mean:.4f}}}$^{{\uparrow"
-    )  # name, seeds, value, mark
+    # name, seeds, value, mark
+    assert good_row.startswith(rf"llm\_good & 2 & \textbf{{{good.mean:.4f}}}$^{{\uparrow")
     assert good_row.rstrip().endswith(r"-- & -- & -- \\")  # missing on ml-b: dashes (incl. Impr.)
     assert (
         r"\par\smallskip{\footnotesize --: not run on this dataset, or the cutoff is beyond the "
@@ -209,24 +208,21 @@ def test_a_model_scored_on_a_user_sample_is_paired_on_that_sample_and_starred(ru
         evaluation={"n_users": {"test": 120}, "all_users": {"test": N_USERS}, "ranking_depth": 10},
     )
     runs = [r for r in runs_from_results(runs_dir) if r.dataset == "ml-a"]
-    check_runs(
-        runs, ["hr_at_10", "hr_at_20"]
-    )  # hr_at_20 is beyond llm_sample's ranking depth: allowed
+    # hr_at_20 is beyond llm_sample's ranking depth: allowed
+    check_runs(runs, ["hr_at_10", "hr_at_20"])
     make_run(
         runs_dir, "ml-a", "llm_short", "text_prompted", 0, hits, users=sample, metrics=("hr_at_10",)
     )
     with pytest.raises(ValueError, match=r"llm_short/seed0/metrics.json: no test metric hr_at_20"):
-        check_runs(
-            runs_from_results(runs_dir), ["hr_at_10", "hr_at_20"]
-        )  # no declared depth: a missing metric
+        # no declared depth: a missing metric
+        check_runs(runs_from_results(runs_dir), ["hr_at_10", "hr_at_20"])
     (runs_dir / "ml-a" / "llm_short").rename(runs_dir / "removed")
     comparisons = compare_runs(
         runs, CompareSpec(metrics=("hr_at_10", "hr_at_20"), correction="none", test="t")
     )
     row = comparisons[(comparisons.system == "llm_sample")]
-    assert (
-        list(row.metric) == ["hr_at_10"] and int(row.n_users.iloc[0]) == 120
-    )  # no hr_at_20: not compared
+    # no hr_at_20: not compared
+    assert list(row.metric) == ["hr_at_10"] and int(row.n_users.iloc[0]) == 120
     bpr = (
         next(r for r in runs if r.model == "bpr" and r.seed == 0)
         .per_user()
@@ -252,9 +248,8 @@ def test_a_model_scored_on_a_user_sample_is_paired_on_that_sample_and_starred(ru
     cell = table.cells[("llm_sample", "ml-a", "hr_at_10")]
     assert cell.mean == pytest.approx(hits.mean()) and cell.reference == pytest.approx(bpr.mean())
     assert cell.diff == pytest.approx(hits.mean() - bpr.mean())
-    assert (
-        table.cells[("bpr", "ml-a", "hr_at_10")].reference is None
-    )  # the full-sample rows get no second line
+    # the full-sample rows get no second line
+    assert table.cells[("bpr", "ml-a", "hr_at_10")].reference is None
     # a row on a sample is not ranked: no bold, no underline, no Impr. (its italic line says what
     # the best baseline scored on its users)
     assert not (cell.bold or cell.underline) and ("llm_sample", "ml-a") not in table.improvement
@@ -522,9 +517,8 @@ def test_caption_and_footnotes_stay_within_the_tables_width(runs_dir, tmp_path):
     }
     build_report(runs_from_results(runs_dir), ReportSpec(options), out)
     tex = (out / "results_table.tex").read_text()
-    assert (
-        "BPR-MF" in tex and "MostPop" in tex and "mostpop" not in tex.replace(r"\label", "")
-    )  # display names
+    # display names
+    assert "BPR-MF" in tex and "MostPop" in tex and "mostpop" not in tex.replace(r"\label", "")
     one_seed = next(line for line in tex.splitlines() if line.startswith("one\\_seed\\_llm"))
     assert r"\pm" not in one_seed and r"\pm" in next(
         line for line in tex.splitlines() if line.startswith("BPR-MF")
@@ -537,9 +531,8 @@ def test_caption_and_footnotes_stay_within_the_tables_width(runs_dir, tmp_path):
     assert "±" not in md_row and "±" in next(
         line for line in (out / "results_table.md").read_text().splitlines() if "MostPop" in line
     )
-    doc = (
-        out / "width.tex"
-    )  # the page is much wider than this table: a caption set to \linewidth would show it
+    # the page is much wider than this table: a caption set to \linewidth would show it
+    doc = out / "width.tex"
     doc.write_text(
         "\\documentclass{article}\\usepackage{booktabs}\\usepackage[margin=2cm]{geometry}\\begin{document}"
         "\\input{results_table.tex}\\end{document}\n"
@@ -567,9 +560,8 @@ def test_caption_and_footnotes_stay_within_the_tables_width(runs_dir, tmp_path):
         right,
         [w for w in outside if not (left - tolerance <= w[0] and w[1] <= right + tolerance)][:5],
     )
-    assert (
-        right - left < 0.7 * 482
-    )  # far narrower than the text width (482pt): a caption set to it would fail above
+    # far narrower than the text width (482pt): a caption set to it would fail above
+    assert right - left < 0.7 * 482
 
 
 def test_cost_figure_labels_every_model_inside_the_figure_without_overlap(
@@ -604,9 +596,8 @@ def test_cost_figure_labels_every_model_inside_the_figure_without_overlap(
     figures.accuracy_vs_cost(runs, "ndcg_at_10", tmp_path)
     fig = drawn["fig"]
     renderer = fig.canvas.get_renderer()
-    saved = fig.get_tightbbox(renderer).transformed(
-        fig.dpi_scale_trans
-    )  # what bbox_inches="tight" keeps (pixels)
+    # what bbox_inches="tight" keeps (pixels)
+    saved = fig.get_tightbbox(renderer).transformed(fig.dpi_scale_trans)
     ticks = {
         id(t)
         for ax in fig.axes
@@ -629,9 +620,8 @@ def test_cost_figure_labels_every_model_inside_the_figure_without_overlap(
             and saved.y0 - 1 <= box.y0
             and box.y1 <= saved.y1 + 1
         ), text
-        assert fig.bbox.x0 - 1 <= box.x0 and box.x1 <= fig.bbox.x1 + 1, (
-            text
-        )  # not cut off at the canvas edge either
+        # not cut off at the canvas edge either
+        assert fig.bbox.x0 - 1 <= box.x0 and box.x1 <= fig.bbox.x1 + 1, text
     for i, (a, box_a) in enumerate(boxes):
         for b, box_b in boxes[i + 1 :]:
             assert not box_a.overlaps(box_b), (a, b)
@@ -792,9 +782,8 @@ def test_variants_are_compared_with_their_declared_parent_in_their_own_family(tm
         ("cf_e4srec_permuted", "cf_e4srec"),
         ("idiomoe_entangled", "idiomoe"),
     ]
-    assert (
-        comparisons.attrs["family_size"] == 8
-    )  # main: 4 models against bpr x 2 metrics; ablations apart
+    # main: 4 models against bpr x 2 metrics; ablations apart
+    assert comparisons.attrs["family_size"] == 8
     np.testing.assert_allclose(ablation.p_adjusted, correct(ablation.p_value.to_numpy(), "holm"))
     frame = ablation_frame(comparisons)
     entangled = frame[(frame.row == "idiomoe_entangled") & (frame.metric == "hr_at_10")].iloc[0]
@@ -831,9 +820,8 @@ def test_variants_are_compared_with_their_declared_parent_in_their_own_family(tm
     versus = by_family["main"]
     assert set(versus.reference) == {"bpr"}
     assert set(versus.system) == {"idiomoe_entangled", "cf_e4srec_permuted", "idiomoe", "cf_e4srec"}
-    np.testing.assert_allclose(
-        versus.p_adjusted, correct(versus.p_value.to_numpy(), "holm")
-    )  # its own family of 8
+    # its own family of 8
+    np.testing.assert_allclose(versus.p_adjusted, correct(versus.p_value.to_numpy(), "holm"))
     main_rows = comparisons[comparisons.family == "main"].set_index(["system", "metric"])
     for row in versus.itertuples():  # the same pair, the same p-value, another correction
         assert row.p_value == pytest.approx(main_rows.loc[(row.system, row.metric)].p_value)
@@ -868,9 +856,8 @@ def test_every_row_of_the_ci_figure_has_an_interval(runs_dir):
     mean, low, high, over = row_interval(groups[("ml-a", "one_seed")], "hr_at_10")
     values = groups[("ml-a", "one_seed")][0].per_user()["hr_at_10"].to_numpy()
     assert over == "users" and (low, high) == bootstrap_mean_ci(values) and low < mean < high
-    assert high - low == pytest.approx(
-        2 * 1.96 * values.std() / np.sqrt(N_USERS), rel=0.15
-    )  # the normal approximation
+    # the normal approximation
+    assert high - low == pytest.approx(2 * 1.96 * values.std() / np.sqrt(N_USERS), rel=0.15)
     good = groups[("ml-a", "llm_good")]
     assert row_interval(good, "hr_at_10")[1:] == (
         *mean_ci([r.metrics["test"]["hr_at_10"] for r in good])[2:],

@@ -62,9 +62,8 @@ def test_an_item_that_falls_off_at_a_tie_at_depth_k_is_noise_and_otherwise_diffe
         user_ranking_verdict(a, ranking(["x", "y", "w"], [-1.0, -2.0, -3.0]))
         == "within float noise"
     )
-    assert (
-        user_ranking_verdict(a, ranking(["x", "w", "y"], [-1.0, -2.0, -2.0])) == "different"
-    )  # z was far from w
+    # z was far from w
+    assert user_ranking_verdict(a, ranking(["x", "w", "y"], [-1.0, -2.0, -2.0])) == "different"
 
 
 def test_metric_verdicts_follow_the_users_behind_the_difference():
@@ -89,10 +88,11 @@ def test_metric_verdicts_follow_the_users_behind_the_difference():
     noise = {"test": PhaseEvidence(ranking_verdicts(old, noisy), per_user, changed)}
     assert metric_verdict("test_ndcg_at_10", 0.12, noise)[0] == "within float noise"
     assert metric_verdict("test_hr_at_10", 0.0, noise) == ("bit-identical", None)
+    # an aggregate
     assert metric_verdict("test_coverage_at_10", 0.5, noise) == (
         "within float noise",
         None,
-    )  # an aggregate
+    )
     different = {
         "test": PhaseEvidence(
             ranking_verdicts(old, moved), per_user, per_user.assign(ndcg_at_10=[1.0, 1.0, 0.63])

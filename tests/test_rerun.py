@@ -346,9 +346,8 @@ def test_two_processes_give_bit_identical_rankings_metrics_and_weights(two_runs,
         )
     run_a, run_b = read_json(a / "run.json"), read_json(b / "run.json")
     assert run_a["weights_sha256"] == run_b["weights_sha256"]
-    assert (run_a["weights_sha256"] is None) == (
-        model == "emb_knn"
-    )  # every model with torch weights has a digest
+    # every model with torch weights has a digest
+    assert (run_a["weights_sha256"] is None) == (model == "emb_knn")
     assert read_json(a / "metrics.json")["test"] == read_json(b / "metrics.json")["test"]
     hash_seeds = [run["determinism"]["python_hash_seed"] for run in (run_a, run_b)]
     assert hash_seeds == ["1", "2"] and run_a["determinism"]["deterministic_algorithms"]

@@ -124,12 +124,13 @@ def test_every_number_on_the_page_is_the_reports(finished_grid):
     # costs and slices: every number is one of the CSV's, at the precision it is printed
     # (a slices section is one table per dataset and slice, each under its own ### heading)
     for title, csv, labels, tables in (
+        # dataset, paradigm, model
         (
             "## Costs",
             grid.report_dir("main") / "cost_table.csv",
             3,
             False,
-        ),  # dataset, paradigm, model
+        ),
         ("## Slices", grid.report_dir("main") / "slices.csv", 1, True),  # model
         ("## Slices of the ablation target", grid.report_dir("ablations") / "slices.csv", 1, True),
     ):

@@ -115,9 +115,8 @@ def test_code_trie_admits_exactly_the_catalogue():
 @pytest.fixture(scope="module")
 def ml100k(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("sid")
-    kmeans = {
-        "codes": {"artifact": "semantic_ids", "params": {"quantizer": "rq_kmeans"}}
-    }  # RQ-VAE: test_rq_vae_*
+    # RQ-VAE: test_rq_vae_*
+    kmeans = {"codes": {"artifact": "semantic_ids", "params": {"quantizer": "rq_kmeans"}}}
     models = [{"name": "sid_tiger", "inputs": kmeans}, {"name": "sid_random"}]
     cfg = {
         "name": "sid",
@@ -138,9 +137,8 @@ def test_semantic_ids_of_ml100k_are_unique_and_genre_coherent(ml100k, monkeypatc
     records = {
         name: build_artifact(grid, "ml-100k", name, key) for (_, name, key) in grid.artifacts()
     }
-    assert len(grid.artifacts()) == 2 and set(records) == {
-        "semantic_ids"
-    }  # sid_tiger's and sid_random's
+    # sid_tiger's and sid_random's
+    assert len(grid.artifacts()) == 2 and set(records) == {"semantic_ids"}
     by_quantizer = {}
     for source in grid.artifacts().values():
         codes = np.load(source.folder / "codes.npy")
@@ -225,17 +223,15 @@ def test_beam_search_over_codes_returns_valid_distinct_unseen_items(tiny_codes, 
     )
     histories = {u: list(h) for u, h in split.history("test").items()}
     ranked = rec.rank(histories, k=5)
-    evaluate_rankings(
-        ranked, split, "test", [5]
-    )  # refuses history or unknown items, duplicates, short lists
+    # refuses history or unknown items, duplicates, short lists
+    evaluate_rankings(ranked, split, "test", [5])
     for user, group in ranked.groupby("user_id"):
         assert len(set(group["item_id"])) == 5 and not set(group["item_id"]) & set(histories[user])
     # an unbounded beam is exact: it equals every item's log-likelihood under teacher forcing
     rec.model.eval()
     user = sorted(histories)[0]
-    prompt = torch.tensor(
-        [rec.user_prompt(user, histories[user]).ids]
-    )  # TIGER's: the user's token, then the codes
+    # TIGER's: the user's token, then the codes
+    prompt = torch.tensor([rec.user_prompt(user, histories[user]).ids])
     full = {}
     for item, tokens in rec.sequences.items():
         if item in histories[user]:
@@ -372,9 +368,8 @@ def test_sid_llm_trains_only_new_code_rows_and_lora_and_decodes_valid_items(
     assert trained and all("lora_" in n or "trainable_tokens" in n for n in trained)
     weights = rec.model.get_input_embeddings()
     merged = weights(torch.arange(original.shape[0] + len(rec.code_ids)))
-    torch.testing.assert_close(
-        merged[: original.shape[0]], original, rtol=0, atol=0
-    )  # the text vocabulary is untouched
+    # the text vocabulary is untouched
+    torch.testing.assert_close(merged[: original.shape[0]], original, rtol=0, atol=0)
     assert not torch.allclose(
         merged[rec.code_ids], merged[rec.code_ids].mean(0).expand(len(rec.code_ids), -1)
     )

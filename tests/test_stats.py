@@ -53,9 +53,8 @@ def test_exact_randomization_matches_scipy_permutation_test():
         alternative="two-sided",
         n_resamples=np.inf,
     ).pvalue
-    assert randomization_test(A, B, rounds=10_000) == pytest.approx(
-        expected, rel=1e-12
-    )  # 2^12 <= 10_000: exact
+    # 2^12 <= 10_000: exact
+    assert randomization_test(A, B, rounds=10_000) == pytest.approx(expected, rel=1e-12)
 
 
 def test_exact_randomization_by_hand_on_three_users():

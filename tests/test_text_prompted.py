@@ -92,19 +92,19 @@ def test_fine_tuned_model_ranks_valid_unseen_items_and_is_evaluated(tiny, tmp_pa
     assert info["best_step"] in (10, 20, 30) and 0 <= info["best_valid_ndcg_at_10_sample"] <= 1
     assert (tmp_path / "sft" / "last" / "state.pt").is_file()
     # the run record says which backbone was loaded, and that no code shipped with it ran
+    # a local folder: no hub commit
     assert info["backbone"] == {
         "name_or_path": str(folder),
         "gguf_file": None,
         "trust_remote_code": False,
         "revision": None,
         "commit": None,
-    }  # a local folder: no hub commit
+    }
     for phase in ("valid", "test"):
         history = split.history(phase)
         rankings = rec.rank({u: history[u] for u in split.targets(phase)}, 3)
-        per_user, summary = evaluate_rankings(
-            rankings, split, phase, [1, 3]
-        )  # refuses history/unknown items
+        # refuses history/unknown items
+        per_user, summary = evaluate_rankings(rankings, split, phase, [1, 3])
         assert len(per_user) == 8 and rankings.groupby("user_id").size().eq(3).all()
     assert rec.decode_stats.users >= 8 and rec.decode_stats.decoded_tokens > 0
     # the validation ranking was reused from checkpoint selection (same users and histories):
@@ -162,12 +162,10 @@ def test_rerun_resumes_its_own_checkpoint_and_keeps_the_selected_one(tiny, tmp_p
 
 def test_zero_shot_trains_nothing(tiny, tmp_path):
     split, folder = tiny
-    rec = build_model(
-        "text_prompted_zeroshot", params(folder), seed=0, device="cpu"
-    )  # the parent's params, shared
-    assert (
-        rec.cfg.zero_shot and rec.cfg.lora is None and rec.cfg.sft.steps == 0
-    )  # the record says what runs
+    # the parent's params, shared
+    rec = build_model("text_prompted_zeroshot", params(folder), seed=0, device="cpu")
+    # the record says what runs
+    assert rec.cfg.zero_shot and rec.cfg.lora is None and rec.cfg.sft.steps == 0
     info = rec.fit(split, tmp_path)
     assert info["zero_shot"] and info["parameters_trainable"] == 0 and "train_examples" not in info
     history = split.history("test")

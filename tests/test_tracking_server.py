@@ -57,9 +57,8 @@ def _postgres_or_skip() -> None:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     _postgres_or_skip()
-    folder = Path(
-        tempfile.mkdtemp(prefix="llm4rec-tracking-", dir="/tmp")
-    )  # reachable by the 'postgres' user
+    # reachable by the 'postgres' user
+    folder = Path(tempfile.mkdtemp(prefix="llm4rec-tracking-", dir="/tmp"))
     folder.chmod(0o755)
     ports = {"port": free_port(), "pg_port": free_port()}
     cli = [sys.executable, "-m", "llm4rec.cli", "tracking-server"]

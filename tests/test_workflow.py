@@ -219,9 +219,8 @@ def test_a_consumer_depends_on_its_upstream_run_and_reruns_when_it_changes(finis
         env=env,
         timeout=300,
     )
-    assert (
-        planned_jobs(out.stdout)["train"] == 2
-    )  # bpr (its params changed) and emb_knn (its upstream did)
+    # bpr (its params changed) and emb_knn (its upstream did)
+    assert planned_jobs(out.stdout)["train"] == 2
     assert (
         "runs/ml-100k/emb_knn/seed0" in out.stdout
         and "runs/ml-100k/sasrec/seed0/run.json" not in out.stdout
@@ -281,9 +280,8 @@ def test_rerun_does_nothing_and_deleting_one_run_redoes_only_it(finished_grid):
         "report": 1,
     }, jobs
     snakemake(workdir)
-    assert len(live_runs(workdir)) == len(
-        MODELS
-    )  # the retrained runs replaced or reused, never duplicated
+    # the retrained runs replaced or reused, never duplicated
+    assert len(live_runs(workdir)) == len(MODELS)
     assert len(report_runs(workdir)[1]) == 1
     assert "Nothing to be done" in snakemake(workdir, "-n")
 
@@ -438,9 +436,8 @@ def test_semantic_ids_rule_reruns_only_when_its_config_changes(tmp_path):
     assert planned_jobs(run(grid, "-n"))["semantic_ids"] == 1
     from llm4rec.config import load_grid
 
-    (marker,) = [
-        str(s.marker) for s in load_grid(tmp_path / "grid.yaml").artifacts().values()
-    ]  # relative to the workdir
+    # relative to the workdir
+    (marker,) = [str(s.marker) for s in load_grid(tmp_path / "grid.yaml").artifacts().values()]
     run(grid, marker)  # build only the code table (prepare + semantic_ids)
     assert "semantic_ids" not in planned_jobs(run(grid, "-n"))
     # the generator's budget is not the tokenizer's config: only the training reruns

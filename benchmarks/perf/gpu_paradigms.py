@@ -263,9 +263,8 @@ def measure(
     examples = rec.training_setup(split, np.random.default_rng(0))
     sft = dataclasses.replace(rec.cfg.sft, steps=1)
     kwargs = {"progress": False, "loss_fn": rec.training_loss(), "compute_dtype": rec.compute_dtype}
-    train_sft(
-        rec.model, examples, sft, rec.tokenizer.pad_token_id, None, device, **kwargs
-    )  # warm-up
+    # warm-up
+    train_sft(rec.model, examples, sft, rec.tokenizer.pad_token_id, None, device, **kwargs)
     if cuda:
         torch.cuda.synchronize()
     start = time.perf_counter()

@@ -93,9 +93,8 @@ def main() -> None:
     rec.model, rec.tokenizer = rec.load()
     rec.prepare(split)
     best = grid.run_dir("ml-100k", args.model, 0) / "work" / "sft" / "best.pt"
-    if (
-        best.is_file()
-    ):  # the selected checkpoint's trainable weights, by parameter name (tied ones once)
+    # the selected checkpoint's trainable weights, by parameter name (tied ones once)
+    if best.is_file():
         params = dict(rec.model.named_parameters())
         with torch.no_grad():
             for name, value in torch.load(best, map_location="cpu", weights_only=True)[

@@ -177,9 +177,8 @@ def add_lora(model, settings: LoraSettings, trainable_tokens: list[int] | None =
         names = {module: name.rsplit(".", 1)[-1] for name, module in model.named_modules()}
         inputs, outputs = model.get_input_embeddings(), model.get_output_embeddings()
         indices = {names[inputs]: list(trainable_tokens)}
-        if (
-            outputs is not None and outputs.weight.data_ptr() != inputs.weight.data_ptr()
-        ):  # untied head
+        # untied head
+        if outputs is not None and outputs.weight.data_ptr() != inputs.weight.data_ptr():
             indices[names[outputs]] = list(trainable_tokens)
     config = LoraConfig(
         r=settings.rank,

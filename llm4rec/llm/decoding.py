@@ -227,9 +227,8 @@ class SharedPrefixStepper:
         grouped = q.new_zeros((n_users, width, kv, group, dim))  # each user's beams side by side
         grouped[users, slots] = q
         grouped = grouped.permute(0, 2, 1, 3, 4).reshape(n_users, kv, width * group, dim)
-        scores_p = (
-            grouped @ self.prompt_k[layer].transpose(-1, -2) + self.prompt_bias
-        )  # [U, Hkv, W*g, P]
+        # [U, Hkv, W*g, P]
+        scores_p = grouped @ self.prompt_k[layer].transpose(-1, -2) + self.prompt_bias
         scores_p = scores_p.view(n_users, kv, width, group, prompt).permute(0, 2, 1, 3, 4)[
             users, slots
         ]
@@ -267,9 +266,8 @@ class SharedPrefixStepper:
             k = attn.k_proj(x).view(rows, 1, self.kv_heads, dim).transpose(1, 2)
             v = attn.v_proj(x).view(rows, 1, self.kv_heads, dim).transpose(1, 2)
             q, k = self.rotate(q, k, cos, sin)
-            q = (
-                q.reshape(rows, self.kv_heads, group, dim) * attn.scaling
-            )  # head h reads kv head h // g
+            # head h reads kv head h // g
+            q = q.reshape(rows, self.kv_heads, group, dim) * attn.scaling
             out = self._attend(q, k, v, index, sources, users, slots, width)
             hidden = hidden + attn.o_proj(out.reshape(rows, 1, self.heads * dim))
             hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))

@@ -23,11 +23,12 @@ def log_popularity_prior(split: Split, items: Sequence[str]) -> torch.Tensor:
     return torch.tensor([np.log1p(counts.get(item, 0)) for item in items], dtype=torch.float32)
 
 
+# what such a ranking counts (no beams, no decoded tokens)
 ONE_FORWARD_COUNTS = (
     "users",
     "prompt_tokens",
     "tokens",
-)  # what such a ranking counts (no beams, no decoded tokens)
+)
 
 
 def one_forward_costs(stats: dict[str, float]) -> dict[str, float]:

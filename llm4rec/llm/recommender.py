@@ -67,9 +67,8 @@ class LLMConfig:
     batch_users: int = 32  # users ranked together
     valid_users: int = 100  # validation sample for checkpoint selection (sample_users, seed 0)
     eval_every: int = 50
-    text_retention: TextRetentionConfig = field(
-        default_factory=TextRetentionConfig
-    )  # perplexity before/after training
+    # perplexity before/after training
+    text_retention: TextRetentionConfig = field(default_factory=TextRetentionConfig)
     # train with requests (a seeded share of the windows carry their target's request; a paradigm
     # that reads them): None trains as the paper did, and its steered row is zero-shot
     train_requests: RequestTraining | None = None
@@ -107,9 +106,8 @@ class LLMRecommender:
         self.loaded_backbone: dict | None = (
             None  # set by load(): the pretrained model, and trust_remote_code
         )
-        self.compute_dtype = (
-            torch.float32
-        )  # the backbone's dtype, set by load() (llm4rec.llm.precision)
+        # the backbone's dtype, set by load() (llm4rec.llm.precision)
+        self.compute_dtype = torch.float32
 
     # -- what a paradigm supplies -------------------------------------------------------------
     @property
@@ -239,9 +237,8 @@ class LLMRecommender:
             self.trains and getattr(self.cfg, "train_requests", None) is not None
         )
         info["precision"] = precision.record(self.model, self.compute_dtype)
-        info["decoding_during_fit"] = (
-            self.inference_cost()
-        )  # checkpoint selection's validation rankings
+        # checkpoint selection's validation rankings
+        info["decoding_during_fit"] = self.inference_cost()
         info["backbone"] = self.loaded_backbone
         info["parameters_total"] = sum(p.numel() for p in self.model.parameters())
         info["parameters_trainable"] = (

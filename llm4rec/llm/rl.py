@@ -67,9 +67,8 @@ class GrpoConfig:
     # reward = Σ weight x part over: hit | rank_penalty | group_rank_ndcg | rank_bins | validity
     rewards: dict[str, float] = field(default_factory=lambda: {"hit": 1.0})
     ndcg_k: int = 10  # the group_rank_ndcg reward's cutoff
-    rank_bins: list[list[float]] = field(
-        default_factory=lambda: [[1, 1.0], [5, 0.5], [10, 0.2]]
-    )  # the rank_bins reward: [max rank, reward], first match
+    # the rank_bins reward: [max rank, reward], first match
+    rank_bins: list[list[float]] = field(default_factory=lambda: [[1, 1.0], [5, 0.5], [10, 0.2]])
     learning_rate: float = 1e-4
     weight_decay: float = 0.0
     clip: float = 0.2  # the policy ratio's clip range (1 +- clip); acts from the second update on

@@ -89,9 +89,10 @@ class T5SharedEncoderStepper(Seq2SeqStepper):
         self.keys, self.values = [], []
         for block in self.decoder.block:
             attn = block.layer[1].EncDecAttention
+            # [U, H, S, d]
             self.keys.append(
                 attn.k(encoded).view(n_users, length, self.heads, self.dim).transpose(1, 2)
-            )  # [U, H, S, d]
+            )
             self.values.append(
                 attn.v(encoded).view(n_users, length, self.heads, self.dim).transpose(1, 2)
             )
@@ -115,9 +116,8 @@ class T5SharedEncoderStepper(Seq2SeqStepper):
         grouped = q.new_zeros((n_users, width, heads, t, dim))
         grouped[users, slots] = q
         grouped = grouped.permute(0, 2, 1, 3, 4).reshape(n_users, heads, width * t, dim)
-        scores = (
-            grouped @ self.keys[layer].transpose(-1, -2) + self.bias
-        )  # T5: no 1/sqrt(d) scaling
+        # T5: no 1/sqrt(d) scaling
+        scores = grouped @ self.keys[layer].transpose(-1, -2) + self.bias
         probs = torch.softmax(scores.float(), dim=-1).to(q.dtype)
         out = (
             (probs @ self.values[layer]).view(n_users, heads, width, t, dim).permute(0, 2, 1, 3, 4)
@@ -129,9 +129,8 @@ class T5SharedEncoderStepper(Seq2SeqStepper):
         hidden = self.decoder.embed_tokens(self.prefix)
         first_attention = self.decoder.block[0].layer[0].SelfAttention
         causal = torch.full((t, t), torch.finfo(hidden.dtype).min, device=hidden.device).triu(1)
-        position_bias = (
-            first_attention.compute_bias(t, t, device=hidden.device) + causal
-        )  # shared by every block
+        # shared by every block
+        position_bias = first_attention.compute_bias(t, t, device=hidden.device) + causal
         for index, block in enumerate(self.decoder.block):
             hidden = block.layer[0](hidden, position_bias=position_bias)[0]
             cross = block.layer[1]

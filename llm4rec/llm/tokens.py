@@ -34,9 +34,8 @@ def add_tokens(
     if len(set(tokens)) != len(tokens):
         raise ValueError("new tokens must be distinct")
     old = model.get_input_embeddings().weight.shape[0]
-    tokenizer.add_tokens(
-        list(tokens), special_tokens=True
-    )  # special: never split, never merged with neighbours
+    # special: never split, never merged with neighbours
+    tokenizer.add_tokens(list(tokens), special_tokens=True)
     ids = tokenizer.convert_tokens_to_ids(list(tokens))
     if ids != list(range(len(tokenizer) - len(tokens), len(tokenizer))):
         raise ValueError("new tokens did not receive the last ids of the vocabulary")

@@ -222,9 +222,8 @@ def checkpoint_extra(directory: Path) -> dict:
 
 @dataclass
 class SFTResult:
-    losses: list[
-        float
-    ]  # per optimizer step run in this call (a resumed run: the steps after the checkpoint)
+    # per optimizer step run in this call (a resumed run: the steps after the checkpoint)
+    losses: list[float]
     tokens: int  # non-padding tokens through the model in those steps
 
 
@@ -322,9 +321,8 @@ def train_sft(
         # the step's loss summed on the device in float64 (as Python's floats would, without a
         # host sync per micro-batch); read once per step
         total, fed_step = torch.zeros((), dtype=torch.float64, device=device), 0
-        for micro in range(
-            rank, cfg.grad_accum, size
-        ):  # several processes: each takes its share of micro-batches
+        # several processes: each takes its share of micro-batches
+        for micro in range(rank, cfg.grad_accum, size):
             begin = step * per_step + micro * cfg.batch_size
             torch.manual_seed(micro_batch_seed(cfg.seed, step, micro))  # every device's generator
             with precision.autocast(compute, device):

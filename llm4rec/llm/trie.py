@@ -22,9 +22,8 @@ class ItemTrie:
     children: list[dict[int, int]] = field(default_factory=lambda: [{}])
     item_at: dict[int, str] = field(default_factory=dict)  # leaf node -> item id
     n_below: list[int] = field(default_factory=lambda: [0])  # items in each node's subtree
-    paths: dict[str, list[int]] = field(
-        default_factory=dict
-    )  # item id -> nodes from root's child to leaf
+    # item id -> nodes from root's child to leaf
+    paths: dict[str, list[int]] = field(default_factory=dict)
 
     @classmethod
     def build(cls, sequences: dict[str, Sequence[int]]) -> ItemTrie:

@@ -443,9 +443,8 @@ class CfE4SRecRecommender(LLMRecommender):
         pad, device = self.tokenizer.pad_token_id, self.device
 
         def loss(model, examples: list, step: int) -> tuple[torch.Tensor, int]:
-            batch = collate(
-                [(ids, targets) for ids, targets, _, _ in examples], pad, device
-            )  # right-padded
+            # right-padded
+            batch = collate([(ids, targets) for ids, targets, _, _ in examples], pad, device)
             embeds = prompt_embeddings(
                 model, batch["input_ids"], _soft_vectors(self.projector, [e[2:] for e in examples])
             )
@@ -465,9 +464,8 @@ class CfE4SRecRecommender(LLMRecommender):
         embeds = (
             inputs_embeds if inputs_embeds is not None else prompt_embeddings(self.model, ids, {})
         )
-        logits = self.item_logits(
-            ids, mask, embeds
-        )  # left-padded: the last column is every prompt's end
+        # left-padded: the last column is every prompt's end
+        logits = self.item_logits(ids, mask, embeds)
         return top_unseen_items(
             logits, histories, self.index, self.items, k, self.decode_stats, mask
         )

@@ -41,11 +41,12 @@ from llm4rec.llm.prompts import Prompt
 from llm4rec.llm.recommender import Histories, LLMConfig, LLMRecommender, Ranked
 from llm4rec.llm.training import token_array
 
+# decoder layers at model.model.layers, each with a gated `mlp`
 SUPPORTED = (
     "llama",
     "qwen2",
     "mistral",
-)  # decoder layers at model.model.layers, each with a gated `mlp`
+)
 
 
 @dataclass(frozen=True)
@@ -376,9 +377,8 @@ class IdiomoeRecommender(LLMRecommender):
     def decode(
         self, ids: Tensor, mask: Tensor, inputs_embeds: Tensor | None, histories: Histories, k: int
     ) -> Ranked:
-        logits = self.item_logits(ids, mask)[
-            :, -1, :
-        ]  # left-padded: the last column is every prompt's end
+        # left-padded: the last column is every prompt's end
+        logits = self.item_logits(ids, mask)[:, -1, :]
         return top_unseen_items(
             logits, histories, self.index, self.items, k, self.decode_stats, mask
         )

@@ -336,9 +336,10 @@ def compare_runs(
         )
         table.loc[mine, "family_size"] = int(mine.sum())
         table.loc[mine, "significant"] = table.loc[mine, "p_adjusted"].astype(float) < spec.alpha
+        # NaN (fewer than 3 seeds): False
         table.loc[mine, "significant_seed"] = (
             table.loc[mine, "p_seed_adjusted"].astype(float) < spec.alpha
-        )  # NaN (fewer than 3 seeds): False
+        )
     table["significant"] = table["significant"].astype(bool)
     table["significant_seed"] = table["significant_seed"].astype(bool)
     # power: the smallest difference each test detects with 80% power at the family's Bonferroni

@@ -244,9 +244,8 @@ def slice_bars(
                 fontsize=7,
                 va="top",
             )
-        axes[0][-1].legend(
-            fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False
-        )  # beside the bars
+        # beside the bars
+        axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
         paths += save(fig, out_dir, slice_stem(slice_name))
     return paths
 

@@ -90,18 +90,14 @@ class MainTable:
     label: str = "tab:results"
     show_std: bool = False
     decimals: int = 4
-    samples: dict[tuple[str, str], tuple[int, int]] = field(
-        default_factory=dict
-    )  # (model, dataset) -> (n, of N)
-    names: dict[str, str] = field(
-        default_factory=dict
-    )  # display-name overrides (report.display_names)
-    seeds: dict[tuple[str, str], int] = field(
-        default_factory=dict
-    )  # (model, dataset) -> seeds behind its numbers
-    references: dict[tuple[str, str], str] = field(
-        default_factory=dict
-    )  # (dataset, metric) -> best baseline
+    # (model, dataset) -> (n, of N)
+    samples: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)
+    # display-name overrides (report.display_names)
+    names: dict[str, str] = field(default_factory=dict)
+    # (model, dataset) -> seeds behind its numbers
+    seeds: dict[tuple[str, str], int] = field(default_factory=dict)
+    # (dataset, metric) -> best baseline
+    references: dict[tuple[str, str], str] = field(default_factory=dict)
     # the protocol, marks, tests and power behind the numbers: under the Markdown table, and in
     # the report's notes.tex (\llmrecnotes) for LaTeX, so the caption stays one or two sentences
     notes_text: str = ""
@@ -592,10 +588,11 @@ def latex_escape(text: str) -> str:
 
 
 LATEX_MARKS = {"dash": "--", "star": "$^{*}$", "improving": "$^{\\circ}$"}
+# Markdown, LaTeX (no package needed)
 DIRECTION_MARKS = {
     "better": ("↑", "uparrow"),
     "worse": ("↓", "downarrow"),
-}  # Markdown, LaTeX (no package needed)
+}
 SEED_MARK = ("‡", r"\ddagger")  # also significant over per-seed means
 MARKDOWN_MARKS = {"dash": "–", "star": "\\*", "improving": "°"}
 

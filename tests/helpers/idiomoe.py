@@ -19,9 +19,8 @@ TITLES = [
 WORDS = sorted({w for t in TITLES for w in t.split()} | {"items", ":"})
 
 
-SAMPLE = " ".join(
-    TITLES[i % 7] + " : " + TITLES[(3 * i) % 16] for i in range(24)
-)  # text-only, for perplexity
+# text-only, for perplexity
+SAMPLE = " ".join(TITLES[i % 7] + " : " + TITLES[(3 * i) % 16] for i in range(24))
 
 
 @pytest.fixture(autouse=True)

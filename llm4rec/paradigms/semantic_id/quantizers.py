@@ -123,13 +123,11 @@ def rq_vae(
 
     dims = [data.shape[1], *hidden, latent_dim]
     encoder, decoder = mlp(dims), mlp(dims[::-1])
-    with (
-        torch.no_grad()
-    ):  # every level's codebook starts as residual k-means over the initial latents
+    # every level's codebook starts as residual k-means over the initial latents
+    with torch.no_grad():
         init = rq_kmeans(encoder(data).numpy(), levels, codebook_size, kmeans_iters, seed)
-    codebooks = nn.Parameter(
-        torch.as_tensor(np.stack(init.codebooks), dtype=torch.float32)
-    )  # [L, K, latent]
+    # [L, K, latent]
+    codebooks = nn.Parameter(torch.as_tensor(np.stack(init.codebooks), dtype=torch.float32))
     params = [*encoder.parameters(), *decoder.parameters(), codebooks]
     optimizer = torch.optim.Adam(params, lr=learning_rate)
     generator = torch.Generator().manual_seed(seed)
@@ -161,9 +159,8 @@ def rq_vae(
             loss.backward()
             optimizer.step()
             used[torch.arange(levels)[:, None], codes.T] = True
-        with (
-            torch.no_grad()
-        ):  # dead-code reset: an unused code moves onto a live residual of its level
+        # dead-code reset: an unused code moves onto a live residual of its level
+        with torch.no_grad():
             if not used.all():
                 z = encoder(data)
                 residual = z

@@ -160,9 +160,8 @@ class TigerRecommender(LLMRecommender):
             ids = torch.full((len(examples), length), pad, dtype=torch.long)
             for row, (source, _) in enumerate(examples):
                 ids[row, : len(source)] = torch.as_tensor(source)
-            labels = torch.as_tensor(
-                [target for _, target in examples], dtype=torch.long
-            )  # fixed-length tuples
+            # fixed-length tuples
+            labels = torch.as_tensor([target for _, target in examples], dtype=torch.long)
             mask = (ids != pad).long()
             out = model(
                 input_ids=ids.to(device), attention_mask=mask.to(device), labels=labels.to(device)
