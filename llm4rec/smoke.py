@@ -367,7 +367,7 @@ def _retarget(grid: Grid, out: Path, datasets: list[str]) -> Grid:
 
 
 @dataclasses.dataclass
-class Cell:
+class SmokeCheck:
     label: str
     ok: bool
     problems: list[str]
@@ -377,11 +377,11 @@ class Cell:
     seconds: float | None = None
 
 
-def check_cell(grid: Grid, dataset: str, model: str, seed: int, dtype: str) -> Cell:
+def check_cell(grid: Grid, dataset: str, model: str, seed: int, dtype: str) -> SmokeCheck:
     label = f"{model}/{dataset}/seed{seed}"
     folder = grid.run_dir(dataset, model, seed)
     if not (folder / layout.METRICS).is_file():
-        return Cell(
+        return SmokeCheck(
             label,
             False,
             [f"no metrics.json in {folder} (the job failed: see {grid.grid_dir / layout.LOGS})"],
@@ -407,7 +407,7 @@ def check_cell(grid: Grid, dataset: str, model: str, seed: int, dtype: str) -> C
         if "," in record["devices"]:
             problems.append(f"tensors on several devices: {record['devices']}")
     metrics = read_json(folder / layout.METRICS)
-    return Cell(
+    return SmokeCheck(
         label,
         not problems,
         problems,
@@ -418,7 +418,7 @@ def check_cell(grid: Grid, dataset: str, model: str, seed: int, dtype: str) -> C
     )
 
 
-def render(cells: list[Cell], prepared: dict[str, str]) -> str:
+def render(cells: list[SmokeCheck], prepared: dict[str, str]) -> str:
     lines = [
         "| cell | result | first loss | final loss | backbone / trainable dtype | train s |",
         "|---|---|---|---|---|---|",

@@ -79,8 +79,7 @@ def model_resource(name, default):
     def get(wildcards):
         entry = GRID.model_entry(wildcards.model).get("resources", {})
         if name == "gpu":
-            needs = GRID.device.startswith("cuda") or MODELS[wildcards.model].needs_gpu
-            return entry.get("gpu", 1 if needs else 0)
+            return entry.get("gpu", 1 if GRID.device.startswith("cuda") else 0)
         return entry.get(name, default)
 
     return get

@@ -64,7 +64,7 @@ def metric_label(metric: str) -> str:
 
 
 @dataclass
-class Cell:
+class TableCell:
     mean: float
     std: float
     n_seeds: int
@@ -83,7 +83,7 @@ class MainTable:
     datasets: list[str]
     metrics: list[str]
     rows: list[tuple[str, str]]  # (paradigm, model), grouped by paradigm
-    cells: dict[tuple[str, str, str], Cell]  # (model, dataset, metric)
+    cells: dict[tuple[str, str, str], TableCell]  # (model, dataset, metric)
     improvement: dict[tuple[str, str], float] = field(default_factory=dict)  # (model, dataset) -> %
     letters: dict[str, str] = field(default_factory=dict)
     caption: str = ""
@@ -224,7 +224,7 @@ def build_main_table(
         {(paradigm_of[m], m) for m in paradigm_of}, key=lambda pm: (paradigm_rank(pm[0]), pm[1])
     )
     metrics = list(spec.metrics)
-    cells: dict[tuple[str, str, str], Cell] = {}
+    cells: dict[tuple[str, str, str], TableCell] = {}
     samples, seeds = {}, {}
     for (dataset, model), rs in groups.items():
         evaluation = rs[0].metrics.get("evaluation", {})
@@ -239,7 +239,7 @@ def build_main_table(
             if any(metric not in r.metrics["test"] for r in rs):
                 continue  # beyond this model's ranking depth
             values = np.array([r.metrics["test"][metric] for r in rs])
-            cells[(model, dataset, metric)] = Cell(
+            cells[(model, dataset, metric)] = TableCell(
                 float(values.mean()),
                 float(values.std(ddof=1)) if len(values) > 1 else 0.0,
                 len(values),
@@ -597,7 +597,7 @@ SEED_MARK = ("‡", r"\ddagger")  # also significant over per-seed means
 MARKDOWN_MARKS = {"dash": "–", "star": "\\*", "improving": "°"}
 
 
-def _latex_cell(cell: Cell | None, table: MainTable) -> str:
+def _latex_cell(cell: TableCell | None, table: MainTable) -> str:
     if cell is None:
         return "--"
     text = _fmt(cell.mean, table.decimals)
