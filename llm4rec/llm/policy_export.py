@@ -165,6 +165,29 @@ def policy_parent(
     return policy, record, rebuild_parent(record, seed, device, selection, parent_inputs, name)
 
 
+class PolicyStage:
+    """A row over another run's exported policy (a steered, exact-ranking, cold-start or RL row):
+    its name and config, and the parent rebuilt from the policy (`policy_parent`), whose model it
+    ranks with. Subclasses check what they need of the parent through its declared attributes
+    (`reads_requests`, `one_forward`), never by probing its config."""
+
+    def __init__(
+        self,
+        name: str,
+        cfg: Any,
+        seed: int,
+        device: str,
+        selection: str,
+        inputs: Mapping[str, ResolvedInput],
+    ):
+        self.name, self.cfg, self.seed, self.selection_metric = name, cfg, seed, selection
+        self.policy, self.record, self.parent = policy_parent(name, seed, device, selection, inputs)
+
+    @property
+    def model(self):
+        return self.parent.model
+
+
 def frozen_policy_facts(
     parent: Any, policy: ResolvedInput, record: dict[str, Any], tensors: int
 ) -> dict[str, Any]:

@@ -32,7 +32,7 @@ import pandas as pd
 from llm4rec.data.split import Split
 from llm4rec.estimates import Cell, Estimate, combined, parent_ranking
 from llm4rec.evaluation.evaluate import rankings_to_lists
-from llm4rec.llm.policy_export import frozen_policy_facts, policy_parent, restore_policy
+from llm4rec.llm.policy_export import PolicyStage, frozen_policy_facts, restore_policy
 from llm4rec.models import ResolvedInput
 
 
@@ -62,7 +62,7 @@ def beam_agreement(beam: pd.DataFrame, exact: pd.DataFrame, k: int) -> dict[str,
     }
 
 
-class ExactRecommender:
+class ExactRecommender(PolicyStage):
     """The parent's generative recommender on its exported weights, ranking exactly (module
     doc)."""
 
@@ -75,18 +75,13 @@ class ExactRecommender:
         selection: str,
         inputs: Mapping[str, ResolvedInput],
     ):
-        self.name, self.cfg = name, cfg
-        self.policy, self.record, self.parent = policy_parent(name, seed, device, selection, inputs)
-        if not hasattr(self.parent.cfg, "beam_width"):
+        super().__init__(name, cfg, seed, device, selection, inputs)
+        if self.parent.one_forward:  # an item head (E4SRec, IDIOMoE): no beam to compare
             raise ValueError(
                 f"{name}: the policy's model ({self.record['recommender']}) does not rank by beam "
                 "search; an exact row needs a generative parent"
             )
         self.agreement: dict[str, float] = {}
-
-    @property
-    def model(self):
-        return self.parent.model
 
     def fit(self, split: Split, workdir: Path) -> dict:
         parent = self.parent

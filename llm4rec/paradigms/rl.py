@@ -31,31 +31,16 @@ from llm4rec.evaluation.evaluate import sample_users, selection_score
 from llm4rec.evaluation.metrics import metric_cutoff
 from llm4rec.io import sha256_file, stable_hash
 from llm4rec.llm import precision
-from llm4rec.llm.policy_export import policy_parent, restore_policy
+from llm4rec.llm.policy_export import PolicyStage, restore_policy
 from llm4rec.llm.rl import GrpoConfig, train_grpo
 from llm4rec.llm.selection import CheckpointSelection
 from llm4rec.llm.training import training_windows
-from llm4rec.models import ResolvedInput
 
 
-class GrpoRecommender:
+class GrpoRecommender(PolicyStage):
     """The parent's recommender, trained on by GRPO (module doc)."""
 
-    def __init__(
-        self,
-        name: str,
-        cfg: GrpoConfig,
-        seed: int,
-        device: str,
-        selection: str,
-        inputs: Mapping[str, ResolvedInput],
-    ):
-        self.name, self.cfg, self.seed, self.selection_metric = name, cfg, seed, selection
-        self.policy, self.record, self.parent = policy_parent(name, seed, device, selection, inputs)
-
-    @property
-    def model(self):
-        return self.parent.model
+    cfg: GrpoConfig
 
     def fit(self, split: Split, workdir: Path) -> dict:
         parent, cfg = self.parent, self.cfg

@@ -31,7 +31,7 @@ from llm4rec.data.atomic import DataError
 from llm4rec.data.requests import RequestTemplate
 from llm4rec.data.split import Split
 from llm4rec.estimates import Cell, Estimate, parent_ranking
-from llm4rec.llm.policy_export import frozen_policy_facts, policy_parent, restore_policy
+from llm4rec.llm.policy_export import PolicyStage, frozen_policy_facts, restore_policy
 from llm4rec.models import ResolvedInput
 
 
@@ -47,7 +47,7 @@ class SteerConfig:
             raise ValueError(f"steer: line must contain {{request}}, got {self.line!r}")
 
 
-class SteeredRecommender:
+class SteeredRecommender(PolicyStage):
     """The parent's recommender on its exported weights, ranking with requests (module doc)."""
 
     def __init__(
@@ -59,9 +59,8 @@ class SteeredRecommender:
         selection: str,
         inputs: Mapping[str, ResolvedInput],
     ):
-        self.name, self.cfg = name, cfg
-        self.policy, self.record, self.parent = policy_parent(name, seed, device, selection, inputs)
-        if not getattr(self.parent, "reads_requests", False):
+        super().__init__(name, cfg, seed, device, selection, inputs)
+        if not self.parent.reads_requests:
             raise DataError(
                 f"{name}: the policy's model ({self.record['recommender']}) cannot read a request "
                 "in its prompt; steer a model that reads text"
@@ -75,10 +74,6 @@ class SteeredRecommender:
         self.trained_with_requests = trained is not None and self.parent.trains
         self.parent.request_line = cfg.line
         self.request_template = cfg.request  # the runner writes one request per ranked user
-
-    @property
-    def model(self):
-        return self.parent.model
 
     def fit(self, split: Split, workdir: Path) -> dict:
         parent = self.parent

@@ -1,40 +1,18 @@
 """The CF-injected tests' 16-item cyclic catalogue and its CF table (cf_injected, precision)."""
 
 import numpy as np
-import pandas as pd
 
-from llm4rec.data.split import Split, leave_one_out_split
+from llm4rec.data.split import Split
 
-from ..conftest import interactions_frame
+from . import idiomoe
 
-TITLES = [
-    f"{c} {n}" for c in ("red", "blue", "green", "old") for n in ("car", "sky", "house", "train")
-]
-
-
+TITLES = idiomoe.TITLES
 WORDS = sorted({w for t in TITLES for w in t.split()} | {"items", ":", "next", ";"})
 
 
 def cyclic_split() -> Split:
     """16 users walk the 16-item catalogue cyclically from item u, 8 items each (user 0: 12)."""
-    rows, n = [], len(TITLES)
-    for u in range(n):
-        rows += [(f"u{u}", str((u + t) % n), float(t)) for t in range(12 if u == 0 else 8)]
-    labelled = leave_one_out_split(interactions_frame(rows))
-    items = pd.DataFrame(
-        {
-            "item_id": [str(i) for i in range(n)],
-            "title": TITLES,
-            "year": "",
-            "genres": "",
-            "description": "",
-        }
-    )
-    return Split(
-        labelled[["user_id", "item_id", "timestamp", "seq", "phase"]].reset_index(drop=True),
-        items,
-        {"checksums": {}},
-    )
+    return idiomoe.cyclic_split([12] + [8] * (len(TITLES) - 1))
 
 
 def cf_table(n: int = len(TITLES)) -> np.ndarray:

@@ -44,7 +44,7 @@ import pandas as pd
 from llm4rec.data.atomic import DataError
 from llm4rec.data.split import Split
 from llm4rec.estimates import Cell, Estimate, parent_ranking
-from llm4rec.llm.policy_export import frozen_policy_facts, policy_parent, restore_policy
+from llm4rec.llm.policy_export import PolicyStage, frozen_policy_facts, restore_policy
 from llm4rec.models import RANKING_COLUMNS, ResolvedInput
 from llm4rec.paradigms.semantic_id.tiger import TigerRecommender
 
@@ -97,7 +97,7 @@ def insert_unseen(
     return out
 
 
-class ColdStartRecommender:
+class ColdStartRecommender(PolicyStage):
     """sid_tiger's exported weights ranking with TIGER's cold-start retrieval (module doc)."""
 
     def __init__(
@@ -109,18 +109,13 @@ class ColdStartRecommender:
         selection: str,
         inputs: Mapping[str, ResolvedInput],
     ):
-        self.name, self.cfg = name, cfg
-        self.policy, self.record, self.parent = policy_parent(name, seed, device, selection, inputs)
+        super().__init__(name, cfg, seed, device, selection, inputs)
         if not isinstance(self.parent, TigerRecommender):
             raise DataError(
                 f"{name}: the policy's model ({self.record['recommender']}) does not decode "
                 "semantic IDs; TIGER's cold-start retrieval needs a sid_tiger parent"
             )
         self.inserted: list[int] = []
-
-    @property
-    def model(self):
-        return self.parent.model
 
     def fit(self, split: Split, workdir: Path) -> dict:
         parent = self.parent
