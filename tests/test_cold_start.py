@@ -141,6 +141,7 @@ def test_unseen_items_are_inserted_after_a_decoded_item_with_their_codes(parent,
 
 
 def test_only_a_tiger_parent_is_accepted(monkeypatch):
+    from llm4rec.llm import policy_export
     from llm4rec.models import ResolvedInput
     from llm4rec.paradigms.semantic_id import cold_start
 
@@ -155,7 +156,7 @@ def test_only_a_tiger_parent_is_accepted(monkeypatch):
         cfg = object()
 
     monkeypatch.setattr(
-        cold_start,
+        policy_export,
         "policy_parent",
         lambda *a, **k: (None, {"recommender": "x:SidLlm"}, SidLlm()),
     )

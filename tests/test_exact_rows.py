@@ -115,13 +115,25 @@ def test_only_generative_parents_have_exact_rows():
 
 
 def test_a_parent_that_does_not_decode_is_refused(tmp_path, monkeypatch):
+    """A parent that ranks by one forward over an item head (its declared `one_forward`: E4SRec,
+    IDIOMoE) has no beam to compare with; the generative ones do not declare it."""
+    from llm4rec.llm import policy_export
     from llm4rec.paradigms import exact
+    from llm4rec.paradigms.cf_injected import CfE4SRecRecommender, CfLlaraRecommender
+    from llm4rec.paradigms.idiomoe import IdiomoeRecommender
+    from llm4rec.paradigms.semantic_id.llm import SidLlmRecommender
+    from llm4rec.paradigms.semantic_id.tiger import TigerRecommender
+    from llm4rec.paradigms.text_prompted import TextPromptedRecommender
+
+    assert CfE4SRecRecommender.one_forward and IdiomoeRecommender.one_forward
+    generative = (TextPromptedRecommender, CfLlaraRecommender, SidLlmRecommender, TigerRecommender)
+    assert not any(cls.one_forward for cls in generative)
 
     class OneForward:
-        cfg = object()
+        one_forward = True
 
     monkeypatch.setattr(
-        exact,
+        policy_export,
         "policy_parent",
         lambda *a, **k: (None, {"recommender": "x:OneForward"}, OneForward()),
     )
