@@ -14,6 +14,7 @@ from llm4rec.models import (
     ARTIFACTS,
     MODELS,
     PARADIGMS,
+    ModelSpec,
     Recommender,
     ResolvedInput,
     build_model,
@@ -212,6 +213,31 @@ def test_variants_are_their_parent_plus_overrides():
         assert spec.parent is not None or not (
             spec.overrides or spec.defaults or spec.not_applicable
         ), spec.name
+
+
+def test_a_variant_of_a_variant_inherits_what_made_its_parent_one():
+    """A grandchild is its parent plus its own changes, as a subclass is: the parent's overrides,
+    defaults and not-applicable settings carry down (nested keys merged), its references do not."""
+    from llm4rec.models import _registry, _variant
+
+    base = ModelSpec("base", "baseline", "m:build", config="m:Config")
+    specs = _registry(
+        [
+            base,
+            _variant(
+                "child", "base", "", "", overrides={"a": 1, "cf": {"x": 1}}, references=("r",)
+            ),
+            _variant("grandchild", "child", "", "", overrides={"cf": {"y": 2}}, defaults={"d": 3}),
+            _variant("great", "grandchild", "", "", not_applicable={"epochs": 0}),
+        ]
+    )
+    assert specs["grandchild"].overrides == {"a": 1, "cf": {"x": 1, "y": 2}}
+    assert specs["great"].overrides == specs["grandchild"].overrides
+    assert specs["great"].defaults == {"d": 3} and specs["great"].not_applicable == {"epochs": 0}
+    assert specs["child"].references == ("r",) and specs["grandchild"].references == ()
+    # in the registry: the linear probe's untrained and LLM-state rows are linear probes by descent
+    for name in ("alpharec_linear_untrained", "alpharec_linear_llm"):
+        assert MODELS[name].overrides == MODELS["alpharec_linear"].overrides != {}
 
 
 def test_the_run_hash_covers_resolved_params_so_a_changed_default_changes_it(monkeypatch):

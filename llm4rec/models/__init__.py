@@ -256,6 +256,18 @@ def _llm(
     )
 
 
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """A copy of `base` with `override`'s values, merged key by key into nested mappings."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        out[key] = (
+            deep_merge(out[key], value)
+            if isinstance(value, dict) and isinstance(out.get(key), dict)
+            else value
+        )
+    return out
+
+
 def _variant(name: str, parent: str, description: str, display: str, **changes: Any) -> _Variant:
     """A registry variant: its parent's entry (factory, config class, paradigm, inputs, costs) plus
     the `overrides` / `defaults` / `not_applicable` (or `inputs`) in `changes` that make it one."""
@@ -271,14 +283,20 @@ class _Variant:
     changes: dict[str, Any]
 
     def resolve(self, parent: ModelSpec) -> ModelSpec:
+        """The parent's entry with this variant's changes. A variant of a variant inherits what
+        made its parent one (overrides, defaults, not_applicable: its own on top, nested keys
+        merged), as a subclass would; what it is compared with (`references`) is its own."""
+        inherited = {
+            key: deep_merge(getattr(parent, key), self.changes.get(key, {}))
+            for key in ("overrides", "defaults", "not_applicable")
+        }
         return dataclasses.replace(
             parent,
             name=self.name,
             description=self.description,
             display=self.display,
             parent=self.parent,
-            **{"overrides": {}, "defaults": {}, "not_applicable": {}, "references": ()}
-            | self.changes,
+            **{"references": ()} | self.changes | inherited,
         )
 
 
@@ -722,7 +740,6 @@ MODELS: dict[str, ModelSpec] = _registry(
             "the linear-mapping probe at its seeded random initialisation, never trained: the "
             "floor a transferred map must beat",
             "Linear map, untrained",
-            overrides=_LINEAR_PROBE,
             not_applicable={"epochs": 0},
         ),
         _variant(
@@ -731,7 +748,6 @@ MODELS: dict[str, ModelSpec] = _registry(
             "the linear-mapping probe over a backbone LLM's mean-pooled hidden states (default "
             "SmolLM2-135M; the grid may name another) instead of a sentence encoder",
             "Linear map of LLM states",
-            overrides=_LINEAR_PROBE,
             inputs=_item_text({"kind": "backbone", "model": "smollm2-135m-instruct"}),
         ),
         _variant(
@@ -885,18 +901,6 @@ def import_object(path: str) -> Any:
     """'module:attribute' -> the attribute (imported on demand)."""
     module_name, attr = path.split(":")
     return getattr(importlib.import_module(module_name), attr)
-
-
-def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    """A copy of `base` with `override`'s values, merged key by key into nested mappings."""
-    out = copy.deepcopy(base)
-    for key, value in override.items():
-        out[key] = (
-            deep_merge(out[key], value)
-            if isinstance(value, dict) and isinstance(out.get(key), dict)
-            else value
-        )
-    return out
 
 
 def variant_params(spec: ModelSpec, params: dict[str, Any]) -> dict[str, Any]:
