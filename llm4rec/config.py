@@ -482,6 +482,8 @@ def validate_grid(given: dict[str, Any], path: Path) -> Grid:
     for key in ("metrics", "slice_metric"):
         # as the grid gives them: a default metric beyond its cutoffs is a dash in the tables
         value = given.get("report", {}).get(key)
+        if value == schema.defaults("report")[key]:  # a resolved config writes it back: no-op
+            continue
         for i, metric in enumerate([value] if isinstance(value, str) else value or []):
             if metric_cutoff(metric) not in cutoffs:
                 where = f"report.{key}" + (f"[{i}]" if key == "metrics" else "")

@@ -173,10 +173,10 @@ def test_report_metric_needs_an_evaluated_cutoff(tmp_path):
     ):
         load_grid(write(tmp_path, GOOD | {"report": {"test": "z"}}))
     # the default metrics (@20 among them) are no error: beyond the cutoffs, a dash in the table
-    assert load_grid(write(tmp_path, GOOD | {"evaluation": {"cutoffs": [5, 10]}})).cutoffs == [
-        5,
-        10,
-    ]
+    grid = load_grid(write(tmp_path, GOOD | {"evaluation": {"cutoffs": [5, 10]}}))
+    assert grid.cutoffs == [5, 10]
+    # nor written back as a resolved config (a smoke grid, a retargeted grid): the same grid
+    assert load_grid(write(tmp_path, grid.raw)).raw == grid.raw
 
 
 def test_model_entry_narrows_seeds_threads_and_evaluation(tmp_path):
