@@ -121,7 +121,8 @@ test: env tex textdata postgres
 	$(VENV)/bin/pytest -q -m "not paper" -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # Every entry of benchmarks/paper.yaml, variants and RL stages included, at toy cost through
-# Snakemake (make test runs its main job only): before spending GPU hours on the whole grid.
+# Snakemake (make test runs every row at toy cost in process, tests/test_rerun.py): before spending
+# GPU hours on the whole grid.
 test-paper: env
 	$(VENV)/bin/pytest -q -m paper $(PYTEST_ARGS)
 

@@ -300,7 +300,7 @@ def smoke_config(grid: Grid, out: Path, device: str, dtype: str) -> dict:
     from llm4rec.llm.identifiers import item_identifiers
     from llm4rec.runner import prepare_dataset
 
-    first = grid.datasets[0]
+    first = grid.evaluated_datasets[0]
     items = prepare_dataset(_retarget(grid, out, [first]), first).items
     identifiers, _ = item_identifiers(items)
     corpus = [
@@ -337,15 +337,24 @@ def smoke_config(grid: Grid, out: Path, device: str, dtype: str) -> dict:
         "device": device,
         "threads": 1,
         "seeds": grid.raw.get("seeds", [0])[:1],
-        "datasets": {first: grid.raw["datasets"][first]},
+        "datasets": {d: grid.raw["datasets"][d] for d in smoked_datasets(grid)},
         "tracking": {"uri": None, "experiment": f"{grid.name}-smoke"},
         "models": [smoke_entry(e, grid, backbones, retention, dtype) for e in grid.raw["models"]],
     }
     return raw
 
 
+def smoked_datasets(grid: Grid) -> list[str]:
+    """The datasets a smoke runs on: the first evaluated one, and every `role: source` one (what a
+    zero-shot row transfers from)."""
+    first = grid.evaluated_datasets[0]
+    return [d for d in grid.datasets if d == first or d not in grid.evaluated_datasets]
+
+
 def _retarget(grid: Grid, out: Path, datasets: list[str]) -> Grid:
-    """The grid with its results under `out` and only `datasets` (to prepare them there)."""
+    """The grid with its results under `out` and only `datasets` (to prepare them there), and
+    the source datasets its models transfer from."""
+    datasets = [d for d in grid.datasets if d in datasets or d not in grid.evaluated_datasets]
     models = [
         {k: v for k, v in e.items() if k != "dataset_params"}
         | {
@@ -452,7 +461,8 @@ def smoke(
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     prepared = {}
-    for dataset in grid.datasets[1:]:  # every dataset's loader and split still run
+    # every other dataset's loader and split still run
+    for dataset in [d for d in grid.datasets if d not in smoked_datasets(grid)]:
         try:
             from llm4rec.runner import prepare_dataset
 

@@ -1,11 +1,22 @@
-"""Reruns are bit-identical, for every registered model: the whole tiny grid below trained twice, in
-two separate processes that run side by side (so they compete for the two cores, as a rerun next to
-other work does) under different PYTHONHASHSEED values, gives the same rankings, per-user metrics
-and final weights (sha256 of the state dict), and the same semantic-ID code table.
+"""Every registered row at the toy cost `llm4rec smoke` gives it, run twice: a contract, a rerun.
 
-The guarantee is "same code, same config, same machine kind and thread count". Before the harness
-turned on deterministic algorithms, IDIOMoE broke it: the backward of its item-embedding gather
-adds rows with racing threads (llm4rec.determinism).
+The grid is generated from the registry, not written here: each row is `{"name": row}` with its
+declared inputs, and `llm4rec.smoke.smoke_config` shrinks it (tiny backbones of the real
+architectures, 4 steps, a few users, the row module's own `toy_params`). A new row is in this test
+with no edit, and costs about a second of the run.
+
+- The contract, per row: its rankings are a ranking of the catalogue minus the user's history,
+  cut at the grid's largest cutoff, over the users it was scored on; it says whether it reads
+  requests; its run record has the grid's config hash and a weights digest.
+- The rerun, per row: two processes side by side (competing for the two cores, as a rerun next to
+  other work does) under different PYTHONHASHSEED values give the same rankings, per-user metrics,
+  final weights (sha256 of the state dict) and semantic-ID code tables. The guarantee is "same
+  code, same config, same machine kind and thread count". With deterministic algorithms off
+  (llm4rec.determinism) the rows with sparse graph products (LightGCN, AlphaRec) differ between
+  the two processes here, so this test fails; IDIOMoE's racing gather showed it at larger sizes.
+
+OpenMP threads wait passively (OMP_WAIT_POLICY): two processes of two threads on two cores
+otherwise spin against each other, ten times slower, with the same results.
 """
 
 import hashlib
@@ -18,125 +29,55 @@ import pandas as pd
 import pytest
 import yaml
 
+from llm4rec import layout
+from llm4rec.data.split import read_split
 from llm4rec.io import read_json
 from llm4rec.models import MODELS
 
-from .helpers.rerun import REPO, WORDS, write_dataset
+from .helpers.rerun import REPO, write_dataset
 
 pytestmark = pytest.mark.slow
 
+CUTOFFS = [5, 10]
+PAPER = "benchmarks/paper.yaml"
 
-def grid(data: Path, backbone: Path) -> dict:
-    llm = {
-        "backbone": {"name_or_path": str(backbone)},
-        "text_retention": {"enabled": False},
-        "valid_users": 10,
-        "eval_every": 3,
-    }
-    lora = {"rank": 4, "alpha": 8, "dropout": 0.1}
-    sft = {"steps": 6, "batch_size": 8, "learning_rate": 1e-2, "checkpoint_every": 3}
-    decoded = {"cutoffs": [5, 10], "test_users": 16, "valid_users": 10}
-    exact = {"cutoffs": [5, 10], "test_users": 4, "valid_users": 1}  # within the parent's users
-    grpo = {
-        "steps": 2,
-        "prompts_per_step": 4,
-        "group_size": 4,
-        "valid_users": 10,
-        "eval_every": 2,
-        "checkpoint_every": 2,
-    }
-    prompted = llm | {
-        "prompt": {"system": None, "user": "items : {history}", "line": "{title} ;"},
-        "beam_width": 10,
-        "lora": lora,
-        "max_history": 3,
-        "sft": sft,
-    }
-    e4srec = llm | {
-        "instruction": "items :",
-        "response": "next :",
-        "max_history": 6,
-        "lora": lora,
-        "sft": sft,
-    }
-    # 64 windows of 20 item tokens x 64 dims: the gather's backward is large enough for ATen to run
-    # it on 2 threads
-    idiomoe = llm | {
-        "instruction": "items :",
-        "expert_layers": "last_1",
-        "max_history": 20,
-        "sft": sft | {"batch_size": 64, "steps": 8},
-        "max_train_examples": None,
-    }
-    codes = {
-        "quantizer": "rq_vae",
-        "levels": 2,
-        "codebook_size": 4,
-        "encoder": {"fields": ["title", "year", "genres"]},
-        "rq_vae": {"hidden": [32], "latent_dim": 8, "epochs": 20, "batch_size": 16},
-    }
-    tiger = {
-        "t5": {
-            "d_model": 16,
-            "d_ff": 32,
-            "num_heads": 2,
-            "d_kv": 8,
-            "encoder_layers": 1,
-            "decoder_layers": 1,
-        },
-        "max_history": 5,
-        "sft": sft | {"batch_size": 32},
-        "beam_width": 10,
-        "valid_users": 10,
-        "eval_every": 3,
-    }
-    sid_llm = llm | {
-        "instruction": "items :",
-        "answer_prefix": "next :",
-        "max_history": 4,
-        "beam_width": 10,
-        "lora": lora,
-        "sft": sft,
-    }
-    recbole = {"show_progress": False}
-    sasrec = {"epochs": 2, "max_len": 5, "hidden_size": 16, "inner_size": 32, "n_layers": 1}
-    alpharec = {"epochs": 3, "negatives": 8, "batch_size": 64, "mlp_hidden": 32, "dim": 16}
-    llm_text = {
-        "artifact": "item_text_embeddings",
-        "params": {"kind": "backbone", "model": str(backbone)},
-    }
-    states = {
-        "artifact": "llm_states",
-        "params": {
-            "backbone": {"name_or_path": str(backbone)},
-            "header": "items :",
-            "separator": ";",
-            "window": 4,
-        },
-    }
-    rta = {"epochs": 3, "batch_size": 32, "adapt": {"epochs": 3}}
+
+def registry_grid(data: Path) -> dict:
+    """Every registered row on the toy dataset: paper.yaml's entry where it has one (the settings
+    the paper grid runs: Qwen2.5 rows, curricula, prompts), else the row's name alone; with the
+    inputs a 40-item catalogue needs (semantic IDs of 2 levels of 4 codes, so that items share
+    prefixes) or that name another dataset (the zero-shot row's source)."""
+    paper = {e["name"]: e for e in yaml.safe_load((REPO / PAPER).read_text())["models"]}
     toy = {
         "source": "atomic",
         "path": str(data),
         "atomic_name": "toy",
         "k_core": {"user": 3, "item": 1},
         "new_items": 0.1,  # items never in training: what the cold-start row retrieves
-        "text_fields": {
-            "title": "title",
-            "year": "year",
-            "genres": "genres",
-            "description": "description",
-        },
+        "text_fields": {f: f for f in ("title", "year", "genres", "description")},
     }
+    models = []
+    for name, spec in MODELS.items():
+        entry = {
+            k: v
+            for k, v in paper.get(name, {"name": name}).items()
+            if k not in ("resources", "dataset_params")
+        }
+        inputs = entry.get("inputs", {}) | {
+            slot: declared.default
+            | {"params": declared.default.get("params", {}) | {"levels": 2, "codebook_size": 4}}
+            for slot, declared in spec.inputs.items()
+            if declared.default.get("artifact") == "semantic_ids"
+        }
+        if name == "alpharec_zeroshot":
+            inputs["source"] = {"run": "alpharec", "dataset": "toy-source"}
+        models.append(entry | ({"inputs": inputs} if inputs else {}))
     return {
         "name": "rerun",
-        "results_dir": "results",
-        "reports_dir": "reports",
         "seeds": [0],
-        "threads": 2,
         # steerability on: the rows that read requests also rank with counterfactual ones
         "evaluation": {
-            "cutoffs": [5, 10],
+            "cutoffs": CUTOFFS,
             "steer": {"templates": {"both": "something from the {decade}: {genres}"}},
         },
         "datasets": {
@@ -144,130 +85,19 @@ def grid(data: Path, backbone: Path) -> dict:
             # what the zero-shot row transfers from: a 30-user slice of the same files
             "toy-source": toy | {"role": "source", "sample_users": 30},
         },
-        "models": [
-            {"name": "mostpop"},
-            {"name": "bpr", "params": recbole | {"epochs": 2}},
-            {"name": "lightgcn", "params": recbole | {"epochs": 2, "n_layers": 1}},
-            {"name": "sasrec", "params": sasrec},
-            {"name": "sasrec_ce", "params": sasrec},
-            {
-                "name": "sasrec_recbole",
-                "params": recbole
-                | {
-                    "epochs": 1,
-                    "MAX_ITEM_LIST_LENGTH": 5,
-                    "hidden_size": 16,
-                    "inner_size": 32,
-                    "n_layers": 1,
-                    "n_heads": 2,
-                },
-            },
-            {"name": "emb_knn"},
-            {"name": "text_prompted_zeroshot", "evaluation": decoded, "params": prompted},
-            {"name": "text_prompted", "evaluation": decoded, "params": prompted},
-            {
-                "name": "cf_llara",
-                "evaluation": decoded,
-                "params": prompted | {"cf": {"projector": "mlp"}},
-            },
-            {
-                "name": "cf_llara_permuted",
-                "evaluation": decoded,
-                "params": prompted | {"cf": {"projector": "mlp"}},
-            },
-            {"name": "cf_e4srec", "params": e4srec},
-            {
-                "name": "cf_e4srec_allpos",
-                "params": {k: v for k, v in e4srec.items() if k != "response"},
-            },
-            {"name": "cf_e4srec_permuted", "params": e4srec},
-            {"name": "idiomoe", "params": idiomoe},
-            {"name": "idiomoe_popprior", "params": idiomoe},
-            {"name": "idiomoe_learned_router", "params": idiomoe},
-            {"name": "idiomoe_entangled", "params": idiomoe | {"expert_layers": "none"}},
-            {"name": "idiomoe_requests", "params": idiomoe},
-            {
-                "name": "sid_tiger",
-                "inputs": {"codes": {"artifact": "semantic_ids", "params": codes}},
-                "params": tiger,
-            },
-            {
-                "name": "sid_random",
-                "inputs": {
-                    "codes": {"artifact": "semantic_ids", "params": codes | {"quantizer": "random"}}
-                },
-                "params": tiger,
-            },
-            {
-                "name": "sid_llm",
-                "evaluation": decoded,
-                "inputs": {"codes": {"artifact": "semantic_ids", "params": codes}},
-                "params": sid_llm,
-            },
-            {"name": "alpharec", "params": alpharec},
-            {"name": "alpharec_linear", "params": alpharec},
-            {"name": "alpharec_linear_llm", "inputs": {"text": llm_text}, "params": alpharec},
-            {"name": "alpharec_intent", "params": alpharec},
-            {
-                "name": "alpharec_zeroshot",
-                "inputs": {"source": {"run": "alpharec", "dataset": "toy-source"}},
-                "params": alpharec,
-            },
-            {"name": "alpharec_untrained", "params": alpharec},
-            {"name": "alpharec_linear_untrained", "params": alpharec},
-            {"name": "rta_reindex", "inputs": {"states": states}, "params": rta},
-            {"name": "rta_bias", "inputs": {"states": states}, "params": rta},
-            {"name": "rta_recsys", "inputs": {"states": states}, "params": rta},
-            # the RL stages on their parents' exported policies (the same inputs as the parent)
-            {
-                "name": "text_prompted_grpo",
-                "evaluation": decoded,
-                "params": grpo | {"constrained": False, "rewards": {"hit": 1.0, "validity": 0.1}},
-            },
-            {
-                "name": "sid_tiger_grpo",
-                "inputs": {"codes": {"artifact": "semantic_ids", "params": codes}},
-                "params": grpo | {"sampler": "beam", "rewards": {"hit": 1.0, "rank_penalty": 1.0}},
-            },
-            {
-                "name": "sid_llm_grpo",
-                "evaluation": decoded,
-                "inputs": {"codes": {"artifact": "semantic_ids", "params": codes}},
-                "params": grpo,
-            },
-            # the steered rows (the parent's policy, the request in the prompt) and the
-            # exact-ranking rows (the parent's policy, a catalogue-wide beam)
-            {"name": "text_prompted_zeroshot_steer", "evaluation": decoded},
-            {"name": "text_prompted_steer", "evaluation": decoded},
-            {"name": "cf_llara_steer", "evaluation": decoded},
-            {"name": "cf_e4srec_steer"},
-            {"name": "idiomoe_steer"},
-            {"name": "idiomoe_requests_steer"},
-            {
-                "name": "sid_llm_steer",
-                "evaluation": decoded,
-                "inputs": {"codes": {"artifact": "semantic_ids", "params": codes}},
-            },
-            {"name": "rta_reindex_steer", "inputs": {"states": states}, "params": rta},
-            {"name": "text_prompted_exact", "evaluation": exact},
-            {"name": "cf_llara_exact", "evaluation": exact},
-            {
-                "name": "sid_llm_exact",
-                "evaluation": exact,
-                "inputs": {"codes": {"artifact": "semantic_ids", "params": codes}},
-            },
-            {
-                "name": "sid_tiger_exact",
-                "evaluation": exact,
-                "inputs": {"codes": {"artifact": "semantic_ids", "params": codes}},
-            },
-            {
-                "name": "sid_tiger_coldstart",
-                "inputs": {"codes": {"artifact": "semantic_ids", "params": codes}},
-                "params": {"epsilon": 0.5},
-            },
-        ],
+        "models": models,
     }
+
+
+def toy_grid(root: Path) -> dict:
+    """The registry grid at smoke cost, with results relative to the replica's folder."""
+    from llm4rec.config import load_grid
+    from llm4rec.smoke import smoke_config
+
+    base = root / "registry.yaml"
+    base.write_text(yaml.safe_dump(registry_grid(root) | {"results_dir": str(root / "prepared")}))
+    raw = smoke_config(load_grid(base), root / "smoke", "cpu", "fp32")
+    return raw | {"results_dir": "results", "reports_dir": "reports", "threads": 2}
 
 
 def replica(grid_path: str) -> None:
@@ -288,22 +118,19 @@ def replica(grid_path: str) -> None:
 
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory):
-    from .helpers import tiny_backbone
-
     root = tmp_path_factory.mktemp("rerun")
     write_dataset(root)
-    model, tokenizer = tiny_backbone(WORDS, seed=0, hidden=64, layers=2, init_std=0.1)
-    model.save_pretrained(root / "tiny-llama")
-    tokenizer.save_pretrained(root / "tiny-llama")
+    grid = toy_grid(root)
     procs = []
     for name, hash_seed in (("a", "1"), ("b", "2")):
         workdir = root / name  # results/ and the item-embedding cache are each replica's own
         workdir.mkdir()
-        (workdir / "grid.yaml").write_text(yaml.safe_dump(grid(root, root / "tiny-llama")))
+        (workdir / "grid.yaml").write_text(yaml.safe_dump(grid, sort_keys=False))
         env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"} | {
             "PYTHONHASHSEED": hash_seed,
             "PYTHONPATH": str(REPO),
             "TQDM_DISABLE": "1",
+            "OMP_WAIT_POLICY": "PASSIVE",
         }
         procs.append(
             subprocess.Popen(
@@ -323,20 +150,57 @@ def two_runs(tmp_path_factory):
     for proc in procs:
         output = proc.communicate(timeout=1500)[0]
         assert proc.returncode == 0, output[-5000:]
-    return [root / name / "results" / "rerun" for name in ("a", "b")]
+    from llm4rec.config import load_grid
+
+    grids = [load_grid(root / name / "grid.yaml") for name in ("a", "b")]
+    for grid, name in zip(grids, ("a", "b"), strict=True):  # its results, read from here
+        grid.raw["results_dir"] = str(root / name / "results")
+    return grids
 
 
-def test_the_grid_covers_every_registered_model():
-    assert {m["name"] for m in grid(Path("."), Path("."))["models"]} == set(MODELS)
+def test_the_grid_is_every_registered_row_at_smoke_cost(two_runs):
+    grid = two_runs[0]
+    assert grid.models == list(MODELS)
+    for name in ("text_prompted", "sid_tiger", "alpharec"):
+        assert grid.model_entry(name)["params"], name  # shrunk by smoke (and toy_params)
 
 
-@pytest.mark.parametrize("model", sorted(MODELS))
+@pytest.mark.parametrize("model", list(MODELS))
+def test_each_row_ranks_the_catalogue_minus_history_and_records_its_run(two_runs, model):
+    grid = two_runs[0]
+    folder = grid.run_dir("toy", model, 0)
+    split = read_split(grid.split_dir("toy"))
+    catalogue = set(split.items["item_id"])
+    history = split.history("test")
+    rankings = pd.read_parquet(folder / layout.rankings("test"))
+    scored = pd.read_parquet(folder / "per_user_test.parquet")
+    assert set(rankings["user_id"]) == set(scored["user_id"]) and len(scored) > 0
+    for user, ranked in rankings.groupby("user_id"):
+        candidates = catalogue - set(history.get(user, []))
+        assert list(ranked["rank"]) == list(range(1, len(ranked) + 1)), (model, user)
+        assert len(ranked) == min(max(CUTOFFS), len(candidates)), (model, user)
+        assert set(ranked["item_id"]) <= candidates, (model, user)
+    counterfactual = folder / layout.COUNTERFACTUAL_RANKINGS
+    assert counterfactual.is_file() == MODELS[model].reads_requests
+    record = read_json(folder / layout.RUN_JSON)
+    assert record["config_hash"] == grid.run_hash("toy", model, 0)
+    # every model with torch weights has a digest
+    assert (record["weights_sha256"] is None) == (model == "emb_knn")
+    determinism = record["determinism"]
+    assert determinism["deterministic_algorithms"] and determinism["torch_threads"] == 2
+    metrics = read_json(folder / layout.METRICS)["test"]
+    assert metrics["n_users"] == len(scored)
+    for cutoff in CUTOFFS:
+        for name in ("hr", "ndcg", "mrr", "recall", "coverage"):
+            assert 0.0 <= metrics[f"{name}_at_{cutoff}"] <= 1.0, (model, name, cutoff)
+
+
+@pytest.mark.parametrize("model", list(MODELS))
 def test_two_processes_give_bit_identical_rankings_metrics_and_weights(two_runs, model):
-    a, b = (results / "runs" / "toy" / model / "seed0" for results in two_runs)
+    a, b = (grid.run_dir("toy", model, 0) for grid in two_runs)
     names = ["rankings_valid", "rankings_test", "per_user_valid", "per_user_test"]
-    if (a / "rankings_test_counterfactual.parquet").is_file():  # a model that reads requests
+    if MODELS[model].reads_requests:
         names.append("rankings_test_counterfactual")
-    assert (a / "rankings_test_counterfactual.parquet").is_file() == MODELS[model].reads_requests
     for name in names:
         pd.testing.assert_frame_equal(
             pd.read_parquet(a / f"{name}.parquet"),
@@ -346,22 +210,19 @@ def test_two_processes_give_bit_identical_rankings_metrics_and_weights(two_runs,
         )
     run_a, run_b = read_json(a / "run.json"), read_json(b / "run.json")
     assert run_a["weights_sha256"] == run_b["weights_sha256"]
-    # every model with torch weights has a digest
-    assert (run_a["weights_sha256"] is None) == (model == "emb_knn")
     assert read_json(a / "metrics.json")["test"] == read_json(b / "metrics.json")["test"]
     hash_seeds = [run["determinism"]["python_hash_seed"] for run in (run_a, run_b)]
-    assert hash_seeds == ["1", "2"] and run_a["determinism"]["deterministic_algorithms"]
-    assert run_a["determinism"]["torch_threads"] == 2
+    assert hash_seeds == ["1", "2"]
 
 
 def test_the_semantic_id_code_tables_are_bit_identical(two_runs):
     tables = [
-        sorted((results / "artifacts" / "toy" / "semantic_ids").glob("*/codes.npy"))
-        for results in two_runs
+        sorted((grid.grid_dir / "artifacts" / "toy" / "semantic_ids").glob("*/codes.npy"))
+        for grid in two_runs
     ]
     assert len(tables[0]) == 2  # RQ-VAE codes and random codes
     for left, right in zip(*tables, strict=True):
-        assert left.relative_to(two_runs[0]) == right.relative_to(two_runs[1])
+        assert left.relative_to(two_runs[0].grid_dir) == right.relative_to(two_runs[1].grid_dir)
         assert (
             hashlib.sha256(left.read_bytes()).digest()
             == hashlib.sha256(right.read_bytes()).digest()

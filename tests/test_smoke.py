@@ -103,39 +103,6 @@ def test_a_cell_fails_on_each_fault_and_the_table_names_it(tmp_path):
     assert not missing.ok and "no metrics.json" in missing.problems[0]
 
 
-def run_paper_smoke(tmp_path, target):
-    config = "benchmarks/paper.yaml"
-    proc = subprocess.run(
-        [sys.executable, "-m", "llm4rec.cli", "smoke", config, "--out", str(tmp_path)]
-        + ["--target", target],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=1200,
-    )
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-3000:]
-    import yaml
-
-    from llm4rec.models import MODELS
-
-    models = [m["name"] for m in yaml.safe_load((REPO / config).read_text())["models"]]
-    if target == "all":
-        models = [m for m in models if MODELS[m].parent is None]
-    table = (tmp_path / "smoke.md").read_text()
-    assert all(f"| {m}/ml-100k/seed" in table for m in models) and "FAIL" not in table
-    assert table.count("/ml-100k/seed") == len(models)  # the target's cells, no more
-    assert "| prepare ml-1m | ok" in table
-
-
-@pytest.mark.slow
-def test_the_paper_grids_main_job_runs_end_to_end_at_toy_cost(tmp_path):
-    """Every main-job entry of paper.yaml (each paradigm once; Qwen2.5 as a tiny Qwen2, TIGER's
-    T5 shrunk), bf16 on CPU, through Snakemake; its ml-1m is prepared too. (The default grid runs
-    for real in `make bench`; every entry of paper.yaml, variants and RL stages included: `make
-    test-paper`.)"""
-    run_paper_smoke(tmp_path, "all")
-
-
 def test_a_smoke_of_some_models_runs_what_they_consume_too():
     from llm4rec.config import load_grid
     from llm4rec.smoke import consumed_closure
@@ -160,9 +127,25 @@ def test_a_smoke_of_some_models_runs_what_they_consume_too():
 @pytest.mark.slow
 @pytest.mark.paper
 def test_the_whole_paper_grid_runs_end_to_end_at_toy_cost(tmp_path):
-    """Every model entry of paper.yaml, variants and RL stages included (`make test-paper`; out of
-    `make test`'s budget: about 5 minutes on 2 cores)."""
-    run_paper_smoke(tmp_path, "both")
+    """Every model entry of paper.yaml, variants and RL stages included, through Snakemake, with
+    its ml-1m prepared (`make test-paper`; about 6 minutes on 2 cores). `make test` runs every
+    registered row at this toy cost with paper.yaml's settings in process (tests/test_rerun.py)."""
+    config = "benchmarks/paper.yaml"
+    proc = subprocess.run(
+        [sys.executable, "-m", "llm4rec.cli", "smoke", config, "--out", str(tmp_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-3000:]
+    import yaml
+
+    models = [m["name"] for m in yaml.safe_load((REPO / config).read_text())["models"]]
+    table = (tmp_path / "smoke.md").read_text()
+    assert all(f"| {m}/ml-100k/seed" in table for m in models) and "FAIL" not in table
+    assert table.count("/ml-100k/seed") == len(models)  # the target's cells, no more
+    assert "| prepare ml-1m | ok" in table
 
 
 @pytest.mark.slow

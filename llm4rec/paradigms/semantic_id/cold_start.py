@@ -217,3 +217,9 @@ def estimate_cost(config: ColdStartConfig, cell: Cell) -> Estimate:
     insertion of the new items' codes is not counted)."""
     estimate, _ = parent_ranking(cell)
     return dataclasses.replace(estimate, trainable=0)
+
+
+def toy_params(params: dict, steps: int) -> dict:
+    """`llm4rec smoke`: at toy cost few users are ranked, so an inserted unseen item may take half
+    of a top-K (the row must insert something, or it fails: `fit`)."""
+    return params | {"epsilon": 0.5}
