@@ -11,6 +11,9 @@ from llm4rec.data.split import Split, leave_one_out_split
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "true")
+# Two test workers of two torch threads share two cores: OpenMP threads that spin while they wait
+# take the cores from the other worker's (the same results, several times slower; test_rerun.py)
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def interactions_frame(rows: list[tuple[str, str, float]]) -> pd.DataFrame:

@@ -804,7 +804,7 @@ MODELS: dict[str, ModelSpec] = _registry(
         ModelSpec(
             "rta_reindex_steer",
             "reindexed",
-            "llm4rec.paradigms.rta:build_steered",
+            "llm4rec.paradigms.rta:build",
             "rta_reindex (trained as it: the same aggregator) ranking with each user's request in "
             "the frozen LLM's prompt after the history titles (a forward at ranking time)",
             config="llm4rec.paradigms.rta:SteeredRtaConfig",

@@ -48,7 +48,7 @@ from llm4rec.data.requests import RequestTemplate
 from llm4rec.data.split import Split
 from llm4rec.estimates import SENTENCE_ENCODER_DIM, Cell, Estimate, backbone_shape
 from llm4rec.evaluation.evaluate import sample_users, selection_score
-from llm4rec.evaluation.metrics import SELECTION_METRIC, metric_cutoff
+from llm4rec.evaluation.metrics import metric_cutoff
 from llm4rec.io import read_json, write_json
 from llm4rec.models import RANKING_COLUMNS, ResolvedInput
 
@@ -504,14 +504,8 @@ def sample_negatives(
 
 
 def build(
-    name: str,
-    config: AlphaRecConfig,
-    seed: int,
-    device: str,
-    selection: str = SELECTION_METRIC,
-    inputs: dict[str, ResolvedInput] | None = None,
+    name: str, config: AlphaRecConfig, seed: int, device: str, selection: str, inputs: dict
 ) -> AlphaRec:
-    inputs = inputs or {}
     return AlphaRec(config, seed, device, selection, inputs["text"], inputs.get("source"))
 
 

@@ -43,7 +43,7 @@ from llm4rec.data.requests import RequestTemplate
 from llm4rec.data.split import Split
 from llm4rec.estimates import Cell, Estimate, backbone_shape
 from llm4rec.evaluation.evaluate import sample_users, selection_score
-from llm4rec.evaluation.metrics import SELECTION_METRIC, metric_cutoff
+from llm4rec.evaluation.metrics import metric_cutoff
 from llm4rec.io import read_json, write_json, write_npy, write_parquet
 from llm4rec.llm.backbone import BackboneConfig
 from llm4rec.models import RANKING_COLUMNS, ResolvedInput
@@ -667,27 +667,11 @@ def _phase_scores(recsys: ResolvedInput, phase: str, n_items: int):
 
 
 def build(
-    name: str,
-    config: RtaConfig,
-    seed: int,
-    device: str,
-    selection: str = SELECTION_METRIC,
-    inputs: dict[str, ResolvedInput] | None = None,
+    name: str, config: RtaConfig, seed: int, device: str, selection: str, inputs: dict
 ) -> ReindexThenAdapt:
-    inputs = inputs or {}
-    return ReindexThenAdapt(config, seed, device, selection, inputs["states"], inputs.get("recsys"))
-
-
-def build_steered(
-    name: str,
-    config: SteeredRtaConfig,
-    seed: int,
-    device: str,
-    selection: str = SELECTION_METRIC,
-    inputs: dict[str, ResolvedInput] | None = None,
-) -> SteeredRta:
-    inputs = inputs or {}
-    return SteeredRta(config, seed, device, selection, inputs["states"], inputs.get("recsys"))
+    """rta_reindex and its variants; a SteeredRtaConfig (rta_reindex_steer) builds SteeredRta."""
+    model = SteeredRta if isinstance(config, SteeredRtaConfig) else ReindexThenAdapt
+    return model(config, seed, device, selection, inputs["states"], inputs.get("recsys"))
 
 
 def estimate_cost(config: RtaConfig, cell: Cell) -> Estimate:

@@ -37,7 +37,7 @@ import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -351,19 +351,7 @@ def _diagnostics(
 ) -> list[Path]:
     """The comparisons of rows under the minimum sample (llm4rec.report.diagnostics)."""
     frame = diagnostics_frame(comparisons)
-    names, compare = spec.options.get("display_names") or {}, spec.compare_spec()
-    label = spec.label.replace("results", "diagnostics")
-    markdown = render_diagnostics(frame, compare, "markdown", names)
-    notes[label] = markdown.split("\n\n", 1)[-1].strip() if not frame.empty else ""
-    return _write_tables(
-        out_dir,
-        "diagnostics",
-        {
-            "tex": render_diagnostics(frame, compare, "latex", names, label, _float(spec)),
-            "md": markdown,
-            "csv": frame.to_csv(index=False),
-        },
-    )
+    return _diagnostic_table(frame, render_diagnostics, "diagnostics", spec, out_dir, notes)
 
 
 def _beam_vs_exact(
@@ -375,18 +363,26 @@ def _beam_vs_exact(
 ) -> list[Path]:
     """Each exact-ranking row against its parent's beam (llm4rec.report.diagnostics)."""
     frame = beam_vs_exact_frame(runs, comparisons)
+    return _diagnostic_table(frame, render_beam_vs_exact, "beam_vs_exact", spec, out_dir, notes)
+
+
+def _diagnostic_table(
+    frame: pd.DataFrame,
+    render: Callable[..., str],
+    stem: str,
+    spec: ReportSpec,
+    out_dir: Path,
+    notes: dict[str, str],
+) -> list[Path]:
+    """A diagnostics table as .tex, .md and .csv; its Markdown (less the heading) is the
+    results page's note under the table's label (results -> beam-vs-exact, diagnostics)."""
     names, compare = spec.options.get("display_names") or {}, spec.compare_spec()
-    label = spec.label.replace("results", "beam-vs-exact")
-    markdown = render_beam_vs_exact(frame, compare, "markdown", names)
+    label = spec.label.replace("results", stem.replace("_", "-"))
+    markdown = render(frame, compare, "markdown", names)
     notes[label] = markdown.split("\n\n", 1)[-1].strip() if not frame.empty else ""
+    tex = render(frame, compare, "latex", names, label, _float(spec))
     return _write_tables(
-        out_dir,
-        "beam_vs_exact",
-        {
-            "tex": render_beam_vs_exact(frame, compare, "latex", names, label, _float(spec)),
-            "md": markdown,
-            "csv": frame.to_csv(index=False),
-        },
+        out_dir, stem, {"tex": tex, "md": markdown, "csv": frame.to_csv(index=False)}
     )
 
 
