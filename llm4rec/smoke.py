@@ -7,8 +7,9 @@ Before anyone spends GPU-hours on a grid, this runs it end to end on this machin
 - in the dtype the grid would run in on a GPU (bf16 by default), on the device given (CPU by
   default);
 - 4 optimiser steps, a 16-user test sample and 8 validation users per LLM model, one epoch per
-  baseline, a small RQ-VAE, one seed, every model entry once on the first dataset (every other
-  dataset is still prepared: its loader and split run too);
+  baseline, a small RQ-VAE, one seed, every model entry once on the first evaluated dataset (and the
+  source datasets a zero-shot row transfers from; every other dataset is still prepared: its loader
+  and split run too);
 - text retention on a small sample written next to the grid.
 
 A cell fails on a crash, a non-finite loss, a trainable tensor that did not move in its steps, a
