@@ -462,8 +462,9 @@ def smoke(
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     prepared = {}
+    smoked = smoked_datasets(grid)
     # every other dataset's loader and split still run
-    for dataset in [d for d in grid.datasets if d not in smoked_datasets(grid)]:
+    for dataset in [d for d in grid.datasets if d not in smoked]:
         try:
             from llm4rec.runner import prepare_dataset
 

@@ -46,7 +46,7 @@ def registry_grid(data: Path) -> dict:
     """Every registered row on the toy dataset: paper.yaml's entry where it has one (the settings
     the paper grid runs: Qwen2.5 rows, curricula, prompts), else the row's name alone; with the
     inputs a 40-item catalogue needs (semantic IDs of 2 levels of 4 codes, so that items share
-    prefixes) or that name another dataset (the zero-shot row's source)."""
+    prefixes) or another dataset (a transfer row's: the source slice)."""
     paper = {e["name"]: e for e in yaml.safe_load((REPO / PAPER).read_text())["models"]}
     toy = {
         "source": "atomic",
@@ -63,14 +63,15 @@ def registry_grid(data: Path) -> dict:
             for k, v in paper.get(name, {"name": name}).items()
             if k not in ("resources", "dataset_params")
         }
-        inputs = entry.get("inputs", {}) | {
-            slot: declared.default
-            | {"params": declared.default.get("params", {}) | {"levels": 2, "codebook_size": 4}}
-            for slot, declared in spec.inputs.items()
-            if declared.default.get("artifact") == "semantic_ids"
-        }
-        if name == "alpharec_zeroshot":
-            inputs["source"] = {"run": "alpharec", "dataset": "toy-source"}
+        inputs = {}
+        for slot, declared in spec.inputs.items():
+            source = dict((entry.get("inputs") or {}).get(slot) or declared.default)
+            if source.get("artifact") == "semantic_ids":
+                source["params"] = source.get("params", {}) | {"levels": 2, "codebook_size": 4}
+            if declared.across_datasets == "required":  # a transfer row: from the source slice
+                source["dataset"] = "toy-source"
+            if source != declared.default:
+                inputs[slot] = source
         models.append(entry | ({"inputs": inputs} if inputs else {}))
     return {
         "name": "rerun",
