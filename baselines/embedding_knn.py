@@ -9,7 +9,6 @@ model when the upstream changes, and puts the upstream's config hash into this r
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import pandas as pd
 
 from llm4rec.data.split import Split
 from llm4rec.estimates import Cell, Estimate, baseline_estimate
-from llm4rec.models import RANKING_COLUMNS, ResolvedInput
+from llm4rec.models import RANKING_COLUMNS, BuildSpec, Histories, ResolvedInput
 
 
 @dataclass(frozen=True)
@@ -45,7 +44,7 @@ class EmbeddingKnn:
         self.row = {item: i for i, item in enumerate(self.items)}
         return {"input": self.source.source, "parameters_total": 0, "parameters_trainable": 0}
 
-    def rank(self, histories: Mapping[str, Sequence[str]], k: int) -> pd.DataFrame:
+    def rank(self, histories: Histories, k: int) -> pd.DataFrame:
         rows = []
         for user in sorted(histories):
             history = [self.row[i] for i in histories[user]]
@@ -71,15 +70,8 @@ class EmbeddingKnn:
         return {}
 
 
-def build(
-    name: str,
-    config: EmbeddingKnnConfig,
-    seed: int,
-    device: str,
-    selection: str,
-    inputs: dict[str, ResolvedInput],
-) -> EmbeddingKnn:
-    return EmbeddingKnn(config, inputs["embeddings"])
+def build(spec: BuildSpec) -> EmbeddingKnn:
+    return EmbeddingKnn(spec.config, spec.inputs["embeddings"])
 
 
 def estimate_cost(config: EmbeddingKnnConfig, cell: Cell) -> Estimate:

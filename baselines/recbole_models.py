@@ -39,7 +39,7 @@ from llm4rec.estimates import Cell, Estimate, baseline_estimate, baseline_settin
 from llm4rec.evaluation.evaluate import selection_score
 from llm4rec.evaluation.metrics import SELECTION_METRIC, metric_cutoff
 from llm4rec.io import write_npy, write_text
-from llm4rec.models import RANKING_COLUMNS
+from llm4rec.models import RANKING_COLUMNS, BuildSpec
 from llm4rec.params import ParamsError
 
 # `sasrec_recbole`: RecBole's own SASRec training (every prefix of every user one example), a
@@ -458,18 +458,13 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-def build(
-    name: str,
-    config: dict[str, Any],
-    seed: int,
-    device: str,
-    selection: str = SELECTION_METRIC,
-    inputs: dict | None = None,
-) -> RecBoleRecommender:
-    """`config`: RecBole params, already checked by `recbole_params`."""
-    if name not in RECBOLE_MODEL:
-        raise KeyError(f"'{name}' is not a RecBole baseline (known: {', '.join(RECBOLE_MODEL)})")
-    return RecBoleRecommender(name, config, seed, device, selection)
+def build(spec: BuildSpec) -> RecBoleRecommender:
+    """`spec.config`: RecBole params, already checked by `recbole_params`."""
+    if spec.name not in RECBOLE_MODEL:
+        raise KeyError(
+            f"'{spec.name}' is not a RecBole baseline (known: {', '.join(RECBOLE_MODEL)})"
+        )
+    return RecBoleRecommender(spec.name, spec.config, spec.seed, spec.device, spec.selection)
 
 
 def estimate_cost(config: dict[str, Any], cell: Cell) -> Estimate:

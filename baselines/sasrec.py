@@ -40,7 +40,7 @@ not do. This module trains the same network the paper's way, and keeps RecBole's
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,9 +53,9 @@ from torch import nn
 from llm4rec.data.split import Split
 from llm4rec.estimates import Cell, Estimate, baseline_estimate, baseline_settings
 from llm4rec.evaluation.evaluate import sample_users, selection_score
-from llm4rec.evaluation.metrics import SELECTION_METRIC, metric_cutoff
+from llm4rec.evaluation.metrics import metric_cutoff
 from llm4rec.io import write_npy, write_text
-from llm4rec.models import RANKING_COLUMNS
+from llm4rec.models import BuildSpec, Histories, ranking_frame
 
 LOSSES = ("bce", "ce")
 NEGATIVES = ("per_position", "per_sequence")
@@ -385,7 +385,7 @@ class NativeSASRec:
             out.append(last @ self.net.item_embedding.weight.T)
         return torch.cat(out).float().cpu()
 
-    def rank(self, histories: Mapping[str, Sequence[str]], k: int) -> pd.DataFrame:
+    def rank(self, histories: Histories, k: int) -> pd.DataFrame:
         users = sorted(histories)
         scores = self.scores([histories[u] for u in users])
         scores[:, 0] = -torch.inf
@@ -394,13 +394,7 @@ class NativeSASRec:
             if seen:
                 scores[row, seen] = -torch.inf
         top_scores, top = torch.topk(scores, min(k, len(self.items)), dim=1)
-        out = [
-            (user, r + 1, self.items[int(i) - 1], float(s))
-            for user, srow, irow in zip(users, top_scores, top, strict=True)
-            for r, (s, i) in enumerate(zip(srow.tolist(), irow.tolist(), strict=True))
-            if np.isfinite(s)
-        ]
-        return pd.DataFrame(out, columns=RANKING_COLUMNS)
+        return ranking_frame(users, top_scores, top - 1, self.items)  # column 0: the padding
 
     def export(self, out_dir: Path, split: Split) -> dict[str, str]:
         """The item embeddings (rows in items.parquet order) and each evaluated phase's
@@ -426,16 +420,9 @@ class NativeSASRec:
         return {}
 
 
-def build(
-    name: str,
-    config: SasrecConfig,
-    seed: int,
-    device: str,
-    selection: str = SELECTION_METRIC,
-    inputs: dict | None = None,
-) -> NativeSASRec:
+def build(spec: BuildSpec) -> NativeSASRec:
     """`sasrec` (loss bce) and `sasrec_ce` (loss ce)."""
-    return NativeSASRec(config, seed, device, selection)
+    return NativeSASRec(spec.config, spec.seed, spec.device, spec.selection)
 
 
 def estimate_cost(config: SasrecConfig, cell: Cell) -> Estimate:

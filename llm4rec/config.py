@@ -21,7 +21,15 @@ from llm4rec import layout, schema
 from llm4rec.data.sources import BUILTIN_SOURCES
 from llm4rec.evaluation.metrics import SELECTION_METRIC, metric_cutoff
 from llm4rec.io import stable_hash
-from llm4rec.models import ARTIFACTS, MODELS, check_params, deep_merge, resolved_params
+from llm4rec.models import (
+    ARTIFACTS,
+    MODELS,
+    BuildSpec,
+    ResolvedInput,
+    as_data,
+    check_params,
+    deep_merge,
+)
 from llm4rec.params import ParamsError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -70,6 +78,37 @@ class InputSource:
             "config_hash": self.config_hash,
             "files": list(self.files),
         }
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One grid cell, resolved once (`Grid.run_spec`): the row's parsed config, what it consumes,
+    how it is evaluated and where it writes. `record` is everything that determines the run's
+    result, as run.json's `run` writes it; `hash` (its stable hash) is the run's config hash. The
+    runner builds the model from it, and the rules, tracking and `reproduce` read the same."""
+
+    dataset: str
+    model: str
+    seed: int
+    run_dir: Path
+    config: Any  # the row's config dataclass (a library-configured row: its checked params)
+    sources: dict[str, InputSource]
+    evaluation: dict[str, Any]  # cutoffs and evaluated users (`Grid.model_evaluation`)
+    selection: str  # the validation metric that picks epochs and checkpoints
+    threads: int
+    device: str
+    record: dict[str, Any]
+    hash: str
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The resolved params, as plain data (what the hash covers)."""
+        return self.record["params"]
+
+    def build_spec(self, inputs: dict[str, ResolvedInput]) -> BuildSpec:
+        """What the row's factory builds from, on `inputs` (the sources, checked: the runner's
+        `resolve_inputs`)."""
+        return BuildSpec(self.model, self.config, self.seed, self.device, self.selection, inputs)
 
 
 @dataclass(frozen=True)
@@ -303,45 +342,55 @@ class Grid:
     def run_dir(self, dataset: str, model: str, seed: int) -> Path:
         return layout.run_dir(self.grid_dir, dataset, model, seed)
 
-    def run_config(self, dataset: str, model: str, seed: int) -> dict[str, Any]:
-        """Everything that determines one run's result (its hash is the run's config hash)."""
-        return {
+    def run_spec(self, dataset: str, model: str, seed: int) -> RunSpec:
+        """One cell resolved: the row's params parsed once (defaults and variant filled in), its
+        inputs resolved to upstream folders and hashes, its evaluation, and the record and hash
+        they make."""
+        config = check_params(MODELS[model], self.model_params(model, dataset))
+        sources = self.input_sources(dataset, model, seed)
+        evaluation, selection = self.model_evaluation(model), self.selection_metric(model)
+        record = {
             "grid": self.name,
             "dataset": dataset,
             "dataset_config": self.dataset_config(dataset),
             "model": model,
             "paradigm": MODELS[model].paradigm,
             # defaults and variant filled in
-            "params": resolved_params(model, self.model_params(model, dataset)),
+            "params": as_data(config),
             "seed": seed,
             "cutoffs": self.cutoffs,
-            **(
-                {"evaluation": self.model_evaluation(model)}
-                if "evaluation" in self.model_entry(model)
-                else {}
-            ),
+            **({"evaluation": evaluation} if "evaluation" in self.model_entry(model) else {}),
             # only when it differs from the default, so grids run before it existed keep their
             # hashes
-            **(
-                {"selection_metric": self.selection_metric(model)}
-                if self.selection_metric(model) != SELECTION_METRIC
-                else {}
-            ),
+            **({"selection_metric": selection} if selection != SELECTION_METRIC else {}),
             # the upstream runs' config hashes: a changed upstream changes (and reruns) the consumer
             **(
-                {
-                    "inputs": {
-                        slot: s.describe()
-                        for slot, s in self.input_sources(dataset, model, seed).items()
-                    }
-                }
+                {"inputs": {slot: s.describe() for slot, s in sources.items()}}
                 if MODELS[model].inputs
                 else {}
             ),
         }
+        return RunSpec(
+            dataset,
+            model,
+            seed,
+            self.run_dir(dataset, model, seed),
+            config,
+            sources,
+            evaluation,
+            selection,
+            self.model_threads(model),
+            self.device,
+            record,
+            stable_hash(record),
+        )
+
+    def run_config(self, dataset: str, model: str, seed: int) -> dict[str, Any]:
+        """Everything that determines one run's result (its hash is the run's config hash)."""
+        return self.run_spec(dataset, model, seed).record
 
     def run_hash(self, dataset: str, model: str, seed: int) -> str:
-        return stable_hash(self.run_config(dataset, model, seed))
+        return self.run_spec(dataset, model, seed).hash
 
     def report_dir(self, kind: str = "main") -> Path:
         """Where a report kind is written: reports_dir, or reports_dir/ablations."""

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from llm4rec import layout
-from llm4rec.config import Grid, InputSource
+from llm4rec.config import Grid, InputSource, RunSpec
 from llm4rec.costs import token_costs
 from llm4rec.data.atomic import DataError
 from llm4rec.data.preprocess import preprocess
@@ -48,7 +48,7 @@ from llm4rec.models import (
     ARTIFACTS,
     MODELS,
     ResolvedInput,
-    build_model,
+    build_row,
     check_params,
     import_object,
 )
@@ -133,14 +133,12 @@ def evaluated_users(grid: Grid, model: str, split: Split, phase: str) -> list[st
     return sample_users(list(split.targets(phase)), n, seed)
 
 
-def resolve_inputs(
-    grid: Grid, dataset: str, model: str, seed: int, split: Split
-) -> dict[str, ResolvedInput]:
+def resolve_inputs(grid: Grid, spec: RunSpec, split: Split) -> dict[str, ResolvedInput]:
     """The files one run consumes, checked against this run's split and the grid's upstream
     configuration; every mismatch names both sides."""
-    consumer = grid.run_dir(dataset, model, seed)
+    consumer, dataset = spec.run_dir, spec.dataset
     resolved = {}
-    for slot, source in grid.input_sources(dataset, model, seed).items():
+    for slot, source in spec.sources.items():
         record_path = (
             source.folder.parent / layout.RUN_JSON if source.kind == "run" else source.marker
         )
@@ -233,24 +231,18 @@ def train_and_rank(grid: Grid, dataset: str, model: str, seed: int) -> dict:
     from llm4rec.llm import distributed  # torch: imported by the jobs that train, not by evaluate
     from llm4rec.llm.retention import SHIPPED_ENV
 
-    run_dir = grid.run_dir(dataset, model, seed)
+    spec = grid.run_spec(dataset, model, seed)  # the cell, resolved once
+    run_dir = spec.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     split = read_split(grid.split_dir(dataset))
-    inputs = resolve_inputs(grid, dataset, model, seed, split)
-    apply_determinism(grid.model_threads(model), grid.device)
+    inputs = resolve_inputs(grid, spec, split)
+    apply_determinism(spec.threads, spec.device)
     seed_everything(seed)
     # the validated sample, wherever this job runs
     os.environ[SHIPPED_ENV] = str(grid.grid_dir / layout.TEXT_RETENTION)
-    evaluation = grid.model_evaluation(model)
+    evaluation = spec.evaluation
     k = max(evaluation["cutoffs"])
-    recommender = build_model(
-        model,
-        grid.model_params(model, dataset),
-        seed,
-        grid.device,
-        selection=grid.selection_metric(model),
-        inputs=inputs,
-    )
+    recommender = build_row(spec.build_spec(inputs))
     print(f"[llm4rec] training {model} on {dataset} (seed {seed}) -> {run_dir}", flush=True)
     # wall-clock epoch seconds: MLflow's run start, end and timeline
     timing = {"train_start": time.time()}
@@ -298,8 +290,8 @@ def train_and_rank(grid: Grid, dataset: str, model: str, seed: int) -> dict:
     export_files = {p.name: sha256_file(p) for p in sorted(exports.iterdir()) if p.is_file()}
     n_test = n_users["test"]
     record = {
-        "run": grid.run_config(dataset, model, seed),
-        "config_hash": grid.run_hash(dataset, model, seed),
+        "run": spec.record,
+        "config_hash": spec.hash,
         "split_checksums": split.meta["checksums"],
         "fit": fit_info,
         "cost": {
@@ -324,10 +316,10 @@ def train_and_rank(grid: Grid, dataset: str, model: str, seed: int) -> dict:
             slot: {"source": r.source, "files": {n: str(p) for n, p in r.paths.items()}}
             for slot, r in inputs.items()
         },
-        "selection_metric": grid.selection_metric(model),
+        "selection_metric": spec.selection,
         # still improving at the end of its budget? (from its own validation curve)
         "convergence": run_convergence(
-            fit_info, grid.selection_metric(model), int(fit_info.get("parameters_trainable", 0))
+            fit_info, spec.selection, int(fit_info.get("parameters_trainable", 0))
         ),
         "evaluation": evaluation
         | request_record(recommender)
@@ -340,7 +332,7 @@ def train_and_rank(grid: Grid, dataset: str, model: str, seed: int) -> dict:
         "files": export_files,  # exports/ as written (sha256): consumers check them
         # the model as it ranked: equal digests, bit-identical weights
         "weights_sha256": weights_digest(recommender),
-        "device": grid.device,
+        "device": spec.device,
         "determinism": determinism_record(nondeterministic),
         "environment": environment(),
     }

@@ -142,7 +142,7 @@ def test_unseen_items_are_inserted_after_a_decoded_item_with_their_codes(parent,
 
 def test_only_a_tiger_parent_is_accepted(monkeypatch):
     from llm4rec.llm import policy_export
-    from llm4rec.models import ResolvedInput
+    from llm4rec.models import BuildSpec, ResolvedInput
     from llm4rec.paradigms.semantic_id import cold_start
 
     from .helpers.protocol import protocol_gaps
@@ -162,10 +162,10 @@ def test_only_a_tiger_parent_is_accepted(monkeypatch):
     )
     with pytest.raises(DataError, match="needs a sid_tiger parent"):
         cold_start.ColdStartRecommender(
-            "sid_tiger_coldstart",
-            ColdStartConfig(),
-            0,
-            "cpu",
-            "ndcg_at_10",
-            {"policy": ResolvedInput({}, "p")},
+            BuildSpec(
+                "sid_tiger_coldstart",
+                ColdStartConfig(),
+                0,
+                inputs={"policy": ResolvedInput({}, "p")},
+            )
         )

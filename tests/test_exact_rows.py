@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from llm4rec.models import MODELS, POLICY_EXPORTS, ResolvedInput, build_model
+from llm4rec.models import MODELS, POLICY_EXPORTS, BuildSpec, ResolvedInput, build_model
 from llm4rec.paradigms.exact import beam_agreement
 
 from .helpers.tiger import parent as tiger_parent
@@ -139,10 +139,7 @@ def test_a_parent_that_does_not_decode_is_refused(tmp_path, monkeypatch):
     )
     with pytest.raises(ValueError, match="does not rank by beam search"):
         exact.ExactRecommender(
-            "idiomoe_exact",
-            exact.ExactConfig(),
-            0,
-            "cpu",
-            "ndcg_at_10",
-            {"policy": ResolvedInput({}, "p")},
+            BuildSpec(
+                "idiomoe_exact", exact.ExactConfig(), 0, inputs={"policy": ResolvedInput({}, "p")}
+            )
         )

@@ -292,13 +292,15 @@ def test_group_rank_rewards_by_hand():
 def test_entropy_of_the_constrained_policy_by_hand():
     """Two first tokens allowed (1 and 2 -> a; 2 -> b, e after c is excluded): the entropy at
     each position is that of the distribution renormalised over the allowed tokens."""
-    from llm4rec.llm.grpo import Completion, completion_entropy
+    from llm4rec.llm.grpo import Completion, completion_entropy, policy_distributions
 
     trie = toy_trie()
     full = torch.log_softmax(torch.tensor([0.0, 1.0, 2.0, 0.5, 0.0, 3.0, 1.5, 0, 0, 0.2]), dim=0)
     logits = full.expand(1, 3, 10)
     total, count = completion_entropy(
-        logits, [Completion("b", (2, 3, END), (0.0, 0.0, 0.0))], trie, ["c", "e"]
+        policy_distributions(
+            logits, [Completion("b", (2, 3, END), (0.0, 0.0, 0.0))], trie, ["c", "e"]
+        )
     )
 
     def entropy(tokens):

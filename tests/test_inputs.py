@@ -58,7 +58,7 @@ def test_artifact_is_built_with_its_record(prepared):
 
 def test_consumer_ranks_by_cosine_over_the_resolved_embeddings(prepared):
     tmp, grid, split, source = prepared
-    inputs = resolve_inputs(grid, "ml-100k", "emb_knn", 0, split)
+    inputs = resolve_inputs(grid, grid.run_spec("ml-100k", "emb_knn", 0), split)
     assert inputs["embeddings"].paths == {
         "item_embeddings.npy": source.folder / "item_embeddings.npy"
     }
@@ -99,14 +99,14 @@ def test_missing_or_mismatched_upstream_run_is_named_with_both_sides(prepared, t
         match=rf"{consumer} consumes 'embeddings' from run 'bpr' seed 0: {upstream}/run.json not "
         r"found",
     ):
-        resolve_inputs(grid, "ml-100k", "emb_knn", 0, split)
+        resolve_inputs(grid, grid.run_spec("ml-100k", "emb_knn", 0), split)
     record = {
         "split_checksums": {"interactions.parquet": "other"},
         "config_hash": grid.run_hash("ml-100k", "bpr", 0),
     }
     write_json(upstream / "run.json", record)
     with pytest.raises(DataError, match=r"was built on another split than .*data/ml-100k"):
-        resolve_inputs(grid, "ml-100k", "emb_knn", 0, split)
+        resolve_inputs(grid, grid.run_spec("ml-100k", "emb_knn", 0), split)
     write_json(
         upstream / "run.json",
         record | {"split_checksums": split.meta["checksums"], "config_hash": "0ld"},
@@ -115,13 +115,13 @@ def test_missing_or_mismatched_upstream_run_is_named_with_both_sides(prepared, t
         DataError,
         match=rf"has config hash 0ld, the grid now gives {grid.run_hash('ml-100k', 'bpr', 0)}",
     ):
-        resolve_inputs(grid, "ml-100k", "emb_knn", 0, split)
+        resolve_inputs(grid, grid.run_spec("ml-100k", "emb_knn", 0), split)
     write_json(upstream / "run.json", record | {"split_checksums": split.meta["checksums"]})
     (upstream / "exports").mkdir()
     with pytest.raises(
         DataError, match=r"exports/item_embeddings.npy not found \(the run wrote: nothing\)"
     ):
-        resolve_inputs(grid, "ml-100k", "emb_knn", 0, split)
+        resolve_inputs(grid, grid.run_spec("ml-100k", "emb_knn", 0), split)
     write_npy(upstream / "exports" / "item_embeddings.npy", np.ones((7, 4)))
     write_json(
         upstream / "run.json",
@@ -131,9 +131,9 @@ def test_missing_or_mismatched_upstream_run_is_named_with_both_sides(prepared, t
     with pytest.raises(
         DataError, match=r"item_embeddings.npy differs from the file .*run.json records \(sha256\)"
     ):
-        resolve_inputs(grid, "ml-100k", "emb_knn", 0, split)
+        resolve_inputs(grid, grid.run_spec("ml-100k", "emb_knn", 0), split)
     write_json(upstream / "run.json", record | {"split_checksums": split.meta["checksums"]})
-    inputs = resolve_inputs(grid, "ml-100k", "emb_knn", 0, split)
+    inputs = resolve_inputs(grid, grid.run_spec("ml-100k", "emb_knn", 0), split)
     with pytest.raises(
         ValueError,
         match=rf"item_embeddings.npy \(from run bpr/seed0 .*\): 7 rows, but this run's catalogue "

@@ -62,7 +62,7 @@ def main() -> None:
     source = grid.input_sources(dataset, "sid_tiger", 0)["codes"]
     if not source.marker.is_file():
         build_artifact(grid, dataset, source.name, source.config_hash)
-    codes = resolve_inputs(grid, dataset, "sid_tiger", 0, split)
+    codes = resolve_inputs(grid, grid.run_spec(dataset, "sid_tiger", 0), split)
     rec = build_model("sid_tiger", grid.model_params("sid_tiger", dataset), 0, "cpu", inputs=codes)
     rec.model, rec.tokenizer = rec.load()
     rec.prepare(split)

@@ -33,7 +33,7 @@ from llm4rec.runner import resolve_inputs
 def measure(name: str, grid, split, users: list[str], steps: int) -> dict:
     params = grid.model_params(name, "ml-100k")
     # e.g. the CF run's embeddings (run it first)
-    inputs = resolve_inputs(grid, "ml-100k", name, 0, split)
+    inputs = resolve_inputs(grid, grid.run_spec("ml-100k", name, 0), split)
     rec = build_model(name, params, seed=0, device="cpu", inputs=inputs)
     rec.model, rec.tokenizer = load_backbone(dataclasses.replace(rec.cfg.backbone, device="cpu"))
     rec.prepare(split)

@@ -88,7 +88,7 @@ def main() -> None:
         grid.model_params(args.model, "ml-100k"),
         seed=0,
         device="cpu",
-        inputs=resolve_inputs(grid, "ml-100k", args.model, 0, split),
+        inputs=resolve_inputs(grid, grid.run_spec("ml-100k", args.model, 0), split),
     )
     rec.model, rec.tokenizer = rec.load()
     rec.prepare(split)

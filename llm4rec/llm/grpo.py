@@ -18,7 +18,7 @@ next token after each (prompt, prefix) row.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -212,13 +212,13 @@ def item_probabilities(
     return out
 
 
-def _policy_distributions(
+def policy_distributions(
     token_log_probs: Tensor,
     completions: Sequence[Completion],
     trie: ItemTrie,
     history: Sequence[str],
-    constrained: bool,
-):
+    constrained: bool = True,
+) -> Iterator[tuple[int, int, Tensor, int]]:
     """(completion, position, log-probabilities over the tokens the policy chose among, index of
     the chosen one) along each completion: the trie's allowed tokens, or the whole vocabulary."""
     excluded = trie.excluded_counts(history)
@@ -250,7 +250,7 @@ def completion_log_probs(
     length = token_log_probs.shape[1]
     rows = [[token_log_probs.new_zeros(())] * length for _ in completions]
     mask = torch.zeros(len(completions), length)
-    for i, position, logp, chosen in _policy_distributions(
+    for i, position, logp, chosen in policy_distributions(
         token_log_probs, completions, trie, history, constrained
     ):
         rows[i][position] = logp[chosen]
@@ -259,18 +259,13 @@ def completion_log_probs(
 
 
 def completion_entropy(
-    token_log_probs: Tensor,
-    completions: Sequence[Completion],
-    trie: ItemTrie,
-    history: Sequence[str],
-    constrained: bool = True,
+    distributions: Iterable[tuple[int, int, Tensor, int]],
 ) -> tuple[float, int]:
-    """(sum, count) of the policy's entropy (nats) at every token position of `completions`:
-    how spread the distribution each token was drawn from is (it collapses as RL sharpens)."""
+    """(sum, count) of the policy's entropy (nats) at every token position of some completions
+    (their `policy_distributions`, of detached log-probabilities): how spread the distribution
+    each token was drawn from is (it collapses as RL sharpens)."""
     total, count = 0.0, 0
-    for _, _, logp, _ in _policy_distributions(
-        token_log_probs.detach(), completions, trie, history, constrained
-    ):
+    for _, _, logp, _ in distributions:
         total -= float((logp.exp() * logp).sum())
         count += 1
     return total, count

@@ -16,13 +16,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
 
 from llm4rec.data.atomic import DataError
+from llm4rec.data.split import Split
 from llm4rec.io import read_json, sha256_file, write_json, write_with
 from llm4rec.llm import precision
 from llm4rec.llm.training import trainable_state
-from llm4rec.models import POLICY_EXPORTS, ResolvedInput, import_object
+from llm4rec.models import POLICY_EXPORTS, BuildSpec, Histories, ResolvedInput, import_object
 from llm4rec.params import ParamsError, from_params
 
 POLICY_WEIGHTS, POLICY_RECORD = POLICY_EXPORTS
@@ -171,21 +173,26 @@ class PolicyStage:
     ranks with. Subclasses check what they need of the parent through its declared attributes
     (`reads_requests`, `one_forward`), never by probing its config."""
 
-    def __init__(
-        self,
-        name: str,
-        cfg: Any,
-        seed: int,
-        device: str,
-        selection: str,
-        inputs: Mapping[str, ResolvedInput],
-    ):
-        self.name, self.cfg, self.seed, self.selection_metric = name, cfg, seed, selection
-        self.policy, self.record, self.parent = policy_parent(name, seed, device, selection, inputs)
+    def __init__(self, spec: BuildSpec):
+        self.name, self.cfg, self.seed = spec.name, spec.config, spec.seed
+        self.selection_metric = spec.selection
+        self.policy, self.record, self.parent = policy_parent(
+            spec.name, spec.seed, spec.device, spec.selection, spec.inputs
+        )
 
     @property
     def model(self):
         return self.parent.model
+
+    def rank(self, histories: Histories, k: int) -> pd.DataFrame:
+        return self.parent.rank(histories, k)
+
+    def export(self, out_dir: Path, split: Split) -> dict[str, str]:
+        """Nothing: the row's weights are its parent's policy (or, trained, its own checkpoint)."""
+        return {}
+
+    def inference_cost(self) -> dict[str, float]:
+        return self.parent.inference_cost()
 
 
 def frozen_policy_facts(

@@ -52,7 +52,7 @@ from llm4rec.llm.selection import CheckpointSelection
 from llm4rec.llm.tokens import prompt_embeddings
 from llm4rec.llm.training import LossFn, SFTConfig, next_item_examples, train_sft
 from llm4rec.llm.trie import ItemTrie
-from llm4rec.models import RANKING_COLUMNS, ResolvedInput
+from llm4rec.models import RANKING_COLUMNS, Histories, Requests, ResolvedInput
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,7 @@ class LLMConfig:
     train_requests: RequestTraining | None = None
 
 
-Histories = Sequence[Sequence[str]]  # per prompt row: the items never to recommend
+Blocked = Sequence[Sequence[str]]  # per prompt row: the items never to recommend
 Ranked = list[list[tuple[str, float]]]  # per prompt row: the top-k (item, score), best first
 
 
@@ -197,7 +197,7 @@ class LLMRecommender:
         return None  # the backbone's cross-entropy on labelled tokens (causal_lm_loss)
 
     def decode(
-        self, ids: Tensor, mask: Tensor, inputs_embeds: Tensor | None, histories: Histories, k: int
+        self, ids: Tensor, mask: Tensor, inputs_embeds: Tensor | None, histories: Blocked, k: int
     ) -> Ranked:
         raise NotImplementedError
 
@@ -352,12 +352,7 @@ class LLMRecommender:
         self.model.requires_grad_(False)
         precision.settle(self.model, self.device, self.compute_dtype)
 
-    def rank(
-        self,
-        histories: Mapping[str, Sequence[str]],
-        k: int,
-        requests: Mapping[str, str] | None = None,
-    ) -> pd.DataFrame:
+    def rank(self, histories: Histories, k: int, requests: Requests = None) -> pd.DataFrame:
         if requests is not None:
             if not self.reads_requests:
                 raise ValueError(
@@ -373,10 +368,7 @@ class LLMRecommender:
 
     @torch.no_grad()
     def _rank_batches(
-        self,
-        histories: Mapping[str, Sequence[str]],
-        k: int,
-        requests: Mapping[str, str] | None = None,
+        self, histories: Histories, k: int, requests: Requests = None
     ) -> pd.DataFrame:
         """Rank in eval mode (no dropout), also mid-training for checkpoint selection; the
         selection callback puts the model back into training mode. `requests`: {user: request}
@@ -437,7 +429,7 @@ class IdentifierDecoder(LLMRecommender):
         )
 
     def decode(
-        self, ids: Tensor, mask: Tensor, inputs_embeds: Tensor | None, histories: Histories, k: int
+        self, ids: Tensor, mask: Tensor, inputs_embeds: Tensor | None, histories: Blocked, k: int
     ) -> Ranked:
         return constrained_beam_search(
             self.model,

@@ -47,6 +47,7 @@ from llm4rec.llm.grpo import (
     group_advantages,
     group_rewards,
     grpo_loss,
+    policy_distributions,
     sample_groups,
     zero_advantage_share,
 )
@@ -439,11 +440,13 @@ def train_grpo(
                     olds.append(new.detach())
                     entropy += [
                         completion_entropy(
-                            full[g * group : (g + 1) * group],
-                            groups[p],
-                            trie,
-                            histories[p],
-                            cfg.constrained,
+                            policy_distributions(
+                                full[g * group : (g + 1) * group].detach(),
+                                groups[p],
+                                trie,
+                                histories[p],
+                                cfg.constrained,
+                            )
                         )
                         for g, p in enumerate(chunk)
                     ]

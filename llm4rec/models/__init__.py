@@ -4,7 +4,7 @@ A recommender is anything with these four methods::
 
     class Recommender(Protocol):
         def fit(self, split: Split, workdir: Path) -> dict: ...
-        def rank(self, histories: Mapping[str, Sequence[str]], k: int) -> pd.DataFrame: ...
+        def rank(self, histories: Histories, k: int) -> pd.DataFrame: ...
         def export(self, out_dir: Path, split: Split) -> dict[str, str]: ...
         def inference_cost(self) -> dict[str, float]: ...
 
@@ -25,11 +25,12 @@ A recommender is anything with these four methods::
   ``rank(histories, k, requests={user: text})``, each request written from that user's target
   metadata (never its title), and run.json records the template (AlphaRec's intentions).
 
-A model is built by its factory ``build(name, config, seed, device, selection, inputs)``:
-``config`` is the grid entry's params parsed by ``ModelSpec.config`` (``check_params``);
-``selection`` the validation metric that picks epochs and checkpoints (e.g. ``ndcg_at_10``);
-``inputs`` the resolved files of what the model consumes (``ModelSpec.inputs``: another run's
-export, or an artifact built by the ``artifact`` rule), as ``{slot: ResolvedInput}``.
+A model is built by its factory ``build(spec)``, from one ``BuildSpec``: the row's ``name``;
+its ``config``, the grid entry's params parsed by ``ModelSpec.config`` (``check_params``);
+the run's ``seed`` and ``device``; ``selection``, the validation metric that picks epochs and
+checkpoints (e.g. ``ndcg_at_10``); ``inputs``, the resolved files of what the model consumes
+(``ModelSpec.inputs``: another run's export, or an artifact built by the ``artifact`` rule), as
+``{slot: ResolvedInput}``.
 
 Adding a model is one module with a factory and one entry in ``MODELS`` below; the workflow,
 evaluator, tracking and reports need no change. A worked example that consumes another run's
@@ -41,6 +42,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import importlib
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,13 +62,32 @@ from llm4rec.data.split import Split
 from llm4rec.evaluation.metrics import SELECTION_METRIC
 
 RANKING_COLUMNS = ["user_id", "rank", "item_id", "score"]
+# what `rank` takes: {user: chronological item history}, and {user: request} for a reader of
+# requests (None: the plain ranking)
+Histories = Mapping[str, Sequence[str]]
+Requests = Mapping[str, str] | None
+
+
+def ranking_frame(
+    users: Sequence[str], scores: Any, top: Any, items: Sequence[str]
+) -> pd.DataFrame:
+    """The ranking frame of a top-k: `scores` and `top` [users, k] (torch.topk's, on the CPU),
+    `top` indexing `items`; a non-finite score (a blocked item, where fewer than k are left) is
+    dropped."""
+    out = [
+        (user, r + 1, items[int(i)], float(s))
+        for user, srow, irow in zip(users, scores, top, strict=True)
+        for r, (s, i) in enumerate(zip(srow.tolist(), irow.tolist(), strict=True))
+        if math.isfinite(s)
+    ]
+    return pd.DataFrame(out, columns=RANKING_COLUMNS)
 
 
 @runtime_checkable
 class Recommender(Protocol):
     def fit(self, split: Split, workdir: Path) -> dict: ...
 
-    def rank(self, histories: Mapping[str, Sequence[str]], k: int) -> pd.DataFrame: ...
+    def rank(self, histories: Histories, k: int) -> pd.DataFrame: ...
 
     def export(self, out_dir: Path, split: Split) -> dict[str, str]: ...
 
@@ -147,6 +168,20 @@ class ResolvedInput:
 
     paths: dict[str, Path]
     source: str  # e.g. "run bpr/seed0 (config 1a2b3c4d5e6f)" or "artifact item_text_lsa/abc123"
+
+
+@dataclass(frozen=True)
+class BuildSpec:
+    """What a row's factory builds from (`build(spec)`): the row, its config parsed by its config
+    class (defaults and variant overrides filled in), the run's seed and device, the validation
+    metric that selects its epochs and checkpoints, and its resolved inputs by slot."""
+
+    name: str
+    config: Any
+    seed: int
+    device: str = "cpu"
+    selection: str = SELECTION_METRIC
+    inputs: Mapping[str, ResolvedInput] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -979,10 +1014,12 @@ def resolved_params(name: str, params: dict[str, Any]) -> dict[str, Any]:
     """What a model is built with, as plain data: its config dataclass with every default and
     variant override filled in (a library-configured model: its checked params). The run hash covers
     this, so a changed default reruns the runs it changes."""
-    parsed = check_params(MODELS[name], dict(params))
-    if dataclasses.is_dataclass(parsed):
-        return dataclasses.asdict(parsed)
-    return dict(parsed or {})
+    return as_data(check_params(MODELS[name], dict(params)))
+
+
+def as_data(config: Any) -> dict[str, Any]:
+    """A parsed config as plain data: a dataclass's fields, or a library's checked params."""
+    return dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config or {})
 
 
 def build_model(
@@ -994,21 +1031,21 @@ def build_model(
     selection: str = SELECTION_METRIC,
     inputs: Mapping[str, ResolvedInput] | None = None,
 ) -> Recommender:
-    """Instantiate a registered model by name, its params parsed by its config class."""
+    """Instantiate a registered model by name, its params parsed by its config class (the
+    runner builds from a grid cell's already parsed config: `build_row`)."""
     if name not in MODELS:
         raise KeyError(f"'{name}' is not a known model (known: {', '.join(sorted(MODELS))})")
-    spec = MODELS[name]
-    missing = sorted(set(spec.inputs) - set(inputs or {}))
+    config = check_params(MODELS[name], dict(params))
+    return build_row(BuildSpec(name, config, seed, device, selection, dict(inputs or {})))
+
+
+def build_row(spec: BuildSpec) -> Recommender:
+    """The row's recommender, from its factory; every declared input must be resolved."""
+    declared = MODELS[spec.name].inputs
+    missing = sorted(set(declared) - set(spec.inputs))
     if missing:
         raise ValueError(
-            f"{name}: input '{missing[0]}' was not resolved (it consumes: {', '.join(spec.inputs)})"
+            f"{spec.name}: input '{missing[0]}' was not resolved (it consumes: "
+            f"{', '.join(declared)})"
         )
-    factory = import_object(spec.factory)
-    return factory(
-        name=name,
-        config=check_params(spec, dict(params)),
-        seed=seed,
-        device=device,
-        selection=selection,
-        inputs=dict(inputs or {}),
-    )
+    return import_object(MODELS[spec.name].factory)(spec)

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,7 +50,7 @@ from llm4rec.estimates import SENTENCE_ENCODER_DIM, Cell, Estimate, backbone_sha
 from llm4rec.evaluation.evaluate import sample_users, selection_score
 from llm4rec.evaluation.metrics import metric_cutoff
 from llm4rec.io import read_json, write_json
-from llm4rec.models import RANKING_COLUMNS, ResolvedInput
+from llm4rec.models import BuildSpec, Histories, Requests, ResolvedInput, ranking_frame
 
 EMBEDDINGS_FILE, ENCODER_FILE = "item_embeddings.npy", "encoder.json"
 TRANSFER_FILES = ("alpharec.pt", "alpharec.json")  # what a zero-shot row on another dataset reads
@@ -301,11 +301,7 @@ class AlphaRec:
 
     @torch.no_grad()
     def rank(
-        self,
-        histories: Mapping[str, Sequence[str]],
-        k: int,
-        requests: Mapping[str, str] | None = None,
-        alpha: float | None = None,
+        self, histories: Histories, k: int, requests: Requests = None, alpha: float | None = None
     ) -> pd.DataFrame:
         """Each user's top k by cosine; with `requests`, each user's request blended into its
         language input with weight `alpha` (default: the chosen one), exactly per user."""
@@ -336,13 +332,7 @@ class AlphaRec:
             scores, top = (t.cpu() for t in torch.topk(scores, min(k, scores.shape[1]), dim=1))
         else:
             scores, top = (t.cpu() for t in top_k_by_cosine(users, items, rows, k))
-        out = [
-            (user, r + 1, self.items[int(i)], float(s))
-            for user, srow, irow in zip(ranked, scores, top, strict=True)
-            for r, (s, i) in enumerate(zip(srow.tolist(), irow.tolist(), strict=True))
-            if np.isfinite(s)
-        ]
-        return pd.DataFrame(out, columns=RANKING_COLUMNS)
+        return ranking_frame(ranked, scores, top, self.items)
 
     def request_embeddings(self, texts: Sequence[str]) -> torch.Tensor:
         """[len(texts), d] each request's embedding by the items' encoder (encoder.json), cached
@@ -503,10 +493,9 @@ def sample_negatives(
     return negatives
 
 
-def build(
-    name: str, config: AlphaRecConfig, seed: int, device: str, selection: str, inputs: dict
-) -> AlphaRec:
-    return AlphaRec(config, seed, device, selection, inputs["text"], inputs.get("source"))
+def build(spec: BuildSpec) -> AlphaRec:
+    text, source = spec.inputs["text"], spec.inputs.get("source")
+    return AlphaRec(spec.config, spec.seed, spec.device, spec.selection, text, source)
 
 
 def estimate_cost(config: AlphaRecConfig, cell: Cell) -> Estimate:

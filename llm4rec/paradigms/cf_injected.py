@@ -42,7 +42,7 @@ from llm4rec.llm.backbone import ALL_PROJECTIONS, LoraSettings
 from llm4rec.llm.decoding import _decoder_stack, _positions
 from llm4rec.llm.item_scoring import log_popularity_prior, top_unseen_items
 from llm4rec.llm.prompts import SOFT_SLOT, Prompt, render_prompt, soft_slot_ids
-from llm4rec.llm.recommender import Histories, LLMConfig, LLMRecommender, Ranked
+from llm4rec.llm.recommender import Blocked, LLMConfig, LLMRecommender, Ranked
 from llm4rec.llm.tokens import prompt_embeddings
 from llm4rec.llm.training import (
     collate,
@@ -51,7 +51,7 @@ from llm4rec.llm.training import (
     token_array,
     training_windows,
 )
-from llm4rec.models import ResolvedInput
+from llm4rec.models import BuildSpec, ResolvedInput
 from llm4rec.paradigms.text_prompted import (
     TextPromptedConfig,
     TextPromptedRecommender,
@@ -459,7 +459,7 @@ class CfE4SRecRecommender(LLMRecommender):
         return loss
 
     def decode(
-        self, ids: Tensor, mask: Tensor, inputs_embeds: Tensor | None, histories: Histories, k: int
+        self, ids: Tensor, mask: Tensor, inputs_embeds: Tensor | None, histories: Blocked, k: int
     ) -> Ranked:
         embeds = (
             inputs_embeds if inputs_embeds is not None else prompt_embeddings(self.model, ids, {})
@@ -471,19 +471,11 @@ class CfE4SRecRecommender(LLMRecommender):
         )
 
 
-def build(
-    name: str,
-    config: CfLlaraConfig | CfE4SRecConfig,
-    seed: int,
-    device: str,
-    selection: str,
-    inputs: dict,
-) -> LLMRecommender:
+def build(spec: BuildSpec) -> LLMRecommender:
     """cf_llara / cf_e4srec and their variants (llm4rec.models): the `_permuted` ablations
     (cf.permuted: the soft tokens of other items) and cf_e4srec_allpos."""
-    if isinstance(config, CfE4SRecConfig):
-        return CfE4SRecRecommender(config, seed, device, selection, inputs)
-    return CfLlaraRecommender(config, seed, device, selection, inputs)
+    model = CfE4SRecRecommender if isinstance(spec.config, CfE4SRecConfig) else CfLlaraRecommender
+    return model(spec.config, spec.seed, spec.device, spec.selection, spec.inputs)
 
 
 def estimate_cost(config: CfLlaraConfig | CfE4SRecConfig, cell: Cell) -> Estimate:

@@ -22,7 +22,6 @@ MLflow, the cost table):
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +32,7 @@ from llm4rec.data.split import Split
 from llm4rec.estimates import Cell, Estimate, combined, parent_ranking
 from llm4rec.evaluation.evaluate import rankings_to_lists
 from llm4rec.llm.policy_export import PolicyStage, frozen_policy_facts, restore_policy
-from llm4rec.models import ResolvedInput
+from llm4rec.models import BuildSpec, Histories
 
 
 @dataclass(frozen=True)
@@ -66,16 +65,11 @@ class ExactRecommender(PolicyStage):
     """The parent's generative recommender on its exported weights, ranking exactly (module
     doc)."""
 
-    def __init__(
-        self,
-        name: str,
-        cfg: ExactConfig,
-        seed: int,
-        device: str,
-        selection: str,
-        inputs: Mapping[str, ResolvedInput],
-    ):
-        super().__init__(name, cfg, seed, device, selection, inputs)
+    cfg: ExactConfig
+
+    def __init__(self, spec: BuildSpec):
+        super().__init__(spec)
+        name = self.name
         if self.parent.one_forward:  # an item head (E4SRec, IDIOMoE): no beam to compare
             raise ValueError(
                 f"{name}: the policy's model ({self.record['recommender']}) does not rank by beam "
@@ -103,7 +97,7 @@ class ExactRecommender(PolicyStage):
             }
         )
 
-    def rank(self, histories: Mapping[str, Sequence[str]], k: int) -> pd.DataFrame:
+    def rank(self, histories: Histories, k: int) -> pd.DataFrame:
         """The exact top-k; the parent's beam over the same users is searched too (its decoding
         counts are not the row's: only the exact search's are)."""
         parent = self.parent
@@ -116,18 +110,13 @@ class ExactRecommender(PolicyStage):
         self.agreement = beam_agreement(beam, exact, k)
         return exact
 
-    def export(self, out_dir: Path, split: Split) -> dict[str, str]:
-        return {}
-
     def inference_cost(self) -> dict[str, float]:
         """The exact search's decoding counts, and the agreement of the phase just ranked."""
         return self.parent.inference_cost() | self.agreement
 
 
-def build(
-    name: str, config: ExactConfig, seed: int, device: str, selection: str, inputs: dict
-) -> ExactRecommender:
-    return ExactRecommender(name, config, seed, device, selection, inputs)
+def build(spec: BuildSpec) -> ExactRecommender:
+    return ExactRecommender(spec)
 
 
 def estimate_cost(config: ExactConfig, cell: Cell) -> Estimate:

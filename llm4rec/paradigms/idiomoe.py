@@ -38,8 +38,9 @@ from llm4rec.llm.backbone import LoraSettings
 from llm4rec.llm.decoding import _decoder_stack
 from llm4rec.llm.item_scoring import log_popularity_prior, top_unseen_items
 from llm4rec.llm.prompts import Prompt
-from llm4rec.llm.recommender import Histories, LLMConfig, LLMRecommender, Ranked
+from llm4rec.llm.recommender import Blocked, LLMConfig, LLMRecommender, Ranked
 from llm4rec.llm.training import token_array
+from llm4rec.models import BuildSpec
 
 # decoder layers at model.model.layers, each with a gated `mlp`
 SUPPORTED = (
@@ -375,7 +376,7 @@ class IdiomoeRecommender(LLMRecommender):
         return loss
 
     def decode(
-        self, ids: Tensor, mask: Tensor, inputs_embeds: Tensor | None, histories: Histories, k: int
+        self, ids: Tensor, mask: Tensor, inputs_embeds: Tensor | None, histories: Blocked, k: int
     ) -> Ranked:
         # left-padded: the last column is every prompt's end
         logits = self.item_logits(ids, mask)[:, -1, :]
@@ -384,13 +385,11 @@ class IdiomoeRecommender(LLMRecommender):
         )
 
 
-def build(
-    name: str, config: IdiomoeConfig, seed: int, device: str, selection: str, inputs: dict
-) -> IdiomoeRecommender:
+def build(spec: BuildSpec) -> IdiomoeRecommender:
     """idiomoe and its variants (llm4rec.models): idiomoe_popprior sets item_head: untied and
     item_bias: log_popularity; idiomoe_learned_router routing: learned; idiomoe_entangled
     expert_layers: none, with LoRA on every FFN by default."""
-    return IdiomoeRecommender(config, seed, device, selection)
+    return IdiomoeRecommender(spec.config, spec.seed, spec.device, spec.selection)
 
 
 def estimate_cost(config: IdiomoeConfig, cell: Cell) -> Estimate:

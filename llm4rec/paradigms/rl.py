@@ -18,12 +18,10 @@ import copy
 import dataclasses
 import math
 import time
-from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from llm4rec.data.split import Split
 from llm4rec.estimates import Cell, Estimate, grpo_pass_bytes, rank_users, train_sequences
@@ -35,6 +33,7 @@ from llm4rec.llm.policy_export import PolicyStage, restore_policy
 from llm4rec.llm.rl import GrpoConfig, train_grpo
 from llm4rec.llm.selection import CheckpointSelection
 from llm4rec.llm.training import training_windows
+from llm4rec.models import BuildSpec
 
 
 class GrpoRecommender(PolicyStage):
@@ -124,20 +123,9 @@ class GrpoRecommender(PolicyStage):
         parent.model.eval()
         return info
 
-    def rank(self, histories: Mapping[str, Sequence[str]], k: int) -> pd.DataFrame:
-        return self.parent.rank(histories, k)
 
-    def export(self, out_dir: Path, split: Split) -> dict[str, str]:
-        return {}
-
-    def inference_cost(self) -> dict[str, float]:
-        return self.parent.inference_cost()
-
-
-def build(
-    name: str, config: GrpoConfig, seed: int, device: str, selection: str, inputs: dict
-) -> GrpoRecommender:
-    return GrpoRecommender(name, config, seed, device, selection, inputs)
+def build(spec: BuildSpec) -> GrpoRecommender:
+    return GrpoRecommender(spec)
 
 
 def estimate_cost(config: GrpoConfig, cell: Cell) -> Estimate:

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,7 +46,7 @@ from llm4rec.evaluation.evaluate import sample_users, selection_score
 from llm4rec.evaluation.metrics import metric_cutoff
 from llm4rec.io import read_json, write_json, write_npy, write_parquet
 from llm4rec.llm.backbone import BackboneConfig
-from llm4rec.models import RANKING_COLUMNS, ResolvedInput
+from llm4rec.models import BuildSpec, Histories, Requests, ResolvedInput, ranking_frame
 
 AGGREGATORS, NEGATIVES = ("weighted", "transformer"), ("in_batch", "catalogue")
 ADAPTS, WEIGHTS = ("none", "bias", "gating"), ("none", "scalar", "full")
@@ -78,6 +78,29 @@ def query_positions(sequence_lengths: Sequence[int], window: int) -> list[list[i
 
 def _tokens(tokenizer, text: str) -> list[int]:
     return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+@torch.no_grad()
+def hidden_states(
+    model: Any, pad_id: int, prompts: Sequence[Sequence[int]], batch_size: int
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """(prompt index, [tokens, d] last hidden states) of each prompt, read in batches of similar
+    lengths, right-padded: a real token never attends to a pad, so a prompt's states are those of
+    it alone."""
+    order = sorted(range(len(prompts)), key=lambda u: len(prompts[u]))
+    for begin in range(0, len(order), batch_size):
+        batch = order[begin : begin + batch_size]
+        width = max(len(prompts[u]) for u in batch)
+        ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for r, u in enumerate(batch):
+            ids[r, : len(prompts[u])] = torch.as_tensor(prompts[u])
+            mask[r, : len(prompts[u])] = 1
+        hidden = model.base_model(
+            input_ids=ids.to(model.device), attention_mask=mask.to(model.device)
+        ).last_hidden_state
+        for r, u in enumerate(batch):
+            yield u, hidden[r]
 
 
 def build_llm_states(split: Split, params: StatesConfig, seed: int | None, out_dir: Path) -> dict:
@@ -112,22 +135,9 @@ def build_llm_states(split: Split, params: StatesConfig, seed: int | None, out_d
             at.append(len(ids) - 1)
         prompts.append(ids)
         reads.append(at)
-    order = sorted(range(len(users)), key=lambda u: len(prompts[u]))  # similar lengths together
     states: list[np.ndarray | None] = [None] * len(users)
-    with torch.no_grad():
-        for begin in range(0, len(order), params.batch_size):
-            batch = order[begin : begin + params.batch_size]
-            width = max(len(prompts[u]) for u in batch)
-            ids = torch.full((len(batch), width), tokenizer.pad_token_id, dtype=torch.long)
-            mask = torch.zeros_like(ids)
-            for r, u in enumerate(batch):  # right padding: a real token never attends to a pad
-                ids[r, : len(prompts[u])] = torch.as_tensor(prompts[u])
-                mask[r, : len(prompts[u])] = 1
-            hidden = model.base_model(
-                input_ids=ids.to(model.device), attention_mask=mask.to(model.device)
-            ).last_hidden_state
-            for r, u in enumerate(batch):
-                states[u] = hidden[r, reads[u]].float().cpu().numpy()
+    for u, hidden in hidden_states(model, tokenizer.pad_token_id, prompts, params.batch_size):
+        states[u] = hidden[reads[u]].float().cpu().numpy()
     used = sorted({t for ids in title_ids for t in ids})
     index = {t: i for i, t in enumerate(used)}
     table = np.full((len(items), max(len(t) for t in title_ids)), -1, dtype=np.int64)
@@ -455,10 +465,7 @@ class ReindexThenAdapt:
         )
 
     def queries(
-        self,
-        users: Sequence[str],
-        histories: Mapping[str, Sequence[str]],
-        requests: Mapping[str, str] | None = None,
+        self, users: Sequence[str], histories: Histories, requests: Requests = None
     ) -> torch.Tensor:
         """[users, d]: each user's query, the artifact's state after the last history item."""
         if requests:
@@ -511,23 +518,12 @@ class ReindexThenAdapt:
         return torch.as_tensor(np.stack(rows), device=self.device)
 
     @torch.no_grad()
-    def rank(
-        self,
-        histories: Mapping[str, Sequence[str]],
-        k: int,
-        requests: Mapping[str, str] | None = None,
-    ) -> pd.DataFrame:
+    def rank(self, histories: Histories, k: int, requests: Requests = None) -> pd.DataFrame:
         users, scores = self.scores(histories, requests)
         for r, user in enumerate(users):
             scores[r, [self.row[str(i)] for i in histories[user]]] = -torch.inf
         top_scores, top = (t.cpu() for t in torch.topk(scores, min(k, scores.shape[1]), dim=1))
-        out = [
-            (user, r + 1, self.items[int(i)], float(s))
-            for user, srow, irow in zip(users, top_scores, top, strict=True)
-            for r, (s, i) in enumerate(zip(srow.tolist(), irow.tolist(), strict=True))
-            if np.isfinite(s)
-        ]
-        return pd.DataFrame(out, columns=RANKING_COLUMNS)
+        return ranking_frame(users, top_scores, top, self.items)
 
     def export(self, out_dir: Path, split: Split) -> dict[str, str]:
         return {}
@@ -612,28 +608,15 @@ class SteeredRta(ReindexThenAdapt):
         model, tokenizer = self._backbone()
         prompts = [self.prompt_ids(u, histories[u], requests.get(u, "")) for u in users]
         out = torch.empty((len(users), self.q.shape[1]), device=self.device)
-        size = self.prompt_config.batch_size
-        order = sorted(range(len(users)), key=lambda u: len(prompts[u]))
-        for begin in range(0, len(order), size):
-            batch = order[begin : begin + size]
-            width = max(len(prompts[u]) for u in batch)
-            ids = torch.full((len(batch), width), tokenizer.pad_token_id, dtype=torch.long)
-            mask = torch.zeros_like(ids)
-            for r, u in enumerate(batch):  # right padding, as the artifact
-                ids[r, : len(prompts[u])] = torch.as_tensor(prompts[u])
-                mask[r, : len(prompts[u])] = 1
-            hidden = model.base_model(
-                input_ids=ids.to(model.device), attention_mask=mask.to(model.device)
-            ).last_hidden_state
-            for r, u in enumerate(batch):
-                out[u] = hidden[r, len(prompts[u]) - 1].float().to(self.device)
+        batches = hidden_states(
+            model, tokenizer.pad_token_id, prompts, self.prompt_config.batch_size
+        )
+        for u, hidden in batches:  # as the artifact's prompts
+            out[u] = hidden[len(prompts[u]) - 1].float().to(self.device)
         return out
 
     def queries(
-        self,
-        users: Sequence[str],
-        histories: Mapping[str, Sequence[str]],
-        requests: Mapping[str, str] | None = None,
+        self, users: Sequence[str], histories: Histories, requests: Requests = None
     ) -> torch.Tensor:
         q = super().queries(users, histories)
         asked = [u for u in users if (requests or {}).get(u)]
@@ -666,12 +649,11 @@ def _phase_scores(recsys: ResolvedInput, phase: str, n_items: int):
     return {u: i for i, u in enumerate(users)}, matrix
 
 
-def build(
-    name: str, config: RtaConfig, seed: int, device: str, selection: str, inputs: dict
-) -> ReindexThenAdapt:
+def build(spec: BuildSpec) -> ReindexThenAdapt:
     """rta_reindex and its variants; a SteeredRtaConfig (rta_reindex_steer) builds SteeredRta."""
-    model = SteeredRta if isinstance(config, SteeredRtaConfig) else ReindexThenAdapt
-    return model(config, seed, device, selection, inputs["states"], inputs.get("recsys"))
+    model = SteeredRta if isinstance(spec.config, SteeredRtaConfig) else ReindexThenAdapt
+    states, recsys = spec.inputs["states"], spec.inputs.get("recsys")
+    return model(spec.config, spec.seed, spec.device, spec.selection, states, recsys)
 
 
 def estimate_cost(config: RtaConfig, cell: Cell) -> Estimate:

@@ -21,7 +21,6 @@ to the request's constraint set as the reference a model that cannot read text g
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,7 +31,7 @@ from llm4rec.data.requests import RequestTemplate
 from llm4rec.data.split import Split
 from llm4rec.estimates import Cell, Estimate, parent_ranking
 from llm4rec.llm.policy_export import PolicyStage, frozen_policy_facts, restore_policy
-from llm4rec.models import ResolvedInput
+from llm4rec.models import BuildSpec, Histories, Requests
 
 
 @dataclass(frozen=True)
@@ -50,16 +49,11 @@ class SteerConfig:
 class SteeredRecommender(PolicyStage):
     """The parent's recommender on its exported weights, ranking with requests (module doc)."""
 
-    def __init__(
-        self,
-        name: str,
-        cfg: SteerConfig,
-        seed: int,
-        device: str,
-        selection: str,
-        inputs: Mapping[str, ResolvedInput],
-    ):
-        super().__init__(name, cfg, seed, device, selection, inputs)
+    cfg: SteerConfig
+
+    def __init__(self, spec: BuildSpec):
+        super().__init__(spec)
+        name, cfg = self.name, self.cfg
         if not self.parent.reads_requests:
             raise DataError(
                 f"{name}: the policy's model ({self.record['recommender']}) cannot read a request "
@@ -88,25 +82,12 @@ class SteeredRecommender(PolicyStage):
             }
         )
 
-    def rank(
-        self,
-        histories: Mapping[str, Sequence[str]],
-        k: int,
-        requests: Mapping[str, str] | None = None,
-    ) -> pd.DataFrame:
+    def rank(self, histories: Histories, k: int, requests: Requests = None) -> pd.DataFrame:
         return self.parent.rank(histories, k, requests=requests if requests is not None else {})
 
-    def export(self, out_dir: Path, split: Split) -> dict[str, str]:
-        return {}
 
-    def inference_cost(self) -> dict[str, float]:
-        return self.parent.inference_cost()
-
-
-def build(
-    name: str, config: SteerConfig, seed: int, device: str, selection: str, inputs: dict
-) -> SteeredRecommender:
-    return SteeredRecommender(name, config, seed, device, selection, inputs)
+def build(spec: BuildSpec) -> SteeredRecommender:
+    return SteeredRecommender(spec)
 
 
 def estimate_cost(config: SteerConfig, cell: Cell) -> Estimate:

@@ -21,6 +21,7 @@ from llm4rec.llm.identifiers import item_identifiers
 from llm4rec.llm.prompts import Prompt, PromptTemplate, render_prompt
 from llm4rec.llm.recommender import IdentifierDecoder, LLMConfig
 from llm4rec.llm.trie import ItemTrie
+from llm4rec.models import BuildSpec
 
 
 @dataclass(frozen=True)
@@ -59,10 +60,8 @@ class TextPromptedRecommender(IdentifierDecoder):
         return Prompt(self.tokenizer(text, add_special_tokens=False).input_ids)
 
 
-def build(
-    name: str, config: TextPromptedConfig, seed: int, device: str, selection: str, inputs: dict
-) -> TextPromptedRecommender:
-    return TextPromptedRecommender(config, seed, device, selection)
+def build(spec: BuildSpec) -> TextPromptedRecommender:
+    return TextPromptedRecommender(spec.config, spec.seed, spec.device, spec.selection)
 
 
 def estimate_cost(config: TextPromptedConfig, cell: Cell) -> Estimate:

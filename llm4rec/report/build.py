@@ -292,33 +292,21 @@ def build_report(
     check_runs(runs, spec.options["metrics"])
     if comparisons is None:
         comparisons = write_comparisons(runs, spec, out_dir, kind)
-    notes: dict[str, str] = {}
+    report = _Report(runs, comparisons, spec, out_dir)
+    written = [out_dir / "comparisons.csv"]
     if kind == "main":
-        written = [
-            out_dir / "comparisons.csv",
-            *_main_tables(runs, comparisons, spec, out_dir, notes, train_flops),
-        ]
+        written += _main_tables(report, train_flops)
     else:
-        written = [
-            out_dir / "comparisons.csv",
-            *_ablation_tables(runs, comparisons, spec, out_dir, notes),
-            *_results_table(
-                runs,
-                comparisons,
-                spec,
-                out_dir,
-                notes,
-                label=spec.label.replace("results", "ablations-vs-baseline"),
-            ),
-            *_slices(runs, spec, out_dir)[1],  # the variants by slice (e.g. on new items)
-            *_beam_vs_exact(runs, comparisons, spec, out_dir, notes),
+        written += [
+            *_ablation_tables(report),
+            *_results_table(report, label=spec.label.replace("results", "ablations-vs-baseline")),
+            *_slices(report)[1],  # the variants by slice (e.g. on new items)
+            *_beam_vs_exact(report),
         ]
-    written += _diagnostics(comparisons, spec, out_dir, notes)
-    written += _write_tables(
-        out_dir, "cost_table", _cost_renderings(runs, spec, spec.options.get("display_names") or {})
-    )
-    written += _steer_table(runs, spec, out_dir, notes)
-    written.append(write_text(out_dir / NOTES_TEX, notes_document(notes)))
+    written += _diagnostics(report)
+    written += report.write("cost_table", _cost_renderings(report))
+    written += _steer_table(report)
+    written.append(write_text(out_dir / NOTES_TEX, notes_document(report.notes)))
     stems = REPORT_KINDS[kind]["tables"]
     preview = "\n".join(
         [
@@ -342,58 +330,65 @@ def build_report(
     return written
 
 
-def _float(spec: ReportSpec) -> str:
-    return spec.options.get("latex_float", "auto")
+@dataclass
+class _Report:
+    """One report being written: its runs and comparisons, its options, its folder, and the
+    notes its tables leave for the results page (by table label)."""
+
+    runs: Sequence[RunRecord]
+    comparisons: pd.DataFrame
+    spec: ReportSpec
+    out_dir: Path
+    notes: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def names(self) -> dict[str, str]:
+        return self.spec.options.get("display_names") or {}
+
+    @property
+    def float_(self) -> str:
+        return self.spec.options.get("latex_float", "auto")
+
+    def label(self, stem: str) -> str:
+        """The table's LaTeX label: the report's, with `results` replaced by the stem."""
+        return self.spec.label.replace("results", stem.replace("_", "-"))
+
+    def write(self, stem: str, renderings: dict[str, str]) -> list[Path]:
+        return [
+            write_text(self.out_dir / f"{stem}.{ext}", renderings[ext]) for ext in TABLE_FORMATS
+        ]
 
 
-def _diagnostics(
-    comparisons: pd.DataFrame, spec: ReportSpec, out_dir: Path, notes: dict[str, str]
-) -> list[Path]:
+def _diagnostics(report: _Report) -> list[Path]:
     """The comparisons of rows under the minimum sample (llm4rec.report.diagnostics)."""
-    frame = diagnostics_frame(comparisons)
-    return _diagnostic_table(frame, render_diagnostics, "diagnostics", spec, out_dir, notes)
+    frame = diagnostics_frame(report.comparisons)
+    return _diagnostic_table(report, frame, render_diagnostics, "diagnostics")
 
 
-def _beam_vs_exact(
-    runs: Sequence[RunRecord],
-    comparisons: pd.DataFrame,
-    spec: ReportSpec,
-    out_dir: Path,
-    notes: dict[str, str],
-) -> list[Path]:
+def _beam_vs_exact(report: _Report) -> list[Path]:
     """Each exact-ranking row against its parent's beam (llm4rec.report.diagnostics)."""
-    frame = beam_vs_exact_frame(runs, comparisons)
-    return _diagnostic_table(frame, render_beam_vs_exact, "beam_vs_exact", spec, out_dir, notes)
+    frame = beam_vs_exact_frame(report.runs, report.comparisons)
+    return _diagnostic_table(report, frame, render_beam_vs_exact, "beam_vs_exact")
 
 
 def _diagnostic_table(
-    frame: pd.DataFrame,
-    render: Callable[..., str],
-    stem: str,
-    spec: ReportSpec,
-    out_dir: Path,
-    notes: dict[str, str],
+    report: _Report, frame: pd.DataFrame, render: Callable[..., str], stem: str
 ) -> list[Path]:
     """A diagnostics table as .tex, .md and .csv; its Markdown (less the heading) is the
     results page's note under the table's label (results -> beam-vs-exact, diagnostics)."""
-    names, compare = spec.options.get("display_names") or {}, spec.compare_spec()
-    label = spec.label.replace("results", stem.replace("_", "-"))
+    names, compare, label = report.names, report.spec.compare_spec(), report.label(stem)
     markdown = render(frame, compare, "markdown", names)
-    notes[label] = markdown.split("\n\n", 1)[-1].strip() if not frame.empty else ""
-    tex = render(frame, compare, "latex", names, label, _float(spec))
-    return _write_tables(
-        out_dir, stem, {"tex": tex, "md": markdown, "csv": frame.to_csv(index=False)}
-    )
+    report.notes[label] = markdown.split("\n\n", 1)[-1].strip() if not frame.empty else ""
+    tex = render(frame, compare, "latex", names, label, report.float_)
+    return report.write(stem, {"tex": tex, "md": markdown, "csv": frame.to_csv(index=False)})
 
 
-def _steer_table(
-    runs: Sequence[RunRecord], spec: ReportSpec, out_dir: Path, notes: dict[str, str]
-) -> list[Path]:
+def _steer_table(report: _Report) -> list[Path]:
     """Each model with and without the request, and post-filtered (llm4rec.report.steer), on the
     template `report.steer_template` at the slice metric's cutoff: steer.* (counterfactual
     requests, the headline; steer.csv holds every figure and test) and steer_oracle.* (oracle
     requests, the upper bound)."""
-    o, compare = spec.options, spec.compare_spec()
+    o, compare, runs = report.spec.options, report.spec.compare_spec(), report.runs
     template, cutoff = o["steer_template"], metric_cutoff(o["slice_metric"])
     frame = steer_table_frame(runs, template, cutoff, compare)
     wording = next(
@@ -407,21 +402,24 @@ def _steer_table(
     written = []
     for kind, stem in (("counterfactual", "steer"), ("oracle", "steer_oracle")):
         common = {
-            "names": o.get("display_names") or {},
+            "names": report.names,
             "template": template,
             "wording": wording,
-            "label": spec.label.replace("results", stem.replace("_", "-")),
+            "label": report.label(stem),
             "kind": kind,
         }
         if not frame.empty:
             tests = int(frame.attrs.get("tests", 0))
-            notes[common["label"]] = steer_notes(kind, template, wording, cutoff, compare, tests)
+            report.notes[common["label"]] = steer_notes(
+                kind, template, wording, cutoff, compare, tests
+            )
         oracle_columns = [c for c in frame.columns if not c.startswith("cf_")]
-        written += _write_tables(
-            out_dir,
+        written += report.write(
             stem,
             {
-                "tex": render_steer(frame, cutoff, compare, "latex", float_=_float(spec), **common),
+                "tex": render_steer(
+                    frame, cutoff, compare, "latex", float_=report.float_, **common
+                ),
                 "md": render_steer(frame, cutoff, compare, "markdown", **common),
                 "csv": (frame if kind == "counterfactual" else frame[oracle_columns]).to_csv(
                     index=False
@@ -431,47 +429,34 @@ def _steer_table(
     return written
 
 
-def _write_tables(out_dir: Path, stem: str, renderings: dict[str, str]) -> list[Path]:
-    return [write_text(out_dir / f"{stem}.{ext}", renderings[ext]) for ext in TABLE_FORMATS]
-
-
-def _cost_renderings(runs: Sequence[RunRecord], spec: ReportSpec, names: dict) -> dict[str, str]:
-    costs = cost_frame(runs)
-    label = spec.label.replace("results", "cost")
+def _cost_renderings(report: _Report) -> dict[str, str]:
+    costs, names = cost_frame(report.runs), report.names
     return {
         "tex": render_cost(
-            costs, "latex", label=label, names=names, float_=spec.options.get("latex_float", "auto")
+            costs, "latex", label=report.label("cost"), names=names, float_=report.float_
         ),
         "md": render_cost(costs, "markdown", names=names),
         "csv": costs.to_csv(index=False),
     }
 
 
-def _results_table(
-    runs: Sequence[RunRecord],
-    comparisons: pd.DataFrame,
-    spec: ReportSpec,
-    out_dir: Path,
-    notes: dict[str, str],
-    label: str | None = None,
-) -> list[Path]:
+def _results_table(report: _Report, label: str | None = None) -> list[Path]:
     """Every run against the best baseline (the main family of `comparisons`)."""
-    o = spec.options
+    o = report.spec.options
     table = build_main_table(
-        accuracy_runs(runs),
-        comparisons,
-        spec.compare_spec(),
+        accuracy_runs(report.runs),
+        report.comparisons,
+        report.spec.compare_spec(),
         show_std=o["show_std"],
         improvement=o["improvement"],
-        label=label or spec.label,
-        names=o.get("display_names") or {},
+        label=label or report.spec.label,
+        names=report.names,
     )
-    notes[table.label] = table.notes_text
-    return _write_tables(
-        out_dir,
+    report.notes[table.label] = table.notes_text
+    return report.write(
         "results_table",
         {
-            "tex": render_latex(table, _float(spec)),
+            "tex": render_latex(table, report.float_),
             "md": render_markdown(table),
             "csv": table_frame(table).to_csv(index=False),
         },
@@ -479,39 +464,31 @@ def _results_table(
 
 
 def _main_tables(
-    runs: Sequence[RunRecord],
-    comparisons: pd.DataFrame,
-    spec: ReportSpec,
-    out_dir: Path,
-    notes: dict[str, str],
-    train_flops: dict[tuple[str, str], float] | None = None,
+    report: _Report, train_flops: dict[tuple[str, str], float] | None = None
 ) -> list[Path]:
     """The main table, the slices and the figures."""
-    o = spec.options
-    names = o.get("display_names") or {}
-    written = _results_table(runs, comparisons, spec, out_dir, notes)
-    slices, slice_files = _slices(runs, spec, out_dir)
+    metric, names = report.spec.options["slice_metric"], report.names
+    written = _results_table(report)
+    slices, slice_files = _slices(report)
     written += slice_files
-    fig_dir = out_dir / "figures"
-    accurate = accuracy_runs(runs)
-    written += figures.metric_with_ci(accurate, o["slice_metric"], fig_dir, names)
-    written += figures.accuracy_vs_cost(accurate, o["slice_metric"], fig_dir, names)
+    fig_dir = report.out_dir / "figures"
+    accurate = accuracy_runs(report.runs)
+    written += figures.metric_with_ci(accurate, metric, fig_dir, names)
+    written += figures.accuracy_vs_cost(accurate, metric, fig_dir, names)
     written += figures.slice_bars(slices, fig_dir, names)
-    written += figures.learning_curves(accurate, o["slice_metric"], fig_dir, names, train_flops)
+    written += figures.learning_curves(accurate, metric, fig_dir, names, train_flops)
     return written
 
 
-def _slices(
-    runs: Sequence[RunRecord], spec: ReportSpec, out_dir: Path
-) -> tuple[pd.DataFrame, list[Path]]:
+def _slices(report: _Report) -> tuple[pd.DataFrame, list[Path]]:
     """The slices (every model of the report, each bucket against the best baseline)."""
-    o = spec.options
+    o, out_dir = report.spec.options, report.out_dir
     slices = slice_frame(
-        accuracy_runs(runs),
+        accuracy_runs(report.runs),
         o["slice_metric"],
         o["history_buckets"],
         o["cold_items"],
-        spec.compare_spec(),
+        report.spec.compare_spec(),
     )
     return slices, [
         write_text(out_dir / "slices.md", render_slices_markdown(slices, o.get("display_names"))),
@@ -519,32 +496,23 @@ def _slices(
     ]
 
 
-def _ablation_tables(
-    runs: Sequence[RunRecord],
-    comparisons: pd.DataFrame,
-    spec: ReportSpec,
-    out_dir: Path,
-    notes: dict[str, str],
-) -> list[Path]:
+def _ablation_tables(report: _Report) -> list[Path]:
     """Every variant against its parent and every row against its declared references (the
     ablation family)."""
-    names = spec.options.get("display_names") or {}
-    frame = ablation_frame(comparisons)
-    label = spec.label.replace("results", "ablations")
-    notes[label] = ablation_notes(frame, spec.compare_spec())
-    improving = {r.model for r in runs if r.convergence == "still improving"}
+    frame, compare = ablation_frame(report.comparisons), report.spec.compare_spec()
+    label = report.label("ablations")
+    report.notes[label] = ablation_notes(frame, compare)
     common = {
-        "names": names,
-        "notes": run_notes(runs),
-        "float_": _float(spec),
-        "improving": improving,
+        "names": report.names,
+        "notes": run_notes(report.runs),
+        "float_": report.float_,
+        "improving": {r.model for r in report.runs if r.convergence == "still improving"},
     }
-    return _write_tables(
-        out_dir,
+    return report.write(
         "ablations",
         {
-            "tex": render_ablations(frame, spec.compare_spec(), "latex", label=label, **common),
-            "md": render_ablations(frame, spec.compare_spec(), "markdown", **common),
+            "tex": render_ablations(frame, compare, "latex", label=label, **common),
+            "md": render_ablations(frame, compare, "markdown", **common),
             "csv": frame.to_csv(index=False),
         },
     )

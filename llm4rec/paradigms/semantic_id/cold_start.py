@@ -45,7 +45,7 @@ from llm4rec.data.atomic import DataError
 from llm4rec.data.split import Split
 from llm4rec.estimates import Cell, Estimate, parent_ranking
 from llm4rec.llm.policy_export import PolicyStage, frozen_policy_facts, restore_policy
-from llm4rec.models import RANKING_COLUMNS, ResolvedInput
+from llm4rec.models import RANKING_COLUMNS, BuildSpec, Histories
 from llm4rec.paradigms.semantic_id.tiger import TigerRecommender
 
 Ranking = list[tuple[str, float]]
@@ -100,16 +100,11 @@ def insert_unseen(
 class ColdStartRecommender(PolicyStage):
     """sid_tiger's exported weights ranking with TIGER's cold-start retrieval (module doc)."""
 
-    def __init__(
-        self,
-        name: str,
-        cfg: ColdStartConfig,
-        seed: int,
-        device: str,
-        selection: str,
-        inputs: Mapping[str, ResolvedInput],
-    ):
-        super().__init__(name, cfg, seed, device, selection, inputs)
+    cfg: ColdStartConfig
+
+    def __init__(self, spec: BuildSpec):
+        super().__init__(spec)
+        name = self.name
         if not isinstance(self.parent, TigerRecommender):
             raise DataError(
                 f"{name}: the policy's model ({self.record['recommender']}) does not decode "
@@ -170,7 +165,7 @@ class ColdStartRecommender(PolicyStage):
             }
         )
 
-    def rank(self, histories: Mapping[str, Sequence[str]], k: int) -> pd.DataFrame:
+    def rank(self, histories: Histories, k: int) -> pd.DataFrame:
         beam = self.parent._rank_batches(histories, k)
         rows = []
         for user, group in beam.groupby("user_id", sort=True):
@@ -195,9 +190,6 @@ class ColdStartRecommender(PolicyStage):
             )
         return pd.DataFrame(rows, columns=RANKING_COLUMNS)
 
-    def export(self, out_dir: Path, split: Split) -> dict[str, str]:
-        return {}
-
     def inference_cost(self) -> dict[str, float]:
         """The parent's decoding counts, and the mean number of unseen items inserted per user of
         the phase just ranked."""
@@ -206,10 +198,8 @@ class ColdStartRecommender(PolicyStage):
         return self.parent.inference_cost() | {"coldstart_inserted_per_user": mean}
 
 
-def build(
-    name: str, config: ColdStartConfig, seed: int, device: str, selection: str, inputs: dict
-) -> ColdStartRecommender:
-    return ColdStartRecommender(name, config, seed, device, selection, inputs)
+def build(spec: BuildSpec) -> ColdStartRecommender:
+    return ColdStartRecommender(spec)
 
 
 def estimate_cost(config: ColdStartConfig, cell: Cell) -> Estimate:

@@ -26,6 +26,7 @@ from llm4rec.llm.prompts import Prompt
 from llm4rec.llm.recommender import IdentifierDecoder, LLMConfig
 from llm4rec.llm.tokens import add_tokens
 from llm4rec.llm.trie import ItemTrie
+from llm4rec.models import BuildSpec
 from llm4rec.paradigms.semantic_id.codes import load_code_table, semantic_id_costs
 
 
@@ -98,10 +99,9 @@ class SidLlmRecommender(IdentifierDecoder):
         return Prompt(ids + self.tail)
 
 
-def build(
-    name: str, config: SidLlmConfig, seed: int, device: str, selection: str, inputs: dict
-) -> SidLlmRecommender:
-    return SidLlmRecommender(config, seed, device, selection, {"codes": inputs["codes"]})
+def build(spec: BuildSpec) -> SidLlmRecommender:
+    codes = {"codes": spec.inputs["codes"]}
+    return SidLlmRecommender(spec.config, spec.seed, spec.device, spec.selection, codes)
 
 
 def estimate_cost(config: SidLlmConfig, cell: Cell) -> Estimate:

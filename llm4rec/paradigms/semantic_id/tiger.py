@@ -29,10 +29,11 @@ from llm4rec.data.split import Split
 from llm4rec.estimates import Cell, Estimate, rank_users, sft_epochs, train_sequences
 from llm4rec.llm.decoding import beam_search
 from llm4rec.llm.prompts import Prompt
-from llm4rec.llm.recommender import Histories, LLMRecommender, Ranked
+from llm4rec.llm.recommender import Blocked, LLMRecommender, Ranked
 from llm4rec.llm.seq2seq import make_seq2seq_stepper, resolve_seq2seq_decoder
 from llm4rec.llm.training import SFTConfig, token_array, training_windows
 from llm4rec.llm.trie import ItemTrie
+from llm4rec.models import BuildSpec
 from llm4rec.paradigms.semantic_id.codes import (
     CODES_FILE,
     CodeVocabulary,
@@ -171,7 +172,7 @@ class TigerRecommender(LLMRecommender):
         return loss
 
     def decode(
-        self, ids: Tensor, mask: Tensor, inputs_embeds: Tensor | None, histories: Histories, k: int
+        self, ids: Tensor, mask: Tensor, inputs_embeds: Tensor | None, histories: Blocked, k: int
     ) -> Ranked:
         stepper = make_seq2seq_stepper(self.model, ids, mask, self.cfg.decoder)
         return beam_search(
@@ -179,10 +180,9 @@ class TigerRecommender(LLMRecommender):
         )
 
 
-def build(
-    name: str, config: TigerConfig, seed: int, device: str, selection: str, inputs: dict
-) -> TigerRecommender:
-    return TigerRecommender(config, seed, device, selection, {"codes": inputs["codes"]})
+def build(spec: BuildSpec) -> TigerRecommender:
+    codes = {"codes": spec.inputs["codes"]}
+    return TigerRecommender(spec.config, spec.seed, spec.device, spec.selection, codes)
 
 
 def estimate_cost(config: TigerConfig, cell: Cell) -> Estimate:
