@@ -35,7 +35,7 @@ import torch
 from llm4rec.data.atomic import write_atomic
 from llm4rec.data.sources import package_dir
 from llm4rec.data.split import Split
-from llm4rec.estimates import Cell, Estimate, baseline_estimate, baseline_settings
+from llm4rec.estimates import Cell, Estimate, baseline_estimate, baseline_settings, epochs_budget
 from llm4rec.evaluation.evaluate import selection_score
 from llm4rec.evaluation.metrics import SELECTION_METRIC, metric_cutoff
 from llm4rec.io import write_npy, write_text
@@ -465,6 +465,11 @@ def build(spec: BuildSpec) -> RecBoleRecommender:
             f"'{spec.name}' is not a RecBole baseline (known: {', '.join(RECBOLE_MODEL)})"
         )
     return RecBoleRecommender(spec.name, spec.config, spec.seed, spec.device, spec.selection)
+
+
+def train_budget(hp: dict[str, Any]) -> str | None:
+    """MLflow's budget.train: the epochs of a trained baseline (MostPop trains none)."""
+    return epochs_budget(hp) if "epochs" in hp else None
 
 
 def estimate_cost(config: dict[str, Any], cell: Cell) -> Estimate:

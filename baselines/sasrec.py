@@ -51,7 +51,7 @@ import torch
 from torch import nn
 
 from llm4rec.data.split import Split
-from llm4rec.estimates import Cell, Estimate, baseline_estimate, baseline_settings
+from llm4rec.estimates import Cell, Estimate, baseline_estimate, baseline_settings, epochs_budget
 from llm4rec.evaluation.evaluate import sample_users, selection_score
 from llm4rec.evaluation.metrics import metric_cutoff
 from llm4rec.io import write_npy, write_text
@@ -423,6 +423,9 @@ class NativeSASRec:
 def build(spec: BuildSpec) -> NativeSASRec:
     """`sasrec` (loss bce) and `sasrec_ce` (loss ce)."""
     return NativeSASRec(spec.config, spec.seed, spec.device, spec.selection)
+
+
+train_budget = epochs_budget  # MLflow's budget.train
 
 
 def estimate_cost(config: SasrecConfig, cell: Cell) -> Estimate:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -338,3 +338,18 @@ def baseline_settings(config: Any) -> dict[str, Any]:
 SENTENCE_ENCODER_PARAMS = 22.7e6  # all-MiniLM-L6-v2 (assumed, as its width)
 SENTENCE_ENCODER_DIM = 384  # all-MiniLM-L6-v2 (a sentence encoder the plan cannot open: assumed)
 TEXT_TOKENS = 48  # an item's text: title, year, genres and a short description (assumed)
+
+
+# -- the training budget a row declares (a module's `train_budget(hp)`: MLflow's `budget.train`)
+
+
+def steps_budget(hp: Mapping[str, Any]) -> str:
+    """A row fine-tuned for `sft.steps` optimizer steps (0 when it is a zero-shot row)."""
+    return "0 steps (zero-shot)" if hp.get("zero_shot") else f"{hp['sft.steps']} steps"
+
+
+def epochs_budget(hp: Mapping[str, Any]) -> str:
+    """A row trained for up to `epochs` epochs, stopped early where it has a patience."""
+    epochs = f"{hp['epochs']} epoch{'' if hp['epochs'] == 1 else 's'}"
+    stops = hp.get("stopping_step") or hp.get("patience")
+    return f"{epochs} (max; early stopping)" if stops else epochs

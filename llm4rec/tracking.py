@@ -44,7 +44,14 @@ from llm4rec import layout
 from llm4rec.config import Grid, local_store_uri
 from llm4rec.environment import redact
 from llm4rec.io import read_json, sha256_file, stable_hash, write_json
-from llm4rec.models import MODELS, flat, hyperparameters, model_title, registered_costs
+from llm4rec.models import (
+    MODELS,
+    flat,
+    hyperparameters,
+    model_title,
+    registered_costs,
+    row_function,
+)
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "true")
@@ -77,16 +84,11 @@ def _is_hyperparameter(key: str) -> bool:
     )
 
 
-def _budget(hp: dict[str, Any]) -> str:
-    if "sft.steps" in hp:
-        return "0 steps (zero-shot)" if hp.get("zero_shot") else f"{hp['sft.steps']} steps"
-    if "group_size" in hp:  # an RL stage (its parent's SFT budget is the parent run's)
-        return f"{hp['steps']} RL steps x {hp['prompts_per_step']} prompts x {hp['group_size']}"
-    if "epochs" in hp:
-        epochs = f"{hp['epochs']} epoch{'' if hp['epochs'] == 1 else 's'}"
-        stops = hp.get("stopping_step") or hp.get("patience")
-        return f"{epochs} (max; early stopping)" if stops else epochs
-    return NOT_APPLICABLE
+def _budget(model: str, hp: dict[str, Any]) -> str:
+    """The training budget, as the row's module words it (`train_budget(hp)`); a row that trains
+    nothing of its own (a stage ranking with its parent's weights, a k-NN) declares none."""
+    describe = row_function(MODELS[model], "train_budget")
+    return (describe(hp) if describe is not None else None) or NOT_APPLICABLE
 
 
 def describe_run(
@@ -125,7 +127,7 @@ def describe_run(
         "backbone": hp.get("backbone.name_or_path") or NOT_APPLICABLE,
         "backbone_revision": hp.get("backbone.revision") or NOT_APPLICABLE,
         "prompt_template": stable_hash(template)[:8] if template else NOT_APPLICABLE,
-        "budget.train": _budget(hp),
+        "budget.train": _budget(model, hp),
         # still improving at the end of its budget? (run.json's convergence: run_params)
         "budget.convergence": NOT_APPLICABLE,
         "budget.valid_users": evaluation.get("valid_users") or "all",

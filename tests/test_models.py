@@ -287,6 +287,7 @@ def test_a_model_built_from_the_adding_a_model_page_runs_and_plan_and_smoke_take
     from llm4rec.models import ModelSpec
     from llm4rec.plan import cell_cost
     from llm4rec.smoke import smoke_entry
+    from llm4rec.tracking import describe_run
 
     page = (Path(__file__).parents[1] / "docs" / "adding-a-model.md").read_text()
     section = page.split("## What the module tells the harness", 1)[1]
@@ -312,3 +313,6 @@ def test_a_model_built_from_the_adding_a_model_page_runs_and_plan_and_smoke_take
     assert estimate.train_flops == 3 * 97_000 and estimate.small
     assert estimate.forward_flops == 2 * 943 * 1682 * 64
     assert smoke_entry(entry, grid, {}, {}, "float32")["params"] == {"epochs": 1}
+    run = grid.run_spec(grid.datasets[0], "counts", 0)
+    assert run.config == import_object("counts_model:CountsConfig")(epochs=3)
+    assert describe_run(run.record)[0]["budget.train"] == "3 epochs"

@@ -46,7 +46,7 @@ from torch import nn
 
 from llm4rec.data.requests import RequestTemplate
 from llm4rec.data.split import Split
-from llm4rec.estimates import SENTENCE_ENCODER_DIM, Cell, Estimate, backbone_shape
+from llm4rec.estimates import SENTENCE_ENCODER_DIM, Cell, Estimate, backbone_shape, epochs_budget
 from llm4rec.evaluation.evaluate import sample_users, selection_score
 from llm4rec.evaluation.metrics import metric_cutoff
 from llm4rec.io import read_json, write_json
@@ -496,6 +496,9 @@ def sample_negatives(
 def build(spec: BuildSpec) -> AlphaRec:
     text, source = spec.inputs["text"], spec.inputs.get("source")
     return AlphaRec(spec.config, spec.seed, spec.device, spec.selection, text, source)
+
+
+train_budget = epochs_budget  # MLflow's budget.train
 
 
 def estimate_cost(config: AlphaRecConfig, cell: Cell) -> Estimate:

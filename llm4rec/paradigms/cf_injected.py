@@ -36,7 +36,15 @@ import torch
 from torch import Tensor, nn
 
 from llm4rec.data.split import Split
-from llm4rec.estimates import Cell, Estimate, rank_users, sft_budget, sft_finish, train_sequences
+from llm4rec.estimates import (
+    Cell,
+    Estimate,
+    rank_users,
+    sft_budget,
+    sft_finish,
+    steps_budget,
+    train_sequences,
+)
 from llm4rec.llm import precision
 from llm4rec.llm.backbone import ALL_PROJECTIONS, LoraSettings
 from llm4rec.llm.decoding import _decoder_stack, _positions
@@ -476,6 +484,9 @@ def build(spec: BuildSpec) -> LLMRecommender:
     (cf.permuted: the soft tokens of other items) and cf_e4srec_allpos."""
     model = CfE4SRecRecommender if isinstance(spec.config, CfE4SRecConfig) else CfLlaraRecommender
     return model(spec.config, spec.seed, spec.device, spec.selection, spec.inputs)
+
+
+train_budget = steps_budget  # MLflow's budget.train
 
 
 def estimate_cost(config: CfLlaraConfig | CfE4SRecConfig, cell: Cell) -> Estimate:

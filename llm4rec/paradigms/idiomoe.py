@@ -32,7 +32,15 @@ import torch
 from torch import Tensor, nn
 
 from llm4rec.data.split import Split
-from llm4rec.estimates import Cell, Estimate, rank_users, sft_budget, sft_finish, train_sequences
+from llm4rec.estimates import (
+    Cell,
+    Estimate,
+    rank_users,
+    sft_budget,
+    sft_finish,
+    steps_budget,
+    train_sequences,
+)
 from llm4rec.llm import precision
 from llm4rec.llm.backbone import LoraSettings
 from llm4rec.llm.decoding import _decoder_stack
@@ -390,6 +398,9 @@ def build(spec: BuildSpec) -> IdiomoeRecommender:
     item_bias: log_popularity; idiomoe_learned_router routing: learned; idiomoe_entangled
     expert_layers: none, with LoRA on every FFN by default."""
     return IdiomoeRecommender(spec.config, spec.seed, spec.device, spec.selection)
+
+
+train_budget = steps_budget  # MLflow's budget.train
 
 
 def estimate_cost(config: IdiomoeConfig, cell: Cell) -> Estimate:

@@ -128,6 +128,11 @@ def build(spec: BuildSpec) -> GrpoRecommender:
     return GrpoRecommender(spec)
 
 
+def train_budget(hp: dict[str, Any]) -> str:
+    """MLflow's budget.train: the RL stage's own steps (its parent's SFT is the parent run's)."""
+    return f"{hp['steps']} RL steps x {hp['prompts_per_step']} prompts x {hp['group_size']}"
+
+
 def estimate_cost(config: GrpoConfig, cell: Cell) -> Estimate:
     """`llm4rec plan`: an RL stage over its parent's model (its shape, prompt and identifier
     length, from the parent's own estimate). Per step, prompts x group completions sampled (or

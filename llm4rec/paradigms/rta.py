@@ -41,7 +41,7 @@ from torch import nn
 
 from llm4rec.data.requests import RequestTemplate
 from llm4rec.data.split import Split
-from llm4rec.estimates import Cell, Estimate, backbone_shape
+from llm4rec.estimates import Cell, Estimate, backbone_shape, epochs_budget
 from llm4rec.evaluation.evaluate import sample_users, selection_score
 from llm4rec.evaluation.metrics import metric_cutoff
 from llm4rec.io import read_json, write_json, write_npy, write_parquet
@@ -654,6 +654,9 @@ def build(spec: BuildSpec) -> ReindexThenAdapt:
     model = SteeredRta if isinstance(spec.config, SteeredRtaConfig) else ReindexThenAdapt
     states, recsys = spec.inputs["states"], spec.inputs.get("recsys")
     return model(spec.config, spec.seed, spec.device, spec.selection, states, recsys)
+
+
+train_budget = epochs_budget  # MLflow's budget.train
 
 
 def estimate_cost(config: RtaConfig, cell: Cell) -> Estimate:

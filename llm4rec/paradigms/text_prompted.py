@@ -15,7 +15,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llm4rec.data.split import Split
-from llm4rec.estimates import Cell, Estimate, rank_users, sft_budget, sft_finish, train_sequences
+from llm4rec.estimates import (
+    Cell,
+    Estimate,
+    rank_users,
+    sft_budget,
+    sft_finish,
+    steps_budget,
+    train_sequences,
+)
 from llm4rec.llm.decoding import item_token_sequences, resolve_decoder
 from llm4rec.llm.identifiers import item_identifiers
 from llm4rec.llm.prompts import Prompt, PromptTemplate, render_prompt
@@ -62,6 +70,9 @@ class TextPromptedRecommender(IdentifierDecoder):
 
 def build(spec: BuildSpec) -> TextPromptedRecommender:
     return TextPromptedRecommender(spec.config, spec.seed, spec.device, spec.selection)
+
+
+train_budget = steps_budget  # MLflow's budget.train
 
 
 def estimate_cost(config: TextPromptedConfig, cell: Cell) -> Estimate:

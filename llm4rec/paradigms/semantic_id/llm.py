@@ -19,7 +19,15 @@ from typing import Any
 import numpy as np
 
 from llm4rec.data.split import Split
-from llm4rec.estimates import Cell, Estimate, rank_users, sft_budget, sft_finish, train_sequences
+from llm4rec.estimates import (
+    Cell,
+    Estimate,
+    rank_users,
+    sft_budget,
+    sft_finish,
+    steps_budget,
+    train_sequences,
+)
 from llm4rec.llm.decoding import resolve_decoder
 from llm4rec.llm.identifiers import item_identifiers
 from llm4rec.llm.prompts import Prompt
@@ -102,6 +110,9 @@ class SidLlmRecommender(IdentifierDecoder):
 def build(spec: BuildSpec) -> SidLlmRecommender:
     codes = {"codes": spec.inputs["codes"]}
     return SidLlmRecommender(spec.config, spec.seed, spec.device, spec.selection, codes)
+
+
+train_budget = steps_budget  # MLflow's budget.train
 
 
 def estimate_cost(config: SidLlmConfig, cell: Cell) -> Estimate:

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from llm4rec.data.split import Split
-from llm4rec.estimates import Cell, Estimate, rank_users, sft_epochs, train_sequences
+from llm4rec.estimates import Cell, Estimate, rank_users, sft_epochs, steps_budget, train_sequences
 from llm4rec.llm.decoding import beam_search
 from llm4rec.llm.prompts import Prompt
 from llm4rec.llm.recommender import Blocked, LLMRecommender, Ranked
@@ -183,6 +183,9 @@ class TigerRecommender(LLMRecommender):
 def build(spec: BuildSpec) -> TigerRecommender:
     codes = {"codes": spec.inputs["codes"]}
     return TigerRecommender(spec.config, spec.seed, spec.device, spec.selection, codes)
+
+
+train_budget = steps_budget  # MLflow's budget.train
 
 
 def estimate_cost(config: TigerConfig, cell: Cell) -> Estimate:
