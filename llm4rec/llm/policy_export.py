@@ -149,7 +149,7 @@ def restore_policy(parent: Any, split: Any, policy: ResolvedInput) -> tuple[dict
     returns (prepare's facts, tensors loaded)."""
     parent.model, parent.tokenizer = parent.load()
     info = parent.prepare(split)
-    if getattr(parent, "trains", True):
+    if parent.trains:
         parent.make_trainable()
     else:  # a zero-shot parent trained nothing: frozen, and its policy holds no tensor
         parent.inference_setup()

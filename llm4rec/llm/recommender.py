@@ -148,12 +148,18 @@ class LLMRecommender:
         """The request as the prompt words it ('' for none)."""
         return self.request_line.format(request=request) if request else ""
 
+    @property
+    def request_training(self) -> RequestTraining | None:
+        """The request training the config asks for (`train_requests`); None: trained as its
+        paper did, without requests. A wrapper (a steered row) reads this, never the config."""
+        return self.cfg.train_requests
+
     def training_requests(self, split: Split) -> Callable[[str], str]:
         """target -> the request its training window's prompt carries: the target's own (written
         as at ranking, from its metadata) for a seeded share (`train_requests.share`) of the
         windows, in the order they are asked for; '' for the rest, and always when the config
         trains without requests."""
-        spec = getattr(self.cfg, "train_requests", None)  # TIGER: no such setting
+        spec = self.request_training
         if spec is None:
             return lambda target: ""
         if not self.reads_requests:
@@ -167,7 +173,7 @@ class LLMRecommender:
     def supervises_described(self) -> bool:
         """Whether a training window with a request is supervised only where the request
         describes (`train_requests.supervise`)."""
-        spec = getattr(self.cfg, "train_requests", None)
+        spec = self.request_training
         return spec is not None and spec.supervise == "described"
 
     def request_ids(self, request: str, lead: str = " ", end: str = "") -> list[int]:
@@ -233,9 +239,7 @@ class LLMRecommender:
         if not self.trains:
             self.inference_setup()
         info |= self._train(split, Path(workdir)) if self.trains else {"train_tokens": 0}
-        info["trained_with_requests"] = (
-            self.trains and getattr(self.cfg, "train_requests", None) is not None
-        )
+        info["trained_with_requests"] = self.trains and self.request_training is not None
         info["precision"] = precision.record(self.model, self.compute_dtype)
         # checkpoint selection's validation rankings
         info["decoding_during_fit"] = self.inference_cost()

@@ -59,7 +59,7 @@ class SteeredRecommender(PolicyStage):
                 f"{name}: the policy's model ({self.record['recommender']}) cannot read a request "
                 "in its prompt; steer a model that reads text"
             )
-        trained = getattr(self.parent.cfg, "train_requests", None)
+        trained = self.parent.request_training
         if trained is not None and trained.line != cfg.line:
             raise DataError(
                 f"{name}: line '{cfg.line}' differs from the one its parent trained with "

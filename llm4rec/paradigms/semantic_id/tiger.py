@@ -81,6 +81,10 @@ class TigerRecommender(LLMRecommender):
     def reads_text(self) -> bool:
         return False  # a model of code sequences: no text perplexity to retain
 
+    @property
+    def request_training(self) -> None:
+        return None  # reads no request, so it trains with none (its config has no such setting)
+
     def load(self):
         """A randomly initialised T5 over the code vocabulary (seeded by the run's seed)."""
         from transformers import T5Config, T5ForConditionalGeneration
