@@ -359,39 +359,6 @@ def test_bad_config_fails_before_anything_runs(tmp_path):
     assert not (tmp_path / "results").exists()
 
 
-def test_report_rebuilt_from_mlflow_equals_report_from_folders(finished_grid):
-    workdir, _ = finished_grid
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    for source, extra in (
-        ("folders", []),
-        ("mlflow", ["--mlflow-experiment", "llm4rec-e2e", "--tag", "dataset=ml-100k"]),
-    ):
-        proc = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "llm4rec.cli",
-                "report",
-                "--config",
-                "grid.yaml",
-                "--no-mlflow",
-                "--out",
-                f"rebuilt_{source}",
-                *extra,
-            ],
-            cwd=workdir,
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=600,
-        )
-        assert proc.returncode == 0, proc.stderr[-3000:]
-    from_folders = pd.read_csv(workdir / "rebuilt_folders" / "results_table.csv")
-    from_mlflow = pd.read_csv(workdir / "rebuilt_mlflow" / "results_table.csv")
-    pd.testing.assert_frame_equal(from_folders, from_mlflow)
-    assert set(from_mlflow["model"]) == MODELS
-
-
 def test_semantic_ids_rule_reruns_only_when_its_config_changes(tmp_path):
     codes = {
         "artifact": "semantic_ids",
