@@ -10,7 +10,13 @@ import pytest
 from llm4rec.io import write_json
 from llm4rec.report.build import REPORT_DEFAULTS, ReportSpec, build_report, check_runs, report_files
 from llm4rec.report.compare import CompareSpec, ComparisonError, compare_runs
-from llm4rec.report.tables import build_main_table, display_name, render_latex, render_markdown
+from llm4rec.report.tables import (
+    Style,
+    build_main_table,
+    display_name,
+    render_latex,
+    render_markdown,
+)
 
 from .helpers import runs_from_results
 from .helpers.runs import make_run
@@ -447,9 +453,9 @@ def test_a_model_family_declares_its_own_cost_figures(runs_dir, tmp_path, monkey
     frame = cost_frame(runs)
     assert frame.set_index(["dataset", "model"]).loc[("ml-a", "llm_good"), "text_ppl_after"] == 41.5
     assert np.isnan(frame.set_index(["dataset", "model"]).loc[("ml-a", "bpr"), "text_ppl_after"])
-    assert "| 41.50 |" in render_cost(frame, "markdown")  # the declared cost's own decimals
-    latex = render_cost(frame, "latex")
-    assert "Text ppl after" in render_cost(frame, "markdown")
+    assert "| 41.50 |" in render_cost(frame)  # the declared cost's own decimals
+    latex = render_cost(frame, Style("latex"))
+    assert "Text ppl after" in render_cost(frame)
     # LaTeX: a part of its own for the figures only some rows report, with those rows only
     assert "Cost per model, part 2: Text ppl after (the rows that report them)" in latex
     part = latex.split("\\sbox{")[-1]  # the last float: part 2
@@ -791,7 +797,7 @@ def test_variants_are_compared_with_their_declared_parent_in_their_own_family(tm
     assert entangled.relation == "parent" and entangled.reference == "idiomoe"
     permuted = frame[(frame.row == "cf_e4srec_permuted") & (frame.metric == "hr_at_10")].iloc[0]
     assert permuted.direction == "" and np.isnan(permuted.p_seed)  # one seed: no seed-level test
-    markdown = render_ablations(frame, spec(), "markdown")
+    markdown = render_ablations(frame, spec())
     assert (
         f"| Item tokens, entangled FFN | IDIOMoE | 2 | {entangled.row_mean:.4f}↓ "
         f"({entangled.reference_mean:.4f}) |" in markdown
@@ -889,10 +895,10 @@ def test_delta_is_per_metric_so_a_row_cannot_read_as_a_gain_while_most_metrics_f
     assert by_metric.to_dict() == pytest.approx(
         {"hr_at_10": 50.0, "ndcg_at_10": -25.0, "hr_at_20": -20.0, "ndcg_at_20": -10.0}
     )
-    markdown = render_ablations(frame, CompareSpec(metrics=metrics), "markdown")
+    markdown = render_ablations(frame, CompareSpec(metrics=metrics))
     assert "| +50.0/-25.0/-20.0/-10.0% |" in markdown
     assert "Δ: the relative change from the reference of HR@10, NDCG@10, HR@20, NDCG@20" in markdown
-    latex = render_ablations(frame, CompareSpec(metrics=metrics), "latex")
+    latex = render_ablations(frame, CompareSpec(metrics=metrics), Style("latex"))
     # LaTeX: two changes a line in the cell
     assert r"+50.0/$-$25.0 \\ $-$20.0/$-$10.0\%" in latex
     assert "nan" not in markdown + latex
@@ -967,7 +973,7 @@ def test_declared_references_are_tested_beside_the_parent_with_the_training_note
     relation = frame.set_index(["row", "reference"])["relation"]
     assert relation[("rta_recsys", "rta_reindex")].iloc[0] == "parent"
     assert relation[("rta_recsys", "sasrec")].iloc[0] == "declared"
-    markdown = render_ablations(frame, spec(), "markdown", notes=run_notes(runs))
+    markdown = render_ablations(frame, spec(), notes=run_notes(runs))
     assert "| RTA (reindex + RecSys gating)† | SASRec | 1 |" in markdown
     assert f"† RTA (reindex + RecSys gating): {note}." in markdown
 

@@ -12,6 +12,7 @@ from llm4rec.io import write_json, write_parquet
 from llm4rec.report.compare import CompareSpec
 from llm4rec.report.runs import RunRecord
 from llm4rec.report.steer import render_steer, steer_table_frame
+from llm4rec.report.tables import Style
 
 WORDING = "something from the {decade}: {genres}"
 USERS = [f"u{i}" for i in range(8)]
@@ -161,7 +162,7 @@ def test_the_steer_tables_by_hand(runs):
     assert f"{request['cf_steer']:.4f}↑" in markdown and "post-filtered" not in markdown
     oracle = render_steer(frame, 10, spec, template="both", kind="oracle")
     assert "post-filtered to C" in oracle and "upper bound" in oracle
-    latex = render_steer(frame, 10, spec, "latex", template="both", label="tab:steer")
+    latex = render_steer(frame, 10, spec, Style("latex", label="tab:steer"), template="both")
     assert r"$^{\uparrow}$" in latex and r"\label{tab:steer}" in latex
 
 

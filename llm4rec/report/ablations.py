@@ -24,7 +24,9 @@ from llm4rec.report.compare import LOWER_IS_BETTER, CompareSpec, family
 from llm4rec.report.tables import (
     CORRECTION_NAMES,
     DIRECTION_MARKS,
+    MARKDOWN,
     SEED_MARK,
+    Style,
     display_name,
     latex_escape,
     metric_label,
@@ -186,17 +188,16 @@ def _daggers(i: int, latex: bool) -> str:
 def render_ablations(
     frame: pd.DataFrame,
     spec: CompareSpec,
-    fmt: str,
-    label: str = "tab:ablations",
-    names: Mapping[str, str] | None = None,
+    style: Style = MARKDOWN,
     decimals: int = 4,
     notes: Mapping[str, Sequence[str]] | None = None,
-    float_: str = "auto",
     improving: set[str] | frozenset[str] = frozenset(),
 ) -> str:
     """The ablation table as Markdown or LaTeX (booktabs): Row, Against, Seeds, then per dataset
     each metric and Δ (every metric's relative change); `notes` (model -> what its training
     chose) under the table, the row marked with daggers."""
+    fmt, names, float_ = style.fmt, style.names, style.float_
+    label = style.label or "tab:ablations"
     caption = ablation_caption(frame, spec)
     if frame.empty:
         return caption + "\n" if fmt == "markdown" else f"% {caption}\n"

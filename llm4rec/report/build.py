@@ -59,6 +59,7 @@ from llm4rec.report.runs import RunRecord, accuracy_runs
 from llm4rec.report.slices import SLICES, render_slices_markdown, slice_frame
 from llm4rec.report.steer import render_steer, steer_notes, steer_table_frame
 from llm4rec.report.tables import (
+    Style,
     build_main_table,
     cost_frame,
     latex_escape,
@@ -353,6 +354,10 @@ class _Report:
         """The table's LaTeX label: the report's, with `results` replaced by the stem."""
         return self.spec.label.replace("results", stem.replace("_", "-"))
 
+    def style(self, fmt: str, stem: str) -> Style:
+        """How the report writes table `stem` in `fmt`: its display names, label and float."""
+        return Style(fmt, self.names, self.label(stem), self.float_)
+
     def write(self, stem: str, renderings: dict[str, str]) -> list[Path]:
         return [
             write_text(self.out_dir / f"{stem}.{ext}", renderings[ext]) for ext in TABLE_FORMATS
@@ -376,10 +381,12 @@ def _diagnostic_table(
 ) -> list[Path]:
     """A diagnostics table as .tex, .md and .csv; its Markdown (less the heading) is the
     results page's note under the table's label (results -> beam-vs-exact, diagnostics)."""
-    names, compare, label = report.names, report.spec.compare_spec(), report.label(stem)
-    markdown = render(frame, compare, "markdown", names)
-    report.notes[label] = markdown.split("\n\n", 1)[-1].strip() if not frame.empty else ""
-    tex = render(frame, compare, "latex", names, label, report.float_)
+    compare = report.spec.compare_spec()
+    markdown = render(frame, compare, report.style("markdown", stem))
+    report.notes[report.label(stem)] = (
+        markdown.split("\n\n", 1)[-1].strip() if not frame.empty else ""
+    )
+    tex = render(frame, compare, report.style("latex", stem))
     return report.write(stem, {"tex": tex, "md": markdown, "csv": frame.to_csv(index=False)})
 
 
@@ -401,26 +408,20 @@ def _steer_table(report: _Report) -> list[Path]:
     )
     written = []
     for kind, stem in (("counterfactual", "steer"), ("oracle", "steer_oracle")):
-        common = {
-            "names": report.names,
-            "template": template,
-            "wording": wording,
-            "label": report.label(stem),
-            "kind": kind,
-        }
+        common = {"template": template, "wording": wording, "kind": kind}
         if not frame.empty:
             tests = int(frame.attrs.get("tests", 0))
-            report.notes[common["label"]] = steer_notes(
+            report.notes[report.label(stem)] = steer_notes(
                 kind, template, wording, cutoff, compare, tests
             )
         oracle_columns = [c for c in frame.columns if not c.startswith("cf_")]
         written += report.write(
             stem,
             {
-                "tex": render_steer(
-                    frame, cutoff, compare, "latex", float_=report.float_, **common
+                "tex": render_steer(frame, cutoff, compare, report.style("latex", stem), **common),
+                "md": render_steer(
+                    frame, cutoff, compare, report.style("markdown", stem), **common
                 ),
-                "md": render_steer(frame, cutoff, compare, "markdown", **common),
                 "csv": (frame if kind == "counterfactual" else frame[oracle_columns]).to_csv(
                     index=False
                 ),
@@ -430,12 +431,10 @@ def _steer_table(report: _Report) -> list[Path]:
 
 
 def _cost_renderings(report: _Report) -> dict[str, str]:
-    costs, names = cost_frame(report.runs), report.names
+    costs = cost_frame(report.runs)
     return {
-        "tex": render_cost(
-            costs, "latex", label=report.label("cost"), names=names, float_=report.float_
-        ),
-        "md": render_cost(costs, "markdown", names=names),
+        "tex": render_cost(costs, report.style("latex", "cost")),
+        "md": render_cost(costs, report.style("markdown", "cost")),
         "csv": costs.to_csv(index=False),
     }
 
@@ -500,19 +499,16 @@ def _ablation_tables(report: _Report) -> list[Path]:
     """Every variant against its parent and every row against its declared references (the
     ablation family)."""
     frame, compare = ablation_frame(report.comparisons), report.spec.compare_spec()
-    label = report.label("ablations")
-    report.notes[label] = ablation_notes(frame, compare)
+    report.notes[report.label("ablations")] = ablation_notes(frame, compare)
     common = {
-        "names": report.names,
         "notes": run_notes(report.runs),
-        "float_": report.float_,
         "improving": {r.model for r in report.runs if r.convergence == "still improving"},
     }
     return report.write(
         "ablations",
         {
-            "tex": render_ablations(frame, compare, "latex", label=label, **common),
-            "md": render_ablations(frame, compare, "markdown", **common),
+            "tex": render_ablations(frame, compare, report.style("latex", "ablations"), **common),
+            "md": render_ablations(frame, compare, report.style("markdown", "ablations"), **common),
             "csv": frame.to_csv(index=False),
         },
     )

@@ -15,7 +15,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -25,6 +25,8 @@ from llm4rec.report.runs import RunRecord
 from llm4rec.report.tables import (
     CORRECTION_NAMES,
     DIRECTION_MARKS,
+    MARKDOWN,
+    Style,
     display_name,
     latex_escape,
     metric_label,
@@ -101,15 +103,10 @@ def _cell_tex(text: str) -> str:
 
 
 def _render(
-    head: list[str],
-    body: list[list[str]],
-    caption: str,
-    notes: str,
-    fmt: str,
-    label: str,
-    float_: str,
+    head: list[str], body: list[list[str]], caption: str, notes: str, style: Style, label: str
 ) -> str:
-    if fmt == "markdown":
+    """The table in `style`; `label`: the table's own, where the style gives none."""
+    if style.fmt == "markdown":
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         lines += ["| " + " | ".join(cells) + " |" for cells in body]
         return "\n".join(lines) + "\n\n" + f"{caption} {notes}".strip() + "\n"
@@ -123,18 +120,13 @@ def _render(
         r"\end{tabular}",
     ]
     tabular = [line.replace("↑", r"$\uparrow$").replace("↓", r"$\downarrow$") for line in tabular]
-    return table_float(tabular, latex_escape(caption), label, [], [r"\small"], float_)
+    label = style.label or label
+    return table_float(tabular, latex_escape(caption), label, [], [r"\small"], style.float_)
 
 
-def render_beam_vs_exact(
-    frame: pd.DataFrame,
-    spec: CompareSpec,
-    fmt: str = "markdown",
-    names: Mapping[str, str] | None = None,
-    label: str = "tab:beam-vs-exact",
-    float_: str = "auto",
-) -> str:
+def render_beam_vs_exact(frame: pd.DataFrame, spec: CompareSpec, style: Style = MARKDOWN) -> str:
     """Row, users, overlap@K, beam misses, then per metric "exact / beam" with the test's mark."""
+    fmt, names = style.fmt, style.names
     if frame.empty:
         text = "No exact-ranking row ran: no beam to set against the exact ranking."
         return text + "\n" if fmt == "markdown" else f"% {text}\n"
@@ -170,18 +162,12 @@ def render_beam_vs_exact(
         f"worse than the beam ({tests_used(frame.rename(columns={'row': 'system'}))}; "
         f"{correction} over the {len(frame)} comparisons of this table, α = {spec.alpha})."
     )
-    return _render(head, body, caption, notes, fmt, label, float_)
+    return _render(head, body, caption, notes, style, "tab:beam-vs-exact")
 
 
-def render_diagnostics(
-    frame: pd.DataFrame,
-    spec: CompareSpec,
-    fmt: str = "markdown",
-    names: Mapping[str, str] | None = None,
-    label: str = "tab:diagnostics",
-    float_: str = "auto",
-) -> str:
+def render_diagnostics(frame: pd.DataFrame, spec: CompareSpec, style: Style = MARKDOWN) -> str:
     """Every comparison of a row under the minimum sample, with its test and detectable effect."""
+    fmt, names = style.fmt, style.names
     if frame.empty:
         text = f"No row was scored on fewer than {spec.min_users} test users."
         return text + "\n" if fmt == "markdown" else f"% {text}\n"
@@ -208,4 +194,4 @@ def render_diagnostics(
         f"{tests_used(frame) or spec.test}; {correction} over these {len(frame)} comparisons, "
         f"their own family. MDE: the difference each test could detect with 80% power."
     )
-    return _render(head, body, caption, notes, fmt, label, float_)
+    return _render(head, body, caption, notes, style, "tab:diagnostics")

@@ -44,7 +44,9 @@ from llm4rec.report.runs import RunRecord
 from llm4rec.report.tables import (
     CORRECTION_NAMES,
     DIRECTION_MARKS,
+    MARKDOWN,
     TEST_NAMES,
+    Style,
     display_name,
     latex_escape,
     table_float,
@@ -310,16 +312,15 @@ def render_steer(
     frame: pd.DataFrame,
     cutoff: int,
     spec: CompareSpec,
-    fmt: str = "markdown",
-    names: Mapping[str, str] | None = None,
+    style: Style = MARKDOWN,
     template: str = "",
     wording: str = "",
-    label: str = "tab:steer",
     kind: str = "counterfactual",
-    float_: str = "auto",
 ) -> str:
     """One steer table (`kind`: counterfactual, the headline; oracle, the upper bound) as Markdown
     or LaTeX."""
+    fmt, names, float_ = style.fmt, style.names, style.float_
+    label = style.label or "tab:steer"
     tests = int(frame.attrs.get("tests", 0)) if not frame.empty else 0
     caption = steer_caption(kind, template, cutoff)
     notes = steer_notes(kind, template, wording, cutoff, spec, tests)

@@ -63,6 +63,20 @@ def metric_label(metric: str) -> str:
     return f"{pretty.get(name, name)}@{k}" if k else name
 
 
+@dataclass(frozen=True)
+class Style:
+    """How a `render_*` writes its table: `fmt` markdown or latex, the rows' display `names`, and
+    for LaTeX its `label` (empty: the table's own) and float placement (`float_`, table_float)."""
+
+    fmt: str = "markdown"
+    names: Mapping[str, str] | None = None
+    label: str = ""
+    float_: str = "auto"
+
+
+MARKDOWN = Style()  # a table as Markdown, rows under their registry display names
+
+
 @dataclass
 class TableCell:
     mean: float
@@ -931,16 +945,11 @@ def _cost_text(key: str, value: float) -> str:
 COST_PART_COLUMNS = 6  # figures per part of the LaTeX cost table
 
 
-def render_cost(
-    frame: pd.DataFrame,
-    fmt: str,
-    label: str = "tab:cost",
-    names: Mapping[str, str] | None = None,
-    float_: str = "auto",
-) -> str:
+def render_cost(frame: pd.DataFrame, style: Style = MARKDOWN) -> str:
     """The cost table: Markdown in one table; LaTeX in parts that fit a paper's text width (the
     costs every run has, then the figures only some rows report, COST_PART_COLUMNS at a time, each
     with the rows that report them)."""
+    fmt, names, label, float_ = style.fmt, style.names, style.label or "tab:cost", style.float_
     every, some = cost_columns()
     shown = [c for c in some if frame[c[0]].notna().any()]
     columns = every + shown
