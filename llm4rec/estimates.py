@@ -340,12 +340,8 @@ SENTENCE_ENCODER_DIM = 384  # all-MiniLM-L6-v2 (a sentence encoder the plan cann
 TEXT_TOKENS = 48  # an item's text: title, year, genres and a short description (assumed)
 
 
-# -- the training budget a row declares (a module's `train_budget(hp)`: MLflow's `budget.train`)
-
-
-def steps_budget(hp: Mapping[str, Any]) -> str:
-    """A row fine-tuned for `sft.steps` optimizer steps (0 when it is a zero-shot row)."""
-    return "0 steps (zero-shot)" if hp.get("zero_shot") else f"{hp['sft.steps']} steps"
+# -- the training budget a row declares (a module's `train_budget(hp)`: MLflow's `budget.train`;
+# an SFT-trained LLM's: llm4rec.llm.recommender.steps_budget)
 
 
 def epochs_budget(hp: Mapping[str, Any]) -> str:

@@ -74,6 +74,12 @@ class LLMConfig:
     train_requests: RequestTraining | None = None
 
 
+def steps_budget(hp: Mapping[str, Any]) -> str:
+    """An SFT-trained row's training budget in words (its module's `train_budget`, MLflow's
+    budget.train): `sft.steps` optimizer steps, 0 for a zero-shot row."""
+    return "0 steps (zero-shot)" if hp.get("zero_shot") else f"{hp['sft.steps']} steps"
+
+
 Blocked = Sequence[Sequence[str]]  # per prompt row: the items never to recommend
 Ranked = list[list[tuple[str, float]]]  # per prompt row: the top-k (item, score), best first
 

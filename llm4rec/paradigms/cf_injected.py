@@ -36,21 +36,13 @@ import torch
 from torch import Tensor, nn
 
 from llm4rec.data.split import Split
-from llm4rec.estimates import (
-    Cell,
-    Estimate,
-    rank_users,
-    sft_budget,
-    sft_finish,
-    steps_budget,
-    train_sequences,
-)
+from llm4rec.estimates import Cell, Estimate, rank_users, sft_budget, sft_finish, train_sequences
 from llm4rec.llm import precision
 from llm4rec.llm.backbone import ALL_PROJECTIONS, LoraSettings
 from llm4rec.llm.decoding import _decoder_stack, _positions
 from llm4rec.llm.item_scoring import log_popularity_prior, top_unseen_items
 from llm4rec.llm.prompts import SOFT_SLOT, Prompt, render_prompt, soft_slot_ids
-from llm4rec.llm.recommender import Blocked, LLMConfig, LLMRecommender, Ranked
+from llm4rec.llm.recommender import Blocked, LLMConfig, LLMRecommender, Ranked, steps_budget
 from llm4rec.llm.tokens import prompt_embeddings
 from llm4rec.llm.training import (
     collate,

@@ -15,19 +15,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llm4rec.data.split import Split
-from llm4rec.estimates import (
-    Cell,
-    Estimate,
-    rank_users,
-    sft_budget,
-    sft_finish,
-    steps_budget,
-    train_sequences,
-)
+from llm4rec.estimates import Cell, Estimate, rank_users, sft_budget, sft_finish, train_sequences
 from llm4rec.llm.decoding import item_token_sequences, resolve_decoder
 from llm4rec.llm.identifiers import item_identifiers
 from llm4rec.llm.prompts import Prompt, PromptTemplate, render_prompt
-from llm4rec.llm.recommender import IdentifierDecoder, LLMConfig
+from llm4rec.llm.recommender import IdentifierDecoder, LLMConfig, steps_budget
 from llm4rec.llm.trie import ItemTrie
 from llm4rec.models import BuildSpec
 

@@ -19,19 +19,11 @@ from typing import Any
 import numpy as np
 
 from llm4rec.data.split import Split
-from llm4rec.estimates import (
-    Cell,
-    Estimate,
-    rank_users,
-    sft_budget,
-    sft_finish,
-    steps_budget,
-    train_sequences,
-)
+from llm4rec.estimates import Cell, Estimate, rank_users, sft_budget, sft_finish, train_sequences
 from llm4rec.llm.decoding import resolve_decoder
 from llm4rec.llm.identifiers import item_identifiers
 from llm4rec.llm.prompts import Prompt
-from llm4rec.llm.recommender import IdentifierDecoder, LLMConfig
+from llm4rec.llm.recommender import IdentifierDecoder, LLMConfig, steps_budget
 from llm4rec.llm.tokens import add_tokens
 from llm4rec.llm.trie import ItemTrie
 from llm4rec.models import BuildSpec

@@ -26,10 +26,10 @@ import torch
 from torch import Tensor
 
 from llm4rec.data.split import Split
-from llm4rec.estimates import Cell, Estimate, rank_users, sft_epochs, steps_budget, train_sequences
+from llm4rec.estimates import Cell, Estimate, rank_users, sft_epochs, train_sequences
 from llm4rec.llm.decoding import beam_search
 from llm4rec.llm.prompts import Prompt
-from llm4rec.llm.recommender import Blocked, LLMRecommender, Ranked
+from llm4rec.llm.recommender import Blocked, LLMRecommender, Ranked, steps_budget
 from llm4rec.llm.seq2seq import make_seq2seq_stepper, resolve_seq2seq_decoder
 from llm4rec.llm.training import SFTConfig, token_array, training_windows
 from llm4rec.llm.trie import ItemTrie
