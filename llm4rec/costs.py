@@ -78,3 +78,10 @@ BEAM_AGREEMENT_COSTS = (
 COLD_START_COSTS = (
     Cost("coldstart_inserted_per_user", "New items inserted / user", always=False, decimals=2),
 )
+# the model families' figures in the cost table's column order (after COSTS)
+FAMILY_COSTS = (
+    *TEXT_RETENTION_COSTS,
+    *SEMANTIC_ID_COSTS,
+    *COLD_START_COSTS,
+    *BEAM_AGREEMENT_COSTS,
+)

@@ -218,17 +218,15 @@ def test_variants_are_their_parent_plus_overrides():
 def test_a_variant_of_a_variant_inherits_what_made_its_parent_one():
     """A grandchild is its parent plus its own changes, as a subclass is: the parent's overrides,
     defaults and not-applicable settings carry down (nested keys merged), its references do not."""
-    from llm4rec.models import _registry, _variant
+    from llm4rec.models.spec import collect, variant
 
     base = ModelSpec("base", "baseline", "m:build", config="m:Config")
-    specs = _registry(
+    specs = collect(
         [
             base,
-            _variant(
-                "child", "base", "", "", overrides={"a": 1, "cf": {"x": 1}}, references=("r",)
-            ),
-            _variant("grandchild", "child", "", "", overrides={"cf": {"y": 2}}, defaults={"d": 3}),
-            _variant("great", "grandchild", "", "", not_applicable={"epochs": 0}),
+            variant("child", "base", "", "", overrides={"a": 1, "cf": {"x": 1}}, references=("r",)),
+            variant("grandchild", "child", "", "", overrides={"cf": {"y": 2}}, defaults={"d": 3}),
+            variant("great", "grandchild", "", "", not_applicable={"epochs": 0}),
         ]
     )
     assert specs["grandchild"].overrides == {"a": 1, "cf": {"x": 1, "y": 2}}
@@ -277,23 +275,36 @@ ChangedDefault = _changed_default()
 def test_a_model_built_from_the_adding_a_model_page_runs_and_plan_and_smoke_take_it(
     tiny_split, tmp_path, monkeypatch
 ):
-    """The page's whole baseline module, copied from docs/adding-a-model.md, with one registry
-    entry and a grid entry: it trains and ranks, `llm4rec plan` costs it by its own
-    `estimate_cost` and `llm4rec smoke` shrinks it by its own `toy_params`, with no edit
-    elsewhere."""
+    """The page's whole baseline module and its rows module, copied from docs/adding-a-model.md,
+    and a grid entry: the registry collects the row with no edit anywhere else; it trains and
+    ranks; `llm4rec plan` costs it by its own `estimate_cost`, `llm4rec smoke` and the rerun
+    test's generated grid take it at its own `toy_params`, and MLflow logs its own budget."""
     import yaml
 
     from llm4rec.config import DEFAULT_CONFIG, load_grid
-    from llm4rec.models import ModelSpec
+    from llm4rec.models import PARADIGMS, collect_rows, row_modules, rows
     from llm4rec.plan import cell_cost
     from llm4rec.smoke import smoke_entry
     from llm4rec.tracking import describe_run
 
+    from .helpers.rerun import toy_grid, write_dataset
+
     page = (Path(__file__).parents[1] / "docs" / "adding-a-model.md").read_text()
     section = page.split("## What the module tells the harness", 1)[1]
-    (tmp_path / "counts_model.py").write_text(section.split("```python\n")[1].split("```")[0])
+    module, row = (block.split("```")[0] for block in section.split("```python\n")[1:3])
+    (tmp_path / "counts_model.py").write_text(module)
     monkeypatch.syspath_prepend(str(tmp_path))
-    spec = ModelSpec("counts", "baseline", "counts_model:build", config="counts_model:CountsConfig")
+    (tmp_path / "rows").mkdir()
+    (tmp_path / "rows" / "counts.py").write_text(row)  # as if in llm4rec/models/rows/
+    monkeypatch.setattr(rows, "__path__", [str(tmp_path / "rows"), *rows.__path__])
+    paradigms, registry = collect_rows(row_modules())
+    assert paradigms == PARADIGMS and {n: s for n, s in registry.items() if n != "counts"} == MODELS
+    spec = registry["counts"]
+    assert (spec.paradigm, spec.factory, spec.display) == (
+        "baseline",
+        "counts_model:build",
+        "Counts",
+    )
     monkeypatch.setitem(MODELS, "counts", spec)
 
     model = build_model("counts", {"epochs": 3}, seed=0, device="cpu")
@@ -316,3 +327,8 @@ def test_a_model_built_from_the_adding_a_model_page_runs_and_plan_and_smoke_take
     run = grid.run_spec(grid.datasets[0], "counts", 0)
     assert run.config == import_object("counts_model:CountsConfig")(epochs=3)
     assert describe_run(run.record)[0]["budget.train"] == "3 epochs"
+    # the rerun and contract tests' grid (generated from the registry) runs it at its toy cost
+    (tmp_path / "toy").mkdir()
+    write_dataset(tmp_path / "toy")
+    rerun = {e["name"]: e for e in toy_grid(tmp_path / "toy")["models"]}
+    assert rerun["counts"]["params"] == {"epochs": 1} and len(rerun) == len(MODELS)
