@@ -215,7 +215,7 @@ class Grid:
         """The steerability evaluation (`evaluation.steer`): {templates: {name: RequestTemplate},
         cutoffs, filter_depth, counterfactual_seed}, or None when the grid asks for none."""
         from llm4rec.data.requests import RequestTemplate
-        from llm4rec.evaluation.steer import FILTER_DEPTH
+        from llm4rec.evaluation.steerability import FILTER_DEPTH
 
         cfg = self.raw["evaluation"].get("steer")
         if not cfg:

@@ -50,7 +50,8 @@ def per_user(phase: str) -> str:
 
 
 # a model that reads requests also ranks the test users with counterfactual requests (requests
-# that do not come from the target: llm4rec.evaluation.steer); the steer table reads this file
+# that do not come from the target: llm4rec.evaluation.steerability); the steer table reads this
+# file
 COUNTERFACTUAL_RANKINGS = "rankings_test_counterfactual.parquet"
 TRAIN_FILES = (*(rankings(p) for p in PHASES), RUN_JSON)  # plus the EXPORTS folder
 EVALUATE_FILES = (*(per_user(p) for p in PHASES), METRICS)

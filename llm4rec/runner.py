@@ -396,12 +396,12 @@ def with_steerability(
     steer: dict,
     counterfactual: pd.DataFrame | None = None,
 ) -> tuple[pd.DataFrame, dict]:
-    """The test phase's steerability columns (llm4rec.evaluation.steer) joined to its per-user
-    metrics, and their means (over the users a request could be written for) in its summary.
-    `counterfactual`: the rankings a model that reads requests gave with the counterfactual
-    requests."""
+    """The test phase's steerability columns (llm4rec.evaluation.steerability) joined to its
+    per-user metrics, and their means (over the users a request could be written for) in its
+    summary. `counterfactual`: the rankings a model that reads requests gave with the
+    counterfactual requests."""
     from llm4rec.evaluation.evaluate import rankings_to_lists
-    from llm4rec.evaluation.steer import steer_frame
+    from llm4rec.evaluation.steerability import steer_frame
 
     targets = split.targets("test")
     users = per_user["user_id"].tolist()

@@ -329,7 +329,7 @@ def test_llara_runs_its_curriculum_and_lora_on_every_projection_by_default(tiny)
 
 
 def test_a_request_ends_llaras_user_message_and_precedes_e4srecs_soft_tokens(tiny):
-    """A steered row's request (llm4rec.paradigms.steer) in each CF-injected prompt: after the
+    """A steered row's request (llm4rec.paradigms.steered) in each CF-injected prompt: after the
     history in LLaRA's user message (the soft tokens where they were), between E4SRec's instruction
     and its soft tokens (their positions shifted by the request's length)."""
     split, folder = tiny

@@ -1,6 +1,7 @@
-"""The GRPO stage as a run (llm4rec.paradigms.rl) on a tiny TIGER: the parent's exported policy is
-rebuilt bit for bit, the stage's step 0 is the parent (validation score, KL 0, ratio 1), a resumed
-run equals an uninterrupted one, and weights or inputs other than the parent's are refused."""
+"""The GRPO stage as a run (llm4rec.paradigms.grpo_stage) on a tiny TIGER: the parent's exported
+policy is rebuilt bit for bit, the stage's step 0 is the parent (validation score, KL 0, ratio 1), a
+resumed run equals an uninterrupted one, and weights or inputs other than the parent's are
+refused."""
 
 import shutil
 
@@ -122,7 +123,7 @@ def test_every_policy_exporting_paradigm_declares_the_export():
     }
     for name, cls in classes.items():
         assert cls.exports_policy == (set(POLICY_EXPORTS) <= set(MODELS[name].exports)), name
-    stages = [s for s in MODELS.values() if s.factory == "llm4rec.paradigms.rl:build"]
+    stages = [s for s in MODELS.values() if s.factory == "llm4rec.paradigms.grpo_stage:build"]
     assert {s.parent for s in stages} == {"sid_tiger", "sid_llm", "text_prompted"}
     for spec in stages:
         assert set(POLICY_EXPORTS) <= set(MODELS[spec.parent].exports), spec.name

@@ -1,4 +1,4 @@
-"""Steerability (llm4rec.evaluation.steer): constraint sets of requests by hand on a six-item
+"""Steerability (llm4rec.evaluation.steerability): constraint sets of requests by hand on a six-item
 fixture and against `matches` (the per-item reference), the share of a list inside them, chance
 rates and lifts by hand (a random list's expected lift is 1, a fully steered list's 1 / chance), the
 post-filter at one depth for every list, and counterfactual requests: drawn in proportion to the
@@ -20,7 +20,7 @@ from llm4rec.data.requests import (
     item_request,
     matches,
 )
-from llm4rec.evaluation.steer import constraint_matrix, request_matrix, steer_frame
+from llm4rec.evaluation.steerability import constraint_matrix, request_matrix, steer_frame
 
 ITEMS = pd.DataFrame(
     {

@@ -1,4 +1,4 @@
-"""Steered rows (llm4rec.paradigms.steer) on a tiny IDIOMoE: the parent's exported weights are
+"""Steered rows (llm4rec.paradigms.steered) on a tiny IDIOMoE: the parent's exported weights are
 restored bit for bit (without a request the steered row ranks exactly as its parent), the request
 enters the prompt as text tokens after the instruction (routed to the text expert) and changes the
 scores, SID-LLM puts it on its own line before the code history, and a model that cannot read a
@@ -106,12 +106,14 @@ def test_a_model_that_cannot_read_a_request_is_refused(parent, monkeypatch):
 
 
 def test_every_text_reading_llm_has_a_steered_row_and_tiger_none():
-    from llm4rec.paradigms.steer import SteeredRecommender
+    from llm4rec.paradigms.steered import SteeredRecommender
 
     from .helpers.protocol import protocol_gaps
 
     assert protocol_gaps(SteeredRecommender) == []
-    steered = {s.parent: s for s in MODELS.values() if s.factory == "llm4rec.paradigms.steer:build"}
+    steered = {
+        s.parent: s for s in MODELS.values() if s.factory == "llm4rec.paradigms.steered:build"
+    }
     assert set(steered) == {
         "text_prompted",
         "text_prompted_zeroshot",
@@ -216,7 +218,7 @@ def test_the_requests_variant_trains_as_its_steered_row_ranks():
     rank with them (the template and line of SteerConfig's defaults and of the grids' steered
     rows), on half its windows; its steered row says it is not zero-shot."""
     from llm4rec.models import check_params
-    from llm4rec.paradigms.steer import SteerConfig
+    from llm4rec.paradigms.steered import SteerConfig
 
     trained = check_params(MODELS["idiomoe_requests"], {}).train_requests
     steer = SteerConfig()

@@ -1,5 +1,5 @@
-"""The steer tables (llm4rec.report.steer) on constructed runs: every number by hand, each share
-tested against its chance rate, the steered row against its parent on the users and seeds both
+"""The steer tables (llm4rec.report.steer_table) on constructed runs: every number by hand, each
+share tested against its chance rate, the steered row against its parent on the users and seeds both
 have and against MostPop's list post-filtered to C (p-values as scipy's `ttest_rel`, Holm by hand
 over every test of the table), and a steered row worded unlike the table's template refused."""
 
@@ -11,7 +11,7 @@ from scipy import stats
 from llm4rec.io import write_json, write_parquet
 from llm4rec.report.compare import CompareSpec
 from llm4rec.report.runs import RunRecord
-from llm4rec.report.steer import render_steer, steer_table_frame
+from llm4rec.report.steer_table import render_steer, steer_table_frame
 from llm4rec.report.tables import Style
 
 WORDING = "something from the {decade}: {genres}"

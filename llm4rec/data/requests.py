@@ -4,7 +4,7 @@ AlphaRec's user intentions (Sheng et al., ICLR 2025, Table 5) are short texts th
 user is after. A request here is a set of attributes (`Request`: genres, any of which will do, and a
 decade) worded by a template (e.g. "something from the {decade}: {genres}"); its constraint set
 C(request) is the catalogue items that satisfy it (`constraint_matrix` in
-llm4rec.evaluation.steer). Two kinds per user:
+llm4rec.evaluation.steerability). Two kinds per user:
 
 - oracle (`item_request`, `target_requests`): the attributes of the user's held-out target. The
   target always satisfies it and C can be small (19.5% of ml-100k's test users have |C| <= 50), so

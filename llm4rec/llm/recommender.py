@@ -92,7 +92,7 @@ class LLMRecommender:
     # item identifiers from a plain token prompt: llm4rec.llm.policy_export)
     exports_policy = False
     # its prompt can carry a user's request (`prompt(history, request)`), e.g. "something from the
-    # 1990s: comedy", worded by `request_line` (a steered row sets both: llm4rec.paradigms.steer)
+    # 1990s: comedy", worded by `request_line` (a steered row sets both: llm4rec.paradigms.steered)
     reads_requests = False
     request_line = "The user asks for {request}."
 

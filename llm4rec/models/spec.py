@@ -263,13 +263,13 @@ class StageRow:
 
 
 def grpo_stage(name: str, parent: str, display: str) -> StageRow:
-    """An RL stage over a registered generative recommender: GRPO (llm4rec.paradigms.rl) from the
-    parent run's exported policy."""
+    """An RL stage over a registered generative recommender: GRPO (llm4rec.paradigms.grpo_stage)
+    from the parent run's exported policy."""
     return StageRow(
         name,
         parent,
         display,
-        "llm4rec.paradigms.rl:build",
+        "llm4rec.paradigms.grpo_stage:build",
         "llm4rec.llm.rl:GrpoConfig",
         f"{parent} trained further by GRPO on recommendation rewards "
         "(Rec-R1 / MiniOneRec / STARec)",
@@ -279,15 +279,15 @@ def grpo_stage(name: str, parent: str, display: str) -> StageRow:
 
 def steered(name: str, parent: str, display: str, trained: bool = False) -> StageRow:
     """A steered row over a registered LLM that reads text: the parent run's exported weights,
-    untouched, ranking with each user's request in its prompt (llm4rec.paradigms.steer).
+    untouched, ranking with each user's request in its prompt (llm4rec.paradigms.steered).
     `trained`: the parent's training windows carried requests (its `train_requests`)."""
     what = "steerability after training with requests" if trained else "zero-shot steerability"
     return StageRow(
         name,
         parent,
         display,
-        "llm4rec.paradigms.steer:build",
-        "llm4rec.paradigms.steer:SteerConfig",
+        "llm4rec.paradigms.steered:build",
+        "llm4rec.paradigms.steered:SteerConfig",
         f"{parent}'s trained weights ranking with each user's request (written from the target's "
         f"metadata, never its title) in the prompt: {what}",
         "the model that ranks with the request",

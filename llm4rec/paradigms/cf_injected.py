@@ -324,7 +324,7 @@ class ItemHead(nn.Module):
 
 class CfE4SRecRecommender(LLMRecommender):
     reads_requests = True  # a request follows the instruction, before the soft tokens
-    exports_policy = True  # a steered row restores it (llm4rec.paradigms.steer)
+    exports_policy = True  # a steered row restores it (llm4rec.paradigms.steered)
     cfg: CfE4SRecConfig
     one_forward = True  # one forward pass over item tokens per batch of users (no beams)
 

@@ -192,7 +192,7 @@ class IdiomoeRecommender(LLMRecommender):
     # a request follows the instruction as text tokens, which token-type routing sends to the
     # frozen text expert (the paper's case for keeping it intact)
     reads_requests = True
-    exports_policy = True  # a steered row restores it (llm4rec.paradigms.steer)
+    exports_policy = True  # a steered row restores it (llm4rec.paradigms.steered)
     one_forward = True  # one forward pass over item tokens per batch of users (no beams)
 
     def prepare(self, split: Split) -> dict[str, Any]:

@@ -6,7 +6,7 @@ Two kinds of report. `main` (the main job's runs, default `reports/`):
     cost_table.{tex,md,csv}        parameters, train time, inference latency, peak memory, validity
     steer.{tex,md,csv}             steerability by counterfactual requests (the headline): every
                                    model's share of its top-K inside the request's set against its
-                                   chance rate (llm4rec.report.steer)
+                                   chance rate (llm4rec.report.steer_table)
     steer_oracle.{tex,md,csv}      oracle requests (from the target: an upper bound), with the list
                                    post-filtered to the set
     slices.{md,csv}                metric by history length, target popularity and the target's
@@ -57,7 +57,7 @@ from llm4rec.report.diagnostics import (
 )
 from llm4rec.report.runs import RunRecord, accuracy_runs
 from llm4rec.report.slices import SLICES, render_slices_markdown, slice_frame
-from llm4rec.report.steer import render_steer, steer_notes, steer_table_frame
+from llm4rec.report.steer_table import render_steer, steer_notes, steer_table_frame
 from llm4rec.report.tables import (
     Style,
     build_main_table,
@@ -391,8 +391,8 @@ def _diagnostic_table(
 
 
 def _steer_table(report: _Report) -> list[Path]:
-    """Each model with and without the request, and post-filtered (llm4rec.report.steer), on the
-    template `report.steer_template` at the slice metric's cutoff: steer.* (counterfactual
+    """Each model with and without the request, and post-filtered (llm4rec.report.steer_table), on
+    the template `report.steer_template` at the slice metric's cutoff: steer.* (counterfactual
     requests, the headline; steer.csv holds every figure and test) and steer_oracle.* (oracle
     requests, the upper bound)."""
     o, compare, runs = report.spec.options, report.spec.compare_spec(), report.runs

@@ -4,7 +4,7 @@ For one request template of the grid (`report.steer_template`, one of `evaluatio
 model of the report that is not a variant (the baselines and each paradigm's row), and a variant
 with a steered row of its own (the zero-shot text-prompted row, IDIOMoE trained with requests),
 gets up to three rows, on the test users both requests could be written for
-(llm4rec.evaluation.steer):
+(llm4rec.evaluation.steerability):
 
 - `history`: the run as it ranked (no request);
 - `request`: its steered row, where one ran: a row that ranks with the user's request (its

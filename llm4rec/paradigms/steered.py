@@ -14,8 +14,8 @@ steerability when the parent trained without requests (the default), and steerab
 instruction mixing when the parent's `train_requests` was set (a seeded share of its training
 windows carried their target's request, NEO-style); run.json's `fit.trained_with_requests` says
 which.
-The report's steer table (llm4rec.report.steer) prints both, with the parent's list post-filtered
-to the request's constraint set as the reference a model that cannot read text gets.
+The report's steer table (llm4rec.report.steer_table) prints both, with the parent's list
+post-filtered to the request's constraint set as the reference a model that cannot read text gets.
 """
 
 from __future__ import annotations
