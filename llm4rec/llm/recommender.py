@@ -230,44 +230,55 @@ class LLMRecommender:
         return export_policy(self, out_dir)
 
     def fit(self, split: Split, workdir: Path) -> dict:
+        """Load the backbone and measure its text perplexity; write the items in (`prepare`);
+        train with checkpoint selection (a row that trains nothing: frozen); record what ran; then
+        measure the perplexity of the trained model on the same text (llm4rec.llm.retention)."""
         self.model, self.tokenizer = self.load()
+        before, seconds = self._text_perplexity()
+        info = self.prepare(split)
+        info |= self._train(split, Path(workdir)) if self.trains else self._freeze()
+        info |= self._trained_facts()
+        self.model.eval()
+        if before is not None:
+            # the trained model with its item tokens / experts / adapters; a model that trained
+            # nothing is the backbone it was measured as
+            after, more = self._text_perplexity() if self.trains else (before, 0.0)
+            info["costs"] = info.get("costs", {}) | retention_costs(before, after)
+            info["text_retention_seconds"] = seconds + more
+        return info
+
+    def _text_perplexity(self) -> tuple[float | None, float]:
+        """(the model's perplexity on the shipped text sample as it is now, seconds taken); None
+        for a row that reads no text or whose check is off (`text_retention.enabled`)."""
         retention = self.cfg.text_retention if self.reads_text else None
         sample = load_sample(retention) if retention and retention.enabled else None
+        if not sample:
+            return None, 0.0
         start = time.perf_counter()
         with precision.autocast(self.compute_dtype, self.device):
-            before = (
-                perplexity(self.model, self.tokenizer, sample, retention.window, self.device)
-                if sample
-                else None
-            )
-        retention_seconds = time.perf_counter() - start
-        info = self.prepare(split)
-        if not self.trains:
-            self.inference_setup()
-        info |= self._train(split, Path(workdir)) if self.trains else {"train_tokens": 0}
-        info["trained_with_requests"] = self.trains and self.request_training is not None
-        info["precision"] = precision.record(self.model, self.compute_dtype)
-        # checkpoint selection's validation rankings
-        info["decoding_during_fit"] = self.inference_cost()
-        info["backbone"] = self.loaded_backbone
-        info["parameters_total"] = sum(p.numel() for p in self.model.parameters())
-        info["parameters_trainable"] = (
-            sum(p.numel() for p in self.model.parameters() if p.requires_grad) if self.trains else 0
-        )
-        self.model.eval()
-        if sample:
-            # the trained model with its item tokens / experts / adapters, on the same text; a model
-            # that trained nothing is the backbone it was measured as
-            start = time.perf_counter()
-            with precision.autocast(self.compute_dtype, self.device):
-                after = (
-                    perplexity(self.model, self.tokenizer, sample, retention.window, self.device)
-                    if self.trains
-                    else before
-                )
-            info["costs"] = info.get("costs", {}) | retention_costs(before, after)
-            info["text_retention_seconds"] = retention_seconds + time.perf_counter() - start
-        return info
+            value = perplexity(self.model, self.tokenizer, sample, retention.window, self.device)
+        return value, time.perf_counter() - start
+
+    def _freeze(self) -> dict:
+        """A row that trains nothing (zero-shot): frozen, on its device and dtype."""
+        self.inference_setup()
+        return {"train_tokens": 0}
+
+    def _trained_facts(self) -> dict:
+        """What run.json records of the model as fitted."""
+        return {
+            "trained_with_requests": self.trains and self.request_training is not None,
+            "precision": precision.record(self.model, self.compute_dtype),
+            # checkpoint selection's validation rankings
+            "decoding_during_fit": self.inference_cost(),
+            "backbone": self.loaded_backbone,
+            "parameters_total": sum(p.numel() for p in self.model.parameters()),
+            "parameters_trainable": (
+                sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+                if self.trains
+                else 0
+            ),
+        }
 
     def _train(self, split: Split, workdir: Path) -> dict:
         cfg = self.cfg
