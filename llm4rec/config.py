@@ -211,13 +211,19 @@ class Grid:
             "sample_seed": self.raw["evaluation"]["sample_seed"],
         }
 
+    @property
+    def steer_settings(self) -> dict[str, Any]:
+        """`evaluation.steer` as the grid writes it ({}: none); what the evaluate rule hashes, so a
+        changed template re-scores the runs."""
+        return self.raw["evaluation"].get("steer") or {}
+
     def steer(self) -> dict[str, Any] | None:
         """The steerability evaluation (`evaluation.steer`): {templates: {name: RequestTemplate},
         cutoffs, filter_depth, counterfactual_seed}, or None when the grid asks for none."""
         from llm4rec.data.requests import RequestTemplate
         from llm4rec.evaluation.steerability import FILTER_DEPTH
 
-        cfg = self.raw["evaluation"].get("steer")
+        cfg = self.steer_settings
         if not cfg:
             return None
         fields = {

@@ -32,7 +32,7 @@ rule evaluate:
     params:
         # the steerability templates, and what the evaluator computes (EVALUATOR_VERSION):
         # changing either re-evaluates (and retrains nothing)
-        steer=lambda w: stable_hash(GRID.raw["evaluation"].get("steer") or {}),
+        steer=lambda w: stable_hash(GRID.steer_settings),
         evaluator=EVALUATOR_VERSION,
     log:
         f"{LOGS}/evaluate/{{dataset}}/{{model}}/seed{{seed}}.log",
