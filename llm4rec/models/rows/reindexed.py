@@ -57,16 +57,14 @@ ROWS = [
             }
         ),
     ),
-    ModelSpec(
+    variant(
         "rta_reindex_steer",
-        "reindexed",
-        "llm4rec.paradigms.rta:build",
+        "rta_reindex",
         "rta_reindex (trained as it: the same aggregator) ranking with each user's request in "
         "the frozen LLM's prompt after the history titles (a forward at ranking time)",
+        "RTA (reindex) + request",
+        # its config adds the request's wording to rta_reindex's (the same factory builds it)
         config="llm4rec.paradigms.rta:SteeredRtaConfig",
-        display="RTA (reindex) + request",
-        inputs=llm_states_input(),
-        parent="rta_reindex",
         reads_requests=True,
     ),
 ]
