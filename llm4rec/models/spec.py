@@ -94,14 +94,14 @@ class ModelSpec:
     # (RecBole's): the model's hyper-parameters, chosen values over the library's resolved ones (see
     # `hyperparameters`)
     hyperparameters: str | None = None
-    # `parent`: the row this one is compared with in the ablation report (beside its `references`)
-    # and starts from. A variant (`variant`) is its parent plus data: `overrides` are the values that
-    # make it the variant (a grid may repeat them, never contradict them); `defaults` its own
-    # defaults over the config class's, which a grid may change; `not_applicable` the settings that
-    # do not apply to it, recorded as what ran whatever the grid shares with the parent (zero-shot:
-    # no LoRA, 0 steps). All are applied in `check_params`, before the run hash, run.json and
-    # MLflow. A stage (`StageRow`) ranks with the parent run's weights, which it consumes through
-    # its declared `policy` input.
+    # `parent`: the row this one is compared with in the ablation report (beside its
+    # `references`) and starts from. A variant (`variant`) is its parent plus data: `overrides` are
+    # the values that make it the variant (a grid may repeat them, never contradict them);
+    # `defaults` its own defaults over the config class's, which a grid may change;
+    # `not_applicable` the settings that do not apply to it, recorded as what ran whatever the grid
+    # shares with the parent (zero-shot: no LoRA, 0 steps). All are applied in `check_params`,
+    # before the run hash, run.json and MLflow. A stage (`StageRow`) ranks with the parent run's
+    # weights, which it consumes through its declared `policy` input.
     parent: str | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
     defaults: dict[str, Any] = field(default_factory=dict)
