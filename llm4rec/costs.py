@@ -1,7 +1,7 @@
 """The cost figures of a run, named once: what run.json's `cost` holds, what MLflow logs, and
 which columns the summary and the cost table show, in this order.
 
-A model family may add its own figures (e.g. text perplexity before and after training) in its
+A row may add its own figures (e.g. text perplexity before and after training) in its
 registry entry (`ModelSpec.costs`, reported by `fit` under `costs`); they flow to run.json,
 MLflow, the summary and the cost table like these (`llm4rec.models.registered_costs`)."""
 

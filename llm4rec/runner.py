@@ -372,7 +372,7 @@ def request_record(recommender: Any) -> dict[str, Any]:
 
 
 def declared_costs(model: str, fit_info: dict, test_cost: dict | None = None) -> dict[str, float]:
-    """The model family's own cost figures, each declared in ModelSpec.costs: fit_info["costs"],
+    """The row's own cost figures, each declared in ModelSpec.costs: fit_info["costs"],
     and those of its declared figures the test phase's inference_cost reports (an exact-ranking
     row's beam agreement)."""
     declared = {c.key for c in MODELS[model].costs}

@@ -140,7 +140,7 @@ def collect_rows(modules: Sequence[ModuleType]) -> tuple[dict[str, Paradigm], di
     return paradigms, collect([row for module in modules for row in module.ROWS])
 
 
-# Table and figure order. A family missing here still renders (after these, in grey).
+# Table and figure order. A paradigm missing here still renders (after these, in grey).
 PARADIGMS, MODELS = collect_rows(row_modules())
 UNKNOWN_COLOR = "#7F7F7F"
 
@@ -204,7 +204,7 @@ ARTIFACTS: dict[str, ArtifactSpec] = {
 
 
 def registered_costs() -> tuple[Cost, ...]:
-    """The harness's cost figures, then the model families' own in llm4rec.costs's order (those
+    """The harness's cost figures, then the paradigms' own in llm4rec.costs's order (those
     some row declares), then any other a row declares; each key once."""
     declared = {cost.key for spec in MODELS.values() for cost in spec.costs}
     found = {c.key: c for c in COSTS}

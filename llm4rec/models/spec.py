@@ -17,7 +17,7 @@ from llm4rec.evaluation.metrics import SELECTION_METRIC
 
 @dataclass(frozen=True)
 class Paradigm:
-    """A model family: its row group in the tables and its colour in the figures."""
+    """A paradigm: its row group in the tables and its colour in the figures."""
 
     name: str
     title: str
@@ -157,7 +157,7 @@ def llm_row(
     not_applicable: dict[str, Any] | None = None,
     exports: tuple[str, ...] = (),
 ) -> ModelSpec:
-    """An LLM model family's entry: `build` and its config class in llm4rec.paradigms.<module>;
+    """An LLM paradigm's base row: `build` and its config class in llm4rec.paradigms.<module>;
     every LLMRecommender over a language model reports its text retention (perplexity before/after
     training). A variant names its `parent` and the `overrides` / `defaults` that make it one."""
     return ModelSpec(

@@ -907,7 +907,7 @@ def table_frame(table: MainTable) -> pd.DataFrame:
 
 
 def cost_columns() -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
-    """(figures every run reports, figures only some runs report: LLM tokens, a family's own), as
+    """(figures every run reports, figures only some runs report: LLM tokens, a row's own), as
     (key, title)."""
     table = [c for c in registered_costs() if c.in_table]
     return [(c.key, c.title) for c in table if c.always], [
