@@ -84,8 +84,9 @@ class InputSource:
 class RunSpec:
     """One grid cell, resolved once (`Grid.run_spec`): the row's parsed config, what it consumes,
     how it is evaluated and where it writes. `record` is everything that determines the run's
-    result, as run.json's `run` writes it; `hash` (its stable hash) is the run's config hash. The
-    runner builds the model from it, and the rules, tracking and `reproduce` read the same."""
+    result, as run.json's `run` writes it (tracking logs it from there); `hash` (its stable hash)
+    is the run's config hash, which the rules and `reproduce` read. The runner builds the model
+    from it on the job's device (not part of the cell: `device: auto` is settled where it runs)."""
 
     dataset: str
     model: str
@@ -96,19 +97,13 @@ class RunSpec:
     evaluation: dict[str, Any]  # cutoffs and evaluated users (`Grid.model_evaluation`)
     selection: str  # the validation metric that picks epochs and checkpoints
     threads: int
-    device: str
     record: dict[str, Any]
     hash: str
 
-    @property
-    def params(self) -> dict[str, Any]:
-        """The resolved params, as plain data (what the hash covers)."""
-        return self.record["params"]
-
-    def build_spec(self, inputs: dict[str, ResolvedInput]) -> BuildSpec:
-        """What the row's factory builds from, on `inputs` (the sources, checked: the runner's
-        `resolve_inputs`)."""
-        return BuildSpec(self.model, self.config, self.seed, self.device, self.selection, inputs)
+    def build_spec(self, device: str, inputs: dict[str, ResolvedInput]) -> BuildSpec:
+        """What the row's factory builds from, on `device` and `inputs` (the sources, checked: the
+        runner's `resolve_inputs`)."""
+        return BuildSpec(self.model, self.config, self.seed, device, self.selection, inputs)
 
 
 @dataclass(frozen=True)
@@ -386,7 +381,6 @@ class Grid:
             evaluation,
             selection,
             self.model_threads(model),
-            self.device,
             record,
             stable_hash(record),
         )

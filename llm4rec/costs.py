@@ -78,8 +78,8 @@ BEAM_AGREEMENT_COSTS = (
 COLD_START_COSTS = (
     Cost("coldstart_inserted_per_user", "New items inserted / user", always=False, decimals=2),
 )
-# the model families' figures in the cost table's column order (after COSTS)
-FAMILY_COSTS = (
+# the figures rows declare (ModelSpec.costs), in the cost table's column order after COSTS
+ROW_COSTS = (
     *TEXT_RETENTION_COSTS,
     *SEMANTIC_ID_COSTS,
     *COLD_START_COSTS,

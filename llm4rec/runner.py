@@ -236,13 +236,14 @@ def train_and_rank(grid: Grid, dataset: str, model: str, seed: int) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     split = read_split(grid.split_dir(dataset))
     inputs = resolve_inputs(grid, spec, split)
-    apply_determinism(spec.threads, spec.device)
+    device = grid.device  # `auto` settled here, on the job's machine
+    apply_determinism(spec.threads, device)
     seed_everything(seed)
     # the validated sample, wherever this job runs
     os.environ[SHIPPED_ENV] = str(grid.grid_dir / layout.TEXT_RETENTION)
     evaluation = spec.evaluation
     k = max(evaluation["cutoffs"])
-    recommender = build_row(spec.build_spec(inputs))
+    recommender = build_row(spec.build_spec(device, inputs))
     print(f"[llm4rec] training {model} on {dataset} (seed {seed}) -> {run_dir}", flush=True)
     # wall-clock epoch seconds: MLflow's run start, end and timeline
     timing = {"train_start": time.time()}
@@ -332,7 +333,7 @@ def train_and_rank(grid: Grid, dataset: str, model: str, seed: int) -> dict:
         "files": export_files,  # exports/ as written (sha256): consumers check them
         # the model as it ranked: equal digests, bit-identical weights
         "weights_sha256": weights_digest(recommender),
-        "device": spec.device,
+        "device": device,
         "determinism": determinism_record(nondeterministic),
         "environment": environment(),
     }

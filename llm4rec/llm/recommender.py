@@ -234,7 +234,8 @@ class LLMRecommender:
         train with checkpoint selection (a row that trains nothing: frozen); record what ran; then
         measure the perplexity of the trained model on the same text (llm4rec.llm.retention)."""
         self.model, self.tokenizer = self.load()
-        before, seconds = self._text_perplexity()
+        sample = self._text_sample()
+        before, seconds = self._text_perplexity(sample)
         info = self.prepare(split)
         info |= self._train(split, Path(workdir)) if self.trains else self._freeze()
         info |= self._trained_facts()
@@ -242,21 +243,25 @@ class LLMRecommender:
         if before is not None:
             # the trained model with its item tokens / experts / adapters; a model that trained
             # nothing is the backbone it was measured as
-            after, more = self._text_perplexity() if self.trains else (before, 0.0)
+            after, more = self._text_perplexity(sample) if self.trains else (before, 0.0)
             info["costs"] = info.get("costs", {}) | retention_costs(before, after)
             info["text_retention_seconds"] = seconds + more
         return info
 
-    def _text_perplexity(self) -> tuple[float | None, float]:
-        """(the model's perplexity on the shipped text sample as it is now, seconds taken); None
-        for a row that reads no text or whose check is off (`text_retention.enabled`)."""
+    def _text_sample(self) -> str | None:
+        """The pinned text the perplexity is measured on; None for a row that reads no text or
+        whose check is off (`text_retention.enabled`)."""
         retention = self.cfg.text_retention if self.reads_text else None
-        sample = load_sample(retention) if retention and retention.enabled else None
-        if not sample:
+        return (load_sample(retention) or None) if retention and retention.enabled else None
+
+    def _text_perplexity(self, sample: str | None) -> tuple[float | None, float]:
+        """(the model's perplexity on `sample` as it is now, seconds taken); None without one."""
+        if sample is None:
             return None, 0.0
         start = time.perf_counter()
         with precision.autocast(self.compute_dtype, self.device):
-            value = perplexity(self.model, self.tokenizer, sample, retention.window, self.device)
+            window = self.cfg.text_retention.window
+            value = perplexity(self.model, self.tokenizer, sample, window, self.device)
         return value, time.perf_counter() - start
 
     def _freeze(self) -> dict:

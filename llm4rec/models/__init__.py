@@ -51,7 +51,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import pandas as pd
 
-from llm4rec.costs import COSTS, FAMILY_COSTS, Cost
+from llm4rec.costs import COSTS, ROW_COSTS, Cost
 from llm4rec.data.split import Split
 from llm4rec.evaluation.metrics import SELECTION_METRIC
 from llm4rec.models import rows
@@ -132,8 +132,8 @@ def row_modules() -> list[ModuleType]:
 
 
 def collect_rows(modules: Sequence[ModuleType]) -> tuple[dict[str, Paradigm], dict[str, ModelSpec]]:
-    """The paradigms (by table order) and the registry (each variant after its parent) that
-    `modules` declare: each module's `PARADIGM` and `ROWS`."""
+    """The paradigms (in table order) and the registry (rows in the modules' order, each variant
+    or stage resolved against its parent) that `modules` declare: their `PARADIGM` and `ROWS`."""
     paradigms = {}
     for module in modules:
         paradigms.setdefault(module.PARADIGM.name, module.PARADIGM)
@@ -204,11 +204,11 @@ ARTIFACTS: dict[str, ArtifactSpec] = {
 
 
 def registered_costs() -> tuple[Cost, ...]:
-    """The harness's cost figures, then the paradigms' own in llm4rec.costs's order (those
-    some row declares), then any other a row declares; each key once."""
+    """The harness's cost figures, then those rows declare: first the ones llm4rec.costs names
+    (in its order), then any other; each key once."""
     declared = {cost.key for spec in MODELS.values() for cost in spec.costs}
     found = {c.key: c for c in COSTS}
-    found |= {c.key: c for c in FAMILY_COSTS if c.key in declared}
+    found |= {c.key: c for c in ROW_COSTS if c.key in declared}
     for spec in MODELS.values():
         for cost in spec.costs:
             found.setdefault(cost.key, cost)

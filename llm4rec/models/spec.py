@@ -1,4 +1,4 @@
-"""The vocabulary a row is declared in (llm4rec.models.rows: one module per paradigm): its
+"""The vocabulary a row is declared in (llm4rec.models.rows: a module per paradigm, or more): its
 `ModelSpec`, the inputs it consumes, and the constructors of the rows built from another row (a
 `variant` of a parent, a `StageRow` over a parent's exported policy)."""
 
@@ -192,7 +192,9 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
 
 def variant(name: str, parent: str, description: str, display: str, **changes: Any) -> Variant:
     """A registry variant: its parent's entry (factory, config class, paradigm, inputs, costs) plus
-    the `overrides` / `defaults` / `not_applicable` (or `inputs`) in `changes` that make it one."""
+    the `overrides` / `defaults` / `not_applicable` in `changes` that make it one, and any other
+    `ModelSpec` field it changes (`inputs`, `references`, `reads_requests`, a `config` class that
+    extends its parent's)."""
     return Variant(name, parent, description, display, changes)
 
 
