@@ -58,9 +58,21 @@ def _dataclass_of(annotation: Any) -> type | None:
     return None
 
 
-def from_params(cls: type, params: dict[str, Any] | None, model: str, prefix: str = "") -> Any:
+def _field_default(cls: type, name: str) -> Any:
+    """The default a field of `cls` takes when its key is not given (its factory's value)."""
+    found = next(f for f in dataclasses.fields(cls) if f.name == name)
+    if found.default_factory is not dataclasses.MISSING:
+        return found.default_factory()
+    return None if found.default is dataclasses.MISSING else found.default
+
+
+def from_params(
+    cls: type, params: dict[str, Any] | None, model: str, prefix: str = "", base: Any = None
+) -> Any:
     """Build `cls` from `params`, naming the first unknown key as
-    `model: unknown parameter 'a.b'`."""
+    `model: unknown parameter 'a.b'`. A nested mapping fills in the field's own default, so a
+    grid that gives `prompt: {user: ...}` keeps the rest of the row's prompt (not the nested
+    class's defaults); `base` is the instance the given keys replace (None: the class defaults)."""
     params = params or {}
     if not isinstance(params, dict):
         raise ParamsError(
@@ -83,9 +95,11 @@ def from_params(cls: type, params: dict[str, Any] | None, model: str, prefix: st
             )
         nested = _dataclass_of(hints[key])
         if nested is not None and isinstance(value, dict):
-            value = from_params(nested, value, model, f"{prefix}{key}.")
+            default = getattr(base, key) if base is not None else _field_default(cls, key)
+            inner = default if isinstance(default, nested) else None
+            value = from_params(nested, value, model, f"{prefix}{key}.", inner)
         values[key] = value
     try:
-        return cls(**values)
+        return dataclasses.replace(base, **values) if base is not None else cls(**values)
     except (TypeError, ValueError) as err:
         raise ParamsError(f"{model}: {prefix.rstrip('.') or 'params'}: {err}") from err

@@ -238,6 +238,63 @@ def test_a_variant_of_a_variant_inherits_what_made_its_parent_one():
         assert MODELS[name].overrides == MODELS["alpharec_linear"].overrides != {}
 
 
+def test_a_nested_mapping_fills_in_the_fields_own_default():
+    """`cf: {permuted: true}` on a row whose `cf` defaults to a linear projector keeps it linear:
+    the given keys replace those of the field's default, at every depth, not the nested class's."""
+    import dataclasses
+
+    from llm4rec.params import from_params
+
+    @dataclasses.dataclass(frozen=True)
+    class Inner:
+        a: int = 1
+        b: str = "class"
+
+    @dataclasses.dataclass(frozen=True)
+    class Middle:
+        inner: Inner = dataclasses.field(default_factory=lambda: Inner(b="middle"))
+        c: int = 0
+
+    @dataclasses.dataclass(frozen=True)
+    class Outer:
+        middle: Middle = dataclasses.field(default_factory=lambda: Middle(Inner(b="outer"), c=5))
+        plain: Inner = dataclasses.field(default_factory=Inner)
+        optional: Inner | None = None
+
+    parsed = from_params(Outer, {"middle": {"inner": {"a": 2}}, "optional": {"a": 3}}, "m")
+    assert parsed.middle == Middle(Inner(a=2, b="outer"), c=5)
+    assert parsed.optional == Inner(a=3, b="class")  # no default instance: the class's defaults
+    assert from_params(Outer, {"plain": {"b": "given"}}, "m").plain == Inner(1, "given")
+    with pytest.raises(ParamsError, match=r"m: unknown parameter 'middle.inner.z'"):
+        from_params(Outer, {"middle": {"inner": {"z": 1}}}, "m")
+
+
+def test_every_variant_differs_from_its_parent_only_where_it_says():
+    """Parsed with no grid params, a variant's config equals its parent's except at the keys its
+    overrides, defaults and not-applicable settings name (or a section they switch on, which the
+    parent leaves None): an ablation changes one thing."""
+    from llm4rec.models import as_data, check_params, flat
+
+    checked = 0
+    for spec in MODELS.values():
+        parent = MODELS.get(spec.parent) if spec.parent else None
+        if parent is None or spec.config is None or spec.config != parent.config:
+            continue
+        said = set(flat(spec.overrides) | flat(spec.defaults) | flat(spec.not_applicable))
+        mine, theirs = (flat(as_data(check_params(s, {}))) for s in (spec, parent))
+        changed = {k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k)}
+        said |= {
+            section
+            for key in list(said)
+            for section in (key.rsplit(".", n)[0] for n in range(1, key.count(".") + 1))
+            if section in theirs and theirs[section] is None
+        }
+        unsaid = {k for k in changed if not any(k == s or k.startswith(f"{s}.") for s in said)}
+        assert not unsaid, (spec.name, {k: (theirs.get(k), mine.get(k)) for k in unsaid})
+        checked += 1
+    assert checked >= 10
+
+
 def test_the_run_hash_covers_resolved_params_so_a_changed_default_changes_it(monkeypatch):
     import dataclasses
 
