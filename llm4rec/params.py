@@ -27,6 +27,17 @@ MOVED = {
     "sft.max_history": "max_history",
 }
 
+# Prompt wording that was a row's own keys and is now part of its one `prompt` mapping
+# (llm4rec.llm.prompts.PromptTemplate): a grid that still writes one is told where it went.
+REWORDED = {
+    "instruction": "prompt.user, the text before {history}",
+    "header": "prompt.user, the text before {history}",
+    "response": "prompt.answer_prefix",
+    "answer_prefix": "prompt.answer_prefix",
+    "separator": "prompt.line, the text after {title}",
+    "interleave_titles": "prompt.line: '{title} {item}\\n'",
+}
+
 
 def moved_to_today(params: dict[str, Any]) -> dict[str, Any]:
     """A run record's params (run.json) with every MOVED key at its new place; a record that holds
@@ -88,6 +99,11 @@ def from_params(
             raise ParamsError(
                 f"{model}: parameter '{prefix}{key}' moved to '{new}': give params.{new}: "
                 f"{value!r} instead"
+            )
+        if key not in known and key in REWORDED and "prompt" in known:
+            raise ParamsError(
+                f"{model}: parameter '{prefix}{key}' is now {REWORDED[key]} (one mapping words "
+                "every LLM row's prompt: prompt: {user, system, line, answer_prefix})"
             )
         if key not in known:
             raise ParamsError(

@@ -63,7 +63,8 @@ EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_de
 TRACKING_SCHEMA = "4"
 NOT_APPLICABLE = "n/a"  # a param of the paradigm that this model does not have
 # Hyper-parameters that together are the prompt template: logged as one id (prompt_template), text
-# in the artifact.
+# in the artifact. Every LLM row words its prompt in `prompt`; the rest are the keys that run
+# records written before that (llm4rec.params.REWORDED) hold, logged as they were.
 TEMPLATE_FIELDS = ("prompt", "instruction", "response", "answer_prefix")
 # Settings that do not shape what a model learns (where the backbone is cached, the text-retention
 # sample): in resolved_config.json, not among the params. The backbone's name is the `backbone`

@@ -63,8 +63,7 @@ def params(name: str, folder, **extra) -> dict:
     return (
         common
         | {
-            "instruction": "items :",
-            "response": "next :",
+            "prompt": {"user": "items :{history}", "answer_prefix": "next :"},
             "max_history": 4,
             "loss_positions": "all",
             "sft": {"steps": 20, "batch_size": 8, "learning_rate": 1e-2, "checkpoint_every": 10},
@@ -200,14 +199,14 @@ def test_e4srec_untrained_layer_ranks_by_popularity(tiny):
 
 
 def test_e4srec_runs_the_papers_setup_by_default_and_the_harness_training_is_a_variant(tiny):
-    """cf_e4srec: a response prompt, one label per window, a plain Linear(hidden, n_items,
-    bias=False) with nn.Linear's initialisation; cf_e4srec_allpos (parent cf_e4srec) is the
-    harness's training."""
+    """cf_e4srec: an answer prefix after the soft tokens, one label per window, a plain
+    Linear(hidden, n_items, bias=False) with nn.Linear's initialisation; cf_e4srec_allpos (parent
+    cf_e4srec) is the harness's training."""
     from llm4rec.models import check_params
 
     split, folder = tiny
     paper = check_params(MODELS["cf_e4srec"], {})
-    assert (paper.response, paper.loss_positions, paper.item_bias, paper.head_init) == (
+    assert (paper.prompt.answer_prefix, paper.loss_positions, paper.item_bias, paper.head_init) == (
         "Next item:",
         "last",
         "none",
@@ -224,7 +223,12 @@ def test_e4srec_runs_the_papers_setup_by_default_and_the_harness_training_is_a_v
     assert rec.head.linear.weight.abs().sum() > 0  # not the zero start of the harness's head
     variant = check_params(MODELS["cf_e4srec_allpos"], {})
     assert MODELS["cf_e4srec_allpos"].parent == "cf_e4srec"
-    assert (variant.response, variant.loss_positions, variant.item_bias, variant.head_init) == (
+    assert (
+        variant.prompt.answer_prefix,
+        variant.loss_positions,
+        variant.item_bias,
+        variant.head_init,
+    ) == (
         "",
         "all",
         "log_popularity",
@@ -358,4 +362,4 @@ def test_a_request_ends_llaras_user_message_and_precedes_e4srecs_soft_tokens(tin
     assert words[:4] == ["items", ":", "red", "sky"] and steered_rows == rows
     assert steered_positions == [p + 2 for p in positions]
     assert [steered[p] for p in steered_positions] == [ids[p] for p in positions]
-    assert steered[-len(e4srec.response) :] == e4srec.response
+    assert steered[-len(e4srec.prompt_tail) :] == e4srec.prompt_tail

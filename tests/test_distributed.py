@@ -76,7 +76,7 @@ def grid(root: Path, name: str, gpus: int) -> dict:
                 "name": "idiomoe",
                 "params": llm
                 | {
-                    "instruction": "items :",
+                    "prompt": {"user": "items :{history}"},
                     "expert_layers": "last_1",
                     "max_history": 6,
                     "batch_users": 8,

@@ -46,8 +46,7 @@ def grid(backbone: Path) -> dict:
                 "inputs": {"cf_source": {"run": "bpr"}},
                 "params": {
                     "backbone": {"name_or_path": str(backbone)},
-                    "instruction": "Movies watched :",
-                    "response": "Next :",
+                    "prompt": {"user": "Movies watched :{history}", "answer_prefix": "Next :"},
                     "text_retention": {"enabled": False},
                     "max_history": 5,
                     "loss_positions": "all",

@@ -1,4 +1,6 @@
-"""Prompt templates render as configured; a template without its history slot is refused."""
+"""Prompt templates render as configured; a template without its history slot is refused; every
+LLM row words its prompt in the one template, and a row without chat turns splits it around the
+history and its item."""
 
 import pytest
 
@@ -30,10 +32,14 @@ def test_chat_template_is_applied_when_present():
 
 
 def test_template_without_history_slot_is_refused():
-    with pytest.raises(ValueError, match=r"must contain the \{history\} slot"):
+    with pytest.raises(ValueError, match=r"must contain the \{history\} slot once"):
         PromptTemplate(user="Recommend something.")
-    with pytest.raises(ValueError, match=r"history line must contain \{title\}"):
+    with pytest.raises(ValueError, match=r"must contain the \{history\} slot once"):
+        PromptTemplate(user="{history} then {history}")
+    with pytest.raises(ValueError, match=r"history line must contain \{title\} or \{item\}"):
         PromptTemplate(line="- movie")
+    with pytest.raises(ValueError, match=r"history line must contain \{title\} or \{item\}"):
+        PromptTemplate(line="{title} {rating}")
 
 
 def test_a_request_ends_the_user_message_on_its_own_line():
@@ -42,3 +48,48 @@ def test_a_request_ends_the_user_message_on_its_own_line():
     steered = render_prompt(template, ["A (1990)"], request="The user asks for a comedy.")
     assert steered == plain.replace("Next?", "Next?\nThe user asks for a comedy.")
     assert render_prompt(template, ["A (1990)"], request="") == plain
+
+
+def test_a_row_without_chat_turns_splits_the_template_around_the_history_and_the_item():
+    template = PromptTemplate(
+        user="Seen:\n{history}", system=None, line="{title} {item}\n", answer_prefix="Next:"
+    )
+    assert template.around_history() == ("Seen:\n", "Next:")
+    assert template.around("item") == ("{title} ", "\n")
+    template.check(("item", "title"), chat=False)
+    with pytest.raises(ValueError, match=r"prompt.line must be '\{item\}' alone"):
+        template.check(("item", "title"), chat=False, bare=True)
+    with pytest.raises(ValueError, match=r"prompt.line must hold \{item\} once and no slot but"):
+        template.check(("item",), chat=False)
+    with pytest.raises(ValueError, match=r"prompt.system must be null"):
+        PromptTemplate(user="{history}", line="{item}").check(("item",), chat=False)
+
+
+def test_every_llm_row_words_its_prompt_in_one_template():
+    """One shape: a row's config (or the artifact config it reads) holds its wording in `prompt`,
+    a PromptTemplate, and no row has wording keys of its own; each row's default parses."""
+    import dataclasses
+    import typing
+
+    from llm4rec.models import ARTIFACTS, MODELS, check_params, import_object
+
+    wording = {"instruction", "response", "answer_prefix", "header", "separator"}
+    prompted = set()
+    for spec in [*MODELS.values(), *ARTIFACTS.values()]:
+        config = import_object(spec.config) if spec.config else None
+        if not (isinstance(config, type) and dataclasses.is_dataclass(config)):
+            continue
+        fields = {f.name for f in dataclasses.fields(config)}
+        assert not fields & wording, (spec.name, fields & wording)
+        if "prompt" in fields:
+            assert typing.get_type_hints(config)["prompt"] is PromptTemplate, spec.name
+            assert isinstance(check_params(spec, {}).prompt, PromptTemplate), spec.name
+            prompted.add(config.__name__)
+    assert prompted >= {
+        "TextPromptedConfig",
+        "CfLlaraConfig",
+        "CfE4SRecConfig",
+        "IdiomoeConfig",
+        "SidLlmConfig",
+        "StatesConfig",
+    }

@@ -89,10 +89,10 @@ def family_params(name: str, folder) -> tuple[dict, dict]:
         }
         return prompted, (cf if family == "cf_llara" else {})
     if family == "cf_e4srec":
-        return llm | {"instruction": "items :", "max_history": 4, "sft": sft}, cf
+        return llm | {"prompt": {"user": "items :{history}"}, "max_history": 4, "sft": sft}, cf
     if family == "idiomoe":
         return llm | {
-            "instruction": "items :",
+            "prompt": {"user": "items :{history}"},
             "expert_layers": "last_1",
             "max_history": 4,
             "sft": sft,
@@ -115,8 +115,7 @@ def family_params(name: str, folder) -> tuple[dict, dict]:
         }, codes
     if family == "sid_llm":
         return llm | {
-            "instruction": "items :",
-            "answer_prefix": ":",
+            "prompt": {"user": "items :\n{history}", "answer_prefix": ":"},
             "max_history": 3,
             "beam_width": 4,
             "sft": sft,

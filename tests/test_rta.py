@@ -14,6 +14,7 @@ from llm4rec.data.split import leave_one_out_split
 from llm4rec.evaluation.evaluate import evaluate_rankings, rankings_to_lists
 from llm4rec.io import write_json, write_npy, write_parquet, write_text
 from llm4rec.llm.backbone import BackboneConfig
+from llm4rec.llm.prompts import PromptTemplate
 from llm4rec.models import MODELS, ResolvedInput, build_model, resolved_params
 from llm4rec.paradigms.rta import (
     Aggregator,
@@ -29,6 +30,8 @@ from .helpers import labelled_split, tiny_backbone
 
 WORDS = ["Alpha", "Beta", "Gamma", "Delta", "Epsilon", "Zeta", "(1995)", "watched:", "A", "user"]
 TITLES = ["Alpha Beta", "Gamma", "Delta Epsilon Zeta", "Beta Gamma", "Zeta", "Alpha"]
+# the frozen LLM's prompt: a header, each title ended by a space (the separator)
+WORDING = PromptTemplate(user="A user watched:{history}", system=None, line="{title} ")
 
 
 def _toy_split(users: int = 8, length: int = 7, seed: int = 0):
@@ -95,7 +98,7 @@ def test_each_query_is_the_hidden_state_of_a_direct_forward_over_that_prefix(tin
     folder, model, tokenizer = tiny_folder
     split = _toy_split()
     cfg = StatesConfig(
-        backbone=BackboneConfig(name_or_path=str(folder)), header="A user watched:", separator=" ",
+        backbone=BackboneConfig(name_or_path=str(folder)), prompt=WORDING,
         window=4, batch_size=3,
     )  # fmt: skip
     build_llm_states(split, cfg, None, tmp_path)
@@ -312,7 +315,7 @@ def test_the_steered_row_trains_as_its_parent_and_reads_the_request_after_the_ti
     split = _toy_split()
     split.items["genres"] = ["Alpha", "Beta", "Gamma", "Alpha", "Beta", "Gamma"]
     cfg = StatesConfig(
-        backbone=BackboneConfig(name_or_path=str(folder)), header="A user watched:", separator=" ",
+        backbone=BackboneConfig(name_or_path=str(folder)), prompt=WORDING,
         window=4, batch_size=3,
     )  # fmt: skip
     build_llm_states(split, cfg, None, tmp_path / "states")

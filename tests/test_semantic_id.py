@@ -343,9 +343,7 @@ def test_sid_llm_trains_only_new_code_rows_and_lora_and_decodes_valid_items(
     split, codes = tiny_codes
     params = {
         "backbone": {"name_or_path": str(tiny_llama)},
-        "instruction": "items :",
-        "answer_prefix": ":",
-        "interleave_titles": True,
+        "prompt": {"user": "items :\n{history}", "line": "{title} {item}\n", "answer_prefix": ":"},
         "max_history": 3,
         "beam_width": 5,
         "text_retention": {"enabled": False},
@@ -364,6 +362,13 @@ def test_sid_llm_trains_only_new_code_rows_and_lora_and_decodes_valid_items(
     )
     info = rec.fit(split, tmp_path)
     assert info["code_tokens"] == len(rec.code_ids) and info["decoder"] == "shared_prefix"
+    # the prompt: its head, a line per item (its title and a space, its codes, a newline), the
+    # answer prefix, each piece tokenized on its own
+    from llm4rec.llm.identifiers import item_identifiers
+
+    titles, encode = item_identifiers(split.items)[0], lambda text: rec.tokenizer(text).input_ids
+    lines = [encode(titles[i] + " ") + rec.sequences[i] + encode("\n") for i in ("1", "2")]
+    assert rec.prompt(["1", "2"]).ids == encode("items :\n") + sum(lines, []) + encode(":")
     trained = {n for n, p in rec.model.named_parameters() if p.requires_grad}
     assert trained and all("lora_" in n or "trainable_tokens" in n for n in trained)
     weights = rec.model.get_input_embeddings()
@@ -395,8 +400,7 @@ def test_sid_llm_reads_a_request_on_its_own_line_before_the_code_history(
     split, codes = tiny_codes
     params = {
         "backbone": {"name_or_path": str(tiny_llama)},
-        "instruction": "items :",
-        "answer_prefix": ":",
+        "prompt": {"user": "items :\n{history}", "answer_prefix": ":"},
         "text_retention": {"enabled": False},
     }
     rec = build_model("sid_llm", params, seed=0, device="cpu", inputs={"codes": codes})
@@ -405,7 +409,7 @@ def test_sid_llm_reads_a_request_on_its_own_line_before_the_code_history(
     rec.request_line = "{request}"
     history = [str(i) for i in split.items["item_id"][:3]]
     plain, steered = rec.prompt(history).ids, rec.prompt(history, "red sky").ids
-    head = len(rec.head)
+    head = len(rec.prompt_head)
     request = rec.tokenizer("red sky\n", add_special_tokens=False).input_ids
     assert steered == plain[:head] + request + plain[head:]
     assert rec.tokenizer.convert_ids_to_tokens(steered[head : head + 2]) == ["red", "sky"]

@@ -80,8 +80,8 @@ def test_the_request_is_text_after_the_instruction_and_moves_the_scores(parent, 
     history = ["3", "4", "5"]
     ids = model.prompt(history, "blue").ids
     request = model.tokenizer("blue", add_special_tokens=False).input_ids
-    n = len(model.instruction)
-    assert ids == model.instruction + model.tokenizer(
+    n = len(model.prompt_head)
+    assert ids == model.prompt_head + model.tokenizer(
         " blue", add_special_tokens=False
     ).input_ids + [model.types.first_item_id + model.index[i] for i in history]
     assert ids[n : n + len(request)] == request
@@ -157,7 +157,7 @@ def test_training_with_requests_puts_the_targets_request_in_a_seeded_share_of_wi
     steered_model, every = examples(
         train_requests={"request": template, "share": 1.0, "line": "{request}"}
     )
-    instruction = plain_model.instruction
+    instruction = plain_model.prompt_head
     first_item = plain_model.types.first_item_id
     for (ids, targets), (plain_ids, plain_targets) in zip(every, plain, strict=True):
         last = plain_targets[-1]  # the window's last item, as a catalogue index

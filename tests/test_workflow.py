@@ -449,8 +449,7 @@ def test_a_cf_injected_run_waits_for_its_cf_source_and_reruns_when_its_embedding
         "evaluation": {"valid_users": 20},
         "params": {
             "backbone": {"name_or_path": str(backbone)},
-            "instruction": "Movies watched :",
-            "response": "Next :",
+            "prompt": {"user": "Movies watched :{history}", "answer_prefix": "Next :"},
             "text_retention": {"enabled": False},
             "max_history": 5,
             "loss_positions": "all",

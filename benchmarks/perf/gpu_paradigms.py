@@ -156,7 +156,7 @@ def params_for(name: str, backbone: Path, dtype: str, tiny: bool) -> dict:
         )
     if name == "cf_e4srec":
         return llm | {
-            "instruction": "Movies watched:",
+            "prompt": {"user": "Movies watched:{history}"},
             "max_history": 50,
             "batch_users": 128,
             "lora": lora | {"target_modules": ["gate_proj", "up_proj", "down_proj"]},
@@ -164,14 +164,14 @@ def params_for(name: str, backbone: Path, dtype: str, tiny: bool) -> dict:
         }
     if name == "idiomoe":
         return llm | {
-            "instruction": "Movies watched:",
+            "prompt": {"user": "Movies watched:{history}"},
             "max_history": 20,
             "expert_layers": "last_2" if tiny else "last_8",
             "sft": {"steps": 1, "batch_size": 32, "learning_rate": 1e-3},
         }
     if name == "sid_llm":
         return llm | {
-            "instruction": "Movies watched:",
+            "prompt": {"user": "Movies watched:\n{history}"},
             "max_history": 20,
             "beam_width": 50,
             "lora": lora,

@@ -1,13 +1,20 @@
-"""Prompt templates for text-prompted recommendation (kept in the grid config, logged with the run).
+"""Prompt wording, one shape for every LLM row (kept in the grid config, logged with the run).
 
-A template has a user message with a `{history}` slot, filled with one "Title (Year)" line per
-history item (oldest first), and an optional system message. For instruct models the chat
-template is applied, ending with the assistant prefix, so the item identifier follows the
-prompt directly; for plain LMs the messages are joined as text.
+A `PromptTemplate` is a user message with a `{history}` slot, one line per history item (oldest
+first), an optional system message and the text the answer starts with. In a history line,
+`{title}` is the item's "Title (Year)" and `{item}` the paradigm's own identifier of it (a soft
+token, an item token, a semantic-ID code tuple). Text-prompted rows render the whole prompt as
+text: for instruct models through the chat template, ending with the assistant prefix, so the item
+identifier follows the prompt directly; for plain LMs the messages are joined as text. Rows that
+write their own tokens (E4SRec, IDIOMoE, SID-LLM, RTA's frozen LLM) have no chat turns: they
+tokenize the text before the history (`head`), each line around its item and the text after the
+history (`tail`: the user message's rest, then the answer prefix), each piece on its own, and
+each says which line slots it takes (`check`).
 """
 
 from __future__ import annotations
 
+import string
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -64,27 +71,72 @@ DEFAULT_USER = (
 )
 
 
+LINE_SLOTS = {"title", "item", "index"}  # what a history line may hold
+
+
+def placeholders(text: str) -> list[str]:
+    """The `{name}` slots of a format string, in order."""
+    return [name for _, name, _, _ in string.Formatter().parse(text) if name is not None]
+
+
 @dataclass(frozen=True)
 class PromptTemplate:
     user: str = DEFAULT_USER
     system: str | None = DEFAULT_SYSTEM
-    # one history line; {title} is the item identifier, {index} its position (1-based)
+    # one history line: {title} the item's "Title (Year)", {item} the paradigm's identifier of it,
+    # {index} its position (1-based)
     line: str = "{title}"
     answer_prefix: str = ""  # text the answer starts with, after the assistant turn opens
 
     def __post_init__(self) -> None:
-        if "{history}" not in self.user:
+        if placeholders(self.user) != ["history"]:
             raise ValueError(
-                "prompt template: the user message must contain the {history} slot, got "
-                f"{self.user!r}"
+                "prompt template: the user message must contain the {history} slot once (and no "
+                f"other slot), got {self.user!r}"
             )
-        if "{title}" not in self.line:
+        slots = placeholders(self.line)
+        if not {"title", "item"} & set(slots) or not set(slots) <= LINE_SLOTS:
             raise ValueError(
-                f"prompt template: the history line must contain {{title}}, got {self.line!r}"
+                "prompt template: the history line must contain {title} or {item} (slots: "
+                f"{', '.join(sorted(LINE_SLOTS))}), got {self.line!r}"
             )
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    def check(self, slots: tuple[str, ...], chat: bool = True, bare: bool = False) -> None:
+        """Refuse a template its row cannot write: a history line with a slot the row does not
+        fill (`slots`: those it fills; the first must appear once), text around it where the
+        row's items follow each other directly (`bare`), or a system message where the row has
+        no chat turns (`chat` False)."""
+        found = placeholders(self.line)
+        if found.count(slots[0]) != 1 or not set(found) <= set(slots):
+            raise ValueError(
+                f"prompt.line must hold {{{slots[0]}}} once and no slot but "
+                f"{', '.join('{' + s + '}' for s in slots)}, got {self.line!r}"
+            )
+        if bare and self.line != "{" + slots[0] + "}":
+            raise ValueError(
+                f"prompt.line must be '{{{slots[0]}}}' alone (the row's item tokens follow each "
+                f"other), got {self.line!r}"
+            )
+        if not chat and self.system is not None:
+            raise ValueError(
+                "prompt.system must be null (this row's prompt has no chat turns), got "
+                f"{self.system!r}"
+            )
+
+    def around_history(self) -> tuple[str, str]:
+        """(head, tail): the text before the history, and after it (the user message's rest, then
+        the answer prefix), for a row without chat turns."""
+        head, tail = self.user.split("{history}")
+        return head, tail + self.answer_prefix
+
+    def around(self, slot: str) -> tuple[str, str]:
+        """(before, after): the history line's text around its `{slot}` (`before` may hold
+        {title})."""
+        before, after = self.line.split("{" + slot + "}")
+        return before, after
 
 
 def render_prompt(

@@ -9,11 +9,11 @@ the LLM's embedding space and placed in the prompt as soft tokens.
   (`curriculum_steps`, default the whole SFT budget: text-only prompts first, the share of hybrid
   prompts growing to 1; 0 turns it off) and LoRA on every projection (attention and MLP).
 - `cf_e4srec` (E4SRec, Li et al., 2023): history items are soft tokens only, each its CF embedding
-  through one linear layer, between an instruction and a response prompt; the last hidden state goes
+  through one linear layer, between an instruction and an answer prefix; the last hidden state goes
   through a trained output layer over every catalogue item (a plain `Linear(hidden, n_items,
-  bias=False)`, cross-entropy on the one label after the response prompt), so ranking is one forward
+  bias=False)`, cross-entropy on the one label after the answer prefix), so ranking is one forward
   pass per batch of users over the full catalogue. `cf_e4srec_allpos` is the harness's variant: the
-  next-item loss at every history position (no response prompt) and a log-popularity item bias over
+  next-item loss at every history position (no answer prefix) and a log-popularity item bias over
   a zero-initialised layer.
 - `*_permuted` (the ablation asked by Reindex-Then-Adapt, WSDM 2025: do LLMs use CF signal at all?):
   item i's soft token carries the embedding of item p(i), p a fixed random cyclic permutation of the
@@ -41,7 +41,7 @@ from llm4rec.llm import precision
 from llm4rec.llm.backbone import ALL_PROJECTIONS, LoraSettings
 from llm4rec.llm.decoding import _decoder_stack, _positions
 from llm4rec.llm.item_scoring import log_popularity_prior, top_unseen_items
-from llm4rec.llm.prompts import SOFT_SLOT, Prompt, render_prompt, soft_slot_ids
+from llm4rec.llm.prompts import SOFT_SLOT, Prompt, PromptTemplate, render_prompt, soft_slot_ids
 from llm4rec.llm.recommender import Blocked, LLMConfig, LLMRecommender, Ranked, steps_budget
 from llm4rec.llm.tokens import prompt_embeddings
 from llm4rec.llm.training import (
@@ -292,9 +292,15 @@ class CfLlaraRecommender(TextPromptedRecommender):
 @dataclass(frozen=True)
 class CfE4SRecConfig(LLMConfig):
     cf: CfSettings = field(default_factory=lambda: CfSettings(projector="linear"))
-    instruction: str = "Given a user's items, oldest first, predict the next item."
-    response: str = (
-        "Next item:"  # after the soft tokens; the output layer reads its last hidden state
+    # the history is one soft token per item ({item}); the output layer reads the last hidden
+    # state, after the answer prefix
+    prompt: PromptTemplate = field(
+        default_factory=lambda: PromptTemplate(
+            user="Given a user's items, oldest first, predict the next item.{history}",
+            system=None,
+            line="{item}",
+            answer_prefix="Next item:",
+        )
     )
     max_history: int = 20
     # last (E4SRec: the end of the prompt) | all (also every history position, SASRec-like)
@@ -303,6 +309,9 @@ class CfE4SRecConfig(LLMConfig):
     item_bias: str = "none"
     # E4SRec: random (nn.Linear's default) | zero: the untrained layer ranks by the bias alone
     head_init: str = "random"
+
+    def __post_init__(self) -> None:
+        self.prompt.check(("item",), chat=False, bare=True)
 
 
 class ItemHead(nn.Module):
@@ -323,7 +332,7 @@ class ItemHead(nn.Module):
 
 
 class CfE4SRecRecommender(LLMRecommender):
-    reads_requests = True  # a request follows the instruction, before the soft tokens
+    reads_requests = True  # a request follows the prompt's head, before the soft tokens
     exports_policy = True  # a steered row restores it (llm4rec.paradigms.steered)
     cfg: CfE4SRecConfig
     one_forward = True  # one forward pass over item tokens per batch of users (no beams)
@@ -362,7 +371,7 @@ class CfE4SRecRecommender(LLMRecommender):
         def tokens(text: str) -> list[int]:
             return self.tokenizer(text, add_special_tokens=False).input_ids if text else []
 
-        self.instruction, self.response = tokens(self.cfg.instruction), tokens(self.cfg.response)
+        self.prompt_head, self.prompt_tail = (tokens(t) for t in self.cfg.prompt.around_history())
         return info | {
             "loss_positions": self.cfg.loss_positions,
             "item_bias": self.cfg.item_bias,
@@ -376,13 +385,13 @@ class CfE4SRecRecommender(LLMRecommender):
     def layout(
         self, history: Sequence[str], request: str = ""
     ) -> tuple[list[int], list[int], list[int]]:
-        """(ids with placeholders, soft positions, CF rows): instruction (then the request, when
-        there is one), soft tokens, response."""
+        """(ids with placeholders, soft positions, CF rows): the prompt's head (then the request,
+        when there is one), a soft token per history item, the tail."""
         rows = [self.index[i] for i in list(history)[-self.cfg.max_history :]]
         placeholder = self.tokenizer.pad_token_id
-        head = self.instruction + self.request_ids(request)
+        head = self.prompt_head + self.request_ids(request)
         positions = list(range(len(head), len(head) + len(rows)))
-        return head + [placeholder] * len(rows) + self.response, positions, rows
+        return head + [placeholder] * len(rows) + self.prompt_tail, positions, rows
 
     def prompt(self, history: Sequence[str], request: str = "") -> Prompt:
         return soft_prompt(self.projector, *self.layout(history, request))

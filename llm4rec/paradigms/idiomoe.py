@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -37,7 +37,7 @@ from llm4rec.llm import precision
 from llm4rec.llm.backbone import LoraSettings
 from llm4rec.llm.decoding import _decoder_stack
 from llm4rec.llm.item_scoring import log_popularity_prior, top_unseen_items
-from llm4rec.llm.prompts import Prompt
+from llm4rec.llm.prompts import Prompt, PromptTemplate
 from llm4rec.llm.recommender import Blocked, LLMConfig, LLMRecommender, Ranked, steps_budget
 from llm4rec.llm.training import token_array
 from llm4rec.models import BuildSpec
@@ -63,7 +63,13 @@ class IdiomoeConfig(LLMConfig):
     item_init: str = (
         "title_mean"  # title_mean (mean backbone embedding of the title's tokens) | random
     )
-    instruction: str = "A user's items, oldest first:"
+    # an instruction, then one item token per history item ({item}); nothing after the last one
+    # (every item position predicts the next item)
+    prompt: PromptTemplate = field(
+        default_factory=lambda: PromptTemplate(
+            user="A user's items, oldest first:{history}", system=None, line="{item}"
+        )
+    )
     max_history: int = 20  # items per training window and per ranking prompt
     loss_positions: str = "all"  # all: next-item loss at every item position (SASRec-like) | last
     # the item softmax's vectors: tied (the input item embeddings; the paper) | untied (their own,
@@ -72,6 +78,15 @@ class IdiomoeConfig(LLMConfig):
     # its learned per-item bias: none (the paper) | log_popularity (starts at log(1 + training
     # count)) | zero
     item_bias: str = "none"
+
+    def __post_init__(self) -> None:
+        self.prompt.check(("item",), chat=False, bare=True)
+        if self.prompt.around_history()[1]:
+            raise ValueError(
+                "prompt: the user message must end with {history} and answer_prefix be empty "
+                "(every item position predicts the next item, the last one included), got "
+                f"{self.prompt.user!r} and {self.prompt.answer_prefix!r}"
+            )
 
 
 class TokenTypes:
@@ -225,7 +240,8 @@ class IdiomoeRecommender(LLMRecommender):
                 self.types,
                 learned=cfg.routing == "learned",
             )
-        self.instruction = self.tokenizer(cfg.instruction, add_special_tokens=False).input_ids
+        head = cfg.prompt.around_history()[0]
+        self.prompt_head = self.tokenizer(head, add_special_tokens=False).input_ids
         self.bias = self._item_bias(split)
         self.head = self._item_head()
         self.trainable()
@@ -312,7 +328,7 @@ class IdiomoeRecommender(LLMRecommender):
 
     def prompt(self, history: Sequence[str], request: str = "") -> Prompt:
         return Prompt(
-            self.instruction
+            self.prompt_head
             + self.request_ids(request)
             + self.item_ids(list(history)[-self.cfg.max_history :])
         )
@@ -332,7 +348,7 @@ class IdiomoeRecommender(LLMRecommender):
             for end in range(len(items), 1, -n):
                 window = items[max(0, end - n - 1) : end]
                 request = requests(window[-1])
-                head = self.instruction + self.request_ids(request)
+                head = self.prompt_head + self.request_ids(request)
                 ids = head + self.item_ids(window[:-1])
                 targets = [-100] * len(head) + [self.index[i] for i in window[1:]]
                 # a window with a request supervises only the position the request describes (the

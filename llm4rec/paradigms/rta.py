@@ -46,6 +46,7 @@ from llm4rec.evaluation.evaluate import sample_users, selection_score
 from llm4rec.evaluation.metrics import metric_cutoff
 from llm4rec.io import read_json, write_json, write_npy, write_parquet
 from llm4rec.llm.backbone import BackboneConfig
+from llm4rec.llm.prompts import PromptTemplate
 from llm4rec.models import BuildSpec, Histories, Requests, ResolvedInput, ranking_frame
 
 AGGREGATORS, NEGATIVES = ("weighted", "transformer"), ("in_batch", "catalogue")
@@ -57,17 +58,40 @@ GATING_GRID = tuple(round(0.1 * i, 1) for i in range(11))
 @dataclass(frozen=True)
 class StatesConfig:
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
-    header: str = "A user watched these movies, oldest first:\n"  # the grid words it for its data
-    separator: str = "\n"  # after each title; q is the hidden state at its last token
+    # a header, then one line per history item: its title, then a separator; q is the hidden
+    # state at each line's last token (the grid words it for its data)
+    prompt: PromptTemplate = field(
+        default_factory=lambda: PromptTemplate(
+            user="A user watched these movies, oldest first:\n{history}",
+            system=None,
+            line="{title}\n",
+        )
+    )
     window: int = 20  # the last items of each user's non-test sequence the LLM reads
     batch_size: int = 16  # users per forward
 
     def __post_init__(self) -> None:
-        if self.window < 2 or self.batch_size < 1 or not self.separator:
+        self.prompt.check(("title",), chat=False)
+        if self.window < 2 or self.batch_size < 1:
             raise ValueError(
-                "window must be >= 2 (the validation and test queries), batch_size >= 1 and "
-                f"separator non-empty (got {self.window}, {self.batch_size}, {self.separator!r})"
+                "window must be >= 2 (the validation and test queries) and batch_size >= 1 "
+                f"(got {self.window}, {self.batch_size})"
             )
+        if self.prompt.around("title")[0] or not self.separator or self.prompt.around_history()[1]:
+            raise ValueError(
+                "prompt.line must be {title} then a non-empty separator, and prompt.user end with "
+                "{history} and no answer_prefix (the query is read at each line's end), got "
+                f"{self.prompt.line!r}, {self.prompt.user!r}, {self.prompt.answer_prefix!r}"
+            )
+
+    @property
+    def header(self) -> str:
+        return self.prompt.around_history()[0]
+
+    @property
+    def separator(self) -> str:
+        """What ends each history line (and the steered row's request line)."""
+        return self.prompt.around("title")[1]
 
 
 def query_positions(sequence_lengths: Sequence[int], window: int) -> list[list[int]]:

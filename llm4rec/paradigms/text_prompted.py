@@ -31,6 +31,9 @@ class TextPromptedConfig(LLMConfig):
     beam_width: int = 50  # >= the ranking depth K
     decoder: str = "auto"  # auto | shared_prefix | cache (see llm4rec.llm.decoding)
 
+    def __post_init__(self) -> None:
+        self.prompt.check(("title", "index"))  # the identifier is the title
+
 
 class TextPromptedRecommender(IdentifierDecoder):
     cfg: TextPromptedConfig

@@ -78,7 +78,7 @@ def cyclic_split(lengths: list[int], starts: list[int] | None = None) -> Split:
 def params(folder, **extra):
     return {
         "backbone": {"name_or_path": str(folder)},
-        "instruction": "items :",
+        "prompt": {"user": "items :{history}"},
         "expert_layers": "last_2",
         "text_retention": {
             "path": str(folder / "sample.txt"),

@@ -50,11 +50,11 @@ ROWS = [
         "cf_e4srec_allpos",
         "cf_e4srec",
         "cf_e4srec with the harness's training: next-item loss at every history position (no "
-        "response prompt) and a log-popularity item bias over a zero-initialised output layer",
+        "answer prefix) and a log-popularity item bias over a zero-initialised output layer",
         "E4SRec (all positions, pop. prior)",
         overrides={
             "loss_positions": "all",
-            "response": "",
+            "prompt": {"answer_prefix": ""},
             "item_bias": "log_popularity",
             "head_init": "zero",
         },

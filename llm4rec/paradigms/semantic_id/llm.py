@@ -3,17 +3,18 @@
 Each code of each level becomes one new vocabulary token (`<a_5>`, `<b_17>`, ...; the level is
 the letter), its embedding initialised at the mean of the existing rows and trained (peft's
 trainable tokens: only the new rows change), with LoRA on the rest. The prompt is an
-instruction, then one line per history item (its code tuple; with `interleave_titles`, its
-"Title (Year)" first), then "Next:"; the answer is the next item's code tuple, decoded by the
-shared catalogue-constrained beam search over the trie of code tuples. Against `sid_tiger` (the
-same codes, a small T5 from scratch) it isolates what language pretraining adds.
+instruction, then one line per history item (`prompt.line`, default "{item}\n": its code
+tuple; "{title} {item}\n" puts its "Title (Year)" first), then "Next:"; the answer is the next
+item's code tuple, decoded by the shared catalogue-constrained beam search over the trie of code
+tuples. Against `sid_tiger` (the same codes, a small T5 from scratch) it isolates what language
+pretraining adds.
 """
 
 from __future__ import annotations
 
 import string
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -22,7 +23,7 @@ from llm4rec.data.split import Split
 from llm4rec.estimates import Cell, Estimate, rank_users, sft_budget, sft_finish, train_sequences
 from llm4rec.llm.decoding import resolve_decoder
 from llm4rec.llm.identifiers import item_identifiers
-from llm4rec.llm.prompts import Prompt
+from llm4rec.llm.prompts import Prompt, PromptTemplate, placeholders
 from llm4rec.llm.recommender import IdentifierDecoder, LLMConfig, steps_budget
 from llm4rec.llm.tokens import add_tokens
 from llm4rec.llm.trie import ItemTrie
@@ -32,13 +33,28 @@ from llm4rec.paradigms.semantic_id.codes import load_code_table, semantic_id_cos
 
 @dataclass(frozen=True)
 class SidLlmConfig(LLMConfig):
-    instruction: str = "Items a user interacted with, oldest first:"  # a grid words it for its data
-    answer_prefix: str = "Next:"
-    interleave_titles: bool = False  # each history line: "Title (Year)" then its codes
+    # a grid words it for its data; a line's {item} is the item's code tuple, {title} (optional)
+    # its "Title (Year)"
+    prompt: PromptTemplate = field(
+        default_factory=lambda: PromptTemplate(
+            user="Items a user interacted with, oldest first:\n{history}",
+            system=None,
+            line="{item}\n",
+            answer_prefix="Next:",
+        )
+    )
     max_history: int = 10
     code_init: str = "mean"  # new code tokens' embeddings: mean of the existing rows | random
     beam_width: int = 20  # >= the ranking depth K
     decoder: str = "auto"  # auto | shared_prefix | cache (llm4rec.llm.decoding)
+
+    def __post_init__(self) -> None:
+        self.prompt.check(("item", "title"), chat=False)
+
+    @property
+    def interleaves_titles(self) -> bool:
+        """Each history line carries the item's title before its codes."""
+        return "title" in placeholders(self.prompt.line)
 
 
 def code_token(level: int, code: int) -> str:
@@ -71,21 +87,23 @@ class SidLlmRecommender(IdentifierDecoder):
             for item, row in zip(split.items["item_id"], codes, strict=True)
         }
         self.trie = ItemTrie.build(self.sequences)
-        self.titles = item_identifiers(split.items)[0] if self.cfg.interleave_titles else {}
         encode = lambda text: self.tokenizer(text, add_special_tokens=False).input_ids  # noqa: E731
-        self.head, self.newline, self.tail = (
-            encode(self.cfg.instruction + "\n"),
-            encode("\n"),
-            encode(self.cfg.answer_prefix),
-        )
-        self.title_ids = {item: encode(title + " ") for item, title in self.titles.items()}
+        self.prompt_head, self.prompt_tail = (encode(t) for t in self.cfg.prompt.around_history())
+        before, after = self.cfg.prompt.around("item")
+        titles = item_identifiers(split.items)[0] if self.cfg.interleaves_titles else {}
+        # the line's text before the codes, per item (its title when the line holds one)
+        self.line_before = {
+            str(item): encode(before.format(title=titles.get(str(item), "")))
+            for item in split.items["item_id"]
+        }
+        self.line_after = encode(after)
         return {
             "semantic_ids": self.inputs["codes"].source,
             "code_length": codes.shape[1],
             "code_tokens": len(ids),
             "codebook_stats": stats,
             "costs": semantic_id_costs(stats),
-            "interleave_titles": self.cfg.interleave_titles,
+            "interleave_titles": self.cfg.interleaves_titles,
             "decoder": resolve_decoder(self.model, self.cfg.decoder),
         }
 
@@ -93,10 +111,10 @@ class SidLlmRecommender(IdentifierDecoder):
         return list(self.code_ids)
 
     def prompt(self, history: Sequence[str], request: str = "") -> Prompt:
-        ids = list(self.head) + self.request_ids(request, lead="", end="\n")
+        ids = list(self.prompt_head) + self.request_ids(request, lead="", end="\n")
         for item in list(history)[-self.cfg.max_history :]:
-            ids += self.title_ids.get(item, []) + self.sequences[item] + self.newline
-        return Prompt(ids + self.tail)
+            ids += self.line_before[item] + self.sequences[item] + self.line_after
+        return Prompt(ids + self.prompt_tail)
 
 
 def build(spec: BuildSpec) -> SidLlmRecommender:
@@ -113,7 +131,7 @@ def estimate_cost(config: SidLlmConfig, cell: Cell) -> Estimate:
     estimate, budget = sft_budget(config, cell)
     shape, n, title = budget.shape, budget.shape.params, cell.stats["title_tokens"]
     code = cell.code_length()
-    line = code + 1 + (title if config.interleave_titles else 0)
+    line = code + 1 + (title if config.interleaves_titles else 0)
     prompt = 10 + config.max_history * line
     trainable = budget.lora + 4 * code * 32 * shape.hidden
     vocab_head = shape.vocab * shape.hidden
