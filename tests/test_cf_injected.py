@@ -360,6 +360,11 @@ def test_a_request_ends_llaras_user_message_and_precedes_e4srecs_soft_tokens(tin
     steered, steered_positions, steered_rows = e4srec.layout(history, "red sky")
     words = e4srec.tokenizer.convert_ids_to_tokens(steered)
     assert words[:4] == ["items", ":", "red", "sky"] and steered_rows == rows
+    # the plain prompt: the text before {history}, a soft token per item, the answer prefix
+    pad = e4srec.tokenizer.pad_token_id
+    assert e4srec.tokenizer.convert_ids_to_tokens(ids) == ["items", ":"] + [
+        e4srec.tokenizer.convert_ids_to_tokens(pad)
+    ] * len(history) + ["next", ":"]
     assert steered_positions == [p + 2 for p in positions]
     assert [steered[p] for p in steered_positions] == [ids[p] for p in positions]
     assert steered[-len(e4srec.prompt_tail) :] == e4srec.prompt_tail

@@ -228,6 +228,9 @@ def test_untrained_item_softmax_is_the_popularity_prior(tiny):
         [float(torch.log1p(torch.tensor(float(counts.get(i, 0))))) for i in rec.items]
     )
     prompt = rec.prompt(["3", "4"]).ids
+    # the text before {history} ("items :"), then an item token per history item
+    assert rec.tokenizer.convert_ids_to_tokens(prompt[:2]) == ["items", ":"]
+    assert prompt[2:] == [rec.types.first_item_id + rec.index[i] for i in ("3", "4")]
     with torch.no_grad():
         logits = rec.item_logits(
             torch.tensor([prompt]), torch.ones((1, len(prompt)), dtype=torch.long)
