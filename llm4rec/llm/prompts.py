@@ -139,6 +139,12 @@ class PromptTemplate:
         return before, after
 
 
+def plain_prompt(user: str, line: str = "{item}", answer_prefix: str = "") -> Any:
+    """A config field whose default is a prompt without chat turns (no system message), for a row
+    that writes its own tokens."""
+    return field(default_factory=lambda: PromptTemplate(user, None, line, answer_prefix))
+
+
 def render_prompt(
     template: PromptTemplate, history_titles: Sequence[str], tokenizer=None, request: str = ""
 ) -> str:

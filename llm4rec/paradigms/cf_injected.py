@@ -41,7 +41,14 @@ from llm4rec.llm import precision
 from llm4rec.llm.backbone import ALL_PROJECTIONS, LoraSettings
 from llm4rec.llm.decoding import _decoder_stack, _positions
 from llm4rec.llm.item_scoring import log_popularity_prior, top_unseen_items
-from llm4rec.llm.prompts import SOFT_SLOT, Prompt, PromptTemplate, render_prompt, soft_slot_ids
+from llm4rec.llm.prompts import (
+    SOFT_SLOT,
+    Prompt,
+    PromptTemplate,
+    plain_prompt,
+    render_prompt,
+    soft_slot_ids,
+)
 from llm4rec.llm.recommender import Blocked, LLMConfig, LLMRecommender, Ranked, steps_budget
 from llm4rec.llm.tokens import prompt_embeddings
 from llm4rec.llm.training import (
@@ -294,13 +301,9 @@ class CfE4SRecConfig(LLMConfig):
     cf: CfSettings = field(default_factory=lambda: CfSettings(projector="linear"))
     # the history is one soft token per item ({item}); the output layer reads the last hidden
     # state, after the answer prefix
-    prompt: PromptTemplate = field(
-        default_factory=lambda: PromptTemplate(
-            user="Given a user's items, oldest first, predict the next item.{history}",
-            system=None,
-            line="{item}",
-            answer_prefix="Next item:",
-        )
+    prompt: PromptTemplate = plain_prompt(
+        "Given a user's items, oldest first, predict the next item.{history}",
+        answer_prefix="Next item:",
     )
     max_history: int = 20
     # last (E4SRec: the end of the prompt) | all (also every history position, SASRec-like)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -37,7 +37,7 @@ from llm4rec.llm import precision
 from llm4rec.llm.backbone import LoraSettings
 from llm4rec.llm.decoding import _decoder_stack
 from llm4rec.llm.item_scoring import log_popularity_prior, top_unseen_items
-from llm4rec.llm.prompts import Prompt, PromptTemplate
+from llm4rec.llm.prompts import Prompt, PromptTemplate, plain_prompt
 from llm4rec.llm.recommender import Blocked, LLMConfig, LLMRecommender, Ranked, steps_budget
 from llm4rec.llm.training import token_array
 from llm4rec.models import BuildSpec
@@ -65,11 +65,7 @@ class IdiomoeConfig(LLMConfig):
     )
     # an instruction, then one item token per history item ({item}); nothing after the last one
     # (every item position predicts the next item)
-    prompt: PromptTemplate = field(
-        default_factory=lambda: PromptTemplate(
-            user="A user's items, oldest first:{history}", system=None, line="{item}"
-        )
-    )
+    prompt: PromptTemplate = plain_prompt("A user's items, oldest first:{history}")
     max_history: int = 20  # items per training window and per ranking prompt
     loss_positions: str = "all"  # all: next-item loss at every item position (SASRec-like) | last
     # the item softmax's vectors: tied (the input item embeddings; the paper) | untied (their own,

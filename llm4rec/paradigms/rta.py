@@ -46,7 +46,7 @@ from llm4rec.evaluation.evaluate import sample_users, selection_score
 from llm4rec.evaluation.metrics import metric_cutoff
 from llm4rec.io import read_json, write_json, write_npy, write_parquet
 from llm4rec.llm.backbone import BackboneConfig
-from llm4rec.llm.prompts import PromptTemplate
+from llm4rec.llm.prompts import PromptTemplate, plain_prompt
 from llm4rec.models import BuildSpec, Histories, Requests, ResolvedInput, ranking_frame
 
 AGGREGATORS, NEGATIVES = ("weighted", "transformer"), ("in_batch", "catalogue")
@@ -60,12 +60,8 @@ class StatesConfig:
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     # a header, then one line per history item: its title, then a separator; q is the hidden
     # state at each line's last token (the grid words it for its data)
-    prompt: PromptTemplate = field(
-        default_factory=lambda: PromptTemplate(
-            user="A user watched these movies, oldest first:\n{history}",
-            system=None,
-            line="{title}\n",
-        )
+    prompt: PromptTemplate = plain_prompt(
+        "A user watched these movies, oldest first:\n{history}", line="{title}\n"
     )
     window: int = 20  # the last items of each user's non-test sequence the LLM reads
     batch_size: int = 16  # users per forward

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import string
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -23,7 +23,7 @@ from llm4rec.data.split import Split
 from llm4rec.estimates import Cell, Estimate, rank_users, sft_budget, sft_finish, train_sequences
 from llm4rec.llm.decoding import resolve_decoder
 from llm4rec.llm.identifiers import item_identifiers
-from llm4rec.llm.prompts import Prompt, PromptTemplate, placeholders
+from llm4rec.llm.prompts import Prompt, PromptTemplate, placeholders, plain_prompt
 from llm4rec.llm.recommender import IdentifierDecoder, LLMConfig, steps_budget
 from llm4rec.llm.tokens import add_tokens
 from llm4rec.llm.trie import ItemTrie
@@ -35,13 +35,8 @@ from llm4rec.paradigms.semantic_id.codes import load_code_table, semantic_id_cos
 class SidLlmConfig(LLMConfig):
     # a grid words it for its data; a line's {item} is the item's code tuple, {title} (optional)
     # its "Title (Year)"
-    prompt: PromptTemplate = field(
-        default_factory=lambda: PromptTemplate(
-            user="Items a user interacted with, oldest first:\n{history}",
-            system=None,
-            line="{item}\n",
-            answer_prefix="Next:",
-        )
+    prompt: PromptTemplate = plain_prompt(
+        "Items a user interacted with, oldest first:\n{history}", "{item}\n", "Next:"
     )
     max_history: int = 10
     code_init: str = "mean"  # new code tokens' embeddings: mean of the existing rows | random
