@@ -77,6 +77,12 @@ def _field_default(cls: type, name: str) -> Any:
     return None if found.default is dataclasses.MISSING else found.default
 
 
+def _allows_none(annotation: Any) -> bool:
+    return typing.get_origin(annotation) in (typing.Union, types.UnionType) and type(
+        None
+    ) in typing.get_args(annotation)
+
+
 def from_params(
     cls: type, params: dict[str, Any] | None, model: str, prefix: str = "", base: Any = None
 ) -> Any:
@@ -110,6 +116,12 @@ def from_params(
                 f"{model}: unknown parameter '{prefix}{key}' (known: {', '.join(sorted(known))})"
             )
         nested = _dataclass_of(hints[key])
+        if nested is not None and not isinstance(value, (dict, nested)):
+            if value is not None or not _allows_none(hints[key]):
+                raise ParamsError(
+                    f"{model}: parameter '{prefix}{key}' must be a mapping of "
+                    f"{nested.__name__}'s settings, got {value!r}"
+                )
         if nested is not None and isinstance(value, dict):
             default = getattr(base, key) if base is not None else _field_default(cls, key)
             inner = default if isinstance(default, nested) else None

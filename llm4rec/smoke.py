@@ -181,6 +181,19 @@ def _fields(spec_config: str | None) -> set[str]:
     )
 
 
+def _consistent(params: dict, overrides: dict) -> dict:
+    """`params` without the values a variant's overrides contradict (at every depth: a grid's
+    `prompt: {user: ...}` stays beside an override's `prompt: {answer_prefix: ""}`)."""
+    kept = {}
+    for key, value in params.items():
+        fixed = overrides.get(key)
+        if isinstance(value, dict) and isinstance(fixed, dict):
+            kept[key] = _consistent(value, fixed)
+        elif key not in overrides or value == fixed:
+            kept[key] = value
+    return kept
+
+
 def smoke_entry(
     entry: dict, grid: Grid, backbones: dict[str, Path], retention: dict, dtype: str
 ) -> dict:
@@ -223,7 +236,7 @@ def smoke_entry(
     toy = row_function(spec, "toy_params")
     if toy is not None:  # the row's own settings at toy cost (its module's `toy_params`)
         params = toy(params, STEPS)
-    out["params"] = {k: v for k, v in params.items() if k not in overrides or v == overrides[k]}
+    out["params"] = _consistent(params, overrides)
     if spec.paradigm != "baseline":
         out["evaluation"] = {
             "cutoffs": [5, 10],

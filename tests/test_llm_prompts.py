@@ -40,6 +40,10 @@ def test_template_without_history_slot_is_refused():
         PromptTemplate(line="- movie")
     with pytest.raises(ValueError, match=r"history line must contain \{title\} or \{item\}"):
         PromptTemplate(line="{title} {rating}")
+    # rows without chat turns cut the text at its slots and never format it: plain slots only
+    for user in ("{history!r}", "{history:>9}", "{{ {history}"):
+        with pytest.raises(ValueError, match=r"has a brace that is not a plain slot"):
+            PromptTemplate(user=user)
 
 
 def test_a_request_ends_the_user_message_on_its_own_line():
@@ -63,6 +67,33 @@ def test_a_row_without_chat_turns_splits_the_template_around_the_history_and_the
         template.check(("item",), chat=False)
     with pytest.raises(ValueError, match=r"prompt.system must be null"):
         PromptTemplate(user="{history}", line="{item}").check(("item",), chat=False)
+
+
+def test_each_row_refuses_at_validation_a_prompt_it_cannot_write():
+    from llm4rec.models import MODELS, check_params
+    from llm4rec.params import ParamsError
+
+    refused = {
+        # SID-LLM fills the title before the codes only
+        "sid_llm": (
+            {"line": "{item} ({title})\n"},
+            r"prompt.line must put \{title\} before \{item\}",
+        ),
+        "cf_e4srec": ({"line": "{item}, "}, r"prompt.line must be '\{item\}' alone"),
+        "idiomoe": (
+            {"answer_prefix": "Next:"},
+            r"prompt: the user message must end with \{history\}",
+        ),
+        "text_prompted": ({"line": "{item}"}, r"prompt.line must hold \{title\} once"),
+        "cf_llara": ({"line": "{title} {title}"}, r"prompt.line must hold \{title\} once"),
+    }
+    for name, (prompt, message) in refused.items():
+        with pytest.raises(ParamsError, match=rf"{name}: params: {message}"):
+            check_params(MODELS[name], {"prompt": prompt})
+    with pytest.raises(ParamsError, match=r"parameter 'prompt' must be a mapping of PromptTemp"):
+        check_params(MODELS["sid_llm"], {"prompt": None})
+    with pytest.raises(ParamsError, match=r"parameter 'instruction' is now prompt.user"):
+        check_params(MODELS["idiomoe"], {"instruction": "Movies watched:"})
 
 
 def test_every_llm_row_words_its_prompt_in_one_template():

@@ -124,6 +124,26 @@ def test_a_smoke_of_some_models_runs_what_they_consume_too():
         consumed_closure(grid, ["sasrek"])
 
 
+def test_a_smoke_entry_keeps_the_grids_settings_beside_a_variants_overrides():
+    """cf_e4srec_allpos overrides `prompt: {answer_prefix: ""}`; the grid words `prompt.user`: the
+    smoke entry keeps the grid's wording (a nested key no override contradicts) and drops only
+    what an override contradicts."""
+    from collections import defaultdict
+
+    from llm4rec.config import load_grid
+    from llm4rec.models import MODELS, check_params
+    from llm4rec.smoke import _consistent, smoke_entry
+
+    grid = load_grid(REPO / "benchmarks" / "default.yaml")
+    entry = next(e for e in grid.raw["models"] if e["name"] == "cf_e4srec_allpos")
+    out = smoke_entry(entry, grid, defaultdict(lambda: Path("tiny")), {}, "fp32")
+    prompt = check_params(MODELS["cf_e4srec_allpos"], out["params"]).prompt
+    assert (prompt.user, prompt.answer_prefix) == ("Movies watched:{history}", "")
+    overrides = {"loss_positions": "all", "prompt": {"answer_prefix": ""}}
+    given = {"loss_positions": "last", "prompt": {"user": "u{history}", "answer_prefix": "x"}}
+    assert _consistent(given, overrides) == {"prompt": {"user": "u{history}"}}
+
+
 @pytest.mark.slow
 @pytest.mark.paper
 def test_the_whole_paper_grid_runs_end_to_end_at_toy_cost(tmp_path):

@@ -75,8 +75,19 @@ LINE_SLOTS = {"title", "item", "index"}  # what a history line may hold
 
 
 def placeholders(text: str) -> list[str]:
-    """The `{name}` slots of a format string, in order."""
-    return [name for _, name, _, _ in string.Formatter().parse(text) if name is not None]
+    """The `{name}` slots of a prompt text, in order; a slot with a format spec or conversion, or
+    a brace outside a slot (`{{`), is refused (rows without chat turns cut the text at its slots
+    and never format it)."""
+    names = []
+    for literal, name, spec, conversion in string.Formatter().parse(text):
+        if "{" in literal or "}" in literal or spec or conversion:
+            raise ValueError(
+                f"prompt template: {text!r} has a brace that is not a plain slot such as "
+                "{history} (no format specs, conversions or escaped braces)"
+            )
+        if name is not None:
+            names.append(name)
+    return names
 
 
 @dataclass(frozen=True)

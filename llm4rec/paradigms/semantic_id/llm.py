@@ -45,6 +45,10 @@ class SidLlmConfig(LLMConfig):
 
     def __post_init__(self) -> None:
         self.prompt.check(("item", "title"), chat=False)
+        if "title" in placeholders(self.prompt.around("item")[1]):
+            raise ValueError(
+                f"prompt.line must put {{title}} before {{item}}, got {self.prompt.line!r}"
+            )
 
     @property
     def interleaves_titles(self) -> bool:
