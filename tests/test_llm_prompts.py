@@ -70,7 +70,7 @@ def test_a_row_without_chat_turns_splits_the_template_around_the_history_and_the
 
 
 def test_each_row_refuses_at_validation_a_prompt_it_cannot_write():
-    from llm4rec.models import MODELS, check_params
+    from llm4rec.models import ARTIFACTS, MODELS, check_params
     from llm4rec.params import ParamsError
 
     refused = {
@@ -90,6 +90,11 @@ def test_each_row_refuses_at_validation_a_prompt_it_cannot_write():
     for name, (prompt, message) in refused.items():
         with pytest.raises(ParamsError, match=rf"{name}: params: {message}"):
             check_params(MODELS[name], {"prompt": prompt})
+    states = ARTIFACTS["llm_states"]  # RTA's frozen LLM reads q at each line's end
+    with pytest.raises(ParamsError, match=r"prompt.line must be \{title\} then a non-empty sep"):
+        check_params(states, {"prompt": {"line": "{title}"}})
+    with pytest.raises(ParamsError, match=r"the user message must end with \{history\}"):
+        check_params(states, {"prompt": {"answer_prefix": "Next:"}})
     with pytest.raises(ParamsError, match=r"parameter 'prompt' must be a mapping of PromptTemp"):
         check_params(MODELS["sid_llm"], {"prompt": None})
     with pytest.raises(ParamsError, match=r"parameter 'instruction' is now prompt.user"):

@@ -115,11 +115,14 @@ class PromptTemplate:
     def as_dict(self) -> dict:
         return asdict(self)
 
-    def check(self, slots: tuple[str, ...], chat: bool = True, bare: bool = False) -> None:
+    def check(
+        self, slots: tuple[str, ...], chat: bool = True, bare: bool = False, tail: bool = True
+    ) -> None:
         """Refuse a template its row cannot write: a history line with a slot the row does not
         fill (`slots`: those it fills; the first must appear once), text around it where the
-        row's items follow each other directly (`bare`), or a system message where the row has
-        no chat turns (`chat` False)."""
+        row's items follow each other directly (`bare`), a system message where the row has
+        no chat turns (`chat` False), or text after the history where the row reads the history's
+        last position (`tail` False)."""
         found = placeholders(self.line)
         if found.count(slots[0]) != 1 or not set(found) <= set(slots):
             raise ValueError(
@@ -135,6 +138,12 @@ class PromptTemplate:
             raise ValueError(
                 "prompt.system must be null (this row's prompt has no chat turns), got "
                 f"{self.system!r}"
+            )
+        if not tail and self.around_history()[1]:
+            raise ValueError(
+                "prompt: the user message must end with {history} and answer_prefix be empty "
+                "(the row reads the history's last position), got "
+                f"{self.user!r} and {self.answer_prefix!r}"
             )
 
     def around_history(self) -> tuple[str, str]:

@@ -76,13 +76,8 @@ class IdiomoeConfig(LLMConfig):
     item_bias: str = "none"
 
     def __post_init__(self) -> None:
-        self.prompt.check(("item",), chat=False, bare=True)
-        if self.prompt.around_history()[1]:
-            raise ValueError(
-                "prompt: the user message must end with {history} and answer_prefix be empty "
-                "(every item position predicts the next item, the last one included), got "
-                f"{self.prompt.user!r} and {self.prompt.answer_prefix!r}"
-            )
+        # every item position predicts the next item, the last one included
+        self.prompt.check(("item",), chat=False, bare=True, tail=False)
 
 
 class TokenTypes:

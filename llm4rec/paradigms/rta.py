@@ -67,17 +67,16 @@ class StatesConfig:
     batch_size: int = 16  # users per forward
 
     def __post_init__(self) -> None:
-        self.prompt.check(("title",), chat=False)
+        self.prompt.check(("title",), chat=False, tail=False)  # q is read at each line's end
         if self.window < 2 or self.batch_size < 1:
             raise ValueError(
                 "window must be >= 2 (the validation and test queries) and batch_size >= 1 "
                 f"(got {self.window}, {self.batch_size})"
             )
-        if self.prompt.around("title")[0] or not self.separator or self.prompt.around_history()[1]:
+        if self.prompt.around("title")[0] or not self.separator:
             raise ValueError(
-                "prompt.line must be {title} then a non-empty separator, and prompt.user end with "
-                "{history} and no answer_prefix (the query is read at each line's end), got "
-                f"{self.prompt.line!r}, {self.prompt.user!r}, {self.prompt.answer_prefix!r}"
+                "prompt.line must be {title} then a non-empty separator (the query is read at "
+                f"each line's end), got {self.prompt.line!r}"
             )
 
     @property
