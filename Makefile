@@ -114,8 +114,9 @@ results-page: env
 dag: env
 	$(VENV)/bin/snakemake -n --config grid=$(CONFIG)
 
-# two workers (pytest-xdist), a test file each at a time: a file's module fixtures (a finished grid)
-# are built once; most of the suite waits on subprocesses and imports, so two share two cores well
+# two workers (pytest-xdist), a test file each at a time, the files on the shared finished grid as
+# one (tests/conftest.py): module and session fixtures (a finished grid) are built once; most of the
+# suite waits on subprocesses and imports, so two share two cores well
 TEST_WORKERS ?= 2
 test: env tex textdata postgres
 	$(VENV)/bin/pytest -q -m "not paper" -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)

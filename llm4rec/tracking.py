@@ -60,16 +60,17 @@ os.environ.setdefault("DO_NOT_TRACK", "true")
 # it); model training experiments open on the runs table.
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 # Bumped when what a run logs changes, so a rerun of `track` replaces runs logged the old way.
-TRACKING_SCHEMA = "4"
+TRACKING_SCHEMA = "5"
 NOT_APPLICABLE = "n/a"  # a param of the paradigm that this model does not have
 # Hyper-parameters that together are the prompt template: logged as one id (prompt_template), text
 # in the artifact. Every LLM row words its prompt in `prompt`; the rest are the keys that run
 # records written before that (llm4rec.params.REWORDED) hold, logged as they were.
 TEMPLATE_FIELDS = ("prompt", "instruction", "response", "answer_prefix")
 # Settings that do not shape what a model learns (where the backbone is cached, the text-retention
-# sample): in resolved_config.json, not among the params. The backbone's name is the `backbone`
-# param.
-NOT_HYPERPARAMETERS = ("backbone.", "text_retention.")
+# sample, RecBole's progress bars): in resolved_config.json, not among the params, so a grid that
+# sets one for a row does not give that row a column of its own. The backbone's name is the
+# `backbone` param.
+NOT_HYPERPARAMETERS = ("backbone.", "text_retention.", "show_progress")
 KEPT_BACKBONE_FIELDS = ("backbone.dtype",)
 
 

@@ -1,64 +1,30 @@
-"""What a researcher meets in MLflow (issue 13), asked through MLflow's REST API on a small grid
-really trained: the experiment's kind, the params (the chosen set, one key set per paradigm), the
-dataset input (the split's digest), run start/end times that span the real training, and artifact
-links that survive moving results/."""
+"""What a researcher meets in MLflow (issue 13), asked through MLflow's REST API on the finished
+ml-100k grid the workflow tests share (tests/helpers/grid.py): the experiment's kind, the params
+(the chosen set, one key set per paradigm), the dataset input (the split's digest), run start/end
+times that span the real training, and artifact links that survive moving results/."""
 
 import hashlib
 import json
 import shutil
-import time
 from pathlib import Path
+from urllib.parse import urlparse
 
 import pytest
-import yaml
 
 from llm4rec.config import load_grid
 from llm4rec.models import MODELS as REGISTRY
 from llm4rec.tracking import _is_hyperparameter, hyperparameters, paradigm_param_keys, run_params
 
-MODELS = ("mostpop", "bpr", "emb_knn")
+from .helpers.grid import MODELS
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """MostPop, BPR (1 epoch), Emb-kNN (over BPR) trained, evaluated, tracked; times per run."""
-    from llm4rec.cli import main
-
-    root = tmp_path_factory.mktemp("ui")
-    cfg = {
-        "name": "t",
-        "results_dir": str(root / "results"),
-        "seeds": [0],
-        "datasets": {"ml-100k": {"source": "ml-100k"}},
-        "models": [
-            {"name": "mostpop"},
-            {"name": "bpr", "params": {"epochs": 1}},
-            {"name": "emb_knn"},
-        ],
-    }
-    path = root / "grid.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    args = ["--config", str(path), "--dataset", "ml-100k"]
-    assert main(["prepare", *args]) == 0
-    bounds = {}
-    with pytest.MonkeyPatch.context() as mp:
-        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-        for model in MODELS:
-            before = time.time()
-            assert main(["train", *args, "--model", model, "--seed", "0"]) == 0
-            bounds[model] = (before, time.time())
-            assert main(["evaluate", *args, "--model", model, "--seed", "0"]) == 0
-            assert main(["track", *args, "--model", model, "--seed", "0"]) == 0
-    return load_grid(path), bounds
-
-
-@pytest.fixture(scope="module")
-def served(trained):
+def served(finished_ml100k, tmp_path_factory):
     """The experiment and its runs as MLflow's REST API serves them."""
     from llm4rec.ui_check import experiment_runs, mlflow_ui, rest
 
-    grid, _ = trained
-    with mlflow_ui(grid.tracking_uri(), grid.results_dir / "ui.log") as base:
+    grid = finished_ml100k.grid
+    with mlflow_ui(grid.tracking_uri(), tmp_path_factory.mktemp("ui") / "ui.log") as base:
         experiment = rest(
             base, "experiments/get-by-name", query={"experiment_name": grid.experiment}
         )["experiment"]
@@ -85,7 +51,7 @@ def test_params_are_the_chosen_set_with_one_key_set_per_paradigm(served):
     assert set(runs) == set(MODELS)
     keys = {model: set(params(run)) for model, run in runs.items()}
     # one paradigm (baseline): columns line up
-    assert keys["mostpop"] == keys["bpr"] == keys["emb_knn"]
+    assert keys["mostpop"] == keys["bpr"] == keys["sasrec"] == keys["emb_knn"]
     for key in keys["bpr"]:  # RecBole's resolved internals are not params
         assert (
             not key.startswith("resolved.") and "_FIELD" not in key and key != "benchmark_filename"
@@ -105,35 +71,35 @@ def test_params_are_the_chosen_set_with_one_key_set_per_paradigm(served):
         "ml-100k",
         "0",
     )
-    assert bpr["hp.epochs"] == "1"  # chosen in the grid
+    assert bpr["hp.epochs"] == "2"  # chosen in the grid
     # RecBole's default (properties/model/BPR.yaml), as RecBole resolved it
     assert bpr["hp.embedding_size"] == "64"
     assert (
         pop["hp.embedding_size"] == "n/a" and bpr["hp.recent"] == "n/a" and knn["hp.recent"] == "0"
     )
     assert knn["inputs.embeddings"] == "bpr (seed 0)" and bpr["inputs.embeddings"] == "n/a"
-    assert bpr["budget.train"].startswith("1 epoch") and bpr["budget.test_users"] == "all"
+    assert bpr["budget.train"].startswith("2 epochs") and bpr["budget.test_users"] == "all"
 
 
 @pytest.mark.slow
-def test_resolved_configs_are_an_artifact(served, trained):
+def test_resolved_configs_are_an_artifact(served, finished_ml100k, tmp_path):
     from mlflow.tracking import MlflowClient
 
     _, runs = served
-    grid, _ = trained
+    grid = finished_ml100k.grid
     client = MlflowClient(tracking_uri=grid.tracking_uri())
     path = client.download_artifacts(
-        runs["bpr"]["info"]["run_id"], "resolved_config.json", str(grid.results_dir)
+        runs["bpr"]["info"]["run_id"], "resolved_config.json", str(tmp_path)
     )
     record = json.loads(Path(path).read_text())
     assert record["library_config"]["USER_ID_FIELD"] == "user_id"  # RecBole's internals live here
-    assert record["hyperparameters"]["epochs"] == 1
+    assert record["hyperparameters"]["epochs"] == 2
 
 
 @pytest.mark.slow
-def test_the_split_is_the_runs_dataset_input(served, trained):
+def test_the_split_is_the_runs_dataset_input(served, finished_ml100k):
     _, runs = served
-    grid, _ = trained
+    grid = finished_ml100k.grid
     split = json.loads((grid.split_dir("ml-100k") / "split.json").read_text())
     # independently: sha256 over "name=sha256" lines of split.json's checksums, sorted by name
     text = "".join(f"{name}={split['checksums'][name]}\n" for name in sorted(split["checksums"]))
@@ -147,46 +113,61 @@ def test_the_split_is_the_runs_dataset_input(served, trained):
 
 
 @pytest.mark.slow
-def test_run_start_and_end_span_the_real_training_and_ranking(served, trained):
+def test_run_start_and_end_span_the_real_training_and_ranking(served, finished_ml100k):
     _, runs = served
-    grid, bounds = trained
+    split = finished_ml100k.results / "e2e" / "data" / "ml-100k" / "split.json"
     for model, run in runs.items():
         start, end = run["info"]["start_time"] / 1000, run["info"]["end_time"] / 1000
-        before, after = bounds[model]
-        record = json.loads((grid.run_dir("ml-100k", model, 0) / "run.json").read_text())
-        # inside the train command, not at logging time
-        assert before <= start <= end <= after, model
+        folder = finished_ml100k.runs / model / "seed0"
+        record = json.loads((folder / "run.json").read_text())
+        # the train command's own clock (training, then ranking), not the time it was logged: after
+        # the split was prepared, before the train job wrote its record and the track job logged it
+        assert (start, end) == (
+            int(1000 * record["timing"]["train_start"]) / 1000,
+            int(1000 * record["timing"]["rank_end"]) / 1000,
+        ), model
+        assert finished_ml100k.started <= split.stat().st_mtime <= start + 1e-3, model
+        assert (
+            end <= (folder / "run.json").stat().st_mtime <= (folder / "mlflow.json").stat().st_mtime
+        )
         assert end - start >= record["cost"]["train_time_s"] - 1e-3, model
 
 
 @pytest.mark.slow
-def test_moving_results_keeps_artifact_links_after_relocate(trained, tmp_path):
+def test_moving_results_keeps_artifact_links_after_relocate(finished_ml100k, tmp_path):
     from mlflow.tracking import MlflowClient
 
     from llm4rec.cli import main
 
-    grid, _ = trained
+    old = finished_ml100k.results
     moved = tmp_path / "elsewhere" / "results"
-    shutil.copytree(grid.results_dir, moved)
-    stale = grid.results_dir.with_name("results-hidden")
-    grid.results_dir.rename(stale)  # the old location is gone
-    try:
-        client = MlflowClient(tracking_uri=f"sqlite:///{moved / 'mlflow.db'}")
-        run_id = json.loads(
-            (moved / "t" / "runs" / "ml-100k" / "bpr" / "seed0" / "mlflow.json").read_text()
-        )["run_id"]
-        assert client.list_artifacts(run_id) == []  # the links still point at the old folder
-        assert main(["relocate-store", "--results", str(moved)]) == 0
-        names = {a.path for a in client.list_artifacts(run_id)}
-        assert {"run.json", "metrics.json", "resolved_config.json"} <= names
-        assert (
-            client.get_run(run_id)
-            .inputs.dataset_inputs[0]
-            .dataset.source.startswith(f'{{"uri": "{moved.resolve().as_uri()}/')
-        )
-        assert main(["relocate-store", "--results", str(moved)]) == 0  # idempotent
-    finally:
-        stale.rename(grid.results_dir)
+    shutil.copytree(old, moved)
+    client = MlflowClient(tracking_uri=f"sqlite:///{moved / 'mlflow.db'}")
+    run_id = json.loads(
+        (moved / "e2e" / "runs" / "ml-100k" / "bpr" / "seed0" / "mlflow.json").read_text()
+    )["run_id"]
+
+    def linked_to(results) -> bool:
+        run = client.get_run(run_id)
+        uri = results.resolve().as_uri()
+        source = run.inputs.dataset_inputs[0].dataset.source
+        return run.info.artifact_uri.startswith(uri) and source.startswith(f'{{"uri": "{uri}/')
+
+    assert linked_to(old) and not linked_to(moved)  # the copy's links still point at the original
+    assert main(["relocate-store", "--results", str(moved)]) == 0
+    assert linked_to(moved) and not linked_to(old)
+    folder = Path(urlparse(client.get_run(run_id).info.artifact_uri).path)
+    names = {a.path for a in client.list_artifacts(run_id)}
+    assert {"run.json", "metrics.json", "resolved_config.json"} <= names
+    assert all((folder / name).exists() for name in names)
+    assert main(["relocate-store", "--results", str(moved)]) == 0  # idempotent
+    assert linked_to(moved)
+    # the original store is as it was
+    assert (
+        MlflowClient(tracking_uri=f"sqlite:///{old / 'mlflow.db'}")
+        .get_run(run_id)
+        .info.artifact_uri.startswith(old.resolve().as_uri())
+    )
 
 
 def test_every_paradigm_logs_one_key_set_without_library_internals():

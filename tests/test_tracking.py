@@ -2,12 +2,15 @@
 
 import multiprocessing as mp
 
+import pytest
 import yaml
 
 from llm4rec.config import load_grid
 from llm4rec.io import write_json
 from llm4rec.models import flat
 from llm4rec.tracking import run_metrics
+
+from .helpers.grid import MODELS
 
 
 def fake_run(grid, model: str, ndcg: float) -> None:
@@ -96,30 +99,23 @@ def test_parallel_writers_and_idempotent_rerun(tmp_path, monkeypatch):
     assert client.get_run(ids[0]).info.lifecycle_stage == "deleted"
 
 
-def test_the_report_reads_mlflow_runs_as_the_run_folders_they_mirror(tmp_path, monkeypatch):
-    """download_runs brings a logged run back as a run folder the report reads like the original."""
-    import pandas as pd
-
-    from llm4rec import layout
-    from llm4rec.io import write_parquet
+@pytest.mark.slow
+def test_the_report_reads_mlflow_runs_as_the_run_folders_they_mirror(finished_ml100k, tmp_path):
+    """download_runs brings each logged run of the finished grid back as a run folder the report
+    reads like the original: metrics, record and per-user scores."""
     from llm4rec.report.runs import runs_from_folders
-    from llm4rec.tracking import download_runs, log_run
+    from llm4rec.tracking import download_runs
 
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    _, grid = make_grid(tmp_path)
-    fake_run(grid, "bpr", 0.1)
-    run_dir = grid.run_dir("ml-100k", "bpr", 0)
-    for phase in layout.PHASES:
-        write_parquet(
-            run_dir / layout.per_user(phase), pd.DataFrame({"user_id": ["1"], "ndcg_at_10": [0.1]})
-        )
-    log_run(grid, "ml-100k", "bpr", 0)
+    grid = finished_ml100k.grid
     folders = download_runs(grid.tracking_uri(), grid.experiment, tmp_path / "down", {"seed": "0"})
-    (downloaded,) = runs_from_folders(folders)
-    (original,) = runs_from_folders([run_dir])
-    assert (downloaded.dataset, downloaded.model, downloaded.seed) == ("ml-100k", "bpr", 0)
-    assert downloaded.metrics == original.metrics and downloaded.run == original.run
-    assert downloaded.per_user().equals(original.per_user())
+    downloaded = {run.model: run for run in runs_from_folders(folders)}
+    assert sorted(downloaded) == sorted(MODELS)
+    for model, run in downloaded.items():
+        (original,) = runs_from_folders([grid.run_dir("ml-100k", model, 0)])
+        assert (run.dataset, run.seed) == ("ml-100k", 0)
+        assert run.metrics == original.metrics and run.run == original.run, model
+        assert run.per_user().equals(original.per_user()), model
+        assert len(run.per_user()) == 943  # every test user
 
 
 def test_a_runs_params_come_from_its_folder_not_from_todays_grid(tmp_path, monkeypatch):

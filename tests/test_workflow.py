@@ -19,99 +19,16 @@ import pytest
 import yaml
 
 from .helpers import snakemake_command
+from .helpers.grid import GRID, copy_of, mlflow_runs, planned_jobs, snakemake
+from .helpers.grid import MODELS as GRID_MODELS
 
 REPO = Path(__file__).resolve().parents[1]
-GRID = {
-    "name": "e2e",
-    "results_dir": "results",
-    "reports_dir": "reports",
-    "seeds": [0],
-    "evaluation": {"cutoffs": [5, 10]},
-    "report": {
-        "metrics": ["hr_at_10", "ndcg_at_10"],
-        "randomization_rounds": 1000,
-        "bootstrap_rounds": 500,
-    },
-    "datasets": {"ml-100k": {"source": "ml-100k"}},
-    "models": [
-        {"name": "mostpop"},
-        {"name": "bpr", "params": {"epochs": 2, "learning_rate": 0.01, "show_progress": False}},
-        {
-            "name": "sasrec",
-            "params": {
-                "epochs": 2,
-                "max_len": 5,
-                "hidden_size": 16,
-                "inner_size": 32,
-                "n_layers": 1,
-                "batch_size": 256,
-            },
-        },
-        {"name": "emb_knn"},  # consumes bpr's exported item embeddings (same dataset and seed)
-    ],
-}
-MODELS = {"mostpop", "bpr", "sasrec", "emb_knn"}
+MODELS = set(GRID_MODELS)
 pytestmark = pytest.mark.slow
 
 
-def snakemake(workdir: Path, *args: str) -> str:
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    cmd = [
-        *snakemake_command(workdir, workdir / "grid.yaml"),
-        "--cores",
-        "2",
-        "--resources",
-        "mlflow=1",
-        *args,
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-    return proc.stdout + proc.stderr
-
-
-def planned_jobs(output: str) -> dict[str, int]:
-    return {
-        m.group(1): int(m.group(2))
-        for m in re.finditer(r"^(\w+)\s+(\d+)$", output, re.M)
-        if m.group(1) != "total"
-    }
-
-
-def live_runs(workdir: Path):
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=f"sqlite:///{workdir / 'results' / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("llm4rec-e2e")
-    return [
-        r
-        for r in client.search_runs([experiment.experiment_id])
-        if r.data.tags.get("paradigm") != "report"
-    ]
-
-
-def report_runs(workdir: Path):
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=f"sqlite:///{workdir / 'results' / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("llm4rec-e2e")
-    return client, [
-        r
-        for r in client.search_runs([experiment.experiment_id])
-        if r.data.tags.get("paradigm") == "report"
-    ]
-
-
-@pytest.fixture(scope="module")
-def finished_grid(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("grid")
-    (workdir / "grid.yaml").write_text(yaml.safe_dump(GRID))
-    output = snakemake(workdir)
-    return workdir, output
-
-
-def test_grid_runs_end_to_end(finished_grid):
-    workdir, _ = finished_grid
-    runs = workdir / "results" / "e2e" / "runs" / "ml-100k"
+def test_grid_runs_end_to_end(finished_ml100k):
+    runs = finished_ml100k.runs
     for model in sorted(MODELS):
         run = runs / model / "seed0"
         for name in (
@@ -129,9 +46,9 @@ def test_grid_runs_end_to_end(finished_grid):
     assert (
         consumer["inputs"]["embeddings"]["source"] == f"run bpr/seed0 (config {bpr['config_hash']})"
     )
-    summary = (workdir / "reports" / "summary.md").read_text()
+    summary = (finished_ml100k.reports / "summary.md").read_text()
     assert "| Baselines | BPR | `bpr` | 1 |" in summary and "ndcg_at_10" in summary
-    reports = workdir / "reports"
+    reports = finished_ml100k.reports
     for name in (
         "results_table.tex",
         "results_table.md",
@@ -145,15 +62,14 @@ def test_grid_runs_end_to_end(finished_grid):
         assert (reports / name).is_file(), name
     comparisons = pd.read_csv(reports / "comparisons.csv")
     assert set(comparisons["system"]) | set(comparisons["reference"]) == MODELS
-    client, report = report_runs(workdir)
+    client, report = mlflow_runs(finished_ml100k, report=True)
     assert len(report) == 1
     logged = {a.path for a in client.list_artifacts(report[0].info.run_id)}
     assert {"results_table.tex", "comparisons.csv", "figures"} <= logged
 
 
-def test_mlflow_runs_have_same_keys_and_tags(finished_grid):
-    workdir, _ = finished_grid
-    runs = live_runs(workdir)
+def test_mlflow_runs_have_same_keys_and_tags(finished_ml100k):
+    _, runs = mlflow_runs(finished_ml100k)
     assert sorted(r.data.tags["model"] for r in runs) == sorted(MODELS)
     # the same metric keys for every model; training curves (curve.*) are per-family step series
     keys = {frozenset(k for k in r.data.metrics if not k.startswith("curve.")) for r in runs}
@@ -184,8 +100,10 @@ def dag_edges(output: str) -> set[tuple[str, str]]:
     return {(labels[a], labels[b]) for a, b in re.findall(r"^\s*(\d+) -> (\d+)", output, re.M)}
 
 
-def test_a_consumer_depends_on_its_upstream_run_and_reruns_when_it_changes(finished_grid):
-    workdir, _ = finished_grid
+def test_a_consumer_depends_on_its_upstream_run_and_reruns_when_it_changes(
+    finished_ml100k, tmp_path
+):
+    workdir = copy_of(finished_ml100k, tmp_path / "grid").workdir
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     dag = subprocess.run(
         [
@@ -254,8 +172,9 @@ def test_an_artifact_is_an_auxiliary_rule_the_consumer_depends_on(tmp_path):
     assert any(a == "prepare ml-100k" and b.startswith("item_text_lsa ") for a, b in edges)
 
 
-def test_rerun_does_nothing_and_deleting_one_run_redoes_only_it(finished_grid):
-    workdir, _ = finished_grid
+def test_rerun_does_nothing_and_deleting_one_run_redoes_only_it(finished_ml100k, tmp_path):
+    grid = copy_of(finished_ml100k, tmp_path / "grid")
+    workdir = grid.workdir
     assert "Nothing to be done" in snakemake(workdir, "-n")
     shutil.rmtree(workdir / "results" / "e2e" / "runs" / "ml-100k" / "sasrec" / "seed0")
     jobs = planned_jobs(snakemake(workdir, "-n"))
@@ -281,8 +200,8 @@ def test_rerun_does_nothing_and_deleting_one_run_redoes_only_it(finished_grid):
     }, jobs
     snakemake(workdir)
     # the retrained runs replaced or reused, never duplicated
-    assert len(live_runs(workdir)) == len(MODELS)
-    assert len(report_runs(workdir)[1]) == 1
+    assert len(mlflow_runs(grid)[1]) == len(MODELS)
+    assert len(mlflow_runs(grid, report=True)[1]) == 1
     assert "Nothing to be done" in snakemake(workdir, "-n")
 
 
@@ -434,14 +353,14 @@ def test_semantic_ids_rule_reruns_only_when_its_config_changes(tmp_path):
 
 
 def test_a_cf_injected_run_waits_for_its_cf_source_and_reruns_when_its_embeddings_change(
-    finished_grid,
+    finished_ml100k, tmp_path
 ):
     """cf_e4srec (on a tiny random Llama) consumes the grid's SASRec item embeddings: the DAG shows
     the edge, the job runs after SASRec, reruns when SASRec does, and refuses hand-edited
     embeddings."""
     from .helpers import tiny_backbone
 
-    workdir, _ = finished_grid
+    workdir = copy_of(finished_ml100k, tmp_path / "grid").workdir
     backbone = workdir / "tiny-llama"
     model, tokenizer = tiny_backbone(["Movies", "watched", ":", "Next"], seed=0, layers=1)
     model.save_pretrained(backbone)
