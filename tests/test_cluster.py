@@ -12,21 +12,12 @@ import pytest
 import yaml
 
 from .helpers import snakemake_command
+from .helpers.grid import small_grid
 
 REPO = Path(__file__).resolve().parents[1]
-GRID = {
-    "name": "lb",
-    "results_dir": "results",
-    "reports_dir": "reports",
-    "seeds": [0],
-    "evaluation": {"cutoffs": [5, 10]},
-    "report": {
-        "metrics": ["hr_at_10", "ndcg_at_10"],
-        "randomization_rounds": 200,
-        "bootstrap_rounds": 200,
-    },
-    "datasets": {"ml-100k": {"source": "ml-100k"}},
-    "models": [
+GRID = small_grid(
+    "lb",
+    [
         # what each train submission asks for (a GPU job: gpu 1; loopback runs it on CPU)
         {"name": "mostpop", "resources": {"gpu": 1, "mem_mb": 1500, "runtime": 11}},
         {
@@ -46,7 +37,7 @@ GRID = {
             },
         },
     ],
-}
+)
 JOBS = {"prepare": 1, "item_text_lsa": 1, "train": 3}  # submitted; the cheap rules are localrules
 LOCAL = {"evaluate": 3, "track": 3, "summary": 1, "compare": 1, "report": 1}
 pytestmark = pytest.mark.slow

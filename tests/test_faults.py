@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from .helpers import snakemake_command
+from .helpers.grid import small_grid
 
 REPO = Path(__file__).resolve().parents[1]
 RUNS = Path("results") / "faults" / "runs" / "ml-100k"
@@ -24,21 +25,11 @@ pytestmark = pytest.mark.slow
 
 
 def grid(backbone: Path) -> dict:
-    return {
-        "name": "faults",
-        "results_dir": "results",
-        "reports_dir": "reports",
-        "seeds": [0],
-        # steerability on, so reproduce must recompute it (and the steered row's counterfactual
-        # ranking) like every other metric
-        "evaluation": {"cutoffs": [5, 10], "steer": {"templates": {"both": STEER_WORDING}}},
-        "report": {
-            "metrics": ["hr_at_10", "ndcg_at_10"],
-            "randomization_rounds": 200,
-            "bootstrap_rounds": 200,
-        },
-        "datasets": {"ml-100k": {"source": "ml-100k"}},
-        "models": [
+    # steerability on, so reproduce must recompute it (and the steered row's counterfactual
+    # ranking) like every other metric
+    return small_grid(
+        "faults",
+        [
             {"name": "bpr", "params": {"epochs": 12, "show_progress": False, "stopping_step": 100}},
             {
                 "name": "cf_e4srec",
@@ -63,7 +54,8 @@ def grid(backbone: Path) -> dict:
                 "params": {"request": {"template": STEER_WORDING}},
             },
         ],
-    }
+        steer={"templates": {"both": STEER_WORDING}},
+    )
 
 
 STEER_WORDING = "something from the {decade}: {genres}"

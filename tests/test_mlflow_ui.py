@@ -52,6 +52,8 @@ def test_params_are_the_chosen_set_with_one_key_set_per_paradigm(served):
     keys = {model: set(params(run)) for model, run in runs.items()}
     # one paradigm (baseline): columns line up
     assert keys["mostpop"] == keys["bpr"] == keys["sasrec"] == keys["emb_knn"]
+    # the grid sets BPR's show_progress, a display flag: in resolved_config.json, not a column
+    assert "hp.show_progress" not in keys["bpr"]
     for key in keys["bpr"]:  # RecBole's resolved internals are not params
         assert (
             not key.startswith("resolved.") and "_FIELD" not in key and key != "benchmark_filename"

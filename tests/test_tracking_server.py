@@ -18,25 +18,13 @@ import yaml
 from llm4rec.tracking_server import ServerError, postgres_binary
 
 from .helpers import snakemake_command
+from .helpers.grid import small_grid
 
 REPO = Path(__file__).resolve().parents[1]
-GRID = {
-    "name": "ts",
-    "results_dir": "results",
-    "reports_dir": "reports",
-    "seeds": [0],
-    "evaluation": {"cutoffs": [5, 10]},
-    "report": {
-        "metrics": ["hr_at_10", "ndcg_at_10"],
-        "randomization_rounds": 200,
-        "bootstrap_rounds": 200,
-    },
-    "datasets": {"ml-100k": {"source": "ml-100k"}},
-    "models": [
-        {"name": "mostpop"},
-        {"name": "bpr", "params": {"epochs": 1, "show_progress": False}},
-    ],
-}
+GRID = small_grid(
+    "ts",
+    [{"name": "mostpop"}, {"name": "bpr", "params": {"epochs": 1, "show_progress": False}}],
+)
 CELLS = {(m, "0") for m in ("mostpop", "bpr")}
 pytestmark = pytest.mark.slow
 

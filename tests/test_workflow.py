@@ -1,8 +1,9 @@
 """A small end-to-end grid through Snakemake: prepare -> train -> evaluate -> MLflow -> summary.
 
-Checks the researcher-facing promises: the DAG runs, every MLflow run has the same metric
-keys and the required tags, rerunning a finished grid does nothing, deleting one run's
-output redoes only that run, and reruns never duplicate MLflow runs.
+Checks the researcher-facing promises on the shared finished grid (tests/helpers/grid.py; what
+reruns or adds runs works on a copy): the DAG runs, every MLflow run has the same metric keys and
+the required tags, rerunning a finished grid does nothing, deleting one run's output redoes only
+that run, and reruns never duplicate MLflow runs.
 """
 
 import json
@@ -19,7 +20,7 @@ import pytest
 import yaml
 
 from .helpers import snakemake_command
-from .helpers.grid import GRID, copy_of, mlflow_runs, planned_jobs, snakemake
+from .helpers.grid import GRID, copy_of, mlflow_runs, planned_jobs, snakemake, snakemake_run
 from .helpers.grid import MODELS as GRID_MODELS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -381,21 +382,9 @@ def test_a_cf_injected_run_waits_for_its_cf_source_and_reruns_when_its_embedding
     }
     grid = GRID | {"models": GRID["models"] + [cf]}
     (workdir / "grid_cf.yaml").write_text(yaml.safe_dump(grid))
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    base = [
-        *snakemake_command(workdir, workdir / "grid_cf.yaml"),
-        "--cores",
-        "2",
-        "--resources",
-        "mlflow=1",
-    ]
 
     def run(*args: str) -> str:
-        proc = subprocess.run(
-            base + list(args), capture_output=True, text=True, env=env, timeout=900
-        )
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-        return proc.stdout + proc.stderr
+        return snakemake(workdir, *args, grid="grid_cf.yaml")
 
     edges = dag_edges(run("--dag", "-F"))
     assert ("train sasrec", "train cf_e4srec") in edges and (
@@ -425,12 +414,8 @@ def test_a_cf_injected_run_waits_for_its_cf_source_and_reruns_when_its_embedding
 
     exported = workdir / runs / "sasrec" / "seed0" / "exports" / "item_embeddings.npy"
     np.save(exported, np.load(exported) * 2)
-    proc = subprocess.run(
-        base + ["--forcerun", f"{runs}/cf_e4srec/seed0/run.json"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=900,
+    proc = snakemake_run(
+        workdir, "--forcerun", f"{runs}/cf_e4srec/seed0/run.json", grid="grid_cf.yaml"
     )
     assert proc.returncode != 0
     assert "consumes 'cf_source' from run 'sasrec' seed 0" in proc.stdout + proc.stderr

@@ -3,7 +3,8 @@
 `finished_ml100k` (tests/conftest.py, session scope) runs it once through Snakemake: MostPop, BPR
 (2 epochs), a tiny SASRec and `emb_knn` over BPR's exported embeddings, seed 0, with its reports.
 Tests read it and never change it; a test that reruns, deletes or adds runs works on
-`copy_of(grid, folder)`, whose MLflow store is relocated to the copy.
+`copy_of(grid, folder)`, whose MLflow store is relocated to the copy. `small_grid` is its skeleton,
+which the grids of the cluster, tracking-server and fault tests share.
 """
 
 from __future__ import annotations
@@ -21,19 +22,33 @@ import yaml
 from . import snakemake_command
 
 NAME = "e2e"
-GRID = {
-    "name": NAME,
-    "results_dir": "results",
-    "reports_dir": "reports",
-    "seeds": [0],
-    "evaluation": {"cutoffs": [5, 10]},
-    "report": {
-        "metrics": ["hr_at_10", "ndcg_at_10"],
-        "randomization_rounds": 1000,
-        "bootstrap_rounds": 500,
-    },
-    "datasets": {"ml-100k": {"source": "ml-100k"}},
-    "models": [
+
+
+def small_grid(
+    name: str, models: list[dict], rounds: tuple[int, int] = (200, 200), **evaluation
+) -> dict:
+    """A grid on ml-100k at seed 0 run in its working directory (results/, reports/), scored at
+    cutoffs 5 and 10 (and what `evaluation` adds), reporting HR@10 and NDCG@10 with `rounds`
+    (randomization, bootstrap) rounds."""
+    return {
+        "name": name,
+        "results_dir": "results",
+        "reports_dir": "reports",
+        "seeds": [0],
+        "evaluation": {"cutoffs": [5, 10], **evaluation},
+        "report": {
+            "metrics": ["hr_at_10", "ndcg_at_10"],
+            "randomization_rounds": rounds[0],
+            "bootstrap_rounds": rounds[1],
+        },
+        "datasets": {"ml-100k": {"source": "ml-100k"}},
+        "models": models,
+    }
+
+
+GRID = small_grid(
+    NAME,
+    [
         {"name": "mostpop"},
         {"name": "bpr", "params": {"epochs": 2, "learning_rate": 0.01, "show_progress": False}},
         {
@@ -50,7 +65,8 @@ GRID = {
         # consumes bpr's exported item embeddings (same dataset and seed)
         {"name": "emb_knn"},
     ],
-}
+    rounds=(1000, 500),
+)
 MODELS = ("mostpop", "bpr", "sasrec", "emb_knn")
 
 
@@ -90,9 +106,10 @@ class FinishedGrid:
         return self.workdir / "reports"
 
 
-def snakemake(workdir: Path, *args: str, grid: str = "grid.yaml") -> str:
-    """Run the workflow in `workdir` on its grid file with two cores and one MLflow writer; assert
-    it succeeds and return its log."""
+def snakemake_run(
+    workdir: Path, *args: str, grid: str = "grid.yaml"
+) -> subprocess.CompletedProcess:
+    """Run the workflow in `workdir` on its grid file with two cores and one MLflow writer."""
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     cmd = [
         *snakemake_command(workdir, workdir / grid),
@@ -102,7 +119,12 @@ def snakemake(workdir: Path, *args: str, grid: str = "grid.yaml") -> str:
         "mlflow=1",
         *args,
     ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+
+
+def snakemake(workdir: Path, *args: str, grid: str = "grid.yaml") -> str:
+    """`snakemake_run`, asserted to succeed: its log."""
+    proc = snakemake_run(workdir, *args, grid=grid)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     return proc.stdout + proc.stderr
 
