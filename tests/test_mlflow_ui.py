@@ -24,7 +24,7 @@ def served(finished_ml100k, tmp_path_factory):
     from llm4rec.ui_check import experiment_runs, mlflow_ui, rest
 
     grid = finished_ml100k.grid
-    with mlflow_ui(grid.tracking_uri(), tmp_path_factory.mktemp("ui") / "ui.log") as base:
+    with mlflow_ui(finished_ml100k.store, tmp_path_factory.mktemp("ui") / "ui.log") as base:
         experiment = rest(
             base, "experiments/get-by-name", query={"experiment_name": grid.experiment}
         )["experiment"]
@@ -88,8 +88,7 @@ def test_resolved_configs_are_an_artifact(served, finished_ml100k, tmp_path):
     from mlflow.tracking import MlflowClient
 
     _, runs = served
-    grid = finished_ml100k.grid
-    client = MlflowClient(tracking_uri=grid.tracking_uri())
+    client = MlflowClient(tracking_uri=finished_ml100k.store)
     path = client.download_artifacts(
         runs["bpr"]["info"]["run_id"], "resolved_config.json", str(tmp_path)
     )

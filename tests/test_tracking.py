@@ -107,7 +107,8 @@ def test_the_report_reads_mlflow_runs_as_the_run_folders_they_mirror(finished_ml
     from llm4rec.tracking import download_runs
 
     grid = finished_ml100k.grid
-    folders = download_runs(grid.tracking_uri(), grid.experiment, tmp_path / "down", {"seed": "0"})
+    store = finished_ml100k.store
+    folders = download_runs(store, grid.experiment, tmp_path / "down", {"seed": "0"})
     downloaded = {run.model: run for run in runs_from_folders(folders)}
     assert sorted(downloaded) == sorted(MODELS)
     for model, run in downloaded.items():

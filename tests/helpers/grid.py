@@ -97,6 +97,12 @@ class FinishedGrid:
         return self.workdir / "results"
 
     @property
+    def store(self) -> str:
+        """The grid's own MLflow store (what its track jobs wrote to, whatever
+        MLFLOW_TRACKING_URI says in the test's environment)."""
+        return f"sqlite:///{self.results / 'mlflow.db'}"
+
+    @property
     def runs(self) -> Path:
         """The runs folder of ml-100k: <model>/seed0/."""
         return self.results / NAME / "runs" / "ml-100k"
@@ -162,7 +168,7 @@ def mlflow_runs(grid: FinishedGrid, report: bool = False):
     the report's."""
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=f"sqlite:///{grid.results / 'mlflow.db'}")
+    client = MlflowClient(tracking_uri=grid.store)
     experiment = client.get_experiment_by_name(f"llm4rec-{NAME}")
     runs = client.search_runs([experiment.experiment_id])
     return client, [r for r in runs if (r.data.tags.get("paradigm") == "report") == report]
